@@ -1,0 +1,56 @@
+# The front door: every target drives CMake into a build directory.
+#   make            release build in build/
+#   make check      Debug + ASan + UBSan build in build-check/, run every test
+#   make demo       build, then run the main job (the examples, until `closewise demo` exists)
+#   make install    install into $(PREFIX) (default /usr/local)
+#   make valgrind   library tests under valgrind (no sanitizers)
+#   make bench      benchmarks, rewrites docs/BENCHMARKS.md
+#   make clang      warning-free build check with clang -Werror
+
+PREFIX ?= /usr/local
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE ?= cmake
+CTEST_ARGS ?=
+
+.PHONY: all build check demo install valgrind bench clang clean deps-build deps-test deps-bench
+
+all: build
+
+deps-build:
+	@sh scripts/deps.sh build
+deps-test:
+	@sh scripts/deps.sh test
+deps-bench:
+	@sh scripts/deps.sh bench
+
+build: deps-build
+	@$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCW_TESTS=OFF >/dev/null
+	@$(CMAKE) --build build -j $(JOBS)
+
+check: deps-test
+	@$(CMAKE) -S . -B build-check -DCMAKE_BUILD_TYPE=Debug -DCW_SANITIZE=ON -DCW_WERROR=ON >/dev/null
+	@$(CMAKE) --build build-check -j $(JOBS)
+	@cd build-check && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
+
+demo: build
+	@sh scripts/run-examples.sh build
+
+install: build
+	@$(CMAKE) --install build --prefix $(PREFIX)
+
+valgrind: deps-test
+	@$(CMAKE) -S . -B build-valgrind -DCMAKE_BUILD_TYPE=Debug >/dev/null
+	@$(CMAKE) --build build-valgrind -j $(JOBS)
+	@sh scripts/valgrind.sh build-valgrind
+
+clang: deps-test
+	@$(CMAKE) -S . -B build-clang -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DCW_WERROR=ON >/dev/null
+	@$(CMAKE) --build build-clang -j $(JOBS)
+
+bench: deps-bench
+	@$(CMAKE) -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DCW_TESTS=OFF >/dev/null
+	@$(CMAKE) --build build-bench -j $(JOBS)
+	@sh bench/run.sh build-bench
+
+clean:
+	rm -rf build build-check build-valgrind build-clang build-bench

@@ -1,0 +1,88 @@
+/* main.c - `closewise`: dispatch to one subcommand per file. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Subcommands register here; each lives in its own src/cli/<name>.c. */
+static const struct cli_command commands[] = {
+    {NULL, NULL, NULL}
+};
+
+void cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("closewise: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+long long cli_parse_duration(const char *s)
+{
+    char *end;
+    if (!s || !*s)
+        return -1;
+    double v = strtod(s, &end);
+    if (end == s || v < 0)
+        return -1;
+    double scale = 1;
+    if (!strcmp(end, "") || !strcmp(end, "ms"))
+        scale = 1;
+    else if (!strcmp(end, "s"))
+        scale = 1000;
+    else if (!strcmp(end, "m"))
+        scale = 60000;
+    else if (!strcmp(end, "h"))
+        scale = 3600000;
+    else
+        return -1;
+    double ms = v * scale;
+    return ms > 1e15 ? -1 : (long long)ms;
+}
+
+int cli_parse_port(const char *s)
+{
+    char *end;
+    if (!s || !*s)
+        return -1;
+    long v = strtol(s, &end, 10);
+    return (*end || v < 0 || v > 65535) ? -1 : (int)v;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: closewise <command> [options]\n"
+               "       closewise --help | --version\n\n"
+               "TCP connections that end correctly, and visible when they don't.\n\n"
+               "commands:\n");
+    for (const struct cli_command *c = commands; c->name; c++)
+        fprintf(f, "  %-8s %s\n", c->name, c->summary);
+    fprintf(f, "\nRun 'closewise <command> --help' for a command's options; "
+               "see closewise(1).\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_USAGE;
+    }
+    const char *name = argv[1];
+    if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help")) {
+        usage(stdout);
+        return CLI_OK;
+    }
+    if (!strcmp(name, "--version") || !strcmp(name, "-V")) {
+        printf("closewise %s (libclosewise %s)\n", CW_VERSION, cw_version());
+        return CLI_OK;
+    }
+    for (const struct cli_command *c = commands; c->name; c++)
+        if (!strcmp(c->name, name))
+            return c->run(argc - 1, argv + 1);
+    cli_error("unknown command '%s' (see 'closewise --help')", name);
+    return CLI_USAGE;
+}

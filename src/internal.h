@@ -1,0 +1,65 @@
+/* internal.h - shared by the library's source files, never installed. */
+#ifndef CW_INTERNAL_H
+#define CW_INTERNAL_H
+
+#include <closewise/closewise.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+
+/* How many bytes a graceful close discards before it gives up on a peer
+ * that keeps sending. */
+#define CW_DRAIN_MAX (1024 * 1024)
+
+struct cw_conn {
+    int fd;
+    int rd_sticky;        /* terminal read result, 0 while reads work */
+    int wr_sticky;        /* terminal write result, 0 while writes work */
+    int read_timeout_ms;  /* 0 = none */
+    char *rbuf;           /* bytes read ahead by cw_readline, lazily allocated */
+    size_t rbuf_cap, rbuf_off, rbuf_len;
+};
+
+struct cw_listener {
+    int fd;
+    int port;
+    int read_timeout_ms;  /* handed to every accepted conn */
+};
+
+/* Milliseconds poll() should wait for an absolute deadline: -1 forever,
+ * 0 when it has passed. */
+int cw__poll_timeout(int64_t deadline);
+
+/* The earlier of two deadlines, treating CW_NEVER as infinity. */
+int64_t cw__min_deadline(int64_t a, int64_t b);
+
+/* poll() one fd for events until the deadline, restarting on EINTR.
+ * Returns the revents (> 0), CW_ETIMEDOUT, or -errno. */
+int cw__wait(int fd, short events, int64_t deadline);
+
+/* One non-blocking recv: > 0 bytes, CW_EOF, CW_ERESET, -EAGAIN or -errno.
+ * Shared by blocking conns and the event loop. */
+ssize_t cw__recv_nb(int fd, void *buf, size_t len);
+
+/* One non-blocking send with MSG_NOSIGNAL: bytes sent, -EAGAIN or -errno
+ * (ECONNRESET is reported as CW_ERESET). */
+ssize_t cw__send_nb(int fd, const void *buf, size_t len);
+
+/* Read and throw away what is readable now: CW_EOF when the peer's FIN was
+ * reached, -EAGAIN when nothing more is readable yet, CW_ERESET, -errno.
+ * *total is increased by the bytes discarded. */
+int cw__drain_nb(int fd, size_t *total);
+
+/* Socket options. cw__apply_opts sets what a socket can take before
+ * connect/listen; is_listener selects the SO_REUSEADDR default. */
+int cw__apply_opts(int fd, const struct cw_opts *o, bool is_listener);
+int cw__set_nonblock(int fd);
+int cw__set_linger0(int fd);
+
+/* Format a sockaddr as "1.2.3.4:80" or "[::1]:80". */
+int cw__format_addr(const struct sockaddr *sa, socklen_t len, char *buf,
+                    size_t size);
+
+/* Allocate a conn around a connected non-blocking fd (takes ownership). */
+int cw__conn_new(int fd, const struct cw_opts *o, cw_conn **out);
+
+#endif

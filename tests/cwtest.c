@@ -1,0 +1,282 @@
+/* cwtest.c - shared test helpers, see cwtest.h. */
+#include "cwtest.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static int fds_at_setup;
+
+int cwt_fd_count(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.')
+            n++;
+    closedir(d);
+    return n - 1;   /* the DIR's own descriptor */
+}
+
+int cwt_setup(void **state)
+{
+    (void)state;
+    signal(SIGPIPE, SIG_DFL);   /* a SIGPIPE must kill us, so tests see it */
+    fds_at_setup = cwt_fd_count();
+    return 0;
+}
+
+int cwt_teardown(void **state)
+{
+    (void)state;
+    int now = cwt_fd_count();
+    if (now != fds_at_setup)
+        fail_msg("descriptor leak: %d open at setup, %d at teardown",
+                 fds_at_setup, now);
+    int cw = cwt_count_pid(0, CW_TCP_CLOSE_WAIT);
+    if (cw != 0)
+        fail_msg("%d socket(s) of this process left in CLOSE_WAIT", cw);
+    return 0;
+}
+
+static int parse_table(const char *path, struct cwt_sock **rows, int *n,
+                       int *cap)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;   /* no IPv6 on this kernel */
+    char line[512];
+    if (!fgets(line, sizeof line, f)) {
+        fclose(f);
+        return 0;
+    }
+    while (fgets(line, sizeof line, f)) {
+        char local[64], remote[64];
+        unsigned st;
+        unsigned long inode;
+        if (sscanf(line, " %*d: %63s %63s %x %*s %*s %*s %*d %*d %lu",
+                   local, remote, &st, &inode) != 4)
+            continue;
+        if (*n == *cap) {
+            *cap = *cap ? *cap * 2 : 256;
+            *rows = realloc(*rows, (size_t)*cap * sizeof **rows);
+            assert_non_null(*rows);
+        }
+        struct cwt_sock *s = &(*rows)[(*n)++];
+        s->state = (int)st;
+        s->lport = (int)strtol(strchr(local, ':') + 1, NULL, 16);
+        s->rport = (int)strtol(strchr(remote, ':') + 1, NULL, 16);
+        s->inode = inode;
+    }
+    fclose(f);
+    return 0;
+}
+
+int cwt_tcp_table(struct cwt_sock **out)
+{
+    struct cwt_sock *rows = NULL;
+    int n = 0, cap = 0;
+    parse_table("/proc/net/tcp", &rows, &n, &cap);
+    parse_table("/proc/net/tcp6", &rows, &n, &cap);
+    *out = rows;
+    return n;
+}
+
+int cwt_count(int state, int lport, int rport)
+{
+    struct cwt_sock *rows;
+    int n = cwt_tcp_table(&rows), count = 0;
+    for (int i = 0; i < n; i++)
+        if ((!state || rows[i].state == state) &&
+            (!lport || rows[i].lport == lport) &&
+            (!rport || rows[i].rport == rport))
+            count++;
+    free(rows);
+    return count;
+}
+
+int cwt_wait_count(int state, int lport, int rport, int want, int timeout_ms)
+{
+    int64_t end = cw_now_ms() + timeout_ms;
+    int got;
+    while ((got = cwt_count(state, lport, rport)) != want && cw_now_ms() < end)
+        cwt_sleep_ms(10);
+    return got;
+}
+
+/* Socket inodes held by a process, from its /proc/<pid>/fd links. */
+static int socket_inodes(pid_t pid, unsigned long **out)
+{
+    char path[64];
+    snprintf(path, sizeof path, pid ? "/proc/%d/fd" : "/proc/self/fd", (int)pid);
+    DIR *d = opendir(path);
+    *out = NULL;
+    if (!d)
+        return 0;
+    int n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char target[64];
+        ssize_t len = readlinkat(dirfd(d), e->d_name, target, sizeof target - 1);
+        if (len <= 0)
+            continue;
+        target[len] = '\0';
+        unsigned long ino;
+        if (sscanf(target, "socket:[%lu]", &ino) != 1)
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            *out = realloc(*out, (size_t)cap * sizeof **out);
+        }
+        (*out)[n++] = ino;
+    }
+    closedir(d);
+    return n;
+}
+
+int cwt_count_pid(pid_t pid, int state)
+{
+    unsigned long *inodes;
+    int ni = socket_inodes(pid, &inodes);
+    struct cwt_sock *rows;
+    int n = cwt_tcp_table(&rows), count = 0;
+    for (int i = 0; i < n; i++) {
+        if (rows[i].state != state || rows[i].inode == 0)
+            continue;
+        for (int j = 0; j < ni; j++)
+            if (inodes[j] == rows[i].inode)
+                count++;
+    }
+    free(rows);
+    free(inodes);
+    return count;
+}
+
+void cwt_pair(const char *host, const struct cw_opts *copts,
+              cw_conn **client, cw_conn **server)
+{
+    cw_listener *l = NULL;
+    assert_int_equal(cw_listen(host ? host : "127.0.0.1", 0, NULL, 16, &l), CW_OK);
+    int port = cw_listener_port(l);
+    assert_true(port > 0);
+    assert_int_equal(cw_dial(host ? host : "127.0.0.1", (uint16_t)port, copts,
+                             cw_now_ms() + 5000, client), CW_OK);
+    assert_int_equal(cw_accept(l, cw_now_ms() + 5000, server), CW_OK);
+    assert_int_equal(cw_listener_close(&l), CW_OK);
+}
+
+void cwt_pair_raw(const char *host, cw_conn **client, int *server_fd)
+{
+    cw_listener *l = NULL;
+    assert_int_equal(cw_listen(host ? host : "127.0.0.1", 0, NULL, 16, &l), CW_OK);
+    assert_int_equal(cw_dial(host ? host : "127.0.0.1", (uint16_t)cw_listener_port(l),
+                             NULL, cw_now_ms() + 5000, client), CW_OK);
+    *server_fd = accept4(cw_listener_fd(l), NULL, NULL, SOCK_CLOEXEC);
+    assert_true(*server_fd >= 0);
+    assert_int_equal(cw_listener_close(&l), CW_OK);
+}
+
+static int conn_port(const cw_conn *c, int peer)
+{
+    char buf[64];
+    int rc = peer ? cw_conn_peer(c, buf, sizeof buf) : cw_conn_local(c, buf, sizeof buf);
+    assert_int_equal(rc, CW_OK);
+    return atoi(strrchr(buf, ':') + 1);
+}
+
+int cwt_local_port(const cw_conn *c) { return conn_port(c, 0); }
+int cwt_peer_port(const cw_conn *c) { return conn_port(c, 1); }
+
+pthread_t cwt_thread(void *(*fn)(void *), void *arg)
+{
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, fn, arg), 0);
+    return t;
+}
+
+void *cwt_join(pthread_t t)
+{
+    void *ret;
+    assert_int_equal(pthread_join(t, &ret), 0);
+    return ret;
+}
+
+pid_t cwt_spawn(char *const argv[], int *out_fd)
+{
+    int p[2] = {-1, -1};
+    if (out_fd)
+        assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (out_fd)
+            dup2(p[1], STDOUT_FILENO);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    if (out_fd) {
+        close(p[1]);
+        *out_fd = p[0];
+    }
+    return pid;
+}
+
+int cwt_read_line(int fd, char *buf, size_t size, int timeout_ms)
+{
+    int64_t end = cw_now_ms() + timeout_ms;
+    size_t n = 0;
+    while (n + 1 < size) {
+        int64_t left = end - cw_now_ms();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            return -1;
+        if (read(fd, buf + n, 1) != 1)
+            return -1;
+        if (buf[n] == '\n')
+            break;
+        n++;
+    }
+    buf[n] = '\0';
+    return (int)n;
+}
+
+int cwt_kill(pid_t pid)
+{
+    int status = 0;
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return status;
+}
+
+int cwt_wait(pid_t pid, int timeout_ms)
+{
+    int64_t end = cw_now_ms() + timeout_ms;
+    int status;
+    while (cw_now_ms() < end) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid)
+            return status;
+        cwt_sleep_ms(10);
+    }
+    cwt_kill(pid);
+    return -1;
+}
+
+void cwt_sleep_ms(int ms)
+{
+    struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+        ;
+}

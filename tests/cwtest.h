@@ -1,0 +1,84 @@
+/* cwtest.h - shared test helpers. The kernel is the oracle: TCP states come
+ * from /proc/net/tcp{,6}, descriptors from /proc/self/fd. */
+#ifndef CWTEST_H
+#define CWTEST_H
+
+#define _GNU_SOURCE
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <closewise/closewise.h>
+#include <pthread.h>
+#include <sys/types.h>
+
+/* Setup/teardown for cmocka_unit_test_setup_teardown: teardown fails the
+ * test if a descriptor leaked or a socket of this process is left in
+ * CLOSE_WAIT. */
+int cwt_setup(void **state);
+int cwt_teardown(void **state);
+#define CWT_TEST(fn) cmocka_unit_test_setup_teardown(fn, cwt_setup, cwt_teardown)
+
+/* Number of open descriptors of this process. */
+int cwt_fd_count(void);
+
+/* One row of the kernel's TCP table. Ports are host order. */
+struct cwt_sock {
+    int state;
+    int lport, rport;
+    unsigned long inode;
+};
+
+/* Read the kernel's TCP tables (IPv4 and IPv6). Returns the number of rows
+ * stored in *out (malloc'ed, caller frees). */
+int cwt_tcp_table(struct cwt_sock **out);
+
+/* Count sockets in `state` (0 = any) with the given local and remote ports
+ * (0 = any). */
+int cwt_count(int state, int lport, int rport);
+
+/* Poll cwt_count until it equals `want` or timeout_ms passes. Returns the
+ * last count seen. */
+int cwt_wait_count(int state, int lport, int rport, int want, int timeout_ms);
+
+/* Number of sockets in `state` held open by process `pid` (0 = self). */
+int cwt_count_pid(pid_t pid, int state);
+
+/* A connected loopback pair through the library: listener on an ephemeral
+ * port of `host` (NULL = 127.0.0.1), client dialled to it, server side
+ * accepted. The listener is closed before returning. */
+void cwt_pair(const char *host, const struct cw_opts *copts,
+              cw_conn **client, cw_conn **server);
+
+/* The same with a plain descriptor on the server side, for tests that need
+ * raw syscalls (plain close(), SO_LINGER) as the seed's code used them. */
+void cwt_pair_raw(const char *host, cw_conn **client, int *server_fd);
+
+/* Local/remote port of a conn. */
+int cwt_local_port(const cw_conn *c);
+int cwt_peer_port(const cw_conn *c);
+
+/* Start fn(arg) in a thread; cwt_join waits for it. */
+pthread_t cwt_thread(void *(*fn)(void *), void *arg);
+void *cwt_join(pthread_t t);
+
+/* Run a program (argv[0] is a path) with stdout on a pipe; returns the pid
+ * and stores the read end in *out_fd (-1 to inherit stdout). */
+pid_t cwt_spawn(char *const argv[], int *out_fd);
+
+/* Read one line from fd into buf within timeout_ms; returns its length or
+ * -1 on timeout/EOF. */
+int cwt_read_line(int fd, char *buf, size_t size, int timeout_ms);
+
+/* SIGKILL the process and reap it; returns its wait status. */
+int cwt_kill(pid_t pid);
+
+/* Wait for a process with a timeout; returns the wait status, or -1 after
+ * killing it on timeout. */
+int cwt_wait(pid_t pid, int timeout_ms);
+
+/* Sleep for ms milliseconds. */
+void cwt_sleep_ms(int ms);
+
+#endif
