@@ -1,6 +1,7 @@
 # The front door: every target drives CMake into a build directory.
 #   make            release build in build/
-#   make check      Debug + ASan + UBSan build in build-check/, run every test
+#   make check      every test: Debug + ASan + UBSan build in build-check/ (ctest),
+#                   library tests under valgrind, warning-free clang -Werror build
 #   make demo       build, then run the main job (the examples, until `closewise demo` exists)
 #   make install    install into $(PREFIX) (default /usr/local)
 #   make valgrind   library tests under valgrind (no sanitizers)
@@ -12,7 +13,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE ?= cmake
 CTEST_ARGS ?=
 
-.PHONY: all build check demo install valgrind bench clang clean deps-build deps-test deps-bench
+.PHONY: all build check check-sanitize demo install valgrind bench clang clean deps-build deps-test deps-bench
 
 all: build
 
@@ -27,7 +28,9 @@ build: deps-build
 	@$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCW_TESTS=OFF >/dev/null
 	@$(CMAKE) --build build -j $(JOBS)
 
-check: deps-test
+check: check-sanitize valgrind clang
+
+check-sanitize: deps-test
 	@$(CMAKE) -S . -B build-check -DCMAKE_BUILD_TYPE=Debug -DCW_SANITIZE=ON -DCW_WERROR=ON >/dev/null
 	@$(CMAKE) --build build-check -j $(JOBS)
 	@cd build-check && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
@@ -45,7 +48,8 @@ valgrind: deps-test
 
 clang: deps-test
 	@$(CMAKE) -S . -B build-clang -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DCW_WERROR=ON >/dev/null
-	@$(CMAKE) --build build-clang -j $(JOBS)
+	@$(CMAKE) --build build-clang -j $(JOBS) >/dev/null
+	@echo "clang -Wall -Wextra -Werror build: ok"
 
 bench: deps-bench
 	@$(CMAKE) -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DCW_TESTS=OFF >/dev/null

@@ -75,8 +75,8 @@ static void test_dial_tries_every_address(void **state)
     assert_true(pid >= 0);
     if (pid == 0) {
         if (unshare(CLONE_NEWNS) < 0 ||
-            mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
-            mount(hosts, "/etc/hosts", NULL, MS_BIND, NULL) < 0)
+            mount("none", "/", "none", MS_REC | MS_PRIVATE, NULL) < 0 ||
+            mount(hosts, "/etc/hosts", "none", MS_BIND, NULL) < 0)
             _exit(77);
         _exit(dial_both_families());
     }

@@ -1,0 +1,18 @@
+#!/bin/sh
+# valgrind.sh BUILD_DIR - run the library tests under valgrind's memcheck;
+# any leak or error fails the run.
+set -eu
+build=${1:-build-valgrind}
+status=0
+for t in test_conn test_close test_dial test_examples; do
+    [ -x "$build/tests/$t" ] || continue
+    printf 'valgrind %s ... ' "$t"
+    if valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+        --track-fds=no "$build/tests/$t" > "$build/valgrind-$t.log" 2>&1; then
+        echo ok
+    else
+        echo "FAILED (see $build/valgrind-$t.log)"
+        status=1
+    fi
+done
+exit $status
