@@ -1,0 +1,50 @@
+#!/bin/sh
+# install_test.sh SOURCE_DIR - `make install` from a clean build: headers,
+# both libraries, closewise.pc, the binary and man pages land under the
+# prefix, and a program using only <closewise/closewise.h> and pkg-config
+# builds and runs against the shared and the static library.
+set -eu
+src=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+prefix=$tmp/prefix
+cmake -S "$src" -B "$tmp/build" -DCMAKE_BUILD_TYPE=Release -DCW_TESTS=OFF \
+      -DCMAKE_INSTALL_PREFIX="$prefix" >/dev/null
+cmake --build "$tmp/build" -j 2 >/dev/null
+cmake --install "$tmp/build" >/dev/null
+
+fail() { echo "install_test: $*" >&2; exit 1; }
+libdir=$(dirname "$(find "$prefix" -name closewise.pc | head -n 1)")/..
+[ -f "$prefix/include/closewise/closewise.h" ] || fail "header not installed"
+[ -x "$prefix/bin/closewise" ] || fail "binary not installed"
+[ -f "$prefix/share/man/man1/closewise.1" ] || fail "closewise(1) not installed"
+[ -f "$prefix/share/man/man3/libclosewise.3" ] || fail "libclosewise(3) not installed"
+ls "$libdir"/libclosewise.so.0 >/dev/null || fail "shared library not installed"
+ls "$libdir"/libclosewise.a >/dev/null || fail "static library not installed"
+"$prefix/bin/closewise" --version | grep -q '^closewise ' || fail "--version"
+
+# Only the public cw_ API is exported; cw__ internals stay hidden.
+if nm -D --defined-only "$libdir"/libclosewise.so.0 | awk '{print $3}' | grep -v '^cw_[a-z]' | grep -q .; then
+    fail "shared library exports more than the cw_ API"
+fi
+nm -D --defined-only "$libdir"/libclosewise.so.0 | grep -q ' cw_dial$' || fail "cw_dial not exported"
+
+export PKG_CONFIG_PATH="$libdir/pkgconfig"
+cc -Wall -Wextra -Werror -o "$tmp/tidy_shared" "$src/examples/tidy_client.c" \
+   $(pkg-config --cflags --libs closewise) -Wl,-rpath,"$libdir"
+cc -Wall -Wextra -Werror -static-libgcc -o "$tmp/tidy_static" "$src/examples/tidy_client.c" \
+   $(pkg-config --cflags closewise) "$libdir/libclosewise.a" $(pkg-config --static --libs-only-l closewise | sed 's/-lclosewise//')
+for prog in tidy_shared tidy_static; do
+    set +e
+    "$tmp/$prog" >/dev/null 2>&1
+    rc=$?
+    set -e
+    [ $rc -eq 2 ] || fail "$prog: expected usage exit 2, got $rc"
+done
+# A c++ compiler must accept the header too (extern "C").
+if command -v c++ >/dev/null; then
+    printf '#include <closewise/closewise.h>\nint main(){return cw_now_ms() < 0;}\n' > "$tmp/t.cc"
+    c++ -Wall -Werror -o "$tmp/t" "$tmp/t.cc" $(pkg-config --cflags --libs closewise) \
+        -Wl,-rpath,"$libdir" && "$tmp/t" || fail "C++ program"
+fi
+echo "install_test: ok"
