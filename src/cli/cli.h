@@ -29,4 +29,8 @@ long long cli_parse_duration(const char *s);
 /* Parse a port number 0..65535. Returns it, or -1 on bad input. */
 int cli_parse_port(const char *s);
 
+/* Subcommands. */
+int cmd_server(int argc, char **argv);
+int cmd_passwd(int argc, char **argv);
+
 #endif

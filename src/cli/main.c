@@ -8,6 +8,8 @@
 
 /* Subcommands register here; each lives in its own src/cli/<name>.c. */
 static const struct cli_command commands[] = {
+    {"server", "run the reference auth server (ends connections correctly)", cmd_server},
+    {"passwd", "make a credentials line for closewise server", cmd_passwd},
     {NULL, NULL, NULL}
 };
 

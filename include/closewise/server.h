@@ -1,0 +1,125 @@
+/*
+ * closewise/server.h - the reference authentication server: a line
+ * protocol (docs/PROTOCOL.md) on the cw_loop event loop, where every
+ * connection ends correctly. A server-initiated close delivers its last
+ * line (write, shutdown(SHUT_WR), discard input until the peer's FIN or a
+ * lingering deadline, close); a peer's FIN or RST closes the connection in
+ * the same loop iteration; descriptor exhaustion (EMFILE/ENFILE) neither
+ * spins nor stops the server.
+ *
+ * Do not include this file directly: include <closewise/closewise.h>.
+ * Conventions are those of conn.h: CW_OK or a negative result code, and
+ * handles released exactly once by a function that NULLs them.
+ */
+#ifndef CLOSEWISE_SERVER_H
+#define CLOSEWISE_SERVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Longest request line, terminator not counted. */
+#define CW_SERVER_MAX_LINE 1024
+
+typedef struct cw_server cw_server;
+
+/* How the server ends a connection it decides to end. */
+enum cw_server_close {
+    CW_SERVER_GRACEFUL = 0, /* final line, SHUT_WR, linger for peer FIN */
+    CW_SERVER_LINGER0 = 1,  /* final line, SO_LINGER {1,0}, close: RST
+                               (the seed's trap: the line may be lost) */
+    CW_SERVER_PLAIN = 2     /* final line, close() at once: RST if unread
+                               input is pending (the other trap) */
+};
+
+struct cw_server_opts {
+    const char *host;           /* listen address, NULL = "127.0.0.1";
+                                   "::" = every address, dual stack */
+    uint16_t port;              /* 0 = ephemeral, see cw_server_port() */
+    int backlog;                /* 0 = SOMAXCONN */
+    int64_t idle_timeout_ms;    /* a session must complete a request
+                                   within this (default 30 s) */
+    int64_t lingering_time_ms;  /* cap on a lingering close (default 30 s) */
+    int64_t lingering_timeout_ms; /* max wait between peer reads while
+                                   lingering (default 5 s) */
+    int64_t write_timeout_ms;   /* max wait for a blocked reply (10 s) */
+    int max_conns;              /* default 1024; accept pauses at the cap */
+    enum cw_server_close close_mode;
+    int auth_max_failures;      /* failed logins per address and window
+                                   before "ERR too many failures" (5; 0 =
+                                   no throttle) */
+    int64_t auth_window_ms;     /* throttle window (default 60 s) */
+    FILE *log;                  /* one line per ended connection, or NULL */
+    int handle_signals;         /* 1 (default): SIGINT/SIGTERM stop
+                                   cw_server_run cleanly */
+};
+
+/* Per-server counters, for tests and benchmarks. */
+struct cw_server_stats {
+    uint64_t accepted;
+    uint64_t ended;
+    int conns;                  /* open now, lingering ones included */
+    int lingering;
+    uint64_t accept_paused;     /* times accepting paused (EMFILE, cap) */
+    uint64_t reclaimed;         /* conns closed early to free a descriptor */
+    size_t conn_bytes;          /* user-space bytes held by conns now */
+};
+
+/* Fill *o with the defaults above. */
+void cw_server_opts_init(struct cw_server_opts *o);
+
+/* Create a server and bind its listener (so cw_server_port() is known
+ * before cw_server_run()). *out is owned by the caller; release it with
+ * cw_server_free(). opts may be NULL for all defaults; it is copied, but
+ * the host string and log stream must outlive the server. */
+int cw_server_new(const struct cw_server_opts *opts, cw_server **out);
+
+/* Add a user whose password is hashed now (crypt(3), libcrypt's preferred
+ * method). For demos and tests; production uses a credentials file.
+ * Returns CW_OK, CW_EINVAL (bad name), -EEXIST or -ENOMEM. */
+int cw_server_add_user(cw_server *s, const char *user, const char *password);
+
+/* Add a user with an existing crypt(3) hash. */
+int cw_server_add_hash(cw_server *s, const char *user, const char *hash);
+
+/* Load a credentials file of "user:crypt-hash" lines. Returns the number
+ * of users added, or a negative code with *bad_line set to the first bad
+ * line (0 for an I/O error, e.g. -ENOENT). */
+int cw_server_load_credentials(cw_server *s, const char *path, int *bad_line);
+
+/* The bound port, and the address as "127.0.0.1:7007" / "[::]:7007". */
+int cw_server_port(const cw_server *s);
+int cw_server_address(const cw_server *s, char *buf, size_t size);
+
+/* Serve until cw_server_stop() or (with handle_signals) SIGINT/SIGTERM.
+ * Stopping is clean: accepting ends, every open connection gets
+ * "ERR server shutting down" and a graceful close bounded by the
+ * lingering time, then cw_server_run returns CW_OK. */
+int cw_server_run(cw_server *s);
+
+/* Ask a running server to stop as above. Safe from another thread or a
+ * signal handler. */
+int cw_server_stop(cw_server *s);
+
+/* Counters; safe only from the server's thread or after it stopped. */
+int cw_server_stats(const cw_server *s, struct cw_server_stats *st);
+
+/* Close every connection and the listener, free the server, set *sp to
+ * NULL. */
+int cw_server_free(cw_server **sp);
+
+/* Hash a password for a credentials file into out (at least 128 bytes;
+ * CRYPT_OUTPUT_SIZE is always enough). prefix selects the method: NULL
+ * for libcrypt's preferred one (yescrypt, "$y$"), "$6$" for sha512-crypt.
+ * The salt comes from the kernel. */
+int cw_passwd_hash(const char *password, const char *prefix, char *out,
+                   size_t size);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

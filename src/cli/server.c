@@ -1,0 +1,263 @@
+/* server.c - `closewise server`: run the reference authentication server
+ * (docs/PROTOCOL.md, closewise-server(1)). */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+static void server_usage(FILE *f)
+{
+    fprintf(f,
+        "usage: closewise server [options]\n\n"
+        "Serve the closewise line protocol (AUTH, ECHO, QUIT) and end every\n"
+        "connection correctly. Prints \"listening on ADDR:PORT\" first on stdout;\n"
+        "one line per ended connection goes to stderr.\n\n"
+        "options:\n"
+        "  -l, --listen ADDR          address to listen on (default 127.0.0.1;\n"
+        "                             \"::\" or \"*\" for every address)\n"
+        "  -p, --port PORT            port (default 7007; 0 = ephemeral)\n"
+        "      --port-file FILE       write the bound port to FILE\n"
+        "  -c, --credentials FILE     user:crypt-hash lines (closewise passwd)\n"
+        "  -u, --user NAME:PASSWORD   add a user, hashed at start-up (demos, tests)\n"
+        "      --idle-timeout DUR     close sessions idle this long (default 30s)\n"
+        "      --lingering-time DUR   cap on a graceful close (default 30s)\n"
+        "      --lingering-timeout DUR  max wait for the peer while lingering (5s)\n"
+        "      --write-timeout DUR    max wait for a blocked reply (default 10s)\n"
+        "      --max-connections N    accept pauses at N connections (1024)\n"
+        "      --close-mode MODE      graceful (default), linger0 or plain\n"
+        "      --linger0              same as --close-mode linger0 (the trap)\n"
+        "      --max-auth-failures N  failed logins per address and window (5;\n"
+        "                             0 = no throttle)\n"
+        "      --auth-window DUR      throttle window (default 60s)\n"
+        "  -q, --quiet                no per-connection log lines\n"
+        "  -h, --help                 this help\n\n"
+        "Durations: 500ms, 2s, 1m or bare milliseconds. SIGINT/SIGTERM stop the\n"
+        "server cleanly. See closewise-server(1).\n");
+}
+
+enum {
+    OPT_PORT_FILE = 256, OPT_IDLE, OPT_LTIME, OPT_LTIMEOUT, OPT_WTIMEOUT,
+    OPT_MAXCONN, OPT_CLOSE_MODE, OPT_LINGER0, OPT_MAXFAIL, OPT_AUTHWIN
+};
+
+static const struct option long_opts[] = {
+    {"listen", required_argument, NULL, 'l'},
+    {"port", required_argument, NULL, 'p'},
+    {"port-file", required_argument, NULL, OPT_PORT_FILE},
+    {"credentials", required_argument, NULL, 'c'},
+    {"user", required_argument, NULL, 'u'},
+    {"idle-timeout", required_argument, NULL, OPT_IDLE},
+    {"lingering-time", required_argument, NULL, OPT_LTIME},
+    {"lingering-timeout", required_argument, NULL, OPT_LTIMEOUT},
+    {"write-timeout", required_argument, NULL, OPT_WTIMEOUT},
+    {"max-connections", required_argument, NULL, OPT_MAXCONN},
+    {"close-mode", required_argument, NULL, OPT_CLOSE_MODE},
+    {"linger0", no_argument, NULL, OPT_LINGER0},
+    {"max-auth-failures", required_argument, NULL, OPT_MAXFAIL},
+    {"auth-window", required_argument, NULL, OPT_AUTHWIN},
+    {"quiet", no_argument, NULL, 'q'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0}
+};
+
+#define MAX_USERS 64
+
+struct server_args {
+    struct cw_server_opts o;
+    const char *port_file;
+    const char *credentials;
+    char *users[MAX_USERS];
+    int nusers;
+};
+
+static int parse_dur(const char *name, const char *arg, int64_t *out, int allow0)
+{
+    long long v = cli_parse_duration(arg);
+    if (v < 0 || (!allow0 && v == 0)) {
+        cli_error("bad duration for --%s: '%s' (try 500ms, 2s, 1m)", name, arg);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+static int parse_count(const char *name, const char *arg, int *out, int min)
+{
+    char *end;
+    long v = strtol(arg, &end, 10);
+    if (!*arg || *end || v < min || v > 10000000) {
+        cli_error("bad number for --%s: '%s'", name, arg);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int parse_mode(const char *arg, enum cw_server_close *out)
+{
+    if (!strcmp(arg, "graceful"))
+        *out = CW_SERVER_GRACEFUL;
+    else if (!strcmp(arg, "linger0"))
+        *out = CW_SERVER_LINGER0;
+    else if (!strcmp(arg, "plain"))
+        *out = CW_SERVER_PLAIN;
+    else {
+        cli_error("bad --close-mode '%s' (graceful, linger0 or plain)", arg);
+        return -1;
+    }
+    return 0;
+}
+
+/* Returns -1 to exit with CLI_USAGE, 1 for --help, 0 to run. */
+static int parse_args(int argc, char **argv, struct server_args *a)
+{
+    cw_server_opts_init(&a->o);
+    a->o.port = 7007;
+    a->o.log = stderr;
+    int c, port;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "l:p:c:u:qh", long_opts, NULL)) != -1) {
+        int bad = 0;
+        switch (c) {
+        case 'l': a->o.host = strcmp(optarg, "*") ? optarg : "::"; break;
+        case 'p':
+            port = cli_parse_port(optarg);
+            if (port < 0) {
+                cli_error("bad port '%s'", optarg);
+                return -1;
+            }
+            a->o.port = (uint16_t)port;
+            break;
+        case OPT_PORT_FILE: a->port_file = optarg; break;
+        case 'c': a->credentials = optarg; break;
+        case 'u':
+            if (a->nusers == MAX_USERS || !strchr(optarg, ':')) {
+                cli_error(a->nusers == MAX_USERS ? "too many --user options"
+                                                 : "--user wants NAME:PASSWORD");
+                return -1;
+            }
+            a->users[a->nusers++] = optarg;
+            break;
+        case OPT_IDLE: bad = parse_dur("idle-timeout", optarg, &a->o.idle_timeout_ms, 0); break;
+        case OPT_LTIME: bad = parse_dur("lingering-time", optarg, &a->o.lingering_time_ms, 1); break;
+        case OPT_LTIMEOUT: bad = parse_dur("lingering-timeout", optarg, &a->o.lingering_timeout_ms, 1); break;
+        case OPT_WTIMEOUT: bad = parse_dur("write-timeout", optarg, &a->o.write_timeout_ms, 0); break;
+        case OPT_MAXCONN: bad = parse_count("max-connections", optarg, &a->o.max_conns, 1); break;
+        case OPT_CLOSE_MODE: bad = parse_mode(optarg, &a->o.close_mode); break;
+        case OPT_LINGER0: a->o.close_mode = CW_SERVER_LINGER0; break;
+        case OPT_MAXFAIL: bad = parse_count("max-auth-failures", optarg, &a->o.auth_max_failures, 0); break;
+        case OPT_AUTHWIN: bad = parse_dur("auth-window", optarg, &a->o.auth_window_ms, 0); break;
+        case 'q': a->o.log = NULL; break;
+        case 'h': return 1;
+        default:
+            cli_error("server: bad option '%s' (see 'closewise server --help')",
+                      argv[optind - 1]);
+            return -1;
+        }
+        if (bad)
+            return -1;
+    }
+    if (optind < argc) {
+        cli_error("server: unexpected argument '%s'", argv[optind]);
+        return -1;
+    }
+    if (!a->credentials && a->nusers == 0) {
+        cli_error("server: no users: give --credentials FILE or --user NAME:PASSWORD");
+        return -1;
+    }
+    return 0;
+}
+
+static int add_users(cw_server *s, struct server_args *a)
+{
+    if (a->credentials) {
+        int line;
+        int rc = cw_server_load_credentials(s, a->credentials, &line);
+        if (rc < 0) {
+            if (line)
+                cli_error("%s:%d: bad entry (want user:crypt-hash): %s",
+                          a->credentials, line, cw_strerror(rc));
+            else
+                cli_error("%s: %s", a->credentials, cw_strerror(rc));
+            return line ? CLI_USAGE : CLI_SYSTEM;
+        }
+    }
+    for (int i = 0; i < a->nusers; i++) {
+        char *colon = strchr(a->users[i], ':');
+        *colon = '\0';
+        int rc = cw_server_add_user(s, a->users[i], colon + 1);
+        if (rc < 0) {
+            cli_error("--user %s: %s", a->users[i],
+                      rc == -EEXIST ? "duplicate user" : cw_strerror(rc));
+            return rc == -ENOMEM ? CLI_SYSTEM : CLI_USAGE;
+        }
+    }
+    return CLI_OK;
+}
+
+/* Every connection costs a descriptor: use what the hard limit allows. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static int write_port_file(const char *path, int port)
+{
+    FILE *f = fopen(path, "we");
+    if (!f) {
+        cli_error("%s: %s", path, strerror(errno));
+        return -1;
+    }
+    fprintf(f, "%d\n", port);
+    if (fclose(f) != 0) {
+        cli_error("%s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int cmd_server(int argc, char **argv)
+{
+    struct server_args a;
+    memset(&a, 0, sizeof a);
+    int p = parse_args(argc, argv, &a);
+    if (p) {
+        if (p > 0)
+            server_usage(stdout);
+        return p > 0 ? CLI_OK : CLI_USAGE;
+    }
+    raise_nofile();
+    cw_server *s;
+    int rc = cw_server_new(&a.o, &s);
+    if (rc < 0) {
+        cli_error("server: cannot listen on %s port %u: %s",
+                  a.o.host ? a.o.host : "*", (unsigned)a.o.port, cw_strerror(rc));
+        return rc == CW_EINVAL || rc == CW_ERESOLVE ? CLI_USAGE : CLI_SYSTEM;
+    }
+    int ret = add_users(s, &a);
+    char addr[80];
+    if (ret == CLI_OK && a.port_file && write_port_file(a.port_file, cw_server_port(s)) < 0)
+        ret = CLI_SYSTEM;
+    if (ret == CLI_OK && cw_server_address(s, addr, sizeof addr) == CW_OK) {
+        printf("listening on %s\n", addr);
+        fflush(stdout);
+    }
+    if (ret == CLI_OK) {
+        rc = cw_server_run(s);
+        if (rc < 0) {
+            cli_error("server: %s", cw_strerror(rc));
+            ret = CLI_SYSTEM;
+        }
+    }
+    cw_server_free(&s);
+    return ret;
+}

@@ -1,0 +1,842 @@
+/* server.c - the reference authentication server on cw_loop: accept,
+ * descriptor pressure, the life of a connection, and its end.
+ *
+ * A connection is ACTIVE (serving requests), CLOSING (its final line is
+ * being flushed), LINGERING (SHUT_WR sent, discarding input until the
+ * peer's FIN or a deadline) or DEAD (to be closed now). Event handlers do
+ * their work, then call settle(), the one place that arms the watcher and
+ * the timer for the state, and the only place a connection is freed: no
+ * handler ever touches a freed connection. */
+#define _GNU_SOURCE
+#include "internal.h"
+#include "auth.h"
+#include "protocol.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define ACCEPT_BATCH 64        /* accepts per readiness event: stay fair */
+#define ACCEPT_BACKOFF_MS 100  /* retry after EMFILE with nothing to reclaim */
+#define RECLAIM_BATCH 8        /* conns closed per descriptor shortage */
+#define RECLAIM_MIN_IDLE_MS 1000 /* never reclaim a session this fresh */
+#define READ_ROUNDS 8          /* recv calls per event before yielding */
+#define SCRATCH_SIZE (CW_PROTO_MAX_LINE + 2 + 16384)
+
+enum state { ST_ACTIVE, ST_CLOSING, ST_LINGER, ST_DEAD };
+
+enum end {
+    END_NONE, END_PEER_EOF, END_RESET, END_IDLE, END_AUTH_FAILED,
+    END_THROTTLED, END_QUIT, END_TOOLONG, END_BAD, END_WRITE_TIMEOUT,
+    END_SHUTDOWN, END_RECLAIMED, END_ERROR
+};
+
+static const char *end_names[] = {
+    [END_NONE] = "none",           [END_PEER_EOF] = "peer-eof",
+    [END_RESET] = "reset",         [END_IDLE] = "idle",
+    [END_AUTH_FAILED] = "auth-failed", [END_THROTTLED] = "throttled",
+    [END_QUIT] = "quit",           [END_TOOLONG] = "line-too-long",
+    [END_BAD] = "bad-request",     [END_WRITE_TIMEOUT] = "write-timeout",
+    [END_SHUTDOWN] = "shutdown",   [END_RECLAIMED] = "reclaimed",
+    [END_ERROR] = "error",
+};
+
+/* How the descriptor was finally closed. */
+enum how {
+    HOW_NONE, HOW_FIN, HOW_LINGER_TIMEOUT, HOW_LINGER_RESET, HOW_RST,
+    HOW_PLAIN, HOW_PEER, HOW_RESET
+};
+
+static const char *how_names[] = {
+    [HOW_NONE] = "none",         [HOW_FIN] = "fin",
+    [HOW_LINGER_TIMEOUT] = "linger-timeout",
+    [HOW_LINGER_RESET] = "linger-reset", [HOW_RST] = "rst",
+    [HOW_PLAIN] = "plain",       [HOW_PEER] = "peer-closed",
+    [HOW_RESET] = "reset",
+};
+
+/* Kept small: an idle session holds this struct and nothing else. */
+struct sconn {
+    cw_io io;
+    cw_timer timer;
+    struct sconn *prev, *next;   /* s->active (LRU) or s->linger (FIFO) */
+    int64_t start_ms;
+    int64_t last_ms;             /* last complete request, or start */
+    char *rbuf;                  /* unprocessed input, only when some */
+    char *wbuf;                  /* unsent output, only when some */
+    uint32_t rlen, wlen, woff;
+    uint8_t state, end, how, authed;
+    uint8_t in_linger;           /* on s->linger rather than s->active */
+    uint8_t wblocked;            /* write timeout running */
+    uint8_t family;
+    uint16_t port;               /* host order */
+    uint8_t addr[16];            /* IPv4 as ::ffff:a.b.c.d */
+};
+
+struct list {
+    struct sconn *head, *tail;
+};
+
+struct cw_server {
+    struct cw_server_opts o;
+    cw_loop *loop;
+    cw_listener *lis;
+    cw_io lio;
+    cw_timer accept_timer;
+    cw_timer stop_timer;
+    int accept_paused;
+    int stopping;
+    cw__auth *auth;
+    struct list active, linger;
+    struct cw_server_stats st;
+    char scratch[SCRATCH_SIZE];
+};
+
+/* ---- lists ---- */
+
+static void list_push(struct list *l, struct sconn *c)
+{
+    c->next = NULL;
+    c->prev = l->tail;
+    if (l->tail)
+        l->tail->next = c;
+    else
+        l->head = c;
+    l->tail = c;
+}
+
+static void list_remove(struct list *l, struct sconn *c)
+{
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        l->head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    else
+        l->tail = c->prev;
+    c->prev = c->next = NULL;
+}
+
+static struct list *list_of(cw_server *s, struct sconn *c)
+{
+    return c->in_linger ? &s->linger : &s->active;
+}
+
+/* ---- logging ---- */
+
+static void format_peer(const struct sconn *c, char *buf, size_t size)
+{
+    char ip[INET6_ADDRSTRLEN];
+    if (c->family == AF_INET) {
+        inet_ntop(AF_INET, c->addr + 12, ip, sizeof ip);
+        snprintf(buf, size, "%s:%u", ip, c->port);
+    } else {
+        inet_ntop(AF_INET6, c->addr, ip, sizeof ip);
+        snprintf(buf, size, "[%s]:%u", ip, c->port);
+    }
+}
+
+static void log_end(cw_server *s, const struct sconn *c)
+{
+    if (!s->o.log)
+        return;
+    char peer[64];
+    format_peer(c, peer, sizeof peer);
+    long long ms = (long long)(cw_now_ms() - c->start_ms);
+    fprintf(s->o.log, "closewise-server: peer=%s duration=%lld.%03llds end=%s close=%s\n",
+            peer, ms / 1000, ms % 1000, end_names[c->end], how_names[c->how]);
+    fflush(s->o.log);
+}
+
+/* ---- closing ---- */
+
+static void resume_accept(cw_server *s);
+
+static size_t conn_bytes(const struct sconn *c)
+{
+    return sizeof *c + c->rlen + c->wlen;
+}
+
+/* The one place a connection is freed. */
+static void conn_free(cw_server *s, struct sconn *c)
+{
+    cw_io_stop(s->loop, &c->io);
+    cw_timer_stop(s->loop, &c->timer);
+    list_remove(list_of(s, c), c);
+    if (c->in_linger)
+        s->st.lingering--;
+    if (c->how == HOW_RST)
+        cw__set_linger0(c->io.fd);
+    close(c->io.fd);
+    log_end(s, c);
+    s->st.conn_bytes -= conn_bytes(c);
+    s->st.conns--;
+    s->st.ended++;
+    free(c->rbuf);
+    free(c->wbuf);
+    free(c);
+    if (s->accept_paused && !s->stopping)
+        resume_accept(s);
+    if (s->stopping && s->st.conns == 0)
+        cw_loop_stop(s->loop);
+}
+
+/* Mark for closing; settle() does it. The first reason wins. */
+static void conn_die(struct sconn *c, enum end why, enum how how)
+{
+    if (c->end == END_NONE)
+        c->end = why;
+    if (c->how == HOW_NONE)
+        c->how = how;
+    c->state = ST_DEAD;
+}
+
+static void drop_rbuf(cw_server *s, struct sconn *c)
+{
+    s->st.conn_bytes -= c->rlen;
+    free(c->rbuf);
+    c->rbuf = NULL;
+    c->rlen = 0;
+}
+
+/* ---- output ---- */
+
+static void flush(cw_server *s, struct sconn *c)
+{
+    while (c->woff < c->wlen) {
+        ssize_t n = cw__send_nb(c->io.fd, c->wbuf + c->woff, c->wlen - c->woff);
+        if (n == -EAGAIN)
+            return;
+        if (n < 0) {
+            conn_die(c, END_RESET, HOW_RESET);
+            return;
+        }
+        c->woff += (uint32_t)n;
+    }
+    s->st.conn_bytes -= c->wlen;
+    free(c->wbuf);
+    c->wbuf = NULL;
+    c->wlen = c->woff = 0;
+}
+
+/* Queue a reply line: sent at once when the socket takes it, kept in a
+ * buffer allocated only for the part it did not take. */
+static void reply(cw_server *s, struct sconn *c, const char *text, size_t len)
+{
+    if (c->state == ST_DEAD)
+        return;
+    size_t total = (c->wlen - c->woff) + len + 1;
+    char *p = malloc(total);
+    if (!p) {
+        conn_die(c, END_ERROR, HOW_RST);
+        return;
+    }
+    size_t pending = c->wlen - c->woff;
+    if (pending)
+        memcpy(p, c->wbuf + c->woff, pending);
+    memcpy(p + pending, text, len);
+    p[total - 1] = '\n';
+    s->st.conn_bytes += total - c->wlen;
+    free(c->wbuf);
+    c->wbuf = p;
+    c->wlen = (uint32_t)total;
+    c->woff = 0;
+    flush(s, c);
+}
+
+static void reply_str(cw_server *s, struct sconn *c, const char *text)
+{
+    reply(s, c, text, strlen(text));
+}
+
+/* Send a final line and end the connection the configured way. */
+static void finish(cw_server *s, struct sconn *c, const char *text, enum end why)
+{
+    if (c->state != ST_ACTIVE)
+        return;
+    c->end = why;
+    reply_str(s, c, text);
+    if (c->state == ST_ACTIVE)
+        c->state = ST_CLOSING;
+}
+
+/* ---- requests ---- */
+
+static void handle(cw_server *s, struct sconn *c, const struct cw_req *r)
+{
+    switch (r->type) {
+    case CW_REQ_AUTH: {
+        if (c->authed) {
+            reply_str(s, c, "ERR already authenticated");
+            break;
+        }
+        int64_t now = cw_now_ms();
+        if (cw__auth_throttled(s->auth, c->addr, now)) {
+            finish(s, c, "ERR too many failures", END_THROTTLED);
+            break;
+        }
+        int ok = cw__auth_check(s->auth, r->user, r->user_len, r->pass, r->pass_len);
+        if (ok == 1) {
+            c->authed = 1;
+            reply_str(s, c, "OK");
+        } else {
+            cw__auth_failed(s->auth, c->addr, now);
+            finish(s, c, "ERR bad credentials", END_AUTH_FAILED);
+        }
+        break;
+    }
+    case CW_REQ_ECHO:
+        if (c->authed)
+            reply(s, c, r->text, r->text_len);
+        else
+            reply_str(s, c, "ERR not authenticated");
+        break;
+    case CW_REQ_QUIT:
+        finish(s, c, "BYE", END_QUIT);
+        break;
+    case CW_REQ_SYNTAX:
+        reply_str(s, c, "ERR syntax");
+        break;
+    case CW_REQ_UNKNOWN:
+        reply_str(s, c, "ERR unknown command");
+        break;
+    case CW_REQ_TOOLONG:
+        finish(s, c, "ERR line too long", END_TOOLONG);
+        break;
+    case CW_REQ_BAD:
+        finish(s, c, "ERR bad request", END_BAD);
+        break;
+    case CW_REQ_INCOMPLETE:
+        break;
+    }
+}
+
+/* Serve the complete requests in buf; returns the bytes used. Stops when
+ * the connection is closing or a reply is blocked (backpressure). */
+static size_t process(cw_server *s, struct sconn *c, const char *buf, size_t len)
+{
+    size_t off = 0;
+    while (c->state == ST_ACTIVE && !c->wbuf) {
+        struct cw_req r;
+        if (cw__proto_parse(buf + off, len - off, &r) == CW_REQ_INCOMPLETE)
+            break;
+        handle(s, c, &r);
+        if (!r.consumed)
+            break;
+        off += r.consumed;
+        c->last_ms = cw_now_ms();
+        /* Move to the tail of the LRU: the least recently active session
+         * is the first one reclaimed under descriptor pressure. */
+        list_remove(&s->active, c);
+        list_push(&s->active, c);
+    }
+    return off;
+}
+
+/* Read and serve. Input that is not a complete request yet is kept in a
+ * buffer sized to it; the shared scratch buffer does the rest. */
+static void on_readable(cw_server *s, struct sconn *c)
+{
+    char *buf = s->scratch;
+    size_t len = c->rlen;
+    if (len)
+        memcpy(buf, c->rbuf, len);
+    drop_rbuf(s, c);
+    for (int round = 0; round < READ_ROUNDS; round++) {
+        size_t used = process(s, c, buf, len);
+        memmove(buf, buf + used, len - used);
+        len -= used;
+        if (c->state != ST_ACTIVE) {
+            len = 0;   /* closing: what follows the last request is ignored */
+            break;
+        }
+        if (c->wbuf || len == sizeof s->scratch)
+            break;
+        ssize_t n = cw__recv_nb(c->io.fd, buf + len, sizeof s->scratch - len);
+        if (n == -EAGAIN)
+            break;
+        if (n == CW_EOF) {
+            conn_die(c, END_PEER_EOF, HOW_PEER);
+            return;
+        }
+        if (n < 0) {
+            conn_die(c, END_RESET, HOW_RESET);
+            return;
+        }
+        len += (size_t)n;
+    }
+    if (!len)
+        return;
+    c->rbuf = malloc(len);
+    if (!c->rbuf) {
+        conn_die(c, END_ERROR, HOW_RST);
+        return;
+    }
+    memcpy(c->rbuf, buf, len);
+    c->rlen = (uint32_t)len;
+    s->st.conn_bytes += len;
+}
+
+/* Lingering: discard input until the peer's FIN. A peer that keeps
+ * sending is bounded by the lingering time, not by a byte count. */
+static void on_linger_readable(struct sconn *c)
+{
+    size_t total = 0;
+    int rc = cw__drain_nb(c->io.fd, &total);
+    if (rc == -EAGAIN || rc == CW_ETOOLONG)
+        return;
+    c->how = rc == CW_EOF ? HOW_FIN : HOW_LINGER_RESET;
+    c->state = ST_DEAD;
+}
+
+/* ---- state machine ---- */
+
+static void on_timer(cw_loop *loop, cw_timer *t);
+static void on_io(cw_loop *loop, cw_io *io, unsigned events);
+
+static void start_linger(cw_server *s, struct sconn *c)
+{
+    if (shutdown(c->io.fd, SHUT_WR) < 0 && errno != ENOTCONN) {
+        conn_die(c, END_ERROR, HOW_RST);
+        return;
+    }
+    list_remove(&s->active, c);
+    c->state = ST_LINGER;
+    c->in_linger = 1;
+    list_push(&s->linger, c);
+    s->st.lingering++;
+    c->last_ms = cw_now_ms();   /* start of lingering */
+    drop_rbuf(s, c);
+}
+
+static int64_t linger_deadline(cw_server *s, struct sconn *c)
+{
+    int64_t cap = c->last_ms + s->o.lingering_time_ms;
+    int64_t next = cw_now_ms() + s->o.lingering_timeout_ms;
+    return next < cap ? next : cap;
+}
+
+/* Arm the watcher and timer for the state, or free a dead connection. */
+static void settle(cw_server *s, struct sconn *c)
+{
+    if (c->state == ST_CLOSING) {
+        if (s->o.close_mode == CW_SERVER_LINGER0)
+            conn_die(c, c->end, HOW_RST);
+        else if (s->o.close_mode == CW_SERVER_PLAIN)
+            conn_die(c, c->end, HOW_PLAIN);
+        else if (!c->wbuf)
+            start_linger(s, c);
+    }
+    if (c->state == ST_DEAD) {
+        conn_free(s, c);
+        return;
+    }
+    unsigned want;
+    int64_t deadline;
+    if (c->state == ST_LINGER) {
+        want = CW_IO_READ;
+        deadline = linger_deadline(s, c);
+    } else if (c->wbuf) {
+        want = CW_IO_WRITE;   /* reads paused; the peer's FIN still seen */
+        if (!c->wblocked) {
+            c->wblocked = 1;
+            deadline = cw_now_ms() + s->o.write_timeout_ms;
+        } else {
+            deadline = c->timer.deadline;
+        }
+    } else {
+        want = CW_IO_READ;
+        c->wblocked = 0;
+        deadline = c->last_ms + s->o.idle_timeout_ms;
+    }
+    if (cw_io_set(s->loop, &c->io, want) < 0 ||
+        cw_timer_start(s->loop, &c->timer, deadline, on_timer) < 0) {
+        conn_die(c, END_ERROR, HOW_RST);
+        conn_free(s, c);
+    }
+}
+
+static void on_io(cw_loop *loop, cw_io *io, unsigned events)
+{
+    struct sconn *c = io->data;
+    cw_server *s = c->timer.data;
+    if (events & CW_EV_ERROR) {
+        conn_die(c, END_RESET, c->in_linger ? HOW_LINGER_RESET : HOW_RESET);
+    } else if (c->state == ST_LINGER) {
+        on_linger_readable(c);
+    } else {
+        if ((events & CW_EV_WRITE) && c->wbuf)
+            flush(s, c);
+        /* A peer FIN shows up as readable EOF once reads resume. */
+        if (c->state == ST_ACTIVE && !c->wbuf)
+            on_readable(s, c);
+    }
+    settle(s, c);
+}
+
+static void on_timer(cw_loop *loop, cw_timer *t)
+{
+    struct sconn *c = (struct sconn *)((char *)t - offsetof(struct sconn, timer));
+    cw_server *s = t->data;
+    if (c->state == ST_LINGER) {
+        c->how = HOW_LINGER_TIMEOUT;
+        c->state = ST_DEAD;
+    } else if (c->wbuf) {
+        /* The peer stopped reading: nothing we send will arrive, so the
+         * reset is the honest end. */
+        conn_die(c, END_WRITE_TIMEOUT, HOW_RST);
+    } else if (c->state == ST_ACTIVE) {
+        finish(s, c, "ERR idle timeout", END_IDLE);
+    }
+    settle(s, c);
+}
+
+/* ---- accepting, and descriptor pressure ---- */
+
+static void on_accept(cw_loop *loop, cw_io *io, unsigned events);
+
+static void on_accept_timer(cw_loop *loop, cw_timer *t)
+{
+    resume_accept(t->data);
+}
+
+/* Stop watching the listener: pending connections wait in the kernel's
+ * backlog instead of waking us up for an accept that cannot succeed.
+ * With backoff, a timer retries (a descriptor may be freed elsewhere);
+ * otherwise the next closed connection resumes. */
+static void pause_accept(cw_server *s, int backoff)
+{
+    if (!s->accept_paused) {
+        cw_io_stop(s->loop, &s->lio);
+        s->accept_paused = 1;
+        s->st.accept_paused++;
+        if (s->o.log && backoff) {
+            fprintf(s->o.log, "closewise-server: accept paused: %s\n",
+                    strerror(errno));
+            fflush(s->o.log);
+        }
+    }
+    if (backoff && !cw_timer_active(&s->accept_timer))
+        cw_timer_start(s->loop, &s->accept_timer,
+                       cw_now_ms() + ACCEPT_BACKOFF_MS, on_accept_timer);
+}
+
+static void resume_accept(cw_server *s)
+{
+    if (!s->accept_paused || s->stopping)
+        return;
+    if (s->st.conns >= s->o.max_conns && !s->linger.head)
+        return;
+    cw_timer_stop(s->loop, &s->accept_timer);
+    s->accept_paused = 0;
+    if (cw_io_start(s->loop, &s->lio, CW_IO_READ, on_accept) < 0)
+        pause_accept(s, 1);
+}
+
+/* Close up to max connections that cost the least to lose: lingering ones
+ * first (they have said their last word), then sessions idle for a while,
+ * least recently active first. Returns how many were closed. */
+static int reclaim(cw_server *s, int max, int include_idle)
+{
+    int n = 0;
+    while (n < max && s->linger.head) {
+        struct sconn *c = s->linger.head;
+        c->how = HOW_LINGER_TIMEOUT;
+        c->state = ST_DEAD;
+        s->st.reclaimed++;
+        conn_free(s, c);
+        n++;
+    }
+    int64_t old = cw_now_ms() - RECLAIM_MIN_IDLE_MS;
+    while (include_idle && n < max && s->active.head) {
+        struct sconn *c = s->active.head;
+        if (c->state != ST_ACTIVE || c->wbuf || c->rbuf || c->last_ms > old)
+            break;
+        /* Read what is pending first, so the close sends FIN, not RST. */
+        size_t total = 0;
+        cw__drain_nb(c->io.fd, &total);
+        reply_str(s, c, "ERR server busy");
+        if (shutdown(c->io.fd, SHUT_WR) == 0)
+            conn_die(c, END_RECLAIMED, HOW_FIN);
+        else
+            conn_die(c, END_RECLAIMED, HOW_PLAIN);
+        s->st.reclaimed++;
+        conn_free(s, c);
+        n++;
+    }
+    return n;
+}
+
+static int conn_new(cw_server *s, int fd, const struct sockaddr_storage *ss)
+{
+    struct sconn *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return -ENOMEM;
+    }
+    c->io.fd = fd;
+    c->io.data = c;
+    c->timer.data = s;
+    c->start_ms = c->last_ms = cw_now_ms();
+    if (ss->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+        memcpy(c->addr, &a->sin6_addr, 16);
+        c->port = ntohs(a->sin6_port);
+        c->family = AF_INET6;
+    } else {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
+        c->addr[10] = c->addr[11] = 0xFF;
+        memcpy(c->addr + 12, &a->sin_addr, 4);
+        c->port = ntohs(a->sin_port);
+        c->family = AF_INET;
+    }
+    int rc = cw_io_start(s->loop, &c->io, CW_IO_READ, on_io);
+    if (rc == CW_OK)
+        rc = cw_timer_start(s->loop, &c->timer, c->last_ms + s->o.idle_timeout_ms,
+                            on_timer);
+    if (rc < 0) {
+        cw_io_stop(s->loop, &c->io);
+        close(fd);
+        free(c);
+        return rc;
+    }
+    list_push(&s->active, c);
+    s->st.conns++;
+    s->st.accepted++;
+    s->st.conn_bytes += sizeof *c;
+    return CW_OK;
+}
+
+static void on_accept(cw_loop *loop, cw_io *io, unsigned events)
+{
+    cw_server *s = io->data;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        if (s->st.conns >= s->o.max_conns && !reclaim(s, 1, 0)) {
+            pause_accept(s, 0);   /* a closing connection resumes */
+            return;
+        }
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof ss;
+        int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd >= 0) {
+            conn_new(s, fd, &ss);
+            continue;
+        }
+        if (errno == EINTR || errno == ECONNABORTED)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return;
+        if ((errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+             errno == ENOMEM) && reclaim(s, RECLAIM_BATCH, 1))
+            continue;
+        /* Out of descriptors with nothing to give back, or an unexpected
+         * error: the listener would stay readable, so watching it now
+         * would spin. */
+        pause_accept(s, 1);
+        return;
+    }
+}
+
+/* ---- the server object ---- */
+
+void cw_server_opts_init(struct cw_server_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->idle_timeout_ms = 30000;
+    o->lingering_time_ms = 30000;
+    o->lingering_timeout_ms = 5000;
+    o->write_timeout_ms = 10000;
+    o->max_conns = 1024;
+    o->close_mode = CW_SERVER_GRACEFUL;
+    o->auth_max_failures = 5;
+    o->auth_window_ms = 60000;
+    o->handle_signals = 1;
+}
+
+static int check_opts(const struct cw_server_opts *o)
+{
+    if (o->idle_timeout_ms <= 0 || o->lingering_time_ms < 0 ||
+        o->lingering_timeout_ms < 0 || o->write_timeout_ms <= 0 ||
+        o->max_conns <= 0 || o->auth_max_failures < 0 ||
+        o->auth_window_ms <= 0 || o->backlog < 0 ||
+        (unsigned)o->close_mode > CW_SERVER_PLAIN)
+        return CW_EINVAL;
+    return CW_OK;
+}
+
+int cw_server_new(const struct cw_server_opts *opts, cw_server **out)
+{
+    if (!out)
+        return CW_EINVAL;
+    *out = NULL;
+    cw_server *s = calloc(1, sizeof *s);
+    if (!s)
+        return -ENOMEM;
+    if (opts)
+        s->o = *opts;
+    else
+        cw_server_opts_init(&s->o);
+    int rc = check_opts(&s->o);
+    if (rc == CW_OK)
+        rc = cw_loop_new(&s->loop);
+    if (rc == CW_OK)
+        rc = cw__auth_new(s->o.auth_max_failures, s->o.auth_window_ms, &s->auth);
+    if (rc == CW_OK)
+        rc = cw_listen(s->o.host ? s->o.host : "127.0.0.1", s->o.port, NULL,
+                       s->o.backlog, &s->lis);
+    if (rc == CW_OK) {
+        s->lio.fd = cw_listener_fd(s->lis);
+        s->lio.data = s;
+        s->accept_timer.data = s;
+        rc = cw_io_start(s->loop, &s->lio, CW_IO_READ, on_accept);
+    }
+    if (rc < 0) {
+        cw_server_free(&s);
+        return rc;
+    }
+    *out = s;
+    return CW_OK;
+}
+
+int cw_server_add_user(cw_server *s, const char *user, const char *password)
+{
+    if (!s || !user || !password)
+        return CW_EINVAL;
+    char hash[CW_SERVER_MAX_LINE];
+    int rc = cw_passwd_hash(password, NULL, hash, sizeof hash);
+    if (rc == CW_OK)
+        rc = cw__auth_add_hash(s->auth, user, hash);
+    return rc;
+}
+
+int cw_server_add_hash(cw_server *s, const char *user, const char *hash)
+{
+    if (!s)
+        return CW_EINVAL;
+    return cw__auth_add_hash(s->auth, user, hash);
+}
+
+int cw_server_load_credentials(cw_server *s, const char *path, int *bad_line)
+{
+    int dummy;
+    if (!bad_line)
+        bad_line = &dummy;
+    *bad_line = 0;
+    if (!s || !path)
+        return CW_EINVAL;
+    return cw__auth_load(s->auth, path, bad_line);
+}
+
+int cw_server_port(const cw_server *s)
+{
+    return s ? cw_listener_port(s->lis) : CW_EINVAL;
+}
+
+int cw_server_address(const cw_server *s, char *buf, size_t size)
+{
+    if (!s || !buf || size == 0)
+        return CW_EINVAL;
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getsockname(cw_listener_fd(s->lis), (struct sockaddr *)&ss, &len) < 0)
+        return -errno;
+    return cw__format_addr((struct sockaddr *)&ss, len, buf, size);
+}
+
+static void on_stop_timer(cw_loop *loop, cw_timer *t)
+{
+    cw_loop_stop(loop);
+}
+
+/* Phase two of a stop: every session gets a last line and a graceful
+ * close, bounded by the lingering time. */
+static void shut_down_sessions(cw_server *s)
+{
+    s->stopping = 1;
+    cw_io_stop(s->loop, &s->lio);
+    cw_timer_stop(s->loop, &s->accept_timer);
+    struct sconn *c = s->active.head;
+    while (c) {
+        struct sconn *next = c->next;
+        if (c->state == ST_ACTIVE) {
+            finish(s, c, "ERR server shutting down", END_SHUTDOWN);
+            settle(s, c);   /* may free c, or move it to s->linger */
+        }
+        c = next;
+    }
+}
+
+int cw_server_run(cw_server *s)
+{
+    if (!s || s->stopping)
+        return CW_EINVAL;
+    if (s->o.handle_signals) {
+        int rc = cw_loop_signals(s->loop, NULL, NULL);
+        if (rc < 0 && rc != CW_EINVAL)   /* EINVAL: already set up */
+            return rc;
+    }
+    int rc = cw_loop_run(s->loop);
+    if (rc < 0)
+        return rc;
+    shut_down_sessions(s);
+    if (s->st.conns == 0)
+        return CW_OK;
+    s->stop_timer.data = s;
+    cw_timer_start(s->loop, &s->stop_timer,
+                   cw_now_ms() + s->o.lingering_time_ms, on_stop_timer);
+    rc = cw_loop_run(s->loop);   /* ends when the last conn is freed */
+    cw_timer_stop(s->loop, &s->stop_timer);
+    return rc;
+}
+
+int cw_server_stop(cw_server *s)
+{
+    return s ? cw_loop_stop(s->loop) : CW_EINVAL;
+}
+
+int cw_server_stats(const cw_server *s, struct cw_server_stats *st)
+{
+    if (!s || !st)
+        return CW_EINVAL;
+    *st = s->st;
+    return CW_OK;
+}
+
+static void free_all(cw_server *s, struct list *l)
+{
+    while (l->head) {
+        struct sconn *c = l->head;
+        if (c->end == END_NONE)
+            c->end = END_SHUTDOWN;
+        /* Whatever could not finish in time ends abortively, on purpose. */
+        c->how = c->how == HOW_NONE ? HOW_RST : c->how;
+        c->state = ST_DEAD;
+        conn_free(s, c);
+    }
+}
+
+int cw_server_free(cw_server **sp)
+{
+    if (!sp || !*sp)
+        return CW_EINVAL;
+    cw_server *s = *sp;
+    *sp = NULL;
+    s->stopping = 1;
+    if (s->loop) {
+        free_all(s, &s->active);
+        free_all(s, &s->linger);
+        cw_io_stop(s->loop, &s->lio);
+        cw_loop_free(&s->loop);
+    }
+    if (s->lis)
+        cw_listener_close(&s->lis);
+    cw__auth_free(s->auth);
+    free(s);
+    return CW_OK;
+}
