@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <signal.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -262,6 +263,72 @@ static void test_final_message_survives_failed_send(void **state)
     cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 1000);
 }
 
+/* For code that holds idle connections: the peer's FIN or RST is seen
+ * without reading, and without consuming anything. */
+static void test_peer_closed_on_idle_conn(void **state)
+{
+    cw_conn *c, *s;
+    cwt_pair(NULL, NULL, &c, &s);
+    assert_int_equal(cw_peer_closed(c), 0);
+    assert_int_equal(cw_send_all(s, "bye\n", 4, CW_NEVER), CW_OK);
+    assert_int_equal(cw_peer_closed(c), 0);
+    assert_int_equal(shutdown(cw_conn_fd(s), SHUT_WR), 0);
+    int64_t end = cw_now_ms() + 2000;
+    while (cw_peer_closed(c) == 0 && cw_now_ms() < end)
+        cwt_sleep_ms(1);
+    assert_int_equal(cw_peer_closed(c), 1);
+    char buf[8];
+    assert_int_equal(cw_readline(c, buf, sizeof buf, cw_now_ms() + 1000), 3);
+    assert_int_equal(cw_readline(c, buf, sizeof buf, cw_now_ms() + 1000), CW_EOF);
+    cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 1000);
+    assert_int_equal(cw_close(&s, CW_CLOSE_GRACEFUL, cw_now_ms() + 1000), CW_OK);
+}
+
+struct flooder {
+    cw_conn *conn;
+    size_t sent;
+    int rc;
+};
+
+/* A peer that never stops sending and never closes. */
+static void *flood(void *arg)
+{
+    struct flooder *f = arg;
+    static char chunk[65536];
+    while ((f->rc = cw_send_all(f->conn, chunk, sizeof chunk, cw_now_ms() + 3000)) == CW_OK)
+        f->sent += sizeof chunk;
+    return NULL;
+}
+
+/* Graceful close says how it ended, and ends within its bounds: the
+ * deadline against a silent peer, the drain limit against a flood. */
+static void test_graceful_close_reports_how_it_ended(void **state)
+{
+    cw_conn *c, *s;
+    cwt_pair(NULL, NULL, &c, &s);
+    int64_t t0 = cw_now_ms();
+    assert_int_equal(cw_close(&c, CW_CLOSE_GRACEFUL, t0 + 150), CW_ETIMEDOUT);
+    int64_t took = cw_now_ms() - t0;
+    assert_true(took >= 145 && took < 1500);
+    char buf[8];
+    assert_int_equal(cw_recv(s, buf, sizeof buf, cw_now_ms() + 1000), CW_EOF);
+    cw_close(&s, CW_CLOSE_GRACEFUL, cw_now_ms() + 1000);
+
+    cwt_pair(NULL, NULL, &c, &s);
+    struct flooder f = {.conn = s};
+    pthread_t t = cwt_thread(flood, &f);
+    t0 = cw_now_ms();
+    assert_int_equal(cw_close(&c, CW_CLOSE_GRACEFUL, t0 + 10000), CW_ETOOLONG);
+    assert_true(cw_now_ms() - t0 < 5000);
+    cwt_join(t);
+    assert_true(f.sent >= 1024 * 1024);
+    /* Our close with unread data sent a RST. The flooder had our FIN, so it
+     * was in CLOSE_WAIT, where Linux reports a RST as EPIPE; its own close
+     * still finds our FIN and reports a clean end. */
+    assert_int_equal(f.rc, -EPIPE);
+    assert_int_equal(cw_close(&s, CW_CLOSE_GRACEFUL, cw_now_ms() + 1000), CW_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -277,6 +344,8 @@ int main(void)
         CWT_TEST(test_bad_arguments),
         CWT_TEST(test_no_sigpipe),
         CWT_TEST(test_final_message_survives_failed_send),
+        CWT_TEST(test_peer_closed_on_idle_conn),
+        CWT_TEST(test_graceful_close_reports_how_it_ended),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
