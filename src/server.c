@@ -509,15 +509,15 @@ static void on_accept_timer(cw_loop *loop, cw_timer *t)
  * backlog instead of waking us up for an accept that cannot succeed.
  * With backoff, a timer retries (a descriptor may be freed elsewhere);
  * otherwise the next closed connection resumes. */
-static void pause_accept(cw_server *s, int backoff)
+static void pause_accept(cw_server *s, int backoff, int err)
 {
     if (!s->accept_paused) {
         cw_io_stop(s->loop, &s->lio);
         s->accept_paused = 1;
         s->st.accept_paused++;
-        if (s->o.log && backoff) {
+        if (s->o.log && err) {   /* once per pause: a storm logs little */
             fprintf(s->o.log, "closewise-server: accept paused: %s\n",
-                    strerror(errno));
+                    strerror(err));
             fflush(s->o.log);
         }
     }
@@ -534,8 +534,9 @@ static void resume_accept(cw_server *s)
         return;
     cw_timer_stop(s->loop, &s->accept_timer);
     s->accept_paused = 0;
-    if (cw_io_start(s->loop, &s->lio, CW_IO_READ, on_accept) < 0)
-        pause_accept(s, 1);
+    int rc = cw_io_start(s->loop, &s->lio, CW_IO_READ, on_accept);
+    if (rc < 0)
+        pause_accept(s, 1, -rc);
 }
 
 /* Close up to max connections that cost the least to lose: lingering ones
@@ -617,7 +618,7 @@ static void on_accept(cw_loop *loop, cw_io *io, unsigned events)
     cw_server *s = io->data;
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         if (s->st.conns >= s->o.max_conns && !reclaim(s, 1, 0)) {
-            pause_accept(s, 0);   /* a closing connection resumes */
+            pause_accept(s, 0, 0);   /* a closing connection resumes */
             return;
         }
         struct sockaddr_storage ss;
@@ -628,17 +629,18 @@ static void on_accept(cw_loop *loop, cw_io *io, unsigned events)
             conn_new(s, fd, &ss);
             continue;
         }
-        if (errno == EINTR || errno == ECONNABORTED)
+        int err = errno;
+        if (err == EINTR || err == ECONNABORTED)
             continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK)
+        if (err == EAGAIN || err == EWOULDBLOCK)
             return;
-        if ((errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-             errno == ENOMEM) && reclaim(s, RECLAIM_BATCH, 1))
+        if ((err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) &&
+            reclaim(s, RECLAIM_BATCH, 1))
             continue;
         /* Out of descriptors with nothing to give back, or an unexpected
          * error: the listener would stay readable, so watching it now
          * would spin. */
-        pause_accept(s, 1);
+        pause_accept(s, 1, err);
         return;
     }
 }

@@ -1,0 +1,598 @@
+/* test_server.c - `closewise server` as a real process on loopback: login,
+ * every bad input, idle close, close modes, throttling, credentials files,
+ * clean stop, 5,000 clients that close first, and a descriptor storm.
+ * The kernel's TCP table and /proc are the oracle. */
+// cw-test-timeout: 240
+#include "cwtest.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define BIN CW_BUILD_DIR "/closewise"
+
+struct srv {
+    pid_t pid;
+    int port;
+    int out;            /* the server's stdout */
+    char log[64];       /* its stderr, a temp file */
+};
+
+/* Start `closewise server -p 0 ARGS...` with stderr in a temp file and,
+ * if nofile > 0, RLIMIT_NOFILE (soft and hard) lowered to it. */
+static void srv_start_limit(struct srv *s, int nofile, const char *const *args)
+{
+    char *argv[40];
+    int n = 0;
+    argv[n++] = (char *)BIN;
+    argv[n++] = (char *)"server";
+    argv[n++] = (char *)"--port";
+    argv[n++] = (char *)"0";
+    for (; *args && n < 38; args++)
+        argv[n++] = (char *)*args;
+    argv[n] = NULL;
+    strcpy(s->log, "/tmp/cwtest-server-XXXXXX");
+    int logfd = mkstemp(s->log);
+    assert_true(logfd >= 0);
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    s->pid = fork();
+    assert_true(s->pid >= 0);
+    if (s->pid == 0) {
+        dup2(p[1], STDOUT_FILENO);
+        dup2(logfd, STDERR_FILENO);
+        if (nofile > 0) {
+            struct rlimit rl = {.rlim_cur = (rlim_t)nofile, .rlim_max = (rlim_t)nofile};
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(p[1]);
+    close(logfd);
+    s->out = p[0];
+    char line[128];
+    int len = cwt_read_line(s->out, line, sizeof line, 20000);
+    if (len < 0)
+        fail_msg("server did not start (%s)", s->log);
+    assert_true(strncmp(line, "listening on 127.0.0.1:", 23) == 0);
+    s->port = atoi(line + 23);
+    assert_true(s->port > 0);
+}
+
+static void srv_start(struct srv *s, const char *const *args)
+{
+    srv_start_limit(s, 0, args);
+}
+
+/* SIGTERM, expect a clean exit 0 within 5 s. */
+static void srv_stop(struct srv *s)
+{
+    kill(s->pid, SIGTERM);
+    int st = cwt_wait(s->pid, 5000);
+    close(s->out);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+static char *srv_log(struct srv *s)
+{
+    static char buf[65536];
+    int fd = open(s->log, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+    return buf;
+}
+
+static void srv_done(struct srv *s)
+{
+    unlink(s->log);
+}
+
+static cw_conn *dial(struct srv *s)
+{
+    cw_conn *c = NULL;
+    assert_int_equal(cw_dial("127.0.0.1", (uint16_t)s->port, NULL,
+                             cw_now_ms() + 5000, &c), CW_OK);
+    return c;
+}
+
+static void send_str(cw_conn *c, const char *text)
+{
+    assert_int_equal(cw_send_all(c, text, strlen(text), cw_now_ms() + 5000), CW_OK);
+}
+
+/* Read one line and compare. */
+static void expect(cw_conn *c, const char *want)
+{
+    char buf[2048];
+    ssize_t n = cw_readline(c, buf, sizeof buf, cw_now_ms() + 5000);
+    if (n < 0)
+        fail_msg("expected \"%s\", got %s", want, cw_strerror((int)n));
+    assert_string_equal(buf, want);
+}
+
+/* The server ended the conversation: the next read is the given end. */
+static void expect_end(cw_conn *c, int want)
+{
+    char buf[64];
+    ssize_t n = cw_readline(c, buf, sizeof buf, cw_now_ms() + 5000);
+    if (n >= 0)
+        fail_msg("expected %s, got line \"%s\"", cw_strerror(want), buf);
+    assert_int_equal(n, want);
+}
+
+static void login(cw_conn *c)
+{
+    send_str(c, "AUTH alice s3cret\n");
+    expect(c, "OK");
+}
+
+static const char *const base_args[] = {"--user", "alice:s3cret", NULL};
+
+/* ---- login ---- */
+
+static void test_login_success(void **state)
+{
+    struct srv s;
+    srv_start(&s, base_args);
+    cw_conn *c = dial(&s);
+    send_str(c, "ECHO early\n");
+    expect(c, "ERR not authenticated");   /* and the session stays open */
+    login(c);
+    send_str(c, "ECHO hello, world\r\n");
+    expect(c, "hello, world");
+    send_str(c, "AUTH alice s3cret\nNOPE\nQUIT extra\n");
+    expect(c, "ERR already authenticated");
+    expect(c, "ERR unknown command");
+    expect(c, "ERR syntax");
+    send_str(c, "QUIT\n");
+    expect(c, "BYE");
+    expect_end(c, CW_EOF);   /* FIN, not RST: the goodbye arrived whole */
+    assert_int_equal(cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000), CW_OK);
+    srv_stop(&s);
+    assert_non_null(strstr(srv_log(&s), "end=quit close=fin"));
+    srv_done(&s);
+}
+
+static void test_login_failure(void **state)
+{
+    struct srv s;
+    srv_start(&s, base_args);
+    const char *bad[] = {"AUTH alice wrong\n", "AUTH mallory s3cret\n"};
+    for (int i = 0; i < 2; i++) {
+        cw_conn *c = dial(&s);
+        send_str(c, bad[i]);
+        expect(c, "ERR bad credentials");
+        expect_end(c, CW_EOF);
+        assert_int_equal(cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000), CW_OK);
+    }
+    srv_stop(&s);
+    assert_non_null(strstr(srv_log(&s), "end=auth-failed close=fin"));
+    srv_done(&s);
+}
+
+/* ---- bad input ---- */
+
+struct bad_case {
+    const char *data;
+    size_t len;
+    const char *reply;
+    const char *logged;
+};
+
+/* Every bad input gets its error line and a clean close, while another
+ * session on the same server keeps working. */
+static void test_bad_inputs(void **state)
+{
+    struct srv s;
+    srv_start(&s, base_args);
+    cw_conn *keeper = dial(&s);
+    login(keeper);
+    static char longline[3000];
+    memset(longline, 'x', sizeof longline);
+    memcpy(longline, "ECHO ", 5);
+    longline[sizeof longline - 1] = '\n';
+    struct bad_case cases[] = {
+        {longline, sizeof longline, "ERR line too long", "end=line-too-long"},
+        {longline, 1100, "ERR line too long", "end=line-too-long"},   /* no "\n" */
+        {"ECHO a\0b\n", 9, "ERR bad request", "end=bad-request"},
+        {"AUTH alice \x01pw\n", 15, "ERR bad request", "end=bad-request"},
+        {"ECHO \xff\xfe\n", 8, "ERR bad request", "end=bad-request"},
+        {"QUIT\rX\n", 7, "ERR bad request", "end=bad-request"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cw_conn *c = dial(&s);
+        assert_int_equal(cw_send_all(c, cases[i].data, cases[i].len,
+                                     cw_now_ms() + 5000), CW_OK);
+        expect(c, cases[i].reply);
+        expect_end(c, CW_EOF);
+        assert_int_equal(cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000), CW_OK);
+        send_str(keeper, "ECHO still here\n");
+        expect(keeper, "still here");
+    }
+    send_str(keeper, "QUIT\n");
+    expect(keeper, "BYE");
+    cw_close(&keeper, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
+    srv_stop(&s);
+    char *log = srv_log(&s);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        assert_non_null(strstr(log, cases[i].logged));
+    srv_done(&s);
+}
+
+/* ---- server-initiated close: the seed's trigger ---- */
+
+static void test_idle_close_delivers_message(void **state)
+{
+    const char *args[] = {"--user", "alice:s3cret", "--idle-timeout", "300ms", NULL};
+    struct srv s;
+    srv_start(&s, args);
+    cw_conn *c = dial(&s);
+    login(c);
+    int64_t t0 = cw_now_ms();
+    expect(c, "ERR idle timeout");
+    int64_t took = cw_now_ms() - t0;
+    assert_true(took >= 250 && took < 3000);
+    expect_end(c, CW_EOF);
+    /* The server is lingering for our FIN: after our close nothing of this
+     * connection is left in CLOSE_WAIT anywhere. */
+    int lport = cwt_local_port(c);
+    assert_int_equal(cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000), CW_OK);
+    assert_int_equal(cwt_count(CW_TCP_CLOSE_WAIT, 0, lport), 0);
+    assert_int_equal(cwt_count_pid(s.pid, CW_TCP_CLOSE_WAIT), 0);
+    srv_stop(&s);
+    assert_non_null(strstr(srv_log(&s), "end=idle close=fin"));
+    srv_done(&s);
+}
+
+/* Unread input at the server when it closes: the graceful close drains it
+ * and the client reads the error and a clean EOF. The same bytes against
+ * --close-mode plain or linger0 end in a reset. Returns how the client's
+ * reading ended (or the send error if sending failed). */
+static int bad_login_with_junk(struct srv *s)
+{
+    cw_conn *c = dial(s);
+    static char junk[65536];
+    memset(junk, 'j', sizeof junk);
+    memcpy(junk, "AUTH alice wrong\n", 17);
+    int rc = cw_send_all(c, junk, sizeof junk, cw_now_ms() + 5000);
+    char buf[128];
+    ssize_t n = cw_readline(c, buf, sizeof buf, cw_now_ms() + 5000);
+    if (n >= 0) {
+        assert_string_equal(buf, "ERR bad credentials");
+        n = cw_readline(c, buf, sizeof buf, cw_now_ms() + 5000);
+    }
+    cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
+    return rc < 0 ? rc : (int)n;
+}
+
+static void test_close_modes(void **state)
+{
+    const char *graceful[] = {"--user", "alice:s3cret", "--lingering-timeout", "500ms", NULL};
+    struct srv s;
+    srv_start(&s, graceful);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(bad_login_with_junk(&s), CW_EOF);
+    srv_stop(&s);
+    assert_non_null(strstr(srv_log(&s), "end=auth-failed close=fin"));
+    srv_done(&s);
+
+    const char *modes[][2] = {{"plain", "end=auth-failed close=plain"},
+                              {"linger0", "end=auth-failed close=rst"}};
+    for (int i = 0; i < 2; i++) {
+        const char *args[] = {"--user", "alice:s3cret", "--close-mode", modes[i][0], NULL};
+        srv_start(&s, args);
+        int r = bad_login_with_junk(&s);
+        if (r != CW_ERESET && r != -EPIPE)
+            fail_msg("%s: expected a reset, got %s", modes[i][0], cw_strerror(r));
+        srv_stop(&s);
+        assert_non_null(strstr(srv_log(&s), modes[i][1]));
+        srv_done(&s);
+    }
+}
+
+/* A peer that never sends its FIN cannot hold a lingering close beyond
+ * the lingering timeout. */
+static void test_lingering_is_bounded(void **state)
+{
+    const char *args[] = {"--user", "alice:s3cret", "--lingering-timeout", "300ms",
+                          "--lingering-time", "1s", NULL};
+    struct srv s;
+    srv_start(&s, args);
+    cw_conn *c = dial(&s);
+    send_str(c, "QUIT\n");
+    expect(c, "BYE");
+    int64_t t0 = cw_now_ms();
+    /* keep sending: each byte restarts lingering_timeout, not lingering_time */
+    int sent = 0;
+    while (cw_now_ms() - t0 < 3000 && cw_send_all(c, "z", 1, cw_now_ms() + 500) == CW_OK) {
+        sent++;
+        cwt_sleep_ms(100);
+    }
+    int64_t took = cw_now_ms() - t0;
+    assert_true(took >= 800 && took < 2900);
+    assert_true(sent >= 5);
+    cw_close(&c, CW_CLOSE_ABORT, CW_NEVER);
+    srv_stop(&s);
+    assert_non_null(strstr(srv_log(&s), "end=quit close=linger-timeout"));
+    srv_done(&s);
+}
+
+/* ---- throttle, credentials, CLI ---- */
+
+static void test_login_throttle(void **state)
+{
+    const char *args[] = {"--user", "alice:s3cret", "--max-auth-failures", "2", NULL};
+    struct srv s;
+    srv_start(&s, args);
+    for (int i = 0; i < 2; i++) {
+        cw_conn *c = dial(&s);
+        send_str(c, "AUTH alice nope\n");
+        expect(c, "ERR bad credentials");
+        cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
+    }
+    cw_conn *c = dial(&s);
+    send_str(c, "AUTH alice s3cret\n");   /* right password, too late */
+    expect(c, "ERR too many failures");
+    expect_end(c, CW_EOF);
+    cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
+    srv_stop(&s);
+    assert_non_null(strstr(srv_log(&s), "end=throttled"));
+    srv_done(&s);
+}
+
+/* Run the CLI with stdout captured; returns the exit status. */
+static int run_cli(const char *const *args, char *out, size_t size)
+{
+    int fd;
+    pid_t pid = cwt_spawn((char *const *)args, &fd);
+    size_t n = 0;
+    ssize_t r;
+    while (n + 1 < size && (r = read(fd, out + n, size - 1 - n)) > 0)
+        n += (size_t)r;
+    out[n] = '\0';
+    close(fd);
+    int st = cwt_wait(pid, 20000);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void test_credentials_file(void **state)
+{
+    char path[] = "/tmp/cwtest-creds-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    const char *methods[][2] = {{"yescrypt", "carol:$y$"}, {"sha512", "dave:$6$"}};
+    dprintf(fd, "# test users\n\n");
+    for (int i = 0; i < 2; i++) {
+        const char *argv[] = {BIN, "passwd", "--method", methods[i][0], "--password",
+                              "pw two", i ? "dave" : "carol", NULL};
+        char out[512];
+        assert_int_equal(run_cli(argv, out, sizeof out), 0);
+        assert_true(strncmp(out, methods[i][1], strlen(methods[i][1])) == 0);
+        assert_int_equal(write(fd, out, strlen(out)), (ssize_t)strlen(out));
+    }
+    close(fd);
+    const char *args[] = {"--credentials", path, NULL};
+    struct srv s;
+    srv_start(&s, args);
+    const char *users[] = {"carol", "dave"};
+    for (int i = 0; i < 2; i++) {
+        cw_conn *c = dial(&s);
+        char line[64];
+        snprintf(line, sizeof line, "AUTH %s pw two\n", users[i]);
+        send_str(c, line);
+        expect(c, "OK");
+        send_str(c, "QUIT\n");
+        expect(c, "BYE");
+        cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
+    }
+    srv_stop(&s);
+    srv_done(&s);
+    /* a broken file is a usage error naming the line */
+    fd = open(path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    dprintf(fd, "eve:not-a-hash\n");
+    close(fd);
+    const char *bad[] = {BIN, "server", "--port", "0", "--credentials", path, NULL};
+    char out[256];
+    assert_int_equal(run_cli(bad, out, sizeof out), 2);
+    unlink(path);
+}
+
+static void test_cli_usage(void **state)
+{
+    char out[4096];
+    const char *help[] = {BIN, "server", "--help", NULL};
+    assert_int_equal(run_cli(help, out, sizeof out), 0);
+    assert_non_null(strstr(out, "--idle-timeout"));
+    const char *phelp[] = {BIN, "passwd", "--help", NULL};
+    assert_int_equal(run_cli(phelp, out, sizeof out), 0);
+    assert_non_null(strstr(out, "USER"));
+    const char *nousers[] = {BIN, "server", "--port", "0", NULL};
+    assert_int_equal(run_cli(nousers, out, sizeof out), 2);
+    const char *baddur[] = {BIN, "server", "-u", "a:b", "--idle-timeout", "soon", NULL};
+    assert_int_equal(run_cli(baddur, out, sizeof out), 2);
+    const char *badmode[] = {BIN, "server", "-u", "a:b", "--close-mode", "rude", NULL};
+    assert_int_equal(run_cli(badmode, out, sizeof out), 2);
+    const char *badpw[] = {BIN, "passwd", "--password", "x", "bad:name", NULL};
+    assert_int_equal(run_cli(badpw, out, sizeof out), 2);
+    assert_string_equal(out, "");   /* errors go to stderr only */
+}
+
+/* SIGTERM: open sessions get a last line and a clean close, exit 0. */
+static void test_clean_stop(void **state)
+{
+    struct srv s;
+    srv_start(&s, base_args);
+    cw_conn *c = dial(&s);
+    login(c);
+    kill(s.pid, SIGTERM);
+    expect(c, "ERR server shutting down");
+    expect_end(c, CW_EOF);
+    assert_int_equal(cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000), CW_OK);
+    int st = cwt_wait(s.pid, 5000);
+    close(s.out);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    assert_non_null(strstr(srv_log(&s), "end=shutdown close=fin"));
+    srv_done(&s);
+}
+
+/* ---- scale and descriptor pressure ---- */
+
+static int raw_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+static int proc_fd_count(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+/* CPU time (user + system) of a process, in clock ticks. */
+static long cpu_ticks(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    assert_true(n > 0);
+    buf[n] = '\0';
+    char *p = strrchr(buf, ')');
+    long ut, st;
+    assert_int_equal(sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %ld %ld",
+                            &ut, &st), 2);
+    return ut + st;
+}
+
+#define NCLIENTS 5000
+
+/* The seed, at scale and reversed: 5,000 clients connect, then all close
+ * first. A second later the server holds no CLOSE_WAIT socket and no
+ * descriptor for them, by the kernel's account. */
+static void test_5000_clients_close_first(void **state)
+{
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_max < NCLIENTS + 100) {
+        skip();   /* the machine's hard limit cannot hold the clients */
+        return;
+    }
+    struct rlimit want = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &want), 0);
+    const char *args[] = {"--user", "alice:s3cret", "--quiet", "--max-connections",
+                          "6000", "--idle-timeout", "120s", NULL};
+    struct srv s;
+    srv_start(&s, args);
+    int base = proc_fd_count(s.pid);
+    int *fds = malloc(NCLIENTS * sizeof *fds);
+    assert_non_null(fds);
+    for (int i = 0; i < NCLIENTS; i++)
+        fds[i] = raw_connect(s.port);
+    int64_t t0 = cw_now_ms();
+    while (proc_fd_count(s.pid) < base + NCLIENTS && cw_now_ms() - t0 < 30000)
+        cwt_sleep_ms(50);
+    assert_int_equal(proc_fd_count(s.pid), base + NCLIENTS);
+    assert_int_equal(cwt_count_pid(s.pid, CW_TCP_ESTABLISHED), NCLIENTS);
+    for (int i = 0; i < NCLIENTS; i++)
+        close(fds[i]);
+    free(fds);
+    cwt_sleep_ms(1000);
+    int cw_held = cwt_count_pid(s.pid, CW_TCP_CLOSE_WAIT);
+    int cw_port = cwt_count(CW_TCP_CLOSE_WAIT, s.port, 0);
+    print_message("after 1 s: %d CLOSE_WAIT held by the server, %d on its port\n",
+                  cw_held, cw_port);
+    assert_int_equal(cw_held, 0);
+    assert_int_equal(cw_port, 0);
+    assert_int_equal(proc_fd_count(s.pid), base);
+    /* and it still serves */
+    cw_conn *c = dial(&s);
+    login(c);
+    cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
+    srv_stop(&s);
+    srv_done(&s);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+}
+
+#define STORM 150
+
+/* RLIMIT_NOFILE 40: a storm of connections runs the server out of
+ * descriptors. It must not spin (CPU time stays small while the storm
+ * waits in the backlog), and it must serve again once clients leave. */
+static void test_emfile_storm(void **state)
+{
+    const char *args[] = {"--user", "alice:s3cret", "--idle-timeout", "60s", NULL};
+    struct srv s;
+    srv_start_limit(&s, 40, args);
+    int fds[STORM];
+    for (int i = 0; i < STORM; i++)
+        fds[i] = raw_connect(s.port);
+    cwt_sleep_ms(300);
+    long before = cpu_ticks(s.pid);
+    cwt_sleep_ms(2000);
+    long used = cpu_ticks(s.pid) - before;
+    long hz = sysconf(_SC_CLK_TCK);
+    print_message("server CPU during a 2 s descriptor storm: %ld ms\n", used * 1000 / hz);
+    assert_true(used * 1000 / hz < 400);   /* a spinning server burns ~2000 */
+    assert_int_equal(waitpid(s.pid, NULL, WNOHANG), 0);
+    for (int i = 0; i < STORM; i++)
+        close(fds[i]);
+    /* descriptors are free again: a new client is served */
+    cw_conn *c = dial(&s);
+    login(c);
+    send_str(c, "ECHO back\n");
+    expect(c, "back");
+    cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
+    srv_stop(&s);
+    char *log = srv_log(&s);
+    assert_non_null(strstr(log, "accept paused: Too many open files"));
+    srv_done(&s);
+}
+
+int main(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        CWT_TEST(test_login_success),
+        CWT_TEST(test_login_failure),
+        CWT_TEST(test_bad_inputs),
+        CWT_TEST(test_idle_close_delivers_message),
+        CWT_TEST(test_close_modes),
+        CWT_TEST(test_lingering_is_bounded),
+        CWT_TEST(test_login_throttle),
+        CWT_TEST(test_credentials_file),
+        CWT_TEST(test_cli_usage),
+        CWT_TEST(test_clean_stop),
+        CWT_TEST(test_5000_clients_close_first),
+        CWT_TEST(test_emfile_storm),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
