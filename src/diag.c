@@ -1,0 +1,355 @@
+/* diag.c - dump TCP sockets and destroy them through sock_diag, with
+ * libmnl doing the netlink framing. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <libmnl/libmnl.h>
+#include <linux/inet_diag.h>
+#include <linux/sock_diag.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* The kernel caps one dump message batch at 32 KiB; twice that never
+ * truncates. */
+#define CW__DIAG_BUF (64 * 1024)
+
+struct cw_diag {
+    struct mnl_socket *nl;
+    unsigned portid;
+    unsigned seq;
+    char *buf;
+};
+
+/* A growing array of sockets, filled by the dump callback. */
+struct dump_ctx {
+    const struct cw_diag_filter *f;
+    struct cw_sock *v;
+    size_t n, cap;
+    int err;
+};
+
+void cw_diag_filter_init(struct cw_diag_filter *f)
+{
+    memset(f, 0, sizeof *f);
+    f->port = f->sport = f->dport = -1;
+}
+
+int cw_diag_filter_addr(struct cw_diag_filter *f, const char *text)
+{
+    char tmp[INET6_ADDRSTRLEN + 2];
+    size_t len = text ? strlen(text) : 0;
+    if (!f || len == 0 || len >= sizeof tmp)
+        return CW_EINVAL;
+    memcpy(tmp, text, len + 1);
+    if (tmp[0] == '[' && tmp[len - 1] == ']') {
+        tmp[len - 1] = '\0';
+        memmove(tmp, tmp + 1, len - 1);
+    }
+    memset(f->addr, 0, sizeof f->addr);
+    if (inet_pton(AF_INET, tmp, f->addr) == 1)
+        f->addr_family = AF_INET;
+    else if (inet_pton(AF_INET6, tmp, f->addr) == 1)
+        f->addr_family = AF_INET6;
+    else
+        return CW_EINVAL;
+    return CW_OK;
+}
+
+int cw_diag_open(cw_diag **out)
+{
+    if (!out)
+        return CW_EINVAL;
+    cw_diag *d = calloc(1, sizeof *d);
+    if (!d)
+        return -ENOMEM;
+    d->buf = malloc(CW__DIAG_BUF);
+    d->nl = mnl_socket_open2(NETLINK_SOCK_DIAG, SOCK_CLOEXEC);
+    if (!d->buf || !d->nl || mnl_socket_bind(d->nl, 0, MNL_SOCKET_AUTOPID) < 0) {
+        int rc = d->buf ? -errno : -ENOMEM;
+        if (d->nl)
+            mnl_socket_close(d->nl);
+        free(d->buf);
+        free(d);
+        return rc < 0 ? rc : -EIO;
+    }
+    d->portid = mnl_socket_get_portid(d->nl);
+    d->seq = (unsigned)time(NULL);
+    *out = d;
+    return CW_OK;
+}
+
+int cw_diag_close(cw_diag **dp)
+{
+    if (!dp || !*dp)
+        return CW_EINVAL;
+    mnl_socket_close((*dp)->nl);
+    free((*dp)->buf);
+    free(*dp);
+    *dp = NULL;
+    return CW_OK;
+}
+
+static int addr_len(int family)
+{
+    return family == AF_INET ? 4 : 16;
+}
+
+/* Port and address filters: cheap, so done while parsing rather than
+ * with kernel bytecode. */
+static int filter_match(const struct cw_diag_filter *f, const struct cw_sock *s)
+{
+    if (f->sport >= 0 && s->sport != f->sport)
+        return 0;
+    if (f->dport >= 0 && s->dport != f->dport)
+        return 0;
+    if (f->port >= 0 && s->sport != f->port && s->dport != f->port)
+        return 0;
+    if (f->addr_family) {
+        size_t alen = (size_t)addr_len(f->addr_family);
+        if (s->family != f->addr_family)
+            return 0;
+        if (memcmp(s->src, f->addr, alen) && memcmp(s->dst, f->addr, alen))
+            return 0;
+    }
+    return 1;
+}
+
+static void parse_attrs(const struct nlmsghdr *nlh, struct cw_sock *s)
+{
+    const struct nlattr *a;
+    s->shutdown = -1;
+    mnl_attr_for_each(a, nlh, sizeof(struct inet_diag_msg)) {
+        uint16_t type = mnl_attr_get_type(a);
+        uint16_t len = mnl_attr_get_payload_len(a);
+        if (type == INET_DIAG_SHUTDOWN && len >= 1) {
+            s->shutdown = mnl_attr_get_u8(a);
+        } else if (type == INET_DIAG_INFO) {
+            /* Older kernels send a shorter tcp_info: zero-pad it. */
+            struct tcp_info ti;
+            memset(&ti, 0, sizeof ti);
+            memcpy(&ti, mnl_attr_get_payload(a), len < sizeof ti ? len : sizeof ti);
+            s->has_info = 1;
+            s->last_data_recv_ms = ti.tcpi_last_data_recv;
+            s->last_ack_recv_ms = ti.tcpi_last_ack_recv;
+            s->last_data_sent_ms = ti.tcpi_last_data_sent;
+            s->retransmits = ti.tcpi_retransmits;
+            s->total_retrans = ti.tcpi_total_retrans;
+        }
+    }
+}
+
+static void fill_sock(const struct inet_diag_msg *m, struct cw_sock *s)
+{
+    memset(s, 0, sizeof *s);
+    s->cookie = (uint64_t)m->id.idiag_cookie[0] |
+                (uint64_t)m->id.idiag_cookie[1] << 32;
+    s->family = m->idiag_family;
+    s->state = m->idiag_state;
+    memcpy(s->src, m->id.idiag_src, (size_t)addr_len(s->family));
+    memcpy(s->dst, m->id.idiag_dst, (size_t)addr_len(s->family));
+    s->sport = ntohs(m->id.idiag_sport);
+    s->dport = ntohs(m->id.idiag_dport);
+    s->ifindex = m->id.idiag_if;
+    s->rqueue = m->idiag_rqueue;
+    s->wqueue = m->idiag_wqueue;
+    s->uid = m->idiag_uid;
+    s->inode = m->idiag_inode;
+    s->timer = m->idiag_timer;
+    s->expires_ms = m->idiag_expires;
+    s->timer_retrans = m->idiag_retrans;
+    s->pid = 0;
+    s->fd = -1;
+}
+
+static int dump_cb(const struct nlmsghdr *nlh, void *data)
+{
+    struct dump_ctx *ctx = data;
+    if (mnl_nlmsg_get_payload_len(nlh) < sizeof(struct inet_diag_msg))
+        return MNL_CB_OK;
+    const struct inet_diag_msg *m = mnl_nlmsg_get_payload(nlh);
+    if (m->idiag_family != AF_INET && m->idiag_family != AF_INET6)
+        return MNL_CB_OK;
+    if (ctx->n == ctx->cap) {
+        size_t cap = ctx->cap ? ctx->cap * 2 : 1024;
+        struct cw_sock *v = realloc(ctx->v, cap * sizeof *v);
+        if (!v) {
+            ctx->err = -ENOMEM;
+            return MNL_CB_ERROR;
+        }
+        ctx->v = v;
+        ctx->cap = cap;
+    }
+    struct cw_sock *s = &ctx->v[ctx->n];
+    fill_sock(m, s);
+    if (!filter_match(ctx->f, s))
+        return MNL_CB_OK;
+    parse_attrs(nlh, s);
+    ctx->n++;
+    return MNL_CB_OK;
+}
+
+/* Send one SOCK_DIAG_BY_FAMILY dump request and collect its replies. */
+static int dump_family(cw_diag *d, int family, struct dump_ctx *ctx)
+{
+    struct nlmsghdr *nlh = mnl_nlmsg_put_header(d->buf);
+    nlh->nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    nlh->nlmsg_seq = ++d->seq;
+    struct inet_diag_req_v2 *req = mnl_nlmsg_put_extra_header(nlh, sizeof *req);
+    req->sdiag_family = (uint8_t)family;
+    req->sdiag_protocol = IPPROTO_TCP;
+    unsigned states = ctx->f->states ? ctx->f->states : CW_STATES_ALL;
+    /* Half-open connections are request sockets, a state of their own. */
+    if (states & CW_STATE_BIT(CW_TCP_SYN_RECV))
+        states |= CW_STATE_BIT(CW_TCP_NEW_SYN_RECV);
+    req->idiag_states = states;
+    if (ctx->f->want_info)
+        req->idiag_ext = 1 << (INET_DIAG_INFO - 1);
+    if (mnl_socket_sendto(d->nl, nlh, nlh->nlmsg_len) < 0)
+        return -errno;
+    for (;;) {
+        ssize_t len = mnl_socket_recvfrom(d->nl, d->buf, CW__DIAG_BUF);
+        if (len < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        int rc = mnl_cb_run(d->buf, (size_t)len, d->seq, d->portid, dump_cb, ctx);
+        if (rc == MNL_CB_STOP)
+            return CW_OK;
+        if (rc < 0)
+            return ctx->err ? ctx->err : -errno;
+    }
+}
+
+static int cookie_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const struct cw_sock *)a)->cookie;
+    uint64_t y = ((const struct cw_sock *)b)->cookie;
+    return x < y ? -1 : x > y;
+}
+
+/* A socket moving between hash chains during the dump can be reported
+ * twice: keep the first. */
+static size_t dedupe(struct cw_sock *v, size_t n)
+{
+    if (n < 2)
+        return n;
+    qsort(v, n, sizeof *v, cookie_cmp);
+    size_t out = 1;
+    for (size_t i = 1; i < n; i++)
+        if (v[i].cookie != v[out - 1].cookie)
+            v[out++] = v[i];
+    return out;
+}
+
+int cw_diag_dump(cw_diag *d, const struct cw_diag_filter *f,
+                 struct cw_sock **out, size_t *count)
+{
+    struct cw_diag_filter all;
+    if (!d || !out || !count)
+        return CW_EINVAL;
+    if (!f) {
+        cw_diag_filter_init(&all);
+        f = &all;
+    }
+    struct dump_ctx ctx = {.f = f};
+    int rc = CW_OK;
+    if (f->family != AF_INET6)
+        rc = dump_family(d, AF_INET, &ctx);
+    if (rc == CW_OK && f->family != AF_INET)
+        rc = dump_family(d, AF_INET6, &ctx);
+    if (rc < 0) {
+        free(ctx.v);
+        *out = NULL;
+        *count = 0;
+        return rc;
+    }
+    ctx.n = dedupe(ctx.v, ctx.n);
+    *out = ctx.v;
+    *count = ctx.n;
+    return ctx.n > (size_t)0x7fffffff ? 0x7fffffff : (int)ctx.n;
+}
+
+/* The kernel answers SOCK_DESTROY with an NLMSG_ERROR ack; mnl_cb_run
+ * turns a non-zero error into -1 with errno set. */
+int cw_diag_destroy(cw_diag *d, const struct cw_sock *s)
+{
+    if (!d || !s || (s->family != AF_INET && s->family != AF_INET6))
+        return CW_EINVAL;
+    struct nlmsghdr *nlh = mnl_nlmsg_put_header(d->buf);
+    nlh->nlmsg_type = SOCK_DESTROY;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
+    nlh->nlmsg_seq = ++d->seq;
+    struct inet_diag_req_v2 *req = mnl_nlmsg_put_extra_header(nlh, sizeof *req);
+    req->sdiag_family = (uint8_t)s->family;
+    req->sdiag_protocol = IPPROTO_TCP;
+    req->idiag_states = CW_STATE_BIT(s->state);
+    req->id.idiag_sport = htons(s->sport);
+    req->id.idiag_dport = htons(s->dport);
+    memcpy(req->id.idiag_src, s->src, (size_t)addr_len(s->family));
+    memcpy(req->id.idiag_dst, s->dst, (size_t)addr_len(s->family));
+    req->id.idiag_if = s->ifindex;
+    req->id.idiag_cookie[0] = (uint32_t)s->cookie;
+    req->id.idiag_cookie[1] = (uint32_t)(s->cookie >> 32);
+    if (mnl_socket_sendto(d->nl, nlh, nlh->nlmsg_len) < 0)
+        return -errno;
+    for (;;) {
+        ssize_t len = mnl_socket_recvfrom(d->nl, d->buf, CW__DIAG_BUF);
+        if (len < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        int rc = mnl_cb_run(d->buf, (size_t)len, d->seq, d->portid, NULL, NULL);
+        if (rc < 0)
+            return -errno;
+        if (rc == MNL_CB_STOP || rc == MNL_CB_OK)
+            return CW_OK;
+    }
+}
+
+/* Look for the option in a kernel config, plain or gzip'ed (read through
+ * zcat: no zlib dependency for one line). */
+static int config_scan(FILE *f)
+{
+    char line[256];
+    int found = 0;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "CONFIG_INET_DIAG_DESTROY=y", 26))
+            found = 1;
+    return found;
+}
+
+int cw_diag_destroy_configured(void)
+{
+    if (access("/proc/config.gz", R_OK) == 0) {
+        FILE *p = popen("zcat /proc/config.gz 2>/dev/null", "r");
+        if (p) {
+            int found = config_scan(p);
+            if (pclose(p) == 0)
+                return found;
+        }
+    }
+    char rel[128] = "", path[256];
+    FILE *f = fopen("/proc/sys/kernel/osrelease", "re");
+    if (f) {
+        if (fgets(rel, sizeof rel, f))
+            rel[strcspn(rel, "\n")] = '\0';
+        fclose(f);
+    }
+    snprintf(path, sizeof path, "/boot/config-%s", rel);
+    f = rel[0] ? fopen(path, "re") : NULL;
+    if (!f)
+        return -ENOENT;
+    int found = config_scan(f);
+    fclose(f);
+    return found;
+}

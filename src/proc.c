@@ -1,0 +1,412 @@
+/* proc.c - socket inode -> pid, fd, command name.
+ *
+ * `ss -p` reads every /proc/<pid>/fd of the machine before it looks at a
+ * single socket. Here the dump comes first, so only the inodes asked for
+ * are searched: processes of the sockets' uids first, the rest only on a
+ * miss, and the scan stops as soon as every inode has been found. */
+#define _GNU_SOURCE
+#include "internal.h"
+
+#include <closewise/diag.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* One inode to find. */
+struct target {
+    uint32_t inode;
+    int pid;
+    int fd;
+    char comm[16];
+};
+
+/* Open addressing keyed by inode, sized to the number of targets so a
+ * lookup stays O(1) at 10,000 sockets. */
+struct itable {
+    struct target *t;
+    size_t n, mask;
+    uint32_t *slot;    /* index + 1 into t, 0 = empty */
+    size_t left;       /* targets not found yet */
+};
+
+struct pident {
+    int pid;
+    uint32_t uid;
+};
+
+static size_t hash_inode(uint32_t ino, size_t mask)
+{
+    return (size_t)(ino * 2654435761u) & mask;
+}
+
+static struct target *it_find(const struct itable *it, uint32_t ino)
+{
+    for (size_t i = hash_inode(ino, it->mask);; i = (i + 1) & it->mask) {
+        uint32_t s = it->slot[i];
+        if (!s)
+            return NULL;
+        if (it->t[s - 1].inode == ino)
+            return &it->t[s - 1];
+    }
+}
+
+/* Add ino unless present; the table is preallocated for the maximum
+ * count, so this cannot fail. */
+static void it_add(struct itable *it, uint32_t ino)
+{
+    if (!ino || it_find(it, ino))
+        return;
+    size_t i = hash_inode(ino, it->mask);
+    while (it->slot[i])
+        i = (i + 1) & it->mask;
+    struct target *t = &it->t[it->n++];
+    t->inode = ino;
+    t->pid = 0;
+    t->fd = -1;
+    t->comm[0] = '\0';
+    it->slot[i] = (uint32_t)it->n;
+    it->left++;
+}
+
+static int it_init(struct itable *it, size_t max)
+{
+    size_t size = 16;
+    while (size < max * 2)
+        size *= 2;
+    memset(it, 0, sizeof *it);
+    it->t = calloc(max ? max : 1, sizeof *it->t);
+    it->slot = calloc(size, sizeof *it->slot);
+    it->mask = size - 1;
+    if (!it->t || !it->slot) {
+        free(it->t);
+        free(it->slot);
+        return -ENOMEM;
+    }
+    return CW_OK;
+}
+
+static void it_free(struct itable *it)
+{
+    free(it->t);
+    free(it->slot);
+}
+
+static void read_comm(int procfd, int pid, char comm[16])
+{
+    char path[32];
+    snprintf(path, sizeof path, "%d/comm", pid);
+    int fd = openat(procfd, path, O_RDONLY | O_CLOEXEC);
+    comm[0] = '\0';
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, comm, 15);
+    close(fd);
+    if (n <= 0)
+        return;
+    comm[n] = '\0';
+    comm[strcspn(comm, "\n")] = '\0';
+}
+
+/* Parse "socket:[12345]" without sscanf: this runs once per descriptor
+ * of every process scanned. */
+static uint32_t socket_inode(const char *link, ssize_t len)
+{
+    if (len < 10 || memcmp(link, "socket:[", 8))
+        return 0;
+    uint32_t ino = 0;
+    for (ssize_t i = 8; i < len && link[i] != ']'; i++) {
+        if (link[i] < '0' || link[i] > '9')
+            return 0;
+        ino = ino * 10 + (uint32_t)(link[i] - '0');
+    }
+    return ino;
+}
+
+static int parse_int(const char *s)
+{
+    int v = 0;
+    if (!*s)
+        return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || v > 100000000)
+            return -1;
+        v = v * 10 + (*s - '0');
+    }
+    return v;
+}
+
+/* Read one process's descriptors; mark the targets it holds. */
+static void scan_pid(int procfd, int pid, struct itable *it,
+                     struct cw_attr_stats *st)
+{
+    char path[32];
+    snprintf(path, sizeof path, "%d/fd", pid);
+    int dfd = openat(procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) {
+        if (errno == EACCES || errno == EPERM)
+            st->pids_unreadable++;
+        return;
+    }
+    DIR *d = fdopendir(dfd);
+    if (!d) {
+        close(dfd);
+        return;
+    }
+    st->pids_scanned++;
+    char comm[16] = "";
+    struct dirent *e;
+    while (it->left && (e = readdir(d))) {
+        char link[64];
+        if (e->d_name[0] == '.')
+            continue;
+        ssize_t len = readlinkat(dfd, e->d_name, link, sizeof link);
+        uint32_t ino = len > 0 ? socket_inode(link, len) : 0;
+        struct target *t = ino ? it_find(it, ino) : NULL;
+        if (!t || t->pid)
+            continue;
+        t->pid = pid;
+        t->fd = parse_int(e->d_name);
+        if (!comm[0])
+            read_comm(procfd, pid, comm);
+        memcpy(t->comm, comm, sizeof comm);
+        it->left--;
+    }
+    closedir(d);
+}
+
+/* Every process of /proc with the owner of its directory. */
+static int list_pids(int procfd, struct pident **out, size_t *count)
+{
+    int fd = dup(procfd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!d) {
+        int rc = -errno;
+        if (fd >= 0)
+            close(fd);
+        return rc;
+    }
+    size_t n = 0, cap = 256;
+    struct pident *v = malloc(cap * sizeof *v);
+    struct dirent *e;
+    while (v && (e = readdir(d))) {
+        int pid = parse_int(e->d_name);
+        struct stat sb;
+        if (pid <= 0 || fstatat(procfd, e->d_name, &sb, 0) < 0)
+            continue;
+        if (n == cap) {
+            struct pident *nv = realloc(v, cap * 2 * sizeof *v);
+            if (!nv) {
+                free(v);
+                v = NULL;
+                break;
+            }
+            v = nv;
+            cap *= 2;
+        }
+        v[n].pid = pid;
+        v[n++].uid = sb.st_uid;
+    }
+    closedir(d);
+    if (!v)
+        return -ENOMEM;
+    *out = v;
+    *count = n;
+    return CW_OK;
+}
+
+/* The distinct uids of the sockets to find: few, so a short array. */
+struct uidset {
+    uint32_t uid[64];
+    size_t n;
+    int overflow;      /* too many distinct uids: treat every uid as wanted */
+};
+
+static void uidset_build(struct uidset *u, const struct cw_sock *v, size_t n)
+{
+    memset(u, 0, sizeof *u);
+    for (size_t i = 0; i < n && !u->overflow; i++) {
+        size_t j = 0;
+        while (j < u->n && u->uid[j] != v[i].uid)
+            j++;
+        if (j < u->n || !v[i].inode)
+            continue;
+        if (u->n == sizeof u->uid / sizeof u->uid[0])
+            u->overflow = 1;
+        else
+            u->uid[u->n++] = v[i].uid;
+    }
+}
+
+static int uidset_has(const struct uidset *u, uint32_t uid)
+{
+    for (size_t i = 0; i < u->n; i++)
+        if (u->uid[i] == uid)
+            return 1;
+    return u->overflow;
+}
+
+/* Pass 1 reads processes whose uid owns one of the sockets; pass 2 the
+ * others, reached only when pass 1 left inodes unfound (a socket created
+ * before a setuid keeps the old uid). */
+static int scan_proc(struct itable *it, const struct cw_sock *v, size_t n,
+                     struct cw_attr_stats *st)
+{
+    int procfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (procfd < 0)
+        return -errno;
+    struct pident *p = NULL;
+    size_t np = 0;
+    int rc = list_pids(procfd, &p, &np);
+    if (rc < 0) {
+        close(procfd);
+        return rc;
+    }
+    struct uidset uids;
+    uidset_build(&uids, v, n);
+    char *first = calloc(np ? np : 1, 1);
+    if (!first) {
+        free(p);
+        close(procfd);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < np && it->left; i++) {
+        first[i] = (char)uidset_has(&uids, p[i].uid);
+        if (first[i])
+            scan_pid(procfd, p[i].pid, it, st);
+    }
+    for (size_t i = 0; i < np && it->left; i++)
+        if (!first[i])
+            scan_pid(procfd, p[i].pid, it, st);
+    free(first);
+    free(p);
+    close(procfd);
+    return CW_OK;
+}
+
+/* A socket with inode 0 that is ESTABLISHED or CLOSE_WAIT has never been
+ * accept()ed: it sits in a listener's queue. */
+static int in_accept_queue(const struct cw_sock *s)
+{
+    return s->inode == 0 && (s->state == CW_TCP_ESTABLISHED ||
+                             s->state == CW_TCP_CLOSE_WAIT ||
+                             s->state == CW_TCP_SYN_RECV);
+}
+
+static int addr_is_any(const struct cw_sock *l)
+{
+    static const uint8_t zero[16];
+    return !memcmp(l->src, zero, l->family == AF_INET ? 4 : 16);
+}
+
+/* The listener whose queue holds s: same local port, and the same address
+ * or a wildcard one. */
+static const struct cw_sock *find_listener(const struct cw_sock *ls, size_t nl,
+                                           const struct cw_sock *s)
+{
+    const struct cw_sock *wild = NULL;
+    for (size_t i = 0; i < nl; i++) {
+        if (ls[i].sport != s->sport)
+            continue;
+        if (ls[i].family == s->family &&
+            !memcmp(ls[i].src, s->src, s->family == AF_INET ? 4 : 16))
+            return &ls[i];
+        if (addr_is_any(&ls[i]) || ls[i].family != s->family)
+            wild = &ls[i];
+    }
+    return wild;
+}
+
+/* Dump the listeners only if some socket needs one. */
+static int dump_listeners(cw_diag *d, const struct cw_sock *v, size_t n,
+                          struct cw_sock **ls, size_t *nl)
+{
+    *ls = NULL;
+    *nl = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!in_accept_queue(&v[i]))
+            continue;
+        struct cw_diag_filter f;
+        cw_diag_filter_init(&f);
+        f.states = CW_STATE_BIT(CW_TCP_LISTEN);
+        int rc = cw_diag_dump(d, &f, ls, nl);
+        return rc < 0 ? rc : CW_OK;
+    }
+    return CW_OK;
+}
+
+static void set_owner(struct cw_sock *s, const struct target *t, int owner)
+{
+    s->owner = owner;
+    s->pid = t->pid;
+    s->fd = t->fd;
+    memcpy(s->comm, t->comm, sizeof s->comm);
+}
+
+static void apply(struct itable *it, struct cw_sock *v, size_t n,
+                  const struct cw_sock *ls, size_t nl, struct cw_attr_stats *st)
+{
+    for (size_t i = 0; i < n; i++) {
+        struct cw_sock *s = &v[i];
+        const struct cw_sock *l = in_accept_queue(s) ? find_listener(ls, nl, s) : NULL;
+        const struct target *t = NULL;
+        s->pid = 0;
+        s->fd = -1;
+        s->comm[0] = '\0';
+        if (l)
+            s->listener_port = l->sport;
+        if (s->inode)
+            t = it_find(it, s->inode);
+        else if (l)
+            t = it_find(it, l->inode);
+        if (t && t->pid) {
+            set_owner(s, t, s->inode ? CW_OWNER_PROCESS : CW_OWNER_LISTENER);
+            st->found++;
+        } else if (!s->inode && !in_accept_queue(s)) {
+            s->owner = CW_OWNER_NONE;
+        } else {
+            s->owner = l ? CW_OWNER_LISTENER : CW_OWNER_UNKNOWN;
+            st->unknown++;
+        }
+    }
+}
+
+int cw_diag_attribute(cw_diag *d, struct cw_sock *v, size_t n,
+                      struct cw_attr_stats *st)
+{
+    struct cw_attr_stats dummy;
+    if (!d || (!v && n))
+        return CW_EINVAL;
+    if (!st)
+        st = &dummy;
+    memset(st, 0, sizeof *st);
+    struct cw_sock *ls;
+    size_t nl;
+    int rc = dump_listeners(d, v, n, &ls, &nl);
+    if (rc < 0)
+        return rc;
+    struct itable it;
+    if ((rc = it_init(&it, n + nl)) < 0) {
+        free(ls);
+        return rc;
+    }
+    for (size_t i = 0; i < n; i++)
+        it_add(&it, v[i].inode);
+    for (size_t i = 0; i < n; i++) {
+        const struct cw_sock *l = in_accept_queue(&v[i]) ? find_listener(ls, nl, &v[i]) : NULL;
+        if (l)
+            it_add(&it, l->inode);
+    }
+    if (it.left)
+        rc = scan_proc(&it, v, n, st);
+    if (rc == CW_OK) {
+        apply(&it, v, n, ls, nl, st);
+    }
+    it_free(&it);
+    free(ls);
+    return rc;
+}
