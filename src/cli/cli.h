@@ -32,5 +32,9 @@ int cli_parse_port(const char *s);
 /* Subcommands. */
 int cmd_server(int argc, char **argv);
 int cmd_passwd(int argc, char **argv);
+int cmd_stat(int argc, char **argv);
+int cmd_ls(int argc, char **argv);
+int cmd_watch(int argc, char **argv);
+int cmd_kill(int argc, char **argv);
 
 #endif

@@ -10,6 +10,10 @@
 static const struct cli_command commands[] = {
     {"server", "run the reference auth server (ends connections correctly)", cmd_server},
     {"passwd", "make a credentials line for closewise server", cmd_passwd},
+    {"stat", "count TCP states; name the processes holding CLOSE_WAIT sockets", cmd_stat},
+    {"ls", "list TCP sockets, with owners and explanations", cmd_ls},
+    {"watch", "follow CLOSE_WAIT sockets over time; exit 1 on a leak", cmd_watch},
+    {"kill", "destroy matching sockets (SOCK_DESTROY)", cmd_kill},
     {NULL, NULL, NULL}
 };
 

@@ -1,0 +1,248 @@
+/* inspect.c - filters, collection and formatting shared by the inspector
+ * subcommands. */
+#define _GNU_SOURCE
+#include "inspect.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+void insp_sel_init(struct insp_sel *s)
+{
+    memset(s, 0, sizeof *s);
+    cw_diag_filter_init(&s->f);
+}
+
+static int parse_states(const char *arg, unsigned *mask)
+{
+    char buf[256];
+    if (strlen(arg) >= sizeof buf)
+        return -1;
+    strcpy(buf, arg);
+    *mask = 0;
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (!strcmp(t, "all")) {
+            *mask |= CW_STATES_ALL;
+            continue;
+        }
+        int st = cw_tcp_state_parse(t);
+        if (st < 0)
+            return -1;
+        *mask |= CW_STATE_BIT(st);
+    }
+    return *mask ? 0 : -1;
+}
+
+static int port_opt(const char *name, const char *arg, int *out)
+{
+    int p = cli_parse_port(arg);
+    if (p < 0) {
+        cli_error("bad %s '%s' (expected 0-65535)", name, arg);
+        return -1;
+    }
+    *out = p;
+    return 1;
+}
+
+static int number_opt(const char *name, const char *arg, unsigned long long max,
+                      unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(arg, &end, 0);
+    if (!*arg || *end || errno || v > max || arg[0] == '-') {
+        cli_error("bad %s '%s'", name, arg);
+        return -1;
+    }
+    *out = v;
+    return 1;
+}
+
+int insp_sel_option(struct insp_sel *s, int opt, const char *arg)
+{
+    unsigned long long v;
+    switch (opt) {
+    case INSP_OPT_STATE:
+        if (parse_states(arg, &s->f.states) < 0) {
+            cli_error("bad --state '%s' (e.g. close-wait,time-wait or all)", arg);
+            return -1;
+        }
+        return 1;
+    case INSP_OPT_PORT:
+        s->narrowed = 1;
+        return port_opt("--port", arg, &s->f.port);
+    case INSP_OPT_SPORT:
+        s->narrowed = 1;
+        return port_opt("--sport", arg, &s->f.sport);
+    case INSP_OPT_DPORT:
+        s->narrowed = 1;
+        return port_opt("--dport", arg, &s->f.dport);
+    case INSP_OPT_ADDR:
+        s->narrowed = 1;
+        if (cw_diag_filter_addr(&s->f, arg) < 0) {
+            cli_error("bad --addr '%s' (expected a numeric IPv4 or IPv6 address)", arg);
+            return -1;
+        }
+        return 1;
+    case INSP_OPT_PID:
+        s->narrowed = 1;
+        if (number_opt("--pid", arg, 0x7fffffff, &v) < 0)
+            return -1;
+        if (v == 0) {
+            cli_error("bad --pid '%s'", arg);
+            return -1;
+        }
+        s->pid = (int)v;
+        return 1;
+    case INSP_OPT_COOKIE:
+        s->narrowed = 1;
+        if (number_opt("--cookie", arg, UINT64_MAX, &v) < 0)
+            return -1;
+        s->have_cookie = 1;
+        s->cookie = v;
+        return 1;
+    case INSP_OPT_V4:
+        s->f.family = AF_INET;
+        return 1;
+    case INSP_OPT_V6:
+        s->f.family = AF_INET6;
+        return 1;
+    }
+    return 0;
+}
+
+int insp_open(cw_diag **d)
+{
+    int rc = cw_diag_open(d);
+    if (rc < 0) {
+        cli_error("cannot open sock_diag netlink socket: %s", cw_strerror(rc));
+        return CLI_SYSTEM;
+    }
+    return CLI_OK;
+}
+
+/* Keep the sockets for which keep() says so, in order. */
+static size_t sel_keep(const struct insp_sel *s, struct cw_sock *v, size_t n)
+{
+    size_t out = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s->have_cookie && v[i].cookie != s->cookie)
+            continue;
+        if (s->pid && v[i].pid != s->pid)
+            continue;
+        v[out++] = v[i];
+    }
+    return out;
+}
+
+int insp_collect(cw_diag *d, const struct insp_sel *s, int attribute,
+                 struct cw_sock **out, size_t *n)
+{
+    int rc = cw_diag_dump(d, &s->f, out, n);
+    if (rc < 0) {
+        cli_error("sock_diag dump failed: %s", cw_strerror(rc));
+        return CLI_SYSTEM;
+    }
+    struct insp_sel cookie_only = *s;
+    cookie_only.pid = 0;
+    *n = sel_keep(&cookie_only, *out, *n);
+    if (attribute || s->pid) {
+        rc = cw_diag_attribute(d, *out, *n, NULL);
+        if (rc < 0) {
+            cli_error("cannot read /proc: %s", cw_strerror(rc));
+            free(*out);
+            *out = NULL;
+            return CLI_SYSTEM;
+        }
+        *n = sel_keep(s, *out, *n);
+    }
+    return CLI_OK;
+}
+
+const char *insp_state_name(int state)
+{
+    return cw_tcp_state_name(state);
+}
+
+const char *insp_timer_name(int timer)
+{
+    switch (timer) {
+    case 0: return "off";
+    case 1: return "on";
+    case 2: return "keepalive";
+    case 3: return "timewait";
+    case 4: return "persist";
+    }
+    return "unknown";
+}
+
+const char *insp_owner_name(int owner)
+{
+    switch (owner) {
+    case CW_OWNER_PROCESS: return "process";
+    case CW_OWNER_LISTENER: return "listener";
+    case CW_OWNER_NONE: return "none";
+    case CW_OWNER_UNKNOWN: return "unknown";
+    }
+    return "unchecked";
+}
+
+const char *insp_fmt_ms(uint64_t ms, char *buf, size_t size)
+{
+    uint64_t s = ms / 1000;
+    if (ms < 60000)
+        snprintf(buf, size, "%.1fs", (double)ms / 1000.0);
+    else if (s < 3600)
+        snprintf(buf, size, "%um%02us", (unsigned)(s / 60), (unsigned)(s % 60));
+    else if (s < 86400)
+        snprintf(buf, size, "%uh%02um", (unsigned)(s / 3600), (unsigned)(s / 60 % 60));
+    else
+        snprintf(buf, size, "%ud%02uh", (unsigned)(s / 86400), (unsigned)(s / 3600 % 24));
+    return buf;
+}
+
+const char *insp_fmt_owner(const struct cw_sock *s, char *buf, size_t size)
+{
+    switch (s->owner) {
+    case CW_OWNER_PROCESS:
+        snprintf(buf, size, "%d/%s fd %d", s->pid, s->comm, s->fd);
+        break;
+    case CW_OWNER_LISTENER:
+        if (s->pid)
+            snprintf(buf, size, "%d/%s listener fd %d (not accepted)", s->pid,
+                     s->comm, s->fd);
+        else
+            snprintf(buf, size, "listener :%u (not accepted)", (unsigned)s->listener_port);
+        break;
+    case CW_OWNER_NONE:
+        snprintf(buf, size, "-");
+        break;
+    case CW_OWNER_UNKNOWN:
+        snprintf(buf, size, "unknown");
+        break;
+    default:
+        snprintf(buf, size, "?");
+    }
+    return buf;
+}
+
+void insp_json_str(FILE *f, const char *s)
+{
+    putc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            fprintf(f, "\\%c", *p);
+        else if (*p < 0x20 || *p >= 0x7f)
+            fprintf(f, "\\u%04x", *p);
+        else
+            putc(*p, f);
+    }
+    putc('"', f);
+}
+
+void insp_help(const char *usage, const char *what, const char *options)
+{
+    printf("usage: %s\n\n%s\n\noptions:\n%s", usage, what, options);
+}

@@ -1,0 +1,82 @@
+/* inspect.h - what the inspector subcommands (stat, ls, watch, kill)
+ * share: filter options, dumping with attribution, JSON and text output. */
+#ifndef CW_CLI_INSPECT_H
+#define CW_CLI_INSPECT_H
+
+#include "cli.h"
+
+#include <getopt.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Command-line selection of sockets. */
+struct insp_sel {
+    struct cw_diag_filter f;
+    int pid;            /* keep only sockets of this process, 0 = any */
+    int have_cookie;
+    uint64_t cookie;
+    int narrowed;       /* a port, address, pid or cookie was given */
+};
+
+/* getopt_long codes for the shared options. */
+enum {
+    INSP_OPT_STATE = 1000, INSP_OPT_PORT, INSP_OPT_SPORT, INSP_OPT_DPORT,
+    INSP_OPT_ADDR, INSP_OPT_PID, INSP_OPT_COOKIE, INSP_OPT_V4, INSP_OPT_V6
+};
+
+/* The filter options, for a command's getopt_long table. */
+#define INSP_FILTER_OPTIONS                                       \
+    {"state", required_argument, NULL, INSP_OPT_STATE},           \
+    {"port", required_argument, NULL, INSP_OPT_PORT},             \
+    {"sport", required_argument, NULL, INSP_OPT_SPORT},           \
+    {"dport", required_argument, NULL, INSP_OPT_DPORT},           \
+    {"addr", required_argument, NULL, INSP_OPT_ADDR},             \
+    {"pid", required_argument, NULL, INSP_OPT_PID},               \
+    {"cookie", required_argument, NULL, INSP_OPT_COOKIE},         \
+    {"ipv4", no_argument, NULL, INSP_OPT_V4},                     \
+    {"ipv6", no_argument, NULL, INSP_OPT_V6}
+
+/* The help text of those options. */
+#define INSP_FILTER_HELP                                                     \
+    "  --state S[,S...]  only these states (close-wait, established, ...,\n" \
+    "                    or all)\n"                                          \
+    "  --port P          local or peer port P\n"                             \
+    "  --sport P         local port P      --dport P   peer port P\n"        \
+    "  --addr A          local or peer address A (IPv4 or IPv6)\n"           \
+    "  --pid P           only sockets held by process P\n"                   \
+    "  --cookie C        only the socket with this kernel cookie\n"          \
+    "  --ipv4, --ipv6    only this address family\n"
+
+void insp_sel_init(struct insp_sel *s);
+
+/* Handle one shared option. Returns 1 if opt was one, 0 if not, or -1
+ * after printing an error for a bad value. */
+int insp_sel_option(struct insp_sel *s, int opt, const char *arg);
+
+/* Open the inspector, dump what s selects and, when attribute is set
+ * (or s has a pid), name the owners and apply the pid/cookie filters.
+ * On success *out (malloc'ed, caller frees) holds *n sockets. Returns
+ * CLI_OK or an exit code after printing the error. */
+int insp_collect(cw_diag *d, const struct insp_sel *s, int attribute,
+                 struct cw_sock **out, size_t *n);
+
+/* Open a cw_diag or print why not. Returns CLI_OK or CLI_SYSTEM. */
+int insp_open(cw_diag **d);
+
+/* Text helpers. */
+const char *insp_state_name(int state);
+const char *insp_timer_name(int timer);
+const char *insp_owner_name(int owner);
+/* "12.3s", "4m05s", "2h03m" into buf. */
+const char *insp_fmt_ms(uint64_t ms, char *buf, size_t size);
+/* "1234/nginx fd 7", "listener :80 1234/nginx", "-" ... into buf. */
+const char *insp_fmt_owner(const struct cw_sock *s, char *buf, size_t size);
+
+/* Write s as a JSON string literal (with quotes). Every byte that is not
+ * printable ASCII is escaped as \u00XX, so the output is always valid. */
+void insp_json_str(FILE *f, const char *s);
+
+/* Print "--help" for a command: usage line, description, options. */
+void insp_help(const char *usage, const char *what, const char *options);
+
+#endif

@@ -1,0 +1,177 @@
+/* ls.c - `closewise ls`: one socket per line, like `ss -tan`, optionally
+ * with the owning process and an explanation; or one JSON document. */
+#define _GNU_SOURCE
+#include "inspect.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+struct ls_opts {
+    struct insp_sel sel;
+    int process, json, explain;
+};
+
+static const char ls_usage[] = "closewise ls [filters] [--process] [--explain] [--json]";
+
+static void ls_help(void)
+{
+    insp_help(ls_usage,
+              "List TCP sockets, one per line, with the kernel's state and queues.",
+              INSP_FILTER_HELP
+              "  -p, --process     name the process and descriptor holding each socket\n"
+              "  --explain         say who must act on each socket and why\n"
+              "  --json            one JSON document (implies tcp_info fields)\n"
+              "  -h, --help        this help\n");
+}
+
+static int ls_parse(int argc, char **argv, struct ls_opts *o)
+{
+    static const struct option longopts[] = {
+        INSP_FILTER_OPTIONS,
+        {"process", no_argument, NULL, 'p'},
+        {"explain", no_argument, NULL, 'e'},
+        {"json", no_argument, NULL, 'j'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    memset(o, 0, sizeof *o);
+    insp_sel_init(&o->sel);
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "peh", longopts, NULL)) != -1) {
+        int r = insp_sel_option(&o->sel, c, optarg);
+        if (r < 0)
+            return CLI_USAGE;
+        if (r > 0)
+            continue;
+        switch (c) {
+        case 'p': o->process = 1; break;
+        case 'e': o->explain = 1; break;
+        case 'j': o->json = 1; break;
+        case 'h': ls_help(); return -1;
+        default:
+            cli_error("ls: bad option '%s' (see 'closewise ls --help')", argv[optind - 1]);
+            return CLI_USAGE;
+        }
+    }
+    if (optind < argc) {
+        cli_error("ls: unexpected argument '%s'", argv[optind]);
+        return CLI_USAGE;
+    }
+    /* Explaining an unaccepted socket names its listener. */
+    if (o->explain)
+        o->process = 1;
+    o->sel.f.want_info = o->json || o->explain;
+    return CLI_OK;
+}
+
+static void json_sock(const struct cw_sock *s, int explain)
+{
+    char l[64], p[64], why[256];
+    cw_sock_addr(s, 0, l, sizeof l);
+    cw_sock_addr(s, 1, p, sizeof p);
+    printf("{\"cookie\":%llu,\"family\":\"%s\",\"state\":\"%s\",\"local\":\"%s\","
+           "\"peer\":\"%s\",\"sport\":%u,\"dport\":%u,\"rqueue\":%u,\"wqueue\":%u,"
+           "\"uid\":%u,\"inode\":%u,\"timer\":\"%s\",\"expires_ms\":%u",
+           (unsigned long long)s->cookie, s->family == AF_INET6 ? "ipv6" : "ipv4",
+           insp_state_name(s->state), l, p, (unsigned)s->sport, (unsigned)s->dport,
+           s->rqueue, s->wqueue, s->uid, s->inode, insp_timer_name(s->timer),
+           s->expires_ms);
+    if (s->has_info)
+        printf(",\"lastrcv_ms\":%u,\"lastack_ms\":%u,\"retransmits\":%u,"
+               "\"total_retrans\":%u",
+               s->last_data_recv_ms, s->last_ack_recv_ms, s->retransmits,
+               s->total_retrans);
+    if (s->owner != CW_OWNER_UNCHECKED) {
+        printf(",\"owner\":\"%s\"", insp_owner_name(s->owner));
+        if (s->pid) {
+            printf(",\"pid\":%d,\"fd\":%d,\"comm\":", s->pid, s->fd);
+            insp_json_str(stdout, s->comm);
+        }
+        if (s->owner == CW_OWNER_LISTENER)
+            printf(",\"listener_port\":%u", (unsigned)s->listener_port);
+    }
+    if (explain) {
+        fputs(",\"explain\":", stdout);
+        insp_json_str(stdout, cw_sock_explain(s, why, sizeof why));
+    }
+    putchar('}');
+}
+
+static void ls_json(const struct cw_sock *v, size_t n, int explain)
+{
+    fputs("{\"sockets\":[", stdout);
+    for (size_t i = 0; i < n; i++) {
+        fputs(i ? ",\n" : "\n", stdout);
+        json_sock(&v[i], explain);
+    }
+    printf("\n],\"count\":%zu}\n", n);
+}
+
+/* Address column widths: two passes keep columns aligned like ss. */
+static void widths(const struct cw_sock *v, size_t n, int *wl, int *wp)
+{
+    char buf[64];
+    *wl = (int)strlen("Local Address:Port");
+    *wp = (int)strlen("Peer Address:Port");
+    for (size_t i = 0; i < n; i++) {
+        int a = cw_sock_addr(&v[i], 0, buf, sizeof buf);
+        int b = cw_sock_addr(&v[i], 1, buf, sizeof buf);
+        if (a > *wl)
+            *wl = a;
+        if (b > *wp)
+            *wp = b;
+    }
+}
+
+static void ls_text(const struct cw_sock *v, size_t n, const struct ls_opts *o)
+{
+    int wl, wp;
+    widths(v, n, &wl, &wp);
+    printf("%-11s %6s %6s %-*s %-*s%s\n", "State", "Recv-Q", "Send-Q", wl,
+           "Local Address:Port", wp, "Peer Address:Port", o->process ? " Process" : "");
+    for (size_t i = 0; i < n; i++) {
+        char l[64], p[64], who[96], why[256];
+        cw_sock_addr(&v[i], 0, l, sizeof l);
+        cw_sock_addr(&v[i], 1, p, sizeof p);
+        if (o->process)
+            printf("%-11s %6u %6u %-*s %-*s %s\n", insp_state_name(v[i].state),
+                   v[i].rqueue, v[i].wqueue, wl, l, wp, p,
+                   insp_fmt_owner(&v[i], who, sizeof who));
+        else
+            printf("%-11s %6u %6u %-*s %s\n", insp_state_name(v[i].state),
+                   v[i].rqueue, v[i].wqueue, wl, l, p);
+        if (o->explain)
+            printf("    %s\n", cw_sock_explain(&v[i], why, sizeof why));
+    }
+}
+
+int cmd_ls(int argc, char **argv)
+{
+    struct ls_opts o;
+    int rc = ls_parse(argc, argv, &o);
+    if (rc)
+        return rc < 0 ? CLI_OK : rc;
+    cw_diag *d = NULL;
+    if ((rc = insp_open(&d)) != CLI_OK)
+        return rc;
+    struct cw_sock *v = NULL;
+    size_t n = 0;
+    rc = insp_collect(d, &o.sel, o.process, &v, &n);
+    cw_diag_close(&d);
+    if (rc != CLI_OK)
+        return rc;
+    static char obuf[1 << 16];
+    setvbuf(stdout, obuf, _IOFBF, sizeof obuf);
+    if (o.json)
+        ls_json(v, n, o.explain);
+    else
+        ls_text(v, n, &o);
+    free(v);
+    if (fflush(stdout) != 0) {
+        cli_error("ls: cannot write output");
+        return CLI_SYSTEM;
+    }
+    return CLI_OK;
+}

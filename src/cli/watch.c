@@ -1,0 +1,315 @@
+/* watch.c - `closewise watch`: sample the CLOSE_WAIT sockets repeatedly,
+ * follow each one by cookie (a 4-tuple can be reused, a cookie cannot),
+ * print what appears and what goes, and flag sockets stuck longer than a
+ * threshold. With --exit-on-leak it is a check for cron jobs and CI. */
+#define _GNU_SOURCE
+#include "inspect.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct watch_opts {
+    struct insp_sel sel;
+    long long interval_ms, older_than_ms;
+    long long count;        /* samples to take, 0 = until interrupted */
+    int exit_on_leak;
+};
+
+/* One CLOSE_WAIT socket followed across samples. Its age is known within
+ * [lo0, hi0] at t_first and grows with the clock from there. */
+struct tracked {
+    struct cw_sock s;
+    int64_t t_first;
+    uint32_t lo0, hi0;
+    int has_hi;
+    int leak_reported;
+};
+
+static volatile sig_atomic_t watch_stop;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    watch_stop = 1;
+}
+
+static void watch_help(void)
+{
+    insp_help("closewise watch [filters] [--interval D] [--older-than D] "
+              "[--exit-on-leak] [--count N]",
+              "Sample CLOSE_WAIT sockets every interval, follow each one by its kernel\n"
+              "cookie, and print '+' when one appears, '-' when it goes, '!' once it has\n"
+              "been in CLOSE_WAIT longer than --older-than. Ages of sockets already stuck\n"
+              "at start are bounded by tcp_info: last ACK <= age <= last data received.\n"
+              "Durations: 500ms, 2s, 1m, 1h (a bare number is milliseconds).",
+              INSP_FILTER_HELP
+              "  --interval D      time between samples (default 1s)\n"
+              "  --older-than D    leak threshold (default 60s)\n"
+              "  --exit-on-leak    exit 1 as soon as a socket passes the threshold\n"
+              "  --count N         stop after N samples and exit 0 (default: run until\n"
+              "                    interrupted)\n"
+              "  -h, --help        this help\n");
+}
+
+static int duration_opt(const char *name, const char *arg, long long *out)
+{
+    long long v = cli_parse_duration(arg);
+    if (v < 0) {
+        cli_error("watch: bad %s '%s' (e.g. 500ms, 2s, 1m)", name, arg);
+        return CLI_USAGE;
+    }
+    *out = v;
+    return CLI_OK;
+}
+
+static int watch_parse(int argc, char **argv, struct watch_opts *o)
+{
+    static const struct option longopts[] = {
+        INSP_FILTER_OPTIONS,
+        {"interval", required_argument, NULL, 'i'},
+        {"older-than", required_argument, NULL, 'o'},
+        {"exit-on-leak", no_argument, NULL, 'x'},
+        {"count", required_argument, NULL, 'c'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    memset(o, 0, sizeof *o);
+    insp_sel_init(&o->sel);
+    o->interval_ms = 1000;
+    o->older_than_ms = 60000;
+    optind = 1;
+    opterr = 0;
+    int c, rc = CLI_OK;
+    char *end;
+    while (rc == CLI_OK && (c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        int r = insp_sel_option(&o->sel, c, optarg);
+        if (r < 0)
+            return CLI_USAGE;
+        if (r > 0) {
+            if (c == INSP_OPT_STATE) {
+                cli_error("watch: follows CLOSE_WAIT sockets only; --state is not allowed");
+                return CLI_USAGE;
+            }
+            continue;
+        }
+        switch (c) {
+        case 'i': rc = duration_opt("--interval", optarg, &o->interval_ms); break;
+        case 'o': rc = duration_opt("--older-than", optarg, &o->older_than_ms); break;
+        case 'x': o->exit_on_leak = 1; break;
+        case 'c':
+            o->count = strtoll(optarg, &end, 10);
+            if (!*optarg || *end || o->count < 1) {
+                cli_error("watch: bad --count '%s' (expected a number >= 1)", optarg);
+                return CLI_USAGE;
+            }
+            break;
+        case 'h': watch_help(); return -1;
+        default:
+            cli_error("watch: bad option '%s' (see 'closewise watch --help')",
+                      argv[optind - 1]);
+            return CLI_USAGE;
+        }
+    }
+    if (rc == CLI_OK && o->interval_ms < 10) {
+        cli_error("watch: --interval must be at least 10ms");
+        return CLI_USAGE;
+    }
+    if (rc == CLI_OK && optind < argc) {
+        cli_error("watch: unexpected argument '%s'", argv[optind]);
+        return CLI_USAGE;
+    }
+    o->sel.f.states = CW_STATE_BIT(CW_TCP_CLOSE_WAIT);
+    o->sel.f.want_info = 1;
+    return rc;
+}
+
+static void stamp(void)
+{
+    char buf[16];
+    time_t t = time(NULL);
+    struct tm tm;
+    localtime_r(&t, &tm);
+    strftime(buf, sizeof buf, "%H:%M:%S", &tm);
+    printf("%s ", buf);
+}
+
+static void print_age(const struct tracked *t, int64_t now)
+{
+    char a[32], b[32];
+    uint64_t dt = (uint64_t)(now - t->t_first);
+    printf(">=%s", insp_fmt_ms(t->lo0 + dt, a, sizeof a));
+    if (t->has_hi)
+        printf(" <=%s", insp_fmt_ms(t->hi0 + dt, b, sizeof b));
+}
+
+static void print_sock(char mark, const struct tracked *t, int64_t now)
+{
+    char l[64], p[64], who[96];
+    cw_sock_addr(&t->s, 0, l, sizeof l);
+    cw_sock_addr(&t->s, 1, p, sizeof p);
+    stamp();
+    printf("%c %s %s %s age ", mark, l, p, insp_fmt_owner(&t->s, who, sizeof who));
+    print_age(t, now);
+    putchar('\n');
+}
+
+/* Where a newly seen socket's age starts: tcp_info bounds it, and when
+ * the previous sample did not see it, so does the time since then. */
+static void track_start(struct tracked *t, const struct cw_sock *s, int64_t now,
+                        int64_t prev)
+{
+    memset(t, 0, sizeof *t);
+    t->s = *s;
+    t->t_first = now;
+    uint32_t lo = 0, hi = 0;
+    if (cw_sock_close_wait_age(s, &lo, &hi) == CW_OK) {
+        t->lo0 = lo;
+        t->hi0 = hi;
+        t->has_hi = 1;
+    }
+    if (prev >= 0) {
+        uint32_t since = (uint32_t)(now - prev);
+        if (!t->has_hi || since < t->hi0)
+            t->hi0 = since;
+        if (t->lo0 > t->hi0)
+            t->lo0 = t->hi0;
+        t->has_hi = 1;
+    }
+}
+
+struct watch_state {
+    struct tracked *v;
+    size_t n;
+    int64_t prev;          /* time of the previous sample, -1 before */
+};
+
+/* Merge a new sample (sorted by cookie, like the tracked list) into the
+ * tracked list: report what went and what came. */
+static int merge(struct watch_state *w, cw_diag *d, struct cw_sock *s, size_t ns,
+                 int64_t now)
+{
+    struct tracked *nv = calloc(ns ? ns : 1, sizeof *nv);
+    if (!nv)
+        return -1;
+    size_t i = 0, j = 0, k = 0;
+    struct cw_sock *fresh = malloc((ns ? ns : 1) * sizeof *fresh);
+    size_t nf = 0;
+    if (!fresh) {
+        free(nv);
+        return -1;
+    }
+    while (j < ns)
+        if (i < w->n && w->v[i].s.cookie < s[j].cookie) {
+            print_sock('-', &w->v[i++], now);
+        } else if (i < w->n && w->v[i].s.cookie == s[j].cookie) {
+            nv[k++] = w->v[i++];
+            j++;
+        } else {
+            fresh[nf++] = s[j++];
+        }
+    while (i < w->n)
+        print_sock('-', &w->v[i++], now);
+    /* Name only the newcomers' owners: the others are known already. */
+    if (nf)
+        cw_diag_attribute(d, fresh, nf, NULL);
+    for (size_t f = 0; f < nf; f++) {
+        track_start(&nv[k], &fresh[f], now, w->prev);
+        print_sock('+', &nv[k++], now);
+    }
+    free(fresh);
+    free(w->v);
+    w->v = nv;
+    w->n = k;
+    w->prev = now;
+    return 0;
+}
+
+static int cookie_order(const void *a, const void *b)
+{
+    uint64_t x = ((const struct tracked *)a)->s.cookie;
+    uint64_t y = ((const struct tracked *)b)->s.cookie;
+    return x < y ? -1 : x > y;
+}
+
+/* Returns 1 if a socket passed the threshold for the first time. */
+static int check_leaks(struct watch_state *w, const struct watch_opts *o, int64_t now)
+{
+    int found = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        struct tracked *t = &w->v[i];
+        if (t->leak_reported || t->lo0 + (now - t->t_first) <= o->older_than_ms)
+            continue;
+        char why[256];
+        t->leak_reported = 1;
+        found = 1;
+        print_sock('!', t, now);
+        printf("    leak: in CLOSE_WAIT longer than the threshold; %s\n",
+               cw_sock_explain(&t->s, why, sizeof why));
+    }
+    return found;
+}
+
+static void sleep_ms(long long ms)
+{
+    struct timespec ts = {.tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000};
+    /* A signal cuts the sleep short: watch_stop is then set. */
+    nanosleep(&ts, NULL);
+}
+
+static int watch_loop(cw_diag *d, const struct watch_opts *o)
+{
+    struct watch_state w = {.prev = -1};
+    int rc = CLI_OK;
+    for (long long sample = 0; !watch_stop && (!o->count || sample < o->count); sample++) {
+        if (sample)
+            sleep_ms(o->interval_ms);
+        if (watch_stop)
+            break;
+        struct cw_sock *s = NULL;
+        size_t ns = 0;
+        rc = insp_collect(d, &o->sel, 0, &s, &ns);
+        if (rc != CLI_OK)
+            break;
+        int64_t now = cw_now_ms();
+        int m = merge(&w, d, s, ns, now);
+        free(s);
+        if (m < 0) {
+            cli_error("watch: out of memory");
+            rc = CLI_SYSTEM;
+            break;
+        }
+        qsort(w.v, w.n, sizeof *w.v, cookie_order);
+        if (check_leaks(&w, o, now) && o->exit_on_leak) {
+            rc = CLI_FOUND;
+            break;
+        }
+    }
+    free(w.v);
+    return rc;
+}
+
+int cmd_watch(int argc, char **argv)
+{
+    struct watch_opts o;
+    int rc = watch_parse(argc, argv, &o);
+    if (rc)
+        return rc < 0 ? CLI_OK : rc;
+    if (o.sel.pid || o.sel.have_cookie) {
+        cli_error("watch: --pid and --cookie are not supported; use ports or addresses");
+        return CLI_USAGE;
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;    /* no SA_RESTART: the sleep must end */
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    cw_diag *d = NULL;
+    if ((rc = insp_open(&d)) != CLI_OK)
+        return rc;
+    rc = watch_loop(d, &o);
+    cw_diag_close(&d);
+    return rc;
+}
