@@ -32,5 +32,6 @@ int cli_parse_port(const char *s);
 /* Subcommands. */
 int cmd_server(int argc, char **argv);
 int cmd_passwd(int argc, char **argv);
+int cmd_client(int argc, char **argv);
 
 #endif

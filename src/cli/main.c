@@ -10,6 +10,7 @@
 static const struct cli_command commands[] = {
     {"server", "run the reference auth server (ends connections correctly)", cmd_server},
     {"passwd", "make a credentials line for closewise server", cmd_passwd},
+    {"client", "log in and echo lines; close and reconnect whenever a connection ends", cmd_client},
     {NULL, NULL, NULL}
 };
 
