@@ -280,3 +280,55 @@ void cwt_sleep_ms(int ms)
     while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
         ;
 }
+
+pid_t cwt_spawn3(char *const argv[], int *in_fd, int *out_fd, int *err_fd)
+{
+    int p[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
+    int *want[3] = {in_fd, out_fd, err_fd};
+    for (int i = 0; i < 3; i++)
+        if (want[i])
+            assert_int_equal(pipe2(p[i], O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (in_fd)
+            dup2(p[0][0], STDIN_FILENO);
+        if (out_fd)
+            dup2(p[1][1], STDOUT_FILENO);
+        if (err_fd)
+            dup2(p[2][1], STDERR_FILENO);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    if (in_fd) {
+        close(p[0][0]);
+        *in_fd = p[0][1];
+    }
+    if (out_fd) {
+        close(p[1][1]);
+        *out_fd = p[1][0];
+    }
+    if (err_fd) {
+        close(p[2][1]);
+        *err_fd = p[2][0];
+    }
+    return pid;
+}
+
+size_t cwt_read_all(int fd, char *buf, size_t size, int timeout_ms)
+{
+    int64_t end = cw_now_ms() + timeout_ms;
+    size_t n = 0;
+    while (n + 1 < size) {
+        int64_t left = end - cw_now_ms();
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+            break;
+        ssize_t r = read(fd, buf + n, size - 1 - n);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    buf[n] = '\0';
+    return n;
+}

@@ -81,4 +81,12 @@ int cwt_wait(pid_t pid, int timeout_ms);
 /* Sleep for ms milliseconds. */
 void cwt_sleep_ms(int ms);
 
+/* Like cwt_spawn, with stdin, stdout and stderr each on a pipe (any of
+ * the out-pointers may be NULL to inherit). */
+pid_t cwt_spawn3(char *const argv[], int *in_fd, int *out_fd, int *err_fd);
+
+/* Read everything from fd until EOF or timeout_ms into buf (NUL
+ * terminated); returns the length. */
+size_t cwt_read_all(int fd, char *buf, size_t size, int timeout_ms);
+
 #endif

@@ -15,6 +15,7 @@
 
 #include <closewise/conn.h>
 #include <closewise/diag.h>
+#include <closewise/backoff.h>
 #include <closewise/loop.h>
 #include <closewise/server.h>
 

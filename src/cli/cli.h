@@ -36,5 +36,6 @@ int cmd_stat(int argc, char **argv);
 int cmd_ls(int argc, char **argv);
 int cmd_watch(int argc, char **argv);
 int cmd_kill(int argc, char **argv);
+int cmd_client(int argc, char **argv);
 
 #endif
