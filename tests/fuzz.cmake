@@ -36,7 +36,7 @@ if(CW_FUZZ_OK)
   # wall clock on a loaded machine.
   set(fuzz_work ${CMAKE_CURRENT_BINARY_DIR}/fuzz-corpus)
   add_test(NAME fuzz_protocol
-    COMMAND sh -c "mkdir -p '${fuzz_work}' && exec '${fuzz_bin}' -runs=200000 -max_total_time=60 -max_len=2200 -print_final_stats=1 -artifact_prefix='/fuzz-' '${fuzz_work}' '${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus'")
+    COMMAND sh -c "mkdir -p '${fuzz_work}' && exec '${fuzz_bin}' -runs=200000 -max_total_time=60 -max_len=2200 -print_final_stats=1 -artifact_prefix='${CMAKE_CURRENT_BINARY_DIR}/fuzz-' '${fuzz_work}' '${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus'")
   set_tests_properties(fuzz_protocol PROPERTIES TIMEOUT 120
     ENVIRONMENT "ASAN_OPTIONS=detect_leaks=1;UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")
 else()
