@@ -224,29 +224,45 @@ static void flush(cw_server *s, struct sconn *c)
     c->wlen = c->woff = 0;
 }
 
-/* Queue a reply line: sent at once when the socket takes it, kept in a
- * buffer allocated only for the part it did not take. */
+/* Send a reply line. The usual case is one send() from the stack; only
+ * the part the socket does not take is kept, in a buffer allocated for
+ * it, and then reads pause until it is flushed. */
 static void reply(cw_server *s, struct sconn *c, const char *text, size_t len)
 {
     if (c->state == ST_DEAD)
         return;
-    size_t total = (c->wlen - c->woff) + len + 1;
+    char line[CW_PROTO_MAX_LINE + 1];
+    if (len > CW_PROTO_MAX_LINE)
+        len = CW_PROTO_MAX_LINE;   /* cannot happen: requests are shorter */
+    memcpy(line, text, len);
+    line[len++] = '\n';
+    size_t off = 0;
+    if (!c->wbuf) {
+        ssize_t n = cw__send_nb(c->io.fd, line, len);
+        if (n < 0 && n != -EAGAIN) {
+            conn_die(c, END_RESET, HOW_RESET);
+            return;
+        }
+        off = n > 0 ? (size_t)n : 0;
+        if (off == len)
+            return;
+    }
+    size_t pending = c->wlen - c->woff;
+    size_t total = pending + (len - off);
     char *p = malloc(total);
     if (!p) {
         conn_die(c, END_ERROR, HOW_RST);
         return;
     }
-    size_t pending = c->wlen - c->woff;
     if (pending)
         memcpy(p, c->wbuf + c->woff, pending);
-    memcpy(p + pending, text, len);
-    p[total - 1] = '\n';
-    s->st.conn_bytes += total - c->wlen;
+    memcpy(p + pending, line + off, len - off);
+    s->st.conn_bytes += total;
+    s->st.conn_bytes -= c->wlen;
     free(c->wbuf);
     c->wbuf = p;
     c->wlen = (uint32_t)total;
     c->woff = 0;
-    flush(s, c);
 }
 
 static void reply_str(cw_server *s, struct sconn *c, const char *text)

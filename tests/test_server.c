@@ -330,6 +330,83 @@ static void test_lingering_is_bounded(void **state)
     srv_done(&s);
 }
 
+/* ---- backpressure ---- */
+
+#define BP_LINES 3000
+#define BP_TEXT 1000
+
+struct sender {
+    cw_conn *c;
+    int rc;
+};
+
+static void *send_many(void *arg)
+{
+    struct sender *sd = arg;
+    static char line[BP_TEXT + 16];
+    for (int i = 0; i < BP_LINES && sd->rc == CW_OK; i++) {
+        int n = snprintf(line, sizeof line, "ECHO %06d ", i);
+        memset(line + n, 'a' + i % 26, BP_TEXT - (size_t)n);
+        line[BP_TEXT] = '\n';
+        sd->rc = cw_send_all(sd->c, line, BP_TEXT + 1, cw_now_ms() + 10000);
+    }
+    return NULL;
+}
+
+/* A client that sends 3 MB of requests before reading any reply: the
+ * server pauses reading while its replies are blocked (it does not buffer
+ * without bound), and every reply arrives, in order, once the client
+ * reads. */
+static void test_backpressure(void **state)
+{
+    struct srv s;
+    srv_start(&s, base_args);
+    cw_conn *c = dial(&s);
+    login(c);
+    struct sender sd = {.c = c, .rc = CW_OK};
+    pthread_t t = cwt_thread(send_many, &sd);
+    cwt_sleep_ms(300);   /* replies pile up; the server must stop reading */
+    char buf[BP_TEXT + 16], want[16];
+    for (int i = 0; i < BP_LINES; i++) {
+        ssize_t n = cw_readline(c, buf, sizeof buf, cw_now_ms() + 10000);
+        assert_int_equal(n, BP_TEXT - 5);
+        snprintf(want, sizeof want, "%06d ", i);
+        assert_memory_equal(buf, want, 7);
+    }
+    cwt_join(t);
+    assert_int_equal(sd.rc, CW_OK);
+    send_str(c, "QUIT\n");
+    expect(c, "BYE");
+    cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
+    srv_stop(&s);
+    srv_done(&s);
+}
+
+/* A client that never reads cannot hold the server: once a reply has been
+ * blocked for the write timeout, the connection is reset on purpose. */
+static void test_write_timeout(void **state)
+{
+    const char *args[] = {"--user", "alice:s3cret", "--write-timeout", "300ms", NULL};
+    struct srv s;
+    srv_start(&s, args);
+    cw_conn *c = dial(&s);
+    login(c);
+    static char line[BP_TEXT + 1];
+    memset(line, 'w', sizeof line);
+    memcpy(line, "ECHO ", 5);
+    line[BP_TEXT] = '\n';
+    int64_t t0 = cw_now_ms();
+    int rc = CW_OK;
+    while (rc == CW_OK && cw_now_ms() - t0 < 10000)
+        rc = cw_send_all(c, line, sizeof line, cw_now_ms() + 10000);
+    assert_true(rc == CW_ERESET || rc == -EPIPE);
+    assert_true(cw_now_ms() - t0 < 5000);
+    cw_close(&c, CW_CLOSE_ABORT, CW_NEVER);
+    srv_stop(&s);
+    assert_non_null(strstr(srv_log(&s), "end=write-timeout close=rst"));
+    srv_done(&s);
+}
+
 /* ---- throttle, credentials, CLI ---- */
 
 static void test_login_throttle(void **state)
@@ -587,6 +664,8 @@ int main(void)
         CWT_TEST(test_idle_close_delivers_message),
         CWT_TEST(test_close_modes),
         CWT_TEST(test_lingering_is_bounded),
+        CWT_TEST(test_backpressure),
+        CWT_TEST(test_write_timeout),
         CWT_TEST(test_login_throttle),
         CWT_TEST(test_credentials_file),
         CWT_TEST(test_cli_usage),
