@@ -1,0 +1,370 @@
+/* test_diag.c - the inspector library against the kernel: sock_diag dumps
+ * see every planted socket in the right state with the right owner,
+ * CLOSE_WAIT fields mean what the explanations say, filters narrow the
+ * dump, unreadable /proc entries give "unknown", and SOCK_DESTROY kills
+ * exactly the socket asked for. */
+// cw-test-timeout: 60
+#include "zoo.h"
+
+#include <poll.h>
+#include <sys/stat.h>
+
+static struct cw_sock *dump_port(int port, int want_info, int attribute, size_t *n)
+{
+    cw_diag *d = NULL;
+    struct cw_diag_filter f;
+    struct cw_sock *v = NULL;
+    assert_int_equal(cw_diag_open(&d), CW_OK);
+    cw_diag_filter_init(&f);
+    f.port = port;
+    f.want_info = want_info;
+    assert_true(cw_diag_dump(d, &f, &v, n) >= 0);
+    if (attribute)
+        assert_int_equal(cw_diag_attribute(d, v, *n, NULL), CW_OK);
+    assert_int_equal(cw_diag_close(&d), CW_OK);
+    assert_null(d);
+    return v;
+}
+
+static const struct cw_sock *find(const struct cw_sock *v, size_t n, int sport, int dport)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i].sport == sport && v[i].dport == dport)
+            return &v[i];
+    return NULL;
+}
+
+/* Every zoo socket is in the dump with its state, ports and owner. */
+static void check_zoo(int family)
+{
+    struct zoo z;
+    zoo_plant(&z, family);
+    size_t n;
+    struct cw_sock *v = dump_port(z.port, 1, 1, &n);
+    assert_int_equal(n, z.nsock);
+    for (int i = 0; i < z.nsock; i++) {
+        const struct zoo_sock *e = &z.s[i];
+        const struct cw_sock *s = find(v, n, e->sport, e->dport);
+        if (!s)
+            fail_msg("%s (%d -> %d) missing from the dump", e->name, e->sport, e->dport);
+        assert_int_equal(s->family, family);
+        if (s->state != e->state)
+            fail_msg("%s: state %d, expected %d", e->name, s->state, e->state);
+        assert_true(s->cookie != 0);
+        if (e->holder == ZOO_NOBODY) {
+            assert_int_equal(s->inode, 0);
+            assert_int_equal(s->owner, CW_OWNER_NONE);
+            continue;
+        }
+        if (s->pid != z.pid[e->holder] || s->fd != e->fd)
+            fail_msg("%s: owner %d fd %d, expected %d fd %d", e->name, s->pid, s->fd,
+                     (int)z.pid[e->holder], e->fd);
+        assert_int_equal(s->owner, e->listener ? CW_OWNER_LISTENER : CW_OWNER_PROCESS);
+        assert_string_equal(s->comm, e->holder == ZOO_SERVER ? "zoo-server" : "zoo-client");
+        if (e->listener) {
+            assert_int_equal(s->inode, 0);
+            assert_int_equal(s->listener_port, z.port);
+        }
+    }
+    /* The FIN is counted in Recv-Q of the unread CLOSE_WAIT socket. */
+    const struct zoo_sock *cw = &z.s[3];
+    assert_string_equal(cw->name, "closewait_s");
+    assert_true(find(v, n, cw->sport, cw->dport)->rqueue >= 1);
+    free(v);
+    zoo_free(&z);
+}
+
+static void test_zoo_ipv4(void **state) { check_zoo(AF_INET); }
+static void test_zoo_ipv6(void **state) { check_zoo(AF_INET6); }
+
+/* State mask (kernel side), family, port and address filters. */
+static void test_filters(void **state)
+{
+    struct zoo z;
+    zoo_plant(&z, AF_INET6);
+    cw_diag *d = NULL;
+    struct cw_diag_filter f;
+    struct cw_sock *v;
+    size_t n;
+    assert_int_equal(cw_diag_open(&d), CW_OK);
+
+    cw_diag_filter_init(&f);
+    f.port = z.port;
+    f.states = CW_STATE_BIT(CW_TCP_CLOSE_WAIT) | CW_STATE_BIT(CW_TCP_TIME_WAIT);
+    assert_int_equal(cw_diag_dump(d, &f, &v, &n), 3);
+    for (size_t i = 0; i < n; i++)
+        assert_true(v[i].state == CW_TCP_CLOSE_WAIT || v[i].state == CW_TCP_TIME_WAIT);
+    for (size_t i = 1; i < n; i++)
+        assert_true(v[i - 1].cookie < v[i].cookie);
+    free(v);
+
+    f.family = AF_INET;    /* the zoo is IPv6 only */
+    assert_int_equal(cw_diag_dump(d, &f, &v, &n), 0);
+    free(v);
+
+    cw_diag_filter_init(&f);
+    f.sport = z.port;      /* server side only */
+    assert_int_equal(cw_diag_dump(d, &f, &v, &n), 6);
+    free(v);
+
+    cw_diag_filter_init(&f);
+    f.port = z.port;
+    assert_int_equal(cw_diag_filter_addr(&f, "[::1]"), CW_OK);
+    assert_int_equal(cw_diag_dump(d, &f, &v, &n), z.nsock);
+    free(v);
+    assert_int_equal(cw_diag_filter_addr(&f, "127.0.0.1"), CW_OK);
+    assert_int_equal(cw_diag_dump(d, &f, &v, &n), 0);
+    free(v);
+    assert_int_equal(cw_diag_filter_addr(&f, "not-an-address"), CW_EINVAL);
+    assert_int_equal(cw_diag_dump(NULL, &f, &v, &n), CW_EINVAL);
+    assert_int_equal(cw_diag_close(&d), CW_OK);
+    assert_int_equal(cw_diag_close(&d), CW_EINVAL);
+    zoo_free(&z);
+}
+
+static void test_state_names_and_addr(void **state)
+{
+    assert_int_equal(cw_tcp_state_parse("close-wait"), CW_TCP_CLOSE_WAIT);
+    assert_int_equal(cw_tcp_state_parse("CLOSE_WAIT"), CW_TCP_CLOSE_WAIT);
+    assert_int_equal(cw_tcp_state_parse("ClOsEwAiT"), CW_TCP_CLOSE_WAIT);
+    assert_int_equal(cw_tcp_state_parse("fin-wait-2"), CW_TCP_FIN_WAIT2);
+    assert_int_equal(cw_tcp_state_parse("time-wait"), CW_TCP_TIME_WAIT);
+    assert_int_equal(cw_tcp_state_parse("listen"), CW_TCP_LISTEN);
+    assert_int_equal(cw_tcp_state_parse("closed-wait"), CW_EINVAL);
+    assert_int_equal(cw_tcp_state_parse(""), CW_EINVAL);
+    assert_int_equal(cw_tcp_state_parse(NULL), CW_EINVAL);
+    struct cw_sock s;
+    memset(&s, 0, sizeof s);
+    char buf[64];
+    s.family = AF_INET6;
+    s.src[15] = 1;
+    s.sport = 8080;
+    assert_int_equal(cw_sock_addr(&s, 0, buf, sizeof buf), 10);
+    assert_string_equal(buf, "[::1]:8080");
+    s.family = AF_INET;
+    memcpy(s.dst, "\x7f\x00\x00\x01", 4);
+    s.dport = 22;
+    cw_sock_addr(&s, 1, buf, sizeof buf);
+    assert_string_equal(buf, "127.0.0.1:22");
+    assert_int_equal(cw_sock_addr(&s, 1, buf, 5), CW_EINVAL);
+    s.family = 99;
+    assert_int_equal(cw_sock_addr(&s, 1, buf, sizeof buf), CW_EINVAL);
+}
+
+static const struct cw_sock *dump_one(struct cw_sock **v, int lport, int rport)
+{
+    size_t n;
+    *v = dump_port(lport, 1, 1, &n);
+    const struct cw_sock *s = find(*v, n, lport, rport);
+    assert_non_null(s);
+    return s;
+}
+
+/* Recv-Q >= 1 means the FIN is unread; 0 means EOF was read and close()
+ * is missing; a keepalive timer will clean the socket up. */
+static void test_close_wait_evidence(void **state)
+{
+    cw_conn *c, *s;
+    cwt_pair(NULL, NULL, &c, &s);
+    int lport = cwt_local_port(s), rport = cwt_peer_port(s);
+    int fd = cw_conn_fd(s);
+    char why[256], buf[8];
+    struct cw_sock *v;
+
+    assert_int_equal(cw_send_all(c, "hello", 5, cw_now_ms() + 2000), CW_OK);
+    cwt_sleep_ms(300);
+    /* A bare FIN 300 ms after the data. */
+    assert_int_equal(shutdown(cw_conn_fd(c), SHUT_WR), 0);
+    assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, lport, rport, 1, 2000), 1);
+    cwt_sleep_ms(300);
+    const struct cw_sock *k = dump_one(&v, lport, rport);
+    assert_int_equal(k->state, CW_TCP_CLOSE_WAIT);
+    assert_int_equal(k->rqueue, 6);   /* 5 bytes and the FIN */
+    assert_int_equal(k->pid, getpid());
+    assert_int_equal(k->fd, fd);
+    assert_non_null(strstr(cw_sock_explain(k, why, sizeof why),
+                           "has not read the end of stream"));
+    assert_non_null(strstr(why, "no timer"));
+    uint32_t lo, hi;
+    assert_int_equal(cw_sock_close_wait_age(k, &lo, &hi), CW_OK);
+    /* In CLOSE_WAIT for ~300 ms, data last seen ~600 ms ago. */
+    if (!(lo >= 250 && lo <= 500 && hi >= 550 && hi <= 1500))
+        fail_msg("age bounds [%u, %u] ms, expected about [300, 600]", lo, hi);
+    free(v);
+
+    assert_int_equal(read(fd, buf, sizeof buf), 5);
+    assert_int_equal(read(fd, buf, sizeof buf), 0);
+    k = dump_one(&v, lport, rport);
+    assert_int_equal(k->rqueue, 0);
+    assert_non_null(strstr(cw_sock_explain(k, why, sizeof why), "never called close()"));
+    free(v);
+
+    int on = 1;
+    assert_int_equal(setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on), 0);
+    k = dump_one(&v, lport, rport);
+    assert_int_equal(k->timer, 2);
+    assert_non_null(strstr(cw_sock_explain(k, why, sizeof why), "reset by keepalive"));
+    free(v);
+    struct cw_sock none;
+    memset(&none, 0, sizeof none);
+    assert_int_equal(cw_sock_close_wait_age(&none, &lo, &hi), CW_EINVAL);
+
+    cw_close(&s, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
+    cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
+}
+
+/* The never-accepted socket is explained by its listener. */
+static void test_accept_queue_explained(void **state)
+{
+    struct zoo z;
+    zoo_plant(&z, AF_INET);
+    const struct zoo_sock *q = &z.s[8];
+    assert_string_equal(q->name, "queued_s");
+    struct cw_sock *v;
+    const struct cw_sock *k = dump_one(&v, q->sport, q->dport);
+    char why[256], want[64];
+    snprintf(want, sizeof want, "accept queue of listener :%d", z.port);
+    assert_non_null(strstr(cw_sock_explain(k, why, sizeof why), want));
+    free(v);
+    zoo_free(&z);
+}
+
+/* As an unprivileged user, a root process's /proc/<pid>/fd cannot be
+ * read: its socket is reported as unknown, never dropped. */
+static void test_unreadable_proc_is_unknown(void **state)
+{
+    if (geteuid() != 0)
+        skip();
+    struct zoo z;
+    zoo_plant(&z, AF_INET);
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        char out[64] = "setuid failed";
+        if (setgid(65534) == 0 && setuid(65534) == 0) {
+            cw_diag *d = NULL;
+            struct cw_diag_filter f;
+            struct cw_sock *v = NULL;
+            size_t n = 0;
+            struct cw_attr_stats st;
+            cw_diag_filter_init(&f);
+            f.port = z.port;
+            f.states = CW_STATE_BIT(CW_TCP_CLOSE_WAIT);
+            int rc = cw_diag_open(&d);
+            if (rc == CW_OK && cw_diag_dump(d, &f, &v, &n) >= 0 &&
+                cw_diag_attribute(d, v, n, &st) == CW_OK) {
+                unsigned unknown = 0;
+                for (size_t i = 0; i < n; i++)
+                    unknown += v[i].owner == CW_OWNER_UNKNOWN ||
+                               (v[i].owner == CW_OWNER_LISTENER && !v[i].pid);
+                snprintf(out, sizeof out, "%zu %u %u %u", n, unknown, st.unknown,
+                         st.pids_unreadable > 0);
+            }
+            free(v);
+            if (d)
+                cw_diag_close(&d);
+        }
+        strcat(out, "\n");
+        if (write(p[1], out, strlen(out)) < 0)
+            _exit(1);
+        _exit(0);
+    }
+    close(p[1]);
+    char line[64];
+    assert_true(cwt_read_line(p[0], line, sizeof line, 5000) >= 0);
+    close(p[0]);
+    assert_true(cwt_wait(pid, 5000) != -1);
+    /* Both CLOSE_WAIT sockets of the zoo, both unknown, and unreadable
+     * /proc entries were counted. */
+    assert_string_equal(line, "2 2 2 1");
+    zoo_free(&z);
+}
+
+/* SOCK_DESTROY hits the socket by cookie only: a wrong cookie leaves it
+ * alone; the right one sends the peer a RST, and the owner still holds a
+ * descriptor whose writes fail. */
+static void test_destroy_by_cookie(void **state)
+{
+    int l = zoo_listen(AF_INET);
+    int port = zoo_port_of(l);
+    int c = zoo_dial(AF_INET, port, 0), s = zoo_accept(l);
+    close(l);
+    int cport = zoo_port_of(c);
+    shutdown(c, SHUT_WR);
+    assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, port, cport, 1, 2000), 1);
+    struct cw_sock *v;
+    const struct cw_sock *k = dump_one(&v, port, cport);
+    struct cw_sock wrong = *k;
+    wrong.cookie ^= 0x5a5a;
+    cw_diag *d = NULL;
+    assert_int_equal(cw_diag_open(&d), CW_OK);
+    int rc = cw_diag_destroy(d, &wrong);
+    assert_true(rc == -ENOENT || rc == -ESTALE);
+    assert_int_equal(cwt_count(CW_TCP_CLOSE_WAIT, port, cport), 1);
+    if (cw_diag_destroy_configured() == 0) {
+        assert_int_equal(cw_diag_destroy(d, k), -EOPNOTSUPP);
+    } else {
+        assert_int_equal(cw_diag_destroy(d, k), CW_OK);
+        assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, port, cport, 0, 2000), 0);
+        char b;
+        assert_int_equal(recv(c, &b, 1, 0), -1);
+        assert_int_equal(errno, ECONNRESET);
+        assert_int_equal(send(s, "x", 1, MSG_NOSIGNAL), -1);
+        assert_true(errno == ECONNABORTED || errno == EPIPE);
+        assert_int_equal(cw_diag_destroy(d, k), -ENOENT);
+    }
+    assert_int_equal(cw_diag_destroy(d, NULL), CW_EINVAL);
+    assert_int_equal(cw_diag_close(&d), CW_OK);
+    free(v);
+    close(s);
+    close(c);
+}
+
+/* Attribution of many sockets of one process finds each one's fd. */
+static void test_attribute_many(void **state)
+{
+    enum { N = 200 };
+    int l = zoo_listen(AF_INET);
+    int port = zoo_port_of(l);
+    int cl[N], sv[N];
+    for (int i = 0; i < N; i++) {
+        cl[i] = zoo_dial(AF_INET, port, 0);
+        sv[i] = zoo_accept(l);
+    }
+    size_t n;
+    struct cw_sock *v = dump_port(port, 0, 1, &n);
+    assert_int_equal(n, 2 * N + 1);
+    int matched = 0;
+    for (int i = 0; i < N; i++) {
+        const struct cw_sock *a = find(v, n, port, zoo_port_of(cl[i]));
+        const struct cw_sock *b = find(v, n, zoo_port_of(cl[i]), port);
+        assert_non_null(a);
+        assert_non_null(b);
+        matched += a->fd == sv[i] && b->fd == cl[i] && a->pid == getpid();
+    }
+    assert_int_equal(matched, N);
+    free(v);
+    for (int i = 0; i < N; i++) {
+        close(cl[i]);
+        close(sv[i]);
+    }
+    close(l);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        CWT_TEST(test_zoo_ipv4),
+        CWT_TEST(test_zoo_ipv6),
+        CWT_TEST(test_filters),
+        CWT_TEST(test_state_names_and_addr),
+        CWT_TEST(test_close_wait_evidence),
+        CWT_TEST(test_accept_queue_explained),
+        CWT_TEST(test_unreadable_proc_is_unknown),
+        CWT_TEST(test_destroy_by_cookie),
+        CWT_TEST(test_attribute_many),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
