@@ -191,6 +191,9 @@ static int add_users(cw_server *s, struct server_args *a)
         char *colon = strchr(a->users[i], ':');
         *colon = '\0';
         int rc = cw_server_add_user(s, a->users[i], colon + 1);
+        /* Wipe the password from argv, so /proc/PID/cmdline stops showing
+         * it (it was visible until now: --user is for demos). */
+        explicit_bzero(colon + 1, strlen(colon + 1));
         if (rc < 0) {
             cli_error("--user %s: %s", a->users[i],
                       rc == -EEXIST ? "duplicate user" : cw_strerror(rc));
