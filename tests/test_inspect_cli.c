@@ -1,0 +1,675 @@
+/* test_inspect_cli.c - `closewise stat/ls/watch/kill` run as a user would,
+ * checked against the kernel: planted sockets appear with the right state,
+ * endpoints, pid and fd; counts equal what `ss -tan` says; --json is
+ * well-formed even with hostile process names; watch exits 1 on a planted
+ * leak and 0 without; kill changes nothing without --yes and destroys the
+ * socket with it. */
+// cw-test-timeout: 90
+#include "zoo.h"
+
+#include <ctype.h>
+#include <poll.h>
+
+#define CLI CW_BUILD_DIR "/closewise"
+
+struct run {
+    int status;       /* exit code, or -1 if killed on timeout */
+    char *out, *err;
+};
+
+static void slurp_add(char **buf, size_t *len, const char *p, size_t n)
+{
+    *buf = realloc(*buf, *len + n + 1);
+    assert_non_null(*buf);
+    memcpy(*buf + *len, p, n);
+    *len += n;
+    (*buf)[*len] = '\0';
+}
+
+/* Run closewise with args (NULL-terminated), stdout and stderr captured,
+ * bounded by timeout_ms. */
+static struct run run_cli(int timeout_ms, const char *const *args)
+{
+    char *argv[32];
+    int n = 0;
+    argv[n++] = (char *)CLI;
+    for (; *args && n < 31; args++)
+        argv[n++] = (char *)*args;
+    argv[n] = NULL;
+    int o[2], e[2];
+    assert_int_equal(pipe2(o, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(e, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(o[1], 1);
+        dup2(e[1], 2);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(o[1]);
+    close(e[1]);
+    struct run r = {0};
+    size_t lo = 0, le = 0;
+    slurp_add(&r.out, &lo, "", 0);
+    slurp_add(&r.err, &le, "", 0);
+    int64_t end = cw_now_ms() + timeout_ms;
+    struct pollfd p[2] = {{.fd = o[0], .events = POLLIN}, {.fd = e[0], .events = POLLIN}};
+    while ((p[0].fd >= 0 || p[1].fd >= 0) && cw_now_ms() < end) {
+        if (poll(p, 2, 100) <= 0)
+            continue;
+        for (int i = 0; i < 2; i++) {
+            char buf[65536];
+            if (p[i].fd < 0 || !p[i].revents)
+                continue;
+            ssize_t k = read(p[i].fd, buf, sizeof buf);
+            if (k <= 0) {
+                close(p[i].fd);
+                p[i].fd = -1;
+            } else if (i == 0) {
+                slurp_add(&r.out, &lo, buf, (size_t)k);
+            } else {
+                slurp_add(&r.err, &le, buf, (size_t)k);
+            }
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        if (p[i].fd >= 0)
+            close(p[i].fd);
+    int st = cwt_wait(pid, (int)(end - cw_now_ms() > 0 ? end - cw_now_ms() : 1));
+    r.status = (st >= 0 && WIFEXITED(st)) ? WEXITSTATUS(st) : -1;
+    return r;
+}
+
+#define RUN(timeout, ...) run_cli(timeout, (const char *const[]){__VA_ARGS__, NULL})
+
+static void run_free(struct run *r)
+{
+    free(r->out);
+    free(r->err);
+}
+
+/* ---- A small strict JSON checker (RFC 8259 grammar). ---- */
+
+static const char *js_ws(const char *p)
+{
+    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')
+        p++;
+    return p;
+}
+
+static const char *js_value(const char *p, int depth);
+
+static const char *js_string(const char *p)
+{
+    if (*p++ != '"')
+        return NULL;
+    while (*p != '"') {
+        if ((unsigned char)*p < 0x20)
+            return NULL;
+        if (*p == '\\') {
+            p++;
+            if (*p == 'u') {
+                for (int i = 1; i <= 4; i++)
+                    if (!isxdigit((unsigned char)p[i]))
+                        return NULL;
+                p += 4;
+            } else if (!strchr("\"\\/bfnrt", *p) || !*p) {
+                return NULL;
+            }
+        }
+        p++;
+    }
+    return p + 1;
+}
+
+static const char *js_number(const char *p)
+{
+    const char *s = p;
+    if (*p == '-')
+        p++;
+    if (!isdigit((unsigned char)*p))
+        return NULL;
+    if (*p == '0')
+        p++;
+    else
+        while (isdigit((unsigned char)*p))
+            p++;
+    if (*p == '.') {
+        if (!isdigit((unsigned char)*++p))
+            return NULL;
+        while (isdigit((unsigned char)*p))
+            p++;
+    }
+    return p > s ? p : NULL;
+}
+
+static const char *js_seq(const char *p, char close, int depth, int object)
+{
+    p = js_ws(p + 1);
+    if (*p == close)
+        return p + 1;
+    for (;;) {
+        if (object) {
+            if (!(p = js_string(p)))
+                return NULL;
+            p = js_ws(p);
+            if (*p++ != ':')
+                return NULL;
+        }
+        if (!(p = js_value(p, depth + 1)))
+            return NULL;
+        p = js_ws(p);
+        if (*p == close)
+            return p + 1;
+        if (*p++ != ',')
+            return NULL;
+        p = js_ws(p);
+    }
+}
+
+static const char *js_value(const char *p, int depth)
+{
+    p = js_ws(p);
+    if (depth > 32)
+        return NULL;
+    if (*p == '{')
+        return js_seq(p, '}', depth, 1);
+    if (*p == '[')
+        return js_seq(p, ']', depth, 0);
+    if (*p == '"')
+        return js_string(p);
+    if (!strncmp(p, "true", 4))
+        return p + 4;
+    if (!strncmp(p, "false", 5))
+        return p + 5;
+    if (!strncmp(p, "null", 4))
+        return p + 4;
+    return js_number(p);
+}
+
+static void assert_json(const char *doc)
+{
+    const char *end = js_value(doc, 0);
+    if (!end || *js_ws(end))
+        fail_msg("not one well-formed JSON document:\n%s", doc);
+}
+
+/* The raw text of "key": value in one JSON line (strings keep quotes). */
+static int js_field(const char *line, const char *key, char *out, size_t size)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(line, pat);
+    if (!p)
+        return -1;
+    p += strlen(pat);
+    const char *e = *p == '"' ? js_string(p) : js_number(p);
+    if (!e || (size_t)(e - p) >= size)
+        return -1;
+    memcpy(out, p, (size_t)(e - p));
+    out[e - p] = '\0';
+    return 0;
+}
+
+static long js_num(const char *line, const char *key)
+{
+    char v[64];
+    return js_field(line, key, v, sizeof v) == 0 ? atol(v) : -1;
+}
+
+/* Decode a JSON string literal (only the escapes closewise emits). */
+static void js_unquote(const char *lit, char *out, size_t size)
+{
+    size_t n = 0;
+    for (const char *p = lit + 1; *p && *p != '"' && n + 1 < size; p++) {
+        if (*p != '\\') {
+            out[n++] = *p;
+            continue;
+        }
+        p++;
+        if (*p == 'u') {
+            char hex[5] = {p[1], p[2], p[3], p[4], 0};
+            out[n++] = (char)strtol(hex, NULL, 16);
+            p += 4;
+        } else {
+            out[n++] = *p;
+        }
+    }
+    out[n] = '\0';
+}
+
+/* ---- ss as the second oracle. ---- */
+
+static int ss_state(const char *name)
+{
+    static const char *const names[] = {"", "ESTAB", "SYN-SENT", "SYN-RECV", "FIN-WAIT-1",
+                                        "FIN-WAIT-2", "TIME-WAIT", "UNCONN", "CLOSE-WAIT",
+                                        "LAST-ACK", "LISTEN", "CLOSING"};
+    for (int i = 1; i < 12; i++)
+        if (!strcmp(name, names[i]))
+            return i;
+    return 0;
+}
+
+/* Per-state counts from `ss -tanH [filter]`. Returns the total. */
+static int ss_counts(const char *filter, int counts[16])
+{
+    memset(counts, 0, 16 * sizeof *counts);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "ss -tanH %s 2>/dev/null", filter ? filter : "");
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    char line[512], st[32];
+    int total = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "%31s", st) == 1) {
+            counts[ss_state(st) & 15]++;
+            total++;
+        }
+    assert_int_equal(pclose(f), 0);
+    return total;
+}
+
+/* Per-state counts from a closewise ls --json document. */
+static int json_counts(const char *doc, int counts[16])
+{
+    memset(counts, 0, 16 * sizeof *counts);
+    int total = 0;
+    for (const char *p = strstr(doc, "{\"cookie\""); p; p = strstr(p + 1, "{\"cookie\"")) {
+        char st[32];
+        assert_int_equal(js_field(p, "state", st, sizeof st), 0);
+        int s = 0;
+        for (int i = 1; i < 12; i++) {
+            char q[32];
+            snprintf(q, sizeof q, "\"%s\"", cw_tcp_state_name(i));
+            if (!strcmp(q, st))
+                s = i;
+        }
+        assert_true(s > 0);
+        counts[s]++;
+        total++;
+    }
+    return total;
+}
+
+static void check_ls_json(int family)
+{
+    struct zoo z;
+    zoo_plant(&z, family);
+    char port[16], filter[96];
+    snprintf(port, sizeof port, "%d", z.port);
+    struct run r = RUN(10000, "ls", "--json", "--process", "--port", port);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.err, "");
+    assert_json(r.out);
+    int mine[16], theirs[16];
+    assert_int_equal(json_counts(r.out, mine), z.nsock);
+    /* Same moment, second oracle: ss sees the same states. */
+    snprintf(filter, sizeof filter, "'( sport = :%d or dport = :%d )'", z.port, z.port);
+    assert_int_equal(ss_counts(filter, theirs), z.nsock);
+    for (int s = 1; s < 12; s++) {
+        assert_int_equal(mine[s], zoo_count(&z, s));
+        assert_int_equal(theirs[s], mine[s]);
+    }
+    const char *loop = family == AF_INET ? "127.0.0.1" : "[::1]";
+    for (const char *q = strstr(r.out, "{\"cookie\""); q; q = strstr(q + 1, "{\"cookie\"")) {
+        char p[1024];   /* one socket: its own line */
+        size_t len = strcspn(q, "\n");
+        assert_true(len < sizeof p);
+        memcpy(p, q, len);
+        p[len] = '\0';
+        const struct zoo_sock *e = zoo_find(&z, (int)js_num(p, "sport"), (int)js_num(p, "dport"));
+        assert_non_null(e);
+        char v[64], want[64];
+        js_field(p, "state", v, sizeof v);
+        snprintf(want, sizeof want, "\"%s\"", cw_tcp_state_name(e->state));
+        assert_string_equal(v, want);
+        js_field(p, "local", v, sizeof v);
+        snprintf(want, sizeof want, "\"%s:%d\"", loop, e->sport);
+        assert_string_equal(v, want);
+        if (e->state != CW_TCP_LISTEN) {
+            js_field(p, "peer", v, sizeof v);
+            snprintf(want, sizeof want, "\"%s:%d\"", loop, e->dport);
+            assert_string_equal(v, want);
+        }
+        if (e->holder == ZOO_NOBODY) {
+            assert_int_equal(js_num(p, "pid"), -1);
+            continue;
+        }
+        if (js_num(p, "pid") != z.pid[e->holder] || js_num(p, "fd") != e->fd)
+            fail_msg("%s: %s", e->name, p);
+    }
+    run_free(&r);
+    zoo_free(&z);
+}
+
+static void test_ls_json_ipv4(void **state) { check_ls_json(AF_INET); }
+static void test_ls_json_ipv6(void **state) { check_ls_json(AF_INET6); }
+
+/* Machine-wide counts per state equal ss's. Other tests run at the same
+ * time, so compare only when ss gave the same answer before and after. */
+static void test_stat_counts_match_ss(void **state)
+{
+    struct zoo z;
+    zoo_plant(&z, AF_INET);
+    int before[16], after[16], tries = 0;
+    for (; tries < 20; tries++) {
+        ss_counts(NULL, before);
+        struct run r = RUN(10000, "stat", "--json");
+        assert_int_equal(r.status, 0);
+        assert_json(r.out);
+        ss_counts(NULL, after);
+        if (memcmp(before, after, sizeof before)) {
+            run_free(&r);
+            cwt_sleep_ms(50);
+            continue;
+        }
+        for (int s = 1; s < 12; s++) {
+            char key[32];
+            snprintf(key, sizeof key, "%s", cw_tcp_state_name(s));
+            if (js_num(r.out, key) != before[s])
+                fail_msg("%s: closewise %ld, ss %d", key, js_num(r.out, key), before[s]);
+        }
+        run_free(&r);
+        break;
+    }
+    if (tries == 20)
+        print_message("machine too busy for a stable machine-wide comparison\n");
+    /* Scoped to the zoo, the comparison is exact, and the CLOSE_WAIT
+     * holder is named. */
+    char port[16], want[64];
+    snprintf(port, sizeof port, "%d", z.port);
+    struct run r = RUN(10000, "stat", "--port", port);
+    assert_int_equal(r.status, 0);
+    snprintf(want, sizeof want, "%d/zoo-server", (int)z.pid[ZOO_SERVER]);
+    assert_non_null(strstr(r.out, want));
+    assert_non_null(strstr(r.out, "CLOSE_WAIT by process"));
+    run_free(&r);
+    r = RUN(10000, "stat", "--json", "--port", port);
+    assert_json(r.out);
+    assert_int_equal(js_num(r.out, "CLOSE_WAIT"), 2);
+    assert_int_equal(js_num(r.out, "LAST_ACK"), 1);
+    assert_int_equal(js_num(r.out, "count"), 2);   /* both held by zoo-server */
+    run_free(&r);
+    zoo_free(&z);
+}
+
+/* A process name full of JSON metacharacters still gives valid JSON that
+ * decodes back to the name. */
+static void test_json_escaping(void **state)
+{
+    static const char comm[] = "a\"b\\c\td\x01\xc3\xa9/";
+    int l = zoo_listen(AF_INET), port = zoo_port_of(l);
+    int c = zoo_dial(AF_INET, port, 0), s = zoo_accept(l);
+    close(l);
+    shutdown(c, SHUT_WR);
+    assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, port, zoo_port_of(c), 1, 2000), 1);
+    int ctl[2];
+    assert_int_equal(pipe2(ctl, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(ctl[1]);
+        close(c);
+        prctl(PR_SET_NAME, comm);
+        alarm(30);
+        char b;
+        while (read(ctl[0], &b, 1) < 0 && errno == EINTR)
+            ;
+        _exit(0);
+    }
+    close(ctl[0]);
+    close(s);
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    struct run r = RUN(10000, "ls", "--json", "--process", "--explain", "--sport", ps);
+    assert_int_equal(r.status, 0);
+    assert_json(r.out);
+    char lit[128], name[64];
+    assert_int_equal(js_field(r.out, "comm", lit, sizeof lit), 0);
+    js_unquote(lit, name, sizeof name);
+    assert_string_equal(name, comm);
+    assert_int_equal(js_num(r.out, "pid"), pid);
+    assert_non_null(strstr(r.out, "has not read the end of stream"));
+    run_free(&r);
+    close(ctl[1]);
+    assert_true(cwt_wait(pid, 5000) != -1);
+    close(c);
+}
+
+/* --explain names who must act for each kind of stuck socket. */
+static void test_explain(void **state)
+{
+    struct zoo z;
+    zoo_plant(&z, AF_INET);
+    char port[16], want[64];
+    snprintf(port, sizeof port, "%d", z.port);
+    struct run r = RUN(10000, "ls", "--explain", "--port", port);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "has not read the end of stream"));
+    snprintf(want, sizeof want, "in the accept queue of listener :%d", z.port);
+    assert_non_null(strstr(r.out, want));
+    assert_non_null(strstr(r.out, "zoo-server"));
+    run_free(&r);
+    r = RUN(10000, "stat", "--explain", "--port", port);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "in a listener's accept queue, never accepted"));
+    run_free(&r);
+    zoo_free(&z);
+}
+
+/* A CLOSE_WAIT socket held by a child that waits for orders on ctl: on a
+ * byte it tries to write and reports errno on res, on EOF it exits. */
+struct leak {
+    int port, peer_fd, cport;
+    pid_t pid;
+    int ctl, res;
+};
+
+static void leak_child(int s, int ctl, int res)
+{
+    alarm(30);
+    char b;
+    for (;;) {
+        ssize_t n = read(ctl, &b, 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            _exit(0);
+        int err = send(s, "x", 1, MSG_NOSIGNAL) < 0 ? errno : 0;
+        if (write(res, &err, sizeof err) < 0)
+            _exit(1);
+    }
+}
+
+static void leak_plant(struct leak *k, int close_wait)
+{
+    int l = zoo_listen(AF_INET);
+    k->port = zoo_port_of(l);
+    int c = zoo_dial(AF_INET, k->port, 0), s = zoo_accept(l);
+    close(l);
+    k->peer_fd = c;
+    k->cport = zoo_port_of(c);
+    if (close_wait) {
+        shutdown(c, SHUT_WR);
+        assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, k->port, k->cport, 1, 2000), 1);
+    }
+    int ctl[2], res[2];
+    assert_int_equal(pipe2(ctl, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(res, O_CLOEXEC), 0);
+    k->pid = fork();
+    assert_true(k->pid >= 0);
+    if (k->pid == 0) {
+        close(ctl[1]);
+        close(res[0]);
+        close(c);
+        leak_child(s, ctl[0], res[1]);
+    }
+    close(ctl[0]);
+    close(res[1]);
+    close(s);
+    k->ctl = ctl[1];
+    k->res = res[0];
+}
+
+static void leak_free(struct leak *k)
+{
+    close(k->ctl);
+    assert_true(cwt_wait(k->pid, 5000) != -1);
+    close(k->res);
+    close(k->peer_fd);
+}
+
+static void test_watch_exits_1_on_leak(void **state)
+{
+    struct leak k;
+    leak_plant(&k, 1);
+    char port[16], want[32];
+    snprintf(port, sizeof port, "%d", k.port);
+    int64_t t0 = cw_now_ms();
+    struct run r = RUN(10000, "watch", "--port", port, "--interval", "100ms",
+                       "--older-than", "300ms", "--exit-on-leak", "--count", "100");
+    assert_int_equal(r.status, 1);
+    assert_true(cw_now_ms() - t0 < 5000);
+    snprintf(want, sizeof want, "%d/", (int)k.pid);
+    assert_non_null(strstr(r.out, "+ "));
+    assert_non_null(strstr(r.out, "! "));
+    assert_non_null(strstr(r.out, want));
+    /* Below the threshold the same socket is no leak. */
+    run_free(&r);
+    r = RUN(10000, "watch", "--port", port, "--interval", "50ms", "--older-than", "1h",
+            "--exit-on-leak", "--count", "3");
+    assert_int_equal(r.status, 0);
+    assert_null(strstr(r.out, "! "));
+    run_free(&r);
+    leak_free(&k);
+}
+
+static void test_watch_exits_0_without_leak(void **state)
+{
+    struct leak k;
+    leak_plant(&k, 0);   /* ESTABLISHED only */
+    char port[16];
+    snprintf(port, sizeof port, "%d", k.port);
+    struct run r = RUN(10000, "watch", "--port", port, "--interval", "100ms",
+                       "--older-than", "200ms", "--exit-on-leak", "--count", "6");
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.out, "");
+    run_free(&r);
+    leak_free(&k);
+}
+
+/* watch follows a socket until it goes. */
+static void test_watch_sees_socket_go(void **state)
+{
+    struct leak k;
+    leak_plant(&k, 1);
+    char port[16];
+    snprintf(port, sizeof port, "%d", k.port);
+    char *argv[] = {(char *)CLI, "watch", "--port", port, "--interval", "100ms",
+                    "--count", "15", NULL};
+    int out;
+    pid_t w = cwt_spawn(argv, &out);
+    char line[512];
+    assert_true(cwt_read_line(out, line, sizeof line, 3000) > 0);
+    assert_non_null(strstr(line, "+ "));
+    close(k.ctl);                /* the child exits: its socket goes */
+    assert_true(cwt_wait(k.pid, 5000) != -1);
+    assert_true(cwt_read_line(out, line, sizeof line, 3000) > 0);
+    assert_non_null(strstr(line, "- "));
+    int st = cwt_wait(w, 5000);
+    assert_true(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    close(out);
+    close(k.res);
+    close(k.peer_fd);
+}
+
+static void test_kill_dry_run_then_yes(void **state)
+{
+    struct leak k;
+    leak_plant(&k, 1);
+    char port[16];
+    snprintf(port, sizeof port, "%d", k.port);
+    struct run r = RUN(10000, "kill", "--sport", port);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "would destroy"));
+    assert_non_null(strstr(r.out, "still holds its descriptor"));
+    run_free(&r);
+    assert_int_equal(cwt_count(CW_TCP_CLOSE_WAIT, k.port, k.cport), 1);
+    /* Before: the CLOSE_WAIT socket can still write. */
+    int err = -1;
+    assert_int_equal(write(k.ctl, "w", 1), 1);
+    assert_int_equal(read(k.res, &err, sizeof err), sizeof err);
+    assert_int_equal(err, 0);
+
+    r = RUN(10000, "kill", "--sport", port, "--yes");
+    if (cw_diag_destroy_configured() == 0) {
+        assert_int_equal(r.status, 3);
+        assert_non_null(strstr(r.err, "CONFIG_INET_DIAG_DESTROY"));
+    } else {
+        assert_int_equal(r.status, 0);
+        assert_non_null(strstr(r.out, "destroyed"));
+        assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, k.port, k.cport, 0, 2000), 0);
+        /* The owner still holds the descriptor, but it is dead. */
+        assert_int_equal(write(k.ctl, "w", 1), 1);
+        assert_int_equal(read(k.res, &err, sizeof err), sizeof err);
+        assert_true(err == ECONNABORTED || err == EPIPE);
+        /* The peer got a RST: after the byte written above, an error. */
+        char b[64];
+        ssize_t n;
+        int reads = 0;
+        while ((n = recv(k.peer_fd, b, sizeof b, 0)) > 0 && ++reads < 4)
+            ;
+        assert_true(n == -1 && errno == ECONNRESET);
+    }
+    run_free(&r);
+    leak_free(&k);
+}
+
+static void expect_usage(struct run r, const char *what)
+{
+    if (r.status != 2 || strncmp(r.err, "closewise: ", 11) || strchr(r.err, '\n') != r.err + strlen(r.err) - 1)
+        fail_msg("%s: status %d, stderr '%s'", what, r.status, r.err);
+    run_free(&r);
+}
+
+static void test_usage_and_help(void **state)
+{
+    static const char *const cmds[] = {"stat", "ls", "watch", "kill"};
+    for (int i = 0; i < 4; i++) {
+        struct run r = RUN(5000, cmds[i], "--help");
+        char want[32];
+        snprintf(want, sizeof want, "usage: closewise %s", cmds[i]);
+        assert_int_equal(r.status, 0);
+        assert_non_null(strstr(r.out, want));
+        run_free(&r);
+        expect_usage(RUN(5000, cmds[i], "--bogus"), "bad option");
+        expect_usage(RUN(5000, cmds[i], "--port", "70000"), "bad port");
+        expect_usage(RUN(5000, cmds[i], "--addr", "nowhere"), "bad addr");
+    }
+    expect_usage(RUN(5000, "ls", "--state", "closed-wait"), "bad state");
+    expect_usage(RUN(5000, "ls", "extra"), "extra argument");
+    expect_usage(RUN(5000, "kill"), "kill without filters");
+    expect_usage(RUN(5000, "kill", "--state", "close-wait", "--yes"), "kill by state only");
+    expect_usage(RUN(5000, "watch", "--interval", "soon"), "bad interval");
+    expect_usage(RUN(5000, "watch", "--state", "listen"), "watch with --state");
+    expect_usage(RUN(5000, "watch", "--count", "0"), "bad count");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        CWT_TEST(test_ls_json_ipv4),
+        CWT_TEST(test_ls_json_ipv6),
+        CWT_TEST(test_stat_counts_match_ss),
+        CWT_TEST(test_json_escaping),
+        CWT_TEST(test_explain),
+        CWT_TEST(test_watch_exits_1_on_leak),
+        CWT_TEST(test_watch_exits_0_without_leak),
+        CWT_TEST(test_watch_sees_socket_go),
+        CWT_TEST(test_kill_dry_run_then_yes),
+        CWT_TEST(test_usage_and_help),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
