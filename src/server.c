@@ -578,10 +578,7 @@ static int reclaim(cw_server *s, int max, int include_idle)
         size_t total = 0;
         cw__drain_nb(c->io.fd, &total);
         reply_str(s, c, "ERR server busy");
-        if (shutdown(c->io.fd, SHUT_WR) == 0)
-            conn_die(c, END_RECLAIMED, HOW_FIN);
-        else
-            conn_die(c, END_RECLAIMED, HOW_PLAIN);
+        conn_die(c, END_RECLAIMED, HOW_PLAIN);   /* no lingering: we need the fd now */
         s->st.reclaimed++;
         conn_free(s, c);
         n++;
@@ -604,7 +601,8 @@ static int conn_new(cw_server *s, int fd, const struct sockaddr_storage *ss)
         const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
         memcpy(c->addr, &a->sin6_addr, 16);
         c->port = ntohs(a->sin6_port);
-        c->family = AF_INET6;
+        /* IPv4 clients of a dual-stack listener are IPv4 clients. */
+        c->family = IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) ? AF_INET : AF_INET6;
     } else {
         const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
         c->addr[10] = c->addr[11] = 0xFF;
