@@ -2,7 +2,8 @@
 #   make            release build in build/
 #   make check      every test: Debug + ASan + UBSan build in build-check/ (ctest),
 #                   library tests under valgrind, warning-free clang -Werror build
-#   make demo       build, then run the main job (the examples, until `closewise demo` exists)
+#   make demo       build, then run the main job: `closewise demo`
+#   make examples   build, then run the leaky and the tidy example clients
 #   make install    install into $(PREFIX) (default /usr/local)
 #   make valgrind   library tests under valgrind (no sanitizers)
 #   make bench      benchmarks, rewrites docs/BENCHMARKS.md
@@ -13,7 +14,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE ?= cmake
 CTEST_ARGS ?=
 
-.PHONY: all build check check-sanitize demo install valgrind bench clang clean deps-build deps-test deps-bench
+.PHONY: all build check check-sanitize demo examples install valgrind bench clang clean deps-build deps-test deps-bench
 
 all: build
 
@@ -36,6 +37,9 @@ check-sanitize: deps-test
 	@cd build-check && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
 demo: build
+	@./build/closewise demo
+
+examples: build
 	@sh scripts/run-examples.sh build
 
 install: build

@@ -1,6 +1,7 @@
 /* cwtest.c - shared test helpers, see cwtest.h. */
 #include "cwtest.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -79,6 +80,7 @@ static int parse_table(const char *path, struct cwt_sock **rows, int *n,
         s->lport = (int)strtol(strchr(local, ':') + 1, NULL, 16);
         s->rport = (int)strtol(strchr(remote, ':') + 1, NULL, 16);
         s->inode = inode;
+        s->laddr = strlen(local) == 13 ? ntohl((uint32_t)strtoul(local, NULL, 16)) : 0;
     }
     fclose(f);
     return 0;
@@ -103,6 +105,18 @@ int cwt_count(int state, int lport, int rport)
             (!lport || rows[i].lport == lport) &&
             (!rport || rows[i].rport == rport))
             count++;
+    free(rows);
+    return count;
+}
+
+int cwt_count_addr(int state, const char *addr)
+{
+    struct in_addr a;
+    assert_int_equal(inet_pton(AF_INET, addr, &a), 1);
+    struct cwt_sock *rows;
+    int n = cwt_tcp_table(&rows), count = 0;
+    for (int i = 0; i < n; i++)
+        count += (!state || rows[i].state == state) && rows[i].laddr == ntohl(a.s_addr);
     free(rows);
     return count;
 }

@@ -28,6 +28,7 @@ struct cwt_sock {
     int state;
     int lport, rport;
     unsigned long inode;
+    uint32_t laddr;   /* IPv4 local address, host order (0 for IPv6) */
 };
 
 /* Read the kernel's TCP tables (IPv4 and IPv6). Returns the number of rows
@@ -37,6 +38,10 @@ int cwt_tcp_table(struct cwt_sock **out);
 /* Count sockets in `state` (0 = any) with the given local and remote ports
  * (0 = any). */
 int cwt_count(int state, int lport, int rport);
+
+/* Count IPv4 sockets in `state` (0 = any) whose local address is `addr`
+ * ("127.0.0.2"). */
+int cwt_count_addr(int state, const char *addr);
 
 /* Poll cwt_count until it equals `want` or timeout_ms passes. Returns the
  * last count seen. */

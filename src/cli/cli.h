@@ -37,5 +37,6 @@ int cmd_ls(int argc, char **argv);
 int cmd_watch(int argc, char **argv);
 int cmd_kill(int argc, char **argv);
 int cmd_client(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
 
 #endif

@@ -14,6 +14,7 @@ static const struct cli_command commands[] = {
     {"ls", "list TCP sockets, with owners and explanations", cmd_ls},
     {"watch", "follow CLOSE_WAIT sockets over time; exit 1 on a leak", cmd_watch},
     {"kill", "destroy matching sockets (SOCK_DESTROY)", cmd_kill},
+    {"demo", "show the seed's CLOSE_WAIT leak and lost reply next to the fix", cmd_demo},
     {"client", "log in and echo lines; close and reconnect whenever a connection ends", cmd_client},
     {NULL, NULL, NULL}
 };
