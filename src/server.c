@@ -531,9 +531,13 @@ static void pause_accept(cw_server *s, int backoff, int err)
         cw_io_stop(s->loop, &s->lio);
         s->accept_paused = 1;
         s->st.accept_paused++;
-        if (s->o.log && err) {   /* once per pause: a storm logs little */
-            fprintf(s->o.log, "closewise-server: accept paused: %s\n",
-                    strerror(err));
+        if (s->o.log) {   /* once per pause: a storm logs little */
+            if (err)
+                fprintf(s->o.log, "closewise-server: accept paused: %s\n",
+                        strerror(err));
+            else
+                fprintf(s->o.log, "closewise-server: accept paused: %d "
+                        "connections (max)\n", s->st.conns);
             fflush(s->o.log);
         }
     }

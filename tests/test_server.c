@@ -407,6 +407,7 @@ static void test_max_connections(void **state)
     cw_close(&b, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
     cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
     srv_stop(&s);
+    assert_non_null(strstr(srv_log(&s), "accept paused: 2 connections (max)"));
     srv_done(&s);
 }
 

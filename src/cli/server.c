@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -239,6 +240,9 @@ int cmd_server(int argc, char **argv)
         return p > 0 ? CLI_OK : CLI_USAGE;
     }
     raise_nofile();
+    /* A log reader that went away must not kill the server: log writes
+     * then fail quietly (sockets already use MSG_NOSIGNAL). */
+    signal(SIGPIPE, SIG_IGN);
     cw_server *s;
     int rc = cw_server_new(&a.o, &s);
     if (rc < 0) {
