@@ -47,12 +47,12 @@ install: build
 
 valgrind: deps-test
 	@$(CMAKE) -S . -B build-valgrind -DCMAKE_BUILD_TYPE=Debug >/dev/null
-	@$(CMAKE) --build build-valgrind -j $(JOBS)
+	@$(CMAKE) --build build-valgrind -j $(JOBS) >build-valgrind.log 2>&1 || { cat build-valgrind.log; exit 1; }
 	@sh scripts/valgrind.sh build-valgrind
 
 clang: deps-test
 	@$(CMAKE) -S . -B build-clang -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DCW_WERROR=ON >/dev/null
-	@$(CMAKE) --build build-clang -j $(JOBS) >/dev/null
+	@$(CMAKE) --build build-clang -j $(JOBS) >build-clang.log 2>&1 || { cat build-clang.log; exit 1; }
 	@echo "clang -Wall -Wextra -Werror build: ok"
 
 bench: deps-bench
@@ -61,4 +61,4 @@ bench: deps-bench
 	@sh bench/run.sh build-bench
 
 clean:
-	rm -rf build build-check build-valgrind build-clang build-bench
+	rm -rf build build-check build-valgrind build-clang build-bench build-valgrind.log build-clang.log
