@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -229,22 +230,7 @@ void *cwt_join(pthread_t t)
 
 pid_t cwt_spawn(char *const argv[], int *out_fd)
 {
-    int p[2] = {-1, -1};
-    if (out_fd)
-        assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        if (out_fd)
-            dup2(p[1], STDOUT_FILENO);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    if (out_fd) {
-        close(p[1]);
-        *out_fd = p[0];
-    }
-    return pid;
+    return cwt_spawn3(argv, NULL, out_fd, NULL);
 }
 
 int cwt_read_line(int fd, char *buf, size_t size, int timeout_ms)
@@ -345,4 +331,51 @@ size_t cwt_read_all(int fd, char *buf, size_t size, int timeout_ms)
     }
     buf[n] = '\0';
     return n;
+}
+
+int cwt_free_port(void)
+{
+    cw_listener *l;
+    assert_int_equal(cw_listen("127.0.0.1", 0, NULL, 1, &l), CW_OK);
+    int port = cw_listener_port(l);
+    cw_listener_close(&l);
+    return port;
+}
+
+int cwt_sh(const char *fmt, ...)
+{
+    char cmd[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    return system(cmd);
+}
+
+void cwt_netns_name(char *buf, size_t size, const char *suffix)
+{
+    snprintf(buf, size, "cwtest-%d-%s", (int)getpid(), suffix);
+}
+
+int cwt_netns_enter(const char *name)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/var/run/netns/%s", name);
+    int orig = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    int target = open(path, O_RDONLY | O_CLOEXEC);
+    assert_true(orig >= 0 && target >= 0);
+    assert_int_equal(setns(target, CLONE_NEWNET), 0);
+    close(target);
+    return orig;
+}
+
+void cwt_netns_leave(int orig)
+{
+    assert_int_equal(setns(orig, CLONE_NEWNET), 0);
+    close(orig);
+}
+
+void cwt_netns_del(const char *name)
+{
+    cwt_sh("ip netns del %s 2>/dev/null", name);
 }

@@ -94,4 +94,18 @@ pid_t cwt_spawn3(char *const argv[], int *in_fd, int *out_fd, int *err_fd);
  * terminated); returns the length. */
 size_t cwt_read_all(int fd, char *buf, size_t size, int timeout_ms);
 
+/* A loopback port that was free a moment ago. */
+int cwt_free_port(void);
+
+/* Run a shell command built from fmt; returns its exit status. */
+int cwt_sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Network namespaces for tests (need root and iproute2): cwt_netns_name
+ * makes a name unique to this process, cwt_netns_enter moves the calling
+ * thread into one and returns a descriptor for cwt_netns_leave. */
+void cwt_netns_name(char *buf, size_t size, const char *suffix);
+int cwt_netns_enter(const char *name);
+void cwt_netns_leave(int orig);
+void cwt_netns_del(const char *name);
+
 #endif

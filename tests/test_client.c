@@ -227,29 +227,10 @@ static char ns[64];
 
 static int netns_up(void)
 {
-    snprintf(ns, sizeof ns, "cwtest-%d-c", (int)getpid());
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "exec >/dev/null 2>&1; ip netns add %s && "
-             "ip netns exec %s sysctl -qw net.ipv4.tcp_timestamps=0 && "
-             "ip -n %s link set lo up", ns, ns, ns);
-    return system(cmd);
-}
-
-static void netns_down(void)
-{
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "ip netns del %s 2>/dev/null", ns);
-    if (system(cmd) != 0)
-        printf("# could not remove netns %s\n", ns);
-}
-
-static int free_port(void)
-{
-    cw_listener *l;
-    assert_int_equal(cw_listen("127.0.0.1", 0, NULL, 1, &l), CW_OK);
-    int port = cw_listener_port(l);
-    cw_listener_close(&l);
-    return port;
+    cwt_netns_name(ns, sizeof ns, "c");
+    return cwt_sh("exec >/dev/null 2>&1; ip netns add %s && "
+                  "ip netns exec %s sysctl -qw net.ipv4.tcp_timestamps=0 && "
+                  "ip -n %s link set lo up", ns, ns, ns);
 }
 
 /* The seed's remedy, reusing one local port: after the client closed first
@@ -259,29 +240,23 @@ static int free_port(void)
 static void test_bind_port_time_wait_without_timestamps(void **state)
 {
     if (netns_up() != 0) {
-        netns_down();
+        cwt_netns_del(ns);
         printf("# skipped: cannot create network namespaces (needs root and iproute2)\n");
         skip();
     }
-    char path[128];
-    snprintf(path, sizeof path, "/var/run/netns/%s", ns);
-    int orig = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-    int target = open(path, O_RDONLY | O_CLOEXEC);
-    assert_int_equal(setns(target, CLONE_NEWNET), 0);
-    close(target);
+    int orig = cwt_netns_enter(ns);
     cw_listener *l;
     assert_int_equal(cw_listen("127.0.0.1", 0, NULL, 16, &l), CW_OK);
     char bind_port[16], err[8192];
-    snprintf(bind_port, sizeof bind_port, "%d", free_port());
+    snprintf(bind_port, sizeof bind_port, "%d", cwt_free_port());
     int64_t took;
     struct rusage before, after;
     getrusage(RUSAGE_CHILDREN, &before);
     int rc = silent_client(l, bind_port, err, sizeof err, &took);
     getrusage(RUSAGE_CHILDREN, &after);
     cw_listener_close(&l);
-    assert_int_equal(setns(orig, CLONE_NEWNET), 0);
-    close(orig);
-    netns_down();
+    cwt_netns_leave(orig);
+    cwt_netns_del(ns);
     printf("# %s", err);
     assert_int_equal(rc, 1);
     assert_int_equal(count_str(err, "timed out"), 1);
@@ -300,7 +275,7 @@ static void test_bind_port_time_wait_with_timestamps(void **state)
     cw_listener *l;
     assert_int_equal(cw_listen("127.0.0.1", 0, NULL, 16, &l), CW_OK);
     char bind_port[16], err[8192];
-    snprintf(bind_port, sizeof bind_port, "%d", free_port());
+    snprintf(bind_port, sizeof bind_port, "%d", cwt_free_port());
     int64_t took;
     assert_int_equal(silent_client(l, bind_port, err, sizeof err, &took), 1);
     cw_listener_close(&l);

@@ -156,22 +156,11 @@ static void test_dial_backlog_full_times_out(void **state)
  * 198.18.0.0/15 benchmarking range exists only inside these namespaces. */
 static char ns_a[64], ns_b[64];
 
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    return system(cmd);
-}
-
 static int netns_up(void)
 {
-    snprintf(ns_a, sizeof ns_a, "cwtest-%d-a", (int)getpid());
-    snprintf(ns_b, sizeof ns_b, "cwtest-%d-b", (int)getpid());
-    return sh("exec >/dev/null 2>&1; ip netns add %s && ip netns add %s && "
+    cwt_netns_name(ns_a, sizeof ns_a, "a");
+    cwt_netns_name(ns_b, sizeof ns_b, "b");
+    return cwt_sh("exec >/dev/null 2>&1; ip netns add %s && ip netns add %s && "
               "ip link add cwa netns %s type veth peer name cwb netns %s && "
               "ip -n %s addr add 198.18.0.1/24 dev cwa && ip -n %s link set cwa up && "
               "ip -n %s addr add 198.18.0.2/24 dev cwb && ip -n %s link set cwb up && "
@@ -181,26 +170,8 @@ static int netns_up(void)
 
 static void netns_down(void)
 {
-    sh("ip netns del %s 2>/dev/null; ip netns del %s 2>/dev/null", ns_a, ns_b);
-}
-
-/* Enter namespace `name`; returns a descriptor for going back. */
-static int netns_enter(const char *name)
-{
-    char path[128];
-    snprintf(path, sizeof path, "/var/run/netns/%s", name);
-    int orig = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-    int target = open(path, O_RDONLY | O_CLOEXEC);
-    assert_true(orig >= 0 && target >= 0);
-    assert_int_equal(setns(target, CLONE_NEWNET), 0);
-    close(target);
-    return orig;
-}
-
-static void netns_leave(int orig)
-{
-    assert_int_equal(setns(orig, CLONE_NEWNET), 0);
-    close(orig);
+    cwt_netns_del(ns_a);
+    cwt_netns_del(ns_b);
 }
 
 static void test_dial_unreachable_times_out(void **state)
@@ -210,12 +181,12 @@ static void test_dial_unreachable_times_out(void **state)
         printf("# skipped: cannot create network namespaces (needs root and iproute2)\n");
         skip();
     }
-    int orig = netns_enter(ns_a);
+    int orig = cwt_netns_enter(ns_a);
     cw_conn *c;
     int64_t t0 = cw_now_ms();
     int rc = cw_dial("198.18.0.2", 9, NULL, t0 + 500, &c);
     int64_t took = cw_now_ms() - t0;
-    netns_leave(orig);
+    cwt_netns_leave(orig);
     netns_down();
     printf("# dial to an unanswering host: %s after %lld ms\n", cw_strerror(rc),
            (long long)took);
@@ -251,17 +222,6 @@ static void test_reuseaddr_rebinds_over_time_wait(void **state)
     cw_listener_close(&l);
 }
 
-static int free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
 /* The seed's "reuse one local port": the previous connection from port Q
  * to the same peer is in TIME_WAIT (the client closed first). Returns what
  * the second dial to the same peer gives; checks the bind rules on the way:
@@ -274,7 +234,7 @@ static int redial_over_time_wait(void)
     struct cw_opts o;
     cw_opts_init(&o);
     o.bind_host = "127.0.0.1";
-    o.bind_port = (uint16_t)free_port();
+    o.bind_port = (uint16_t)cwt_free_port();
     o.reuseaddr = 1;
     cw_conn *c, *s;
     uint16_t p1 = (uint16_t)cw_listener_port(l1), p2 = (uint16_t)cw_listener_port(l2);
@@ -328,15 +288,15 @@ static void test_bind_port_reuses_time_wait_with_timestamps(void **state)
 static void test_bind_port_time_wait_twin_without_timestamps(void **state)
 {
     if (netns_up() != 0 ||
-        sh("ip netns exec %s sysctl -qw net.ipv4.tcp_timestamps=0 && "
+        cwt_sh("ip netns exec %s sysctl -qw net.ipv4.tcp_timestamps=0 && "
            "ip -n %s link set lo up", ns_a, ns_a) != 0) {
         netns_down();
         printf("# skipped: cannot create network namespaces (needs root and iproute2)\n");
         skip();
     }
-    int orig = netns_enter(ns_a);
+    int orig = cwt_netns_enter(ns_a);
     int rc = redial_over_time_wait();
-    netns_leave(orig);
+    cwt_netns_leave(orig);
     netns_down();
     assert_int_equal(rc, -EADDRNOTAVAIL);
     assert_non_null(strstr(cw_strerror(rc), "TIME_WAIT"));
