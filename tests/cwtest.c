@@ -40,9 +40,24 @@ int cwt_setup(void **state)
     return 0;
 }
 
+static char netns_made[4][64];
+static int netns_count, netns_orig = -1;
+
+/* A failed assertion jumps straight here: leave no namespace behind and
+ * do not run the next test inside one. */
+static void netns_cleanup(void)
+{
+    if (netns_orig >= 0)
+        cwt_netns_leave(netns_orig);
+    for (int i = 0; i < netns_count; i++)
+        cwt_netns_del(netns_made[i]);
+    netns_count = 0;
+}
+
 int cwt_teardown(void **state)
 {
     (void)state;
+    netns_cleanup();
     int now = cwt_fd_count();
     if (now != fds_at_setup)
         fail_msg("descriptor leak: %d open at setup, %d at teardown",
@@ -355,6 +370,8 @@ int cwt_sh(const char *fmt, ...)
 void cwt_netns_name(char *buf, size_t size, const char *suffix)
 {
     snprintf(buf, size, "cwtest-%d-%s", (int)getpid(), suffix);
+    if (netns_count < 4)
+        snprintf(netns_made[netns_count++], sizeof netns_made[0], "%s", buf);
 }
 
 int cwt_netns_enter(const char *name)
@@ -366,11 +383,13 @@ int cwt_netns_enter(const char *name)
     assert_true(orig >= 0 && target >= 0);
     assert_int_equal(setns(target, CLONE_NEWNET), 0);
     close(target);
+    netns_orig = orig;
     return orig;
 }
 
 void cwt_netns_leave(int orig)
 {
+    netns_orig = -1;
     assert_int_equal(setns(orig, CLONE_NEWNET), 0);
     close(orig);
 }
