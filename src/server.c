@@ -705,6 +705,8 @@ int cw_server_new(const struct cw_server_opts *opts, cw_server **out)
     int rc = check_opts(&s->o);
     if (rc == CW_OK)
         rc = cw_loop_new(&s->loop);
+    if (rc == CW_OK && s->o.handle_signals)
+        rc = cw_loop_signals(s->loop, NULL, NULL);
     if (rc == CW_OK)
         rc = cw__auth_new(s->o.auth_max_failures, s->o.auth_window_ms, &s->auth);
     if (rc == CW_OK)
@@ -796,11 +798,6 @@ int cw_server_run(cw_server *s)
 {
     if (!s || s->stopping)
         return CW_EINVAL;
-    if (s->o.handle_signals) {
-        int rc = cw_loop_signals(s->loop, NULL, NULL);
-        if (rc < 0 && rc != CW_EINVAL)   /* EINVAL: already set up */
-            return rc;
-    }
     int rc = cw_loop_run(s->loop);
     if (rc < 0)
         return rc;

@@ -55,7 +55,10 @@ struct cw_server_opts {
     int64_t auth_window_ms;     /* throttle window (default 60 s) */
     FILE *log;                  /* one line per ended connection, or NULL */
     int handle_signals;         /* 1 (default): SIGINT/SIGTERM stop
-                                   cw_server_run cleanly */
+                                   cw_server_run cleanly. They are blocked
+                                   in the thread calling cw_server_new()
+                                   and read from a signalfd until
+                                   cw_server_free() */
 };
 
 /* Per-server counters, for tests and benchmarks. */
