@@ -26,7 +26,7 @@ deps-bench:
 	@sh scripts/deps.sh bench
 
 build: deps-build
-	@$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCW_TESTS=OFF >/dev/null
+	@$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCW_TESTS=OFF -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
 	@$(CMAKE) --build build -j $(JOBS)
 
 check: check-sanitize valgrind clang

@@ -18,6 +18,8 @@
  *    of the handle and set it to NULL, so a second close or a use after
  *    close is a CW_EINVAL, never a crash.
  *  - No function raises SIGPIPE. EINTR is handled inside.
+ *  - A conn or listener is used by one thread at a time; different conns
+ *    may be used from different threads.
  */
 #ifndef CLOSEWISE_CONN_H
 #define CLOSEWISE_CONN_H
@@ -102,7 +104,7 @@ int cw_dial(const char *host, uint16_t port, const struct cw_opts *opts,
 int cw_conn_adopt(int fd, const struct cw_opts *opts, cw_conn **out);
 
 /* Bind and listen on host:port (host NULL = every address, dual stack;
- * port 0 = ephemeral, see cw_listener_port()). SO_REUSEADDR is on unless
+ * port 0 = ephemeral, see cw_listener_port(); backlog <= 0 = SOMAXCONN). SO_REUSEADDR is on unless
  * opts->reuseaddr == 0: on Linux it only lets a new listener bind while
  * old connections on the port sit in TIME_WAIT; it never lets two live
  * listeners share a port (that is SO_REUSEPORT, which would let any
