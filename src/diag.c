@@ -195,25 +195,18 @@ static int dump_cb(const struct nlmsghdr *nlh, void *data)
     return MNL_CB_OK;
 }
 
-/* Send one SOCK_DIAG_BY_FAMILY dump request and collect its replies. */
-static int dump_family(cw_diag *d, int family, struct dump_ctx *ctx)
+static unsigned kernel_states(const struct cw_diag_filter *f)
 {
-    struct nlmsghdr *nlh = mnl_nlmsg_put_header(d->buf);
-    nlh->nlmsg_type = SOCK_DIAG_BY_FAMILY;
-    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-    nlh->nlmsg_seq = ++d->seq;
-    struct inet_diag_req_v2 *req = mnl_nlmsg_put_extra_header(nlh, sizeof *req);
-    req->sdiag_family = (uint8_t)family;
-    req->sdiag_protocol = IPPROTO_TCP;
-    unsigned states = ctx->f->states ? ctx->f->states : CW_STATES_ALL;
+    unsigned states = f->states ? f->states : CW_STATES_ALL;
     /* Half-open connections are request sockets, a state of their own. */
     if (states & CW_STATE_BIT(CW_TCP_SYN_RECV))
         states |= CW_STATE_BIT(CW_TCP_NEW_SYN_RECV);
-    req->idiag_states = states;
-    if (ctx->f->want_info)
-        req->idiag_ext = 1 << (INET_DIAG_INFO - 1);
-    if (mnl_socket_sendto(d->nl, nlh, nlh->nlmsg_len) < 0)
-        return -errno;
+    return states;
+}
+
+/* Collect the replies of the dump request just sent. */
+static int dump_recv(cw_diag *d, struct dump_ctx *ctx)
+{
     for (;;) {
         ssize_t len = mnl_socket_recvfrom(d->nl, d->buf, CW__DIAG_BUF);
         if (len < 0) {
@@ -227,6 +220,45 @@ static int dump_family(cw_diag *d, int family, struct dump_ctx *ctx)
         if (rc < 0)
             return ctx->err ? ctx->err : -errno;
     }
+}
+
+/* One SOCK_DIAG_BY_FAMILY request: one family per walk of the kernel's
+ * socket tables. */
+static int dump_family(cw_diag *d, int family, struct dump_ctx *ctx)
+{
+    struct nlmsghdr *nlh = mnl_nlmsg_put_header(d->buf);
+    nlh->nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    nlh->nlmsg_seq = ++d->seq;
+    struct inet_diag_req_v2 *req = mnl_nlmsg_put_extra_header(nlh, sizeof *req);
+    req->sdiag_family = (uint8_t)family;
+    req->sdiag_protocol = IPPROTO_TCP;
+    req->idiag_states = kernel_states(ctx->f);
+    if (ctx->f->want_info)
+        req->idiag_ext = 1 << (INET_DIAG_INFO - 1);
+    if (mnl_socket_sendto(d->nl, nlh, nlh->nlmsg_len) < 0)
+        return -errno;
+    return dump_recv(d, ctx);
+}
+
+/* The original TCPDIAG_GETSOCK request dumps IPv4 and IPv6 in a single
+ * walk of the tables (the kernel treats it as AF_UNSPEC), where
+ * SOCK_DIAG_BY_FAMILY needs one walk per family: on a machine with tens
+ * of thousands of sockets the walk is most of the cost. */
+static int dump_both(cw_diag *d, struct dump_ctx *ctx)
+{
+    struct nlmsghdr *nlh = mnl_nlmsg_put_header(d->buf);
+    nlh->nlmsg_type = TCPDIAG_GETSOCK;
+    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    nlh->nlmsg_seq = ++d->seq;
+    struct inet_diag_req *req = mnl_nlmsg_put_extra_header(nlh, sizeof *req);
+    req->idiag_family = AF_INET;   /* ignored by the kernel for dumps */
+    req->idiag_states = kernel_states(ctx->f);
+    if (ctx->f->want_info)
+        req->idiag_ext = 1 << (INET_DIAG_INFO - 1);
+    if (mnl_socket_sendto(d->nl, nlh, nlh->nlmsg_len) < 0)
+        return -errno;
+    return dump_recv(d, ctx);
 }
 
 static int cookie_cmp(const void *a, const void *b)
@@ -261,11 +293,14 @@ int cw_diag_dump(cw_diag *d, const struct cw_diag_filter *f,
         f = &all;
     }
     struct dump_ctx ctx = {.f = f};
-    int rc = CW_OK;
-    if (f->family != AF_INET6)
+    int rc = f->family ? dump_family(d, f->family, &ctx) : dump_both(d, &ctx);
+    if (rc < 0 && !f->family && !ctx.err) {
+        /* A kernel without the old request: one walk per family. */
+        ctx.n = 0;
         rc = dump_family(d, AF_INET, &ctx);
-    if (rc == CW_OK && f->family != AF_INET)
-        rc = dump_family(d, AF_INET6, &ctx);
+        if (rc == CW_OK)
+            rc = dump_family(d, AF_INET6, &ctx);
+    }
     if (rc < 0) {
         free(ctx.v);
         *out = NULL;

@@ -11,6 +11,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +22,7 @@
 /* One inode to find. */
 struct target {
     uint32_t inode;
-    int pid;
+    _Atomic int pid;       /* claimed once, by the first scanner to see it */
     int fd;
     char comm[16];
 };
@@ -31,7 +33,7 @@ struct itable {
     struct target *t;
     size_t n, mask;
     uint32_t *slot;    /* index + 1 into t, 0 = empty */
-    size_t left;       /* targets not found yet */
+    _Atomic size_t left;   /* targets not found yet */
 };
 
 struct pident {
@@ -66,7 +68,7 @@ static void it_add(struct itable *it, uint32_t ino)
         i = (i + 1) & it->mask;
     struct target *t = &it->t[it->n++];
     t->inode = ino;
-    t->pid = 0;
+    atomic_init(&t->pid, 0);
     t->fd = -1;
     t->comm[0] = '\0';
     it->slot[i] = (uint32_t)it->n;
@@ -79,6 +81,7 @@ static int it_init(struct itable *it, size_t max)
     while (size < max * 2)
         size *= 2;
     memset(it, 0, sizeof *it);
+    atomic_init(&it->left, 0);
     it->t = calloc(max ? max : 1, sizeof *it->t);
     it->slot = calloc(size, sizeof *it->slot);
     it->mask = size - 1;
@@ -140,16 +143,27 @@ static int parse_int(const char *s)
     return v;
 }
 
-/* Read one process's descriptors; mark the targets it holds. */
-static void scan_pid(int procfd, int pid, struct itable *it,
-                     struct cw_attr_stats *st)
+/* What the scanner threads share. */
+struct scan {
+    int procfd;
+    struct itable *it;
+    const struct pident *p;
+    const char *first;      /* per pid: 1 if its uid owns a target */
+    size_t np;
+    char pass;              /* scan the pids whose first[] equals this */
+    _Atomic size_t next;    /* next index of p to take */
+    _Atomic unsigned scanned, unreadable;
+};
+
+/* Read one process's descriptors; claim the targets it holds. */
+static void scan_pid(struct scan *sc, int pid)
 {
     char path[32];
     snprintf(path, sizeof path, "%d/fd", pid);
-    int dfd = openat(procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int dfd = openat(sc->procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) {
         if (errno == EACCES || errno == EPERM)
-            st->pids_unreadable++;
+            atomic_fetch_add(&sc->unreadable, 1);
         return;
     }
     DIR *d = fdopendir(dfd);
@@ -157,26 +171,57 @@ static void scan_pid(int procfd, int pid, struct itable *it,
         close(dfd);
         return;
     }
-    st->pids_scanned++;
+    atomic_fetch_add(&sc->scanned, 1);
     char comm[16] = "";
     struct dirent *e;
-    while (it->left && (e = readdir(d))) {
+    while (atomic_load_explicit(&sc->it->left, memory_order_relaxed) && (e = readdir(d))) {
         char link[64];
         if (e->d_name[0] == '.')
             continue;
         ssize_t len = readlinkat(dfd, e->d_name, link, sizeof link);
         uint32_t ino = len > 0 ? socket_inode(link, len) : 0;
-        struct target *t = ino ? it_find(it, ino) : NULL;
-        if (!t || t->pid)
+        struct target *t = ino ? it_find(sc->it, ino) : NULL;
+        int unclaimed = 0;
+        /* A socket shared by several processes goes to the first seen. */
+        if (!t || !atomic_compare_exchange_strong(&t->pid, &unclaimed, pid))
             continue;
-        t->pid = pid;
         t->fd = parse_int(e->d_name);
         if (!comm[0])
-            read_comm(procfd, pid, comm);
+            read_comm(sc->procfd, pid, comm);
         memcpy(t->comm, comm, sizeof comm);
-        it->left--;
+        atomic_fetch_sub(&sc->it->left, 1);
     }
     closedir(d);
+}
+
+static void *scan_worker(void *arg)
+{
+    struct scan *sc = arg;
+    for (;;) {
+        size_t i = atomic_fetch_add(&sc->next, 1);
+        if (i >= sc->np || !atomic_load(&sc->it->left))
+            return NULL;
+        if (sc->first[i] == sc->pass)
+            scan_pid(sc, sc->p[i].pid);
+    }
+}
+
+/* Reading /proc/<pid>/fd is path walks in the kernel, which scale with
+ * cores: past a few hundred targets, scan with one thread per core (at
+ * most 4), the caller's thread being one of them. */
+static void scan_pass(struct scan *sc, char pass)
+{
+    pthread_t th[3];
+    int nth = 0;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int want = sc->it->n < 512 ? 0 : (int)(cpus > 4 ? 3 : cpus - 1);
+    sc->pass = pass;
+    atomic_store(&sc->next, 0);
+    while (nth < want && pthread_create(&th[nth], NULL, scan_worker, sc) == 0)
+        nth++;
+    scan_worker(sc);
+    while (nth)
+        pthread_join(th[--nth], NULL);
 }
 
 /* Every process of /proc with the owner of its directory. */
@@ -274,14 +319,17 @@ static int scan_proc(struct itable *it, const struct cw_sock *v, size_t n,
         close(procfd);
         return -ENOMEM;
     }
-    for (size_t i = 0; i < np && it->left; i++) {
+    for (size_t i = 0; i < np; i++)
         first[i] = (char)uidset_has(&uids, p[i].uid);
-        if (first[i])
-            scan_pid(procfd, p[i].pid, it, st);
-    }
-    for (size_t i = 0; i < np && it->left; i++)
-        if (!first[i])
-            scan_pid(procfd, p[i].pid, it, st);
+    struct scan sc = {.procfd = procfd, .it = it, .p = p, .first = first, .np = np};
+    atomic_init(&sc.next, 0);
+    atomic_init(&sc.scanned, 0);
+    atomic_init(&sc.unreadable, 0);
+    scan_pass(&sc, 1);
+    if (atomic_load(&it->left))
+        scan_pass(&sc, 0);
+    st->pids_scanned = atomic_load(&sc.scanned);
+    st->pids_unreadable = atomic_load(&sc.unreadable);
     free(first);
     free(p);
     close(procfd);

@@ -299,19 +299,29 @@ static void check_ls_json(int family)
     zoo_plant(&z, family);
     char port[16], filter[96];
     snprintf(port, sizeof port, "%d", z.port);
-    struct run r = RUN(10000, "ls", "--json", "--process", "--port", port);
+    /* The port filter may also match strays (TIME_WAIT sockets towards an
+     * earlier user of the port number), which ss sees too: compare with ss
+     * when ss saw the same before and after. */
+    struct run r = {0};
+    int mine[16], before[16], after[16], tries = 0;
+    snprintf(filter, sizeof filter, "'( sport = :%d or dport = :%d )'", z.port, z.port);
+    do {
+        if (tries)
+            run_free(&r);
+        ss_counts(filter, before);
+        r = RUN(10000, "ls", "--json", "--process", "--port", port);
+        ss_counts(filter, after);
+    } while (memcmp(before, after, sizeof before) && ++tries < 10);
     assert_int_equal(r.status, 0);
     assert_string_equal(r.err, "");
     assert_json(r.out);
-    int mine[16], theirs[16];
-    assert_int_equal(json_counts(r.out, mine), z.nsock);
-    /* Same moment, second oracle: ss sees the same states. */
-    snprintf(filter, sizeof filter, "'( sport = :%d or dport = :%d )'", z.port, z.port);
-    assert_int_equal(ss_counts(filter, theirs), z.nsock);
+    json_counts(r.out, mine);
     for (int s = 1; s < 12; s++) {
-        assert_int_equal(mine[s], zoo_count(&z, s));
-        assert_int_equal(theirs[s], mine[s]);
+        assert_true(mine[s] >= zoo_count(&z, s));
+        if (tries < 10 && before[s] != mine[s])
+            fail_msg("%s: closewise %d, ss %d", cw_tcp_state_name(s), mine[s], before[s]);
     }
+    int matched = 0;
     const char *loop = family == AF_INET ? "127.0.0.1" : "[::1]";
     for (const char *q = strstr(r.out, "{\"cookie\""); q; q = strstr(q + 1, "{\"cookie\"")) {
         char p[1024];   /* one socket: its own line */
@@ -320,7 +330,9 @@ static void check_ls_json(int family)
         memcpy(p, q, len);
         p[len] = '\0';
         const struct zoo_sock *e = zoo_find(&z, (int)js_num(p, "sport"), (int)js_num(p, "dport"));
-        assert_non_null(e);
+        if (!e)
+            continue;   /* a stray */
+        matched++;
         char v[64], want[64];
         js_field(p, "state", v, sizeof v);
         snprintf(want, sizeof want, "\"%s\"", cw_tcp_state_name(e->state));
@@ -340,6 +352,7 @@ static void check_ls_json(int family)
         if (js_num(p, "pid") != z.pid[e->holder] || js_num(p, "fd") != e->fd)
             fail_msg("%s: %s", e->name, p);
     }
+    assert_int_equal(matched, z.nsock);
     run_free(&r);
     zoo_free(&z);
 }

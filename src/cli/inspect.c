@@ -103,9 +103,11 @@ int insp_sel_option(struct insp_sel *s, int opt, const char *arg)
         s->have_cookie = 1;
         s->cookie = v;
         return 1;
+    case '4':
     case INSP_OPT_V4:
         s->f.family = AF_INET;
         return 1;
+    case '6':
     case INSP_OPT_V6:
         s->f.family = AF_INET6;
         return 1;
@@ -226,6 +228,52 @@ const char *insp_fmt_owner(const struct cw_sock *s, char *buf, size_t size)
         snprintf(buf, size, "?");
     }
     return buf;
+}
+
+char *insp_put_u(char *p, unsigned long long v)
+{
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+char *insp_put_pad(char *p, const char *s, size_t len, int width, int right)
+{
+    int pad = width > (int)len ? width - (int)len : 0;
+    if (right) {
+        memset(p, ' ', (size_t)pad);
+        p += pad;
+    }
+    memcpy(p, s, len);
+    p += len;
+    if (!right) {
+        memset(p, ' ', (size_t)pad);
+        p += pad;
+    }
+    return p;
+}
+
+int insp_addr(const struct cw_sock *s, int peer, char *buf)
+{
+    if (s->family != AF_INET) {
+        int n = cw_sock_addr(s, peer, buf, 64);
+        return n < 0 ? 0 : n;
+    }
+    const uint8_t *a = peer ? s->dst : s->src;
+    char *p = buf;
+    for (int i = 0; i < 4; i++) {
+        p = insp_put_u(p, a[i]);
+        *p++ = i < 3 ? '.' : ':';
+    }
+    p = insp_put_u(p, peer ? s->dport : s->sport);
+    *p = '\0';
+    return (int)(p - buf);
 }
 
 void insp_json_str(FILE *f, const char *s)

@@ -45,7 +45,7 @@ enum {
     "  --addr A          local or peer address A (IPv4 or IPv6)\n"           \
     "  --pid P           only sockets held by process P\n"                   \
     "  --cookie C        only the socket with this kernel cookie\n"          \
-    "  --ipv4, --ipv6    only this address family\n"
+    "  -4, --ipv4        only IPv4      -6, --ipv6   only IPv6\n"
 
 void insp_sel_init(struct insp_sel *s);
 
@@ -71,6 +71,14 @@ const char *insp_owner_name(int owner);
 const char *insp_fmt_ms(uint64_t ms, char *buf, size_t size);
 /* "1234/nginx fd 7", "listener :80 1234/nginx", "-" ... into buf. */
 const char *insp_fmt_owner(const struct cw_sock *s, char *buf, size_t size);
+
+/* Fast formatting for listings of 10,000s of sockets, where printf is
+ * most of the user-space time: append to p, return the new end. */
+char *insp_put_u(char *p, unsigned long long v);
+char *insp_put_pad(char *p, const char *s, size_t len, int width, int right);
+/* The socket's local or peer address, like cw_sock_addr(); buf has at
+ * least 64 bytes. Returns the length. */
+int insp_addr(const struct cw_sock *s, int peer, char *buf);
 
 /* Write s as a JSON string literal (with quotes). Every byte that is not
  * printable ASCII is escaped as \u00XX, so the output is always valid. */

@@ -45,7 +45,7 @@ static int kill_parse(int argc, char **argv, struct kill_opts *o)
     optind = 1;
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "yh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "46yh", longopts, NULL)) != -1) {
         int r = insp_sel_option(&o->sel, c, optarg);
         if (r < 0)
             return CLI_USAGE;

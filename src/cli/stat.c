@@ -54,7 +54,7 @@ static int stat_parse(int argc, char **argv, struct stat_opts *o)
     optind = 1;
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "eh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "46eh", longopts, NULL)) != -1) {
         int r = insp_sel_option(&o->sel, c, optarg);
         if (r < 0)
             return CLI_USAGE;

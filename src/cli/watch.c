@@ -83,7 +83,7 @@ static int watch_parse(int argc, char **argv, struct watch_opts *o)
     opterr = 0;
     int c, rc = CLI_OK;
     char *end;
-    while (rc == CLI_OK && (c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+    while (rc == CLI_OK && (c = getopt_long(argc, argv, "46h", longopts, NULL)) != -1) {
         int r = insp_sel_option(&o->sel, c, optarg);
         if (r < 0)
             return CLI_USAGE;
