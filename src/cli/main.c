@@ -16,6 +16,7 @@ static const struct cli_command commands[] = {
     {"kill", "destroy matching sockets (SOCK_DESTROY)", cmd_kill},
     {"demo", "show the seed's CLOSE_WAIT leak and lost reply next to the fix", cmd_demo},
     {"client", "log in and echo lines; close and reconnect whenever a connection ends", cmd_client},
+    {"probe", "test any client program for CLOSE_WAIT leaks", cmd_probe},
     {NULL, NULL, NULL}
 };
 

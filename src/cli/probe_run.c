@@ -1,0 +1,560 @@
+/* probe_run.c - one run of the client under test: start it, serve each of
+ * its connections one scenario, sample the kernel, judge, and kill what is
+ * left. The verdict comes from the kernel and /proc, never from what the
+ * client says: a connection is closed when no process of the client's
+ * tree holds its socket any more. */
+#define _GNU_SOURCE
+#include "probe.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* After our FIN, a server drains this long for the client's FIN before it
+ * closes its own side (what a graceful close does). */
+#define LINGER_MS 1000
+/* One run serves at most this many connections; a client reconnecting
+ * faster than that is judged on the first ones. */
+#define MAX_CONNS 256
+
+volatile int probe_interrupted;
+
+enum phase { PH_WAIT, PH_SAY, PH_LINGER, PH_READ, PH_DONE };
+
+struct pconn {
+    int fd;                 /* our side, -1 once closed */
+    int cport;              /* the client's local port */
+    int idx;                /* scenario index, -1: extra, not judged */
+    const struct probe_scenario *sc;
+    enum phase phase;
+    int64_t t_accept, t_until, t_action, t_eof, t_resolved, next_drip;
+    size_t said;
+    int got, got_line;
+    /* The client's socket as last sampled. */
+    int cstate;             /* 0: not in the kernel's table */
+    uint32_t inode, rqueue;
+    pid_t pid;              /* holder in the tree, 0: none */
+    int cfd;
+    int sampled, resolved, leaked, hung;
+    int64_t hang_ms;
+    struct probe_leak leak;
+};
+
+struct run {
+    const struct probe_opts *o;
+    int lfd, port;
+    const struct probe_scenario *const *list;
+    size_t n;
+    pid_t root;
+    int status, root_done;
+    int64_t t_start, deadline, last_event, next_sample;
+    struct pconn c[MAX_CONNS];
+    size_t nc;
+};
+
+/* --- starting the client --- */
+
+static void child_exec(const struct probe_opts *o, int port, int errfd)
+{
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);   /* the probe died: so does CMD */
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);   /* ignored dispositions survive exec */
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    int null = open("/dev/null", O_RDWR | O_CLOEXEC);
+    dup2(null, STDIN_FILENO);
+    if (o->show_output) {
+        dup2(STDERR_FILENO, STDOUT_FILENO);
+    } else {
+        dup2(null, STDOUT_FILENO);
+        dup2(null, STDERR_FILENO);
+    }
+    char p[16];
+    snprintf(p, sizeof p, "%d", port);
+    setenv("CW_PROBE_HOST", o->host, 1);
+    setenv("CW_PROBE_PORT", p, 1);
+    execvp(o->cmd[0], o->cmd);
+    int e = errno;
+    if (write(errfd, &e, sizeof e) < 0)
+        _exit(127);
+    _exit(127);
+}
+
+static int spawn(struct run *r)
+{
+    int ep[2];
+    if (pipe2(ep, O_CLOEXEC) < 0) {
+        cli_error("probe: pipe: %s", strerror(errno));
+        return CLI_SYSTEM;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0) {
+        cli_error("probe: fork: %s", strerror(errno));
+        close(ep[0]);
+        close(ep[1]);
+        return CLI_SYSTEM;
+    }
+    if (pid == 0)
+        child_exec(r->o, r->port, ep[1]);
+    setpgid(pid, pid);   /* also here, so no signal can race the child's */
+    close(ep[1]);
+    int e = 0;
+    ssize_t n;
+    while ((n = read(ep[0], &e, sizeof e)) < 0 && errno == EINTR)
+        ;
+    close(ep[0]);
+    r->root = pid;
+    if (n == (ssize_t)sizeof e) {
+        waitpid(pid, &r->status, 0);
+        r->root_done = 1;
+        cli_error("probe: cannot run '%s': %s", r->o->cmd[0], strerror(e));
+        return CLI_USAGE;
+    }
+    return CLI_OK;
+}
+
+/* --- serving one connection --- */
+
+static void resolve(struct run *r, struct pconn *c, int64_t now)
+{
+    c->resolved = 1;
+    /* The client's FIN on our socket dates its close better than the
+     * sample that found the descriptor gone. */
+    c->t_resolved = c->t_eof && c->t_eof >= c->t_action ? c->t_eof : now;
+    if (c->leaked) {
+        c->leak.closed_late = 1;
+        c->leak.held_ms = c->t_resolved - c->t_action;
+    }
+    r->last_event = now;
+}
+
+static void close_ours(struct pconn *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    c->phase = PH_DONE;
+}
+
+/* Read and discard what the client sends; note its FIN or reset. */
+static void drain(struct run *r, struct pconn *c, int64_t now)
+{
+    char buf[4096];
+    for (;;) {
+        ssize_t n = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
+        if (n > 0) {
+            c->got += (int)n;
+            c->got_line |= memchr(buf, '\n', (size_t)n) != NULL;
+            continue;
+        }
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        /* The client closed (or reset): close ours at once, so the probe
+         * itself never holds a CLOSE_WAIT socket, and look soon. */
+        c->t_eof = now;
+        close_ours(c);
+        r->next_sample = now;
+        return;
+    }
+}
+
+static void act(struct run *r, struct pconn *c, int64_t now)
+{
+    c->t_action = now;
+    switch (c->sc->end) {
+    case PROBE_FIN:
+        shutdown(c->fd, SHUT_WR);
+        c->phase = PH_LINGER;
+        c->t_until = now + LINGER_MS;
+        break;
+    case PROBE_FIN_KEEP_READING:
+        shutdown(c->fd, SHUT_WR);
+        c->phase = PH_READ;
+        break;
+    case PROBE_RST: {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        close_ours(c);
+        break;
+    }
+    case PROBE_NEVER:
+        c->t_action = 0;   /* nothing ended: the client has to */
+        c->phase = PH_READ;
+        break;
+    }
+}
+
+/* Send the next part of sc->say. Returns 1 when all of it is out. */
+static int say(struct run *r, struct pconn *c, int64_t now)
+{
+    const char *s = c->sc->say;
+    size_t len = s ? strlen(s) : 0;
+    while (c->said < len) {
+        if (c->sc->drip && now < c->next_drip)
+            return 0;
+        size_t chunk = c->sc->drip ? 1 : len - c->said;
+        ssize_t n = send(c->fd, s + c->said, chunk, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n <= 0)
+            return n < 0 && errno == EAGAIN ? 0 : 1;   /* gone: end anyway */
+        c->said += (size_t)n;
+        c->next_drip = now + r->o->drip_ms;
+    }
+    return 1;
+}
+
+static void step(struct run *r, struct pconn *c, int64_t now)
+{
+    if (c->fd < 0)
+        return;
+    drain(r, c, now);
+    /* Act only once the client's socket is known: after a reset it is
+     * gone from the kernel's table, and only its inode still tells
+     * whether the client holds it. */
+    if (c->fd < 0 || !c->sampled)
+        return;
+    if (c->phase == PH_WAIT) {
+        int have = c->sc->wait_line ? c->got_line : c->got > 0;
+        if (!have && now < c->t_accept + c->sc->wait_input_ms)
+            return;
+        c->phase = PH_SAY;
+    }
+    if (c->phase == PH_SAY && say(r, c, now))
+        act(r, c, now);
+    if (c->phase == PH_LINGER && now >= c->t_until)
+        close_ours(c);
+}
+
+static int peer_port(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) < 0)
+        return -1;
+    if (ss.ss_family == AF_INET6)
+        return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    return ntohs(((struct sockaddr_in *)&ss)->sin_port);
+}
+
+/* Scenario for the i-th connection: the run's one scenario, or with
+ * --reuse the i-th; later connections are ended at once, unjudged. */
+static void assign(struct run *r, struct pconn *c, size_t i)
+{
+    if (!r->o->reuse) {
+        c->idx = 0;
+        c->sc = r->list[0];
+    } else if (i < r->n) {
+        c->idx = (int)i;
+        c->sc = r->list[i];
+    } else {
+        c->idx = -1;
+        c->sc = &probe_scenarios[0];
+    }
+}
+
+static void accept_all(struct run *r, int64_t now)
+{
+    while (r->nc < MAX_CONNS) {
+        int fd = accept4(r->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        struct pconn *c = &r->c[r->nc];
+        memset(c, 0, sizeof *c);
+        c->fd = fd;
+        c->cport = peer_port(fd);
+        c->t_accept = now;
+        assign(r, c, r->nc++);
+        r->last_event = now;
+        r->next_sample = now;   /* learn the client's socket early */
+    }
+}
+
+/* --- judging from the kernel --- */
+
+static const struct probe_fd *holder(const struct probe_fd *v, size_t n, uint32_t ino)
+{
+    for (size_t i = 0; ino && i < n; i++)
+        if (v[i].inode == ino)
+            return &v[i];
+    return NULL;
+}
+
+static const struct cw_sock *client_sock(const struct cw_sock *v, size_t n, int cport)
+{
+    for (size_t i = 0; i < n; i++)
+        if (v[i].sport == cport)
+            return &v[i];
+    return NULL;
+}
+
+static void note_leak(struct run *r, struct pconn *c, int64_t now)
+{
+    if (!c->leaked) {
+        c->leaked = 1;
+        c->leak.pid = c->pid;
+        c->leak.fd = c->cfd;
+        probe_comm(c->pid, c->leak.comm);
+    }
+    c->leak.state = c->cstate;
+    c->leak.rqueue = c->rqueue;
+    c->leak.held_ms = now - c->t_action;
+}
+
+static void judge(struct run *r, struct pconn *c, int64_t now)
+{
+    if (!c->pid) {
+        resolve(r, c, now);
+        return;
+    }
+    if (c->hung)
+        return;
+    /* Past the grace with our FIN (or reset) unanswered by a close: the
+     * socket sits in CLOSE_WAIT, or is dead while its descriptor is still
+     * open. An ESTABLISHED one has not seen our FIN yet. */
+    int stuck = c->cstate == CW_TCP_CLOSE_WAIT || c->cstate == 0 ||
+                c->cstate == CW_TCP_CLOSE;
+    if (c->t_action && stuck && now - c->t_action > r->o->grace_ms)
+        note_leak(r, c, now);
+    if (c->sc->end == PROBE_NEVER && !c->t_action && now - c->t_accept > r->o->hang_ms) {
+        c->hung = 1;
+        c->hang_ms = now - c->t_accept;
+        if (r->o->reuse && c->fd >= 0)
+            shutdown(c->fd, SHUT_WR);   /* let the client go on to the next */
+    }
+}
+
+static void update(struct run *r, struct pconn *c, const struct cw_sock *v, size_t nv,
+                   const struct probe_fd *fds, size_t nf, int64_t now)
+{
+    const struct cw_sock *s = client_sock(v, nv, c->cport);
+    c->sampled = 1;
+    c->cstate = s ? s->state : 0;
+    if (s && s->inode)
+        c->inode = s->inode;
+    if (s)
+        c->rqueue = s->rqueue;
+    const struct probe_fd *h = holder(fds, nf, c->inode);
+    c->pid = h ? h->pid : 0;
+    c->cfd = h ? h->fd : -1;
+    judge(r, c, now);
+}
+
+static int sample(struct run *r, cw_diag *d, int64_t now)
+{
+    pid_t *pids;
+    int np = probe_tree_pids(&pids);
+    if (np < 0) {
+        cli_error("probe: cannot read /proc");
+        return CLI_SYSTEM;
+    }
+    struct probe_fd *fds;
+    int nf = probe_tree_fds(pids, (size_t)np, &fds);
+    free(pids);
+    struct cw_diag_filter f;
+    cw_diag_filter_init(&f);
+    f.dport = r->port;
+    cw_diag_filter_addr(&f, r->o->host);
+    struct cw_sock *v = NULL;
+    size_t nv = 0;
+    int rc = cw_diag_dump(d, &f, &v, &nv);
+    if (rc < 0) {
+        free(fds);
+        cli_error("probe: sock_diag dump failed: %s", cw_strerror(rc));
+        return CLI_SYSTEM;
+    }
+    for (size_t i = 0; i < r->nc; i++)
+        if (!r->c[i].resolved)
+            update(r, &r->c[i], v, nv, fds, (size_t)nf, now);
+    free(v);
+    free(fds);
+    return CLI_OK;
+}
+
+/* --- when a run is over --- */
+
+static int tree_gone(struct run *r)
+{
+    if (!r->root_done)
+        return 0;
+    pid_t *pids;
+    int n = probe_tree_pids(&pids);
+    free(pids);
+    return n == 0;
+}
+
+static int decided(const struct pconn *c)
+{
+    return c->resolved || c->leaked || c->hung;
+}
+
+static int over(struct run *r, int64_t now)
+{
+    if (probe_interrupted || now >= r->deadline)
+        return 1;
+    size_t judged = 0, done = 0;
+    for (size_t i = 0; i < r->nc; i++) {
+        if (r->c[i].idx < 0)
+            continue;
+        judged++;
+        done += decided(&r->c[i]);
+        if (!r->o->reuse && (r->c[i].leaked || r->c[i].hung))
+            return 1;   /* one is enough for the verdict */
+    }
+    if (r->o->reuse)
+        return judged == r->n && done == judged;
+    /* Quiet for a grace period with every connection closed: the client
+     * has answered the scenario. */
+    return judged && done == judged && now - r->last_event >= r->o->grace_ms;
+}
+
+static int64_t scenario_bound(const struct probe_opts *o, const struct probe_scenario *sc)
+{
+    int64_t drip = sc->drip && sc->say ? (int64_t)strlen(sc->say) * o->drip_ms : 0;
+    return sc->wait_input_ms + drip + o->hang_ms + o->grace_ms + 1000;
+}
+
+static int64_t next_wake(struct run *r, int64_t now)
+{
+    int64_t t = r->next_sample;
+    for (size_t i = 0; i < r->nc; i++) {
+        const struct pconn *c = &r->c[i];
+        if (c->fd < 0)
+            continue;
+        if (c->phase == PH_WAIT)
+            t = t < c->t_accept + c->sc->wait_input_ms ? t : c->t_accept + c->sc->wait_input_ms;
+        else if (c->phase == PH_SAY && c->sc->drip)
+            t = t < c->next_drip ? t : c->next_drip;
+        else if (c->phase == PH_LINGER)
+            t = t < c->t_until ? t : c->t_until;
+    }
+    return t > now ? t - now : 0;
+}
+
+static void wait_io(struct run *r, int64_t now)
+{
+    struct pollfd p[MAX_CONNS + 1];
+    nfds_t n = 0;
+    p[n++] = (struct pollfd){.fd = r->lfd, .events = POLLIN};
+    for (size_t i = 0; i < r->nc; i++)
+        if (r->c[i].fd >= 0)
+            p[n++] = (struct pollfd){.fd = r->c[i].fd, .events = POLLIN | POLLRDHUP};
+    poll(p, n, (int)next_wake(r, now));
+}
+
+static int64_t sample_interval(const struct probe_opts *o)
+{
+    int64_t t = o->grace_ms / 10;
+    return t < 20 ? 20 : t > 100 ? 100 : t;
+}
+
+static int serve(struct run *r, cw_diag *d)
+{
+    int64_t every = sample_interval(r->o);
+    for (;;) {
+        int64_t now = cw_now_ms();
+        probe_reap(r->root, &r->status, &r->root_done);
+        accept_all(r, now);
+        for (size_t i = 0; i < r->nc; i++)
+            step(r, &r->c[i], now);
+        if (now >= r->next_sample) {
+            int rc = sample(r, d, now);
+            if (rc != CLI_OK)
+                return rc;
+            r->next_sample = now + every;
+            if (tree_gone(r))
+                return CLI_OK;
+            if (over(r, now))
+                return CLI_OK;
+        }
+        wait_io(r, now);
+    }
+}
+
+/* The client's exit closed whatever it still held. */
+static void finish(struct run *r, int64_t now)
+{
+    for (size_t i = 0; i < r->nc; i++) {
+        struct pconn *c = &r->c[i];
+        if (!c->resolved && !c->hung && !c->leaked)
+            resolve(r, c, now);
+        close_ours(c);
+    }
+    /* Connections still in the accept queue were never served. */
+    int fd;
+    while ((fd = accept4(r->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0)
+        close(fd);
+}
+
+static void result_of(const struct run *r, size_t k, struct probe_result *res)
+{
+    memset(res, 0, sizeof *res);
+    res->sc = r->list[k];
+    res->close_ms = -1;
+    res->pid = r->root;
+    res->status = r->status;
+    for (size_t i = 0; i < r->nc; i++) {
+        const struct pconn *c = &r->c[i];
+        if (c->idx != (int)k)
+            continue;
+        res->conns++;
+        if (c->leaked && !res->leaks++)
+            res->leak = c->leak;
+        if (c->hung && !res->hang_ms)
+            res->hang_ms = c->hang_ms;
+        /* silent: how long the client waited before it gave up */
+        int64_t from = c->sc->end == PROBE_NEVER ? c->t_accept : c->t_action;
+        if (c->resolved && from && !c->leaked && c->t_resolved - from > res->close_ms)
+            res->close_ms = c->t_resolved - from;
+    }
+    res->verdict = res->leaks ? PROBE_LEAK
+                 : res->hang_ms ? PROBE_HANG
+                 : res->conns ? PROBE_PASS : PROBE_NOCONN;
+}
+
+int probe_run(const struct probe_opts *o, int listen_fd, int port,
+              const struct probe_scenario *const *list, size_t n,
+              struct probe_result *res)
+{
+    struct run *r = calloc(1, sizeof *r);
+    if (!r) {
+        cli_error("probe: out of memory");
+        return CLI_SYSTEM;
+    }
+    *r = (struct run){.o = o, .lfd = listen_fd, .port = port, .list = list, .n = n};
+    cw_diag *d = NULL;
+    int rc = cw_diag_open(&d);
+    if (rc < 0) {
+        free(r);
+        cli_error("probe: cannot open sock_diag netlink socket: %s", cw_strerror(rc));
+        return CLI_SYSTEM;
+    }
+    r->t_start = r->last_event = r->next_sample = cw_now_ms();
+    r->deadline = r->t_start;
+    for (size_t i = 0; i < n; i++)
+        r->deadline += scenario_bound(o, list[i]);
+    rc = spawn(r);
+    if (rc == CLI_OK)
+        rc = serve(r, d);
+    int was_done = r->root_done;
+    if (!r->root_done || !tree_gone(r))
+        probe_tree_kill(r->root, &r->status, &r->root_done);
+    finish(r, cw_now_ms());
+    for (size_t k = 0; k < n; k++) {
+        result_of(r, k, &res[k]);
+        res[k].killed = !was_done;
+    }
+    cw_diag_close(&d);
+    free(r);
+    return rc;
+}
