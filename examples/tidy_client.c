@@ -4,7 +4,9 @@
  * ends, reconnect. cw_readline() says exactly how it ended, and the one
  * exit path closes the connection, so nothing is left in CLOSE_WAIT.
  *
- * usage: tidy_client HOST PORT COUNT [HOLD_MS]
+ * usage: tidy_client HOST PORT COUNT [HOLD_MS [READ_TIMEOUT_MS]]
+ * READ_TIMEOUT_MS (default 30000, the seed's SO_RCVTIMEO) bounds each wait
+ * for the server, so a server that never answers is given up on.
  */
 #define _GNU_SOURCE
 #include <closewise/closewise.h>
@@ -12,11 +14,11 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-static int session(const char *host, uint16_t port)
+static int session(const char *host, uint16_t port, int read_timeout_ms)
 {
     struct cw_opts o;
     cw_opts_init(&o);
-    o.read_timeout_ms = 30000;   /* the seed's SO_RCVTIMEO */
+    o.read_timeout_ms = read_timeout_ms;
     cw_conn *c;
     int rc = cw_dial(host, port, &o, cw_now_ms() + 5000, &c);
     if (rc < 0) {
@@ -36,13 +38,14 @@ static int session(const char *host, uint16_t port)
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        fprintf(stderr, "usage: %s HOST PORT COUNT [HOLD_MS]\n", argv[0]);
+        fprintf(stderr, "usage: %s HOST PORT COUNT [HOLD_MS [READ_TIMEOUT_MS]]\n", argv[0]);
         return 2;
     }
     int count = atoi(argv[3]);
     int hold_ms = argc > 4 ? atoi(argv[4]) : 0;
+    int read_timeout_ms = argc > 5 ? atoi(argv[5]) : 30000;
     for (int i = 0; i < count; i++)
-        session(argv[1], (uint16_t)atoi(argv[2]));
+        session(argv[1], (uint16_t)atoi(argv[2]), read_timeout_ms);
     printf("done\n");
     fflush(stdout);
     usleep((useconds_t)hold_ms * 1000);
