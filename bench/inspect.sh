@@ -1,0 +1,174 @@
+#!/bin/sh
+# bench/inspect.sh BUILD_DIR [MARKDOWN] - the socket inspector benchmark.
+#
+# For N = 1,000 and 10,000: N CLOSE_WAIT sockets held by 10 processes plus
+# N TIME_WAIT sockets on loopback (bench/plant.c), then, in the same run and
+# interleaved, `closewise ls --state close-wait` with and without process
+# attribution, `ss -tan[p] state close-wait`, `netstat -tanp` and
+# `lsof -nP -iTCP -sTCP:CLOSE_WAIT`. Medians, minima and maxima go into the
+# "Socket inspector" section of MARKDOWN (default docs/BENCHMARKS.md),
+# which is rewritten between its markers; other sections are kept.
+#
+# Bounded: each size takes about 62 s of waiting (the peers' FIN_WAIT2
+# halves must expire: tcp_fin_timeout) plus at most ~40 s of timing, and
+# every process it starts is ended on exit.
+set -eu
+
+build=${1:-build-bench}
+md=${2:-docs/BENCHMARKS.md}
+cw=$build/closewise
+plant=$build/bench/cw_bench_plant
+timeit=$build/bench/cw_bench_timeit
+sizes=${CW_BENCH_SIZES:-"1000 10000"}
+procs=10
+
+for tool in ss netstat lsof; do
+    command -v $tool >/dev/null 2>&1 || {
+        echo "bench/inspect.sh: $tool is missing (make deps-bench)" >&2
+        exit 3
+    }
+done
+for f in "$cw" "$plant" "$timeit"; do
+    [ -x "$f" ] || { echo "bench/inspect.sh: $f not built" >&2; exit 3; }
+done
+
+tmp=$(mktemp -d)
+planter=""
+cleanup() {
+    exec 3>&- 2>/dev/null || true
+    [ -n "$planter" ] && kill "$planter" 2>/dev/null && wait "$planter" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+count() { ss -tanH state "$1" | wc -l; }
+
+# Plant the scenario for $1 sockets; returns once it is ready.
+plant_start() {
+    rm -f "$tmp/ctl"
+    mkfifo "$tmp/ctl"
+    "$plant" "$1" "$procs" "$1" <"$tmp/ctl" >"$tmp/plant.out" 2>"$tmp/plant.err" &
+    planter=$!
+    exec 3>"$tmp/ctl"      # the planter holds its sockets until this closes
+    i=0
+    until grep -q ready "$tmp/plant.out"; do
+        i=$((i + 1))
+        if [ $i -gt 1800 ] || ! kill -0 "$planter" 2>/dev/null; then
+            echo "bench/inspect.sh: planting failed:" >&2
+            cat "$tmp/plant.err" >&2
+            exit 3
+        fi
+        sleep 0.1
+    done
+}
+
+plant_stop() {
+    exec 3>&-
+    wait "$planter" || true
+    planter=""
+}
+
+for n in $sizes; do
+    echo "inspect: planting $n CLOSE_WAIT over $procs processes + $n TIME_WAIT..." >&2
+    plant_start "$n"
+    echo "$n $(count close-wait) $(count time-wait)" >"$tmp/counts.$n"
+    "$timeit" 31 5 \
+        closewise_ls "$cw ls --state close-wait" \
+        closewise_ls_p "$cw ls --state close-wait --process" \
+        ss "ss -tan state close-wait" \
+        ss_p "ss -tanp state close-wait" \
+        netstat_p "netstat -tanp" \
+        lsof "lsof -nP -iTCP -sTCP:CLOSE_WAIT" >"$tmp/res.$n"
+    echo "$(count close-wait) $(count time-wait)" >>"$tmp/counts.$n"
+    plant_stop
+    cat "$tmp/res.$n" >&2
+done
+
+# ---- Markdown ----
+med() { awk -v k="$1" '$1 == k { print $3 }' "$tmp/res.$2"; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+section() {
+    echo "<!-- inspect:begin (written by bench/inspect.sh; edits here are overwritten) -->"
+    echo "## Socket inspector: \`closewise ls\` vs ss, netstat, lsof"
+    echo
+    echo "Command: \`make bench\` (runs \`sh bench/run.sh build-bench\`, which runs"
+    echo "\`bench/inspect.sh build-bench\`). Run on $(date -u '+%Y-%m-%d %H:%M UTC')."
+    echo
+    echo "Machine: $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)),"
+    echo "Linux $(uname -r), $(ss -V 2>&1 | head -1), lsof $(lsof -v 2>&1 | awk '/revision/ { print $2; exit }'),"
+    echo "netstat from net-tools $(dpkg-query -W -f='${Version}' net-tools 2>/dev/null || echo '?'). Release build."
+    echo "Other work may have been running on the machine; the runs of all six"
+    echo "commands are interleaved (round-robin) so that noise hits them alike."
+    echo
+    echo "Scenario: N CLOSE_WAIT sockets held by $procs processes (\`bench/plant.c\`; the peers'"
+    echo "FIN_WAIT2 halves are left to expire first) plus N TIME_WAIT sockets, all on"
+    echo "loopback. Each command's output goes to /dev/null. Times in ms: median (min-max)"
+    echo "over the runs shown."
+    echo
+    echo "| command | N | runs | median | min-max |"
+    echo "|---|---:|---:|---:|---:|"
+    for n in $sizes; do
+        while read -r name runs m lo hi failed; do
+            case $name in
+            closewise_ls) c="closewise ls --state close-wait" ;;
+            closewise_ls_p) c="closewise ls --state close-wait --process" ;;
+            ss) c="ss -tan state close-wait" ;;
+            ss_p) c="ss -tanp state close-wait" ;;
+            netstat_p) c="netstat -tanp" ;;
+            lsof) c="lsof -nP -iTCP -sTCP:CLOSE_WAIT" ;;
+            *) c=$name ;;
+            esac
+            [ "$failed" = 0 ] || c="$c (**$failed runs failed**)"
+            echo "| \`$c\` | $n | $runs | $m | $lo-$hi |"
+        done <"$tmp/res.$n"
+    done
+    echo
+    echo "Ratios of medians (targets: with attribution <= 0.20 x \`ss -tanp\`;"
+    echo "without, <= 0.50 x \`ss -tan\`):"
+    echo
+    echo "| N | ls / ss -tan | ls -p / ss -tanp | ls -p / netstat -tanp | ls -p / lsof |"
+    echo "|---:|---:|---:|---:|---:|"
+    for n in $sizes; do
+        echo "| $n | $(ratio "$(med closewise_ls "$n")" "$(med ss "$n")") |" \
+            "$(ratio "$(med closewise_ls_p "$n")" "$(med ss_p "$n")") |" \
+            "$(ratio "$(med closewise_ls_p "$n")" "$(med netstat_p "$n")") |" \
+            "$(ratio "$(med closewise_ls_p "$n")" "$(med lsof "$n")") |"
+    done
+    set -- $sizes
+    if [ $# -ge 2 ]; then
+        a=$1
+        shift $(($# - 1))
+        b=$1
+        echo
+        echo "Scaling, median at N=$b / median at N=$a:"
+        echo
+        echo "| command | x |"
+        echo "|---|---:|"
+        for k in closewise_ls closewise_ls_p ss ss_p netstat_p lsof; do
+            echo "| $k | $(ratio "$(med $k "$b")" "$(med $k "$a")") |"
+        done
+    fi
+    echo
+    echo "Sockets present (ss) before and after timing, per N: CLOSE_WAIT, TIME_WAIT:"
+    for n in $sizes; do
+        read -r _ cw0 tw0 <"$tmp/counts.$n"
+        tail -1 "$tmp/counts.$n" | { read -r cw1 tw1; echo "N=$n: $cw0 / $tw0 before, $cw1 / $tw1 after;"; }
+    done
+    echo "(counts include sockets of anything else running on the machine)."
+    echo "<!-- inspect:end -->"
+}
+
+section >"$tmp/section.md"
+mkdir -p "$(dirname "$md")"
+[ -f "$md" ] || printf '# Benchmarks\n\nEvery number here comes from `make bench`; each section says what it ran.\n\n' >"$md"
+if grep -q '<!-- inspect:begin' "$md"; then
+    awk -v sec="$tmp/section.md" '
+        /<!-- inspect:begin/ { while ((getline l < sec) > 0) print l; skip = 1; next }
+        /<!-- inspect:end -->/ { skip = 0; next }
+        !skip { print }' "$md" >"$tmp/new.md"
+else
+    { cat "$md"; cat "$tmp/section.md"; } >"$tmp/new.md"
+fi
+cat "$tmp/new.md" >"$md"
+echo "inspect: results in $md" >&2
