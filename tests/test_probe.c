@@ -1,0 +1,367 @@
+/* test_probe.c - `closewise probe` against real clients: the seed's leaky
+ * example leaks on every scenario that ends the connection, the
+ * libclosewise example passes them all, and a client without a read
+ * timeout hangs on `silent`. Every run is then checked for what it must
+ * not leave behind: processes of the client and sockets on the port. */
+// cw-test-timeout: 180
+#include "cwtest.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define BIN CW_BUILD_DIR "/closewise"
+#define LEAKY CW_BUILD_DIR "/examples/leaky_client"
+#define TIDY CW_BUILD_DIR "/examples/tidy_client"
+
+static char self[512];   /* this test binary: also a client, see main() */
+
+struct probe {
+    int status;          /* exit code */
+    char out[65536];
+    char err[8192];
+};
+
+/* Run `closewise probe ARGS...` and collect its output and exit code. */
+static void probe(struct probe *p, char *const args[])
+{
+    char *argv[64] = {BIN, "probe"};
+    int n = 2;
+    for (int i = 0; args[i]; i++)
+        argv[n++] = args[i];
+    argv[n] = NULL;
+    int out, err;
+    pid_t pid = cwt_spawn3(argv, NULL, &out, &err);
+    cwt_read_all(out, p->out, sizeof p->out, 120000);
+    cwt_read_all(err, p->err, sizeof p->err, 5000);
+    int st = cwt_wait(pid, 10000);
+    close(out);
+    close(err);
+    assert_true(WIFEXITED(st));
+    p->status = WEXITSTATUS(st);
+}
+
+/* The JSON line of one scenario (the report puts each on its own line). */
+static const char *scenario(const struct probe *p, const char *name, char *buf,
+                            size_t size)
+{
+    char key[96];
+    snprintf(key, sizeof key, "{\"name\": \"%s\",", name);
+    const char *s = strstr(p->out, key);
+    if (!s)
+        fail_msg("no scenario %s in:\n%s", name, p->out);
+    size_t len = strcspn(s, "\n");
+    assert_true(len < size);
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return buf;
+}
+
+static long long field(const char *line, const char *key)
+{
+    char k[64];
+    snprintf(k, sizeof k, "\"%s\": ", key);
+    const char *s = strstr(line, k);
+    if (!s)
+        fail_msg("no %s in %s", key, line);
+    return strtoll(s + strlen(k), NULL, 10);
+}
+
+static void expect_verdict(const char *line, const char *verdict)
+{
+    char want[64];
+    snprintf(want, sizeof want, "\"verdict\": \"%s\"", verdict);
+    if (!strstr(line, want))
+        fail_msg("expected %s: %s", verdict, line);
+}
+
+static int count_lines(const char *text, const char *needle)
+{
+    int n = 0;
+    for (const char *s = text; (s = strstr(s, needle)); s++)
+        n++;
+    return n;
+}
+
+static int json_port(const struct probe *p)
+{
+    return (int)field(p->out, "port");
+}
+
+/* Nothing of a run may outlive the probe: the client's processes are
+ * gone, and no socket on the probe's port is open or stuck (TIME_WAIT,
+ * the kernel's own, is allowed). */
+static void expect_clean(const struct probe *p, const pid_t *pids, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (kill(pids[i], 0) == 0 || errno != ESRCH)
+            fail_msg("process %d of the client outlived the probe", (int)pids[i]);
+    int port = json_port(p);
+    static const int live[] = {CW_TCP_ESTABLISHED, CW_TCP_CLOSE_WAIT, CW_TCP_LAST_ACK,
+                               CW_TCP_LISTEN, CW_TCP_SYN_RECV};
+    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++) {
+        assert_int_equal(cwt_wait_count(live[i], port, 0, 0, 2000), 0);
+        assert_int_equal(cwt_wait_count(live[i], 0, port, 0, 2000), 0);
+    }
+}
+
+/* The pids the report names, client and leak holders. */
+static int report_pids(const struct probe *p, pid_t *out, int max)
+{
+    int n = 0;
+    for (const char *s = p->out; n < max && (s = strstr(s, "\"pid\": ")); s++)
+        out[n++] = (pid_t)atoi(s + 7);
+    return n;
+}
+
+static void test_leaky_client_leaks(void **state)
+{
+    struct probe p;
+    char *args[] = {"--json", "--grace", "500ms", "--hang-limit", "2s", "--",
+                    LEAKY, "{host}", "{port}", "1", "4000", NULL};
+    probe(&p, args);
+    assert_int_equal(p.status, 1);
+    assert_string_equal(p.err, "");
+    static const char *fin[] = {"fin-on-accept", "fin-after-greeting",
+                                "fin-while-client-writes", "half-close", "auth-error",
+                                "slow-drip"};
+    char line[2048];
+    for (size_t i = 0; i < sizeof fin / sizeof fin[0]; i++) {
+        scenario(&p, fin[i], line, sizeof line);
+        expect_verdict(line, "LEAK");
+        assert_non_null(strstr(line, "\"state\": \"CLOSE_WAIT\""));
+        assert_non_null(strstr(line, "\"comm\": \"leaky_client\""));
+        assert_true(field(line, "fd") >= 3);
+        /* it read the EOF (Recv-Q 0) and never closed */
+        assert_int_equal(field(line, "recv_q"), 0);
+        long long held = field(line, "held_ms");
+        assert_true(held > 500 && held < 3000);
+        /* the probe ended the run at the leak: the client did not exit */
+        assert_non_null(strstr(line, "\"killed\": true"));
+        assert_int_equal(field(line, "connections"), 1);
+    }
+    /* a reset kills the socket; the descriptor stays open: still a leak */
+    expect_verdict(scenario(&p, "rst", line, sizeof line), "LEAK");
+    assert_non_null(strstr(line, "\"state\": \"CLOSED\""));
+    /* a 30 s SO_RCVTIMEO is longer than the hang limit */
+    expect_verdict(scenario(&p, "silent", line, sizeof line), "HANG");
+    assert_true(field(line, "hang_ms") >= 2000);
+    assert_non_null(strstr(p.out, "\"passed\": 0, \"failed\": 8"));
+    pid_t pids[64];
+    expect_clean(&p, pids, report_pids(&p, pids, 64));
+}
+
+static void test_tidy_client_passes_all(void **state)
+{
+    struct probe p;
+    /* HOLD_MS 3000 keeps it alive past the grace: its sockets must be
+     * closed by close(), not by its exit. A 300 ms read timeout ends the
+     * wait on the silent server. */
+    char *args[] = {"--json", "--grace", "500ms", "--hang-limit", "2s", "--",
+                    TIDY, "{host}", "{port}", "1", "3000", "300", NULL};
+    probe(&p, args);
+    assert_int_equal(p.status, 0);
+    assert_non_null(strstr(p.out, "\"passed\": 8, \"failed\": 0"));
+    char line[2048];
+    for (const char *s = p.out; (s = strstr(s, "{\"name\": ")); s++) {
+        size_t len = strcspn(s, "\n");
+        memcpy(line, s, len);
+        line[len] = '\0';
+        expect_verdict(line, "PASS");
+        assert_int_equal(field(line, "connections"), 1);
+        /* closed within the grace, while the process lived on */
+        long long ms = field(line, "close_ms");
+        assert_true(ms >= 0 && (ms < 500 || strstr(line, "silent")));
+        assert_non_null(strstr(line, "\"killed\": true"));
+        assert_non_null(strstr(line, "\"leak\": null"));
+    }
+    /* silent: it gave up after its read timeout, not before */
+    assert_true(field(scenario(&p, "silent", line, sizeof line), "close_ms") >= 290);
+    pid_t pids[64];
+    expect_clean(&p, pids, report_pids(&p, pids, 64));
+}
+
+/* A correct client without any read timeout: it closes on the server's
+ * FIN, and waits forever for a server that never answers. */
+static void test_client_without_timeout_hangs_on_silent(void **state)
+{
+    struct probe p;
+    char *args[] = {"--json", "--scenario", "silent,fin-after-greeting", "--grace", "500ms",
+                    "--hang-limit", "1s", "--", self, "no-timeout", "{host}", "{port}", NULL};
+    int64_t t0 = cw_now_ms();
+    probe(&p, args);
+    int64_t took = cw_now_ms() - t0;
+    assert_int_equal(p.status, 1);
+    char line[2048];
+    expect_verdict(scenario(&p, "silent", line, sizeof line), "HANG");
+    long long hang = field(line, "hang_ms");
+    assert_true(hang >= 1000 && hang < 2000);
+    assert_non_null(strstr(line, "\"killed\": true"));
+    expect_verdict(scenario(&p, "fin-after-greeting", line, sizeof line), "PASS");
+    assert_non_null(strstr(line, "\"exit_code\": 0"));   /* it exits on EOF */
+    assert_non_null(strstr(p.out, "\"passed\": 1, \"failed\": 1"));
+    assert_true(took < 6000);   /* bounded by the limits, not by the client */
+    pid_t pids[8];
+    expect_clean(&p, pids, report_pids(&p, pids, 8));
+}
+
+/* The verdict is about sockets kept while the process lives: the leaky
+ * client that exits as soon as the server closed has released them. */
+static void test_prompt_exit_passes(void **state)
+{
+    struct probe p;
+    char *args[] = {"--json", "--scenario", "auth-error", "--grace", "500ms", "--",
+                    LEAKY, "{host}", "{port}", "1", "0", NULL};
+    probe(&p, args);
+    assert_int_equal(p.status, 0);
+    char line[2048];
+    expect_verdict(scenario(&p, "auth-error", line, sizeof line), "PASS");
+    assert_non_null(strstr(line, "\"exit_code\": 0, \"signal\": null, \"killed\": false"));
+}
+
+/* A client that leaves its socket to a background child and exits: the
+ * child is still the client's (the probe is its reaper), its leak is
+ * found, and it is killed at the end. */
+static void test_daemonized_child_is_watched_and_killed(void **state)
+{
+    struct probe p;
+    char *args[] = {"--json", "--scenario", "fin-after-greeting", "--grace", "500ms", "--",
+                    "/bin/sh", "-c", "\"$0\" \"$@\" & exit 7", LEAKY, "{host}", "{port}",
+                    "1", "20000", NULL};
+    probe(&p, args);
+    assert_int_equal(p.status, 1);
+    char line[2048];
+    expect_verdict(scenario(&p, "fin-after-greeting", line, sizeof line), "LEAK");
+    assert_non_null(strstr(line, "\"comm\": \"leaky_client\""));
+    /* the shell exited by itself; the leak's holder is another process */
+    assert_non_null(strstr(line, "\"exit_code\": 7"));
+    const char *leak = strstr(line, "\"leak\": ");
+    assert_true(field(leak, "pid") != field(line, "pid"));
+    pid_t pids[8];
+    expect_clean(&p, pids, report_pids(&p, pids, 8));
+}
+
+/* --reuse: one run, the N-th connection gets the N-th scenario. */
+static void test_reuse_one_run(void **state)
+{
+    struct probe p;
+    char *args[] = {"--json", "--reuse", "--scenario", "auth-error,rst,half-close",
+                    "--grace", "500ms", "--", LEAKY, "{host}", "{port}", "3", "5000", NULL};
+    probe(&p, args);
+    assert_int_equal(p.status, 1);
+    char line[2048];
+    long long pid = -1, fd0 = -1;
+    static const char *names[] = {"auth-error", "rst", "half-close"};
+    for (int i = 0; i < 3; i++) {
+        scenario(&p, names[i], line, sizeof line);
+        expect_verdict(line, "LEAK");
+        /* one process, a new socket per connection: consecutive fds */
+        const char *leak = strstr(line, "\"leak\": ");
+        fd0 = fd0 < 0 ? field(leak, "fd") : fd0;
+        assert_int_equal(field(leak, "fd"), fd0 + i);
+        assert_true(pid < 0 || field(line, "pid") == pid);
+        pid = field(line, "pid");
+    }
+    pid_t pids[8];
+    expect_clean(&p, pids, report_pids(&p, pids, 8));
+
+    char *tidy[] = {"--reuse", "--scenario", "auth-error,rst,half-close", "--grace",
+                    "500ms", "--", TIDY, "{host}", "{port}", "3", "5000", NULL};
+    probe(&p, tidy);
+    assert_int_equal(p.status, 0);
+    assert_non_null(strstr(p.out, ", one run\n"));
+    assert_int_equal(count_lines(p.out, " PASS "), 3);
+}
+
+/* A command that never connects, with a name no JSON string may hold as
+ * is; usage errors. */
+static void test_no_connect_json_and_usage(void **state)
+{
+    struct probe p;
+    char *args[] = {"--json", "--scenario", "fin-on-accept", "--grace", "200ms", "--hang-limit",
+                    "500ms", "--", self, "exit", "q\"b\\s\n\x01\xc3\xa9{port}", NULL};
+    probe(&p, args);
+    assert_int_equal(p.status, 1);
+    char line[2048];
+    expect_verdict(scenario(&p, "fin-on-accept", line, sizeof line), "NO-CONNECT");
+    assert_int_equal(field(line, "connections"), 0);
+    char want[128];
+    snprintf(want, sizeof want, "\"exit\", \"q\\\"b\\\\s\\u000a\\u0001\\u00c3\\u00a9%d\"]",
+             json_port(&p));
+    if (!strstr(p.out, want))
+        fail_msg("command not escaped as %s in:\n%s", want, p.out);
+
+    char *none[] = {"--grace", "1s", NULL};
+    probe(&p, none);
+    assert_int_equal(p.status, 2);
+    assert_non_null(strstr(p.err, "closewise: probe: no command to test"));
+    char *bad[] = {"--scenario", "fin-on-accept,nope", "--", "/bin/true", NULL};
+    probe(&p, bad);
+    assert_int_equal(p.status, 2);
+    assert_string_equal(p.err, "closewise: probe: unknown scenario 'nope' (see 'closewise "
+                               "probe --list')\n");
+    char *dur[] = {"--hang-limit", "forever", "--", "/bin/true", NULL};
+    probe(&p, dur);
+    assert_int_equal(p.status, 2);
+    char *missing[] = {"--", "/nonexistent/client", NULL};
+    probe(&p, missing);
+    assert_int_equal(p.status, 2);
+    assert_non_null(strstr(p.err, "cannot run '/nonexistent/client': No such file"));
+    assert_string_equal(p.out, "");
+    char *help[] = {"--help", NULL};
+    probe(&p, help);
+    assert_int_equal(p.status, 0);
+    assert_non_null(strstr(p.out, "usage: closewise probe"));
+    char *list[] = {"--list", NULL};
+    probe(&p, list);
+    assert_int_equal(p.status, 0);
+    assert_int_equal(count_lines(p.out, "\n"), 8);
+    assert_non_null(strstr(p.out, "slow-drip "));
+}
+
+/* The test binary doubles as a client: "no-timeout HOST PORT" connects
+ * and reads until the server closes, with no timeout at all; "exit"
+ * exits at once. */
+static int as_client(int argc, char **argv)
+{
+    if (!strcmp(argv[1], "exit"))
+        return 0;
+    if (argc < 4)
+        return 2;
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *res;
+    if (getaddrinfo(argv[2], argv[3], &hints, &res) != 0)
+        return 3;
+    int s = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int rc = connect(s, res->ai_addr, res->ai_addrlen);
+    freeaddrinfo(res);
+    char buf[512];
+    while (rc == 0 && recv(s, buf, sizeof buf, 0) > 0)
+        ;
+    close(s);
+    return rc == 0 ? 0 : 4;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && (!strcmp(argv[1], "no-timeout") || !strcmp(argv[1], "exit")))
+        return as_client(argc, argv);
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    assert_true(n > 0);
+    self[n] = '\0';
+    const struct CMUnitTest tests[] = {
+        CWT_TEST(test_leaky_client_leaks),
+        CWT_TEST(test_tidy_client_passes_all),
+        CWT_TEST(test_client_without_timeout_hangs_on_silent),
+        CWT_TEST(test_prompt_exit_passes),
+        CWT_TEST(test_daemonized_child_is_watched_and_killed),
+        CWT_TEST(test_reuse_one_run),
+        CWT_TEST(test_no_connect_json_and_usage),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
