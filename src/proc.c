@@ -179,6 +179,12 @@ static void scan_pid(struct scan *sc, int pid)
         if (e->d_name[0] == '.')
             continue;
         ssize_t len = readlinkat(dfd, e->d_name, link, sizeof link);
+        if (len < 0 && (errno == EACCES || errno == EPERM)) {
+            /* The directory opened but its links are not ours to read
+             * (a process in another user namespace): so are the rest. */
+            atomic_fetch_add(&sc->unreadable, 1);
+            break;
+        }
         uint32_t ino = len > 0 ? socket_inode(link, len) : 0;
         struct target *t = ino ? it_find(sc->it, ino) : NULL;
         int unclaimed = 0;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 void insp_sel_init(struct insp_sel *s)
 {
@@ -151,7 +152,13 @@ int insp_collect(cw_diag *d, const struct insp_sel *s, int attribute,
     cookie_only.pid = 0;
     *n = sel_keep(&cookie_only, *out, *n);
     if (attribute || s->pid) {
-        rc = cw_diag_attribute(d, *out, *n, NULL);
+        struct cw_attr_stats st;
+        rc = cw_diag_attribute(d, *out, *n, &st);
+        if (rc == CW_OK && st.unknown && st.pids_unreadable)
+            fprintf(stderr, "closewise: note: %u socket(s) left unknown: %u process(es) "
+                            "could not be read (permission denied)%s\n",
+                    st.unknown, st.pids_unreadable,
+                    geteuid() ? "; run as root to name them" : "");
         if (rc < 0) {
             cli_error("cannot read /proc: %s", cw_strerror(rc));
             free(*out);
