@@ -36,9 +36,13 @@ struct itable {
     _Atomic size_t left;   /* targets not found yet */
 };
 
+/* A process to scan: its uid, and how many descriptors it has open
+ * (st_size of /proc/<pid>/fd, 0 on kernels before 6.2). */
 struct pident {
     int pid;
     uint32_t uid;
+    uint64_t nfds;
+    char first;        /* its uid owns one of the sockets: scan it first */
 };
 
 static size_t hash_inode(uint32_t ino, size_t mask)
@@ -148,9 +152,8 @@ struct scan {
     int procfd;
     struct itable *it;
     const struct pident *p;
-    const char *first;      /* per pid: 1 if its uid owns a target */
     size_t np;
-    char pass;              /* scan the pids whose first[] equals this */
+    char pass;              /* scan the pids whose first equals this */
     _Atomic size_t next;    /* next index of p to take */
     _Atomic unsigned scanned, unreadable;
 };
@@ -207,7 +210,7 @@ static void *scan_worker(void *arg)
         size_t i = atomic_fetch_add(&sc->next, 1);
         if (i >= sc->np || !atomic_load(&sc->it->left))
             return NULL;
-        if (sc->first[i] == sc->pass)
+        if (sc->p[i].first == sc->pass)
             scan_pid(sc, sc->p[i].pid);
     }
 }
@@ -230,7 +233,8 @@ static void scan_pass(struct scan *sc, char pass)
         pthread_join(th[--nth], NULL);
 }
 
-/* Every process of /proc with the owner of its directory. */
+/* Every process of /proc that has descriptors open, with its uid. One
+ * stat of /proc/<pid>/fd gives both (its owner is the process's). */
 static int list_pids(int procfd, struct pident **out, size_t *count)
 {
     int fd = dup(procfd);
@@ -242,12 +246,15 @@ static int list_pids(int procfd, struct pident **out, size_t *count)
         return rc;
     }
     size_t n = 0, cap = 256;
+    int sized = 0;
     struct pident *v = malloc(cap * sizeof *v);
     struct dirent *e;
     while (v && (e = readdir(d))) {
+        char path[32];
         int pid = parse_int(e->d_name);
         struct stat sb;
-        if (pid <= 0 || fstatat(procfd, e->d_name, &sb, 0) < 0)
+        snprintf(path, sizeof path, "%d/fd", pid);
+        if (pid <= 0 || fstatat(procfd, path, &sb, 0) < 0)
             continue;
         if (n == cap) {
             struct pident *nv = realloc(v, cap * 2 * sizeof *v);
@@ -260,14 +267,36 @@ static int list_pids(int procfd, struct pident **out, size_t *count)
             cap *= 2;
         }
         v[n].pid = pid;
-        v[n++].uid = sb.st_uid;
+        v[n].uid = sb.st_uid;
+        v[n].first = 0;
+        v[n++].nfds = (uint64_t)sb.st_size;
+        sized |= sb.st_size > 0;
     }
     closedir(d);
     if (!v)
         return -ENOMEM;
+    /* Where the kernel reports descriptor counts, a process with none
+     * (a kernel thread) cannot hold a socket. */
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++)
+        if (!sized || v[i].nfds)
+            v[kept++] = v[i];
     *out = v;
-    *count = n;
+    *count = kept;
     return CW_OK;
+}
+
+/* Scan order: the processes of the sockets' uids, then the others; in
+ * each group the processes with the most descriptors first, since a
+ * leaking process holds many, and the scan stops once all are found. */
+static int pident_order(const void *a, const void *b)
+{
+    const struct pident *x = a, *y = b;
+    if (x->first != y->first)
+        return x->first ? -1 : 1;
+    if (x->nfds != y->nfds)
+        return x->nfds > y->nfds ? -1 : 1;
+    return x->pid - y->pid;
 }
 
 /* The distinct uids of the sockets to find: few, so a short array. */
@@ -319,15 +348,10 @@ static int scan_proc(struct itable *it, const struct cw_sock *v, size_t n,
     }
     struct uidset uids;
     uidset_build(&uids, v, n);
-    char *first = calloc(np ? np : 1, 1);
-    if (!first) {
-        free(p);
-        close(procfd);
-        return -ENOMEM;
-    }
     for (size_t i = 0; i < np; i++)
-        first[i] = (char)uidset_has(&uids, p[i].uid);
-    struct scan sc = {.procfd = procfd, .it = it, .p = p, .first = first, .np = np};
+        p[i].first = (char)uidset_has(&uids, p[i].uid);
+    qsort(p, np, sizeof *p, pident_order);
+    struct scan sc = {.procfd = procfd, .it = it, .p = p, .np = np};
     atomic_init(&sc.next, 0);
     atomic_init(&sc.scanned, 0);
     atomic_init(&sc.unreadable, 0);
@@ -336,7 +360,6 @@ static int scan_proc(struct itable *it, const struct cw_sock *v, size_t n,
         scan_pass(&sc, 0);
     st->pids_scanned = atomic_load(&sc.scanned);
     st->pids_unreadable = atomic_load(&sc.unreadable);
-    free(first);
     free(p);
     close(procfd);
     return CW_OK;
