@@ -7,3 +7,4 @@ build=${1:-build-bench}
 cd "$(dirname "$0")/.."
 
 sh bench/inspect.sh "$build"
+sh bench/servers.sh "$build"
