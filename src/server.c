@@ -363,7 +363,11 @@ static void on_readable(cw_server *s, struct sconn *c)
     if (len)
         memcpy(buf, c->rbuf, len);
     drop_rbuf(s, c);
-    for (int round = 0; round < READ_ROUNDS; round++) {
+    /* Every recv is followed by a process(): what is left in rbuf is then
+     * an unfinished line, or requests waiting for a blocked reply. Complete
+     * requests left behind with nothing more to read would never be served
+     * (no readiness event would come for them). */
+    for (int round = 0;; round++) {
         size_t used = process(s, c, buf, len);
         memmove(buf, buf + used, len - used);
         len -= used;
@@ -371,8 +375,8 @@ static void on_readable(cw_server *s, struct sconn *c)
             len = 0;   /* closing: what follows the last request is ignored */
             break;
         }
-        if (c->wbuf || len == sizeof s->scratch)
-            break;
+        if (c->wbuf || len == sizeof s->scratch || round == READ_ROUNDS)
+            break;   /* more input stays in the kernel: level-triggered */
         ssize_t n = cw__recv_nb(c->io.fd, buf + len, sizeof s->scratch - len);
         if (n == -EAGAIN)
             break;

@@ -445,6 +445,7 @@ static void test_backpressure(void **state)
     cw_conn *c = dial(&s);
     login(c);
     struct sender sd = {.c = c, .rc = CW_OK};
+    int64_t t0 = cw_now_ms();
     pthread_t t = cwt_thread(send_many, &sd);
     cwt_sleep_ms(300);   /* replies pile up; the server must stop reading */
     char buf[BP_TEXT + 16], want[16];
@@ -455,10 +456,37 @@ static void test_backpressure(void **state)
         assert_memory_equal(buf, want, 7);
     }
     cwt_join(t);
+    print_message("3 MB echoed through a paused server in %lld ms\n",
+                  (long long)(cw_now_ms() - t0));
     assert_int_equal(sd.rc, CW_OK);
     send_str(c, "QUIT\n");
     expect(c, "BYE");
     cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
+    srv_stop(&s);
+    srv_done(&s);
+}
+
+/* A burst of pipelined requests larger than one read event handles (the
+ * server yields after a few recv calls): every request is answered, also
+ * those read last, when nothing more arrives to wake the server up. */
+static void test_pipelined_burst(void **state)
+{
+    struct srv s;
+    srv_start(&s, base_args);
+    enum { LINES = 130, LEN = 1001 };
+    char *burst = malloc(LINES * LEN);
+    assert_non_null(burst);
+    memset(burst, 'X', LINES * LEN);
+    for (int i = 0; i < LINES; i++)
+        burst[i * LEN + LEN - 1] = '\n';
+    for (int round = 0; round < 10; round++) {
+        cw_conn *c = dial(&s);
+        assert_int_equal(cw_send_all(c, burst, LINES * LEN, cw_now_ms() + 5000), CW_OK);
+        for (int i = 0; i < LINES; i++)
+            expect(c, "ERR unknown command");
+        cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
+    }
+    free(burst);
     srv_stop(&s);
     srv_done(&s);
 }
@@ -752,6 +780,7 @@ int main(void)
         CWT_TEST(test_ipv6_and_dual_stack),
         CWT_TEST(test_max_connections),
         CWT_TEST(test_backpressure),
+        CWT_TEST(test_pipelined_burst),
         CWT_TEST(test_write_timeout),
         CWT_TEST(test_login_throttle),
         CWT_TEST(test_credentials_file),
