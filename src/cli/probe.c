@@ -225,19 +225,28 @@ static const char *leak_state(const struct probe_leak *l)
     return l->state == CW_TCP_CLOSE_WAIT ? "CLOSE_WAIT" : "CLOSED";
 }
 
+static const char *holder(const struct probe_leak *l, char *buf, size_t size)
+{
+    if (l->pid)
+        snprintf(buf, size, "pid %d (%s) fd %d", (int)l->pid, l->comm, l->fd);
+    else
+        snprintf(buf, size, "a process outside the client's tree (or unreadable)");
+    return buf;
+}
+
 static const char *detail(const struct probe_result *r, char *buf, size_t size)
 {
     const struct probe_leak *l = &r->leak;
-    char t[32];
+    char t[32], who[96];
     buf[0] = '\0';
     if (r->verdict == PROBE_LEAK && l->state == CW_TCP_CLOSE_WAIT)
-        snprintf(buf, size, "pid %d (%s) fd %d in CLOSE_WAIT %s%s, Recv-Q %u: %s",
-                 (int)l->pid, l->comm, l->fd, l->closed_late ? "" : ">= ",
+        snprintf(buf, size, "%s in CLOSE_WAIT %s%s, Recv-Q %u: %s",
+                 holder(l, who, sizeof who), l->closed_late ? "" : ">= ",
                  insp_fmt_ms((uint64_t)l->held_ms, t, sizeof t), (unsigned)l->rqueue,
                  l->rqueue ? "our FIN not read" : "EOF read, never closed");
     else if (r->verdict == PROBE_LEAK)
-        snprintf(buf, size, "pid %d (%s) fd %d: connection reset or closed, "
-                 "descriptor still open %s%s", (int)l->pid, l->comm, l->fd,
+        snprintf(buf, size, "%s: connection reset or closed, "
+                 "descriptor still open %s%s", holder(l, who, sizeof who),
                  l->closed_late ? "" : ">= ", insp_fmt_ms((uint64_t)l->held_ms, t, sizeof t));
     else if (r->verdict == PROBE_HANG)
         snprintf(buf, size, "connection still open after %s: the client never gave up",
@@ -261,6 +270,8 @@ static void print_table(const struct probe_opts *o, int port, const struct probe
     for (size_t i = 0; i < n; i++) {
         if (r[i].close_ms >= 0)
             snprintf(t, sizeof t, "%lldms", (long long)r[i].close_ms);
+        else if (r[i].closed_first)
+            snprintf(t, sizeof t, "first");
         else
             snprintf(t, sizeof t, "-");
         printf("%-24s %-10s %5d  %-9s  %-10s %s\n", r[i].sc->name, verdict_name(r[i].verdict),
@@ -297,8 +308,9 @@ static void json_leak(const struct probe_result *r)
 
 static void json_result(const struct probe_result *r)
 {
-    printf("    {\"name\": \"%s\", \"verdict\": \"%s\", \"connections\": %d, ",
-           r->sc->name, verdict_name(r->verdict), r->conns);
+    printf("    {\"name\": \"%s\", \"verdict\": \"%s\", \"connections\": %d, "
+           "\"closed_first\": %d, ", r->sc->name, verdict_name(r->verdict), r->conns,
+           r->closed_first);
     if (r->close_ms >= 0)
         printf("\"close_ms\": %lld, ", (long long)r->close_ms);
     else

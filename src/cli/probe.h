@@ -38,7 +38,7 @@ enum probe_verdict { PROBE_NOCONN, PROBE_PASS, PROBE_LEAK, PROBE_HANG };
 
 /* The first leaked socket of a scenario, as the kernel showed it. */
 struct probe_leak {
-    pid_t pid;
+    pid_t pid;              /* 0: a process outside the tree, or unreadable */
     int fd;
     char comm[16];
     int state;              /* CW_TCP_CLOSE_WAIT, or 0: reset, fd still open */
@@ -53,6 +53,7 @@ struct probe_result {
     int conns;              /* connections the client made */
     int leaks;              /* connections that leaked */
     int64_t close_ms;       /* slowest close after our FIN/RST, -1 none */
+    int closed_first;       /* connections the client closed before we ended them */
     int64_t hang_ms;        /* HANG: how long the connection stayed open */
     struct probe_leak leak;
     pid_t pid;              /* CMD's pid */

@@ -43,6 +43,7 @@ struct pconn {
     uint32_t inode, rqueue;
     pid_t pid;              /* holder in the tree, 0: none */
     int cfd;
+    int held;               /* some process still has the socket open */
     int sampled, resolved, leaked, hung;
     int64_t hang_ms;
     struct probe_leak leak;
@@ -173,6 +174,8 @@ static void drain(struct run *r, struct pconn *c, int64_t now)
 static void act(struct run *r, struct pconn *c, int64_t now)
 {
     c->t_action = now;
+    if (r->next_sample > now + 10)
+        r->next_sample = now + 10;   /* a prompt close is timed closely */
     switch (c->sc->end) {
     case PROBE_FIN:
         shutdown(c->fd, SHUT_WR);
@@ -313,7 +316,7 @@ static void note_leak(struct run *r, struct pconn *c, int64_t now)
 
 static void judge(struct run *r, struct pconn *c, int64_t now)
 {
-    if (!c->pid) {
+    if (!c->held) {
         resolve(r, c, now);
         return;
     }
@@ -347,6 +350,10 @@ static void update(struct run *r, struct pconn *c, const struct cw_sock *v, size
     const struct probe_fd *h = holder(fds, nf, c->inode);
     c->pid = h ? h->pid : 0;
     c->cfd = h ? h->fd : -1;
+    /* A socket with an inode still has a file: if no process of the tree
+     * has it, one we cannot see does (an unreadable /proc entry, or a
+     * process it was passed to). That is not a close. */
+    c->held = h || (s && s->inode);
     judge(r, c, now);
 }
 
@@ -363,8 +370,9 @@ static int sample(struct run *r, cw_diag *d, int64_t now)
     free(pids);
     struct cw_diag_filter f;
     cw_diag_filter_init(&f);
+    /* The client's port tells its sockets apart; no address filter, so
+     * a wildcard or IPv4-mapped address cannot hide one. */
     f.dport = r->port;
-    cw_diag_filter_addr(&f, r->o->host);
     struct cw_sock *v = NULL;
     size_t nv = 0;
     int rc = cw_diag_dump(d, &f, &v, &nv);
@@ -516,6 +524,7 @@ static void result_of(const struct run *r, size_t k, struct probe_result *res)
         int64_t from = c->sc->end == PROBE_NEVER ? c->t_accept : c->t_action;
         if (c->resolved && from && !c->leaked && c->t_resolved - from > res->close_ms)
             res->close_ms = c->t_resolved - from;
+        res->closed_first += c->resolved && !from;
     }
     res->verdict = res->leaks ? PROBE_LEAK
                  : res->hang_ms ? PROBE_HANG
