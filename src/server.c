@@ -217,6 +217,7 @@ static void flush(cw_server *s, struct sconn *c)
             return;
         }
         c->woff += (uint32_t)n;
+        c->wblocked = 0;   /* progress: the write timeout starts again */
     }
     s->st.conn_bytes -= c->wlen;
     free(c->wbuf);
@@ -504,6 +505,10 @@ static void on_timer(cw_loop *loop, cw_timer *t)
     struct sconn *c = (struct sconn *)((char *)t - offsetof(struct sconn, timer));
     cw_server *s = t->data;
     if (c->state == ST_LINGER) {
+        /* Discard what arrived last, so the close is a FIN, not a RST,
+         * unless the peer is still sending. */
+        size_t total = 0;
+        cw__drain_nb(c->io.fd, &total);
         c->how = HOW_LINGER_TIMEOUT;
         c->state = ST_DEAD;
     } else if (c->wbuf) {

@@ -46,7 +46,8 @@ struct cw_server_opts {
     int64_t lingering_time_ms;  /* cap on a lingering close (default 30 s) */
     int64_t lingering_timeout_ms; /* max wait between peer reads while
                                    lingering (default 5 s) */
-    int64_t write_timeout_ms;   /* max wait for a blocked reply (10 s) */
+    int64_t write_timeout_ms;   /* longest a blocked reply may make no
+                                   progress (default 10 s) */
     int max_conns;              /* default 1024; accept pauses at the cap */
     enum cw_server_close close_mode;
     int auth_max_failures;      /* failed logins per address and window

@@ -27,7 +27,7 @@ static void server_usage(FILE *f)
         "      --idle-timeout DUR     close sessions idle this long (default 30s)\n"
         "      --lingering-time DUR   cap on a graceful close (default 30s)\n"
         "      --lingering-timeout DUR  max wait for the peer while lingering (5s)\n"
-        "      --write-timeout DUR    max wait for a blocked reply (default 10s)\n"
+        "      --write-timeout DUR    reset a reply stuck this long (default 10s)\n"
         "      --max-connections N    accept pauses at N connections (1024)\n"
         "      --close-mode MODE      graceful (default), linger0 or plain\n"
         "      --linger0              same as --close-mode linger0 (the trap)\n"
