@@ -200,15 +200,19 @@ int cw__auth_check(cw__auth *a, const char *user, size_t ulen,
         if (!strcmp(a->users[i].name, name))
             stored = a->users[i].hash;
     if (!stored) {
-        /* An unknown user costs a full hash too, so timing does not tell
-         * which user names exist. */
-        if (!a->dummy) {
-            char h[CRYPT_OUTPUT_SIZE];
-            if (cw_passwd_hash("closewise-dummy", NULL, h, sizeof h) == CW_OK)
-                a->dummy = strdup(h);
+        /* An unknown user costs a full hash too, with the method and cost
+         * of a real entry, so timing does not tell which names exist. */
+        if (a->nusers > 0) {
+            crypt_rn(pw, a->users[0].hash, a->cd, sizeof *a->cd);
+        } else {
+            if (!a->dummy) {
+                char h[CRYPT_OUTPUT_SIZE];
+                if (cw_passwd_hash("closewise-dummy", NULL, h, sizeof h) == CW_OK)
+                    a->dummy = strdup(h);
+            }
+            if (a->dummy)
+                crypt_rn(pw, a->dummy, a->cd, sizeof *a->cd);
         }
-        if (a->dummy)
-            crypt_rn(pw, a->dummy, a->cd, sizeof *a->cd);
         explicit_bzero(pw, sizeof pw);
         return 0;
     }
