@@ -639,6 +639,60 @@ static void test_clean_stop(void **state)
     srv_done(&s);
 }
 
+/* ---- the library API, as `closewise demo` uses it ---- */
+
+static void *run_server(void *arg)
+{
+    return (void *)(intptr_t)cw_server_run(arg);
+}
+
+/* cw_server_* in a thread of this process: port 0, a user added in code,
+ * stop from another thread with a session open, counters afterwards. */
+static void test_library_api(void **state)
+{
+    struct cw_server_opts o;
+    cw_server_opts_init(&o);
+    o.port = 0;
+    o.handle_signals = 0;
+    o.lingering_time_ms = 2000;
+    cw_server *srv = NULL;
+    assert_int_equal(cw_server_new(&o, &srv), CW_OK);
+    assert_int_equal(cw_server_add_user(srv, "alice", "s3cret"), CW_OK);
+    assert_int_equal(cw_server_add_user(srv, "alice", "again"), -EEXIST);
+    assert_int_equal(cw_server_add_user(srv, "bad name", "x"), CW_EINVAL);
+    char addr[64];
+    assert_int_equal(cw_server_address(srv, addr, sizeof addr), CW_OK);
+    assert_true(strncmp(addr, "127.0.0.1:", 10) == 0);
+    struct srv s = {.port = cw_server_port(srv)};
+    assert_int_equal(atoi(addr + 10), s.port);
+    pthread_t t = cwt_thread(run_server, srv);
+    cw_conn *c = dial(&s);
+    login(c);
+    cw_conn *d = dial(&s);
+    send_str(d, "QUIT\n");
+    expect(d, "BYE");
+    expect_end(d, CW_EOF);
+    cw_close(&d, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
+    assert_int_equal(cw_server_stop(srv), CW_OK);
+    expect(c, "ERR server shutting down");
+    expect_end(c, CW_EOF);
+    cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
+    assert_int_equal((int)(intptr_t)cwt_join(t), CW_OK);
+    struct cw_server_stats st;
+    assert_int_equal(cw_server_stats(srv, &st), CW_OK);
+    assert_int_equal(st.accepted, 2);
+    assert_int_equal(st.ended, 2);
+    assert_int_equal(st.conns, 0);
+    assert_int_equal(st.lingering, 0);
+    assert_int_equal(st.conn_bytes, 0);
+    assert_int_equal(cw_server_free(&srv), CW_OK);
+    assert_null(srv);
+    assert_int_equal(cw_server_free(&srv), CW_EINVAL);
+    o.idle_timeout_ms = 0;
+    assert_int_equal(cw_server_new(&o, &srv), CW_EINVAL);
+    assert_null(srv);
+}
+
 /* ---- scale and descriptor pressure ---- */
 
 static int raw_connect(int port)
@@ -790,6 +844,7 @@ int main(void)
         CWT_TEST(test_credentials_file),
         CWT_TEST(test_cli_usage),
         CWT_TEST(test_clean_stop),
+        CWT_TEST(test_library_api),
         CWT_TEST(test_5000_clients_close_first),
         CWT_TEST(test_emfile_storm),
     };
