@@ -27,8 +27,8 @@ static void slurp_add(char **buf, size_t *len, const char *p, size_t n)
 }
 
 /* Run closewise with args (NULL-terminated), stdout and stderr captured,
- * bounded by timeout_ms. */
-static struct run run_cli(int timeout_ms, const char *const *args)
+ * bounded by timeout_ms; as user uid unless it is -1. */
+static struct run run_cli_as(int uid, int timeout_ms, const char *const *args)
 {
     char *argv[32];
     int n = 0;
@@ -44,6 +44,8 @@ static struct run run_cli(int timeout_ms, const char *const *args)
     if (pid == 0) {
         dup2(o[1], 1);
         dup2(e[1], 2);
+        if (uid >= 0 && (setgid((gid_t)uid) < 0 || setuid((uid_t)uid) < 0))
+            _exit(126);
         execv(argv[0], argv);
         _exit(127);
     }
@@ -81,7 +83,9 @@ static struct run run_cli(int timeout_ms, const char *const *args)
     return r;
 }
 
-#define RUN(timeout, ...) run_cli(timeout, (const char *const[]){__VA_ARGS__, NULL})
+#define RUN(timeout, ...) run_cli_as(-1, timeout, (const char *const[]){__VA_ARGS__, NULL})
+#define RUN_AS(uid, timeout, ...) \
+    run_cli_as(uid, timeout, (const char *const[]){__VA_ARGS__, NULL})
 
 static void run_free(struct run *r)
 {
@@ -640,6 +644,25 @@ static void test_kill_dry_run_then_yes(void **state)
     leak_free(&k);
 }
 
+/* Without CAP_NET_ADMIN, kill --yes says so in one line and exits 3,
+ * where ss -K stays silent; the socket is untouched. */
+static void test_kill_without_privilege(void **state)
+{
+    if (geteuid() != 0)
+        skip();
+    struct leak k;
+    leak_plant(&k, 1);
+    char port[16];
+    snprintf(port, sizeof port, "%d", k.port);
+    struct run r = RUN_AS(65534, 10000, "kill", "--sport", port, "--yes");
+    if (r.status != 3 || !strstr(r.err, "CAP_NET_ADMIN"))
+        fail_msg("status %d, stderr '%s'", r.status, r.err);
+    assert_non_null(strstr(r.err, "closewise: kill: permission denied"));
+    assert_int_equal(cwt_count(CW_TCP_CLOSE_WAIT, k.port, k.cport), 1);
+    run_free(&r);
+    leak_free(&k);
+}
+
 static void expect_usage(struct run r, const char *what)
 {
     if (r.status != 2 || strncmp(r.err, "closewise: ", 11) || strchr(r.err, '\n') != r.err + strlen(r.err) - 1)
@@ -682,6 +705,7 @@ int main(void)
         CWT_TEST(test_watch_exits_0_without_leak),
         CWT_TEST(test_watch_sees_socket_go),
         CWT_TEST(test_kill_dry_run_then_yes),
+        CWT_TEST(test_kill_without_privilege),
         CWT_TEST(test_usage_and_help),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -201,8 +201,6 @@ static void stat_text(const unsigned *counts, size_t total, const struct holder 
     memset(&probe, 0, sizeof probe);
     printf("TCP sockets: %zu\n", total);
     for (int st = CW_TCP_ESTABLISHED; st <= CW_TCP_CLOSING; st++) {
-        if (!counts[st] && st != CW_TCP_CLOSE_WAIT)
-            continue;
         printf("  %-12s %7u", insp_state_name(st), counts[st]);
         probe.state = st;
         probe.inode = 1;
