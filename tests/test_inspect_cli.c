@@ -476,6 +476,42 @@ static void test_explain(void **state)
     zoo_free(&z);
 }
 
+/* --pid keeps exactly the sockets of one process, the never-accepted one
+ * (held through its listener) included; --cookie exactly one socket. */
+static void test_ls_pid_and_cookie(void **state)
+{
+    struct zoo z;
+    zoo_plant(&z, AF_INET);
+    char pid[16], cookie[32], want[64];
+    snprintf(pid, sizeof pid, "%d", (int)z.pid[ZOO_SERVER]);
+    struct run r = RUN(10000, "ls", "--json", "--pid", pid);
+    assert_int_equal(r.status, 0);
+    assert_json(r.out);
+    int n = 0;
+    for (const char *q = strstr(r.out, "{\"cookie\""); q; q = strstr(q + 1, "{\"cookie\"")) {
+        char line[1024];
+        size_t len = strcspn(q, "\n");
+        assert_true(len < sizeof line);
+        memcpy(line, q, len);
+        line[len] = '\0';
+        assert_int_equal(js_num(line, "pid"), z.pid[ZOO_SERVER]);
+        n += zoo_find(&z, (int)js_num(line, "sport"), (int)js_num(line, "dport")) != NULL;
+    }
+    int held = 0;
+    for (int i = 0; i < z.nsock; i++)
+        held += z.s[i].holder == ZOO_SERVER;
+    assert_int_equal(n, held);
+    /* The first socket's cookie selects it alone. */
+    assert_int_equal(js_field(r.out, "cookie", cookie, sizeof cookie), 0);
+    run_free(&r);
+    r = RUN(10000, "ls", "--json", "--cookie", cookie);
+    assert_int_equal(r.status, 0);
+    snprintf(want, sizeof want, "\"count\":1}");
+    assert_non_null(strstr(r.out, want));
+    run_free(&r);
+    zoo_free(&z);
+}
+
 /* A CLOSE_WAIT socket held by a child that waits for orders on ctl: on a
  * byte it tries to write and reports errno on res, on EOF it exits. */
 struct leak {
@@ -701,6 +737,7 @@ int main(void)
         CWT_TEST(test_stat_counts_match_ss),
         CWT_TEST(test_json_escaping),
         CWT_TEST(test_explain),
+        CWT_TEST(test_ls_pid_and_cookie),
         CWT_TEST(test_watch_exits_1_on_leak),
         CWT_TEST(test_watch_exits_0_without_leak),
         CWT_TEST(test_watch_sees_socket_go),
