@@ -158,48 +158,84 @@ struct scan {
     _Atomic unsigned scanned, unreadable;
 };
 
-/* Read one process's descriptors; claim the targets it holds. */
-static void scan_pid(struct scan *sc, int pid)
+/* Look at descriptor fd (its name in /proc/<pid>/fd) and claim the
+ * target it holds, if any. Returns 1 if it exists, 0 if not, -1 if the
+ * process's links are not ours to read. */
+static int look_fd(struct scan *sc, int dfd, int pid, const char *name, char comm[16])
 {
-    char path[32];
-    snprintf(path, sizeof path, "%d/fd", pid);
+    char link[64];
+    ssize_t len = readlinkat(dfd, name, link, sizeof link);
+    if (len < 0)
+        return (errno == EACCES || errno == EPERM) ? -1 : 0;
+    uint32_t ino = socket_inode(link, len);
+    struct target *t = ino ? it_find(sc->it, ino) : NULL;
+    int unclaimed = 0;
+    /* A socket shared by several processes goes to the first seen. */
+    if (!t || !atomic_compare_exchange_strong(&t->pid, &unclaimed, pid))
+        return 1;
+    t->fd = parse_int(name);
+    if (!comm[0])
+        read_comm(sc->procfd, pid, comm);
+    memcpy(t->comm, comm, 16);
+    atomic_fetch_sub(&sc->it->left, 1);
+    return 1;
+}
+
+static int targets_left(const struct scan *sc)
+{
+    return atomic_load_explicit(&sc->it->left, memory_order_relaxed) != 0;
+}
+
+/* Descriptors are allocated lowest first, so tables are usually dense:
+ * probing 0, 1, 2... until all nfds descriptors were seen spares the
+ * directory listing, for which the kernel builds an entry per descriptor
+ * (about 15% of the scan). Returns 1 when done, 0 when the table looks
+ * sparse (then list it), -1 when unreadable. */
+static int probe_dense(struct scan *sc, int dfd, int pid, uint64_t nfds, char comm[16])
+{
+    uint64_t seen = 0;
+    int misses = 0;
+    for (int fd = 0; seen < nfds && targets_left(sc); fd++) {
+        char name[16];
+        snprintf(name, sizeof name, "%d", fd);
+        int r = look_fd(sc, dfd, pid, name, comm);
+        if (r < 0)
+            return -1;
+        seen += (uint64_t)r;
+        if (!r && ++misses > 64)
+            return 0;
+    }
+    return 1;
+}
+
+/* Read one process's descriptors; claim the targets it holds. */
+static void scan_pid(struct scan *sc, const struct pident *p)
+{
+    char path[32], comm[16] = "";
+    snprintf(path, sizeof path, "%d/fd", p->pid);
     int dfd = openat(sc->procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) {
         if (errno == EACCES || errno == EPERM)
             atomic_fetch_add(&sc->unreadable, 1);
         return;
     }
-    DIR *d = fdopendir(dfd);
+    atomic_fetch_add(&sc->scanned, 1);
+    int r = p->nfds ? probe_dense(sc, dfd, p->pid, p->nfds, comm) : 0;
+    DIR *d = r == 0 ? fdopendir(dfd) : NULL;
     if (!d) {
+        /* The links are not ours to read (a process in another user
+         * namespace), or the probe covered everything. */
+        if (r < 0)
+            atomic_fetch_add(&sc->unreadable, 1);
         close(dfd);
         return;
     }
-    atomic_fetch_add(&sc->scanned, 1);
-    char comm[16] = "";
     struct dirent *e;
-    while (atomic_load_explicit(&sc->it->left, memory_order_relaxed) && (e = readdir(d))) {
-        char link[64];
-        if (e->d_name[0] == '.')
-            continue;
-        ssize_t len = readlinkat(dfd, e->d_name, link, sizeof link);
-        if (len < 0 && (errno == EACCES || errno == EPERM)) {
-            /* The directory opened but its links are not ours to read
-             * (a process in another user namespace): so are the rest. */
+    while (targets_left(sc) && (e = readdir(d)))
+        if (e->d_name[0] != '.' && look_fd(sc, dfd, p->pid, e->d_name, comm) < 0) {
             atomic_fetch_add(&sc->unreadable, 1);
             break;
         }
-        uint32_t ino = len > 0 ? socket_inode(link, len) : 0;
-        struct target *t = ino ? it_find(sc->it, ino) : NULL;
-        int unclaimed = 0;
-        /* A socket shared by several processes goes to the first seen. */
-        if (!t || !atomic_compare_exchange_strong(&t->pid, &unclaimed, pid))
-            continue;
-        t->fd = parse_int(e->d_name);
-        if (!comm[0])
-            read_comm(sc->procfd, pid, comm);
-        memcpy(t->comm, comm, sizeof comm);
-        atomic_fetch_sub(&sc->it->left, 1);
-    }
     closedir(d);
 }
 
@@ -211,7 +247,7 @@ static void *scan_worker(void *arg)
         if (i >= sc->np || !atomic_load(&sc->it->left))
             return NULL;
         if (sc->p[i].first == sc->pass)
-            scan_pid(sc, sc->p[i].pid);
+            scan_pid(sc, &sc->p[i]);
     }
 }
 
