@@ -396,9 +396,28 @@ static void test_interrupt_cleans_up(void **state)
     assert_int_equal(cwt_count(CW_TCP_LISTEN, port, 0), 0);
 }
 
+/* A client that shuts down writing first (like `nc -N` at the end of
+ * its input) still gets the whole scenario: the greeting, then the FIN. */
+static void test_half_closing_client_gets_the_scenario(void **state)
+{
+    struct probe p;
+    char *args[] = {"--json", "--scenario", "fin-after-greeting,slow-drip", "--grace", "1s",
+                    "--drip", "20ms", "--", self, "half-close", "{host}", "{port}", NULL};
+    probe(&p, args);
+    assert_int_equal(p.status, 0);
+    char line[2048];
+    /* exit 0: it read the greeting (or the dripped line), then EOF */
+    scenario(&p, "fin-after-greeting", line, sizeof line);
+    assert_non_null(strstr(line, "\"exit_code\": 0"));
+    assert_non_null(strstr(line, "\"closed_first\": 0"));
+    scenario(&p, "slow-drip", line, sizeof line);
+    assert_non_null(strstr(line, "\"exit_code\": 0"));
+}
+
 /* The test binary doubles as a client: "no-timeout HOST PORT" connects
- * and reads until the server closes, with no timeout at all; "exit"
- * exits at once. */
+ * and reads until the server closes, with no timeout at all;
+ * "half-close HOST PORT" shuts down writing first, then reads a line and
+ * EOF (exit 0 if both came); "exit" exits at once. */
 static int as_client(int argc, char **argv)
 {
     if (!strcmp(argv[1], "exit"))
@@ -411,16 +430,23 @@ static int as_client(int argc, char **argv)
     int s = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int rc = connect(s, res->ai_addr, res->ai_addrlen);
     freeaddrinfo(res);
+    if (rc == 0 && !strcmp(argv[1], "half-close"))
+        shutdown(s, SHUT_WR);
     char buf[512];
-    while (rc == 0 && recv(s, buf, sizeof buf, 0) > 0)
-        ;
+    size_t got = 0;
+    ssize_t n;
+    while (rc == 0 && got < sizeof buf && (n = recv(s, buf + got, sizeof buf - got, 0)) > 0)
+        got += (size_t)n;
     close(s);
-    return rc == 0 ? 0 : 4;
+    if (rc != 0)
+        return 4;
+    return strcmp(argv[1], "half-close") || memchr(buf, '\n', got) ? 0 : 5;
 }
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && (!strcmp(argv[1], "no-timeout") || !strcmp(argv[1], "exit")))
+    if (argc > 1 && (!strcmp(argv[1], "no-timeout") || !strcmp(argv[1], "half-close") ||
+                     !strcmp(argv[1], "exit")))
         return as_client(argc, argv);
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     assert_true(n > 0);
@@ -430,6 +456,7 @@ int main(int argc, char **argv)
         CWT_TEST(test_tidy_client_passes_all),
         CWT_TEST(test_client_without_timeout_hangs_on_silent),
         CWT_TEST(test_prompt_exit_passes),
+        CWT_TEST(test_half_closing_client_gets_the_scenario),
         CWT_TEST(test_daemonized_child_is_watched_and_killed),
         CWT_TEST(test_reuse_one_run),
         CWT_TEST(test_no_connect_json_and_usage),

@@ -37,7 +37,8 @@ struct pconn {
     enum phase phase;
     int64_t t_accept, t_until, t_action, t_eof, t_resolved, next_drip;
     size_t said;
-    int got, got_line;
+    int got, got_line;      /* the client has sent bytes, a line */
+    int eof;                /* ... and its FIN: nothing more to read */
     /* The client's socket as last sampled. */
     int cstate;             /* 0: not in the kernel's table */
     uint32_t inode, rqueue;
@@ -56,7 +57,7 @@ struct run {
     size_t n;
     pid_t root;
     int status, root_done;
-    int64_t t_start, deadline, last_event, next_sample;
+    int64_t t_start, deadline, last_event, next_sample, prev_sample;
     struct pconn c[MAX_CONNS];
     size_t nc;
 };
@@ -132,8 +133,10 @@ static void resolve(struct run *r, struct pconn *c, int64_t now)
 {
     c->resolved = 1;
     /* The client's FIN on our socket dates its close better than the
-     * sample that found the descriptor gone. */
-    c->t_resolved = c->t_eof && c->t_eof >= c->t_action ? c->t_eof : now;
+     * sample that found the descriptor gone, unless an earlier sample
+     * still saw it held (a shutdown() long before the close). */
+    int fin_dates = c->t_eof && c->t_eof >= c->t_action && c->t_eof > r->prev_sample;
+    c->t_resolved = fin_dates ? c->t_eof : now;
     if (c->leaked) {
         c->leak.closed_late = 1;
         c->leak.held_ms = c->t_resolved - c->t_action;
@@ -149,24 +152,33 @@ static void close_ours(struct pconn *c)
     c->phase = PH_DONE;
 }
 
-/* Read and discard what the client sends; note its FIN or reset. */
+/* Read and discard what the client sends; note its FIN or reset. At most
+ * 256 KiB a turn, so a client that floods cannot starve the others. */
 static void drain(struct run *r, struct pconn *c, int64_t now)
 {
     char buf[4096];
-    for (;;) {
+    for (int turn = 0; turn < 64 && !c->eof; turn++) {
         ssize_t n = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
         if (n > 0) {
-            c->got += (int)n;
+            c->got = 1;
             c->got_line |= memchr(buf, '\n', (size_t)n) != NULL;
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EINTR))
             return;
-        /* The client closed (or reset): close ours at once, so the probe
-         * itself never holds a CLOSE_WAIT socket, and look soon. */
         c->t_eof = now;
-        close_ours(c);
-        r->next_sample = now;
+        c->eof = 1;
+        r->next_sample = now;   /* look soon */
+        /* A reset, or a FIN once our part is done (or was to wait for
+         * the client): close ours at once, so the probe never holds a
+         * CLOSE_WAIT socket for long. A client that only half-closed
+         * still gets the rest of the scenario, bounded by its steps. */
+        if (n < 0 || c->phase >= PH_LINGER || c->sc->end == PROBE_NEVER)
+            close_ours(c);
+        /* silent answers a half-close with its FIN: from now on the
+         * client has to close, like after any other FIN. */
+        if (n == 0 && c->sc->end == PROBE_NEVER && !c->t_action)
+            c->t_action = now;
         return;
     }
 }
@@ -228,14 +240,15 @@ static void step(struct run *r, struct pconn *c, int64_t now)
     if (c->fd < 0 || !c->sampled)
         return;
     if (c->phase == PH_WAIT) {
-        int have = c->sc->wait_line ? c->got_line : c->got > 0;
+        int have = c->eof || (c->sc->wait_line ? c->got_line : c->got);
         if (!have && now < c->t_accept + c->sc->wait_input_ms)
             return;
         c->phase = PH_SAY;
     }
     if (c->phase == PH_SAY && say(r, c, now))
         act(r, c, now);
-    if (c->phase == PH_LINGER && now >= c->t_until)
+    if ((c->phase == PH_LINGER || c->phase == PH_READ) && c->fd >= 0 &&
+        (c->eof || (c->phase == PH_LINGER && now >= c->t_until)))
         close_ours(c);
 }
 
@@ -384,6 +397,7 @@ static int sample(struct run *r, cw_diag *d, int64_t now)
     for (size_t i = 0; i < r->nc; i++)
         if (!r->c[i].resolved)
             update(r, &r->c[i], v, nv, fds, (size_t)nf, now);
+    r->prev_sample = now;
     free(v);
     free(fds);
     return CLI_OK;
@@ -454,8 +468,9 @@ static void wait_io(struct run *r, int64_t now)
     struct pollfd p[MAX_CONNS + 1];
     nfds_t n = 0;
     p[n++] = (struct pollfd){.fd = r->lfd, .events = POLLIN};
+    /* After its FIN a socket stays readable: polling it would spin. */
     for (size_t i = 0; i < r->nc; i++)
-        if (r->c[i].fd >= 0)
+        if (r->c[i].fd >= 0 && !r->c[i].eof)
             p[n++] = (struct pollfd){.fd = r->c[i].fd, .events = POLLIN | POLLRDHUP};
     poll(p, n, (int)next_wake(r, now));
 }
