@@ -202,7 +202,7 @@ static int probe_dense(struct scan *sc, int dfd, int pid, uint64_t nfds, char co
         if (r < 0)
             return -1;
         seen += (uint64_t)r;
-        if (!r && ++misses > 64)
+        if (!r && ++misses > 8)
             return 0;
     }
     return 1;
