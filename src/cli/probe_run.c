@@ -537,7 +537,8 @@ static void result_of(const struct run *r, size_t k, struct probe_result *res)
             res->hang_ms = c->hang_ms;
         /* silent: how long the client waited before it gave up */
         int64_t from = c->sc->end == PROBE_NEVER ? c->t_accept : c->t_action;
-        if (c->resolved && from && !c->leaked && c->t_resolved - from > res->close_ms)
+        if (c->resolved && from && !c->leaked && !c->hung &&
+            c->t_resolved - from > res->close_ms)
             res->close_ms = c->t_resolved - from;
         res->closed_first += c->resolved && !from;
     }
