@@ -156,6 +156,15 @@ section() {
         tail -1 "$tmp/counts.$n" | { read -r cw1 tw1; echo "N=$n: $cw0 / $tw0 before, $cw1 / $tw1 after;"; }
     done
     echo "(counts include sockets of anything else running on the machine)."
+    for n in $sizes; do
+        read -r _ cw0 tw0 <"$tmp/counts.$n"
+        if [ "$tw0" -gt $((n * 3 / 2)) ]; then
+            echo
+            echo "**Warning:** at N=$n the machine held $tw0 TIME_WAIT sockets, not $n: other"
+            echo "work was running, every tool walked a larger table, and the numbers above"
+            echo "are not the specified scenario. Rerun on a quiet machine."
+        fi
+    done
     echo "<!-- inspect:end -->"
 }
 
