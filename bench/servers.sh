@@ -140,9 +140,11 @@ leftovers() {
     echo "fdleft=$((fds - fd0)) closewait=$cwait"
 }
 
-# Busy jiffies and total jiffies of one core.
+# Busy and total jiffies of the server's core, then of the load's.
 core_ticks() {
-    awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat
+    for c in $scpu $lcpu; do
+        awk -v c="cpu$c" '$1 == c { printf "%d %d ", $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat
+    done
 }
 
 # ---- 1. churn ----
@@ -158,12 +160,11 @@ while [ $r -le "$runs" ]; do
         while [ $k -gt 0 ]; do s=$1; shift; set -- "$@" "$s"; k=$((k - 1)); done
         for s in "$@"; do
             start_server "$s"
-            set -- $(core_ticks $scpu)
-            b0=$1 t0=$2
+            ticks0=$(core_ticks)
             out=$(taskset -c $lcpu "$load" churn "$sport" "$conc" "$secs" 50000000 wrong-password)
-            set -- $(core_ticks $scpu)
-            busy=$(awk -v b="$(($1 - b0))" -v t="$(($2 - t0))" 'BEGIN { printf "%.0f", t ? 100 * b / t : 0 }')
-            line="server=$s conc=$conc run=$r $out $(leftovers) busy=$busy"
+            busy=$(echo "$ticks0 $(core_ticks)" | awk '{
+                printf "busy=%.1f lbusy=%.1f", ($5 - $1) ? 100 * ($5 - $1) / ($6 - $2) : 0, ($7 - $3) ? 100 * ($7 - $3) / ($8 - $4) : 0 }')
+            line="server=$s conc=$conc run=$r $out $(leftovers) $busy"
             echo "$line" >>"$tmp/churn"
             echo "  $line" >&2
             stop_server
@@ -249,7 +250,20 @@ lines() {
     esac
 }
 
+# best_of CONC KEY max|min: the better median of libuv and libevent.
+best_of() {
+    u=$(med "$tmp/churnx" "server=libuv conc=$1" "$2")
+    e=$(med "$tmp/churnx" "server=libevent conc=$1" "$2")
+    awk -v a="$u" -v b="$e" -v w="$3" 'BEGIN {
+        if (a == "-") a = b; if (b == "-") b = a; if (a == "-") { print "-"; exit }
+        if ((w == "max") == (a + 0 > b + 0)) print a; else print b }'
+}
+
 section() {
+    # Per run: us/conn of the server core, and the capacity it implies.
+    awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+           us = v["conns"] ? v["busy"] * v["secs"] * 10000 / v["conns"] : 0
+           printf "%s us=%.2f cap=%.0f\n", $0, us, us ? 1e6 / us : 0 }' "$tmp/churn" >"$tmp/churnx"
     echo "<!-- servers:begin (written by bench/servers.sh; edits here are overwritten) -->"
     echo "## Servers: closewise vs libuv, libevent, bare epoll, the seed's design, nginx"
     echo
@@ -285,38 +299,44 @@ section() {
     printf '%s' '`ERR bad credentials\n` arrived, close.'
     echo " Latency: connect() to EOF. *ok*: the line then EOF;"
     echo "*rst*: the line, then a reset; *lost*: the line did not arrive whole; *err*: other errors"
-    echo "(totals over all runs). *core $scpu busy*: the server core's busy share (all processes, softirq"
-    echo "included); *us/conn*: busy time of core $scpu per connection. Loopback packet processing"
-    echo "runs on the sending core, so each core also carries the kernel work of the other side."
+    echo "(totals over all runs). *busy*: share of the core that was busy (every process, softirq"
+    echo "included). *us/conn*: busy time of the server's core $scpu per connection, and *capacity*"
+    echo "= 1,000,000 / us/conn: the connections/s the server's core could carry. On loopback the"
+    echo "kernel processes each packet on the sending core, so each core also carries the kernel"
+    echo "work of the other side's receive path."
     echo
-    echo "| server | conc | conn/s | p50 us | p99 us | p99.9 us | ok | rst | lost | err | core $scpu busy % | us/conn | fds left | CLOSE_WAIT left |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| server | conc | conn/s | p50 us | p99 us | p99.9 us | ok | rst | lost | err | core $scpu (server) busy % | core $lcpu (load) busy % | us/conn, core $scpu | capacity conn/s | fds left | CLOSE_WAIT left |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for conc in $concs; do
         for s in $list; do
             f="server=$s conc=$conc"
-            grep -F "$f " "$tmp/churn" | awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } printf "%s us=%.1f\n", $0, v["busy"] * v["secs"] * 10000 / (v["conns"] ? v["conns"] : 1) }' >"$tmp/sel"
-            echo "| $s | $conc | $(fmt $(stat "$tmp/sel" "$f" rate)) | $(fmt $(stat "$tmp/sel" "$f" p50_us)) |" \
-                "$(fmt $(stat "$tmp/sel" "$f" p99_us)) | $(fmt $(stat "$tmp/sel" "$f" p999_us)) |" \
-                "$(total "$tmp/sel" "$f" ok) | $(total "$tmp/sel" "$f" rst) | $(total "$tmp/sel" "$f" lost) |" \
-                "$(total "$tmp/sel" "$f" err) | $(med "$tmp/sel" "$f" busy) | $(fmt $(stat "$tmp/sel" "$f" us) 1) |" \
-                "$(maxof "$tmp/sel" "$f" fdleft) | $(maxof "$tmp/sel" "$f" closewait) |"
+            echo "| $s | $conc | $(fmt $(stat "$tmp/churnx" "$f" rate)) | $(fmt $(stat "$tmp/churnx" "$f" p50_us)) |" \
+                "$(fmt $(stat "$tmp/churnx" "$f" p99_us)) | $(fmt $(stat "$tmp/churnx" "$f" p999_us)) |" \
+                "$(total "$tmp/churnx" "$f" ok) | $(total "$tmp/churnx" "$f" rst) | $(total "$tmp/churnx" "$f" lost) |" \
+                "$(total "$tmp/churnx" "$f" err) | $(med "$tmp/churnx" "$f" busy) | $(med "$tmp/churnx" "$f" lbusy) |" \
+                "$(fmt $(stat "$tmp/churnx" "$f" us) 1) | $(fmt $(stat "$tmp/churnx" "$f" cap)) |" \
+                "$(maxof "$tmp/churnx" "$f" fdleft) | $(maxof "$tmp/churnx" "$f" closewait) |"
         done
     done
     echo
-    echo "Targets (ratios of medians, same run):"
+    echo "Targets, as ratios of medians in this run: conn/s as measured, and the same for the"
+    echo "server core's capacity (the fair measure when the load generator's core is the one at"
+    echo "100%: then every server's conn/s is the load generator's)."
     echo
-    echo "| conc | closewise / best of libuv, libevent (target >= 1.10) | closewise / epoll ceiling (target >= 0.90) | p99: closewise / best peer's (target <= 1.00) | closewise lost |"
-    echo "|---:|---:|---:|---:|---:|"
+    echo "| conc | conn/s: closewise / best of libuv, libevent (>= 1.10) | capacity: same (>= 1.10) | conn/s: closewise / epoll (>= 0.90) | capacity: closewise / epoll (>= 0.90) | p99: closewise / best of libuv, libevent (<= 1.00) | closewise lost |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|"
     for conc in $concs; do
-        c=$(med "$tmp/churn" "server=closewise conc=$conc" rate)
-        u=$(med "$tmp/churn" "server=libuv conc=$conc" rate)
-        e=$(med "$tmp/churn" "server=libevent conc=$conc" rate)
-        x=$(med "$tmp/churn" "server=epoll conc=$conc" rate)
-        best=$(awk -v a="$u" -v b="$e" 'BEGIN { if (a == "-") a = 0; if (b == "-") b = 0; print (a > b ? a : b) }')
-        bp99=$(awk -v a="$(med "$tmp/churn" "server=libuv conc=$conc" p99_us)" -v b="$(med "$tmp/churn" "server=libevent conc=$conc" p99_us)" \
-            'BEGIN { if (a == "-") a = 1e12; if (b == "-") b = 1e12; print (a < b ? a : b) }')
-        echo "| $conc | $(div "$c" "$best") | $(div "$c" "$x") | $(div "$(med "$tmp/churn" "server=closewise conc=$conc" p99_us)" "$bp99") |" \
-            "$(total "$tmp/churn" "server=closewise conc=$conc" lost) |"
+        row="| $conc |"
+        for k in rate cap; do
+            c=$(med "$tmp/churnx" "server=closewise conc=$conc" $k)
+            best=$(best_of "$conc" $k max)
+            row="$row $(div "$c" "$best") |"
+        done
+        for k in rate cap; do
+            row="$row $(div "$(med "$tmp/churnx" "server=closewise conc=$conc" $k)" "$(med "$tmp/churnx" "server=epoll conc=$conc" $k)") |"
+        done
+        row="$row $(div "$(med "$tmp/churnx" "server=closewise conc=$conc" p99_us)" "$(best_of "$conc" p99_us min)") |"
+        echo "$row $(total "$tmp/churnx" "server=closewise conc=$conc" lost) |"
     done
     echo
     echo "### 2-4. $idle_n idle logged-in sessions: memory, close latency, leftovers ($idle_runs runs)"

@@ -1,7 +1,8 @@
 /* epoll_peer.c - the benchmark's ceiling: a bare level-triggered epoll
  * loop that does only accept, read, write, shutdown, drain and close. No
  * timers (a peer that never sends its FIN is kept forever), no logging,
- * one recv per readiness event. Protocol: peer.h. */
+ * one recv per readiness event, and the last line and the FIN in one
+ * segment. Protocol: peer.h. */
 #include "peer.h"
 
 #include <sys/epoll.h>
@@ -38,8 +39,9 @@ static void on_readable(int fd)
     c->answered = 1;
     const char *msg = r == PEER_GOOD ? PEER_OK : PEER_ERR;
     size_t len = strlen(msg);
-    /* A reply this small always fits an idle socket's send buffer. */
-    if (send(fd, msg, len, MSG_NOSIGNAL) != (ssize_t)len)
+    /* A reply this small always fits an idle socket's send buffer. The
+     * last one is corked (MSG_MORE) so that the FIN rides in its segment. */
+    if (send(fd, msg, len, MSG_NOSIGNAL | (r == PEER_BAD ? MSG_MORE : 0)) != (ssize_t)len)
         conn_close(fd);
     else if (r == PEER_BAD)
         shutdown(fd, SHUT_WR);   /* then the drain: reads until EOF */
