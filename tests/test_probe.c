@@ -232,13 +232,15 @@ static void test_prompt_exit_passes(void **state)
 
 /* A client that leaves its socket to a background child and exits: the
  * child is still the client's (the probe is its reaper), its leak is
- * found, and it is killed at the end. */
+ * found, and it is killed at the end. It finds the probe through the
+ * environment. */
 static void test_daemonized_child_is_watched_and_killed(void **state)
 {
     struct probe p;
     char *args[] = {"--json", "--scenario", "fin-after-greeting", "--grace", "500ms", "--",
-                    "/bin/sh", "-c", "\"$0\" \"$@\" & exit 7", LEAKY, "{host}", "{port}",
-                    "1", "20000", NULL};
+                    "/bin/sh", "-c",
+                    "\"$0\" \"$CW_PROBE_HOST\" \"$CW_PROBE_PORT\" 1 20000 & exit 7", LEAKY,
+                    NULL};
     probe(&p, args);
     assert_int_equal(p.status, 1);
     char line[2048];

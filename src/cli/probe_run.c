@@ -556,7 +556,11 @@ int probe_run(const struct probe_opts *o, int listen_fd, int port,
         cli_error("probe: out of memory");
         return CLI_SYSTEM;
     }
-    *r = (struct run){.o = o, .lfd = listen_fd, .port = port, .list = list, .n = n};
+    r->o = o;
+    r->lfd = listen_fd;
+    r->port = port;
+    r->list = list;
+    r->n = n;
     cw_diag *d = NULL;
     int rc = cw_diag_open(&d);
     if (rc < 0) {
