@@ -417,6 +417,15 @@ static void setup(struct bench *b, int port, const char *password)
     b->end_timer.data = b->retry_timer.data = b->tick.data = b;
 }
 
+/* Connections still open (only after a failed run) die with the process. */
+static void teardown(struct bench *b)
+{
+    fflush(stdout);
+    cw_loop_free(&b->loop);
+    free(b->lat);
+    free(b->conns);
+}
+
 static int churn(int argc, char **argv)
 {
     struct bench b = {0};
@@ -455,6 +464,7 @@ static int churn(int argc, char **argv)
            pct(&b, 0.99), pct(&b, 0.999), (unsigned long long)b.ok,
            (unsigned long long)b.rst, (unsigned long long)b.lost,
            (unsigned long long)b.err, b.active);
+    teardown(&b);
     return 0;
 }
 
@@ -500,6 +510,7 @@ static int idle(int argc, char **argv)
            (unsigned long long)b.ok, (unsigned long long)b.rst,
            (unsigned long long)b.lost, (unsigned long long)b.err,
            b.count - b.closed);
+    teardown(&b);
     return 0;
 }
 

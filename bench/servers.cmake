@@ -24,3 +24,8 @@ foreach(t ${CW_PEERS})
   target_link_libraries(${t} PRIVATE PkgConfig::CRYPT)
 endforeach()
 set_target_properties(${CW_PEERS} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bench)
+if(CW_TESTS)
+  # Functional only: no timing is checked (performance is `make bench`).
+  add_test(NAME bench_smoke COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/smoke.sh ${CMAKE_BINARY_DIR})
+  set_tests_properties(bench_smoke PROPERTIES TIMEOUT 60)
+endif()
