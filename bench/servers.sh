@@ -147,6 +147,11 @@ core_ticks() {
     done
 }
 
+# TCP segments sent machine-wide (on loopback each is also received once).
+out_segs() {
+    awk '$1 == "Tcp:" && $2 ~ /^[0-9]/ { print $12 }' /proc/net/snmp
+}
+
 # ---- 1. churn ----
 
 echo "servers: churn, $runs runs x ($list) x conc ($concs), ${secs}s each" >&2
@@ -161,8 +166,11 @@ while [ $r -le "$runs" ]; do
         for s in "$@"; do
             start_server "$s"
             ticks0=$(core_ticks)
+            segs0=$(out_segs)
             out=$(taskset -c $lcpu "$load" churn "$sport" "$conc" "$secs" 50000000 wrong-password)
-            busy=$(echo "$ticks0 $(core_ticks)" | awk '{
+            segs=$(($(out_segs) - segs0))
+            busy=$(echo "$ticks0 $(core_ticks)" | awk -v segs=$segs '{
+                printf "segs=%d ", segs;
                 printf "busy=%.1f lbusy=%.1f", ($5 - $1) ? 100 * ($5 - $1) / ($6 - $2) : 0, ($7 - $3) ? 100 * ($7 - $3) / ($8 - $4) : 0 }')
             line="server=$s conc=$conc run=$r $out $(leftovers) $busy"
             echo "$line" >>"$tmp/churn"
@@ -263,7 +271,7 @@ section() {
     # Per run: us/conn of the server core, and the capacity it implies.
     awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
            us = v["conns"] ? v["busy"] * v["secs"] * 10000 / v["conns"] : 0
-           printf "%s us=%.2f cap=%.0f\n", $0, us, us ? 1e6 / us : 0 }' "$tmp/churn" >"$tmp/churnx"
+           printf "%s us=%.2f cap=%.0f spc=%.2f\n", $0, us, us ? 1e6 / us : 0, v["conns"] ? v["segs"] / v["conns"] : 0 }' "$tmp/churn" >"$tmp/churnx"
     echo "<!-- servers:begin (written by bench/servers.sh; edits here are overwritten) -->"
     echo "## Servers: closewise vs libuv, libevent, bare epoll, the seed's design, nginx"
     echo
@@ -303,10 +311,11 @@ section() {
     echo "included). *us/conn*: busy time of the server's core $scpu per connection, and *capacity*"
     echo "= 1,000,000 / us/conn: the connections/s the server's core could carry. On loopback the"
     echo "kernel processes each packet on the sending core, so each core also carries the kernel"
-    echo "work of the other side's receive path."
+    echo "work of the other side's receive path. *segments/conn*: TCP segments sent per connection"
+    echo "(both directions; machine-wide counter)."
     echo
-    echo "| server | conc | conn/s | p50 us | p99 us | p99.9 us | ok | rst | lost | err | core $scpu (server) busy % | core $lcpu (load) busy % | us/conn, core $scpu | capacity conn/s | fds left | CLOSE_WAIT left |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| server | conc | conn/s | p50 us | p99 us | p99.9 us | ok | rst | lost | err | core $scpu (server) busy % | core $lcpu (load) busy % | us/conn, core $scpu | capacity conn/s | segments/conn | fds left | CLOSE_WAIT left |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for conc in $concs; do
         for s in $list; do
             f="server=$s conc=$conc"
@@ -314,7 +323,7 @@ section() {
                 "$(fmt $(stat "$tmp/churnx" "$f" p99_us)) | $(fmt $(stat "$tmp/churnx" "$f" p999_us)) |" \
                 "$(total "$tmp/churnx" "$f" ok) | $(total "$tmp/churnx" "$f" rst) | $(total "$tmp/churnx" "$f" lost) |" \
                 "$(total "$tmp/churnx" "$f" err) | $(med "$tmp/churnx" "$f" busy) | $(med "$tmp/churnx" "$f" lbusy) |" \
-                "$(fmt $(stat "$tmp/churnx" "$f" us) 1) | $(fmt $(stat "$tmp/churnx" "$f" cap)) |" \
+                "$(fmt $(stat "$tmp/churnx" "$f" us) 1) | $(fmt $(stat "$tmp/churnx" "$f" cap)) | $(med "$tmp/churnx" "$f" spc) |" \
                 "$(maxof "$tmp/churnx" "$f" fdleft) | $(maxof "$tmp/churnx" "$f" closewait) |"
         done
     done
