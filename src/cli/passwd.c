@@ -59,7 +59,7 @@ int cmd_passwd(int argc, char **argv)
     int c;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "m:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":m:h", opts, NULL)) != -1) {
         switch (c) {
         case 'm':
             if (!strcmp(optarg, "yescrypt"))
@@ -73,6 +73,9 @@ int cmd_passwd(int argc, char **argv)
             break;
         case 'P': given = optarg; break;
         case 'h': passwd_usage(stdout); return CLI_OK;
+        case ':':
+            cli_error("passwd: option '%s' needs a value", argv[optind - 1]);
+            return CLI_USAGE;
         default:
             cli_error("passwd: bad option '%s' (see 'closewise passwd --help')",
                       argv[optind - 1]);

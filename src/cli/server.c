@@ -79,7 +79,7 @@ static int parse_dur(const char *name, const char *arg, int64_t *out, int allow0
 {
     long long v = cli_parse_duration(arg);
     if (v < 0 || (!allow0 && v == 0)) {
-        cli_error("bad duration for --%s: '%s' (try 500ms, 2s, 1m)", name, arg);
+        cli_error("server: bad duration for --%s: '%s' (try 500ms, 2s, 1m)", name, arg);
         return -1;
     }
     *out = v;
@@ -91,7 +91,7 @@ static int parse_count(const char *name, const char *arg, int *out, int min)
     char *end;
     long v = strtol(arg, &end, 10);
     if (!*arg || *end || v < min || v > 10000000) {
-        cli_error("bad number for --%s: '%s'", name, arg);
+        cli_error("server: bad number for --%s: '%s'", name, arg);
         return -1;
     }
     *out = (int)v;
@@ -107,7 +107,7 @@ static int parse_mode(const char *arg, enum cw_server_close *out)
     else if (!strcmp(arg, "plain"))
         *out = CW_SERVER_PLAIN;
     else {
-        cli_error("bad --close-mode '%s' (graceful, linger0 or plain)", arg);
+        cli_error("server: bad --close-mode '%s' (graceful, linger0 or plain)", arg);
         return -1;
     }
     return 0;
@@ -122,14 +122,14 @@ static int parse_args(int argc, char **argv, struct server_args *a)
     int c, port;
     optind = 1;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "l:p:c:u:qh", long_opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, ":l:p:c:u:qh", long_opts, NULL)) != -1) {
         int bad = 0;
         switch (c) {
         case 'l': a->o.host = strcmp(optarg, "*") ? optarg : "::"; break;
         case 'p':
             port = cli_parse_port(optarg);
             if (port < 0) {
-                cli_error("bad port '%s'", optarg);
+                cli_error("server: bad port '%s'", optarg);
                 return -1;
             }
             a->o.port = (uint16_t)port;
@@ -138,8 +138,8 @@ static int parse_args(int argc, char **argv, struct server_args *a)
         case 'c': a->credentials = optarg; break;
         case 'u':
             if (a->nusers == MAX_USERS || !strchr(optarg, ':')) {
-                cli_error(a->nusers == MAX_USERS ? "too many --user options"
-                                                 : "--user wants NAME:PASSWORD");
+                cli_error(a->nusers == MAX_USERS ? "server: too many --user options"
+                                                 : "server: --user wants NAME:PASSWORD");
                 return -1;
             }
             a->users[a->nusers++] = optarg;
@@ -155,6 +155,9 @@ static int parse_args(int argc, char **argv, struct server_args *a)
         case OPT_AUTHWIN: bad = parse_dur("auth-window", optarg, &a->o.auth_window_ms, 0); break;
         case 'q': a->o.log = NULL; break;
         case 'h': return 1;
+        case ':':
+            cli_error("server: option '%s' needs a value", argv[optind - 1]);
+            return -1;
         default:
             cli_error("server: bad option '%s' (see 'closewise server --help')",
                       argv[optind - 1]);
@@ -181,8 +184,9 @@ static int add_users(cw_server *s, struct server_args *a)
         int rc = cw_server_load_credentials(s, a->credentials, &line);
         if (rc < 0) {
             if (line)
-                cli_error("%s:%d: bad entry (want user:crypt-hash): %s",
-                          a->credentials, line, cw_strerror(rc));
+                cli_error("%s:%d: %s", a->credentials, line,
+                          rc == -EEXIST ? "duplicate user"
+                                        : "bad entry (want user:crypt-hash)");
             else
                 cli_error("%s: %s", a->credentials, cw_strerror(rc));
             return line ? CLI_USAGE : CLI_SYSTEM;
@@ -247,7 +251,8 @@ int cmd_server(int argc, char **argv)
     int rc = cw_server_new(&a.o, &s);
     if (rc < 0) {
         cli_error("server: cannot listen on %s port %u: %s",
-                  a.o.host ? a.o.host : "*", (unsigned)a.o.port, cw_strerror(rc));
+                  a.o.host ? a.o.host : "127.0.0.1", (unsigned)a.o.port,
+                  cw_strerror(rc));
         return rc == CW_EINVAL || rc == CW_ERESOLVE ? CLI_USAGE : CLI_SYSTEM;
     }
     int ret = add_users(s, &a);
