@@ -147,6 +147,18 @@ core_ticks() {
     done
 }
 
+# CPU time the server process used so far, in ns: the scheduler's exact
+# runtime (/proc/PID/schedstat) for one-thread servers; for the seed's
+# thread-per-connection server, utime + stime of all its threads, dead
+# ones included (/proc/PID/stat, clock ticks).
+proc_cpu_ns() {
+    if [ "$1" = seed ]; then
+        awk -v hz="$(getconf CLK_TCK)" '{ printf "%d\n", ($14 + $15) * 1e9 / hz }' "/proc/$spid/stat"
+    else
+        cut -d' ' -f1 "/proc/$spid/schedstat"
+    fi
+}
+
 # TCP segments sent machine-wide (on loopback each is also received once).
 out_segs() {
     awk '$1 == "Tcp:" && $2 ~ /^[0-9]/ { print $12 }' /proc/net/snmp
@@ -167,10 +179,12 @@ while [ $r -le "$runs" ]; do
             start_server "$s"
             ticks0=$(core_ticks)
             segs0=$(out_segs)
+            pcpu0=$(proc_cpu_ns "$s")
             out=$(taskset -c $lcpu "$load" churn "$sport" "$conc" "$secs" 50000000 wrong-password)
             segs=$(($(out_segs) - segs0))
-            busy=$(echo "$ticks0 $(core_ticks)" | awk -v segs=$segs '{
-                printf "segs=%d ", segs;
+            pns=$(($(proc_cpu_ns "$s") - pcpu0))
+            busy=$(echo "$ticks0 $(core_ticks)" | awk -v segs=$segs -v pns=$pns '{
+                printf "segs=%d pns=%d ", segs, pns;
                 printf "busy=%.1f lbusy=%.1f", ($5 - $1) ? 100 * ($5 - $1) / ($6 - $2) : 0, ($7 - $3) ? 100 * ($7 - $3) / ($8 - $4) : 0 }')
             line="server=$s conc=$conc run=$r $out $(leftovers) $busy"
             echo "$line" >>"$tmp/churn"
@@ -271,7 +285,9 @@ section() {
     # Per run: us/conn of the server core, and the capacity it implies.
     awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
            us = v["conns"] ? v["busy"] * v["secs"] * 10000 / v["conns"] : 0
-           printf "%s us=%.2f cap=%.0f spc=%.2f\n", $0, us, us ? 1e6 / us : 0, v["conns"] ? v["segs"] / v["conns"] : 0 }' "$tmp/churn" >"$tmp/churnx"
+           pus = v["conns"] ? v["pns"] / 1000 / v["conns"] : 0
+           printf "%s us=%.2f cap=%.0f spc=%.2f pus=%.2f pcap=%.0f\n", $0, us, us ? 1e6 / us : 0,
+               v["conns"] ? v["segs"] / v["conns"] : 0, pus, pus ? 1e6 / pus : 0 }' "$tmp/churn" >"$tmp/churnx"
     echo "<!-- servers:begin (written by bench/servers.sh; edits here are overwritten) -->"
     echo "## Servers: closewise vs libuv, libevent, bare epoll, the seed's design, nginx"
     echo
@@ -307,41 +323,51 @@ section() {
     printf '%s' '`ERR bad credentials\n` arrived, close.'
     echo " Latency: connect() to EOF. *ok*: the line then EOF;"
     echo "*rst*: the line, then a reset; *lost*: the line did not arrive whole; *err*: other errors"
-    echo "(totals over all runs). *busy*: share of the core that was busy (every process, softirq"
-    echo "included). *us/conn*: busy time of the server's core $scpu per connection, and *capacity*"
-    echo "= 1,000,000 / us/conn: the connections/s the server's core could carry. On loopback the"
-    echo "kernel processes each packet on the sending core, so each core also carries the kernel"
-    echo "work of the other side's receive path. *segments/conn*: TCP segments sent per connection"
-    echo "(both directions; machine-wide counter)."
+    echo "(totals over all runs). *left*: the server's descriptors above its count before the run,"
+    echo "and CLOSE_WAIT sockets on its port, 0.5 s after the run (maximum over the runs)."
     echo
-    echo "| server | conc | conn/s | p50 us | p99 us | p99.9 us | ok | rst | lost | err | core $scpu (server) busy % | core $lcpu (load) busy % | us/conn, core $scpu | capacity conn/s | segments/conn | fds left | CLOSE_WAIT left |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| server | conc | conn/s | p50 us | p99 us | p99.9 us | ok | rst | lost | err | fds left | CLOSE_WAIT left |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for conc in $concs; do
         for s in $list; do
             f="server=$s conc=$conc"
             echo "| $s | $conc | $(fmt $(stat "$tmp/churnx" "$f" rate)) | $(fmt $(stat "$tmp/churnx" "$f" p50_us)) |" \
                 "$(fmt $(stat "$tmp/churnx" "$f" p99_us)) | $(fmt $(stat "$tmp/churnx" "$f" p999_us)) |" \
                 "$(total "$tmp/churnx" "$f" ok) | $(total "$tmp/churnx" "$f" rst) | $(total "$tmp/churnx" "$f" lost) |" \
-                "$(total "$tmp/churnx" "$f" err) | $(med "$tmp/churnx" "$f" busy) | $(med "$tmp/churnx" "$f" lbusy) |" \
-                "$(fmt $(stat "$tmp/churnx" "$f" us) 1) | $(fmt $(stat "$tmp/churnx" "$f" cap)) | $(med "$tmp/churnx" "$f" spc) |" \
-                "$(maxof "$tmp/churnx" "$f" fdleft) | $(maxof "$tmp/churnx" "$f" closewait) |"
+                "$(total "$tmp/churnx" "$f" err) | $(maxof "$tmp/churnx" "$f" fdleft) | $(maxof "$tmp/churnx" "$f" closewait) |"
         done
     done
     echo
-    echo "Targets, as ratios of medians in this run: conn/s as measured, and the same for the"
-    echo "server core's capacity (the fair measure when the load generator's core is the one at"
-    echo "100%: then every server's conn/s is the load generator's)."
+    echo "What each connection cost. *server CPU*: CPU time of the server process per connection"
+    echo "(scheduler runtime; the seed's threads: utime + stime), and *capacity* = 1,000,000 / that:"
+    echo "the connections/s one core could carry for this server. *busy*: share of each core that"
+    echo "was busy (every process on it, softirq included). On loopback the kernel processes each"
+    echo "packet on the sending core, so each core also carries part of the other side's kernel"
+    echo "work; when the load generator's core is at ~100%, conn/s is the load generator's limit"
+    echo "and capacity is what tells the servers apart. *segments*: TCP segments sent per"
+    echo "connection, both directions (machine-wide counter)."
     echo
-    echo "| conc | conn/s: closewise / best of libuv, libevent (>= 1.10) | capacity: same (>= 1.10) | conn/s: closewise / epoll (>= 0.90) | capacity: closewise / epoll (>= 0.90) | p99: closewise / best of libuv, libevent (<= 1.00) | closewise lost |"
+    echo "| server | conc | server CPU us/conn | capacity conn/s | core $scpu (server) busy % | core $scpu us/conn | core $lcpu (load) busy % | segments/conn |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    for conc in $concs; do
+        for s in $list; do
+            f="server=$s conc=$conc"
+            echo "| $s | $conc | $(fmt $(stat "$tmp/churnx" "$f" pus) 1) | $(fmt $(stat "$tmp/churnx" "$f" pcap)) |" \
+                "$(med "$tmp/churnx" "$f" busy) | $(fmt $(stat "$tmp/churnx" "$f" us) 1) | $(med "$tmp/churnx" "$f" lbusy) |" \
+                "$(med "$tmp/churnx" "$f" spc) |"
+        done
+    done
+    echo
+    echo "Targets, as ratios of medians in this run, for conn/s as measured and for capacity:"
+    echo
+    echo "| conc | conn/s: closewise / best of libuv, libevent (>= 1.10) | capacity: same (>= 1.10) | conn/s: closewise / epoll (>= 0.90) | capacity: closewise / epoll (>= 0.90) | p99: closewise / best of libuv, libevent (<= 1.00) | closewise lost (0) |"
     echo "|---:|---:|---:|---:|---:|---:|---:|"
     for conc in $concs; do
         row="| $conc |"
-        for k in rate cap; do
-            c=$(med "$tmp/churnx" "server=closewise conc=$conc" $k)
-            best=$(best_of "$conc" $k max)
-            row="$row $(div "$c" "$best") |"
+        for k in rate pcap; do
+            row="$row $(div "$(med "$tmp/churnx" "server=closewise conc=$conc" $k)" "$(best_of "$conc" $k max)") |"
         done
-        for k in rate cap; do
+        for k in rate pcap; do
             row="$row $(div "$(med "$tmp/churnx" "server=closewise conc=$conc" $k)" "$(med "$tmp/churnx" "server=epoll conc=$conc" $k)") |"
         done
         row="$row $(div "$(med "$tmp/churnx" "server=closewise conc=$conc" p99_us)" "$(best_of "$conc" p99_us min)") |"
