@@ -416,6 +416,23 @@ static void test_half_closing_client_gets_the_scenario(void **state)
     assert_non_null(strstr(line, "\"exit_code\": 0"));
 }
 
+/* Shutting down writing is not closing: a client that half-closes, reads
+ * the server's FIN, and keeps the descriptor leaks it. Its connection is
+ * over (no CLOSE_WAIT: both FINs were exchanged), the socket is not. */
+static void test_half_close_then_hold_leaks(void **state)
+{
+    struct probe p;
+    char *args[] = {"--json", "--scenario", "fin-after-greeting", "--grace", "500ms", "--",
+                    self, "half-close-hold", "{host}", "{port}", NULL};
+    probe(&p, args);
+    assert_int_equal(p.status, 1);
+    char line[2048];
+    expect_verdict(scenario(&p, "fin-after-greeting", line, sizeof line), "LEAK");
+    assert_non_null(strstr(line, "\"state\": \"CLOSED\""));
+    pid_t pids[8];
+    expect_clean(&p, pids, report_pids(&p, pids, 8));
+}
+
 /* The test binary doubles as a client: "no-timeout HOST PORT" connects
  * and reads until the server closes, with no timeout at all;
  * "half-close HOST PORT" shuts down writing first, then reads a line and
@@ -432,22 +449,25 @@ static int as_client(int argc, char **argv)
     int s = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int rc = connect(s, res->ai_addr, res->ai_addrlen);
     freeaddrinfo(res);
-    if (rc == 0 && !strcmp(argv[1], "half-close"))
+    int half = !strncmp(argv[1], "half-close", 10);
+    if (rc == 0 && half)
         shutdown(s, SHUT_WR);
     char buf[512];
     size_t got = 0;
     ssize_t n;
     while (rc == 0 && got < sizeof buf && (n = recv(s, buf + got, sizeof buf - got, 0)) > 0)
         got += (size_t)n;
+    if (!strcmp(argv[1], "half-close-hold"))
+        sleep(20);   /* the probe kills us long before */
     close(s);
     if (rc != 0)
         return 4;
-    return strcmp(argv[1], "half-close") || memchr(buf, '\n', got) ? 0 : 5;
+    return !half || memchr(buf, '\n', got) ? 0 : 5;
 }
 
 int main(int argc, char **argv)
 {
-    if (argc > 1 && (!strcmp(argv[1], "no-timeout") || !strcmp(argv[1], "half-close") ||
+    if (argc > 1 && (!strcmp(argv[1], "no-timeout") || !strncmp(argv[1], "half-close", 10) ||
                      !strcmp(argv[1], "exit")))
         return as_client(argc, argv);
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
@@ -459,6 +479,7 @@ int main(int argc, char **argv)
         CWT_TEST(test_client_without_timeout_hangs_on_silent),
         CWT_TEST(test_prompt_exit_passes),
         CWT_TEST(test_half_closing_client_gets_the_scenario),
+        CWT_TEST(test_half_close_then_hold_leaks),
         CWT_TEST(test_daemonized_child_is_watched_and_killed),
         CWT_TEST(test_reuse_one_run),
         CWT_TEST(test_no_connect_json_and_usage),

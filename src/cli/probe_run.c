@@ -306,12 +306,22 @@ static const struct probe_fd *holder(const struct probe_fd *v, size_t n, uint32_
     return NULL;
 }
 
-static const struct cw_sock *client_sock(const struct cw_sock *v, size_t n, int cport)
+/* The client's end of c. A port can show twice: the socket we know by
+ * its inode, and a TIME_WAIT twin (from an earlier connection, or this
+ * one's own after a half-close). The live socket wins. */
+static const struct cw_sock *client_sock(const struct cw_sock *v, size_t n,
+                                         const struct pconn *c)
 {
-    for (size_t i = 0; i < n; i++)
-        if (v[i].sport == cport)
+    const struct cw_sock *best = NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].sport != c->cport)
+            continue;
+        if (c->inode && v[i].inode == c->inode)
             return &v[i];
-    return NULL;
+        if (!best || (best->inode == 0 && v[i].inode != 0))
+            best = &v[i];
+    }
+    return best;
 }
 
 static void note_leak(struct run *r, struct pconn *c, int64_t now)
@@ -336,10 +346,12 @@ static void judge(struct run *r, struct pconn *c, int64_t now)
     if (c->hung)
         return;
     /* Past the grace with our FIN (or reset) unanswered by a close: the
-     * socket sits in CLOSE_WAIT, or is dead while its descriptor is still
-     * open. An ESTABLISHED one has not seen our FIN yet. */
-    int stuck = c->cstate == CW_TCP_CLOSE_WAIT || c->cstate == 0 ||
-                c->cstate == CW_TCP_CLOSE;
+     * socket sits in CLOSE_WAIT, or the connection is over (reset, or
+     * both FINs exchanged after the client's shutdown) while the
+     * descriptor is still open. Only these states are still waiting for
+     * something from us. */
+    int stuck = c->cstate != CW_TCP_ESTABLISHED && c->cstate != CW_TCP_SYN_SENT &&
+                c->cstate != CW_TCP_FIN_WAIT1 && c->cstate != CW_TCP_FIN_WAIT2;
     if (c->t_action && stuck && now - c->t_action > r->o->grace_ms)
         note_leak(r, c, now);
     if (c->sc->end == PROBE_NEVER && !c->t_action && now - c->t_accept > r->o->hang_ms) {
@@ -353,7 +365,7 @@ static void judge(struct run *r, struct pconn *c, int64_t now)
 static void update(struct run *r, struct pconn *c, const struct cw_sock *v, size_t nv,
                    const struct probe_fd *fds, size_t nf, int64_t now)
 {
-    const struct cw_sock *s = client_sock(v, nv, c->cport);
+    const struct cw_sock *s = client_sock(v, nv, c);
     c->sampled = 1;
     c->cstate = s ? s->state : 0;
     if (s && s->inode)
