@@ -177,8 +177,7 @@ static int conn_start(struct bench *b, struct lconn **out)
     return 0;
 }
 
-/* Read what is there; returns 1 when the connection ended. */
-static int conn_read(struct bench *b, struct lconn *c, enum how *how)
+static int conn_recv(struct lconn *c, enum how *how)
 {
     for (;;) {
         char tmp[REPLY_MAX];
@@ -200,6 +199,17 @@ static int conn_read(struct bench *b, struct lconn *c, enum how *how)
         *how = errno == ECONNRESET ? H_RESET : H_ERROR;
         return 1;
     }
+}
+
+/* Read what is there; returns 1 when the connection ended. The loop
+ * reads SO_ERROR on EPOLLERR, which clears it in the kernel: after that a
+ * reset reads as EOF, so io.err is what says it was one. */
+static int conn_read(struct bench *b, struct lconn *c, enum how *how)
+{
+    int ended = conn_recv(c, how);
+    if (ended && *how == H_EOF && c->io.err)
+        *how = c->io.err == -ECONNRESET ? H_RESET : H_ERROR;
+    return ended;
 }
 
 /* Returns -1 when the connection failed (and was freed). */
