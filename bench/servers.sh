@@ -16,7 +16,8 @@
 # (taskset). Bounded: about 6 minutes with the defaults; every process it
 # starts is ended on exit. Environment: CW_BENCH_RUNS (5), CW_BENCH_SECS
 # (3), CW_BENCH_CONC ("64 512"), CW_BENCH_IDLE_N (10000), CW_BENCH_IDLE_RUNS
-# (3), CW_BENCH_SERVERS (all).
+# (3), CW_BENCH_SERVERS (all), CW_BENCH_KEEP (raw results; default
+# BUILD_DIR/bench/servers-raw), CW_BENCH_FROM (a kept run: no measuring).
 set -eu
 
 build=${1:-build-bench}
@@ -164,55 +165,73 @@ out_segs() {
     awk '$1 == "Tcp:" && $2 ~ /^[0-9]/ { print $12 }' /proc/net/snmp
 }
 
-# ---- 1. churn ----
+measure() {
+    # ---- 1. churn ----
 
-echo "servers: churn, $runs runs x ($list) x conc ($concs), ${secs}s each" >&2
-: >"$tmp/churn"
-r=1
-while [ $r -le "$runs" ]; do
-    for conc in $concs; do
-        # Rotate the order each run: no server always goes first.
-        set -- $list
-        k=$(( (r - 1) % $# ))
-        while [ $k -gt 0 ]; do s=$1; shift; set -- "$@" "$s"; k=$((k - 1)); done
-        for s in "$@"; do
+    echo "servers: churn, $runs runs x ($list) x conc ($concs), ${secs}s each" >&2
+    : >"$tmp/churn"
+    r=1
+    while [ $r -le "$runs" ]; do
+        for conc in $concs; do
+            # Rotate the order each run: no server always goes first.
+            set -- $list
+            k=$(( (r - 1) % $# ))
+            while [ $k -gt 0 ]; do s=$1; shift; set -- "$@" "$s"; k=$((k - 1)); done
+            for s in "$@"; do
+                start_server "$s"
+                ticks0=$(core_ticks)
+                segs0=$(out_segs)
+                pcpu0=$(proc_cpu_ns "$s")
+                out=$(taskset -c $lcpu "$load" churn "$sport" "$conc" "$secs" 50000000 wrong-password)
+                segs=$(($(out_segs) - segs0))
+                pns=$(($(proc_cpu_ns "$s") - pcpu0))
+                busy=$(echo "$ticks0 $(core_ticks)" | awk -v segs=$segs -v pns=$pns '{
+                    printf "segs=%d pns=%d ", segs, pns;
+                    printf "busy=%.1f lbusy=%.1f", ($5 - $1) ? 100 * ($5 - $1) / ($6 - $2) : 0, ($7 - $3) ? 100 * ($7 - $3) / ($8 - $4) : 0 }')
+                line="server=$s conc=$conc run=$r $out $(leftovers) $busy"
+                echo "$line" >>"$tmp/churn"
+                echo "  $line" >&2
+                stop_server
+            done
+            set -- $list
+        done
+        r=$((r + 1))
+    done
+
+    # ---- 2. idle sessions: memory and close latency ----
+
+    echo "servers: idle, $idle_runs runs x ($idle_list), $idle_n sessions" >&2
+    : >"$tmp/idle"
+    r=1
+    while [ $r -le "$idle_runs" ]; do
+        for s in $idle_list; do
             start_server "$s"
-            ticks0=$(core_ticks)
-            segs0=$(out_segs)
-            pcpu0=$(proc_cpu_ns "$s")
-            out=$(taskset -c $lcpu "$load" churn "$sport" "$conc" "$secs" 50000000 wrong-password)
-            segs=$(($(out_segs) - segs0))
-            pns=$(($(proc_cpu_ns "$s") - pcpu0))
-            busy=$(echo "$ticks0 $(core_ticks)" | awk -v segs=$segs -v pns=$pns '{
-                printf "segs=%d pns=%d ", segs, pns;
-                printf "busy=%.1f lbusy=%.1f", ($5 - $1) ? 100 * ($5 - $1) / ($6 - $2) : 0, ($7 - $3) ? 100 * ($7 - $3) / ($8 - $4) : 0 }')
-            line="server=$s conc=$conc run=$r $out $(leftovers) $busy"
-            echo "$line" >>"$tmp/churn"
+            out=$(taskset -c $lcpu "$load" idle "$sport" "$idle_n" "$rate" "$password" "$spid")
+            line="server=$s run=$r $out $(leftovers)"
+            echo "$line" >>"$tmp/idle"
             echo "  $line" >&2
             stop_server
         done
-        set -- $list
+        r=$((r + 1))
     done
-    r=$((r + 1))
-done
+}
 
-# ---- 2. idle sessions: memory and close latency ----
-
-echo "servers: idle, $idle_runs runs x ($idle_list), $idle_n sessions" >&2
-: >"$tmp/idle"
-r=1
-while [ $r -le "$idle_runs" ]; do
-    for s in $idle_list; do
-        start_server "$s"
-        out=$(taskset -c $lcpu "$load" idle "$sport" "$idle_n" "$rate" "$password" "$spid")
-        line="server=$s run=$r $out $(leftovers)"
-        echo "$line" >>"$tmp/idle"
-        echo "  $line" >&2
-        stop_server
-    done
-    r=$((r + 1))
-done
-cp "$tmp/churn" "$tmp/idle" "${CW_BENCH_KEEP:-$tmp}/" 2>/dev/null || true
+# Raw results are kept in $keep; CW_BENCH_FROM=DIR rewrites the section
+# from a kept run instead of measuring again (e.g. after editing the notes).
+keep=${CW_BENCH_KEEP:-$build/bench/servers-raw}
+mkdir -p "$keep"
+if [ -n "${CW_BENCH_FROM:-}" ]; then
+    cp "$CW_BENCH_FROM/churn" "$CW_BENCH_FROM/idle" "$CW_BENCH_FROM/meta" "$tmp/"
+else
+    started=$(date -u '+%Y-%m-%d %H:%M UTC')
+    measure
+    cat >"$tmp/meta" <<EOF
+run_date='$started' load_before='$load_before' runs='$runs' secs='$secs'
+concs='$concs' idle_n='$idle_n' idle_runs='$idle_runs' list='$list' idle_list='$idle_list'
+EOF
+    cp "$tmp/churn" "$tmp/idle" "$tmp/meta" "$keep/"
+fi
+. "$tmp/meta"
 
 # ---- Markdown ----
 
@@ -292,7 +311,7 @@ section() {
     echo "## Servers: closewise vs libuv, libevent, bare epoll, the seed's design, nginx"
     echo
     echo "Command: \`make bench\` (runs \`sh bench/run.sh build-bench\`, which runs"
-    echo "\`bench/servers.sh build-bench\`). Run on $(date -u '+%Y-%m-%d %H:%M UTC'),"
+    echo "\`bench/servers.sh build-bench\`). Run on $run_date,"
     echo "load average before the run: $load_before. Every server ran pinned to **core $scpu**, the load"
     echo "generator (\`bench/load.c\`, on cw_loop) to **core $lcpu** (\`taskset\`); one server"
     echo "thread (the seed's design: one thread per connection, all on core $scpu). Loopback."
