@@ -6,5 +6,8 @@ set -eu
 build=${1:-build-bench}
 cd "$(dirname "$0")/.."
 
-sh bench/inspect.sh "$build"
-sh bench/servers.sh "$build"
+# One failing benchmark does not stop the others; the run still fails.
+status=0
+sh bench/inspect.sh "$build" || status=1
+sh bench/servers.sh "$build" || status=1
+exit $status

@@ -312,6 +312,7 @@ section() {
     echo
     echo "Command: \`make bench\` (runs \`sh bench/run.sh build-bench\`, which runs"
     echo "\`bench/servers.sh build-bench\`). Run on $run_date,"
+    echo "on $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), Linux $(uname -r), Release build;"
     echo "load average before the run: $load_before. Every server ran pinned to **core $scpu**, the load"
     echo "generator (\`bench/load.c\`, on cw_loop) to **core $lcpu** (\`taskset\`); one server"
     echo "thread (the seed's design: one thread per connection, all on core $scpu). Loopback."
