@@ -76,13 +76,19 @@ static void holder(int n, int idx, int report)
         pause();    /* until the parent's SIGTERM (or its death) */
 }
 
-/* n TIME_WAIT sockets on the server side of one listener. */
+/* n TIME_WAIT sockets on the server side, spread over 8 listeners: with
+ * one, the client ports would wrap around and connect() would recycle
+ * TIME_WAIT entries of the same 4-tuple (tcp_tw_reuse defaults to on for
+ * loopback), leaving fewer than n. */
 static void time_waits(int n)
 {
-    int port, l = listener(&port);
+    enum { NL = 8 };
+    int port[NL], l[NL];
+    for (int i = 0; i < NL; i++)
+        l[i] = listener(&port[i]);
     for (int i = 0; i < n; i++) {
-        int c = dial(port);
-        int s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+        int c = dial(port[i % NL]);
+        int s = accept4(l[i % NL], NULL, NULL, SOCK_CLOEXEC);
         if (s < 0)
             die("accept");
         close(s);    /* active close: s ends in TIME_WAIT */
@@ -90,7 +96,8 @@ static void time_waits(int n)
         (void)!read(c, &b, 1);   /* wait for the FIN, then answer it */
         close(c);
     }
-    close(l);
+    for (int i = 0; i < NL; i++)
+        close(l[i]);
 }
 
 static int fin_timeout(void)
