@@ -422,22 +422,31 @@ static void test_json_escaping(void **state)
     close(l);
     shutdown(c, SHUT_WR);
     assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, port, zoo_port_of(c), 1, 2000), 1);
-    int ctl[2];
+    int ctl[2], rd[2];
     assert_int_equal(pipe2(ctl, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(rd, O_CLOEXEC), 0);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         close(ctl[1]);
+        close(rd[0]);
         close(c);
         prctl(PR_SET_NAME, comm);
         alarm(30);
+        if (write(rd[1], "r\n", 2) != 2)
+            _exit(1);
         char b;
         while (read(ctl[0], &b, 1) < 0 && errno == EINTR)
             ;
         _exit(0);
     }
     close(ctl[0]);
+    close(rd[1]);
     close(s);
+    char ready[8];
+    /* The name is set before anyone looks. */
+    assert_int_equal(cwt_read_line(rd[0], ready, sizeof ready, 5000), 1);
+    close(rd[0]);
     char ps[16];
     snprintf(ps, sizeof ps, "%d", port);
     struct run r = RUN(10000, "ls", "--json", "--process", "--explain", "--sport", ps);

@@ -18,9 +18,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -127,11 +130,15 @@ ZOO_FN void zoo_add(struct zoo *z, const char *name, int state, int holder, int 
 
 ZOO_FN void zoo_wait_state(int state, int lport, int rport)
 {
-    assert_int_equal(cwt_wait_count(state, lport, rport, 1, 3000), 1);
+    int n = cwt_wait_count(state, lport, rport, 1, 3000);
+    if (n != 1)
+        fail_msg("%d sockets in %s from port %d to %d, expected 1", n,
+                 cw_tcp_state_name(state), lport, rport);
 }
 
-/* Fill the send queue of s until the peer's small window is closed, so a
- * FIN queued after it cannot leave. */
+/* Fill the send queue of s until the peer's receive window is closed, so
+ * a FIN queued after it cannot leave: that is when bytes stay unsent
+ * (SIOCOUTQNSD > 0) although the socket has had time to send them. */
 ZOO_FN void zoo_fill(int s)
 {
     int small = 4096;
@@ -141,19 +148,23 @@ ZOO_FN void zoo_fill(int s)
     static char junk[4096];
     int64_t end = cw_now_ms() + 3000;
     while (cw_now_ms() < end) {
-        ssize_t n = send(s, junk, sizeof junk, MSG_NOSIGNAL);
-        if (n < 0 && errno == EAGAIN) {
-            cwt_sleep_ms(20);   /* let loopback move what it can */
-            if (send(s, junk, sizeof junk, MSG_NOSIGNAL) < 0 && errno == EAGAIN)
+        while (send(s, junk, sizeof junk, MSG_NOSIGNAL) > 0)
+            ;
+        int unsent = 0;
+        if (ioctl(s, SIOCOUTQNSD, &unsent) == 0 && unsent > 0) {
+            cwt_sleep_ms(20);
+            if (ioctl(s, SIOCOUTQNSD, &unsent) == 0 && unsent > 0)
                 break;
         }
+        cwt_sleep_ms(5);
     }
     fcntl(s, F_SETFL, fl);
 }
 
-/* Keep only the descriptors of holder `who`, then wait until the parent
- * closes ctl (or 60 s pass) and exit without running atexit handlers. */
-ZOO_FN void zoo_child(struct zoo *z, int who, int ctl, const char *comm)
+/* Keep only the descriptors of holder `who`, say so on ready, then wait
+ * until the parent closes ctl (or 60 s pass) and exit without running
+ * atexit handlers. */
+ZOO_FN void zoo_child(struct zoo *z, int who, int ctl, int ready, const char *comm)
 {
     for (int i = 0; i < z->nsock; i++)
         if (z->s[i].fd >= 0 && z->s[i].holder != who && !z->s[i].listener)
@@ -166,24 +177,37 @@ ZOO_FN void zoo_child(struct zoo *z, int who, int ctl, const char *comm)
     if (comm)
         prctl(PR_SET_NAME, comm);
     alarm(60);
+    if (write(ready, "r", 1) != 1)
+        _exit(1);
+    close(ready);
     char b;
     while (read(ctl, &b, 1) < 0 && errno == EINTR)
         ;
     _exit(0);
 }
 
+/* Fork a holder and wait until it has dropped the other side's
+ * descriptors, so that attribution sees each socket in one process. */
 ZOO_FN pid_t zoo_fork(struct zoo *z, int who, int *ctl_out, const char *comm)
 {
-    int p[2];
+    int p[2], r[2];
     assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(r, O_CLOEXEC), 0);
     pid_t pid = fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         close(p[1]);
-        zoo_child(z, who, p[0], comm);
+        close(r[0]);
+        zoo_child(z, who, p[0], r[1], comm);
     }
     close(p[0]);
+    close(r[1]);
+    struct pollfd pf = {.fd = r[0], .events = POLLIN};
+    char b = 0;
+    int ok = poll(&pf, 1, 5000) == 1 && read(r[0], &b, 1) == 1 && b == 'r';
+    close(r[0]);
     *ctl_out = p[1];
+    assert_true(ok);
     return pid;
 }
 
