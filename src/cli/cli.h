@@ -26,6 +26,10 @@ void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
  * milliseconds. Returns milliseconds, or -1 on bad input. */
 long long cli_parse_duration(const char *s);
 
+/* Write s as a JSON string: escapes quotes, backslashes and control
+ * bytes, passes valid UTF-8 through, and writes U+FFFD for other bytes. */
+void cli_json_str(FILE *f, const char *s);
+
 /* Parse a port number 0..65535. Returns it, or -1 on bad input. */
 int cli_parse_port(const char *s);
 

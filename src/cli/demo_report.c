@@ -59,21 +59,6 @@ void demo_print_summary(const struct demo *d)
         d->clients, d->logins, (double)d->duration_ms / 1000);
 }
 
-static void json_str(FILE *f, const char *s)
-{
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
-        else
-            fputc(c, f);
-    }
-    fputc('"', f);
-}
-
 static void json_samples(const struct demo *d, FILE *f)
 {
     fprintf(f, "  \"samples\": [");
@@ -94,9 +79,9 @@ static void json_cases(const struct demo *d, FILE *f)
     for (int i = 0; i < d->ncases; i++) {
         const struct demo_case *c = &d->cases[i];
         fprintf(f, "%s\n    {\"case\": ", i ? "," : "");
-        json_str(f, c->name);
+        cli_json_str(f, c->name);
         fprintf(f, ", \"condition\": ");
-        json_str(f, c->condition);
+        cli_json_str(f, c->condition);
         fprintf(f, ", \"graceful\": %s, \"reply_bytes\": %zu, \"runs\": %d, "
                 "\"complete\": %d, \"eof\": %d, \"reset\": %d, \"other\": %d, "
                 "\"min_bytes\": %zu, \"max_bytes\": %zu}",

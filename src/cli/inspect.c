@@ -283,20 +283,6 @@ int insp_addr(const struct cw_sock *s, int peer, char *buf)
     return (int)(p - buf);
 }
 
-void insp_json_str(FILE *f, const char *s)
-{
-    putc('"', f);
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (*p == '"' || *p == '\\')
-            fprintf(f, "\\%c", *p);
-        else if (*p < 0x20 || *p >= 0x7f)
-            fprintf(f, "\\u%04x", *p);
-        else
-            putc(*p, f);
-    }
-    putc('"', f);
-}
-
 void insp_help(const char *usage, const char *what, const char *options)
 {
     printf("usage: %s\n\n%s\n\noptions:\n%s", usage, what, options);

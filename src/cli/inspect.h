@@ -80,9 +80,6 @@ char *insp_put_pad(char *p, const char *s, size_t len, int width, int right);
  * least 64 bytes. Returns the length. */
 int insp_addr(const struct cw_sock *s, int peer, char *buf);
 
-/* Write s as a JSON string literal (with quotes). Every byte that is not
- * printable ASCII is escaped as \u00XX, so the output is always valid. */
-void insp_json_str(FILE *f, const char *s);
 
 /* Print "--help" for a command: usage line, description, options. */
 void insp_help(const char *usage, const char *what, const char *options);

@@ -87,14 +87,14 @@ static void json_sock(const struct cw_sock *s, int explain)
         printf(",\"owner\":\"%s\"", insp_owner_name(s->owner));
         if (s->pid) {
             printf(",\"pid\":%d,\"fd\":%d,\"comm\":", s->pid, s->fd);
-            insp_json_str(stdout, s->comm);
+            cli_json_str(stdout, s->comm);
         }
         if (s->owner == CW_OWNER_LISTENER)
             printf(",\"listener_port\":%u", (unsigned)s->listener_port);
     }
     if (explain) {
         fputs(",\"explain\":", stdout);
-        insp_json_str(stdout, cw_sock_explain(s, why, sizeof why));
+        cli_json_str(stdout, cw_sock_explain(s, why, sizeof why));
     }
     putchar('}');
 }

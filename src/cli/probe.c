@@ -299,7 +299,7 @@ static void json_leak(const struct probe_result *r)
         return;
     }
     printf("\"leak\": {\"pid\": %d, \"comm\": ", (int)l->pid);
-    insp_json_str(stdout, l->comm);
+    cli_json_str(stdout, l->comm);
     printf(", \"fd\": %d, \"state\": \"%s\", \"recv_q\": %u, \"held_ms\": %lld, "
            "\"closed_late\": %s, \"connections\": %d}", l->fd, leak_state(l),
            (unsigned)l->rqueue, (long long)l->held_ms, l->closed_late ? "true" : "false",
@@ -329,14 +329,14 @@ static void print_json(const struct probe_opts *o, int port, const struct probe_
                        size_t n, int passed)
 {
     printf("{\n  \"host\": ");
-    insp_json_str(stdout, o->host);
+    cli_json_str(stdout, o->host);
     printf(", \"port\": %d, \"grace_ms\": %lld, \"hang_limit_ms\": %lld, "
            "\"drip_ms\": %lld, \"reuse\": %s,\n  \"command\": [", port,
            (long long)o->grace_ms, (long long)o->hang_ms, (long long)o->drip_ms,
            o->reuse ? "true" : "false");
     for (size_t i = 0; o->cmd[i]; i++) {
         printf(i ? ", " : "");
-        insp_json_str(stdout, o->cmd[i]);
+        cli_json_str(stdout, o->cmd[i]);
     }
     printf("],\n  \"scenarios\": [\n");
     for (size_t i = 0; i < n; i++) {

@@ -219,7 +219,7 @@ static void stat_text(const unsigned *counts, size_t total, const struct holder 
 static void json_holder(const struct holder *h)
 {
     printf("{\"pid\":%d,\"comm\":", h->pid);
-    insp_json_str(stdout, h->comm);
+    cli_json_str(stdout, h->comm);
     printf(",\"owner\":\"%s\",\"count\":%u,\"not_read_eof\":%u,\"not_closed\":%u,"
            "\"not_accepted\":%u",
            insp_owner_name(h->owner), h->count, h->unread, h->unclosed, h->queued);
