@@ -299,7 +299,7 @@ static void test_no_connect_json_and_usage(void **state)
     expect_verdict(scenario(&p, "fin-on-accept", line, sizeof line), "NO-CONNECT");
     assert_int_equal(field(line, "connections"), 0);
     char want[128];
-    snprintf(want, sizeof want, "\"exit\", \"q\\\"b\\\\s\\u000a\\u0001\\u00c3\\u00a9%d\"]",
+    snprintf(want, sizeof want, "\"exit\", \"q\\\"b\\\\s\\u000a\\u0001\xc3\xa9%d\"]",
              json_port(&p));
     if (!strstr(p.out, want))
         fail_msg("command not escaped as %s in:\n%s", want, p.out);

@@ -283,6 +283,72 @@ int insp_addr(const struct cw_sock *s, int peer, char *buf)
     return (int)(p - buf);
 }
 
+#define INSP_MAX_FLAGS 8
+
+/* getopt_long needs one table: the shared options, then the command's. */
+static void build_options(const struct insp_flag *flags, struct option *lo, char *so)
+{
+    static const struct option shared[] = {INSP_FILTER_OPTIONS};
+    size_t n = 0;
+    for (; n < sizeof shared / sizeof shared[0]; n++)
+        lo[n] = shared[n];
+    strcpy(so, "46h");
+    for (int i = 0; flags[i].name; i++) {
+        lo[n++] = (struct option){flags[i].name, no_argument, NULL,
+                                  flags[i].letter ? flags[i].letter : 2000 + i};
+        if (flags[i].letter) {
+            size_t k = strlen(so);
+            so[k] = (char)flags[i].letter;
+            so[k + 1] = '\0';
+        }
+    }
+    lo[n++] = (struct option){"help", no_argument, NULL, 'h'};
+    lo[n] = (struct option){NULL, 0, NULL, 0};
+}
+
+static int *flag_target(const struct insp_flag *flags, int c)
+{
+    for (int i = 0; flags[i].name; i++)
+        if (c == (flags[i].letter ? flags[i].letter : 2000 + i))
+            return flags[i].set;
+    return NULL;
+}
+
+int insp_parse(int argc, char **argv, const char *cmd, struct insp_sel *sel,
+               const struct insp_flag *flags, void (*help)(void))
+{
+    struct option lo[16 + INSP_MAX_FLAGS];
+    char so[8 + INSP_MAX_FLAGS];
+    build_options(flags, lo, so);
+    insp_sel_init(sel);
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, so, lo, NULL)) != -1) {
+        int r = insp_sel_option(sel, c, optarg);
+        int *flag = r == 0 ? flag_target(flags, c) : NULL;
+        if (r < 0)
+            return CLI_USAGE;
+        if (r > 0)
+            continue;
+        if (flag) {
+            *flag = 1;
+        } else if (c == 'h') {
+            help();
+            return -1;
+        } else {
+            cli_error("%s: bad option '%s' (see 'closewise %s --help')", cmd,
+                      argv[optind - 1], cmd);
+            return CLI_USAGE;
+        }
+    }
+    if (optind < argc) {
+        cli_error("%s: unexpected argument '%s'", cmd, argv[optind]);
+        return CLI_USAGE;
+    }
+    return CLI_OK;
+}
+
 void insp_help(const char *usage, const char *what, const char *options)
 {
     printf("usage: %s\n\n%s\n\noptions:\n%s", usage, what, options);

@@ -49,6 +49,19 @@ enum {
 
 void insp_sel_init(struct insp_sel *s);
 
+/* A command's own on/off option: --name, and -letter unless letter is 0. */
+struct insp_flag {
+    const char *name;
+    int letter;
+    int *set;
+};
+
+/* Parse argv: the shared filter options into *sel, the command's flags
+ * (a table ending with a NULL name), and -h/--help. Returns CLI_OK,
+ * CLI_USAGE after a one-line error, or -1 after printing help. */
+int insp_parse(int argc, char **argv, const char *cmd, struct insp_sel *sel,
+               const struct insp_flag *flags, void (*help)(void));
+
 /* Handle one shared option. Returns 1 if opt was one, 0 if not, or -1
  * after printing an error for a bad value. */
 int insp_sel_option(struct insp_sel *s, int opt, const char *arg);

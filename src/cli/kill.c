@@ -35,34 +35,13 @@ static void kill_help(void)
 
 static int kill_parse(int argc, char **argv, struct kill_opts *o)
 {
-    static const struct option longopts[] = {
-        INSP_FILTER_OPTIONS,
-        {"yes", no_argument, NULL, 'y'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
     memset(o, 0, sizeof *o);
-    insp_sel_init(&o->sel);
-    optind = 1;
-    opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, "46yh", longopts, NULL)) != -1) {
-        int r = insp_sel_option(&o->sel, c, optarg);
-        if (r < 0)
-            return CLI_USAGE;
-        if (r > 0)
-            continue;
-        switch (c) {
-        case 'y': o->yes = 1; break;
-        case 'h': kill_help(); return -1;
-        default:
-            cli_error("kill: bad option '%s' (see 'closewise kill --help')", argv[optind - 1]);
-            return CLI_USAGE;
-        }
-    }
-    if (optind < argc) {
-        cli_error("kill: unexpected argument '%s'", argv[optind]);
-        return CLI_USAGE;
-    }
+    const struct insp_flag flags[] = {
+        {"yes", 'y', &o->yes},
+        {NULL, 0, NULL}};
+    int rc = insp_parse(argc, argv, "kill", &o->sel, flags, kill_help);
+    if (rc)
+        return rc;
     if (!o->sel.narrowed) {
         cli_error("kill: refusing to destroy without a filter (give --port, --sport, "
                   "--dport, --addr, --pid or --cookie)");

@@ -27,38 +27,15 @@ static void ls_help(void)
 
 static int ls_parse(int argc, char **argv, struct ls_opts *o)
 {
-    static const struct option longopts[] = {
-        INSP_FILTER_OPTIONS,
-        {"process", no_argument, NULL, 'p'},
-        {"explain", no_argument, NULL, 'e'},
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
     memset(o, 0, sizeof *o);
-    insp_sel_init(&o->sel);
-    optind = 1;
-    opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, "46peh", longopts, NULL)) != -1) {
-        int r = insp_sel_option(&o->sel, c, optarg);
-        if (r < 0)
-            return CLI_USAGE;
-        if (r > 0)
-            continue;
-        switch (c) {
-        case 'p': o->process = 1; break;
-        case 'e': o->explain = 1; break;
-        case 'j': o->json = 1; break;
-        case 'h': ls_help(); return -1;
-        default:
-            cli_error("ls: bad option '%s' (see 'closewise ls --help')", argv[optind - 1]);
-            return CLI_USAGE;
-        }
-    }
-    if (optind < argc) {
-        cli_error("ls: unexpected argument '%s'", argv[optind]);
-        return CLI_USAGE;
-    }
+    const struct insp_flag flags[] = {
+        {"process", 'p', &o->process},
+        {"explain", 'e', &o->explain},
+        {"json", 0, &o->json},
+        {NULL, 0, NULL}};
+    int rc = insp_parse(argc, argv, "ls", &o->sel, flags, ls_help);
+    if (rc)
+        return rc;
     /* Explaining an unaccepted socket names its listener. */
     if (o->explain)
         o->process = 1;

@@ -43,36 +43,14 @@ static void stat_help(void)
 
 static int stat_parse(int argc, char **argv, struct stat_opts *o)
 {
-    static const struct option longopts[] = {
-        INSP_FILTER_OPTIONS,
-        {"explain", no_argument, NULL, 'e'},
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
     memset(o, 0, sizeof *o);
-    insp_sel_init(&o->sel);
-    optind = 1;
-    opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, "46eh", longopts, NULL)) != -1) {
-        int r = insp_sel_option(&o->sel, c, optarg);
-        if (r < 0)
-            return CLI_USAGE;
-        if (r > 0)
-            continue;
-        switch (c) {
-        case 'e': o->explain = 1; break;
-        case 'j': o->json = 1; break;
-        case 'h': stat_help(); return -1;
-        default:
-            cli_error("stat: bad option '%s' (see 'closewise stat --help')", argv[optind - 1]);
-            return CLI_USAGE;
-        }
-    }
-    if (optind < argc) {
-        cli_error("stat: unexpected argument '%s'", argv[optind]);
-        return CLI_USAGE;
-    }
+    const struct insp_flag flags[] = {
+        {"explain", 'e', &o->explain},
+        {"json", 0, &o->json},
+        {NULL, 0, NULL}};
+    int rc = insp_parse(argc, argv, "stat", &o->sel, flags, stat_help);
+    if (rc)
+        return rc;
     o->sel.f.want_info = 1;
     return CLI_OK;
 }
