@@ -27,9 +27,7 @@ int64_t cw_backoff_next(struct cw_backoff *b)
 {
     int64_t d = b->min_ms;
     for (unsigned i = 0; i < b->attempt && d < b->max_ms; i++)
-        d *= 2;
-    if (d > b->max_ms)
-        d = b->max_ms;
+        d = d > b->max_ms / 2 ? b->max_ms : d * 2;   /* never overflows */
     if (b->attempt < 64)
         b->attempt++;
     int64_t half = d / 2;
