@@ -215,11 +215,15 @@ static void dispatch(cw_loop *l, cw_io *io, uint32_t ev)
     if (ev & EPOLLOUT)
         out |= CW_EV_WRITE;
     if ((ev & (EPOLLRDHUP | EPOLLHUP)) && !(io->flags & IO_HUP_SEEN)) {
+        /* Reported once. RDHUP stays armed in the kernel until it fires
+         * again: most owners close the socket in this very callback, and
+         * disarming it first would cost them an epoll_ctl for nothing. */
         out |= CW_EV_HUP;
         io->flags |= IO_HUP_SEEN;
-        io_ctl(l, EPOLL_CTL_MOD, io);
     } else if (ev & EPOLLHUP) {
         out |= CW_EV_HUP;   /* cannot be masked: the owner must act */
+    } else if (ev & EPOLLRDHUP) {
+        io_ctl(l, EPOLL_CTL_MOD, io);   /* seen already: stop the repeats */
     }
     if (ev & EPOLLERR) {
         int err = 0;

@@ -227,8 +227,12 @@ static void flush(cw_server *s, struct sconn *c)
 
 /* Send a reply line. The usual case is one send() from the stack; only
  * the part the socket does not take is kept, in a buffer allocated for
- * it, and then reads pause until it is flushed. */
-static void reply(cw_server *s, struct sconn *c, const char *text, size_t len)
+ * it, and then reads pause until it is flushed. A last line before a
+ * graceful close is sent corked (MSG_MORE): the shutdown() that follows
+ * in the same iteration attaches the FIN to it, so line and FIN leave in
+ * one segment and the client acknowledges both at once. */
+static void send_line(cw_server *s, struct sconn *c, const char *text, size_t len,
+                      int last)
 {
     if (c->state == ST_DEAD)
         return;
@@ -239,7 +243,10 @@ static void reply(cw_server *s, struct sconn *c, const char *text, size_t len)
     line[len++] = '\n';
     size_t off = 0;
     if (!c->wbuf) {
-        ssize_t n = cw__send_nb(c->io.fd, line, len);
+        ssize_t n = send(c->io.fd, line, len,
+                         MSG_DONTWAIT | MSG_NOSIGNAL | (last ? MSG_MORE : 0));
+        if (n < 0)
+            n = errno == EAGAIN || errno == EINTR ? -EAGAIN : -errno;
         if (n < 0 && n != -EAGAIN) {
             conn_die(c, END_RESET, HOW_RESET);
             return;
@@ -266,6 +273,11 @@ static void reply(cw_server *s, struct sconn *c, const char *text, size_t len)
     c->woff = 0;
 }
 
+static void reply(cw_server *s, struct sconn *c, const char *text, size_t len)
+{
+    send_line(s, c, text, len, 0);
+}
+
 static void reply_str(cw_server *s, struct sconn *c, const char *text)
 {
     reply(s, c, text, strlen(text));
@@ -277,7 +289,7 @@ static void finish(cw_server *s, struct sconn *c, const char *text, enum end why
     if (c->state != ST_ACTIVE)
         return;
     c->end = why;
-    reply_str(s, c, text);
+    send_line(s, c, text, strlen(text), s->o.close_mode == CW_SERVER_GRACEFUL);
     if (c->state == ST_ACTIVE)
         c->state = ST_CLOSING;
 }
