@@ -186,7 +186,7 @@ measure() {
                 segs=$(($(out_segs) - segs0))
                 pns=$(($(proc_cpu_ns "$s") - pcpu0))
                 busy=$(echo "$ticks0 $(core_ticks)" | awk -v segs=$segs -v pns=$pns '{
-                    printf "segs=%d pns=%d ", segs, pns;
+                    printf "segs=%.0f pns=%.0f ", segs, pns;   # %d stops at 2^31 in mawk
                     printf "busy=%.1f lbusy=%.1f", ($5 - $1) ? 100 * ($5 - $1) / ($6 - $2) : 0, ($7 - $3) ? 100 * ($7 - $3) / ($8 - $4) : 0 }')
                 line="server=$s conc=$conc run=$r $out $(leftovers) $busy"
                 echo "$line" >>"$tmp/churn"
