@@ -154,7 +154,7 @@ core_ticks() {
 # ones included (/proc/PID/stat, clock ticks).
 proc_cpu_ns() {
     if [ "$1" = seed ]; then
-        awk -v hz="$(getconf CLK_TCK)" '{ printf "%d\n", ($14 + $15) * 1e9 / hz }' "/proc/$spid/stat"
+        awk -v hz="$(getconf CLK_TCK)" '{ printf "%.0f\n", ($14 + $15) * 1e9 / hz }' "/proc/$spid/stat"
     else
         cut -d' ' -f1 "/proc/$spid/schedstat"
     fi
