@@ -40,6 +40,27 @@ int cwt_setup(void **state)
     return 0;
 }
 
+/* Children spawned by this test, so that teardown can stop any a failed
+ * assertion left running: no process outlives its test. */
+static pid_t spawned[64];
+static int nspawned;
+
+static void forget_child(pid_t pid)
+{
+    for (int i = 0; i < nspawned; i++)
+        if (spawned[i] == pid)
+            spawned[i] = spawned[--nspawned];
+}
+
+static void reap_children(void)
+{
+    while (nspawned > 0) {
+        pid_t pid = spawned[--nspawned];
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+}
+
 static char netns_made[4][64];
 static int netns_count, netns_orig = -1;
 
@@ -58,6 +79,7 @@ int cwt_teardown(void **state)
 {
     (void)state;
     netns_cleanup();
+    reap_children();
     int now = cwt_fd_count();
     if (now != fds_at_setup)
         fail_msg("descriptor leak: %d open at setup, %d at teardown",
@@ -272,6 +294,7 @@ int cwt_kill(pid_t pid)
     int status = 0;
     kill(pid, SIGKILL);
     waitpid(pid, &status, 0);
+    forget_child(pid);
     return status;
 }
 
@@ -281,8 +304,10 @@ int cwt_wait(pid_t pid, int timeout_ms)
     int status;
     while (cw_now_ms() < end) {
         pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid)
+        if (r == pid) {
+            forget_child(pid);
             return status;
+        }
         cwt_sleep_ms(10);
     }
     cwt_kill(pid);
@@ -315,6 +340,8 @@ pid_t cwt_spawn3(char *const argv[], int *in_fd, int *out_fd, int *err_fd)
         execv(argv[0], argv);
         _exit(127);
     }
+    if (nspawned < (int)(sizeof spawned / sizeof spawned[0]))
+        spawned[nspawned++] = pid;
     if (in_fd) {
         close(p[0][0]);
         *in_fd = p[0][1];
