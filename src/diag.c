@@ -204,17 +204,23 @@ static unsigned kernel_states(const struct cw_diag_filter *f)
     return states;
 }
 
+/* Receive one batch of netlink replies and run cb over it. Returns what
+ * mnl_cb_run does (MNL_CB_OK, MNL_CB_STOP), or MNL_CB_ERROR with errno set,
+ * also when the receive itself failed. */
+static int recv_batch(cw_diag *d, mnl_cb_t cb, void *ctx)
+{
+    ssize_t len;
+    while ((len = mnl_socket_recvfrom(d->nl, d->buf, CW__DIAG_BUF)) < 0)
+        if (errno != EINTR)
+            return MNL_CB_ERROR;
+    return mnl_cb_run(d->buf, (size_t)len, d->seq, d->portid, cb, ctx);
+}
+
 /* Collect the replies of the dump request just sent. */
 static int dump_recv(cw_diag *d, struct dump_ctx *ctx)
 {
     for (;;) {
-        ssize_t len = mnl_socket_recvfrom(d->nl, d->buf, CW__DIAG_BUF);
-        if (len < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        int rc = mnl_cb_run(d->buf, (size_t)len, d->seq, d->portid, dump_cb, ctx);
+        int rc = recv_batch(d, dump_cb, ctx);
         if (rc == MNL_CB_STOP)
             return CW_OK;
         if (rc < 0)
@@ -336,19 +342,8 @@ int cw_diag_destroy(cw_diag *d, const struct cw_sock *s)
     req->id.idiag_cookie[1] = (uint32_t)(s->cookie >> 32);
     if (mnl_socket_sendto(d->nl, nlh, nlh->nlmsg_len) < 0)
         return -errno;
-    for (;;) {
-        ssize_t len = mnl_socket_recvfrom(d->nl, d->buf, CW__DIAG_BUF);
-        if (len < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        int rc = mnl_cb_run(d->buf, (size_t)len, d->seq, d->portid, NULL, NULL);
-        if (rc < 0)
-            return -errno;
-        if (rc == MNL_CB_STOP || rc == MNL_CB_OK)
-            return CW_OK;
-    }
+    /* The kernel answers with one ACK or one error. */
+    return recv_batch(d, NULL, NULL) < 0 ? -errno : CW_OK;
 }
 
 /* Look for the option in a kernel config, plain or gzip'ed (read through
