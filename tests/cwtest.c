@@ -270,14 +270,20 @@ pid_t cwt_spawn(char *const argv[], int *out_fd)
     return cwt_spawn3(argv, NULL, out_fd, NULL);
 }
 
+/* Wait until fd is readable or the absolute time end (ms) has passed. */
+static int readable_before(int fd, int64_t end)
+{
+    int64_t left = end - cw_now_ms();
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return left > 0 && poll(&p, 1, (int)left) > 0;
+}
+
 int cwt_read_line(int fd, char *buf, size_t size, int timeout_ms)
 {
     int64_t end = cw_now_ms() + timeout_ms;
     size_t n = 0;
     while (n + 1 < size) {
-        int64_t left = end - cw_now_ms();
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+        if (!readable_before(fd, end))
             return -1;
         if (read(fd, buf + n, 1) != 1)
             return -1;
@@ -362,9 +368,7 @@ size_t cwt_read_all(int fd, char *buf, size_t size, int timeout_ms)
     int64_t end = cw_now_ms() + timeout_ms;
     size_t n = 0;
     while (n + 1 < size) {
-        int64_t left = end - cw_now_ms();
-        struct pollfd p = {.fd = fd, .events = POLLIN};
-        if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+        if (!readable_before(fd, end))
             break;
         ssize_t r = read(fd, buf + n, size - 1 - n);
         if (r <= 0)
