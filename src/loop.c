@@ -93,7 +93,9 @@ int cw_timer_stop(cw_loop *l, cw_timer *t)
 
 int cw_timer_start(cw_loop *l, cw_timer *t, int64_t deadline, cw_timer_cb *cb)
 {
-    if (!l || !t || !cb)
+    /* A negative deadline is CW_NEVER: at the top of the heap it would make
+     * epoll_wait block forever and hide every later timer. */
+    if (!l || !t || !cb || deadline < 0)
         return CW_EINVAL;
     t->cb = cb;
     if (t->slot) {   /* move: the common case of an idle timer reset */

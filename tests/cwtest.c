@@ -11,6 +11,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -428,4 +431,92 @@ void cwt_netns_leave(int orig)
 void cwt_netns_del(const char *name)
 {
     cwt_sh("ip netns del %s 2>/dev/null", name);
+}
+
+void cwt_private_netns(void)
+{
+    if (unshare(CLONE_NEWNET) < 0) {
+        fprintf(stderr, "cwtest: SKIP: cannot make a private network namespace "
+                        "(unshare: %s); this test reads the kernel's socket "
+                        "tables and needs root\n", strerror(errno));
+        exit(CWT_SKIP);
+    }
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
+    if (fd < 0 || ioctl(fd, SIOCGIFFLAGS, &ifr) < 0) {
+        fprintf(stderr, "cwtest: cannot read lo's flags: %s\n", strerror(errno));
+        exit(1);
+    }
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(fd, SIOCSIFFLAGS, &ifr) < 0) {
+        fprintf(stderr, "cwtest: cannot bring lo up: %s\n", strerror(errno));
+        exit(1);
+    }
+    close(fd);
+}
+
+/* ---- watchdog: a test that hangs explains itself ----
+ * CTest kills a test at its TIMEOUT with SIGKILL and prints nothing about
+ * where it was. CTest passes the timeout in CWT_TIMEOUT; a thread started
+ * before main() wakes a few seconds earlier, prints every thread's stack
+ * with gdb (or the kernel's view when gdb is missing) and aborts. */
+static void watchdog_dump(void)
+{
+    char pid[32];
+    snprintf(pid, sizeof pid, "%d", (int)getpid());
+    fflush(NULL);
+    pid_t g = fork();
+    if (g == 0) {
+        dup2(2, 1);
+        execlp("gdb", "gdb", "-p", pid, "-batch", "-nx", "-ex", "set pagination off",
+               "-ex", "thread apply all bt", (char *)NULL);
+        fprintf(stderr, "cwtest: watchdog: gdb unavailable (%s); kernel stacks:\n",
+                strerror(errno));
+        execlp("sh", "sh", "-c", "for t in /proc/$PPID/task/*; do echo \"== $t $(cat $t/comm)"
+               " wchan=$(cat $t/wchan)\"; cat $t/stack 2>/dev/null; done", (char *)NULL);
+        _exit(127);
+    }
+    if (g > 0)
+        waitpid(g, NULL, 0);
+}
+
+static void *watchdog(void *arg)
+{
+    unsigned secs = (unsigned)(uintptr_t)arg;
+    while ((secs = sleep(secs)) > 0)
+        ;
+    fprintf(stderr, "\ncwtest: watchdog: test still running close to its CTest "
+                    "timeout (%s s); stacks of every thread follow\n", getenv("CWT_TIMEOUT"));
+    watchdog_dump();
+    abort();
+    return NULL;
+}
+
+__attribute__((constructor)) static void watchdog_start(void)
+{
+    const char *s = getenv("CWT_TIMEOUT");
+    long t = s ? strtol(s, NULL, 10) : 0;
+    if (t <= 0)
+        return;   /* not under CTest (valgrind, by hand): no watchdog */
+    long margin = t / 10 < 5 ? 5 : t / 10;
+    if (t <= margin)
+        return;
+#ifdef PR_SET_PTRACER
+    prctl(PR_SET_PTRACER, PR_SET_PTRACER_ANY, 0, 0, 0);   /* let gdb attach under Yama */
+#endif
+    /* The thread blocks every signal: a process-directed signal a test sends
+     * itself (SIGTERM to a cw_loop's signalfd) must reach the main thread. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pthread_t th;
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&th, &a, watchdog, (void *)(uintptr_t)(t - margin)) != 0)
+        fprintf(stderr, "cwtest: cannot start the watchdog thread\n");
+    pthread_attr_destroy(&a);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }

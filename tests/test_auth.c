@@ -138,6 +138,7 @@ static void test_throttle_table_bounded(void **state)
 
 int main(void)
 {
+    cwt_private_netns();
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_hashes),
         CWT_TEST(test_load_file),

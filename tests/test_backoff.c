@@ -46,6 +46,7 @@ static void test_never_zero_and_no_overflow(void **state)
 
 int main(void)
 {
+    cwt_private_netns();
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_delays_double_up_to_the_cap),
         CWT_TEST(test_jitter_spreads),

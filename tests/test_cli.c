@@ -40,6 +40,7 @@ static void test_usage_errors_exit_2(void **state)
 
 int main(void)
 {
+    cwt_private_netns();
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_version_and_help),
         CWT_TEST(test_usage_errors_exit_2),

@@ -285,6 +285,7 @@ static void test_bind_port_time_wait_with_timestamps(void **state)
 
 int main(void)
 {
+    cwt_private_netns();
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_echo_and_quit),
         CWT_TEST(test_idle_close_is_detected_and_closed),

@@ -245,6 +245,7 @@ static void test_large_reply_plain_close_unread_input(void **state)
 
 int main(void)
 {
+    cwt_private_netns();
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_small_reply_graceful),
         CWT_TEST(test_small_reply_abort),

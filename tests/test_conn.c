@@ -331,6 +331,7 @@ static void test_graceful_close_reports_how_it_ended(void **state)
 
 int main(void)
 {
+    cwt_private_netns();
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_peer_close_while_blocked),
         CWT_TEST(test_eof_is_sticky),

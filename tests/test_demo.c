@@ -125,6 +125,7 @@ static void test_demo_ctrl_c_cleans_up(void **state)
 
 int main(void)
 {
+    cwt_private_netns();
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_demo_quick_numbers),
         CWT_TEST(test_demo_ctrl_c_cleans_up),

@@ -386,6 +386,7 @@ static void test_attribute_many(void **state)
 
 int main(void)
 {
+    cwt_private_netns();
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_zoo_ipv4),
         CWT_TEST(test_zoo_ipv6),

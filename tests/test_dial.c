@@ -341,6 +341,7 @@ static void test_options_reach_the_socket(void **state)
 
 int main(void)
 {
+    cwt_private_netns();
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_ipv6_loopback),
         CWT_TEST(test_dial_tries_every_address),

@@ -83,6 +83,7 @@ static void test_tidy_client_leaks_nothing(void **state)
 
 int main(void)
 {
+    cwt_private_netns();
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_leaky_client_leaks),
         CWT_TEST(test_tidy_client_leaks_nothing),

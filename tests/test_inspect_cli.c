@@ -727,6 +727,7 @@ static void test_usage_and_help(void **state)
 
 int main(void)
 {
+    cwt_private_netns();
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_ls_json_ipv4),
         CWT_TEST(test_ls_json_ipv6),

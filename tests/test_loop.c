@@ -84,13 +84,21 @@ static void test_timer_heap_stress(void **state)
     cw_timer *t = calloc(N, sizeof *t);
     assert_non_null(t);
     srand(7);
-    int64_t base = cw_now_ms() - 100000;   /* all already due */
+    /* All already due. cw_now_ms() counts from boot: on a machine up for
+     * less than a minute "now - 100 s" would be negative (CW_NEVER), which
+     * once hung this test on a freshly booted CI machine. */
+    int64_t now = cw_now_ms(), span = now < 50000 ? now + 1 : 50000;
+    int64_t base = now - span + 1;
     for (int i = 0; i < N; i++)
-        assert_int_equal(cw_timer_start(l, &t[i], base + rand() % 50000, on_heap_tmr), CW_OK);
+        assert_int_equal(cw_timer_start(l, &t[i], base + rand() % span, on_heap_tmr), CW_OK);
     for (int i = 0; i < N; i += 3)
         assert_int_equal(cw_timer_stop(l, &t[i]), CW_OK);
     for (int i = 1; i < N; i += 3)
-        assert_int_equal(cw_timer_start(l, &t[i], base + rand() % 50000, on_heap_tmr), CW_OK);
+        assert_int_equal(cw_timer_start(l, &t[i], base + rand() % span, on_heap_tmr), CW_OK);
+    /* CW_NEVER is refused: at the top of the heap it would hide the rest. */
+    cw_timer never = {0};
+    assert_int_equal(cw_timer_start(l, &never, CW_NEVER, on_heap_tmr), CW_EINVAL);
+    assert_false(cw_timer_active(&never));
     heap_last = INT64_MIN;
     heap_fired = heap_disorder = 0;
     heap_want = N - (N + 2) / 3;
@@ -331,6 +339,7 @@ static void test_bad_arguments(void **state)
 
 int main(void)
 {
+    cwt_private_netns();
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_timers_in_order),
         CWT_TEST(test_timer_heap_stress),

@@ -469,7 +469,8 @@ int main(int argc, char **argv)
 {
     if (argc > 1 && (!strcmp(argv[1], "no-timeout") || !strncmp(argv[1], "half-close", 10) ||
                      !strcmp(argv[1], "exit")))
-        return as_client(argc, argv);
+        return as_client(argc, argv);   /* a client, in the test's namespace */
+    cwt_private_netns();
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     assert_true(n > 0);
     self[n] = '\0';

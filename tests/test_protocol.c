@@ -173,6 +173,7 @@ static void test_pipelined(void **state)
 
 int main(void)
 {
+    cwt_private_netns();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_commands),
         cmocka_unit_test(test_syntax_and_unknown),

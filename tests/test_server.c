@@ -827,6 +827,7 @@ static void test_emfile_storm(void **state)
 
 int main(void)
 {
+    cwt_private_netns();
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_login_success),

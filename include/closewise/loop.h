@@ -106,7 +106,10 @@ int cw_io_active(const cw_io *io);
 
 /* Start (or move) a one-shot timer due at the absolute time deadline
  * (cw_now_ms() scale). A deadline in the past fires in the next
- * iteration. Returns CW_OK or -ENOMEM. */
+ * iteration. Returns CW_OK, -ENOMEM, or CW_EINVAL for a negative deadline
+ * (CW_NEVER): a timer that never fires is a stopped one. Note that
+ * cw_now_ms() counts from boot, so "now minus a minute" is negative on a
+ * machine up for less than a minute: clamp such arithmetic at 0. */
 int cw_timer_start(cw_loop *loop, cw_timer *t, int64_t deadline,
                    cw_timer_cb *cb);
 
