@@ -5,6 +5,7 @@
 #   make demo       build, then run the main job: `closewise demo`
 #   make examples   build, then run the leaky and the tidy example clients
 #   make install    install into $(PREFIX) (default /usr/local)
+#   make uninstall  remove what the last install wrote
 #   make valgrind   library tests under valgrind (no sanitizers)
 #   make bench      benchmarks, rewrites docs/BENCHMARKS.md
 #   make clang      warning-free build check with clang -Werror
@@ -14,7 +15,17 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE ?= cmake
 CTEST_ARGS ?=
 
-.PHONY: all build check check-sanitize demo examples install valgrind bench clang clean deps-build deps-test deps-bench
+.PHONY: all build check check-sanitize demo examples install uninstall valgrind bench clang clean deps-build deps-test deps-bench
+
+# The build prints one line per build tree; the compiler's output goes to
+# BUILD.log and is shown only when the build fails (V=1 shows it all).
+ifeq ($(V),1)
+cw_build = $(CMAKE) --build $(1) -j $(JOBS)
+else
+cw_build = printf 'closewise: building %s ... ' $(1) && \
+	{ $(CMAKE) --build $(1) -j $(JOBS) >$(1).log 2>&1 || { echo failed; cat $(1).log; exit 1; }; } && \
+	echo ok
+endif
 
 all: build
 
@@ -27,13 +38,13 @@ deps-bench:
 
 build: deps-build
 	@$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCW_TESTS=OFF -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
-	@$(CMAKE) --build build -j $(JOBS)
+	@$(call cw_build,build)
 
 check: check-sanitize valgrind clang
 
 check-sanitize: deps-test
 	@$(CMAKE) -S . -B build-check -DCMAKE_BUILD_TYPE=Debug -DCW_SANITIZE=ON -DCW_WERROR=ON >/dev/null
-	@$(CMAKE) --build build-check -j $(JOBS)
+	@$(call cw_build,build-check)
 	@cd build-check && ctest --output-on-failure -j $(JOBS) $(CTEST_ARGS)
 
 demo: build
@@ -45,20 +56,23 @@ examples: build
 install: build
 	@$(CMAKE) --install build --prefix $(PREFIX)
 
+uninstall:
+	@sh scripts/uninstall.sh build/install_manifest.txt
+
 valgrind: deps-test
 	@$(CMAKE) -S . -B build-valgrind -DCMAKE_BUILD_TYPE=Debug >/dev/null
-	@$(CMAKE) --build build-valgrind -j $(JOBS) >build-valgrind.log 2>&1 || { cat build-valgrind.log; exit 1; }
+	@$(call cw_build,build-valgrind)
 	@sh scripts/valgrind.sh build-valgrind
 
 clang: deps-test
 	@$(CMAKE) -S . -B build-clang -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DCW_WERROR=ON >/dev/null
-	@$(CMAKE) --build build-clang -j $(JOBS) >build-clang.log 2>&1 || { cat build-clang.log; exit 1; }
-	@echo "clang -Wall -Wextra -Werror build: ok"
+	@$(call cw_build,build-clang)
+	@echo "closewise: clang -Wall -Wextra -Werror build: ok"
 
 bench: deps-bench
 	@$(CMAKE) -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DCW_TESTS=OFF >/dev/null
-	@$(CMAKE) --build build-bench -j $(JOBS)
+	@$(call cw_build,build-bench)
 	@sh bench/run.sh build-bench
 
 clean:
-	rm -rf build build-check build-valgrind build-clang build-bench build-valgrind.log build-clang.log
+	rm -rf build build-check build-valgrind build-clang build-bench build*.log

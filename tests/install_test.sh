@@ -2,16 +2,19 @@
 # install_test.sh SOURCE_DIR - `make install` from a clean build: headers,
 # both libraries, closewise.pc, the binary and man pages land under the
 # prefix, and a program using only <closewise/closewise.h> and pkg-config
-# builds and runs against the shared and the static library.
+# builds and runs against the shared and the static library, through
+# pkg-config and through find_package(closewise). The prefix is chosen only
+# at install time (the build was configured for another one), as packagers
+# and `cmake --install --prefix` do; `make uninstall` removes it all again.
 set -eu
 src=$1
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 prefix=$tmp/prefix
 cmake -S "$src" -B "$tmp/build" -DCMAKE_BUILD_TYPE=Release -DCW_TESTS=OFF \
-      -DCMAKE_INSTALL_PREFIX="$prefix" >/dev/null
+      -DCMAKE_INSTALL_PREFIX=/nonexistent/configured-prefix >/dev/null
 cmake --build "$tmp/build" -j 2 >/dev/null
-cmake --install "$tmp/build" >/dev/null
+cmake --install "$tmp/build" --prefix "$prefix" >/dev/null
 
 fail() { echo "install_test: $*" >&2; exit 1; }
 libdir=$(dirname "$(find "$prefix" -name closewise.pc | head -n 1)")/..
@@ -47,4 +50,37 @@ if command -v c++ >/dev/null; then
     c++ -Wall -Werror -o "$tmp/t" "$tmp/t.cc" $(pkg-config --cflags --libs closewise) \
         -Wl,-rpath,"$libdir" && "$tmp/t" || fail "C++ program"
 fi
+# The pkg-config file names the prefix it was installed to, not the one
+# configured, and nothing else.
+grep -q "^prefix=$prefix\$" "$libdir/pkgconfig/closewise.pc" || fail "closewise.pc prefix is not the install prefix"
+grep -q configured-prefix "$libdir/pkgconfig/closewise.pc" && fail "closewise.pc names the configure-time prefix"
+
+# find_package(closewise) from a tiny CMake project, shared and static.
+mkdir -p "$tmp/fp"
+cp "$src/examples/tidy_client.c" "$tmp/fp/"
+cat > "$tmp/fp/CMakeLists.txt" <<'CMK'
+cmake_minimum_required(VERSION 3.18)
+project(fp LANGUAGES C)
+find_package(closewise 0.1 REQUIRED)
+add_executable(tidy_fp_shared tidy_client.c)
+target_link_libraries(tidy_fp_shared PRIVATE closewise::closewise)
+add_executable(tidy_fp_static tidy_client.c)
+target_link_libraries(tidy_fp_static PRIVATE closewise::closewise_static)
+CMK
+cmake -S "$tmp/fp" -B "$tmp/fp/build" -DCMAKE_PREFIX_PATH="$prefix" \
+      -DCMAKE_BUILD_RPATH="$libdir" >"$tmp/fp.log" 2>&1 || { cat "$tmp/fp.log"; fail "find_package(closewise)"; }
+cmake --build "$tmp/fp/build" >>"$tmp/fp.log" 2>&1 || { cat "$tmp/fp.log"; fail "building against find_package(closewise)"; }
+for prog in tidy_fp_shared tidy_fp_static; do
+    set +e
+    "$tmp/fp/build/$prog" >/dev/null 2>&1
+    rc=$?
+    set -e
+    [ $rc -eq 2 ] || fail "$prog: expected usage exit 2, got $rc"
+done
+ldd "$tmp/fp/build/tidy_fp_static" | grep -q libclosewise && fail "tidy_fp_static links the shared library"
+
+# Uninstall removes every installed file.
+sh "$src/scripts/uninstall.sh" "$tmp/build/install_manifest.txt" >/dev/null
+left=$(find "$prefix" -type f | wc -l)
+[ "$left" -eq 0 ] || fail "uninstall left $left files: $(find "$prefix" -type f | head -n 3)"
 echo "install_test: ok"
