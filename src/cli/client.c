@@ -296,34 +296,46 @@ static int connect_and_login(struct client *cl, char *why, size_t size)
     return rc >= 0 && is_final(line) ? REFUSED : rc >= 0 ? CW_ECLOSING : rc;
 }
 
-/* Take the first line out of the buffer; it was one of the protocol's
- * text lines if it returns 1 (copied to msg, at least MAX_TEXT + 1 bytes),
- * otherwise it was reported (unless already) and is gone. */
+/* Whether text can go out as the request "ECHO <text>": the server's own
+ * parser decides (short enough, and text). */
+static int sendable(const char *text, size_t len)
+{
+    char req[CW_SERVER_MAX_LINE + 2];
+    struct cw_req r;
+    if (len > MAX_TEXT)
+        return 0;
+    memcpy(req, "ECHO ", 5);
+    memcpy(req + 5, text, len);
+    req[5 + len] = '\n';
+    return cw__proto_parse(req, len + 6, &r) == CW_REQ_ECHO && r.text_len == len;
+}
+
+static void reject(struct input *in, long long lineno, int too_long)
+{
+    if (too_long)
+        cli_error("stdin line %lld: longer than %d bytes; not sent", lineno, MAX_TEXT);
+    else
+        cli_error("stdin line %lld: not text (a control byte or invalid UTF-8); "
+                  "not sent", lineno);
+    in->rejected++;
+}
+
+/* Take the first n bytes (a line, CRLF or LF, its terminator among the
+ * used bytes) out of the buffer. Returns 1 with it in msg (at least
+ * MAX_TEXT + 1 bytes), 0 when it could not be sent (said once). */
 static int take_line(struct input *in, size_t n, size_t used, char *msg)
 {
     int skipped = in->skipping;
+    size_t len = n > 0 && in->buf[n - 1] == '\r' ? n - 1 : n;
+    int ok = !skipped && sendable(in->buf, len);
     in->skipping = 0;
     in->lineno++;
-    size_t len = n > 0 && in->buf[n - 1] == '\r' ? n - 1 : n;
-    char req[CW_SERVER_MAX_LINE + 2];
-    struct cw_req r;
-    int ok = 0;
-    if (!skipped && len > MAX_TEXT) {
-        cli_error("stdin line %lld: longer than %d bytes; not sent", in->lineno, MAX_TEXT);
-    } else if (!skipped) {
-        memcpy(req, "ECHO ", 5);
-        memcpy(req + 5, in->buf, len);
-        req[5 + len] = '\n';
-        ok = cw__proto_parse(req, len + 6, &r) == CW_REQ_ECHO && r.text_len == len;
-        if (!ok)
-            cli_error("stdin line %lld: not text (a control byte or invalid UTF-8); "
-                      "not sent", in->lineno);
-    }
     if (ok) {
         memcpy(msg, in->buf, len);
         msg[len] = '\0';
-    } else if (!skipped)
-        in->rejected++;
+    } else if (!skipped) {
+        reject(in, in->lineno, len > MAX_TEXT);
+    }
     memmove(in->buf, in->buf + used, in->len - used);
     in->len -= used;
     return ok;
@@ -345,11 +357,8 @@ static int next_line(struct input *in, char *msg)
             /* Past MAX_TEXT + "\r" the line can no longer fit: say so now
              * and discard it up to its end, however long it is. */
             if (in->len > MAX_TEXT + 1) {
-                if (!in->skipping) {
-                    cli_error("stdin line %lld: longer than %d bytes; not sent",
-                              in->lineno + 1, MAX_TEXT);
-                    in->rejected++;
-                }
+                if (!in->skipping)
+                    reject(in, in->lineno + 1, 1);
                 in->skipping = 1;
                 in->len = 0;
             }
