@@ -1,7 +1,10 @@
 /* test_client.c - `closewise client` as a real process against the real
  * server (and against a silent listener): echo, detect-and-close on the
  * server's idle close, reconnect after a restart, read timeout, bounded
- * retries, and the seed's bound local port against a TIME_WAIT twin. */
+ * retries, and the seed's bound local port against a TIME_WAIT twin.
+ * Against hostile in-test servers (OK then close, reset, busy, over-long
+ * line): the retry budget holds, counted in connections accepted. And
+ * stdin: a burst is echoed at once, unsendable lines are skipped locally. */
 // cw-test-timeout: 120
 #include "cwtest.h"
 
@@ -9,6 +12,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +21,25 @@
 #include <unistd.h>
 
 #define BIN CW_BUILD_DIR "/closewise"
+
+/* Pipes a failed assertion would leave open: the teardown closes them, so
+ * the failure is reported as itself and not as a descriptor leak. */
+static int live_fds[16], nlive;
+
+static int track(int fd)
+{
+    assert_true(nlive < (int)(sizeof live_fds / sizeof live_fds[0]));
+    live_fds[nlive++] = fd;
+    return fd;
+}
+
+static void untrack_close(int fd)
+{
+    for (int i = 0; i < nlive; i++)
+        if (live_fds[i] == fd)
+            live_fds[i] = live_fds[--nlive];
+    close(fd);
+}
 
 struct server {
     pid_t pid;
@@ -32,6 +55,7 @@ static void server_start(struct server *sv, int port, const char *idle)
     char *argv[] = {BIN, "server", "--port", portarg, "--user", "alice:secret",
                     "--idle-timeout", (char *)idle, "--quiet", NULL};
     sv->pid = cwt_spawn(argv, &sv->out);
+    track(sv->out);
     char line[128];
     assert_true(cwt_read_line(sv->out, line, sizeof line, 5000) > 0);
     const char *colon = strrchr(line, ':');
@@ -44,8 +68,8 @@ static void server_stop(struct server *sv)
 {
     kill(sv->pid, SIGTERM);
     int status = cwt_wait(sv->pid, 5000);
+    untrack_close(sv->out);
     assert_true(WIFEXITED(status));
-    close(sv->out);
 }
 
 struct client {
@@ -63,6 +87,9 @@ static void client_start(struct client *cl, int port, char *extra[])
         argv[n++] = extra[i];
     argv[n] = NULL;
     cl->pid = cwt_spawn3(argv, &cl->in, &cl->out, &cl->err);
+    track(cl->in);
+    track(cl->out);
+    track(cl->err);
 }
 
 /* Send a line on the client's stdin and expect it echoed on its stdout. */
@@ -78,12 +105,11 @@ static void say(struct client *cl, const char *text)
 /* Close stdin and collect exit status and stderr. */
 static int client_finish(struct client *cl, char *err, size_t size)
 {
-    if (cl->in >= 0)
-        close(cl->in);
+    untrack_close(cl->in);
     cwt_read_all(cl->err, err, size, 15000);
     int status = cwt_wait(cl->pid, 5000);
-    close(cl->out);
-    close(cl->err);
+    untrack_close(cl->out);
+    untrack_close(cl->err);
     assert_true(WIFEXITED(status));
     return WEXITSTATUS(status);
 }
@@ -283,17 +309,355 @@ static void test_bind_port_time_wait_with_timestamps(void **state)
     assert_int_equal(count_str(err, "TIME_WAIT"), 0);
 }
 
+/* A fake server on loopback, one connection at a time, behaving in one
+ * way after the login line; it counts the connections it accepted. */
+enum fake_mode {
+    FAKE_ECHO,         /* a correct server: OK, echoes, BYE */
+    FAKE_ONE_ANSWER,   /* OK, answers one ECHO, closes */
+    FAKE_OK_CLOSE,     /* OK, then FIN */
+    FAKE_OK_RESET,     /* OK, then RST */
+    FAKE_BUSY,         /* ERR server busy instead of OK */
+    FAKE_OK_BUSY,      /* OK, ERR server busy, FIN */
+    FAKE_OK_LONG,      /* OK, a 3000-byte line */
+    FAKE_OK_IDLE,      /* OK, ERR idle timeout, FIN */
+    FAKE_THROTTLED,    /* ERR too many failures */
+};
+
+struct fake {
+    cw_listener *l;
+    enum fake_mode mode;
+    atomic_int stop, accepted;
+    pthread_t thread;
+};
+
+static void fake_say(cw_conn *c, const char *text)
+{
+    cw_send_all(c, text, strlen(text), cw_now_ms() + 2000);
+}
+
+/* Answer ECHO and QUIT like the real server until the client leaves;
+ * with once, close after the first answer. */
+static void fake_echo(cw_conn *c, int once)
+{
+    char line[4096];
+    while (cw_readline(c, line, sizeof line, cw_now_ms() + 5000) >= 0) {
+        if (strcmp(line, "QUIT") == 0) {
+            fake_say(c, "BYE\n");
+            return;
+        }
+        if (strncmp(line, "ECHO ", 5) != 0)
+            return;   /* no cmocka assertion off the main thread */
+        fake_say(c, line + 5);
+        fake_say(c, "\n");
+        if (once)
+            return;
+    }
+}
+
+static void fake_serve(struct fake *f, cw_conn *c)
+{
+    static const char *const says[] = {
+        [FAKE_ECHO] = "OK\n", [FAKE_ONE_ANSWER] = "OK\n", [FAKE_OK_CLOSE] = "OK\n",
+        [FAKE_OK_RESET] = "OK\n", [FAKE_BUSY] = "ERR server busy\n",
+        [FAKE_OK_BUSY] = "OK\nERR server busy\n", [FAKE_OK_LONG] = "OK\n",
+        [FAKE_OK_IDLE] = "OK\nERR idle timeout\n",
+        [FAKE_THROTTLED] = "ERR too many failures\n"};
+    char line[4096];
+    if (cw_readline(c, line, sizeof line, cw_now_ms() + 5000) < 0 ||
+        strcmp(line, "AUTH alice secret") != 0) {
+        cw_close(&c, CW_CLOSE_ABORT, CW_NEVER);
+        return;
+    }
+    fake_say(c, says[f->mode]);
+    if (f->mode == FAKE_ECHO || f->mode == FAKE_ONE_ANSWER)
+        fake_echo(c, f->mode == FAKE_ONE_ANSWER);
+    if (f->mode == FAKE_OK_LONG) {
+        char longline[3001];
+        memset(longline, 'x', 3000);
+        longline[3000] = '\0';
+        fake_say(c, longline);
+        fake_say(c, "\n");
+    }
+    if (f->mode == FAKE_OK_RESET) {
+        /* let the client read OK (or send its message) before the RST */
+        cw_readline(c, line, sizeof line, cw_now_ms() + 50);
+        cw_close(&c, CW_CLOSE_ABORT, CW_NEVER);
+        return;
+    }
+    cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
+}
+
+static void *fake_main(void *arg)
+{
+    struct fake *f = arg;
+    while (!atomic_load(&f->stop)) {
+        cw_conn *c;
+        if (cw_accept(f->l, cw_now_ms() + 20, &c) == CW_OK) {
+            atomic_fetch_add(&f->accepted, 1);
+            fake_serve(f, c);
+        }
+    }
+    return NULL;
+}
+
+/* The fake server a failed assertion would leave running. */
+static struct fake *live_fake;
+
+static void fake_start(struct fake *f, enum fake_mode mode)
+{
+    live_fake = f;
+    f->mode = mode;
+    atomic_init(&f->stop, 0);
+    atomic_init(&f->accepted, 0);
+    assert_int_equal(cw_listen("127.0.0.1", 0, NULL, 16, &f->l), CW_OK);
+    f->thread = cwt_thread(fake_main, f);
+}
+
+/* Stop the server; returns how many connections it accepted. */
+static int fake_stop(struct fake *f)
+{
+    live_fake = NULL;
+    atomic_store(&f->stop, 1);
+    cwt_join(f->thread);
+    cw_listener_close(&f->l);
+    return atomic_load(&f->accepted);
+}
+
+/* Run the client against the fake server until it exits on its own, stdin
+ * open and silent (an idle interactive user) unless extra has -n. */
+static int run_against(struct fake *f, char *extra[], char *err, size_t size,
+                       int64_t *took)
+{
+    struct client cl;
+    int64_t t0 = cw_now_ms();
+    client_start(&cl, cw_listener_port(f->l), extra);
+    cwt_read_all(cl.err, err, size, 10000);
+    int status = cwt_wait(cl.pid, 5000);
+    *took = cw_now_ms() - t0;
+    untrack_close(cl.in);
+    untrack_close(cl.out);
+    untrack_close(cl.err);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+/* The issue's hostile servers: before, --max-retries 3 made 8-15
+ * connections a second for as long as it ran, because a successful login
+ * refilled the budget. Now: 1 try + 3 retries, then exit 1, and the
+ * backoff spaces them (at least 20 + 40 + 80 ms). */
+static void test_hostile_servers_exhaust_the_budget(void **state)
+{
+    static const enum fake_mode modes[] = {FAKE_OK_CLOSE, FAKE_OK_RESET, FAKE_BUSY,
+                                           FAKE_OK_BUSY, FAKE_OK_LONG};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        for (int counted = 0; counted < 2; counted++) {
+            char *extra[] = {"--max-retries", "3", "--backoff-min", "40ms",
+                             "--backoff-max", "160ms", "--read-timeout", "2s",
+                             counted ? "-n" : NULL, "1", NULL};
+            struct fake f;
+            fake_start(&f, modes[i]);
+            char err[8192];
+            int64_t took;
+            int rc = run_against(&f, extra, err, sizeof err, &took);
+            int conns = fake_stop(&f);
+            printf("# mode %d %s: %d connections in %lld ms, exit %d\n", (int)modes[i],
+                   counted ? "-n 1" : "stdin", conns, (long long)took, rc);
+            if (conns != 4 || rc != 1)
+                printf("# %s", err);
+            assert_int_equal(rc, 1);
+            assert_int_equal(conns, 4);
+            assert_int_equal(count_str(err, "\n"), 4);   /* one line per attempt */
+            assert_int_equal(count_str(err, "giving up after 3 retries"), 1);
+            assert_true(took >= 140 && took < 5000);
+        }
+    }
+}
+
+/* A final reply ends the run at once: one connection, one line. */
+static void test_final_reply_ends_the_run(void **state)
+{
+    struct fake f;
+    fake_start(&f, FAKE_THROTTLED);
+    char *extra[] = {"-n", "1", NULL};
+    char err[4096];
+    int64_t took;
+    assert_int_equal(run_against(&f, extra, err, sizeof err, &took), 1);
+    assert_int_equal(fake_stop(&f), 1);
+    assert_string_equal(err, "closewise: login refused: ERR too many failures\n");
+}
+
+/* An answered message refills the budget: a server that closes after
+ * every answer still gets every message through with --max-retries 1. */
+static void test_answered_message_refills_the_budget(void **state)
+{
+    struct fake f;
+    fake_start(&f, FAKE_ONE_ANSWER);
+    char *extra[] = {"-n", "5", "--max-retries", "1", "--backoff-min", "10ms",
+                     "--backoff-max", "10ms", NULL};
+    struct client cl;
+    client_start(&cl, cw_listener_port(f.l), extra);
+    char line[64], want[64];
+    for (int i = 1; i <= 5; i++) {
+        snprintf(want, sizeof want, "message %d", i);
+        assert_true(cwt_read_line(cl.out, line, sizeof line, 5000) >= 0);
+        assert_string_equal(line, want);
+    }
+    char err[8192];
+    client_finish(&cl, err, sizeof err);   /* QUIT found the server gone: 1 */
+    assert_int_equal(fake_stop(&f), 5);
+    assert_int_equal(count_str(err, "(1 of 1)"), 4);
+    assert_int_equal(count_str(err, "giving up"), 0);
+}
+
+/* ERR idle timeout on a session we left idle: no reconnect until there is
+ * input. A server that says it at once cannot use that to make the client
+ * loop: the message is then unanswered and counts. */
+static void test_idle_timeout_reconnects_on_input(void **state)
+{
+    struct fake f;
+    fake_start(&f, FAKE_OK_IDLE);
+    char *extra[] = {"--max-retries", "3", "--backoff-min", "20ms",
+                     "--backoff-max", "40ms", NULL};
+    struct client cl;
+    client_start(&cl, cw_listener_port(f.l), extra);
+    char err[8192];
+    assert_true(cwt_read_line(cl.err, err, sizeof err, 5000) > 0);
+    assert_non_null(strstr(err, "server said 'ERR idle timeout', then closed; "
+                                "reconnecting at the next line of input"));
+    cwt_sleep_ms(300);   /* the old client reconnected within 40 ms */
+    assert_int_equal(atomic_load(&f.accepted), 1);
+    assert_int_equal(cwt_count(CW_TCP_CLOSE_WAIT, 0, cw_listener_port(f.l)), 0);
+    assert_int_equal(write(cl.in, "hi\n", 3), 3);
+    assert_int_equal(client_finish(&cl, err, sizeof err), 1);
+    assert_int_equal(fake_stop(&f), 1 + 4);
+    assert_int_equal(count_str(err, "\n"), 4);
+    assert_int_equal(count_str(err, "giving up after 3 retries"), 1);
+}
+
+/* Lines written in one burst are all echoed at once: the client reads
+ * stdin into its own buffer, so nothing waits in stdio's. */
+static void test_burst_stdin_echoed_at_once(void **state)
+{
+    struct server sv;
+    server_start(&sv, 0, "30s");
+    struct client cl;
+    client_start(&cl, sv.port, NULL);
+    say(&cl, "warm");   /* logged in */
+    int64_t t0 = cw_now_ms();
+    assert_int_equal(write(cl.in, "a\nb\nc\n", 6), 6);
+    char line[16];
+    for (const char *want = "abc"; *want; want++) {
+        assert_int_equal(cwt_read_line(cl.out, line, sizeof line, 2000), 1);
+        assert_int_equal(line[0], *want);
+    }
+    printf("# burst of 3 lines echoed in %lld ms\n", (long long)(cw_now_ms() - t0));
+    assert_true(cw_now_ms() - t0 < 1000);
+    char err[4096];
+    assert_int_equal(client_finish(&cl, err, sizeof err), 0);
+    assert_string_equal(err, "");
+    server_stop(&sv);
+}
+
+/* Lines the protocol cannot carry (ECHO + text over 1024 bytes, control
+ * bytes) are refused locally, one error each; the connection stays, and
+ * the longest line that fits still goes through. */
+static void test_unsendable_stdin_lines_skipped(void **state)
+{
+    struct fake f;
+    fake_start(&f, FAKE_ECHO);
+    struct client cl;
+    client_start(&cl, cw_listener_port(f.l), NULL);
+    static char big[70001];
+    memset(big, 'x', sizeof big - 1);
+    const size_t lens[] = {1019, 1020, 1023, 70000};
+    say(&cl, "before");
+    for (size_t i = 0; i < 4; i++) {
+        assert_int_equal(write(cl.in, big, lens[i]), (ssize_t)lens[i]);
+        assert_int_equal(write(cl.in, "\n", 1), 1);
+    }
+    assert_int_equal(write(cl.in, "bad\001byte\n", 9), 9);
+    char line[2048];
+    assert_int_equal(cwt_read_line(cl.out, line, sizeof line, 5000), 1019);
+    say(&cl, "after");
+    char err[4096];
+    assert_int_equal(client_finish(&cl, err, sizeof err), 1);
+    assert_int_equal(fake_stop(&f), 1);
+    assert_string_equal(err,
+        "closewise: stdin line 3: longer than 1019 bytes; not sent\n"
+        "closewise: stdin line 4: longer than 1019 bytes; not sent\n"
+        "closewise: stdin line 5: longer than 1019 bytes; not sent\n"
+        "closewise: stdin line 6: not text (a control byte or invalid UTF-8); not sent\n");
+}
+
+static int usage_exit(char *opt, char *val, char *err, size_t size)
+{
+    char *argv[] = {BIN, "client", "--port", "1", "--user", "alice:secret", "-n", "1",
+                    opt, val, NULL};
+    int efd;
+    pid_t pid = cwt_spawn3(argv, NULL, NULL, &efd);
+    cwt_read_all(efd, err, size, 5000);
+    int status = cwt_wait(pid, 5000);
+    close(efd);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Durations that would overflow or mean "never" are usage errors. */
+static void test_durations_range_checked(void **state)
+{
+    char *bad[][2] = {{"--read-timeout", "600h"}, {"--read-timeout", "0"},
+                      {"--connect-timeout", "0.4ms"}, {"--backoff-min", "0"},
+                      {"--backoff-max", "25h"}, {"--read-timeout", "nan"},
+                      {"--read-timeout", "1e400s"}, {"--max-retries", "99999999999999999999"},
+                      {"--user", "a-name-longer-than-sixty-four-bytes-is-refused-by-the-server-xxxx:pw"}};
+    char err[1024];
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(usage_exit(bad[i][0], bad[i][1], err, sizeof err), 2);
+        assert_int_equal(count_str(err, "\n"), 1);
+        assert_non_null(strstr(err, "closewise: "));
+    }
+    assert_int_equal(usage_exit("--backoff-min", "6s", err, sizeof err), 2);
+    assert_string_equal(err, "closewise: --backoff-max must not be below --backoff-min\n");
+    assert_int_equal(usage_exit("--read-timeout", "600h", err, sizeof err), 2);
+    assert_string_equal(err, "closewise: --read-timeout: '600h' is out of range (1ms to 24h)\n");
+    /* the bounds themselves are accepted */
+    struct fake f;
+    fake_start(&f, FAKE_ECHO);
+    char *extra[] = {"-n", "1", "--read-timeout", "24h", "--backoff-min", "1ms",
+                     "--backoff-max", "24h", "--max-retries", "0", NULL};
+    int64_t took;
+    assert_int_equal(run_against(&f, extra, err, sizeof err, &took), 0);
+    assert_int_equal(fake_stop(&f), 1);
+    assert_string_equal(err, "");
+}
+
+static int client_teardown(void **state)
+{
+    if (live_fake)
+        fake_stop(live_fake);
+    while (nlive > 0)
+        close(live_fds[--nlive]);
+    return cwt_teardown(state);
+}
+
 int main(void)
 {
     cwt_private_netns();
+#define CLIENT_TEST(fn) cmocka_unit_test_setup_teardown(fn, cwt_setup, client_teardown)
     const struct CMUnitTest tests[] = {
-        CWT_TEST(test_echo_and_quit),
-        CWT_TEST(test_idle_close_is_detected_and_closed),
-        CWT_TEST(test_reconnects_after_server_restart),
-        CWT_TEST(test_login_refused_and_usage),
-        CWT_TEST(test_read_timeout_and_bounded_retries),
-        CWT_TEST(test_bind_port_time_wait_without_timestamps),
-        CWT_TEST(test_bind_port_time_wait_with_timestamps),
+        CLIENT_TEST(test_echo_and_quit),
+        CLIENT_TEST(test_idle_close_is_detected_and_closed),
+        CLIENT_TEST(test_reconnects_after_server_restart),
+        CLIENT_TEST(test_login_refused_and_usage),
+        CLIENT_TEST(test_read_timeout_and_bounded_retries),
+        CLIENT_TEST(test_bind_port_time_wait_without_timestamps),
+        CLIENT_TEST(test_bind_port_time_wait_with_timestamps),
+        CLIENT_TEST(test_hostile_servers_exhaust_the_budget),
+        CLIENT_TEST(test_final_reply_ends_the_run),
+        CLIENT_TEST(test_answered_message_refills_the_budget),
+        CLIENT_TEST(test_idle_timeout_reconnects_on_input),
+        CLIENT_TEST(test_burst_stdin_echoed_at_once),
+        CLIENT_TEST(test_unsendable_stdin_lines_skipped),
+        CLIENT_TEST(test_durations_range_checked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,9 +1,12 @@
 /* client.c - `closewise client`: the seed's client done right. It logs in,
  * echoes lines, and when the connection ends in any way (the server's FIN,
  * a reset, a read timeout) it closes at once and reconnects with backoff,
- * resending the message that got no reply. */
+ * resending the message that got no reply. A server that accepts the login
+ * and then fails anyway must not make it reconnect forever: only a stable
+ * connection refills the retry budget. */
 #define _GNU_SOURCE
 #include "cli.h"
+#include "../protocol.h"   /* judge each request as the server will */
 
 #include <errno.h>
 #include <getopt.h>
@@ -12,6 +15,30 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+/* Longest text that fits one request line as "ECHO <text>". */
+enum { MAX_TEXT = CW_SERVER_MAX_LINE - 5 };
+
+/* A connection is stable once it answered a message, or stayed up this
+ * long while the client had nothing to send; only then do the retry
+ * budget and the backoff start over. */
+enum { STABLE_MS = 10000 };
+
+/* Every duration option: at least 1 ms (0 would mean "never" for a timeout
+ * and a busy loop for a backoff), at most a day (beyond that a timeout no
+ * longer fits the int of a socket option). */
+#define DURATION_MAX_MS (24LL * 3600 * 1000)
+
+/* Standard input, read with read(2) into our own buffer: lines that stdio
+ * had buffered would be invisible to poll(2) and wait for more input. */
+struct input {
+    char buf[4096];
+    size_t len;
+    long long lineno;
+    int eof;
+    int skipping;   /* inside a line already reported as too long */
+    int rejected;   /* lines not sent: the exit status says so */
+};
 
 struct client {
     const char *host;
@@ -24,7 +51,9 @@ struct client {
     int linger0, quiet;
     struct cw_backoff backoff;
     cw_conn *conn;
+    int64_t up_since;          /* when the current session logged in */
     long long sent, failures;
+    struct input in;
 };
 
 static void client_usage(FILE *f)
@@ -40,16 +69,20 @@ static void client_usage(FILE *f)
         "  -n, --count N            send N generated messages instead of stdin\n"
         "      --read-timeout D     wait for a reply at most D (default 30s)\n"
         "      --connect-timeout D  bound each connect (default 5s)\n"
-        "      --max-retries N      give up after N failed attempts in a row (10)\n"
+        "      --max-retries N      give up after N failed attempts in a row (10;\n"
+        "                           0: never retry)\n"
         "      --backoff-min D      first retry delay (default 100ms)\n"
         "      --backoff-max D      longest retry delay (default 5s)\n"
         "      --bind-port P        always connect from local port P (SO_REUSEADDR)\n"
         "      --linger0            close abortively (RST); loses unsent data\n"
         "  -q, --quiet              do not print replies\n"
         "  -h, --help               this text\n\n"
-        "A graceful close waits at most 500 ms for the server's FIN.\n"
-        "Durations: 250ms, 2s, 1m. Exit: 0 done, 1 login refused or gave up,\n"
-        "2 usage, 3 system error. See closewise-client(1).\n");
+        "Failed attempts count until a connection is stable (a message answered,\n"
+        "or 10 s up while idle). Input lines longer than %d bytes or not text are\n"
+        "skipped with one error each. A graceful close waits at most 500 ms for\n"
+        "the server's FIN. Durations: 250ms, 2s, 1m, 1h; 1ms to 24h.\n"
+        "Exit: 0 done, 1 login refused, gave up, or a line skipped, 2 usage,\n"
+        "3 system error. See closewise-client(1).\n", MAX_TEXT);
 }
 
 enum { OPT_RT = 256, OPT_CT, OPT_RETRIES, OPT_BMIN, OPT_BMAX, OPT_BIND, OPT_L0 };
@@ -74,11 +107,46 @@ static const struct option long_opts[] = {
 static int parse_count(const char *s, long long *out)
 {
     char *end;
+    errno = 0;
     long long v = strtoll(s, &end, 10);
-    if (!*s || *end || v < 0)
+    if (!*s || *end || v < 0 || errno == ERANGE)
         return -1;
     *out = v;
     return 0;
+}
+
+static const char *opt_name(int opt)
+{
+    for (const struct option *o = long_opts; o->name; o++)
+        if (o->val == opt)
+            return o->name;
+    return "?";
+}
+
+static int parse_duration(int opt, const char *arg, long long *out)
+{
+    long long v = cli_parse_duration(arg);
+    if (v < 0) {
+        cli_error("--%s: bad duration '%s' (examples: 250ms, 2s, 1m)", opt_name(opt), arg);
+        return -1;
+    }
+    if (v < 1 || v > DURATION_MAX_MS) {
+        cli_error("--%s: '%s' is out of range (1ms to 24h)", opt_name(opt), arg);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* Whether the server will read "AUTH user password" as exactly that. */
+static int auth_line_ok(const char *user, const char *password)
+{
+    char line[CW_SERVER_MAX_LINE + 2];
+    struct cw_req r;
+    int n = snprintf(line, sizeof line, "AUTH %s %s\n", user, password);
+    return n > 0 && (size_t)n < sizeof line &&
+           cw__proto_parse(line, (size_t)n, &r) == CW_REQ_AUTH &&
+           r.user_len == strlen(user) && r.pass_len == strlen(password);
 }
 
 static int set_user(struct client *cl, const char *arg)
@@ -93,6 +161,11 @@ static int set_user(struct client *cl, const char *arg)
     memcpy(cl->user, arg, ulen);
     cl->user[ulen] = '\0';
     strcpy(cl->password, colon + 1);
+    if (!auth_line_ok(cl->user, cl->password)) {
+        cli_error("--user: NAME must be 1-%d bytes and both parts text "
+                  "(see docs/PROTOCOL.md)", CW_PROTO_MAX_USER);
+        return -1;
+    }
     return 0;
 }
 
@@ -102,10 +175,8 @@ static int parse_one(struct client *cl, int opt, const char *arg, long long *bmi
     long long *dur = opt == OPT_RT ? &cl->read_timeout_ms
                    : opt == OPT_CT ? &cl->connect_timeout_ms
                    : opt == OPT_BMIN ? bmin : opt == OPT_BMAX ? bmax : NULL;
-    if (dur) {
-        *dur = cli_parse_duration(arg);
-        return *dur < 0 ? (cli_error("bad duration '%s'", arg), -1) : 0;
-    }
+    if (dur)
+        return parse_duration(opt, arg, dur);
     switch (opt) {
     case 'H': cl->host = arg; return 0;
     case 'p': cl->port = cli_parse_port(arg); break;
@@ -147,6 +218,10 @@ static int parse_args(struct client *cl, int argc, char **argv)
         cli_error("--port and --user are required (see 'closewise client --help')");
         return -1;
     }
+    if (bmax < bmin) {
+        cli_error("--backoff-max must not be below --backoff-min");
+        return -1;
+    }
     cw_backoff_init(&cl->backoff, bmin, bmax);
     return 0;
 }
@@ -167,15 +242,33 @@ static void drop(struct client *cl)
              cw_now_ms() + 500);
 }
 
-enum { LOGIN_REFUSED = 1 };
+/* Replies after which trying again cannot help: the credentials, the
+ * throttle (retrying only prolongs it), or a request the server cannot
+ * read (client and server disagree on the protocol). Every other ending,
+ * `ERR server busy` and `ERR server shutting down` included, is transient
+ * and counts against the retry budget. */
+static int is_final(const char *reply)
+{
+    static const char *const final[] = {
+        "ERR bad credentials", "ERR too many failures", "ERR syntax",
+        "ERR unknown command", "ERR line too long", "ERR bad request",
+        "ERR not authenticated", "ERR already authenticated", NULL};
+    for (int i = 0; final[i]; i++)
+        if (strcmp(reply, final[i]) == 0)
+            return 1;
+    return 0;
+}
 
-/* Connect and log in. Returns CW_OK, LOGIN_REFUSED, or a negative code. */
+enum { REFUSED = 1 };   /* beside CW_OK and negative codes: a final reply */
+
+/* Connect and log in. Returns CW_OK, REFUSED, or a negative code; why
+ * says what went wrong. */
 static int connect_and_login(struct client *cl, char *why, size_t size)
 {
     struct cw_opts o;
     cw_opts_init(&o);
     o.nodelay = 1;
-    o.read_timeout_ms = (int)cl->read_timeout_ms;
+    o.read_timeout_ms = (int)cl->read_timeout_ms;   /* <= 24h: fits */
     if (cl->bind_port) {
         o.bind_port = (uint16_t)cl->bind_port;
         o.reuseaddr = 1;   /* the seed's remedy: one local port, reused */
@@ -191,15 +284,113 @@ static int connect_and_login(struct client *cl, char *why, size_t size)
     rc = cw_send_all(cl->conn, line, (size_t)n, cw_now_ms() + cl->read_timeout_ms);
     if (rc == CW_OK)
         rc = (int)cw_readline(cl->conn, line, sizeof line, CW_NEVER);
-    if (rc >= 0 && strcmp(line, "OK") == 0)
+    if (rc >= 0 && strcmp(line, "OK") == 0) {
+        cl->up_since = cw_now_ms();
         return CW_OK;
+    }
     if (rc >= 0)
         snprintf(why, size, "login refused: %s", line);
     else
         snprintf(why, size, "login: %s", cw_strerror(rc));
     drop(cl);
-    return rc >= 0 && strcmp(line, "ERR bad credentials") == 0 ? LOGIN_REFUSED
-           : rc >= 0 ? CW_ECLOSING : rc;
+    return rc >= 0 && is_final(line) ? REFUSED : rc >= 0 ? CW_ECLOSING : rc;
+}
+
+/* Whether text can go out as the request "ECHO <text>": the server's own
+ * parser decides (short enough, and text). */
+static int sendable(const char *text, size_t len)
+{
+    char req[CW_SERVER_MAX_LINE + 2];
+    struct cw_req r;
+    if (len > MAX_TEXT)
+        return 0;
+    memcpy(req, "ECHO ", 5);
+    memcpy(req + 5, text, len);
+    req[5 + len] = '\n';
+    return cw__proto_parse(req, len + 6, &r) == CW_REQ_ECHO && r.text_len == len;
+}
+
+static void reject(struct input *in, long long lineno, int too_long)
+{
+    if (too_long)
+        cli_error("stdin line %lld: longer than %d bytes; not sent", lineno, MAX_TEXT);
+    else
+        cli_error("stdin line %lld: not text (a control byte or invalid UTF-8); "
+                  "not sent", lineno);
+    in->rejected++;
+}
+
+/* Take the first n bytes (a line, CRLF or LF, its terminator among the
+ * used bytes) out of the buffer. Returns 1 with it in msg (at least
+ * MAX_TEXT + 1 bytes), 0 when it could not be sent (said once). */
+static int take_line(struct input *in, size_t n, size_t used, char *msg)
+{
+    int skipped = in->skipping;
+    size_t len = n > 0 && in->buf[n - 1] == '\r' ? n - 1 : n;
+    int ok = !skipped && sendable(in->buf, len);
+    in->skipping = 0;
+    in->lineno++;
+    if (ok) {
+        memcpy(msg, in->buf, len);
+        msg[len] = '\0';
+    } else if (!skipped) {
+        reject(in, in->lineno, len > MAX_TEXT);
+    }
+    memmove(in->buf, in->buf + used, in->len - used);
+    in->len -= used;
+    return ok;
+}
+
+/* The next line of input that can be sent. Returns 1 with it in msg, 0
+ * when more input is needed (or, once in->eof is set, at the end). */
+static int next_line(struct input *in, char *msg)
+{
+    for (;;) {
+        char *nl = memchr(in->buf, '\n', in->len);
+        if (nl) {
+            if (take_line(in, (size_t)(nl - in->buf), (size_t)(nl - in->buf) + 1, msg))
+                return 1;
+        } else if (in->eof && in->len > 0) {
+            if (take_line(in, in->len, in->len, msg))   /* unterminated last line */
+                return 1;
+        } else {
+            /* Past MAX_TEXT + "\r" the line can no longer fit: say so now
+             * and discard it up to its end, however long it is. */
+            if (in->len > MAX_TEXT + 1) {
+                if (!in->skipping)
+                    reject(in, in->lineno + 1, 1);
+                in->skipping = 1;
+                in->len = 0;
+            }
+            return 0;
+        }
+    }
+}
+
+/* Wait until standard input or the connection (if any) has something,
+ * then read what stdin has. poll(2) said readable, so the read(2) does
+ * not block: fd 0 stays blocking because its file description is shared
+ * with the shell or terminal, which must not find it non-blocking.
+ * Returns 1 after reading, 0 when the connection needs attention, -1 on
+ * a read error (errno set). */
+static int fill(struct client *cl)
+{
+    struct input *in = &cl->in;
+    struct pollfd p[2] = {{.fd = STDIN_FILENO, .events = POLLIN},
+                          {.fd = cl->conn ? cw_conn_fd(cl->conn) : -1,
+                           .events = POLLIN | POLLRDHUP}};
+    if (poll(p, 2, -1) < 0)
+        return errno == EINTR ? 1 : -1;
+    if (p[1].revents)
+        return 0;
+    ssize_t n = read(STDIN_FILENO, in->buf + in->len, sizeof in->buf - in->len);
+    if (n > 0)
+        in->len += (size_t)n;
+    else if (n == 0)
+        in->eof = 1;
+    else if (errno != EINTR && errno != EAGAIN)
+        return -1;
+    return 1;
 }
 
 /* Wait for the next message, watching the connection meanwhile so that a
@@ -214,26 +405,28 @@ static int next_message(struct client *cl, char *msg, size_t size)
         snprintf(msg, size, "message %lld", cl->sent + 1);
         return 1;
     }
-    struct pollfd p[2] = {{.fd = STDIN_FILENO, .events = POLLIN},
-                          {.fd = cw_conn_fd(cl->conn), .events = POLLIN | POLLRDHUP}};
-    while (poll(p, 2, -1) < 0)
-        if (errno != EINTR)
-            return -2;
-    if (p[1].revents)
-        return -1;
-    if (!fgets(msg, (int)size, stdin))
-        return ferror(stdin) ? -2 : 0;
-    msg[strcspn(msg, "\r\n")] = '\0';
-    return 1;
+    for (;;) {
+        if (next_line(&cl->in, msg))
+            return 1;
+        if (cl->in.eof)
+            return 0;
+        int rc = fill(cl);
+        if (rc <= 0)
+            return rc == 0 ? -1 : -2;
+    }
 }
 
-/* The server's last words before it closed, for the log line. */
-static void explain_end(struct client *cl, char *why, size_t size)
+/* The server's last words before it closed, for the log line (and left
+ * in last). One deadline for all of them: a server that keeps talking
+ * must not keep us here. */
+static void explain_end(struct client *cl, char *last, size_t lsize, char *why, size_t size)
 {
-    char line[CW_SERVER_MAX_LINE + 2], last[CW_SERVER_MAX_LINE + 2] = "";
+    char line[CW_SERVER_MAX_LINE + 2];
+    int64_t deadline = cw_now_ms() + 200;
     ssize_t n;
-    while ((n = cw_readline(cl->conn, line, sizeof line, cw_now_ms() + 200)) >= 0)
-        memcpy(last, line, (size_t)n + 1);
+    last[0] = '\0';
+    while ((n = cw_readline(cl->conn, line, sizeof line, deadline)) >= 0)
+        snprintf(last, lsize, "%s", line);
     if (last[0])
         snprintf(why, size, "connection ended: server said '%s', then %s", last,
                  n == CW_EOF ? "closed" : cw_strerror((int)n));
@@ -250,8 +443,10 @@ static int peer_closes_within(cw_conn *c, int ms)
     return cw_peer_closed(c) == 1;
 }
 
-/* Send one message and print the reply. Returns 1 when answered, 0 when
- * the connection ended first (why says how). */
+enum { ANSWERED = 2 };   /* beside REFUSED and 0 (the connection ended) */
+
+/* Send one message and print the reply. Returns ANSWERED, REFUSED for a
+ * final ERR, or 0 when the connection ended first (why says how). */
 static int echo(struct client *cl, const char *msg, char *why, size_t size)
 {
     char line[CW_SERVER_MAX_LINE + 8];
@@ -265,14 +460,15 @@ static int echo(struct client *cl, const char *msg, char *why, size_t size)
     /* An ERR line followed by the server's FIN ended the session (idle
      * timeout, shutdown): the message was not echoed. */
     if (strncmp(line, "ERR ", 4) == 0 && peer_closes_within(cl->conn, 100)) {
-        snprintf(why, size, "connection ended: server said '%s', then closed", line);
-        return 0;
+        snprintf(why, size, "%s: server said '%s', then closed",
+                 is_final(line) ? "message refused" : "connection ended", line);
+        return is_final(line) ? REFUSED : 0;
     }
     if (!cl->quiet) {
         puts(line);
         fflush(stdout);
     }
-    return 1;
+    return ANSWERED;
 }
 
 static int quit(struct client *cl)
@@ -281,7 +477,13 @@ static int quit(struct client *cl)
     int rc = cw_send_all(cl->conn, "QUIT\n", 5, cw_now_ms() + cl->read_timeout_ms);
     ssize_t r = rc < 0 ? rc : cw_readline(cl->conn, line, sizeof line, CW_NEVER);
     drop(cl);
-    return r >= 0 && strcmp(line, "BYE") == 0 ? CLI_OK : CLI_FOUND;
+    return r >= 0 && strcmp(line, "BYE") == 0 && !cl->in.rejected ? CLI_OK : CLI_FOUND;
+}
+
+static void stable(struct client *cl)
+{
+    cl->failures = 0;
+    cw_backoff_reset(&cl->backoff);
 }
 
 /* One failed attempt: log it, give up or wait. Returns -1 to give up. */
@@ -298,42 +500,73 @@ static int retry_or_give_up(struct client *cl, const char *why)
     return 0;
 }
 
+/* The connection ended while we waited for input. Returns 1 to reconnect
+ * now, 0 to reconnect at the next line of input, -1 to give up. */
+static int ended_while_idle(struct client *cl)
+{
+    char last[CW_SERVER_MAX_LINE + 2], why[2 * CW_SERVER_MAX_LINE];
+    explain_end(cl, last, sizeof last, why, sizeof why);
+    int64_t up = cw_now_ms() - cl->up_since;
+    drop(cl);
+    /* The server only closed a session we left idle: reconnecting before
+     * there is something to send would just be closed again, costing the
+     * server a password check each time. */
+    if (strcmp(last, "ERR idle timeout") == 0) {
+        cli_error("%s; reconnecting at the next line of input", why);
+        return 0;
+    }
+    if (up >= STABLE_MS)
+        stable(cl);
+    return retry_or_give_up(cl, why) < 0 ? -1 : 1;
+}
+
 static int run(struct client *cl)
 {
-    char msg[CW_SERVER_MAX_LINE], why[CW_SERVER_MAX_LINE + 128];
-    int have_msg = 0;
+    char msg[MAX_TEXT + 1], why[2 * CW_SERVER_MAX_LINE];
+    int have_msg = 0, want_conn = 1;
     for (;;) {
-        if (!cl->conn) {
+        if (!cl->conn && (have_msg || want_conn)) {
             int rc = connect_and_login(cl, why, sizeof why);
-            if (rc == LOGIN_REFUSED) {
+            if (rc == REFUSED) {
                 cli_error("%s", why);
                 return CLI_FOUND;
             }
-            if (rc != CW_OK) {
-                if (retry_or_give_up(cl, why) < 0)
+            if (rc != CW_OK && retry_or_give_up(cl, why) < 0)
+                return CLI_FOUND;
+            want_conn = rc != CW_OK;
+            continue;
+        }
+        if (!have_msg) {
+            int got = next_message(cl, msg, sizeof msg);
+            if (got == -2) {
+                cli_error("reading stdin: %s", strerror(errno));
+                drop(cl);
+                return CLI_SYSTEM;
+            }
+            if (got == 0)
+                return cl->conn ? quit(cl) : cl->in.rejected ? CLI_FOUND : CLI_OK;
+            if (got < 0) {
+                want_conn = ended_while_idle(cl);
+                if (want_conn < 0)
                     return CLI_FOUND;
                 continue;
             }
-            cl->failures = 0;
-            cw_backoff_reset(&cl->backoff);
+            have_msg = 1;
+            if (!cl->conn)
+                continue;
         }
-        int got = have_msg ? 1 : next_message(cl, msg, sizeof msg);
-        if (got == -2) {
-            cli_error("reading stdin: %s", strerror(errno));
-            drop(cl);
-            return CLI_SYSTEM;
-        }
-        if (got == 0)
-            return quit(cl);
-        if (got > 0 && echo(cl, msg, why, sizeof why)) {
+        int r = echo(cl, msg, why, sizeof why);
+        if (r == ANSWERED) {
             have_msg = 0;
             cl->sent++;
+            stable(cl);
             continue;
         }
-        if (got < 0)
-            explain_end(cl, why, sizeof why);
-        have_msg = got > 0;   /* unanswered: resend after reconnecting */
-        drop(cl);
+        drop(cl);   /* unanswered: resend after reconnecting */
+        if (r == REFUSED) {
+            cli_error("%s", why);
+            return CLI_FOUND;
+        }
         if (retry_or_give_up(cl, why) < 0)
             return CLI_FOUND;
     }

@@ -50,7 +50,7 @@ long long cli_parse_duration(const char *s)
     else
         return -1;
     double ms = v * scale;
-    return ms > 1e15 ? -1 : (long long)ms;
+    return !(ms <= 1e15) ? -1 : (long long)ms;   /* also refuses nan and inf */
 }
 
 int cli_parse_port(const char *s)
