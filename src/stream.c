@@ -26,6 +26,7 @@
 #define F_DELIVERED 4u   /* the terminal result went to on_read */
 #define F_IO_OFF 8u      /* watcher stopped: EPOLLHUP would repeat forever */
 #define F_FULL 16u       /* a write said "full": on_drain when empty */
+#define F_OWN_CB 32u     /* s->cb.closed, not s->cb.h */
 
 static void on_io(cw_loop *loop, cw_io *io, unsigned events);
 static void on_timer(cw_loop *loop, cw_timer *t);
@@ -37,6 +38,10 @@ void cw_stream_opts_init(struct cw_stream_opts *o)
     o->close_grace_ms = 5000;
     o->high_water = 65536;
 }
+
+/* An idle stream must cost no more than the reference server's session:
+ * 144 bytes is a 160-byte malloc chunk. */
+_Static_assert(sizeof(struct cw_stream) <= 144, "cw_stream grew");
 
 static cw_loop *loop_of(const cw_stream *s)
 {
@@ -156,7 +161,10 @@ int cw_stream_close(cw_stream *s, int how, int64_t deadline,
 {
     if (!s || s->state != CW__ST_OPEN)
         return CW_EINVAL;
-    s->closed_cb = on_closed;
+    if (on_closed) {
+        s->cb.closed = on_closed;
+        s->flags |= F_OWN_CB;
+    }
     if (how == CW_CLOSE_ABORT) {
         finish(s, CW_OK, 1, CW__END_OWNER);
         return CW_OK;
@@ -188,8 +196,8 @@ static void deliver_end(cw_stream *s, int rc)
     s->result = rc;
     s->flags |= F_DELIVERED | F_ENDED;
     s->t = cw_now_ms();   /* the grace period starts */
-    if (s->h && s->h->on_read)
-        s->h->on_read(s, rc, NULL);
+    if (s->cb.h && s->cb.h->on_read)
+        s->cb.h->on_read(s, rc, NULL);
 }
 
 static void do_read(cw_stream *s)
@@ -208,8 +216,8 @@ static void do_read(cw_stream *s)
         }
         s->t = cw_now_ms();   /* idle and grace both count from here */
         cw__acceptor_touch(s);
-        if (s->h && s->h->on_read)
-            s->h->on_read(s, n, buf);
+        if (s->cb.h && s->cb.h->on_read)
+            s->cb.h->on_read(s, n, buf);
     }
 }
 
@@ -222,7 +230,7 @@ int cw_stream_start(cw_stream *s, const struct cw_stream_handlers *h,
         return CW_EINVAL;
     if (s->state != CW__ST_OPEN)
         return CW_ECLOSING;
-    s->h = h;
+    s->cb.h = h;
     s->data = data;
     set_reading(s, 1);
     return CW_OK;
@@ -234,7 +242,7 @@ static void write_failed(cw_stream *s, int rc)
 {
     /* We never shut our side while open: EPIPE means a reset whose
      * ECONNRESET an earlier call already took. */
-    s->werr = rc == -EPIPE ? CW_ERESET : rc;
+    s->werr = (int16_t)(rc == -EPIPE ? CW_ERESET : rc);
     s->flags |= F_ENDED;
     s->t = cw_now_ms();
     drop_queue(s);
@@ -260,8 +268,8 @@ static void flush(cw_stream *s)
         s->t = cw_now_ms();   /* the grace period counts from here */
     if ((s->flags & F_FULL) && s->state == CW__ST_OPEN) {
         s->flags &= ~F_FULL;
-        if (s->h && s->h->on_drain)
-            s->h->on_drain(s);
+        if (s->cb.h && s->cb.h->on_drain)
+            s->cb.h->on_drain(s);
     }
 }
 
@@ -518,9 +526,8 @@ static void on_timer(cw_loop *loop, cw_timer *t)
     cw_stream *s = (cw_stream *)((char *)t - offsetof(cw_stream, timer));
     int64_t now = cw_now_ms();
     if (s->state == CW__ST_DONE) {
-        cw_stream_closed_cb *cb = s->closed_cb;
-        if (!cb && s->h)
-            cb = s->h->on_closed;
+        cw_stream_closed_cb *cb = (s->flags & F_OWN_CB) ? s->cb.closed
+                                  : s->cb.h ? s->cb.h->on_closed : NULL;
         if (cb)
             cb(s, s->result);
         free(s);

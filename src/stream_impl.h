@@ -18,8 +18,11 @@ struct cw_stream {
     cw_io io;              /* io.data: the cw_acceptor it came from, or NULL */
     cw_timer timer;        /* timer.data: the loop; one timer for every deadline */
     void *data;
-    const struct cw_stream_handlers *h;
-    cw_stream_closed_cb *closed_cb;   /* given to cw_stream_close() */
+    union {
+        const struct cw_stream_handlers *h;
+        cw_stream_closed_cb *closed;   /* given to cw_stream_close(): only
+                                          on_closed is called after it */
+    } cb;
     struct cw__wq *out;
     cw_stream *prev, *next;           /* the acceptor's active or linger list */
     int64_t t;             /* open: last byte received (idle) or last owner
@@ -29,7 +32,7 @@ struct cw_stream {
     uint32_t hwm;          /* open: high-water mark; lingering: bytes drained */
     int32_t result;        /* terminal read result, once known; when done:
                               how the close ended */
-    int32_t werr;          /* sticky write error */
+    int16_t werr;          /* sticky write error (every code fits) */
     uint8_t state, flags;
 };
 
