@@ -12,6 +12,7 @@
 #include "stream_impl.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -264,9 +265,11 @@ static void flush(cw_stream *s)
         q->due = cw_now_ms() + s->write_ms;   /* progress: nginx send_timeout */
     }
     drop_queue(s);
+    if (s->state != CW__ST_OPEN)
+        return;   /* closing: s->t is the close deadline */
     if (s->flags & F_ENDED)
         s->t = cw_now_ms();   /* the grace period counts from here */
-    if ((s->flags & F_FULL) && s->state == CW__ST_OPEN) {
+    if (s->flags & F_FULL) {
         s->flags &= ~F_FULL;
         if (s->cb.h && s->cb.h->on_drain)
             s->cb.h->on_drain(s);
@@ -437,6 +440,15 @@ int cw_stream_read_stop(cw_stream *s)
 
 /* ---- events ---- */
 
+/* Both directions shut (a reset, or FINs both ways)? poll() reports
+ * POLLHUP exactly then: EPOLLHUP, which unlike EPOLLRDHUP cannot be
+ * masked and would wake the loop on every iteration. */
+static int fully_shut(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = 0};
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLNVAL));
+}
+
 /* The peer closed or reset while we were not reading it. */
 static void peer_ended(cw_stream *s, unsigned events)
 {
@@ -444,16 +456,19 @@ static void peer_ended(cw_stream *s, unsigned events)
         s->result = s->io.err;   /* SO_ERROR was consumed: keep it */
     if (!(events & (CW_EV_HUP | CW_EV_ERROR)))
         return;
-    if (s->flags & F_ENDED) {
-        /* EPOLLRDHUP is reported once, so a second report is EPOLLHUP
-         * (both directions shut): level-triggered, it cannot be masked. */
+    if (!(s->flags & F_ENDED)) {
+        s->flags |= F_ENDED;
+        if (!s->out)
+            s->t = cw_now_ms();
+    }
+    if (fully_shut(s->io.fd)) {
+        /* Nothing can be sent any more, and the bytes still unread wait
+         * in the kernel for a read_start: stop watching until then. */
         cw_io_stop(loop_of(s), &s->io);
         s->flags |= F_IO_OFF;
-        return;
+        if (s->out)
+            write_failed(s, CW_ERESET);
     }
-    s->flags |= F_ENDED;
-    if (!s->out)
-        s->t = cw_now_ms();
 }
 
 static void on_open_io(cw_stream *s, unsigned events)

@@ -483,6 +483,42 @@ static void test_idle_deadline(void **state)
     cw_loop_free(&loop);
 }
 
+/* The idle timeout was delivered and a long reply is queued when the
+ * peer's FIN comes: the loop waits for the peer to read (no spinning on
+ * the FIN it has seen), and the reply still arrives whole. */
+static void test_fin_after_idle_timeout_with_reply_queued(void **state)
+{
+    cw_loop *loop;
+    assert_int_equal(cw_loop_new(&loop), CW_OK);
+    struct rec r = {0};
+    struct cw_stream_opts o = opts(50, 10000, 5000);
+    cw_stream *s;
+    int c = pair(loop, &o, 32768, 65536, &s);
+    start(&r, s);
+    assert_true(run_until(loop, &r.ends, 2000));
+    assert_int_equal(r.end, CW_ETIMEDOUT);
+    size_t len = 1024 * 1024;
+    char *big = calloc(1, len);
+    assert_int_equal(cw_stream_write(s, big, len), 1);
+    free(big);
+    shutdown(c, SHUT_WR);
+    uint64_t it = cw_loop_iterations(loop);
+    run_for(loop, 200);
+    assert_true(cw_loop_iterations(loop) - it < 30);
+    assert_int_equal(r.closed, 0);
+    assert_true(cw_stream_queued(s) > 0);
+    cw_stream_close(s, CW_CLOSE_GRACEFUL, cw_now_ms() + 5000, NULL);
+    struct reader rd = {c, 1, 0};
+    pthread_t t = cwt_thread(reader, &rd);
+    assert_true(run_until(loop, &r.closed, 5000));
+    cwt_join(t);
+    assert_int_equal(rd.got, len);
+    assert_int_equal(rd.end, 0);
+    assert_int_equal(r.how, CW_OK);
+    close(c);
+    cw_loop_free(&loop);
+}
+
 /* ---- graceful vs abort with a 1 MiB queued reply ---- */
 
 #define LARGE_REPLY (1024 * 1024)
@@ -1068,6 +1104,7 @@ int main(void)
         CWT_TEST(test_write_timeout_resets_and_frees),
         CWT_TEST(test_write_timeout_restarts_on_progress),
         CWT_TEST(test_idle_deadline),
+        CWT_TEST(test_fin_after_idle_timeout_with_reply_queued),
         CWT_TEST(test_graceful_delivers_queued_reply),
         CWT_TEST(test_abort_loses_queued_reply),
         CWT_TEST(test_close_inside_read_callback),
