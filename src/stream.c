@@ -244,7 +244,10 @@ static void write_failed(cw_stream *s, int rc)
     /* We never shut our side while open: EPIPE means a reset whose
      * ECONNRESET an earlier call already took. */
     s->werr = (int16_t)(rc == -EPIPE ? CW_ERESET : rc);
-    s->flags |= F_ENDED;
+    /* An owner that paused reads for backpressure waits for an on_drain
+     * that cannot come: reading resumes, so it gets what the peer sent
+     * before the end, then the end itself. */
+    s->flags |= F_ENDED | F_READING;
     s->t = cw_now_ms();
     drop_queue(s);
 }

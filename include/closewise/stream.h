@@ -93,7 +93,9 @@ int cw_stream_start(cw_stream *s, const struct cw_stream_handlers *h,
 
 /* Pause and resume reading. A paused stream still notices the peer's
  * FIN or RST: the terminal result waits for reads to resume (bytes the
- * peer sent before it come first), and the grace period runs. Resuming
+ * peer sent before it come first), and the grace period runs. A failed
+ * write resumes reading by itself: the owner learns of the end through
+ * on_read instead of waiting for an on_drain that cannot come. Resuming
  * after the terminal result was delivered returns that result. */
 int cw_stream_read_stop(cw_stream *s);
 int cw_stream_read_start(cw_stream *s);
