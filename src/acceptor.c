@@ -109,9 +109,12 @@ static int reclaim(cw_acceptor *a, int max)
     int n = 0;
     int paused = a->paused;
     a->paused = 0;   /* no resume from cw__acceptor_ended: we are accepting */
-    while (n < max && a->linger.head) {
-        cw__stream_reclaim(a->linger.head);
-        n++;
+    for (cw_stream *s = a->linger.head, *next; s && n < max; s = next) {
+        next = s->next;
+        if (s->state == CW__ST_LINGER) {   /* never one still flushing */
+            cw__stream_reclaim(s);
+            n++;
+        }
     }
     int64_t old = cw_now_ms() - RECLAIM_MIN_IDLE_MS;
     while (n < max && a->active.head) {
