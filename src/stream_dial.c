@@ -5,10 +5,10 @@
  * and glibc's getaddrinfo_a only runs it in a thread of its own and then
  * notifies through a signal or yet another thread. So a numeric address
  * is parsed directly (AI_NUMERICHOST never blocks), and a name is looked
- * up by one detached thread per dial that posts the answer to an eventfd
- * the loop watches. If the deadline passes first the dial ends at once
- * and the thread, which cannot be interrupted safely, frees its own
- * result when it finishes: the two sides share a reference count. */
+ * up by one thread per dial that posts the answer to an eventfd the loop
+ * watches. If the deadline passes first the dial ends at once and the
+ * thread, which cannot be interrupted safely, is detached and frees its
+ * own result when it finishes: the two sides share a reference count. */
 #define _GNU_SOURCE
 #include "stream_impl.h"
 
@@ -23,6 +23,7 @@
 
 struct resolver {
     atomic_int refs;          /* the dial and the thread */
+    pthread_t thread;
     int efd;                  /* written once by the thread */
     uint16_t port;
     int rc;
@@ -81,11 +82,7 @@ static int resolver_start(struct dial *d, const char *host, uint16_t port)
         free(r);
         return rc;
     }
-    pthread_attr_t attr;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    int rc = pthread_create(&(pthread_t){0}, &attr, resolve_thread, r);
-    pthread_attr_destroy(&attr);
+    int rc = pthread_create(&r->thread, NULL, resolve_thread, r);
     if (rc) {
         close(r->efd);
         free(r);
@@ -98,12 +95,19 @@ static int resolver_start(struct dial *d, const char *host, uint16_t port)
 
 /* ---- the end of a dial: exactly one callback ---- */
 
+/* Leave a lookup still running: the thread frees what it shares. */
+static void resolver_abandon(struct resolver *r)
+{
+    pthread_detach(r->thread);
+    resolver_put(r);
+}
+
 static void dial_end(struct dial *d, int fd, int rc)
 {
     cw_io_stop(d->loop, &d->io);
     cw_timer_stop(d->loop, &d->timer);
     if (d->r)
-        resolver_put(d->r);
+        resolver_abandon(d->r);
     if (d->res)
         freeaddrinfo(d->res);
     cw_stream *s = NULL;
@@ -218,6 +222,10 @@ static void on_resolved(cw_loop *loop, cw_io *io, unsigned events)
     cw_timer_stop(loop, &d->timer);
     d->io.fd = -1;
     d->r = NULL;
+    /* The thread has posted its answer and only has its own release left
+     * to run: joining costs no wait, and leaves the eventfd to be closed
+     * here and now rather than some time later by the thread. */
+    pthread_join(r->thread, NULL);
     int rc = r->rc;
     struct addrinfo *res = r->res;
     r->res = NULL;
@@ -288,7 +296,7 @@ int cw_stream_dial(cw_loop *loop, const char *host, uint16_t port,
     if (rc < 0) {
         cw_io_stop(loop, &d->io);
         if (d->r)
-            resolver_put(d->r);
+            resolver_abandon(d->r);
         if (d->res)
             freeaddrinfo(d->res);
         free(d->bind_host);
