@@ -22,7 +22,7 @@
 #define IDLE_MS 300
 
 static pid_t server;
-static int port, server_out;
+static int port, server_out, server_err;
 
 static int fds_of(pid_t pid)
 {
@@ -44,7 +44,7 @@ static void start_server(void)
     snprintf(path, sizeof path, "%s/examples/echo_server", CW_BUILD_DIR);
     snprintf(idle, sizeof idle, "%d", IDLE_MS);
     char *argv[] = {path, "0", idle, NULL};
-    server = cwt_spawn(argv, &server_out);
+    server = cwt_spawn3(argv, NULL, &server_out, &server_err);   /* its reset notes */
     char line[64];
     assert_true(cwt_read_line(server_out, line, sizeof line, 10000) > 0);
     assert_int_equal(sscanf(line, "listening %d", &port), 1);
@@ -140,6 +140,7 @@ static void test_echo_server_leaves_nothing(void **state)
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
     close(server_out);
+    close(server_err);
 }
 
 /* A client that sends a lot and never reads: the server's backpressure
@@ -176,6 +177,7 @@ static void test_echo_server_client_never_reads(void **state)
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
     close(server_out);
+    close(server_err);
 }
 
 int main(void)
