@@ -28,6 +28,7 @@
 #define F_IO_OFF 8u      /* watcher stopped: EPOLLHUP would repeat forever */
 #define F_FULL 16u       /* a write said "full": on_drain when empty */
 #define F_OWN_CB 32u     /* s->cb.closed, not s->cb.h */
+#define F_BY_GRACE 64u   /* the library is closing it after the grace */
 
 static void on_io(cw_loop *loop, cw_io *io, unsigned events);
 static void on_timer(cw_loop *loop, cw_timer *t);
@@ -110,6 +111,8 @@ static void drop_queue(cw_stream *s)
 /* Close the descriptor now; on_closed follows from the timer. */
 static void finish(cw_stream *s, int how, int rst, int why)
 {
+    if (why == CW__END_OWNER && (s->flags & F_BY_GRACE))
+        why = CW__END_GRACE;
     cw_io_stop(loop_of(s), &s->io);
     drop_queue(s);
     if (rst)
@@ -143,6 +146,8 @@ static void start_linger(cw_stream *s)
 static void begin_close(cw_stream *s, int why)
 {
     s->flags &= ~(F_READING | F_FULL);
+    if (why == CW__END_GRACE)
+        s->flags |= F_BY_GRACE;
     if (s->werr == CW_ERESET || s->result == CW_ERESET) {
         finish(s, CW_ERESET, 0, why);
         return;

@@ -381,11 +381,14 @@ static void test_write_timeout_resets_and_frees(void **state)
     assert_int_equal(cw_listen("127.0.0.1", 0, NULL, 8, &l), CW_OK);
     struct rec recs[2] = {{0}};
     struct accepted acc = {.recs = recs};
-    struct cw_stream_opts o = opts(0, 300, 5000);
+    struct cw_stream_opts o = opts(0, 300, 200);
     cw_acceptor *a;
     assert_int_equal(cw_acceptor_new(loop, l, &o, on_accept_rec, &acc, &a), CW_OK);
     int c = dial_raw(cw_listener_port(l));
     assert_true(run_until(loop, &acc.n, 2000));
+    /* A second client leaves at once; its owner ignores the EOF. */
+    int c2 = dial_raw(cw_listener_port(l));
+    shutdown(c2, SHUT_WR);
     size_t len = 4 * 1024 * 1024;
     char *big = calloc(1, len);
     assert_int_equal(cw_stream_write(acc.s[0], big, len), 1);
@@ -396,10 +399,15 @@ static void test_write_timeout_resets_and_frees(void **state)
     printf("# write timeout 300 ms: stream reset after %lld ms\n", (long long)took);
     assert_true(took >= 290 && took < 2000);
     assert_int_equal(recs[0].how, CW_ETIMEDOUT);
+    assert_true(run_until(loop, &recs[1].closed, 3000));
+    assert_int_equal(recs[1].end, CW_EOF);
+    assert_int_equal(recs[1].how, CW_OK);
     struct cw_acceptor_stats st;
     cw_acceptor_stats(a, &st);
     assert_int_equal(st.write_timeouts, 1);
+    assert_int_equal(st.grace_closed, 1);
     assert_int_equal(st.open, 0);
+    close(c2);
     /* The peer gets what was in flight, then the RST. */
     int end;
     size_t got = read_to_end(c, &end, 2000);
