@@ -6,7 +6,6 @@
 // cw-test-timeout: 120
 #include "cwtest.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -23,20 +22,6 @@
 
 static pid_t server;
 static int port, server_out, server_err;
-
-static int fds_of(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    assert_non_null(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
 
 static void start_server(void)
 {
@@ -73,10 +58,10 @@ static void echo_once(int c)
 /* Wait until the server holds only its baseline descriptors. */
 static int settle_fds(int baseline)
 {
-    int n = fds_of(server);
+    int n = cwt_fd_count_pid(server);
     for (int i = 0; i < 300 && n != baseline; i++) {
         cwt_sleep_ms(10);
-        n = fds_of(server);
+        n = cwt_fd_count_pid(server);
     }
     return n;
 }
@@ -84,7 +69,7 @@ static int settle_fds(int baseline)
 static void test_echo_server_leaves_nothing(void **state)
 {
     start_server();
-    int baseline = fds_of(server);
+    int baseline = cwt_fd_count_pid(server);
     int cs[EACH];
     /* Clients that close first. */
     for (int i = 0; i < EACH; i++) {
@@ -149,7 +134,7 @@ static void test_echo_server_leaves_nothing(void **state)
 static void test_echo_server_client_never_reads(void **state)
 {
     start_server();
-    int baseline = fds_of(server);
+    int baseline = cwt_fd_count_pid(server);
     int c = client();
     char buf[65536] = {0};
     size_t sent = 0;
@@ -166,7 +151,7 @@ static void test_echo_server_client_never_reads(void **state)
     printf("# a client that never reads got %zu bytes accepted before the server "
            "stopped reading\n", sent);
     assert_true(sent < 200 * sizeof buf);
-    assert_int_equal(fds_of(server), baseline + 1);
+    assert_int_equal(cwt_fd_count_pid(server), baseline + 1);
     struct linger lg = {1, 0};
     setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
     close(c);

@@ -220,17 +220,33 @@ static int local_port_of(int fd)
     return ntohs(a.sin_port);
 }
 
+/* A loop and a started stream with its plain peer (see pair()). */
+static int fixture(cw_loop **loop, cw_stream **s, struct rec *r,
+                   struct cw_stream_opts o, int peer_rcvbuf, int stream_sndbuf)
+{
+    assert_int_equal(cw_loop_new(loop), CW_OK);
+    int c = pair(*loop, &o, peer_rcvbuf, stream_sndbuf, s);
+    start(r, *s);
+    return c;
+}
+
+/* Queue len zero bytes on s; returns what cw_stream_write said. */
+static int queue_big(cw_stream *s, size_t len)
+{
+    char *big = calloc(1, len);
+    int rc = cw_stream_write(s, big, len);
+    free(big);
+    return rc;
+}
+
 /* ---- terminal cases ---- */
 
 static void test_peer_fin_while_reading(void **state)
 {
     cw_loop *loop;
-    assert_int_equal(cw_loop_new(&loop), CW_OK);
-    struct rec r = {.on_end = CLOSE_GRACEFUL};
-    struct cw_stream_opts o = opts(0, 0, 5000);
     cw_stream *s;
-    int c = pair(loop, &o, 0, 0, &s);
-    start(&r, s);
+    struct rec r = {.on_end = CLOSE_GRACEFUL};
+    int c = fixture(&loop, &s, &r, opts(0, 0, 5000), 0, 0);
     send_all(c, "hello", 5);
     shutdown(c, SHUT_WR);
     assert_true(run_until(loop, &r.closed, 3000));
@@ -252,12 +268,9 @@ static void test_peer_fin_while_reading(void **state)
 static void test_peer_fin_while_paused(void **state)
 {
     cw_loop *loop;
-    assert_int_equal(cw_loop_new(&loop), CW_OK);
-    struct rec r = {.on_data = PAUSE};
-    struct cw_stream_opts o = opts(0, 0, 5000);
     cw_stream *s;
-    int c = pair(loop, &o, 0, 0, &s);
-    start(&r, s);
+    struct rec r = {.on_data = PAUSE};
+    int c = fixture(&loop, &s, &r, opts(0, 0, 5000), 0, 0);
     send_all(c, "a", 1);
     assert_true(run_until(loop, (int *)&r.got, 2000));
     send_all(c, "bcd", 3);
@@ -287,15 +300,11 @@ static void test_peer_fin_while_paused(void **state)
 static void test_peer_fin_while_writes_queued(void **state)
 {
     cw_loop *loop;
-    assert_int_equal(cw_loop_new(&loop), CW_OK);
-    struct rec r = {0};
-    struct cw_stream_opts o = opts(0, 10000, 5000);
     cw_stream *s;
-    int c = pair(loop, &o, 32768, 65536, &s);
-    start(&r, s);
+    struct rec r = {0};
+    int c = fixture(&loop, &s, &r, opts(0, 10000, 5000), 32768, 65536);
     size_t len = 2 * 1024 * 1024;
-    char *big = calloc(1, len);
-    assert_int_equal(cw_stream_write(s, big, len), 1);   /* above high water */
+    assert_int_equal(queue_big(s, len), 1);   /* above high water */
     assert_true(cw_stream_queued(s) > 0);
     shutdown(c, SHUT_WR);
     assert_true(run_until(loop, &r.ends, 2000));
@@ -314,7 +323,6 @@ static void test_peer_fin_while_writes_queued(void **state)
     assert_int_equal(rd.end, 0);
     assert_int_equal(r.how, CW_OK);
     assert_int_equal(r.drains, 0);   /* closing: on_drain is not called */
-    free(big);
     close(c);
     cw_loop_free(&loop);
 }
@@ -324,15 +332,11 @@ static void test_peer_fin_while_writes_queued(void **state)
 static void test_rst_mid_write(void **state)
 {
     cw_loop *loop;
-    assert_int_equal(cw_loop_new(&loop), CW_OK);
-    struct rec r = {.on_end = CLOSE_GRACEFUL};
-    struct cw_stream_opts o = opts(0, 10000, 5000);
     cw_stream *s;
-    int c = pair(loop, &o, 32768, 65536, &s);
-    start(&r, s);
+    struct rec r = {.on_end = CLOSE_GRACEFUL};
+    int c = fixture(&loop, &s, &r, opts(0, 10000, 5000), 32768, 65536);
     size_t len = 1024 * 1024;
-    char *big = calloc(1, len);
-    assert_int_equal(cw_stream_write(s, big, len), 1);
+    assert_int_equal(queue_big(s, len), 1);
     run_for(loop, 50);
     struct linger lg = {1, 0};
     setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
@@ -341,7 +345,6 @@ static void test_rst_mid_write(void **state)
     assert_int_equal(r.ends, 1);
     assert_int_equal(r.end, CW_ERESET);
     assert_int_equal(r.how, CW_ERESET);
-    free(big);
     cw_loop_free(&loop);
 }
 
@@ -390,9 +393,7 @@ static void test_write_timeout_resets_and_frees(void **state)
     int c2 = dial_raw(cw_listener_port(l));
     shutdown(c2, SHUT_WR);
     size_t len = 4 * 1024 * 1024;
-    char *big = calloc(1, len);
-    assert_int_equal(cw_stream_write(acc.s[0], big, len), 1);
-    free(big);
+    assert_int_equal(queue_big(acc.s[0], len), 1);
     int64_t t0 = cw_now_ms();
     assert_true(run_until(loop, &recs[0].closed, 3000));
     int64_t took = cw_now_ms() - t0;
@@ -423,16 +424,11 @@ static void test_write_timeout_resets_and_frees(void **state)
 static void test_write_timeout_restarts_on_progress(void **state)
 {
     cw_loop *loop;
-    assert_int_equal(cw_loop_new(&loop), CW_OK);
-    struct rec r = {0};
-    struct cw_stream_opts o = opts(0, 200, 5000);
     cw_stream *s;
-    int c = pair(loop, &o, 32768, 65536, &s);
-    start(&r, s);
+    struct rec r = {0};
+    int c = fixture(&loop, &s, &r, opts(0, 200, 5000), 32768, 65536);
     size_t len = 1024 * 1024;
-    char *big = calloc(1, len);
-    cw_stream_write(s, big, len);
-    free(big);
+    queue_big(s, len);
     char buf[16384];
     size_t got = 0;
     int64_t t0 = cw_now_ms();
@@ -497,18 +493,13 @@ static void test_idle_deadline(void **state)
 static void test_fin_after_idle_timeout_with_reply_queued(void **state)
 {
     cw_loop *loop;
-    assert_int_equal(cw_loop_new(&loop), CW_OK);
-    struct rec r = {0};
-    struct cw_stream_opts o = opts(50, 10000, 5000);
     cw_stream *s;
-    int c = pair(loop, &o, 32768, 65536, &s);
-    start(&r, s);
+    struct rec r = {0};
+    int c = fixture(&loop, &s, &r, opts(50, 10000, 5000), 32768, 65536);
     assert_true(run_until(loop, &r.ends, 2000));
     assert_int_equal(r.end, CW_ETIMEDOUT);
     size_t len = 1024 * 1024;
-    char *big = calloc(1, len);
-    assert_int_equal(cw_stream_write(s, big, len), 1);
-    free(big);
+    assert_int_equal(queue_big(s, len), 1);
     shutdown(c, SHUT_WR);
     uint64_t it = cw_loop_iterations(loop);
     run_for(loop, 200);
@@ -563,12 +554,9 @@ static void *late_reader(void *arg)
 static size_t reply_and_close(int how, int *end)
 {
     cw_loop *loop;
-    assert_int_equal(cw_loop_new(&loop), CW_OK);
-    struct rec r = {0};
-    struct cw_stream_opts o = opts(0, 10000, 5000);
     cw_stream *s;
-    int c = pair(loop, &o, 32768, 200000, &s);
-    start(&r, s);
+    struct rec r = {0};
+    int c = fixture(&loop, &s, &r, opts(0, 10000, 5000), 32768, 200000);
     send_all(c, "request that is not all read", 28);
     char *big = malloc(LARGE_REPLY);
     memset(big, 'r', LARGE_REPLY);
@@ -676,17 +664,13 @@ static void test_close_inside_terminal_callbacks(void **state)
 static void test_close_inside_drain_callback(void **state)
 {
     cw_loop *loop;
-    assert_int_equal(cw_loop_new(&loop), CW_OK);
+    cw_stream *s;
     struct rec r = {.on_drain = CLOSE_GRACEFUL};
     struct cw_stream_opts o = opts(0, 5000, 5000);
     o.high_water = 1024;
-    cw_stream *s;
-    int c = pair(loop, &o, 32768, 65536, &s);
-    start(&r, s);
+    int c = fixture(&loop, &s, &r, o, 32768, 65536);
     size_t len = 300000;
-    char *big = calloc(1, len);
-    assert_int_equal(cw_stream_write(s, big, len), 1);
-    free(big);
+    assert_int_equal(queue_big(s, len), 1);
     struct reader rd = {c, 1, 0};
     pthread_t t = cwt_thread(reader, &rd);
     run_until(loop, &r.drains, 5000);
@@ -999,21 +983,9 @@ static void test_dial_refused_and_success(void **state)
 
 static char ns_a[64], ns_b[64];
 
-static int netns_up(void)
-{
-    cwt_netns_name(ns_a, sizeof ns_a, "a");
-    cwt_netns_name(ns_b, sizeof ns_b, "b");
-    return cwt_sh("exec >/dev/null 2>&1; ip netns add %s && ip netns add %s && "
-                  "ip link add cwa netns %s type veth peer name cwb netns %s && "
-                  "ip -n %s addr add 198.18.0.1/24 dev cwa && ip -n %s link set cwa up && "
-                  "ip -n %s addr add 198.18.0.2/24 dev cwb && ip -n %s link set cwb up && "
-                  "ip -n %s route add blackhole 198.18.0.1/32",
-                  ns_a, ns_b, ns_a, ns_b, ns_a, ns_a, ns_b, ns_b, ns_b);
-}
-
 static void test_dial_unreachable_times_out(void **state)
 {
-    if (netns_up() != 0) {
+    if (cwt_netns_blackhole(ns_a, ns_b) != 0) {
         cwt_netns_del(ns_a);
         cwt_netns_del(ns_b);
         printf("# skipped: cannot create network namespaces (needs root and iproute2)\n");
