@@ -70,7 +70,7 @@ int cw__stream_new(cw_loop *loop, int fd, const struct cw_stream_opts *o,
     s->idle_ms = o->idle_timeout_ms;
     s->write_ms = o->write_timeout_ms ? o->write_timeout_ms : 60000;
     s->grace_ms = o->close_grace_ms;
-    s->hwm = o->high_water ? o->high_water : 1;
+    s->hwm = o->high_water ? o->high_water : 65536;
     /* Watched from the start, reads or not: a peer that closes before the
      * owner starts reading is still noticed. */
     int rc = cw_io_start(loop, &s->io, 0, on_io);

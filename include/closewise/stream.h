@@ -23,7 +23,8 @@
  *    CW_ERESET (the peer reset), CW_ETOOLONG (the peer kept sending past
  *    the drain limit), -EMFILE (closed to give a descriptor back to the
  *    acceptor), or another -errno.
- *  - A stream and its loop belong to one thread.
+ *  - A stream and its loop belong to one thread. Close every stream and
+ *    let the loop run its on_closed calls before cw_loop_free().
  */
 #ifndef CLOSEWISE_STREAM_H
 #define CLOSEWISE_STREAM_H
@@ -69,13 +70,14 @@ struct cw_stream_opts {
                                    reading: CW_ETIMEDOUT; 0 = none (default) */
     uint32_t write_timeout_ms;  /* queued output that makes no progress for
                                    this long: RST, queue freed, on_closed
-                                   with CW_ETIMEDOUT (default 60000) */
+                                   with CW_ETIMEDOUT (default and 0: 60000) */
     uint32_t close_grace_ms;    /* after the peer closed or a terminal result
                                    was delivered, an owner that neither
                                    writes nor closes for this long has the
-                                   stream closed for it (default 5000) */
+                                   stream closed for it (default 5000;
+                                   0 = at once) */
     uint32_t high_water;        /* queued bytes at which cw_stream_write()
-                                   says "full" (default 65536) */
+                                   says "full" (default and 0: 65536) */
 };
 
 void cw_stream_opts_init(struct cw_stream_opts *o);
@@ -174,7 +176,8 @@ struct cw_acceptor_stats {
 int cw_acceptor_stats(const cw_acceptor *a, struct cw_acceptor_stats *st);
 
 /* Stop accepting and free the acceptor, set *ap to NULL. Its streams
- * live on (they are no longer reclaimed or counted). */
+ * live on (they are no longer reclaimed or counted). Not from inside the
+ * acceptor's own callback. */
 int cw_acceptor_free(cw_acceptor **ap);
 
 #ifdef __cplusplus
