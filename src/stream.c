@@ -195,9 +195,12 @@ void cw__stream_reclaim(cw_stream *s)
 
 static void deliver_end(cw_stream *s, int rc)
 {
-    /* A failed send may have taken the kernel's ECONNRESET, after which
-     * recv() says a plain 0: the reset is what happened. */
-    if (rc == CW_EOF && (s->werr == CW_ERESET || s->result == CW_ERESET))
+    /* The loop's SO_ERROR read after EPOLLERR, or a failed send, may have
+     * taken the kernel's error (a reset, a keepalive or user timeout),
+     * after which recv() says a plain 0: the error is what happened. */
+    if (rc == CW_EOF && s->result < 0)
+        rc = s->result;
+    else if (rc == CW_EOF && s->werr == CW_ERESET)
         rc = CW_ERESET;
     s->result = rc;
     s->flags |= F_DELIVERED | F_ENDED;
@@ -246,9 +249,12 @@ int cw_stream_start(cw_stream *s, const struct cw_stream_handlers *h,
 
 static void write_failed(cw_stream *s, int rc)
 {
-    /* We never shut our side while open: EPIPE means a reset whose
-     * ECONNRESET an earlier call already took. */
-    s->werr = (int16_t)(rc == -EPIPE ? CW_ERESET : rc);
+    /* We never shut our side while open: EPIPE means the kernel's error
+     * (a reset, mostly) was already taken, by the loop or an earlier call;
+     * a pending one recorded from SO_ERROR says which. */
+    if (rc == -EPIPE)
+        rc = s->result < 0 && !(s->flags & F_DELIVERED) ? s->result : CW_ERESET;
+    s->werr = (int16_t)rc;
     /* An owner that paused reads for backpressure waits for an on_drain
      * that cannot come: reading resumes, so it gets what the peer sent
      * before the end, then the end itself. */

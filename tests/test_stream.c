@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -345,6 +346,28 @@ static void test_rst_mid_write(void **state)
     assert_int_equal(r.ends, 1);
     assert_int_equal(r.end, CW_ERESET);
     assert_int_equal(r.how, CW_ERESET);
+    cw_loop_free(&loop);
+}
+
+/* The kernel gives up on a peer that keeps its window shut past
+ * TCP_USER_TIMEOUT: the loop takes the error with SO_ERROR, and the
+ * stream still reports it as CW_ETIMEDOUT, not as a plain end. */
+static void test_kernel_timeout_is_reported(void **state)
+{
+    cw_loop *loop;
+    cw_stream *s;
+    struct rec r = {.on_end = CLOSE_GRACEFUL};
+    int c = fixture(&loop, &s, &r, opts(0, 30000, 5000), 32768, 65536);
+    int ut = 300;
+    assert_int_equal(setsockopt(cw_stream_fd(s), IPPROTO_TCP, TCP_USER_TIMEOUT,
+                                &ut, sizeof ut), 0);
+    assert_int_equal(queue_big(s, 1024 * 1024), 1);
+    assert_true(run_until(loop, &r.closed, 10000));
+    printf("# TCP_USER_TIMEOUT 300 ms on a peer that never reads: %s\n",
+           cw_strerror(r.end));
+    assert_int_equal(r.ends, 1);
+    assert_int_equal(r.end, CW_ETIMEDOUT);
+    close(c);
     cw_loop_free(&loop);
 }
 
@@ -1087,6 +1110,7 @@ int main(void)
         CWT_TEST(test_peer_fin_while_paused),
         CWT_TEST(test_peer_fin_while_writes_queued),
         CWT_TEST(test_rst_mid_write),
+        CWT_TEST(test_kernel_timeout_is_reported),
         CWT_TEST(test_write_timeout_resets_and_frees),
         CWT_TEST(test_write_timeout_restarts_on_progress),
         CWT_TEST(test_idle_deadline),
