@@ -1053,43 +1053,52 @@ static void test_acceptor_emfile(void **state)
     cw_acceptor *a;
     struct cw_stream_opts o = opts(0, 0, 60000);
     assert_int_equal(cw_acceptor_new(loop, l, &o, on_accept_rec, &acc, &a), CW_OK);
-    int peers[8];
-    for (int i = 0; i < 8; i++)
+    /* Stream 0 lingers: closed gracefully, its peer never sends FIN. */
+    int peers[9];
+    peers[0] = dial_raw(cw_listener_port(l));
+    assert_true(run_until(loop, &acc.n, 2000));
+    cw_stream_close(recs[0].s, CW_CLOSE_GRACEFUL, cw_now_ms() + 60000, NULL);
+    for (int i = 1; i < 9; i++)
         peers[i] = dial_raw(cw_listener_port(l));
     struct rlimit old;
     getrlimit(RLIMIT_NOFILE, &old);
     struct rlimit low = {(rlim_t)cwt_fd_count() + 3, old.rlim_max};
     assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
-    /* Three fit; then EMFILE with nothing to reclaim: accepting pauses
-     * and the loop sleeps instead of spinning on the readable listener. */
+    /* The lingering stream goes first; then a few fit, then EMFILE with
+     * nothing to reclaim: accepting pauses, and the loop sleeps instead
+     * of spinning on the readable listener. */
     uint64_t it = cw_loop_iterations(loop);
     run_for(loop, 500);
     uint64_t spins = cw_loop_iterations(loop) - it;
     struct cw_acceptor_stats st;
     cw_acceptor_stats(a, &st);
     uint64_t first = st.accepted;
-    printf("# EMFILE: %llu accepted, paused %llu times, %llu loop iterations in 500 ms\n",
-           (unsigned long long)st.accepted, (unsigned long long)st.paused,
+    printf("# EMFILE: %llu accepted, %llu reclaimed, paused %llu times, %llu loop "
+           "iterations in 500 ms\n", (unsigned long long)st.accepted,
+           (unsigned long long)st.reclaimed, (unsigned long long)st.paused,
            (unsigned long long)spins);
-    if (first < 1 || first >= 8 || st.paused < 1 || spins >= 50)
+    if (first < 2 || first >= 9 || st.paused < 1 || spins >= 50 || !recs[0].closed)
         setrlimit(RLIMIT_NOFILE, &old);
-    assert_true(first >= 1 && first < 8);   /* a few fit, not all */
+    assert_int_equal(recs[0].closed, 1);
+    assert_int_equal(recs[0].how, CW_ETIMEDOUT);   /* as if its deadline passed */
+    assert_int_equal(st.reclaimed, 1);
+    assert_true(first >= 2 && first < 9);   /* a few fit, not all */
     assert_true(st.paused >= 1);
     assert_true(spins < 50);   /* a 100 ms back-off, not a spin */
     /* After a second of idleness the streams are reclaimed, oldest first,
      * with -EMFILE, and the waiting connections get in. */
     int64_t deadline = cw_now_ms() + 5000;
-    while (st.accepted < 8 && cw_now_ms() < deadline) {
+    while (st.accepted < 9 && cw_now_ms() < deadline) {
         run_for(loop, 50);
         cw_acceptor_stats(a, &st);
     }
     run_for(loop, 20);   /* the last on_closed calls run in the loop */
     assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
-    assert_int_equal(st.accepted, 8);
-    assert_true(st.reclaimed >= 8 - first);
-    assert_int_equal(recs[0].closed, 1);
-    assert_int_equal(recs[0].how, -EMFILE);
-    for (int i = 0; i < 8; i++) {
+    assert_int_equal(st.accepted, 9);
+    assert_true(st.reclaimed >= 1 + 9 - first);
+    assert_int_equal(recs[1].closed, 1);
+    assert_int_equal(recs[1].how, -EMFILE);
+    for (int i = 0; i < 9; i++) {
         if (recs[i].s)
             cw_stream_close(recs[i].s, CW_CLOSE_ABORT, 0, NULL);
         close(peers[i]);
