@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-static int resolve(const char *host, uint16_t port, int family, int flags,
+int cw__resolve(const char *host, uint16_t port, int family, int flags,
                    struct addrinfo **res)
 {
     char service[8];
@@ -29,12 +29,12 @@ static int resolve(const char *host, uint16_t port, int family, int flags,
 }
 
 /* The seed's "reuse one local port": bind before connect. */
-static int bind_local(int fd, int family, const struct cw_opts *o)
+int cw__bind_local(int fd, int family, const struct cw_opts *o)
 {
     if (!o || (!o->bind_host && !o->bind_port))
         return CW_OK;
     struct addrinfo *ai;
-    int rc = resolve(o->bind_host, o->bind_port, family, AI_PASSIVE, &ai);
+    int rc = cw__resolve(o->bind_host, o->bind_port, family, AI_PASSIVE, &ai);
     if (rc < 0)
         return rc;
     if (bind(fd, ai->ai_addr, ai->ai_addrlen) < 0)
@@ -68,7 +68,7 @@ static int dial_one(const struct addrinfo *ai, const struct cw_opts *o,
         return -errno;
     int rc = cw__apply_opts(fd, o, false);
     if (rc == CW_OK)
-        rc = bind_local(fd, ai->ai_family, o);
+        rc = cw__bind_local(fd, ai->ai_family, o);
     if (rc == CW_OK)
         rc = connect_wait(fd, ai, deadline);
     if (rc < 0) {
@@ -81,7 +81,7 @@ static int dial_one(const struct addrinfo *ai, const struct cw_opts *o,
 
 /* Split what is left of the deadline evenly over the remaining addresses,
  * so one black-holed address cannot use up the whole budget. */
-static int64_t attempt_deadline(int64_t deadline, int left)
+int64_t cw__attempt_deadline(int64_t deadline, int left)
 {
     if (deadline < 0 || left <= 1)
         return deadline;
@@ -96,7 +96,7 @@ int cw_dial(const char *host, uint16_t port, const struct cw_opts *opts,
         return CW_EINVAL;
     *out = NULL;
     struct addrinfo *res;
-    int rc = resolve(host ? host : "localhost", port, AF_UNSPEC, 0, &res);
+    int rc = cw__resolve(host ? host : "localhost", port, AF_UNSPEC, 0, &res);
     if (rc < 0)
         return rc;
     int left = 0;
@@ -105,7 +105,7 @@ int cw_dial(const char *host, uint16_t port, const struct cw_opts *opts,
     int fd = -1;
     rc = CW_ERESOLVE;
     for (struct addrinfo *ai = res; ai && fd < 0; ai = ai->ai_next, left--) {
-        rc = dial_one(ai, opts, attempt_deadline(deadline, left), &fd);
+        rc = dial_one(ai, opts, cw__attempt_deadline(deadline, left), &fd);
         if (rc == CW_OK)
             break;
     }

@@ -59,6 +59,19 @@ int cw__set_linger0(int fd);
 int cw__format_addr(const struct sockaddr *sa, socklen_t len, char *buf,
                     size_t size);
 
+/* getaddrinfo for TCP (family AF_UNSPEC for any; extra ai flags):
+ * CW_OK, CW_ERESOLVE, -ENOMEM or -errno. */
+struct addrinfo;
+int cw__resolve(const char *host, uint16_t port, int family, int flags,
+                struct addrinfo **res);
+
+/* Bind to opts' local address and port before connect, if it has any. */
+int cw__bind_local(int fd, int family, const struct cw_opts *o);
+
+/* One connect attempt's deadline: an equal share of what is left for the
+ * `left` addresses still to try, the last one all of it. */
+int64_t cw__attempt_deadline(int64_t deadline, int left);
+
 /* Allocate a conn around a connected non-blocking fd (takes ownership). */
 int cw__conn_new(int fd, const struct cw_opts *o, cw_conn **out);
 

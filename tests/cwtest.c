@@ -536,3 +536,29 @@ __attribute__((constructor)) static void watchdog_start(void)
     pthread_attr_destroy(&a);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
+
+int cwt_netns_blackhole(char *a, char *b)
+{
+    cwt_netns_name(a, 64, "a");
+    cwt_netns_name(b, 64, "b");
+    return cwt_sh("exec >/dev/null 2>&1; ip netns add %s && ip netns add %s && "
+                  "ip link add cwa netns %s type veth peer name cwb netns %s && "
+                  "ip -n %s addr add 198.18.0.1/24 dev cwa && ip -n %s link set cwa up && "
+                  "ip -n %s addr add 198.18.0.2/24 dev cwb && ip -n %s link set cwb up && "
+                  "ip -n %s route add blackhole 198.18.0.1/32",
+                  a, b, a, b, a, a, b, b, b);
+}
+
+int cwt_fd_count_pid(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}

@@ -117,6 +117,17 @@ int cwt_netns_enter(const char *name);
 void cwt_netns_leave(int orig);
 void cwt_netns_del(const char *name);
 
+/* Two test hosts for "the network does not answer": namespaces a and b
+ * (names written to a and b, 64 bytes each) joined by a veth pair,
+ * 198.18.0.1 in a and 198.18.0.2 in b, where replies to a are black-holed,
+ * so a's SYNs to b are never answered. Returns 0, or nonzero when
+ * namespaces cannot be made (not root, no iproute2). Delete both with
+ * cwt_netns_del (teardown does it after a failed assertion). */
+int cwt_netns_blackhole(char *a, char *b);
+
+/* Number of open descriptors of process pid. */
+int cwt_fd_count_pid(pid_t pid);
+
 /* Move this test process into a network namespace of its own, with only
  * `lo` up, so that nothing else on the machine (another test under
  * `ctest -j`, a benchmark) appears in the kernel socket tables it reads.

@@ -158,14 +158,7 @@ static char ns_a[64], ns_b[64];
 
 static int netns_up(void)
 {
-    cwt_netns_name(ns_a, sizeof ns_a, "a");
-    cwt_netns_name(ns_b, sizeof ns_b, "b");
-    return cwt_sh("exec >/dev/null 2>&1; ip netns add %s && ip netns add %s && "
-              "ip link add cwa netns %s type veth peer name cwb netns %s && "
-              "ip -n %s addr add 198.18.0.1/24 dev cwa && ip -n %s link set cwa up && "
-              "ip -n %s addr add 198.18.0.2/24 dev cwb && ip -n %s link set cwb up && "
-              "ip -n %s route add blackhole 198.18.0.1/32",
-              ns_a, ns_b, ns_a, ns_b, ns_a, ns_a, ns_b, ns_b, ns_b);
+    return cwt_netns_blackhole(ns_a, ns_b);
 }
 
 static void netns_down(void)

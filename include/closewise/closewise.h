@@ -17,6 +17,7 @@
 #include <closewise/diag.h>
 #include <closewise/backoff.h>
 #include <closewise/loop.h>
+#include <closewise/stream.h>
 #include <closewise/server.h>
 
 #ifdef __cplusplus

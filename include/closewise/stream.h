@@ -1,0 +1,186 @@
+/*
+ * closewise/stream.h - an event-driven TCP connection on a cw_loop that
+ * always ends correctly: reads that end with exactly one terminal result,
+ * buffered writes with backpressure and a write timeout, a graceful close
+ * that delivers the last byte, and a library that closes what its owner
+ * forgot instead of leaving it in CLOSE_WAIT.
+ *
+ * Do not include this file directly: include <closewise/closewise.h>.
+ *
+ * Conventions (see also conn.h and loop.h):
+ *  - A cw_stream is created by cw_stream_adopt(), cw_stream_dial() or a
+ *    cw_acceptor, and lives until its on_closed callback has returned; the
+ *    library frees it then. on_closed runs exactly once per stream, either
+ *    after cw_stream_close() or when the library ended the stream itself
+ *    (write timeout, grace period after the peer's close, descriptor
+ *    reclaim). Do not touch the stream after on_closed.
+ *  - Callbacks run from cw_loop_run(). Calling any cw_stream_* function,
+ *    cw_stream_close() included, from inside any callback is safe: the
+ *    memory is released only once the dispatch has unwound.
+ *  - "How a close ended" uses cw_close()'s vocabulary: CW_OK (the peer's
+ *    FIN was seen: everything we sent was delivered), CW_ETIMEDOUT (a
+ *    deadline passed first; after a write timeout the peer got a RST),
+ *    CW_ERESET (the peer reset), CW_ETOOLONG (the peer kept sending past
+ *    the drain limit), -EMFILE (closed to give a descriptor back to the
+ *    acceptor), or another -errno.
+ *  - A stream and its loop belong to one thread. Close every stream and
+ *    let the loop run its on_closed calls before cw_loop_free().
+ */
+#ifndef CLOSEWISE_STREAM_H
+#define CLOSEWISE_STREAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cw_stream cw_stream;
+typedef struct cw_acceptor cw_acceptor;
+
+/* nread > 0: that many bytes at buf, valid only during the call.
+ * nread < 0: the one terminal result, delivered once: CW_EOF (the peer
+ * sent FIN), CW_ERESET, CW_ETIMEDOUT (the idle timeout passed with no
+ * byte received, or the kernel gave up on the peer) or another -errno.
+ * Never 0. Writes stay allowed after CW_EOF and CW_ETIMEDOUT (a last
+ * reply, then cw_stream_close). */
+typedef void cw_stream_read_cb(cw_stream *s, ssize_t nread, const char *buf);
+
+/* The write queue went from at or above the high-water mark to empty. */
+typedef void cw_stream_drain_cb(cw_stream *s);
+
+/* The stream has ended; how says how (see the conventions above). The
+ * stream is freed when this returns. */
+typedef void cw_stream_closed_cb(cw_stream *s, int how);
+
+/* Callbacks, usually one static const table per protocol; any may be
+ * NULL. The stream keeps the pointer: the table must outlive it. */
+struct cw_stream_handlers {
+    cw_stream_read_cb *on_read;
+    cw_stream_drain_cb *on_drain;
+    cw_stream_closed_cb *on_closed;   /* when the library ends the stream,
+                                         or cw_stream_close() got NULL */
+};
+
+/* Timeouts and limits; start from cw_stream_opts_init(). Values in ms. */
+struct cw_stream_opts {
+    uint32_t idle_timeout_ms;   /* no byte received for this long while
+                                   reading: CW_ETIMEDOUT; 0 = none (default) */
+    uint32_t write_timeout_ms;  /* queued output that makes no progress for
+                                   this long: RST, queue freed, on_closed
+                                   with CW_ETIMEDOUT (default and 0: 60000) */
+    uint32_t close_grace_ms;    /* after the peer closed or a terminal result
+                                   was delivered, an owner that neither
+                                   writes nor closes for this long has the
+                                   stream closed for it (default 5000;
+                                   0 = at once) */
+    uint32_t high_water;        /* queued bytes at which cw_stream_write()
+                                   says "full" (default and 0: 65536) */
+};
+
+void cw_stream_opts_init(struct cw_stream_opts *o);
+
+/* Wrap a connected TCP socket (made non-blocking here). Ownership of fd
+ * passes to the stream in every case (closed on failure). opts NULL =
+ * defaults. Reads start with cw_stream_start(). */
+int cw_stream_adopt(cw_loop *loop, int fd, const struct cw_stream_opts *opts,
+                    cw_stream **out);
+
+/* Set the callbacks and user data and start reading. Returns CW_OK, or
+ * CW_ECLOSING once the stream is closing. */
+int cw_stream_start(cw_stream *s, const struct cw_stream_handlers *h,
+                    void *data);
+
+/* Pause and resume reading. A paused stream still notices the peer's
+ * FIN or RST: the terminal result waits for reads to resume (bytes the
+ * peer sent before it come first), and the grace period runs. A failed
+ * write resumes reading by itself: the owner learns of the end through
+ * on_read instead of waiting for an on_drain that cannot come. Resuming
+ * after the terminal result was delivered returns that result. */
+int cw_stream_read_stop(cw_stream *s);
+int cw_stream_read_start(cw_stream *s);
+
+/* Queue len bytes (copied). What the socket takes at once is sent at once;
+ * only the rest is buffered, so an idle stream holds no buffer. Returns
+ * CW_OK, 1 when the queue is at or above the high-water mark (on_drain
+ * comes once it is empty: stop producing until then), or the sticky
+ * write error (CW_ERESET, -EPIPE, CW_ETIMEDOUT), or CW_ECLOSING. */
+int cw_stream_write(cw_stream *s, const void *buf, size_t len);
+
+/* Bytes queued and not yet taken by the kernel. */
+size_t cw_stream_queued(const cw_stream *s);
+
+/* End the stream; on_closed (NULL = the handlers' one) is called once,
+ * from the loop, never from inside this call.
+ * CW_CLOSE_GRACEFUL: unread input is discarded, queued output is flushed
+ * (write timeout applies), then shutdown(SHUT_WR), then input is read and
+ * discarded until the peer's FIN, the deadline (CW_NEVER = 30 s), or 1
+ * MiB, then close. how = CW_OK, CW_ETIMEDOUT, CW_ERESET or CW_ETOOLONG.
+ * CW_CLOSE_ABORT: SO_LINGER {1,0} and close now: the peer gets RST, queued
+ * output is lost; how = CW_OK. Only on purpose.
+ * Returns CW_OK, or CW_EINVAL if the stream is already closing. */
+int cw_stream_close(cw_stream *s, int how, int64_t deadline,
+                    cw_stream_closed_cb *on_closed);
+
+/* User data given to cw_stream_start() (or set here). */
+void *cw_stream_data(const cw_stream *s);
+void cw_stream_set_data(cw_stream *s, void *data);
+
+/* The descriptor (owned by the stream), or CW_EINVAL once closed. */
+int cw_stream_fd(const cw_stream *s);
+
+/* Nonzero if cw_stream_close() was called or the library is closing it. */
+int cw_stream_closing(const cw_stream *s);
+
+/* Connect to host:port without blocking the loop, trying every address
+ * (IPv6 and IPv4), each attempt with a fair share of the deadline.
+ * Numeric addresses are used directly; a name is resolved by getaddrinfo
+ * in a short-lived thread, so a slow DNS server cannot stall the loop
+ * (the thread is abandoned, not waited for, if the deadline passes).
+ * cb gets the new stream (owned by the caller: start it or close it) and
+ * CW_OK, or NULL and CW_ERESOLVE, CW_ETIMEDOUT or the last attempt's
+ * -errno (-ECONNREFUSED, ...). cb always runs from the loop, never from
+ * inside this call. Only cw_opts' pre-connect options apply (bind address
+ * and port, buffers, keepalive, nodelay, user timeout). Returns CW_OK if
+ * the dial was started. */
+typedef void cw_stream_dial_cb(cw_stream *s, int status, void *data);
+int cw_stream_dial(cw_loop *loop, const char *host, uint16_t port,
+                   const struct cw_opts *opts, int64_t deadline,
+                   const struct cw_stream_opts *sopts,
+                   cw_stream_dial_cb *cb, void *data);
+
+/* Accept connections on a listener: accept4 in batches with SOCK_CLOEXEC
+ * and SOCK_NONBLOCK; every new stream (options sopts) goes to cb, which
+ * owns it. When descriptors run out (EMFILE, ENFILE), the acceptor first
+ * closes the streams that cost least to lose - lingering closes, then
+ * streams of its own idle for a second or more with nothing queued (their
+ * on_closed gets -EMFILE) - and if none is left, stops accepting for a
+ * short back-off instead of spinning: the connections wait in the
+ * kernel's backlog. The listener stays the caller's; free the acceptor
+ * before closing it. */
+typedef void cw_acceptor_cb(cw_acceptor *a, cw_stream *s, void *data);
+int cw_acceptor_new(cw_loop *loop, cw_listener *l,
+                    const struct cw_stream_opts *sopts, cw_acceptor_cb *cb,
+                    void *data, cw_acceptor **out);
+
+struct cw_acceptor_stats {
+    uint64_t accepted;
+    uint64_t open;            /* its streams not yet ended */
+    uint64_t paused;          /* times accepting stopped for lack of fds */
+    uint64_t reclaimed;       /* streams closed to get a descriptor back */
+    uint64_t write_timeouts;  /* streams reset by the write timeout */
+    uint64_t grace_closed;    /* closed by the library after the grace */
+};
+int cw_acceptor_stats(const cw_acceptor *a, struct cw_acceptor_stats *st);
+
+/* Stop accepting and free the acceptor, set *ap to NULL. Its streams
+ * live on (they are no longer reclaimed or counted). Not from inside the
+ * acceptor's own callback. */
+int cw_acceptor_free(cw_acceptor **ap);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

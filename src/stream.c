@@ -1,0 +1,602 @@
+/* stream.c - an event-driven connection that always ends correctly.
+ *
+ * A stream is OPEN (reading and writing), FLUSH (closing gracefully: the
+ * queued output goes out), LINGER (SHUT_WR sent, input discarded until
+ * the peer's FIN or the deadline) or DONE (descriptor closed; on_closed
+ * runs from the timer in the loop's next timer pass, then the memory is
+ * freed). Freeing only from that timer callback is what makes closing
+ * from inside any callback safe: no dispatch of this stream is on the
+ * stack then. Event handlers do their work and end with settle(), the
+ * one place that arms the watcher and the timer for the state. */
+#define _GNU_SOURCE
+#include "stream_impl.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define READ_ROUNDS 8          /* recv calls per event before yielding */
+#define READ_CHUNK 16384
+#define CLOSE_DEFAULT_MS 30000 /* graceful close given CW_NEVER */
+
+/* flags */
+#define F_READING 1u     /* the owner wants bytes */
+#define F_ENDED 2u       /* peer closed/reset, or terminal result delivered */
+#define F_DELIVERED 4u   /* the terminal result went to on_read */
+#define F_IO_OFF 8u      /* watcher stopped: EPOLLHUP would repeat forever */
+#define F_FULL 16u       /* a write said "full": on_drain when empty */
+#define F_OWN_CB 32u     /* s->cb.closed, not s->cb.h */
+#define F_BY_GRACE 64u   /* the library is closing it after the grace */
+
+static void on_io(cw_loop *loop, cw_io *io, unsigned events);
+static void on_timer(cw_loop *loop, cw_timer *t);
+
+void cw_stream_opts_init(struct cw_stream_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->write_timeout_ms = 60000;
+    o->close_grace_ms = 5000;
+    o->high_water = 65536;
+}
+
+/* An idle stream must cost no more than the reference server's session:
+ * 144 bytes is a 160-byte malloc chunk. */
+_Static_assert(sizeof(struct cw_stream) <= 144, "cw_stream grew");
+
+static cw_loop *loop_of(const cw_stream *s)
+{
+    return s->timer.data;
+}
+
+int cw__stream_new(cw_loop *loop, int fd, const struct cw_stream_opts *o,
+                   cw_acceptor *a, cw_stream **out)
+{
+    struct cw_stream_opts defaults;
+    if (!o) {
+        cw_stream_opts_init(&defaults);
+        o = &defaults;
+    }
+    cw_stream *s = calloc(1, sizeof *s);
+    if (!s) {
+        close(fd);
+        return -ENOMEM;
+    }
+    s->io.fd = fd;
+    s->io.data = a;
+    s->timer.data = loop;
+    s->t = cw_now_ms();
+    s->idle_ms = o->idle_timeout_ms;
+    s->write_ms = o->write_timeout_ms ? o->write_timeout_ms : 60000;
+    s->grace_ms = o->close_grace_ms;
+    s->hwm = o->high_water ? o->high_water : 65536;
+    /* Watched from the start, reads or not: a peer that closes before the
+     * owner starts reading is still noticed. */
+    int rc = cw_io_start(loop, &s->io, 0, on_io);
+    if (rc < 0) {
+        close(fd);
+        free(s);
+        return rc;
+    }
+    *out = s;
+    return CW_OK;
+}
+
+int cw_stream_adopt(cw_loop *loop, int fd, const struct cw_stream_opts *opts,
+                    cw_stream **out)
+{
+    if (!loop || fd < 0 || !out) {
+        if (fd >= 0)
+            close(fd);
+        return CW_EINVAL;
+    }
+    *out = NULL;
+    int rc = cw__set_nonblock(fd);
+    if (rc < 0) {
+        close(fd);
+        return rc;
+    }
+    return cw__stream_new(loop, fd, opts, NULL, out);
+}
+
+/* ---- ending ---- */
+
+static void drop_queue(cw_stream *s)
+{
+    free(s->out);
+    s->out = NULL;
+}
+
+/* Close the descriptor now; on_closed follows from the timer. */
+static void finish(cw_stream *s, int how, int rst, int why)
+{
+    if (why == CW__END_OWNER && (s->flags & F_BY_GRACE))
+        why = CW__END_GRACE;
+    cw_io_stop(loop_of(s), &s->io);
+    drop_queue(s);
+    if (rst)
+        cw__set_linger0(s->io.fd);
+    close(s->io.fd);   /* Linux releases the fd even when close() fails */
+    s->io.fd = -1;
+    s->state = CW__ST_DONE;
+    s->result = how;
+    s->flags &= ~F_READING;
+    cw__acceptor_ended(s, why);
+    /* Deadline 0 is already due: the callback runs in this iteration's
+     * timer pass, after whatever dispatch we are inside has returned. */
+    cw_timer_start(loop_of(s), &s->timer, 0, on_timer);
+}
+
+static void start_linger(cw_stream *s)
+{
+    if (shutdown(s->io.fd, SHUT_WR) < 0 && errno != ENOTCONN) {
+        finish(s, -errno, 1, CW__END_OWNER);
+        return;
+    }
+    if ((s->flags & F_DELIVERED) && s->result == CW_EOF) {
+        finish(s, CW_OK, 0, CW__END_OWNER);   /* the peer's FIN was read */
+        return;
+    }
+    s->state = CW__ST_LINGER;
+    s->hwm = 0;
+}
+
+/* Graceful close: flush, then linger. s->t holds the close deadline. */
+static void begin_close(cw_stream *s, int why)
+{
+    s->flags &= ~(F_READING | F_FULL);
+    if (why == CW__END_GRACE)
+        s->flags |= F_BY_GRACE;
+    if (s->werr == CW_ERESET || s->result == CW_ERESET) {
+        finish(s, CW_ERESET, 0, why);
+        return;
+    }
+    if (s->werr) {
+        finish(s, s->werr, 1, why);
+        return;
+    }
+    s->state = CW__ST_FLUSH;
+    cw__acceptor_closing(s);
+    if (!s->out)
+        start_linger(s);
+}
+
+int cw_stream_close(cw_stream *s, int how, int64_t deadline,
+                    cw_stream_closed_cb *on_closed)
+{
+    if (!s || s->state != CW__ST_OPEN)
+        return CW_EINVAL;
+    if (on_closed) {
+        s->cb.closed = on_closed;
+        s->flags |= F_OWN_CB;
+    }
+    if (how == CW_CLOSE_ABORT) {
+        finish(s, CW_OK, 1, CW__END_OWNER);
+        return CW_OK;
+    }
+    s->t = deadline < 0 ? cw_now_ms() + CLOSE_DEFAULT_MS : deadline;
+    begin_close(s, CW__END_OWNER);
+    return CW_OK;
+}
+
+void cw__stream_reclaim(cw_stream *s)
+{
+    /* Read what is pending first, so the close sends FIN, not RST. */
+    size_t total = 0;
+    cw__drain_nb(s->io.fd, &total);
+    if (s->state == CW__ST_OPEN)
+        finish(s, -EMFILE, 0, CW__END_RECLAIM);
+    else if (s->state != CW__ST_DONE)
+        finish(s, CW_ETIMEDOUT, 0, CW__END_RECLAIM);
+}
+
+/* ---- reading ---- */
+
+static void deliver_end(cw_stream *s, int rc)
+{
+    /* The loop's SO_ERROR read after EPOLLERR, or a failed send, may have
+     * taken the kernel's error (a reset, a keepalive or user timeout),
+     * after which recv() says a plain 0: the error is what happened. */
+    if (rc == CW_EOF && s->result < 0)
+        rc = s->result;
+    else if (rc == CW_EOF && s->werr == CW_ERESET)
+        rc = CW_ERESET;
+    s->result = rc;
+    s->flags |= F_DELIVERED | F_ENDED;
+    s->t = cw_now_ms();   /* the grace period starts */
+    if (s->cb.h && s->cb.h->on_read)
+        s->cb.h->on_read(s, rc, NULL);
+}
+
+static void do_read(cw_stream *s)
+{
+    char buf[READ_CHUNK];
+    for (int round = 0; round < READ_ROUNDS; round++) {
+        if (s->state != CW__ST_OPEN || !(s->flags & F_READING) ||
+            (s->flags & F_DELIVERED))
+            return;
+        ssize_t n = cw__recv_nb(s->io.fd, buf, sizeof buf);
+        if (n == -EAGAIN)
+            return;
+        if (n < 0) {
+            deliver_end(s, (int)n);
+            return;
+        }
+        s->t = cw_now_ms();   /* idle and grace both count from here */
+        cw__acceptor_touch(s);
+        if (s->cb.h && s->cb.h->on_read)
+            s->cb.h->on_read(s, n, buf);
+    }
+}
+
+static void set_reading(cw_stream *s, int on);
+
+int cw_stream_start(cw_stream *s, const struct cw_stream_handlers *h,
+                    void *data)
+{
+    if (!s)
+        return CW_EINVAL;
+    if (s->state != CW__ST_OPEN)
+        return CW_ECLOSING;
+    s->cb.h = h;
+    s->data = data;
+    set_reading(s, 1);
+    return CW_OK;
+}
+
+/* ---- writing ---- */
+
+static void write_failed(cw_stream *s, int rc)
+{
+    /* We never shut our side while open: EPIPE means the kernel's error
+     * (a reset, mostly) was already taken, by the loop or an earlier call;
+     * a pending one recorded from SO_ERROR says which. */
+    if (rc == -EPIPE)
+        rc = s->result < 0 && !(s->flags & F_DELIVERED) ? s->result : CW_ERESET;
+    s->werr = (int16_t)rc;
+    /* An owner that paused reads for backpressure waits for an on_drain
+     * that cannot come: reading resumes, so it gets what the peer sent
+     * before the end, then the end itself. */
+    s->flags |= F_ENDED | F_READING;
+    s->t = cw_now_ms();
+    drop_queue(s);
+}
+
+/* Send what is queued; returns when the socket is full or the queue empty. */
+static void flush(cw_stream *s)
+{
+    struct cw__wq *q = s->out;
+    while (q && q->off < q->len) {
+        ssize_t n = cw__send_nb(s->io.fd, q->buf + q->off, q->len - q->off);
+        if (n == -EAGAIN)
+            return;
+        if (n < 0) {
+            write_failed(s, (int)n);
+            return;
+        }
+        q->off += (size_t)n;
+        q->due = cw_now_ms() + s->write_ms;   /* progress: nginx send_timeout */
+    }
+    drop_queue(s);
+    if (s->state != CW__ST_OPEN)
+        return;   /* closing: s->t is the close deadline */
+    if (s->flags & F_ENDED)
+        s->t = cw_now_ms();   /* the grace period counts from here */
+    if (s->flags & F_FULL) {
+        s->flags &= ~F_FULL;
+        if (s->cb.h && s->cb.h->on_drain)
+            s->cb.h->on_drain(s);
+    }
+}
+
+static int enqueue(cw_stream *s, const char *p, size_t len)
+{
+    struct cw__wq *q = s->out;
+    size_t have = q ? q->len - q->off : 0;
+    if (q && q->off && q->len + len > q->cap) {   /* compact first */
+        memmove(q->buf, q->buf + q->off, have);
+        q->off = 0;
+        q->len = have;
+    }
+    if (!q || q->len + len > q->cap) {
+        size_t cap = q ? q->cap * 2 : 0;
+        if (cap < have + len)
+            cap = have + len;
+        struct cw__wq *nq = realloc(q, sizeof *nq + cap);
+        if (!nq)
+            return -ENOMEM;
+        if (!q) {
+            nq->off = nq->len = 0;
+            nq->due = cw_now_ms() + s->write_ms;
+        }
+        nq->cap = cap;
+        s->out = q = nq;
+    }
+    memcpy(q->buf + q->len, p, len);
+    q->len += len;
+    return CW_OK;
+}
+
+static void settle(cw_stream *s);
+
+int cw_stream_write(cw_stream *s, const void *buf, size_t len)
+{
+    if (!s || (!buf && len))
+        return CW_EINVAL;
+    if (s->state != CW__ST_OPEN)
+        return CW_ECLOSING;
+    if (s->werr)
+        return s->werr;
+    if (s->flags & F_ENDED)
+        s->t = cw_now_ms();   /* the owner acts: no grace close yet */
+    const char *p = buf;
+    if (!s->out && len) {
+        ssize_t n = cw__send_nb(s->io.fd, p, len);
+        if (n < 0 && n != -EAGAIN) {
+            write_failed(s, (int)n);
+            settle(s);
+            return s->werr;
+        }
+        if (n > 0) {
+            p += n;
+            len -= (size_t)n;
+        }
+    }
+    if (len) {
+        int rc = enqueue(s, p, len);
+        if (rc < 0)
+            return rc;
+        settle(s);
+    }
+    if (s->out && s->out->len - s->out->off >= s->hwm) {
+        s->flags |= F_FULL;
+        return 1;
+    }
+    return CW_OK;
+}
+
+size_t cw_stream_queued(const cw_stream *s)
+{
+    return s && s->out ? s->out->len - s->out->off : 0;
+}
+
+/* ---- arming: the watcher and the one timer for the state ---- */
+
+static int64_t open_deadline(const cw_stream *s)
+{
+    int64_t due = INT64_MAX;
+    if (s->out)
+        due = s->out->due;
+    else if (s->flags & F_ENDED)
+        due = s->t + s->grace_ms;
+    if ((s->flags & (F_READING | F_ENDED)) == F_READING && s->idle_ms &&
+        s->t + s->idle_ms < due)
+        due = s->t + s->idle_ms;
+    return due;
+}
+
+static unsigned open_interest(const cw_stream *s)
+{
+    unsigned want = s->out ? CW_IO_WRITE : 0;
+    if ((s->flags & (F_READING | F_DELIVERED)) == F_READING)
+        want |= CW_IO_READ;
+    return want;
+}
+
+static void settle(cw_stream *s)
+{
+    cw_loop *loop = loop_of(s);
+    if (s->state == CW__ST_DONE)
+        return;
+    unsigned want;
+    int64_t due;
+    if (s->state == CW__ST_OPEN) {
+        want = open_interest(s);
+        due = open_deadline(s);
+    } else if (s->state == CW__ST_FLUSH) {
+        want = CW_IO_WRITE;
+        due = s->out->due < s->t ? s->out->due : s->t;
+    } else {
+        want = CW_IO_READ;
+        due = s->t;
+    }
+    int rc = CW_OK;
+    if (s->flags & F_IO_OFF) {
+        /* Restart only for work: EPOLLHUP makes it report at once. */
+        if (want && (rc = cw_io_start(loop, &s->io, want, on_io)) == CW_OK)
+            s->flags &= ~F_IO_OFF;
+    } else {
+        rc = cw_io_set(loop, &s->io, want);
+    }
+    /* Lazy timer: moved only when a deadline comes earlier; one that
+     * fires early is re-armed from on_timer. */
+    if (rc == CW_OK && due != INT64_MAX &&
+        (!cw_timer_active(&s->timer) || due < s->timer.deadline))
+        rc = cw_timer_start(loop, &s->timer, due < 0 ? 0 : due, on_timer);
+    if (rc < 0)
+        finish(s, rc, 1, CW__END_OWNER);
+}
+
+static void set_reading(cw_stream *s, int on)
+{
+    if (on && !(s->flags & F_READING)) {
+        s->flags |= F_READING;
+        if (!(s->flags & F_ENDED))
+            s->t = cw_now_ms();   /* the idle timeout counts from here */
+    } else if (!on) {
+        s->flags &= ~F_READING;
+    }
+    settle(s);
+}
+
+int cw_stream_read_start(cw_stream *s)
+{
+    if (!s)
+        return CW_EINVAL;
+    if (s->state != CW__ST_OPEN)
+        return CW_ECLOSING;
+    if (s->flags & F_DELIVERED)
+        return s->result;
+    set_reading(s, 1);
+    return CW_OK;
+}
+
+int cw_stream_read_stop(cw_stream *s)
+{
+    if (!s)
+        return CW_EINVAL;
+    if (s->state != CW__ST_OPEN)
+        return CW_ECLOSING;
+    set_reading(s, 0);
+    return CW_OK;
+}
+
+/* ---- events ---- */
+
+/* Both directions shut (a reset, or FINs both ways)? poll() reports
+ * POLLHUP exactly then: EPOLLHUP, which unlike EPOLLRDHUP cannot be
+ * masked and would wake the loop on every iteration. */
+static int fully_shut(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = 0};
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLNVAL));
+}
+
+/* The peer closed or reset while we were not reading it. */
+static void peer_ended(cw_stream *s, unsigned events)
+{
+    if (events & CW_EV_ERROR && s->io.err && !s->result)
+        s->result = s->io.err;   /* SO_ERROR was consumed: keep it */
+    if (!(events & (CW_EV_HUP | CW_EV_ERROR)))
+        return;
+    if (!(s->flags & F_ENDED)) {
+        s->flags |= F_ENDED;
+        if (!s->out)
+            s->t = cw_now_ms();
+    }
+    if (fully_shut(s->io.fd)) {
+        /* Nothing can be sent any more, and the bytes still unread wait
+         * in the kernel for a read_start: stop watching until then. */
+        cw_io_stop(loop_of(s), &s->io);
+        s->flags |= F_IO_OFF;
+        if (s->out)
+            write_failed(s, CW_ERESET);
+    }
+}
+
+static void on_open_io(cw_stream *s, unsigned events)
+{
+    if ((events & (CW_EV_WRITE | CW_EV_ERROR | CW_EV_HUP)) && s->out)
+        flush(s);
+    if (s->state != CW__ST_OPEN)
+        return;
+    if (open_interest(s) & CW_IO_READ) {
+        if (events & CW_EV_ERROR && s->io.err && !s->result)
+            s->result = s->io.err;
+        do_read(s);
+    } else {
+        peer_ended(s, events);
+    }
+}
+
+static void on_linger_io(cw_stream *s, unsigned events)
+{
+    if (events & CW_EV_ERROR && s->io.err) {
+        finish(s, s->io.err, 0, CW__END_OWNER);
+        return;
+    }
+    size_t total = s->hwm;
+    int rc = cw__drain_nb(s->io.fd, &total);
+    s->hwm = total > UINT32_MAX ? UINT32_MAX : (uint32_t)total;
+    if (rc == CW_EOF)
+        finish(s, CW_OK, 0, CW__END_OWNER);
+    else if (rc == CW_ETOOLONG)
+        finish(s, CW_ETOOLONG, 1, CW__END_OWNER);
+    else if (rc != -EAGAIN)
+        finish(s, rc == -ENOTCONN ? CW_ERESET : rc, 0, CW__END_OWNER);
+}
+
+static void on_io(cw_loop *loop, cw_io *io, unsigned events)
+{
+    cw_stream *s = (cw_stream *)((char *)io - offsetof(cw_stream, io));
+    if (s->state == CW__ST_OPEN) {
+        on_open_io(s, events);
+    } else if (s->state == CW__ST_FLUSH) {
+        flush(s);
+        if (s->werr)
+            finish(s, s->werr == -EPIPE ? CW_ERESET : s->werr, 0, CW__END_OWNER);
+        else if (!s->out)
+            start_linger(s);
+    } else if (s->state == CW__ST_LINGER) {
+        on_linger_io(s, events);
+    }
+    settle(s);
+}
+
+static void on_open_timer(cw_stream *s, int64_t now)
+{
+    if (s->out && now >= s->out->due) {
+        /* The peer stopped reading: nothing more we send will arrive, so
+         * the reset is the honest end, and the queue's memory goes now. */
+        finish(s, CW_ETIMEDOUT, 1, CW__END_WRITE_TIMEOUT);
+    } else if (!s->out && (s->flags & F_ENDED) && now >= s->t + s->grace_ms) {
+        /* The peer is gone and the owner did nothing: close for it. */
+        s->t = now + CLOSE_DEFAULT_MS;
+        begin_close(s, CW__END_GRACE);
+    } else if ((s->flags & (F_READING | F_ENDED)) == F_READING && s->idle_ms &&
+               now >= s->t + s->idle_ms) {
+        deliver_end(s, CW_ETIMEDOUT);
+    }
+}
+
+static void on_timer(cw_loop *loop, cw_timer *t)
+{
+    cw_stream *s = (cw_stream *)((char *)t - offsetof(cw_stream, timer));
+    int64_t now = cw_now_ms();
+    if (s->state == CW__ST_DONE) {
+        cw_stream_closed_cb *cb = (s->flags & F_OWN_CB) ? s->cb.closed
+                                  : s->cb.h ? s->cb.h->on_closed : NULL;
+        if (cb)
+            cb(s, s->result);
+        free(s);
+        return;
+    }
+    if (s->state == CW__ST_OPEN) {
+        on_open_timer(s, now);
+    } else if (s->state == CW__ST_FLUSH) {
+        if (now >= s->t || now >= s->out->due)
+            finish(s, CW_ETIMEDOUT, 1, s->out && now >= s->out->due
+                                           ? CW__END_WRITE_TIMEOUT : CW__END_OWNER);
+    } else if (now >= s->t) {   /* lingering */
+        /* Discard what arrived last, so the close is a FIN, not a RST,
+         * unless the peer is still sending. */
+        size_t total = 0;
+        cw__drain_nb(s->io.fd, &total);
+        finish(s, CW_ETIMEDOUT, 0, CW__END_OWNER);
+    }
+    settle(s);
+}
+
+/* ---- accessors ---- */
+
+void *cw_stream_data(const cw_stream *s)
+{
+    return s ? s->data : NULL;
+}
+
+void cw_stream_set_data(cw_stream *s, void *data)
+{
+    if (s)
+        s->data = data;
+}
+
+int cw_stream_fd(const cw_stream *s)
+{
+    return s && s->state != CW__ST_DONE ? s->io.fd : CW_EINVAL;
+}
+
+int cw_stream_closing(const cw_stream *s)
+{
+    return s && s->state != CW__ST_OPEN;
+}
