@@ -228,6 +228,9 @@ ZOO_FN void zoo_plant(struct zoo *z, int family)
     int fc = zoo_dial(family, P, 0), cs = zoo_accept(l);
     shutdown(fc, SHUT_WR);
     zoo_wait_state(CW_TCP_CLOSE_WAIT, P, zoo_port_of(fc));
+    /* The peer's CLOSE_WAIT comes before its ACK reaches us: wait for that
+     * ACK too, or a dump can still catch this end in FIN_WAIT1. */
+    zoo_wait_state(CW_TCP_FIN_WAIT2, zoo_port_of(fc), P);
     zoo_add(z, "closewait_s", CW_TCP_CLOSE_WAIT, ZOO_SERVER, cs, P, zoo_port_of(fc));
     zoo_add(z, "finwait2_c", CW_TCP_FIN_WAIT2, ZOO_CLIENT, fc, zoo_port_of(fc), P);
 
@@ -237,6 +240,7 @@ ZOO_FN void zoo_plant(struct zoo *z, int family)
     zoo_wait_state(CW_TCP_CLOSE_WAIT, P, zoo_port_of(ac));
     shutdown(as, SHUT_WR);
     zoo_wait_state(CW_TCP_LAST_ACK, P, zoo_port_of(ac));
+    zoo_wait_state(CW_TCP_FIN_WAIT2, zoo_port_of(ac), P);
     zoo_add(z, "lastack_s", CW_TCP_LAST_ACK, ZOO_SERVER, as, P, zoo_port_of(ac));
     zoo_add(z, "lastack_peer_c", CW_TCP_FIN_WAIT2, ZOO_CLIENT, ac, zoo_port_of(ac), P);
 
@@ -253,6 +257,7 @@ ZOO_FN void zoo_plant(struct zoo *z, int family)
     int qport = zoo_port_of(qc);
     close(qc);
     zoo_wait_state(CW_TCP_CLOSE_WAIT, P, qport);
+    zoo_wait_state(CW_TCP_FIN_WAIT2, qport, P);
     zoo_add(z, "queued_s", CW_TCP_CLOSE_WAIT, ZOO_SERVER, l, P, qport);
     z->s[z->nsock - 1].listener = 1;
     zoo_add(z, "queued_orphan_c", CW_TCP_FIN_WAIT2, ZOO_NOBODY, -1, qport, P);
