@@ -1,0 +1,420 @@
+/* test_resets.c - `closewise resets` against real closes on the real
+ * kernel: a program built with -g (resets_helper.c) closes with unread
+ * input, with SO_LINGER {1,0} after queuing 256 KiB, and gracefully; the
+ * command must report exactly the first two, with the right reason, byte
+ * counts and the file:line of each close() (lines found by marker in the
+ * helper's source, not written here). `closewise server` in its three
+ * close modes: the resetting ones are reported with the server's pid, the
+ * graceful one not at all. Without BPF, the counter deltas must move by
+ * exactly what this test did (its private netns has its own counters).
+ * Every run is bounded by --duration or --count; afterwards no BPF program
+ * of ours is left loaded or pinned. */
+// cw-test-timeout: 120
+#include "cwtest.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define CLI CW_BUILD_DIR "/closewise"
+
+static int bpf_ok;                 /* BPF loads here */
+static char bpf_why[512];
+
+/* ---- a little JSON reading: flat fields of one event line ---- */
+
+static long long json_int(const char *line, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(line, pat);
+    if (!p)
+        fail_msg("no %s in %s", key, line);
+    return strtoll(p + strlen(pat), NULL, 10);
+}
+
+static void json_str(const char *line, const char *key, char *buf, size_t size)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":\"", key);
+    const char *p = strstr(line, pat);
+    if (!p)
+        fail_msg("no %s in %s", key, line);
+    p += strlen(pat);
+    size_t n = strcspn(p, "\"");
+    snprintf(buf, size, "%.*s", (int)(n < size ? n : size - 1), p);
+}
+
+/* The line of the first stack frame in file `base`, 0 if none. */
+static int stack_line_in(const char *line, const char *base)
+{
+    char pat[128];
+    snprintf(pat, sizeof pat, "/%s\",\"line\":", base);
+    const char *p = strstr(line, pat);
+    return p ? atoi(p + strlen(pat)) : 0;
+}
+
+/* Line number of "RESETS-MARK <name>" in the helper's source. */
+static int marker_line(const char *name)
+{
+    FILE *f = fopen(CW_SOURCE_DIR "/tests/resets_helper.c", "r");
+    assert_non_null(f);
+    char buf[512], want[64];
+    snprintf(want, sizeof want, "RESETS-MARK %s ", name);
+    int n = 0, found = 0;
+    while (!found && fgets(buf, sizeof buf, f)) {
+        n++;
+        found = strstr(buf, want) != NULL;
+    }
+    fclose(f);
+    assert_true(found);
+    return n;
+}
+
+/* ---- running the command ---- */
+
+struct cmd {
+    pid_t pid;
+    int out, err;
+};
+
+/* Start closewise resets with args; with BPF, wait until it is attached. */
+static struct cmd resets_start(const char *const *args)
+{
+    char *argv[24];
+    int n = 0;
+    argv[n++] = (char *)CLI;
+    argv[n++] = (char *)"resets";
+    for (; *args && n < 23; args++)
+        argv[n++] = (char *)*args;
+    argv[n] = NULL;
+    struct cmd c;
+    c.pid = cwt_spawn3(argv, NULL, &c.out, &c.err);
+    char line[1024];
+    if (cwt_read_line(c.err, line, sizeof line, 20000) < 0)
+        fail_msg("closewise resets said nothing on stderr");
+    assert_non_null(strstr(line, "closewise resets: "));
+    return c;
+}
+
+/* Wait for the command to end (bounded) and return its exit code; its
+ * stdout (everything) in out. */
+static int resets_finish(struct cmd *c, char *out, size_t size)
+{
+    cwt_read_all(c->out, out, size, 20000);
+    int st = cwt_wait(c->pid, 20000);
+    char err[4096];
+    cwt_read_all(c->err, err, sizeof err, 1000);
+    close(c->out);
+    close(c->err);
+    if (st < 0 || !WIFEXITED(st))
+        fail_msg("closewise resets did not end by itself; stderr: %s", err);
+    if (strstr(err, "lost"))
+        fail_msg("events lost: %s", err);
+    return WEXITSTATUS(st);
+}
+
+/* BPF programs of ours loaded now (bpftool prog show). */
+static int loaded_programs(void)
+{
+    FILE *p = popen("bpftool prog show 2>/dev/null", "r");
+    if (!p)
+        return -1;
+    char buf[512];
+    int n = 0;
+    while (fgets(buf, sizeof buf, p))
+        n += strstr(buf, "on_send_reset") != NULL;
+    pclose(p);
+    return n;
+}
+
+/* Programs are freed shortly after their last descriptor closes. */
+static void expect_unloaded(int before)
+{
+    int now = loaded_programs();
+    for (int i = 0; i < 40 && now > before; i++) {
+        cwt_sleep_ms(50);
+        now = loaded_programs();
+    }
+    assert_true(now <= before);
+    assert_int_not_equal(cwt_sh("ls /sys/fs/bpf 2>/dev/null | grep -q reset"), 0);
+}
+
+/* ---- the helper program: two resets and a graceful close ---- */
+
+struct helper_run {
+    int port[3];                 /* server sides: graceful, unread, linger0 */
+    int unread, unsent;
+};
+
+static void read_helper(int fd, struct helper_run *h)
+{
+    char line[256];
+    int np = 0;
+    while (cwt_read_line(fd, line, sizeof line, 10000) >= 0 && strcmp(line, "done")) {
+        if (!strncmp(line, "port ", 5) && np < 3)
+            h->port[np++] = atoi(line + 5);
+        else if (!strncmp(line, "unread ", 7))
+            h->unread = atoi(line + 7);
+        else if (!strncmp(line, "unsent ", 7))
+            h->unsent = atoi(line + 7);
+    }
+    assert_int_equal(np, 3);
+}
+
+static void check_event(const char *ev, pid_t pid, const char *reason, int port, int line)
+{
+    char s[128];
+    assert_int_equal(json_int(ev, "pid"), pid);
+    json_str(ev, "reason", s, sizeof s);
+    assert_string_equal(s, reason);
+    json_str(ev, "local", s, sizeof s);
+    char want[64];
+    snprintf(want, sizeof want, "127.0.0.1:%d", port);
+    assert_string_equal(s, want);
+    json_str(ev, "comm", s, sizeof s);
+    assert_string_equal(s, "resets_helper");
+    if (stack_line_in(ev, "resets_helper.c") != line)
+        fail_msg("expected the close() at resets_helper.c:%d in %s", line, ev);
+}
+
+static void test_helper_closes(void **state)
+{
+    if (!bpf_ok)
+        skip();
+    int before = loaded_programs();
+    char *hargv[] = {CW_BUILD_DIR "/tests/resets_helper", NULL};
+    int hin, hout;
+    pid_t hp = cwt_spawn3(hargv, &hin, &hout, NULL);
+    char line[256], pidarg[32];
+    assert_true(cwt_read_line(hout, line, sizeof line, 5000) > 0);
+    assert_int_equal(atoi(line + 6), hp);
+    snprintf(pidarg, sizeof pidarg, "%d", (int)hp);
+    /* --count 2: the graceful close comes first, so a reset from it would
+     * be one of the two and fail the checks below. */
+    const char *args[] = {"--json", "--pid", pidarg, "--count", "2", "--duration", "15s", NULL};
+    struct cmd c = resets_start(args);
+    assert_true(loaded_programs() >= before + 1);
+    assert_int_equal(write(hin, "go\n", 3), 3);
+    struct helper_run h = {{0}, 0, 0};
+    read_helper(hout, &h);
+    static char out[65536];
+    assert_int_equal(resets_finish(&c, out, sizeof out), 0);
+    close(hin);
+    assert_true(WIFEXITED(cwt_wait(hp, 5000)));
+    close(hout);
+
+    char *second = strchr(out, '\n');
+    assert_non_null(second);
+    *second++ = '\0';
+    assert_non_null(strchr(second, '\n'));
+    check_event(out, hp, "unread", h.port[1], marker_line("unread"));
+    assert_int_equal(json_int(out, "unread"), 27);
+    assert_int_equal(h.unread, 27);
+    assert_int_equal(json_int(out, "unsent"), 0);
+    check_event(second, hp, "linger0", h.port[2], marker_line("linger0"));
+    long long unsent = json_int(second, "unsent");
+    /* SIOCOUTQ just before close() is write_seq - snd_una too; an ACK in
+     * between can only lower it. */
+    if (unsent > h.unsent || unsent < h.unsent - 65536 || unsent < 128 * 1024)
+        fail_msg("unsent %lld, helper saw %d queued before close", unsent, h.unsent);
+    assert_true(strstr(out, "\"local_close\":true") && strstr(second, "\"local_close\":true"));
+    expect_unloaded(before);
+}
+
+/* ---- closewise server in its three close modes ---- */
+
+/* A client whose request is followed by 64 KiB the server never reads. */
+static void bad_login_with_junk(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    static char junk[65536];
+    memset(junk, 'j', sizeof junk);
+    memcpy(junk, "AUTH alice wrong\n", 17);
+    size_t off = 0;
+    ssize_t w;
+    while (off < sizeof junk && (w = send(fd, junk + off, sizeof junk - off, MSG_NOSIGNAL)) > 0)
+        off += (size_t)w;
+    char buf[4096];
+    while (cwt_read_all(fd, buf, sizeof buf, 3000) > 0)
+        ;
+    close(fd);
+}
+
+/* Runs one server mode; returns the command's output in out. */
+static int server_mode(const char *mode, const char *const *extra, char *out, size_t size,
+                       pid_t *server_pid)
+{
+    char *sargv[] = {CLI, "server", "--user", "alice:s3cret", "--port", "0", "--close-mode",
+                     (char *)mode, "--lingering-timeout", "500ms", "--quiet", NULL};
+    int sout;
+    pid_t sp = cwt_spawn3(sargv, NULL, &sout, NULL);
+    char line[256], pidarg[32];
+    assert_true(cwt_read_line(sout, line, sizeof line, 10000) > 0);
+    const char *colon = strrchr(line, ':');
+    assert_non_null(colon);
+    int port = atoi(colon + 1);
+    snprintf(pidarg, sizeof pidarg, "%d", (int)sp);
+    const char *args[12] = {"--json", "--pid", pidarg};
+    int n = 3;
+    for (; *extra; extra++)
+        args[n++] = *extra;
+    args[n] = NULL;
+    struct cmd c = resets_start(args);
+    bad_login_with_junk(port);
+    int rc = resets_finish(&c, out, size);
+    cwt_kill(sp);
+    close(sout);
+    *server_pid = sp;
+    return rc;
+}
+
+static void test_server_close_modes(void **state)
+{
+    if (!bpf_ok)
+        skip();
+    int before = loaded_programs();
+    static char out[65536];
+    pid_t sp;
+    const char *one[] = {"--count", "1", "--duration", "15s", NULL};
+    const char *modes[] = {"plain", "linger0"};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(server_mode(modes[i], one, out, sizeof out, &sp), 0);
+        char reason[32];
+        if (!*out)
+            fail_msg("--close-mode %s: no reset reported", modes[i]);
+        assert_int_equal(json_int(out, "pid"), sp);
+        json_str(out, "reason", reason, sizeof reason);
+        /* With unread input the kernel reports TCP_ABORT_ON_CLOSE even
+         * under SO_LINGER 0: that check comes first in tcp_close(). */
+        if (strcmp(reason, "unread") && !(i == 1 && !strcmp(reason, "linger0")))
+            fail_msg("--close-mode %s: reason %s", modes[i], reason);
+        assert_non_null(strstr(out, "\"module\":\"closewise\""));
+    }
+    const char *quiet[] = {"--exit-on-reset", "--duration", "2s", NULL};
+    assert_int_equal(server_mode("graceful", quiet, out, sizeof out, &sp), 0);
+    assert_string_equal(out, "");
+    expect_unloaded(before);
+}
+
+/* ---- without BPF: the kernel's counters ---- */
+
+static void reset_pair(int linger0)
+{
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(l, 1), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &len), 0);
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(connect(c, (struct sockaddr *)&a, sizeof a), 0);
+    int s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+    assert_true(s >= 0);
+    close(l);
+    if (linger0) {
+        struct linger lg = {1, 0};
+        assert_int_equal(setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    } else {
+        assert_int_equal(write(c, "unread", 6), 6);
+        int n = 0;
+        for (int i = 0; i < 1000 && n < 6; i++) {
+            assert_int_equal(ioctl(s, FIONREAD, &n), 0);
+            if (n < 6)
+                cwt_sleep_ms(1);
+        }
+    }
+    close(s);
+    close(c);
+}
+
+static long long sum_field(const char *out, const char *key)
+{
+    long long sum = 0;
+    for (const char *p = out; *p; p = strchr(p, '\n') + 1) {
+        sum += json_int(p, key);
+        if (!strchr(p, '\n'))
+            break;
+    }
+    return sum;
+}
+
+static void test_counter_fallback(void **state)
+{
+    setenv("CLOSEWISE_NO_BPF", "1", 1);
+    const char *args[] = {"--json", "--interval", "100ms", "--duration", "1500ms", NULL};
+    struct cmd c = resets_start(args);
+    unsetenv("CLOSEWISE_NO_BPF");
+    reset_pair(0);
+    reset_pair(0);
+    reset_pair(1);
+    static char out[65536];
+    assert_int_equal(resets_finish(&c, out, sizeof out), 0);
+    assert_non_null(strstr(out, "\"source\":\"netstat\""));
+    assert_int_equal(sum_field(out, "TCPAbortOnClose"), 2);
+    assert_int_equal(sum_field(out, "TCPAbortOnData"), 1);
+    assert_int_equal(sum_field(out, "TCPAbortOnLinger"), 0);
+}
+
+static void test_bad_usage(void **state)
+{
+    const char *bad[][3] = {{"--reason", "bogus", NULL}, {"--count", "0", NULL},
+                            {"--duration", "soon", NULL}, {"--pid", "x", NULL},
+                            {"extra", NULL, NULL}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *argv[] = {CLI, "resets", (char *)bad[i][0], (char *)bad[i][1], NULL};
+        int err;
+        pid_t p = cwt_spawn3(argv, NULL, NULL, &err);
+        char line[512];
+        assert_true(cwt_read_line(err, line, sizeof line, 5000) > 0);
+        assert_non_null(strstr(line, "closewise: resets: "));
+        int st = cwt_wait(p, 5000);
+        close(err);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    }
+}
+
+/* Can this machine load the program? Ask the command itself. */
+static void probe_bpf(void)
+{
+    char *argv[] = {CLI, "resets", "--duration", "10ms", NULL};
+    int err, before = loaded_programs();
+    pid_t p = cwt_spawn3(argv, NULL, NULL, &err);
+    cwt_read_all(err, bpf_why, sizeof bpf_why, 20000);
+    cwt_wait(p, 20000);
+    close(err);
+    bpf_ok = strstr(bpf_why, "watching TCP resets with BPF") != NULL;
+    /* The kernel frees a program shortly after its last descriptor closes:
+     * let this one go before the tests count programs. */
+    for (int i = 0; i < 100 && loaded_programs() > before; i++)
+        cwt_sleep_ms(20);
+}
+
+int main(void)
+{
+    cwt_private_netns();
+    probe_bpf();
+    const struct CMUnitTest tests[] = {
+        CWT_TEST(test_helper_closes),
+        CWT_TEST(test_server_close_modes),
+        CWT_TEST(test_counter_fallback),
+        CWT_TEST(test_bad_usage),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    if (rc == 0 && !bpf_ok) {
+        fprintf(stderr, "test_resets: BPF cannot be loaded here, BPF tests skipped: %s", bpf_why);
+        return CWT_SKIP;
+    }
+    return rc;
+}
