@@ -182,6 +182,9 @@ struct ctx {
     int64_t wall_minus_mono;   /* ns to add to bpf_ktime_get_ns() */
     long long seen;
     int found;
+    pid_t cg_pid;              /* the last process whose cgroup was read */
+    int64_t cg_time;
+    char cg[512];
 };
 
 /* The process's cgroup v2 path ("/system.slice/x.service"), "" if gone. */
@@ -279,8 +282,13 @@ static int frames_of(struct ctx *c, const struct cw_rst_event *e, struct sym_loc
         sym_caller(c->sym, (pid_t)e->pid, e->ip, words, (size_t)e->sp_bytes / 8, &ra) == 0 &&
         (depth < 2 || e->stack[1] != ra))
         sym_lookup(c->sym, (pid_t)e->pid, ra, 1, &out[n++]);
+    /* A frame outside every module means the frame-pointer chain broke
+     * (code built without frame pointers): what follows is garbage. */
     for (int i = 1; i < depth && n < MAX_FRAMES; i++)
-        sym_lookup(c->sym, (pid_t)e->pid, e->stack[i], 1, &out[n++]);
+        if (sym_lookup(c->sym, (pid_t)e->pid, e->stack[i], 1, &out[n++]) < 0) {
+            n -= n > 1;
+            break;
+        }
     return n;
 }
 
@@ -373,9 +381,19 @@ static int on_event(void *arg, const struct cw_rst_event *e)
 {
     struct ctx *c = arg;
     const struct resets_opts *o = c->o;
-    char cg[256] = "", cont[16] = "", t[40];
+    if (resets_stop)
+        return 1;
+    char cont[16] = "", t[40];
+    const char *cg = "";
     if (e->pid) {
-        cgroup_of((pid_t)e->pid, cg, sizeof cg);
+        /* Bursts come from one process: read its cgroup once a second. */
+        int64_t now = cw_now_ms();
+        if (c->cg_pid != (pid_t)e->pid || now - c->cg_time >= 1000) {
+            cgroup_of((pid_t)e->pid, c->cg, sizeof c->cg);
+            c->cg_pid = (pid_t)e->pid;
+            c->cg_time = now;
+        }
+        cg = c->cg;
         container_of(cg, cont, sizeof cont);
     }
     if (!wanted(o, e, cg, cont))

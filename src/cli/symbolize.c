@@ -8,18 +8,34 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #if CW_HAVE_DW
 #include <dwarf.h>
 #include <elfutils/libdwfl.h>
 
 #define SYM_CACHE 8
+#define SYM_MEMO 1024   /* symbolized addresses: a server closes from few sites */
+
+struct memo {
+    pid_t pid;
+    uint64_t addr;
+    int is_ret, rc;
+    struct sym_loc loc;
+};
 
 struct sym {
+    struct memo memo[SYM_MEMO];
+    struct {
+        pid_t pid;
+        uint64_t ip;
+        int64_t off;        /* CFA offset from sp at ip, -1 if unknown */
+    } cfa[64];
     struct {
         pid_t pid;
         Dwfl *dwfl;
         unsigned long used;
+        time_t made;        /* when the map was read */
     } e[SYM_CACHE];
     unsigned long tick;
 };
@@ -39,6 +55,12 @@ struct sym *sym_new(void)
 
 void sym_forget(struct sym *s, pid_t pid)
 {
+    for (int i = 0; i < SYM_MEMO; i++)
+        if (s->memo[i].pid == pid)
+            s->memo[i].pid = 0;
+    for (int i = 0; i < 64; i++)
+        if (s->cfa[i].pid == pid)
+            s->cfa[i].pid = 0;
     for (int i = 0; i < SYM_CACHE; i++)
         if (s->e[i].dwfl && s->e[i].pid == pid) {
             dwfl_end(s->e[i].dwfl);
@@ -91,22 +113,27 @@ static Dwfl *dwfl_of(struct sym *s, pid_t pid)
         dwfl_end(s->e[victim].dwfl);
     s->e[victim].pid = pid;
     s->e[victim].dwfl = d;
+    s->e[victim].made = time(NULL);
     s->e[victim].used = ++s->tick;
     return d;
 }
 
-/* The module holding addr; a miss re-reads the map once (the process may
- * have loaded a library since it was cached). */
+/* The module holding addr. A miss re-reads the map (the process may have
+ * loaded a library since), at most once a second per process: a broken
+ * frame-pointer chain yields garbage addresses, and re-reading the map
+ * also drops the debug info already loaded. */
 static Dwfl_Module *module_of(struct sym *s, pid_t pid, uint64_t addr)
 {
     Dwfl *d = dwfl_of(s, pid);
     Dwfl_Module *m = d ? dwfl_addrmodule(d, addr) : NULL;
-    if (!m && d) {
-        sym_forget(s, pid);
-        d = dwfl_of(s, pid);
-        m = d ? dwfl_addrmodule(d, addr) : NULL;
-    }
-    return m;
+    if (m || !d)
+        return m;
+    for (int i = 0; i < SYM_CACHE; i++)
+        if (s->e[i].dwfl == d && s->e[i].made == time(NULL))
+            return NULL;
+    sym_forget(s, pid);
+    d = dwfl_of(s, pid);
+    return d ? dwfl_addrmodule(d, addr) : NULL;
 }
 
 static void copy(char *dst, size_t size, const char *src)
@@ -114,7 +141,33 @@ static void copy(char *dst, size_t size, const char *src)
     snprintf(dst, size, "%s", src ? src : "");
 }
 
+static int lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out);
+
+static size_t memo_slot(pid_t pid, uint64_t addr)
+{
+    uint64_t h = (addr ^ ((uint64_t)pid << 32)) * 0x9e3779b97f4a7c15ull;
+    return (size_t)(h >> 54) % SYM_MEMO;
+}
+
 int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out)
+{
+    struct memo *m = &s->memo[memo_slot(pid, addr)];
+    if (m->pid != pid || m->addr != addr || m->is_ret != is_ret) {
+        m->rc = lookup(s, pid, addr, is_ret, &m->loc);
+        /* A failure is not kept: the map may be re-read next time. */
+        m->pid = m->rc == 0 ? pid : 0;
+        m->addr = addr;
+        m->is_ret = is_ret;
+        if (m->rc < 0) {
+            *out = m->loc;
+            return -1;
+        }
+    }
+    *out = m->loc;
+    return m->rc;
+}
+
+static int lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out)
 {
     memset(out, 0, sizeof *out);
     out->addr = addr;
@@ -139,10 +192,11 @@ int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_l
     return 0;
 }
 
-int sym_caller(struct sym *s, pid_t pid, uint64_t ip, const uint64_t *words, size_t n,
-               uint64_t *ret)
+/* The offset of the canonical frame address from the stack pointer at
+ * ip, when the rule is "CFA = rsp + offset" (DWARF register 7), which is
+ * what frameless functions have; -1 otherwise. */
+static int64_t cfa_offset(struct sym *s, pid_t pid, uint64_t ip)
 {
-#if defined(__x86_64__)
     Dwfl_Module *m = module_of(s, pid, ip);
     if (!m)
         return -1;
@@ -156,8 +210,6 @@ int sym_caller(struct sym *s, pid_t pid, uint64_t ip, const uint64_t *words, siz
     Dwarf_Op *ops;
     size_t nops;
     int64_t off = -1;
-    /* The rule "CFA = rsp + offset" (DWARF register 7) is what frameless
-     * functions have; anything else needs registers we do not have. */
     if (dwarf_frame_cfa(frame, &ops, &nops) == 0 && nops == 1) {
         if (ops[0].atom == DW_OP_breg7)
             off = (int64_t)ops[0].number;
@@ -165,6 +217,20 @@ int sym_caller(struct sym *s, pid_t pid, uint64_t ip, const uint64_t *words, siz
             off = (int64_t)ops[0].number2;
     }
     free(frame);
+    return off;
+}
+
+int sym_caller(struct sym *s, pid_t pid, uint64_t ip, const uint64_t *words, size_t n,
+               uint64_t *ret)
+{
+#if defined(__x86_64__)
+    size_t slot = memo_slot(pid, ip) % 64;
+    if (s->cfa[slot].pid != pid || s->cfa[slot].ip != ip) {
+        s->cfa[slot].off = cfa_offset(s, pid, ip);
+        s->cfa[slot].pid = s->cfa[slot].off >= 0 ? pid : 0;
+        s->cfa[slot].ip = ip;
+    }
+    int64_t off = s->cfa[slot].off;
     /* On x86-64 the return address sits just below the CFA. */
     if (off < 8 || (off - 8) % 8 || (size_t)(off - 8) / 8 >= n)
         return -1;
