@@ -40,6 +40,7 @@ struct rst_watch {
 
 /* libbpf explains load failures in many lines on stderr; the command
  * says it in one, so libbpf stays quiet unless asked. */
+__attribute__((format(printf, 2, 0)))
 static int libbpf_log(enum libbpf_print_level level, const char *fmt, va_list ap)
 {
     if (!getenv("CLOSEWISE_BPF_DEBUG"))
