@@ -478,8 +478,5 @@ int cmd_resets(int argc, char **argv)
         rst_watch_stop(&w);
         return rc;
     }
-    fprintf(stderr, "closewise resets: BPF unavailable (%s); counting resets in "
-                    "/proc/net/netstat instead: no process, no line, every process in this "
-                    "network namespace\n", why);
-    return resets_counters(&o, deadline);
+    return resets_counters(&o, deadline, why);
 }

@@ -19,10 +19,11 @@ struct resets_opts {
 
 extern volatile sig_atomic_t resets_stop;
 
-/* The fallback without BPF: print per-interval deltas of the kernel's
- * abort counters in /proc/net/netstat (this network namespace, every
- * process). Returns a CLI_* exit code. */
-int resets_counters(const struct resets_opts *o, int64_t deadline);
+/* The fallback without BPF (why: the reason, for the one-line notice):
+ * print per-interval deltas of the kernel's abort counters in
+ * /proc/net/netstat (this network namespace, every process). Returns a
+ * CLI_* exit code. */
+int resets_counters(const struct resets_opts *o, int64_t deadline, const char *why);
 
 /* "HH:MM:SS.mmm" (text) or ISO 8601 UTC (json) for a wall-clock time in
  * nanoseconds since the epoch. */

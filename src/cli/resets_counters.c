@@ -73,14 +73,18 @@ static void sleep_until(int64_t t)
     nanosleep(&ts, NULL);   /* a signal ends it early: resets_stop is set */
 }
 
-int resets_counters(const struct resets_opts *o, int64_t deadline)
+int resets_counters(const struct resets_opts *o, int64_t deadline, const char *why)
 {
     unsigned long long prev[NCOUNTERS] = {0}, cur[NCOUNTERS] = {0};
     if (read_counters(prev) < 0) {
-        cli_error("resets: cannot read the TcpExt abort counters in /proc/net/netstat: %s",
-                  errno ? strerror(errno) : "missing");
+        cli_error("resets: BPF unavailable (%s), and cannot read the TcpExt abort counters "
+                  "in /proc/net/netstat: %s", why, errno ? strerror(errno) : "missing");
         return CLI_SYSTEM;
     }
+    /* Said after the first reading: what happens from now on is counted. */
+    fprintf(stderr, "closewise resets: BPF unavailable (%s); counting resets in "
+                    "/proc/net/netstat instead: no process, no line, every process in this "
+                    "network namespace\n", why);
     long long seen = 0;
     int64_t next = cw_now_ms() + o->interval_ms;
     while (!resets_stop) {
