@@ -439,10 +439,10 @@ static int bpf_loop(struct rst_watch *w, const struct resets_opts *o, int64_t de
         return CLI_SYSTEM;
     }
     while (!resets_stop) {
-        int64_t left = deadline == CW_NEVER ? 250 : deadline - cw_now_ms();
+        int64_t left = deadline == CW_NEVER ? 100 : deadline - cw_now_ms();
         if (left <= 0)
             break;
-        int n = rst_watch_poll(w, left < 250 ? (int)left : 250, on_event, &c);
+        int n = rst_watch_poll(w, left < 100 ? (int)left : 100, on_event, &c);
         report_drops(w, &reported);
         if (n == RST_WATCH_STOPPED)
             break;

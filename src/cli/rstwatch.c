@@ -119,6 +119,12 @@ int rst_watch_poll(struct rst_watch *w, int timeout_ms, rst_watch_cb cb, void *a
     w->arg = arg;
     w->stopped = 0;
     int n = ring_buffer__poll(w->rb, timeout_ms);
+    /* The program wakes us only for a backlog (see resets.bpf.c): after
+     * the wait, read whatever arrived quietly. */
+    if (n >= 0 && !w->stopped) {
+        int m = ring_buffer__consume(w->rb);
+        n = m < 0 ? m : n + m;
+    }
     if (w->stopped)
         return RST_WATCH_STOPPED;
     if (n == -EINTR)

@@ -32,6 +32,8 @@ int rst_watch_start(struct rst_watch **out, const struct rst_watch_opts *o, char
                     size_t why_size);
 
 /* Wait up to timeout_ms (0 = don't wait) for events and hand each to cb.
+ * Events may wait in the kernel until the next call: poll at least every
+ * 100 ms or so.
  * Returns the number of events handled (0 also when a signal cut the
  * wait short), RST_WATCH_STOPPED when cb asked to stop, or -1 on error. */
 #define RST_WATCH_STOPPED (-2)
