@@ -43,7 +43,9 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 tmp=$(mktemp -d)
 spid=""
 rpid=""
+stats0=$(sysctl -n kernel.bpf_stats_enabled 2>/dev/null || echo 0)
 cleanup() {
+    sysctl -qw kernel.bpf_stats_enabled="$stats0" 2>/dev/null || true
     [ -n "$rpid" ] && kill "$rpid" 2>/dev/null && wait "$rpid" 2>/dev/null
     [ -n "$spid" ] && kill "$spid" 2>/dev/null && wait "$spid" 2>/dev/null
     rm -rf "$tmp"
@@ -142,9 +144,16 @@ measure() {
     : >"$tmp/rate"
     for c in $rate_concs; do
         start_server linger0
+        # The kernel's own accounting of the program's run time (on only
+        # here: it adds two clock reads to every BPF program's run).
+        sysctl -qw kernel.bpf_stats_enabled=1 2>/dev/null || true
         start_resets
         out=$(churn "$c")
-        line="conc=$c $out $(stop_resets)"
+        prog=$(bpftool prog show name on_send_reset 2>/dev/null | awk '
+            { for (i = 1; i < NF; i++) { if ($i == "run_time_ns") t += $(i + 1); if ($i == "run_cnt") n += $(i + 1) } }
+            END { printf "bpf_ns=%.0f bpf_cnt=%.0f", t, n }')
+        line="conc=$c $out $prog $(stop_resets)"
+        sysctl -qw kernel.bpf_stats_enabled="$stats0" 2>/dev/null || true
         echo "$line" >>"$tmp/rate"
         echo "  $line" >&2
         stop_server
@@ -176,7 +185,8 @@ section() {
                v["events"] ? v["rns"] / 1000 / v["events"] : 0, v["events"] / v["secs"] }' \
         "$tmp/overhead" >"$tmp/overheadx"
     awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
-           printf "%s rus=%.2f evs=%.0f\n", $0, v["events"] ? v["rns"] / 1000 / v["events"] : 0, v["events"] / v["secs"] }' \
+           printf "%s rus=%.2f evs=%.0f bns=%.0f\n", $0, v["events"] ? v["rns"] / 1000 / v["events"] : 0,
+               v["events"] / v["secs"], v["bpf_cnt"] ? v["bpf_ns"] / v["bpf_cnt"] : 0 }' \
         "$tmp/rate" >"$tmp/ratex"
     echo "<!-- resets:begin (written by bench/resets.sh; edits here are overwritten) -->"
     echo "## closewise resets: overhead and event rate"
@@ -215,14 +225,19 @@ section() {
     echo "The linger0 server under rising concurrency, \`closewise resets --json\` attached. *events/s*:"
     echo "lines written per second of load; *lost*: events the ring buffer (1 MiB) had no room for,"
     echo "as the command reported them; *command CPU us/event*: the command's own CPU time (reading"
-    echo "the ring buffer, /proc/PID/cgroup, symbolizing the stack with libdw, JSON) per event."
+    echo "the ring buffer, /proc/PID/cgroup, symbolizing the stack with libdw, JSON) per event;"
+    echo "*BPF ns/RST*: the program's run time per run as the kernel accounts it"
+    echo "(kernel.bpf_stats_enabled, every RST on the machine), paid inside the closing process."
     echo
-    echo "| conc | conn/s | events/s | events | lost | command CPU us/event |"
-    echo "|---:|---:|---:|---:|---:|---:|"
+    echo "| conc | conn/s | events/s | events | lost | command CPU us/event | BPF ns/RST | BPF / linger0 server CPU per conn (detached) |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+    base=$(med "$tmp/overheadx" "mode=linger0 bpf=detached" pus)
     for c in $rate_concs; do
         f="conc=$c"
+        b=$(med "$tmp/ratex" "$f" bns)
         echo "| $c | $(med "$tmp/ratex" "$f" rate) | $(med "$tmp/ratex" "$f" evs) | $(total "$tmp/ratex" "$f" events) |" \
-            "$(total "$tmp/ratex" "$f" lost) | $(med "$tmp/ratex" "$f" rus) |"
+            "$(total "$tmp/ratex" "$f" lost) | $(med "$tmp/ratex" "$f" rus) | $b |" \
+            "$(awk -v b="$b" -v u="$base" 'BEGIN { if (u + 0 > 0) printf "%.1f%%", b / 10 / u; else print "-" }') |"
     done
     [ -f bench/resets-notes.md ] && { echo; cat bench/resets-notes.md; }
     echo "<!-- resets:end -->"
