@@ -230,6 +230,58 @@ static void test_helper_closes(void **state)
     expect_unloaded(before);
 }
 
+/* Text output, the user-space filters and --exit-on-reset: only the
+ * linger0 close passes --reason, and the command stops there with 1. */
+static void test_filters_and_text(void **state)
+{
+    if (!bpf_ok)
+        skip();
+    int before = loaded_programs();
+    char *hargv[] = {CW_BUILD_DIR "/tests/resets_helper", NULL};
+    int hin, hout;
+    pid_t hp = cwt_spawn3(hargv, &hin, &hout, NULL);
+    char line[256], pidarg[32];
+    assert_true(cwt_read_line(hout, line, sizeof line, 5000) > 0);
+    snprintf(pidarg, sizeof pidarg, "%d", (int)hp);
+    const char *args[] = {"--pid", pidarg, "--comm", "resets_helper", "--reason", "linger0",
+                          "--container", "/", "--exit-on-reset", "--duration", "15s", NULL};
+    struct cmd c = resets_start(args);
+    assert_int_equal(write(hin, "go\n", 3), 3);
+    struct helper_run h = {{0}, 0, 0};
+    read_helper(hout, &h);
+    static char out[65536];
+    assert_int_equal(resets_finish(&c, out, sizeof out), 1);
+    close(hin);
+    assert_true(WIFEXITED(cwt_wait(hp, 5000)));
+    close(hout);
+    char want[128];
+    snprintf(want, sizeof want, " (resets_helper) ");
+    assert_non_null(strstr(out, want));
+    assert_non_null(strstr(out, "SO_LINGER 0: "));
+    snprintf(want, sizeof want, "127.0.0.1:%d > ", h.port[2]);
+    assert_non_null(strstr(out, want));
+    snprintf(want, sizeof want, " at resets_helper.c:%d (linger0)", marker_line("linger0"));
+    if (!strstr(out, want))
+        fail_msg("expected '%s' in: %s", want, out);
+    assert_int_equal(strchr(out, '\n') - out + 1, (long)strlen(out));   /* one line */
+    expect_unloaded(before);
+
+    /* A container that is not there: nothing, exit 0 at --duration. */
+    hp = cwt_spawn3(hargv, &hin, &hout, NULL);
+    assert_true(cwt_read_line(hout, line, sizeof line, 5000) > 0);
+    snprintf(pidarg, sizeof pidarg, "%d", (int)hp);
+    const char *none[] = {"--pid", pidarg, "--container", "no-such-container",
+                          "--exit-on-reset", "--duration", "1500ms", NULL};
+    c = resets_start(none);
+    assert_int_equal(write(hin, "go\n", 3), 3);
+    read_helper(hout, &h);
+    assert_int_equal(resets_finish(&c, out, sizeof out), 0);
+    assert_string_equal(out, "");
+    close(hin);
+    assert_true(WIFEXITED(cwt_wait(hp, 5000)));
+    close(hout);
+}
+
 /* ---- closewise server in its three close modes ---- */
 
 /* A client whose request is followed by 64 KiB the server never reads. */
@@ -407,6 +459,7 @@ int main(void)
     probe_bpf();
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_helper_closes),
+        CWT_TEST(test_filters_and_text),
         CWT_TEST(test_server_close_modes),
         CWT_TEST(test_counter_fallback),
         CWT_TEST(test_bad_usage),

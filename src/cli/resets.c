@@ -363,14 +363,14 @@ static void print_json(const struct cw_rst_event *e, const char *t, const char *
 }
 
 /* Filters the BPF program cannot apply: name, container, reason. */
-static int wanted(const struct resets_opts *o, const struct cw_rst_event *e, const char *cg,
-                  const char *cont)
+static int wanted(const struct resets_opts *o, const struct cw_rst_event *e, const char *cg)
 {
     if (o->pid && e->pid != (uint32_t)o->pid)
         return 0;
     if (o->comm && strncmp(o->comm, e->comm, sizeof e->comm))
         return 0;
-    if (o->container && !strstr(cg, o->container) && strncmp(cont, o->container, strlen(cont)))
+    /* The cgroup path holds the full container id: any prefix matches. */
+    if (o->container && !strstr(cg, o->container))
         return 0;
     if (o->reasons && !(o->reasons >> e->kind & 1))
         return 0;
@@ -396,7 +396,7 @@ static int on_event(void *arg, const struct cw_rst_event *e)
         cg = c->cg;
         container_of(cg, cont, sizeof cont);
     }
-    if (!wanted(o, e, cg, cont))
+    if (!wanted(o, e, cg))
         return 0;
     struct sym_loc fr[MAX_FRAMES];
     int nf = frames_of(c, e, fr);
