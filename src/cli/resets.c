@@ -443,6 +443,7 @@ static int bpf_loop(struct rst_watch *w, const struct resets_opts *o, int64_t de
         if (left <= 0)
             break;
         int n = rst_watch_poll(w, left < 100 ? (int)left : 100, on_event, &c);
+        fflush(stdout);   /* a batch per poll: at most 100 ms late */
         report_drops(w, &reported);
         if (n == RST_WATCH_STOPPED)
             break;
@@ -467,7 +468,10 @@ int cmd_resets(int argc, char **argv)
     sa.sa_handler = on_signal;   /* no SA_RESTART: the wait must end */
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    setvbuf(stdout, NULL, _IOLBF, 0);
+    /* Fully buffered, flushed after each batch of events (bpf_loop) or
+     * interval (counters): line buffering made JSON output the command's
+     * main cost at 10k events/s. */
+    setvbuf(stdout, NULL, _IOFBF, 1 << 16);
     int64_t deadline = o.duration_ms ? cw_now_ms() + o.duration_ms : CW_NEVER;
     char why[256] = "disabled by --no-bpf or CLOSEWISE_NO_BPF";
     struct rst_watch *w = NULL;

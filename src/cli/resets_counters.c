@@ -102,8 +102,10 @@ int resets_counters(const struct resets_opts *o, int64_t deadline, const char *w
             sum += d[i];
             prev[i] = cur[i];
         }
-        if (sum)
+        if (sum) {
             print_deltas(o, d);
+            fflush(stdout);
+        }
         seen += (long long)sum;
         if (sum && o->exit_on_reset)
             return CLI_FOUND;

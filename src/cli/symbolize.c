@@ -119,9 +119,10 @@ static Dwfl *dwfl_of(struct sym *s, pid_t pid)
 }
 
 /* The module holding addr. A miss re-reads the map (the process may have
- * loaded a library since), at most once a second per process: a broken
- * frame-pointer chain yields garbage addresses, and re-reading the map
- * also drops the debug info already loaded. */
+ * loaded a library since), at most every SYM_REREAD seconds per process:
+ * a broken frame-pointer chain yields garbage addresses, and re-reading
+ * the map also drops the debug info already loaded. */
+#define SYM_REREAD 10
 static Dwfl_Module *module_of(struct sym *s, pid_t pid, uint64_t addr)
 {
     Dwfl *d = dwfl_of(s, pid);
@@ -129,7 +130,7 @@ static Dwfl_Module *module_of(struct sym *s, pid_t pid, uint64_t addr)
     if (m || !d)
         return m;
     for (int i = 0; i < SYM_CACHE; i++)
-        if (s->e[i].dwfl == d && s->e[i].made == time(NULL))
+        if (s->e[i].dwfl == d && time(NULL) - s->e[i].made < SYM_REREAD)
             return NULL;
     sym_forget(s, pid);
     d = dwfl_of(s, pid);
@@ -153,15 +154,12 @@ int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_l
 {
     struct memo *m = &s->memo[memo_slot(pid, addr)];
     if (m->pid != pid || m->addr != addr || m->is_ret != is_ret) {
+        /* Failures are kept too (until the map is re-read): a frame
+         * chain broken the same way every time must stay cheap. */
         m->rc = lookup(s, pid, addr, is_ret, &m->loc);
-        /* A failure is not kept: the map may be re-read next time. */
-        m->pid = m->rc == 0 ? pid : 0;
+        m->pid = pid;
         m->addr = addr;
         m->is_ret = is_ret;
-        if (m->rc < 0) {
-            *out = m->loc;
-            return -1;
-        }
     }
     *out = m->loc;
     return m->rc;
