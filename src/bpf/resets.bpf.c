@@ -23,10 +23,10 @@ __u64 drops = 0;
 
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
-    __uint(max_entries, 1 << 20);
+    __uint(max_entries, 4 << 20);
 } events SEC(".maps");
 
-#define WAKEUP_BYTES (128 << 10)   /* an eighth of the ring */
+#define WAKEUP_BYTES (512 << 10)   /* an eighth of the ring */
 
 #define REASON_IS(r, name) \
     (bpf_core_enum_value_exists(enum sk_rst_reason, name) && \
@@ -109,18 +109,28 @@ static __always_inline void skb_addrs(const struct sk_buff *skb, struct cw_rst_e
     }
 }
 
-/* The user registers at syscall entry give the close() call site that
- * the frame-pointer walk of bpf_get_stack skips (libc's wrapper makes no
- * frame): user space finds the return address among these words. */
-static __always_inline void user_stack(struct cw_rst_event *e, void *ctx)
+/* The user registers at syscall entry and a copy of the stack above the
+ * stack pointer: user space unwinds them with the call frame information
+ * of each binary, which needs no frame pointers (the C library's close()
+ * wrapper makes no frame, so a frame-pointer walk would skip exactly the
+ * caller of close()). Near the top of a stack mapping the long copy
+ * would fault: then a shorter one. */
+static __always_inline void user_stack(struct cw_rst_event *e)
 {
     struct task_struct *task = bpf_get_current_task_btf();
     struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
     e->ip = regs->ip;
     e->sp = regs->sp;
-    e->stack_bytes = bpf_get_stack(ctx, e->stack, sizeof e->stack, BPF_F_USER_STACK);
-    if (bpf_probe_read_user(e->sp_words, sizeof e->sp_words, (void *)e->sp) == 0)
-        e->sp_bytes = sizeof e->sp_words;
+    e->bp = regs->bp;
+    e->bx = regs->bx;
+    e->r12 = regs->r12;
+    e->r13 = regs->r13;
+    e->r14 = regs->r14;
+    e->r15 = regs->r15;
+    if (bpf_probe_read_user(e->stack, CW_RST_STACK_BYTES, (void *)e->sp) == 0)
+        e->stack_len = CW_RST_STACK_BYTES;
+    else if (bpf_probe_read_user(e->stack, CW_RST_STACK_BYTES / 8, (void *)e->sp) == 0)
+        e->stack_len = CW_RST_STACK_BYTES / 8;
 }
 
 /* A raw tracepoint attaches by name (no tracefs needed). Its arguments
@@ -155,7 +165,7 @@ int on_send_reset(struct bpf_raw_tracepoint_args *ctx)
         __sync_fetch_and_add(&drops, 1);
         return 0;
     }
-    /* The stack arrays are read only as far as they were filled. */
+    /* The stack copy is read only as far as it was filled. */
     __builtin_memset(e, 0, __builtin_offsetof(struct cw_rst_event, stack));
     e->ts_ns = bpf_ktime_get_ns();
     e->kreason = r;
@@ -176,7 +186,7 @@ int on_send_reset(struct bpf_raw_tracepoint_args *ctx)
         e->tid = (__u32)pt;
         e->cgroup_id = bpf_get_current_cgroup_id();
         bpf_get_current_comm(e->comm, sizeof e->comm);
-        user_stack(e, ctx);
+        user_stack(e);
     }
     /* Waking the reader costs an interrupt (a VM exit on a virtual
      * machine: ~2 us, most of this program's cost), so the reader polls

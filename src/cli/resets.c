@@ -265,28 +265,23 @@ static void explain(const struct cw_rst_event *e, char *buf, size_t size)
     }
 }
 
-#define MAX_FRAMES (CW_RST_STACK_DEPTH + 1)
+#define MAX_FRAMES 32
 
-/* The user stack of the close(): the frame-pointer walk, with the
- * wrapper's caller (which that walk skips) put back from the CFI. */
+/* The user stack of the close(), unwound from the event's copy. A frame
+ * outside every module ends it: the unwinder went astray. */
 static int frames_of(struct ctx *c, const struct cw_rst_event *e, struct sym_loc *out)
 {
-    int n = 0, depth = e->stack_bytes > 0 ? e->stack_bytes / 8 : 0;
-    uint64_t ra = 0, words[CW_RST_SP_WORDS];
+    uint64_t pcs[MAX_FRAMES];
     if (!e->pid || !e->ip)
         return 0;
-    for (int i = 0; i < CW_RST_SP_WORDS; i++)
-        words[i] = e->sp_words[i];
-    sym_lookup(c->sym, (pid_t)e->pid, e->ip, 0, &out[n++]);
-    if (e->sp_bytes > 0 &&
-        sym_caller(c->sym, (pid_t)e->pid, e->ip, words, (size_t)e->sp_bytes / 8, &ra) == 0 &&
-        (depth < 2 || e->stack[1] != ra))
-        sym_lookup(c->sym, (pid_t)e->pid, ra, 1, &out[n++]);
-    /* A frame outside every module means the frame-pointer chain broke
-     * (code built without frame pointers): what follows is garbage. */
-    for (int i = 1; i < depth && n < MAX_FRAMES; i++)
-        if (sym_lookup(c->sym, (pid_t)e->pid, e->stack[i], 1, &out[n++]) < 0) {
-            n -= n > 1;
+    struct sym_regs r = {.ip = e->ip, .sp = e->sp, .bp = e->bp, .bx = e->bx,
+                         .r12 = e->r12, .r13 = e->r13, .r14 = e->r14, .r15 = e->r15};
+    size_t len = e->stack_len <= sizeof e->stack ? e->stack_len : 0;
+    int np = sym_unwind(c->sym, (pid_t)e->pid, (pid_t)e->tid, &r, e->stack, len, pcs, MAX_FRAMES);
+    int n = 0;
+    for (int i = 0; i < np; i++)
+        if (sym_lookup(c->sym, (pid_t)e->pid, pcs[i], i > 0, &out[n++]) < 0 && i > 0) {
+            n--;
             break;
         }
     return n;

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #include "symbolize.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,14 @@
 #define SYM_CACHE 8
 #define SYM_MEMO 1024   /* symbolized addresses: a server closes from few sites */
 
+/* What the unwinder's callbacks see of the current event. */
+struct sample {
+    pid_t tid;
+    const struct sym_regs *regs;
+    const unsigned char *stack;
+    size_t len;
+};
+
 struct memo {
     pid_t pid;
     uint64_t addr;
@@ -26,11 +35,7 @@ struct memo {
 
 struct sym {
     struct memo memo[SYM_MEMO];
-    struct {
-        pid_t pid;
-        uint64_t ip;
-        int64_t off;        /* CFA offset from sp at ip, -1 if unknown */
-    } cfa[64];
+    struct sample *cur;     /* the stack being unwound (callbacks read it) */
     struct {
         pid_t pid;
         Dwfl *dwfl;
@@ -58,9 +63,6 @@ void sym_forget(struct sym *s, pid_t pid)
     for (int i = 0; i < SYM_MEMO; i++)
         if (s->memo[i].pid == pid)
             s->memo[i].pid = 0;
-    for (int i = 0; i < 64; i++)
-        if (s->cfa[i].pid == pid)
-            s->cfa[i].pid = 0;
     for (int i = 0; i < SYM_CACHE; i++)
         if (s->e[i].dwfl && s->e[i].pid == pid) {
             dwfl_end(s->e[i].dwfl);
@@ -80,7 +82,11 @@ void sym_free(struct sym **sp)
     *sp = NULL;
 }
 
-static Dwfl *report(pid_t pid)
+static const Dwfl_Thread_Callbacks thread_callbacks;
+
+/* The module map of pid, ready to unwind stacks handed in by sym_unwind
+ * (if attaching fails, lookups still work). */
+static Dwfl *report(struct sym *s, pid_t pid)
 {
     Dwfl *d = dwfl_begin(&proc_callbacks);
     if (!d)
@@ -90,6 +96,7 @@ static Dwfl *report(pid_t pid)
         dwfl_end(d);
         return NULL;
     }
+    dwfl_attach_state(d, NULL, pid, &thread_callbacks, s);
     return d;
 }
 
@@ -106,7 +113,7 @@ static Dwfl *dwfl_of(struct sym *s, pid_t pid)
     for (int i = 0; i < SYM_CACHE && (victim < 0 || s->e[victim].dwfl); i++)
         if (victim < 0 || !s->e[i].dwfl || s->e[i].used < s->e[victim].used)
             victim = i;
-    Dwfl *d = report(pid);
+    Dwfl *d = report(s, pid);
     if (!d)
         return NULL;
     if (s->e[victim].dwfl)
@@ -190,54 +197,96 @@ static int lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sy
     return 0;
 }
 
-/* The offset of the canonical frame address from the stack pointer at
- * ip, when the rule is "CFA = rsp + offset" (DWARF register 7), which is
- * what frameless functions have; -1 otherwise. */
-static int64_t cfa_offset(struct sym *s, pid_t pid, uint64_t ip)
+/* ---- unwinding a copied user stack with the modules' CFI ---- */
+
+static pid_t next_thread(Dwfl *dwfl, void *arg, void **thread_argp)
 {
-    Dwfl_Module *m = module_of(s, pid, ip);
-    if (!m)
-        return -1;
-    Dwarf_Addr bias;
-    Dwarf_CFI *cfi = dwfl_module_eh_cfi(m, &bias);
-    if (!cfi)
-        cfi = dwfl_module_dwarf_cfi(m, &bias);
-    Dwarf_Frame *frame = NULL;
-    if (!cfi || dwarf_cfi_addrframe(cfi, ip - bias, &frame) != 0)
-        return -1;
-    Dwarf_Op *ops;
-    size_t nops;
-    int64_t off = -1;
-    if (dwarf_frame_cfa(frame, &ops, &nops) == 0 && nops == 1) {
-        if (ops[0].atom == DW_OP_breg7)
-            off = (int64_t)ops[0].number;
-        else if (ops[0].atom == DW_OP_bregx && ops[0].number == 7)
-            off = (int64_t)ops[0].number2;
-    }
-    free(frame);
-    return off;
+    struct sym *s = arg;
+    (void)dwfl;
+    if (*thread_argp || !s->cur)
+        return 0;
+    *thread_argp = s->cur;
+    return s->cur->tid;
 }
 
-int sym_caller(struct sym *s, pid_t pid, uint64_t ip, const uint64_t *words, size_t n,
-               uint64_t *ret)
+static bool get_thread(Dwfl *dwfl, pid_t tid, void *arg, void **thread_argp)
 {
+    struct sym *s = arg;
+    (void)dwfl;
+    if (!s->cur || s->cur->tid != tid)
+        return false;
+    *thread_argp = s->cur;
+    return true;
+}
+
+/* Only the copy taken when the event happened: the live stack has moved. */
+static bool memory_read(Dwfl *dwfl, Dwarf_Addr addr, Dwarf_Word *result, void *arg)
+{
+    struct sym *s = arg;
+    (void)dwfl;
+    const struct sample *c = s->cur;
+    if (!c || addr < c->regs->sp || addr - c->regs->sp + 8 > c->len)
+        return false;
+    memcpy(result, c->stack + (addr - c->regs->sp), 8);
+    return true;
+}
+
+static bool set_initial_registers(Dwfl_Thread *thread, void *arg)
+{
+    const struct sample *c = arg;
 #if defined(__x86_64__)
-    size_t slot = memo_slot(pid, ip) % 64;
-    if (s->cfa[slot].pid != pid || s->cfa[slot].ip != ip) {
-        s->cfa[slot].off = cfa_offset(s, pid, ip);
-        s->cfa[slot].pid = s->cfa[slot].off >= 0 ? pid : 0;
-        s->cfa[slot].ip = ip;
-    }
-    int64_t off = s->cfa[slot].off;
-    /* On x86-64 the return address sits just below the CFA. */
-    if (off < 8 || (off - 8) % 8 || (size_t)(off - 8) / 8 >= n)
-        return -1;
-    *ret = words[(off - 8) / 8];
-    return *ret ? 0 : -1;
+    /* DWARF numbering: rbx 3, rbp 6, rsp 7, r12-r15 12-15. */
+    Dwarf_Word bx = c->regs->bx, bpsp[2] = {c->regs->bp, c->regs->sp};
+    Dwarf_Word r12[4] = {c->regs->r12, c->regs->r13, c->regs->r14, c->regs->r15};
+    dwfl_thread_state_register_pc(thread, c->regs->ip);
+    return dwfl_thread_state_registers(thread, 3, 1, &bx) &&
+           dwfl_thread_state_registers(thread, 6, 2, bpsp) &&
+           dwfl_thread_state_registers(thread, 12, 4, r12);
 #else
-    (void)s; (void)pid; (void)ip; (void)words; (void)n; (void)ret;
-    return -1;
+    (void)thread;
+    (void)c;
+    return false;
 #endif
+}
+
+static const Dwfl_Thread_Callbacks thread_callbacks = {
+    .next_thread = next_thread,
+    .get_thread = get_thread,
+    .memory_read = memory_read,
+    .set_initial_registers = set_initial_registers,
+};
+
+struct frames {
+    uint64_t *pcs;
+    int n, max;
+};
+
+static int on_frame(Dwfl_Frame *state, void *arg)
+{
+    struct frames *f = arg;
+    Dwarf_Addr pc;
+    if (!dwfl_frame_pc(state, &pc, NULL) || pc == 0)
+        return DWARF_CB_ABORT;
+    f->pcs[f->n++] = pc;
+    return f->n < f->max ? DWARF_CB_OK : DWARF_CB_ABORT;
+}
+
+int sym_unwind(struct sym *s, pid_t pid, pid_t tid, const struct sym_regs *regs,
+               const void *stack, size_t len, uint64_t *pcs, int max)
+{
+    if (max < 1)
+        return 0;
+    struct sample c = {.tid = tid, .regs = regs, .stack = stack, .len = len};
+    struct frames f = {.pcs = pcs, .n = 0, .max = max};
+    Dwfl *d = module_of(s, pid, regs->ip) ? dwfl_of(s, pid) : NULL;
+    if (d) {
+        s->cur = &c;
+        dwfl_getthread_frames(d, tid, on_frame, &f);   /* an error ends the stack */
+        s->cur = NULL;
+    }
+    if (f.n == 0)
+        pcs[f.n++] = regs->ip;
+    return f.n;
 }
 
 #else /* !CW_HAVE_DW */
@@ -271,11 +320,14 @@ int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_l
     return -1;
 }
 
-int sym_caller(struct sym *s, pid_t pid, uint64_t ip, const uint64_t *words, size_t n,
-               uint64_t *ret)
+int sym_unwind(struct sym *s, pid_t pid, pid_t tid, const struct sym_regs *regs,
+               const void *stack, size_t len, uint64_t *pcs, int max)
 {
-    (void)s; (void)pid; (void)ip; (void)words; (void)n; (void)ret;
-    return -1;
+    (void)s; (void)pid; (void)tid; (void)stack; (void)len;
+    if (max < 1)
+        return 0;
+    pcs[0] = regs->ip;
+    return 1;
 }
 #endif
 

@@ -34,13 +34,20 @@ void sym_free(struct sym **s);
  * module is gone. */
 int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out);
 
-/* The return address of the function executing at ip, from its module's
- * call frame information; words[] holds the n stack words starting at its
- * stack pointer. Finds the caller of a frameless
- * function (a libc syscall wrapper) that a frame-pointer walk skips.
- * Returns 0 and sets *ret, or -1. */
-int sym_caller(struct sym *s, pid_t pid, uint64_t ip, const uint64_t *words, size_t n,
-               uint64_t *ret);
+/* The user registers of a thread at a moment (x86-64: the ones a call
+ * frame rule may use). */
+struct sym_regs {
+    uint64_t ip, sp, bp, bx, r12, r13, r14, r15;
+};
+
+/* Unwind the stack of thread tid of process pid from regs and a copy of
+ * len bytes of its stack taken at regs->sp, with the call frame
+ * information (.eh_frame) of each module: works without frame pointers.
+ * Stores up to max program counters, pcs[0] = regs->ip and then return
+ * addresses (look those up with is_ret = 1); returns how many (>= 1 when
+ * max >= 1). The stack ends where the copy or the CFI ends. */
+int sym_unwind(struct sym *s, pid_t pid, pid_t tid, const struct sym_regs *regs,
+               const void *stack, size_t len, uint64_t *pcs, int max);
 
 /* Drop what is cached about pid (after it exec'ed or exited). */
 void sym_forget(struct sym *s, pid_t pid);
