@@ -223,9 +223,9 @@ section() {
     echo "### Event rate: resets per second without loss"
     echo
     echo "The linger0 server under rising concurrency, \`closewise resets --json\` attached. *events/s*:"
-    echo "lines written per second of load; *lost*: events the ring buffer (1 MiB) had no room for,"
+    echo "lines written per second of load; *lost*: events the ring buffer (4 MiB) had no room for,"
     echo "as the command reported them; *command CPU us/event*: the command's own CPU time (reading"
-    echo "the ring buffer, /proc/PID/cgroup, symbolizing the stack with libdw, JSON) per event;"
+    echo "the ring buffer, /proc/PID/cgroup, unwinding and symbolizing the stack with libdw, JSON) per event;"
     echo "*BPF ns/RST*: the program's run time per run as the kernel accounts it"
     echo "(kernel.bpf_stats_enabled, every RST on the machine), paid inside the closing process."
     echo
