@@ -360,6 +360,56 @@ static void test_server_close_modes(void **state)
     expect_unloaded(before);
 }
 
+/* IPv6 addresses in full, and a process whose stack is ASan's. */
+static void test_ipv6(void **state)
+{
+    if (!bpf_ok)
+        skip();
+    int l = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    socklen_t len = sizeof a;
+    if (bind(l, (struct sockaddr *)&a, sizeof a) < 0) {
+        close(l);
+        skip();   /* no ::1 in this namespace */
+    }
+    assert_int_equal(listen(l, 1), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &len), 0);
+    char pidarg[32];
+    snprintf(pidarg, sizeof pidarg, "%d", (int)getpid());
+    const char *args[] = {"--json", "--pid", pidarg, "--count", "1", "--duration", "15s", NULL};
+    struct cmd c = resets_start(args);
+    int cl = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(connect(cl, (struct sockaddr *)&a, sizeof a), 0);
+    int s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+    assert_true(s >= 0);
+    struct sockaddr_in6 ca;
+    len = sizeof ca;
+    assert_int_equal(getsockname(cl, (struct sockaddr *)&ca, &len), 0);
+    assert_int_equal(write(cl, "five!", 5), 5);
+    int n = 0;
+    for (int i = 0; i < 1000 && n < 5; i++) {
+        assert_int_equal(ioctl(s, FIONREAD, &n), 0);
+        if (n < 5)
+            cwt_sleep_ms(1);
+    }
+    close(s);
+    close(cl);
+    close(l);
+    static char out[65536];
+    assert_int_equal(resets_finish(&c, out, sizeof out), 0);
+    char got[128], want[64];
+    json_str(out, "local", got, sizeof got);
+    snprintf(want, sizeof want, "[::1]:%d", ntohs(a.sin6_port));
+    assert_string_equal(got, want);
+    json_str(out, "peer", got, sizeof got);
+    snprintf(want, sizeof want, "[::1]:%d", ntohs(ca.sin6_port));
+    assert_string_equal(got, want);
+    json_str(out, "reason", got, sizeof got);
+    assert_string_equal(got, "unread");
+    assert_int_equal(json_int(out, "unread"), 5);
+    assert_non_null(strstr(out, "\"function\":\"test_ipv6\""));
+}
+
 /* ---- without BPF: the kernel's counters ---- */
 
 static void reset_pair(int linger0)
@@ -461,6 +511,7 @@ int main(void)
         CWT_TEST(test_helper_closes),
         CWT_TEST(test_filters_and_text),
         CWT_TEST(test_server_close_modes),
+        CWT_TEST(test_ipv6),
         CWT_TEST(test_counter_fallback),
         CWT_TEST(test_bad_usage),
     };

@@ -77,8 +77,9 @@ static __always_inline void sock_addrs(const struct sock *sk, struct cw_rst_even
         e->sport = __builtin_bswap16(BPF_CORE_READ((const struct inet_sock *)sk, inet_sport));
     e->dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
     if (e->family == 10 /* AF_INET6 */) {
-        BPF_CORE_READ_INTO(e->saddr, sk, __sk_common.skc_v6_rcv_saddr);
-        BPF_CORE_READ_INTO(e->daddr, sk, __sk_common.skc_v6_daddr);
+        /* (BPF_CORE_READ_INTO would copy sizeof(*dst): one byte.) */
+        bpf_core_read(e->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+        bpf_core_read(e->daddr, 16, &sk->__sk_common.skc_v6_daddr);
     } else {
         BPF_CORE_READ_INTO((__u32 *)e->saddr, sk, __sk_common.skc_rcv_saddr);
         BPF_CORE_READ_INTO((__u32 *)e->daddr, sk, __sk_common.skc_daddr);
