@@ -170,6 +170,39 @@ static void read_helper(int fd, struct helper_run *h)
     assert_int_equal(np, 3);
 }
 
+/* The helper, started and waiting for "go". */
+struct helper {
+    pid_t pid;
+    int in, out;
+    char pidarg[32];
+    struct helper_run run;
+};
+
+static void helper_start(struct helper *h)
+{
+    char *argv[] = {CW_BUILD_DIR "/tests/resets_helper", NULL};
+    char line[256];
+    memset(h, 0, sizeof *h);
+    h->pid = cwt_spawn3(argv, &h->in, &h->out, NULL);
+    assert_true(cwt_read_line(h->out, line, sizeof line, 5000) > 0);
+    assert_int_equal(atoi(line + 6), h->pid);
+    snprintf(h->pidarg, sizeof h->pidarg, "%d", (int)h->pid);
+}
+
+/* Let it close its three connections; returns once it has. */
+static void helper_go(struct helper *h)
+{
+    assert_int_equal(write(h->in, "go\n", 3), 3);
+    read_helper(h->out, &h->run);
+}
+
+static void helper_end(struct helper *h)
+{
+    close(h->in);
+    assert_true(WIFEXITED(cwt_wait(h->pid, 5000)));
+    close(h->out);
+}
+
 static void check_event(const char *ev, pid_t pid, const char *reason, int port, int line)
 {
     char s[128];
@@ -191,36 +224,29 @@ static void test_helper_closes(void **state)
     if (!bpf_ok)
         skip();
     int before = loaded_programs();
-    char *hargv[] = {CW_BUILD_DIR "/tests/resets_helper", NULL};
-    int hin, hout;
-    pid_t hp = cwt_spawn3(hargv, &hin, &hout, NULL);
-    char line[256], pidarg[32];
-    assert_true(cwt_read_line(hout, line, sizeof line, 5000) > 0);
-    assert_int_equal(atoi(line + 6), hp);
-    snprintf(pidarg, sizeof pidarg, "%d", (int)hp);
+    struct helper hp;
+    helper_start(&hp);
     /* --count 2: the graceful close comes first, so a reset from it would
      * be one of the two and fail the checks below. */
-    const char *args[] = {"--json", "--pid", pidarg, "--count", "2", "--duration", "15s", NULL};
+    const char *args[] = {"--json", "--pid", hp.pidarg, "--count", "2", "--duration", "15s",
+                          NULL};
     struct cmd c = resets_start(args);
     assert_true(loaded_programs() >= before + 1);
-    assert_int_equal(write(hin, "go\n", 3), 3);
-    struct helper_run h = {{0}, 0, 0};
-    read_helper(hout, &h);
+    helper_go(&hp);
     static char out[65536];
     assert_int_equal(resets_finish(&c, out, sizeof out), 0);
-    close(hin);
-    assert_true(WIFEXITED(cwt_wait(hp, 5000)));
-    close(hout);
+    helper_end(&hp);
+    struct helper_run h = hp.run;
 
     char *second = strchr(out, '\n');
     assert_non_null(second);
     *second++ = '\0';
     assert_non_null(strchr(second, '\n'));
-    check_event(out, hp, "unread", h.port[1], marker_line("unread"));
+    check_event(out, hp.pid, "unread", h.port[1], marker_line("unread"));
     assert_int_equal(json_int(out, "unread"), 27);
     assert_int_equal(h.unread, 27);
     assert_int_equal(json_int(out, "unsent"), 0);
-    check_event(second, hp, "linger0", h.port[2], marker_line("linger0"));
+    check_event(second, hp.pid, "linger0", h.port[2], marker_line("linger0"));
     long long unsent = json_int(second, "unsent");
     /* SIOCOUTQ just before close() is write_seq - snd_una too; an ACK in
      * between can only lower it. */
@@ -237,28 +263,19 @@ static void test_filters_and_text(void **state)
     if (!bpf_ok)
         skip();
     int before = loaded_programs();
-    char *hargv[] = {CW_BUILD_DIR "/tests/resets_helper", NULL};
-    int hin, hout;
-    pid_t hp = cwt_spawn3(hargv, &hin, &hout, NULL);
-    char line[256], pidarg[32];
-    assert_true(cwt_read_line(hout, line, sizeof line, 5000) > 0);
-    snprintf(pidarg, sizeof pidarg, "%d", (int)hp);
-    const char *args[] = {"--pid", pidarg, "--comm", "resets_helper", "--reason", "linger0",
+    struct helper hp;
+    helper_start(&hp);
+    const char *args[] = {"--pid", hp.pidarg, "--comm", "resets_helper", "--reason", "linger0",
                           "--container", "/", "--exit-on-reset", "--duration", "15s", NULL};
     struct cmd c = resets_start(args);
-    assert_int_equal(write(hin, "go\n", 3), 3);
-    struct helper_run h = {{0}, 0, 0};
-    read_helper(hout, &h);
+    helper_go(&hp);
     static char out[65536];
     assert_int_equal(resets_finish(&c, out, sizeof out), 1);
-    close(hin);
-    assert_true(WIFEXITED(cwt_wait(hp, 5000)));
-    close(hout);
+    helper_end(&hp);
     char want[128];
-    snprintf(want, sizeof want, " (resets_helper) ");
-    assert_non_null(strstr(out, want));
+    assert_non_null(strstr(out, " (resets_helper) "));
     assert_non_null(strstr(out, "SO_LINGER 0: "));
-    snprintf(want, sizeof want, "127.0.0.1:%d > ", h.port[2]);
+    snprintf(want, sizeof want, "127.0.0.1:%d > ", hp.run.port[2]);
     assert_non_null(strstr(out, want));
     snprintf(want, sizeof want, " at resets_helper.c:%d (linger0)", marker_line("linger0"));
     if (!strstr(out, want))
@@ -267,19 +284,14 @@ static void test_filters_and_text(void **state)
     expect_unloaded(before);
 
     /* A container that is not there: nothing, exit 0 at --duration. */
-    hp = cwt_spawn3(hargv, &hin, &hout, NULL);
-    assert_true(cwt_read_line(hout, line, sizeof line, 5000) > 0);
-    snprintf(pidarg, sizeof pidarg, "%d", (int)hp);
-    const char *none[] = {"--pid", pidarg, "--container", "no-such-container",
+    helper_start(&hp);
+    const char *none[] = {"--pid", hp.pidarg, "--container", "no-such-container",
                           "--exit-on-reset", "--duration", "1500ms", NULL};
     c = resets_start(none);
-    assert_int_equal(write(hin, "go\n", 3), 3);
-    read_helper(hout, &h);
+    helper_go(&hp);
     assert_int_equal(resets_finish(&c, out, sizeof out), 0);
     assert_string_equal(out, "");
-    close(hin);
-    assert_true(WIFEXITED(cwt_wait(hp, 5000)));
-    close(hout);
+    helper_end(&hp);
 }
 
 /* ---- closewise server in its three close modes ---- */
