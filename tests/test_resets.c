@@ -7,8 +7,8 @@
  * close modes: the resetting ones are reported with the server's pid, the
  * graceful one not at all. Without BPF, the counter deltas must move by
  * exactly what this test did (its private netns has its own counters).
- * Every run is bounded by --duration or --count; afterwards no BPF program
- * of ours is left loaded or pinned. */
+ * Every run is bounded by --duration or --count; after each, none of the
+ * BPF programs it loaded is left loaded, and nothing is pinned. */
 // cw-test-timeout: 120
 #include "cwtest.h"
 
@@ -79,11 +79,61 @@ static int marker_line(const char *name)
     return n;
 }
 
+/* ---- our BPF programs, by id: other instances may run meanwhile ---- */
+
+#define MAXPROGS 64
+
+struct progs {
+    int id[MAXPROGS];
+    int n;
+};
+
+/* The ids of every on_send_reset program loaded now (bpftool prog show). */
+static void progs_now(struct progs *p)
+{
+    p->n = 0;
+    FILE *f = popen("bpftool prog show 2>/dev/null", "r");
+    assert_non_null(f);
+    char buf[512];
+    while (fgets(buf, sizeof buf, f))
+        if (strstr(buf, "on_send_reset") && p->n < MAXPROGS)
+            p->id[p->n++] = atoi(buf);
+    pclose(f);
+}
+
+static int progs_has(const struct progs *p, int id)
+{
+    for (int i = 0; i < p->n; i++)
+        if (p->id[i] == id)
+            return 1;
+    return 0;
+}
+
+/* Programs are freed shortly after their last descriptor closes: wait
+ * (bounded) until none of `mine` is loaded; nothing may be pinned. */
+static void expect_gone(const struct progs *mine)
+{
+    struct progs now;
+    int left = 1;
+    for (int i = 0; i < 40 && left; i++) {
+        if (i)
+            cwt_sleep_ms(50);
+        progs_now(&now);
+        left = 0;
+        for (int k = 0; k < mine->n; k++)
+            left += progs_has(&now, mine->id[k]);
+    }
+    if (left)
+        fail_msg("%d BPF program(s) of closewise resets still loaded after it exited", left);
+    assert_int_not_equal(cwt_sh("ls /sys/fs/bpf 2>/dev/null | grep -q reset"), 0);
+}
+
 /* ---- running the command ---- */
 
 struct cmd {
     pid_t pid;
     int out, err;
+    struct progs mine;     /* the programs it loaded */
 };
 
 /* Start closewise resets with args; with BPF, wait until it is attached. */
@@ -97,16 +147,25 @@ static struct cmd resets_start(const char *const *args)
         argv[n++] = (char *)*args;
     argv[n] = NULL;
     struct cmd c;
+    struct progs before, now;
+    progs_now(&before);
     c.pid = cwt_spawn3(argv, NULL, &c.out, &c.err);
     char line[1024];
     if (cwt_read_line(c.err, line, sizeof line, 20000) < 0)
         fail_msg("closewise resets said nothing on stderr");
     assert_non_null(strstr(line, "closewise resets: "));
+    progs_now(&now);
+    c.mine.n = 0;
+    for (int i = 0; i < now.n; i++)
+        if (!progs_has(&before, now.id[i]))
+            c.mine.id[c.mine.n++] = now.id[i];
+    if (strstr(line, "with BPF") && c.mine.n == 0)
+        fail_msg("closewise resets says it watches, but no program of it is loaded");
     return c;
 }
 
 /* Wait for the command to end (bounded) and return its exit code; its
- * stdout (everything) in out. */
+ * stdout (everything) in out. Its programs must be gone then. */
 static int resets_finish(struct cmd *c, char *out, size_t size)
 {
     cwt_read_all(c->out, out, size, 20000);
@@ -119,33 +178,8 @@ static int resets_finish(struct cmd *c, char *out, size_t size)
         fail_msg("closewise resets did not end by itself; stderr: %s", err);
     if (strstr(err, "lost"))
         fail_msg("events lost: %s", err);
+    expect_gone(&c->mine);
     return WEXITSTATUS(st);
-}
-
-/* BPF programs of ours loaded now (bpftool prog show). */
-static int loaded_programs(void)
-{
-    FILE *p = popen("bpftool prog show 2>/dev/null", "r");
-    if (!p)
-        return -1;
-    char buf[512];
-    int n = 0;
-    while (fgets(buf, sizeof buf, p))
-        n += strstr(buf, "on_send_reset") != NULL;
-    pclose(p);
-    return n;
-}
-
-/* Programs are freed shortly after their last descriptor closes. */
-static void expect_unloaded(int before)
-{
-    int now = loaded_programs();
-    for (int i = 0; i < 40 && now > before; i++) {
-        cwt_sleep_ms(50);
-        now = loaded_programs();
-    }
-    assert_true(now <= before);
-    assert_int_not_equal(cwt_sh("ls /sys/fs/bpf 2>/dev/null | grep -q reset"), 0);
 }
 
 /* ---- the helper program: two resets and a graceful close ---- */
@@ -223,7 +257,6 @@ static void test_helper_closes(void **state)
 {
     if (!bpf_ok)
         skip();
-    int before = loaded_programs();
     struct helper hp;
     helper_start(&hp);
     /* --count 2: the graceful close comes first, so a reset from it would
@@ -231,7 +264,6 @@ static void test_helper_closes(void **state)
     const char *args[] = {"--json", "--pid", hp.pidarg, "--count", "2", "--duration", "15s",
                           NULL};
     struct cmd c = resets_start(args);
-    assert_true(loaded_programs() >= before + 1);
     helper_go(&hp);
     static char out[65536];
     assert_int_equal(resets_finish(&c, out, sizeof out), 0);
@@ -253,7 +285,6 @@ static void test_helper_closes(void **state)
     if (unsent > h.unsent || unsent < h.unsent - 65536 || unsent < 128 * 1024)
         fail_msg("unsent %lld, helper saw %d queued before close", unsent, h.unsent);
     assert_true(strstr(out, "\"local_close\":true") && strstr(second, "\"local_close\":true"));
-    expect_unloaded(before);
 }
 
 /* Text output, the user-space filters and --exit-on-reset: only the
@@ -262,7 +293,6 @@ static void test_filters_and_text(void **state)
 {
     if (!bpf_ok)
         skip();
-    int before = loaded_programs();
     struct helper hp;
     helper_start(&hp);
     const char *args[] = {"--pid", hp.pidarg, "--comm", "resets_helper", "--reason", "linger0",
@@ -281,7 +311,6 @@ static void test_filters_and_text(void **state)
     if (!strstr(out, want))
         fail_msg("expected '%s' in: %s", want, out);
     assert_int_equal(strchr(out, '\n') - out + 1, (long)strlen(out));   /* one line */
-    expect_unloaded(before);
 
     /* A container that is not there: nothing, exit 0 at --duration. */
     helper_start(&hp);
@@ -348,7 +377,6 @@ static void test_server_close_modes(void **state)
 {
     if (!bpf_ok)
         skip();
-    int before = loaded_programs();
     static char out[65536];
     pid_t sp;
     const char *one[] = {"--count", "1", "--duration", "15s", NULL};
@@ -369,7 +397,6 @@ static void test_server_close_modes(void **state)
     const char *quiet[] = {"--exit-on-reset", "--duration", "2s", NULL};
     assert_int_equal(server_mode("graceful", quiet, out, sizeof out, &sp), 0);
     assert_string_equal(out, "");
-    expect_unloaded(before);
 }
 
 /* IPv6 addresses in full, and a process whose stack is ASan's. */
@@ -503,16 +530,12 @@ static void test_bad_usage(void **state)
 static void probe_bpf(void)
 {
     char *argv[] = {CLI, "resets", "--duration", "10ms", NULL};
-    int err, before = loaded_programs();
+    int err;
     pid_t p = cwt_spawn3(argv, NULL, NULL, &err);
     cwt_read_all(err, bpf_why, sizeof bpf_why, 20000);
     cwt_wait(p, 20000);
     close(err);
     bpf_ok = strstr(bpf_why, "watching TCP resets with BPF") != NULL;
-    /* The kernel frees a program shortly after its last descriptor closes:
-     * let this one go before the tests count programs. */
-    for (int i = 0; i < 100 && loaded_programs() > before; i++)
-        cwt_sleep_ms(20);
 }
 
 int main(void)
