@@ -249,6 +249,8 @@ static void check_event(const char *ev, pid_t pid, const char *reason, int port,
     assert_string_equal(s, want);
     json_str(ev, "comm", s, sizeof s);
     assert_string_equal(s, "resets_helper");
+    json_str(ev, "state", s, sizeof s);
+    assert_string_equal(s, "CLOSE");
     if (stack_line_in(ev, "resets_helper.c") != line)
         fail_msg("expected the close() at resets_helper.c:%d in %s", line, ev);
 }

@@ -318,6 +318,16 @@ static void print_text(struct ctx *c, const struct cw_rst_event *e, const char *
     (void)c;
 }
 
+/* The socket's TCP state when the RST left: TCP_CLOSE on the close paths
+ * (the kernel moves there first), others for --all. */
+static const char *state_name(int st)
+{
+    static const char *const names[] = {
+        "?", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
+        "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV"};
+    return st > 0 && st < (int)(sizeof names / sizeof names[0]) ? names[st] : "?";
+}
+
 static void json_frame(const struct sym_loc *l)
 {
     printf("{\"addr\":\"0x%llx\",\"module\":", (unsigned long long)l->addr);
@@ -344,9 +354,10 @@ static void print_json(const struct cw_rst_event *e, const char *t, const char *
     printf(",\"cgroup_id\":%llu,\"container\":", (unsigned long long)e->cgroup_id);
     cli_json_str(stdout, cont);
     printf(",\"netns\":%u,\"local\":\"%s\",\"peer\":\"%s\",\"reason\":\"%s\","
-           "\"kernel_reason\":%u,\"local_close\":%s,\"unsent\":%u,\"unread\":%u,\"message\":",
+           "\"kernel_reason\":%u,\"local_close\":%s,\"state\":\"%s\",\"unsent\":%u,"
+           "\"unread\":%u,\"message\":",
            e->netns, l, p, rst_kind_name(e->kind), e->kreason, e->local ? "true" : "false",
-           e->unsent, e->unread);
+           e->pid || e->state ? state_name(e->state) : "?", e->unsent, e->unread);
     cli_json_str(stdout, why);
     printf(",\"stack\":[");
     for (int i = 0; i < nf; i++) {
