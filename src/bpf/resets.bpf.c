@@ -27,6 +27,8 @@ struct {
 } events SEC(".maps");
 
 #define WAKEUP_BYTES (512 << 10)   /* an eighth of the ring */
+#define WAKEUP_QUIET_NS 10000000ull /* at most ~100 timed wakeups a second */
+__u64 last_wakeup = 0;
 
 #define REASON_IS(r, name) \
     (bpf_core_enum_value_exists(enum sk_rst_reason, name) && \
@@ -143,13 +145,19 @@ int on_send_reset(struct bpf_raw_tracepoint_args *ctx)
     const struct sk_buff *skb = (const struct sk_buff *)ctx->args[1];
     int has_reason = bpf_core_type_exists(enum sk_rst_reason);
     __u32 r = has_reason ? (__u32)ctx->args[2] : 0;
-    __u32 unread = 0, unsent = 0;
+    __u32 unread = 0, unsent = 0, peer_fin = 0;
     int state = sk ? BPF_CORE_READ(sk, __sk_common.skc_state) : 0;
     /* Timewait and request sockets have no tcp_sock behind them. */
     if (sk && state != 6 /* TIME_WAIT */ && state != 12 /* NEW_SYN_RECV */) {
         const struct tcp_sock *tp = (const struct tcp_sock *)sk;
         unread = BPF_CORE_READ(tp, rcv_nxt) - BPF_CORE_READ(tp, copied_seq);
         unsent = BPF_CORE_READ(tp, write_seq) - BPF_CORE_READ(tp, snd_una);
+        /* A received FIN (tcp_fin() sets SOCK_DONE) takes a sequence
+         * number too: it is not an unread byte. */
+        unsigned long flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+        peer_fin = flags >> bpf_core_enum_value(enum sock_flags, SOCK_DONE) & 1;
+        if (unread && peer_fin)
+            unread--;
     }
     __u32 kind = classify(r, has_reason, sk, unread);
     /* Only the close paths run in the closer's own context. */
@@ -174,6 +182,7 @@ int on_send_reset(struct bpf_raw_tracepoint_args *ctx)
     e->local = local;
     e->unread = unread;
     e->unsent = unsent;
+    e->peer_fin = peer_fin;
     e->state = state;
     if (sk) {
         sock_addrs(sk, e);
@@ -190,9 +199,14 @@ int on_send_reset(struct bpf_raw_tracepoint_args *ctx)
         user_stack(e);
     }
     /* Waking the reader costs an interrupt (a VM exit on a virtual
-     * machine: ~2 us, most of this program's cost), so the reader polls
-     * on a short timer and is woken only when a backlog builds up. */
+     * machine: ~1 us more per event), so at a high rate the reader polls
+     * on a short timer and is woken only for a backlog. The first event
+     * after a quiet spell wakes it at once: a short-lived closer must
+     * still be there when its stack is symbolized. */
     __u64 backlog = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-    bpf_ringbuf_submit(e, backlog >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
+    int wake = backlog >= WAKEUP_BYTES || e->ts_ns - last_wakeup > WAKEUP_QUIET_NS;
+    if (wake)
+        last_wakeup = e->ts_ns;   /* a race between CPUs costs one wakeup */
+    bpf_ringbuf_submit(e, wake ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP);
     return 0;
 }

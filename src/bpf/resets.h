@@ -40,7 +40,7 @@ struct cw_rst_event {
     __u32 kreason;          /* raw enum sk_rst_reason value */
     __u32 kind;             /* enum cw_rst_kind */
     __u32 local;            /* 1: caused by this task's close() */
-    __u32 unread;           /* rcv_nxt - copied_seq */
+    __u32 unread;           /* rcv_nxt - copied_seq, less the peer's FIN */
     __u32 unsent;           /* write_seq - snd_una: queued, not acknowledged */
     __s32 state;            /* sk_state at the RST (usually TCP_CLOSE) */
     __u16 family;           /* AF_INET or AF_INET6 */
@@ -48,7 +48,7 @@ struct cw_rst_event {
     __u8 saddr[16], daddr[16];
     char comm[16];
     __u32 stack_len;        /* bytes of stack[] copied, 0 if unreadable */
-    __u32 pad;
+    __u32 peer_fin;         /* 1: the peer's FIN had arrived (SOCK_DONE) */
     __u8 stack[CW_RST_STACK_BYTES];
 };
 

@@ -354,10 +354,11 @@ static void print_json(const struct cw_rst_event *e, const char *t, const char *
     printf(",\"cgroup_id\":%llu,\"container\":", (unsigned long long)e->cgroup_id);
     cli_json_str(stdout, cont);
     printf(",\"netns\":%u,\"local\":\"%s\",\"peer\":\"%s\",\"reason\":\"%s\","
-           "\"kernel_reason\":%u,\"local_close\":%s,\"state\":\"%s\",\"unsent\":%u,"
-           "\"unread\":%u,\"message\":",
+           "\"kernel_reason\":%u,\"local_close\":%s,\"state\":\"%s\",\"peer_fin\":%s,"
+           "\"unsent\":%u,\"unread\":%u,\"message\":",
            e->netns, l, p, rst_kind_name(e->kind), e->kreason, e->local ? "true" : "false",
-           e->pid || e->state ? state_name(e->state) : "?", e->unsent, e->unread);
+           e->pid || e->state ? state_name(e->state) : "?", e->peer_fin ? "true" : "false",
+           e->unsent, e->unread);
     cli_json_str(stdout, why);
     printf(",\"stack\":[");
     for (int i = 0; i < nf; i++) {
