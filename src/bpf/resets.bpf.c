@@ -122,6 +122,7 @@ static __always_inline void user_stack(struct cw_rst_event *e)
 {
     struct task_struct *task = bpf_get_current_task_btf();
     struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(task);
+#if defined(__TARGET_ARCH_x86)
     e->ip = regs->ip;
     e->sp = regs->sp;
     e->bp = regs->bp;
@@ -130,6 +131,10 @@ static __always_inline void user_stack(struct cw_rst_event *e)
     e->r13 = regs->r13;
     e->r14 = regs->r14;
     e->r15 = regs->r15;
+#else   /* user space unwinds x86-64 only; elsewhere the innermost frame */
+    e->ip = PT_REGS_IP_CORE(regs);
+    e->sp = PT_REGS_SP_CORE(regs);
+#endif
     if (bpf_probe_read_user(e->stack, CW_RST_STACK_BYTES, (void *)e->sp) == 0)
         e->stack_len = CW_RST_STACK_BYTES;
     else if (bpf_probe_read_user(e->stack, CW_RST_STACK_BYTES / 8, (void *)e->sp) == 0)
