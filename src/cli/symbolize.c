@@ -1,0 +1,346 @@
+/* symbolize.c - addresses of a live process to file:line (function) with
+ * libdwfl. One Dwfl (the process's module map from /proc/PID/maps) is
+ * cached per pid, a few pids at a time: a busy server closes many
+ * connections from the same process. */
+#define _GNU_SOURCE
+#include "symbolize.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#if CW_HAVE_DW
+#include <dwarf.h>
+#include <elfutils/libdwfl.h>
+
+#define SYM_CACHE 8
+#define SYM_MEMO 1024   /* symbolized addresses: a server closes from few sites */
+
+/* What the unwinder's callbacks see of the current event. */
+struct sample {
+    pid_t tid;
+    const struct sym_regs *regs;
+    const unsigned char *stack;
+    size_t len;
+};
+
+struct memo {
+    pid_t pid;
+    uint64_t addr;
+    int is_ret, rc;
+    struct sym_loc loc;
+};
+
+struct sym {
+    struct memo memo[SYM_MEMO];
+    struct sample *cur;     /* the stack being unwound (callbacks read it) */
+    struct {
+        pid_t pid;
+        Dwfl *dwfl;
+        unsigned long used;
+        time_t made;        /* when the map was read */
+    } e[SYM_CACHE];
+    unsigned long tick;
+};
+
+static const Dwfl_Callbacks proc_callbacks = {
+    .find_elf = dwfl_linux_proc_find_elf,
+    .find_debuginfo = dwfl_standard_find_debuginfo,
+};
+
+struct sym *sym_new(void)
+{
+    /* libdw would ask a debuginfod server over the network for missing
+     * debug info; a live monitor must not stall on that. */
+    unsetenv("DEBUGINFOD_URLS");
+    return calloc(1, sizeof(struct sym));
+}
+
+void sym_forget(struct sym *s, pid_t pid)
+{
+    for (int i = 0; i < SYM_MEMO; i++)
+        if (s->memo[i].pid == pid)
+            s->memo[i].pid = 0;
+    for (int i = 0; i < SYM_CACHE; i++)
+        if (s->e[i].dwfl && s->e[i].pid == pid) {
+            dwfl_end(s->e[i].dwfl);
+            s->e[i].dwfl = NULL;
+        }
+}
+
+void sym_free(struct sym **sp)
+{
+    struct sym *s = *sp;
+    if (!s)
+        return;
+    for (int i = 0; i < SYM_CACHE; i++)
+        if (s->e[i].dwfl)
+            dwfl_end(s->e[i].dwfl);
+    free(s);
+    *sp = NULL;
+}
+
+static const Dwfl_Thread_Callbacks thread_callbacks;
+
+/* The module map of pid, ready to unwind stacks handed in by sym_unwind
+ * (if attaching fails, lookups still work). */
+static Dwfl *report(struct sym *s, pid_t pid)
+{
+    Dwfl *d = dwfl_begin(&proc_callbacks);
+    if (!d)
+        return NULL;
+    dwfl_report_begin(d);
+    if (dwfl_linux_proc_report(d, pid) != 0 || dwfl_report_end(d, NULL, NULL) != 0) {
+        dwfl_end(d);
+        return NULL;
+    }
+    dwfl_attach_state(d, NULL, pid, &thread_callbacks, s);
+    return d;
+}
+
+/* The cached map of pid, made on first use; the least recently used
+ * entry makes room. */
+static Dwfl *dwfl_of(struct sym *s, pid_t pid)
+{
+    int victim = -1;
+    for (int i = 0; i < SYM_CACHE; i++)
+        if (s->e[i].dwfl && s->e[i].pid == pid) {
+            s->e[i].used = ++s->tick;
+            return s->e[i].dwfl;
+        }
+    for (int i = 0; i < SYM_CACHE && (victim < 0 || s->e[victim].dwfl); i++)
+        if (victim < 0 || !s->e[i].dwfl || s->e[i].used < s->e[victim].used)
+            victim = i;
+    Dwfl *d = report(s, pid);
+    if (!d)
+        return NULL;
+    if (s->e[victim].dwfl)
+        dwfl_end(s->e[victim].dwfl);
+    s->e[victim].pid = pid;
+    s->e[victim].dwfl = d;
+    s->e[victim].made = time(NULL);
+    s->e[victim].used = ++s->tick;
+    return d;
+}
+
+/* The module holding addr. A miss re-reads the map (the process may have
+ * loaded a library since), at most every SYM_REREAD seconds per process:
+ * a broken frame-pointer chain yields garbage addresses, and re-reading
+ * the map also drops the debug info already loaded. */
+#define SYM_REREAD 10
+static Dwfl_Module *module_of(struct sym *s, pid_t pid, uint64_t addr)
+{
+    Dwfl *d = dwfl_of(s, pid);
+    Dwfl_Module *m = d ? dwfl_addrmodule(d, addr) : NULL;
+    if (m || !d)
+        return m;
+    for (int i = 0; i < SYM_CACHE; i++)
+        if (s->e[i].dwfl == d && time(NULL) - s->e[i].made < SYM_REREAD)
+            return NULL;
+    sym_forget(s, pid);
+    d = dwfl_of(s, pid);
+    return d ? dwfl_addrmodule(d, addr) : NULL;
+}
+
+static void copy(char *dst, size_t size, const char *src)
+{
+    snprintf(dst, size, "%s", src ? src : "");
+}
+
+static int lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out);
+
+static size_t memo_slot(pid_t pid, uint64_t addr)
+{
+    uint64_t h = (addr ^ ((uint64_t)pid << 32)) * 0x9e3779b97f4a7c15ull;
+    return (size_t)(h >> 54) % SYM_MEMO;
+}
+
+int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out)
+{
+    struct memo *m = &s->memo[memo_slot(pid, addr)];
+    if (m->pid != pid || m->addr != addr || m->is_ret != is_ret) {
+        /* Failures are kept too (until the map is re-read): a frame
+         * chain broken the same way every time must stay cheap. */
+        m->rc = lookup(s, pid, addr, is_ret, &m->loc);
+        m->pid = pid;
+        m->addr = addr;
+        m->is_ret = is_ret;
+    }
+    *out = m->loc;
+    return m->rc;
+}
+
+static int lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out)
+{
+    memset(out, 0, sizeof *out);
+    out->addr = addr;
+    Dwfl_Module *m = module_of(s, pid, addr);
+    if (!m)
+        return -1;
+    uint64_t a = is_ret && addr ? addr - 1 : addr;
+    const char *name = dwfl_module_info(m, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+    const char *base = name ? strrchr(name, '/') : NULL;
+    copy(out->module, sizeof out->module, base ? base + 1 : name);
+    GElf_Off off;
+    GElf_Sym symbol;
+    copy(out->function, sizeof out->function,
+         dwfl_module_addrinfo(m, a, &off, &symbol, NULL, NULL, NULL));
+    Dwfl_Line *line = dwfl_module_getsrc(m, a);
+    int lineno = 0;
+    const char *file = line ? dwfl_lineinfo(line, NULL, &lineno, NULL, NULL, NULL) : NULL;
+    if (file) {
+        copy(out->file, sizeof out->file, file);
+        out->line = lineno;
+    }
+    return 0;
+}
+
+/* ---- unwinding a copied user stack with the modules' CFI ---- */
+
+static pid_t next_thread(Dwfl *dwfl, void *arg, void **thread_argp)
+{
+    struct sym *s = arg;
+    (void)dwfl;
+    if (*thread_argp || !s->cur)
+        return 0;
+    *thread_argp = s->cur;
+    return s->cur->tid;
+}
+
+static bool get_thread(Dwfl *dwfl, pid_t tid, void *arg, void **thread_argp)
+{
+    struct sym *s = arg;
+    (void)dwfl;
+    if (!s->cur || s->cur->tid != tid)
+        return false;
+    *thread_argp = s->cur;
+    return true;
+}
+
+/* Only the copy taken when the event happened: the live stack has moved. */
+static bool memory_read(Dwfl *dwfl, Dwarf_Addr addr, Dwarf_Word *result, void *arg)
+{
+    struct sym *s = arg;
+    (void)dwfl;
+    const struct sample *c = s->cur;
+    if (!c || addr < c->regs->sp || addr - c->regs->sp + 8 > c->len)
+        return false;
+    memcpy(result, c->stack + (addr - c->regs->sp), 8);
+    return true;
+}
+
+static bool set_initial_registers(Dwfl_Thread *thread, void *arg)
+{
+    const struct sample *c = arg;
+#if defined(__x86_64__)
+    /* DWARF numbering: rbx 3, rbp 6, rsp 7, r12-r15 12-15. */
+    Dwarf_Word bx = c->regs->bx, bpsp[2] = {c->regs->bp, c->regs->sp};
+    Dwarf_Word r12[4] = {c->regs->r12, c->regs->r13, c->regs->r14, c->regs->r15};
+    dwfl_thread_state_register_pc(thread, c->regs->ip);
+    return dwfl_thread_state_registers(thread, 3, 1, &bx) &&
+           dwfl_thread_state_registers(thread, 6, 2, bpsp) &&
+           dwfl_thread_state_registers(thread, 12, 4, r12);
+#else
+    (void)thread;
+    (void)c;
+    return false;
+#endif
+}
+
+static const Dwfl_Thread_Callbacks thread_callbacks = {
+    .next_thread = next_thread,
+    .get_thread = get_thread,
+    .memory_read = memory_read,
+    .set_initial_registers = set_initial_registers,
+};
+
+struct frames {
+    uint64_t *pcs;
+    int n, max;
+};
+
+static int on_frame(Dwfl_Frame *state, void *arg)
+{
+    struct frames *f = arg;
+    Dwarf_Addr pc;
+    if (!dwfl_frame_pc(state, &pc, NULL) || pc == 0)
+        return DWARF_CB_ABORT;
+    f->pcs[f->n++] = pc;
+    return f->n < f->max ? DWARF_CB_OK : DWARF_CB_ABORT;
+}
+
+int sym_unwind(struct sym *s, pid_t pid, pid_t tid, const struct sym_regs *regs,
+               const void *stack, size_t len, uint64_t *pcs, int max)
+{
+    if (max < 1)
+        return 0;
+    struct sample c = {.tid = tid, .regs = regs, .stack = stack, .len = len};
+    struct frames f = {.pcs = pcs, .n = 0, .max = max};
+    Dwfl *d = module_of(s, pid, regs->ip) ? dwfl_of(s, pid) : NULL;
+    if (d) {
+        s->cur = &c;
+        dwfl_getthread_frames(d, tid, on_frame, &f);   /* an error ends the stack */
+        s->cur = NULL;
+    }
+    if (f.n == 0)
+        pcs[f.n++] = regs->ip;
+    return f.n;
+}
+
+#else /* !CW_HAVE_DW */
+
+struct sym {
+    int unused;
+};
+
+struct sym *sym_new(void)
+{
+    return calloc(1, sizeof(struct sym));
+}
+
+void sym_free(struct sym **sp)
+{
+    free(*sp);
+    *sp = NULL;
+}
+
+void sym_forget(struct sym *s, pid_t pid)
+{
+    (void)s;
+    (void)pid;
+}
+
+int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out)
+{
+    (void)s; (void)pid; (void)is_ret;
+    memset(out, 0, sizeof *out);
+    out->addr = addr;
+    return -1;
+}
+
+int sym_unwind(struct sym *s, pid_t pid, pid_t tid, const struct sym_regs *regs,
+               const void *stack, size_t len, uint64_t *pcs, int max)
+{
+    (void)s; (void)pid; (void)tid; (void)stack; (void)len;
+    if (max < 1)
+        return 0;
+    pcs[0] = regs->ip;
+    return 1;
+}
+#endif
+
+void sym_format(const struct sym_loc *l, char *buf, size_t size)
+{
+    const char *base = strrchr(l->file, '/');
+    base = base ? base + 1 : l->file;
+    if (l->file[0] && l->line)
+        snprintf(buf, size, "%s:%d (%s)", base, l->line, l->function[0] ? l->function : "?");
+    else if (l->function[0])
+        snprintf(buf, size, "%s (%s)", l->function, l->module);
+    else if (l->module[0])
+        snprintf(buf, size, "0x%llx (%s)", (unsigned long long)l->addr, l->module);
+    else
+        snprintf(buf, size, "0x%llx", (unsigned long long)l->addr);
+}

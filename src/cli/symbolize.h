@@ -1,0 +1,59 @@
+/* symbolize.h - user-space addresses of a live process to
+ * `file:line (function)`, with elfutils libdw: line numbers from the
+ * binary's DWARF debug info, function names from its symbol table (so a
+ * binary without debug info still gets names). Used by `closewise resets`
+ * for the stack of a close(); meant for the probe's --where as well.
+ * Built without libdw (CW_HAVE_DW=0), every lookup fails and callers
+ * print raw addresses. */
+#ifndef CW_CLI_SYMBOLIZE_H
+#define CW_CLI_SYMBOLIZE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct sym;   /* caches one process's module map per pid */
+
+struct sym_loc {
+    uint64_t addr;
+    char module[128];    /* basename of the ELF file, "" if unknown */
+    char function[128];  /* "" if unknown */
+    char file[256];      /* source file as the debug info names it, "" if unknown */
+    int line;            /* 0 if unknown */
+};
+
+/* A new symbolizer; NULL when out of memory. The caller frees it with
+ * sym_free. */
+struct sym *sym_new(void);
+void sym_free(struct sym **s);
+
+/* Describe addr in process pid's address space. For a return address
+ * (is_ret = 1) the line is the one of the call, not of the instruction
+ * after it. Returns 0 if the address is in a known module (out->module
+ * set; function/file/line as far as known), -1 if the process or the
+ * module is gone. */
+int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out);
+
+/* The user registers of a thread at a moment (x86-64: the ones a call
+ * frame rule may use). */
+struct sym_regs {
+    uint64_t ip, sp, bp, bx, r12, r13, r14, r15;
+};
+
+/* Unwind the stack of thread tid of process pid from regs and a copy of
+ * len bytes of its stack taken at regs->sp, with the call frame
+ * information (.eh_frame) of each module: works without frame pointers.
+ * Stores up to max program counters, pcs[0] = regs->ip and then return
+ * addresses (look those up with is_ret = 1); returns how many (>= 1 when
+ * max >= 1). The stack ends where the copy or the CFI ends. */
+int sym_unwind(struct sym *s, pid_t pid, pid_t tid, const struct sym_regs *regs,
+               const void *stack, size_t len, uint64_t *pcs, int max);
+
+/* Drop what is cached about pid (after it exec'ed or exited). */
+void sym_forget(struct sym *s, pid_t pid);
+
+/* "file:line (function)" with the file's basename, or what is known:
+ * "function (module)", "0xaddr (module)", "0xaddr". */
+void sym_format(const struct sym_loc *l, char *buf, size_t size);
+
+#endif

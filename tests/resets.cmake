@@ -1,0 +1,9 @@
+# resets_helper: the program whose close() calls test_resets.c watches.
+# Built with -g and without the sanitizers (an interceptor would stand
+# between its code and close()), whatever the build type.
+add_executable(resets_helper ${CMAKE_CURRENT_SOURCE_DIR}/resets_helper.c)
+set_property(TARGET resets_helper PROPERTY COMPILE_OPTIONS -g -O0 -fno-omit-frame-pointer -Wall -Wextra)
+set_property(TARGET resets_helper PROPERTY LINK_OPTIONS "")
+if(TARGET test_resets)
+  add_dependencies(test_resets resets_helper closewise)
+endif()

@@ -1,0 +1,564 @@
+/* test_resets.c - `closewise resets` against real closes on the real
+ * kernel: a program built with -g (resets_helper.c) closes with unread
+ * input, with SO_LINGER {1,0} after queuing 256 KiB, and gracefully; the
+ * command must report exactly the first two, with the right reason, byte
+ * counts and the file:line of each close() (lines found by marker in the
+ * helper's source, not written here). `closewise server` in its three
+ * close modes: the resetting ones are reported with the server's pid, the
+ * graceful one not at all. Without BPF, the counter deltas must move by
+ * exactly what this test did (its private netns has its own counters).
+ * Every run is bounded by --duration or --count; after each, none of the
+ * BPF programs it loaded is left loaded, and nothing is pinned. */
+// cw-test-timeout: 120
+#include "cwtest.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define CLI CW_BUILD_DIR "/closewise"
+
+static int bpf_ok;                 /* BPF loads here */
+static char bpf_why[512];
+
+/* ---- a little JSON reading: flat fields of one event line ---- */
+
+static long long json_int(const char *line, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(line, pat);
+    if (!p)
+        fail_msg("no %s in %s", key, line);
+    return strtoll(p + strlen(pat), NULL, 10);
+}
+
+static void json_str(const char *line, const char *key, char *buf, size_t size)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":\"", key);
+    const char *p = strstr(line, pat);
+    if (!p)
+        fail_msg("no %s in %s", key, line);
+    p += strlen(pat);
+    size_t n = strcspn(p, "\"");
+    snprintf(buf, size, "%.*s", (int)(n < size ? n : size - 1), p);
+}
+
+/* The line of the first stack frame in file `base`, 0 if none. */
+static int stack_line_in(const char *line, const char *base)
+{
+    char pat[128];
+    snprintf(pat, sizeof pat, "/%s\",\"line\":", base);
+    const char *p = strstr(line, pat);
+    return p ? atoi(p + strlen(pat)) : 0;
+}
+
+/* Line number of "RESETS-MARK <name>" in the helper's source. */
+static int marker_line(const char *name)
+{
+    FILE *f = fopen(CW_SOURCE_DIR "/tests/resets_helper.c", "r");
+    assert_non_null(f);
+    char buf[512], want[64];
+    snprintf(want, sizeof want, "RESETS-MARK %s ", name);
+    int n = 0, found = 0;
+    while (!found && fgets(buf, sizeof buf, f)) {
+        n++;
+        found = strstr(buf, want) != NULL;
+    }
+    fclose(f);
+    assert_true(found);
+    return n;
+}
+
+/* ---- our BPF programs, by id: other instances may run meanwhile ---- */
+
+#define MAXPROGS 64
+
+struct progs {
+    int id[MAXPROGS];
+    int n;
+};
+
+/* The ids of every on_send_reset program loaded now (bpftool prog show). */
+static void progs_now(struct progs *p)
+{
+    p->n = 0;
+    FILE *f = popen("bpftool prog show 2>/dev/null", "r");
+    assert_non_null(f);
+    char buf[512];
+    while (fgets(buf, sizeof buf, f))
+        if (strstr(buf, "on_send_reset") && p->n < MAXPROGS)
+            p->id[p->n++] = atoi(buf);
+    pclose(f);
+}
+
+static int progs_has(const struct progs *p, int id)
+{
+    for (int i = 0; i < p->n; i++)
+        if (p->id[i] == id)
+            return 1;
+    return 0;
+}
+
+/* Programs are freed shortly after their last descriptor closes: wait
+ * (bounded) until none of `mine` is loaded; nothing may be pinned. */
+static void expect_gone(const struct progs *mine)
+{
+    struct progs now;
+    int left = 1;
+    for (int i = 0; i < 40 && left; i++) {
+        if (i)
+            cwt_sleep_ms(50);
+        progs_now(&now);
+        left = 0;
+        for (int k = 0; k < mine->n; k++)
+            left += progs_has(&now, mine->id[k]);
+    }
+    if (left)
+        fail_msg("%d BPF program(s) of closewise resets still loaded after it exited", left);
+    assert_int_not_equal(cwt_sh("ls /sys/fs/bpf 2>/dev/null | grep -q reset"), 0);
+}
+
+/* ---- running the command ---- */
+
+struct cmd {
+    pid_t pid;
+    int out, err;
+    struct progs mine;     /* the programs it loaded */
+};
+
+/* Start closewise resets with args; with BPF, wait until it is attached. */
+static struct cmd resets_start(const char *const *args)
+{
+    char *argv[24];
+    int n = 0;
+    argv[n++] = (char *)CLI;
+    argv[n++] = (char *)"resets";
+    for (; *args && n < 23; args++)
+        argv[n++] = (char *)*args;
+    argv[n] = NULL;
+    struct cmd c;
+    struct progs before, now;
+    progs_now(&before);
+    c.pid = cwt_spawn3(argv, NULL, &c.out, &c.err);
+    char line[1024];
+    if (cwt_read_line(c.err, line, sizeof line, 20000) < 0)
+        fail_msg("closewise resets said nothing on stderr");
+    assert_non_null(strstr(line, "closewise resets: "));
+    progs_now(&now);
+    c.mine.n = 0;
+    for (int i = 0; i < now.n; i++)
+        if (!progs_has(&before, now.id[i]))
+            c.mine.id[c.mine.n++] = now.id[i];
+    if (strstr(line, "with BPF") && c.mine.n == 0)
+        fail_msg("closewise resets says it watches, but no program of it is loaded");
+    return c;
+}
+
+/* Wait for the command to end (bounded) and return its exit code; its
+ * stdout (everything) in out. Its programs must be gone then. */
+static int resets_finish(struct cmd *c, char *out, size_t size)
+{
+    cwt_read_all(c->out, out, size, 20000);
+    int st = cwt_wait(c->pid, 20000);
+    char err[4096];
+    cwt_read_all(c->err, err, sizeof err, 1000);
+    close(c->out);
+    close(c->err);
+    if (st < 0 || !WIFEXITED(st))
+        fail_msg("closewise resets did not end by itself; stderr: %s", err);
+    if (strstr(err, "lost"))
+        fail_msg("events lost: %s", err);
+    expect_gone(&c->mine);
+    return WEXITSTATUS(st);
+}
+
+/* ---- the helper program: two resets and a graceful close ---- */
+
+struct helper_run {
+    int port[3];                 /* server sides: graceful, unread, linger0 */
+    int unread, unsent;
+};
+
+static void read_helper(int fd, struct helper_run *h)
+{
+    char line[256];
+    int np = 0;
+    while (cwt_read_line(fd, line, sizeof line, 10000) >= 0 && strcmp(line, "done")) {
+        if (!strncmp(line, "port ", 5) && np < 3)
+            h->port[np++] = atoi(line + 5);
+        else if (!strncmp(line, "unread ", 7))
+            h->unread = atoi(line + 7);
+        else if (!strncmp(line, "unsent ", 7))
+            h->unsent = atoi(line + 7);
+    }
+    assert_int_equal(np, 3);
+}
+
+/* The helper, started and waiting for "go". */
+struct helper {
+    pid_t pid;
+    int in, out;
+    char pidarg[32];
+    struct helper_run run;
+};
+
+static void helper_start(struct helper *h)
+{
+    char *argv[] = {CW_BUILD_DIR "/tests/resets_helper", NULL};
+    char line[256];
+    memset(h, 0, sizeof *h);
+    h->pid = cwt_spawn3(argv, &h->in, &h->out, NULL);
+    assert_true(cwt_read_line(h->out, line, sizeof line, 5000) > 0);
+    assert_int_equal(atoi(line + 6), h->pid);
+    snprintf(h->pidarg, sizeof h->pidarg, "%d", (int)h->pid);
+}
+
+/* Let it close its three connections; returns once it has. */
+static void helper_go(struct helper *h)
+{
+    assert_int_equal(write(h->in, "go\n", 3), 3);
+    read_helper(h->out, &h->run);
+}
+
+static void helper_end(struct helper *h)
+{
+    close(h->in);
+    assert_true(WIFEXITED(cwt_wait(h->pid, 5000)));
+    close(h->out);
+}
+
+static void check_event(const char *ev, pid_t pid, const char *reason, int port, int line)
+{
+    char s[128];
+    assert_int_equal(json_int(ev, "pid"), pid);
+    json_str(ev, "reason", s, sizeof s);
+    assert_string_equal(s, reason);
+    json_str(ev, "local", s, sizeof s);
+    char want[64];
+    snprintf(want, sizeof want, "127.0.0.1:%d", port);
+    assert_string_equal(s, want);
+    json_str(ev, "comm", s, sizeof s);
+    assert_string_equal(s, "resets_helper");
+    json_str(ev, "state", s, sizeof s);
+    assert_string_equal(s, "CLOSE");
+    if (stack_line_in(ev, "resets_helper.c") != line)
+        fail_msg("expected the close() at resets_helper.c:%d in %s", line, ev);
+}
+
+static void test_helper_closes(void **state)
+{
+    if (!bpf_ok)
+        skip();
+    struct helper hp;
+    helper_start(&hp);
+    /* --count 2: the graceful close comes first, so a reset from it would
+     * be one of the two and fail the checks below. */
+    const char *args[] = {"--json", "--pid", hp.pidarg, "--count", "2", "--duration", "15s",
+                          NULL};
+    struct cmd c = resets_start(args);
+    helper_go(&hp);
+    static char out[65536];
+    assert_int_equal(resets_finish(&c, out, sizeof out), 0);
+    helper_end(&hp);
+    struct helper_run h = hp.run;
+
+    char *second = strchr(out, '\n');
+    assert_non_null(second);
+    *second++ = '\0';
+    assert_non_null(strchr(second, '\n'));
+    check_event(out, hp.pid, "unread", h.port[1], marker_line("unread"));
+    assert_int_equal(json_int(out, "unread"), 27);
+    assert_int_equal(h.unread, 27);
+    assert_int_equal(json_int(out, "unsent"), 0);
+    assert_non_null(strstr(out, "\"peer_fin\":false"));
+    check_event(second, hp.pid, "linger0", h.port[2], marker_line("linger0"));
+    long long unsent = json_int(second, "unsent");
+    /* SIOCOUTQ just before close() is write_seq - snd_una too; an ACK in
+     * between can only lower it. */
+    if (unsent > h.unsent || unsent < h.unsent - 65536 || unsent < 128 * 1024)
+        fail_msg("unsent %lld, helper saw %d queued before close", unsent, h.unsent);
+    assert_true(strstr(out, "\"local_close\":true") && strstr(second, "\"local_close\":true"));
+}
+
+/* Text output, the user-space filters and --exit-on-reset: only the
+ * linger0 close passes --reason, and the command stops there with 1. */
+static void test_filters_and_text(void **state)
+{
+    if (!bpf_ok)
+        skip();
+    struct helper hp;
+    helper_start(&hp);
+    const char *args[] = {"--pid", hp.pidarg, "--comm", "resets_helper", "--reason", "linger0",
+                          "--container", "/", "--exit-on-reset", "--duration", "15s", NULL};
+    struct cmd c = resets_start(args);
+    helper_go(&hp);
+    static char out[65536];
+    assert_int_equal(resets_finish(&c, out, sizeof out), 1);
+    helper_end(&hp);
+    char want[128];
+    assert_non_null(strstr(out, " (resets_helper) "));
+    assert_non_null(strstr(out, "SO_LINGER 0: "));
+    snprintf(want, sizeof want, "127.0.0.1:%d > ", hp.run.port[2]);
+    assert_non_null(strstr(out, want));
+    snprintf(want, sizeof want, " at resets_helper.c:%d (linger0)", marker_line("linger0"));
+    if (!strstr(out, want))
+        fail_msg("expected '%s' in: %s", want, out);
+    assert_int_equal(strchr(out, '\n') - out + 1, (long)strlen(out));   /* one line */
+
+    /* A container that is not there: nothing, exit 0 at --duration. */
+    helper_start(&hp);
+    const char *none[] = {"--pid", hp.pidarg, "--container", "no-such-container",
+                          "--exit-on-reset", "--duration", "1500ms", NULL};
+    c = resets_start(none);
+    helper_go(&hp);
+    assert_int_equal(resets_finish(&c, out, sizeof out), 0);
+    assert_string_equal(out, "");
+    helper_end(&hp);
+}
+
+/* ---- closewise server in its three close modes ---- */
+
+/* A client whose request is followed by 64 KiB the server never reads. */
+static void bad_login_with_junk(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    static char junk[65536];
+    memset(junk, 'j', sizeof junk);
+    memcpy(junk, "AUTH alice wrong\n", 17);
+    size_t off = 0;
+    ssize_t w;
+    while (off < sizeof junk && (w = send(fd, junk + off, sizeof junk - off, MSG_NOSIGNAL)) > 0)
+        off += (size_t)w;
+    char buf[4096];
+    while (cwt_read_all(fd, buf, sizeof buf, 3000) > 0)
+        ;
+    close(fd);
+}
+
+/* Runs one server mode; returns the command's output in out. */
+static int server_mode(const char *mode, const char *const *extra, char *out, size_t size,
+                       pid_t *server_pid)
+{
+    char *sargv[] = {CLI, "server", "--user", "alice:s3cret", "--port", "0", "--close-mode",
+                     (char *)mode, "--lingering-timeout", "500ms", "--quiet", NULL};
+    int sout;
+    pid_t sp = cwt_spawn3(sargv, NULL, &sout, NULL);
+    char line[256], pidarg[32];
+    assert_true(cwt_read_line(sout, line, sizeof line, 10000) > 0);
+    const char *colon = strrchr(line, ':');
+    assert_non_null(colon);
+    int port = atoi(colon + 1);
+    snprintf(pidarg, sizeof pidarg, "%d", (int)sp);
+    const char *args[12] = {"--json", "--pid", pidarg};
+    int n = 3;
+    for (; *extra; extra++)
+        args[n++] = *extra;
+    args[n] = NULL;
+    struct cmd c = resets_start(args);
+    bad_login_with_junk(port);
+    int rc = resets_finish(&c, out, size);
+    cwt_kill(sp);
+    close(sout);
+    *server_pid = sp;
+    return rc;
+}
+
+static void test_server_close_modes(void **state)
+{
+    if (!bpf_ok)
+        skip();
+    static char out[65536];
+    pid_t sp;
+    const char *one[] = {"--count", "1", "--duration", "15s", NULL};
+    const char *modes[] = {"plain", "linger0"};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(server_mode(modes[i], one, out, sizeof out, &sp), 0);
+        char reason[32];
+        if (!*out)
+            fail_msg("--close-mode %s: no reset reported", modes[i]);
+        assert_int_equal(json_int(out, "pid"), sp);
+        json_str(out, "reason", reason, sizeof reason);
+        /* With unread input the kernel reports TCP_ABORT_ON_CLOSE even
+         * under SO_LINGER 0: that check comes first in tcp_close(). */
+        if (strcmp(reason, "unread") && !(i == 1 && !strcmp(reason, "linger0")))
+            fail_msg("--close-mode %s: reason %s", modes[i], reason);
+        assert_non_null(strstr(out, "\"module\":\"closewise\""));
+    }
+    const char *quiet[] = {"--exit-on-reset", "--duration", "2s", NULL};
+    assert_int_equal(server_mode("graceful", quiet, out, sizeof out, &sp), 0);
+    assert_string_equal(out, "");
+}
+
+/* IPv6 addresses in full, a close after the peer's FIN (CLOSE_WAIT), and
+ * a process whose stack is ASan's. */
+static void test_ipv6(void **state)
+{
+    if (!bpf_ok)
+        skip();
+    int l = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    socklen_t len = sizeof a;
+    if (bind(l, (struct sockaddr *)&a, sizeof a) < 0) {
+        close(l);
+        skip();   /* no ::1 in this namespace */
+    }
+    assert_int_equal(listen(l, 1), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &len), 0);
+    char pidarg[32];
+    snprintf(pidarg, sizeof pidarg, "%d", (int)getpid());
+    const char *args[] = {"--json", "--pid", pidarg, "--count", "1", "--duration", "15s", NULL};
+    struct cmd c = resets_start(args);
+    int cl = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(connect(cl, (struct sockaddr *)&a, sizeof a), 0);
+    int s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+    assert_true(s >= 0);
+    struct sockaddr_in6 ca;
+    len = sizeof ca;
+    assert_int_equal(getsockname(cl, (struct sockaddr *)&ca, &len), 0);
+    assert_int_equal(write(cl, "five!", 5), 5);
+    /* The peer's FIN too: it takes a sequence number but is no unread
+     * byte, and the event says the peer had closed. */
+    assert_int_equal(shutdown(cl, SHUT_WR), 0);
+    struct pollfd pf = {.fd = s, .events = POLLRDHUP};
+    assert_int_equal(poll(&pf, 1, 5000), 1);
+    close(s);
+    close(cl);
+    close(l);
+    static char out[65536];
+    assert_int_equal(resets_finish(&c, out, sizeof out), 0);
+    char got[128], want[64];
+    json_str(out, "local", got, sizeof got);
+    snprintf(want, sizeof want, "[::1]:%d", ntohs(a.sin6_port));
+    assert_string_equal(got, want);
+    json_str(out, "peer", got, sizeof got);
+    snprintf(want, sizeof want, "[::1]:%d", ntohs(ca.sin6_port));
+    assert_string_equal(got, want);
+    json_str(out, "reason", got, sizeof got);
+    assert_string_equal(got, "unread");
+    assert_int_equal(json_int(out, "unread"), 5);
+    assert_non_null(strstr(out, "\"peer_fin\":true"));
+    assert_non_null(strstr(out, "\"function\":\"test_ipv6\""));
+}
+
+/* ---- without BPF: the kernel's counters ---- */
+
+static void reset_pair(int linger0)
+{
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(l, 1), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&a, &len), 0);
+    int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(connect(c, (struct sockaddr *)&a, sizeof a), 0);
+    int s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+    assert_true(s >= 0);
+    close(l);
+    if (linger0) {
+        struct linger lg = {1, 0};
+        assert_int_equal(setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof lg), 0);
+    } else {
+        assert_int_equal(write(c, "unread", 6), 6);
+        int n = 0;
+        for (int i = 0; i < 1000 && n < 6; i++) {
+            assert_int_equal(ioctl(s, FIONREAD, &n), 0);
+            if (n < 6)
+                cwt_sleep_ms(1);
+        }
+    }
+    close(s);
+    close(c);
+}
+
+static long long sum_field(const char *out, const char *key)
+{
+    long long sum = 0;
+    for (const char *p = out; *p; p = strchr(p, '\n') + 1) {
+        sum += json_int(p, key);
+        if (!strchr(p, '\n'))
+            break;
+    }
+    return sum;
+}
+
+static void test_counter_fallback(void **state)
+{
+    setenv("CLOSEWISE_NO_BPF", "1", 1);
+    const char *args[] = {"--json", "--interval", "100ms", "--duration", "1500ms", NULL};
+    struct cmd c = resets_start(args);
+    unsetenv("CLOSEWISE_NO_BPF");
+    reset_pair(0);
+    reset_pair(0);
+    reset_pair(1);
+    static char out[65536];
+    assert_int_equal(resets_finish(&c, out, sizeof out), 0);
+    assert_non_null(strstr(out, "\"source\":\"netstat\""));
+    assert_int_equal(sum_field(out, "TCPAbortOnClose"), 2);
+    assert_int_equal(sum_field(out, "TCPAbortOnData"), 1);
+    assert_int_equal(sum_field(out, "TCPAbortOnLinger"), 0);
+}
+
+static void test_bad_usage(void **state)
+{
+    const char *bad[][3] = {{"--reason", "bogus", NULL}, {"--count", "0", NULL},
+                            {"--duration", "soon", NULL}, {"--pid", "x", NULL},
+                            {"extra", NULL, NULL}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        char *argv[] = {CLI, "resets", (char *)bad[i][0], (char *)bad[i][1], NULL};
+        int err;
+        pid_t p = cwt_spawn3(argv, NULL, NULL, &err);
+        char line[512];
+        assert_true(cwt_read_line(err, line, sizeof line, 5000) > 0);
+        assert_non_null(strstr(line, "closewise: resets: "));
+        int st = cwt_wait(p, 5000);
+        close(err);
+        assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    }
+}
+
+/* Can this machine load the program? Ask the command itself. */
+static void probe_bpf(void)
+{
+    char *argv[] = {CLI, "resets", "--duration", "10ms", NULL};
+    int err;
+    pid_t p = cwt_spawn3(argv, NULL, NULL, &err);
+    cwt_read_all(err, bpf_why, sizeof bpf_why, 20000);
+    cwt_wait(p, 20000);
+    close(err);
+    bpf_ok = strstr(bpf_why, "watching TCP resets with BPF") != NULL;
+}
+
+int main(void)
+{
+    cwt_private_netns();
+    probe_bpf();
+    const struct CMUnitTest tests[] = {
+        CWT_TEST(test_helper_closes),
+        CWT_TEST(test_filters_and_text),
+        CWT_TEST(test_server_close_modes),
+        CWT_TEST(test_ipv6),
+        CWT_TEST(test_counter_fallback),
+        CWT_TEST(test_bad_usage),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    if (rc == 0 && !bpf_ok) {
+        fprintf(stderr, "test_resets: BPF cannot be loaded here, BPF tests skipped: %s", bpf_why);
+        return CWT_SKIP;
+    }
+    return rc;
+}
