@@ -117,6 +117,7 @@ struct cw_server {
     cw_timer accept_timer;
     cw_timer stop_timer;
     int accept_paused;
+    int pause_logged;            /* the current pause's reason is logged */
     int stopping;
     int max_unauth;
     uint32_t accept_gen;         /* on_accept calls so far */
@@ -627,23 +628,35 @@ static void pause_accept(cw_server *s, int64_t retry_at, const char *why)
     if (!s->accept_paused) {
         cw_io_stop(s->loop, &s->lio);
         s->accept_paused = 1;
+        s->pause_logged = 0;
         s->st.accept_paused++;
-        if (s->o.log && why) {
-            fprintf(s->o.log, "closewise-server: accept paused: %s\n", why);
-            fflush(s->o.log);
-        }
+    }
+    if (s->o.log && why && !s->pause_logged) {
+        fprintf(s->o.log, "closewise-server: accept paused: %s\n", why);
+        fflush(s->o.log);
+        s->pause_logged = 1;
     }
     if (retry_at != CW_NEVER && (!cw_timer_active(&s->accept_timer) ||
                                  s->accept_timer.deadline > retry_at))
         cw_timer_start(s->loop, &s->accept_timer, retry_at, on_accept_timer);
 }
 
+/* At --max-connections with no one to give way: wait for an end. */
+static void pause_full(cw_server *s)
+{
+    char why[64];
+    snprintf(why, sizeof why, "%d connections (max)", s->st.conns);
+    pause_accept(s, CW_NEVER, why);
+}
+
 static void resume_accept(cw_server *s)
 {
     if (!s->accept_paused || s->stopping)
         return;
-    if (s->st.conns >= s->o.max_conns && !s->linger.head && !s->unauth.head)
+    if (s->st.conns >= s->o.max_conns && !s->linger.head && !s->unauth.head) {
+        pause_full(s);   /* still paused; now for this reason */
         return;
+    }
     cw_timer_stop(s->loop, &s->accept_timer);
     s->accept_paused = 0;
     int rc = cw_io_start(s->loop, &s->lio, CW_IO_READ, on_accept);
@@ -743,10 +756,11 @@ static int make_room(cw_server *s)
             reclaim(s, 1, &when);
         } else if ((v = unauth_victim(s, 1, &when))) {
             evict(s, v, EV_MAX_CONNS);
+        } else if (s->unauth.head) {
+            pause_accept(s, when, NULL);   /* routine under a flood: quiet */
+            return 0;
         } else {
-            char why[64];
-            snprintf(why, sizeof why, "%d connections (max)", s->st.conns);
-            pause_accept(s, when, s->unauth.head ? NULL : why);
+            pause_full(s);
             return 0;
         }
     }
