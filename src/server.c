@@ -118,6 +118,7 @@ struct cw_server {
     cw_timer stop_timer;
     int accept_paused;
     int pause_logged;            /* the current pause's reason is logged */
+    int64_t pause_log_ms;        /* when a pause was last logged */
     int stopping;
     int max_unauth;
     uint32_t accept_gen;         /* on_accept calls so far */
@@ -621,8 +622,7 @@ static void on_accept_timer(cw_loop *loop, cw_timer *t)
  * backlog instead of waking us up for an accept that cannot succeed.
  * A timer retries at retry_at (a descriptor may be freed elsewhere, an
  * unauthenticated session become evictable); with CW_NEVER the next
- * closed connection resumes. why, if not NULL, is logged once per pause:
- * a storm logs little. */
+ * closed connection resumes. why, if not NULL, is logged once per pause. */
 static void pause_accept(cw_server *s, int64_t retry_at, const char *why)
 {
     if (!s->accept_paused) {
@@ -631,10 +631,15 @@ static void pause_accept(cw_server *s, int64_t retry_at, const char *why)
         s->pause_logged = 0;
         s->st.accept_paused++;
     }
-    if (s->o.log && why && !s->pause_logged) {
+    /* At most one line a second: a flood pauses often (the count is in
+     * the stats line at exit). */
+    int64_t now = cw_now_ms();
+    if (s->o.log && why && !s->pause_logged &&
+        (s->pause_log_ms == 0 || now - s->pause_log_ms >= 1000)) {
         fprintf(s->o.log, "closewise-server: accept paused: %s\n", why);
         fflush(s->o.log);
         s->pause_logged = 1;
+        s->pause_log_ms = now;
     }
     if (retry_at != CW_NEVER && (!cw_timer_active(&s->accept_timer) ||
                                  s->accept_timer.deadline > retry_at))
