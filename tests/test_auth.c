@@ -110,14 +110,14 @@ static int64_t median(int64_t *t, int n)
 }
 
 /* A file that mixes a cheap method (sha512-crypt, 1,000 rounds) listed
- * first with a costlier one (yescrypt): an unknown user takes as long as
- * either known user, so the time does not tell which names exist
- * (medians of 20; without the fix the ratio to the sha512 user is ~40). */
+ * first with a costlier one (yescrypt, cost 3): an unknown user takes as
+ * long as either known user, so the time does not tell which names exist
+ * (medians of 20; unpadded, the sha512 check is ~10 times faster). */
 static void test_timing_mixed_methods(void **state)
 {
     char six[256], yes[256];
     make_hash("$6$", 1000, "pw", six, sizeof six);
-    make_hash("$y$", 5, "pw", yes, sizeof yes);
+    make_hash("$y$", 3, "pw", yes, sizeof yes);
     cw__auth *a;
     assert_int_equal(cw__auth_new(&a), CW_OK);
     assert_int_equal(cw__auth_add_hash(a, "fast", six), CW_OK);
