@@ -44,7 +44,7 @@ enum state { ST_ACTIVE, ST_CLOSING, ST_LINGER, ST_DEAD };
 enum end {
     END_NONE, END_PEER_EOF, END_RESET, END_IDLE, END_AUTH_FAILED,
     END_THROTTLED, END_QUIT, END_TOOLONG, END_BAD, END_WRITE_TIMEOUT,
-    END_SHUTDOWN, END_RECLAIMED, END_ERROR, END_LOGIN_TIMEOUT, END_EVICTED
+    END_SHUTDOWN, END_ERROR, END_LOGIN_TIMEOUT, END_EVICTED
 };
 
 static const char *end_names[] = {
@@ -53,9 +53,8 @@ static const char *end_names[] = {
     [END_AUTH_FAILED] = "auth-failed", [END_THROTTLED] = "throttled",
     [END_QUIT] = "quit",           [END_TOOLONG] = "line-too-long",
     [END_BAD] = "bad-request",     [END_WRITE_TIMEOUT] = "write-timeout",
-    [END_SHUTDOWN] = "shutdown",   [END_RECLAIMED] = "reclaimed",
-    [END_ERROR] = "error",         [END_LOGIN_TIMEOUT] = "login-timeout",
-    [END_EVICTED] = "evicted",
+    [END_SHUTDOWN] = "shutdown",   [END_ERROR] = "error",
+    [END_LOGIN_TIMEOUT] = "login-timeout", [END_EVICTED] = "evicted",
 };
 
 /* Why a session was evicted (log: end=evicted reason=...). */

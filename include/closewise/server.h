@@ -42,7 +42,8 @@ struct cw_server_opts {
     uint16_t port;              /* 0 = ephemeral, see cw_server_port() */
     int backlog;                /* 0 = SOMAXCONN */
     int64_t idle_timeout_ms;    /* a session must complete a request
-                                   within this (default 30 s) */
+                                   within this (default 30 s); before
+                                   login, counted from connecting */
     int64_t lingering_time_ms;  /* cap on a lingering close (default 30 s) */
     int64_t lingering_timeout_ms; /* max wait between peer reads while
                                    lingering (default 5 s) */
