@@ -881,6 +881,17 @@ static void test_cli_usage(void **state)
     assert_int_equal(run_cli(baddur, out, sizeof out), 2);
     const char *badmode[] = {BIN, "server", "-u", "a:b", "--close-mode", "rude", NULL};
     assert_int_equal(run_cli(badmode, out, sizeof out), 2);
+    const char *bad_new[][10] = {
+        {BIN, "server", "-u", "a:b", "--login-timeout", "0", NULL},
+        {BIN, "server", "-u", "a:b", "--max-unauthenticated", "0", NULL},
+        {BIN, "server", "-u", "a:b", "--sndbuf", "-1", NULL},
+        {BIN, "server", "-u", "a:b", "--auth-v6-prefix", "129", NULL},
+        {BIN, "server", "-u", "a:b", "--auth-v6-prefix", "40", "--auth-v6-net-prefix",
+         "48", NULL},
+        {BIN, "server", "-u", "a:b", "--max-account-failures", "x", NULL},
+    };
+    for (size_t i = 0; i < sizeof bad_new / sizeof bad_new[0]; i++)
+        assert_int_equal(run_cli(bad_new[i], out, sizeof out), 2);
     const char *badpw[] = {BIN, "passwd", "--password", "x", "bad:name", NULL};
     assert_int_equal(run_cli(badpw, out, sizeof out), 2);
     assert_string_equal(out, "");   /* errors go to stderr only */

@@ -235,8 +235,7 @@ static void test_colliding_addresses(void **state)
  * addresses: entries with failures are never pushed out, so the first
  * addresses stay limited however many newcomers arrive; once one has
  * taken the last slot, the newcomers share one overflow budget (2 x 2 =
- * 4 checks), reported once; after
- * the window everything is free again. */
+ * 4 checks), reported once; after the window everything is free again. */
 static void test_table_full(void **state)
 {
     cw__throttle *t = make(2, 100000, 16);
