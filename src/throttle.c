@@ -103,7 +103,8 @@ void cw__throttle_opts_init(struct cw__throttle_opts *o, int addr_max,
 int cw__throttle_new(const struct cw__throttle_opts *o, cw__throttle **out)
 {
     *out = NULL;
-    if (o->addr_max < 0 || o->net_max < 0 || o->account_max < 0 ||
+    int on = o->addr_max > 0;
+    if (o->addr_max < 0 || (on && (o->net_max < 1 || o->account_max < 1)) ||
         o->window_ms <= 0 || o->slots < PROBE || o->slots > (1 << 24) ||
         o->v6_net_prefix < 1 || o->v6_net_prefix > o->v6_addr_prefix ||
         o->v6_addr_prefix > 128)

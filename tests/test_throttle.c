@@ -207,6 +207,9 @@ static void test_v6_rotation(void **state)
     cw__throttle_free(t);
     o.v6_net_prefix = 65;   /* longer than the address prefix */
     assert_int_equal(cw__throttle_new(&o, &t), CW_EINVAL);
+    o.v6_net_prefix = 48;
+    o.account_max = 0;      /* would refuse every account */
+    assert_int_equal(cw__throttle_new(&o, &t), CW_EINVAL);
 }
 
 /* Nine addresses cycling over one account in a small table where their
