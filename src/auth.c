@@ -1,5 +1,6 @@
-/* auth.c - credentials from crypt(3) hashes, checked in constant time, and
- * a small fixed-size table that throttles failed logins per address. */
+/* auth.c - credentials from crypt(3) hashes, checked so that the time
+ * taken does not tell which user names exist, whatever mix of methods the
+ * credentials file holds. (Throttling is throttle.c.) */
 #define _GNU_SOURCE
 #include "internal.h"
 #include "auth.h"
@@ -10,31 +11,25 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define MAX_USER 64
-#define THROTTLE_SLOTS 256   /* bounded: the table never grows */
-#define THROTTLE_PROBE 8
+#define MAX_METHODS 32   /* distinct method+cost settings timed at most */
 
 struct user {
     char name[MAX_USER + 1];
     char *hash;
 };
 
-struct throttle_slot {
-    uint8_t key[16];
-    uint8_t used;
-    uint32_t fails;
-    int64_t since;            /* start of the current window */
-};
-
 struct cw__auth {
     struct user *users;
     int nusers, cap;
-    char *dummy;              /* hash checked for unknown users */
+    char *dummy;              /* setting for unknown users, no users */
     struct crypt_data *cd;    /* 32 KiB: allocated once, not per call */
-    int max_fails;
-    int64_t window_ms;
-    struct throttle_slot slots[THROTTLE_SLOTS];
+    int calibrated;           /* users unchanged since the last timing */
+    const char *slowest;      /* hash of the costliest method present */
+    size_t slowest_len;       /* its method prefix (method_len) */
+    int64_t slow_ns;          /* running cost of that method */
 };
 
 int cw_passwd_hash(const char *password, const char *prefix, char *out,
@@ -63,7 +58,7 @@ int cw_passwd_hash(const char *password, const char *prefix, char *out,
     return rc;
 }
 
-int cw__auth_new(int max_fails, int64_t window_ms, cw__auth **out)
+int cw__auth_new(cw__auth **out)
 {
     cw__auth *a = calloc(1, sizeof *a);
     if (!a)
@@ -73,8 +68,6 @@ int cw__auth_new(int max_fails, int64_t window_ms, cw__auth **out)
         free(a);
         return -ENOMEM;
     }
-    a->max_fails = max_fails;
-    a->window_ms = window_ms;
     *out = a;
     return CW_OK;
 }
@@ -133,6 +126,7 @@ int cw__auth_add_hash(cw__auth *a, const char *user, const char *hash)
     struct user *u = &a->users[a->nusers++];
     strcpy(u->name, user);
     u->hash = copy;
+    a->calibrated = 0;
     return CW_OK;
 }
 
@@ -185,12 +179,115 @@ static int equal_ct(const char *x, const char *y)
     return diff == 0;
 }
 
+/* ---- equal cost for every name ---- */
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* The part of a hash that fixes its cost: method and parameters without
+ * salt and digest ("$6$rounds=5000$", "$y$j9T$", "$2b$10$"; "" for DES). */
+static size_t method_len(const char *hash)
+{
+    const char *last = strrchr(hash, '$');
+    if (!last)
+        return 0;
+    size_t n = (size_t)(last - hash);
+    if (!strncmp(hash, "$2", 2))
+        return n + 1;   /* bcrypt: salt and digest are one field */
+    while (n > 0 && hash[n - 1] != '$')
+        n--;
+    return n;
+}
+
+/* Cheapest of three runs: spikes from other work only ever add time. */
+static int64_t cost_of(cw__auth *a, const char *setting)
+{
+    int64_t best = INT64_MAX;
+    for (int i = 0; i < 3; i++) {
+        int64_t t0 = now_ns();
+        crypt_rn("closewise-calibration", setting, a->cd, sizeof *a->cd);
+        int64_t d = now_ns() - t0;
+        if (d < best)
+            best = d;
+    }
+    return best;
+}
+
+/* Time each distinct method and remember the costliest: unknown users
+ * are hashed with it, and every check is padded to its cost. */
+static void calibrate(cw__auth *a)
+{
+    a->calibrated = 1;
+    if (a->nusers == 0 && !a->dummy) {
+        char h[CRYPT_OUTPUT_SIZE];
+        if (cw_passwd_hash("closewise-dummy", NULL, h, sizeof h) == CW_OK)
+            a->dummy = strdup(h);
+    }
+    a->slowest = a->nusers ? a->users[0].hash : a->dummy;
+    a->slow_ns = 0;
+    if (!a->slowest)
+        return;
+    a->slowest_len = method_len(a->slowest);
+    const char *seen[MAX_METHODS];
+    int nseen = 0;
+    for (int i = -1; i < a->nusers; i++) {
+        const char *h = i < 0 ? a->slowest : a->users[i].hash;
+        size_t m = method_len(h);
+        int known = 0;
+        for (int j = 0; j < nseen && !known; j++)
+            known = method_len(seen[j]) == m && !strncmp(seen[j], h, m);
+        if (known || nseen == MAX_METHODS)
+            continue;
+        seen[nseen++] = h;
+        int64_t c = cost_of(a, h);
+        if (c > a->slow_ns) {
+            a->slow_ns = c;
+            a->slowest = h;
+            a->slowest_len = m;
+        }
+    }
+}
+
+static int is_slowest(const cw__auth *a, const char *hash)
+{
+    size_t m = method_len(hash);
+    return m == a->slowest_len && !strncmp(hash, a->slowest, m);
+}
+
+/* Sleep until start + the costliest method's recent high cost. The
+ * estimate rises fast and falls slowly, so it sits near the top of what
+ * that method takes now (a loaded machine makes it slower): checks of
+ * that method are padded to it nearly always, and cheaper methods stay
+ * indistinguishable under load too. Blocking: the crypt(3) call before it
+ * blocks as long; both move off the event loop together. */
+static void pad(cw__auth *a, const char *used, int64_t start)
+{
+    int64_t took = now_ns() - start;
+    if (used == a->slowest || is_slowest(a, used)) {
+        if (took > a->slow_ns)
+            a->slow_ns += (took - a->slow_ns) / 4;
+        else
+            a->slow_ns -= (a->slow_ns - took) / 32;
+    }
+    int64_t until = start + a->slow_ns;
+    struct timespec ts = {.tv_sec = until / 1000000000, .tv_nsec = until % 1000000000};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+    }
+}
+
 int cw__auth_check(cw__auth *a, const char *user, size_t ulen,
                    const char *pass, size_t plen)
 {
     char name[MAX_USER + 1], pw[1100];
     if (ulen > MAX_USER || plen >= sizeof pw)
         return 0;
+    if (!a->calibrated)
+        calibrate(a);
+    int64_t start = now_ns();
     memcpy(name, user, ulen);
     name[ulen] = '\0';
     memcpy(pw, pass, plen);
@@ -199,94 +296,11 @@ int cw__auth_check(cw__auth *a, const char *user, size_t ulen,
     for (int i = 0; i < a->nusers; i++)
         if (!strcmp(a->users[i].name, name))
             stored = a->users[i].hash;
-    if (!stored) {
-        /* An unknown user costs a full hash too, with the method and cost
-         * of a real entry, so timing does not tell which names exist. */
-        if (a->nusers > 0) {
-            crypt_rn(pw, a->users[0].hash, a->cd, sizeof *a->cd);
-        } else {
-            if (!a->dummy) {
-                char h[CRYPT_OUTPUT_SIZE];
-                if (cw_passwd_hash("closewise-dummy", NULL, h, sizeof h) == CW_OK)
-                    a->dummy = strdup(h);
-            }
-            if (a->dummy)
-                crypt_rn(pw, a->dummy, a->cd, sizeof *a->cd);
-        }
-        explicit_bzero(pw, sizeof pw);
-        return 0;
-    }
-    const char *h = crypt_rn(pw, stored, a->cd, sizeof *a->cd);
+    const char *setting = stored ? stored : a->slowest;
+    const char *h = setting ? crypt_rn(pw, setting, a->cd, sizeof *a->cd) : NULL;
     explicit_bzero(pw, sizeof pw);
-    return h && h[0] != '*' && equal_ct(h, stored);
-}
-
-/* ---- throttle ---- */
-
-static uint32_t key_hash(const uint8_t key[16])
-{
-    uint32_t h = 2166136261u;   /* FNV-1a */
-    for (int i = 0; i < 16; i++)
-        h = (h ^ key[i]) * 16777619u;
-    return h;
-}
-
-/* IPv6 clients own at least a /64: throttle the prefix, not the address,
- * or a client could rotate through its addresses. */
-static void throttle_key(const uint8_t addr[16], uint8_t key[16])
-{
-    static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF};
-    memcpy(key, addr, 16);
-    if (memcmp(addr, v4mapped, 12) != 0)
-        memset(key + 8, 0, 8);
-}
-
-/* The slot for key, or NULL. With create, the slot to use: the key's, a
- * free or expired one, or else the oldest of the probed slots. */
-static struct throttle_slot *throttle_find(cw__auth *a, const uint8_t key[16],
-                                           int64_t now, int create)
-{
-    uint32_t h = key_hash(key);
-    struct throttle_slot *victim = NULL;
-    int victim_free = 0;
-    for (int i = 0; i < THROTTLE_PROBE; i++) {
-        struct throttle_slot *s = &a->slots[(h + (uint32_t)i) % THROTTLE_SLOTS];
-        int free_slot = !s->used || now - s->since >= a->window_ms;
-        if (!free_slot && !memcmp(s->key, key, 16))
-            return s;
-        if (victim_free)
-            continue;
-        if (!victim || free_slot || s->since < victim->since) {
-            victim = s;
-            victim_free = free_slot;
-        }
-    }
-    if (!create)
-        return NULL;
-    memcpy(victim->key, key, 16);
-    victim->used = 1;
-    victim->fails = 0;
-    victim->since = now;
-    return victim;
-}
-
-int cw__auth_throttled(cw__auth *a, const uint8_t addr[16], int64_t now)
-{
-    if (a->max_fails <= 0)
-        return 0;
-    uint8_t key[16];
-    throttle_key(addr, key);
-    struct throttle_slot *s = throttle_find(a, key, now, 0);
-    return s && s->fails >= (uint32_t)a->max_fails;
-}
-
-void cw__auth_failed(cw__auth *a, const uint8_t addr[16], int64_t now)
-{
-    if (a->max_fails <= 0)
-        return;
-    uint8_t key[16];
-    throttle_key(addr, key);
-    struct throttle_slot *s = throttle_find(a, key, now, 1);
-    if (s->fails < UINT32_MAX)
-        s->fails++;
+    int ok = stored && h && h[0] != '*' && equal_ct(h, stored);
+    if (setting)
+        pad(a, setting, start);
+    return ok;
 }

@@ -1,5 +1,5 @@
-/* auth.h - credentials and login throttling for the reference server.
- * Internal: never installed. */
+/* auth.h - credentials for the reference server (throttling is
+ * throttle.h). Internal: never installed. */
 #ifndef CW_AUTH_H
 #define CW_AUTH_H
 
@@ -8,10 +8,8 @@
 
 typedef struct cw__auth cw__auth;
 
-/* Create an empty credential table with a throttle that allows max_fails
- * failed logins per client address (IPv6: per /64) within window_ms.
- * max_fails 0 disables throttling. */
-int cw__auth_new(int max_fails, int64_t window_ms, cw__auth **out);
+/* Create an empty credential table. */
+int cw__auth_new(cw__auth **out);
 void cw__auth_free(cw__auth *a);
 
 /* Add a user with a crypt(3) hash (copied). CW_EINVAL for a bad name or a
@@ -25,15 +23,13 @@ int cw__auth_load(cw__auth *a, const char *path, int *bad_line);
 
 int cw__auth_count(const cw__auth *a);
 
-/* Check a login. The work done is the same whether or not the user
- * exists, and the hash comparison takes constant time. Returns 1 for
- * good credentials, 0 for bad ones, or a negative code. */
+/* Check a login. An unknown user is hashed with the costliest method
+ * present (each distinct method is timed once after the users change),
+ * and every check is padded to that method's running cost, so neither
+ * existence nor a user's method shows in the time taken; the comparison
+ * is constant-time. Blocks for one hash plus the padding. Returns 1 for
+ * good credentials, 0 for bad ones. */
 int cw__auth_check(cw__auth *a, const char *user, size_t ulen,
                    const char *pass, size_t plen);
-
-/* Throttling, keyed by a 16-byte address (IPv4 as ::ffff:a.b.c.d).
- * cw__auth_throttled: 1 if the address has used up its failures. */
-int cw__auth_throttled(cw__auth *a, const uint8_t addr[16], int64_t now);
-void cw__auth_failed(cw__auth *a, const uint8_t addr[16], int64_t now);
 
 #endif

@@ -6,11 +6,19 @@
  * peer's FIN or a deadline) or DEAD (to be closed now). Event handlers do
  * their work, then call settle(), the one place that arms the watcher and
  * the timer for the state, and the only place a connection is freed: no
- * handler ever touches a freed connection. */
+ * handler ever touches a freed connection.
+ *
+ * Until it logs in, a session is second-class: it has a login deadline
+ * its lines do not extend, at most max_unauth of them exist at once, and
+ * they are the first to go when room is needed (newcomers at a cap,
+ * descriptor shortage); an authenticated session is only reclaimed when
+ * no unauthenticated one is left. Who may try a password is throttle.c's
+ * business. */
 #define _GNU_SOURCE
 #include "internal.h"
 #include "auth.h"
 #include "protocol.h"
+#include "throttle.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -24,6 +32,10 @@
 #define ACCEPT_BACKOFF_MS 100  /* retry after EMFILE with nothing to reclaim */
 #define RECLAIM_BATCH 8        /* conns closed per descriptor shortage */
 #define RECLAIM_MIN_IDLE_MS 1000 /* never reclaim a session this fresh */
+/* An unauthenticated session is not evicted for a newcomer before it has
+ * had this long, and one full loop iteration, to send its AUTH: else a
+ * fast flood would evict the legitimate client it was accepted with. */
+#define UNAUTH_GRACE_MS 50
 #define READ_ROUNDS 8          /* recv calls per event before yielding */
 #define SCRATCH_SIZE (CW_PROTO_MAX_LINE + 2 + 16384)
 
@@ -32,7 +44,7 @@ enum state { ST_ACTIVE, ST_CLOSING, ST_LINGER, ST_DEAD };
 enum end {
     END_NONE, END_PEER_EOF, END_RESET, END_IDLE, END_AUTH_FAILED,
     END_THROTTLED, END_QUIT, END_TOOLONG, END_BAD, END_WRITE_TIMEOUT,
-    END_SHUTDOWN, END_RECLAIMED, END_ERROR
+    END_SHUTDOWN, END_ERROR, END_LOGIN_TIMEOUT, END_EVICTED
 };
 
 static const char *end_names[] = {
@@ -41,8 +53,20 @@ static const char *end_names[] = {
     [END_AUTH_FAILED] = "auth-failed", [END_THROTTLED] = "throttled",
     [END_QUIT] = "quit",           [END_TOOLONG] = "line-too-long",
     [END_BAD] = "bad-request",     [END_WRITE_TIMEOUT] = "write-timeout",
-    [END_SHUTDOWN] = "shutdown",   [END_RECLAIMED] = "reclaimed",
-    [END_ERROR] = "error",
+    [END_SHUTDOWN] = "shutdown",   [END_ERROR] = "error",
+    [END_LOGIN_TIMEOUT] = "login-timeout", [END_EVICTED] = "evicted",
+};
+
+/* Why a session was evicted (log: end=evicted reason=...). */
+enum evict {
+    EV_DESCRIPTORS,  /* accept failed for want of a descriptor */
+    EV_MAX_CONNS,    /* a newcomer at --max-connections */
+    EV_UNAUTH_CAP    /* a newcomer at the unauthenticated cap */
+};
+
+static const char *evict_names[] = {
+    [EV_DESCRIPTORS] = "descriptors", [EV_MAX_CONNS] = "max-connections",
+    [EV_UNAUTH_CAP] = "unauthenticated-cap",
 };
 
 /* How the descriptor was finally closed. */
@@ -63,9 +87,12 @@ static const char *how_names[] = {
 struct sconn {
     cw_io io;
     cw_timer timer;
-    struct sconn *prev, *next;   /* s->active (LRU) or s->linger (FIFO) */
+    struct sconn *prev, *next;   /* s->unauth (FIFO), s->active (LRU) or
+                                    s->linger (FIFO) */
+    const char *reason;          /* detail of end=, for the log, or NULL */
     int64_t start_ms;
-    int64_t last_ms;             /* last complete request, or start */
+    int64_t last_ms;             /* last request after login, or start */
+    uint32_t gen;                /* s->accept_gen when accepted */
     char *rbuf;                  /* unprocessed input, only when some */
     char *wbuf;                  /* unsent output, only when some */
     uint32_t rlen, wlen, woff;
@@ -89,9 +116,15 @@ struct cw_server {
     cw_timer accept_timer;
     cw_timer stop_timer;
     int accept_paused;
+    int pause_logged;            /* the current pause's reason is logged */
+    int64_t pause_log_ms;        /* when a pause was last logged */
     int stopping;
+    int max_unauth;
+    uint32_t accept_gen;         /* on_accept calls so far */
+    int nunauth;                 /* on s->unauth */
     cw__auth *auth;
-    struct list active, linger;
+    cw__throttle *thr;
+    struct list unauth, active, linger;
     struct cw_server_stats st;
     char scratch[SCRATCH_SIZE];
 };
@@ -124,7 +157,7 @@ static void list_remove(struct list *l, struct sconn *c)
 
 static struct list *list_of(cw_server *s, struct sconn *c)
 {
-    return c->in_linger ? &s->linger : &s->active;
+    return c->in_linger ? &s->linger : c->authed ? &s->active : &s->unauth;
 }
 
 /* ---- logging ---- */
@@ -148,8 +181,14 @@ static void log_end(cw_server *s, const struct sconn *c)
     char peer[64];
     format_peer(c, peer, sizeof peer);
     long long ms = (long long)(cw_now_ms() - c->start_ms);
-    fprintf(s->o.log, "closewise-server: peer=%s duration=%lld.%03llds end=%s close=%s\n",
-            peer, ms / 1000, ms % 1000, end_names[c->end], how_names[c->how]);
+    char detail[80] = "";
+    if (c->end == END_EVICTED)
+        snprintf(detail, sizeof detail, " reason=%s login=%s", c->reason,
+                 c->authed ? "yes" : "no");
+    else if (c->reason)
+        snprintf(detail, sizeof detail, " reason=%s", c->reason);
+    fprintf(s->o.log, "closewise-server: peer=%s duration=%lld.%03llds end=%s%s close=%s\n",
+            peer, ms / 1000, ms % 1000, end_names[c->end], detail, how_names[c->how]);
     fflush(s->o.log);
 }
 
@@ -170,6 +209,8 @@ static void conn_free(cw_server *s, struct sconn *c)
     list_remove(list_of(s, c), c);
     if (c->in_linger)
         s->st.lingering--;
+    else if (!c->authed)
+        s->nunauth--;
     if (c->how == HOW_RST)
         cw__set_linger0(c->io.fd);
     close(c->io.fd);
@@ -296,6 +337,26 @@ static void finish(cw_server *s, struct sconn *c, const char *text, enum end why
 
 /* ---- requests ---- */
 
+/* From second class to first: off the unauthenticated FIFO, onto the
+ * tail of the LRU of sessions. */
+static void authenticated(cw_server *s, struct sconn *c)
+{
+    list_remove(&s->unauth, c);
+    s->nunauth--;
+    c->authed = 1;
+    c->last_ms = cw_now_ms();
+    list_push(&s->active, c);
+}
+
+static void log_table_full(cw_server *s)
+{
+    if (!s->o.log)
+        return;
+    fprintf(s->o.log, "closewise-server: throttle table full: failures from "
+            "addresses it cannot hold share one budget until the window ends\n");
+    fflush(s->o.log);
+}
+
 static void handle(cw_server *s, struct sconn *c, const struct cw_req *r)
 {
     switch (r->type) {
@@ -305,16 +366,20 @@ static void handle(cw_server *s, struct sconn *c, const struct cw_req *r)
             break;
         }
         int64_t now = cw_now_ms();
-        if (cw__auth_throttled(s->auth, c->addr, now)) {
+        enum cw__thr v = cw__throttle_check(s->thr, c->addr, r->user, r->user_len, now);
+        if (v != CW__THR_OK) {
+            s->st.throttled++;
+            c->reason = cw__throttle_name(v);
             finish(s, c, "ERR too many failures", END_THROTTLED);
             break;
         }
         int ok = cw__auth_check(s->auth, r->user, r->user_len, r->pass, r->pass_len);
         if (ok == 1) {
-            c->authed = 1;
+            authenticated(s, c);
             reply_str(s, c, "OK");
         } else {
-            cw__auth_failed(s->auth, c->addr, now);
+            if (cw__throttle_failed(s->thr, c->addr, r->user, r->user_len, now))
+                log_table_full(s);
             finish(s, c, "ERR bad credentials", END_AUTH_FAILED);
         }
         break;
@@ -358,6 +423,8 @@ static size_t process(cw_server *s, struct sconn *c, const char *buf, size_t len
         if (!r.consumed)
             break;
         off += r.consumed;
+        if (!c->authed || c->state != ST_ACTIVE)
+            continue;   /* before login, lines buy no time */
         c->last_ms = cw_now_ms();
         /* Move to the tail of the LRU: the least recently active session
          * is the first one reclaimed under descriptor pressure. */
@@ -438,7 +505,9 @@ static void start_linger(cw_server *s, struct sconn *c)
         conn_die(c, END_ERROR, HOW_RST);
         return;
     }
-    list_remove(&s->active, c);
+    list_remove(list_of(s, c), c);
+    if (!c->authed)
+        s->nunauth--;
     c->state = ST_LINGER;
     c->in_linger = 1;
     list_push(&s->linger, c);
@@ -486,6 +555,8 @@ static void settle(cw_server *s, struct sconn *c)
         want = CW_IO_READ;
         c->wblocked = 0;
         deadline = c->last_ms + s->o.idle_timeout_ms;
+        if (!c->authed && c->start_ms + s->o.login_timeout_ms < deadline)
+            deadline = c->start_ms + s->o.login_timeout_ms;
     }
     if (cw_io_set(s->loop, &c->io, want) < 0 ||
         cw_timer_start(s->loop, &c->timer, deadline, on_timer) < 0) {
@@ -527,6 +598,10 @@ static void on_timer(cw_loop *loop, cw_timer *t)
         /* The peer stopped reading: nothing we send will arrive, so the
          * reset is the honest end. */
         conn_die(c, END_WRITE_TIMEOUT, HOW_RST);
+    } else if (c->state == ST_ACTIVE && !c->authed &&
+               cw_now_ms() >= c->start_ms + s->o.login_timeout_ms) {
+        s->st.login_timeouts++;
+        finish(s, c, "ERR login timeout", END_LOGIN_TIMEOUT);
     } else if (c->state == ST_ACTIVE) {
         finish(s, c, "ERR idle timeout", END_IDLE);
     }
@@ -544,48 +619,106 @@ static void on_accept_timer(cw_loop *loop, cw_timer *t)
 
 /* Stop watching the listener: pending connections wait in the kernel's
  * backlog instead of waking us up for an accept that cannot succeed.
- * With backoff, a timer retries (a descriptor may be freed elsewhere);
- * otherwise the next closed connection resumes. */
-static void pause_accept(cw_server *s, int backoff, int err)
+ * A timer retries at retry_at (a descriptor may be freed elsewhere, an
+ * unauthenticated session become evictable); with CW_NEVER the next
+ * closed connection resumes. why, if not NULL, is logged once per pause. */
+static void pause_accept(cw_server *s, int64_t retry_at, const char *why)
 {
     if (!s->accept_paused) {
         cw_io_stop(s->loop, &s->lio);
         s->accept_paused = 1;
+        s->pause_logged = 0;
         s->st.accept_paused++;
-        if (s->o.log) {   /* once per pause: a storm logs little */
-            if (err)
-                fprintf(s->o.log, "closewise-server: accept paused: %s\n",
-                        strerror(err));
-            else
-                fprintf(s->o.log, "closewise-server: accept paused: %d "
-                        "connections (max)\n", s->st.conns);
-            fflush(s->o.log);
-        }
     }
-    if (backoff && !cw_timer_active(&s->accept_timer))
-        cw_timer_start(s->loop, &s->accept_timer,
-                       cw_now_ms() + ACCEPT_BACKOFF_MS, on_accept_timer);
+    /* At most one line a second: a flood pauses often (the count is in
+     * the stats line at exit). */
+    int64_t now = cw_now_ms();
+    if (s->o.log && why && !s->pause_logged &&
+        (s->pause_log_ms == 0 || now - s->pause_log_ms >= 1000)) {
+        fprintf(s->o.log, "closewise-server: accept paused: %s\n", why);
+        fflush(s->o.log);
+        s->pause_logged = 1;
+        s->pause_log_ms = now;
+    }
+    if (retry_at != CW_NEVER && (!cw_timer_active(&s->accept_timer) ||
+                                 s->accept_timer.deadline > retry_at))
+        cw_timer_start(s->loop, &s->accept_timer, retry_at, on_accept_timer);
+}
+
+/* At --max-connections with no one to give way: wait for an end. */
+static void pause_full(cw_server *s)
+{
+    char why[64];
+    snprintf(why, sizeof why, "%d connections (max)", s->st.conns);
+    pause_accept(s, CW_NEVER, why);
 }
 
 static void resume_accept(cw_server *s)
 {
     if (!s->accept_paused || s->stopping)
         return;
-    if (s->st.conns >= s->o.max_conns && !s->linger.head)
+    if (s->st.conns >= s->o.max_conns && !s->linger.head && !s->unauth.head) {
+        pause_full(s);   /* still paused; now for this reason */
         return;
+    }
     cw_timer_stop(s->loop, &s->accept_timer);
     s->accept_paused = 0;
     int rc = cw_io_start(s->loop, &s->lio, CW_IO_READ, on_accept);
     if (rc < 0)
-        pause_accept(s, 1, -rc);
+        pause_accept(s, cw_now_ms() + ACCEPT_BACKOFF_MS, strerror(-rc));
+}
+
+/* End a session to make room: it gets "ERR server busy" and a plain close
+ * (no lingering: the descriptor is needed now). Its pending input is read
+ * first, so the close sends FIN, not RST. */
+static void evict(cw_server *s, struct sconn *c, enum evict why)
+{
+    size_t total = 0;
+    cw__drain_nb(c->io.fd, &total);
+    reply_str(s, c, "ERR server busy");
+    c->reason = evict_names[why];
+    conn_die(c, END_EVICTED, HOW_PLAIN);
+    if (why == EV_DESCRIPTORS)
+        s->st.evicted_descriptors++;
+    else if (why == EV_MAX_CONNS)
+        s->st.evicted_max_conns++;
+    else
+        s->st.evicted_unauth_cap++;
+    if (c->authed)
+        s->st.evicted_authed++;
+    else
+        s->st.evicted_unauth++;
+    conn_free(s, c);
+}
+
+/* The oldest unauthenticated session if it has had its chance to log in:
+ * one full loop iteration since it was accepted (so input that came with
+ * it has been read) and, with grace, UNAUTH_GRACE_MS. Else NULL, and
+ * *when says when it will have (CW_NEVER if there is none). */
+static struct sconn *unauth_victim(cw_server *s, int grace, int64_t *when)
+{
+    struct sconn *c = s->unauth.head;
+    int64_t now = cw_now_ms();
+    *when = CW_NEVER;
+    if (!c)
+        return NULL;
+    int64_t ripe = grace ? c->start_ms + UNAUTH_GRACE_MS : now;
+    if (s->accept_gen - c->gen >= 2 && ripe <= now)
+        return c;
+    /* A generation passes with the next accept event: retry soon. */
+    *when = ripe > now ? ripe : now + 1;
+    return NULL;
 }
 
 /* Close up to max connections that cost the least to lose: lingering ones
- * first (they have said their last word), then sessions idle for a while,
- * least recently active first. Returns how many were closed. */
-static int reclaim(cw_server *s, int max, int include_idle)
+ * first (they have said their last word), then unauthenticated ones,
+ * oldest first, and only when none is left, sessions idle for a while,
+ * least recently active first. Returns how many were closed; *when as
+ * for unauth_victim when unauthenticated sessions were too fresh. */
+static int reclaim(cw_server *s, int max, int64_t *when)
 {
     int n = 0;
+    *when = CW_NEVER;
     while (n < max && s->linger.head) {
         struct sconn *c = s->linger.head;
         c->how = HOW_LINGER_TIMEOUT;
@@ -594,21 +727,64 @@ static int reclaim(cw_server *s, int max, int include_idle)
         conn_free(s, c);
         n++;
     }
+    struct sconn *v;
+    while (n < max && (v = unauth_victim(s, 0, when))) {
+        evict(s, v, EV_DESCRIPTORS);
+        s->st.reclaimed++;
+        n++;
+    }
+    if (s->unauth.head)
+        return n;   /* never an authenticated session while these remain */
     int64_t old = cw_now_ms() - RECLAIM_MIN_IDLE_MS;
-    while (include_idle && n < max && s->active.head) {
+    while (n < max && s->active.head) {
         struct sconn *c = s->active.head;
         if (c->state != ST_ACTIVE || c->wbuf || c->rbuf || c->last_ms > old)
             break;
-        /* Read what is pending first, so the close sends FIN, not RST. */
-        size_t total = 0;
-        cw__drain_nb(c->io.fd, &total);
-        reply_str(s, c, "ERR server busy");
-        conn_die(c, END_RECLAIMED, HOW_PLAIN);   /* no lingering: we need the fd now */
+        evict(s, c, EV_DESCRIPTORS);
         s->st.reclaimed++;
-        conn_free(s, c);
         n++;
     }
     return n;
+}
+
+/* Before an accept: at --max-connections a lingering connection or else
+ * the oldest unauthenticated session gives way; at the unauthenticated
+ * cap, the oldest unauthenticated session does. Returns 0, with accepting
+ * paused, when no one can give way yet. */
+static int make_room(cw_server *s)
+{
+    int64_t when = CW_NEVER;
+    struct sconn *v;
+    if (s->st.conns >= s->o.max_conns) {
+        if (s->linger.head) {
+            reclaim(s, 1, &when);
+        } else if ((v = unauth_victim(s, 1, &when))) {
+            evict(s, v, EV_MAX_CONNS);
+        } else if (s->unauth.head) {
+            pause_accept(s, when, NULL);   /* routine under a flood: quiet */
+            return 0;
+        } else {
+            pause_full(s);
+            return 0;
+        }
+    }
+    if (s->nunauth >= s->max_unauth) {
+        if (!(v = unauth_victim(s, 1, &when))) {
+            pause_accept(s, when, NULL);   /* routine under a flood: quiet */
+            return 0;
+        }
+        evict(s, v, EV_UNAUTH_CAP);
+    }
+    return 1;
+}
+
+static void set_sndbuf(cw_server *s, int fd)
+{
+    if (s->o.sndbuf <= 0)
+        return;
+    /* Best effort: a socket that refuses keeps the kernel's autotuned
+     * buffer, which is what it would have had without the option. */
+    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &s->o.sndbuf, sizeof s->o.sndbuf);
 }
 
 static int conn_new(cw_server *s, int fd, const struct sockaddr_storage *ss)
@@ -618,9 +794,11 @@ static int conn_new(cw_server *s, int fd, const struct sockaddr_storage *ss)
         close(fd);
         return -ENOMEM;
     }
+    set_sndbuf(s, fd);
     c->io.fd = fd;
     c->io.data = c;
     c->timer.data = s;
+    c->gen = s->accept_gen;
     c->start_ms = c->last_ms = cw_now_ms();
     if (ss->ss_family == AF_INET6) {
         const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
@@ -635,17 +813,19 @@ static int conn_new(cw_server *s, int fd, const struct sockaddr_storage *ss)
         c->port = ntohs(a->sin_port);
         c->family = AF_INET;
     }
+    int64_t first = c->start_ms + (s->o.login_timeout_ms < s->o.idle_timeout_ms
+                                   ? s->o.login_timeout_ms : s->o.idle_timeout_ms);
     int rc = cw_io_start(s->loop, &c->io, CW_IO_READ, on_io);
     if (rc == CW_OK)
-        rc = cw_timer_start(s->loop, &c->timer, c->last_ms + s->o.idle_timeout_ms,
-                            on_timer);
+        rc = cw_timer_start(s->loop, &c->timer, first, on_timer);
     if (rc < 0) {
         cw_io_stop(s->loop, &c->io);
         close(fd);
         free(c);
         return rc;
     }
-    list_push(&s->active, c);
+    list_push(&s->unauth, c);
+    s->nunauth++;
     s->st.conns++;
     s->st.accepted++;
     s->st.conn_bytes += sizeof *c;
@@ -655,11 +835,10 @@ static int conn_new(cw_server *s, int fd, const struct sockaddr_storage *ss)
 static void on_accept(cw_loop *loop, cw_io *io, unsigned events)
 {
     cw_server *s = io->data;
+    s->accept_gen++;
     for (int i = 0; i < ACCEPT_BATCH; i++) {
-        if (s->st.conns >= s->o.max_conns && !reclaim(s, 1, 0)) {
-            pause_accept(s, 0, 0);   /* a closing connection resumes */
+        if (!make_room(s))
             return;
-        }
         struct sockaddr_storage ss;
         socklen_t sl = sizeof ss;
         int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl,
@@ -673,13 +852,15 @@ static void on_accept(cw_loop *loop, cw_io *io, unsigned events)
             continue;
         if (err == EAGAIN || err == EWOULDBLOCK)
             return;
+        int64_t when = CW_NEVER;
         if ((err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) &&
-            reclaim(s, RECLAIM_BATCH, 1))
+            reclaim(s, RECLAIM_BATCH, &when))
             continue;
         /* Out of descriptors with nothing to give back, or an unexpected
          * error: the listener would stay readable, so watching it now
          * would spin. */
-        pause_accept(s, 1, err);
+        int64_t backoff = cw_now_ms() + ACCEPT_BACKOFF_MS;
+        pause_accept(s, when < backoff ? when : backoff, strerror(err));
         return;
     }
 }
@@ -698,6 +879,10 @@ void cw_server_opts_init(struct cw_server_opts *o)
     o->auth_max_failures = 5;
     o->auth_window_ms = 60000;
     o->handle_signals = 1;
+    o->login_timeout_ms = 10000;
+    o->sndbuf = 65536;
+    o->auth_v6_prefix = 64;
+    o->auth_v6_net_prefix = 48;
 }
 
 static int check_opts(const struct cw_server_opts *o)
@@ -706,9 +891,31 @@ static int check_opts(const struct cw_server_opts *o)
         o->lingering_timeout_ms < 0 || o->write_timeout_ms <= 0 ||
         o->max_conns <= 0 || o->auth_max_failures < 0 ||
         o->auth_window_ms <= 0 || o->backlog < 0 ||
-        (unsigned)o->close_mode > CW_SERVER_PLAIN)
+        (unsigned)o->close_mode > CW_SERVER_PLAIN || o->login_timeout_ms <= 0 ||
+        o->max_unauth < 0 || o->sndbuf < 0 || o->auth_net_max_failures < 0 ||
+        o->auth_account_max_failures < 0)
+        return CW_EINVAL;
+    /* 0 for the prefixes: the defaults, so zeroed options stay valid */
+    int a6 = o->auth_v6_prefix ? o->auth_v6_prefix : 64;
+    int n6 = o->auth_v6_net_prefix ? o->auth_v6_net_prefix : 48;
+    if (a6 < 1 || a6 > 128 || n6 < 1 || n6 > a6)
         return CW_EINVAL;
     return CW_OK;
+}
+
+static int new_throttle(cw_server *s)
+{
+    struct cw__throttle_opts t;
+    cw__throttle_opts_init(&t, s->o.auth_max_failures, s->o.auth_window_ms);
+    if (s->o.auth_net_max_failures)
+        t.net_max = s->o.auth_net_max_failures;
+    if (s->o.auth_account_max_failures)
+        t.account_max = s->o.auth_account_max_failures;
+    if (s->o.auth_v6_prefix)
+        t.v6_addr_prefix = s->o.auth_v6_prefix;
+    if (s->o.auth_v6_net_prefix)
+        t.v6_net_prefix = s->o.auth_v6_net_prefix;
+    return cw__throttle_new(&t, &s->thr);
 }
 
 int cw_server_new(const struct cw_server_opts *opts, cw_server **out)
@@ -729,7 +936,11 @@ int cw_server_new(const struct cw_server_opts *opts, cw_server **out)
     if (rc == CW_OK && s->o.handle_signals)
         rc = cw_loop_signals(s->loop, NULL, NULL);
     if (rc == CW_OK)
-        rc = cw__auth_new(s->o.auth_max_failures, s->o.auth_window_ms, &s->auth);
+        rc = cw__auth_new(&s->auth);
+    if (rc == CW_OK)
+        rc = new_throttle(s);
+    s->max_unauth = s->o.max_unauth ? s->o.max_unauth
+                                    : (s->o.max_conns + 1) / 2;
     if (rc == CW_OK)
         rc = cw_listen(s->o.host ? s->o.host : "127.0.0.1", s->o.port, NULL,
                        s->o.backlog, &s->lis);
@@ -804,14 +1015,17 @@ static void shut_down_sessions(cw_server *s)
     s->stopping = 1;
     cw_io_stop(s->loop, &s->lio);
     cw_timer_stop(s->loop, &s->accept_timer);
-    struct sconn *c = s->active.head;
-    while (c) {
-        struct sconn *next = c->next;
-        if (c->state == ST_ACTIVE) {
-            finish(s, c, "ERR server shutting down", END_SHUTDOWN);
-            settle(s, c);   /* may free c, or move it to s->linger */
+    struct list *lists[] = {&s->unauth, &s->active};
+    for (int i = 0; i < 2; i++) {
+        struct sconn *c = lists[i]->head;
+        while (c) {
+            struct sconn *next = c->next;
+            if (c->state == ST_ACTIVE) {
+                finish(s, c, "ERR server shutting down", END_SHUTDOWN);
+                settle(s, c);   /* may free c, or move it to s->linger */
+            }
+            c = next;
         }
-        c = next;
     }
 }
 
@@ -843,6 +1057,8 @@ int cw_server_stats(const cw_server *s, struct cw_server_stats *st)
     if (!s || !st)
         return CW_EINVAL;
     *st = s->st;
+    st->unauthenticated = s->nunauth;
+    st->throttle_overflow = cw__throttle_overflowed(s->thr);
     return CW_OK;
 }
 
@@ -867,6 +1083,7 @@ int cw_server_free(cw_server **sp)
     *sp = NULL;
     s->stopping = 1;
     if (s->loop) {
+        free_all(s, &s->unauth);
         free_all(s, &s->active);
         free_all(s, &s->linger);
         cw_io_stop(s->loop, &s->lio);
@@ -875,6 +1092,7 @@ int cw_server_free(cw_server **sp)
     if (s->lis)
         cw_listener_close(&s->lis);
     cw__auth_free(s->auth);
+    cw__throttle_free(s->thr);
     free(s);
     return CW_OK;
 }

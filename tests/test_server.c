@@ -93,14 +93,18 @@ static void srv_stop(struct srv *s)
     assert_int_equal(WEXITSTATUS(st), 0);
 }
 
+/* The whole log (valid until the next call). */
 static char *srv_log(struct srv *s)
 {
-    static char buf[65536];
+    static char buf[4 << 20];
     int fd = open(s->log, O_RDONLY | O_CLOEXEC);
     assert_true(fd >= 0);
-    ssize_t n = read(fd, buf, sizeof buf - 1);
+    size_t len = 0;
+    ssize_t n;
+    while (len < sizeof buf - 1 && (n = read(fd, buf + len, sizeof buf - 1 - len)) > 0)
+        len += (size_t)n;
     close(fd);
-    buf[n > 0 ? n : 0] = '\0';
+    buf[len] = '\0';
     return buf;
 }
 
@@ -522,9 +526,13 @@ static void test_write_timeout(void **state)
 
 /* ---- throttle, credentials, CLI ---- */
 
+/* Through the real server: alice's guesser from 127.0.0.1 is refused
+ * even with the right password; bob, behind the same address, who has
+ * not failed from it, logs in (docs/PROTOCOL.md, "Throttling"). */
 static void test_login_throttle(void **state)
 {
-    const char *args[] = {"--user", "alice:s3cret", "--max-auth-failures", "2", NULL};
+    const char *args[] = {"--user", "alice:s3cret", "--user", "bob:b0b",
+                          "--max-auth-failures", "2", NULL};
     struct srv s;
     srv_start(&s, args);
     for (int i = 0; i < 2; i++) {
@@ -538,9 +546,267 @@ static void test_login_throttle(void **state)
     expect(c, "ERR too many failures");
     expect_end(c, CW_EOF);
     cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
+    c = dial(&s);
+    send_str(c, "AUTH bob b0b\n");
+    expect(c, "OK");
+    cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
     srv_stop(&s);
-    assert_non_null(strstr(srv_log(&s), "end=throttled"));
+    char *log = srv_log(&s);
+    assert_non_null(strstr(log, "end=throttled reason=account-from-address close="));
+    assert_non_null(strstr(log, "throttled=1 "));
     srv_done(&s);
+}
+
+/* ---- second-class until logged in ---- */
+
+/* Lines before login buy no time: a client that sends ECHO every 100 ms
+ * without logging in gets "ERR login timeout" at the login deadline and a
+ * graceful close, while a logged-in session idle for longer is kept. */
+static void test_login_timeout(void **state)
+{
+    const char *args[] = {"--user", "alice:s3cret", "--login-timeout", "400ms",
+                          "--idle-timeout", "30s", NULL};
+    struct srv s;
+    srv_start(&s, args);
+    cw_conn *authed = dial(&s);
+    login(authed);
+    cw_conn *c = dial(&s);
+    int64_t t0 = cw_now_ms();
+    char buf[64];
+    ssize_t n;
+    for (;;) {
+        send_str(c, "ECHO keepalive\n");
+        n = cw_readline(c, buf, sizeof buf, cw_now_ms() + 5000);
+        assert_true(n >= 0);
+        if (strcmp(buf, "ERR not authenticated") != 0)
+            break;
+        assert_true(cw_now_ms() - t0 < 3000);
+        cwt_sleep_ms(100);
+    }
+    int64_t took = cw_now_ms() - t0;
+    assert_string_equal(buf, "ERR login timeout");
+    assert_true(took >= 350 && took < 2000);
+    expect_end(c, CW_EOF);
+    cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
+    cwt_sleep_ms(200);   /* the logged-in session, idle 600 ms, is alive */
+    send_str(authed, "ECHO still\n");
+    expect(authed, "still");
+    cw_close(&authed, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
+    srv_stop(&s);
+    char *log = srv_log(&s);
+    assert_non_null(strstr(log, "end=login-timeout close=fin"));
+    assert_non_null(strstr(log, "login-timeout=1 "));
+    srv_done(&s);
+}
+
+#define FLOOD 150
+#define KEEP 10
+
+/* Clients that never log in and send "\n" every 100 ms, reconnecting at
+ * once whenever the server closes them. */
+struct flood {
+    int port;
+    volatile int stop;
+    long connects;
+};
+
+static int flood_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0 && errno != EINPROGRESS) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static void *flood_run(void *arg)
+{
+    struct flood *f = arg;
+    int fds[FLOOD];
+    int64_t next_send = 0;
+    for (int i = 0; i < FLOOD; i++)
+        fds[i] = -1;
+    while (!f->stop) {
+        int send_now = cw_now_ms() >= next_send;
+        if (send_now)
+            next_send = cw_now_ms() + 100;
+        for (int i = 0; i < FLOOD; i++) {
+            if (fds[i] < 0) {
+                fds[i] = flood_connect(f->port);
+                f->connects += fds[i] >= 0;
+                continue;
+            }
+            char buf[4096];
+            ssize_t n = recv(fds[i], buf, sizeof buf, MSG_DONTWAIT);
+            int gone = n == 0 || (n < 0 && errno != EAGAIN && errno != ENOTCONN);
+            if (!gone && send_now &&
+                send(fds[i], "\n", 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 &&
+                errno != EAGAIN && errno != ENOTCONN)
+                gone = 1;
+            if (gone) {
+                close(fds[i]);
+                fds[i] = -1;
+            }
+        }
+        cwt_sleep_ms(5);
+    }
+    for (int i = 0; i < FLOOD; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+    return NULL;
+}
+
+/* Count occurrences of needle in hay. */
+static int count_str(const char *hay, const char *needle)
+{
+    int n = 0;
+    for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+    return *(const int *)a - *(const int *)b;
+}
+
+/* A flood of 150 unauthenticated line-senders against --max-connections
+ * 64 (nofile > 0: with RLIMIT_NOFILE that low, so that descriptors run
+ * out first). Ten sessions logged in before the flood stay idle through
+ * it and are never evicted; a legitimate client logs in within 1 s every
+ * time; the flood's connections are evicted, logged and counted. */
+static void flood_case(int nofile, const char *reason)
+{
+    const char *args[] = {"--user", "alice:s3cret", "--max-connections", "64",
+                          "--login-timeout", "10s", NULL};
+    struct srv s;
+    srv_start_limit(&s, nofile, args);
+    cw_conn *keep[KEEP];
+    for (int i = 0; i < KEEP; i++) {
+        keep[i] = dial(&s);
+        login(keep[i]);
+    }
+    struct flood f = {.port = s.port};
+    pthread_t t = cwt_thread(flood_run, &f);
+    cwt_sleep_ms(1500);   /* the flood fills every slot it can get */
+    enum { LOGINS = 15 };
+    int ms[LOGINS];
+    for (int i = 0; i < LOGINS; i++) {
+        int64_t t0 = cw_now_ms();
+        cw_conn *c = dial(&s);
+        send_str(c, "AUTH alice s3cret\n");
+        char buf[64];
+        ssize_t n = cw_readline(c, buf, sizeof buf, t0 + 5000);
+        ms[i] = (int)(cw_now_ms() - t0);
+        if (n < 0 || strcmp(buf, "OK") != 0)
+            fail_msg("login %d under the flood: %s after %d ms", i,
+                     n < 0 ? cw_strerror((int)n) : buf, ms[i]);
+        cw_close(&c, CW_CLOSE_ABORT, CW_NEVER);
+        cwt_sleep_ms(100);
+    }
+    for (int i = 0; i < KEEP; i++) {   /* idle for the whole flood */
+        send_str(keep[i], "ECHO kept\n");
+        expect(keep[i], "kept");
+    }
+    f.stop = 1;
+    cwt_join(t);
+    for (int i = 0; i < KEEP; i++)
+        cw_close(&keep[i], CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
+    qsort(ms, LOGINS, sizeof ms[0], cmp_int);
+    srv_stop(&s);
+    char *log = srv_log(&s);
+    char want[64];
+    snprintf(want, sizeof want, "end=evicted reason=%s login=no", reason);
+    int evicted = count_str(log, "end=evicted");
+    print_message("flood (%s): %ld flood connects; %d evictions logged, %d as %s, %d "
+                  "of logged-in sessions; login p50 %d ms, max %d ms over %d\n",
+                  reason, f.connects, evicted, count_str(log, want), reason,
+                  count_str(log, "login=yes"), ms[LOGINS / 2], ms[LOGINS - 1], LOGINS);
+    assert_true(ms[LOGINS - 1] < 1000);
+    assert_true(count_str(log, want) > 0);
+    assert_int_equal(count_str(log, "login=yes"), 0);
+    /* the exit stats agree with the per-connection lines */
+    char stats[96];
+    snprintf(stats, sizeof stats, "evicted-login=no:%d,yes:0 ", evicted);
+    if (!strstr(log, stats))
+        fail_msg("no \"%s\" in the server's stats line", stats);
+    srv_done(&s);
+}
+
+static void test_flood_unauthenticated_cap(void **state)
+{
+    flood_case(0, "unauthenticated-cap");
+}
+
+static void test_flood_descriptors(void **state)
+{
+    flood_case(40, "descriptors");
+}
+
+/* ---- kernel memory per client ---- */
+
+/* The server's socket on port, from the kernel (ss -tm, in this test's
+ * own network namespace): one skmem field, e.g. "tb" (SO_SNDBUF as the
+ * kernel keeps it, doubled) or "w" (bytes queued to send). -1 if absent. */
+static long skmem(int port, const char *field)
+{
+    char cmd[128], line[1024];
+    snprintf(cmd, sizeof cmd, "ss -tmnH state established '( sport = :%d )'", port);
+    FILE *p = popen(cmd, "re");
+    assert_non_null(p);
+    long v = -1;
+    char key[16];
+    snprintf(key, sizeof key, ",%s", field);
+    while (fgets(line, sizeof line, p)) {
+        char *m = strstr(line, "skmem:(");
+        char *k = m ? strstr(m, key) : NULL;
+        if (k && k[strlen(key)] >= '0' && k[strlen(key)] <= '9')
+            v = atol(k + strlen(key));
+    }
+    pclose(p);
+    return v;
+}
+
+/* --sndbuf caps what a client that never reads can pin in the kernel:
+ * the socket's buffer is what the option says (doubled by the kernel, as
+ * for any SO_SNDBUF), by default too, and the queue stays within it. */
+static void test_sndbuf(void **state)
+{
+    const int sizes[] = {16384, 0};   /* 0: the default, 65536 */
+    for (int i = 0; i < 2; i++) {
+        char arg[16];
+        snprintf(arg, sizeof arg, "%d", sizes[i]);
+        const char *with[] = {"--user", "alice:s3cret", "--sndbuf", arg, NULL};
+        struct srv s;
+        srv_start(&s, sizes[i] ? with : base_args);
+        cw_conn *c = dial(&s);
+        int rcv = 4096;   /* small, so that the server's queue fills */
+        setsockopt(cw_conn_fd(c), SOL_SOCKET, SO_RCVBUF, &rcv, sizeof rcv);
+        login(c);
+        long want = 2L * (sizes[i] ? sizes[i] : 65536);
+        long tb = skmem(s.port, "tb");
+        /* never read: send 2 MB of ECHO requests */
+        static char line[1001];
+        memset(line, 'm', sizeof line);
+        memcpy(line, "ECHO ", 5);
+        line[1000] = '\n';
+        for (int k = 0; k < 2000; k++)
+            if (cw_send_all(c, line, sizeof line, cw_now_ms() + 300) != CW_OK)
+                break;
+        long w = skmem(s.port, "w");
+        print_message("--sndbuf %s: kernel sndbuf %ld (want %ld), queued %ld bytes "
+                      "for a client that does not read\n",
+                      sizes[i] ? arg : "(default)", tb, want, w);
+        assert_int_equal(tb, want);
+        assert_true(w >= 0 && w <= 2 * want);
+        cw_close(&c, CW_CLOSE_ABORT, CW_NEVER);
+        srv_stop(&s);
+        srv_done(&s);
+    }
 }
 
 /* Run the CLI with stdout captured; returns the exit status. */
@@ -615,6 +881,17 @@ static void test_cli_usage(void **state)
     assert_int_equal(run_cli(baddur, out, sizeof out), 2);
     const char *badmode[] = {BIN, "server", "-u", "a:b", "--close-mode", "rude", NULL};
     assert_int_equal(run_cli(badmode, out, sizeof out), 2);
+    const char *bad_new[][10] = {
+        {BIN, "server", "-u", "a:b", "--login-timeout", "0", NULL},
+        {BIN, "server", "-u", "a:b", "--max-unauthenticated", "0", NULL},
+        {BIN, "server", "-u", "a:b", "--sndbuf", "-1", NULL},
+        {BIN, "server", "-u", "a:b", "--auth-v6-prefix", "129", NULL},
+        {BIN, "server", "-u", "a:b", "--auth-v6-prefix", "40", "--auth-v6-net-prefix",
+         "48", NULL},
+        {BIN, "server", "-u", "a:b", "--max-account-failures", "x", NULL},
+    };
+    for (size_t i = 0; i < sizeof bad_new / sizeof bad_new[0]; i++)
+        assert_int_equal(run_cli(bad_new[i], out, sizeof out), 2);
     const char *badpw[] = {BIN, "passwd", "--password", "x", "bad:name", NULL};
     assert_int_equal(run_cli(badpw, out, sizeof out), 2);
     assert_string_equal(out, "");   /* errors go to stderr only */
@@ -753,7 +1030,8 @@ static void test_5000_clients_close_first(void **state)
     struct rlimit want = {.rlim_cur = rl.rlim_max, .rlim_max = rl.rlim_max};
     assert_int_equal(setrlimit(RLIMIT_NOFILE, &want), 0);
     const char *args[] = {"--user", "alice:s3cret", "--quiet", "--max-connections",
-                          "6000", "--idle-timeout", "120s", NULL};
+                          "6000", "--max-unauthenticated", "6000", "--idle-timeout",
+                          "120s", "--login-timeout", "120s", NULL};
     struct srv s;
     srv_start(&s, args);
     int base = proc_fd_count(s.pid);
@@ -820,8 +1098,9 @@ static void test_emfile_storm(void **state)
     srv_stop(&s);
     char *log = srv_log(&s);
     assert_non_null(strstr(log, "accept paused: Too many open files"));
-    /* sessions idle for over a second gave their descriptors back */
-    assert_non_null(strstr(log, "end=reclaimed"));
+    /* sessions that never logged in gave their descriptors back */
+    assert_non_null(strstr(log, "end=evicted reason=descriptors login=no"));
+    assert_null(strstr(log, "login=yes"));
     srv_done(&s);
 }
 
@@ -842,6 +1121,10 @@ int main(void)
         CWT_TEST(test_pipelined_burst),
         CWT_TEST(test_write_timeout),
         CWT_TEST(test_login_throttle),
+        CWT_TEST(test_login_timeout),
+        CWT_TEST(test_flood_unauthenticated_cap),
+        CWT_TEST(test_flood_descriptors),
+        CWT_TEST(test_sndbuf),
         CWT_TEST(test_credentials_file),
         CWT_TEST(test_cli_usage),
         CWT_TEST(test_clean_stop),

@@ -42,7 +42,8 @@ struct cw_server_opts {
     uint16_t port;              /* 0 = ephemeral, see cw_server_port() */
     int backlog;                /* 0 = SOMAXCONN */
     int64_t idle_timeout_ms;    /* a session must complete a request
-                                   within this (default 30 s) */
+                                   within this (default 30 s); before
+                                   login, counted from connecting */
     int64_t lingering_time_ms;  /* cap on a lingering close (default 30 s) */
     int64_t lingering_timeout_ms; /* max wait between peer reads while
                                    lingering (default 5 s) */
@@ -50,9 +51,12 @@ struct cw_server_opts {
                                    progress (default 10 s) */
     int max_conns;              /* default 1024; accept pauses at the cap */
     enum cw_server_close close_mode;
-    int auth_max_failures;      /* failed logins per address and window
-                                   before "ERR too many failures" (5; 0 =
-                                   no throttle) */
+    int auth_max_failures;      /* failed logins per (address, account)
+                                   and window before "ERR too many
+                                   failures"; an address over it may still
+                                   try accounts it has not failed, up to
+                                   twice as many failures in all (5; 0 =
+                                   no throttle; docs/PROTOCOL.md) */
     int64_t auth_window_ms;     /* throttle window (default 60 s) */
     FILE *log;                  /* one line per ended connection, or NULL */
     int handle_signals;         /* 1 (default): SIGINT/SIGTERM stop
@@ -60,6 +64,22 @@ struct cw_server_opts {
                                    in the thread calling cw_server_new()
                                    and read from a signalfd until
                                    cw_server_free() */
+    int64_t login_timeout_ms;   /* an unauthenticated session must log in
+                                   this soon after connecting; its other
+                                   lines do not extend it (default 10 s) */
+    int max_unauth;             /* unauthenticated sessions at once; the
+                                   oldest gives way to a newcomer (0 =
+                                   half of max_conns) */
+    int sndbuf;                 /* SO_SNDBUF of client sockets, bytes (the
+                                   kernel doubles it); caps the kernel
+                                   memory a non-reading client pins
+                                   (default 65536; 0 = kernel autotuning) */
+    int auth_net_max_failures;  /* failures per IPv6 network (0 = 4 *
+                                   auth_max_failures) */
+    int auth_account_max_failures; /* failures per account from anywhere
+                                   (0 = 4 * auth_max_failures) */
+    int auth_v6_prefix;         /* an IPv6 client "address" (0 = /64) */
+    int auth_v6_net_prefix;     /* an IPv6 "network" (0 = /48) */
 };
 
 /* Per-server counters, for tests and benchmarks. */
@@ -71,6 +91,16 @@ struct cw_server_stats {
     uint64_t accept_paused;     /* times accepting paused (EMFILE, cap) */
     uint64_t reclaimed;         /* conns closed early to free a descriptor */
     size_t conn_bytes;          /* user-space bytes held by conns now */
+    int unauthenticated;        /* open sessions not logged in, now */
+    uint64_t login_timeouts;    /* "ERR login timeout" */
+    uint64_t throttled;         /* "ERR too many failures" */
+    uint64_t throttle_overflow; /* failures the throttle table could not
+                                   hold (counted in its shared bucket) */
+    uint64_t evicted_unauth;    /* evictions of unauthenticated sessions */
+    uint64_t evicted_authed;    /* ... of authenticated ones */
+    uint64_t evicted_descriptors; /* by reason: accept lacked a descriptor */
+    uint64_t evicted_max_conns; /* a newcomer at max_conns */
+    uint64_t evicted_unauth_cap; /* a newcomer at max_unauth */
 };
 
 /* Fill *o with the defaults above. */

@@ -31,8 +31,17 @@ static void server_usage(FILE *f)
         "      --max-connections N    accept pauses at N connections (1024)\n"
         "      --close-mode MODE      graceful (default), linger0 or plain\n"
         "      --linger0              same as --close-mode linger0 (the trap)\n"
-        "      --max-auth-failures N  failed logins per address and window (5;\n"
-        "                             0 = no throttle)\n"
+        "      --login-timeout DUR    log in within this of connecting (10s)\n"
+        "      --max-unauthenticated N  sessions not logged in at once (half of\n"
+        "                             --max-connections); the oldest gives way\n"
+        "      --sndbuf BYTES         SO_SNDBUF of client sockets (65536; 0 =\n"
+        "                             kernel autotuning)\n"
+        "      --max-auth-failures N  failed logins per address and account in\n"
+        "                             a window (5; 0 = no throttle)\n"
+        "      --max-net-failures N   per IPv6 network (4 x --max-auth-failures)\n"
+        "      --max-account-failures N  per account, from anywhere (4 x ...)\n"
+        "      --auth-v6-prefix BITS  an IPv6 client address is this prefix (64)\n"
+        "      --auth-v6-net-prefix BITS  an IPv6 network is this prefix (48)\n"
         "      --auth-window DUR      throttle window (default 60s)\n"
         "  -q, --quiet                no per-connection log lines\n"
         "  -h, --help                 this help\n\n"
@@ -42,7 +51,9 @@ static void server_usage(FILE *f)
 
 enum {
     OPT_PORT_FILE = 256, OPT_IDLE, OPT_LTIME, OPT_LTIMEOUT, OPT_WTIMEOUT,
-    OPT_MAXCONN, OPT_CLOSE_MODE, OPT_LINGER0, OPT_MAXFAIL, OPT_AUTHWIN
+    OPT_MAXCONN, OPT_CLOSE_MODE, OPT_LINGER0, OPT_MAXFAIL, OPT_AUTHWIN,
+    OPT_LOGIN, OPT_MAXUNAUTH, OPT_SNDBUF, OPT_NETFAIL, OPT_ACCTFAIL, OPT_V6,
+    OPT_V6NET
 };
 
 static const struct option long_opts[] = {
@@ -60,6 +71,13 @@ static const struct option long_opts[] = {
     {"linger0", no_argument, NULL, OPT_LINGER0},
     {"max-auth-failures", required_argument, NULL, OPT_MAXFAIL},
     {"auth-window", required_argument, NULL, OPT_AUTHWIN},
+    {"login-timeout", required_argument, NULL, OPT_LOGIN},
+    {"max-unauthenticated", required_argument, NULL, OPT_MAXUNAUTH},
+    {"sndbuf", required_argument, NULL, OPT_SNDBUF},
+    {"max-net-failures", required_argument, NULL, OPT_NETFAIL},
+    {"max-account-failures", required_argument, NULL, OPT_ACCTFAIL},
+    {"auth-v6-prefix", required_argument, NULL, OPT_V6},
+    {"auth-v6-net-prefix", required_argument, NULL, OPT_V6NET},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0}
@@ -95,6 +113,17 @@ static int parse_count(const char *name, const char *arg, int *out, int min)
         return -1;
     }
     *out = (int)v;
+    return 0;
+}
+
+static int parse_bits(const char *name, const char *arg, int *out)
+{
+    if (parse_count(name, arg, out, 1) < 0)
+        return -1;
+    if (*out > 128) {
+        cli_error("server: --%s wants 1 to 128 bits, not '%s'", name, arg);
+        return -1;
+    }
     return 0;
 }
 
@@ -153,6 +182,13 @@ static int parse_args(int argc, char **argv, struct server_args *a)
         case OPT_LINGER0: a->o.close_mode = CW_SERVER_LINGER0; break;
         case OPT_MAXFAIL: bad = parse_count("max-auth-failures", optarg, &a->o.auth_max_failures, 0); break;
         case OPT_AUTHWIN: bad = parse_dur("auth-window", optarg, &a->o.auth_window_ms, 0); break;
+        case OPT_LOGIN: bad = parse_dur("login-timeout", optarg, &a->o.login_timeout_ms, 0); break;
+        case OPT_MAXUNAUTH: bad = parse_count("max-unauthenticated", optarg, &a->o.max_unauth, 1); break;
+        case OPT_SNDBUF: bad = parse_count("sndbuf", optarg, &a->o.sndbuf, 0); break;
+        case OPT_NETFAIL: bad = parse_count("max-net-failures", optarg, &a->o.auth_net_max_failures, 1); break;
+        case OPT_ACCTFAIL: bad = parse_count("max-account-failures", optarg, &a->o.auth_account_max_failures, 1); break;
+        case OPT_V6: bad = parse_bits("auth-v6-prefix", optarg, &a->o.auth_v6_prefix); break;
+        case OPT_V6NET: bad = parse_bits("auth-v6-net-prefix", optarg, &a->o.auth_v6_net_prefix); break;
         case 'q': a->o.log = NULL; break;
         case 'h': return 1;
         case ':':
@@ -168,6 +204,12 @@ static int parse_args(int argc, char **argv, struct server_args *a)
     }
     if (optind < argc) {
         cli_error("server: unexpected argument '%s'", argv[optind]);
+        return -1;
+    }
+    int a6 = a->o.auth_v6_prefix, n6 = a->o.auth_v6_net_prefix;
+    if (n6 > a6) {
+        cli_error("server: --auth-v6-net-prefix %d is longer than --auth-v6-prefix %d",
+                  n6, a6);
         return -1;
     }
     if (!a->credentials && a->nusers == 0) {
@@ -233,6 +275,28 @@ static int write_port_file(const char *path, int port)
     return 0;
 }
 
+/* The counters, once at exit, in the vocabulary of the per-connection
+ * lines (end=login-timeout, end=evicted reason=...). */
+static void log_stats(const cw_server *s, FILE *log)
+{
+    struct cw_server_stats st;
+    if (cw_server_stats(s, &st) < 0)
+        return;
+    fprintf(log, "closewise-server: stats accepted=%llu ended=%llu login-timeout=%llu "
+            "throttled=%llu throttle-overflow=%llu evicted-login=no:%llu,yes:%llu "
+            "evicted-reason=descriptors:%llu,max-connections:%llu,"
+            "unauthenticated-cap:%llu accept-paused=%llu\n",
+            (unsigned long long)st.accepted, (unsigned long long)st.ended,
+            (unsigned long long)st.login_timeouts, (unsigned long long)st.throttled,
+            (unsigned long long)st.throttle_overflow,
+            (unsigned long long)st.evicted_unauth, (unsigned long long)st.evicted_authed,
+            (unsigned long long)st.evicted_descriptors,
+            (unsigned long long)st.evicted_max_conns,
+            (unsigned long long)st.evicted_unauth_cap,
+            (unsigned long long)st.accept_paused);
+    fflush(log);
+}
+
 int cmd_server(int argc, char **argv)
 {
     struct server_args a;
@@ -269,6 +333,8 @@ int cmd_server(int argc, char **argv)
             cli_error("server: %s", cw_strerror(rc));
             ret = CLI_SYSTEM;
         }
+        if (a.o.log)
+            log_stats(s, a.o.log);
     }
     cw_server_free(&s);
     return ret;
