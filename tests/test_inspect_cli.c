@@ -292,7 +292,7 @@ static void check_ls_json(int family)
         if (tries)
             run_free(&r);
         ss_counts(filter, before);
-        r = RUN(10000, "ls", "--json", "--process", "--port", port);
+        r = RUN(10000, "ls", "--netns", "self", "--json", "--process", "--port", port);
         ss_counts(filter, after);
     } while (memcmp(before, after, sizeof before) && ++tries < 10);
     assert_int_equal(r.status, 0);
@@ -355,7 +355,7 @@ static void test_stat_counts_match_ss(void **state)
     char why[128] = "";
     for (int tries = 0; tries < 30 && !matched && stable < 5; tries++) {
         ss_counts(NULL, before);
-        struct run r = RUN(10000, "stat", "--json");
+        struct run r = RUN(10000, "stat", "--netns", "self", "--json");
         assert_int_equal(r.status, 0);
         assert_json(r.out);
         ss_counts(NULL, after);
@@ -382,13 +382,13 @@ static void test_stat_counts_match_ss(void **state)
      * holder is named. */
     char port[16], want[64];
     snprintf(port, sizeof port, "%d", z.port);
-    struct run r = RUN(10000, "stat", "--port", port);
+    struct run r = RUN(10000, "stat", "--netns", "self", "--port", port);
     assert_int_equal(r.status, 0);
     snprintf(want, sizeof want, "%d/zoo-server", (int)z.pid[ZOO_SERVER]);
     assert_non_null(strstr(r.out, want));
     assert_non_null(strstr(r.out, "CLOSE_WAIT by process"));
     run_free(&r);
-    r = RUN(10000, "stat", "--json", "--port", port);
+    r = RUN(10000, "stat", "--netns", "self", "--json", "--port", port);
     assert_json(r.out);
     assert_int_equal(js_num(r.out, "CLOSE_WAIT"), 2);
     assert_int_equal(js_num(r.out, "LAST_ACK"), 1);
@@ -436,7 +436,7 @@ static void test_json_escaping(void **state)
     close(rd[0]);
     char ps[16];
     snprintf(ps, sizeof ps, "%d", port);
-    struct run r = RUN(10000, "ls", "--json", "--process", "--explain", "--sport", ps);
+    struct run r = RUN(10000, "ls", "--netns", "self", "--json", "--process", "--explain", "--sport", ps);
     assert_int_equal(r.status, 0);
     assert_json(r.out);
     char lit[128];
@@ -458,14 +458,14 @@ static void test_explain(void **state)
     zoo_plant(&z, AF_INET);
     char port[16], want[64];
     snprintf(port, sizeof port, "%d", z.port);
-    struct run r = RUN(10000, "ls", "--explain", "--port", port);
+    struct run r = RUN(10000, "ls", "--netns", "self", "--explain", "--port", port);
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "has not read the end of stream"));
     snprintf(want, sizeof want, "in the accept queue of listener :%d", z.port);
     assert_non_null(strstr(r.out, want));
     assert_non_null(strstr(r.out, "zoo-server"));
     run_free(&r);
-    r = RUN(10000, "stat", "--explain", "--port", port);
+    r = RUN(10000, "stat", "--netns", "self", "--explain", "--port", port);
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "in a listener's accept queue, never accepted"));
     run_free(&r);
@@ -480,7 +480,7 @@ static void test_ls_pid_and_cookie(void **state)
     zoo_plant(&z, AF_INET);
     char pid[16], cookie[32], want[64];
     snprintf(pid, sizeof pid, "%d", (int)z.pid[ZOO_SERVER]);
-    struct run r = RUN(10000, "ls", "--json", "--pid", pid);
+    struct run r = RUN(10000, "ls", "--netns", "self", "--json", "--pid", pid);
     assert_int_equal(r.status, 0);
     assert_json(r.out);
     int n = 0;
@@ -500,9 +500,9 @@ static void test_ls_pid_and_cookie(void **state)
     /* The first socket's cookie selects it alone. */
     assert_int_equal(js_field(r.out, "cookie", cookie, sizeof cookie), 0);
     run_free(&r);
-    r = RUN(10000, "ls", "--json", "--cookie", cookie);
+    r = RUN(10000, "ls", "--netns", "self", "--json", "--cookie", cookie);
     assert_int_equal(r.status, 0);
-    snprintf(want, sizeof want, "\"count\":1}");
+    snprintf(want, sizeof want, "\"count\":1,");
     assert_non_null(strstr(r.out, want));
     run_free(&r);
     zoo_free(&z);
@@ -577,7 +577,7 @@ static void test_watch_exits_1_on_leak(void **state)
     char port[16], want[32];
     snprintf(port, sizeof port, "%d", k.port);
     int64_t t0 = cw_now_ms();
-    struct run r = RUN(10000, "watch", "--port", port, "--interval", "100ms",
+    struct run r = RUN(10000, "watch", "--netns", "self", "--port", port, "--interval", "100ms",
                        "--older-than", "300ms", "--exit-on-leak", "--count", "100");
     assert_int_equal(r.status, 1);
     assert_true(cw_now_ms() - t0 < 5000);
@@ -587,7 +587,7 @@ static void test_watch_exits_1_on_leak(void **state)
     assert_non_null(strstr(r.out, want));
     /* Below the threshold the same socket is no leak. */
     run_free(&r);
-    r = RUN(10000, "watch", "--port", port, "--interval", "50ms", "--older-than", "1h",
+    r = RUN(10000, "watch", "--netns", "self", "--port", port, "--interval", "50ms", "--older-than", "1h",
             "--exit-on-leak", "--count", "3");
     assert_int_equal(r.status, 0);
     assert_null(strstr(r.out, "! "));
@@ -601,7 +601,7 @@ static void test_watch_exits_0_without_leak(void **state)
     leak_plant(&k, 0);   /* ESTABLISHED only */
     char port[16];
     snprintf(port, sizeof port, "%d", k.port);
-    struct run r = RUN(10000, "watch", "--port", port, "--interval", "100ms",
+    struct run r = RUN(10000, "watch", "--netns", "self", "--port", port, "--interval", "100ms",
                        "--older-than", "200ms", "--exit-on-leak", "--count", "6");
     assert_int_equal(r.status, 0);
     assert_string_equal(r.out, "");
@@ -616,7 +616,7 @@ static void test_watch_sees_socket_go(void **state)
     leak_plant(&k, 1);
     char port[16];
     snprintf(port, sizeof port, "%d", k.port);
-    char *argv[] = {(char *)CLI, "watch", "--port", port, "--interval", "100ms",
+    char *argv[] = {(char *)CLI, "watch", "--netns", "self", "--port", port, "--interval", "100ms",
                     "--count", "15", NULL};
     int out;
     pid_t w = cwt_spawn(argv, &out);
@@ -640,7 +640,7 @@ static void test_kill_dry_run_then_yes(void **state)
     leak_plant(&k, 1);
     char port[16];
     snprintf(port, sizeof port, "%d", k.port);
-    struct run r = RUN(10000, "kill", "--sport", port);
+    struct run r = RUN(10000, "kill", "--netns", "self", "--sport", port);
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "would destroy"));
     assert_non_null(strstr(r.out, "still holds its descriptor"));
@@ -652,7 +652,7 @@ static void test_kill_dry_run_then_yes(void **state)
     assert_int_equal(read(k.res, &err, sizeof err), sizeof err);
     assert_int_equal(err, 0);
 
-    r = RUN(10000, "kill", "--sport", port, "--yes");
+    r = RUN(10000, "kill", "--netns", "self", "--sport", port, "--yes");
     if (cw_diag_destroy_configured() == 0) {
         assert_int_equal(r.status, 3);
         assert_non_null(strstr(r.err, "CONFIG_INET_DIAG_DESTROY"));
@@ -686,7 +686,7 @@ static void test_kill_without_privilege(void **state)
     leak_plant(&k, 1);
     char port[16];
     snprintf(port, sizeof port, "%d", k.port);
-    struct run r = RUN_AS(65534, 10000, "kill", "--sport", port, "--yes");
+    struct run r = RUN_AS(65534, 10000, "kill", "--netns", "self", "--sport", port, "--yes");
     if (r.status != 3 || !strstr(r.err, "CAP_NET_ADMIN"))
         fail_msg("status %d, stderr '%s'", r.status, r.err);
     assert_non_null(strstr(r.err, "closewise: kill: permission denied"));
