@@ -1172,6 +1172,88 @@ static void test_cli_address_filters(void **state)
     close(l2);
 }
 
+/* The owners part of an ls --json listing: per socket, its cookie, owner
+ * and holders array, one line each. */
+static void owners_of(const char *doc, char *out, size_t size)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (const char *q = strstr(doc, "{\"cookie\""); q; q = strstr(q + 1, "{\"cookie\"")) {
+        char cookie[32] = "", owner[32] = "";
+        const char *h = strstr(q, "\"holders\":[");
+        const char *e = h ? strchr(h, ']') : NULL;
+        const char *nl = strchr(q, '\n');
+        js_field(q, "cookie", cookie, sizeof cookie);
+        js_field(q, "owner", owner, sizeof owner);
+        if (!h || !e || (nl && e > nl))
+            fail_msg("no holders in: %.*s", (int)strcspn(q, "\n"), q);
+        int k = snprintf(out + len, size - len, "%s %s %.*s\n", cookie, owner,
+                         (int)(e - h + 1), h);
+        assert_true(k > 0 && (size_t)k < size - len);
+        len += (size_t)k;
+    }
+}
+
+/* The BPF task_file iterator and the /proc scan name the same owners
+ * (every holder, listener of the never-accepted socket included) on the
+ * same zoo; where BPF cannot load, that is said and the test skips. */
+static void test_bpf_and_proc_agree(void **state)
+{
+    struct zoo z;
+    zoo_plant(&z, AF_INET);
+        char port[16];
+    snprintf(port, sizeof port, "%d", z.port);
+    struct run b = RUN(10000, "ls", "--netns", "self", "--json", "--process", "--verbose",
+                       "--port", port);
+    struct run p = RUN(10000, "ls", "--netns", "self", "--json", "--process", "--no-bpf",
+                       "--port", port);
+    setenv("CLOSEWISE_NO_BPF", "1", 1);
+    struct run e = RUN(10000, "ls", "--netns", "self", "--json", "--process", "--port", port);
+    unsetenv("CLOSEWISE_NO_BPF");
+    assert_int_equal(b.status, 0);
+    assert_int_equal(p.status, 0);
+    assert_int_equal(e.status, 0);
+    assert_non_null(strstr(p.out, "\"owners_method\":\"proc\""));
+    assert_non_null(strstr(e.out, "\"owners_method\":\"proc\""));
+    int skipped = !strstr(b.out, "\"owners_method\":\"bpf\"");
+    if (skipped) {
+        /* --verbose says why BPF was not used. */
+        assert_non_null(strstr(b.err, "BPF not used: "));
+        print_message("BPF path skipped: %s", strstr(b.err, "BPF not used: "));
+    } else {
+        assert_non_null(strstr(b.err, "owners: BPF task_file iterator"));
+        static char ob[16384], op[16384];
+        owners_of(b.out, ob, sizeof ob);
+        owners_of(p.out, op, sizeof op);
+        assert_string_equal(ob, op);
+        /* Not vacuous: every held zoo socket has a holder in both. */
+        char pid[64];
+        snprintf(pid, sizeof pid, "[{\"pid\":%d,", (int)z.pid[ZOO_SERVER]);
+        assert_non_null(strstr(ob, pid));
+        snprintf(pid, sizeof pid, "[{\"pid\":%d,", (int)z.pid[ZOO_CLIENT]);
+        assert_non_null(strstr(ob, pid));
+    }
+    run_free(&b);
+    run_free(&p);
+    run_free(&e);
+    /* Without privileges BPF cannot load: the fallback is taken and said,
+     * never a failure. */
+    if (geteuid() == 0) {
+        struct run u = RUN_AS(65534, 10000, "ls", "--netns", "self", "--json", "--process",
+                              "--verbose", "--port", port);
+        assert_int_equal(u.status, 0);
+        assert_json(u.out);
+        assert_non_null(strstr(u.out, "\"owners_method\":\"proc\""));
+        if (!strstr(u.err, "BPF not used: loading BPF programs needs CAP_BPF") &&
+            !strstr(u.err, "built without BPF"))
+            fail_msg("stderr: %s", u.err);
+        run_free(&u);
+    }
+    zoo_free(&z);
+    if (skipped)
+        skip();
+}
+
 int main(void)
 {
     cwt_private_netns();
@@ -1192,6 +1274,7 @@ int main(void)
         CWT_TEST(test_cgroup_attribution),
         CWT_TEST(test_inherited_socket),
         CWT_TEST(test_cli_address_filters),
+        CWT_TEST(test_bpf_and_proc_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
