@@ -729,6 +729,7 @@ static void test_usage_and_help(void **state)
     expect_usage(RUN(5000, "ls", "-4", "-6"), "-4 and -6");
     expect_usage(RUN(5000, "ls", "--ipv6", "--ipv4"), "--ipv6 and --ipv4");
     expect_usage(RUN(5000, "ls", "--addr", "10.0.0.0/33"), "bad prefix");
+    expect_usage(RUN(5000, "ls", "--owners", "magic"), "bad owners");
 }
 
 /* ---- namespaces, cgroups, every holder ---- */
@@ -1204,12 +1205,14 @@ static void test_bpf_and_proc_agree(void **state)
         char port[16];
     snprintf(port, sizeof port, "%d", z.port);
     struct run b = RUN(10000, "ls", "--netns", "self", "--json", "--process", "--verbose",
-                       "--port", port);
+                       "--owners", "bpf", "--port", port);
     struct run p = RUN(10000, "ls", "--netns", "self", "--json", "--process", "--no-bpf",
                        "--port", port);
     setenv("CLOSEWISE_NO_BPF", "1", 1);
+    setenv("CLOSEWISE_OWNERS", "bpf", 1);
     struct run e = RUN(10000, "ls", "--netns", "self", "--json", "--process", "--port", port);
     unsetenv("CLOSEWISE_NO_BPF");
+    unsetenv("CLOSEWISE_OWNERS");
     assert_int_equal(b.status, 0);
     assert_int_equal(p.status, 0);
     assert_int_equal(e.status, 0);
@@ -1240,7 +1243,7 @@ static void test_bpf_and_proc_agree(void **state)
      * never a failure. */
     if (geteuid() == 0) {
         struct run u = RUN_AS(65534, 10000, "ls", "--netns", "self", "--json", "--process",
-                              "--verbose", "--port", port);
+                              "--verbose", "--owners", "bpf", "--port", port);
         assert_int_equal(u.status, 0);
         assert_json(u.out);
         assert_non_null(strstr(u.out, "\"owners_method\":\"proc\""));

@@ -14,13 +14,41 @@ void insp_sel_init(struct insp_sel *s)
     memset(s, 0, sizeof *s);
     cw_diag_filter_init(&s->f);
     const char *nobpf = getenv("CLOSEWISE_NO_BPF");
-    s->no_bpf = nobpf && *nobpf && strcmp(nobpf, "0");
+    const char *mode = getenv("CLOSEWISE_OWNERS");
+    if (mode && !strcmp(mode, "bpf"))
+        s->owners = INSP_OWNERS_BPF;
+    else if (mode && !strcmp(mode, "proc"))
+        s->owners = INSP_OWNERS_PROC;
+    if (nobpf && *nobpf && strcmp(nobpf, "0"))
+        s->owners = INSP_OWNERS_PROC;
+}
+
+/* Below this many open files machine-wide, reading /proc/PID/fd (about
+ * 1.7 us per descriptor here) costs less than loading the BPF iterator
+ * (about 25 ms: libbpf parses the kernel's BTF; see docs/INSPECTOR.md). */
+#define INSP_BPF_MIN_FILES 20000
+
+static long open_files(void)
+{
+    long n = -1;
+    FILE *f = fopen("/proc/sys/fs/file-nr", "re");
+    if (f) {
+        if (fscanf(f, "%ld", &n) != 1)
+            n = -1;
+        fclose(f);
+    }
+    return n;
 }
 
 int insp_attribute(cw_diag *d, struct insp_sel *s, struct cw_sock *v, size_t n)
 {
-    s->bpf_why = "disabled by --no-bpf or CLOSEWISE_NO_BPF";
-    if (!s->no_bpf && insp_bpf_attribute(d, v, n, &s->attr, &s->bpf_why) == CW_OK)
+    long files = s->owners == INSP_OWNERS_AUTO ? open_files() : -1;
+    if (s->owners == INSP_OWNERS_PROC)
+        s->bpf_why = "--owners proc, --no-bpf or the environment asked for /proc";
+    else if (files >= 0 && files < INSP_BPF_MIN_FILES)
+        s->bpf_why = "auto: few open files machine-wide, /proc is cheaper than "
+                     "loading BPF (use --owners bpf to force it)";
+    else if (insp_bpf_attribute(d, v, n, &s->attr, &s->bpf_why) == CW_OK)
         return CW_OK;
     return cw_diag_attribute(d, v, n, &s->attr);
 }
@@ -139,7 +167,19 @@ int insp_sel_option(struct insp_sel *s, int opt, const char *arg)
     case INSP_OPT_NETNS:
         return netns_opt(s, arg);
     case INSP_OPT_NO_BPF:
-        s->no_bpf = 1;
+        s->owners = INSP_OWNERS_PROC;
+        return 1;
+    case INSP_OPT_OWNERS:
+        if (!strcmp(arg, "auto"))
+            s->owners = INSP_OWNERS_AUTO;
+        else if (!strcmp(arg, "bpf"))
+            s->owners = INSP_OWNERS_BPF;
+        else if (!strcmp(arg, "proc"))
+            s->owners = INSP_OWNERS_PROC;
+        else {
+            cli_error("bad --owners '%s' (expected auto, bpf or proc)", arg);
+            return -1;
+        }
         return 1;
     case INSP_OPT_VERBOSE:
         s->verbose = 1;
@@ -457,7 +497,7 @@ int insp_addr(const struct cw_sock *s, int peer, char *buf)
 }
 
 #define INSP_MAX_FLAGS 8
-#define INSP_NSHARED 12
+#define INSP_NSHARED 13
 
 /* getopt_long needs one table: the shared options, then the command's. */
 static void build_options(const struct insp_flag *flags, struct option *lo, char *so)

@@ -9,6 +9,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* How owners are found (--owners). AUTO loads BPF only where the /proc
+ * scan would cost more than loading it (many open files machine-wide). */
+enum { INSP_OWNERS_AUTO = 0, INSP_OWNERS_BPF, INSP_OWNERS_PROC };
+
 /* Which network namespaces to look into (--netns). */
 enum { INSP_NETNS_AUTO = 0, INSP_NETNS_SELF, INSP_NETNS_ALL, INSP_NETNS_PATH };
 
@@ -22,7 +26,8 @@ struct insp_sel {
     int netns;          /* INSP_NETNS_*: AUTO is every namespace when
                            privileged, the caller's otherwise */
     char netns_path[256];
-    int no_bpf;         /* --no-bpf or CLOSEWISE_NO_BPF: /proc scan only */
+    int owners;         /* INSP_OWNERS_*: --owners, --no-bpf, or the
+                           environment (CLOSEWISE_OWNERS, CLOSEWISE_NO_BPF) */
     int verbose;        /* --verbose: say how owners were found */
     struct cw_attr_stats attr;   /* of the last insp_collect() */
     const char *bpf_why;         /* why BPF was not used, if it was not */
@@ -37,7 +42,7 @@ int insp_bpf_attribute(cw_diag *d, struct cw_sock *v, size_t n, struct cw_attr_s
 enum {
     INSP_OPT_STATE = 1000, INSP_OPT_PORT, INSP_OPT_SPORT, INSP_OPT_DPORT,
     INSP_OPT_ADDR, INSP_OPT_PID, INSP_OPT_COOKIE, INSP_OPT_V4, INSP_OPT_V6,
-    INSP_OPT_NETNS, INSP_OPT_NO_BPF, INSP_OPT_VERBOSE
+    INSP_OPT_NETNS, INSP_OPT_NO_BPF, INSP_OPT_VERBOSE, INSP_OPT_OWNERS
 };
 
 /* The filter options, for a command's getopt_long table. */
@@ -53,6 +58,7 @@ enum {
     {"ipv6", no_argument, NULL, INSP_OPT_V6},                     \
     {"netns", required_argument, NULL, INSP_OPT_NETNS},           \
     {"no-bpf", no_argument, NULL, INSP_OPT_NO_BPF},               \
+    {"owners", required_argument, NULL, INSP_OPT_OWNERS},         \
     {"verbose", no_argument, NULL, INSP_OPT_VERBOSE}
 
 /* The help text of those options. */
@@ -68,8 +74,10 @@ enum {
     "  -4, --ipv4        only IPv4      -6, --ipv6   only IPv6\n"            \
     "  --netns N         self, all, a path (/run/netns/NAME) or a PID\n"     \
     "                    (default: all namespaces when privileged)\n"        \
-    "  --no-bpf          find owners by reading /proc, never with BPF\n"     \
-    "                    (also CLOSEWISE_NO_BPF=1)\n"                        \
+    "  --owners M        how owners are found: bpf (a BPF task_file\n"       \
+    "                    iterator), proc (read /proc/PID/fd), auto (BPF when\n" \
+    "                    many files are open; default; also CLOSEWISE_OWNERS)\n" \
+    "  --no-bpf          the same as --owners proc (also CLOSEWISE_NO_BPF=1)\n" \
     "  --verbose         say on stderr how owners were found\n"
 
 void insp_sel_init(struct insp_sel *s);
