@@ -981,6 +981,19 @@ static void test_every_namespace(void **state)
     assert_non_null(strstr(r.out, ns));
     run_free(&r);
 
+    /* kill reaches into the holder's namespace: SOCK_DESTROY must come
+     * from a netlink socket there. */
+    if (cw_diag_destroy_configured() != 0) {
+        snprintf(pid, sizeof pid, "%d", (int)h[0].pid);
+        r = RUN(20000, "kill", "--pid", pid, "--sport", p0, "--yes");
+        if (r.status != 0 || !strstr(r.out, "destroyed"))
+            fail_msg("kill in a namespace: status %d: %s%s", r.status, r.out, r.err);
+        run_free(&r);
+        snprintf(path, sizeof path, "/run/netns/%s", a);
+        r = RUN(10000, "ls", "--netns", path, "--state", "close-wait", "--json");
+        assert_int_equal(js_num(r.out, "count"), 0);
+        run_free(&r);
+    }
     expect_usage(RUN(5000, "ls", "--netns", "/nonexistent/ns"), "missing netns path");
     expect_usage(RUN(5000, "ls", "--netns", "sideways"), "bad netns");
     /* Newest first: a later child inherited the earlier ones' ctl ends. */
