@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -205,6 +206,13 @@ int insp_open(const struct insp_sel *s, cw_diag **d)
     }
     if (s->netns == INSP_NETNS_ALL || s->netns == INSP_NETNS_AUTO) {
         unsigned skipped = 0;
+        /* One netlink socket per namespace: a node with a thousand pods
+         * would pass the usual soft limit of 1024 descriptors. */
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+            rl.rlim_cur = rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
         rc = cw_diag_add_all_netns(*d, &skipped);
         /* Unprivileged, the default quietly stays in the caller's own
          * namespace; asked for all, say what could not be seen. */
