@@ -382,6 +382,12 @@ static size_t dedupe(struct cw_sock *v, size_t n)
 int cw_diag_dump(cw_diag *d, const struct cw_diag_filter *f,
                  struct cw_sock **out, size_t *count)
 {
+    return cw__diag_dump_some(d, f, NULL, 0, out, count);
+}
+
+int cw__diag_dump_some(cw_diag *d, const struct cw_diag_filter *f, const uint64_t *only,
+                       size_t nonly, struct cw_sock **out, size_t *count)
+{
     struct cw_diag_filter all;
     if (!d || !out || !count)
         return CW_EINVAL;
@@ -391,8 +397,13 @@ int cw_diag_dump(cw_diag *d, const struct cw_diag_filter *f,
     }
     struct dump_ctx ctx = {.f = f};
     int rc = CW_OK;
-    for (unsigned i = 0; i < d->nns && rc == CW_OK; i++)
-        rc = dump_ns(d, &d->ns[i], &ctx);
+    for (unsigned i = 0; i < d->nns && rc == CW_OK; i++) {
+        int wanted = !only;
+        for (size_t k = 0; !wanted && k < nonly; k++)
+            wanted = only[k] == d->ns[i].ino;
+        if (wanted)
+            rc = dump_ns(d, &d->ns[i], &ctx);
+    }
     if (rc < 0) {
         free(ctx.v);
         *out = NULL;

@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #if CW_HAVE_BPF
@@ -110,9 +111,22 @@ static int run_iter(uint32_t *inodes, size_t n, struct cw_fd_ref **refs, size_t 
     return rc < 0 ? rc : CW_OK;
 }
 
+/* The iterator reports each task's pid in the initial PID namespace; in a
+ * container those are not the pids /proc (and the user) see there. The
+ * initial PID namespace has a fixed inode (PROC_PID_INIT_INO). */
+static int in_child_pid_ns(void)
+{
+    struct stat sb;
+    return stat("/proc/self/ns/pid", &sb) == 0 && sb.st_ino != 0xEFFFFFFCu;
+}
+
 int insp_bpf_attribute(cw_diag *d, struct cw_sock *v, size_t n, struct cw_attr_stats *st,
                        const char **why)
 {
+    if (in_child_pid_ns()) {
+        *why = "running in a child PID namespace, where BPF sees the host's pids";
+        return -ENOTSUP;
+    }
     uint32_t *inodes = NULL;
     size_t ni = 0;
     struct cw_fd_ref *refs = NULL;
