@@ -3,9 +3,13 @@
  *
  * A task_file iterator visits every descriptor of every process (threads
  * sharing a descriptor table are visited once) inside the kernel; only
- * sockets whose inode is in the `wanted` hash map, filled by user space
- * from the sock_diag dump, are written out, as struct cw_owner_rec. This
+ * sockets whose inode is in the `wanted` table, filled by user space from
+ * the sock_diag dump, are written out, as struct cw_owner_rec. This
  * replaces one readlinkat() per descriptor of the machine.
+ *
+ * The table is an open-addressing hash set in a memory-mapped array map:
+ * user space writes it directly (no syscall per inode, where a BPF hash
+ * map costs one update each), this program probes it.
  *
  * socket_file_ops is not resolvable as a ksym on every kernel (kallsyms
  * may be restricted), so a socket is recognised by its inode's mode. */
@@ -20,11 +24,29 @@
 char LICENSE[] SEC("license") = "GPL";
 
 struct {
-    __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, 1);      /* sized by user space before loading */
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(map_flags, BPF_F_MMAPABLE);
+    __uint(max_entries, 1);      /* CW_OWNERS_SLOTS(n), set before loading */
     __type(key, __u32);
-    __type(value, __u8);
+    __type(value, __u64);        /* an inode, 0 = empty */
 } wanted SEC(".maps");
+
+/* Slots - 1 (a power of two minus one), set before loading. */
+const volatile __u32 slot_mask = 0;
+
+static __always_inline int is_wanted(__u32 ino)
+{
+    __u32 i = (ino * CW_OWNERS_HASH) & slot_mask;
+    for (int k = 0; k < CW_OWNERS_MAX_PROBES; k++) {
+        __u32 idx = (i + (__u32)k) & slot_mask;
+        __u64 *v = bpf_map_lookup_elem(&wanted, &idx);
+        if (!v || *v == 0)
+            return 0;
+        if (*v == ino)
+            return 1;
+    }
+    return 0;
+}
 
 SEC("iter/task_file")
 int owners(struct bpf_iter__task_file *ctx)
@@ -44,7 +66,7 @@ int owners(struct bpf_iter__task_file *ctx)
     if ((inode->i_mode & CW_S_IFMT) != CW_S_IFSOCK)
         return 0;
     __u32 ino = (__u32)inode->i_ino;
-    if (!bpf_map_lookup_elem(&wanted, &ino))
+    if (!ino || !is_wanted(ino))
         return 0;
     struct cw_owner_rec rec = {
         .inode = ino,
