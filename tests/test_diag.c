@@ -538,16 +538,18 @@ static void test_every_holder(void **state)
     assert_int_equal(k->owner, CW_OWNER_PROCESS);
     assert_int_equal(k->nholders, 3);
     assert_non_null(k->holders);
-    /* pid order: this process first (it is the parent, lower pid) */
-    assert_true(getpid() < pid);
-    assert_int_equal(k->holders[0].pid, getpid());
-    assert_int_equal(k->holders[0].fd, s);
-    assert_int_equal(k->pid, getpid());
-    assert_int_equal(k->holders[1].pid, pid);
-    assert_int_equal(k->holders[1].fd, s);
-    assert_int_equal(k->holders[2].pid, pid);
-    assert_int_equal(k->holders[2].fd, moved);
-    assert_string_equal(k->holders[2].comm, "heir");
+    /* pid order (pids wrap: the child's may be lower), then fd order */
+    int me = getpid() < pid ? 0 : 2, heir = me ? 0 : 1;
+    assert_int_equal(k->holders[me].pid, getpid());
+    assert_int_equal(k->holders[me].fd, s);
+    assert_int_equal(k->pid, k->holders[0].pid);
+    assert_int_equal(k->fd, k->holders[0].fd);
+    assert_int_equal(k->holders[heir].pid, pid);
+    assert_int_equal(k->holders[heir + 1].pid, pid);
+    int lo = s < moved ? s : moved, hi = s < moved ? moved : s;
+    assert_int_equal(k->holders[heir].fd, lo);
+    assert_int_equal(k->holders[heir + 1].fd, hi);
+    assert_string_equal(k->holders[heir].comm, "heir");
     assert_non_null(k->holders[0].cgroup);
     assert_non_null(k->holders[0].container);
     free(v);
