@@ -1085,35 +1085,10 @@ static void test_cgroup_attribution(void **state)
  * and JSON; --pid CHILD keeps it; kill --pid CHILD --yes destroys it. */
 static void test_inherited_socket(void **state)
 {
-    int l = zoo_listen(AF_INET), port = zoo_port_of(l);
-    int c = zoo_dial(AF_INET, port, 0), s = zoo_accept(l);
-    close(l);
-    int cport = zoo_port_of(c);
-    shutdown(c, SHUT_WR);
-    assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, port, cport, 1, 2000), 1);
-    int ctl[2], rd[2];
-    assert_int_equal(pipe2(ctl, O_CLOEXEC), 0);
-    assert_int_equal(pipe2(rd, O_CLOEXEC), 0);
-    pid_t pid = fork();
-    assert_true(pid >= 0);
-    if (pid == 0) {
-        close(ctl[1]);
-        close(rd[0]);
-        close(c);
-        prctl(PR_SET_NAME, "heir");
-        alarm(30);
-        if (write(rd[1], "r\n", 2) != 2)
-            _exit(1);
-        char b;
-        while (read(ctl[0], &b, 1) < 0 && errno == EINTR)
-            ;
-        _exit(0);
-    }
-    close(ctl[0]);
-    close(rd[1]);
-    char ready[4];
-    assert_int_equal(cwt_read_line(rd[0], ready, sizeof ready, 5000), 1);
-    close(rd[0]);
+    struct zoo_heir z;
+    zoo_heir_start(&z, 0);
+    int port = z.port, cport = z.cport, s = z.s;
+    pid_t pid = z.pid;
     char ps[16], cpid[16], me[64], heir[64];
     snprintf(ps, sizeof ps, "%d", port);
     snprintf(cpid, sizeof cpid, "%d", (int)pid);
@@ -1152,10 +1127,7 @@ static void test_inherited_socket(void **state)
         assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, port, cport, 0, 2000), 0);
     }
     run_free(&r);
-    close(ctl[1]);
-    assert_true(cwt_wait(pid, 5000) != -1);
-    close(s);
-    close(c);
+    zoo_heir_stop(&z);
 }
 
 /* --addr 127.0.0.1 finds the dual-stack listener's ::ffff:127.0.0.1
