@@ -1265,6 +1265,53 @@ static void test_bpf_and_proc_agree(void **state)
         skip();
 }
 
+/* A listener shared by many workers (pre-fork servers): every holder in
+ * JSON; the text line names what fits and says how many more. */
+static void test_many_holders(void **state)
+{
+    enum { KIDS = 30 };
+    int l = zoo_listen(AF_INET), port = zoo_port_of(l);
+    int ctl[2];
+    pid_t kid[KIDS];
+    assert_int_equal(pipe2(ctl, O_CLOEXEC), 0);
+    for (int i = 0; i < KIDS; i++) {
+        kid[i] = fork();
+        assert_true(kid[i] >= 0);
+        if (kid[i] == 0) {
+            close(ctl[1]);
+            alarm(30);
+            char b;
+            while (read(ctl[0], &b, 1) < 0 && errno == EINTR)
+                ;
+            _exit(0);
+        }
+    }
+    close(ctl[0]);
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    struct run j = RUN(10000, "ls", "--netns", "self", "--json", "--process", "--state",
+                       "listen", "--sport", ps);
+    struct run t = RUN(10000, "ls", "--netns", "self", "--process", "--state", "listen",
+                       "--sport", ps);
+    close(ctl[1]);
+    for (int i = 0; i < KIDS; i++)
+        assert_true(cwt_wait(kid[i], 5000) != -1);
+    close(l);
+    assert_int_equal(j.status, 0);
+    assert_json(j.out);
+    int n = 0;
+    const char *h = strstr(j.out, "\"holders\":[");
+    assert_non_null(h);
+    for (const char *q = strstr(h, "{\"pid\":"); q; q = strstr(q + 1, "{\"pid\":"))
+        n++;
+    assert_int_equal(n, KIDS + 1);
+    assert_int_equal(t.status, 0);
+    if (!strstr(t.out, " more"))
+        fail_msg("no '+N more' in:\n%s", t.out);
+    run_free(&j);
+    run_free(&t);
+}
+
 int main(void)
 {
     cwt_private_netns();
@@ -1286,6 +1333,7 @@ int main(void)
         CWT_TEST(test_inherited_socket),
         CWT_TEST(test_cli_address_filters),
         CWT_TEST(test_bpf_and_proc_agree),
+        CWT_TEST(test_many_holders),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -342,16 +342,20 @@ const char *insp_fmt_holders(const struct cw_sock *s, char *buf, size_t size)
 {
     size_t len = 0;
     buf[0] = '\0';
-    for (unsigned i = 0; i < s->nholders && len + 1 < size; i++) {
+    for (unsigned i = 0; i < s->nholders; i++) {
         const struct cw_holder *h = &s->holders[i];
-        int k = snprintf(buf + len, size - len, "%s%d/%s fd %d", i ? "," : "", h->pid,
-                         h->comm, h->fd);
-        if (k < 0 || (size_t)k >= size - len) {
-            /* Too many to show: end with "..." where it fits. */
-            if (size > 4)
-                strcpy(buf + size - 4, "...");
+        char one[64], more[32];
+        int k = snprintf(one, sizeof one, "%s%d/%s fd %d", i ? "," : "", h->pid, h->comm,
+                         h->fd);
+        int m = snprintf(more, sizeof more, " +%u more", s->nholders - i);
+        /* Keep room to say how many did not fit (a listener shared by
+         * 64 workers has 64 holders). */
+        if (k < 0 || m < 0 || len + (size_t)k + (size_t)m + 1 > size) {
+            if (len + (size_t)m + 1 <= size)
+                memcpy(buf + len, more, (size_t)m + 1);
             break;
         }
+        memcpy(buf + len, one, (size_t)k + 1);
         len += (size_t)k;
     }
     return buf;
