@@ -191,6 +191,22 @@ int insp_sel_option(struct insp_sel *s, int opt, const char *arg)
     return 0;
 }
 
+/* Whether this process may enter other namespaces (CAP_SYS_ADMIN in its
+ * effective set): without it the default stays home without scanning
+ * /proc for namespaces it could not enter anyway. */
+static int may_setns(void)
+{
+    char line[128];
+    unsigned long long eff = 0;
+    FILE *f = fopen("/proc/self/status", "re");
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "CapEff:", 7))
+            eff = strtoull(line + 7, NULL, 16);
+    if (f)
+        fclose(f);
+    return (eff >> 21) & 1;   /* CAP_SYS_ADMIN */
+}
+
 int insp_open(const struct insp_sel *s, cw_diag **d)
 {
     int rc = s->netns == INSP_NETNS_PATH ? cw_diag_open_netns(d, s->netns_path)
@@ -204,7 +220,7 @@ int insp_open(const struct insp_sel *s, cw_diag **d)
         cli_error("cannot open sock_diag netlink socket: %s", cw_strerror(rc));
         return CLI_SYSTEM;
     }
-    if (s->netns == INSP_NETNS_ALL || s->netns == INSP_NETNS_AUTO) {
+    if (s->netns == INSP_NETNS_ALL || (s->netns == INSP_NETNS_AUTO && may_setns())) {
         unsigned skipped = 0;
         /* One netlink socket per namespace: a node with a thousand pods
          * would pass the usual soft limit of 1024 descriptors. */
