@@ -1045,9 +1045,15 @@ static void test_cgroup_attribution(void **state)
     }
     snprintf(outer, sizeof outer, "%s/cwtest-%d", root, (int)getpid());
     snprintf(inner, sizeof inner, "%s/docker-%s.scope", outer, id);
+    if (mkdir(outer, 0755) < 0) {
+        /* e.g. a container's read-only /sys/fs/cgroup */
+        print_message("cannot create a cgroup under %s (%s): skipped\n", root,
+                      strerror(errno));
+        skip();
+    }
     struct leak k;
     leak_plant(&k, 1);
-    int made = mkdir(outer, 0755) == 0 && mkdir(inner, 0755) == 0;
+    int made = mkdir(inner, 0755) == 0;
     int moved = made && cwt_sh("echo %d > %s/cgroup.procs", (int)k.pid, inner) == 0;
     char port[16];
     snprintf(port, sizeof port, "%d", k.port);
