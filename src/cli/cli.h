@@ -43,5 +43,6 @@ int cmd_kill(int argc, char **argv);
 int cmd_client(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_probe(int argc, char **argv);
+int cmd_exporter(int argc, char **argv);
 
 #endif

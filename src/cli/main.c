@@ -17,6 +17,7 @@ static const struct cli_command commands[] = {
     {"demo", "show the seed's CLOSE_WAIT leak and lost reply next to the fix", cmd_demo},
     {"client", "log in and echo lines; close and reconnect whenever a connection ends", cmd_client},
     {"probe", "test any client program for CLOSE_WAIT leaks", cmd_probe},
+    {"exporter", "serve TCP states and CLOSE_WAIT leaks per process to Prometheus", cmd_exporter},
     {NULL, NULL, NULL}
 };
 
