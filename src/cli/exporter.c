@@ -55,6 +55,8 @@ static void xp_help(void)
            "      --top-destinations N  destinations with their own TIME_WAIT and\n"
            "                          ephemeral-port series (default 20)\n"
            "      --max-connections N concurrent scrapers (default 64; more wait)\n"
+           "      --request-timeout D a scraper must send its request within D (default\n"
+           "                          5s), else 408 and close\n"
            "      --textfile DIR      write DIR/closewise.prom (atomically) every interval\n"
            "                          instead of serving HTTP\n"
            "      --once              with --textfile: write once and exit\n"
@@ -102,7 +104,7 @@ static int parse_int(const char *name, const char *arg, int *out, int min, int m
     return 0;
 }
 
-enum { OPT_TOP = 1000, OPT_TOPD, OPT_MAXC, OPT_TEXTFILE, OPT_ONCE };
+enum { OPT_TOP = 1000, OPT_TOPD, OPT_MAXC, OPT_TEXTFILE, OPT_ONCE, OPT_RTIMEOUT };
 
 /* Returns CLI_OK, CLI_USAGE after an error, or -1 after --help. */
 static int xp_parse(int argc, char **argv, struct xp_args *a, char *lbuf, size_t lsize)
@@ -115,6 +117,7 @@ static int xp_parse(int argc, char **argv, struct xp_args *a, char *lbuf, size_t
         {"max-connections", required_argument, NULL, OPT_MAXC},
         {"textfile", required_argument, NULL, OPT_TEXTFILE},
         {"once", no_argument, NULL, OPT_ONCE},
+        {"request-timeout", required_argument, NULL, OPT_RTIMEOUT},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     memset(a, 0, sizeof *a);
@@ -159,6 +162,14 @@ static int xp_parse(int argc, char **argv, struct xp_args *a, char *lbuf, size_t
             break;
         case OPT_TEXTFILE: a->textfile = optarg; break;
         case OPT_ONCE: a->once = 1; break;
+        case OPT_RTIMEOUT:
+            ms = cli_parse_duration(optarg);
+            if (ms < 10 || ms > 3600000) {
+                cli_error("exporter: bad --request-timeout '%s' (10ms..1h; e.g. 5s)", optarg);
+                return CLI_USAGE;
+            }
+            a->s.request_timeout_ms = ms;
+            break;
         case 'h': xp_help(); return -1;
         case ':':
             cli_error("exporter: option '%s' needs a value", argv[optind - 1]);
