@@ -4,7 +4,7 @@
 # it prints the exact command to run and fails.
 set -eu
 
-build_pkgs="pkg-config libmnl-dev libcrypt-dev"
+build_pkgs="pkg-config libmnl-dev libcrypt-dev libbpf-dev bpftool clang"
 test_pkgs="libcmocka-dev iproute2 procps clang libclang-rt-14-dev valgrind gdb prometheus curl"
 bench_pkgs="libuv1-dev libevent-dev nginx libnginx-mod-stream util-linux net-tools lsof hyperfine"
 
