@@ -286,8 +286,9 @@ static void test_age_bounds(void **state)
 {
     (void)state;
     struct exporter x;
-    const char *args[] = {"--interval", "100ms", NULL};
+    const char *args[] = {"--interval", "100ms", "--no-bpf", NULL};
     exporter_start(&x, args);
+    assert_true(scrape_metric(x.port, "closewise_close_wait_exact_enabled") == 0);
     struct plant p;
     int64_t t_fin;
     plant(&p, 1, 1000, &t_fin);
@@ -310,6 +311,46 @@ static void test_age_bounds(void **state)
     assert_true(lo <= truth_max);
     assert_true(hi >= truth_min);
     assert_true(hi - lo > 0.8 && hi - lo < 1.5);   /* the second of data-to-FIN */
+    plant_end(&p);
+    exporter_stop(&x);
+}
+
+/* With BPF, a socket that enters CLOSE_WAIT 3 s after the exporter
+ * started has its exact age: within 100 ms of the truth, and both bounds
+ * equal. */
+static void test_exact_age(void **state)
+{
+    (void)state;
+    struct exporter x;
+    const char *args[] = {"--interval", "50ms", NULL};
+    exporter_start(&x, args);
+    if (scrape_metric(x.port, "closewise_close_wait_exact_enabled") != 1) {
+        print_message("SKIP: the BPF program could not load here (see the exporter's "
+                      "message above); exact ages untested\n");
+        exporter_stop(&x);
+        skip();
+    }
+    cwt_sleep_ms(3000);
+    struct plant p;
+    int64_t t_fin;
+    plant(&p, 1, 1000, &t_fin);
+    cwt_sleep_ms(1500);
+    char prefix[128];
+    snprintf(prefix, sizeof prefix, "closewise_close_wait_oldest_seconds{pid=\"%d\"",
+             (int)p.pid);
+    int64_t t0 = cw_now_ms();
+    double lo = scrape_metric(x.port, prefix);
+    snprintf(prefix, sizeof prefix, "closewise_close_wait_oldest_max_seconds{pid=\"%d\"",
+             (int)p.pid);
+    double hi = scrape_metric(x.port, prefix);
+    int64_t t1 = cw_now_ms();
+    /* the snapshot is at most one interval (50 ms) older than the scrape */
+    double truth_min = (t0 - 50 - t_fin) / 1000.0, truth_max = (t1 - t_fin) / 1000.0;
+    print_message("exact age %.3f (max %.3f), truth in [%.3f, %.3f]\n", lo, hi, truth_min,
+                  truth_max);
+    assert_true(lo == hi);
+    assert_true(lo >= truth_min - 0.1 && lo <= truth_max + 0.1);
+    assert_true(scrape_metric(x.port, "closewise_close_wait_exact_sockets") == 1);
     plant_end(&p);
     exporter_stop(&x);
 }
@@ -544,7 +585,7 @@ static void test_prometheus(void **state)
 static void test_usage(void **state)
 {
     (void)state;
-    char *argv[] = {(char *)CLI, (char *)"exporter", (char *)"--interval", (char *)"1",
+    char *argv[] = {(char *)CLI, (char *)"exporter", (char *)"--interval", (char *)"5",
                     NULL};
     pid_t pid = cwt_spawn3(argv, NULL, NULL, NULL);
     int st = cwt_wait(pid, 5000);
@@ -570,6 +611,7 @@ int main(void)
         CWT_TEST(test_promtool_textfile),
         CWT_TEST(test_promtool_http),
         CWT_TEST(test_age_bounds),
+        CWT_TEST(test_exact_age),
         CWT_TEST(test_bad_requests),
         CWT_TEST(test_scrapers_leave),
         CWT_TEST(test_many_scrapers),

@@ -60,6 +60,8 @@ static void xp_help(void)
            "      --textfile DIR      write DIR/closewise.prom (atomically) every interval\n"
            "                          instead of serving HTTP\n"
            "      --once              with --textfile: write once and exit\n"
+           "      --no-bpf            do not load the BPF program that stamps the exact\n"
+           "                          time sockets enter CLOSE_WAIT (bounds only)\n"
            "  -h, --help              this help\n",
            XP_DEFAULT_PORT, XP_DEFAULT_PORT, XP_DEFAULT_PORT);
 }
@@ -104,7 +106,7 @@ static int parse_int(const char *name, const char *arg, int *out, int min, int m
     return 0;
 }
 
-enum { OPT_TOP = 1000, OPT_TOPD, OPT_MAXC, OPT_TEXTFILE, OPT_ONCE, OPT_RTIMEOUT };
+enum { OPT_TOP = 1000, OPT_TOPD, OPT_MAXC, OPT_TEXTFILE, OPT_ONCE, OPT_RTIMEOUT, OPT_NOBPF };
 
 /* Returns CLI_OK, CLI_USAGE after an error, or -1 after --help. */
 static int xp_parse(int argc, char **argv, struct xp_args *a, char *lbuf, size_t lsize)
@@ -118,6 +120,7 @@ static int xp_parse(int argc, char **argv, struct xp_args *a, char *lbuf, size_t
         {"textfile", required_argument, NULL, OPT_TEXTFILE},
         {"once", no_argument, NULL, OPT_ONCE},
         {"request-timeout", required_argument, NULL, OPT_RTIMEOUT},
+        {"no-bpf", no_argument, NULL, OPT_NOBPF},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     memset(a, 0, sizeof *a);
@@ -125,6 +128,7 @@ static int xp_parse(int argc, char **argv, struct xp_args *a, char *lbuf, size_t
     a->interval_ms = 15000;
     a->m.top_procs = 20;
     a->m.top_dests = 20;
+    a->m.exact = 1;
     a->s.max_conns = 64;
     a->s.request_timeout_ms = 5000;
     a->s.write_timeout_ms = 10000;
@@ -146,8 +150,8 @@ static int xp_parse(int argc, char **argv, struct xp_args *a, char *lbuf, size_t
             break;
         case 'i':
             ms = cli_parse_duration(optarg);
-            if (ms < 100) {
-                cli_error("exporter: bad --interval '%s' (at least 100ms; e.g. 15s, 1m)",
+            if (ms < 10) {
+                cli_error("exporter: bad --interval '%s' (at least 10ms; e.g. 15s, 1m)",
                           optarg);
                 return CLI_USAGE;
             }
@@ -162,6 +166,7 @@ static int xp_parse(int argc, char **argv, struct xp_args *a, char *lbuf, size_t
             break;
         case OPT_TEXTFILE: a->textfile = optarg; break;
         case OPT_ONCE: a->once = 1; break;
+        case OPT_NOBPF: a->m.exact = 0; break;
         case OPT_RTIMEOUT:
             ms = cli_parse_duration(optarg);
             if (ms < 10 || ms > 3600000) {
@@ -283,11 +288,16 @@ static int serve(struct xp *x, cw_listener **l)
 static int run(struct xp *x)
 {
     cw_listener *l = NULL;
+    if (x->a.once)
+        x->a.m.exact = 0;   /* no transition can happen before a one-shot ends */
     int rc = xm_new(&x->a.m, &x->metrics);
     if (rc < 0) {
         cli_error("exporter: cannot open sock_diag: %s", cw_strerror(rc));
         return CLI_SYSTEM;
     }
+    const char *why = xm_exact_why(x->metrics);
+    if (why && x->a.m.exact && !x->a.once)
+        cli_error("exporter: exact CLOSE_WAIT ages off (%s); reporting tcp_info bounds", why);
     if (x->a.once) {
         snapshot(x);
         xm_free(&x->metrics);

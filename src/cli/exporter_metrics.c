@@ -7,6 +7,7 @@
  * refresh, not one /proc walk. */
 #define _GNU_SOURCE
 #include "exporter_metrics.h"
+#include "exporter_bpf.h"
 
 #include <closewise/closewise.h>
 
@@ -27,6 +28,7 @@ struct track {
     uint32_t lo0, hi0;
     int pid;                /* 0: not known (yet) */
     uint8_t has_hi, tries;  /* tries: attribution attempts */
+    uint8_t exact;          /* lo0 == hi0 from the BPF entry stamp */
     char comm[16];
 };
 
@@ -78,6 +80,8 @@ struct xm {
     int64_t now;
     int have_netstat;
     unsigned long long abort_val[NABORTS];
+    xexact *exact;            /* NULL: bounds only */
+    char exact_why[160];      /* why not */
 };
 
 /* ---- text buffer ---- */
@@ -191,6 +195,10 @@ int xm_new(const struct xm_opts *o, xm **out)
         free(m);
         return rc;
     }
+    if (!o->exact)
+        snprintf(m->exact_why, sizeof m->exact_why, "turned off (--no-bpf)");
+    else
+        xexact_open(&m->exact, m->exact_why, sizeof m->exact_why);
     *out = m;
     return CW_OK;
 }
@@ -201,6 +209,7 @@ void xm_free(xm **mp)
     if (!m)
         return;
     cw_diag_close(&m->d);
+    xexact_close(&m->exact);
     free(m->t);
     free(m->g);
     free(m->dst);
@@ -381,13 +390,22 @@ static int read_netstat(xm *m)
 
 /* ---- CLOSE_WAIT tracking ---- */
 
-static void track_init(struct track *t, const struct cw_sock *s, int64_t now)
+const char *xm_exact_why(const xm *m)
+{
+    return m->exact ? NULL : m->exact_why;
+}
+
+static void track_init(const xm *m, struct track *t, const struct cw_sock *s, int64_t now)
 {
     memset(t, 0, sizeof *t);
     t->cookie = s->cookie;
     t->t_first = now;
     uint32_t lo, hi;
-    if (cw_sock_close_wait_age(s, &lo, &hi) == CW_OK) {
+    int64_t entry;
+    if (xexact_entry(m->exact, s->cookie, &entry)) {
+        t->lo0 = t->hi0 = (uint32_t)(now > entry ? now - entry : 0);
+        t->has_hi = t->exact = 1;
+    } else if (cw_sock_close_wait_age(s, &lo, &hi) == CW_OK) {
         t->lo0 = lo;
         t->hi0 = hi;
         t->has_hi = 1;
@@ -441,7 +459,7 @@ static int close_wait_refresh(xm *m, struct cw_sock *v, size_t n)
         if (j < m->nt && m->t[j].cookie == v[i].cookie) {
             nt[i] = m->t[j++];
         } else {
-            track_init(&nt[i], &v[i], m->now);
+            track_init(m, &nt[i], &v[i], m->now);
             m->entered++;
         }
         /* a process may have raced the /proc walk: one more try */
@@ -536,8 +554,10 @@ static void render_groups(xm *m, struct xbuf *b)
 {
     uint64_t hist[NBUCKETS + 1] = {0};
     double sum = 0;
+    size_t exact = 0;
     for (size_t i = 0; i < m->nt; i++) {
         const struct track *t = &m->t[i];
+        exact += t->exact;
         struct group *g = group_of(m, t->pid);
         uint64_t lo = track_lo_ms(m, t);
         if (g) {
@@ -584,8 +604,8 @@ static void render_groups(xm *m, struct xbuf *b)
         xb_printf(b, "closewise_close_wait_sockets" OTHER_LABELS " %u\n", other.count);
 
     xb_head(b, "closewise_close_wait_oldest_seconds", "gauge",
-            "Lower bound of the age of the process's oldest CLOSE_WAIT socket (tcp_info: "
-            "time since the FIN's ACK, or since first seen).");
+            "Age of the process's oldest CLOSE_WAIT socket: exact when stamped by BPF, "
+            "else a lower bound (tcp_info: time since the FIN's ACK).");
     for (size_t i = 0; i < top; i++) {
         xb_printf(b, "closewise_close_wait_oldest_seconds");
         group_labels(b, &m->g[i]);
@@ -596,8 +616,9 @@ static void render_groups(xm *m, struct xbuf *b)
                   other.lo_max / 1000.0);
 
     xb_head(b, "closewise_close_wait_oldest_max_seconds", "gauge",
-            "Upper bound of the age of the process's oldest CLOSE_WAIT socket (tcp_info: "
-            "time since the last data received).");
+            "Upper bound of the age of the process's oldest CLOSE_WAIT socket (equal to "
+            "closewise_close_wait_oldest_seconds when exact; else tcp_info: time since "
+            "the last data received).");
     for (size_t i = 0; i < top; i++) {
         if (!m->g[i].has_hi)
             continue;
@@ -610,7 +631,7 @@ static void render_groups(xm *m, struct xbuf *b)
                   other.hi_max / 1000.0);
 
     xb_head(b, "closewise_close_wait_age_seconds", "histogram",
-            "Ages (lower bounds) of the CLOSE_WAIT sockets present now.");
+            "Ages of the CLOSE_WAIT sockets present now (exact, or lower bounds).");
     uint64_t cum = 0;
     for (size_t k = 0; k < NBUCKETS; k++) {
         cum += hist[k];
@@ -622,6 +643,14 @@ static void render_groups(xm *m, struct xbuf *b)
               (unsigned long long)cum);
     xb_printf(b, "closewise_close_wait_age_seconds_sum %.3f\n", sum);
     xb_printf(b, "closewise_close_wait_age_seconds_count %llu\n", (unsigned long long)cum);
+    xb_head(b, "closewise_close_wait_exact_enabled", "gauge",
+            "1 when the BPF program stamps the moment sockets enter CLOSE_WAIT, 0 when "
+            "every age is a tcp_info bound.");
+    xb_printf(b, "closewise_close_wait_exact_enabled %d\n", m->exact != NULL);
+    xb_head(b, "closewise_close_wait_exact_sockets", "gauge",
+            "CLOSE_WAIT sockets whose age is exact (they entered the state after the "
+            "exporter started); the others have bounds.");
+    xb_printf(b, "closewise_close_wait_exact_sockets %zu\n", exact);
 }
 
 static void dest_label(struct xbuf *b, const struct dest *d)

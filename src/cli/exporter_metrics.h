@@ -12,6 +12,7 @@
 struct xm_opts {
     int top_procs;     /* processes with their own series; the rest: "other" */
     int top_dests;     /* destinations with their own TIME_WAIT/port series */
+    int exact;         /* try the BPF program for exact CLOSE_WAIT ages */
 };
 
 typedef struct xm xm;
@@ -30,6 +31,9 @@ void xb_free(struct xbuf *b);
  * sock_diag socket. Returns CW_OK or a negative result code. */
 int xm_new(const struct xm_opts *o, xm **out);
 void xm_free(xm **mp);
+
+/* NULL when exact CLOSE_WAIT ages are on, else why they are off. */
+const char *xm_exact_why(const xm *m);
 
 /* Take a new snapshot and render it into out (appended). Errors of one
  * part (the dump, /proc/net/netstat, ...) are counted in
