@@ -582,6 +582,18 @@ static void test_prometheus(void **state)
     cwt_sh("rm -rf '%s'", dir);
 }
 
+/* The shipped alert rules load, and fire when (and only when) they should. */
+static void test_rules(void **state)
+{
+    (void)state;
+    if (system("command -v promtool >/dev/null 2>&1") != 0)
+        skip();
+    assert_int_equal(cwt_sh("promtool check rules '%s/contrib/closewise.rules.yml' >/dev/null",
+                            CW_SOURCE_DIR), 0);
+    assert_int_equal(cwt_sh("cd '%s/contrib' && promtool test rules closewise.rules.test.yml "
+                            ">/dev/null", CW_SOURCE_DIR), 0);
+}
+
 static void test_usage(void **state)
 {
     (void)state;
@@ -608,6 +620,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_usage),
+        CWT_TEST(test_rules),
         CWT_TEST(test_promtool_textfile),
         CWT_TEST(test_promtool_http),
         CWT_TEST(test_age_bounds),
