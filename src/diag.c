@@ -1,7 +1,7 @@
 /* diag.c - dump TCP sockets and destroy them through sock_diag, with
- * libmnl doing the netlink framing. */
+ * libmnl doing the netlink framing; the port and address filters. */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "diag_internal.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -20,18 +20,12 @@
  * truncates. */
 #define CW__DIAG_BUF (64 * 1024)
 
-struct cw_diag {
-    struct mnl_socket *nl;
-    unsigned portid;
-    unsigned seq;
-    char *buf;
-};
-
 /* A growing array of sockets, filled by the dump callback. */
 struct dump_ctx {
     const struct cw_diag_filter *f;
     struct cw_sock *v;
     size_t n, cap;
+    uint64_t netns;     /* tag for the sockets of the current namespace */
     int err;
 };
 
@@ -41,24 +35,73 @@ void cw_diag_filter_init(struct cw_diag_filter *f)
     f->port = f->sport = f->dport = -1;
 }
 
+/* IPv4 is compared in its IPv4-mapped IPv6 form, so that a filter on
+ * 127.0.0.1 also finds ::ffff:127.0.0.1 on a dual-stack socket, and the
+ * other way round. */
+static void as_v6(int family, const uint8_t *a, uint8_t out[16])
+{
+    if (family == AF_INET) {
+        memset(out, 0, 10);
+        out[10] = out[11] = 0xff;
+        memcpy(out + 12, a, 4);
+    } else {
+        memcpy(out, a, 16);
+    }
+}
+
+static int prefix_len(const char *text, unsigned max)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(text, &end, 10);
+    if (!*text || *end || errno || v > max || text[0] < '0' || text[0] > '9')
+        return -1;
+    return (int)v;
+}
+
 int cw_diag_filter_addr(struct cw_diag_filter *f, const char *text)
 {
-    char tmp[INET6_ADDRSTRLEN + 2];
+    char tmp[INET6_ADDRSTRLEN + 8];
     size_t len = text ? strlen(text) : 0;
     if (!f || len == 0 || len >= sizeof tmp)
         return CW_EINVAL;
     memcpy(tmp, text, len + 1);
-    if (tmp[0] == '[' && tmp[len - 1] == ']') {
-        tmp[len - 1] = '\0';
-        memmove(tmp, tmp + 1, len - 1);
+    char *slash = strrchr(tmp, '/');
+    if (slash)
+        *slash++ = '\0';
+    char *a = tmp;
+    size_t alen = strlen(a);
+    if (alen >= 2 && a[0] == '[' && a[alen - 1] == ']') {
+        a[alen - 1] = '\0';
+        a++;
     }
-    memset(f->addr, 0, sizeof f->addr);
-    if (inet_pton(AF_INET, tmp, f->addr) == 1)
-        f->addr_family = AF_INET;
-    else if (inet_pton(AF_INET6, tmp, f->addr) == 1)
-        f->addr_family = AF_INET6;
+    uint8_t raw[16];
+    int family, bits;
+    if (inet_pton(AF_INET, a, raw) == 1)
+        family = AF_INET;
+    else if (inet_pton(AF_INET6, a, raw) == 1)
+        family = AF_INET6;
     else
         return CW_EINVAL;
+    unsigned max = family == AF_INET ? 32 : 128;
+    bits = slash ? prefix_len(slash, max) : (int)max;
+    if (bits < 0)
+        return CW_EINVAL;
+    if (f->naddrs >= CW_DIAG_MAX_ADDRS)
+        return -ENOSPC;
+    struct cw_diag_prefix *p = &f->addrs[f->naddrs++];
+    as_v6(family, raw, p->addr);
+    p->bits = (unsigned)bits + (family == AF_INET ? 96u : 0u);
+    return CW_OK;
+}
+
+int cw_diag_filter_port(struct cw_diag_filter *f, int side, int port)
+{
+    if (!f || side < CW_PORT_EITHER || side > CW_PORT_PEER || port < 0 || port > 65535)
+        return CW_EINVAL;
+    if (f->nports[side] >= CW_DIAG_MAX_PORTS)
+        return -ENOSPC;
+    f->ports[side][f->nports[side]++] = (uint16_t)port;
     return CW_OK;
 }
 
@@ -69,17 +112,15 @@ int cw_diag_open(cw_diag **out)
     cw_diag *d = calloc(1, sizeof *d);
     if (!d)
         return -ENOMEM;
+    struct cw__nsconn c;
     d->buf = malloc(CW__DIAG_BUF);
-    d->nl = mnl_socket_open2(NETLINK_SOCK_DIAG, SOCK_CLOEXEC);
-    if (!d->buf || !d->nl || mnl_socket_bind(d->nl, 0, MNL_SOCKET_AUTOPID) < 0) {
-        int rc = d->buf ? -errno : -ENOMEM;
-        if (d->nl)
-            mnl_socket_close(d->nl);
-        free(d->buf);
-        free(d);
-        return rc < 0 ? rc : -EIO;
+    int rc = d->buf ? cw__nsconn_open(&c) : -ENOMEM;
+    if (rc == CW_OK && (rc = cw__diag_push_ns(d, &c)) < 0)
+        mnl_socket_close(c.nl);
+    if (rc < 0) {
+        cw_diag_close(&d);
+        return rc;
     }
-    d->portid = mnl_socket_get_portid(d->nl);
     d->seq = (unsigned)time(NULL);
     *out = d;
     return CW_OK;
@@ -89,9 +130,13 @@ int cw_diag_close(cw_diag **dp)
 {
     if (!dp || !*dp)
         return CW_EINVAL;
-    mnl_socket_close((*dp)->nl);
-    free((*dp)->buf);
-    free(*dp);
+    cw_diag *d = *dp;
+    for (unsigned i = 0; i < d->nns; i++)
+        mnl_socket_close(d->ns[i].nl);
+    cw__diag_free_owners(d);
+    free(d->ns);
+    free(d->buf);
+    free(d);
     *dp = NULL;
     return CW_OK;
 }
@@ -101,24 +146,51 @@ static int addr_len(int family)
     return family == AF_INET ? 4 : 16;
 }
 
+static int port_ok(int one, unsigned n, const uint16_t *set, uint16_t a, uint16_t b)
+{
+    if (one < 0 && n == 0)
+        return 1;
+    if (one >= 0 && (a == one || b == one))
+        return 1;
+    for (unsigned i = 0; i < n; i++)
+        if (set[i] == a || set[i] == b)
+            return 1;
+    return 0;
+}
+
+static int prefix_match(const uint8_t a[16], const struct cw_diag_prefix *p)
+{
+    unsigned full = p->bits / 8, rest = p->bits % 8;
+    if (memcmp(a, p->addr, full))
+        return 0;
+    if (!rest)
+        return 1;
+    uint8_t mask = (uint8_t)(0xff << (8 - rest));
+    return (a[full] & mask) == (p->addr[full] & mask);
+}
+
 /* Port and address filters: cheap, so done while parsing rather than
  * with kernel bytecode. */
-static int filter_match(const struct cw_diag_filter *f, const struct cw_sock *s)
+int cw_diag_filter_match(const struct cw_diag_filter *f, const struct cw_sock *s)
 {
-    if (f->sport >= 0 && s->sport != f->sport)
+    if (!port_ok(f->sport, f->nports[CW_PORT_LOCAL], f->ports[CW_PORT_LOCAL], s->sport,
+                 s->sport))
         return 0;
-    if (f->dport >= 0 && s->dport != f->dport)
+    if (!port_ok(f->dport, f->nports[CW_PORT_PEER], f->ports[CW_PORT_PEER], s->dport,
+                 s->dport))
         return 0;
-    if (f->port >= 0 && s->sport != f->port && s->dport != f->port)
+    if (!port_ok(f->port, f->nports[CW_PORT_EITHER], f->ports[CW_PORT_EITHER], s->sport,
+                 s->dport))
         return 0;
-    if (f->addr_family) {
-        size_t alen = (size_t)addr_len(f->addr_family);
-        if (s->family != f->addr_family)
-            return 0;
-        if (memcmp(s->src, f->addr, alen) && memcmp(s->dst, f->addr, alen))
-            return 0;
-    }
-    return 1;
+    if (!f->naddrs)
+        return 1;
+    uint8_t src[16], dst[16];
+    as_v6(s->family, s->src, src);
+    as_v6(s->family, s->dst, dst);
+    for (unsigned i = 0; i < f->naddrs; i++)
+        if (prefix_match(src, &f->addrs[i]) || prefix_match(dst, &f->addrs[i]))
+            return 1;
+    return 0;
 }
 
 static void parse_attrs(const struct nlmsghdr *nlh, struct cw_sock *s)
@@ -188,7 +260,8 @@ static int dump_cb(const struct nlmsghdr *nlh, void *data)
     }
     struct cw_sock *s = &ctx->v[ctx->n];
     fill_sock(m, s);
-    if (!filter_match(ctx->f, s))
+    s->netns = ctx->netns;
+    if (!cw_diag_filter_match(ctx->f, s))
         return MNL_CB_OK;
     parse_attrs(nlh, s);
     ctx->n++;
@@ -207,20 +280,20 @@ static unsigned kernel_states(const struct cw_diag_filter *f)
 /* Receive one batch of netlink replies and run cb over it. Returns what
  * mnl_cb_run does (MNL_CB_OK, MNL_CB_STOP), or MNL_CB_ERROR with errno set,
  * also when the receive itself failed. */
-static int recv_batch(cw_diag *d, mnl_cb_t cb, void *ctx)
+static int recv_batch(cw_diag *d, const struct cw__nsconn *c, mnl_cb_t cb, void *ctx)
 {
     ssize_t len;
-    while ((len = mnl_socket_recvfrom(d->nl, d->buf, CW__DIAG_BUF)) < 0)
+    while ((len = mnl_socket_recvfrom(c->nl, d->buf, CW__DIAG_BUF)) < 0)
         if (errno != EINTR)
             return MNL_CB_ERROR;
-    return mnl_cb_run(d->buf, (size_t)len, d->seq, d->portid, cb, ctx);
+    return mnl_cb_run(d->buf, (size_t)len, d->seq, c->portid, cb, ctx);
 }
 
 /* Collect the replies of the dump request just sent. */
-static int dump_recv(cw_diag *d, struct dump_ctx *ctx)
+static int dump_recv(cw_diag *d, const struct cw__nsconn *c, struct dump_ctx *ctx)
 {
     for (;;) {
-        int rc = recv_batch(d, dump_cb, ctx);
+        int rc = recv_batch(d, c, dump_cb, ctx);
         if (rc == MNL_CB_STOP)
             return CW_OK;
         if (rc < 0)
@@ -230,7 +303,8 @@ static int dump_recv(cw_diag *d, struct dump_ctx *ctx)
 
 /* One SOCK_DIAG_BY_FAMILY request: one family per walk of the kernel's
  * socket tables. */
-static int dump_family(cw_diag *d, int family, struct dump_ctx *ctx)
+static int dump_family(cw_diag *d, const struct cw__nsconn *c, int family,
+                       struct dump_ctx *ctx)
 {
     struct nlmsghdr *nlh = mnl_nlmsg_put_header(d->buf);
     nlh->nlmsg_type = SOCK_DIAG_BY_FAMILY;
@@ -242,16 +316,16 @@ static int dump_family(cw_diag *d, int family, struct dump_ctx *ctx)
     req->idiag_states = kernel_states(ctx->f);
     if (ctx->f->want_info)
         req->idiag_ext = 1 << (INET_DIAG_INFO - 1);
-    if (mnl_socket_sendto(d->nl, nlh, nlh->nlmsg_len) < 0)
+    if (mnl_socket_sendto(c->nl, nlh, nlh->nlmsg_len) < 0)
         return -errno;
-    return dump_recv(d, ctx);
+    return dump_recv(d, c, ctx);
 }
 
 /* The original TCPDIAG_GETSOCK request dumps IPv4 and IPv6 in a single
  * walk of the tables (the kernel treats it as AF_UNSPEC), where
  * SOCK_DIAG_BY_FAMILY needs one walk per family: on a machine with tens
  * of thousands of sockets the walk is most of the cost. */
-static int dump_both(cw_diag *d, struct dump_ctx *ctx)
+static int dump_both(cw_diag *d, const struct cw__nsconn *c, struct dump_ctx *ctx)
 {
     struct nlmsghdr *nlh = mnl_nlmsg_put_header(d->buf);
     nlh->nlmsg_type = TCPDIAG_GETSOCK;
@@ -262,9 +336,26 @@ static int dump_both(cw_diag *d, struct dump_ctx *ctx)
     req->idiag_states = kernel_states(ctx->f);
     if (ctx->f->want_info)
         req->idiag_ext = 1 << (INET_DIAG_INFO - 1);
-    if (mnl_socket_sendto(d->nl, nlh, nlh->nlmsg_len) < 0)
+    if (mnl_socket_sendto(c->nl, nlh, nlh->nlmsg_len) < 0)
         return -errno;
-    return dump_recv(d, ctx);
+    return dump_recv(d, c, ctx);
+}
+
+/* One namespace's sockets, appended to ctx. */
+static int dump_ns(cw_diag *d, const struct cw__nsconn *c, struct dump_ctx *ctx)
+{
+    const struct cw_diag_filter *f = ctx->f;
+    size_t start = ctx->n;
+    ctx->netns = c->ino;
+    int rc = f->family ? dump_family(d, c, f->family, ctx) : dump_both(d, c, ctx);
+    if (rc < 0 && !f->family && !ctx->err) {
+        /* A kernel without the old request: one walk per family. */
+        ctx->n = start;
+        rc = dump_family(d, c, AF_INET, ctx);
+        if (rc == CW_OK)
+            rc = dump_family(d, c, AF_INET6, ctx);
+    }
+    return rc;
 }
 
 static int cookie_cmp(const void *a, const void *b)
@@ -299,14 +390,9 @@ int cw_diag_dump(cw_diag *d, const struct cw_diag_filter *f,
         f = &all;
     }
     struct dump_ctx ctx = {.f = f};
-    int rc = f->family ? dump_family(d, f->family, &ctx) : dump_both(d, &ctx);
-    if (rc < 0 && !f->family && !ctx.err) {
-        /* A kernel without the old request: one walk per family. */
-        ctx.n = 0;
-        rc = dump_family(d, AF_INET, &ctx);
-        if (rc == CW_OK)
-            rc = dump_family(d, AF_INET6, &ctx);
-    }
+    int rc = CW_OK;
+    for (unsigned i = 0; i < d->nns && rc == CW_OK; i++)
+        rc = dump_ns(d, &d->ns[i], &ctx);
     if (rc < 0) {
         free(ctx.v);
         *out = NULL;
@@ -325,6 +411,10 @@ int cw_diag_destroy(cw_diag *d, const struct cw_sock *s)
 {
     if (!d || !s || (s->family != AF_INET && s->family != AF_INET6))
         return CW_EINVAL;
+    const struct cw__nsconn *c = &d->ns[0];
+    for (unsigned i = 0; s->netns && i < d->nns; i++)
+        if (d->ns[i].ino == s->netns)
+            c = &d->ns[i];
     struct nlmsghdr *nlh = mnl_nlmsg_put_header(d->buf);
     nlh->nlmsg_type = SOCK_DESTROY;
     nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
@@ -340,10 +430,10 @@ int cw_diag_destroy(cw_diag *d, const struct cw_sock *s)
     req->id.idiag_if = s->ifindex;
     req->id.idiag_cookie[0] = (uint32_t)s->cookie;
     req->id.idiag_cookie[1] = (uint32_t)(s->cookie >> 32);
-    if (mnl_socket_sendto(d->nl, nlh, nlh->nlmsg_len) < 0)
+    if (mnl_socket_sendto(c->nl, nlh, nlh->nlmsg_len) < 0)
         return -errno;
     /* The kernel answers with one ACK or one error. */
-    return recv_batch(d, NULL, NULL) < 0 ? -errno : CW_OK;
+    return recv_batch(d, c, NULL, NULL) < 0 ? -errno : CW_OK;
 }
 
 /* Look for the option in a kernel config, plain or gzip'ed (read through

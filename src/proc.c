@@ -1,13 +1,15 @@
-/* proc.c - socket inode -> pid, fd, command name.
+/* proc.c - socket inode -> every (pid, fd) holding it, with the process's
+ * name, cgroup and container.
  *
  * `ss -p` reads every /proc/<pid>/fd of the machine before it looks at a
  * single socket. Here the dump comes first, so only the inodes asked for
- * are searched: processes of the sockets' uids first, the rest only on a
- * miss, and the scan stops as soon as every inode has been found. */
+ * are kept, in a hash table sized to them. Every process with descriptors
+ * is read, since a socket inherited across fork() or passed over a Unix
+ * socket has several holders and each of them matters (an inherited
+ * descriptor is a classic cause of CLOSE_WAIT). */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "diag_internal.h"
 
-#include <closewise/diag.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -19,12 +21,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* One inode to find. */
+/* One inode to find, and where its holders start in the sorted refs. */
 struct target {
     uint32_t inode;
-    _Atomic int pid;       /* claimed once, by the first scanner to see it */
-    int fd;
-    char comm[16];
+    size_t first, count;
 };
 
 /* Open addressing keyed by inode, sized to the number of targets so a
@@ -33,16 +33,13 @@ struct itable {
     struct target *t;
     size_t n, mask;
     uint32_t *slot;    /* index + 1 into t, 0 = empty */
-    _Atomic size_t left;   /* targets not found yet */
 };
 
-/* A process to scan: its uid, and how many descriptors it has open
- * (st_size of /proc/<pid>/fd, 0 on kernels before 6.2). */
+/* A process to scan: how many descriptors it has open (st_size of
+ * /proc/<pid>/fd, 0 on kernels before 6.2). */
 struct pident {
     int pid;
-    uint32_t uid;
     uint64_t nfds;
-    char first;        /* its uid owns one of the sockets: scan it first */
 };
 
 static size_t hash_inode(uint32_t ino, size_t mask)
@@ -71,12 +68,9 @@ static void it_add(struct itable *it, uint32_t ino)
     while (it->slot[i])
         i = (i + 1) & it->mask;
     struct target *t = &it->t[it->n++];
+    memset(t, 0, sizeof *t);
     t->inode = ino;
-    atomic_init(&t->pid, 0);
-    t->fd = -1;
-    t->comm[0] = '\0';
     it->slot[i] = (uint32_t)it->n;
-    it->left++;
 }
 
 static int it_init(struct itable *it, size_t max)
@@ -85,7 +79,6 @@ static int it_init(struct itable *it, size_t max)
     while (size < max * 2)
         size *= 2;
     memset(it, 0, sizeof *it);
-    atomic_init(&it->left, 0);
     it->t = calloc(max ? max : 1, sizeof *it->t);
     it->slot = calloc(size, sizeof *it->slot);
     it->mask = size - 1;
@@ -101,22 +94,6 @@ static void it_free(struct itable *it)
 {
     free(it->t);
     free(it->slot);
-}
-
-static void read_comm(int procfd, int pid, char comm[16])
-{
-    char path[32];
-    snprintf(path, sizeof path, "%d/comm", pid);
-    int fd = openat(procfd, path, O_RDONLY | O_CLOEXEC);
-    comm[0] = '\0';
-    if (fd < 0)
-        return;
-    ssize_t n = read(fd, comm, 15);
-    close(fd);
-    if (n <= 0)
-        return;
-    comm[n] = '\0';
-    comm[strcspn(comm, "\n")] = '\0';
 }
 
 /* Parse "socket:[12345]" without sscanf: this runs once per descriptor
@@ -147,43 +124,60 @@ static int parse_int(const char *s)
     return v;
 }
 
+/* The descriptors one scanner thread found: its own array, so that the
+ * threads share nothing but the index of the next process. */
+struct hits {
+    struct cw_fd_ref *v;
+    size_t n, cap;
+    int oom;
+};
+
+static void hits_add(struct hits *h, uint32_t ino, int pid, int fd)
+{
+    if (h->n == h->cap) {
+        size_t cap = h->cap ? h->cap * 2 : 256;
+        struct cw_fd_ref *nv = realloc(h->v, cap * sizeof *nv);
+        if (!nv) {
+            h->oom = 1;
+            return;
+        }
+        h->v = nv;
+        h->cap = cap;
+    }
+    h->v[h->n++] = (struct cw_fd_ref){.inode = ino, .pid = pid, .fd = fd};
+}
+
+#define SCAN_THREADS 4
+
 /* What the scanner threads share. */
 struct scan {
     int procfd;
-    struct itable *it;
+    const struct itable *it;
     const struct pident *p;
     size_t np;
-    char pass;              /* scan the pids whose first equals this */
     _Atomic size_t next;    /* next index of p to take */
-    _Atomic unsigned scanned, unreadable;
+    _Atomic unsigned scanned, unreadable, exited;
+    struct hits hits[SCAN_THREADS];
 };
 
-/* Look at descriptor fd (its name in /proc/<pid>/fd) and claim the
- * target it holds, if any. Returns 1 if it exists, 0 if not, -1 if the
+struct worker {
+    struct scan *sc;
+    struct hits *h;
+};
+
+/* Look at descriptor fd (its name in /proc/<pid>/fd) and record it if it
+ * is a wanted socket. Returns 1 if it exists, 0 if not, -1 if the
  * process's links are not ours to read. */
-static int look_fd(struct scan *sc, int dfd, int pid, const char *name, char comm[16])
+static int look_fd(const struct worker *w, int dfd, int pid, const char *name)
 {
     char link[64];
     ssize_t len = readlinkat(dfd, name, link, sizeof link);
     if (len < 0)
         return (errno == EACCES || errno == EPERM) ? -1 : 0;
     uint32_t ino = socket_inode(link, len);
-    struct target *t = ino ? it_find(sc->it, ino) : NULL;
-    int unclaimed = 0;
-    /* A socket shared by several processes goes to the first seen. */
-    if (!t || !atomic_compare_exchange_strong(&t->pid, &unclaimed, pid))
-        return 1;
-    t->fd = parse_int(name);
-    if (!comm[0])
-        read_comm(sc->procfd, pid, comm);
-    memcpy(t->comm, comm, 16);
-    atomic_fetch_sub(&sc->it->left, 1);
+    if (ino && it_find(w->sc->it, ino))
+        hits_add(w->h, ino, pid, parse_int(name));
     return 1;
-}
-
-static int targets_left(const struct scan *sc)
-{
-    return atomic_load_explicit(&sc->it->left, memory_order_relaxed) != 0;
 }
 
 /* Descriptors are allocated lowest first, so tables are usually dense:
@@ -191,14 +185,14 @@ static int targets_left(const struct scan *sc)
  * directory listing, for which the kernel builds an entry per descriptor
  * (about 15% of the scan). Returns 1 when done, 0 when the table looks
  * sparse (then list it), -1 when unreadable. */
-static int probe_dense(struct scan *sc, int dfd, int pid, uint64_t nfds, char comm[16])
+static int probe_dense(const struct worker *w, int dfd, int pid, uint64_t nfds)
 {
     uint64_t seen = 0;
     int misses = 0;
-    for (int fd = 0; seen < nfds && targets_left(sc); fd++) {
+    for (int fd = 0; seen < nfds; fd++) {
         char name[16];
         snprintf(name, sizeof name, "%d", fd);
-        int r = look_fd(sc, dfd, pid, name, comm);
+        int r = look_fd(w, dfd, pid, name);
         if (r < 0)
             return -1;
         seen += (uint64_t)r;
@@ -208,32 +202,45 @@ static int probe_dense(struct scan *sc, int dfd, int pid, uint64_t nfds, char co
     return 1;
 }
 
-/* Read one process's descriptors; claim the targets it holds. */
-static void scan_pid(struct scan *sc, const struct pident *p)
+/* Permission denied, or gone? A process that exited while we read it
+ * can answer EACCES (its credentials are gone with its memory map). */
+static void count_failure(struct scan *sc, int pid, int err)
 {
-    char path[32], comm[16] = "";
+    char path[16];
+    struct stat sb;
+    snprintf(path, sizeof path, "%d", pid);
+    if (err == ENOENT || err == ESRCH || fstatat(sc->procfd, path, &sb, 0) < 0)
+        atomic_fetch_add(&sc->exited, 1);
+    else
+        atomic_fetch_add(&sc->unreadable, 1);
+}
+
+/* Read one process's descriptors; record the wanted sockets it holds. */
+static void scan_pid(const struct worker *w, const struct pident *p)
+{
+    struct scan *sc = w->sc;
+    char path[32];
     snprintf(path, sizeof path, "%d/fd", p->pid);
     int dfd = openat(sc->procfd, path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) {
-        if (errno == EACCES || errno == EPERM)
-            atomic_fetch_add(&sc->unreadable, 1);
+        count_failure(sc, p->pid, errno);
         return;
     }
     atomic_fetch_add(&sc->scanned, 1);
-    int r = p->nfds ? probe_dense(sc, dfd, p->pid, p->nfds, comm) : 0;
+    int r = p->nfds ? probe_dense(w, dfd, p->pid, p->nfds) : 0;
     DIR *d = r == 0 ? fdopendir(dfd) : NULL;
     if (!d) {
         /* The links are not ours to read (a process in another user
          * namespace), or the probe covered everything. */
         if (r < 0)
-            atomic_fetch_add(&sc->unreadable, 1);
+            count_failure(sc, p->pid, EACCES);
         close(dfd);
         return;
     }
     struct dirent *e;
-    while (targets_left(sc) && (e = readdir(d)))
-        if (e->d_name[0] != '.' && look_fd(sc, dfd, p->pid, e->d_name, comm) < 0) {
-            atomic_fetch_add(&sc->unreadable, 1);
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.' && look_fd(w, dfd, p->pid, e->d_name) < 0) {
+            count_failure(sc, p->pid, EACCES);
             break;
         }
     closedir(d);
@@ -241,36 +248,35 @@ static void scan_pid(struct scan *sc, const struct pident *p)
 
 static void *scan_worker(void *arg)
 {
-    struct scan *sc = arg;
+    const struct worker *w = arg;
     for (;;) {
-        size_t i = atomic_fetch_add(&sc->next, 1);
-        if (i >= sc->np || !atomic_load(&sc->it->left))
+        size_t i = atomic_fetch_add(&w->sc->next, 1);
+        if (i >= w->sc->np)
             return NULL;
-        if (sc->p[i].first == sc->pass)
-            scan_pid(sc, &sc->p[i]);
+        scan_pid(w, &w->sc->p[i]);
     }
 }
 
 /* Reading /proc/<pid>/fd is path walks in the kernel, which scale with
  * cores: past a few hundred targets, scan with one thread per core (at
- * most 4), the caller's thread being one of them. */
-static void scan_pass(struct scan *sc, char pass)
+ * most SCAN_THREADS), the caller's thread being one of them. */
+static void scan_all(struct scan *sc)
 {
-    pthread_t th[3];
-    int nth = 0;
+    pthread_t th[SCAN_THREADS];
+    struct worker w[SCAN_THREADS];
+    int nth = 1;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    int want = sc->it->n < 512 ? 0 : (int)(cpus > 4 ? 3 : cpus - 1);
-    sc->pass = pass;
-    atomic_store(&sc->next, 0);
-    while (nth < want && pthread_create(&th[nth], NULL, scan_worker, sc) == 0)
+    int want = sc->it->n < 512 ? 1 : (int)(cpus > SCAN_THREADS ? SCAN_THREADS : cpus);
+    for (int i = 0; i < SCAN_THREADS; i++)
+        w[i] = (struct worker){.sc = sc, .h = &sc->hits[i]};
+    while (nth < want && pthread_create(&th[nth], NULL, scan_worker, &w[nth]) == 0)
         nth++;
-    scan_worker(sc);
-    while (nth)
+    scan_worker(&w[0]);
+    while (nth > 1)
         pthread_join(th[--nth], NULL);
 }
 
-/* Every process of /proc that has descriptors open, with its uid. One
- * stat of /proc/<pid>/fd gives both (its owner is the process's). */
+/* Every process of /proc that has descriptors open. */
 static int list_pids(int procfd, struct pident **out, size_t *count)
 {
     int fd = dup(procfd);
@@ -303,8 +309,6 @@ static int list_pids(int procfd, struct pident **out, size_t *count)
             cap *= 2;
         }
         v[n].pid = pid;
-        v[n].uid = sb.st_uid;
-        v[n].first = 0;
         v[n++].nfds = (uint64_t)sb.st_size;
         sized |= sb.st_size > 0;
     }
@@ -322,54 +326,17 @@ static int list_pids(int procfd, struct pident **out, size_t *count)
     return CW_OK;
 }
 
-/* Scan order: the processes of the sockets' uids, then the others; in
- * each group the processes with the most descriptors first, since a
- * leaking process holds many, and the scan stops once all are found. */
+/* The largest processes first: the threads then end together. */
 static int pident_order(const void *a, const void *b)
 {
     const struct pident *x = a, *y = b;
-    if (x->first != y->first)
-        return x->first ? -1 : 1;
     if (x->nfds != y->nfds)
         return x->nfds > y->nfds ? -1 : 1;
     return x->pid - y->pid;
 }
 
-/* The distinct uids of the sockets to find: few, so a short array. */
-struct uidset {
-    uint32_t uid[64];
-    size_t n;
-    int overflow;      /* too many distinct uids: treat every uid as wanted */
-};
-
-static void uidset_build(struct uidset *u, const struct cw_sock *v, size_t n)
-{
-    memset(u, 0, sizeof *u);
-    for (size_t i = 0; i < n && !u->overflow; i++) {
-        size_t j = 0;
-        while (j < u->n && u->uid[j] != v[i].uid)
-            j++;
-        if (j < u->n || !v[i].inode)
-            continue;
-        if (u->n == sizeof u->uid / sizeof u->uid[0])
-            u->overflow = 1;
-        else
-            u->uid[u->n++] = v[i].uid;
-    }
-}
-
-static int uidset_has(const struct uidset *u, uint32_t uid)
-{
-    for (size_t i = 0; i < u->n; i++)
-        if (u->uid[i] == uid)
-            return 1;
-    return u->overflow;
-}
-
-/* Pass 1 reads processes whose uid owns one of the sockets; pass 2 the
- * others, reached only when pass 1 left inodes unfound (a socket created
- * before a setuid keeps the old uid). */
-static int scan_proc(struct itable *it, const struct cw_sock *v, size_t n,
+/* Read every process's descriptors; the wanted ones end in *refs. */
+static int scan_proc(const struct itable *it, struct cw_fd_ref **refs, size_t *nrefs,
                      struct cw_attr_stats *st)
 {
     int procfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -382,23 +349,40 @@ static int scan_proc(struct itable *it, const struct cw_sock *v, size_t n,
         close(procfd);
         return rc;
     }
-    struct uidset uids;
-    uidset_build(&uids, v, n);
-    for (size_t i = 0; i < np; i++)
-        p[i].first = (char)uidset_has(&uids, p[i].uid);
-    qsort(p, np, sizeof *p, pident_order);
-    struct scan sc = {.procfd = procfd, .it = it, .p = p, .np = np};
-    atomic_init(&sc.next, 0);
-    atomic_init(&sc.scanned, 0);
-    atomic_init(&sc.unreadable, 0);
-    scan_pass(&sc, 1);
-    if (atomic_load(&it->left))
-        scan_pass(&sc, 0);
-    st->pids_scanned = atomic_load(&sc.scanned);
-    st->pids_unreadable = atomic_load(&sc.unreadable);
+    if (np > 1)
+        qsort(p, np, sizeof *p, pident_order);
+    struct scan *sc = calloc(1, sizeof *sc);
+    if (!sc) {
+        free(p);
+        close(procfd);
+        return -ENOMEM;
+    }
+    sc->procfd = procfd;
+    sc->it = it;
+    sc->p = p;
+    sc->np = np;
+    scan_all(sc);
+    st->pids_scanned = atomic_load(&sc->scanned);
+    st->pids_unreadable = atomic_load(&sc->unreadable);
+    st->pids_exited = atomic_load(&sc->exited);
+    /* One array: the first thread's, with the others appended. */
+    struct hits *all = &sc->hits[0];
+    for (int i = 1; i < SCAN_THREADS; i++) {
+        for (size_t k = 0; k < sc->hits[i].n && !all->oom; k++)
+            hits_add(all, sc->hits[i].v[k].inode, sc->hits[i].v[k].pid,
+                     sc->hits[i].v[k].fd);
+        all->oom |= sc->hits[i].oom;
+        free(sc->hits[i].v);
+    }
+    rc = all->oom ? -ENOMEM : CW_OK;
+    if (rc < 0)
+        free(all->v);
+    *refs = rc < 0 ? NULL : all->v;
+    *nrefs = rc < 0 ? 0 : all->n;
+    free(sc);
     free(p);
     close(procfd);
-    return CW_OK;
+    return rc;
 }
 
 /* A socket with inode 0 that is ESTABLISHED or CLOSE_WAIT has never been
@@ -416,14 +400,14 @@ static int addr_is_any(const struct cw_sock *l)
     return !memcmp(l->src, zero, l->family == AF_INET ? 4 : 16);
 }
 
-/* The listener whose queue holds s: same local port, and the same address
- * or a wildcard one. */
+/* The listener whose queue holds s: same namespace and local port, and
+ * the same address or a wildcard one. */
 static const struct cw_sock *find_listener(const struct cw_sock *ls, size_t nl,
                                            const struct cw_sock *s)
 {
     const struct cw_sock *wild = NULL;
     for (size_t i = 0; i < nl; i++) {
-        if (ls[i].sport != s->sport)
+        if (ls[i].sport != s->sport || ls[i].netns != s->netns)
             continue;
         if (ls[i].family == s->family &&
             !memcmp(ls[i].src, s->src, s->family == AF_INET ? 4 : 16))
@@ -452,15 +436,187 @@ static int dump_listeners(cw_diag *d, const struct cw_sock *v, size_t n,
     return CW_OK;
 }
 
-static void set_owner(struct cw_sock *s, const struct target *t, int owner)
+/* The wanted inodes: the sockets' own, and the listeners of those still
+ * in an accept queue. */
+static int build_table(cw_diag *d, const struct cw_sock *v, size_t n, struct itable *it,
+                       struct cw_sock **ls, size_t *nl)
 {
-    s->owner = owner;
-    s->pid = t->pid;
-    s->fd = t->fd;
-    memcpy(s->comm, t->comm, sizeof s->comm);
+    int rc = dump_listeners(d, v, n, ls, nl);
+    if (rc < 0)
+        return rc;
+    if ((rc = it_init(it, n + *nl)) < 0) {
+        free(*ls);
+        *ls = NULL;
+        return rc;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct cw_sock *l = in_accept_queue(&v[i]) ? find_listener(*ls, *nl, &v[i]) : NULL;
+        it_add(it, l ? l->inode : v[i].inode);
+    }
+    return CW_OK;
 }
 
-static void apply(struct itable *it, struct cw_sock *v, size_t n,
+int cw_diag_wanted_inodes(cw_diag *d, const struct cw_sock *v, size_t n, uint32_t **out,
+                          size_t *count)
+{
+    if (!d || (!v && n) || !out || !count)
+        return CW_EINVAL;
+    struct itable it;
+    struct cw_sock *ls;
+    size_t nl;
+    int rc = build_table(d, v, n, &it, &ls, &nl);
+    if (rc < 0)
+        return rc;
+    free(ls);
+    uint32_t *o = malloc((it.n ? it.n : 1) * sizeof *o);
+    if (!o) {
+        it_free(&it);
+        return -ENOMEM;
+    }
+    for (size_t i = 0; i < it.n; i++)
+        o[i] = it.t[i].inode;
+    *out = o;
+    *count = it.n;
+    it_free(&it);
+    return CW_OK;
+}
+
+/* ---- from (inode, pid, fd) to holders ---- */
+
+static int ref_order(const void *a, const void *b)
+{
+    const struct cw_fd_ref *x = a, *y = b;
+    if (x->inode != y->inode)
+        return x->inode < y->inode ? -1 : 1;
+    if (x->pid != y->pid)
+        return x->pid < y->pid ? -1 : 1;
+    return x->fd - y->fd;
+}
+
+static int pinfo_order(const void *a, const void *b)
+{
+    return ((const struct cw__pinfo *)a)->pid - ((const struct cw__pinfo *)b)->pid;
+}
+
+static void read_small(int procfd, int pid, const char *what, char *buf, size_t size)
+{
+    char path[48];
+    snprintf(path, sizeof path, "%d/%s", pid, what);
+    buf[0] = '\0';
+    int fd = openat(procfd, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    ssize_t n = read(fd, buf, size - 1);
+    close(fd);
+    buf[n > 0 ? n : 0] = '\0';
+}
+
+/* The cgroup v2 line of /proc/<pid>/cgroup ("0::/path"). */
+static char *read_cgroup(int procfd, int pid)
+{
+    char buf[4096];
+    read_small(procfd, pid, "cgroup", buf, sizeof buf);
+    const char *p = strstr(buf, "0::");
+    if (p && p != buf && p[-1] != '\n')
+        p = NULL;
+    p = p ? p + 3 : "";
+    return strndup(p, strcspn(p, "\n"));
+}
+
+void cw__diag_free_owners(cw_diag *d)
+{
+    for (size_t i = 0; i < d->npinfo; i++)
+        free(d->pinfo[i].cgroup);
+    free(d->pinfo);
+    free(d->holders);
+    d->pinfo = NULL;
+    d->holders = NULL;
+    d->npinfo = d->nholders = 0;
+}
+
+/* Name, cgroup and container of every distinct pid of refs (sorted). */
+static int load_pinfo(cw_diag *d, const struct cw_fd_ref *refs, size_t nrefs)
+{
+    d->pinfo = calloc(nrefs ? nrefs : 1, sizeof *d->pinfo);
+    if (!d->pinfo)
+        return -ENOMEM;
+    for (size_t i = 0; i < nrefs; i++)
+        d->pinfo[d->npinfo++].pid = refs[i].pid;
+    if (d->npinfo > 1)
+        qsort(d->pinfo, d->npinfo, sizeof *d->pinfo, pinfo_order);
+    size_t u = 0;
+    for (size_t i = 0; i < d->npinfo; i++)
+        if (!u || d->pinfo[u - 1].pid != d->pinfo[i].pid)
+            d->pinfo[u++] = d->pinfo[i];
+    d->npinfo = u;
+    int procfd = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    for (size_t i = 0; i < u; i++) {
+        struct cw__pinfo *p = &d->pinfo[i];
+        if (procfd >= 0) {
+            read_small(procfd, p->pid, "comm", p->comm, sizeof p->comm);
+            p->comm[strcspn(p->comm, "\n")] = '\0';
+        }
+        p->cgroup = procfd >= 0 ? read_cgroup(procfd, p->pid) : strdup("");
+        if (!p->cgroup) {
+            if (procfd >= 0)
+                close(procfd);
+            return -ENOMEM;
+        }
+        cw_cgroup_container(p->cgroup, p->container, sizeof p->container);
+    }
+    if (procfd >= 0)
+        close(procfd);
+    return CW_OK;
+}
+
+static const struct cw__pinfo *pinfo_find(const cw_diag *d, int pid)
+{
+    struct cw__pinfo key = {.pid = pid};
+    if (!d->npinfo)
+        return NULL;
+    return bsearch(&key, d->pinfo, d->npinfo, sizeof key, pinfo_order);
+}
+
+/* d->holders from refs sorted by inode: each target's holders contiguous. */
+static int build_holders(cw_diag *d, struct itable *it, const struct cw_fd_ref *refs,
+                         size_t nrefs)
+{
+    d->holders = calloc(nrefs ? nrefs : 1, sizeof *d->holders);
+    if (!d->holders)
+        return -ENOMEM;
+    for (size_t i = 0; i < nrefs; i++) {
+        struct target *t = it_find(it, refs[i].inode);
+        if (!t)
+            continue;
+        if (i > 0 && !ref_order(&refs[i - 1], &refs[i]))
+            continue;   /* reported twice */
+        if (!t->count)
+            t->first = d->nholders;
+        t->count++;
+        struct cw_holder *h = &d->holders[d->nholders++];
+        const struct cw__pinfo *p = pinfo_find(d, refs[i].pid);
+        h->pid = refs[i].pid;
+        h->fd = refs[i].fd;
+        memcpy(h->comm, p ? p->comm : "", p ? sizeof h->comm : 1);
+        h->cgroup = p ? p->cgroup : "";
+        h->container = p ? p->container : "";
+    }
+    return CW_OK;
+}
+
+static void set_owner(const cw_diag *d, struct cw_sock *s, const struct target *t,
+                      int owner)
+{
+    const struct cw_holder *h = &d->holders[t->first];
+    s->owner = owner;
+    s->pid = h->pid;
+    s->fd = h->fd;
+    memcpy(s->comm, h->comm, sizeof s->comm);
+    s->holders = h;
+    s->nholders = (unsigned)t->count;
+}
+
+static void apply(const cw_diag *d, struct itable *it, struct cw_sock *v, size_t n,
                   const struct cw_sock *ls, size_t nl, struct cw_attr_stats *st)
 {
     for (size_t i = 0; i < n; i++) {
@@ -470,14 +626,16 @@ static void apply(struct itable *it, struct cw_sock *v, size_t n,
         s->pid = 0;
         s->fd = -1;
         s->comm[0] = '\0';
+        s->holders = NULL;
+        s->nholders = 0;
         if (l)
             s->listener_port = l->sport;
         if (s->inode)
             t = it_find(it, s->inode);
         else if (l)
             t = it_find(it, l->inode);
-        if (t && t->pid) {
-            set_owner(s, t, s->inode ? CW_OWNER_PROCESS : CW_OWNER_LISTENER);
+        if (t && t->count) {
+            set_owner(d, s, t, s->inode ? CW_OWNER_PROCESS : CW_OWNER_LISTENER);
             st->found++;
         } else if (!s->inode && !in_accept_queue(s)) {
             s->owner = CW_OWNER_NONE;
@@ -488,38 +646,93 @@ static void apply(struct itable *it, struct cw_sock *v, size_t n,
     }
 }
 
-int cw_diag_attribute(cw_diag *d, struct cw_sock *v, size_t n,
-                      struct cw_attr_stats *st)
+static int cookie_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const struct cw_sock *)a)->cookie;
+    uint64_t y = ((const struct cw_sock *)b)->cookie;
+    return x < y ? -1 : x > y;
+}
+
+/* A socket nobody was found holding may have been closed during the scan
+ * (its process exited): a second dump tells, and such a socket is
+ * "gone", not a permission problem. */
+static int mark_gone(cw_diag *d, struct cw_sock *v, size_t n, struct cw_attr_stats *st)
+{
+    struct cw_sock *now;
+    size_t nn;
+    int rc = cw_diag_dump(d, NULL, &now, &nn);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].owner != CW_OWNER_UNKNOWN || !v[i].inode)
+            continue;
+        const struct cw_sock *k = nn ? bsearch(&v[i], now, nn, sizeof *now, cookie_cmp) : NULL;
+        if (k && k->inode == v[i].inode)
+            continue;
+        v[i].owner = CW_OWNER_GONE;
+        st->unknown--;
+        st->gone++;
+    }
+    free(now);
+    return CW_OK;
+}
+
+static int attribute(cw_diag *d, struct cw_sock *v, size_t n, const struct cw_fd_ref *given,
+                     size_t ngiven, int method, struct cw_attr_stats *st)
 {
     struct cw_attr_stats dummy;
-    if (!d || (!v && n))
+    if (!d || (!v && n) || (!given && ngiven))
         return CW_EINVAL;
     if (!st)
         st = &dummy;
     memset(st, 0, sizeof *st);
+    cw__diag_free_owners(d);
     struct cw_sock *ls;
     size_t nl;
-    int rc = dump_listeners(d, v, n, &ls, &nl);
+    struct itable it;
+    int rc = build_table(d, v, n, &it, &ls, &nl);
     if (rc < 0)
         return rc;
-    struct itable it;
-    if ((rc = it_init(&it, n + nl)) < 0) {
-        free(ls);
-        return rc;
+    struct cw_fd_ref *refs = NULL;
+    size_t nrefs = 0;
+    st->method = it.n ? method : CW_ATTR_NONE;
+    if (it.n && method == CW_ATTR_PROC) {
+        rc = scan_proc(&it, &refs, &nrefs, st);
+    } else if (it.n) {
+        refs = malloc((ngiven ? ngiven : 1) * sizeof *refs);
+        rc = refs ? CW_OK : -ENOMEM;
+        for (size_t i = 0; refs && i < ngiven; i++)
+            if (it_find(&it, given[i].inode))
+                refs[nrefs++] = given[i];
     }
-    for (size_t i = 0; i < n; i++)
-        it_add(&it, v[i].inode);
-    for (size_t i = 0; i < n; i++) {
-        const struct cw_sock *l = in_accept_queue(&v[i]) ? find_listener(ls, nl, &v[i]) : NULL;
-        if (l)
-            it_add(&it, l->inode);
-    }
-    if (it.left)
-        rc = scan_proc(&it, v, n, st);
     if (rc == CW_OK) {
-        apply(&it, v, n, ls, nl, st);
+        if (nrefs > 1)
+            qsort(refs, nrefs, sizeof *refs, ref_order);
+        rc = load_pinfo(d, refs, nrefs);
     }
+    if (rc == CW_OK)
+        rc = build_holders(d, &it, refs, nrefs);
+    if (rc == CW_OK) {
+        apply(d, &it, v, n, ls, nl, st);
+        if (st->unknown)
+            rc = mark_gone(d, v, n, st);
+    }
+    free(refs);
     it_free(&it);
     free(ls);
     return rc;
+}
+
+int cw_diag_attribute(cw_diag *d, struct cw_sock *v, size_t n, struct cw_attr_stats *st)
+{
+    return attribute(d, v, n, NULL, 0, CW_ATTR_PROC, st);
+}
+
+int cw_diag_attribute_refs(cw_diag *d, struct cw_sock *v, size_t n,
+                           const struct cw_fd_ref *refs, size_t n_refs, int method,
+                           struct cw_attr_stats *st)
+{
+    if (method == CW_ATTR_PROC)
+        return CW_EINVAL;
+    return attribute(d, v, n, refs, n_refs, method, st);
 }

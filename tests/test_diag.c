@@ -131,6 +131,7 @@ static void test_filters(void **state)
     assert_true(cw_diag_dump(d, &f, &v, &n) >= z.nsock);
     assert_int_equal(count_zoo(&z, v, n), z.nsock);
     free(v);
+    f.naddrs = 0;
     assert_int_equal(cw_diag_filter_addr(&f, "127.0.0.1"), CW_OK);
     assert_true(cw_diag_dump(d, &f, &v, &n) >= 0);
     assert_int_equal(count_zoo(&z, v, n), 0);
@@ -384,6 +385,260 @@ static void test_attribute_many(void **state)
     close(l);
 }
 
+/* A dual-stack listener's accepted sockets are IPv6 with IPv4-mapped
+ * addresses: a filter on 127.0.0.1 finds them and the IPv4 client side,
+ * as does ::ffff:127.0.0.1; CIDR prefixes and port sets narrow as ss's
+ * filters do. Oracle: the kernel's own table. */
+static int dual_listen(int *port)
+{
+    int l = zoo_socket(AF_INET6), off = 0;
+    struct sockaddr_in6 a = {.sin6_family = AF_INET6};
+    assert_int_equal(setsockopt(l, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off), 0);
+    assert_int_equal(bind(l, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(l, 16), 0);
+    *port = zoo_port_of(l);
+    return l;
+}
+
+static size_t dump_with(const struct cw_diag_filter *f, struct cw_sock **v)
+{
+    cw_diag *d = NULL;
+    size_t n = 0;
+    assert_int_equal(cw_diag_open(&d), CW_OK);
+    assert_true(cw_diag_dump(d, f, v, &n) >= 0);
+    cw_diag_close(&d);
+    return n;
+}
+
+static size_t count_with(int port, const char *addr)
+{
+    struct cw_diag_filter f;
+    struct cw_sock *v;
+    cw_diag_filter_init(&f);
+    f.port = port;
+    f.states = CW_STATE_BIT(CW_TCP_ESTABLISHED);
+    if (addr)
+        assert_int_equal(cw_diag_filter_addr(&f, addr), CW_OK);
+    size_t n = dump_with(&f, &v);
+    free(v);
+    return n;
+}
+
+static void test_addr_filters_mapped_cidr_ports(void **state)
+{
+    int p1, p2;
+    int l1 = dual_listen(&p1), l2 = zoo_listen(AF_INET);
+    p2 = zoo_port_of(l2);
+    int c1 = zoo_dial(AF_INET, p1, 0), s1 = zoo_accept(l1);
+    int c2 = zoo_dial(AF_INET, p2, 0), s2 = zoo_accept(l2);
+    /* The kernel's view: server side of p1 is IPv6 (mapped), client IPv4. */
+    struct cw_diag_filter f;
+    struct cw_sock *v;
+    cw_diag_filter_init(&f);
+    f.port = p1;
+    f.states = CW_STATE_BIT(CW_TCP_ESTABLISHED);
+    assert_int_equal(dump_with(&f, &v), 2);
+    assert_int_equal(v[0].family + v[1].family, AF_INET + AF_INET6);
+    free(v);
+    assert_int_equal(count_with(p1, "127.0.0.1"), 2);
+    assert_int_equal(count_with(p1, "::ffff:127.0.0.1"), 2);
+    assert_int_equal(count_with(p1, "[::ffff:127.0.0.1]"), 2);
+    assert_int_equal(count_with(p1, "127.0.0.0/8"), 2);
+    assert_int_equal(count_with(p1, "127.0.0.1/32"), 2);
+    assert_int_equal(count_with(p1, "::ffff:127.0.0.0/104"), 2);
+    assert_int_equal(count_with(p1, "10.0.0.0/8"), 0);
+    assert_int_equal(count_with(p1, "::1"), 0);
+    assert_int_equal(count_with(p1, "0.0.0.0/0"), 2);
+    assert_int_equal(count_with(p1, "::/0"), 2);
+    cw_diag_filter_init(&f);
+    assert_int_equal(cw_diag_filter_addr(&f, "127.0.0.1/33"), CW_EINVAL);
+    assert_int_equal(cw_diag_filter_addr(&f, "::1/129"), CW_EINVAL);
+    assert_int_equal(cw_diag_filter_addr(&f, "10.0.0.0/"), CW_EINVAL);
+    assert_int_equal(cw_diag_filter_addr(&f, "10.0.0.0/-1"), CW_EINVAL);
+    assert_int_equal(f.naddrs, 0);
+    for (int i = 0; i < CW_DIAG_MAX_ADDRS; i++)
+        assert_int_equal(cw_diag_filter_addr(&f, "10.0.0.1"), CW_OK);
+    assert_int_equal(cw_diag_filter_addr(&f, "10.0.0.1"), -ENOSPC);
+    /* Two ports: the sockets of both, and nothing else. */
+    cw_diag_filter_init(&f);
+    f.states = CW_STATE_BIT(CW_TCP_ESTABLISHED);
+    assert_int_equal(cw_diag_filter_port(&f, CW_PORT_EITHER, p1), CW_OK);
+    assert_int_equal(cw_diag_filter_port(&f, CW_PORT_EITHER, p2), CW_OK);
+    size_t n = dump_with(&f, &v);
+    assert_int_equal(n, 4);
+    assert_int_equal((int)n, cwt_count(CW_TCP_ESTABLISHED, p1, 0) + cwt_count(CW_TCP_ESTABLISHED, 0, p1) +
+                                 cwt_count(CW_TCP_ESTABLISHED, p2, 0) + cwt_count(CW_TCP_ESTABLISHED, 0, p2));
+    free(v);
+    cw_diag_filter_init(&f);
+    assert_int_equal(cw_diag_filter_port(&f, CW_PORT_LOCAL, p1), CW_OK);
+    assert_int_equal(cw_diag_filter_port(&f, CW_PORT_LOCAL, p2), CW_OK);
+    f.states = CW_STATE_BIT(CW_TCP_ESTABLISHED);
+    n = dump_with(&f, &v);
+    assert_int_equal(n, 2);   /* the two server sides */
+    for (size_t i = 0; i < n; i++)
+        assert_true(v[i].sport == p1 || v[i].sport == p2);
+    free(v);
+    assert_int_equal(cw_diag_filter_port(&f, 7, p1), CW_EINVAL);
+    assert_int_equal(cw_diag_filter_port(&f, CW_PORT_LOCAL, 65536), CW_EINVAL);
+    close(c1);
+    close(s1);
+    close(c2);
+    close(s2);
+    close(l1);
+    close(l2);
+}
+
+/* A socket inherited across fork() has two holders; both are named, in
+ * pid order, with their own descriptor numbers. */
+static void test_every_holder(void **state)
+{
+    int l = zoo_listen(AF_INET), port = zoo_port_of(l);
+    int c = zoo_dial(AF_INET, port, 0), s = zoo_accept(l);
+    close(l);
+    int cport = zoo_port_of(c);
+    shutdown(c, SHUT_WR);
+    assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, port, cport, 1, 2000), 1);
+    int ctl[2], rd[2];
+    assert_int_equal(pipe2(ctl, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(rd, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(ctl[1]);
+        close(rd[0]);
+        int moved = dup(s);   /* the child holds it under another number too */
+        prctl(PR_SET_NAME, "heir");
+        alarm(30);
+        if (moved < 0 || write(rd[1], &moved, sizeof moved) != sizeof moved)
+            _exit(1);
+        char b;
+        while (read(ctl[0], &b, 1) < 0 && errno == EINTR)
+            ;
+        _exit(0);
+    }
+    close(ctl[0]);
+    close(rd[1]);
+    int moved = -1;
+    struct pollfd pf = {.fd = rd[0], .events = POLLIN};
+    assert_int_equal(poll(&pf, 1, 5000), 1);
+    assert_int_equal(read(rd[0], &moved, sizeof moved), sizeof moved);
+    close(rd[0]);
+    /* The holders belong to the handle: it stays open while they are read. */
+    cw_diag *d = NULL;
+    struct cw_diag_filter f;
+    struct cw_sock *v;
+    size_t n;
+    assert_int_equal(cw_diag_open(&d), CW_OK);
+    cw_diag_filter_init(&f);
+    f.sport = port;
+    assert_true(cw_diag_dump(d, &f, &v, &n) >= 1);
+    assert_int_equal(cw_diag_attribute(d, v, n, NULL), CW_OK);
+    const struct cw_sock *k = find(v, n, port, cport);
+    assert_non_null(k);
+    assert_int_equal(k->owner, CW_OWNER_PROCESS);
+    assert_int_equal(k->nholders, 3);
+    assert_non_null(k->holders);
+    /* pid order: this process first (it is the parent, lower pid) */
+    assert_true(getpid() < pid);
+    assert_int_equal(k->holders[0].pid, getpid());
+    assert_int_equal(k->holders[0].fd, s);
+    assert_int_equal(k->pid, getpid());
+    assert_int_equal(k->holders[1].pid, pid);
+    assert_int_equal(k->holders[1].fd, s);
+    assert_int_equal(k->holders[2].pid, pid);
+    assert_int_equal(k->holders[2].fd, moved);
+    assert_string_equal(k->holders[2].comm, "heir");
+    assert_non_null(k->holders[0].cgroup);
+    assert_non_null(k->holders[0].container);
+    free(v);
+    cw_diag_close(&d);
+    close(ctl[1]);
+    assert_true(cwt_wait(pid, 5000) != -1);
+    close(s);
+    close(c);
+}
+
+/* A socket whose process exits between the dump and the scan is
+ * "exited during scan", never a permission problem. */
+static void test_exited_during_scan(void **state)
+{
+    struct leak_like {
+        int port, cport;
+    } k;
+    int l = zoo_listen(AF_INET);
+    k.port = zoo_port_of(l);
+    int c = zoo_dial(AF_INET, k.port, 0), s = zoo_accept(l);
+    close(l);
+    k.cport = zoo_port_of(c);
+    int ctl[2];
+    assert_int_equal(pipe2(ctl, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(ctl[1]);
+        close(c);
+        alarm(30);
+        char b;
+        while (read(ctl[0], &b, 1) < 0 && errno == EINTR)
+            ;
+        _exit(0);
+    }
+    close(ctl[0]);
+    close(s);
+    shutdown(c, SHUT_WR);
+    assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, k.port, k.cport, 1, 2000), 1);
+    cw_diag *d = NULL;
+    struct cw_diag_filter f;
+    struct cw_sock *v;
+    size_t n;
+    struct cw_attr_stats st;
+    assert_int_equal(cw_diag_open(&d), CW_OK);
+    cw_diag_filter_init(&f);
+    f.sport = k.port;
+    f.states = CW_STATE_BIT(CW_TCP_CLOSE_WAIT);
+    assert_int_equal(cw_diag_dump(d, &f, &v, &n), 1);
+    close(ctl[1]);   /* the holder exits: its socket closes */
+    assert_true(cwt_wait(pid, 5000) != -1);
+    assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, k.port, k.cport, 0, 2000), 0);
+    assert_int_equal(cw_diag_attribute(d, v, n, &st), CW_OK);
+    assert_int_equal(v[0].owner, CW_OWNER_GONE);
+    assert_int_equal(st.gone, 1);
+    assert_int_equal(st.unknown, 0);
+    assert_int_equal(st.method, CW_ATTR_PROC);
+    free(v);
+    cw_diag_close(&d);
+    close(c);
+}
+
+static void test_cgroup_container_names(void **state)
+{
+    static const char *const cases[][2] = {
+        {"/system.slice/docker-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope",
+         "docker:0123456789ab"},
+        {"/docker/fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210",
+         "docker:fedcba987654"},
+        {"/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1b2c3d4e_5f60_7182_93a4_b5c6d7e8f901.slice/"
+         "cri-containerd-aaaabbbbccccddddeeeeffff0000111122223333444455556666777788889999.scope",
+         "k8s-pod:1b2c3d4e-5f60-7182-93a4-b5c6d7e8f901"},
+        {"/kubepods/besteffort/pod0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+         "k8s-pod:0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"},
+        {"/machine.slice/libpod-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope",
+         "podman:0123456789ab"},
+        {"/system.slice/crio-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope",
+         "crio:0123456789ab"},
+        {"/system.slice/nginx.service", "unit:nginx.service"},
+        {"/user.slice/user-1000.slice/session-3.scope", "unit:session-3.scope"},
+        {"/", ""},
+        {"", ""},
+        {"/cwtest/plain", ""},
+    };
+    char buf[96];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (strcmp(cw_cgroup_container(cases[i][0], buf, sizeof buf), cases[i][1]))
+            fail_msg("'%s': '%s', expected '%s'", cases[i][0], buf, cases[i][1]);
+    assert_string_equal(cw_cgroup_container(NULL, buf, sizeof buf), "");
+}
+
 int main(void)
 {
     cwt_private_netns();
@@ -397,6 +652,10 @@ int main(void)
         CWT_TEST(test_unreadable_proc_is_unknown),
         CWT_TEST(test_destroy_by_cookie),
         CWT_TEST(test_attribute_many),
+        CWT_TEST(test_addr_filters_mapped_cidr_ports),
+        CWT_TEST(test_every_holder),
+        CWT_TEST(test_exited_during_scan),
+        CWT_TEST(test_cgroup_container_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,7 +8,10 @@
 #include "zoo.h"
 
 #include <ctype.h>
+#include <net/if.h>
 #include <poll.h>
+#include <sched.h>
+#include <sys/stat.h>
 
 #define CLI CW_BUILD_DIR "/closewise"
 
@@ -292,7 +295,7 @@ static void check_ls_json(int family)
         if (tries)
             run_free(&r);
         ss_counts(filter, before);
-        r = RUN(10000, "ls", "--json", "--process", "--port", port);
+        r = RUN(10000, "ls", "--netns", "self", "--json", "--process", "--port", port);
         ss_counts(filter, after);
     } while (memcmp(before, after, sizeof before) && ++tries < 10);
     assert_int_equal(r.status, 0);
@@ -355,7 +358,7 @@ static void test_stat_counts_match_ss(void **state)
     char why[128] = "";
     for (int tries = 0; tries < 30 && !matched && stable < 5; tries++) {
         ss_counts(NULL, before);
-        struct run r = RUN(10000, "stat", "--json");
+        struct run r = RUN(10000, "stat", "--netns", "self", "--json");
         assert_int_equal(r.status, 0);
         assert_json(r.out);
         ss_counts(NULL, after);
@@ -382,13 +385,13 @@ static void test_stat_counts_match_ss(void **state)
      * holder is named. */
     char port[16], want[64];
     snprintf(port, sizeof port, "%d", z.port);
-    struct run r = RUN(10000, "stat", "--port", port);
+    struct run r = RUN(10000, "stat", "--netns", "self", "--port", port);
     assert_int_equal(r.status, 0);
     snprintf(want, sizeof want, "%d/zoo-server", (int)z.pid[ZOO_SERVER]);
     assert_non_null(strstr(r.out, want));
     assert_non_null(strstr(r.out, "CLOSE_WAIT by process"));
     run_free(&r);
-    r = RUN(10000, "stat", "--json", "--port", port);
+    r = RUN(10000, "stat", "--netns", "self", "--json", "--port", port);
     assert_json(r.out);
     assert_int_equal(js_num(r.out, "CLOSE_WAIT"), 2);
     assert_int_equal(js_num(r.out, "LAST_ACK"), 1);
@@ -436,7 +439,7 @@ static void test_json_escaping(void **state)
     close(rd[0]);
     char ps[16];
     snprintf(ps, sizeof ps, "%d", port);
-    struct run r = RUN(10000, "ls", "--json", "--process", "--explain", "--sport", ps);
+    struct run r = RUN(10000, "ls", "--netns", "self", "--json", "--process", "--explain", "--sport", ps);
     assert_int_equal(r.status, 0);
     assert_json(r.out);
     char lit[128];
@@ -458,14 +461,14 @@ static void test_explain(void **state)
     zoo_plant(&z, AF_INET);
     char port[16], want[64];
     snprintf(port, sizeof port, "%d", z.port);
-    struct run r = RUN(10000, "ls", "--explain", "--port", port);
+    struct run r = RUN(10000, "ls", "--netns", "self", "--explain", "--port", port);
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "has not read the end of stream"));
     snprintf(want, sizeof want, "in the accept queue of listener :%d", z.port);
     assert_non_null(strstr(r.out, want));
     assert_non_null(strstr(r.out, "zoo-server"));
     run_free(&r);
-    r = RUN(10000, "stat", "--explain", "--port", port);
+    r = RUN(10000, "stat", "--netns", "self", "--explain", "--port", port);
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "in a listener's accept queue, never accepted"));
     run_free(&r);
@@ -480,7 +483,7 @@ static void test_ls_pid_and_cookie(void **state)
     zoo_plant(&z, AF_INET);
     char pid[16], cookie[32], want[64];
     snprintf(pid, sizeof pid, "%d", (int)z.pid[ZOO_SERVER]);
-    struct run r = RUN(10000, "ls", "--json", "--pid", pid);
+    struct run r = RUN(10000, "ls", "--netns", "self", "--json", "--pid", pid);
     assert_int_equal(r.status, 0);
     assert_json(r.out);
     int n = 0;
@@ -500,9 +503,9 @@ static void test_ls_pid_and_cookie(void **state)
     /* The first socket's cookie selects it alone. */
     assert_int_equal(js_field(r.out, "cookie", cookie, sizeof cookie), 0);
     run_free(&r);
-    r = RUN(10000, "ls", "--json", "--cookie", cookie);
+    r = RUN(10000, "ls", "--netns", "self", "--json", "--cookie", cookie);
     assert_int_equal(r.status, 0);
-    snprintf(want, sizeof want, "\"count\":1}");
+    snprintf(want, sizeof want, "\"count\":1,");
     assert_non_null(strstr(r.out, want));
     run_free(&r);
     zoo_free(&z);
@@ -577,7 +580,7 @@ static void test_watch_exits_1_on_leak(void **state)
     char port[16], want[32];
     snprintf(port, sizeof port, "%d", k.port);
     int64_t t0 = cw_now_ms();
-    struct run r = RUN(10000, "watch", "--port", port, "--interval", "100ms",
+    struct run r = RUN(10000, "watch", "--netns", "self", "--port", port, "--interval", "100ms",
                        "--older-than", "300ms", "--exit-on-leak", "--count", "100");
     assert_int_equal(r.status, 1);
     assert_true(cw_now_ms() - t0 < 5000);
@@ -587,7 +590,7 @@ static void test_watch_exits_1_on_leak(void **state)
     assert_non_null(strstr(r.out, want));
     /* Below the threshold the same socket is no leak. */
     run_free(&r);
-    r = RUN(10000, "watch", "--port", port, "--interval", "50ms", "--older-than", "1h",
+    r = RUN(10000, "watch", "--netns", "self", "--port", port, "--interval", "50ms", "--older-than", "1h",
             "--exit-on-leak", "--count", "3");
     assert_int_equal(r.status, 0);
     assert_null(strstr(r.out, "! "));
@@ -601,7 +604,7 @@ static void test_watch_exits_0_without_leak(void **state)
     leak_plant(&k, 0);   /* ESTABLISHED only */
     char port[16];
     snprintf(port, sizeof port, "%d", k.port);
-    struct run r = RUN(10000, "watch", "--port", port, "--interval", "100ms",
+    struct run r = RUN(10000, "watch", "--netns", "self", "--port", port, "--interval", "100ms",
                        "--older-than", "200ms", "--exit-on-leak", "--count", "6");
     assert_int_equal(r.status, 0);
     assert_string_equal(r.out, "");
@@ -616,7 +619,7 @@ static void test_watch_sees_socket_go(void **state)
     leak_plant(&k, 1);
     char port[16];
     snprintf(port, sizeof port, "%d", k.port);
-    char *argv[] = {(char *)CLI, "watch", "--port", port, "--interval", "100ms",
+    char *argv[] = {(char *)CLI, "watch", "--netns", "self", "--port", port, "--interval", "100ms",
                     "--count", "15", NULL};
     int out;
     pid_t w = cwt_spawn(argv, &out);
@@ -640,7 +643,7 @@ static void test_kill_dry_run_then_yes(void **state)
     leak_plant(&k, 1);
     char port[16];
     snprintf(port, sizeof port, "%d", k.port);
-    struct run r = RUN(10000, "kill", "--sport", port);
+    struct run r = RUN(10000, "kill", "--netns", "self", "--sport", port);
     assert_int_equal(r.status, 0);
     assert_non_null(strstr(r.out, "would destroy"));
     assert_non_null(strstr(r.out, "still holds its descriptor"));
@@ -652,7 +655,7 @@ static void test_kill_dry_run_then_yes(void **state)
     assert_int_equal(read(k.res, &err, sizeof err), sizeof err);
     assert_int_equal(err, 0);
 
-    r = RUN(10000, "kill", "--sport", port, "--yes");
+    r = RUN(10000, "kill", "--netns", "self", "--sport", port, "--yes");
     if (cw_diag_destroy_configured() == 0) {
         assert_int_equal(r.status, 3);
         assert_non_null(strstr(r.err, "CONFIG_INET_DIAG_DESTROY"));
@@ -686,7 +689,7 @@ static void test_kill_without_privilege(void **state)
     leak_plant(&k, 1);
     char port[16];
     snprintf(port, sizeof port, "%d", k.port);
-    struct run r = RUN_AS(65534, 10000, "kill", "--sport", port, "--yes");
+    struct run r = RUN_AS(65534, 10000, "kill", "--netns", "self", "--sport", port, "--yes");
     if (r.status != 3 || !strstr(r.err, "CAP_NET_ADMIN"))
         fail_msg("status %d, stderr '%s'", r.status, r.err);
     assert_non_null(strstr(r.err, "closewise: kill: permission denied"));
@@ -723,6 +726,535 @@ static void test_usage_and_help(void **state)
     expect_usage(RUN(5000, "watch", "--interval", "soon"), "bad interval");
     expect_usage(RUN(5000, "watch", "--state", "listen"), "watch with --state");
     expect_usage(RUN(5000, "watch", "--count", "0"), "bad count");
+    expect_usage(RUN(5000, "ls", "-4", "-6"), "-4 and -6");
+    expect_usage(RUN(5000, "ls", "--ipv6", "--ipv4"), "--ipv6 and --ipv4");
+    expect_usage(RUN(5000, "ls", "--addr", "10.0.0.0/33"), "bad prefix");
+    expect_usage(RUN(5000, "ls", "--owners", "magic"), "bad owners");
+}
+
+/* ---- namespaces, cgroups, every holder ---- */
+
+/* One line of a JSON listing per socket: the one with these values. */
+static int json_line(const char *doc, const char *const *kv, char *line, size_t size)
+{
+    for (const char *q = strstr(doc, "{\"cookie\""); q; q = strstr(q + 1, "{\"cookie\"")) {
+        size_t len = strcspn(q, "\n");
+        if (len >= size)
+            continue;
+        memcpy(line, q, len);
+        line[len] = '\0';
+        int ok = 1;
+        for (int i = 0; kv[i] && ok; i += 2) {
+            char v[512];
+            ok = js_field(line, kv[i], v, sizeof v) == 0 && !strcmp(v, kv[i + 1]);
+        }
+        if (ok)
+            return 1;
+    }
+    return 0;
+}
+
+static uint64_t netns_of(pid_t pid)
+{
+    char path[64];
+    struct stat sb;
+    snprintf(path, sizeof path, "/proc/%d/ns/net", (int)pid);
+    assert_int_equal(stat(path, &sb), 0);
+    return (uint64_t)sb.st_ino;
+}
+
+/* A child in its own network namespace (a named one from `ip netns`, or
+ * a fresh unshare()d one) holding NS_SOCKS CLOSE_WAIT sockets. */
+#define NS_SOCKS 2
+struct nsholder {
+    pid_t pid;
+    int ctl;
+    int port;
+    int fd[NS_SOCKS];
+    uint64_t netns;
+};
+
+static int lo_up(void)
+{
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
+    int ok = fd >= 0 && ioctl(fd, SIOCGIFFLAGS, &ifr) == 0;
+    ifr.ifr_flags |= IFF_UP;
+    ok = ok && ioctl(fd, SIOCSIFFLAGS, &ifr) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok ? 0 : -1;
+}
+
+/* The child's part: no cmocka here, any failure is _exit(1). */
+static void ns_child(const char *name, int ctl, int res)
+{
+    char path[128];
+    alarm(30);
+    prctl(PR_SET_NAME, "ns-holder");
+    if (name) {
+        snprintf(path, sizeof path, "/var/run/netns/%s", name);
+        int nfd = open(path, O_RDONLY | O_CLOEXEC);
+        if (nfd < 0 || setns(nfd, CLONE_NEWNET) < 0)
+            _exit(1);
+        close(nfd);
+    } else if (unshare(CLONE_NEWNET) < 0) {
+        _exit(1);
+    }
+    if (lo_up() < 0)
+        _exit(1);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t alen = sizeof a;
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 8) < 0 ||
+        getsockname(l, (struct sockaddr *)&a, &alen) < 0)
+        _exit(1);
+    int msg[1 + NS_SOCKS];
+    msg[0] = ntohs(a.sin_port);
+    for (int i = 0; i < NS_SOCKS; i++) {
+        int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (c < 0 || connect(c, (struct sockaddr *)&a, sizeof a) < 0)
+            _exit(1);
+        int s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+        if (s < 0 || shutdown(c, SHUT_WR) < 0)
+            _exit(1);
+        /* EOF readable on s: the FIN arrived, s is in CLOSE_WAIT. */
+        char b;
+        struct pollfd pf = {.fd = s, .events = POLLIN};
+        if (poll(&pf, 1, 3000) != 1 || recv(s, &b, 1, MSG_PEEK) != 0)
+            _exit(1);
+        msg[1 + i] = s;
+    }
+    if (write(res, msg, sizeof msg) != sizeof msg)
+        _exit(1);
+    close(res);
+    char b;
+    while (read(ctl, &b, 1) < 0 && errno == EINTR)
+        ;
+    _exit(0);
+}
+
+static void ns_start(struct nsholder *h, const char *name)
+{
+    int ctl[2], res[2];
+    if (name) {
+        assert_int_equal(cwt_sh("ip netns add %s", name), 0);
+    }
+    assert_int_equal(pipe2(ctl, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(res, O_CLOEXEC), 0);
+    h->pid = fork();
+    assert_true(h->pid >= 0);
+    if (h->pid == 0) {
+        close(ctl[1]);
+        close(res[0]);
+        ns_child(name, ctl[0], res[1]);
+    }
+    close(ctl[0]);
+    close(res[1]);
+    h->ctl = ctl[1];
+    int msg[1 + NS_SOCKS];
+    struct pollfd pf = {.fd = res[0], .events = POLLIN};
+    int ok = poll(&pf, 1, 5000) == 1 && read(res[0], msg, sizeof msg) == sizeof msg;
+    close(res[0]);
+    assert_true(ok);
+    h->port = msg[0];
+    memcpy(h->fd, msg + 1, sizeof h->fd);
+    h->netns = netns_of(h->pid);
+}
+
+static void ns_stop(struct nsholder *h)
+{
+    close(h->ctl);
+    assert_true(cwt_wait(h->pid, 5000) != -1);
+}
+
+/* Every CLOSE_WAIT socket of h is in doc with h's pid, fd and netns. */
+static void expect_ns_socks(const char *doc, const struct nsholder *h)
+{
+    char port[16], ns[32], pid[16], line[2048];
+    snprintf(port, sizeof port, "%d", h->port);
+    snprintf(ns, sizeof ns, "%llu", (unsigned long long)h->netns);
+    snprintf(pid, sizeof pid, "%d", (int)h->pid);
+    for (int i = 0; i < NS_SOCKS; i++) {
+        char fd[16];
+        snprintf(fd, sizeof fd, "%d", h->fd[i]);
+        const char *kv[] = {"netns", ns, "sport", port, "pid", pid, "fd", fd,
+                            "state", "\"CLOSE_WAIT\"", NULL};
+        if (!json_line(doc, kv, line, sizeof line))
+            fail_msg("netns %s pid %s fd %s port %s not listed:\n%s", ns, pid, fd, port, doc);
+    }
+}
+
+/* Three namespaces (two named by `ip netns`, one only reachable through
+ * its process), each with a process holding CLOSE_WAIT sockets: the
+ * default listing finds them all with pid, fd and namespace; --netns self
+ * none; a path or a pid exactly one; stat counts per namespace. */
+static void test_every_namespace(void **state)
+{
+    if (geteuid() != 0)
+        skip();
+    char a[64], b[64];
+    cwt_netns_name(a, sizeof a, "a");
+    cwt_netns_name(b, sizeof b, "b");
+    struct nsholder h[3];
+    ns_start(&h[0], a);
+    ns_start(&h[1], b);
+    ns_start(&h[2], NULL);
+    assert_true(h[0].netns != h[1].netns && h[1].netns != h[2].netns);
+
+    struct run r = RUN(20000, "ls", "--state", "close-wait", "--process", "--json");
+    assert_int_equal(r.status, 0);
+    assert_json(r.out);
+    for (int i = 0; i < 3; i++)
+        expect_ns_socks(r.out, &h[i]);
+    run_free(&r);
+
+    r = RUN(10000, "ls", "--netns", "self", "--state", "close-wait", "--json");
+    assert_int_equal(r.status, 0);
+    for (int i = 0; i < 3; i++) {
+        char ns[48];
+        snprintf(ns, sizeof ns, "\"netns\":%llu", (unsigned long long)h[i].netns);
+        assert_null(strstr(r.out, ns));
+    }
+    run_free(&r);
+
+    char path[128], pid[16], ns[64];
+    snprintf(path, sizeof path, "/run/netns/%s", b);
+    r = RUN(10000, "ls", "--netns", path, "--process", "--json");
+    assert_int_equal(r.status, 0);
+    expect_ns_socks(r.out, &h[1]);
+    snprintf(ns, sizeof ns, "\"netns\":[%llu]", (unsigned long long)h[1].netns);
+    assert_non_null(strstr(r.out, ns));
+    run_free(&r);
+    snprintf(pid, sizeof pid, "%d", (int)h[2].pid);
+    r = RUN(10000, "ls", "--netns", pid, "--process", "--json", "--state", "close-wait");
+    assert_int_equal(r.status, 0);
+    expect_ns_socks(r.out, &h[2]);
+    assert_int_equal(js_num(r.out, "count"), NS_SOCKS);
+    run_free(&r);
+
+    /* Per namespace: the listener, NS_SOCKS CLOSE_WAIT and as many
+     * FIN_WAIT2 peers. */
+    r = RUN(20000, "stat", "--json");
+    assert_int_equal(r.status, 0);
+    assert_json(r.out);
+    for (int i = 0; i < 3; i++) {
+        char want[128];
+        snprintf(want, sizeof want, "{\"inode\":%llu,\"total\":%d,\"close_wait\":%d}",
+                 (unsigned long long)h[i].netns, 1 + 2 * NS_SOCKS, NS_SOCKS);
+        if (!strstr(r.out, want))
+            fail_msg("no '%s' in:\n%s", want, r.out);
+        snprintf(want, sizeof want, "\"pid\":%d,\"comm\":\"ns-holder\",\"netns\":%llu",
+                 (int)h[i].pid, (unsigned long long)h[i].netns);
+        assert_non_null(strstr(r.out, want));
+    }
+    run_free(&r);
+    r = RUN(20000, "stat");
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "Per network namespace:"));
+    run_free(&r);
+
+    /* Unprivileged, the default quietly stays in the caller's namespace. */
+    r = RUN_AS(65534, 10000, "ls", "--json");
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.err, "");
+    snprintf(ns, sizeof ns, "\"netns\":[%llu]", (unsigned long long)netns_of(getpid()));
+    assert_non_null(strstr(r.out, ns));
+    run_free(&r);
+
+    expect_usage(RUN(5000, "ls", "--netns", "/nonexistent/ns"), "missing netns path");
+    expect_usage(RUN(5000, "ls", "--netns", "sideways"), "bad netns");
+    /* Newest first: a later child inherited the earlier ones' ctl ends. */
+    for (int i = 2; i >= 0; i--)
+        ns_stop(&h[i]);
+    cwt_netns_del(a);
+    cwt_netns_del(b);
+}
+
+/* The cgroup v2 hierarchy's mount point, or "" without one. */
+static void cgroup2_root(char *buf, size_t size)
+{
+    FILE *f = fopen("/proc/self/mounts", "re");
+    char dev[256], dir[256], type[64];
+    buf[0] = '\0';
+    while (f && fscanf(f, "%255s %255s %63s %*[^\n]", dev, dir, type) == 3)
+        if (!strcmp(type, "cgroup2") && !buf[0])
+            snprintf(buf, size, "%s", dir);
+    if (f)
+        fclose(f);
+}
+
+static void read_cgroup_line(pid_t pid, char *buf, size_t size)
+{
+    char path[64], all[4096];
+    snprintf(path, sizeof path, "/proc/%d/cgroup", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    ssize_t n = read(fd, all, sizeof all - 1);
+    close(fd);
+    all[n > 0 ? n : 0] = '\0';
+    const char *p = strstr(all, "0::");
+    assert_non_null(p);
+    p += 3;
+    snprintf(buf, size, "%.*s", (int)strcspn(p, "\n"), p);
+}
+
+/* A process in a cgroup the test creates (named as systemd's Docker
+ * driver names a container's scope) is reported with that cgroup path
+ * and the container id; stat groups by it. */
+static void test_cgroup_attribution(void **state)
+{
+    char root[256], outer[512], inner[700], want_cg[700];
+    static const char id[] = "c0ffee0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
+    cgroup2_root(root, sizeof root);
+    if (geteuid() != 0 || !root[0]) {
+        print_message("no cgroup v2 hierarchy to write to: skipped\n");
+        skip();
+    }
+    snprintf(outer, sizeof outer, "%s/cwtest-%d", root, (int)getpid());
+    snprintf(inner, sizeof inner, "%s/docker-%s.scope", outer, id);
+    struct leak k;
+    leak_plant(&k, 1);
+    int made = mkdir(outer, 0755) == 0 && mkdir(inner, 0755) == 0;
+    int moved = made && cwt_sh("echo %d > %s/cgroup.procs", (int)k.pid, inner) == 0;
+    char port[16];
+    snprintf(port, sizeof port, "%d", k.port);
+    struct run r = {0}, t = {0}, st = {0};
+    if (moved) {
+        read_cgroup_line(k.pid, want_cg, sizeof want_cg);
+        r = RUN(10000, "ls", "--netns", "self", "--process", "--json", "--sport", port);
+        t = RUN(10000, "ls", "--netns", "self", "--process", "--sport", port);
+        st = RUN(10000, "stat", "--netns", "self", "--sport", port);
+    }
+    leak_free(&k);   /* the child is gone: the cgroups can go */
+    rmdir(inner);
+    rmdir(outer);
+    assert_true(made && moved);
+    assert_int_equal(access(outer, F_OK), -1);
+    char v[1024], want[1024];
+    assert_int_equal(r.status, 0);
+    assert_json(r.out);
+    assert_int_equal(js_field(r.out, "cgroup", v, sizeof v), 0);
+    snprintf(want, sizeof want, "\"%s\"", want_cg);
+    assert_string_equal(v, want);
+    snprintf(want, sizeof want, "/cwtest-%d/docker-%s.scope\"", (int)getpid(), id);
+    assert_non_null(strstr(v, want));
+    assert_int_equal(js_field(r.out, "container", v, sizeof v), 0);
+    assert_string_equal(v, "\"docker:c0ffee012345\"");
+    assert_non_null(strstr(t.out, "docker:c0ffee012345"));
+    assert_non_null(strstr(st.out, "CLOSE_WAIT by container"));
+    assert_non_null(strstr(st.out, "docker:c0ffee012345"));
+    run_free(&r);
+    run_free(&t);
+    run_free(&st);
+}
+
+/* A CLOSE_WAIT socket inherited across fork: both holders listed in text
+ * and JSON; --pid CHILD keeps it; kill --pid CHILD --yes destroys it. */
+static void test_inherited_socket(void **state)
+{
+    int l = zoo_listen(AF_INET), port = zoo_port_of(l);
+    int c = zoo_dial(AF_INET, port, 0), s = zoo_accept(l);
+    close(l);
+    int cport = zoo_port_of(c);
+    shutdown(c, SHUT_WR);
+    assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, port, cport, 1, 2000), 1);
+    int ctl[2], rd[2];
+    assert_int_equal(pipe2(ctl, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(rd, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(ctl[1]);
+        close(rd[0]);
+        close(c);
+        prctl(PR_SET_NAME, "heir");
+        alarm(30);
+        if (write(rd[1], "r", 1) != 1)
+            _exit(1);
+        char b;
+        while (read(ctl[0], &b, 1) < 0 && errno == EINTR)
+            ;
+        _exit(0);
+    }
+    close(ctl[0]);
+    close(rd[1]);
+    char ready[4];
+    assert_int_equal(cwt_read_line(rd[0], ready, sizeof ready, 5000), -1);   /* "r", EOF */
+    close(rd[0]);
+    char ps[16], cpid[16], me[64], heir[64];
+    snprintf(ps, sizeof ps, "%d", port);
+    snprintf(cpid, sizeof cpid, "%d", (int)pid);
+    snprintf(me, sizeof me, "%d/test_inspect_cl fd %d", (int)getpid(), s);
+    snprintf(heir, sizeof heir, "%d/heir fd %d", (int)pid, s);
+
+    struct run r = RUN(10000, "ls", "--netns", "self", "--process", "--sport", ps);
+    assert_int_equal(r.status, 0);
+    if (!strstr(r.out, me) || !strstr(r.out, heir))
+        fail_msg("want '%s' and '%s' in:\n%s", me, heir, r.out);
+    run_free(&r);
+    r = RUN(10000, "ls", "--netns", "self", "--json", "--pid", cpid, "--sport", ps);
+    assert_int_equal(r.status, 0);
+    assert_json(r.out);
+    assert_int_equal(js_num(r.out, "count"), 1);
+    char want[128];
+    snprintf(want, sizeof want, "{\"pid\":%d,\"fd\":%d,\"comm\":\"heir\"", (int)pid, s);
+    assert_non_null(strstr(r.out, want));
+    snprintf(want, sizeof want, "\"holders\":[{\"pid\":%d,\"fd\":%d,", (int)getpid(), s);
+    assert_non_null(strstr(r.out, want));
+    run_free(&r);
+    r = RUN(10000, "kill", "--netns", "self", "--pid", cpid);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, heir));
+    run_free(&r);
+    r = RUN(10000, "kill", "--netns", "self", "--pid", cpid, "--yes");
+    if (cw_diag_destroy_configured() != 0) {
+        assert_int_equal(r.status, 0);
+        assert_non_null(strstr(r.out, "destroyed"));
+        assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, port, cport, 0, 2000), 0);
+    }
+    run_free(&r);
+    close(ctl[1]);
+    assert_true(cwt_wait(pid, 5000) != -1);
+    close(s);
+    close(c);
+}
+
+/* --addr 127.0.0.1 finds the dual-stack listener's ::ffff:127.0.0.1
+ * sockets as ss does; CIDR; repeated --port. */
+static void test_cli_address_filters(void **state)
+{
+    int l = zoo_socket(AF_INET6), off = 0;
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6};
+    assert_int_equal(setsockopt(l, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off), 0);
+    assert_int_equal(bind(l, (struct sockaddr *)&a6, sizeof a6), 0);
+    assert_int_equal(listen(l, 8), 0);
+    int p1 = zoo_port_of(l);
+    int l2 = zoo_listen(AF_INET), p2 = zoo_port_of(l2);
+    int c1 = zoo_dial(AF_INET, p1, 0), s1 = zoo_accept(l);
+    int c2 = zoo_dial(AF_INET, p2, 0), s2 = zoo_accept(l2);
+    char q1[16], q2[16], filt[128];
+    snprintf(q1, sizeof q1, "%d", p1);
+    snprintf(q2, sizeof q2, "%d", p2);
+    int ss[16];
+    snprintf(filt, sizeof filt, "state established '( sport = :%d or dport = :%d )' dst 127.0.0.1",
+             p1, p1);
+    int want = ss_counts(filt, ss);
+    struct run r = RUN(10000, "ls", "--netns", "self", "--json", "--state", "established",
+                       "--port", q1, "--addr", "127.0.0.1");
+    assert_int_equal(r.status, 0);
+    assert_int_equal(js_num(r.out, "count"), 2);
+    assert_non_null(strstr(r.out, "\"local\":\"[::ffff:127.0.0.1]"));
+    run_free(&r);
+    assert_true(want >= 1);   /* ss matches the mapped peer too */
+    r = RUN(10000, "ls", "--netns", "self", "--json", "--state", "established", "--port", q1,
+            "--addr", "127.0.0.0/8");
+    assert_int_equal(js_num(r.out, "count"), 2);
+    run_free(&r);
+    r = RUN(10000, "ls", "--netns", "self", "--json", "--state", "established", "--port", q1,
+            "--addr", "10.0.0.0/8");
+    assert_int_equal(js_num(r.out, "count"), 0);
+    run_free(&r);
+    r = RUN(10000, "ls", "--netns", "self", "--json", "--state", "established", "--port", q1,
+            "--port", q2);
+    assert_int_equal(js_num(r.out, "count"), 4);
+    run_free(&r);
+    r = RUN(10000, "ls", "--netns", "self", "--json", "--state", "established", "--port", q1,
+            "--port", q2, "-4");
+    assert_int_equal(js_num(r.out, "count"), 3);   /* the mapped server side is IPv6 */
+    run_free(&r);
+    close(c1);
+    close(s1);
+    close(c2);
+    close(s2);
+    close(l);
+    close(l2);
+}
+
+/* The owners part of an ls --json listing: per socket, its cookie, owner
+ * and holders array, one line each. */
+static void owners_of(const char *doc, char *out, size_t size)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (const char *q = strstr(doc, "{\"cookie\""); q; q = strstr(q + 1, "{\"cookie\"")) {
+        char cookie[32] = "", owner[32] = "";
+        const char *h = strstr(q, "\"holders\":[");
+        const char *e = h ? strchr(h, ']') : NULL;
+        const char *nl = strchr(q, '\n');
+        js_field(q, "cookie", cookie, sizeof cookie);
+        js_field(q, "owner", owner, sizeof owner);
+        if (!h || !e || (nl && e > nl))
+            fail_msg("no holders in: %.*s", (int)strcspn(q, "\n"), q);
+        int k = snprintf(out + len, size - len, "%s %s %.*s\n", cookie, owner,
+                         (int)(e - h + 1), h);
+        assert_true(k > 0 && (size_t)k < size - len);
+        len += (size_t)k;
+    }
+}
+
+/* The BPF task_file iterator and the /proc scan name the same owners
+ * (every holder, listener of the never-accepted socket included) on the
+ * same zoo; where BPF cannot load, that is said and the test skips. */
+static void test_bpf_and_proc_agree(void **state)
+{
+    struct zoo z;
+    zoo_plant(&z, AF_INET);
+        char port[16];
+    snprintf(port, sizeof port, "%d", z.port);
+    struct run b = RUN(10000, "ls", "--netns", "self", "--json", "--process", "--verbose",
+                       "--owners", "bpf", "--port", port);
+    struct run p = RUN(10000, "ls", "--netns", "self", "--json", "--process", "--no-bpf",
+                       "--port", port);
+    setenv("CLOSEWISE_NO_BPF", "1", 1);
+    setenv("CLOSEWISE_OWNERS", "bpf", 1);
+    struct run e = RUN(10000, "ls", "--netns", "self", "--json", "--process", "--port", port);
+    unsetenv("CLOSEWISE_NO_BPF");
+    unsetenv("CLOSEWISE_OWNERS");
+    assert_int_equal(b.status, 0);
+    assert_int_equal(p.status, 0);
+    assert_int_equal(e.status, 0);
+    assert_non_null(strstr(p.out, "\"owners_method\":\"proc\""));
+    assert_non_null(strstr(e.out, "\"owners_method\":\"proc\""));
+    int skipped = !strstr(b.out, "\"owners_method\":\"bpf\"");
+    if (skipped) {
+        /* --verbose says why BPF was not used. */
+        assert_non_null(strstr(b.err, "BPF not used: "));
+        print_message("BPF path skipped: %s", strstr(b.err, "BPF not used: "));
+    } else {
+        assert_non_null(strstr(b.err, "owners: BPF task_file iterator"));
+        static char ob[16384], op[16384];
+        owners_of(b.out, ob, sizeof ob);
+        owners_of(p.out, op, sizeof op);
+        assert_string_equal(ob, op);
+        /* Not vacuous: every held zoo socket has a holder in both. */
+        char pid[64];
+        snprintf(pid, sizeof pid, "[{\"pid\":%d,", (int)z.pid[ZOO_SERVER]);
+        assert_non_null(strstr(ob, pid));
+        snprintf(pid, sizeof pid, "[{\"pid\":%d,", (int)z.pid[ZOO_CLIENT]);
+        assert_non_null(strstr(ob, pid));
+    }
+    run_free(&b);
+    run_free(&p);
+    run_free(&e);
+    /* Without privileges BPF cannot load: the fallback is taken and said,
+     * never a failure. */
+    if (geteuid() == 0) {
+        struct run u = RUN_AS(65534, 10000, "ls", "--netns", "self", "--json", "--process",
+                              "--verbose", "--owners", "bpf", "--port", port);
+        assert_int_equal(u.status, 0);
+        assert_json(u.out);
+        assert_non_null(strstr(u.out, "\"owners_method\":\"proc\""));
+        if (!strstr(u.err, "BPF not used: loading BPF programs needs CAP_BPF") &&
+            !strstr(u.err, "built without BPF"))
+            fail_msg("stderr: %s", u.err);
+        run_free(&u);
+    }
+    zoo_free(&z);
+    if (skipped)
+        skip();
 }
 
 int main(void)
@@ -741,6 +1273,11 @@ int main(void)
         CWT_TEST(test_kill_dry_run_then_yes),
         CWT_TEST(test_kill_without_privilege),
         CWT_TEST(test_usage_and_help),
+        CWT_TEST(test_every_namespace),
+        CWT_TEST(test_cgroup_attribution),
+        CWT_TEST(test_inherited_socket),
+        CWT_TEST(test_cli_address_filters),
+        CWT_TEST(test_bpf_and_proc_agree),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -228,6 +228,7 @@ ZOO_FN void zoo_plant(struct zoo *z, int family)
     int fc = zoo_dial(family, P, 0), cs = zoo_accept(l);
     shutdown(fc, SHUT_WR);
     zoo_wait_state(CW_TCP_CLOSE_WAIT, P, zoo_port_of(fc));
+    zoo_wait_state(CW_TCP_FIN_WAIT2, zoo_port_of(fc), P);
     zoo_add(z, "closewait_s", CW_TCP_CLOSE_WAIT, ZOO_SERVER, cs, P, zoo_port_of(fc));
     zoo_add(z, "finwait2_c", CW_TCP_FIN_WAIT2, ZOO_CLIENT, fc, zoo_port_of(fc), P);
 
@@ -253,6 +254,8 @@ ZOO_FN void zoo_plant(struct zoo *z, int family)
     int qport = zoo_port_of(qc);
     close(qc);
     zoo_wait_state(CW_TCP_CLOSE_WAIT, P, qport);
+    /* The peer's ACK of the FIN may trail the FIN's arrival. */
+    zoo_wait_state(CW_TCP_FIN_WAIT2, qport, P);
     zoo_add(z, "queued_s", CW_TCP_CLOSE_WAIT, ZOO_SERVER, l, P, qport);
     z->s[z->nsock - 1].listener = 1;
     zoo_add(z, "queued_orphan_c", CW_TCP_FIN_WAIT2, ZOO_NOBODY, -1, qport, P);

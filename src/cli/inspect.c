@@ -13,6 +13,44 @@ void insp_sel_init(struct insp_sel *s)
 {
     memset(s, 0, sizeof *s);
     cw_diag_filter_init(&s->f);
+    const char *nobpf = getenv("CLOSEWISE_NO_BPF");
+    const char *mode = getenv("CLOSEWISE_OWNERS");
+    if (mode && !strcmp(mode, "bpf"))
+        s->owners = INSP_OWNERS_BPF;
+    else if (mode && !strcmp(mode, "proc"))
+        s->owners = INSP_OWNERS_PROC;
+    if (nobpf && *nobpf && strcmp(nobpf, "0"))
+        s->owners = INSP_OWNERS_PROC;
+}
+
+/* Below this many open files machine-wide, reading /proc/PID/fd (about
+ * 1.7 us per descriptor here) costs less than loading the BPF iterator
+ * (about 25 ms: libbpf parses the kernel's BTF; see docs/INSPECTOR.md). */
+#define INSP_BPF_MIN_FILES 20000
+
+static long open_files(void)
+{
+    long n = -1;
+    FILE *f = fopen("/proc/sys/fs/file-nr", "re");
+    if (f) {
+        if (fscanf(f, "%ld", &n) != 1)
+            n = -1;
+        fclose(f);
+    }
+    return n;
+}
+
+int insp_attribute(cw_diag *d, struct insp_sel *s, struct cw_sock *v, size_t n)
+{
+    long files = s->owners == INSP_OWNERS_AUTO ? open_files() : -1;
+    if (s->owners == INSP_OWNERS_PROC)
+        s->bpf_why = "--owners proc, --no-bpf or the environment asked for /proc";
+    else if (files >= 0 && files < INSP_BPF_MIN_FILES)
+        s->bpf_why = "auto: few open files machine-wide, /proc is cheaper than "
+                     "loading BPF (use --owners bpf to force it)";
+    else if (insp_bpf_attribute(d, v, n, &s->attr, &s->bpf_why) == CW_OK)
+        return CW_OK;
+    return cw_diag_attribute(d, v, n, &s->attr);
 }
 
 static int parse_states(const char *arg, unsigned *mask)
@@ -36,14 +74,49 @@ static int parse_states(const char *arg, unsigned *mask)
     return *mask ? 0 : -1;
 }
 
-static int port_opt(const char *name, const char *arg, int *out)
+/* A repeated port option adds to the set: any of them matches. */
+static int port_opt(struct insp_sel *s, const char *name, int side, const char *arg)
 {
     int p = cli_parse_port(arg);
     if (p < 0) {
         cli_error("bad %s '%s' (expected 0-65535)", name, arg);
         return -1;
     }
-    *out = p;
+    if (cw_diag_filter_port(&s->f, side, p) < 0) {
+        cli_error("too many %s options (at most %d)", name, CW_DIAG_MAX_PORTS);
+        return -1;
+    }
+    s->narrowed = 1;
+    return 1;
+}
+
+static int family_opt(struct insp_sel *s, int family)
+{
+    if (s->f.family && s->f.family != family) {
+        cli_error("-4 and -6 together select nothing: give one of them");
+        return -1;
+    }
+    s->f.family = family;
+    return 1;
+}
+
+static int netns_opt(struct insp_sel *s, const char *arg)
+{
+    int pid = cli_parse_port(arg) >= 0 || arg[0] != '/' ? atoi(arg) : 0;
+    if (!strcmp(arg, "self")) {
+        s->netns = INSP_NETNS_SELF;
+    } else if (!strcmp(arg, "all")) {
+        s->netns = INSP_NETNS_ALL;
+    } else if (arg[0] == '/' && strlen(arg) < sizeof s->netns_path) {
+        s->netns = INSP_NETNS_PATH;
+        strcpy(s->netns_path, arg);
+    } else if (pid > 0 && strspn(arg, "0123456789") == strlen(arg)) {
+        s->netns = INSP_NETNS_PATH;
+        snprintf(s->netns_path, sizeof s->netns_path, "/proc/%d/ns/net", pid);
+    } else {
+        cli_error("bad --netns '%s' (expected self, all, a path or a pid)", arg);
+        return -1;
+    }
     return 1;
 }
 
@@ -72,20 +145,44 @@ int insp_sel_option(struct insp_sel *s, int opt, const char *arg)
         }
         return 1;
     case INSP_OPT_PORT:
-        s->narrowed = 1;
-        return port_opt("--port", arg, &s->f.port);
+        return port_opt(s, "--port", CW_PORT_EITHER, arg);
     case INSP_OPT_SPORT:
-        s->narrowed = 1;
-        return port_opt("--sport", arg, &s->f.sport);
+        return port_opt(s, "--sport", CW_PORT_LOCAL, arg);
     case INSP_OPT_DPORT:
+        return port_opt(s, "--dport", CW_PORT_PEER, arg);
+    case INSP_OPT_ADDR: {
         s->narrowed = 1;
-        return port_opt("--dport", arg, &s->f.dport);
-    case INSP_OPT_ADDR:
-        s->narrowed = 1;
-        if (cw_diag_filter_addr(&s->f, arg) < 0) {
-            cli_error("bad --addr '%s' (expected a numeric IPv4 or IPv6 address)", arg);
+        int rc = cw_diag_filter_addr(&s->f, arg);
+        if (rc == -ENOSPC) {
+            cli_error("too many --addr options (at most %d)", CW_DIAG_MAX_ADDRS);
             return -1;
         }
+        if (rc < 0) {
+            cli_error("bad --addr '%s' (expected a numeric IPv4 or IPv6 address, "
+                      "optionally /LEN)", arg);
+            return -1;
+        }
+        return 1;
+    }
+    case INSP_OPT_NETNS:
+        return netns_opt(s, arg);
+    case INSP_OPT_NO_BPF:
+        s->owners = INSP_OWNERS_PROC;
+        return 1;
+    case INSP_OPT_OWNERS:
+        if (!strcmp(arg, "auto"))
+            s->owners = INSP_OWNERS_AUTO;
+        else if (!strcmp(arg, "bpf"))
+            s->owners = INSP_OWNERS_BPF;
+        else if (!strcmp(arg, "proc"))
+            s->owners = INSP_OWNERS_PROC;
+        else {
+            cli_error("bad --owners '%s' (expected auto, bpf or proc)", arg);
+            return -1;
+        }
+        return 1;
+    case INSP_OPT_VERBOSE:
+        s->verbose = 1;
         return 1;
     case INSP_OPT_PID:
         s->narrowed = 1;
@@ -106,24 +203,57 @@ int insp_sel_option(struct insp_sel *s, int opt, const char *arg)
         return 1;
     case '4':
     case INSP_OPT_V4:
-        s->f.family = AF_INET;
-        return 1;
+        return family_opt(s, AF_INET);
     case '6':
     case INSP_OPT_V6:
-        s->f.family = AF_INET6;
-        return 1;
+        return family_opt(s, AF_INET6);
     }
     return 0;
 }
 
-int insp_open(cw_diag **d)
+int insp_open(const struct insp_sel *s, cw_diag **d)
 {
-    int rc = cw_diag_open(d);
+    int rc = s->netns == INSP_NETNS_PATH ? cw_diag_open_netns(d, s->netns_path)
+                                         : cw_diag_open(d);
+    if (rc < 0 && s->netns == INSP_NETNS_PATH) {
+        cli_error("cannot enter network namespace %s: %s%s", s->netns_path,
+                  cw_strerror(rc), rc == -EPERM ? " (needs CAP_SYS_ADMIN)" : "");
+        return rc == -ENOENT || rc == CW_EINVAL ? CLI_USAGE : CLI_SYSTEM;
+    }
     if (rc < 0) {
         cli_error("cannot open sock_diag netlink socket: %s", cw_strerror(rc));
         return CLI_SYSTEM;
     }
+    if (s->netns == INSP_NETNS_ALL || s->netns == INSP_NETNS_AUTO) {
+        unsigned skipped = 0;
+        rc = cw_diag_add_all_netns(*d, &skipped);
+        /* Unprivileged, the default quietly stays in the caller's own
+         * namespace; asked for all, say what could not be seen. */
+        if (s->netns == INSP_NETNS_ALL && (rc < 0 || skipped))
+            fprintf(stderr, "closewise: note: %u network namespace(s) could not be "
+                            "entered%s\n", skipped,
+                    geteuid() ? " (needs CAP_SYS_ADMIN)" : "");
+    }
     return CLI_OK;
+}
+
+const char *insp_method_name(int method)
+{
+    switch (method) {
+    case CW_ATTR_PROC: return "proc";
+    case CW_ATTR_BPF: return "bpf";
+    }
+    return "none";
+}
+
+static int held_by(const struct cw_sock *s, int pid)
+{
+    if (s->pid == pid)
+        return 1;
+    for (unsigned i = 0; i < s->nholders; i++)
+        if (s->holders[i].pid == pid)
+            return 1;
+    return 0;
 }
 
 /* Keep the sockets for which keep() says so, in order. */
@@ -133,14 +263,40 @@ static size_t sel_keep(const struct insp_sel *s, struct cw_sock *v, size_t n)
     for (size_t i = 0; i < n; i++) {
         if (s->have_cookie && v[i].cookie != s->cookie)
             continue;
-        if (s->pid && v[i].pid != s->pid)
+        if (s->pid && !held_by(&v[i], s->pid))
             continue;
         v[out++] = v[i];
     }
     return out;
 }
 
-int insp_collect(cw_diag *d, const struct insp_sel *s, int attribute,
+/* What the user should know about owners left unnamed: permission
+ * problems, and (apart) sockets whose process exited during the scan. */
+static void attribution_notes(const struct insp_sel *s)
+{
+    const struct cw_attr_stats *st = &s->attr;
+    if (st->unknown && st->pids_unreadable)
+        fprintf(stderr, "closewise: note: %u socket(s) left unknown: %u process(es) "
+                        "could not be read (permission denied)%s\n",
+                st->unknown, st->pids_unreadable,
+                geteuid() ? "; run as root to name them" : "");
+    if (st->gone)
+        fprintf(stderr, "closewise: note: %u socket(s) closed during the scan "
+                        "(exited during scan: their process exited or closed them)\n",
+                st->gone);
+    if (s->verbose && st->method == CW_ATTR_PROC)
+        fprintf(stderr, "closewise: owners: /proc scan (BPF not used: %s); %u process(es) "
+                        "read, %u unreadable, %u exited during scan; %u socket(s) named, "
+                        "%u unknown, %u gone\n",
+                s->bpf_why, st->pids_scanned, st->pids_unreadable, st->pids_exited,
+                st->found, st->unknown, st->gone);
+    else if (s->verbose)
+        fprintf(stderr, "closewise: owners: %s; %u socket(s) named, %u unknown, %u gone\n",
+                st->method == CW_ATTR_BPF ? "BPF task_file iterator" : "nothing to look up",
+                st->found, st->unknown, st->gone);
+}
+
+int insp_collect(cw_diag *d, struct insp_sel *s, int attribute,
                  struct cw_sock **out, size_t *n)
 {
     int rc = cw_diag_dump(d, &s->f, out, n);
@@ -152,13 +308,9 @@ int insp_collect(cw_diag *d, const struct insp_sel *s, int attribute,
     cookie_only.pid = 0;
     *n = sel_keep(&cookie_only, *out, *n);
     if (attribute || s->pid) {
-        struct cw_attr_stats st;
-        rc = cw_diag_attribute(d, *out, *n, &st);
-        if (rc == CW_OK && st.unknown && st.pids_unreadable)
-            fprintf(stderr, "closewise: note: %u socket(s) left unknown: %u process(es) "
-                            "could not be read (permission denied)%s\n",
-                    st.unknown, st.pids_unreadable,
-                    geteuid() ? "; run as root to name them" : "");
+        rc = insp_attribute(d, s, *out, *n);
+        if (rc == CW_OK)
+            attribution_notes(s);
         if (rc < 0) {
             cli_error("cannot read /proc: %s", cw_strerror(rc));
             free(*out);
@@ -194,8 +346,63 @@ const char *insp_owner_name(int owner)
     case CW_OWNER_LISTENER: return "listener";
     case CW_OWNER_NONE: return "none";
     case CW_OWNER_UNKNOWN: return "unknown";
+    case CW_OWNER_GONE: return "exited";
     }
     return "unchecked";
+}
+
+const char *insp_fmt_holders(const struct cw_sock *s, char *buf, size_t size)
+{
+    size_t len = 0;
+    buf[0] = '\0';
+    for (unsigned i = 0; i < s->nholders && len + 1 < size; i++) {
+        const struct cw_holder *h = &s->holders[i];
+        int k = snprintf(buf + len, size - len, "%s%d/%s fd %d", i ? "," : "", h->pid,
+                         h->comm, h->fd);
+        if (k < 0 || (size_t)k >= size - len) {
+            /* Too many to show: end with "..." where it fits. */
+            if (size > 4)
+                strcpy(buf + size - 4, "...");
+            break;
+        }
+        len += (size_t)k;
+    }
+    return buf;
+}
+
+const char *insp_where(const struct cw_sock *s)
+{
+    if (!s->nholders)
+        return "-";
+    const struct cw_holder *h = &s->holders[0];
+    if (h->container && h->container[0])
+        return h->container;
+    return h->cgroup && h->cgroup[0] ? h->cgroup : "-";
+}
+
+void insp_json_owner_extra(const struct cw_sock *s)
+{
+    printf(",\"netns\":%llu", (unsigned long long)s->netns);
+    if (s->owner == CW_OWNER_UNCHECKED)
+        return;
+    if (s->nholders) {
+        fputs(",\"cgroup\":", stdout);
+        cli_json_str(stdout, s->holders[0].cgroup);
+        fputs(",\"container\":", stdout);
+        cli_json_str(stdout, s->holders[0].container);
+    }
+    fputs(",\"holders\":[", stdout);
+    for (unsigned i = 0; i < s->nholders; i++) {
+        const struct cw_holder *h = &s->holders[i];
+        printf("%s{\"pid\":%d,\"fd\":%d,\"comm\":", i ? "," : "", h->pid, h->fd);
+        cli_json_str(stdout, h->comm);
+        fputs(",\"cgroup\":", stdout);
+        cli_json_str(stdout, h->cgroup);
+        fputs(",\"container\":", stdout);
+        cli_json_str(stdout, h->container);
+        putchar('}');
+    }
+    putchar(']');
 }
 
 const char *insp_fmt_ms(uint64_t ms, char *buf, size_t size)
@@ -216,7 +423,10 @@ const char *insp_fmt_owner(const struct cw_sock *s, char *buf, size_t size)
 {
     switch (s->owner) {
     case CW_OWNER_PROCESS:
-        snprintf(buf, size, "%d/%s fd %d", s->pid, s->comm, s->fd);
+        if (s->nholders > 1)
+            insp_fmt_holders(s, buf, size);
+        else
+            snprintf(buf, size, "%d/%s fd %d", s->pid, s->comm, s->fd);
         break;
     case CW_OWNER_LISTENER:
         if (s->pid)
@@ -230,6 +440,9 @@ const char *insp_fmt_owner(const struct cw_sock *s, char *buf, size_t size)
         break;
     case CW_OWNER_UNKNOWN:
         snprintf(buf, size, "unknown");
+        break;
+    case CW_OWNER_GONE:
+        snprintf(buf, size, "exited during scan");
         break;
     default:
         snprintf(buf, size, "?");
@@ -284,6 +497,7 @@ int insp_addr(const struct cw_sock *s, int peer, char *buf)
 }
 
 #define INSP_MAX_FLAGS 8
+#define INSP_NSHARED 13
 
 /* getopt_long needs one table: the shared options, then the command's. */
 static void build_options(const struct insp_flag *flags, struct option *lo, char *so)
@@ -317,7 +531,7 @@ static int *flag_target(const struct insp_flag *flags, int c)
 int insp_parse(int argc, char **argv, const char *cmd, struct insp_sel *sel,
                const struct insp_flag *flags, void (*help)(void))
 {
-    struct option lo[16 + INSP_MAX_FLAGS];
+    struct option lo[INSP_NSHARED + 2 + INSP_MAX_FLAGS];
     char so[8 + INSP_MAX_FLAGS];
     build_options(flags, lo, so);
     insp_sel_init(sel);

@@ -9,6 +9,13 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* How owners are found (--owners). AUTO loads BPF only where the /proc
+ * scan would cost more than loading it (many open files machine-wide). */
+enum { INSP_OWNERS_AUTO = 0, INSP_OWNERS_BPF, INSP_OWNERS_PROC };
+
+/* Which network namespaces to look into (--netns). */
+enum { INSP_NETNS_AUTO = 0, INSP_NETNS_SELF, INSP_NETNS_ALL, INSP_NETNS_PATH };
+
 /* Command-line selection of sockets. */
 struct insp_sel {
     struct cw_diag_filter f;
@@ -16,12 +23,26 @@ struct insp_sel {
     int have_cookie;
     uint64_t cookie;
     int narrowed;       /* a port, address, pid or cookie was given */
+    int netns;          /* INSP_NETNS_*: AUTO is every namespace when
+                           privileged, the caller's otherwise */
+    char netns_path[256];
+    int owners;         /* INSP_OWNERS_*: --owners, --no-bpf, or the
+                           environment (CLOSEWISE_OWNERS, CLOSEWISE_NO_BPF) */
+    int verbose;        /* --verbose: say how owners were found */
+    struct cw_attr_stats attr;   /* of the last insp_collect() */
+    const char *bpf_why;         /* why BPF was not used, if it was not */
 };
+
+/* Owners through a BPF task_file iterator (owners_bpf.c): CW_OK, or a
+ * negative code with *why saying why BPF cannot be used here. */
+int insp_bpf_attribute(cw_diag *d, struct cw_sock *v, size_t n, struct cw_attr_stats *st,
+                       const char **why);
 
 /* getopt_long codes for the shared options. */
 enum {
     INSP_OPT_STATE = 1000, INSP_OPT_PORT, INSP_OPT_SPORT, INSP_OPT_DPORT,
-    INSP_OPT_ADDR, INSP_OPT_PID, INSP_OPT_COOKIE, INSP_OPT_V4, INSP_OPT_V6
+    INSP_OPT_ADDR, INSP_OPT_PID, INSP_OPT_COOKIE, INSP_OPT_V4, INSP_OPT_V6,
+    INSP_OPT_NETNS, INSP_OPT_NO_BPF, INSP_OPT_VERBOSE, INSP_OPT_OWNERS
 };
 
 /* The filter options, for a command's getopt_long table. */
@@ -34,18 +55,30 @@ enum {
     {"pid", required_argument, NULL, INSP_OPT_PID},               \
     {"cookie", required_argument, NULL, INSP_OPT_COOKIE},         \
     {"ipv4", no_argument, NULL, INSP_OPT_V4},                     \
-    {"ipv6", no_argument, NULL, INSP_OPT_V6}
+    {"ipv6", no_argument, NULL, INSP_OPT_V6},                     \
+    {"netns", required_argument, NULL, INSP_OPT_NETNS},           \
+    {"no-bpf", no_argument, NULL, INSP_OPT_NO_BPF},               \
+    {"owners", required_argument, NULL, INSP_OPT_OWNERS},         \
+    {"verbose", no_argument, NULL, INSP_OPT_VERBOSE}
 
 /* The help text of those options. */
 #define INSP_FILTER_HELP                                                     \
     "  --state S[,S...]  only these states (close-wait, established, ...,\n" \
     "                    or all)\n"                                          \
-    "  --port P          local or peer port P\n"                             \
+    "  --port P          local or peer port P (repeat for several)\n"        \
     "  --sport P         local port P      --dport P   peer port P\n"        \
-    "  --addr A          local or peer address A (IPv4 or IPv6)\n"           \
-    "  --pid P           only sockets held by process P\n"                   \
+    "  --addr A[/LEN]    local or peer address or CIDR prefix (IPv4 or\n"    \
+    "                    IPv6; IPv4 also matches ::ffff:a.b.c.d; repeatable)\n" \
+    "  --pid P           only sockets held by process P (any holder)\n"      \
     "  --cookie C        only the socket with this kernel cookie\n"          \
-    "  -4, --ipv4        only IPv4      -6, --ipv6   only IPv6\n"
+    "  -4, --ipv4        only IPv4      -6, --ipv6   only IPv6\n"            \
+    "  --netns N         self, all, a path (/run/netns/NAME) or a PID\n"     \
+    "                    (default: all namespaces when privileged)\n"        \
+    "  --owners M        how owners are found: bpf (a BPF task_file\n"       \
+    "                    iterator), proc (read /proc/PID/fd), auto (BPF when\n" \
+    "                    many files are open; default; also CLOSEWISE_OWNERS)\n" \
+    "  --no-bpf          the same as --owners proc (also CLOSEWISE_NO_BPF=1)\n" \
+    "  --verbose         say on stderr how owners were found\n"
 
 void insp_sel_init(struct insp_sel *s);
 
@@ -66,15 +99,34 @@ int insp_parse(int argc, char **argv, const char *cmd, struct insp_sel *sel,
  * after printing an error for a bad value. */
 int insp_sel_option(struct insp_sel *s, int opt, const char *arg);
 
-/* Open the inspector, dump what s selects and, when attribute is set
- * (or s has a pid), name the owners and apply the pid/cookie filters.
- * On success *out (malloc'ed, caller frees) holds *n sockets. Returns
- * CLI_OK or an exit code after printing the error. */
-int insp_collect(cw_diag *d, const struct insp_sel *s, int attribute,
+/* Dump what s selects and, when attribute is set (or s has a pid), name
+ * the owners (s->attr says how) and apply the pid/cookie filters. On
+ * success *out (malloc'ed, caller frees) holds *n sockets, whose holders
+ * stay valid until d is closed or attributes again. Returns CLI_OK or an
+ * exit code after printing the error. */
+int insp_collect(cw_diag *d, struct insp_sel *s, int attribute,
                  struct cw_sock **out, size_t *n);
 
-/* Open a cw_diag or print why not. Returns CLI_OK or CLI_SYSTEM. */
-int insp_open(cw_diag **d);
+/* Name the owners of v (BPF when it loads and s allows it, /proc
+ * otherwise), filling s->attr. Returns a cw result code. */
+int insp_attribute(cw_diag *d, struct insp_sel *s, struct cw_sock *v, size_t n);
+
+/* Open a cw_diag on the namespaces s selects, or print why not. Returns
+ * CLI_OK, CLI_USAGE or CLI_SYSTEM. */
+int insp_open(const struct insp_sel *s, cw_diag **d);
+
+/* "bpf", "proc" or "none". */
+const char *insp_method_name(int method);
+
+/* Every holder "1234/nginx fd 7,1240/nginx fd 7" into buf. */
+const char *insp_fmt_holders(const struct cw_sock *s, char *buf, size_t size);
+
+/* The holder's container identity, or its cgroup path, or "-". */
+const char *insp_where(const struct cw_sock *s);
+
+/* The JSON members "netns", "holders" (and "cgroup", "container" of the
+ * first holder) of one socket, each preceded by a comma. */
+void insp_json_owner_extra(const struct cw_sock *s);
 
 /* Text helpers. */
 const char *insp_state_name(int state);

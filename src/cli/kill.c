@@ -54,7 +54,7 @@ static int kill_parse(int argc, char **argv, struct kill_opts *o)
 
 static void print_line(const char *what, const struct cw_sock *s)
 {
-    char l[64], p[64], who[96];
+    char l[64], p[64], who[400];
     cw_sock_addr(s, 0, l, sizeof l);
     cw_sock_addr(s, 1, p, sizeof p);
     printf("%s %-11s %s %s cookie %llu %s\n", what, insp_state_name(s->state), l, p,
@@ -109,7 +109,7 @@ int cmd_kill(int argc, char **argv)
     if (rc)
         return rc < 0 ? CLI_OK : rc;
     cw_diag *d = NULL;
-    if ((rc = insp_open(&d)) != CLI_OK)
+    if ((rc = insp_open(&o.sel, &d)) != CLI_OK)
         return rc;
     struct cw_sock *v = NULL;
     size_t n = 0;

@@ -10,6 +10,7 @@
 struct ls_opts {
     struct insp_sel sel;
     int process, json, explain;
+    int show_netns;     /* more than one namespace: a column for it */
 };
 
 static const char ls_usage[] = "closewise ls [filters] [--process] [--explain] [--json]";
@@ -19,7 +20,8 @@ static void ls_help(void)
     insp_help(ls_usage,
               "List TCP sockets, one per line, with the kernel's state and queues.",
               INSP_FILTER_HELP
-              "  -p, --process     name the process and descriptor holding each socket\n"
+              "  -p, --process     name every process and descriptor holding each\n"
+              "                    socket, and its container (or cgroup)\n"
               "  --explain         say who must act on each socket and why\n"
               "  --json            one JSON document (implies tcp_info fields)\n"
               "  -h, --help        this help\n");
@@ -69,6 +71,7 @@ static void json_sock(const struct cw_sock *s, int explain)
         if (s->owner == CW_OWNER_LISTENER)
             printf(",\"listener_port\":%u", (unsigned)s->listener_port);
     }
+    insp_json_owner_extra(s);
     if (explain) {
         fputs(",\"explain\":", stdout);
         cli_json_str(stdout, cw_sock_explain(s, why, sizeof why));
@@ -76,14 +79,21 @@ static void json_sock(const struct cw_sock *s, int explain)
     putchar('}');
 }
 
-static void ls_json(const struct cw_sock *v, size_t n, int explain)
+static void ls_json(const cw_diag *d, const struct ls_opts *o, const struct cw_sock *v,
+                    size_t n)
 {
     fputs("{\"sockets\":[", stdout);
     for (size_t i = 0; i < n; i++) {
         fputs(i ? ",\n" : "\n", stdout);
-        json_sock(&v[i], explain);
+        json_sock(&v[i], o->explain);
     }
-    printf("\n],\"count\":%zu}\n", n);
+    printf("\n],\"count\":%zu,\"netns\":[", n);
+    for (unsigned i = 0; i < cw_diag_netns_count(d); i++)
+        printf("%s%llu", i ? "," : "", (unsigned long long)cw_diag_netns_inode(d, i));
+    putchar(']');
+    if (o->process)
+        printf(",\"owners_method\":\"%s\"", insp_method_name(o->sel.attr.method));
+    puts("}");
 }
 
 /* Both addresses of every socket, formatted once: the column widths
@@ -114,8 +124,12 @@ static struct addrs *format_addrs(const struct cw_sock *v, size_t n, int *wl, in
 static void text_row(const struct cw_sock *s, const struct addrs *a, int wl, int wp,
                      const struct ls_opts *o)
 {
-    char line[512], num[24], *p = line;
+    char line[1024], num[24], *p = line;
     const char *st = insp_state_name(s->state);
+    if (o->show_netns) {
+        p = insp_put_pad(p, num, (size_t)(insp_put_u(num, s->netns) - num), 10, 0);
+        *p++ = ' ';
+    }
     p = insp_put_pad(p, st, strlen(st), 11, 0);
     *p++ = ' ';
     p = insp_put_pad(p, num, (size_t)(insp_put_u(num, s->rqueue) - num), 6, 1);
@@ -126,9 +140,9 @@ static void text_row(const struct cw_sock *s, const struct addrs *a, int wl, int
     *p++ = ' ';
     p = insp_put_pad(p, a->p, (size_t)a->pl, o->process ? wp : 0, 0);
     if (o->process) {
-        char who[96];
+        char who[400];
         *p++ = ' ';
-        if (s->owner == CW_OWNER_PROCESS) {
+        if (s->owner == CW_OWNER_PROCESS && s->nholders <= 1) {
             p = insp_put_u(p, (unsigned)s->pid);
             *p++ = '/';
             size_t cl = strnlen(s->comm, sizeof s->comm);
@@ -142,6 +156,11 @@ static void text_row(const struct cw_sock *s, const struct addrs *a, int wl, int
             memcpy(p, who, wl2);
             p += wl2;
         }
+        const char *where = insp_where(s);
+        size_t wl3 = strnlen(where, 200);
+        *p++ = ' ';
+        memcpy(p, where, wl3);
+        p += wl3;
     }
     *p++ = '\n';
     fwrite(line, 1, (size_t)(p - line), stdout);
@@ -153,9 +172,9 @@ static int ls_text(const struct cw_sock *v, size_t n, const struct ls_opts *o)
     struct addrs *a = format_addrs(v, n, &wl, &wp);
     if (!a)
         return -1;
-    printf("%-11s %6s %6s %-*s %-*s%s\n", "State", "Recv-Q", "Send-Q", wl,
-           "Local Address:Port", o->process ? wp : 0, "Peer Address:Port",
-           o->process ? " Process" : "");
+    printf("%s%-11s %6s %6s %-*s %-*s%s\n", o->show_netns ? "Netns      " : "", "State",
+           "Recv-Q", "Send-Q", wl, "Local Address:Port", o->process ? wp : 0,
+           "Peer Address:Port", o->process ? " Process Container/cgroup" : "");
     for (size_t i = 0; i < n; i++) {
         char why[256];
         text_row(&v[i], &a[i], wl, wp, o);
@@ -173,21 +192,24 @@ int cmd_ls(int argc, char **argv)
     if (rc)
         return rc < 0 ? CLI_OK : rc;
     cw_diag *d = NULL;
-    if ((rc = insp_open(&d)) != CLI_OK)
+    if ((rc = insp_open(&o.sel, &d)) != CLI_OK)
         return rc;
     struct cw_sock *v = NULL;
     size_t n = 0;
     rc = insp_collect(d, &o.sel, o.process, &v, &n);
-    cw_diag_close(&d);
-    if (rc != CLI_OK)
+    if (rc != CLI_OK) {
+        cw_diag_close(&d);
         return rc;
+    }
+    o.show_netns = cw_diag_netns_count(d) > 1;
     static char obuf[1 << 16];
     setvbuf(stdout, obuf, _IOFBF, sizeof obuf);
     if (o.json)
-        ls_json(v, n, o.explain);
+        ls_json(d, &o, v, n);
     else if (ls_text(v, n, &o) < 0)
         rc = CLI_SYSTEM;
     free(v);
+    cw_diag_close(&d);   /* after the output: it owns the holders */
     if (rc == CLI_OK && fflush(stdout) != 0) {
         cli_error("ls: cannot write output");
         return CLI_SYSTEM;

@@ -13,11 +13,14 @@ struct peer_count {
     unsigned count;
 };
 
-/* CLOSE_WAIT sockets of one holder (a pid, or "unknown"). */
+/* CLOSE_WAIT sockets of one holder (a pid, or "unknown"), or of one
+ * container (pid 0, where set). */
 struct holder {
     int pid;
     int owner;
     char comm[16];
+    char where[128];     /* container identity or cgroup path */
+    uint64_t netns;
     unsigned count, unread, unclosed, queued;
     int has_age;
     uint32_t oldest_min, oldest_max;
@@ -55,20 +58,27 @@ static int stat_parse(int argc, char **argv, struct stat_opts *o)
     return CLI_OK;
 }
 
-static struct holder *holder_for(struct holder **hs, size_t *nh, const struct cw_sock *s)
+/* The group of process pid (0: by owner kind), or of container where. */
+static struct holder *holder_for(struct holder **hs, size_t *nh, int pid, int owner,
+                                 const char *comm, const char *where, uint64_t netns)
 {
-    for (size_t i = 0; i < *nh; i++)
-        if ((*hs)[i].pid == s->pid && (s->pid || (*hs)[i].owner == s->owner))
+    for (size_t i = 0; i < *nh; i++) {
+        const struct holder *h = &(*hs)[i];
+        if (where ? (h->netns == netns && !strcmp(h->where, where))
+                  : (h->pid == pid && (pid || h->owner == owner)))
             return &(*hs)[i];
+    }
     struct holder *nv = realloc(*hs, (*nh + 1) * sizeof **hs);
     if (!nv)
         return NULL;
     *hs = nv;
     struct holder *h = &nv[(*nh)++];
     memset(h, 0, sizeof *h);
-    h->pid = s->pid;
-    h->owner = s->pid ? CW_OWNER_PROCESS : s->owner;
-    memcpy(h->comm, s->comm, sizeof h->comm);
+    h->pid = pid;
+    h->owner = pid ? CW_OWNER_PROCESS : owner;
+    h->netns = netns;
+    snprintf(h->comm, sizeof h->comm, "%s", comm);
+    snprintf(h->where, sizeof h->where, "%s", where ? where : "");
     return h;
 }
 
@@ -112,19 +122,55 @@ static int holder_cmp(const void *a, const void *b)
     return x->oldest_min < y->oldest_min ? 1 : x->oldest_min > y->oldest_min ? -1 : 0;
 }
 
-/* Group the CLOSE_WAIT sockets by holder, worst (most sockets) first. */
-static int group(struct cw_sock *v, size_t n, struct holder **out, size_t *nh)
+/* Whether an earlier holder of s is the same process. */
+static int seen_pid(const struct cw_sock *s, unsigned k)
+{
+    for (unsigned j = 0; j < k; j++)
+        if (s->holders[j].pid == s->holders[k].pid)
+            return 1;
+    return 0;
+}
+
+/* Add s to the group of every process holding it (a socket inherited
+ * across fork counts for each), or to its container's group. */
+static int group_one(const struct cw_sock *s, int by_container, struct holder **out,
+                     size_t *nh)
+{
+    struct holder *h;
+    if (by_container) {
+        h = holder_for(out, nh, 0, s->owner, "", insp_where(s), s->netns);
+        return h ? (holder_add(h, s), 0) : -1;
+    }
+    if (s->nholders <= 1) {
+        h = holder_for(out, nh, s->pid, s->owner, s->comm, NULL, s->netns);
+        if (h && s->nholders)
+            snprintf(h->where, sizeof h->where, "%s", insp_where(s));
+        return h ? (holder_add(h, s), 0) : -1;
+    }
+    for (unsigned k = 0; k < s->nholders; k++) {
+        const struct cw_holder *x = &s->holders[k];
+        if (seen_pid(s, k))
+            continue;
+        h = holder_for(out, nh, x->pid, CW_OWNER_PROCESS, x->comm, NULL, s->netns);
+        if (!h)
+            return -1;
+        snprintf(h->where, sizeof h->where, "%s",
+                 x->container[0] ? x->container : x->cgroup);
+        holder_add(h, s);
+    }
+    return 0;
+}
+
+/* Group the CLOSE_WAIT sockets by holder process (or by container), worst
+ * (most sockets) first. */
+static int group(struct cw_sock *v, size_t n, int by_container, struct holder **out,
+                 size_t *nh)
 {
     *out = NULL;
     *nh = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (v[i].state != CW_TCP_CLOSE_WAIT)
-            continue;
-        struct holder *h = holder_for(out, nh, &v[i]);
-        if (!h)
+    for (size_t i = 0; i < n; i++)
+        if (v[i].state == CW_TCP_CLOSE_WAIT && group_one(&v[i], by_container, out, nh) < 0)
             return -1;
-        holder_add(h, &v[i]);
-    }
     if (*nh > 1)
         qsort(*out, *nh, sizeof **out, holder_cmp);
     return 0;
@@ -171,33 +217,67 @@ static void text_holder(const struct holder *h, int explain)
         printf("          %u: in a listener's accept queue, never accepted\n", h->queued);
 }
 
-static void stat_text(const unsigned *counts, size_t total, const struct holder *hs,
-                      size_t nh, int explain)
+/* Sockets per network namespace. */
+struct ns_count {
+    uint64_t ino;
+    unsigned total, close_wait;
+};
+
+/* Everything stat prints. */
+struct report {
+    unsigned counts[16];
+    size_t total;
+    struct ns_count *ns;
+    size_t nns;
+    struct holder *procs, *boxes;   /* by process, by container */
+    size_t nprocs, nboxes;
+};
+
+static void text_groups(const char *title, const char *col, const struct holder *hs,
+                        size_t nh, int explain)
+{
+    printf("\n%s, worst first:\n  %6s  %-24s %-22s %s\n", title, "COUNT", col, "OLDEST",
+           "PEERS");
+    for (size_t i = 0; i < nh; i++)
+        text_holder(&hs[i], explain);
+}
+
+static void stat_text(const struct report *r, int explain)
 {
     struct cw_sock probe;
     char why[256];
     memset(&probe, 0, sizeof probe);
-    printf("TCP sockets: %zu\n", total);
+    printf("TCP sockets: %zu\n", r->total);
     for (int st = CW_TCP_ESTABLISHED; st <= CW_TCP_CLOSING; st++) {
-        printf("  %-12s %7u", insp_state_name(st), counts[st]);
+        printf("  %-12s %7u", insp_state_name(st), r->counts[st]);
         probe.state = st;
         probe.inode = 1;
         if (explain && st != CW_TCP_CLOSE_WAIT)
             printf("  %s", cw_sock_explain(&probe, why, sizeof why));
         putchar('\n');
     }
-    if (!nh)
+    if (r->nns > 1) {
+        printf("\nPer network namespace:\n  %-12s %7s %10s\n", "NETNS", "TOTAL", "CLOSE_WAIT");
+        for (size_t i = 0; i < r->nns; i++)
+            printf("  %-12llu %7u %10u\n", (unsigned long long)r->ns[i].ino, r->ns[i].total,
+                   r->ns[i].close_wait);
+    }
+    if (!r->nprocs)
         return;
-    printf("\nCLOSE_WAIT by process, worst first:\n  %6s  %-24s %-22s %s\n", "COUNT",
-           "PID/COMMAND", "OLDEST", "PEERS");
-    for (size_t i = 0; i < nh; i++)
-        text_holder(&hs[i], explain);
+    text_groups("CLOSE_WAIT by process", "PID/COMMAND", r->procs, r->nprocs, explain);
+    printf("\nCLOSE_WAIT by container (or cgroup), worst first:\n  %6s  %-12s %s\n",
+           "COUNT", "NETNS", "CONTAINER/CGROUP");
+    for (size_t i = 0; i < r->nboxes; i++)
+        printf("  %6u  %-12llu %s\n", r->boxes[i].count,
+               (unsigned long long)r->boxes[i].netns, r->boxes[i].where);
 }
 
 static void json_holder(const struct holder *h)
 {
     printf("{\"pid\":%d,\"comm\":", h->pid);
     cli_json_str(stdout, h->comm);
+    printf(",\"netns\":%llu,\"where\":", (unsigned long long)h->netns);
+    cli_json_str(stdout, h->where);
     printf(",\"owner\":\"%s\",\"count\":%u,\"not_read_eof\":%u,\"not_closed\":%u,"
            "\"not_accepted\":%u",
            insp_owner_name(h->owner), h->count, h->unread, h->unclosed, h->queued);
@@ -210,19 +290,59 @@ static void json_holder(const struct holder *h)
     printf("],\"other_peers\":%u}", h->other_peers);
 }
 
-static void stat_json(const unsigned *counts, size_t total, const struct holder *hs,
-                      size_t nh)
+static void stat_json(const struct report *r, const struct insp_sel *sel)
 {
-    printf("{\"total\":%zu,\"states\":{", total);
+    printf("{\"total\":%zu,\"states\":{", r->total);
     for (int st = CW_TCP_ESTABLISHED; st <= CW_TCP_CLOSING; st++)
         printf("%s\"%s\":%u", st == CW_TCP_ESTABLISHED ? "" : ",", insp_state_name(st),
-               counts[st]);
-    fputs("},\"close_wait\":[", stdout);
-    for (size_t i = 0; i < nh; i++) {
+               r->counts[st]);
+    fputs("},\"netns\":[", stdout);
+    for (size_t i = 0; i < r->nns; i++)
+        printf("%s{\"inode\":%llu,\"total\":%u,\"close_wait\":%u}", i ? "," : "",
+               (unsigned long long)r->ns[i].ino, r->ns[i].total, r->ns[i].close_wait);
+    printf("],\"owners_method\":\"%s\",\"close_wait\":[", insp_method_name(sel->attr.method));
+    for (size_t i = 0; i < r->nprocs; i++) {
         fputs(i ? ",\n" : "\n", stdout);
-        json_holder(&hs[i]);
+        json_holder(&r->procs[i]);
+    }
+    fputs("],\"close_wait_by_container\":[", stdout);
+    for (size_t i = 0; i < r->nboxes; i++) {
+        fputs(i ? ",\n" : "\n", stdout);
+        json_holder(&r->boxes[i]);
     }
     puts("]}");
+}
+
+static int count_ns(const cw_diag *d, const struct cw_sock *v, size_t n, struct report *r)
+{
+    r->nns = cw_diag_netns_count(d);
+    r->ns = calloc(r->nns ? r->nns : 1, sizeof *r->ns);
+    if (!r->ns)
+        return -1;
+    for (size_t i = 0; i < r->nns; i++)
+        r->ns[i].ino = cw_diag_netns_inode(d, (unsigned)i);
+    for (size_t i = 0; i < n; i++) {
+        r->counts[v[i].state & 15]++;
+        r->total++;
+        for (size_t k = 0; k < r->nns; k++)
+            if (r->ns[k].ino == v[i].netns) {
+                r->ns[k].total++;
+                r->ns[k].close_wait += v[i].state == CW_TCP_CLOSE_WAIT;
+            }
+    }
+    return 0;
+}
+
+static int build_report(const cw_diag *d, struct cw_sock *v, size_t n, size_t ncw,
+                        struct report *r)
+{
+    memset(r, 0, sizeof *r);
+    if (count_ns(d, v, n, r) < 0 || group(v, ncw, 0, &r->procs, &r->nprocs) < 0 ||
+        group(v, ncw, 1, &r->boxes, &r->nboxes) < 0) {
+        cli_error("stat: out of memory");
+        return CLI_SYSTEM;
+    }
+    return CLI_OK;
 }
 
 int cmd_stat(int argc, char **argv)
@@ -232,7 +352,7 @@ int cmd_stat(int argc, char **argv)
     if (rc)
         return rc < 0 ? CLI_OK : rc;
     cw_diag *d = NULL;
-    if ((rc = insp_open(&d)) != CLI_OK)
+    if ((rc = insp_open(&o.sel, &d)) != CLI_OK)
         return rc;
     struct cw_sock *v = NULL;
     size_t n = 0;
@@ -246,30 +366,24 @@ int cmd_stat(int argc, char **argv)
             v[ncw++] = v[i];
             v[i] = t;
         }
-    if (rc == CLI_OK && ncw && !o.sel.pid && cw_diag_attribute(d, v, ncw, NULL) < 0) {
+    if (rc == CLI_OK && ncw && !o.sel.pid && insp_attribute(d, &o.sel, v, ncw) < 0) {
         cli_error("stat: cannot read /proc");
         rc = CLI_SYSTEM;
     }
-    cw_diag_close(&d);
-    unsigned counts[16] = {0};
-    size_t total = 0;
-    for (size_t i = 0; rc == CLI_OK && i < n; i++) {
-        counts[v[i].state & 15]++;
-        total++;
-    }
-    struct holder *hs = NULL;
-    size_t nh = 0;
-    if (rc == CLI_OK && group(v, ncw, &hs, &nh) < 0) {
-        cli_error("stat: out of memory");
-        rc = CLI_SYSTEM;
-    }
+    struct report r;
+    memset(&r, 0, sizeof r);
+    if (rc == CLI_OK)
+        rc = build_report(d, v, n, ncw, &r);
     if (rc == CLI_OK) {
         if (o.json)
-            stat_json(counts, total, hs, nh);
+            stat_json(&r, &o.sel);
         else
-            stat_text(counts, total, hs, nh, o.explain);
+            stat_text(&r, o.explain);
     }
-    free(hs);
+    free(r.ns);
+    free(r.procs);
+    free(r.boxes);
     free(v);
+    cw_diag_close(&d);
     return rc;
 }

@@ -21,7 +21,9 @@ struct watch_opts {
 /* One CLOSE_WAIT socket followed across samples. Its age is known within
  * [lo0, hi0] at t_first and grows with the clock from there. */
 struct tracked {
-    struct cw_sock s;
+    struct cw_sock s;       /* holders NULL: they live only until the
+                               next attribution; who keeps them as text */
+    char who[160];
     int64_t t_first;
     uint32_t lo0, hi0;
     int has_hi;
@@ -146,11 +148,11 @@ static void print_age(const struct tracked *t, int64_t now)
 
 static void print_sock(char mark, const struct tracked *t, int64_t now)
 {
-    char l[64], p[64], who[96];
+    char l[64], p[64];
     cw_sock_addr(&t->s, 0, l, sizeof l);
     cw_sock_addr(&t->s, 1, p, sizeof p);
     stamp();
-    printf("%c %s %s %s age ", mark, l, p, insp_fmt_owner(&t->s, who, sizeof who));
+    printf("%c %s %s %s age ", mark, l, p, t->who);
     print_age(t, now);
     putchar('\n');
 }
@@ -162,6 +164,9 @@ static void track_start(struct tracked *t, const struct cw_sock *s, int64_t now,
 {
     memset(t, 0, sizeof *t);
     t->s = *s;
+    insp_fmt_owner(s, t->who, sizeof t->who);
+    t->s.holders = NULL;
+    t->s.nholders = 0;
     t->t_first = now;
     uint32_t lo = 0, hi = 0;
     if (cw_sock_close_wait_age(s, &lo, &hi) == CW_OK) {
@@ -187,8 +192,8 @@ struct watch_state {
 
 /* Merge a new sample (sorted by cookie, like the tracked list) into the
  * tracked list: report what went and what came. */
-static int merge(struct watch_state *w, cw_diag *d, struct cw_sock *s, size_t ns,
-                 int64_t now)
+static int merge(struct watch_state *w, cw_diag *d, struct insp_sel *sel, struct cw_sock *s,
+                 size_t ns, int64_t now)
 {
     struct tracked *nv = calloc(ns ? ns : 1, sizeof *nv);
     if (!nv)
@@ -213,7 +218,7 @@ static int merge(struct watch_state *w, cw_diag *d, struct cw_sock *s, size_t ns
         print_sock('-', &w->v[i++], now);
     /* Name only the newcomers' owners: the others are known already. */
     if (nf)
-        cw_diag_attribute(d, fresh, nf, NULL);
+        insp_attribute(d, sel, fresh, nf);
     for (size_t f = 0; f < nf; f++) {
         track_start(&nv[k], &fresh[f], now, w->prev);
         print_sock('+', &nv[k++], now);
@@ -258,7 +263,7 @@ static void sleep_ms(long long ms)
     nanosleep(&ts, NULL);
 }
 
-static int watch_loop(cw_diag *d, const struct watch_opts *o)
+static int watch_loop(cw_diag *d, struct watch_opts *o)
 {
     struct watch_state w = {.prev = -1};
     int rc = CLI_OK;
@@ -273,7 +278,7 @@ static int watch_loop(cw_diag *d, const struct watch_opts *o)
         if (rc != CLI_OK)
             break;
         int64_t now = cw_now_ms();
-        int m = merge(&w, d, s, ns, now);
+        int m = merge(&w, d, &o->sel, s, ns, now);
         free(s);
         if (m < 0) {
             cli_error("watch: out of memory");
@@ -307,7 +312,7 @@ int cmd_watch(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     setvbuf(stdout, NULL, _IOLBF, 0);
     cw_diag *d = NULL;
-    if ((rc = insp_open(&d)) != CLI_OK)
+    if ((rc = insp_open(&o.sel, &d)) != CLI_OK)
         return rc;
     rc = watch_loop(d, &o);
     cw_diag_close(&d);
