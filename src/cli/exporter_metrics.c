@@ -13,6 +13,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,6 +81,7 @@ struct xm {
     int64_t now;
     int have_netstat;
     unsigned long long abort_val[NABORTS];
+    uint64_t listening[65536 / 64];   /* bitmap of local ports in LISTEN */
     xexact *exact;            /* NULL: bounds only */
     char exact_why[160];      /* why not */
 };
@@ -186,6 +188,11 @@ static void xb_head(struct xbuf *b, const char *name, const char *type, const ch
 
 int xm_new(const struct xm_opts *o, xm **out)
 {
+    /* A fixed mmap threshold: glibc would otherwise raise it after the
+     * first large dump is freed, and keep later dumps on the heap, which
+     * it does not give back. A long-running daemon should return the
+     * memory of each snapshot. */
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     xm *m = calloc(1, sizeof *m);
     if (!m)
         return -ENOMEM;
@@ -219,10 +226,10 @@ void xm_free(xm **mp)
 
 /* ---- the label source ---- */
 
-/* The control group of a process and, when that cgroup is a container
- * runtime's scope (docker-<id>.scope, cri-containerd-<id>.scope,
- * libpod-<id>.scope, .../docker/<id>), the container's short id. This is
- * the only place labels beyond pid and comm come from. */
+/* The cgroup v2 path of a process and the container identity the
+ * inspector derives from it (cw_cgroup_container(): "docker:<id>",
+ * "k8s-pod:<uid>", "unit:<name>", ...). This is the only place labels
+ * beyond pid and comm come from; it runs for the top processes only. */
 static void container_labels(int pid, char *cgroup, size_t csize, char *container,
                              size_t size)
 {
@@ -237,23 +244,15 @@ static void container_labels(int pid, char *cgroup, size_t csize, char *containe
     while (fgets(line, sizeof line, f)) {
         if (strncmp(line, "0::", 3))
             continue;   /* cgroup v2 unified hierarchy only */
-        line[strcspn(line, "\n")] = '\0';
-        snprintf(cgroup, csize, "%s", line + 3);
+        size_t k = strcspn(line + 3, "\n");
+        k = k < csize ? k : csize - 1;
+        memcpy(cgroup, line + 3, k);
+        cgroup[k] = '\0';
         break;
     }
     fclose(f);
-    /* a 64-hex-digit id in the last path component */
-    const char *last = strrchr(cgroup, '/');
-    last = last ? last + 1 : cgroup;
-    for (const char *p = last; *p; p++) {
-        size_t k = strspn(p, "0123456789abcdef");
-        if (k == 64) {
-            snprintf(container, size, "%.12s", p);
-            return;
-        }
-        if (k)
-            p += k - 1;
-    }
+    if (cgroup[0])
+        cw_cgroup_container(cgroup, container, size);
 }
 
 /* ---- hashing ---- */
@@ -330,21 +329,30 @@ static struct dest *dest_of(xm *m, const struct cw_sock *s)
     return &m->dst[h];
 }
 
-/* Count a socket of any state: per state, TIME_WAIT and ephemeral ports
- * per destination. */
+/* Whether s is the client end of a connection that took a port from
+ * ip_local_port_range towards its destination: its local port is in the
+ * range, nothing listens on it, and the peer's port is outside the range
+ * (a server's). A connection between two ephemeral ports is ambiguous
+ * (loopback tests, peer-to-peer) and not counted. */
+static int ephemeral_client(const xm *m, const struct cw_sock *s)
+{
+    return m->port_lo && s->sport >= m->port_lo && s->sport <= m->port_hi &&
+           !(m->listening[s->sport / 64] >> (s->sport % 64) & 1) &&
+           !(s->dport >= m->port_lo && s->dport <= m->port_hi);
+}
+
+/* Count a socket of any state: per state, and for client ends TIME_WAIT
+ * and ephemeral ports per destination. */
 static void count_sock(xm *m, const struct cw_sock *s)
 {
     if (s->state > 0 && s->state <= CW_TCP_NEW_SYN_RECV)
         m->states[s->state]++;
-    if (s->state == CW_TCP_LISTEN || s->state == CW_TCP_CLOSE)
-        return;
-    int eph = m->port_lo && s->sport >= m->port_lo && s->sport <= m->port_hi;
-    if (!eph && s->state != CW_TCP_TIME_WAIT)
+    if (s->state == CW_TCP_LISTEN || s->state == CW_TCP_CLOSE || !ephemeral_client(m, s))
         return;
     struct dest *d = dest_of(m, s);
     if (!d)
         return;
-    d->ephemeral += (unsigned)eph;
+    d->ephemeral++;
     d->time_wait += s->state == CW_TCP_TIME_WAIT;
 }
 
@@ -483,11 +491,28 @@ static uint64_t track_lo_ms(const xm *m, const struct track *t)
     return t->lo0 + (uint64_t)(m->now - t->t_first);
 }
 
+/* Every state but CLOSE_WAIT first, without tcp_info: the listeners tell
+ * which ends are clients. Then CLOSE_WAIT, with tcp_info for the bounds.
+ * Two dumps keep the peak memory to the larger of the two sets. */
 static void dump_states(xm *m)
 {
     struct cw_diag_filter f;
     struct cw_sock *v = NULL;
     size_t n = 0;
+    cw_diag_filter_init(&f);
+    f.states = CW_STATES_ALL & ~CW_STATE_BIT(CW_TCP_CLOSE_WAIT);
+    memset(m->listening, 0, sizeof m->listening);
+    if (cw_diag_dump(m->d, &f, &v, &n) < 0) {
+        m->errors[ERR_DUMP]++;
+        n = 0;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (v[i].state == CW_TCP_LISTEN)
+            m->listening[v[i].sport / 64] |= 1ull << (v[i].sport % 64);
+    for (size_t i = 0; i < n; i++)
+        count_sock(m, &v[i]);
+    free(v);
+    v = NULL;
     cw_diag_filter_init(&f);
     f.states = CW_STATE_BIT(CW_TCP_CLOSE_WAIT);
     f.want_info = 1;
@@ -499,16 +524,6 @@ static void dump_states(xm *m)
         if (close_wait_refresh(m, v, n) < 0)
             m->errors[ERR_DUMP]++;
     }
-    free(v);
-    v = NULL;
-    cw_diag_filter_init(&f);
-    f.states = CW_STATES_ALL & ~CW_STATE_BIT(CW_TCP_CLOSE_WAIT);
-    if (cw_diag_dump(m->d, &f, &v, &n) < 0) {
-        m->errors[ERR_DUMP]++;
-        n = 0;
-    }
-    for (size_t i = 0; i < n; i++)
-        count_sock(m, &v[i]);
     free(v);
 }
 
@@ -536,7 +551,7 @@ static int dest_cmp_eph(const void *a, const void *b)
 
 static void group_labels(struct xbuf *b, const struct group *g)
 {
-    char cg[256], ct[32], pid[16];
+    char cg[256], ct[128], pid[16];
     container_labels(g->pid, cg, sizeof cg, ct, sizeof ct);
     snprintf(pid, sizeof pid, "%d", g->pid);
     xb_printf(b, "{pid=\"%s\",comm=", g->pid > 0 ? pid : "");
@@ -673,7 +688,8 @@ static void render_dests(xm *m, struct xbuf *b)
     if (nd > 1)
         qsort(m->dst, nd, sizeof *m->dst, dest_cmp_tw);
     xb_head(b, "closewise_time_wait_sockets", "gauge",
-            "TIME_WAIT sockets per destination (the top destinations only).");
+            "Client-side TIME_WAIT sockets per destination, as counted in "
+            "closewise_ephemeral_ports_used (the top destinations only).");
     for (size_t i = 0; i < top && m->dst[i].time_wait; i++) {
         xb_printf(b, "closewise_time_wait_sockets");
         dest_label(b, &m->dst[i]);
@@ -682,9 +698,9 @@ static void render_dests(xm *m, struct xbuf *b)
     if (nd > 1)
         qsort(m->dst, nd, sizeof *m->dst, dest_cmp_eph);
     xb_head(b, "closewise_ephemeral_ports_used", "gauge",
-            "Sockets from a local port in ip_local_port_range to one destination, any "
-            "state but LISTEN (the top destinations only); compare with "
-            "closewise_ephemeral_port_range_ports.");
+            "Client sockets from a local port in ip_local_port_range to one destination "
+            "(a port outside that range), any state (the top destinations only); compare "
+            "with closewise_ephemeral_port_range_ports.");
     for (size_t i = 0; i < top && m->dst[i].ephemeral; i++) {
         xb_printf(b, "closewise_ephemeral_ports_used");
         dest_label(b, &m->dst[i]);
@@ -775,6 +791,7 @@ int xm_refresh(xm *m, struct xbuf *b)
     clock_gettime(CLOCK_MONOTONIC, &w1);
     double wall = (double)(w1.tv_sec - w0.tv_sec) + (w1.tv_nsec - w0.tv_nsec) / 1e9;
     render_rest(m, b, wall, cpu_now() - c0);
+    malloc_trim(0);
     /* large tables are rebuilt per snapshot anyway: give the memory back */
     if (m->gcap > 4096) {
         free(m->g);
