@@ -91,14 +91,18 @@ hz=$(getconf CLK_TCK)
 # One line per snapshot: number, cpu_s, wall_s (the exporter's own).
 last=0
 : >"$tmp/snaps"
-t_first="" c_first=""
+t_first="" hwm_first=""
 while [ "$(wc -l <"$tmp/snaps")" -lt $snaps ]; do
     scrape >"$tmp/m" || { sleep 0.1; continue; }
     n=$(metric closewise_snapshots_total)
     if [ -n "$n" ] && [ "$n" != "$last" ]; then
         last=$n
         echo "$n $(metric closewise_scrape_cpu_seconds) $(metric closewise_scrape_duration_seconds)" >>"$tmp/snaps"
-        if [ "$n" = 2 ]; then t_first=$(ticks); fi
+        if [ "$n" = 2 ]; then
+            t_first=$(ticks)
+            hwm_first=$(awk '/^VmHWM/ { print $2 }' "/proc/$exporter/status")
+            echo 5 >"/proc/$exporter/clear_refs"   # peak RSS from here on: later snapshots
+        fi
         c_last=$(ticks)
     fi
     sleep 0.2
@@ -152,7 +156,9 @@ section() {
     echo "| peer: \`ss -tanH\` (the whole table, no owners), median wall | | $ss_ms |"
     echo "| peer: \`closewise stat\` (dump + owners + per-process table), median wall | | $stat_ms |"
     echo
-    echo "Memory: peak RSS (VmHWM) $((hwm / 1024)) MiB ($hwm KiB), RSS after the run $((rss / 1024)) MiB."
+    echo "Memory (VmHWM, reset with /proc/PID/clear_refs after the second snapshot): peak"
+    echo "RSS $((hwm_first / 1024)) MiB ($hwm_first KiB) over the first two snapshots, $((hwm / 1024)) MiB ($hwm KiB)"
+    echo "over the later ones; RSS after the run $((rss / 1024)) MiB ($rss KiB)."
     echo "Snapshot CPU and wall times are the exporter's own (CLOCK_PROCESS_CPUTIME_ID and"
     echo "CLOCK_MONOTONIC around one refresh, exported as closewise_scrape_cpu_seconds and"
     echo "closewise_scrape_duration_seconds); a scrape itself serves the stored text."

@@ -152,8 +152,11 @@ static void plant(struct plant *p, int n, int gap_ms, int64_t *t_fin)
     p->pid = fork();
     assert_true(p->pid >= 0);
     if (p->pid == 0) {
-        close(ctl[1]);
-        close(ready[0]);
+        /* keep only what this holder needs: an inherited end of an earlier
+         * holder's control pipe would keep that one waiting */
+        for (int fd = 3; fd < 1024; fd++)
+            if (fd != l && fd != ctl[0] && fd != ready[1])
+                close(fd);
         prctl(PR_SET_NAME, LEAKER);
         alarm(60);
         int fds[64];
@@ -280,38 +283,50 @@ static void test_promtool_http(void **state)
     exporter_stop(&x);
 }
 
-/* The fallback (tcp_info) bounds contain the true age: data at t0, FIN
- * 1 s later; the exporter must say lastack <= age <= lastrcv. */
+/* Without BPF the bounds contain the true age. A socket stuck before the
+ * exporter started gets tcp_info's (data at t0, FIN 1 s later: lastack <=
+ * age <= lastrcv, a second apart); one that entered CLOSE_WAIT later is
+ * bounded by the snapshots before and after. */
+static void check_bounds(int port, pid_t pid, int64_t t_fin, int interval_ms,
+                         double min_width, double max_width)
+{
+    char prefix[128];
+    snprintf(prefix, sizeof prefix, "closewise_close_wait_oldest_seconds{pid=\"%d\"",
+             (int)pid);
+    int64_t t0 = cw_now_ms();
+    double lo = scrape_metric(port, prefix);
+    snprintf(prefix, sizeof prefix, "closewise_close_wait_oldest_max_seconds{pid=\"%d\"",
+             (int)pid);
+    double hi = scrape_metric(port, prefix);
+    int64_t t1 = cw_now_ms();
+    /* the snapshot is at most one interval older than the scrape; tcp_info
+     * counts in jiffies: 10 ms of slack */
+    double truth_min = (t0 - interval_ms - t_fin) / 1000.0 - 0.01;
+    double truth_max = (t1 - t_fin) / 1000.0 + 0.01;
+    print_message("pid %d: age bounds [%.3f, %.3f], truth in [%.3f, %.3f]\n", (int)pid, lo,
+                  hi, truth_min, truth_max);
+    assert_true(lo >= 0 && hi >= 0);
+    assert_true(lo <= truth_max);
+    assert_true(hi >= truth_min);
+    assert_true(hi - lo >= min_width && hi - lo <= max_width);
+}
+
 static void test_age_bounds(void **state)
 {
     (void)state;
+    struct plant before, after;
+    int64_t t_before, t_after;
+    plant(&before, 1, 1000, &t_before);
     struct exporter x;
     const char *args[] = {"--interval", "100ms", "--no-bpf", NULL};
     exporter_start(&x, args);
     assert_true(scrape_metric(x.port, "closewise_close_wait_exact_enabled") == 0);
-    struct plant p;
-    int64_t t_fin;
-    plant(&p, 1, 1000, &t_fin);
+    plant(&after, 1, 1000, &t_after);
     cwt_sleep_ms(1500);
-    char prefix[128];
-    snprintf(prefix, sizeof prefix, "closewise_close_wait_oldest_seconds{pid=\"%d\"",
-             (int)p.pid);
-    int64_t t0 = cw_now_ms();
-    double lo = scrape_metric(x.port, prefix);
-    snprintf(prefix, sizeof prefix, "closewise_close_wait_oldest_max_seconds{pid=\"%d\"",
-             (int)p.pid);
-    double hi = scrape_metric(x.port, prefix);
-    int64_t t1 = cw_now_ms();
-    /* the snapshot is at most one interval (100 ms) older than the scrape;
-     * tcp_info counts in jiffies: 10 ms of slack */
-    double truth_min = (t0 - 100 - t_fin) / 1000.0 - 0.01, truth_max = (t1 - t_fin) / 1000.0 + 0.01;
-    print_message("age bounds [%.3f, %.3f], truth in [%.3f, %.3f]\n", lo, hi, truth_min,
-                  truth_max);
-    assert_true(lo >= 0 && hi >= 0);
-    assert_true(lo <= truth_max);
-    assert_true(hi >= truth_min);
-    assert_true(hi - lo > 0.8 && hi - lo < 1.5);   /* the second of data-to-FIN */
-    plant_end(&p);
+    check_bounds(x.port, before.pid, t_before, 100, 0.8, 1.5);   /* the data-to-FIN second */
+    check_bounds(x.port, after.pid, t_after, 100, 0.0, 0.2);     /* one interval */
+    plant_end(&before);
+    plant_end(&after);
     exporter_stop(&x);
 }
 
@@ -352,6 +367,54 @@ static void test_exact_age(void **state)
     assert_true(lo >= truth_min - 0.1 && lo <= truth_max + 0.1);
     assert_true(scrape_metric(x.port, "closewise_close_wait_exact_sockets") == 1);
     plant_end(&p);
+    exporter_stop(&x);
+}
+
+/* Client ends from an ephemeral port to a server port are counted per
+ * destination, their TIME_WAIT too; a close() with unread input shows in
+ * the kernel's TCPAbortOnClose (this test's namespace starts at 0). */
+static void test_destinations_and_aborts(void **state)
+{
+    (void)state;
+    struct exporter x;
+    const char *args[] = {"--interval", "50ms", "--no-bpf", NULL};
+    exporter_start(&x, args);
+    int l = zoo_socket(AF_INET), one = 1;
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_storage ss;
+    socklen_t len = zoo_addr(AF_INET, 4444, &ss);   /* below ip_local_port_range */
+    assert_int_equal(bind(l, (struct sockaddr *)&ss, len), 0);
+    assert_int_equal(listen(l, 16), 0);
+    int c[3], a[3];
+    for (int i = 0; i < 3; i++) {
+        c[i] = zoo_dial(AF_INET, 4444, 0);
+        a[i] = zoo_accept(l);
+    }
+    cwt_sleep_ms(200);
+    const char *used = "closewise_ephemeral_ports_used{destination=\"127.0.0.1:4444\"}";
+    const char *tw = "closewise_time_wait_sockets{destination=\"127.0.0.1:4444\"}";
+    assert_true(scrape_metric(x.port, used) == 3);
+    assert_true(scrape_metric(x.port, tw) == -1);
+    double aborts0 = scrape_metric(x.port, "closewise_tcp_aborts_total{reason=\"on_close\"}");
+    /* clients close first: TIME_WAIT on their side */
+    for (int i = 0; i < 3; i++)
+        close(c[i]);
+    assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, 4444, 0, 3, 3000), 3);
+    /* the server closes one with unread input: a RST, TCPAbortOnClose */
+    int u = zoo_dial(AF_INET, 4444, 0), ua = zoo_accept(l);
+    send_str(u, "unread");
+    cwt_sleep_ms(50);
+    close(ua);
+    close(u);
+    for (int i = 0; i < 3; i++)
+        close(a[i]);
+    close(l);
+    cwt_sleep_ms(300);
+    assert_true(scrape_metric(x.port, tw) == 3);
+    assert_true(scrape_metric(x.port, used) == 3);
+    double aborts1 = scrape_metric(x.port, "closewise_tcp_aborts_total{reason=\"on_close\"}");
+    print_message("TCPAbortOnClose %g -> %g\n", aborts0, aborts1);
+    assert_true(aborts0 >= 0 && aborts1 == aborts0 + 1);
     exporter_stop(&x);
 }
 
@@ -625,6 +688,7 @@ int main(void)
         CWT_TEST(test_promtool_http),
         CWT_TEST(test_age_bounds),
         CWT_TEST(test_exact_age),
+        CWT_TEST(test_destinations_and_aborts),
         CWT_TEST(test_bad_requests),
         CWT_TEST(test_scrapers_leave),
         CWT_TEST(test_many_scrapers),

@@ -82,6 +82,7 @@ struct xm {
     int have_netstat;
     unsigned long long abort_val[NABORTS];
     uint64_t listening[65536 / 64];   /* bitmap of local ports in LISTEN */
+    int64_t prev;             /* time of the last CLOSE_WAIT dump, 0 none */
     xexact *exact;            /* NULL: bounds only */
     char exact_why[160];      /* why not */
 };
@@ -413,6 +414,11 @@ static void track_init(const xm *m, struct track *t, const struct cw_sock *s, in
     if (xexact_entry(m->exact, s->cookie, &entry)) {
         t->lo0 = t->hi0 = (uint32_t)(now > entry ? now - entry : 0);
         t->has_hi = t->exact = 1;
+    } else if (m->prev) {
+        /* not in CLOSE_WAIT at the last dump: it entered since */
+        t->lo0 = 0;
+        t->hi0 = (uint32_t)(now - m->prev);
+        t->has_hi = 1;
     } else if (cw_sock_close_wait_age(s, &lo, &hi) == CW_OK) {
         t->lo0 = lo;
         t->hi0 = hi;
@@ -515,7 +521,11 @@ static void dump_states(xm *m)
     v = NULL;
     cw_diag_filter_init(&f);
     f.states = CW_STATE_BIT(CW_TCP_CLOSE_WAIT);
-    f.want_info = 1;
+    /* tcp_info bounds are needed only for sockets already stuck at the
+     * first dump; a socket new at a later one entered CLOSE_WAIT since
+     * the previous dump, which bounds its age better. tcp_info costs
+     * the kernel a socket lock per socket. */
+    f.want_info = !m->prev;
     if (cw_diag_dump(m->d, &f, &v, &n) < 0) {
         m->errors[ERR_DUMP]++;   /* keep the tracks: ages go on */
     } else {
@@ -523,6 +533,8 @@ static void dump_states(xm *m)
             count_sock(m, &v[i]);
         if (close_wait_refresh(m, v, n) < 0)
             m->errors[ERR_DUMP]++;
+        else
+            m->prev = m->now;
     }
     free(v);
 }
