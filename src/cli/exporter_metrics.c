@@ -404,14 +404,81 @@ const char *xm_exact_why(const xm *m)
     return m->exact ? NULL : m->exact_why;
 }
 
-static void track_init(const xm *m, struct track *t, const struct cw_sock *s, int64_t now)
+/* What one CLOSE_WAIT dump keeps of a socket: 24 bytes, not a cw_sock. */
+struct rec {
+    uint64_t cookie;
+    uint32_t lo, hi;        /* tcp_info bounds when has_info */
+    int has_info;
+};
+
+/* The CLOSE_WAIT dump as it streams in: every socket as a rec, and in
+ * full only those whose owner is still to be named. */
+struct collect {
+    xm *m;
+    struct rec *r;
+    size_t n, cap;
+    struct cw_sock *fresh;
+    size_t nf, fcap;
+    int oom;
+};
+
+static int grow(void **p, size_t *cap, size_t n, size_t size)
+{
+    if (n < *cap)
+        return 0;
+    size_t c = *cap ? *cap * 2 : 1024;
+    void *q = realloc(*p, c * size);
+    if (!q)
+        return -1;
+    *p = q;
+    *cap = c;
+    return 0;
+}
+
+static const struct track *track_find(const xm *m, uint64_t cookie)
+{
+    size_t lo = 0, hi = m->nt;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (m->t[mid].cookie < cookie)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < m->nt && m->t[lo].cookie == cookie ? &m->t[lo] : NULL;
+}
+
+static void on_close_wait(const struct cw_sock *s, void *arg)
+{
+    struct collect *c = arg;
+    count_sock(c->m, s);
+    if (c->oom || grow((void **)&c->r, &c->cap, c->n, sizeof *c->r) < 0) {
+        c->oom = 1;
+        return;
+    }
+    struct rec *r = &c->r[c->n++];
+    r->cookie = s->cookie;
+    r->has_info = cw_sock_close_wait_age(s, &r->lo, &r->hi) == CW_OK;
+    /* a process may have raced the /proc walk: one more try */
+    const struct track *t = track_find(c->m, s->cookie);
+    if (t && (t->pid || t->tries >= 2))
+        return;
+    if (grow((void **)&c->fresh, &c->fcap, c->nf, sizeof *c->fresh) < 0) {
+        c->oom = 1;
+        return;
+    }
+    c->fresh[c->nf] = *s;
+    c->fresh[c->nf].holders = NULL;
+    c->nf++;
+}
+
+static void track_init(const xm *m, struct track *t, const struct rec *r, int64_t now)
 {
     memset(t, 0, sizeof *t);
-    t->cookie = s->cookie;
+    t->cookie = r->cookie;
     t->t_first = now;
-    uint32_t lo, hi;
     int64_t entry;
-    if (xexact_entry(m->exact, s->cookie, &entry)) {
+    if (xexact_entry(m->exact, r->cookie, &entry)) {
         t->lo0 = t->hi0 = (uint32_t)(now > entry ? now - entry : 0);
         t->has_hi = t->exact = 1;
     } else if (m->prev) {
@@ -419,76 +486,71 @@ static void track_init(const xm *m, struct track *t, const struct cw_sock *s, in
         t->lo0 = 0;
         t->hi0 = (uint32_t)(now - m->prev);
         t->has_hi = 1;
-    } else if (cw_sock_close_wait_age(s, &lo, &hi) == CW_OK) {
-        t->lo0 = lo;
-        t->hi0 = hi;
+    } else if (r->has_info) {
+        t->lo0 = r->lo;
+        t->hi0 = r->hi;
         t->has_hi = 1;
     }
 }
 
-/* Name the owners of the sockets at v[want[i]] for the tracks nt[at[i]]:
- * the sockets are moved to the front of v first, since attribution works
- * on an array. */
-static void attribute_new(xm *m, struct cw_sock *v, size_t k, const size_t *want,
-                          struct track *nt, const size_t *at)
+static int rec_cmp(const void *a, const void *b)
 {
-    for (size_t i = 0; i < k; i++)
-        if (want[i] != i)
-            v[i] = v[want[i]];
-    if (!k)
+    uint64_t x = ((const struct rec *)a)->cookie, y = ((const struct rec *)b)->cookie;
+    return x < y ? -1 : x > y;
+}
+
+/* Name the owners of the sockets kept in full, and note them in the
+ * (new) tracks. */
+static void attribute_new(xm *m, struct collect *c)
+{
+    if (!c->nf)
         return;
-    if (cw_diag_attribute(m->d, v, k, NULL) < 0) {
+    if (cw_diag_attribute(m->d, c->fresh, c->nf, NULL) < 0) {
         m->errors[ERR_ATTRIBUTE]++;
         return;
     }
-    for (size_t i = 0; i < k; i++) {
-        struct track *t = &nt[at[i]];
+    for (size_t i = 0; i < c->nf; i++) {
+        struct track *t = (struct track *)track_find(m, c->fresh[i].cookie);
+        if (!t)
+            continue;
         t->tries++;
-        if (v[i].pid > 0) {
-            t->pid = v[i].pid;
-            memcpy(t->comm, v[i].comm, sizeof t->comm);
+        if (c->fresh[i].pid > 0) {
+            t->pid = c->fresh[i].pid;
+            memcpy(t->comm, c->fresh[i].comm, sizeof t->comm);
         }
     }
 }
 
-/* Merge the new dump (sorted by cookie) into the tracks: new cookies
- * entered CLOSE_WAIT, missing ones left it. */
-static int close_wait_refresh(xm *m, struct cw_sock *v, size_t n)
+/* Merge the dump (sorted by cookie here; the dump is not atomic, so a
+ * socket can come twice) into the tracks: new cookies entered CLOSE_WAIT,
+ * missing ones left it. */
+static int close_wait_refresh(xm *m, struct collect *c)
 {
-    struct track *nt = malloc((n ? n : 1) * sizeof *nt);
-    size_t *want = malloc((n ? n : 1) * sizeof *want);
-    size_t *at = malloc((n ? n : 1) * sizeof *at);
-    if (!nt || !want || !at) {
-        free(nt);
-        free(want);
-        free(at);
+    if (c->n > 1)
+        qsort(c->r, c->n, sizeof *c->r, rec_cmp);
+    struct track *nt = malloc((c->n ? c->n : 1) * sizeof *nt);
+    if (!nt)
         return -ENOMEM;
-    }
     size_t j = 0, k = 0;
-    for (size_t i = 0; i < n; i++) {
-        while (j < m->nt && m->t[j].cookie < v[i].cookie) {
+    for (size_t i = 0; i < c->n; i++) {
+        if (k && nt[k - 1].cookie == c->r[i].cookie)
+            continue;
+        while (j < m->nt && m->t[j].cookie < c->r[i].cookie) {
             m->closed++;
             j++;
         }
-        if (j < m->nt && m->t[j].cookie == v[i].cookie) {
-            nt[i] = m->t[j++];
+        if (j < m->nt && m->t[j].cookie == c->r[i].cookie) {
+            nt[k++] = m->t[j++];
         } else {
-            track_init(m, &nt[i], &v[i], m->now);
+            track_init(m, &nt[k++], &c->r[i], m->now);
             m->entered++;
-        }
-        /* a process may have raced the /proc walk: one more try */
-        if (!nt[i].pid && nt[i].tries < 2) {
-            want[k] = i;
-            at[k++] = i;
         }
     }
     m->closed += m->nt - j;
-    attribute_new(m, v, k, want, nt, at);
-    free(want);
-    free(at);
     free(m->t);
     m->t = nt;
-    m->nt = n;
+    m->nt = k;
+    attribute_new(m, c);
     return 0;
 }
 
@@ -497,28 +559,34 @@ static uint64_t track_lo_ms(const xm *m, const struct track *t)
     return t->lo0 + (uint64_t)(m->now - t->t_first);
 }
 
-/* Every state but CLOSE_WAIT first, without tcp_info: the listeners tell
- * which ends are clients. Then CLOSE_WAIT, with tcp_info for the bounds.
- * Two dumps keep the peak memory to the larger of the two sets. */
+static void on_listener(const struct cw_sock *s, void *arg)
+{
+    xm *m = arg;
+    m->listening[s->sport / 64] |= 1ull << (s->sport % 64);
+    count_sock(m, s);
+}
+
+static void on_other(const struct cw_sock *s, void *arg)
+{
+    count_sock(arg, s);
+}
+
+/* Three streamed dumps, so that memory does not grow with the socket
+ * count: the listeners first (only the listening table is walked), which
+ * tell client ends from server ends; every other state but CLOSE_WAIT;
+ * then CLOSE_WAIT, kept as 24-byte records. */
 static void dump_states(xm *m)
 {
     struct cw_diag_filter f;
-    struct cw_sock *v = NULL;
-    size_t n = 0;
-    cw_diag_filter_init(&f);
-    f.states = CW_STATES_ALL & ~CW_STATE_BIT(CW_TCP_CLOSE_WAIT);
     memset(m->listening, 0, sizeof m->listening);
-    if (cw_diag_dump(m->d, &f, &v, &n) < 0) {
+    cw_diag_filter_init(&f);
+    f.states = CW_STATE_BIT(CW_TCP_LISTEN);
+    if (cw_diag_dump_each(m->d, &f, on_listener, m) < 0)
         m->errors[ERR_DUMP]++;
-        n = 0;
-    }
-    for (size_t i = 0; i < n; i++)
-        if (v[i].state == CW_TCP_LISTEN)
-            m->listening[v[i].sport / 64] |= 1ull << (v[i].sport % 64);
-    for (size_t i = 0; i < n; i++)
-        count_sock(m, &v[i]);
-    free(v);
-    v = NULL;
+    cw_diag_filter_init(&f);
+    f.states = CW_STATES_ALL & ~CW_STATE_BIT(CW_TCP_CLOSE_WAIT) & ~CW_STATE_BIT(CW_TCP_LISTEN);
+    if (cw_diag_dump_each(m->d, &f, on_other, m) < 0)
+        m->errors[ERR_DUMP]++;
     cw_diag_filter_init(&f);
     f.states = CW_STATE_BIT(CW_TCP_CLOSE_WAIT);
     /* tcp_info bounds are needed only for sockets already stuck at the
@@ -526,17 +594,15 @@ static void dump_states(xm *m)
      * the previous dump, which bounds its age better. tcp_info costs
      * the kernel a socket lock per socket. */
     f.want_info = !m->prev;
-    if (cw_diag_dump(m->d, &f, &v, &n) < 0) {
+    struct collect c = {.m = m};
+    if (cw_diag_dump_each(m->d, &f, on_close_wait, &c) < 0 || c.oom)
         m->errors[ERR_DUMP]++;   /* keep the tracks: ages go on */
-    } else {
-        for (size_t i = 0; i < n; i++)
-            count_sock(m, &v[i]);
-        if (close_wait_refresh(m, v, n) < 0)
-            m->errors[ERR_DUMP]++;
-        else
-            m->prev = m->now;
-    }
-    free(v);
+    else if (close_wait_refresh(m, &c) < 0)
+        m->errors[ERR_DUMP]++;
+    else
+        m->prev = m->now;
+    free(c.r);
+    free(c.fresh);
 }
 
 /* ---- rendering ---- */
