@@ -657,6 +657,49 @@ static void test_rules(void **state)
                             ">/dev/null", CW_SOURCE_DIR), 0);
 }
 
+/* `closewise watch --json`: JSON Lines, one event each (appeared, leak,
+ * closed), with the age exact when BPF stamped the socket. */
+static void test_watch_json(void **state)
+{
+    (void)state;
+    int l = zoo_listen(AF_INET);
+    char port[16];
+    snprintf(port, sizeof port, "%d", zoo_port_of(l));
+    close(l);
+    char *argv[] = {(char *)CLI, (char *)"watch", (char *)"--json", (char *)"--netns",
+                    (char *)"self", (char *)"--interval", (char *)"100ms",
+                    (char *)"--older-than", (char *)"500ms", (char *)"--count",
+                    (char *)"40", NULL};
+    int out;
+    pid_t w = cwt_spawn3(argv, NULL, &out, NULL);
+    cwt_sleep_ms(300);
+    struct plant p;
+    int64_t t_fin;
+    plant(&p, 1, 0, &t_fin);
+    char line[2048], want[64];
+    snprintf(want, sizeof want, "\"pid\":%d,", (int)p.pid);
+    const char *events[] = {"\"event\":\"appeared\"", "\"event\":\"leak\"",
+                            "\"event\":\"closed\""};
+    for (int e = 0; e < 3; e++) {
+        if (e == 2)
+            plant_end(&p);
+        int n = cwt_read_line(out, line, sizeof line, 5000);
+        assert_true(n > 0);
+        print_message("%s", line);
+        assert_true(line[0] == '{' && line[n - 1] == '}');
+        assert_non_null(strstr(line, events[e]));
+        assert_non_null(strstr(line, want));
+        assert_non_null(strstr(line, "\"comm\":\"" LEAKER "\""));
+        assert_non_null(strstr(line, "\"age_min_s\":"));
+        if (e == 1)
+            assert_non_null(strstr(line, "\"explain\":\""));
+    }
+    kill(w, SIGTERM);
+    int st = cwt_wait(w, 3000);
+    assert_true(st >= 0 && WIFEXITED(st));
+    close(out);
+}
+
 static void test_usage(void **state)
 {
     (void)state;
@@ -689,6 +732,7 @@ int main(void)
         CWT_TEST(test_age_bounds),
         CWT_TEST(test_exact_age),
         CWT_TEST(test_destinations_and_aborts),
+        CWT_TEST(test_watch_json),
         CWT_TEST(test_bad_requests),
         CWT_TEST(test_scrapers_leave),
         CWT_TEST(test_many_scrapers),
