@@ -685,7 +685,6 @@ static void test_watch_json(void **state)
             plant_end(&p);
         int n = cwt_read_line(out, line, sizeof line, 5000);
         assert_true(n > 0);
-        print_message("%s", line);
         assert_true(line[0] == '{' && line[n - 1] == '}');
         assert_non_null(strstr(line, events[e]));
         assert_non_null(strstr(line, want));

@@ -519,6 +519,9 @@ static void attribute_new(xm *m, struct collect *c)
             memcpy(t->comm, c->fresh[i].comm, sizeof t->comm);
         }
     }
+    /* The handle keeps every holder it found until its next attribution,
+     * which may be hours away: an empty one gives that memory back now. */
+    cw_diag_attribute(m->d, NULL, 0, NULL);
 }
 
 /* Merge the dump (sorted by cookie here; the dump is not atomic, so a
