@@ -3,9 +3,15 @@
 #
 # For N = 1,000 and 10,000: N CLOSE_WAIT sockets held by 10 processes plus
 # N TIME_WAIT sockets on loopback (bench/plant.c), then, in the same run and
-# interleaved, `closewise ls --state close-wait` with and without process
-# attribution, `ss -tan[p] state close-wait`, `netstat -tanp` and
-# `lsof -nP -iTCP -sTCP:CLOSE_WAIT`. Medians, minima and maxima go into the
+# interleaved, `closewise ls --state close-wait` without process
+# attribution and with it (default, forced BPF iterator, forced /proc
+# scan), `ss -tan[p] state close-wait`, `netstat -tanp` and
+# `lsof -nP -iTCP -sTCP:CLOSE_WAIT`. closewise gets `--netns self`: ss sees
+# only its own namespace. Then the all-namespace scan: NS namespaces with
+# PER CLOSE_WAIT sockets each (CW_BENCH_NS, default 50 x 200), one
+# `closewise ls --netns all --state close-wait --process` against a loop of
+# `ip netns exec NS ss -tanp state close-wait` over the same namespaces.
+# Medians, minima and maxima go into the
 # "Socket inspector" section of MARKDOWN (default docs/BENCHMARKS.md),
 # which is rewritten between its markers; other sections are kept.
 #
@@ -52,9 +58,20 @@ done
 
 tmp=$(mktemp -d)
 planter=""
+nsplanters=""
+nsnames=""
+ns_cleanup() {
+    exec 4>&-
+    # Closing the control FIFO ends the planters; kill any that linger.
+    for p in $nsplanters; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+    nsplanters=""
+    for ns in $nsnames; do ip netns del "$ns" || true; done
+    nsnames=""
+}
 cleanup() {
     exec 3>&- 2>/dev/null || true
     [ -n "$planter" ] && kill "$planter" 2>/dev/null && wait "$planter" 2>/dev/null
+    ns_cleanup
     rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
@@ -92,16 +109,63 @@ for n in $sizes; do
     plant_start "$n"
     echo "$n $(count close-wait) $(count time-wait)" >"$tmp/counts.$n"
     "$timeit" 31 5 \
-        closewise_ls "$cw ls --state close-wait" \
-        closewise_ls_p "$cw ls --state close-wait --process" \
+        closewise_ls "$cw ls --netns self --state close-wait" \
+        closewise_ls_p "$cw ls --netns self --state close-wait --process" \
+        closewise_ls_bpf "$cw ls --netns self --state close-wait --process --owners bpf" \
+        closewise_ls_proc "$cw ls --netns self --state close-wait --process --owners proc" \
         ss "ss -tan state close-wait" \
         ss_p "ss -tanp state close-wait" \
         netstat_p "netstat -tanp" \
         lsof "lsof -nP -iTCP -sTCP:CLOSE_WAIT" >"$tmp/res.$n"
     echo "$(count close-wait) $(count time-wait)" >>"$tmp/counts.$n"
+    "$cw" ls --netns self --state close-wait --process --owners bpf --verbose 2>&1 >/dev/null |
+        tail -1 >"$tmp/bpf.$n"
     plant_stop
     cat "$tmp/res.$n" >&2
 done
+
+# ---- all namespaces ----
+set -- ${CW_BENCH_NS:-50 200}
+nns=$1
+per=$2
+if [ "$nns" -gt 0 ]; then
+    echo "inspect: $nns namespaces x $per CLOSE_WAIT..." >&2
+    mkfifo "$tmp/nsctl"
+    i=0
+    while [ $i -lt "$nns" ]; do
+        ns=cwbench-$$-$i
+        ip netns add "$ns" && ip -n "$ns" link set lo up || exit 3
+        nsnames="$nsnames $ns"
+        : >"$tmp/ns.$i.out"
+        CW_PLANT_NO_WAIT=1 ip netns exec "$ns" "$plant" "$per" 1 0 >"$tmp/ns.$i.out" 2>&1 \
+            <"$tmp/nsctl" &
+        nsplanters="$nsplanters $!"
+        i=$((i + 1))
+    done
+    exec 4>"$tmp/nsctl"
+    i=0
+    while [ $i -lt "$nns" ]; do
+        k=0
+        until grep -q ready "$tmp/ns.$i.out"; do
+            k=$((k + 1))
+            [ $k -gt 600 ] && { echo "bench/inspect.sh: namespace planting failed" >&2; cat "$tmp/ns.$i.out" >&2; exit 3; }
+            sleep 0.1
+        done
+        i=$((i + 1))
+    done
+    { for ns in $nsnames; do echo "ip netns exec $ns ss -tanp state close-wait"; done; } >"$tmp/ssloop.sh"
+    "$cw" ls --netns all --state close-wait --process --json >"$tmp/nsall.json"
+    found=$(grep -c '"state":"CLOSE_WAIT"' "$tmp/nsall.json" || true)
+    ssfound=$(sed 's/ss -tanp/ss -tanpH/' "$tmp/ssloop.sh" | sh | wc -l)
+    nsall=$(grep -o '"netns":\[[0-9,]*\]' "$tmp/nsall.json" | tr -cd , | wc -c)
+    "$timeit" 21 20 \
+        closewise_all "$cw ls --netns all --state close-wait --process" \
+        closewise_all_proc "$cw ls --netns all --state close-wait --process --owners proc" \
+        ss_loop "sh $tmp/ssloop.sh" >"$tmp/res.ns"
+    echo "$nns $per $found $ssfound $((nsall + 1))" >"$tmp/counts.ns"
+    ns_cleanup
+    cat "$tmp/res.ns" >&2
+fi
 
 # ---- Markdown ----
 med() { awk -v k="$1" '$1 == k { print $3 }' "$tmp/res.$2"; }
@@ -139,8 +203,10 @@ section() {
     for n in $sizes; do
         while read -r name runs m lo hi failed; do
             case $name in
-            closewise_ls) c="closewise ls --state close-wait" ;;
-            closewise_ls_p) c="closewise ls --state close-wait --process" ;;
+            closewise_ls) c="closewise ls --netns self --state close-wait" ;;
+            closewise_ls_p) c="closewise ls --netns self --state close-wait --process" ;;
+            closewise_ls_bpf) c="closewise ls --netns self --state close-wait --process --owners bpf" ;;
+            closewise_ls_proc) c="closewise ls --netns self --state close-wait --process --owners proc" ;;
             ss) c="ss -tan state close-wait" ;;
             ss_p) c="ss -tanp state close-wait" ;;
             netstat_p) c="netstat -tanp" ;;
@@ -152,16 +218,23 @@ section() {
         done <"$tmp/res.$n"
     done
     echo
-    echo "Ratios of medians (targets: with attribution <= 0.20 x \`ss -tanp\`;"
-    echo "without, <= 0.50 x \`ss -tan\`):"
+    echo "Ratios of medians (targets at N=10000: BPF path <= 0.05 x \`ss -tanp\`,"
+    echo "/proc path <= 0.25 x; without attribution <= 0.50 x \`ss -tan\`):"
     echo
-    echo "| N | ls / ss -tan | ls -p / ss -tanp | ls -p / netstat -tanp | ls -p / lsof |"
-    echo "|---:|---:|---:|---:|---:|"
+    echo "| N | ls / ss -tan | ls -p (auto) / ss -tanp | ls -p bpf / ss -tanp | ls -p proc / ss -tanp | ls -p / netstat -tanp | ls -p / lsof |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|"
     for n in $sizes; do
         echo "| $n | $(ratio "$(med closewise_ls "$n")" "$(med ss "$n")") |" \
             "$(ratio "$(med closewise_ls_p "$n")" "$(med ss_p "$n")") |" \
+            "$(ratio "$(med closewise_ls_bpf "$n")" "$(med ss_p "$n")") |" \
+            "$(ratio "$(med closewise_ls_proc "$n")" "$(med ss_p "$n")") |" \
             "$(ratio "$(med closewise_ls_p "$n")" "$(med netstat_p "$n")") |" \
             "$(ratio "$(med closewise_ls_p "$n")" "$(med lsof "$n")") |"
+    done
+    echo
+    echo "How owners were found (\`--owners bpf --verbose\`), per N:"
+    for n in $sizes; do
+        echo "N=$n: $(cat "$tmp/bpf.$n" 2>/dev/null)"
     done
     set -- $sizes
     if [ $# -ge 2 ]; then
@@ -173,7 +246,7 @@ section() {
         echo
         echo "| command | x |"
         echo "|---|---:|"
-        for k in closewise_ls closewise_ls_p ss ss_p netstat_p lsof; do
+        for k in closewise_ls closewise_ls_p closewise_ls_bpf closewise_ls_proc ss ss_p netstat_p lsof; do
             echo "| $k | $(ratio "$(med $k "$b")" "$(med $k "$a")") |"
         done
     fi
@@ -197,6 +270,33 @@ section() {
             echo "are not the specified scenario. Rerun on a quiet machine."
         fi
     done
+    if [ -f "$tmp/res.ns" ]; then
+        read -r nns per found ssfound nsall <"$tmp/counts.ns"
+        echo
+        echo "### Every network namespace"
+        echo
+        echo "$nns namespaces made with \`ip netns add\`, each with $per CLOSE_WAIT sockets held by"
+        echo "one process (their FIN_WAIT2 peers still present). \`closewise ls --netns all\`"
+        echo "enters every namespace of the machine ($nsall at the time, the benchmark's and"
+        echo "whatever else ran) from helper threads; ss needs \`ip netns exec\` per named"
+        echo "namespace (and cannot reach unnamed container namespaces at all). Found:"
+        echo "closewise $found CLOSE_WAIT sockets, the ss loop $ssfound."
+        echo
+        echo "| command | runs | median | min-max |"
+        echo "|---|---:|---:|---:|"
+        while read -r name runs m lo hi failed; do
+            case $name in
+            closewise_all) c="closewise ls --netns all --state close-wait --process" ;;
+            closewise_all_proc) c="closewise ls --netns all --state close-wait --process --owners proc" ;;
+            ss_loop) c="for ns in (the $nns); do ip netns exec \$ns ss -tanp state close-wait; done" ;;
+            *) c=$name ;;
+            esac
+            [ "$failed" = 0 ] || c="$c (**$failed runs failed**)"
+            echo "| \`$c\` | $runs | $m | $lo-$hi |"
+        done <"$tmp/res.ns"
+        awk '$1 == "closewise_all" { a = $3 } $1 == "ss_loop" { b = $3 }
+             END { if (b > 0) printf "\nRatio of medians, closewise / ss loop: %.3f\n", a / b }' "$tmp/res.ns"
+    fi
     echo "<!-- inspect:end -->"
 }
 

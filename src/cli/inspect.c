@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -23,31 +24,10 @@ void insp_sel_init(struct insp_sel *s)
         s->owners = INSP_OWNERS_PROC;
 }
 
-/* Below this many open files machine-wide, reading /proc/PID/fd (about
- * 1.7 us per descriptor here) costs less than loading the BPF iterator
- * (about 25 ms: libbpf parses the kernel's BTF; see docs/INSPECTOR.md). */
-#define INSP_BPF_MIN_FILES 20000
-
-static long open_files(void)
-{
-    long n = -1;
-    FILE *f = fopen("/proc/sys/fs/file-nr", "re");
-    if (f) {
-        if (fscanf(f, "%ld", &n) != 1)
-            n = -1;
-        fclose(f);
-    }
-    return n;
-}
-
 int insp_attribute(cw_diag *d, struct insp_sel *s, struct cw_sock *v, size_t n)
 {
-    long files = s->owners == INSP_OWNERS_AUTO ? open_files() : -1;
     if (s->owners == INSP_OWNERS_PROC)
         s->bpf_why = "--owners proc, --no-bpf or the environment asked for /proc";
-    else if (files >= 0 && files < INSP_BPF_MIN_FILES)
-        s->bpf_why = "auto: few open files machine-wide, /proc is cheaper than "
-                     "loading BPF (use --owners bpf to force it)";
     else if (insp_bpf_attribute(d, v, n, &s->attr, &s->bpf_why) == CW_OK)
         return CW_OK;
     return cw_diag_attribute(d, v, n, &s->attr);
@@ -226,6 +206,13 @@ int insp_open(const struct insp_sel *s, cw_diag **d)
     }
     if (s->netns == INSP_NETNS_ALL || s->netns == INSP_NETNS_AUTO) {
         unsigned skipped = 0;
+        /* One netlink socket per namespace: a node with a thousand pods
+         * would pass the usual soft limit of 1024 descriptors. */
+        struct rlimit rl;
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+            rl.rlim_cur = rl.rlim_max;
+            setrlimit(RLIMIT_NOFILE, &rl);
+        }
         rc = cw_diag_add_all_netns(*d, &skipped);
         /* Unprivileged, the default quietly stays in the caller's own
          * namespace; asked for all, say what could not be seen. */

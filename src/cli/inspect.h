@@ -9,8 +9,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
-/* How owners are found (--owners). AUTO loads BPF only where the /proc
- * scan would cost more than loading it (many open files machine-wide). */
+/* How owners are found (--owners). AUTO and BPF both use the BPF
+ * iterator when it loads and fall back to /proc otherwise; AUTO is the
+ * default, kept apart so that a cheaper choice can be made there later. */
 enum { INSP_OWNERS_AUTO = 0, INSP_OWNERS_BPF, INSP_OWNERS_PROC };
 
 /* Which network namespaces to look into (--netns). */
@@ -75,8 +76,8 @@ enum {
     "  --netns N         self, all, a path (/run/netns/NAME) or a PID\n"     \
     "                    (default: all namespaces when privileged)\n"        \
     "  --owners M        how owners are found: bpf (a BPF task_file\n"       \
-    "                    iterator), proc (read /proc/PID/fd), auto (BPF when\n" \
-    "                    many files are open; default; also CLOSEWISE_OWNERS)\n" \
+    "                    iterator, /proc when it cannot load), proc (read\n"  \
+    "                    /proc/PID/fd), auto (default: bpf; CLOSEWISE_OWNERS)\n" \
     "  --no-bpf          the same as --owners proc (also CLOSEWISE_NO_BPF=1)\n" \
     "  --verbose         say on stderr how owners were found\n"
 
