@@ -266,6 +266,20 @@ static void test_promtool_textfile(void **state)
     assert_int_equal(cwt_sh("grep -q '^closewise_close_wait_sockets{pid=\"%d\",comm=\"%s\"' "
                             "'%s/closewise.prom'", (int)p.pid, LEAKER, dir), 0);
     assert_true(cwt_sh("ls -A '%s' | grep -qv '^closewise.prom$'", dir) != 0);
+    /* the container and cgroup labels are the inspector's reading of the
+     * holder's cgroup */
+    char path[64], line[512], cg[512] = "", ct[128];
+    snprintf(path, sizeof path, "/proc/%d/cgroup", (int)p.pid);
+    FILE *f = fopen(path, "re");
+    assert_non_null(f);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "0::", 3))
+            snprintf(cg, sizeof cg, "%.*s", (int)strcspn(line + 3, "\n"), line + 3);
+    fclose(f);
+    cw_cgroup_container(cg, ct, sizeof ct);
+    assert_int_equal(cwt_sh("grep -qF 'closewise_close_wait_sockets{pid=\"%d\",comm=\"%s\","
+                            "container=\"%s\",cgroup=\"%s\"} 3' '%s/closewise.prom'",
+                            (int)p.pid, LEAKER, ct, cg, dir), 0);
     plant_end(&p);
     cwt_sh("rm -rf '%s'", dir);
 }
@@ -699,6 +713,55 @@ static void test_watch_json(void **state)
     close(out);
 }
 
+/* cw_diag_dump_each() (the exporter's streamed dump) hands over exactly
+ * the sockets cw_diag_dump() returns, with their tcp_info. */
+struct each_seen {
+    uint64_t cookie[64];
+    int n, with_info;
+};
+
+static void on_each(const struct cw_sock *s, void *arg)
+{
+    struct each_seen *e = arg;
+    if (e->n < 64)
+        e->cookie[e->n++] = s->cookie;
+    e->with_info += s->has_info;
+}
+
+static int u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void test_dump_each(void **state)
+{
+    (void)state;
+    struct plant p;
+    int64_t t_fin;
+    plant(&p, 5, 0, &t_fin);
+    cw_diag *d = NULL;
+    assert_int_equal(cw_diag_open(&d), CW_OK);
+    struct cw_diag_filter f;
+    cw_diag_filter_init(&f);
+    f.states = CW_STATE_BIT(CW_TCP_CLOSE_WAIT);
+    f.want_info = 1;
+    struct cw_sock *v = NULL;
+    size_t n = 0;
+    assert_int_equal(cw_diag_dump(d, &f, &v, &n), 5);
+    struct each_seen e = {.n = 0};
+    assert_int_equal(cw_diag_dump_each(d, &f, on_each, &e), CW_OK);
+    assert_int_equal(e.n, 5);
+    assert_int_equal(e.with_info, 5);
+    qsort(e.cookie, (size_t)e.n, sizeof e.cookie[0], u64_cmp);
+    for (size_t i = 0; i < n; i++)
+        assert_true(e.cookie[i] == v[i].cookie);
+    assert_int_equal(cw_diag_dump_each(d, &f, NULL, NULL), CW_EINVAL);
+    free(v);
+    cw_diag_close(&d);
+    plant_end(&p);
+}
+
 static void test_usage(void **state)
 {
     (void)state;
@@ -726,6 +789,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_usage),
         CWT_TEST(test_rules),
+        CWT_TEST(test_dump_each),
         CWT_TEST(test_promtool_textfile),
         CWT_TEST(test_promtool_http),
         CWT_TEST(test_age_bounds),
