@@ -517,6 +517,8 @@ static void test_many_scrapers(void **state)
     static char buf[1 << 20];
     assert_int_equal(http_get(x.port, "/metrics", buf, sizeof buf), 200);
     long rss0 = status_kib(x.pid, "VmRSS");
+    double snaps0 = scrape_metric(x.port, "closewise_snapshots_total");
+    int64_t t_start = cw_now_ms();
     static int s[N];
     static size_t got[N];
     for (int i = 0; i < N; i++) {
@@ -546,6 +548,17 @@ static void test_many_scrapers(void **state)
         cwt_sleep_ms(2);
     }
     long hwm = status_kib(x.pid, "VmHWM"), rss1 = status_kib(x.pid, "VmRSS");
+    /* however many scrapes, one snapshot per interval (1 s) */
+    int scrapes = N;
+    while (cw_now_ms() - t_start < 2500) {
+        scrape_metric(x.port, "closewise_snapshots_total");
+        scrapes++;
+        cwt_sleep_ms(2);   /* each leaves a TIME_WAIT: stay far from port exhaustion */
+    }
+    double snaps1 = scrape_metric(x.port, "closewise_snapshots_total");
+    double secs = (cw_now_ms() - t_start) / 1000.0;
+    print_message("%g snapshots for %d scrapes in %.1f s\n", snaps1 - snaps0, scrapes, secs);
+    assert_true(snaps1 - snaps0 <= secs + 1);
     for (int i = 0; i < N; i++)
         if (s[i] >= 0)
             close(s[i]);
