@@ -284,6 +284,33 @@ static void test_promtool_textfile(void **state)
     cwt_sh("rm -rf '%s'", dir);
 }
 
+/* --top caps the per-process series; the rest are summed in "other". */
+static void test_top_and_other(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/cwt_exporterXXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct plant small, big;
+    int64_t t_fin;
+    plant(&small, 2, 0, &t_fin);
+    plant(&big, 3, 0, &t_fin);
+    char *argv[] = {(char *)CLI, (char *)"exporter", (char *)"--textfile", dir,
+                    (char *)"--once", (char *)"--top", (char *)"1", NULL};
+    pid_t pid = cwt_spawn3(argv, NULL, NULL, NULL);
+    int st = cwt_wait(pid, 10000);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    const char *f = "closewise_close_wait_sockets{pid=";
+    assert_int_equal(cwt_sh("grep -q '^%s\"%d\",.*} 3$' '%s/closewise.prom'", f, (int)big.pid,
+                            dir), 0);
+    assert_int_equal(cwt_sh("grep -q '^%s\"other\",comm=\"other\",.*} 2$' '%s/closewise.prom'",
+                            f, dir), 0);
+    assert_true(cwt_sh("grep -q '^%s\"%d\"' '%s/closewise.prom'", f, (int)small.pid, dir) != 0);
+    assert_int_equal(cwt_sh("grep -c '^%s' '%s/closewise.prom' | grep -qx 2", f, dir), 0);
+    plant_end(&small);
+    plant_end(&big);
+    cwt_sh("rm -rf '%s'", dir);
+}
+
 static void test_promtool_http(void **state)
 {
     (void)state;
@@ -805,6 +832,7 @@ int main(void)
         CWT_TEST(test_dump_each),
         CWT_TEST(test_promtool_textfile),
         CWT_TEST(test_promtool_http),
+        CWT_TEST(test_top_and_other),
         CWT_TEST(test_age_bounds),
         CWT_TEST(test_exact_age),
         CWT_TEST(test_destinations_and_aborts),

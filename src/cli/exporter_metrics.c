@@ -646,31 +646,44 @@ static void group_labels(struct xbuf *b, const struct group *g)
 
 #define OTHER_LABELS "{pid=\"other\",comm=\"other\",container=\"\",cgroup=\"\"}"
 
-static void render_groups(xm *m, struct xbuf *b)
+/* The CLOSE_WAIT sockets of one snapshot, summed per process. */
+struct agg {
+    uint64_t hist[NBUCKETS + 1];
+    double sum;
+    size_t exact;
+    size_t top;             /* m->g[0..top) have their own series */
+    struct group other;     /* the rest */
+};
+
+static void add_to_group(xm *m, const struct track *t, uint64_t lo)
 {
-    uint64_t hist[NBUCKETS + 1] = {0};
-    double sum = 0;
-    size_t exact = 0;
+    struct group *g = group_of(m, t->pid);
+    if (!g)
+        return;
+    if (!g->count++)
+        memcpy(g->comm, t->comm, sizeof g->comm);
+    if (lo > g->lo_max)
+        g->lo_max = lo;
+    uint64_t hi = t->hi0 + (uint64_t)(m->now - t->t_first);
+    if (!t->has_hi)
+        g->has_hi = 0;
+    else if (hi > g->hi_max)
+        g->hi_max = hi;
+}
+
+static void aggregate(xm *m, struct agg *a)
+{
+    memset(a, 0, sizeof *a);
     for (size_t i = 0; i < m->nt; i++) {
         const struct track *t = &m->t[i];
-        exact += t->exact;
-        struct group *g = group_of(m, t->pid);
         uint64_t lo = track_lo_ms(m, t);
-        if (g) {
-            if (!g->count++)
-                memcpy(g->comm, t->comm, sizeof g->comm);
-            if (lo > g->lo_max)
-                g->lo_max = lo;
-            if (!t->has_hi)
-                g->has_hi = 0;
-            else if (t->hi0 + (uint64_t)(m->now - t->t_first) > g->hi_max)
-                g->hi_max = t->hi0 + (uint64_t)(m->now - t->t_first);
-        }
+        a->exact += t->exact;
+        add_to_group(m, t, lo);
         size_t k = 0;
         while (k < NBUCKETS && lo / 1000.0 > age_buckets[k])
             k++;
-        hist[k]++;
-        sum += lo / 1000.0;
+        a->hist[k]++;
+        a->sum += lo / 1000.0;
     }
     /* compact the hash into a list, worst first */
     size_t ng = 0;
@@ -679,66 +692,74 @@ static void render_groups(xm *m, struct xbuf *b)
             m->g[ng++] = m->g[i];
     if (ng > 1)
         qsort(m->g, ng, sizeof *m->g, group_cmp);
-    size_t top = ng < (size_t)m->o.top_procs ? ng : (size_t)m->o.top_procs;
-    struct group other = {.has_hi = 1};
-    for (size_t i = top; i < ng; i++) {
-        other.count += m->g[i].count;
-        other.lo_max = m->g[i].lo_max > other.lo_max ? m->g[i].lo_max : other.lo_max;
-        other.hi_max = m->g[i].hi_max > other.hi_max ? m->g[i].hi_max : other.hi_max;
-        other.has_hi &= m->g[i].has_hi;
+    a->top = ng < (size_t)m->o.top_procs ? ng : (size_t)m->o.top_procs;
+    a->other.has_hi = 1;
+    for (size_t i = a->top; i < ng; i++) {
+        struct group *g = &m->g[i], *o = &a->other;
+        o->count += g->count;
+        o->lo_max = g->lo_max > o->lo_max ? g->lo_max : o->lo_max;
+        o->hi_max = g->hi_max > o->hi_max ? g->hi_max : o->hi_max;
+        o->has_hi &= g->has_hi;
     }
+}
 
-    xb_head(b, "closewise_close_wait_sockets", "gauge",
-            "CLOSE_WAIT sockets per holding process (the top processes; the rest summed "
-            "in pid=\"other\"; pid=\"\" is an owner that could not be named).");
-    for (size_t i = 0; i < top; i++) {
-        xb_printf(b, "closewise_close_wait_sockets");
-        group_labels(b, &m->g[i]);
-        xb_printf(b, " %u\n", m->g[i].count);
-    }
-    if (other.count)
-        xb_printf(b, "closewise_close_wait_sockets" OTHER_LABELS " %u\n", other.count);
+enum { PER_COUNT, PER_OLDEST, PER_OLDEST_MAX };
 
-    xb_head(b, "closewise_close_wait_oldest_seconds", "gauge",
-            "Age of the process's oldest CLOSE_WAIT socket: exact when stamped by BPF, "
-            "else a lower bound (tcp_info: time since the FIN's ACK).");
-    for (size_t i = 0; i < top; i++) {
-        xb_printf(b, "closewise_close_wait_oldest_seconds");
-        group_labels(b, &m->g[i]);
-        xb_printf(b, " %.3f\n", m->g[i].lo_max / 1000.0);
-    }
-    if (other.count)
-        xb_printf(b, "closewise_close_wait_oldest_seconds" OTHER_LABELS " %.3f\n",
-                  other.lo_max / 1000.0);
-
-    xb_head(b, "closewise_close_wait_oldest_max_seconds", "gauge",
-            "Upper bound of the age of the process's oldest CLOSE_WAIT socket (equal to "
-            "closewise_close_wait_oldest_seconds when exact; else tcp_info: time since "
-            "the last data received).");
-    for (size_t i = 0; i < top; i++) {
-        if (!m->g[i].has_hi)
+/* One per-process family: a sample per top process, then "other". */
+static void render_per_process(xm *m, struct xbuf *b, const struct agg *a, const char *name,
+                               int what)
+{
+    for (size_t i = 0; i <= a->top; i++) {
+        const struct group *g = i < a->top ? &m->g[i] : &a->other;
+        if (!g->count || (what == PER_OLDEST_MAX && !g->has_hi))
             continue;
-        xb_printf(b, "closewise_close_wait_oldest_max_seconds");
-        group_labels(b, &m->g[i]);
-        xb_printf(b, " %.3f\n", m->g[i].hi_max / 1000.0);
+        xb_printf(b, "%s", name);
+        if (i < a->top)
+            group_labels(b, g);
+        else
+            xb_printf(b, OTHER_LABELS);
+        if (what == PER_COUNT)
+            xb_printf(b, " %u\n", g->count);
+        else
+            xb_printf(b, " %.3f\n", (what == PER_OLDEST ? g->lo_max : g->hi_max) / 1000.0);
     }
-    if (other.count && other.has_hi)
-        xb_printf(b, "closewise_close_wait_oldest_max_seconds" OTHER_LABELS " %.3f\n",
-                  other.hi_max / 1000.0);
+}
 
+static void render_histogram(struct xbuf *b, const struct agg *a)
+{
     xb_head(b, "closewise_close_wait_age_seconds", "histogram",
             "Ages of the CLOSE_WAIT sockets present now (exact, or lower bounds).");
     uint64_t cum = 0;
     for (size_t k = 0; k < NBUCKETS; k++) {
-        cum += hist[k];
+        cum += a->hist[k];
         xb_printf(b, "closewise_close_wait_age_seconds_bucket{le=\"%g\"} %llu\n",
                   age_buckets[k], (unsigned long long)cum);
     }
-    cum += hist[NBUCKETS];
+    cum += a->hist[NBUCKETS];
     xb_printf(b, "closewise_close_wait_age_seconds_bucket{le=\"+Inf\"} %llu\n",
               (unsigned long long)cum);
-    xb_printf(b, "closewise_close_wait_age_seconds_sum %.3f\n", sum);
+    xb_printf(b, "closewise_close_wait_age_seconds_sum %.3f\n", a->sum);
     xb_printf(b, "closewise_close_wait_age_seconds_count %llu\n", (unsigned long long)cum);
+}
+
+static void render_groups(xm *m, struct xbuf *b)
+{
+    struct agg a;
+    aggregate(m, &a);
+    xb_head(b, "closewise_close_wait_sockets", "gauge",
+            "CLOSE_WAIT sockets per holding process (the top processes; the rest summed "
+            "in pid=\"other\"; pid=\"\" is an owner that could not be named).");
+    render_per_process(m, b, &a, "closewise_close_wait_sockets", PER_COUNT);
+    xb_head(b, "closewise_close_wait_oldest_seconds", "gauge",
+            "Age of the process's oldest CLOSE_WAIT socket: exact when stamped by BPF, "
+            "else a lower bound (tcp_info: time since the FIN's ACK).");
+    render_per_process(m, b, &a, "closewise_close_wait_oldest_seconds", PER_OLDEST);
+    xb_head(b, "closewise_close_wait_oldest_max_seconds", "gauge",
+            "Upper bound of the age of the process's oldest CLOSE_WAIT socket (equal to "
+            "closewise_close_wait_oldest_seconds when exact; else tcp_info: time since "
+            "the last data received).");
+    render_per_process(m, b, &a, "closewise_close_wait_oldest_max_seconds", PER_OLDEST_MAX);
+    render_histogram(b, &a);
     xb_head(b, "closewise_close_wait_exact_enabled", "gauge",
             "1 when the BPF program stamps the moment sockets enter CLOSE_WAIT, 0 when "
             "every age is a tcp_info bound.");
@@ -746,7 +767,7 @@ static void render_groups(xm *m, struct xbuf *b)
     xb_head(b, "closewise_close_wait_exact_sockets", "gauge",
             "CLOSE_WAIT sockets whose age is exact (they entered the state after the "
             "exporter started); the others have bounds.");
-    xb_printf(b, "closewise_close_wait_exact_sockets %zu\n", exact);
+    xb_printf(b, "closewise_close_wait_exact_sockets %zu\n", a.exact);
 }
 
 static void dest_label(struct xbuf *b, const struct dest *d)
