@@ -108,6 +108,55 @@ static int parse_int(const char *name, const char *arg, int *out, int min, int m
 
 enum { OPT_TOP = 1000, OPT_TOPD, OPT_MAXC, OPT_TEXTFILE, OPT_ONCE, OPT_RTIMEOUT, OPT_NOBPF };
 
+static int parse_ms(const char *name, const char *arg, int64_t *out, long long min,
+                    long long max)
+{
+    long long ms = cli_parse_duration(arg);
+    if (ms < min || ms > max) {
+        cli_error("exporter: bad %s '%s' (%lldms..%llds; e.g. 5s, 1m)", name, arg, min,
+                  max / 1000);
+        return -1;
+    }
+    *out = ms;
+    return 0;
+}
+
+static void xp_defaults(struct xp_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->port = XP_DEFAULT_PORT;
+    a->interval_ms = 15000;
+    a->m.top_procs = 20;
+    a->m.top_dests = 20;
+    a->m.exact = 1;
+    a->s.max_conns = 64;
+    a->s.request_timeout_ms = 5000;
+    a->s.write_timeout_ms = 10000;
+    a->s.linger_ms = 2000;
+}
+
+/* One option with its value. Returns 0, or -1 after a one-line error. */
+static int xp_option(int c, const char *arg, struct xp_args *a, char *lbuf, size_t lsize)
+{
+    switch (c) {
+    case 'l':
+        if (parse_listen(arg, lbuf, lsize, a) == 0)
+            return 0;
+        cli_error("exporter: bad --listen '%s' (e.g. :9947, 127.0.0.1:9947, [::1]:9947)", arg);
+        return -1;
+    case 'i': return parse_ms("--interval", arg, &a->interval_ms, 10, 86400000);
+    case OPT_RTIMEOUT:
+        return parse_ms("--request-timeout", arg, &a->s.request_timeout_ms, 10, 3600000);
+    case OPT_TOP: return parse_int("--top", arg, &a->m.top_procs, 0, 10000);
+    case OPT_TOPD: return parse_int("--top-destinations", arg, &a->m.top_dests, 0, 10000);
+    case OPT_MAXC: return parse_int("--max-connections", arg, &a->s.max_conns, 1, 100000);
+    case OPT_TEXTFILE: a->textfile = arg; return 0;
+    case OPT_ONCE: a->once = 1; return 0;
+    case OPT_NOBPF: a->m.exact = 0; return 0;
+    }
+    return -1;
+}
+
 /* Returns CLI_OK, CLI_USAGE after an error, or -1 after --help. */
 static int xp_parse(int argc, char **argv, struct xp_args *a, char *lbuf, size_t lsize)
 {
@@ -123,68 +172,26 @@ static int xp_parse(int argc, char **argv, struct xp_args *a, char *lbuf, size_t
         {"no-bpf", no_argument, NULL, OPT_NOBPF},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
-    memset(a, 0, sizeof *a);
-    a->port = XP_DEFAULT_PORT;
-    a->interval_ms = 15000;
-    a->m.top_procs = 20;
-    a->m.top_dests = 20;
-    a->m.exact = 1;
-    a->s.max_conns = 64;
-    a->s.request_timeout_ms = 5000;
-    a->s.write_timeout_ms = 10000;
-    a->s.linger_ms = 2000;
+    xp_defaults(a);
     optind = 1;
     opterr = 0;
     int c, listen_given = 0;
     while ((c = getopt_long(argc, argv, ":l:i:h", longopts, NULL)) != -1) {
-        int bad = 0;
-        long long ms;
-        switch (c) {
-        case 'l':
-            listen_given = 1;
-            if (parse_listen(optarg, lbuf, lsize, a) < 0) {
-                cli_error("exporter: bad --listen '%s' (e.g. :9947, 127.0.0.1:9947, "
-                          "[::1]:9947)", optarg);
-                return CLI_USAGE;
-            }
-            break;
-        case 'i':
-            ms = cli_parse_duration(optarg);
-            if (ms < 10) {
-                cli_error("exporter: bad --interval '%s' (at least 10ms; e.g. 15s, 1m)",
-                          optarg);
-                return CLI_USAGE;
-            }
-            a->interval_ms = ms;
-            break;
-        case OPT_TOP: bad = parse_int("--top", optarg, &a->m.top_procs, 0, 10000); break;
-        case OPT_TOPD:
-            bad = parse_int("--top-destinations", optarg, &a->m.top_dests, 0, 10000);
-            break;
-        case OPT_MAXC:
-            bad = parse_int("--max-connections", optarg, &a->s.max_conns, 1, 100000);
-            break;
-        case OPT_TEXTFILE: a->textfile = optarg; break;
-        case OPT_ONCE: a->once = 1; break;
-        case OPT_NOBPF: a->m.exact = 0; break;
-        case OPT_RTIMEOUT:
-            ms = cli_parse_duration(optarg);
-            if (ms < 10 || ms > 3600000) {
-                cli_error("exporter: bad --request-timeout '%s' (10ms..1h; e.g. 5s)", optarg);
-                return CLI_USAGE;
-            }
-            a->s.request_timeout_ms = ms;
-            break;
-        case 'h': xp_help(); return -1;
-        case ':':
+        if (c == 'h') {
+            xp_help();
+            return -1;
+        }
+        if (c == ':') {
             cli_error("exporter: option '%s' needs a value", argv[optind - 1]);
             return CLI_USAGE;
-        default:
+        }
+        if (c == '?') {
             cli_error("exporter: bad option '%s' (see 'closewise exporter --help')",
                       argv[optind - 1]);
             return CLI_USAGE;
         }
-        if (bad)
+        listen_given |= c == 'l';
+        if (xp_option(c, optarg, a, lbuf, lsize) < 0)
             return CLI_USAGE;
     }
     if (optind < argc) {
