@@ -284,6 +284,42 @@ static void test_promtool_textfile(void **state)
     cwt_sh("rm -rf '%s'", dir);
 }
 
+/* --textfile without --once rewrites the file every interval, leaves no
+ * temporary file behind, and stops with 0 on SIGTERM. */
+static void test_textfile_loop(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/cwt_exporterXXXXXX", file[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(file, sizeof file, "%s/closewise.prom", dir);
+    char *argv[] = {(char *)CLI, (char *)"exporter", (char *)"--textfile", dir,
+                    (char *)"--interval", (char *)"100ms", NULL};
+    pid_t pid = cwt_spawn3(argv, NULL, NULL, NULL);
+    double first = -1, last = -1;
+    static char buf[1 << 16];
+    for (int i = 0; i < 50 && (first < 0 || last < first + 3); i++) {
+        cwt_sleep_ms(100);
+        int fd = open(file, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        buf[n > 0 ? n : 0] = '\0';
+        /* whole files only: every one ends with the last family */
+        assert_non_null(strstr(buf, "closewise_snapshot_timestamp_seconds "));
+        last = metric(buf, "closewise_snapshots_total");
+        if (first < 0)
+            first = last;
+    }
+    print_message("snapshots %g -> %g\n", first, last);
+    assert_true(first >= 1 && last >= first + 3);
+    kill(pid, SIGTERM);
+    int st = cwt_wait(pid, 3000);
+    assert_true(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_true(cwt_sh("ls -A '%s' | grep -qv '^closewise.prom$'", dir) != 0);
+    cwt_sh("rm -rf '%s'", dir);
+}
+
 /* --top caps the per-process series; the rest are summed in "other". */
 static void test_top_and_other(void **state)
 {
@@ -556,7 +592,10 @@ static void test_many_scrapers(void **state)
     /* read every answer to its end (the exporter's FIN) */
     int open_n = N, ok = 0;
     int64_t end = cw_now_ms() + 60000;
+    int most = 0;
     while (open_n && cw_now_ms() < end) {
+        int now_fds = fd_count_of(x.pid);
+        most = now_fds > most ? now_fds : most;
         for (int i = 0; i < N; i++) {
             if (s[i] < 0)
                 continue;
@@ -592,6 +631,8 @@ static void test_many_scrapers(void **state)
     print_message("%d/%d answered; exporter RSS %ld -> %ld KiB, peak %ld KiB\n", ok, N,
                   rss0, rss1, hwm);
     assert_int_equal(ok, N);
+    print_message("at most %d descriptors open (%d at rest, cap 64 connections)\n", most, fds);
+    assert_true(most <= fds + 64);
 #if defined(__SANITIZE_ADDRESS__)
     /* ASan keeps freed memory in quarantine: only a coarse bound */
     assert_true(rss1 - rss0 < 16384);
@@ -833,6 +874,7 @@ int main(void)
         CWT_TEST(test_promtool_textfile),
         CWT_TEST(test_promtool_http),
         CWT_TEST(test_top_and_other),
+        CWT_TEST(test_textfile_loop),
         CWT_TEST(test_age_bounds),
         CWT_TEST(test_exact_age),
         CWT_TEST(test_destinations_and_aborts),
