@@ -297,6 +297,11 @@ section() {
         awk '$1 == "closewise_all" { a = $3 } $1 == "ss_loop" { b = $3 }
              END { if (b > 0) printf "\nRatio of medians, closewise / ss loop: %.3f\n", a / b }' "$tmp/res.ns"
     fi
+    notes="$(dirname "$0")/inspect-notes.md"
+    if [ -f "$notes" ]; then
+        echo
+        cat "$notes"
+    fi
     echo "<!-- inspect:end -->"
 }
 

@@ -10,6 +10,7 @@
 #include <linux/sock_diag.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +20,13 @@
 /* The kernel caps one dump message batch at 32 KiB; twice that never
  * truncates. */
 #define CW__DIAG_BUF (64 * 1024)
+
+/* A receive buffer and a sequence number: the handle's own, or a dump
+ * thread's. */
+struct dump_io {
+    char *buf;
+    unsigned seq;
+};
 
 /* A growing array of sockets, filled by the dump callback. */
 struct dump_ctx {
@@ -298,20 +306,20 @@ static unsigned kernel_states(const struct cw_diag_filter *f)
 /* Receive one batch of netlink replies and run cb over it. Returns what
  * mnl_cb_run does (MNL_CB_OK, MNL_CB_STOP), or MNL_CB_ERROR with errno set,
  * also when the receive itself failed. */
-static int recv_batch(cw_diag *d, const struct cw__nsconn *c, mnl_cb_t cb, void *ctx)
+static int recv_batch(struct dump_io *io, const struct cw__nsconn *c, mnl_cb_t cb, void *ctx)
 {
     ssize_t len;
-    while ((len = mnl_socket_recvfrom(c->nl, d->buf, CW__DIAG_BUF)) < 0)
+    while ((len = mnl_socket_recvfrom(c->nl, io->buf, CW__DIAG_BUF)) < 0)
         if (errno != EINTR)
             return MNL_CB_ERROR;
-    return mnl_cb_run(d->buf, (size_t)len, d->seq, c->portid, cb, ctx);
+    return mnl_cb_run(io->buf, (size_t)len, io->seq, c->portid, cb, ctx);
 }
 
 /* Collect the replies of the dump request just sent. */
-static int dump_recv(cw_diag *d, const struct cw__nsconn *c, struct dump_ctx *ctx)
+static int dump_recv(struct dump_io *io, const struct cw__nsconn *c, struct dump_ctx *ctx)
 {
     for (;;) {
-        int rc = recv_batch(d, c, dump_cb, ctx);
+        int rc = recv_batch(io, c, dump_cb, ctx);
         if (rc == MNL_CB_STOP)
             return CW_OK;
         if (rc < 0)
@@ -321,13 +329,13 @@ static int dump_recv(cw_diag *d, const struct cw__nsconn *c, struct dump_ctx *ct
 
 /* One SOCK_DIAG_BY_FAMILY request: one family per walk of the kernel's
  * socket tables. */
-static int dump_family(cw_diag *d, const struct cw__nsconn *c, int family,
+static int dump_family(struct dump_io *io, const struct cw__nsconn *c, int family,
                        struct dump_ctx *ctx)
 {
-    struct nlmsghdr *nlh = mnl_nlmsg_put_header(d->buf);
+    struct nlmsghdr *nlh = mnl_nlmsg_put_header(io->buf);
     nlh->nlmsg_type = SOCK_DIAG_BY_FAMILY;
     nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-    nlh->nlmsg_seq = ++d->seq;
+    nlh->nlmsg_seq = ++io->seq;
     struct inet_diag_req_v2 *req = mnl_nlmsg_put_extra_header(nlh, sizeof *req);
     req->sdiag_family = (uint8_t)family;
     req->sdiag_protocol = IPPROTO_TCP;
@@ -336,19 +344,19 @@ static int dump_family(cw_diag *d, const struct cw__nsconn *c, int family,
         req->idiag_ext = 1 << (INET_DIAG_INFO - 1);
     if (mnl_socket_sendto(c->nl, nlh, nlh->nlmsg_len) < 0)
         return -errno;
-    return dump_recv(d, c, ctx);
+    return dump_recv(io, c, ctx);
 }
 
 /* The original TCPDIAG_GETSOCK request dumps IPv4 and IPv6 in a single
  * walk of the tables (the kernel treats it as AF_UNSPEC), where
  * SOCK_DIAG_BY_FAMILY needs one walk per family: on a machine with tens
  * of thousands of sockets the walk is most of the cost. */
-static int dump_both(cw_diag *d, const struct cw__nsconn *c, struct dump_ctx *ctx)
+static int dump_both(struct dump_io *io, const struct cw__nsconn *c, struct dump_ctx *ctx)
 {
-    struct nlmsghdr *nlh = mnl_nlmsg_put_header(d->buf);
+    struct nlmsghdr *nlh = mnl_nlmsg_put_header(io->buf);
     nlh->nlmsg_type = TCPDIAG_GETSOCK;
     nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-    nlh->nlmsg_seq = ++d->seq;
+    nlh->nlmsg_seq = ++io->seq;
     struct inet_diag_req *req = mnl_nlmsg_put_extra_header(nlh, sizeof *req);
     req->idiag_family = AF_INET;   /* ignored by the kernel for dumps */
     req->idiag_states = kernel_states(ctx->f);
@@ -356,22 +364,105 @@ static int dump_both(cw_diag *d, const struct cw__nsconn *c, struct dump_ctx *ct
         req->idiag_ext = 1 << (INET_DIAG_INFO - 1);
     if (mnl_socket_sendto(c->nl, nlh, nlh->nlmsg_len) < 0)
         return -errno;
-    return dump_recv(d, c, ctx);
+    return dump_recv(io, c, ctx);
 }
 
 /* One namespace's sockets, appended to ctx. */
-static int dump_ns(cw_diag *d, const struct cw__nsconn *c, struct dump_ctx *ctx)
+static int dump_ns(struct dump_io *io, const struct cw__nsconn *c, struct dump_ctx *ctx)
 {
     const struct cw_diag_filter *f = ctx->f;
     size_t start = ctx->n;
     ctx->netns = c->ino;
-    int rc = f->family ? dump_family(d, c, f->family, ctx) : dump_both(d, c, ctx);
+    int rc = f->family ? dump_family(io, c, f->family, ctx) : dump_both(io, c, ctx);
     if (rc < 0 && !f->family && !ctx->err) {
         /* A kernel without the old request: one walk per family. */
         ctx->n = start;
-        rc = dump_family(d, c, AF_INET, ctx);
+        rc = dump_family(io, c, AF_INET, ctx);
         if (rc == CW_OK)
-            rc = dump_family(d, c, AF_INET6, ctx);
+            rc = dump_family(io, c, AF_INET6, ctx);
+    }
+    return rc;
+}
+
+#define CW__DUMP_THREADS 4
+
+/* One dump thread: every nth of the namespaces to dump, from first. */
+struct dump_job {
+    const struct cw__nsconn **ns;
+    size_t nns, first, step;
+    struct dump_io io;
+    struct dump_ctx ctx;
+    int rc;
+};
+
+static void *dump_job_run(void *arg)
+{
+    struct dump_job *j = arg;
+    j->rc = CW_OK;
+    for (size_t i = j->first; i < j->nns && j->rc == CW_OK; i += j->step)
+        j->rc = dump_ns(&j->io, j->ns[i], &j->ctx);
+    return NULL;
+}
+
+/* Append src's sockets to dst (src's array is freed). */
+static int dump_merge(struct dump_ctx *dst, struct dump_ctx *src)
+{
+    if (dst->n + src->n > dst->cap) {
+        struct cw_sock *v = realloc(dst->v, (dst->n + src->n) * sizeof *v);
+        if (!v) {
+            free(src->v);
+            return -ENOMEM;
+        }
+        dst->v = v;
+        dst->cap = dst->n + src->n;
+    }
+    if (src->n)
+        memcpy(dst->v + dst->n, src->v, src->n * sizeof *src->v);
+    dst->n += src->n;
+    free(src->v);
+    return CW_OK;
+}
+
+/* Each namespace is one walk of its socket tables in the kernel: with
+ * many (containers), the walks run on one thread per core (at most
+ * CW__DUMP_THREADS), each with its own buffer and sequence numbers. */
+static int dump_all(cw_diag *d, const struct cw__nsconn **ns, size_t nns,
+                    struct dump_ctx *ctx)
+{
+    struct dump_job job[CW__DUMP_THREADS];
+    pthread_t th[CW__DUMP_THREADS];
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    size_t want = nns < 4 ? 1 : (size_t)(cpus < 1 ? 1 : cpus > CW__DUMP_THREADS ? CW__DUMP_THREADS : cpus);
+    size_t nth = 0;
+    /* Buffers first, so that every job knows how many share the work. */
+    char *bufs[CW__DUMP_THREADS] = {d->buf};
+    while (nth < want && (nth == 0 || (bufs[nth] = malloc(CW__DIAG_BUF))))
+        nth++;
+    for (size_t k = 0; k < nth; k++) {
+        job[k] = (struct dump_job){.ns = ns, .nns = nns, .first = k, .step = nth,
+                                   .ctx = {.f = ctx->f}};
+        job[k].io.seq = d->seq + (unsigned)k * 0x1000000u;
+        job[k].io.buf = bufs[k];
+    }
+    int running[CW__DUMP_THREADS] = {0};
+    for (size_t k = 1; k < nth; k++)
+        running[k] = pthread_create(&th[k], NULL, dump_job_run, &job[k]) == 0;
+    /* A thread that did not start: its share is walked here. */
+    for (size_t k = 0; k < nth; k++)
+        if (!running[k])
+            dump_job_run(&job[k]);
+    d->seq = job[0].io.seq;
+    int rc = job[0].rc;
+    *ctx = job[0].ctx;
+    for (size_t k = 1; k < nth; k++) {
+        if (running[k])
+            pthread_join(th[k], NULL);
+        free(job[k].io.buf);
+        if (rc == CW_OK && job[k].rc < 0)
+            rc = job[k].rc;
+        int m = dump_merge(ctx, &job[k].ctx);
+        if (rc == CW_OK)
+            rc = m;
     }
     return rc;
 }
@@ -400,6 +491,12 @@ static size_t dedupe(struct cw_sock *v, size_t n)
 int cw_diag_dump(cw_diag *d, const struct cw_diag_filter *f,
                  struct cw_sock **out, size_t *count)
 {
+    return cw__diag_dump_some(d, f, NULL, 0, out, count);
+}
+
+int cw__diag_dump_some(cw_diag *d, const struct cw_diag_filter *f, const uint64_t *only,
+                       size_t nonly, struct cw_sock **out, size_t *count)
+{
     struct cw_diag_filter all;
     if (!d || !out || !count)
         return CW_EINVAL;
@@ -407,10 +504,20 @@ int cw_diag_dump(cw_diag *d, const struct cw_diag_filter *f,
         cw_diag_filter_init(&all);
         f = &all;
     }
+    const struct cw__nsconn **ns = malloc((d->nns ? d->nns : 1) * sizeof *ns);
+    size_t nns = 0;
+    if (!ns)
+        return -ENOMEM;
+    for (unsigned i = 0; i < d->nns; i++) {
+        int wanted = !only;
+        for (size_t k = 0; !wanted && k < nonly; k++)
+            wanted = only[k] == d->ns[i].ino;
+        if (wanted)
+            ns[nns++] = &d->ns[i];
+    }
     struct dump_ctx ctx = {.f = f};
-    int rc = CW_OK;
-    for (unsigned i = 0; i < d->nns && rc == CW_OK; i++)
-        rc = dump_ns(d, &d->ns[i], &ctx);
+    int rc = dump_all(d, ns, nns, &ctx);
+    free(ns);
     if (rc < 0) {
         free(ctx.v);
         *out = NULL;
@@ -433,10 +540,14 @@ int cw_diag_dump_each(cw_diag *d, const struct cw_diag_filter *f, cw_diag_each_c
         cw_diag_filter_init(&all);
         f = &all;
     }
+    /* One namespace after the other on the caller's thread: cb never runs
+     * concurrently with itself. */
     struct dump_ctx ctx = {.f = f, .each = cb, .arg = arg};
+    struct dump_io io = {.buf = d->buf, .seq = d->seq};
     int rc = CW_OK;
     for (unsigned i = 0; i < d->nns && rc == CW_OK; i++)
-        rc = dump_ns(d, &d->ns[i], &ctx);
+        rc = dump_ns(&io, &d->ns[i], &ctx);
+    d->seq = io.seq;
     return rc;
 }
 
@@ -450,10 +561,12 @@ int cw_diag_destroy(cw_diag *d, const struct cw_sock *s)
     for (unsigned i = 0; s->netns && i < d->nns; i++)
         if (d->ns[i].ino == s->netns)
             c = &d->ns[i];
-    struct nlmsghdr *nlh = mnl_nlmsg_put_header(d->buf);
+    struct dump_io io = {.buf = d->buf, .seq = d->seq};
+    struct nlmsghdr *nlh = mnl_nlmsg_put_header(io.buf);
     nlh->nlmsg_type = SOCK_DESTROY;
     nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_ACK;
-    nlh->nlmsg_seq = ++d->seq;
+    nlh->nlmsg_seq = ++io.seq;
+    d->seq = io.seq;
     struct inet_diag_req_v2 *req = mnl_nlmsg_put_extra_header(nlh, sizeof *req);
     req->sdiag_family = (uint8_t)s->family;
     req->sdiag_protocol = IPPROTO_TCP;
@@ -468,7 +581,7 @@ int cw_diag_destroy(cw_diag *d, const struct cw_sock *s)
     if (mnl_socket_sendto(c->nl, nlh, nlh->nlmsg_len) < 0)
         return -errno;
     /* The kernel answers with one ACK or one error. */
-    return recv_batch(d, c, NULL, NULL) < 0 ? -errno : CW_OK;
+    return recv_batch(&io, c, NULL, NULL) < 0 ? -errno : CW_OK;
 }
 
 /* Look for the option in a kernel config, plain or gzip'ed (read through

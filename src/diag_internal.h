@@ -49,6 +49,11 @@ int cw__diag_push_ns(cw_diag *d, const struct cw__nsconn *c);
 /* Whether d covers the namespace with inode ino. */
 int cw__diag_has_ns(const cw_diag *d, uint64_t ino);
 
+/* cw_diag_dump() restricted to the namespaces whose inodes are in only
+ * (nonly of them; only NULL = every namespace of d). */
+int cw__diag_dump_some(cw_diag *d, const struct cw_diag_filter *f, const uint64_t *only,
+                       size_t nonly, struct cw_sock **out, size_t *count);
+
 /* Forget the previous attribution's holders and process records. */
 void cw__diag_free_owners(cw_diag *d);
 

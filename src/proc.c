@@ -658,9 +658,25 @@ static int cookie_cmp(const void *a, const void *b)
  * "gone", not a permission problem. */
 static int mark_gone(cw_diag *d, struct cw_sock *v, size_t n, struct cw_attr_stats *st)
 {
+    /* Only the namespaces that hold such a socket: every state, since an
+     * ESTABLISHED socket may have moved on without its process exiting. */
+    uint64_t *only = malloc(d->nns * sizeof *only);
+    size_t nonly = 0;
+    if (!only)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].owner != CW_OWNER_UNKNOWN || !v[i].inode)
+            continue;
+        size_t k = 0;
+        while (k < nonly && only[k] != v[i].netns)
+            k++;
+        if (k == nonly && nonly < d->nns)
+            only[nonly++] = v[i].netns;
+    }
     struct cw_sock *now;
     size_t nn;
-    int rc = cw_diag_dump(d, NULL, &now, &nn);
+    int rc = cw__diag_dump_some(d, NULL, only, nonly, &now, &nn);
+    free(only);
     if (rc < 0)
         return rc;
     for (size_t i = 0; i < n; i++) {

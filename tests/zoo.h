@@ -293,4 +293,64 @@ ZOO_FN void zoo_free(struct zoo *z)
     }
 }
 
+/* A CLOSE_WAIT socket inherited across fork(): this process holds s (the
+ * server side; c is its peer), and a child named "heir" holds it too,
+ * also under a second number `moved` (a dup) when dup_too is set. The
+ * child waits until ctl is closed (zoo_heir_stop). */
+struct zoo_heir {
+    int port, cport;
+    int s, c, moved;
+    int ctl;
+    pid_t pid;
+};
+
+ZOO_FN void zoo_heir_start(struct zoo_heir *h, int dup_too)
+{
+    int l = zoo_listen(AF_INET);
+    h->port = zoo_port_of(l);
+    h->c = zoo_dial(AF_INET, h->port, 0);
+    h->s = zoo_accept(l);
+    close(l);
+    h->cport = zoo_port_of(h->c);
+    h->moved = -1;
+    shutdown(h->c, SHUT_WR);
+    assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, h->port, h->cport, 1, 2000), 1);
+    int ctl[2], rd[2];
+    assert_int_equal(pipe2(ctl, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(rd, O_CLOEXEC), 0);
+    h->pid = fork();
+    assert_true(h->pid >= 0);
+    if (h->pid == 0) {
+        close(ctl[1]);
+        close(rd[0]);
+        close(h->c);
+        int moved = dup_too ? dup(h->s) : -1;
+        prctl(PR_SET_NAME, "heir");
+        alarm(30);
+        if ((dup_too && moved < 0) || write(rd[1], &moved, sizeof moved) != sizeof moved)
+            _exit(1);
+        char b;
+        while (read(ctl[0], &b, 1) < 0 && errno == EINTR)
+            ;
+        _exit(0);
+    }
+    close(ctl[0]);
+    close(rd[1]);
+    h->ctl = ctl[1];
+    /* The name is set before anyone looks. */
+    struct pollfd pf = {.fd = rd[0], .events = POLLIN};
+    int ok = poll(&pf, 1, 5000) == 1 && read(rd[0], &h->moved, sizeof h->moved) ==
+                                            (ssize_t)sizeof h->moved;
+    close(rd[0]);
+    assert_true(ok);
+}
+
+ZOO_FN void zoo_heir_stop(struct zoo_heir *h)
+{
+    close(h->ctl);
+    assert_true(cwt_wait(h->pid, 5000) != -1);
+    close(h->s);
+    close(h->c);
+}
+
 #endif

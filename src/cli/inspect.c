@@ -191,6 +191,22 @@ int insp_sel_option(struct insp_sel *s, int opt, const char *arg)
     return 0;
 }
 
+/* Whether this process may enter other namespaces (CAP_SYS_ADMIN in its
+ * effective set): without it the default stays home without scanning
+ * /proc for namespaces it could not enter anyway. */
+static int may_setns(void)
+{
+    char line[128];
+    unsigned long long eff = 0;
+    FILE *f = fopen("/proc/self/status", "re");
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, "CapEff:", 7))
+            eff = strtoull(line + 7, NULL, 16);
+    if (f)
+        fclose(f);
+    return (eff >> 21) & 1;   /* CAP_SYS_ADMIN */
+}
+
 int insp_open(const struct insp_sel *s, cw_diag **d)
 {
     int rc = s->netns == INSP_NETNS_PATH ? cw_diag_open_netns(d, s->netns_path)
@@ -204,7 +220,7 @@ int insp_open(const struct insp_sel *s, cw_diag **d)
         cli_error("cannot open sock_diag netlink socket: %s", cw_strerror(rc));
         return CLI_SYSTEM;
     }
-    if (s->netns == INSP_NETNS_ALL || s->netns == INSP_NETNS_AUTO) {
+    if (s->netns == INSP_NETNS_ALL || (s->netns == INSP_NETNS_AUTO && may_setns())) {
         unsigned skipped = 0;
         /* One netlink socket per namespace: a node with a thousand pods
          * would pass the usual soft limit of 1024 descriptors. */
@@ -342,16 +358,20 @@ const char *insp_fmt_holders(const struct cw_sock *s, char *buf, size_t size)
 {
     size_t len = 0;
     buf[0] = '\0';
-    for (unsigned i = 0; i < s->nholders && len + 1 < size; i++) {
+    for (unsigned i = 0; i < s->nholders; i++) {
         const struct cw_holder *h = &s->holders[i];
-        int k = snprintf(buf + len, size - len, "%s%d/%s fd %d", i ? "," : "", h->pid,
-                         h->comm, h->fd);
-        if (k < 0 || (size_t)k >= size - len) {
-            /* Too many to show: end with "..." where it fits. */
-            if (size > 4)
-                strcpy(buf + size - 4, "...");
+        char one[64], more[32];
+        int k = snprintf(one, sizeof one, "%s%d/%s fd %d", i ? "," : "", h->pid, h->comm,
+                         h->fd);
+        int m = snprintf(more, sizeof more, " +%u more", s->nholders - i);
+        /* Keep room to say how many did not fit (a listener shared by
+         * 64 workers has 64 holders). */
+        if (k < 0 || m < 0 || len + (size_t)k + (size_t)m + 1 > size) {
+            if (len + (size_t)m + 1 <= size)
+                memcpy(buf + len, more, (size_t)m + 1);
             break;
         }
+        memcpy(buf + len, one, (size_t)k + 1);
         len += (size_t)k;
     }
     return buf;

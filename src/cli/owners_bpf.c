@@ -16,6 +16,8 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #if CW_HAVE_BPF
@@ -26,21 +28,39 @@
 /* The generated header needs errno.h and string.h first. */
 #include "owners.lskel.h"
 
-/* One batched update where the kernel has it (5.6+), else one by one. */
-static int fill_wanted(int map, uint32_t *inodes, size_t n)
+/* Slots for n inodes: a power of two, at least 4 per inode, so that the
+ * probe chains stay far below CW_OWNERS_MAX_PROBES. */
+static size_t table_slots(size_t n)
 {
-    uint8_t *one = calloc(n ? n : 1, 1);
-    if (!one)
-        return -ENOMEM;
-    __u32 count = (__u32)n;
-    int rc = n ? bpf_map_update_batch(map, inodes, one, &count, NULL) : 0;
-    for (size_t i = 0; rc < 0 && i < n; i++)
-        if (bpf_map_update_elem(map, &inodes[i], &one[i], BPF_ANY) < 0) {
-            free(one);
-            return -errno;
-        }
-    free(one);
-    return CW_OK;
+    size_t slots = 16;
+    while (slots < 4 * n)
+        slots *= 2;
+    return slots;
+}
+
+/* Write the open-addressing set into the mapped array (zeroed by the
+ * kernel at creation). Returns CW_OK, or -E2BIG if a chain would be too
+ * long for the BPF side (then /proc is used). */
+static int fill_wanted(int map, size_t slots, const uint32_t *inodes, size_t n)
+{
+    size_t len = slots * sizeof(uint64_t);
+    uint64_t *tab = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, map, 0);
+    if (tab == MAP_FAILED)
+        return -errno;
+    uint32_t mask = (uint32_t)(slots - 1);
+    int rc = CW_OK;
+    for (size_t i = 0; i < n && rc == CW_OK; i++) {
+        uint32_t h = (inodes[i] * CW_OWNERS_HASH) & mask;
+        int k = 0;
+        while (tab[(h + (uint32_t)k) & mask] && tab[(h + (uint32_t)k) & mask] != inodes[i])
+            k++;
+        if (k >= CW_OWNERS_MAX_PROBES)
+            rc = -E2BIG;
+        else
+            tab[(h + (uint32_t)k) & mask] = inodes[i];
+    }
+    munmap(tab, len);
+    return rc;
 }
 
 /* Read every record the iterator writes. */
@@ -87,14 +107,17 @@ static int run_iter(uint32_t *inodes, size_t n, struct cw_fd_ref **refs, size_t 
         return -ENOMEM;
     }
     /* The loader takes a non-zero max_entries from here. */
-    skel->maps.wanted.max_entries = n ? (__u32)n : 1;
+    size_t slots = table_slots(n);
+    skel->maps.wanted.max_entries = (__u32)slots;
+    skel->rodata->slot_mask = (__u32)(slots - 1);
     int rc = owners_lskel__load(skel);
     if (rc < 0)
         *why = rc == -EPERM ? "loading BPF programs needs CAP_BPF (or root)"
                             : "the kernel refused the task_file iterator (no BTF, or "
                               "older than 5.17?)";
-    if (rc == 0 && (rc = fill_wanted(skel->maps.wanted.map_fd, inodes, n)) < 0)
-        *why = "cannot fill the inode map";
+    if (rc == 0 && (rc = fill_wanted(skel->maps.wanted.map_fd, slots, inodes, n)) < 0)
+        *why = rc == -E2BIG ? "an inode hash chain was too long for the BPF side"
+                            : "cannot map the inode table";
     if (rc == 0 && (rc = owners_lskel__owners__attach(skel)) < 0)
         *why = "cannot attach the task_file iterator";
     int iter = rc >= 0 ? bpf_iter_create(skel->links.owners_fd) : -1;
@@ -110,9 +133,22 @@ static int run_iter(uint32_t *inodes, size_t n, struct cw_fd_ref **refs, size_t 
     return rc < 0 ? rc : CW_OK;
 }
 
+/* The iterator reports each task's pid in the initial PID namespace; in a
+ * container those are not the pids /proc (and the user) see there. The
+ * initial PID namespace has a fixed inode (PROC_PID_INIT_INO). */
+static int in_child_pid_ns(void)
+{
+    struct stat sb;
+    return stat("/proc/self/ns/pid", &sb) == 0 && sb.st_ino != 0xEFFFFFFCu;
+}
+
 int insp_bpf_attribute(cw_diag *d, struct cw_sock *v, size_t n, struct cw_attr_stats *st,
                        const char **why)
 {
+    if (in_child_pid_ns()) {
+        *why = "running in a child PID namespace, where BPF sees the host's pids";
+        return -ENOTSUP;
+    }
     uint32_t *inodes = NULL;
     size_t ni = 0;
     struct cw_fd_ref *refs = NULL;

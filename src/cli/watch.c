@@ -325,15 +325,29 @@ static void sleep_ms(long long ms)
     nanosleep(&ts, NULL);
 }
 
-static int watch_loop(cw_diag *d, struct watch_opts *o)
+/* Across every namespace, each sample looks again: containers come and
+ * go, and a netlink socket kept open would keep a dead container's
+ * namespace alive. The note about namespaces that cannot be entered is
+ * said once. */
+static int reopen(cw_diag **dp, struct watch_opts *o)
+{
+    if (o->sel.netns != INSP_NETNS_AUTO && o->sel.netns != INSP_NETNS_ALL)
+        return CLI_OK;
+    cw_diag_close(dp);
+    o->sel.netns = INSP_NETNS_AUTO;
+    return insp_open(&o->sel, dp);
+}
+
+static int watch_loop(cw_diag **dp, struct watch_opts *o)
 {
     struct watch_state w = {.prev = -1};
     int rc = CLI_OK;
     for (long long sample = 0; !watch_stop && (!o->count || sample < o->count); sample++) {
         if (sample)
             sleep_ms(o->interval_ms);
-        if (watch_stop)
+        if (watch_stop || (sample && (rc = reopen(dp, o)) != CLI_OK))
             break;
+        cw_diag *d = *dp;
         struct cw_sock *s = NULL;
         size_t ns = 0;
         rc = insp_collect(d, &o->sel, 0, &s, &ns);
@@ -379,8 +393,9 @@ int cmd_watch(int argc, char **argv)
     char why[160];
     if (xexact_open(&watch_exact, why, sizeof why) < 0)
         cli_error("watch: ages are tcp_info bounds (exact times need BPF: %s)", why);
-    rc = watch_loop(d, &o);
+    rc = watch_loop(&d, &o);
     xexact_close(&watch_exact);
-    cw_diag_close(&d);
+    if (d)
+        cw_diag_close(&d);
     return rc;
 }
