@@ -10,4 +10,5 @@ cd "$(dirname "$0")/.."
 status=0
 sh bench/inspect.sh "$build" || status=1
 sh bench/servers.sh "$build" || status=1
+sh bench/exporter.sh "$build" || status=1
 exit $status
