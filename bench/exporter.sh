@@ -138,7 +138,7 @@ section() {
     echo "<!-- exporter:begin (written by bench/exporter.sh; edits here are overwritten) -->"
     echo "## Exporter: one \`closewise exporter\` snapshot at 100,000 sockets"
     echo
-    echo "Command: \`sh bench/exporter.sh build-bench\` (as root, Release build). Run on"
+    echo "Command: \`sh bench/exporter.sh build-bench\` (also run by \`make bench\`; as root, Release build). Run on"
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'); machine: $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)),"
     echo "Linux $(uname -r). Other work may have been running on the machine."
     echo
