@@ -11,4 +11,5 @@ status=0
 sh bench/inspect.sh "$build" || status=1
 sh bench/servers.sh "$build" || status=1
 sh bench/resets.sh "$build" || status=1
+sh bench/exporter.sh "$build" || status=1
 exit $status

@@ -35,6 +35,8 @@ struct dump_ctx {
     size_t n, cap;
     uint64_t netns;     /* tag for the sockets of the current namespace */
     int err;
+    cw_diag_each_cb *each;   /* cw_diag_dump_each(): no array, one call each */
+    void *arg;
 };
 
 void cw_diag_filter_init(struct cw_diag_filter *f)
@@ -248,6 +250,20 @@ static void fill_sock(const struct inet_diag_msg *m, struct cw_sock *s)
     s->fd = -1;
 }
 
+/* cw_diag_dump_each(): the socket lives on the stack for one call. */
+static int dump_each_cb(const struct nlmsghdr *nlh, const struct inet_diag_msg *m,
+                        struct dump_ctx *ctx)
+{
+    struct cw_sock s;
+    fill_sock(m, &s);
+    s.netns = ctx->netns;
+    if (!cw_diag_filter_match(ctx->f, &s))
+        return MNL_CB_OK;
+    parse_attrs(nlh, &s);
+    ctx->each(&s, ctx->arg);
+    return MNL_CB_OK;
+}
+
 static int dump_cb(const struct nlmsghdr *nlh, void *data)
 {
     struct dump_ctx *ctx = data;
@@ -256,6 +272,8 @@ static int dump_cb(const struct nlmsghdr *nlh, void *data)
     const struct inet_diag_msg *m = mnl_nlmsg_get_payload(nlh);
     if (m->idiag_family != AF_INET && m->idiag_family != AF_INET6)
         return MNL_CB_OK;
+    if (ctx->each)
+        return dump_each_cb(nlh, m, ctx);
     if (ctx->n == ctx->cap) {
         size_t cap = ctx->cap ? ctx->cap * 2 : 1024;
         struct cw_sock *v = realloc(ctx->v, cap * sizeof *v);
@@ -510,6 +528,27 @@ int cw__diag_dump_some(cw_diag *d, const struct cw_diag_filter *f, const uint64_
     *out = ctx.v;
     *count = ctx.n;
     return ctx.n > (size_t)0x7fffffff ? 0x7fffffff : (int)ctx.n;
+}
+
+int cw_diag_dump_each(cw_diag *d, const struct cw_diag_filter *f, cw_diag_each_cb *cb,
+                      void *arg)
+{
+    struct cw_diag_filter all;
+    if (!d || !cb)
+        return CW_EINVAL;
+    if (!f) {
+        cw_diag_filter_init(&all);
+        f = &all;
+    }
+    /* One namespace after the other on the caller's thread: cb never runs
+     * concurrently with itself. */
+    struct dump_ctx ctx = {.f = f, .each = cb, .arg = arg};
+    struct dump_io io = {.buf = d->buf, .seq = d->seq};
+    int rc = CW_OK;
+    for (unsigned i = 0; i < d->nns && rc == CW_OK; i++)
+        rc = dump_ns(&io, &d->ns[i], &ctx);
+    d->seq = io.seq;
+    return rc;
 }
 
 /* The kernel answers SOCK_DESTROY with an NLMSG_ERROR ack; mnl_cb_run

@@ -206,6 +206,16 @@ int cw_diag_close(cw_diag **dp);
 int cw_diag_dump(cw_diag *d, const struct cw_diag_filter *f,
                  struct cw_sock **out, size_t *count);
 
+/* Like cw_diag_dump(), without the array: cb(s, arg) is called for each
+ * matching socket as its reply is parsed (s is valid during the call
+ * only), so memory stays constant however many sockets there are. The
+ * order is the kernel's and, since the dump is not atomic, a socket that
+ * moved during it can come twice: dedupe by cookie if that matters.
+ * Returns CW_OK or -errno. */
+typedef void cw_diag_each_cb(const struct cw_sock *s, void *arg);
+int cw_diag_dump_each(cw_diag *d, const struct cw_diag_filter *f, cw_diag_each_cb *cb,
+                      void *arg);
+
 /* Name the processes holding each socket of v (owner, pid/fd/comm of the
  * first holder, and every holder with its cgroup and container in
  * holders[]), reading /proc/<pid>/fd of every process that has

@@ -4,6 +4,7 @@
  * threshold. With --exit-on-leak it is a check for cron jobs and CI. */
 #define _GNU_SOURCE
 #include "inspect.h"
+#include "exporter_bpf.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -28,7 +29,13 @@ struct tracked {
     uint32_t lo0, hi0;
     int has_hi;
     int leak_reported;
+    int exact;              /* lo0 == hi0, stamped by the BPF program */
 };
+
+/* --json: one JSON object per event (JSON Lines) instead of text. */
+static int watch_json;
+/* Exact entry times when the BPF program loads (exporter_bpf.c). */
+static xexact *watch_exact;
 
 static volatile sig_atomic_t watch_stop;
 
@@ -53,6 +60,8 @@ static void watch_help(void)
               "  --exit-on-leak    exit 1 as soon as a socket passes the threshold\n"
               "  --count N         stop after N samples and exit 0 (default: run until\n"
               "                    interrupted)\n"
+              "  --json            one JSON object per line and event (appeared, closed,\n"
+              "                    leak), for log pipelines\n"
               "  -h, --help        this help\n");
 }
 
@@ -75,6 +84,7 @@ static int watch_parse(int argc, char **argv, struct watch_opts *o)
         {"older-than", required_argument, NULL, 'o'},
         {"exit-on-leak", no_argument, NULL, 'x'},
         {"count", required_argument, NULL, 'c'},
+        {"json", no_argument, NULL, 'j'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     memset(o, 0, sizeof *o);
@@ -100,6 +110,7 @@ static int watch_parse(int argc, char **argv, struct watch_opts *o)
         case 'i': rc = duration_opt("--interval", optarg, &o->interval_ms); break;
         case 'o': rc = duration_opt("--older-than", optarg, &o->older_than_ms); break;
         case 'x': o->exit_on_leak = 1; break;
+        case 'j': watch_json = 1; break;
         case 'c':
             o->count = strtoll(optarg, &end, 10);
             if (!*optarg || *end || o->count < 1) {
@@ -141,14 +152,57 @@ static void print_age(const struct tracked *t, int64_t now)
 {
     char a[32], b[32];
     uint64_t dt = (uint64_t)(now - t->t_first);
+    if (t->exact) {
+        time_t since = time(NULL) - (time_t)((t->lo0 + dt) / 1000);
+        struct tm tm;
+        char hms[16];
+        localtime_r(&since, &tm);
+        strftime(hms, sizeof hms, "%H:%M:%S", &tm);
+        printf("%s exact, since %s", insp_fmt_ms(t->lo0 + dt, a, sizeof a), hms);
+        return;
+    }
     printf(">=%s", insp_fmt_ms(t->lo0 + dt, a, sizeof a));
     if (t->has_hi)
         printf(" <=%s", insp_fmt_ms(t->hi0 + dt, b, sizeof b));
 }
 
+/* One event as a JSON line: event, time (UTC), cookie, endpoints, owner,
+ * and the age, exact or as bounds (age_max_s absent when unknown). */
+static void print_json(char mark, const struct tracked *t, int64_t now, const char *why)
+{
+    char l[64], p[64], ts[32];
+    time_t tt = time(NULL);
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    cw_sock_addr(&t->s, 0, l, sizeof l);
+    cw_sock_addr(&t->s, 1, p, sizeof p);
+    uint64_t dt = (uint64_t)(now - t->t_first);
+    printf("{\"event\":\"%s\",\"time\":\"%s\",\"cookie\":%llu,\"local\":\"%s\","
+           "\"peer\":\"%s\",\"pid\":%d,\"comm\":",
+           mark == '+' ? "appeared" : mark == '-' ? "closed" : "leak", ts,
+           (unsigned long long)t->s.cookie, l, p, t->s.pid);
+    cli_json_str(stdout, t->s.comm);
+    printf(",\"owner\":");
+    cli_json_str(stdout, t->who);
+    printf(",\"age_exact\":%s,\"age_min_s\":%.3f", t->exact ? "true" : "false",
+           (t->lo0 + dt) / 1000.0);
+    if (t->has_hi)
+        printf(",\"age_max_s\":%.3f", (t->hi0 + dt) / 1000.0);
+    if (why) {
+        printf(",\"explain\":");
+        cli_json_str(stdout, why);
+    }
+    printf("}\n");
+}
+
 static void print_sock(char mark, const struct tracked *t, int64_t now)
 {
     char l[64], p[64];
+    if (watch_json) {
+        print_json(mark, t, now, NULL);
+        return;
+    }
     cw_sock_addr(&t->s, 0, l, sizeof l);
     cw_sock_addr(&t->s, 1, p, sizeof p);
     stamp();
@@ -174,7 +228,11 @@ static void track_start(struct tracked *t, const struct cw_sock *s, int64_t now,
         t->hi0 = hi;
         t->has_hi = 1;
     }
-    if (prev >= 0) {
+    int64_t entry;
+    if (xexact_entry(watch_exact, s->cookie, &entry)) {
+        t->lo0 = t->hi0 = (uint32_t)(now > entry ? now - entry : 0);
+        t->has_hi = t->exact = 1;
+    } else if (prev >= 0) {
         uint32_t since = (uint32_t)(now - prev);
         if (!t->has_hi || since < t->hi0)
             t->hi0 = since;
@@ -249,9 +307,13 @@ static int check_leaks(struct watch_state *w, const struct watch_opts *o, int64_
         char why[256];
         t->leak_reported = 1;
         found = 1;
+        cw_sock_explain(&t->s, why, sizeof why);
+        if (watch_json) {
+            print_json('!', t, now, why);
+            continue;
+        }
         print_sock('!', t, now);
-        printf("    leak: in CLOSE_WAIT longer than the threshold; %s\n",
-               cw_sock_explain(&t->s, why, sizeof why));
+        printf("    leak: in CLOSE_WAIT longer than the threshold; %s\n", why);
     }
     return found;
 }
@@ -328,7 +390,11 @@ int cmd_watch(int argc, char **argv)
     cw_diag *d = NULL;
     if ((rc = insp_open(&o.sel, &d)) != CLI_OK)
         return rc;
+    char why[160];
+    if (xexact_open(&watch_exact, why, sizeof why) < 0)
+        cli_error("watch: ages are tcp_info bounds (exact times need BPF: %s)", why);
     rc = watch_loop(&d, &o);
+    xexact_close(&watch_exact);
     if (d)
         cw_diag_close(&d);
     return rc;

@@ -1,0 +1,346 @@
+/* exporter.c - `closewise exporter`: a Prometheus exporter of TCP states
+ * and CLOSE_WAIT leaks per process. It serves /metrics over HTTP on the
+ * project's own loop (exporter_serve.c), or writes the same text for
+ * node_exporter's textfile collector (--textfile). Either way the kernel
+ * is asked at most once per --interval, however many scrapers come. */
+#define _GNU_SOURCE
+#include "cli.h"
+#include "exporter_metrics.h"
+#include "exporter_serve.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* Not on the Prometheus wiki's port list (whose 9100-9999 range is full);
+ * pass --listen to choose another. */
+#define XP_DEFAULT_PORT 9947
+
+struct xp_args {
+    const char *host;           /* NULL: every address */
+    int port;
+    int64_t interval_ms;
+    struct xm_opts m;
+    struct xs_opts s;
+    const char *textfile;
+    int once;
+};
+
+struct xp {
+    struct xp_args a;
+    cw_loop *loop;
+    xm *metrics;
+    xs *server;
+    cw_timer tick;
+    int failed;                 /* a textfile write failed (exit 3) */
+};
+
+static void xp_help(void)
+{
+    printf("usage: closewise exporter [--listen ADDR:PORT] [--interval D] [--top N]\n"
+           "                          [--top-destinations N] [--max-connections N]\n"
+           "       closewise exporter --textfile DIR [--once] [--interval D] [--top N]\n\n"
+           "Export TCP states and CLOSE_WAIT sockets per process to Prometheus. The\n"
+           "snapshot is taken once per interval and every scrape is served from it.\n"
+           "Ages of CLOSE_WAIT sockets are bounds from tcp_info (see closewise-exporter(1)).\n\n"
+           "options:\n"
+           "  -l, --listen ADDR:PORT  serve http://ADDR:PORT/metrics (default :%d, every\n"
+           "                          address; 127.0.0.1:%d, [::1]:%d ...)\n"
+           "  -i, --interval D        time between snapshots (default 15s; 500ms, 1m ...)\n"
+           "      --top N             processes with their own series (default 20; the\n"
+           "                          rest are summed in pid=\"other\")\n"
+           "      --top-destinations N  destinations with their own TIME_WAIT and\n"
+           "                          ephemeral-port series (default 20)\n"
+           "      --max-connections N concurrent scrapers (default 64; more wait)\n"
+           "      --request-timeout D a scraper must send its request within D (default\n"
+           "                          5s), else 408 and close\n"
+           "      --textfile DIR      write DIR/closewise.prom (atomically) every interval\n"
+           "                          instead of serving HTTP\n"
+           "      --once              with --textfile: write once and exit\n"
+           "      --no-bpf            do not load the BPF program that stamps the exact\n"
+           "                          time sockets enter CLOSE_WAIT (bounds only)\n"
+           "  -h, --help              this help\n",
+           XP_DEFAULT_PORT, XP_DEFAULT_PORT, XP_DEFAULT_PORT);
+}
+
+/* "ADDR:PORT", "[V6]:PORT", ":PORT" or "PORT". host points into a copy
+ * kept in buf. */
+static int parse_listen(const char *arg, char *buf, size_t size, struct xp_args *a)
+{
+    snprintf(buf, size, "%s", arg);
+    char *colon = strrchr(buf, ':');
+    char *host = buf, *port = buf;
+    if (colon) {
+        *colon = '\0';
+        port = colon + 1;
+        if (host[0] == '[') {
+            size_t n = strlen(host);
+            if (n < 2 || host[n - 1] != ']')
+                return -1;
+            host[n - 1] = '\0';
+            host++;
+        }
+    } else {
+        host = NULL;
+    }
+    int p = cli_parse_port(port);
+    if (p < 0)
+        return -1;
+    a->host = host && *host && strcmp(host, "*") ? host : NULL;
+    a->port = p;
+    return 0;
+}
+
+static int parse_int(const char *name, const char *arg, int *out, int min, int max)
+{
+    char *end;
+    long v = strtol(arg, &end, 10);
+    if (!*arg || *end || v < min || v > max) {
+        cli_error("exporter: bad %s '%s' (expected %d..%d)", name, arg, min, max);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+enum { OPT_TOP = 1000, OPT_TOPD, OPT_MAXC, OPT_TEXTFILE, OPT_ONCE, OPT_RTIMEOUT, OPT_NOBPF };
+
+static int parse_ms(const char *name, const char *arg, int64_t *out, long long min,
+                    long long max)
+{
+    long long ms = cli_parse_duration(arg);
+    if (ms < min || ms > max) {
+        cli_error("exporter: bad %s '%s' (%lldms..%llds; e.g. 5s, 1m)", name, arg, min,
+                  max / 1000);
+        return -1;
+    }
+    *out = ms;
+    return 0;
+}
+
+static void xp_defaults(struct xp_args *a)
+{
+    memset(a, 0, sizeof *a);
+    a->port = XP_DEFAULT_PORT;
+    a->interval_ms = 15000;
+    a->m.top_procs = 20;
+    a->m.top_dests = 20;
+    a->m.exact = 1;
+    a->s.max_conns = 64;
+    a->s.request_timeout_ms = 5000;
+    a->s.write_timeout_ms = 10000;
+    a->s.linger_ms = 2000;
+}
+
+/* One option with its value. Returns 0, or -1 after a one-line error. */
+static int xp_option(int c, const char *arg, struct xp_args *a, char *lbuf, size_t lsize)
+{
+    switch (c) {
+    case 'l':
+        if (parse_listen(arg, lbuf, lsize, a) == 0)
+            return 0;
+        cli_error("exporter: bad --listen '%s' (e.g. :9947, 127.0.0.1:9947, [::1]:9947)", arg);
+        return -1;
+    case 'i': return parse_ms("--interval", arg, &a->interval_ms, 10, 86400000);
+    case OPT_RTIMEOUT:
+        return parse_ms("--request-timeout", arg, &a->s.request_timeout_ms, 10, 3600000);
+    case OPT_TOP: return parse_int("--top", arg, &a->m.top_procs, 0, 10000);
+    case OPT_TOPD: return parse_int("--top-destinations", arg, &a->m.top_dests, 0, 10000);
+    case OPT_MAXC: return parse_int("--max-connections", arg, &a->s.max_conns, 1, 100000);
+    case OPT_TEXTFILE: a->textfile = arg; return 0;
+    case OPT_ONCE: a->once = 1; return 0;
+    case OPT_NOBPF: a->m.exact = 0; return 0;
+    }
+    return -1;
+}
+
+/* Returns CLI_OK, CLI_USAGE after an error, or -1 after --help. */
+static int xp_parse(int argc, char **argv, struct xp_args *a, char *lbuf, size_t lsize)
+{
+    static const struct option longopts[] = {
+        {"listen", required_argument, NULL, 'l'},
+        {"interval", required_argument, NULL, 'i'},
+        {"top", required_argument, NULL, OPT_TOP},
+        {"top-destinations", required_argument, NULL, OPT_TOPD},
+        {"max-connections", required_argument, NULL, OPT_MAXC},
+        {"textfile", required_argument, NULL, OPT_TEXTFILE},
+        {"once", no_argument, NULL, OPT_ONCE},
+        {"request-timeout", required_argument, NULL, OPT_RTIMEOUT},
+        {"no-bpf", no_argument, NULL, OPT_NOBPF},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    xp_defaults(a);
+    optind = 1;
+    opterr = 0;
+    int c, listen_given = 0;
+    while ((c = getopt_long(argc, argv, ":l:i:h", longopts, NULL)) != -1) {
+        if (c == 'h') {
+            xp_help();
+            return -1;
+        }
+        if (c == ':') {
+            cli_error("exporter: option '%s' needs a value", argv[optind - 1]);
+            return CLI_USAGE;
+        }
+        if (c == '?') {
+            cli_error("exporter: bad option '%s' (see 'closewise exporter --help')",
+                      argv[optind - 1]);
+            return CLI_USAGE;
+        }
+        listen_given |= c == 'l';
+        if (xp_option(c, optarg, a, lbuf, lsize) < 0)
+            return CLI_USAGE;
+    }
+    if (optind < argc) {
+        cli_error("exporter: unexpected argument '%s'", argv[optind]);
+        return CLI_USAGE;
+    }
+    if (a->once && !a->textfile) {
+        cli_error("exporter: --once needs --textfile");
+        return CLI_USAGE;
+    }
+    if (a->textfile && listen_given) {
+        cli_error("exporter: --textfile and --listen exclude each other");
+        return CLI_USAGE;
+    }
+    return CLI_OK;
+}
+
+/* Write the text to DIR/closewise.prom through a temporary file in the
+ * same directory and rename(2), so that the collector never reads half a
+ * file. */
+static int write_textfile(const char *dir, const char *text, size_t len)
+{
+    char tmp[4096], dst[4096];
+    snprintf(dst, sizeof dst, "%s/closewise.prom", dir);
+    snprintf(tmp, sizeof tmp, "%s/.closewise.prom.%d.tmp", dir, (int)getpid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        cli_error("exporter: cannot create %s: %s", tmp, strerror(errno));
+        return -1;
+    }
+    size_t off = 0;
+    while (off < len) {
+        ssize_t n = write(fd, text + off, len - off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        off += (size_t)n;
+    }
+    int err = off < len ? errno : 0;
+    if (close(fd) < 0 && !err)
+        err = errno;
+    if (!err && rename(tmp, dst) < 0)
+        err = errno;
+    if (err) {
+        cli_error("exporter: cannot write %s: %s", dst, strerror(err ? err : EIO));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* One snapshot, handed to the server or written out. */
+static void snapshot(struct xp *x)
+{
+    struct xbuf b = {0};
+    if (xm_refresh(x->metrics, &b) < 0) {
+        cli_error("exporter: out of memory rendering the metrics");
+        xb_free(&b);
+        return;
+    }
+    if (x->a.textfile) {
+        if (write_textfile(x->a.textfile, b.p, b.len) < 0)
+            x->failed = 1;
+        xb_free(&b);
+    } else {
+        xs_set_body(x->server, b.p, b.len);   /* takes b.p */
+    }
+}
+
+static void on_tick(cw_loop *loop, cw_timer *t)
+{
+    struct xp *x = t->data;
+    snapshot(x);
+    /* from the time it is due, not from now: the period does not drift */
+    int64_t next = t->deadline + x->a.interval_ms;
+    int64_t now = cw_now_ms();
+    cw_timer_start(loop, &x->tick, next > now ? next : now + x->a.interval_ms, on_tick);
+}
+
+static int serve(struct xp *x, cw_listener **l)
+{
+    int rc = cw_listen(x->a.host, (uint16_t)x->a.port, NULL, 1024, l);
+    if (rc < 0) {
+        cli_error("exporter: cannot listen on %s:%d: %s", x->a.host ? x->a.host : "*",
+                  x->a.port, cw_strerror(rc));
+        return CLI_SYSTEM;
+    }
+    rc = xs_new(x->loop, cw_listener_fd(*l), &x->a.s, &x->server);
+    if (rc < 0) {
+        cli_error("exporter: %s", cw_strerror(rc));
+        return CLI_SYSTEM;
+    }
+    printf("listening on %s%s%s:%d\n", x->a.host && strchr(x->a.host, ':') ? "[" : "",
+           x->a.host ? x->a.host : "*", x->a.host && strchr(x->a.host, ':') ? "]" : "",
+           cw_listener_port(*l));
+    fflush(stdout);
+    return CLI_OK;
+}
+
+static int run(struct xp *x)
+{
+    cw_listener *l = NULL;
+    if (x->a.once)
+        x->a.m.exact = 0;   /* no transition can happen before a one-shot ends */
+    int rc = xm_new(&x->a.m, &x->metrics);
+    if (rc < 0) {
+        cli_error("exporter: cannot open sock_diag: %s", cw_strerror(rc));
+        return CLI_SYSTEM;
+    }
+    const char *why = xm_exact_why(x->metrics);
+    if (why && x->a.m.exact && !x->a.once)
+        cli_error("exporter: exact CLOSE_WAIT ages off (%s); reporting tcp_info bounds", why);
+    if (x->a.once) {
+        snapshot(x);
+        xm_free(&x->metrics);
+        return x->failed ? CLI_SYSTEM : CLI_OK;
+    }
+    int code = CLI_SYSTEM;
+    if (cw_loop_new(&x->loop) < 0 || cw_loop_signals(x->loop, NULL, NULL) < 0) {
+        cli_error("exporter: cannot create the event loop");
+        goto out;
+    }
+    if (!x->a.textfile && (code = serve(x, &l)) != CLI_OK)
+        goto out;
+    x->tick.data = x;
+    snapshot(x);
+    if (x->failed) {
+        code = CLI_SYSTEM;   /* a textfile directory we cannot write: say so at once */
+        goto out;
+    }
+    cw_timer_start(x->loop, &x->tick, cw_now_ms() + x->a.interval_ms, on_tick);
+    code = cw_loop_run(x->loop) < 0 ? CLI_SYSTEM : CLI_OK;
+out:
+    cw_timer_stop(x->loop, &x->tick);
+    xs_free(&x->server);
+    cw_listener_close(&l);
+    cw_loop_free(&x->loop);
+    xm_free(&x->metrics);
+    return code;
+}
+
+int cmd_exporter(int argc, char **argv)
+{
+    struct xp x;
+    char lbuf[256];
+    memset(&x, 0, sizeof x);
+    int rc = xp_parse(argc, argv, &x.a, lbuf, sizeof lbuf);
+    if (rc)
+        return rc < 0 ? CLI_OK : rc;
+    return run(&x);
+}

@@ -1,0 +1,25 @@
+/* exporter_bpf.h - exact CLOSE_WAIT entry times from the BPF program
+ * src/bpf/cwage.bpf.c, for the exporter. Without BPF (not built, no
+ * privilege, old kernel) opening fails with a reason and the exporter
+ * keeps reporting tcp_info bounds. */
+#ifndef CW_CLI_EXPORTER_BPF_H
+#define CW_CLI_EXPORTER_BPF_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct xexact xexact;
+
+/* Load and attach the program. *out is owned by the caller (release with
+ * xexact_close). On failure returns a negative result code and says why
+ * in why ("load: Operation not permitted", "built without BPF", ...). */
+int xexact_open(xexact **out, char *why, size_t size);
+
+/* The CLOCK_MONOTONIC millisecond (cw_now_ms() scale) at which the
+ * socket with this cookie entered CLOSE_WAIT: 1 and *entry_ms set when
+ * known, 0 when the transition predates the program (or was evicted). */
+int xexact_entry(xexact *x, uint64_t cookie, int64_t *entry_ms);
+
+void xexact_close(xexact **xp);
+
+#endif

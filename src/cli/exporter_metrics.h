@@ -1,0 +1,44 @@
+/* exporter_metrics.h - the exporter's snapshot: one refresh dumps the
+ * kernel's TCP sockets, follows CLOSE_WAIT sockets by cookie across
+ * refreshes, and renders everything as Prometheus text exposition format
+ * (version 0.0.4). No I/O besides sock_diag and /proc: serving the text is
+ * exporter_serve.c's job. */
+#ifndef CW_CLI_EXPORTER_METRICS_H
+#define CW_CLI_EXPORTER_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct xm_opts {
+    int top_procs;     /* processes with their own series; the rest: "other" */
+    int top_dests;     /* destinations with their own TIME_WAIT/port series */
+    int exact;         /* try the BPF program for exact CLOSE_WAIT ages */
+};
+
+typedef struct xm xm;
+
+/* A growable text buffer; on allocation failure oom is set and further
+ * appends are dropped, so the caller checks once at the end. */
+struct xbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+};
+void xb_printf(struct xbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void xb_free(struct xbuf *b);
+
+/* *out is owned by the caller and released with xm_free(). Opens the
+ * sock_diag socket. Returns CW_OK or a negative result code. */
+int xm_new(const struct xm_opts *o, xm **out);
+void xm_free(xm **mp);
+
+/* NULL when exact CLOSE_WAIT ages are on, else why they are off. */
+const char *xm_exact_why(const xm *m);
+
+/* Take a new snapshot and render it into out (appended). Errors of one
+ * part (the dump, /proc/net/netstat, ...) are counted in
+ * closewise_scrape_errors_total and the other parts still rendered.
+ * Returns CW_OK, or -ENOMEM when out could not grow. */
+int xm_refresh(xm *m, struct xbuf *out);
+
+#endif

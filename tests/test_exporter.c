@@ -1,0 +1,894 @@
+/* test_exporter.c - `closewise exporter` as Prometheus meets it: the text
+ * passes `promtool check metrics`; a real Prometheus server scrapes it
+ * and sees 25 planted CLOSE_WAIT sockets of a named process come and go;
+ * the age bounds contain the true age; bad requests get 404/400/408 and a
+ * closed connection; scrapers that leave, reset or idle leave no
+ * descriptor and no CLOSE_WAIT socket in the exporter; 1,000 concurrent
+ * scrapers do not grow it; SIGTERM ends it with status 0. */
+// cw-test-timeout: 150
+#include "zoo.h"
+
+#include <dirent.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+#define CLI CW_BUILD_DIR "/closewise"
+#define LEAKER "cwt_leaker"
+
+struct exporter {
+    pid_t pid;
+    int port;
+    int out;
+};
+
+/* Start the exporter on an ephemeral loopback port with extra args
+ * (NULL-terminated) and read the port it prints. */
+static void exporter_start(struct exporter *x, const char *const *extra)
+{
+    char *argv[24];
+    int n = 0;
+    argv[n++] = (char *)CLI;
+    argv[n++] = (char *)"exporter";
+    argv[n++] = (char *)"--listen";
+    argv[n++] = (char *)"127.0.0.1:0";
+    for (; extra && *extra && n < 23; extra++)
+        argv[n++] = (char *)*extra;
+    argv[n] = NULL;
+    x->pid = cwt_spawn3(argv, NULL, &x->out, NULL);
+    char line[256];
+    assert_true(cwt_read_line(x->out, line, sizeof line, 10000) > 0);
+    char *colon = strrchr(line, ':');
+    assert_non_null(colon);
+    x->port = atoi(colon + 1);
+    assert_true(x->port > 0);
+}
+
+/* SIGTERM, and the exit status must be 0 within 3 s. */
+static void exporter_stop(struct exporter *x)
+{
+    kill(x->pid, SIGTERM);
+    int st = cwt_wait(x->pid, 3000);
+    close(x->out);
+    assert_true(st >= 0 && WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/* A connection to the port, or -1 when nobody listens (yet). */
+static int try_dial(int port)
+{
+    int fd = zoo_socket(AF_INET);
+    struct sockaddr_storage ss;
+    socklen_t len = zoo_addr(AF_INET, port, &ss);
+    if (connect(fd, (struct sockaddr *)&ss, len) == 0)
+        return fd;
+    close(fd);
+    return -1;
+}
+
+static int dial_port(int port)
+{
+    int fd = try_dial(port);
+    assert_true(fd >= 0);
+    return fd;
+}
+
+static void send_str(int fd, const char *s)
+{
+    size_t n = strlen(s), off = 0;
+    while (off < n) {
+        ssize_t k = send(fd, s + off, n - off, MSG_NOSIGNAL);
+        assert_true(k > 0);
+        off += (size_t)k;
+    }
+}
+
+/* Send a raw request, read the answer until the server closes (bounded);
+ * returns the status code and stores the whole answer in buf. */
+static int http_raw(int port, const char *req, char *buf, size_t size)
+{
+    int fd = try_dial(port);
+    buf[0] = '\0';
+    if (fd < 0)
+        return -1;
+    send_str(fd, req);
+    size_t n = cwt_read_all(fd, buf, size, 10000);
+    close(fd);
+    int code = 0;
+    if (n > 12 && !strncmp(buf, "HTTP/1.1 ", 9))
+        code = atoi(buf + 9);
+    return code;
+}
+
+static int http_get(int port, const char *path, char *buf, size_t size)
+{
+    char req[1024];
+    snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
+    return http_raw(port, req, buf, size);
+}
+
+/* The value of the first sample line starting with prefix (a metric
+ * name, with or without the start of its labels), or -1. */
+static double metric(const char *text, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    for (const char *p = text; p && *p; p = strchr(p, '\n'), p = p ? p + 1 : NULL) {
+        if (strncmp(p, prefix, n))
+            continue;
+        const char *eol = strchr(p, '\n'), *sp = NULL;
+        for (const char *q = p + n; *q && q != eol; q++)
+            if (*q == ' ')
+                sp = q;
+        if (sp)
+            return strtod(sp + 1, NULL);
+    }
+    return -1;
+}
+
+static double scrape_metric(int port, const char *prefix)
+{
+    static char buf[1 << 20];
+    assert_int_equal(http_get(port, "/metrics", buf, sizeof buf), 200);
+    return metric(buf, prefix);
+}
+
+/* ---- planting CLOSE_WAIT sockets held by a named child ---- */
+
+struct plant {
+    pid_t pid;
+    int ctl;         /* closing it makes the child close its sockets and exit */
+};
+
+/* n connections accepted by a child named LEAKER; the test's ends send
+ * "x" (so that last data and FIN differ by gap_ms) and then close, which
+ * leaves the child's ends in CLOSE_WAIT. *t_fin gets the time of the
+ * FINs. */
+static void plant(struct plant *p, int n, int gap_ms, int64_t *t_fin)
+{
+    int l = zoo_listen(AF_INET);
+    int port = zoo_port_of(l);
+    int ctl[2], ready[2];
+    assert_int_equal(pipe2(ctl, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
+    p->pid = fork();
+    assert_true(p->pid >= 0);
+    if (p->pid == 0) {
+        /* keep only what this holder needs: an inherited end of an earlier
+         * holder's control pipe would keep that one waiting */
+        for (int fd = 3; fd < 1024; fd++)
+            if (fd != l && fd != ctl[0] && fd != ready[1])
+                close(fd);
+        prctl(PR_SET_NAME, LEAKER);
+        alarm(60);
+        int fds[64];
+        for (int i = 0; i < n; i++)
+            fds[i] = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+        close(l);
+        if (write(ready[1], "r", 1) != 1)
+            _exit(1);
+        char b;
+        while (read(ctl[0], &b, 1) < 0 && errno == EINTR)
+            ;
+        for (int i = 0; i < n; i++)
+            close(fds[i]);
+        _exit(0);
+    }
+    close(ctl[0]);
+    close(ready[1]);
+    int c[64];
+    for (int i = 0; i < n; i++) {
+        c[i] = zoo_dial(AF_INET, port, 0);
+        send_str(c[i], "x");
+    }
+    char b;
+    assert_int_equal(read(ready[0], &b, 1), 1);
+    close(ready[0]);
+    close(l);
+    cwt_sleep_ms(gap_ms);
+    *t_fin = cw_now_ms();
+    for (int i = 0; i < n; i++)
+        close(c[i]);
+    assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, port, 0, n, 3000), n);
+    p->ctl = ctl[1];
+}
+
+static void plant_end(struct plant *p)
+{
+    close(p->ctl);
+    assert_int_equal(WEXITSTATUS(cwt_wait(p->pid, 5000)), 0);
+}
+
+/* ---- what the kernel says about the exporter ---- */
+
+static int fd_count_of(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
+}
+
+static long status_kib(pid_t pid, const char *field)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "re");
+    assert_non_null(f);
+    long v = -1;
+    size_t n = strlen(field);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, field, n) && line[n] == ':')
+            v = atol(line + n + 1);
+    fclose(f);
+    return v;
+}
+
+/* Wait until the exporter is back to `fds` descriptors and holds no
+ * CLOSE_WAIT socket; fail naming what is left. */
+static void assert_exporter_clean(const struct exporter *x, int fds, int timeout_ms)
+{
+    int64_t end = cw_now_ms() + timeout_ms;
+    int n, cw;
+    do {
+        n = fd_count_of(x->pid);
+        cw = cwt_count_pid(x->pid, CW_TCP_CLOSE_WAIT);
+        if (n == fds && cw == 0)
+            return;
+        cwt_sleep_ms(20);
+    } while (cw_now_ms() < end);
+    fail_msg("exporter holds %d descriptors (expected %d) and %d CLOSE_WAIT sockets", n,
+             fds, cw);
+}
+
+/* ---- tests ---- */
+
+static void test_promtool_textfile(void **state)
+{
+    (void)state;
+    if (system("command -v promtool >/dev/null 2>&1") != 0)
+        skip();
+    char dir[] = "/tmp/cwt_exporterXXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct plant p;
+    int64_t t_fin;
+    plant(&p, 3, 0, &t_fin);
+    char *argv[] = {(char *)CLI, (char *)"exporter", (char *)"--textfile", dir,
+                    (char *)"--once", NULL};
+    pid_t pid = cwt_spawn3(argv, NULL, NULL, NULL);
+    int st = cwt_wait(pid, 10000);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_int_equal(cwt_sh("promtool check metrics <'%s/closewise.prom'", dir), 0);
+    assert_int_equal(cwt_sh("grep -q '^closewise_close_wait_sockets{pid=\"%d\",comm=\"%s\"' "
+                            "'%s/closewise.prom'", (int)p.pid, LEAKER, dir), 0);
+    assert_true(cwt_sh("ls -A '%s' | grep -qv '^closewise.prom$'", dir) != 0);
+    /* the container and cgroup labels are the inspector's reading of the
+     * holder's cgroup */
+    char path[64], line[512], cg[512] = "", ct[128];
+    snprintf(path, sizeof path, "/proc/%d/cgroup", (int)p.pid);
+    FILE *f = fopen(path, "re");
+    assert_non_null(f);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "0::", 3))
+            snprintf(cg, sizeof cg, "%.*s", (int)strcspn(line + 3, "\n"), line + 3);
+    fclose(f);
+    cw_cgroup_container(cg, ct, sizeof ct);
+    assert_int_equal(cwt_sh("grep -qF 'closewise_close_wait_sockets{pid=\"%d\",comm=\"%s\","
+                            "container=\"%s\",cgroup=\"%s\"} 3' '%s/closewise.prom'",
+                            (int)p.pid, LEAKER, ct, cg, dir), 0);
+    plant_end(&p);
+    cwt_sh("rm -rf '%s'", dir);
+}
+
+/* --textfile without --once rewrites the file every interval, leaves no
+ * temporary file behind, and stops with 0 on SIGTERM. */
+static void test_textfile_loop(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/cwt_exporterXXXXXX", file[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(file, sizeof file, "%s/closewise.prom", dir);
+    char *argv[] = {(char *)CLI, (char *)"exporter", (char *)"--textfile", dir,
+                    (char *)"--interval", (char *)"100ms", NULL};
+    pid_t pid = cwt_spawn3(argv, NULL, NULL, NULL);
+    double first = -1, last = -1;
+    static char buf[1 << 16];
+    for (int i = 0; i < 50 && (first < 0 || last < first + 3); i++) {
+        cwt_sleep_ms(100);
+        int fd = open(file, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        buf[n > 0 ? n : 0] = '\0';
+        /* whole files only: every one ends with the last family */
+        assert_non_null(strstr(buf, "closewise_snapshot_timestamp_seconds "));
+        last = metric(buf, "closewise_snapshots_total");
+        if (first < 0)
+            first = last;
+    }
+    print_message("snapshots %g -> %g\n", first, last);
+    assert_true(first >= 1 && last >= first + 3);
+    kill(pid, SIGTERM);
+    int st = cwt_wait(pid, 3000);
+    assert_true(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_true(cwt_sh("ls -A '%s' | grep -qv '^closewise.prom$'", dir) != 0);
+    cwt_sh("rm -rf '%s'", dir);
+}
+
+/* --top caps the per-process series; the rest are summed in "other". */
+static void test_top_and_other(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/cwt_exporterXXXXXX";
+    assert_non_null(mkdtemp(dir));
+    struct plant small, big;
+    int64_t t_fin;
+    plant(&small, 2, 0, &t_fin);
+    plant(&big, 3, 0, &t_fin);
+    char *argv[] = {(char *)CLI, (char *)"exporter", (char *)"--textfile", dir,
+                    (char *)"--once", (char *)"--top", (char *)"1", NULL};
+    pid_t pid = cwt_spawn3(argv, NULL, NULL, NULL);
+    int st = cwt_wait(pid, 10000);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    const char *f = "closewise_close_wait_sockets{pid=";
+    assert_int_equal(cwt_sh("grep -q '^%s\"%d\",.*} 3$' '%s/closewise.prom'", f, (int)big.pid,
+                            dir), 0);
+    assert_int_equal(cwt_sh("grep -q '^%s\"other\",comm=\"other\",.*} 2$' '%s/closewise.prom'",
+                            f, dir), 0);
+    assert_true(cwt_sh("grep -q '^%s\"%d\"' '%s/closewise.prom'", f, (int)small.pid, dir) != 0);
+    assert_int_equal(cwt_sh("grep -c '^%s' '%s/closewise.prom' | grep -qx 2", f, dir), 0);
+    plant_end(&small);
+    plant_end(&big);
+    cwt_sh("rm -rf '%s'", dir);
+}
+
+static void test_promtool_http(void **state)
+{
+    (void)state;
+    if (system("command -v promtool >/dev/null 2>&1") != 0)
+        skip();
+    struct exporter x;
+    const char *args[] = {"--interval", "200ms", NULL};
+    exporter_start(&x, args);
+    assert_int_equal(cwt_sh("curl -sf http://127.0.0.1:%d/metrics | promtool check metrics",
+                            x.port), 0);
+    exporter_stop(&x);
+}
+
+/* Without BPF the bounds contain the true age. A socket stuck before the
+ * exporter started gets tcp_info's (data at t0, FIN 1 s later: lastack <=
+ * age <= lastrcv, a second apart); one that entered CLOSE_WAIT later is
+ * bounded by the snapshots before and after. */
+static void check_bounds(int port, pid_t pid, int64_t t_fin, int interval_ms,
+                         double min_width, double max_width)
+{
+    char prefix[128];
+    snprintf(prefix, sizeof prefix, "closewise_close_wait_oldest_seconds{pid=\"%d\"",
+             (int)pid);
+    int64_t t0 = cw_now_ms();
+    double lo = scrape_metric(port, prefix);
+    snprintf(prefix, sizeof prefix, "closewise_close_wait_oldest_max_seconds{pid=\"%d\"",
+             (int)pid);
+    double hi = scrape_metric(port, prefix);
+    int64_t t1 = cw_now_ms();
+    /* the snapshot is at most one interval older than the scrape; tcp_info
+     * counts in jiffies: 10 ms of slack */
+    double truth_min = (t0 - interval_ms - t_fin) / 1000.0 - 0.01;
+    double truth_max = (t1 - t_fin) / 1000.0 + 0.01;
+    print_message("pid %d: age bounds [%.3f, %.3f], truth in [%.3f, %.3f]\n", (int)pid, lo,
+                  hi, truth_min, truth_max);
+    assert_true(lo >= 0 && hi >= 0);
+    assert_true(lo <= truth_max);
+    assert_true(hi >= truth_min);
+    assert_true(hi - lo >= min_width && hi - lo <= max_width);
+}
+
+static void test_age_bounds(void **state)
+{
+    (void)state;
+    struct plant before, after;
+    int64_t t_before, t_after;
+    plant(&before, 1, 1000, &t_before);
+    struct exporter x;
+    const char *args[] = {"--interval", "100ms", "--no-bpf", NULL};
+    exporter_start(&x, args);
+    assert_true(scrape_metric(x.port, "closewise_close_wait_exact_enabled") == 0);
+    plant(&after, 1, 1000, &t_after);
+    cwt_sleep_ms(1500);
+    check_bounds(x.port, before.pid, t_before, 100, 0.8, 1.5);   /* the data-to-FIN second */
+    check_bounds(x.port, after.pid, t_after, 100, 0.0, 0.2);     /* one interval */
+    plant_end(&before);
+    plant_end(&after);
+    exporter_stop(&x);
+}
+
+/* With BPF, a socket that enters CLOSE_WAIT 3 s after the exporter
+ * started has its exact age: within 100 ms of the truth, and both bounds
+ * equal. */
+static void test_exact_age(void **state)
+{
+    (void)state;
+    struct exporter x;
+    const char *args[] = {"--interval", "50ms", NULL};
+    exporter_start(&x, args);
+    if (scrape_metric(x.port, "closewise_close_wait_exact_enabled") != 1) {
+        print_message("SKIP: the BPF program could not load here (see the exporter's "
+                      "message above); exact ages untested\n");
+        exporter_stop(&x);
+        skip();
+    }
+    cwt_sleep_ms(3000);
+    struct plant p;
+    int64_t t_fin;
+    plant(&p, 1, 1000, &t_fin);
+    cwt_sleep_ms(1500);
+    char prefix[128];
+    snprintf(prefix, sizeof prefix, "closewise_close_wait_oldest_seconds{pid=\"%d\"",
+             (int)p.pid);
+    int64_t t0 = cw_now_ms();
+    double lo = scrape_metric(x.port, prefix);
+    snprintf(prefix, sizeof prefix, "closewise_close_wait_oldest_max_seconds{pid=\"%d\"",
+             (int)p.pid);
+    double hi = scrape_metric(x.port, prefix);
+    int64_t t1 = cw_now_ms();
+    /* the snapshot is at most one interval (50 ms) older than the scrape */
+    double truth_min = (t0 - 50 - t_fin) / 1000.0, truth_max = (t1 - t_fin) / 1000.0;
+    print_message("exact age %.3f (max %.3f), truth in [%.3f, %.3f]\n", lo, hi, truth_min,
+                  truth_max);
+    assert_true(lo == hi);
+    assert_true(lo >= truth_min - 0.1 && lo <= truth_max + 0.1);
+    assert_true(scrape_metric(x.port, "closewise_close_wait_exact_sockets") == 1);
+    plant_end(&p);
+    exporter_stop(&x);
+}
+
+/* Client ends from an ephemeral port to a server port are counted per
+ * destination, their TIME_WAIT too; a close() with unread input shows in
+ * the kernel's TCPAbortOnClose (this test's namespace starts at 0). */
+static void test_destinations_and_aborts(void **state)
+{
+    (void)state;
+    struct exporter x;
+    const char *args[] = {"--interval", "50ms", "--no-bpf", NULL};
+    exporter_start(&x, args);
+    int l = zoo_socket(AF_INET), one = 1;
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_storage ss;
+    socklen_t len = zoo_addr(AF_INET, 4444, &ss);   /* below ip_local_port_range */
+    assert_int_equal(bind(l, (struct sockaddr *)&ss, len), 0);
+    assert_int_equal(listen(l, 16), 0);
+    int c[3], a[3];
+    for (int i = 0; i < 3; i++) {
+        c[i] = zoo_dial(AF_INET, 4444, 0);
+        a[i] = zoo_accept(l);
+    }
+    cwt_sleep_ms(200);
+    const char *used = "closewise_ephemeral_ports_used{destination=\"127.0.0.1:4444\"}";
+    const char *tw = "closewise_time_wait_sockets{destination=\"127.0.0.1:4444\"}";
+    assert_true(scrape_metric(x.port, used) == 3);
+    assert_true(scrape_metric(x.port, tw) == -1);
+    double aborts0 = scrape_metric(x.port, "closewise_tcp_aborts_total{reason=\"on_close\"}");
+    /* clients close first: TIME_WAIT on their side */
+    for (int i = 0; i < 3; i++)
+        close(c[i]);
+    assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, 4444, 0, 3, 3000), 3);
+    /* the server closes one with unread input: a RST, TCPAbortOnClose */
+    int u = zoo_dial(AF_INET, 4444, 0), ua = zoo_accept(l);
+    send_str(u, "unread");
+    cwt_sleep_ms(50);
+    close(ua);
+    close(u);
+    for (int i = 0; i < 3; i++)
+        close(a[i]);
+    close(l);
+    cwt_sleep_ms(300);
+    assert_true(scrape_metric(x.port, tw) == 3);
+    assert_true(scrape_metric(x.port, used) == 3);
+    double aborts1 = scrape_metric(x.port, "closewise_tcp_aborts_total{reason=\"on_close\"}");
+    print_message("TCPAbortOnClose %g -> %g\n", aborts0, aborts1);
+    assert_true(aborts0 >= 0 && aborts1 == aborts0 + 1);
+    exporter_stop(&x);
+}
+
+static void test_bad_requests(void **state)
+{
+    (void)state;
+    struct exporter x;
+    const char *args[] = {"--interval", "1s", "--request-timeout", "500ms", NULL};
+    exporter_start(&x, args);
+    cwt_sleep_ms(100);
+    int fds = fd_count_of(x.pid);
+    static char buf[1 << 20];
+    assert_int_equal(http_get(x.port, "/nope", buf, sizeof buf), 404);
+    assert_int_equal(http_get(x.port, "/metrics?x=1", buf, sizeof buf), 200);
+    assert_int_equal(http_raw(x.port, "HEAD /metrics HTTP/1.0\r\n\r\n", buf, sizeof buf), 200);
+    assert_null(strstr(buf, "# HELP"));
+    assert_int_equal(http_raw(x.port, "GET /metrics HTTP/1.1\r\n\r\n", buf, sizeof buf), 400);
+    assert_int_equal(http_raw(x.port, "GET /metrics HTTP/1.1\r\nHost x\r\n\r\n", buf, sizeof buf), 400);
+    assert_int_equal(http_raw(x.port, "GET metrics HTTP/1.1\r\n\r\n", buf, sizeof buf), 400);
+    assert_int_equal(http_raw(x.port, "GET /metrics HTTP/2.0\r\n\r\n", buf, sizeof buf), 400);
+    assert_int_equal(http_raw(x.port, "POST /metrics HTTP/1.0\r\nContent-Length: 5\r\n\r\nhello",
+                              buf, sizeof buf), 400);
+    assert_int_equal(http_raw(x.port, "DELETE /metrics HTTP/1.0\r\n\r\n", buf, sizeof buf), 405);
+    /* oversized: 64 KiB of headers without an end; 400, then EOF */
+    static char big[65536 + 64];
+    strcpy(big, "GET /metrics HTTP/1.1\r\nHost: a\r\n");
+    size_t n = strlen(big);
+    while (n + 16 < sizeof big - 8) {
+        memcpy(big + n, "X-Pad: aaaaaaa\r\n", 16);
+        n += 16;
+    }
+    big[n] = '\0';
+    assert_int_equal(http_raw(x.port, big, buf, sizeof buf), 400);
+    /* idle: 408 after the request timeout, then EOF */
+    int fd = dial_port(x.port);
+    int64_t t = cw_now_ms();
+    size_t got = cwt_read_all(fd, buf, sizeof buf, 5000);
+    assert_true(cw_now_ms() - t < 3000);
+    assert_true(got > 12 && !strncmp(buf, "HTTP/1.1 408", 12));
+    close(fd);
+    assert_exporter_clean(&x, fds, 3000);
+    exporter_stop(&x);
+}
+
+/* Scrapers that close first mid-request, reset, or take the answer and
+ * vanish: the exporter keeps nothing. */
+static void test_scrapers_leave(void **state)
+{
+    (void)state;
+    struct exporter x;
+    const char *args[] = {"--interval", "1s", NULL};
+    exporter_start(&x, args);
+    cwt_sleep_ms(100);
+    int fds = fd_count_of(x.pid);
+    for (int round = 0; round < 20; round++) {
+        int a = dial_port(x.port), b = dial_port(x.port), c = dial_port(x.port);
+        send_str(a, "GET /metr");            /* half a request, then FIN */
+        send_str(b, "GET /metrics HTTP/1.1");
+        send_str(c, "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
+        close(a);
+        struct linger lg = {1, 0};
+        setsockopt(b, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        close(b);                            /* RST */
+        cwt_sleep_ms(5);
+        close(c);                            /* FIN before reading the answer */
+    }
+    assert_exporter_clean(&x, fds, 5000);
+    exporter_stop(&x);
+}
+
+static void test_many_scrapers(void **state)
+{
+    (void)state;
+    enum { N = 1000 };
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_max < N + 200)
+        skip();
+    struct rlimit want = {N + 200, rl.rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &want), 0);
+    struct exporter x;
+    const char *args[] = {"--interval", "1s", NULL};
+    exporter_start(&x, args);
+    cwt_sleep_ms(100);
+    int fds = fd_count_of(x.pid);
+    static char buf[1 << 20];
+    assert_int_equal(http_get(x.port, "/metrics", buf, sizeof buf), 200);
+    long rss0 = status_kib(x.pid, "VmRSS");
+    double snaps0 = scrape_metric(x.port, "closewise_snapshots_total");
+    int64_t t_start = cw_now_ms();
+    static int s[N];
+    static size_t got[N];
+    for (int i = 0; i < N; i++) {
+        s[i] = dial_port(x.port);
+        got[i] = 0;
+        send_str(s[i], "GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n");
+    }
+    /* read every answer to its end (the exporter's FIN) */
+    int open_n = N, ok = 0;
+    int64_t end = cw_now_ms() + 60000;
+    int most = 0;
+    while (open_n && cw_now_ms() < end) {
+        int now_fds = fd_count_of(x.pid);
+        most = now_fds > most ? now_fds : most;
+        for (int i = 0; i < N; i++) {
+            if (s[i] < 0)
+                continue;
+            char b[65536];
+            ssize_t k = recv(s[i], b, sizeof b, MSG_DONTWAIT);
+            if (k > 0) {
+                if (!got[i] && !strncmp(b, "HTTP/1.1 200", 12))
+                    ok++;
+                got[i] += (size_t)k;
+            } else if (k == 0 || (errno != EAGAIN && errno != EINTR)) {
+                close(s[i]);
+                s[i] = -1;
+                open_n--;
+            }
+        }
+        cwt_sleep_ms(2);
+    }
+    long hwm = status_kib(x.pid, "VmHWM"), rss1 = status_kib(x.pid, "VmRSS");
+    /* however many scrapes, one snapshot per interval (1 s) */
+    int scrapes = N;
+    while (cw_now_ms() - t_start < 2500) {
+        scrape_metric(x.port, "closewise_snapshots_total");
+        scrapes++;
+        cwt_sleep_ms(2);   /* each leaves a TIME_WAIT: stay far from port exhaustion */
+    }
+    double snaps1 = scrape_metric(x.port, "closewise_snapshots_total");
+    double secs = (cw_now_ms() - t_start) / 1000.0;
+    print_message("%g snapshots for %d scrapes in %.1f s\n", snaps1 - snaps0, scrapes, secs);
+    assert_true(snaps1 - snaps0 <= secs + 1);
+    for (int i = 0; i < N; i++)
+        if (s[i] >= 0)
+            close(s[i]);
+    print_message("%d/%d answered; exporter RSS %ld -> %ld KiB, peak %ld KiB\n", ok, N,
+                  rss0, rss1, hwm);
+    assert_int_equal(ok, N);
+    print_message("at most %d descriptors open (%d at rest, cap 64 connections)\n", most, fds);
+    assert_true(most <= fds + 64);
+#if defined(__SANITIZE_ADDRESS__)
+    /* ASan keeps freed memory in quarantine: only a coarse bound */
+    assert_true(rss1 - rss0 < 16384);
+#else
+    assert_true(rss1 - rss0 < 4096);   /* 64 connections at most, 4.6 KiB each */
+    assert_true(hwm < 20 * 1024);
+#endif
+    assert_exporter_clean(&x, fds, 5000);
+    exporter_stop(&x);
+    setrlimit(RLIMIT_NOFILE, &rl);
+}
+
+/* ---- a real Prometheus server ---- */
+
+/* Query Prometheus' HTTP API; the first sample's value, or -1 when the
+ * result is empty or unreadable. */
+static double prom_query(int port, const char *query)
+{
+    char path[1024], enc[768];
+    size_t o = 0;
+    for (const char *q = query; *q && o + 4 < sizeof enc; q++) {
+        unsigned char c = (unsigned char)*q;
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            c == '_')
+            enc[o++] = (char)c;
+        else
+            o += (size_t)snprintf(enc + o, sizeof enc - o, "%%%02X", c);
+    }
+    enc[o] = '\0';
+    snprintf(path, sizeof path, "/api/v1/query?query=%s", enc);
+    static char buf[65536];
+    if (http_get(port, path, buf, sizeof buf) != 200)
+        return -1;
+    char *v = strstr(buf, "\"value\":[");
+    if (!v || !(v = strstr(v, ",\"")))
+        return -1;
+    return strtod(v + 2, NULL);
+}
+
+static double prom_wait(int port, const char *query, double want, int timeout_ms)
+{
+    int64_t end = cw_now_ms() + timeout_ms;
+    double v;
+    do {
+        v = prom_query(port, query);
+        if (v == want)
+            return v;
+        cwt_sleep_ms(250);
+    } while (cw_now_ms() < end);
+    return v;
+}
+
+static void test_prometheus(void **state)
+{
+    (void)state;
+    if (access("/usr/bin/prometheus", X_OK) != 0) {
+        print_message("SKIP: /usr/bin/prometheus is not installed (Debian package "
+                      "prometheus; scripts/deps.sh test)\n");
+        skip();
+    }
+    struct exporter x;
+    const char *args[] = {"--interval", "500ms", NULL};
+    exporter_start(&x, args);
+    char dir[] = "/tmp/cwt_promXXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char cfg[256], data[256], web[64], cfgarg[300], dataarg[300];
+    snprintf(cfg, sizeof cfg, "%s/prometheus.yml", dir);
+    snprintf(data, sizeof data, "%s/data", dir);
+    FILE *f = fopen(cfg, "we");
+    assert_non_null(f);
+    fprintf(f, "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+               "scrape_configs:\n  - job_name: closewise\n    static_configs:\n"
+               "      - targets: ['127.0.0.1:%d']\n", x.port);
+    fclose(f);
+    int pport = cwt_free_port();
+    snprintf(web, sizeof web, "--web.listen-address=127.0.0.1:%d", pport);
+    snprintf(cfgarg, sizeof cfgarg, "--config.file=%s", cfg);
+    snprintf(dataarg, sizeof dataarg, "--storage.tsdb.path=%s", data);
+    char *pargv[] = {(char *)"/usr/bin/prometheus", cfgarg, dataarg, web,
+                     (char *)"--log.level=warn", NULL};
+    pid_t prom = cwt_spawn3(pargv, NULL, NULL, NULL);
+
+    struct plant p;
+    int64_t t_fin;
+    plant(&p, 25, 0, &t_fin);
+    const char *q = "sum(closewise_close_wait_sockets{comm=\"" LEAKER "\"}) or vector(0)";
+    double v = prom_wait(pport, q, 25, 30000);
+    print_message("prometheus: %s = %g\n", q, v);
+    assert_true(v == 25);
+    /* the exporter names the holder */
+    char pq[160];
+    snprintf(pq, sizeof pq, "closewise_close_wait_sockets{comm=\"%s\",pid=\"%d\"}", LEAKER,
+             (int)p.pid);
+    assert_true(prom_query(pport, pq) == 25);
+    plant_end(&p);
+    v = prom_wait(pport, q, 0, 30000);
+    print_message("prometheus after close: %g\n", v);
+    assert_true(v == 0);
+    assert_true(prom_query(pport, "closewise_close_wait_closed_total") >= 25);
+
+    kill(prom, SIGTERM);
+    int st = cwt_wait(prom, 10000);
+    assert_true(st >= 0);
+    exporter_stop(&x);
+    cwt_sh("rm -rf '%s'", dir);
+}
+
+/* The shipped alert rules load, and fire when (and only when) they should. */
+static void test_rules(void **state)
+{
+    (void)state;
+    if (system("command -v promtool >/dev/null 2>&1") != 0)
+        skip();
+    assert_int_equal(cwt_sh("promtool check rules '%s/contrib/closewise.rules.yml' >/dev/null",
+                            CW_SOURCE_DIR), 0);
+    assert_int_equal(cwt_sh("cd '%s/contrib' && promtool test rules closewise.rules.test.yml "
+                            ">/dev/null", CW_SOURCE_DIR), 0);
+}
+
+/* `closewise watch --json`: JSON Lines, one event each (appeared, leak,
+ * closed), with the age exact when BPF stamped the socket. */
+static void test_watch_json(void **state)
+{
+    (void)state;
+    int l = zoo_listen(AF_INET);
+    char port[16];
+    snprintf(port, sizeof port, "%d", zoo_port_of(l));
+    close(l);
+    char *argv[] = {(char *)CLI, (char *)"watch", (char *)"--json", (char *)"--netns",
+                    (char *)"self", (char *)"--interval", (char *)"100ms",
+                    (char *)"--older-than", (char *)"500ms", (char *)"--count",
+                    (char *)"40", NULL};
+    int out;
+    pid_t w = cwt_spawn3(argv, NULL, &out, NULL);
+    cwt_sleep_ms(300);
+    struct plant p;
+    int64_t t_fin;
+    plant(&p, 1, 0, &t_fin);
+    char line[2048], want[64];
+    snprintf(want, sizeof want, "\"pid\":%d,", (int)p.pid);
+    const char *events[] = {"\"event\":\"appeared\"", "\"event\":\"leak\"",
+                            "\"event\":\"closed\""};
+    for (int e = 0; e < 3; e++) {
+        if (e == 2)
+            plant_end(&p);
+        int n = cwt_read_line(out, line, sizeof line, 5000);
+        assert_true(n > 0);
+        assert_true(line[0] == '{' && line[n - 1] == '}');
+        assert_non_null(strstr(line, events[e]));
+        assert_non_null(strstr(line, want));
+        assert_non_null(strstr(line, "\"comm\":\"" LEAKER "\""));
+        assert_non_null(strstr(line, "\"age_min_s\":"));
+        if (e == 1)
+            assert_non_null(strstr(line, "\"explain\":\""));
+    }
+    kill(w, SIGTERM);
+    int st = cwt_wait(w, 3000);
+    assert_true(st >= 0 && WIFEXITED(st));
+    close(out);
+}
+
+/* cw_diag_dump_each() (the exporter's streamed dump) hands over exactly
+ * the sockets cw_diag_dump() returns, with their tcp_info. */
+struct each_seen {
+    uint64_t cookie[64];
+    int n, with_info;
+};
+
+static void on_each(const struct cw_sock *s, void *arg)
+{
+    struct each_seen *e = arg;
+    if (e->n < 64)
+        e->cookie[e->n++] = s->cookie;
+    e->with_info += s->has_info;
+}
+
+static int u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void test_dump_each(void **state)
+{
+    (void)state;
+    struct plant p;
+    int64_t t_fin;
+    plant(&p, 5, 0, &t_fin);
+    cw_diag *d = NULL;
+    assert_int_equal(cw_diag_open(&d), CW_OK);
+    struct cw_diag_filter f;
+    cw_diag_filter_init(&f);
+    f.states = CW_STATE_BIT(CW_TCP_CLOSE_WAIT);
+    f.want_info = 1;
+    struct cw_sock *v = NULL;
+    size_t n = 0;
+    assert_int_equal(cw_diag_dump(d, &f, &v, &n), 5);
+    struct each_seen e = {.n = 0};
+    assert_int_equal(cw_diag_dump_each(d, &f, on_each, &e), CW_OK);
+    assert_int_equal(e.n, 5);
+    assert_int_equal(e.with_info, 5);
+    qsort(e.cookie, (size_t)e.n, sizeof e.cookie[0], u64_cmp);
+    for (size_t i = 0; i < n; i++)
+        assert_true(e.cookie[i] == v[i].cookie);
+    assert_int_equal(cw_diag_dump_each(d, &f, NULL, NULL), CW_EINVAL);
+    free(v);
+    cw_diag_close(&d);
+    plant_end(&p);
+}
+
+static void test_usage(void **state)
+{
+    (void)state;
+    char *argv[] = {(char *)CLI, (char *)"exporter", (char *)"--interval", (char *)"5",
+                    NULL};
+    pid_t pid = cwt_spawn3(argv, NULL, NULL, NULL);
+    int st = cwt_wait(pid, 5000);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    char *argv2[] = {(char *)CLI, (char *)"exporter", (char *)"--listen",
+                     (char *)"127.0.0.1:1", (char *)"--textfile", (char *)"/tmp", NULL};
+    pid = cwt_spawn3(argv2, NULL, NULL, NULL);
+    st = cwt_wait(pid, 5000);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    char *argv3[] = {(char *)CLI, (char *)"exporter", (char *)"--textfile",
+                     (char *)"/nonexistent/dir", (char *)"--once", NULL};
+    pid = cwt_spawn3(argv3, NULL, NULL, NULL);
+    st = cwt_wait(pid, 5000);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 3);
+}
+
+int main(void)
+{
+    cwt_private_netns();
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        CWT_TEST(test_usage),
+        CWT_TEST(test_rules),
+        CWT_TEST(test_dump_each),
+        CWT_TEST(test_promtool_textfile),
+        CWT_TEST(test_promtool_http),
+        CWT_TEST(test_top_and_other),
+        CWT_TEST(test_textfile_loop),
+        CWT_TEST(test_age_bounds),
+        CWT_TEST(test_exact_age),
+        CWT_TEST(test_destinations_and_aborts),
+        CWT_TEST(test_watch_json),
+        CWT_TEST(test_bad_requests),
+        CWT_TEST(test_scrapers_leave),
+        CWT_TEST(test_many_scrapers),
+        CWT_TEST(test_prometheus),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    if (rc == 0 && access("/usr/bin/prometheus", X_OK) != 0) {
+        fprintf(stderr, "test_exporter: SKIP: the Prometheus server test needs "
+                        "/usr/bin/prometheus (Debian package prometheus: sh scripts/deps.sh test)\n");
+        return CWT_SKIP;
+    }
+    return rc;
+}
