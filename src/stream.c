@@ -108,6 +108,23 @@ static void drop_queue(cw_stream *s)
     s->out = NULL;
 }
 
+/* The public end for a close that ended with how (a result code), a RST
+ * or not, for reason why. Only an abort closes with CW_OK and a RST. */
+static enum cw_end end_of(int how, int rst, int why)
+{
+    switch (why) {
+    case CW__END_RECLAIM:
+        return CW_END_EVICTED;
+    case CW__END_WRITE_TIMEOUT:
+        return CW_END_TIMEOUT;
+    case CW__END_GRACE:
+        return CW_END_ABANDONED;
+    default:
+        return cw_end_of_close(how == CW_OK && rst ? CW_CLOSE_ABORT
+                                                   : CW_CLOSE_GRACEFUL, how);
+    }
+}
+
 /* Close the descriptor now; on_closed follows from the timer. */
 static void finish(cw_stream *s, int how, int rst, int why)
 {
@@ -121,6 +138,7 @@ static void finish(cw_stream *s, int how, int rst, int why)
     s->io.fd = -1;
     s->state = CW__ST_DONE;
     s->result = how;
+    s->hwm = (uint32_t)end_of(how, rst, why);
     s->flags &= ~F_READING;
     cw__acceptor_ended(s, why);
     /* Deadline 0 is already due: the callback runs in this iteration's
@@ -599,4 +617,9 @@ int cw_stream_fd(const cw_stream *s)
 int cw_stream_closing(const cw_stream *s)
 {
     return s && s->state != CW__ST_OPEN;
+}
+
+enum cw_end cw_stream_end(const cw_stream *s)
+{
+    return s && s->state == CW__ST_DONE ? (enum cw_end)s->hwm : CW_END_NONE;
 }

@@ -29,7 +29,8 @@ struct cw_stream {
                               action after the end (grace); closing: the
                               close deadline */
     uint32_t idle_ms, write_ms, grace_ms;
-    uint32_t hwm;          /* open: high-water mark; lingering: bytes drained */
+    uint32_t hwm;          /* open: high-water mark; lingering: bytes drained;
+                              done: the enum cw_end (cw_stream_end) */
     int32_t result;        /* terminal read result, once known; when done:
                               how the close ended */
     int16_t werr;          /* sticky write error (every code fits) */

@@ -30,6 +30,7 @@ struct rec {
     size_t got;
     int ends, end;          /* terminal results seen, the last one */
     int closed, how;        /* on_closed calls and its argument */
+    enum cw_end cend;       /* cw_stream_end() in on_closed */
     int64_t end_ms, closed_ms;   /* when the terminal result and on_closed came */
     int drains;
     enum act on_data, on_end, on_drain;
@@ -80,6 +81,7 @@ static void rec_closed(cw_stream *s, int how)
     struct rec *r = cw_stream_data(s);
     r->closed++;
     r->how = how;
+    r->cend = cw_stream_end(s);
     r->closed_ms = cw_now_ms();
     r->s = NULL;
     /* Closing again from on_closed is refused, not a crash. */
@@ -257,6 +259,7 @@ static void test_peer_fin_while_reading(void **state)
     assert_int_equal(r.close_rc, CW_OK);
     assert_int_equal(r.after_close_write, CW_ECLOSING);
     assert_int_equal(r.how, CW_OK);   /* the peer's FIN was read: delivered */
+    assert_int_equal(r.cend, CW_END_GRACEFUL);
     int end;
     assert_int_equal(read_to_end(c, &end, 2000), 0);
     assert_int_equal(end, 0);
@@ -346,6 +349,7 @@ static void test_rst_mid_write(void **state)
     assert_int_equal(r.ends, 1);
     assert_int_equal(r.end, CW_ERESET);
     assert_int_equal(r.how, CW_ERESET);
+    assert_int_equal(r.cend, CW_END_RESET);
     cw_loop_free(&loop);
 }
 
@@ -423,6 +427,7 @@ static void test_write_timeout_resets_and_frees(void **state)
     printf("# write timeout 300 ms: stream reset after %lld ms\n", (long long)took);
     assert_true(took >= 290 && took < 2000);
     assert_int_equal(recs[0].how, CW_ETIMEDOUT);
+    assert_int_equal(recs[0].cend, CW_END_TIMEOUT);
     assert_true(run_until(loop, &recs[1].closed, 3000));
     assert_int_equal(recs[1].end, CW_EOF);
     assert_int_equal(recs[1].how, CW_OK);
@@ -596,6 +601,8 @@ static size_t reply_and_close(int how, int *end)
     cwt_join(t);
     *end = lr.end;
     assert_int_equal(r.how, CW_OK);
+    /* The how is CW_OK either way: only the end tells them apart. */
+    assert_int_equal(r.cend, how == CW_CLOSE_ABORT ? CW_END_ABORT : CW_END_GRACEFUL);
     close(c);
     cw_loop_free(&loop);
     return lr.got;
@@ -811,6 +818,7 @@ static void ignore_eof(int start_reads)
     assert_int_equal(r.ends, start_reads ? 1 : 0);
     assert_true(took >= 295 && took < 1500);
     assert_int_equal(r.how, CW_OK);
+    assert_int_equal(r.cend, CW_END_ABANDONED);
     assert_int_equal(cwt_count(CW_TCP_CLOSE_WAIT, 0, 0), 0);
     assert_int_equal(cwt_count(CW_TCP_LAST_ACK, 0, port), 0);
     int end;
@@ -1081,6 +1089,7 @@ static void test_acceptor_emfile(void **state)
         setrlimit(RLIMIT_NOFILE, &old);
     assert_int_equal(recs[0].closed, 1);
     assert_int_equal(recs[0].how, CW_ETIMEDOUT);   /* as if its deadline passed */
+    assert_int_equal(recs[0].cend, CW_END_EVICTED);
     assert_int_equal(st.reclaimed, 1);
     assert_true(first >= 2 && first < 9);   /* a few fit, not all */
     assert_true(st.paused >= 1);
@@ -1098,6 +1107,7 @@ static void test_acceptor_emfile(void **state)
     assert_true(st.reclaimed >= 1 + 9 - first);
     assert_int_equal(recs[1].closed, 1);
     assert_int_equal(recs[1].how, -EMFILE);
+    assert_int_equal(recs[1].cend, CW_END_EVICTED);
     for (int i = 0; i < 9; i++) {
         if (recs[i].s)
             cw_stream_close(recs[i].s, CW_CLOSE_ABORT, 0, NULL);
