@@ -9,6 +9,7 @@
 struct cw__wq {
     int64_t due;         /* write timeout: restarts on every byte sent */
     size_t off, len, cap;
+    int shut;            /* cw_stream_shutdown() waits for this queue */
     char buf[];
 };
 

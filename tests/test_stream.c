@@ -331,6 +331,48 @@ static void test_peer_fin_while_writes_queued(void **state)
     cw_loop_free(&loop);
 }
 
+/* Half-close with a large reply still queued: the FIN follows its last
+ * byte, writes are refused, and reading goes on to the peer's answer and
+ * FIN; the close after that is graceful. Checked from the peer's side. */
+static void test_shutdown_after_queued_reply(void **state)
+{
+    cw_loop *loop;
+    cw_stream *s;
+    struct rec r = {0};
+    int c = fixture(&loop, &s, &r, opts(0, 10000, 5000), 32768, 65536);
+    size_t len = 1024 * 1024;
+    assert_int_equal(queue_big(s, len), 1);
+    assert_int_equal(cw_stream_shutdown(s), CW_OK);
+    assert_int_equal(cw_stream_shutdown(s), CW_OK);
+    assert_int_equal(cw_stream_write(s, "x", 1), -ESHUTDOWN);
+    run_for(loop, 50);
+    /* Queued: no FIN yet. */
+    assert_int_equal(cwt_count(CW_TCP_FIN_WAIT1, 0, local_port_of(c)) +
+                     cwt_count(CW_TCP_FIN_WAIT2, 0, local_port_of(c)), 0);
+    struct reader rd = {c, 1, 0};
+    pthread_t t = cwt_thread(reader, &rd);
+    int64_t t0 = cw_now_ms();
+    while (cw_stream_queued(s) && cw_now_ms() - t0 < 5000)
+        run_for(loop, 10);
+    cwt_join(t);
+    assert_int_equal(rd.got, len);
+    assert_int_equal(rd.end, 0);   /* every byte, then our FIN */
+    assert_int_equal(r.ends, 0);   /* the stream still reads */
+    send_all(c, "bye", 3);
+    shutdown(c, SHUT_WR);
+    assert_true(run_until(loop, &r.ends, 2000));
+    assert_int_equal(r.got, 3);
+    assert_int_equal(r.end, CW_EOF);
+    assert_int_equal(cw_stream_close(s, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000, NULL),
+                     CW_OK);
+    assert_true(run_until(loop, &r.closed, 2000));
+    assert_int_equal(r.how, CW_OK);
+    assert_int_equal(r.cend, CW_END_GRACEFUL);
+    assert_int_equal(r.drains, 1);   /* the write said full: drained */
+    close(c);
+    cw_loop_free(&loop);
+}
+
 /* The peer resets while our writes are queued: reads and writes both say
  * CW_ERESET, the queue is freed, and the close says the same. */
 static void test_rst_mid_write(void **state)
@@ -1128,6 +1170,7 @@ int main(void)
         CWT_TEST(test_peer_fin_while_reading),
         CWT_TEST(test_peer_fin_while_paused),
         CWT_TEST(test_peer_fin_while_writes_queued),
+        CWT_TEST(test_shutdown_after_queued_reply),
         CWT_TEST(test_rst_mid_write),
         CWT_TEST(test_kernel_timeout_is_reported),
         CWT_TEST(test_write_timeout_resets_and_frees),

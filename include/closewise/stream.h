@@ -111,6 +111,14 @@ int cw_stream_read_start(cw_stream *s);
  * write error (CW_ERESET, -EPIPE, CW_ETIMEDOUT), or CW_ECLOSING. */
 int cw_stream_write(cw_stream *s, const void *buf, size_t len);
 
+/* Half-close (libuv's uv_shutdown): no more writes (cw_stream_write()
+ * returns -ESHUTDOWN from now on); the peer gets our FIN once the queued
+ * output is out, and reading goes on until its end: after CW_EOF, call
+ * cw_stream_close() as usual (still graceful, nothing to flush). For
+ * clients whose protocol ends the request with a FIN. Returns CW_OK (also
+ * when repeated), CW_ECLOSING, or the sticky write error. */
+int cw_stream_shutdown(cw_stream *s);
+
 /* Bytes queued and not yet taken by the kernel. */
 size_t cw_stream_queued(const cw_stream *s);
 
