@@ -675,8 +675,12 @@ static void evict(cw_server *s, struct sconn *c, enum evict why)
 {
     size_t total = 0;
     cw__drain_nb(c->io.fd, &total);
-    reply_str(s, c, "ERR server busy");
+    /* The end is decided before the reply: if the peer is already gone
+     * the send fails and records a reset, which must then be the close,
+     * not the reason (the log and the eviction counters agree). */
+    c->end = END_EVICTED;
     c->reason = evict_names[why];
+    reply_str(s, c, "ERR server busy");
     conn_die(c, END_EVICTED, HOW_PLAIN);
     if (why == EV_DESCRIPTORS)
         s->st.evicted_descriptors++;
