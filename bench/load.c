@@ -1,6 +1,7 @@
 /* load.c - cw_bench_load: the load generator of the server benchmark
- * (bench/servers.sh), on cw_loop. Loopback only, bounded in time and
- * count. Every mode prints one line of key=value pairs on stdout.
+ * (bench/servers.sh): every connection is a cw_stream (cw_stream_dial).
+ * Loopback only, bounded in time and count. Every mode prints one line
+ * of key=value pairs on stdout.
  *
  *   cw_bench_load churn PORT CONC SECONDS MAX_COUNT PASSWORD
  *     CONC connections at a time for SECONDS (or MAX_COUNT connections):
@@ -38,16 +39,19 @@
 #define REPLY_MAX 64
 #define LOGIN_INFLIGHT 256      /* idle mode: logins in flight at once */
 #define GRACE_MS 10000          /* after the run: how long stragglers get */
+#define DIAL_MS 5000            /* connect deadline */
+#define CLOSE_MS 1000           /* after the server's end: our close */
 
 static const char ERR_LINE[] = "ERR bad credentials\n";
 static const char OK_LINE[] = "OK\n";
 
 enum phase { P_CONNECTING, P_SENT, P_IDLE, P_CLOSING };
-enum how { H_EOF, H_RESET, H_ERROR };
 
+/* One client connection on a cw_stream; freed by its on_closed. */
 struct lconn {
-    cw_io io;
-    int64_t t0;                 /* ns: connect() in churn, shutdown() in idle */
+    struct bench *b;
+    cw_stream *s;
+    int64_t t0;                 /* ns: connect in churn, shutdown in idle */
     uint32_t got;
     int idx;                    /* idle mode: position in b->conns */
     uint8_t phase;
@@ -56,12 +60,13 @@ struct lconn {
 
 struct bench {
     cw_loop *loop;
-    struct sockaddr_in to;
+    uint16_t port;
     char req[256];
     size_t req_len;
     const char *expect;
     size_t expect_len;
     int idle_mode;
+    struct cw_stream_opts sopts;
     /* churn */
     int conc, active;
     uint64_t max_count, started;
@@ -118,114 +123,100 @@ static unsigned pct(const struct bench *b, double q)
 
 /* ---- one connection ---- */
 
-static void on_io(cw_loop *loop, cw_io *io, unsigned events);
 static void launch_more(struct bench *b);
+static void open_more(struct bench *b);
+static void churn_done(struct bench *b);
+static void idle_ended(struct bench *b, struct lconn *c, enum cw_end how);
+static void idle_bytes(struct bench *b, struct lconn *c);
 
-static void conn_end(struct bench *b, struct lconn *c, enum how how)
+/* How a churn connection ended: ok (the whole line, then the server's
+ * FIN), rst (the whole line, then a reset), lost (not the whole line). */
+static void churn_ended(struct bench *b, struct lconn *c, enum cw_end how)
 {
-    cw_io_stop(b->loop, &c->io);
-    close(c->io.fd);
     int whole = c->got == b->expect_len && !memcmp(c->buf, b->expect, b->expect_len);
-    if (how == H_ERROR)
+    if (how != CW_END_EOF && how != CW_END_RESET)
         b->err++;
     else if (!whole)
         b->lost++;
-    else if (how == H_RESET)
+    else if (how == CW_END_RESET)
         b->rst++;
     else
         b->ok++;
-    if (how != H_ERROR)
+    if (how == CW_END_EOF || how == CW_END_RESET)
         record(b, c->t0);
-    free(c);
 }
 
-/* Start a connection and send the request at once: on loopback the
- * handshake has almost always completed when connect() returns, so the
- * usual case costs no wait for writability. */
+static void on_read(cw_stream *s, ssize_t n, const char *buf)
+{
+    struct lconn *c = cw_stream_data(s);
+    struct bench *b = c->b;
+    if (n > 0) {
+        size_t room = REPLY_MAX - c->got;
+        memcpy(c->buf + c->got, buf, (size_t)n < room ? (size_t)n : room);
+        c->got = (size_t)n > room ? REPLY_MAX : c->got + (uint32_t)n;  /* too long: cannot match */
+        if (b->idle_mode)
+            idle_bytes(b, c);
+        return;
+    }
+    enum cw_end how = cw_end_of_read(n);
+    if (b->idle_mode)
+        idle_ended(b, c, how);
+    else
+        churn_ended(b, c, how);
+    /* After the server's FIN this is a plain close; after an error, a RST. */
+    cw_stream_close(s, CW_CLOSE_GRACEFUL, cw_now_ms() + CLOSE_MS, NULL);
+}
+
+/* The stream is gone: only now is the connection's slot free, so the
+ * loop never stops with a stream still owed its on_closed. */
+static void on_closed(cw_stream *s, int how)
+{
+    struct lconn *c = cw_stream_data(s);
+    struct bench *b = c->b;
+    free(c);
+    if (!b->idle_mode)
+        churn_done(b);
+    else if (++b->closed == b->count)
+        cw_loop_stop(b->loop);
+}
+
+static const struct cw_stream_handlers handlers = {
+    .on_read = on_read, .on_closed = on_closed,
+};
+
+static void on_dialed(cw_stream *s, int status, void *data)
+{
+    struct lconn *c = data;
+    struct bench *b = c->b;
+    if (status < 0) {
+        if (b->idle_mode)
+            die("connect");   /* a session benchmark cannot go on */
+        b->err++;
+        free(c);
+        churn_done(b);
+        return;
+    }
+    c->s = s;
+    c->phase = P_SENT;
+    cw_stream_start(s, &handlers, c);
+    /* A failed write ends in on_read, with the error. */
+    cw_stream_write(s, b->req, b->req_len);
+}
+
 static int conn_start(struct bench *b, struct lconn **out)
 {
     struct lconn *c = calloc(1, sizeof *c);
     if (!c)
         return -ENOMEM;
-    c->io.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    c->io.data = b;
+    c->b = b;
     c->t0 = now_ns();
-    int rc = 0;
-    if (c->io.fd < 0 ||
-        (connect(c->io.fd, (struct sockaddr *)&b->to, sizeof b->to) < 0 &&
-         errno != EINPROGRESS))
-        rc = -errno;
-    unsigned want = CW_IO_READ;
-    if (rc == 0) {
-        ssize_t n = send(c->io.fd, b->req, b->req_len, MSG_NOSIGNAL);
-        if (n == (ssize_t)b->req_len)
-            c->phase = P_SENT;
-        else if (n < 0 && (errno == EAGAIN || errno == ENOTCONN))
-            want = CW_IO_WRITE;   /* still connecting: send when writable */
-        else
-            rc = n < 0 ? -errno : -EIO;
-    }
-    if (rc == 0)
-        rc = cw_io_start(b->loop, &c->io, want, on_io);
+    int rc = cw_stream_dial(b->loop, "127.0.0.1", b->port, NULL,
+                            cw_now_ms() + DIAL_MS, &b->sopts, on_dialed, c);
     if (rc < 0) {
-        if (c->io.fd >= 0)
-            close(c->io.fd);
         free(c);
         return rc;
     }
     *out = c;
-    return 0;
-}
-
-static int conn_recv(struct lconn *c, enum how *how)
-{
-    for (;;) {
-        char tmp[REPLY_MAX];
-        ssize_t n = recv(c->io.fd, tmp, sizeof tmp, 0);
-        if (n > 0) {
-            size_t room = REPLY_MAX - c->got;
-            memcpy(c->buf + c->got, tmp, (size_t)n < room ? (size_t)n : room);
-            c->got += (uint32_t)((size_t)n < room ? (size_t)n : room);
-            if ((size_t)n > room)
-                c->got = REPLY_MAX;   /* too long: cannot match */
-            continue;
-        }
-        if (n == 0) {
-            *how = H_EOF;
-            return 1;
-        }
-        if (errno == EAGAIN || errno == EINTR)
-            return 0;
-        *how = errno == ECONNRESET ? H_RESET : H_ERROR;
-        return 1;
-    }
-}
-
-/* Read what is there; returns 1 when the connection ended. The loop
- * reads SO_ERROR on EPOLLERR, which clears it in the kernel: after that a
- * reset reads as EOF, so io.err is what says it was one. */
-static int conn_read(struct bench *b, struct lconn *c, enum how *how)
-{
-    int ended = conn_recv(c, how);
-    if (ended && *how == H_EOF && c->io.err)
-        *how = c->io.err == -ECONNRESET ? H_RESET : H_ERROR;
-    return ended;
-}
-
-/* Returns -1 when the connection failed (and was freed). */
-static int on_connected(struct bench *b, struct lconn *c, unsigned events)
-{
-    ssize_t n = -1;
-    if (!(events & CW_EV_ERROR))
-        n = send(c->io.fd, b->req, b->req_len, MSG_NOSIGNAL);
-    if (n != (ssize_t)b->req_len) {
-        if (b->idle_mode)
-            die("connect");   /* a session benchmark cannot go on */
-        conn_end(b, c, H_ERROR);
-        return -1;
-    }
-    c->phase = P_SENT;
-    cw_io_set(b->loop, &c->io, CW_IO_READ);
     return 0;
 }
 
@@ -255,7 +246,7 @@ static void launch_more(struct bench *b)
         }
         struct lconn *c;
         if (conn_start(b, &c) < 0) {
-            /* e.g. out of ports: count it, retry soon rather than spin */
+            /* e.g. out of memory: count it, retry soon rather than spin */
             b->err++;
             b->started++;
             cw_timer_start(b->loop, &b->retry_timer, cw_now_ms() + 1, on_retry);
@@ -339,7 +330,7 @@ static void on_tick(cw_loop *loop, cw_timer *t)
         c->phase = P_CLOSING;
         c->got = 0;
         c->t0 = now_ns();
-        if (shutdown(c->io.fd, SHUT_WR) < 0)
+        if (cw_stream_shutdown(c->s) < 0)
             die("shutdown");
     }
     if (b->next_close < b->count)
@@ -351,58 +342,31 @@ static void on_settled(cw_loop *loop, cw_timer *t)
     start_closing(t->data);
 }
 
-static void idle_io(struct bench *b, struct lconn *c)
+static void idle_bytes(struct bench *b, struct lconn *c)
 {
-    enum how how;
-    int ended = conn_read(b, c, &how);
-    if (c->phase == P_SENT && c->got == sizeof OK_LINE - 1 &&
-        !memcmp(c->buf, OK_LINE, c->got) && !ended) {
-        c->phase = P_IDLE;
-        if (++b->authed == b->count) {
-            /* Everyone is in: let the server settle, then measure. */
-            cw_timer_start(b->loop, &b->tick, cw_now_ms() + 500, on_settled);
-        }
-        open_more(b);
+    if (c->phase != P_SENT || c->got != sizeof OK_LINE - 1 ||
+        memcmp(c->buf, OK_LINE, c->got))
         return;
+    c->phase = P_IDLE;
+    if (++b->authed == b->count) {
+        /* Everyone is in: let the server settle, then measure. */
+        cw_timer_start(b->loop, &b->tick, cw_now_ms() + 500, on_settled);
     }
-    if (!ended)
-        return;
+    open_more(b);
+}
+
+/* The close latency runs from our FIN to the server's. */
+static void idle_ended(struct bench *b, struct lconn *c, enum cw_end how)
+{
     if (c->phase != P_CLOSING || c->got)   /* ended early, or a stray reply */
         b->lost++;
-    else if (how == H_RESET)
+    else if (how == CW_END_RESET)
         b->rst++;
-    else if (how == H_EOF)
+    else if (how == CW_END_EOF)
         b->ok++, record(b, c->t0);
     else
         b->err++;
-    cw_io_stop(b->loop, &c->io);
-    close(c->io.fd);
     b->conns[c->idx] = NULL;
-    free(c);
-    if (++b->closed == b->count)
-        cw_loop_stop(b->loop);
-}
-
-/* ---- dispatch ---- */
-
-static void on_io(cw_loop *loop, cw_io *io, unsigned events)
-{
-    struct bench *b = io->data;
-    struct lconn *c = (struct lconn *)io;   /* io is the first member */
-    if (c->phase == P_CONNECTING) {
-        if (on_connected(b, c, events) < 0)
-            churn_done(b);
-        return;
-    }
-    if (b->idle_mode) {
-        idle_io(b, c);
-        return;
-    }
-    enum how how;
-    if (conn_read(b, c, &how)) {
-        conn_end(b, c, how);
-        churn_done(b);
-    }
 }
 
 /* ---- modes ---- */
@@ -418,9 +382,8 @@ static void setup(struct bench *b, int port, const char *password)
         fprintf(stderr, "cw_bench_load: bad port or password\n");
         exit(2);
     }
-    b->to.sin_family = AF_INET;
-    b->to.sin_port = htons((uint16_t)port);
-    b->to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    b->port = (uint16_t)port;
+    cw_stream_opts_init(&b->sopts);
     b->req_len = (size_t)snprintf(b->req, sizeof b->req, "AUTH bench %s\n", password);
     if (cw_loop_new(&b->loop) < 0)
         die("cw_loop_new");

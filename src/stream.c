@@ -30,6 +30,10 @@
 #define F_OWN_CB 32u     /* s->cb.closed, not s->cb.h */
 #define F_BY_GRACE 64u   /* the library is closing it after the grace */
 
+/* werr after cw_stream_shutdown(): writes are refused, yet it is no error
+ * (a close after it is still graceful). */
+#define SHUT (-ESHUTDOWN)
+
 static void on_io(cw_loop *loop, cw_io *io, unsigned events);
 static void on_timer(cw_loop *loop, cw_timer *t);
 
@@ -108,6 +112,23 @@ static void drop_queue(cw_stream *s)
     s->out = NULL;
 }
 
+/* The public end for a close that ended with how (a result code), a RST
+ * or not, for reason why. Only an abort closes with CW_OK and a RST. */
+static enum cw_end end_of(int how, int rst, int why)
+{
+    switch (why) {
+    case CW__END_RECLAIM:
+        return CW_END_EVICTED;
+    case CW__END_WRITE_TIMEOUT:
+        return CW_END_TIMEOUT;
+    case CW__END_GRACE:
+        return CW_END_ABANDONED;
+    default:
+        return cw_end_of_close(how == CW_OK && rst ? CW_CLOSE_ABORT
+                                                   : CW_CLOSE_GRACEFUL, how);
+    }
+}
+
 /* Close the descriptor now; on_closed follows from the timer. */
 static void finish(cw_stream *s, int how, int rst, int why)
 {
@@ -121,6 +142,7 @@ static void finish(cw_stream *s, int how, int rst, int why)
     s->io.fd = -1;
     s->state = CW__ST_DONE;
     s->result = how;
+    s->hwm = (uint32_t)end_of(how, rst, why);
     s->flags &= ~F_READING;
     cw__acceptor_ended(s, why);
     /* Deadline 0 is already due: the callback runs in this iteration's
@@ -152,7 +174,7 @@ static void begin_close(cw_stream *s, int why)
         finish(s, CW_ERESET, 0, why);
         return;
     }
-    if (s->werr) {
+    if (s->werr && s->werr != SHUT) {
         finish(s, s->werr, 1, why);
         return;
     }
@@ -278,6 +300,8 @@ static void flush(cw_stream *s)
         q->off += (size_t)n;
         q->due = cw_now_ms() + s->write_ms;   /* progress: nginx send_timeout */
     }
+    if (q && q->shut)
+        shutdown(s->io.fd, SHUT_WR);
     drop_queue(s);
     if (s->state != CW__ST_OPEN)
         return;   /* closing: s->t is the close deadline */
@@ -308,6 +332,7 @@ static int enqueue(cw_stream *s, const char *p, size_t len)
             return -ENOMEM;
         if (!q) {
             nq->off = nq->len = 0;
+            nq->shut = 0;
             nq->due = cw_now_ms() + s->write_ms;
         }
         nq->cap = cap;
@@ -354,6 +379,22 @@ int cw_stream_write(cw_stream *s, const void *buf, size_t len)
         return 1;
     }
     return CW_OK;
+}
+
+int cw_stream_shutdown(cw_stream *s)
+{
+    if (!s)
+        return CW_EINVAL;
+    if (s->state != CW__ST_OPEN)
+        return CW_ECLOSING;
+    if (s->werr)
+        return s->werr == SHUT ? CW_OK : s->werr;
+    s->werr = SHUT;
+    if (s->out)
+        s->out->shut = 1;   /* flush() sends the FIN after the last byte */
+    else if (shutdown(s->io.fd, SHUT_WR) < 0 && errno != ENOTCONN)
+        s->werr = (int16_t)-errno;
+    return s->werr == SHUT ? CW_OK : s->werr;
 }
 
 size_t cw_stream_queued(const cw_stream *s)
@@ -524,7 +565,7 @@ static void on_io(cw_loop *loop, cw_io *io, unsigned events)
         on_open_io(s, events);
     } else if (s->state == CW__ST_FLUSH) {
         flush(s);
-        if (s->werr)
+        if (s->werr && s->werr != SHUT)
             finish(s, s->werr == -EPIPE ? CW_ERESET : s->werr, 0, CW__END_OWNER);
         else if (!s->out)
             start_linger(s);
@@ -599,4 +640,9 @@ int cw_stream_fd(const cw_stream *s)
 int cw_stream_closing(const cw_stream *s)
 {
     return s && s->state != CW__ST_OPEN;
+}
+
+enum cw_end cw_stream_end(const cw_stream *s)
+{
+    return s && s->state == CW__ST_DONE ? (enum cw_end)s->hwm : CW_END_NONE;
 }

@@ -9,6 +9,7 @@
 struct cw__wq {
     int64_t due;         /* write timeout: restarts on every byte sent */
     size_t off, len, cap;
+    int shut;            /* cw_stream_shutdown() waits for this queue */
     char buf[];
 };
 
@@ -29,7 +30,8 @@ struct cw_stream {
                               action after the end (grace); closing: the
                               close deadline */
     uint32_t idle_ms, write_ms, grace_ms;
-    uint32_t hwm;          /* open: high-water mark; lingering: bytes drained */
+    uint32_t hwm;          /* open: high-water mark; lingering: bytes drained;
+                              done: the enum cw_end (cw_stream_end) */
     int32_t result;        /* terminal read result, once known; when done:
                               how the close ended */
     int16_t werr;          /* sticky write error (every code fits) */

@@ -30,6 +30,7 @@ struct rec {
     size_t got;
     int ends, end;          /* terminal results seen, the last one */
     int closed, how;        /* on_closed calls and its argument */
+    enum cw_end cend;       /* cw_stream_end() in on_closed */
     int64_t end_ms, closed_ms;   /* when the terminal result and on_closed came */
     int drains;
     enum act on_data, on_end, on_drain;
@@ -80,6 +81,7 @@ static void rec_closed(cw_stream *s, int how)
     struct rec *r = cw_stream_data(s);
     r->closed++;
     r->how = how;
+    r->cend = cw_stream_end(s);
     r->closed_ms = cw_now_ms();
     r->s = NULL;
     /* Closing again from on_closed is refused, not a crash. */
@@ -257,6 +259,7 @@ static void test_peer_fin_while_reading(void **state)
     assert_int_equal(r.close_rc, CW_OK);
     assert_int_equal(r.after_close_write, CW_ECLOSING);
     assert_int_equal(r.how, CW_OK);   /* the peer's FIN was read: delivered */
+    assert_int_equal(r.cend, CW_END_GRACEFUL);
     int end;
     assert_int_equal(read_to_end(c, &end, 2000), 0);
     assert_int_equal(end, 0);
@@ -328,6 +331,48 @@ static void test_peer_fin_while_writes_queued(void **state)
     cw_loop_free(&loop);
 }
 
+/* Half-close with a large reply still queued: the FIN follows its last
+ * byte, writes are refused, and reading goes on to the peer's answer and
+ * FIN; the close after that is graceful. Checked from the peer's side. */
+static void test_shutdown_after_queued_reply(void **state)
+{
+    cw_loop *loop;
+    cw_stream *s;
+    struct rec r = {0};
+    int c = fixture(&loop, &s, &r, opts(0, 10000, 5000), 32768, 65536);
+    size_t len = 1024 * 1024;
+    assert_int_equal(queue_big(s, len), 1);
+    assert_int_equal(cw_stream_shutdown(s), CW_OK);
+    assert_int_equal(cw_stream_shutdown(s), CW_OK);
+    assert_int_equal(cw_stream_write(s, "x", 1), -ESHUTDOWN);
+    run_for(loop, 50);
+    /* Queued: no FIN yet. */
+    assert_int_equal(cwt_count(CW_TCP_FIN_WAIT1, 0, local_port_of(c)) +
+                     cwt_count(CW_TCP_FIN_WAIT2, 0, local_port_of(c)), 0);
+    struct reader rd = {c, 1, 0};
+    pthread_t t = cwt_thread(reader, &rd);
+    int64_t t0 = cw_now_ms();
+    while (cw_stream_queued(s) && cw_now_ms() - t0 < 5000)
+        run_for(loop, 10);
+    cwt_join(t);
+    assert_int_equal(rd.got, len);
+    assert_int_equal(rd.end, 0);   /* every byte, then our FIN */
+    assert_int_equal(r.ends, 0);   /* the stream still reads */
+    send_all(c, "bye", 3);
+    shutdown(c, SHUT_WR);
+    assert_true(run_until(loop, &r.ends, 2000));
+    assert_int_equal(r.got, 3);
+    assert_int_equal(r.end, CW_EOF);
+    assert_int_equal(cw_stream_close(s, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000, NULL),
+                     CW_OK);
+    assert_true(run_until(loop, &r.closed, 2000));
+    assert_int_equal(r.how, CW_OK);
+    assert_int_equal(r.cend, CW_END_GRACEFUL);
+    assert_int_equal(r.drains, 1);   /* the write said full: drained */
+    close(c);
+    cw_loop_free(&loop);
+}
+
 /* The peer resets while our writes are queued: reads and writes both say
  * CW_ERESET, the queue is freed, and the close says the same. */
 static void test_rst_mid_write(void **state)
@@ -346,6 +391,7 @@ static void test_rst_mid_write(void **state)
     assert_int_equal(r.ends, 1);
     assert_int_equal(r.end, CW_ERESET);
     assert_int_equal(r.how, CW_ERESET);
+    assert_int_equal(r.cend, CW_END_RESET);
     cw_loop_free(&loop);
 }
 
@@ -423,6 +469,7 @@ static void test_write_timeout_resets_and_frees(void **state)
     printf("# write timeout 300 ms: stream reset after %lld ms\n", (long long)took);
     assert_true(took >= 290 && took < 2000);
     assert_int_equal(recs[0].how, CW_ETIMEDOUT);
+    assert_int_equal(recs[0].cend, CW_END_TIMEOUT);
     assert_true(run_until(loop, &recs[1].closed, 3000));
     assert_int_equal(recs[1].end, CW_EOF);
     assert_int_equal(recs[1].how, CW_OK);
@@ -596,6 +643,8 @@ static size_t reply_and_close(int how, int *end)
     cwt_join(t);
     *end = lr.end;
     assert_int_equal(r.how, CW_OK);
+    /* The how is CW_OK either way: only the end tells them apart. */
+    assert_int_equal(r.cend, how == CW_CLOSE_ABORT ? CW_END_ABORT : CW_END_GRACEFUL);
     close(c);
     cw_loop_free(&loop);
     return lr.got;
@@ -811,6 +860,7 @@ static void ignore_eof(int start_reads)
     assert_int_equal(r.ends, start_reads ? 1 : 0);
     assert_true(took >= 295 && took < 1500);
     assert_int_equal(r.how, CW_OK);
+    assert_int_equal(r.cend, CW_END_ABANDONED);
     assert_int_equal(cwt_count(CW_TCP_CLOSE_WAIT, 0, 0), 0);
     assert_int_equal(cwt_count(CW_TCP_LAST_ACK, 0, port), 0);
     int end;
@@ -1081,6 +1131,7 @@ static void test_acceptor_emfile(void **state)
         setrlimit(RLIMIT_NOFILE, &old);
     assert_int_equal(recs[0].closed, 1);
     assert_int_equal(recs[0].how, CW_ETIMEDOUT);   /* as if its deadline passed */
+    assert_int_equal(recs[0].cend, CW_END_EVICTED);
     assert_int_equal(st.reclaimed, 1);
     assert_true(first >= 2 && first < 9);   /* a few fit, not all */
     assert_true(st.paused >= 1);
@@ -1098,6 +1149,7 @@ static void test_acceptor_emfile(void **state)
     assert_true(st.reclaimed >= 1 + 9 - first);
     assert_int_equal(recs[1].closed, 1);
     assert_int_equal(recs[1].how, -EMFILE);
+    assert_int_equal(recs[1].cend, CW_END_EVICTED);
     for (int i = 0; i < 9; i++) {
         if (recs[i].s)
             cw_stream_close(recs[i].s, CW_CLOSE_ABORT, 0, NULL);
@@ -1118,6 +1170,7 @@ int main(void)
         CWT_TEST(test_peer_fin_while_reading),
         CWT_TEST(test_peer_fin_while_paused),
         CWT_TEST(test_peer_fin_while_writes_queued),
+        CWT_TEST(test_shutdown_after_queued_reply),
         CWT_TEST(test_rst_mid_write),
         CWT_TEST(test_kernel_timeout_is_reported),
         CWT_TEST(test_write_timeout_resets_and_frees),

@@ -14,6 +14,7 @@
 #define CW_VERSION_STRING "0.1.0"
 
 #include <closewise/conn.h>
+#include <closewise/end.h>
 #include <closewise/diag.h>
 #include <closewise/backoff.h>
 #include <closewise/loop.h>

@@ -22,7 +22,9 @@
  *    deadline passed first; after a write timeout the peer got a RST),
  *    CW_ERESET (the peer reset), CW_ETOOLONG (the peer kept sending past
  *    the drain limit), -EMFILE (closed to give a descriptor back to the
- *    acceptor), or another -errno.
+ *    acceptor), or another -errno. cw_stream_end() says the same in the
+ *    one vocabulary of closewise/end.h, and tells apart what how cannot
+ *    (an abort, a close by the library after the grace period).
  *  - A stream and its loop belong to one thread. Close every stream and
  *    let the loop run its on_closed calls before cw_loop_free().
  */
@@ -109,6 +111,14 @@ int cw_stream_read_start(cw_stream *s);
  * write error (CW_ERESET, -EPIPE, CW_ETIMEDOUT), or CW_ECLOSING. */
 int cw_stream_write(cw_stream *s, const void *buf, size_t len);
 
+/* Half-close (libuv's uv_shutdown): no more writes (cw_stream_write()
+ * returns -ESHUTDOWN from now on); the peer gets our FIN once the queued
+ * output is out, and reading goes on until its end: after CW_EOF, call
+ * cw_stream_close() as usual (still graceful, nothing to flush). For
+ * clients whose protocol ends the request with a FIN. Returns CW_OK (also
+ * when repeated), CW_ECLOSING, or the sticky write error. */
+int cw_stream_shutdown(cw_stream *s);
+
 /* Bytes queued and not yet taken by the kernel. */
 size_t cw_stream_queued(const cw_stream *s);
 
@@ -130,6 +140,15 @@ void cw_stream_set_data(cw_stream *s, void *data);
 
 /* The descriptor (owned by the stream), or CW_EINVAL once closed. */
 int cw_stream_fd(const cw_stream *s);
+
+/* How the stream ended (closewise/end.h), for on_closed, where the how
+ * result alone cannot tell an abort from a graceful close, nor say why
+ * the library closed it: CW_END_GRACEFUL, CW_END_ABORT, CW_END_TIMEOUT
+ * (close deadline, or the write timeout's RST), CW_END_RESET,
+ * CW_END_TOO_LONG, CW_END_EVICTED (acceptor reclaim), CW_END_ABANDONED
+ * (closed by the library after the grace period) or CW_END_ERROR.
+ * CW_END_NONE until the descriptor is closed. */
+enum cw_end cw_stream_end(const cw_stream *s);
 
 /* Nonzero if cw_stream_close() was called or the library is closing it. */
 int cw_stream_closing(const cw_stream *s);

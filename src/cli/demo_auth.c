@@ -20,16 +20,15 @@
 #define LATE_RCVBUF 16384
 #define SERVER_SNDBUF 200000
 
-enum how { GRACEFUL, ABORT, PLAIN };
-
 static void tally(struct demo_case *c, const char *got, size_t n, const char *want,
                   size_t want_len, int rc)
 {
     c->runs++;
     c->complete += n == want_len && memcmp(got, want, want_len) == 0;
-    c->eof += rc == CW_EOF;
-    c->reset += rc == CW_ERESET;
-    c->other += rc != CW_EOF && rc != CW_ERESET;
+    enum cw_end end = cw_end_of_read(rc);
+    c->eof += end == CW_END_EOF;
+    c->reset += end == CW_END_RESET;
+    c->other += end != CW_END_EOF && end != CW_END_RESET;
     if (c->runs == 1 || n < c->min_bytes)
         c->min_bytes = n;
     if (n > c->max_bytes)
@@ -97,7 +96,7 @@ static int reference_case(struct demo *d, enum cw_server_close mode, struct demo
  * the reply sits in its send queue when it closes. */
 struct long_server {
     cw_listener *l;
-    enum how how;
+    enum cw_end how;        /* CW_END_GRACEFUL, _ABORT or _PLAIN */
     int runs;
     int closed[2];   /* "I have closed" to the client */
     const char *reply;
@@ -137,7 +136,7 @@ static void long_serve_one(struct long_server *ls)
         close(fd);
         return;
     }
-    if (ls->how == PLAIN) {
+    if (ls->how == CW_END_PLAIN) {
         send_raw(fd, ls->reply, LONG_REPLY);
         close(fd);   /* the seed's closesocket() with input unread: RST */
         signal_closed(ls);
@@ -147,7 +146,7 @@ static void long_serve_one(struct long_server *ls)
     if (cw_conn_adopt(fd, NULL, &c) < 0)
         return;
     cw_send_all(c, ls->reply, LONG_REPLY, cw_now_ms() + 5000);
-    if (ls->how == ABORT) {
+    if (ls->how == CW_END_ABORT) {
         cw_close(&c, CW_CLOSE_ABORT, 0);
         signal_closed(ls);
     } else {   /* the close waits for the client's FIN: signal first */
@@ -189,15 +188,15 @@ static void late_reader(struct long_server *ls, char *buf, struct demo_case *c)
     tally(c, buf, n, ls->reply, LONG_REPLY, rc);
 }
 
-static int long_case(struct demo *d, enum how how, struct demo_case *c)
+static int long_case(struct demo *d, enum cw_end how, struct demo_case *c)
 {
     static const char *names[] = {"256 KiB reply, graceful close",
                                   "256 KiB reply, SO_LINGER {1,0}",
                                   "256 KiB reply, plain close()"};
-    c->name = names[how];
+    c->name = names[how == CW_END_GRACEFUL ? 0 : how == CW_END_ABORT ? 1 : 2];
     c->condition = "reply still in the server's send queue: client with a 16 KiB "
                    "receive buffer reads only after the close; 99 request bytes unread";
-    c->graceful = how == GRACEFUL;
+    c->graceful = how == CW_END_GRACEFUL;
     c->reply_len = LONG_REPLY;
     struct long_server ls = {.how = how, .runs = d->logins};
     char *reply = malloc(LONG_REPLY), *buf = malloc(LONG_REPLY + 1);
@@ -244,9 +243,10 @@ int demo_auth(struct demo *d)
             return CLI_SYSTEM;
         print_case(d, c);
     }
+    enum cw_end ends[] = {CW_END_GRACEFUL, CW_END_ABORT, CW_END_PLAIN};
     for (int i = 0; i < 3 && !demo_interrupted(); i++) {
         struct demo_case *c = &d->cases[d->ncases++];
-        if (long_case(d, (enum how)i, c) != CLI_OK)
+        if (long_case(d, ends[i], c) != CLI_OK)
             return CLI_SYSTEM;
         print_case(d, c);
     }

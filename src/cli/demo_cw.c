@@ -97,72 +97,37 @@ static int seed_connect(int port)
     return recv(s, buf, sizeof buf, 0) > 0 ? s : -1;   /* "OK\n" */
 }
 
-/* Ours: the same, on libclosewise. */
-static cw_conn *tidy_connect(int port)
+/* A session ended. The seed's code "returns FALSE" here without closing.
+ * Returns 1 when the session is over. */
+static int seed_event(struct pollfd *p)
 {
-    struct cw_opts o;
-    cw_opts_init(&o);
-    o.bind_host = group_addr[TIDY];
-    o.read_timeout_ms = 30000;
-    cw_conn *c;
-    if (cw_dial("127.0.0.1", (uint16_t)port, &o, cw_now_ms() + 5000, &c) < 0)
-        return NULL;
-    const char login[] = "AUTH " DEMO_USER " " DEMO_PASSWORD "\n";
-    char line[64];
-    if (cw_send_all(c, login, sizeof login - 1, cw_now_ms() + 5000) < 0 ||
-        cw_readline(c, line, sizeof line, cw_now_ms() + 5000) < 0) {
-        cw_close(&c, CW_CLOSE_ABORT, 0);
-        return NULL;
-    }
-    return c;
-}
-
-/* A session ended. The seed's code "returns FALSE" here without closing;
- * ours closes. Returns 1 when the session is over. */
-static int session_event(enum group g, struct pollfd *p, cw_conn **c)
-{
-    if (g == SEED) {
-        char buf[256];
-        if (recv(p->fd, buf, sizeof buf, 0) > 0)
-            return 0;
-        /* closesocket(s); -- the seed's missing line */
-        p->fd = -1;
-        return 1;
-    }
-    char line[256];
-    ssize_t n;
-    while ((n = cw_readline(*c, line, sizeof line, cw_now_ms() + 1000)) >= 0)
-        ;   /* "ERR idle timeout", then the end of stream */
-    cw_close(c, CW_CLOSE_GRACEFUL, cw_now_ms() + 1000);
+    char buf[256];
+    if (recv(p->fd, buf, sizeof buf, 0) > 0)
+        return 0;
+    /* closesocket(s); -- the seed's missing line */
     p->fd = -1;
     return 1;
 }
 
-static int connect_one(enum group g, int port, struct pollfd *p, cw_conn **c)
+static void report(int report_fd)
 {
-    if (g == TIDY && (*c = tidy_connect(port)))
-        p->fd = cw_conn_fd(*c);
-    else if (g == SEED)
-        p->fd = seed_connect(port);
-    p->events = POLLIN;
-    return p->fd;
+    if (write(report_fd, "e", 1) != 1)
+        _exit(3);
 }
 
-/* A helper process with n clients of one group, connected over ~1 s while
- * the ones already open are watched; it writes a byte to report_fd per
- * session the server ends, then lives on, as a long-running client does,
- * until the demo stops it. */
-static void run_group(enum group g, int port, int n, int report_fd)
+/* The seed's n clients, connected over ~1 s while the ones already open
+ * are watched. */
+static void run_seed(int port, int n, int report_fd)
 {
     struct pollfd *p = calloc((size_t)n, sizeof *p);
-    cw_conn **c = calloc((size_t)n, sizeof *c);
-    if (!p || !c)
+    if (!p)
         _exit(3);
     int opened = 0, open = 0;
     int64_t step = 1000 / n, next = cw_now_ms();
     while (opened < n || open > 0) {
         if (opened < n && cw_now_ms() >= next) {
-            if (connect_one(g, port, &p[opened], &c[opened]) < 0)
+            p[opened].events = POLLIN;
+            if ((p[opened].fd = seed_connect(port)) < 0)
                 _exit(3);
             opened++, open++;
             next += step;
@@ -173,12 +138,84 @@ static void run_group(enum group g, int port, int n, int report_fd)
             errno != EINTR)
             _exit(3);
         for (int i = 0; i < opened; i++)
-            if (p[i].fd >= 0 && p[i].revents && session_event(g, &p[i], &c[i])) {
+            if (p[i].fd >= 0 && p[i].revents && seed_event(&p[i])) {
                 open--;
-                if (write(report_fd, "e", 1) != 1)
-                    _exit(3);
+                report(report_fd);
             }
     }
+}
+
+/* Ours: the same clients, each a cw_stream on one loop. What the server
+ * says ("OK", later "ERR idle timeout") is read and dropped; its end
+ * (or our 30 s idle timeout, as the seed's SO_RCVTIMEO) closes the
+ * stream gracefully, and on_closed counts the session. */
+struct tidy {
+    cw_loop *loop;
+    cw_timer next;
+    struct cw_opts o;
+    struct cw_stream_opts so;
+    int port, n, opened, closed, report_fd;
+    int64_t step;
+};
+
+static void tidy_read(cw_stream *s, ssize_t n, const char *buf)
+{
+    if (n < 0)
+        cw_stream_close(s, CW_CLOSE_GRACEFUL, cw_now_ms() + 1000, NULL);
+}
+
+static void tidy_closed(cw_stream *s, int how)
+{
+    struct tidy *t = cw_stream_data(s);
+    report(t->report_fd);
+    if (++t->closed == t->n)
+        cw_loop_stop(t->loop);
+}
+
+static const struct cw_stream_handlers tidy_handlers = {
+    .on_read = tidy_read, .on_closed = tidy_closed,
+};
+
+static void tidy_dialed(cw_stream *s, int status, void *data)
+{
+    static const char login[] = "AUTH " DEMO_USER " " DEMO_PASSWORD "\n";
+    if (status < 0 || cw_stream_start(s, &tidy_handlers, data) < 0 ||
+        cw_stream_write(s, login, sizeof login - 1) < 0)
+        _exit(3);
+}
+
+static void tidy_next(cw_loop *loop, cw_timer *timer)
+{
+    struct tidy *t = timer->data;
+    if (cw_stream_dial(loop, "127.0.0.1", (uint16_t)t->port, &t->o,
+                       cw_now_ms() + 5000, &t->so, tidy_dialed, t) < 0)
+        _exit(3);
+    if (++t->opened < t->n)
+        cw_timer_start(loop, timer, cw_now_ms() + t->step, tidy_next);
+}
+
+static void run_tidy(int port, int n, int report_fd)
+{
+    struct tidy t = {.port = port, .n = n, .report_fd = report_fd, .step = 1000 / n};
+    cw_opts_init(&t.o);
+    t.o.bind_host = group_addr[TIDY];
+    cw_stream_opts_init(&t.so);
+    t.so.idle_timeout_ms = 30000;
+    t.next.data = &t;
+    if (cw_loop_new(&t.loop) < 0 || cw_timer_start(t.loop, &t.next, 0, tidy_next) < 0 ||
+        cw_loop_run(t.loop) < 0)
+        _exit(3);
+}
+
+/* A helper process with n clients of one group; it writes a byte to
+ * report_fd per session the server ends, then lives on, as a
+ * long-running client does, until the demo stops it. */
+static void run_group(enum group g, int port, int n, int report_fd)
+{
+    if (g == SEED)
+        run_seed(port, n, report_fd);
+    else
+        run_tidy(port, n, report_fd);
     for (;;)
         pause();
 }

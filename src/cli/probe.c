@@ -369,14 +369,14 @@ static int open_listener(const struct probe_opts *o, cw_listener **l)
 
 /* One run per scenario, or one for all. Results fill res[0..n). Returns
  * how many ran, or a negative exit code. */
-static int run_all(struct probe_opts *o, int lfd, int port, struct probe_result *res)
+static int run_all(struct probe_opts *o, cw_listener *l, int port, struct probe_result *res)
 {
     if (o->reuse) {
-        int rc = probe_run(o, lfd, port, o->list, o->nlist, res);
+        int rc = probe_run(o, l, port, o->list, o->nlist, res);
         return rc != CLI_OK ? -rc : probe_interrupted ? -CLI_SYSTEM : (int)o->nlist;
     }
     for (size_t i = 0; i < o->nlist; i++) {
-        int rc = probe_run(o, lfd, port, &o->list[i], 1, &res[i]);
+        int rc = probe_run(o, l, port, &o->list[i], 1, &res[i]);
         if (rc != CLI_OK)
             return -rc;
         if (probe_interrupted)
@@ -395,7 +395,7 @@ static int probe_main(struct probe_opts *o)
     char **user_cmd = o->cmd;
     o->cmd = expand_all(user_cmd, o->host, port);
     struct probe_result res[PROBE_MAX_SCENARIOS];
-    int n = o->cmd ? run_all(o, cw_listener_fd(l), port, res) : -CLI_SYSTEM;
+    int n = o->cmd ? run_all(o, l, port, res) : -CLI_SYSTEM;
     cw_listener_close(&l);
     if (n < 0) {
         if (probe_interrupted)

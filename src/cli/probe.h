@@ -12,14 +12,6 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-/* How the server ends a connection once it has said its piece. */
-enum probe_end {
-    PROBE_FIN,              /* shutdown(SHUT_WR), drain briefly, close */
-    PROBE_FIN_KEEP_READING, /* shutdown(SHUT_WR), read until the client closes */
-    PROBE_RST,              /* SO_LINGER {1,0} + close */
-    PROBE_NEVER             /* never: the client has to give up */
-};
-
 struct probe_scenario {
     const char *name;
     const char *what;       /* one line for --help */
@@ -27,7 +19,12 @@ struct probe_scenario {
     int wait_line;          /* ... for a whole line, not just bytes */
     const char *say;        /* then send this (NULL: nothing) */
     int drip;               /* one byte per --drip interval */
-    enum probe_end end;
+    /* How the server ends it once it has said its piece, in the library's
+     * vocabulary: CW_END_GRACEFUL (shutdown(SHUT_WR), drain briefly,
+     * close), CW_END_ABORT (SO_LINGER {1,0} + close) or CW_END_NONE
+     * (never: the client has to give up). */
+    enum cw_end end;
+    int half_close;         /* GRACEFUL: read on until the client closes */
 };
 
 extern const struct probe_scenario probe_scenarios[];
@@ -75,9 +72,9 @@ struct probe_opts {
 
 /* Run CMD once, serving its connections scenario after scenario
  * (res[i] for list[i]): one scenario per run, or all in order with
- * --reuse. listen_fd is the probe's listener. Returns CLI_OK, or
+ * --reuse. l is the probe's (non-blocking) listener; it stays the caller's. Returns CLI_OK, or
  * CLI_SYSTEM / CLI_USAGE after printing why. */
-int probe_run(const struct probe_opts *o, int listen_fd, int port,
+int probe_run(const struct probe_opts *o, cw_listener *l, int port,
               const struct probe_scenario *const *list, size_t n,
               struct probe_result *res);
 

@@ -1,6 +1,6 @@
 /* probe_run.c - one run of the client under test: start it, serve each of
- * its connections one scenario, sample the kernel, judge, and kill what is
- * left. The verdict comes from the kernel and /proc, never from what the
+ * its connections one scenario (each a cw_stream on a cw_loop, from a
+ * cw_acceptor), sample the kernel, judge, and kill what is left. The verdict comes from the kernel and /proc, never from what the
  * client says: a connection is closed when no process of the client's
  * tree holds its socket any more. */
 #define _GNU_SOURCE
@@ -9,7 +9,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,13 +28,17 @@ volatile int probe_interrupted;
 
 enum phase { PH_WAIT, PH_SAY, PH_LINGER, PH_READ, PH_DONE };
 
+struct run;
+
 struct pconn {
-    int fd;                 /* our side, -1 once closed */
+    struct run *r;
+    cw_stream *s;           /* our side, NULL once we closed it */
+    cw_timer timer;         /* the scenario's next step (wait, drip) */
     int cport;              /* the client's local port */
     int idx;                /* scenario index, -1: extra, not judged */
     const struct probe_scenario *sc;
     enum phase phase;
-    int64_t t_accept, t_until, t_action, t_eof, t_resolved, next_drip;
+    int64_t t_accept, t_action, t_eof, t_resolved, next_drip;
     size_t said;
     int got, got_line;      /* the client has sent bytes, a line */
     int eof;                /* ... and its FIN: nothing more to read */
@@ -52,7 +55,14 @@ struct pconn {
 
 struct run {
     const struct probe_opts *o;
-    int lfd, port;
+    cw_listener *l;
+    int port;
+    cw_loop *loop;
+    cw_acceptor *acc;
+    cw_timer sampler, stop_accepting;
+    int rc;                 /* CLI_OK, or why the run stopped early */
+    int open;               /* streams whose on_closed has not come yet */
+    cw_diag *diag;
     const struct probe_scenario *const *list;
     size_t n;
     pid_t root;
@@ -129,6 +139,8 @@ static int spawn(struct run *r)
 
 /* --- serving one connection --- */
 
+static void sample_at(struct run *r, int64_t t);
+
 static void resolve(struct run *r, struct pconn *c, int64_t now)
 {
     c->resolved = 1;
@@ -144,74 +156,52 @@ static void resolve(struct run *r, struct pconn *c, int64_t now)
     r->last_event = now;
 }
 
-static void close_ours(struct pconn *c)
+/* The client's FIN (or reset) reached our socket. */
+static void saw_end(struct pconn *c, int64_t now)
 {
-    if (c->fd >= 0)
-        close(c->fd);
-    c->fd = -1;
-    c->phase = PH_DONE;
+    c->t_eof = now;
+    c->eof = 1;
+    sample_at(c->r, now);   /* look soon */
 }
 
-/* Read and discard what the client sends; note its FIN or reset. At most
- * 256 KiB a turn, so a client that floods cannot starve the others. */
-static void drain(struct run *r, struct pconn *c, int64_t now)
+/* End ours. deadline bounds the wait for the client's FIN; after that
+ * FIN (or a reset) the close is immediate. */
+static void close_ours(struct pconn *c, int how, int64_t deadline)
 {
-    char buf[4096];
-    for (int turn = 0; turn < 64 && !c->eof; turn++) {
-        ssize_t n = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
-        if (n > 0) {
-            c->got = 1;
-            c->got_line |= memchr(buf, '\n', (size_t)n) != NULL;
-            continue;
-        }
-        if (n < 0 && (errno == EAGAIN || errno == EINTR))
-            return;
-        c->t_eof = now;
-        c->eof = 1;
-        r->next_sample = now;   /* look soon */
-        /* A reset, or a FIN once our part is done (or was to wait for
-         * the client): close ours at once, so the probe never holds a
-         * CLOSE_WAIT socket for long. A client that only half-closed
-         * still gets the rest of the scenario, bounded by its steps. */
-        if (n < 0 || c->phase >= PH_LINGER || c->sc->end == PROBE_NEVER)
-            close_ours(c);
-        /* silent answers a half-close with its FIN: from now on the
-         * client has to close, like after any other FIN. */
-        if (n == 0 && c->sc->end == PROBE_NEVER && !c->t_action)
-            c->t_action = now;
-        return;
-    }
+    if (c->s)
+        cw_stream_close(c->s, how, deadline, NULL);
+    c->s = NULL;
+    c->phase = PH_DONE;
+    cw_timer_stop(c->r->loop, &c->timer);
 }
 
 static void act(struct run *r, struct pconn *c, int64_t now)
 {
     c->t_action = now;
-    if (r->next_sample > now + 10)
-        r->next_sample = now + 10;   /* a prompt close is timed closely */
+    sample_at(r, now + 10);   /* a prompt close is timed closely */
     switch (c->sc->end) {
-    case PROBE_FIN:
-        shutdown(c->fd, SHUT_WR);
-        c->phase = PH_LINGER;
-        c->t_until = now + LINGER_MS;
+    case CW_END_GRACEFUL:
+        if (c->sc->half_close) {
+            cw_stream_shutdown(c->s);
+            c->phase = PH_READ;
+        } else {
+            close_ours(c, CW_CLOSE_GRACEFUL, now + LINGER_MS);
+            c->phase = PH_LINGER;
+        }
         break;
-    case PROBE_FIN_KEEP_READING:
-        shutdown(c->fd, SHUT_WR);
-        c->phase = PH_READ;
+    case CW_END_ABORT:
+        close_ours(c, CW_CLOSE_ABORT, 0);
         break;
-    case PROBE_RST: {
-        struct linger lg = {.l_onoff = 1, .l_linger = 0};
-        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-        close_ours(c);
-        break;
-    }
-    case PROBE_NEVER:
+    default:   /* CW_END_NONE */
         c->t_action = 0;   /* nothing ended: the client has to */
         c->phase = PH_READ;
         break;
     }
 }
 
-/* Send the next part of sc->say. Returns 1 when all of it is out. */
+/* Send the next part of sc->say. Returns 1 when all of it is out (or the
+ * connection is gone: the scenario ends anyway), else 0 with c->timer
+ * set for the next drip. */
 static int say(struct run *r, struct pconn *c, int64_t now)
 {
     const char *s = c->sc->say;
@@ -220,37 +210,87 @@ static int say(struct run *r, struct pconn *c, int64_t now)
         if (c->sc->drip && now < c->next_drip)
             return 0;
         size_t chunk = c->sc->drip ? 1 : len - c->said;
-        ssize_t n = send(c->fd, s + c->said, chunk, MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n <= 0)
-            return n < 0 && errno == EAGAIN ? 0 : 1;   /* gone: end anyway */
-        c->said += (size_t)n;
+        if (cw_stream_write(c->s, s + c->said, chunk) < 0)
+            return 1;
+        c->said += chunk;
         c->next_drip = now + r->o->drip_ms;
     }
     return 1;
 }
 
+static void on_step(cw_loop *loop, cw_timer *t);
+
 static void step(struct run *r, struct pconn *c, int64_t now)
 {
-    if (c->fd < 0)
-        return;
-    drain(r, c, now);
     /* Act only once the client's socket is known: after a reset it is
      * gone from the kernel's table, and only its inode still tells
      * whether the client holds it. */
-    if (c->fd < 0 || !c->sampled)
+    if (!c->s || !c->sampled)
         return;
     if (c->phase == PH_WAIT) {
         int have = c->eof || (c->sc->wait_line ? c->got_line : c->got);
-        if (!have && now < c->t_accept + c->sc->wait_input_ms)
+        int64_t until = c->t_accept + c->sc->wait_input_ms;
+        if (!have && now < until) {
+            cw_timer_start(r->loop, &c->timer, until, on_step);
             return;
+        }
         c->phase = PH_SAY;
     }
-    if (c->phase == PH_SAY && say(r, c, now))
+    if (c->phase == PH_SAY) {
+        if (!say(r, c, now)) {
+            cw_timer_start(r->loop, &c->timer, c->next_drip, on_step);
+            return;
+        }
         act(r, c, now);
-    if ((c->phase == PH_LINGER || c->phase == PH_READ) && c->fd >= 0 &&
-        (c->eof || (c->phase == PH_LINGER && now >= c->t_until)))
-        close_ours(c);
+    }
+    if (c->phase == PH_READ && c->eof)
+        close_ours(c, CW_CLOSE_GRACEFUL, now + LINGER_MS);
 }
+
+static void on_step(cw_loop *loop, cw_timer *t)
+{
+    struct pconn *c = t->data;
+    step(c->r, c, cw_now_ms());
+}
+
+static void on_read(cw_stream *s, ssize_t n, const char *buf)
+{
+    struct pconn *c = cw_stream_data(s);
+    int64_t now = cw_now_ms();
+    if (n > 0) {
+        c->got = 1;
+        c->got_line |= memchr(buf, '\n', (size_t)n) != NULL;
+    } else {
+        enum cw_end end = cw_end_of_read(n);
+        saw_end(c, now);
+        /* A reset, or a FIN once our part is done (or was to wait for
+         * the client): close ours at once, so the probe never holds a
+         * CLOSE_WAIT socket for long. A client that only half-closed
+         * still gets the rest of the scenario, bounded by its steps. */
+        if (end != CW_END_EOF || c->phase >= PH_LINGER || c->sc->end == CW_END_NONE)
+            close_ours(c, CW_CLOSE_GRACEFUL, now + LINGER_MS);
+        /* silent answers a half-close with its FIN: from now on the
+         * client has to close, like after any other FIN. */
+        if (end == CW_END_EOF && c->sc->end == CW_END_NONE && !c->t_action)
+            c->t_action = now;
+    }
+    step(c->r, c, now);
+}
+
+/* Our side is closed. A graceful close that saw the client's FIN, or a
+ * reset, during the linger dates the client's close. */
+static void on_closed(cw_stream *s, int how)
+{
+    struct pconn *c = cw_stream_data(s);
+    enum cw_end end = cw_stream_end(s);
+    c->r->open--;
+    if (!c->eof && (end == CW_END_GRACEFUL || end == CW_END_RESET))
+        saw_end(c, cw_now_ms());
+}
+
+static const struct cw_stream_handlers handlers = {
+    .on_read = on_read, .on_closed = on_closed,
+};
 
 static int peer_port(int fd)
 {
@@ -279,21 +319,35 @@ static void assign(struct run *r, struct pconn *c, size_t i)
     }
 }
 
-static void accept_all(struct run *r, int64_t now)
+/* The acceptor is freed outside its own callback; later connections
+ * wait in the kernel's backlog, unserved. */
+static void on_stop_accepting(cw_loop *loop, cw_timer *t)
 {
-    while (r->nc < MAX_CONNS) {
-        int fd = accept4(r->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;
-        struct pconn *c = &r->c[r->nc];
-        memset(c, 0, sizeof *c);
-        c->fd = fd;
-        c->cport = peer_port(fd);
-        c->t_accept = now;
-        assign(r, c, r->nc++);
-        r->last_event = now;
-        r->next_sample = now;   /* learn the client's socket early */
+    struct run *r = t->data;
+    cw_acceptor_free(&r->acc);
+}
+
+static void on_accept(cw_acceptor *a, cw_stream *s, void *data)
+{
+    struct run *r = data;
+    int64_t now = cw_now_ms();
+    if (r->nc == MAX_CONNS) {   /* the one accepted too many */
+        cw_stream_close(s, CW_CLOSE_GRACEFUL, now + LINGER_MS, NULL);
+        cw_timer_start(r->loop, &r->stop_accepting, 0, on_stop_accepting);
+        return;
     }
+    struct pconn *c = &r->c[r->nc];
+    memset(c, 0, sizeof *c);
+    c->r = r;
+    c->s = s;
+    c->timer.data = c;
+    c->cport = peer_port(cw_stream_fd(s));
+    c->t_accept = now;
+    assign(r, c, r->nc++);
+    r->open++;
+    r->last_event = now;
+    sample_at(r, now);   /* learn the client's socket early */
+    cw_stream_start(s, &handlers, c);
 }
 
 /* --- judging from the kernel --- */
@@ -354,11 +408,11 @@ static void judge(struct run *r, struct pconn *c, int64_t now)
                 c->cstate != CW_TCP_FIN_WAIT1 && c->cstate != CW_TCP_FIN_WAIT2;
     if (c->t_action && stuck && now - c->t_action > r->o->grace_ms)
         note_leak(r, c, now);
-    if (c->sc->end == PROBE_NEVER && !c->t_action && now - c->t_accept > r->o->hang_ms) {
+    if (c->sc->end == CW_END_NONE && !c->t_action && now - c->t_accept > r->o->hang_ms) {
         c->hung = 1;
         c->hang_ms = now - c->t_accept;
-        if (r->o->reuse && c->fd >= 0)
-            shutdown(c->fd, SHUT_WR);   /* let the client go on to the next */
+        if (r->o->reuse && c->s)
+            cw_stream_shutdown(c->s);   /* let the client go on to the next */
     }
 }
 
@@ -458,76 +512,86 @@ static int64_t scenario_bound(const struct probe_opts *o, const struct probe_sce
     return sc->wait_input_ms + drip + o->hang_ms + o->grace_ms + 1000;
 }
 
-static int64_t next_wake(struct run *r, int64_t now)
-{
-    int64_t t = r->next_sample;
-    for (size_t i = 0; i < r->nc; i++) {
-        const struct pconn *c = &r->c[i];
-        if (c->fd < 0)
-            continue;
-        if (c->phase == PH_WAIT)
-            t = t < c->t_accept + c->sc->wait_input_ms ? t : c->t_accept + c->sc->wait_input_ms;
-        else if (c->phase == PH_SAY && c->sc->drip)
-            t = t < c->next_drip ? t : c->next_drip;
-        else if (c->phase == PH_LINGER)
-            t = t < c->t_until ? t : c->t_until;
-    }
-    return t > now ? t - now : 0;
-}
-
-static void wait_io(struct run *r, int64_t now)
-{
-    struct pollfd p[MAX_CONNS + 1];
-    nfds_t n = 0;
-    p[n++] = (struct pollfd){.fd = r->lfd, .events = POLLIN};
-    /* After its FIN a socket stays readable: polling it would spin. */
-    for (size_t i = 0; i < r->nc; i++)
-        if (r->c[i].fd >= 0 && !r->c[i].eof)
-            p[n++] = (struct pollfd){.fd = r->c[i].fd, .events = POLLIN | POLLRDHUP};
-    poll(p, n, (int)next_wake(r, now));
-}
-
 static int64_t sample_interval(const struct probe_opts *o)
 {
     int64_t t = o->grace_ms / 10;
     return t < 20 ? 20 : t > 100 ? 100 : t;
 }
 
-static int serve(struct run *r, cw_diag *d)
+static void on_sample(cw_loop *loop, cw_timer *t);
+
+/* Sample at t, or earlier if a sample is due earlier. */
+static void sample_at(struct run *r, int64_t t)
 {
-    int64_t every = sample_interval(r->o);
-    for (;;) {
-        int64_t now = cw_now_ms();
-        probe_reap(r->root, &r->status, &r->root_done);
-        accept_all(r, now);
-        for (size_t i = 0; i < r->nc; i++)
-            step(r, &r->c[i], now);
-        if (now >= r->next_sample) {
-            int rc = sample(r, d, now);
-            if (rc != CLI_OK)
-                return rc;
-            r->next_sample = now + every;
-            if (tree_gone(r))
-                return CLI_OK;
-            if (over(r, now))
-                return CLI_OK;
-        }
-        wait_io(r, now);
+    if (t < r->next_sample || !cw_timer_active(&r->sampler)) {
+        r->next_sample = t;
+        cw_timer_start(r->loop, &r->sampler, t, on_sample);
     }
 }
 
-/* The client's exit closed whatever it still held. */
+static void on_sample(cw_loop *loop, cw_timer *t)
+{
+    struct run *r = t->data;
+    int64_t now = cw_now_ms();
+    probe_reap(r->root, &r->status, &r->root_done);
+    int rc = sample(r, r->diag, now);
+    if (rc != CLI_OK || tree_gone(r) || over(r, now)) {
+        r->rc = rc;
+        cw_loop_stop(loop);
+        return;
+    }
+    r->next_sample = now + sample_interval(r->o);
+    cw_timer_start(loop, t, r->next_sample, on_sample);
+    for (size_t i = 0; i < r->nc; i++)
+        step(r, &r->c[i], now);
+}
+
+static int serve(struct run *r)
+{
+    struct cw_stream_opts so;
+    cw_stream_opts_init(&so);
+    /* The scenario decides when our side closes, never the library:
+     * the run's own bounds end every connection. */
+    so.close_grace_ms = 24 * 3600 * 1000;
+    int rc = cw_acceptor_new(r->loop, r->l, &so, on_accept, r, &r->acc);
+    if (rc < 0) {
+        cli_error("probe: cannot accept: %s", cw_strerror(rc));
+        return CLI_SYSTEM;
+    }
+    sample_at(r, cw_now_ms());
+    if (cw_loop_run(r->loop) < 0) {
+        cli_error("probe: event loop failed: %s", strerror(errno));
+        return CLI_SYSTEM;
+    }
+    return r->rc;
+}
+
+static void on_stop(cw_loop *loop, cw_timer *t)
+{
+    cw_loop_stop(loop);
+}
+
+/* The client's exit closed whatever it still held. Ours close now, and
+ * the loop runs until every on_closed has come (bounded). */
 static void finish(struct run *r, int64_t now)
 {
+    cw_acceptor_free(&r->acc);
+    cw_timer_stop(r->loop, &r->sampler);
+    cw_timer_stop(r->loop, &r->stop_accepting);
     for (size_t i = 0; i < r->nc; i++) {
         struct pconn *c = &r->c[i];
         if (!c->resolved && !c->hung && !c->leaked)
             resolve(r, c, now);
-        close_ours(c);
+        close_ours(c, CW_CLOSE_GRACEFUL, now);
+    }
+    while (r->open > 0 && cw_now_ms() < now + 2 * LINGER_MS) {
+        cw_timer_start(r->loop, &r->sampler, cw_now_ms() + 10, on_stop);
+        cw_loop_run(r->loop);
     }
     /* Connections still in the accept queue were never served. */
     int fd;
-    while ((fd = accept4(r->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0)
+    while ((fd = accept4(cw_listener_fd(r->l), NULL, NULL,
+                         SOCK_CLOEXEC | SOCK_NONBLOCK)) >= 0)
         close(fd);
 }
 
@@ -548,7 +612,7 @@ static void result_of(const struct run *r, size_t k, struct probe_result *res)
         if (c->hung && !res->hang_ms)
             res->hang_ms = c->hang_ms;
         /* silent: how long the client waited before it gave up */
-        int64_t from = c->sc->end == PROBE_NEVER ? c->t_accept : c->t_action;
+        int64_t from = c->sc->end == CW_END_NONE ? c->t_accept : c->t_action;
         if (c->resolved && from && !c->leaked && !c->hung &&
             c->t_resolved - from > res->close_ms)
             res->close_ms = c->t_resolved - from;
@@ -559,7 +623,7 @@ static void result_of(const struct run *r, size_t k, struct probe_result *res)
                  : res->conns ? PROBE_PASS : PROBE_NOCONN;
 }
 
-int probe_run(const struct probe_opts *o, int listen_fd, int port,
+int probe_run(const struct probe_opts *o, cw_listener *l, int port,
               const struct probe_scenario *const *list, size_t n,
               struct probe_result *res)
 {
@@ -569,13 +633,20 @@ int probe_run(const struct probe_opts *o, int listen_fd, int port,
         return CLI_SYSTEM;
     }
     r->o = o;
-    r->lfd = listen_fd;
+    r->l = l;
     r->port = port;
     r->list = list;
     r->n = n;
-    cw_diag *d = NULL;
-    int rc = cw_diag_open(&d);
+    r->sampler.data = r->stop_accepting.data = r;
+    int rc = cw_loop_new(&r->loop);
     if (rc < 0) {
+        free(r);
+        cli_error("probe: cannot create the event loop: %s", cw_strerror(rc));
+        return CLI_SYSTEM;
+    }
+    rc = cw_diag_open(&r->diag);
+    if (rc < 0) {
+        cw_loop_free(&r->loop);
         free(r);
         cli_error("probe: cannot open sock_diag netlink socket: %s", cw_strerror(rc));
         return CLI_SYSTEM;
@@ -586,7 +657,7 @@ int probe_run(const struct probe_opts *o, int listen_fd, int port,
         r->deadline += scenario_bound(o, list[i]);
     rc = spawn(r);
     if (rc == CLI_OK)
-        rc = serve(r, d);
+        rc = serve(r);
     int was_done = r->root_done;
     if (!r->root_done || !tree_gone(r))
         probe_tree_kill(r->root, &r->status, &r->root_done);
@@ -595,7 +666,8 @@ int probe_run(const struct probe_opts *o, int listen_fd, int port,
         result_of(r, k, &res[k]);
         res[k].killed = !was_done;
     }
-    cw_diag_close(&d);
+    cw_diag_close(&r->diag);
+    cw_loop_free(&r->loop);
     free(r);
     return rc;
 }
