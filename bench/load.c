@@ -68,7 +68,8 @@ struct bench {
     int idle_mode;
     struct cw_stream_opts sopts;
     /* churn */
-    int conc, active;
+    int conc, active;           /* active: connected or connecting */
+    int closing;                /* closed, on_closed still to come */
     uint64_t max_count, started;
     int launching;
     cw_timer end_timer, retry_timer;
@@ -126,6 +127,7 @@ static unsigned pct(const struct bench *b, double q)
 static void launch_more(struct bench *b);
 static void open_more(struct bench *b);
 static void churn_done(struct bench *b);
+static void churn_check_over(struct bench *b);
 static void idle_ended(struct bench *b, struct lconn *c, enum cw_end how);
 static void idle_bytes(struct bench *b, struct lconn *c);
 
@@ -165,19 +167,24 @@ static void on_read(cw_stream *s, ssize_t n, const char *buf)
         churn_ended(b, c, how);
     /* After the server's FIN this is a plain close; after an error, a RST. */
     cw_stream_close(s, CW_CLOSE_GRACEFUL, cw_now_ms() + CLOSE_MS, NULL);
+    if (!b->idle_mode) {
+        b->closing++;
+        churn_done(b);   /* the next connection starts now, as a client would */
+    }
 }
 
-/* The stream is gone: only now is the connection's slot free, so the
- * loop never stops with a stream still owed its on_closed. */
+/* The loop stops only once every stream had its on_closed. */
 static void on_closed(cw_stream *s, int how)
 {
     struct lconn *c = cw_stream_data(s);
     struct bench *b = c->b;
     free(c);
-    if (!b->idle_mode)
-        churn_done(b);
-    else if (++b->closed == b->count)
+    if (!b->idle_mode) {
+        b->closing--;
+        churn_check_over(b);
+    } else if (++b->closed == b->count) {
         cw_loop_stop(b->loop);
+    }
 }
 
 static const struct cw_stream_handlers handlers = {
@@ -222,14 +229,19 @@ static int conn_start(struct bench *b, struct lconn **out)
 
 /* ---- churn ---- */
 
+static void churn_check_over(struct bench *b)
+{
+    if (b->active == 0 && !b->launching && b->closing == 0)
+        cw_loop_stop(b->loop);
+}
+
 static void churn_done(struct bench *b)
 {
     b->active--;
     launch_more(b);
-    if (b->active == 0 && !b->launching) {
+    if (b->active == 0 && !b->launching)
         b->t_end = now_ns();
-        cw_loop_stop(b->loop);
-    }
+    churn_check_over(b);
 }
 
 static void on_retry(cw_loop *loop, cw_timer *t)
@@ -263,10 +275,8 @@ static void on_end(cw_loop *loop, cw_timer *t)
     if (b->launching) {           /* the duration is over: let the rest finish */
         b->launching = 0;
         b->t_end = now_ns();
-        if (b->active == 0)
-            cw_loop_stop(loop);
-        else
-            cw_timer_start(loop, t, cw_now_ms() + GRACE_MS, on_end);
+        churn_check_over(b);
+        cw_timer_start(loop, t, cw_now_ms() + GRACE_MS, on_end);
         return;
     }
     cw_loop_stop(loop);           /* stragglers: the caller counts them */

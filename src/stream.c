@@ -152,12 +152,14 @@ static void finish(cw_stream *s, int how, int rst, int why)
 
 static void start_linger(cw_stream *s)
 {
-    if (shutdown(s->io.fd, SHUT_WR) < 0 && errno != ENOTCONN) {
-        finish(s, -errno, 1, CW__END_OWNER);
+    if ((s->flags & F_DELIVERED) && s->result == CW_EOF) {
+        /* The peer's FIN was read, so nothing is left unread and nothing
+         * is queued: close() itself sends our FIN, no shutdown needed. */
+        finish(s, CW_OK, 0, CW__END_OWNER);
         return;
     }
-    if ((s->flags & F_DELIVERED) && s->result == CW_EOF) {
-        finish(s, CW_OK, 0, CW__END_OWNER);   /* the peer's FIN was read */
+    if (shutdown(s->io.fd, SHUT_WR) < 0 && errno != ENOTCONN) {
+        finish(s, -errno, 1, CW__END_OWNER);
         return;
     }
     s->state = CW__ST_LINGER;
