@@ -27,6 +27,7 @@ struct cw_acceptor {
     int paused;
     struct cw_stream_opts so;
     cw_acceptor_cb *cb;
+    cw_acceptor_pick_cb *pick;   /* the owner's choice, before idle streams */
     void *data;
     struct list active;          /* least recently active first */
     struct list linger;          /* oldest close first */
@@ -102,8 +103,9 @@ void cw__acceptor_ended(cw_stream *s, int why)
 }
 
 /* Close up to max streams: lingering ones first (they have said their
- * last word), then streams idle for a while with nothing queued, least
- * recently active first. Returns how many were closed. */
+ * last word), then the owner's picks, then streams idle for a while with
+ * nothing queued, least recently active first. Returns how many were
+ * closed. */
 static int reclaim(cw_acceptor *a, int max)
 {
     int n = 0;
@@ -115,6 +117,18 @@ static int reclaim(cw_acceptor *a, int max)
             cw__stream_reclaim(s);
             n++;
         }
+    }
+    while (n < max && a->pick) {
+        cw_stream *v = NULL;
+        int rc = a->pick(a, a->data, &v);
+        if (rc == 0)
+            break;   /* no preference: the idle streams, as usual */
+        if (rc < 0 || !v || v->io.data != a || v->state != CW__ST_OPEN) {
+            a->paused = paused;
+            return n;   /* the owner protects the rest for now */
+        }
+        cw__stream_reclaim(v);
+        n++;
     }
     int64_t old = cw_now_ms() - RECLAIM_MIN_IDLE_MS;
     while (n < max && a->active.head) {
@@ -217,6 +231,14 @@ int cw_acceptor_new(cw_loop *loop, cw_listener *l,
         return rc;
     }
     *out = a;
+    return CW_OK;
+}
+
+int cw_acceptor_set_reclaim(cw_acceptor *a, cw_acceptor_pick_cb *pick)
+{
+    if (!a)
+        return CW_EINVAL;
+    a->pick = pick;
     return CW_OK;
 }
 

@@ -47,15 +47,28 @@ enum end {
     END_SHUTDOWN, END_ERROR, END_LOGIN_TIMEOUT, END_EVICTED
 };
 
+/* The protocol's reasons: the server ended the session with a last line.
+ * Ends without one (the peer's, a limit's, an eviction) are cw_end words,
+ * as close= always is. */
 static const char *end_names[] = {
-    [END_NONE] = "none",           [END_PEER_EOF] = "peer-eof",
-    [END_RESET] = "reset",         [END_IDLE] = "idle",
+    [END_NONE] = "none",           [END_IDLE] = "idle",
     [END_AUTH_FAILED] = "auth-failed", [END_THROTTLED] = "throttled",
     [END_QUIT] = "quit",           [END_TOOLONG] = "line-too-long",
-    [END_BAD] = "bad-request",     [END_WRITE_TIMEOUT] = "write-timeout",
-    [END_SHUTDOWN] = "shutdown",   [END_ERROR] = "error",
-    [END_LOGIN_TIMEOUT] = "login-timeout", [END_EVICTED] = "evicted",
+    [END_BAD] = "bad-request",     [END_SHUTDOWN] = "shutdown",
+    [END_LOGIN_TIMEOUT] = "login-timeout",
 };
+
+static const char *end_word(enum end e)
+{
+    switch (e) {
+    case END_PEER_EOF: return cw_end_name(CW_END_EOF);
+    case END_RESET: return cw_end_name(CW_END_RESET);
+    case END_WRITE_TIMEOUT: return cw_end_name(CW_END_TIMEOUT);
+    case END_EVICTED: return cw_end_name(CW_END_EVICTED);
+    case END_ERROR: return cw_end_name(CW_END_ERROR);
+    default: return end_names[e];
+    }
+}
 
 /* Why a session was evicted (log: end=evicted reason=...). */
 enum evict {
@@ -67,20 +80,6 @@ enum evict {
 static const char *evict_names[] = {
     [EV_DESCRIPTORS] = "descriptors", [EV_MAX_CONNS] = "max-connections",
     [EV_UNAUTH_CAP] = "unauthenticated-cap",
-};
-
-/* How the descriptor was finally closed. */
-enum how {
-    HOW_NONE, HOW_FIN, HOW_LINGER_TIMEOUT, HOW_LINGER_RESET, HOW_RST,
-    HOW_PLAIN, HOW_PEER, HOW_RESET
-};
-
-static const char *how_names[] = {
-    [HOW_NONE] = "none",         [HOW_FIN] = "fin",
-    [HOW_LINGER_TIMEOUT] = "linger-timeout",
-    [HOW_LINGER_RESET] = "linger-reset", [HOW_RST] = "rst",
-    [HOW_PLAIN] = "plain",       [HOW_PEER] = "peer-closed",
-    [HOW_RESET] = "reset",
 };
 
 /* Kept small: an idle session holds this struct and nothing else. */
@@ -96,7 +95,8 @@ struct sconn {
     char *rbuf;                  /* unprocessed input, only when some */
     char *wbuf;                  /* unsent output, only when some */
     uint32_t rlen, wlen, woff;
-    uint8_t state, end, how, authed;
+    uint8_t state, end, authed;
+    uint8_t how;                 /* enum cw_end: how the descriptor closed */
     uint8_t in_linger;           /* on s->linger rather than s->active */
     uint8_t wblocked;            /* write timeout running */
     uint8_t family;
@@ -188,7 +188,8 @@ static void log_end(cw_server *s, const struct sconn *c)
     else if (c->reason)
         snprintf(detail, sizeof detail, " reason=%s", c->reason);
     fprintf(s->o.log, "closewise-server: peer=%s duration=%lld.%03llds end=%s%s close=%s\n",
-            peer, ms / 1000, ms % 1000, end_names[c->end], detail, how_names[c->how]);
+            peer, ms / 1000, ms % 1000, end_word(c->end), detail,
+            cw_end_name(c->how));
     fflush(s->o.log);
 }
 
@@ -211,7 +212,7 @@ static void conn_free(cw_server *s, struct sconn *c)
         s->st.lingering--;
     else if (!c->authed)
         s->nunauth--;
-    if (c->how == HOW_RST)
+    if (c->how == CW_END_ABORT)
         cw__set_linger0(c->io.fd);
     close(c->io.fd);
     log_end(s, c);
@@ -228,11 +229,11 @@ static void conn_free(cw_server *s, struct sconn *c)
 }
 
 /* Mark for closing; settle() does it. The first reason wins. */
-static void conn_die(struct sconn *c, enum end why, enum how how)
+static void conn_die(struct sconn *c, enum end why, enum cw_end how)
 {
     if (c->end == END_NONE)
         c->end = why;
-    if (c->how == HOW_NONE)
+    if (c->how == CW_END_NONE)
         c->how = how;
     c->state = ST_DEAD;
 }
@@ -254,7 +255,7 @@ static void flush(cw_server *s, struct sconn *c)
         if (n == -EAGAIN)
             return;
         if (n < 0) {
-            conn_die(c, END_RESET, HOW_RESET);
+            conn_die(c, END_RESET, CW_END_RESET);
             return;
         }
         c->woff += (uint32_t)n;
@@ -289,7 +290,7 @@ static void send_line(cw_server *s, struct sconn *c, const char *text, size_t le
         if (n < 0)
             n = errno == EAGAIN || errno == EINTR ? -EAGAIN : -errno;
         if (n < 0 && n != -EAGAIN) {
-            conn_die(c, END_RESET, HOW_RESET);
+            conn_die(c, END_RESET, CW_END_RESET);
             return;
         }
         off = n > 0 ? (size_t)n : 0;
@@ -300,7 +301,7 @@ static void send_line(cw_server *s, struct sconn *c, const char *text, size_t le
     size_t total = pending + (len - off);
     char *p = malloc(total);
     if (!p) {
-        conn_die(c, END_ERROR, HOW_RST);
+        conn_die(c, END_ERROR, CW_END_ABORT);
         return;
     }
     if (pending)
@@ -461,11 +462,11 @@ static void on_readable(cw_server *s, struct sconn *c)
         if (n == -EAGAIN)
             break;
         if (n == CW_EOF) {
-            conn_die(c, END_PEER_EOF, HOW_PEER);
+            conn_die(c, END_PEER_EOF, CW_END_EOF);
             return;
         }
         if (n < 0) {
-            conn_die(c, END_RESET, HOW_RESET);
+            conn_die(c, END_RESET, CW_END_RESET);
             return;
         }
         len += (size_t)n;
@@ -474,7 +475,7 @@ static void on_readable(cw_server *s, struct sconn *c)
         return;
     c->rbuf = malloc(len);
     if (!c->rbuf) {
-        conn_die(c, END_ERROR, HOW_RST);
+        conn_die(c, END_ERROR, CW_END_ABORT);
         return;
     }
     memcpy(c->rbuf, buf, len);
@@ -490,7 +491,7 @@ static void on_linger_readable(struct sconn *c)
     int rc = cw__drain_nb(c->io.fd, &total);
     if (rc == -EAGAIN || rc == CW_ETOOLONG)
         return;
-    c->how = rc == CW_EOF ? HOW_FIN : HOW_LINGER_RESET;
+    c->how = rc == CW_EOF ? CW_END_GRACEFUL : CW_END_RESET;
     c->state = ST_DEAD;
 }
 
@@ -502,7 +503,7 @@ static void on_io(cw_loop *loop, cw_io *io, unsigned events);
 static void start_linger(cw_server *s, struct sconn *c)
 {
     if (shutdown(c->io.fd, SHUT_WR) < 0 && errno != ENOTCONN) {
-        conn_die(c, END_ERROR, HOW_RST);
+        conn_die(c, END_ERROR, CW_END_ABORT);
         return;
     }
     list_remove(list_of(s, c), c);
@@ -528,9 +529,9 @@ static void settle(cw_server *s, struct sconn *c)
 {
     if (c->state == ST_CLOSING) {
         if (s->o.close_mode == CW_SERVER_LINGER0)
-            conn_die(c, c->end, HOW_RST);
+            conn_die(c, c->end, CW_END_ABORT);
         else if (s->o.close_mode == CW_SERVER_PLAIN)
-            conn_die(c, c->end, HOW_PLAIN);
+            conn_die(c, c->end, CW_END_PLAIN);
         else if (!c->wbuf)
             start_linger(s, c);
     }
@@ -560,7 +561,7 @@ static void settle(cw_server *s, struct sconn *c)
     }
     if (cw_io_set(s->loop, &c->io, want) < 0 ||
         cw_timer_start(s->loop, &c->timer, deadline, on_timer) < 0) {
-        conn_die(c, END_ERROR, HOW_RST);
+        conn_die(c, END_ERROR, CW_END_ABORT);
         conn_free(s, c);
     }
 }
@@ -570,7 +571,7 @@ static void on_io(cw_loop *loop, cw_io *io, unsigned events)
     struct sconn *c = io->data;
     cw_server *s = c->timer.data;
     if (events & CW_EV_ERROR) {
-        conn_die(c, END_RESET, c->in_linger ? HOW_LINGER_RESET : HOW_RESET);
+        conn_die(c, END_RESET, c->in_linger ? CW_END_RESET : CW_END_RESET);
     } else if (c->state == ST_LINGER) {
         on_linger_readable(c);
     } else {
@@ -592,12 +593,14 @@ static void on_timer(cw_loop *loop, cw_timer *t)
          * unless the peer is still sending. */
         size_t total = 0;
         cw__drain_nb(c->io.fd, &total);
-        c->how = HOW_LINGER_TIMEOUT;
+        c->how = CW_END_TIMEOUT;
         c->state = ST_DEAD;
     } else if (c->wbuf) {
         /* The peer stopped reading: nothing we send will arrive, so the
          * reset is the honest end. */
-        conn_die(c, END_WRITE_TIMEOUT, HOW_RST);
+        if (c->end == END_NONE)
+            c->reason = "write";
+        conn_die(c, END_WRITE_TIMEOUT, CW_END_ABORT);
     } else if (c->state == ST_ACTIVE && !c->authed &&
                cw_now_ms() >= c->start_ms + s->o.login_timeout_ms) {
         s->st.login_timeouts++;
@@ -681,7 +684,7 @@ static void evict(cw_server *s, struct sconn *c, enum evict why)
     c->end = END_EVICTED;
     c->reason = evict_names[why];
     reply_str(s, c, "ERR server busy");
-    conn_die(c, END_EVICTED, HOW_PLAIN);
+    conn_die(c, END_EVICTED, CW_END_PLAIN);
     if (why == EV_DESCRIPTORS)
         s->st.evicted_descriptors++;
     else if (why == EV_MAX_CONNS)
@@ -725,7 +728,7 @@ static int reclaim(cw_server *s, int max, int64_t *when)
     *when = CW_NEVER;
     while (n < max && s->linger.head) {
         struct sconn *c = s->linger.head;
-        c->how = HOW_LINGER_TIMEOUT;
+        c->how = CW_END_TIMEOUT;
         c->state = ST_DEAD;
         s->st.reclaimed++;
         conn_free(s, c);
@@ -1073,7 +1076,7 @@ static void free_all(cw_server *s, struct list *l)
         if (c->end == END_NONE)
             c->end = END_SHUTDOWN;
         /* Whatever could not finish in time ends abortively, on purpose. */
-        c->how = c->how == HOW_NONE ? HOW_RST : c->how;
+        c->how = c->how == CW_END_NONE ? CW_END_ABORT : c->how;
         c->state = ST_DEAD;
         conn_free(s, c);
     }

@@ -180,7 +180,7 @@ static void test_login_success(void **state)
     expect_end(c, CW_EOF);   /* FIN, not RST: the goodbye arrived whole */
     assert_int_equal(cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000), CW_OK);
     srv_stop(&s);
-    assert_non_null(strstr(srv_log(&s), "end=quit close=fin"));
+    assert_non_null(strstr(srv_log(&s), "end=quit close=graceful"));
     srv_done(&s);
 }
 
@@ -197,7 +197,7 @@ static void test_login_failure(void **state)
         assert_int_equal(cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000), CW_OK);
     }
     srv_stop(&s);
-    assert_non_null(strstr(srv_log(&s), "end=auth-failed close=fin"));
+    assert_non_null(strstr(srv_log(&s), "end=auth-failed close=graceful"));
     srv_done(&s);
 }
 
@@ -271,7 +271,7 @@ static void test_idle_close_delivers_message(void **state)
     assert_int_equal(cwt_count(CW_TCP_CLOSE_WAIT, s.port, lport), 0);
     assert_int_equal(cwt_count_pid(s.pid, CW_TCP_CLOSE_WAIT), 0);
     srv_stop(&s);
-    assert_non_null(strstr(srv_log(&s), "end=idle close=fin"));
+    assert_non_null(strstr(srv_log(&s), "end=idle close=graceful"));
     srv_done(&s);
 }
 
@@ -304,11 +304,11 @@ static void test_close_modes(void **state)
     for (int i = 0; i < 5; i++)
         assert_int_equal(bad_login_with_junk(&s), CW_EOF);
     srv_stop(&s);
-    assert_non_null(strstr(srv_log(&s), "end=auth-failed close=fin"));
+    assert_non_null(strstr(srv_log(&s), "end=auth-failed close=graceful"));
     srv_done(&s);
 
     const char *modes[][2] = {{"plain", "end=auth-failed close=plain"},
-                              {"linger0", "end=auth-failed close=rst"}};
+                              {"linger0", "end=auth-failed close=abort"}};
     for (int i = 0; i < 2; i++) {
         const char *args[] = {"--user", "alice:s3cret", "--close-mode", modes[i][0], NULL};
         srv_start(&s, args);
@@ -344,7 +344,7 @@ static void test_lingering_is_bounded(void **state)
     assert_true(sent >= 5);
     cw_close(&c, CW_CLOSE_ABORT, CW_NEVER);
     srv_stop(&s);
-    assert_non_null(strstr(srv_log(&s), "end=quit close=linger-timeout"));
+    assert_non_null(strstr(srv_log(&s), "end=quit close=timeout"));
     srv_done(&s);
 }
 
@@ -520,7 +520,7 @@ static void test_write_timeout(void **state)
     assert_true(cw_now_ms() - t0 < 5000);
     cw_close(&c, CW_CLOSE_ABORT, CW_NEVER);
     srv_stop(&s);
-    assert_non_null(strstr(srv_log(&s), "end=write-timeout close=rst"));
+    assert_non_null(strstr(srv_log(&s), "end=timeout reason=write close=abort"));
     srv_done(&s);
 }
 
@@ -594,7 +594,7 @@ static void test_login_timeout(void **state)
     cw_close(&authed, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
     srv_stop(&s);
     char *log = srv_log(&s);
-    assert_non_null(strstr(log, "end=login-timeout close=fin"));
+    assert_non_null(strstr(log, "end=login-timeout close=graceful"));
     assert_non_null(strstr(log, "login-timeout=1 "));
     srv_done(&s);
 }
@@ -912,7 +912,7 @@ static void test_clean_stop(void **state)
     close(s.out);
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
-    assert_non_null(strstr(srv_log(&s), "end=shutdown close=fin"));
+    assert_non_null(strstr(srv_log(&s), "end=shutdown close=graceful"));
     srv_done(&s);
 }
 

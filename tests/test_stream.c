@@ -1163,6 +1163,115 @@ static void test_acceptor_emfile(void **state)
     cw_loop_free(&loop);
 }
 
+/* The owner's pick goes before the acceptor's own choice: a fresh stream
+ * it names is reclaimed (its last line arrives, then FIN), and a negative
+ * answer protects even streams idle long enough for the acceptor. */
+static int pick_victim = -1, pick_else;
+
+static int pick(cw_acceptor *a, void *data, cw_stream **victim)
+{
+    struct accepted *acc = data;
+    if (pick_victim < 0)
+        return pick_else;
+    *victim = acc->s[pick_victim];
+    pick_victim = -1;
+    assert_true(cw_stream_write(*victim, "ERR busy\n", 9) >= 0);
+    return 1;
+}
+
+/* The soft limit at the lowest free descriptor: the next one fails. */
+static void no_more_fds(const struct rlimit *old)
+{
+    int f = dup(0);
+    assert_true(f >= 0);
+    close(f);
+    struct rlimit low = {(rlim_t)f, old->rlim_max};
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &low), 0);
+}
+
+static void test_acceptor_pick(void **state)
+{
+    const char *pre = getenv("LD_PRELOAD");
+    if (pre && strstr(pre, "valgrind")) {
+        printf("# skipped under valgrind: RLIMIT_NOFILE is virtualised there\n");
+        skip();
+    }
+    cw_loop *loop;
+    assert_int_equal(cw_loop_new(&loop), CW_OK);
+    cw_listener *l;
+    assert_int_equal(cw_listen("127.0.0.1", 0, NULL, 64, &l), CW_OK);
+    struct rec recs[16] = {{0}};
+    struct accepted acc = {.recs = recs};
+    cw_acceptor *a;
+    struct cw_stream_opts o = opts(0, 0, 60000);
+    assert_int_equal(cw_acceptor_new(loop, l, &o, on_accept_rec, &acc, &a), CW_OK);
+    assert_int_equal(cw_acceptor_set_reclaim(a, pick), CW_OK);
+    int peers[5];
+    for (int i = 0; i < 3; i++)
+        peers[i] = dial_raw(cw_listener_port(l));
+    for (int i = 0; i < 100 && acc.n < 3; i++)
+        run_for(loop, 10);
+    assert_int_equal(acc.n, 3);
+    struct rlimit old;
+    getrlimit(RLIMIT_NOFILE, &old);
+    /* The newest stream is the owner's pick; the acceptor alone would take
+     * none of these (all younger than a second). */
+    pick_victim = 2;
+    pick_else = -1;
+    peers[3] = dial_raw(cw_listener_port(l));
+    no_more_fds(&old);
+    for (int i = 0; i < 100 && acc.n < 4; i++)
+        run_for(loop, 10);
+    struct cw_acceptor_stats st;
+    cw_acceptor_stats(a, &st);
+    int end = 1;
+    size_t got = read_to_end(peers[2], &end, 2000);
+    if (acc.n != 4)
+        setrlimit(RLIMIT_NOFILE, &old);
+    assert_int_equal(acc.n, 4);
+    assert_int_equal(st.reclaimed, 1);
+    assert_int_equal(recs[2].closed, 1);
+    assert_int_equal(recs[2].how, -EMFILE);
+    assert_int_equal(recs[2].cend, CW_END_EVICTED);
+    assert_int_equal(got, 9);   /* the last line, then */
+    assert_int_equal(end, 0);   /* FIN, not RST */
+    assert_int_equal(recs[0].closed + recs[1].closed, 0);
+    /* Streams 0 and 1 are now idle for over a second, but the owner
+     * protects them: accepting waits instead. */
+    run_for(loop, 1100);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    peers[4] = dial_raw(cw_listener_port(l));
+    no_more_fds(&old);
+    run_for(loop, 300);
+    cw_acceptor_stats(a, &st);
+    if (st.reclaimed != 1 || acc.n != 4)
+        setrlimit(RLIMIT_NOFILE, &old);
+    assert_int_equal(st.reclaimed, 1);
+    assert_int_equal(acc.n, 4);
+    assert_true(st.paused >= 1);
+    /* No preference: the acceptor's own choice, idle streams, the least
+     * recently active first (a batch of them). */
+    pick_else = 0;
+    for (int i = 0; i < 100 && acc.n < 5; i++)
+        run_for(loop, 10);
+    run_for(loop, 20);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    assert_int_equal(acc.n, 5);
+    assert_int_equal(recs[0].closed, 1);
+    assert_int_equal(recs[0].cend, CW_END_EVICTED);   /* oldest first */
+    for (int i = 0; i < 5; i++) {
+        if (recs[i].s)
+            cw_stream_close(recs[i].s, CW_CLOSE_ABORT, 0, NULL);
+        close(peers[i]);
+    }
+    run_for(loop, 20);
+    cw_acceptor_stats(a, &st);
+    assert_int_equal(st.open, 0);
+    cw_acceptor_free(&a);
+    cw_listener_close(&l);
+    cw_loop_free(&loop);
+}
+
 int main(void)
 {
     cwt_private_netns();
@@ -1190,6 +1299,7 @@ int main(void)
         CWT_TEST(test_dial_refused_and_success),
         CWT_TEST(test_dial_unreachable_times_out),
         CWT_TEST(test_acceptor_emfile),
+        CWT_TEST(test_acceptor_pick),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

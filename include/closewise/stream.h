@@ -184,6 +184,21 @@ int cw_acceptor_new(cw_loop *loop, cw_listener *l,
                     const struct cw_stream_opts *sopts, cw_acceptor_cb *cb,
                     void *data, cw_acceptor **out);
 
+/* The owner's say in who goes first under descriptor pressure (a server
+ * that values a logged-in session above one that has not logged in, say).
+ * After the lingering closes, and before the acceptor's own choice of
+ * idle streams, it asks pick (with the acceptor's data) again and again:
+ * return 1 with *victim one of this acceptor's open streams, not closing,
+ * and it is closed like the acceptor's own choice (pending input read,
+ * then a plain close: what was already sent arrives; on_closed gets
+ * -EMFILE, cw_stream_end() says CW_END_EVICTED; counted as reclaimed):
+ * a last line written just before returning it is sent. Return 0 for no
+ * preference (the idle streams go, as without pick), or a negative value
+ * to protect every other stream for now: accepting backs off instead.
+ * Do not close streams from inside pick. NULL (the default) removes it. */
+typedef int cw_acceptor_pick_cb(cw_acceptor *a, void *data, cw_stream **victim);
+int cw_acceptor_set_reclaim(cw_acceptor *a, cw_acceptor_pick_cb *pick);
+
 struct cw_acceptor_stats {
     uint64_t accepted;
     uint64_t open;            /* its streams not yet ended */
