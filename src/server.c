@@ -571,7 +571,7 @@ static void on_io(cw_loop *loop, cw_io *io, unsigned events)
     struct sconn *c = io->data;
     cw_server *s = c->timer.data;
     if (events & CW_EV_ERROR) {
-        conn_die(c, END_RESET, c->in_linger ? CW_END_RESET : CW_END_RESET);
+        conn_die(c, END_RESET, CW_END_RESET);   /* lingering or not: a reset */
     } else if (c->state == ST_LINGER) {
         on_linger_readable(c);
     } else {
