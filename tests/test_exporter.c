@@ -9,6 +9,8 @@
 #include "zoo.h"
 
 #include <dirent.h>
+#include <net/if.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -31,6 +33,10 @@ static void exporter_start(struct exporter *x, const char *const *extra)
     argv[n++] = (char *)"exporter";
     argv[n++] = (char *)"--listen";
     argv[n++] = (char *)"127.0.0.1:0";
+    /* the counts asserted are this test's namespace's: others' tests run
+     * in theirs at the same time */
+    argv[n++] = (char *)"--netns";
+    argv[n++] = (char *)"self";
     for (; extra && *extra && n < 23; extra++)
         argv[n++] = (char *)*extra;
     argv[n] = NULL;
@@ -331,7 +337,8 @@ static void test_top_and_other(void **state)
     plant(&small, 2, 0, &t_fin);
     plant(&big, 3, 0, &t_fin);
     char *argv[] = {(char *)CLI, (char *)"exporter", (char *)"--textfile", dir,
-                    (char *)"--once", (char *)"--top", (char *)"1", NULL};
+                    (char *)"--once", (char *)"--top", (char *)"1", (char *)"--netns",
+                    (char *)"self", NULL};
     pid_t pid = cwt_spawn3(argv, NULL, NULL, NULL);
     int st = cwt_wait(pid, 10000);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -843,6 +850,106 @@ static void test_dump_each(void **state)
     plant_end(&p);
 }
 
+/* ---- a holder in a network namespace of its own ---- */
+
+#define NS_LEAKER "cwt_nsleaker"
+
+/* The child: a fresh namespace (unshare), loopback up, n connections to
+ * itself whose client halves are shut, leaving the accepted ends in
+ * CLOSE_WAIT. No cmocka here: any failure is _exit(1). */
+static void ns_child(int n, int ctl, int ready)
+{
+    alarm(60);
+    prctl(PR_SET_NAME, NS_LEAKER);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
+    int u = unshare(CLONE_NEWNET) == 0 ? socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) : -1;
+    if (u < 0 || ioctl(u, SIOCGIFFLAGS, &ifr) < 0)
+        _exit(2);
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(u, SIOCSIFFLAGS, &ifr) < 0)
+        _exit(2);
+    close(u);
+    int l = zoo_listen(AF_INET), port = zoo_port_of(l);
+    for (int i = 0; i < n; i++) {
+        int c = zoo_dial(AF_INET, port, 0);
+        int s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+        char b;
+        struct pollfd pf = {.fd = s, .events = POLLIN};
+        if (s < 0 || shutdown(c, SHUT_WR) < 0 || poll(&pf, 1, 3000) != 1 ||
+            recv(s, &b, 1, MSG_PEEK) != 0)
+            _exit(1);
+    }
+    if (write(ready, "r", 1) != 1)
+        _exit(1);
+    char b;
+    while (read(ctl, &b, 1) < 0 && errno == EINTR)
+        ;
+    _exit(0);
+}
+
+/* 0 when the child is ready, -1 when namespaces cannot be made here. */
+static int ns_plant(struct plant *p, int n)
+{
+    int ctl[2], ready[2];
+    assert_int_equal(pipe2(ctl, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
+    p->pid = fork();
+    assert_true(p->pid >= 0);
+    if (p->pid == 0) {
+        close(ctl[1]);
+        close(ready[0]);
+        ns_child(n, ctl[0], ready[1]);
+    }
+    close(ctl[0]);
+    close(ready[1]);
+    p->ctl = ctl[1];
+    char b;
+    ssize_t r = read(ready[0], &b, 1);
+    close(ready[0]);
+    if (r == 1)
+        return 0;
+    close(p->ctl);
+    int st = cwt_wait(p->pid, 5000);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    return -1;
+}
+
+/* The CLOSE_WAIT series of pid in one --textfile --once run with args. */
+static int ns_series(const char *netns, pid_t holder, int n)
+{
+    char dir[] = "/tmp/cwt_exporterXXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char *argv[] = {(char *)CLI, (char *)"exporter", (char *)"--textfile", dir,
+                    (char *)"--once", (char *)(netns ? "--netns" : NULL), (char *)netns, NULL};
+    pid_t pid = cwt_spawn3(argv, NULL, NULL, NULL);
+    int st = cwt_wait(pid, 10000);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    int found = cwt_sh("grep -q '^closewise_close_wait_sockets{pid=\"%d\",comm=\"%s\",.*} %d$' "
+                       "'%s/closewise.prom'", (int)holder, NS_LEAKER, n, dir) == 0;
+    cwt_sh("rm -rf '%s'", dir);
+    return found;
+}
+
+/* By default (privileged) and with --netns all or PID, the exporter sees
+ * a process in another namespace; with --netns self it does not. */
+static void test_netns(void **state)
+{
+    (void)state;
+    struct plant p;
+    if (ns_plant(&p, 3) < 0) {
+        print_message("skipped: cannot unshare(CLONE_NEWNET) here\n");
+        skip();
+    }
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", (int)p.pid);
+    int def = ns_series(NULL, p.pid, 3), all = ns_series("all", p.pid, 3);
+    int by_pid = ns_series(pid, p.pid, 3), self = ns_series("self", p.pid, 3);
+    plant_end(&p);
+    assert_true(def && all && by_pid && !self);
+}
+
 static void test_usage(void **state)
 {
     (void)state;
@@ -869,6 +976,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_usage),
+        CWT_TEST(test_netns),
         CWT_TEST(test_rules),
         CWT_TEST(test_dump_each),
         CWT_TEST(test_promtool_textfile),

@@ -66,7 +66,7 @@ static const char *const aborts[][2] = {
 
 struct xm {
     struct xm_opts o;
-    cw_diag *d;
+    cw_diag *d;               /* during a refresh only (see snapshot_open) */
     struct track *t;
     size_t nt;
     uint64_t entered, closed, refreshes;
@@ -195,20 +195,24 @@ int xm_new(const struct xm_opts *o, xm **out)
      * memory of each snapshot. */
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     xm *m = calloc(1, sizeof *m);
-    if (!m)
-        return -ENOMEM;
+    if (!m) {
+        cli_error("exporter: out of memory");
+        return CLI_SYSTEM;
+    }
     m->o = *o;
-    int rc = cw_diag_open(&m->d);
-    if (rc < 0) {
+    int rc = insp_open(&m->o.sel, &m->d);
+    if (rc != CLI_OK) {
         free(m);
         return rc;
     }
+    cw_diag_close(&m->d);
+    m->o.sel.quiet = 1;   /* a note at start, not one per refresh */
     if (!o->exact)
         snprintf(m->exact_why, sizeof m->exact_why, "turned off (--no-bpf)");
     else
         xexact_open(&m->exact, m->exact_why, sizeof m->exact_why);
     *out = m;
-    return CW_OK;
+    return CLI_OK;
 }
 
 void xm_free(xm **mp)
@@ -885,7 +889,16 @@ int xm_refresh(xm *m, struct xbuf *b)
     m->ndst = 0;
     if (read_port_range(m) < 0)
         m->errors[ERR_PORT_RANGE]++;
-    dump_states(m);
+    /* A handle keeps one netlink socket per namespace, and a socket
+     * keeps its namespace alive after the last process in it exits: a
+     * handle per refresh lets dead containers' namespaces go, and finds
+     * the new ones. */
+    if (insp_open(&m->o.sel, &m->d) == CLI_OK) {
+        dump_states(m);
+        cw_diag_close(&m->d);
+    } else {
+        m->errors[ERR_DUMP]++;
+    }
     if (read_netstat(m) < 0)
         m->errors[ERR_NETSTAT]++;
     render_groups(m, b);
