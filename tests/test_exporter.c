@@ -438,12 +438,15 @@ static void test_exact_age(void **state)
     char prefix[128];
     snprintf(prefix, sizeof prefix, "closewise_close_wait_oldest_seconds{pid=\"%d\"",
              (int)p.pid);
+    /* both from one scrape: a snapshot 50 ms later has both 50 ms older */
+    static char buf[1 << 20];
     int64_t t0 = cw_now_ms();
-    double lo = scrape_metric(x.port, prefix);
+    assert_int_equal(http_get(x.port, "/metrics", buf, sizeof buf), 200);
+    int64_t t1 = cw_now_ms();
+    double lo = metric(buf, prefix);
     snprintf(prefix, sizeof prefix, "closewise_close_wait_oldest_max_seconds{pid=\"%d\"",
              (int)p.pid);
-    double hi = scrape_metric(x.port, prefix);
-    int64_t t1 = cw_now_ms();
+    double hi = metric(buf, prefix);
     /* the snapshot is at most one interval (50 ms) older than the scrape */
     double truth_min = (t0 - 50 - t_fin) / 1000.0, truth_max = (t1 - t_fin) / 1000.0;
     print_message("exact age %.3f (max %.3f), truth in [%.3f, %.3f]\n", lo, hi, truth_min,
