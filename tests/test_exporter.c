@@ -9,6 +9,9 @@
 #include "zoo.h"
 
 #include <dirent.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -31,6 +34,10 @@ static void exporter_start(struct exporter *x, const char *const *extra)
     argv[n++] = (char *)"exporter";
     argv[n++] = (char *)"--listen";
     argv[n++] = (char *)"127.0.0.1:0";
+    /* the counts asserted are this test's namespace's: others' tests run
+     * in theirs at the same time */
+    argv[n++] = (char *)"--netns";
+    argv[n++] = (char *)"self";
     for (; extra && *extra && n < 23; extra++)
         argv[n++] = (char *)*extra;
     argv[n] = NULL;
@@ -331,7 +338,8 @@ static void test_top_and_other(void **state)
     plant(&small, 2, 0, &t_fin);
     plant(&big, 3, 0, &t_fin);
     char *argv[] = {(char *)CLI, (char *)"exporter", (char *)"--textfile", dir,
-                    (char *)"--once", (char *)"--top", (char *)"1", NULL};
+                    (char *)"--once", (char *)"--top", (char *)"1", (char *)"--netns",
+                    (char *)"self", NULL};
     pid_t pid = cwt_spawn3(argv, NULL, NULL, NULL);
     int st = cwt_wait(pid, 10000);
     assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
@@ -430,12 +438,15 @@ static void test_exact_age(void **state)
     char prefix[128];
     snprintf(prefix, sizeof prefix, "closewise_close_wait_oldest_seconds{pid=\"%d\"",
              (int)p.pid);
+    /* both from one scrape: a snapshot 50 ms later has both 50 ms older */
+    static char buf[1 << 20];
     int64_t t0 = cw_now_ms();
-    double lo = scrape_metric(x.port, prefix);
+    assert_int_equal(http_get(x.port, "/metrics", buf, sizeof buf), 200);
+    int64_t t1 = cw_now_ms();
+    double lo = metric(buf, prefix);
     snprintf(prefix, sizeof prefix, "closewise_close_wait_oldest_max_seconds{pid=\"%d\"",
              (int)p.pid);
-    double hi = scrape_metric(x.port, prefix);
-    int64_t t1 = cw_now_ms();
+    double hi = metric(buf, prefix);
     /* the snapshot is at most one interval (50 ms) older than the scrape */
     double truth_min = (t0 - 50 - t_fin) / 1000.0, truth_max = (t1 - t_fin) / 1000.0;
     print_message("exact age %.3f (max %.3f), truth in [%.3f, %.3f]\n", lo, hi, truth_min,
@@ -843,6 +854,182 @@ static void test_dump_each(void **state)
     plant_end(&p);
 }
 
+/* ---- a holder in a network namespace of its own ---- */
+
+#define NS_LEAKER "cwt_nsleaker"
+
+/* The child: a fresh namespace (unshare), loopback up, n connections to
+ * itself whose client halves are shut, leaving the accepted ends in
+ * CLOSE_WAIT. No cmocka here: any failure is _exit(1). */
+static void ns_child(int n, int ctl, int ready)
+{
+    alarm(60);
+    prctl(PR_SET_NAME, NS_LEAKER);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strcpy(ifr.ifr_name, "lo");
+    int u = unshare(CLONE_NEWNET) == 0 ? socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0) : -1;
+    if (u < 0 || ioctl(u, SIOCGIFFLAGS, &ifr) < 0)
+        _exit(2);
+    ifr.ifr_flags |= IFF_UP;
+    if (ioctl(u, SIOCSIFFLAGS, &ifr) < 0)
+        _exit(2);
+    close(u);
+    int l = zoo_listen(AF_INET), port = zoo_port_of(l);
+    for (int i = 0; i < n; i++) {
+        int c = zoo_dial(AF_INET, port, 0);
+        int s = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+        char b;
+        struct pollfd pf = {.fd = s, .events = POLLIN};
+        if (s < 0 || shutdown(c, SHUT_WR) < 0 || poll(&pf, 1, 3000) != 1 ||
+            recv(s, &b, 1, MSG_PEEK) != 0)
+            _exit(1);
+    }
+    if (write(ready, "r", 1) != 1)
+        _exit(1);
+    char b;
+    while (read(ctl, &b, 1) < 0 && errno == EINTR)
+        ;
+    _exit(0);
+}
+
+/* 0 when the child is ready, -1 when namespaces cannot be made here. */
+static int ns_plant(struct plant *p, int n)
+{
+    int ctl[2], ready[2];
+    assert_int_equal(pipe2(ctl, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
+    p->pid = fork();
+    assert_true(p->pid >= 0);
+    if (p->pid == 0) {
+        close(ctl[1]);
+        close(ready[0]);
+        ns_child(n, ctl[0], ready[1]);
+    }
+    close(ctl[0]);
+    close(ready[1]);
+    p->ctl = ctl[1];
+    char b;
+    ssize_t r = read(ready[0], &b, 1);
+    close(ready[0]);
+    if (r == 1)
+        return 0;
+    close(p->ctl);
+    int st = cwt_wait(p->pid, 5000);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+    return -1;
+}
+
+/* The CLOSE_WAIT series of pid in one --textfile --once run with args. */
+static int ns_series(const char *netns, pid_t holder, int n)
+{
+    char dir[] = "/tmp/cwt_exporterXXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char *argv[] = {(char *)CLI, (char *)"exporter", (char *)"--textfile", dir,
+                    (char *)"--once", (char *)(netns ? "--netns" : NULL), (char *)netns, NULL};
+    pid_t pid = cwt_spawn3(argv, NULL, NULL, NULL);
+    int st = cwt_wait(pid, 10000);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    int found = cwt_sh("grep -q '^closewise_close_wait_sockets{pid=\"%d\",comm=\"%s\",.*} %d$' "
+                       "'%s/closewise.prom'", (int)holder, NS_LEAKER, n, dir) == 0;
+    cwt_sh("rm -rf '%s'", dir);
+    return found;
+}
+
+/* By default (privileged) and with --netns all or PID, the exporter sees
+ * a process in another namespace; with --netns self it does not. */
+static void test_netns(void **state)
+{
+    (void)state;
+    struct plant p;
+    if (ns_plant(&p, 3) < 0) {
+        print_message("skipped: cannot unshare(CLONE_NEWNET) here\n");
+        skip();
+    }
+    char pid[16];
+    snprintf(pid, sizeof pid, "%d", (int)p.pid);
+    int def = ns_series(NULL, p.pid, 3), all = ns_series("all", p.pid, 3);
+    int by_pid = ns_series(pid, p.pid, 3), self = ns_series("self", p.pid, 3);
+    plant_end(&p);
+    assert_true(def && all && by_pid && !self);
+}
+
+/* ---- exact ages in `ls --json` through the exporter's pinned map ---- */
+
+#define PIN_DIR "/sys/fs/bpf/closewise"
+#define PIN PIN_DIR "/cw_entry"
+
+/* A bpffs at /sys/fs/bpf of this test's own mount namespace, so that
+ * nothing the test pins can outlive it. 0, or -1 when not permitted. */
+static int private_bpffs(void)
+{
+    if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+        return -1;
+    return mount("bpf", "/sys/fs/bpf", "bpf", 0, NULL);
+}
+
+/* The "age_exact_ms" of `ls --json` for pid's CLOSE_WAIT socket, -1 when
+ * it reports bounds, -2 when the socket is missing. */
+static long long ls_exact_ms(pid_t pid)
+{
+    char cmd[256], out[8192];
+    snprintf(cmd, sizeof cmd, "%s ls --json --netns self --state close-wait --pid %d", CLI,
+             (int)pid);
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t n = fread(out, 1, sizeof out - 1, f);
+    out[n] = '\0';
+    assert_int_equal(pclose(f), 0);
+    const char *e = strstr(out, "\"age_exact_ms\":");
+    if (e) {
+        assert_non_null(strstr(out, "\"age_source\":\"bpf\""));
+        assert_non_null(strstr(out, "\"entered_close_wait_at\":\""));
+        return atoll(e + 15);
+    }
+    if (strstr(out, "\"age_source\":\"bounds\""))
+        return -1;
+    return -2;
+}
+
+/* While the exporter runs, its map is pinned and `ls --json` gives the
+ * exact age of a socket planted after it started (within 100 ms of the
+ * truth); after SIGTERM nothing stays pinned and ls falls back to bounds. */
+static void test_ls_exact(void **state)
+{
+    (void)state;
+    if (private_bpffs() < 0) {
+        print_message("skipped: cannot mount a private bpffs (%s)\n", strerror(errno));
+        skip();
+    }
+    struct exporter x;
+    const char *args[] = {"--interval", "100ms", NULL};
+    exporter_start(&x, args);
+    for (int i = 0; i < 40 && access(PIN, F_OK) < 0; i++)
+        cwt_sleep_ms(50);
+    if (access(PIN, F_OK) < 0) {
+        exporter_stop(&x);
+        umount("/sys/fs/bpf");
+        print_message("skipped: the exporter's BPF program did not load here (no pin)\n");
+        skip();
+    }
+    cwt_sleep_ms(300);
+    struct plant p;
+    int64_t t_fin;
+    plant(&p, 1, 0, &t_fin);
+    cwt_sleep_ms(700);
+    int64_t t0 = cw_now_ms();
+    long long age = ls_exact_ms(p.pid);
+    int64_t t1 = cw_now_ms();
+    print_message("ls age_exact_ms %lld, truth %lld..%lld\n", age, (long long)(t0 - t_fin),
+                  (long long)(t1 - t_fin));
+    assert_true(age >= t0 - t_fin - 100 && age <= t1 - t_fin + 100);
+    exporter_stop(&x);
+    assert_true(access(PIN, F_OK) < 0 && access(PIN_DIR, F_OK) < 0);
+    assert_int_equal(ls_exact_ms(p.pid), -1);
+    plant_end(&p);
+    umount("/sys/fs/bpf");
+}
+
 static void test_usage(void **state)
 {
     (void)state;
@@ -869,6 +1056,8 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_usage),
+        CWT_TEST(test_netns),
+        CWT_TEST(test_ls_exact),
         CWT_TEST(test_rules),
         CWT_TEST(test_dump_each),
         CWT_TEST(test_promtool_textfile),

@@ -60,6 +60,9 @@ static void xp_help(void)
            "      --textfile DIR      write DIR/closewise.prom (atomically) every interval\n"
            "                          instead of serving HTTP\n"
            "      --once              with --textfile: write once and exit\n"
+           "      --netns N           self, all, a path (/run/netns/NAME) or a PID\n"
+           "                          (default: all namespaces when privileged; each\n"
+           "                          snapshot opens them afresh)\n"
            "      --no-bpf            do not load the BPF program that stamps the exact\n"
            "                          time sockets enter CLOSE_WAIT (bounds only)\n"
            "  -h, --help              this help\n",
@@ -129,6 +132,7 @@ static void xp_defaults(struct xp_args *a)
     a->m.top_procs = 20;
     a->m.top_dests = 20;
     a->m.exact = 1;
+    insp_sel_init(&a->m.sel);
     a->s.max_conns = 64;
     a->s.request_timeout_ms = 5000;
     a->s.write_timeout_ms = 10000;
@@ -153,6 +157,7 @@ static int xp_option(int c, const char *arg, struct xp_args *a, char *lbuf, size
     case OPT_TEXTFILE: a->textfile = arg; return 0;
     case OPT_ONCE: a->once = 1; return 0;
     case OPT_NOBPF: a->m.exact = 0; return 0;
+    case INSP_OPT_NETNS: return insp_sel_option(&a->m.sel, c, arg) == 1 ? 0 : -1;
     }
     return -1;
 }
@@ -170,6 +175,7 @@ static int xp_parse(int argc, char **argv, struct xp_args *a, char *lbuf, size_t
         {"once", no_argument, NULL, OPT_ONCE},
         {"request-timeout", required_argument, NULL, OPT_RTIMEOUT},
         {"no-bpf", no_argument, NULL, OPT_NOBPF},
+        {"netns", required_argument, NULL, INSP_OPT_NETNS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     xp_defaults(a);
@@ -298,10 +304,8 @@ static int run(struct xp *x)
     if (x->a.once)
         x->a.m.exact = 0;   /* no transition can happen before a one-shot ends */
     int rc = xm_new(&x->a.m, &x->metrics);
-    if (rc < 0) {
-        cli_error("exporter: cannot open sock_diag: %s", cw_strerror(rc));
-        return CLI_SYSTEM;
-    }
+    if (rc != CLI_OK)
+        return rc;   /* insp_open() said why */
     const char *why = xm_exact_why(x->metrics);
     if (why && x->a.m.exact && !x->a.once)
         cli_error("exporter: exact CLOSE_WAIT ages off (%s); reporting tcp_info bounds", why);

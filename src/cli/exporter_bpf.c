@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #if CW_HAVE_BPF
 #include <bpf/bpf.h>
@@ -14,8 +16,9 @@
 #include "cwage.skel.h"
 
 struct xexact {
-    struct cwage_bpf *skel;
+    struct cwage_bpf *skel;   /* NULL: a map opened from the pin */
     int map_fd;
+    int pinned;               /* this process pinned XEXACT_PIN */
 };
 
 /* libbpf's own messages would interleave with ours: the reason is
@@ -25,6 +28,34 @@ static int quiet(enum libbpf_print_level level, const char *fmt, va_list ap)
     (void)level;
     (void)fmt;
     (void)ap;
+    return 0;
+}
+
+/* Pin the map for `ls --json`. Best effort: without bpffs, or with
+ * another exporter's pin already there, exact ages stay this exporter's
+ * own. Never replaces a pin it did not make. */
+static void pin(struct xexact *x)
+{
+    if (mkdir(XEXACT_PIN_DIR, 0700) < 0 && errno != EEXIST)
+        return;
+    x->pinned = bpf_obj_pin(x->map_fd, XEXACT_PIN) == 0;
+    if (!x->pinned)
+        rmdir(XEXACT_PIN_DIR);   /* only succeeds when empty */
+}
+
+int xexact_open_pinned(xexact **out)
+{
+    libbpf_set_print(quiet);
+    int fd = bpf_obj_get(XEXACT_PIN);
+    if (fd < 0)
+        return -errno;
+    struct xexact *x = calloc(1, sizeof *x);
+    if (!x) {
+        close(fd);
+        return -ENOMEM;
+    }
+    x->map_fd = fd;
+    *out = x;
     return 0;
 }
 
@@ -52,6 +83,7 @@ int xexact_open(xexact **out, char *why, size_t size)
         return -err;
     }
     x->map_fd = bpf_map__fd(x->skel->maps.cw_entry);
+    pin(x);
     *out = x;
     return 0;
 }
@@ -69,7 +101,14 @@ void xexact_close(xexact **xp)
 {
     if (!*xp)
         return;
-    cwage_bpf__destroy((*xp)->skel);
+    if ((*xp)->pinned) {
+        unlink(XEXACT_PIN);
+        rmdir(XEXACT_PIN_DIR);
+    }
+    if ((*xp)->skel)
+        cwage_bpf__destroy((*xp)->skel);
+    else
+        close((*xp)->map_fd);
     free(*xp);
     *xp = NULL;
 }
@@ -93,6 +132,12 @@ int xexact_entry(xexact *x, uint64_t cookie, int64_t *entry_ms)
     (void)cookie;
     (void)entry_ms;
     return 0;
+}
+
+int xexact_open_pinned(xexact **out)
+{
+    (void)out;
+    return -ENOTSUP;
 }
 
 void xexact_close(xexact **xp)

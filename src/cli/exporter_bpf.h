@@ -20,6 +20,16 @@ int xexact_open(xexact **out, char *why, size_t size);
  * known, 0 when the transition predates the program (or was evicted). */
 int xexact_entry(xexact *x, uint64_t cookie, int64_t *entry_ms);
 
+/* Where a running exporter pins its map (removed when it exits cleanly),
+ * so that `ls --json` can read exact entry times. */
+#define XEXACT_PIN_DIR "/sys/fs/bpf/closewise"
+#define XEXACT_PIN XEXACT_PIN_DIR "/cw_entry"
+
+/* Open the map a running exporter pinned at XEXACT_PIN, read-only use:
+ * 0, or a negative result code when there is none (or BPF is off). */
+int xexact_open_pinned(xexact **out);
+
+/* Unpins what xexact_open pinned, detaches and frees. */
 void xexact_close(xexact **xp);
 
 #endif

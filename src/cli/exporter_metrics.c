@@ -66,7 +66,7 @@ static const char *const aborts[][2] = {
 
 struct xm {
     struct xm_opts o;
-    cw_diag *d;
+    cw_diag *d;               /* during a refresh only (see snapshot_open) */
     struct track *t;
     size_t nt;
     uint64_t entered, closed, refreshes;
@@ -195,20 +195,24 @@ int xm_new(const struct xm_opts *o, xm **out)
      * memory of each snapshot. */
     mallopt(M_MMAP_THRESHOLD, 128 * 1024);
     xm *m = calloc(1, sizeof *m);
-    if (!m)
-        return -ENOMEM;
+    if (!m) {
+        cli_error("exporter: out of memory");
+        return CLI_SYSTEM;
+    }
     m->o = *o;
-    int rc = cw_diag_open(&m->d);
-    if (rc < 0) {
+    int rc = insp_open(&m->o.sel, &m->d);
+    if (rc != CLI_OK) {
         free(m);
         return rc;
     }
+    cw_diag_close(&m->d);
+    m->o.sel.quiet = 1;   /* a note at start, not one per refresh */
     if (!o->exact)
         snprintf(m->exact_why, sizeof m->exact_why, "turned off (--no-bpf)");
     else
         xexact_open(&m->exact, m->exact_why, sizeof m->exact_why);
     *out = m;
-    return CW_OK;
+    return CLI_OK;
 }
 
 void xm_free(xm **mp)
@@ -569,15 +573,23 @@ static void on_listener(const struct cw_sock *s, void *arg)
     count_sock(m, s);
 }
 
-static void on_other(const struct cw_sock *s, void *arg)
+/* Every state but LISTEN: CLOSE_WAIT sockets are kept as records, the
+ * others only counted. */
+static void on_connected(const struct cw_sock *s, void *arg)
 {
-    count_sock(arg, s);
+    struct collect *c = arg;
+    if (s->state == CW_TCP_CLOSE_WAIT)
+        on_close_wait(s, c);
+    else
+        count_sock(c->m, s);
 }
 
-/* Three streamed dumps, so that memory does not grow with the socket
+/* Two streamed dumps, so that memory does not grow with the socket
  * count: the listeners first (only the listening table is walked), which
- * tell client ends from server ends; every other state but CLOSE_WAIT;
- * then CLOSE_WAIT, kept as 24-byte records. */
+ * tell client ends from server ends; then every other state, CLOSE_WAIT
+ * kept as 24-byte records. One dump, not one per state group: each dump
+ * in each namespace walks the machine's whole established hash table
+ * (262,144 buckets here), which is most of a snapshot's cost. */
 static void dump_states(xm *m)
 {
     struct cw_diag_filter f;
@@ -587,18 +599,14 @@ static void dump_states(xm *m)
     if (cw_diag_dump_each(m->d, &f, on_listener, m) < 0)
         m->errors[ERR_DUMP]++;
     cw_diag_filter_init(&f);
-    f.states = CW_STATES_ALL & ~CW_STATE_BIT(CW_TCP_CLOSE_WAIT) & ~CW_STATE_BIT(CW_TCP_LISTEN);
-    if (cw_diag_dump_each(m->d, &f, on_other, m) < 0)
-        m->errors[ERR_DUMP]++;
-    cw_diag_filter_init(&f);
-    f.states = CW_STATE_BIT(CW_TCP_CLOSE_WAIT);
+    f.states = CW_STATES_ALL & ~CW_STATE_BIT(CW_TCP_LISTEN);
     /* tcp_info bounds are needed only for sockets already stuck at the
      * first dump; a socket new at a later one entered CLOSE_WAIT since
      * the previous dump, which bounds its age better. tcp_info costs
      * the kernel a socket lock per socket. */
     f.want_info = !m->prev;
     struct collect c = {.m = m};
-    if (cw_diag_dump_each(m->d, &f, on_close_wait, &c) < 0 || c.oom)
+    if (cw_diag_dump_each(m->d, &f, on_connected, &c) < 0 || c.oom)
         m->errors[ERR_DUMP]++;   /* keep the tracks: ages go on */
     else if (close_wait_refresh(m, &c) < 0)
         m->errors[ERR_DUMP]++;
@@ -885,7 +893,16 @@ int xm_refresh(xm *m, struct xbuf *b)
     m->ndst = 0;
     if (read_port_range(m) < 0)
         m->errors[ERR_PORT_RANGE]++;
-    dump_states(m);
+    /* A handle keeps one netlink socket per namespace, and a socket
+     * keeps its namespace alive after the last process in it exits: a
+     * handle per refresh lets dead containers' namespaces go, and finds
+     * the new ones. */
+    if (insp_open(&m->o.sel, &m->d) == CLI_OK) {
+        dump_states(m);
+        cw_diag_close(&m->d);
+    } else {
+        m->errors[ERR_DUMP]++;
+    }
     if (read_netstat(m) < 0)
         m->errors[ERR_NETSTAT]++;
     render_groups(m, b);

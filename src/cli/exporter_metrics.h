@@ -6,6 +6,8 @@
 #ifndef CW_CLI_EXPORTER_METRICS_H
 #define CW_CLI_EXPORTER_METRICS_H
 
+#include "inspect.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -13,6 +15,7 @@ struct xm_opts {
     int top_procs;     /* processes with their own series; the rest: "other" */
     int top_dests;     /* destinations with their own TIME_WAIT/port series */
     int exact;         /* try the BPF program for exact CLOSE_WAIT ages */
+    struct insp_sel sel;   /* --netns (the filters are not used) */
 };
 
 typedef struct xm xm;
@@ -27,8 +30,9 @@ struct xbuf {
 void xb_printf(struct xbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void xb_free(struct xbuf *b);
 
-/* *out is owned by the caller and released with xm_free(). Opens the
- * sock_diag socket. Returns CW_OK or a negative result code. */
+/* *out is owned by the caller and released with xm_free(). Checks that
+ * the namespaces o->sel names can be opened (insp_open() prints why not).
+ * Returns CLI_OK, or CLI_USAGE / CLI_SYSTEM after a one-line error. */
 int xm_new(const struct xm_opts *o, xm **out);
 void xm_free(xm **mp);
 

@@ -232,7 +232,7 @@ int insp_open(const struct insp_sel *s, cw_diag **d)
         rc = cw_diag_add_all_netns(*d, &skipped);
         /* Unprivileged, the default quietly stays in the caller's own
          * namespace; asked for all, say what could not be seen. */
-        if (s->netns == INSP_NETNS_ALL && (rc < 0 || skipped))
+        if (s->netns == INSP_NETNS_ALL && (rc < 0 || skipped) && !s->quiet)
             fprintf(stderr, "closewise: note: %u network namespace(s) could not be "
                             "entered%s\n", skipped,
                     geteuid() ? " (needs CAP_SYS_ADMIN)" : "");

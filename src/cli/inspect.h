@@ -30,6 +30,7 @@ struct insp_sel {
     int owners;         /* INSP_OWNERS_*: --owners, --no-bpf, or the
                            environment (CLOSEWISE_OWNERS, CLOSEWISE_NO_BPF) */
     int verbose;        /* --verbose: say how owners were found */
+    int quiet;          /* insp_open() prints errors, not notes */
     struct cw_attr_stats attr;   /* of the last insp_collect() */
     const char *bpf_why;         /* why BPF was not used, if it was not */
 };

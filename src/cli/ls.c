@@ -1,11 +1,13 @@
 /* ls.c - `closewise ls`: one socket per line, like `ss -tan`, optionally
  * with the owning process and an explanation; or one JSON document. */
 #define _GNU_SOURCE
+#include "exporter_bpf.h"
 #include "inspect.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 
 struct ls_opts {
     struct insp_sel sel;
@@ -45,7 +47,34 @@ static int ls_parse(int argc, char **argv, struct ls_opts *o)
     return CLI_OK;
 }
 
-static void json_sock(const struct cw_sock *s, int explain)
+/* A CLOSE_WAIT socket's age: exact when a running exporter's pinned map
+ * saw it enter CLOSE_WAIT, else the tcp_info bounds. */
+static void json_age(const struct cw_sock *s, xexact *x)
+{
+    int64_t entry;
+    uint32_t lo, hi;
+    if (s->state != CW_TCP_CLOSE_WAIT)
+        return;
+    if (xexact_entry(x, s->cookie, &entry)) {
+        int64_t now = cw_now_ms(), age = now > entry ? now - entry : 0;
+        struct timespec rt;
+        clock_gettime(CLOCK_REALTIME, &rt);
+        int64_t at_ms = (int64_t)rt.tv_sec * 1000 + rt.tv_nsec / 1000000 - age;
+        time_t at = (time_t)(at_ms / 1000);
+        struct tm tm;
+        char buf[32];
+        strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", gmtime_r(&at, &tm));
+        printf(",\"age_source\":\"bpf\",\"age_exact_ms\":%lld,"
+               "\"entered_close_wait_at\":\"%s.%03dZ\"",
+               (long long)age, buf, (int)(at_ms % 1000));
+    } else if (cw_sock_close_wait_age(s, &lo, &hi) == CW_OK) {
+        printf(",\"age_source\":\"bounds\",\"age_min_ms\":%u,\"age_max_ms\":%u", lo, hi);
+    } else {
+        fputs(",\"age_source\":\"none\"", stdout);
+    }
+}
+
+static void json_sock(const struct cw_sock *s, int explain, xexact *x)
 {
     char l[64], p[64], why[256];
     cw_sock_addr(s, 0, l, sizeof l);
@@ -72,6 +101,7 @@ static void json_sock(const struct cw_sock *s, int explain)
             printf(",\"listener_port\":%u", (unsigned)s->listener_port);
     }
     insp_json_owner_extra(s);
+    json_age(s, x);
     if (explain) {
         fputs(",\"explain\":", stdout);
         cli_json_str(stdout, cw_sock_explain(s, why, sizeof why));
@@ -82,11 +112,16 @@ static void json_sock(const struct cw_sock *s, int explain)
 static void ls_json(const cw_diag *d, const struct ls_opts *o, const struct cw_sock *v,
                     size_t n)
 {
+    /* Only sockets that entered CLOSE_WAIT while an exporter ran have
+     * exact times; the others keep their bounds. */
+    xexact *x = NULL;
+    xexact_open_pinned(&x);
     fputs("{\"sockets\":[", stdout);
     for (size_t i = 0; i < n; i++) {
         fputs(i ? ",\n" : "\n", stdout);
-        json_sock(&v[i], o->explain);
+        json_sock(&v[i], o->explain, x);
     }
+    xexact_close(&x);
     printf("\n],\"count\":%zu,\"netns\":[", n);
     for (unsigned i = 0; i < cw_diag_netns_count(d); i++)
         printf("%s%llu", i ? "," : "", (unsigned long long)cw_diag_netns_inode(d, i));
