@@ -206,20 +206,6 @@ static void plant_end(struct plant *p)
 
 /* ---- what the kernel says about the exporter ---- */
 
-static int fd_count_of(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    assert_non_null(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
 static long status_kib(pid_t pid, const char *field)
 {
     char path[64], line[256];
@@ -242,7 +228,7 @@ static void assert_exporter_clean(const struct exporter *x, int fds, int timeout
     int64_t end = cw_now_ms() + timeout_ms;
     int n, cw;
     do {
-        n = fd_count_of(x->pid);
+        n = cwt_fd_count_pid(x->pid);
         cw = cwt_count_pid(x->pid, CW_TCP_CLOSE_WAIT);
         if (n == fds && cw == 0)
             return;
@@ -513,7 +499,7 @@ static void test_bad_requests(void **state)
     const char *args[] = {"--interval", "1s", "--request-timeout", "500ms", NULL};
     exporter_start(&x, args);
     cwt_sleep_ms(100);
-    int fds = fd_count_of(x.pid);
+    int fds = cwt_fd_count_pid(x.pid);
     static char buf[1 << 20];
     assert_int_equal(http_get(x.port, "/nope", buf, sizeof buf), 404);
     assert_int_equal(http_get(x.port, "/metrics?x=1", buf, sizeof buf), 200);
@@ -556,7 +542,7 @@ static void test_scrapers_leave(void **state)
     const char *args[] = {"--interval", "1s", NULL};
     exporter_start(&x, args);
     cwt_sleep_ms(100);
-    int fds = fd_count_of(x.pid);
+    int fds = cwt_fd_count_pid(x.pid);
     for (int round = 0; round < 20; round++) {
         int a = dial_port(x.port), b = dial_port(x.port), c = dial_port(x.port);
         send_str(a, "GET /metr");            /* half a request, then FIN */
@@ -587,7 +573,7 @@ static void test_many_scrapers(void **state)
     const char *args[] = {"--interval", "1s", NULL};
     exporter_start(&x, args);
     cwt_sleep_ms(100);
-    int fds = fd_count_of(x.pid);
+    int fds = cwt_fd_count_pid(x.pid);
     static char buf[1 << 20];
     assert_int_equal(http_get(x.port, "/metrics", buf, sizeof buf), 200);
     long rss0 = status_kib(x.pid, "VmRSS");
@@ -605,7 +591,7 @@ static void test_many_scrapers(void **state)
     int64_t end = cw_now_ms() + 60000;
     int most = 0;
     while (open_n && cw_now_ms() < end) {
-        int now_fds = fd_count_of(x.pid);
+        int now_fds = cwt_fd_count_pid(x.pid);
         most = now_fds > most ? now_fds : most;
         for (int i = 0; i < N; i++) {
             if (s[i] < 0)

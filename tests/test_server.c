@@ -982,20 +982,6 @@ static int raw_connect(int port)
     return fd;
 }
 
-static int proc_fd_count(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    assert_non_null(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)))
-        n += e->d_name[0] != '.';
-    closedir(d);
-    return n;
-}
-
 /* CPU time (user + system) of a process, in clock ticks. */
 static long cpu_ticks(pid_t pid)
 {
@@ -1034,15 +1020,15 @@ static void test_5000_clients_close_first(void **state)
                           "120s", "--login-timeout", "120s", NULL};
     struct srv s;
     srv_start(&s, args);
-    int base = proc_fd_count(s.pid);
+    int base = cwt_fd_count_pid(s.pid);
     int *fds = malloc(NCLIENTS * sizeof *fds);
     assert_non_null(fds);
     for (int i = 0; i < NCLIENTS; i++)
         fds[i] = raw_connect(s.port);
     int64_t t0 = cw_now_ms();
-    while (proc_fd_count(s.pid) < base + NCLIENTS && cw_now_ms() - t0 < 30000)
+    while (cwt_fd_count_pid(s.pid) < base + NCLIENTS && cw_now_ms() - t0 < 30000)
         cwt_sleep_ms(50);
-    assert_int_equal(proc_fd_count(s.pid), base + NCLIENTS);
+    assert_int_equal(cwt_fd_count_pid(s.pid), base + NCLIENTS);
     /* >=: /proc/net/tcp is not a snapshot, and a row can appear twice
      * while other tests change the table. */
     assert_true(cwt_count_pid(s.pid, CW_TCP_ESTABLISHED) >= NCLIENTS);
@@ -1056,7 +1042,7 @@ static void test_5000_clients_close_first(void **state)
                   cw_held, cw_port);
     assert_int_equal(cw_held, 0);
     assert_int_equal(cw_port, 0);
-    assert_int_equal(proc_fd_count(s.pid), base);
+    assert_int_equal(cwt_fd_count_pid(s.pid), base);
     /* and it still serves */
     cw_conn *c = dial(&s);
     login(c);
