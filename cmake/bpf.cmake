@@ -115,6 +115,9 @@ function(cw_bpf_skeleton target src)
     COMMENT "Generating bpf/${name}.skel.h"
     VERBATIM)
   add_custom_target(cw_bpf_${name} DEPENDS ${skel})
+  # vmlinux.h is an input of every program: make it once, before any of them
+  # (a rule shared by parallel targets would run twice and race; CMake docs).
+  add_dependencies(cw_bpf_${name} cw_bpf_vmlinux)
   add_dependencies(${target} cw_bpf_${name})
   target_include_directories(${target} PRIVATE ${CW_BPF_OUT})
   target_link_libraries(${target} PRIVATE ${CW_BPF_LIBBPF})

@@ -29,5 +29,10 @@ function(cw_bpf_light_skeleton target src)
     COMMENT "Generating bpf/${name}.lskel.h"
     VERBATIM)
   add_custom_target(cw_bpf_${name}_light DEPENDS ${skel})
+  # The object is built by cw_bpf_${name} (cw_bpf_skeleton): wait for it
+  # rather than run the same rule twice in parallel.
+  if(TARGET cw_bpf_${name})
+    add_dependencies(cw_bpf_${name}_light cw_bpf_${name})
+  endif()
   add_dependencies(${target} cw_bpf_${name}_light)
 endfunction()

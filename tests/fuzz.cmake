@@ -1,4 +1,4 @@
-# libFuzzer target for the request parser (src/protocol.c), run in the test
+# libFuzzer target for the request parser (src/server/protocol.c), run in the test
 # suite for a bounded number of iterations. The main build may use gcc, so
 # clang is invoked directly; without a clang that links libFuzzer
 # (libclang-rt-14-dev), the test is skipped at configure time with a note.
@@ -23,11 +23,11 @@ endif()
 if(CW_FUZZ_OK)
   set(fuzz_bin ${CMAKE_CURRENT_BINARY_DIR}/fuzz_protocol)
   add_custom_command(OUTPUT ${fuzz_bin}
-    COMMAND ${CW_CLANG} ${CW_FUZZ_FLAGS} -I${PROJECT_SOURCE_DIR}/src
+    COMMAND ${CW_CLANG} ${CW_FUZZ_FLAGS} -I${PROJECT_SOURCE_DIR}/src/server
             ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/fuzz_protocol.c
-            ${PROJECT_SOURCE_DIR}/src/protocol.c -o ${fuzz_bin}
+            ${PROJECT_SOURCE_DIR}/src/server/protocol.c -o ${fuzz_bin}
     DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/fuzz_protocol.c
-            ${PROJECT_SOURCE_DIR}/src/protocol.c ${PROJECT_SOURCE_DIR}/src/protocol.h
+            ${PROJECT_SOURCE_DIR}/src/server/protocol.c ${PROJECT_SOURCE_DIR}/src/server/protocol.h
     COMMENT "Building libFuzzer target fuzz_protocol with ${CW_CLANG}"
     VERBATIM)
   add_custom_target(fuzz_protocol_bin ALL DEPENDS ${fuzz_bin})

@@ -1,15 +1,15 @@
 # libFuzzer target for the exporter's HTTP request-head parser
-# (src/cli/exporter_http.c), run like fuzz_protocol (tests/fuzz.cmake,
+# (src/cli/exporter/exporter_http.c), run like fuzz_protocol (tests/fuzz.cmake,
 # which is included first and finds clang).
 if(CW_FUZZ_OK)
   set(fuzz_http_bin ${CMAKE_CURRENT_BINARY_DIR}/fuzz_http)
   add_custom_command(OUTPUT ${fuzz_http_bin}
-    COMMAND ${CW_CLANG} ${CW_FUZZ_FLAGS} -I${PROJECT_SOURCE_DIR}/src/cli
+    COMMAND ${CW_CLANG} ${CW_FUZZ_FLAGS} -I${PROJECT_SOURCE_DIR}/src/cli/exporter
             ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/fuzz_http.c
-            ${PROJECT_SOURCE_DIR}/src/cli/exporter_http.c -o ${fuzz_http_bin}
+            ${PROJECT_SOURCE_DIR}/src/cli/exporter/exporter_http.c -o ${fuzz_http_bin}
     DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/fuzz_http.c
-            ${PROJECT_SOURCE_DIR}/src/cli/exporter_http.c
-            ${PROJECT_SOURCE_DIR}/src/cli/exporter_http.h
+            ${PROJECT_SOURCE_DIR}/src/cli/exporter/exporter_http.c
+            ${PROJECT_SOURCE_DIR}/src/cli/exporter/exporter_http.h
     COMMENT "Building libFuzzer target fuzz_http with ${CW_CLANG}"
     VERBATIM)
   add_custom_target(fuzz_http_bin ALL DEPENDS ${fuzz_http_bin})

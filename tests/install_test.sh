@@ -37,7 +37,18 @@ cc -Wall -Wextra -Werror -o "$tmp/tidy_shared" "$src/examples/tidy_client.c" \
    $(pkg-config --cflags --libs closewise) -Wl,-rpath,"$libdir"
 cc -Wall -Wextra -Werror -static-libgcc -o "$tmp/tidy_static" "$src/examples/tidy_client.c" \
    $(pkg-config --cflags closewise) "$libdir/libclosewise.a" $(pkg-config --static --libs-only-l closewise | sed 's/-lclosewise//')
-for prog in tidy_shared tidy_static; do
+# A program that only dials pulls in neither libmnl nor libcrypt: the
+# library is split by concern, and the archive gives it only the net part.
+cc -Wall -Wextra -Werror -static -o "$tmp/tidy_fully_static" "$src/examples/tidy_client.c" \
+   $(pkg-config --cflags closewise) "$libdir/libclosewise.a" -lpthread 2>/dev/null \
+   || fail "a dial-only program needs more than libclosewise.a and pthreads"
+if readelf -d "$tmp/tidy_fully_static" | grep -q NEEDED; then
+    fail "tidy_fully_static is not static"
+fi
+if nm "$tmp/tidy_fully_static" | grep -Eq ' [TU] (mnl_|crypt)'; then
+    fail "a dial-only program pulled in libmnl or libcrypt"
+fi
+for prog in tidy_shared tidy_static tidy_fully_static; do
     set +e
     "$tmp/$prog" >/dev/null 2>&1
     rc=$?

@@ -2,7 +2,7 @@
  * entries, and equal time for unknown and known users whatever methods
  * the file mixes. (The throttle is test_throttle.c.) */
 #include "cwtest.h"
-#include "../src/auth.h"
+#include "../src/server/auth.h"
 
 #include <crypt.h>
 #include <errno.h>

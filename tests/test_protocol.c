@@ -1,7 +1,7 @@
 /* test_protocol.c - the request parser as a pure function: every command,
  * every terminator, every prefix, every bad byte, the exact length limit. */
 #include "cwtest.h"
-#include "../src/protocol.h"
+#include "../src/server/protocol.h"
 
 #include <stdlib.h>
 #include <string.h>

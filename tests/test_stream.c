@@ -4,7 +4,7 @@
  * is a plain socket driven by the test (or a thread, when it must block). */
 // cw-test-timeout: 180
 #include "cwtest.h"
-#include "../src/stream_impl.h"   /* to see that an idle stream holds no buffer */
+#include "../src/net/stream_impl.h"   /* to see that an idle stream holds no buffer */
 
 #include <errno.h>
 #include <fcntl.h>

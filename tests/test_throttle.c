@@ -4,7 +4,7 @@
  * full table does. Every "check" below is a login the throttle let
  * through to the password check, followed by a failure. */
 #include "cwtest.h"
-#include "../src/throttle.h"
+#include "../src/server/throttle.h"
 
 #include <stdio.h>
 #include <string.h>

@@ -11,7 +11,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "../bpf/resets.h"
+#include "../../bpf/resets.h"
 
 struct rst_watch;
 

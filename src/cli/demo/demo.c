@@ -9,7 +9,7 @@
  * SO_LINGER {1,0}, and with a plain close() while input is unread: how many
  * clients received the complete error reply. */
 #define _GNU_SOURCE
-#include "cli.h"
+#include "../cli.h"
 #include "demo.h"
 
 #include <errno.h>

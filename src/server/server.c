@@ -15,7 +15,7 @@
  * no unauthenticated one is left. Who may try a password is throttle.c's
  * business. */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "../net/internal.h"
 #include "auth.h"
 #include "protocol.h"
 #include "throttle.h"

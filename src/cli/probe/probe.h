@@ -6,7 +6,7 @@
 #ifndef CW_CLI_PROBE_H
 #define CW_CLI_PROBE_H
 
-#include "cli.h"
+#include "../cli.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -6,7 +6,7 @@
 #define _GNU_SOURCE
 #include "resets.h"
 #include "rstwatch.h"
-#include "symbolize.h"
+#include "../symbolize.h"
 
 #include <arpa/inet.h>
 #include <getopt.h>

@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #if CW_HAVE_BPF
-#include "../bpf/owners.h"
+#include "../../bpf/owners.h"
 
 #include <bpf/bpf.h>
 #include <string.h>

@@ -5,7 +5,7 @@
  * (entries with failures in their window are never reused); what does not
  * fit goes to one shared overflow bucket. */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "../net/internal.h"
 #include "throttle.h"
 
 #include <errno.h>

@@ -5,8 +5,8 @@
  * and then fails anyway must not make it reconnect forever: only a stable
  * connection refills the retry budget. */
 #define _GNU_SOURCE
-#include "cli.h"
-#include "../protocol.h"   /* judge each request as the server will */
+#include "../cli.h"
+#include "../../server/protocol.h"   /* judge each request as the server will */
 
 #include <errno.h>
 #include <getopt.h>

@@ -2,7 +2,7 @@
  * taken does not tell which user names exist, whatever mix of methods the
  * credentials file holds. (Throttling is throttle.c.) */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "../net/internal.h"
 #include "auth.h"
 
 #include <closewise/server.h>

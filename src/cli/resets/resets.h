@@ -2,7 +2,7 @@
 #ifndef CW_CLI_RESETS_H
 #define CW_CLI_RESETS_H
 
-#include "cli.h"
+#include "../cli.h"
 
 #include <signal.h>
 #include <sys/types.h>

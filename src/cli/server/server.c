@@ -1,7 +1,7 @@
 /* server.c - `closewise server`: run the reference authentication server
  * (docs/PROTOCOL.md, closewise-server(1)). */
 #define _GNU_SOURCE
-#include "cli.h"
+#include "../cli.h"
 
 #include <errno.h>
 #include <getopt.h>

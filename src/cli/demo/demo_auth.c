@@ -1,7 +1,7 @@
 /* demo_auth.c - part 2 of `closewise demo`: the seed's "wrong password"
  * reply, and which ways of closing deliver it. Measured, never assumed. */
 #define _GNU_SOURCE
-#include "cli.h"
+#include "../cli.h"
 #include "demo.h"
 
 #include <errno.h>

@@ -1,7 +1,7 @@
 /* passwd.c - `closewise passwd`: make a credentials line for
  * `closewise server --credentials` (closewise-passwd(1)). */
 #define _GNU_SOURCE
-#include "cli.h"
+#include "../cli.h"
 
 #include <crypt.h>
 #include <getopt.h>

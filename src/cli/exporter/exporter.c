@@ -4,7 +4,7 @@
  * node_exporter's textfile collector (--textfile). Either way the kernel
  * is asked at most once per --interval, however many scrapers come. */
 #define _GNU_SOURCE
-#include "cli.h"
+#include "../cli.h"
 #include "exporter_metrics.h"
 #include "exporter_serve.h"
 

@@ -4,7 +4,7 @@
  * threshold. With --exit-on-leak it is a check for cron jobs and CI. */
 #define _GNU_SOURCE
 #include "inspect.h"
-#include "exporter_bpf.h"
+#include "../exporter/exporter_bpf.h"
 
 #include <errno.h>
 #include <signal.h>

@@ -1,6 +1,6 @@
 /* demo_cw.c - part 1 of `closewise demo`: CLOSE_WAIT over time. */
 #define _GNU_SOURCE
-#include "cli.h"
+#include "../cli.h"
 #include "demo.h"
 
 #include <arpa/inet.h>

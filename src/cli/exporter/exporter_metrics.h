@@ -6,7 +6,7 @@
 #ifndef CW_CLI_EXPORTER_METRICS_H
 #define CW_CLI_EXPORTER_METRICS_H
 
-#include "inspect.h"
+#include "../inspect/inspect.h"
 
 #include <stddef.h>
 #include <stdint.h>

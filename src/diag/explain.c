@@ -2,7 +2,7 @@
  * act, and on what evidence. Also state names and address formatting for
  * cw_sock. */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "../net/internal.h"
 
 #include <arpa/inet.h>
 #include <closewise/diag.h>

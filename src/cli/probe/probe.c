@@ -4,7 +4,7 @@
  * This file is the command line and the report; probe_run.c does a run. */
 #define _GNU_SOURCE
 #include "probe.h"
-#include "inspect.h"
+#include "../inspect/inspect.h"
 
 #include <errno.h>
 #include <fcntl.h>

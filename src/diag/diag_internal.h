@@ -3,7 +3,7 @@
 #ifndef CW_DIAG_INTERNAL_H
 #define CW_DIAG_INTERNAL_H
 
-#include "internal.h"
+#include "../net/internal.h"
 
 #include <closewise/diag.h>
 #include <libmnl/libmnl.h>

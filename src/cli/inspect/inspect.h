@@ -3,7 +3,7 @@
 #ifndef CW_CLI_INSPECT_H
 #define CW_CLI_INSPECT_H
 
-#include "cli.h"
+#include "../cli.h"
 
 #include <getopt.h>
 #include <stdint.h>

@@ -1,7 +1,7 @@
 /* demo_report.c - what `closewise demo` tells: a summary in plain words,
  * the measurements as JSON, the CLOSE_WAIT timeline as an SVG chart. */
 #define _GNU_SOURCE
-#include "cli.h"
+#include "../cli.h"
 #include "demo.h"
 
 #include <stddef.h>

@@ -10,7 +10,7 @@
  *   /kubepods/burstable/pod<uid>/<hex>              Kubernetes (cgroupfs)
  *   /system.slice/nginx.service, /user.slice/.../session-3.scope  systemd */
 #define _GNU_SOURCE
-#include "internal.h"
+#include "../net/internal.h"
 
 #include <closewise/diag.h>
 #include <ctype.h>

@@ -1,7 +1,7 @@
 /* ls.c - `closewise ls`: one socket per line, like `ss -tan`, optionally
  * with the owning process and an explanation; or one JSON document. */
 #define _GNU_SOURCE
-#include "exporter_bpf.h"
+#include "../exporter/exporter_bpf.h"
 #include "inspect.h"
 
 #include <stdlib.h>
