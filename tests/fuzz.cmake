@@ -25,7 +25,8 @@ if(CW_FUZZ_OK)
   add_custom_command(OUTPUT ${fuzz_bin}
     COMMAND ${CW_CLANG} ${CW_FUZZ_FLAGS} -I${PROJECT_SOURCE_DIR}/src/server
             ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/fuzz_protocol.c
-            ${PROJECT_SOURCE_DIR}/src/server/protocol.c -o ${fuzz_bin}
+            ${PROJECT_SOURCE_DIR}/src/server/protocol.c ${PROJECT_SOURCE_DIR}/src/net/utf8.c
+            -o ${fuzz_bin}
     DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/fuzz_protocol.c
             ${PROJECT_SOURCE_DIR}/src/server/protocol.c ${PROJECT_SOURCE_DIR}/src/server/protocol.h
     COMMENT "Building libFuzzer target fuzz_protocol with ${CW_CLANG}"

@@ -182,7 +182,7 @@ static void test_login_refused_and_usage(void **state)
     int status = cwt_wait(pid, 5000);
     close(err);
     assert_int_equal(WEXITSTATUS(status), 1);
-    assert_string_equal(text, "closewise: login refused: ERR bad credentials\n");
+    assert_string_equal(text, "closewise client: login refused: ERR bad credentials\n");
     char *bad[] = {BIN, "client", "--port", "nope", "--user", "a:b", NULL};
     pid = cwt_spawn3(bad, NULL, NULL, &err);
     cwt_read_all(err, text, sizeof text, 5000);
@@ -483,7 +483,7 @@ static void test_final_reply_ends_the_run(void **state)
     int64_t took;
     assert_int_equal(run_against(&f, extra, err, sizeof err, &took), 1);
     assert_int_equal(fake_stop(&f), 1);
-    assert_string_equal(err, "closewise: login refused: ERR too many failures\n");
+    assert_string_equal(err, "closewise client: login refused: ERR too many failures\n");
 }
 
 /* An answered message refills the budget: a server that closes after
@@ -583,10 +583,10 @@ static void test_unsendable_stdin_lines_skipped(void **state)
     assert_int_equal(client_finish(&cl, err, sizeof err), 1);
     assert_int_equal(fake_stop(&f), 1);
     assert_string_equal(err,
-        "closewise: stdin line 3: longer than 1019 bytes; not sent\n"
-        "closewise: stdin line 4: longer than 1019 bytes; not sent\n"
-        "closewise: stdin line 5: longer than 1019 bytes; not sent\n"
-        "closewise: stdin line 6: not text (a control byte or invalid UTF-8); not sent\n");
+        "closewise client: stdin line 3: longer than 1019 bytes; not sent\n"
+        "closewise client: stdin line 4: longer than 1019 bytes; not sent\n"
+        "closewise client: stdin line 5: longer than 1019 bytes; not sent\n"
+        "closewise client: stdin line 6: not text (a control byte or invalid UTF-8); not sent\n");
 }
 
 static int usage_exit(char *opt, char *val, char *err, size_t size)
@@ -613,12 +613,12 @@ static void test_durations_range_checked(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(usage_exit(bad[i][0], bad[i][1], err, sizeof err), 2);
         assert_int_equal(count_str(err, "\n"), 1);
-        assert_non_null(strstr(err, "closewise: "));
+        assert_non_null(strstr(err, "closewise client: "));
     }
     assert_int_equal(usage_exit("--backoff-min", "6s", err, sizeof err), 2);
-    assert_string_equal(err, "closewise: --backoff-max must not be below --backoff-min\n");
+    assert_string_equal(err, "closewise client: --backoff-max must not be below --backoff-min\n");
     assert_int_equal(usage_exit("--read-timeout", "600h", err, sizeof err), 2);
-    assert_string_equal(err, "closewise: --read-timeout: '600h' is out of range (1ms to 24h)\n");
+    assert_string_equal(err, "closewise client: --read-timeout: '600h' is out of range (1ms to 24h)\n");
     /* the bounds themselves are accepted */
     struct fake f;
     fake_start(&f, FAKE_ECHO);

@@ -307,11 +307,11 @@ static void test_no_connect_json_and_usage(void **state)
     char *none[] = {"--grace", "1s", NULL};
     probe(&p, none);
     assert_int_equal(p.status, 2);
-    assert_non_null(strstr(p.err, "closewise: probe: no command to test"));
+    assert_non_null(strstr(p.err, "closewise probe: no command to test"));
     char *bad[] = {"--scenario", "fin-on-accept,nope", "--", "/bin/true", NULL};
     probe(&p, bad);
     assert_int_equal(p.status, 2);
-    assert_string_equal(p.err, "closewise: probe: unknown scenario 'nope' (see 'closewise "
+    assert_string_equal(p.err, "closewise probe: unknown scenario 'nope' (see 'closewise "
                                "probe --list')\n");
     char *dur[] = {"--hang-limit", "forever", "--", "/bin/true", NULL};
     probe(&p, dur);
@@ -390,7 +390,7 @@ static void test_interrupt_cleans_up(void **state)
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 3);
     assert_true(cw_now_ms() - t0 < 3000);
-    assert_string_equal(text, "closewise: probe: interrupted; the client's processes "
+    assert_string_equal(text, "closewise probe: interrupted; the client's processes "
                               "were killed\n");
     assert_int_equal(kill(client, 0), -1);
     assert_int_equal(cwt_count(CW_TCP_ESTABLISHED, 0, port), 0);

@@ -524,7 +524,7 @@ static void test_bad_usage(void **state)
         pid_t p = cwt_spawn3(argv, NULL, NULL, &err);
         char line[512];
         assert_true(cwt_read_line(err, line, sizeof line, 5000) > 0);
-        assert_non_null(strstr(line, "closewise: resets: "));
+        assert_non_null(strstr(line, "closewise resets: "));
         int st = cwt_wait(p, 5000);
         close(err);
         assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 2);

@@ -266,9 +266,21 @@ int cw_diag_destroy(cw_diag *d, const struct cw_sock *s);
 int cw_diag_destroy_configured(void);
 
 /* Parse a state name: "close-wait", "CLOSE_WAIT", "close_wait",
- * "closewait" (any case). Returns the state (enum cw_tcp_state) or
+ * "closewait" (any case), or ss(8)'s names ("estab", "listening",
+ * "closed", "fin-wait-1"). Returns the state (enum cw_tcp_state) or
  * CW_EINVAL. */
 int cw_tcp_state_parse(const char *name);
+
+/* Parse a comma-separated list of state names or ss(8) groups ("all",
+ * "connected", "synchronized", "bucket", "big") into a CW_STATE_BIT mask.
+ * Returns CW_OK, or CW_EINVAL with *bad_at (if not NULL) the offset of the
+ * first word that is neither. */
+int cw_tcp_states_parse(const char *list, unsigned *mask, size_t *bad_at);
+
+/* ss(8)'s filter name of a state ("close-wait"), or NULL; and the i-th
+ * group name ("all", ...) or NULL past the last: for help and completion. */
+const char *cw_tcp_state_filter_name(int state);
+const char *cw_tcp_state_group_name(int i);
 
 /* Format the local (peer = 0) or peer address as "127.0.0.1:80" or
  * "[::1]:80" into buf. Returns the length or CW_EINVAL. */

@@ -1,6 +1,6 @@
 /* explain.c - what a socket's kernel fields mean, in plain words: who must
- * act, and on what evidence. Also state names and address formatting for
- * cw_sock. */
+ * act, and on what evidence. Also address formatting for cw_sock (state
+ * names: tcpstate.c). */
 #define _GNU_SOURCE
 #include "../net/internal.h"
 
@@ -10,45 +10,13 @@
 #include <stdio.h>
 #include <string.h>
 
-int cw_tcp_state_parse(const char *name)
-{
-    char norm[32];
-    size_t n = 0;
-    if (!name)
-        return CW_EINVAL;
-    /* Compare without case, dashes or underscores: close-wait, CLOSE_WAIT
-     * and closewait all name the same state. */
-    for (const char *p = name; *p; p++) {
-        if (*p == '-' || *p == '_')
-            continue;
-        if (n + 1 >= sizeof norm)
-            return CW_EINVAL;
-        norm[n++] = (char)toupper((unsigned char)*p);
-    }
-    norm[n] = '\0';
-    for (int st = CW_TCP_ESTABLISHED; st <= CW_TCP_CLOSING; st++) {
-        char want[32];
-        size_t m = 0;
-        for (const char *p = cw_tcp_state_name(st); *p; p++)
-            if (*p != '_')
-                want[m++] = *p;
-        want[m] = '\0';
-        if (!strcmp(norm, want))
-            return st;
-    }
-    return CW_EINVAL;
-}
-
 int cw_sock_addr(const struct cw_sock *s, int peer, char *buf, size_t size)
 {
-    char ip[INET6_ADDRSTRLEN];
-    if (!s || !buf || (s->family != AF_INET && s->family != AF_INET6))
+    if (!s || !buf)
         return CW_EINVAL;
-    if (!inet_ntop(s->family, peer ? s->dst : s->src, ip, sizeof ip))
-        return CW_EINVAL;
-    int n = snprintf(buf, size, s->family == AF_INET6 ? "[%s]:%u" : "%s:%u",
-                     ip, (unsigned)(peer ? s->dport : s->sport));
-    return (n < 0 || (size_t)n >= size) ? CW_EINVAL : n;
+    int n = cw__addr_format(s->family, peer ? s->dst : s->src,
+                            (unsigned)(peer ? s->dport : s->sport), buf, size);
+    return n < 0 ? CW_EINVAL : n;
 }
 
 int cw_sock_close_wait_age(const struct cw_sock *s, uint32_t *min_ms,

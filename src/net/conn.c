@@ -266,21 +266,6 @@ int cw_tcp_state(const cw_conn *c)
     return ti.tcpi_state;
 }
 
-const char *cw_tcp_state_name(int state)
-{
-    static const char *names[] = {
-        [CW_TCP_ESTABLISHED] = "ESTABLISHED", [CW_TCP_SYN_SENT] = "SYN_SENT",
-        [CW_TCP_SYN_RECV] = "SYN_RECV",       [CW_TCP_FIN_WAIT1] = "FIN_WAIT1",
-        [CW_TCP_FIN_WAIT2] = "FIN_WAIT2",     [CW_TCP_TIME_WAIT] = "TIME_WAIT",
-        [CW_TCP_CLOSE] = "CLOSE",             [CW_TCP_CLOSE_WAIT] = "CLOSE_WAIT",
-        [CW_TCP_LAST_ACK] = "LAST_ACK",       [CW_TCP_LISTEN] = "LISTEN",
-        [CW_TCP_CLOSING] = "CLOSING",         [CW_TCP_NEW_SYN_RECV] = "NEW_SYN_RECV",
-    };
-    if (state <= 0 || state >= (int)(sizeof names / sizeof names[0]))
-        return "UNKNOWN";
-    return names[state];
-}
-
 int cw_conn_fd(const cw_conn *c)
 {
     return c ? c->fd : CW_EINVAL;

@@ -55,9 +55,11 @@ int cw__apply_opts(int fd, const struct cw_opts *o, bool is_listener);
 int cw__set_nonblock(int fd);
 int cw__set_linger0(int fd);
 
-/* Format a sockaddr as "1.2.3.4:80" or "[::1]:80". */
+/* Format a sockaddr as "1.2.3.4:80" or "[::1]:80" (addr.c). */
 int cw__format_addr(const struct sockaddr *sa, socklen_t len, char *buf,
                     size_t size);
+/* The same from the address bytes: addr.h. */
+#include "addr.h"
 
 /* getaddrinfo for TCP (family AF_UNSPEC for any; extra ai flags):
  * CW_OK, CW_ERESOLVE, -ENOMEM or -errno. */

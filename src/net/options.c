@@ -70,25 +70,3 @@ int cw__set_linger0(int fd)
         return -errno;
     return CW_OK;
 }
-
-int cw__format_addr(const struct sockaddr *sa, socklen_t len, char *buf,
-                    size_t size)
-{
-    char host[INET6_ADDRSTRLEN];
-    int port, n;
-    (void)len;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const void *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, host, sizeof host);
-        port = ntohs(in->sin_port);
-        n = snprintf(buf, size, "%s:%d", host, port);
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const void *)sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof host);
-        port = ntohs(in6->sin6_port);
-        n = snprintf(buf, size, "[%s]:%d", host, port);
-    } else {
-        return CW_EINVAL;
-    }
-    return (n < 0 || (size_t)n >= size) ? CW_ETOOLONG : CW_OK;
-}

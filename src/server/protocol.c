@@ -5,50 +5,18 @@
  * soon as it cannot end in time, without waiting for a "\n" that may
  * never come. */
 #include "protocol.h"
+#include "../net/utf8.h"
 
 #include <string.h>
 
 /* Length of a well-formed UTF-8 sequence at p (2..4), 0 if it is a valid
- * but truncated prefix, -1 if invalid. Overlong forms, surrogates, code
- * points past U+10FFFF and C1 control characters are invalid: they are
- * not text. */
+ * but truncated prefix, -1 if invalid (cw__utf8_seq). C1 control
+ * characters (U+0080..U+009F) are well-formed but not text: refused too. */
 static int utf8_seq(const unsigned char *p, size_t avail)
 {
-    unsigned char c = p[0];
-    int n;
-    unsigned char lo = 0x80, hi = 0xBF;   /* range of the second byte */
-    if (c == 0xC2) {
-        n = 2;
-        lo = 0xA0;                        /* U+0080..U+009F are C1 controls */
-    } else if (c >= 0xC3 && c <= 0xDF) {
-        n = 2;
-    } else if (c == 0xE0) {
-        n = 3;
-        lo = 0xA0;
-    } else if (c == 0xED) {
-        n = 3;
-        hi = 0x9F;
-    } else if (c >= 0xE1 && c <= 0xEF) {
-        n = 3;
-    } else if (c == 0xF0) {
-        n = 4;
-        lo = 0x90;
-    } else if (c >= 0xF1 && c <= 0xF3) {
-        n = 4;
-    } else if (c == 0xF4) {
-        n = 4;
-        hi = 0x8F;
-    } else {
+    if (p[0] == 0xC2 && avail > 1 && p[1] < 0xA0)
         return -1;
-    }
-    for (int i = 1; i < n; i++) {
-        if ((size_t)i >= avail)
-            return 0;
-        unsigned char b = p[i];
-        if (i == 1 ? (b < lo || b > hi) : (b < 0x80 || b > 0xBF))
-            return -1;
-    }
-    return n;
+    return cw__utf8_seq(p, avail);
 }
 
 /* Validate bytes up to the first "\n" or the window end. Returns 1 with

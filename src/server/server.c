@@ -164,14 +164,8 @@ static struct list *list_of(cw_server *s, struct sconn *c)
 
 static void format_peer(const struct sconn *c, char *buf, size_t size)
 {
-    char ip[INET6_ADDRSTRLEN];
-    if (c->family == AF_INET) {
-        inet_ntop(AF_INET, c->addr + 12, ip, sizeof ip);
-        snprintf(buf, size, "%s:%u", ip, c->port);
-    } else {
-        inet_ntop(AF_INET6, c->addr, ip, sizeof ip);
-        snprintf(buf, size, "[%s]:%u", ip, c->port);
-    }
+    cw__addr_format(c->family, c->family == AF_INET ? c->addr + 12 : c->addr, c->port, buf,
+                    size);
 }
 
 static void log_end(cw_server *s, const struct sconn *c)

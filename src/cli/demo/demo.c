@@ -122,6 +122,7 @@ static int parse_args(struct demo *d, int argc, char **argv)
 {
     int opt;
     optind = 1;
+    opterr = 0;
     while ((opt = getopt_long(argc, argv, "n:m:h", long_opts, NULL)) != -1) {
         switch (opt) {
         case 'n':
@@ -133,15 +134,14 @@ static int parse_args(struct demo *d, int argc, char **argv)
                 return cli_error("--logins wants 1..100000"), -1;
             break;
         case OPT_IDLE:
-            d->idle_ms = cli_parse_duration(optarg);
-            if (d->idle_ms < 100 || d->idle_ms > 60000)
-                return cli_error("--idle-timeout wants 100ms..60s"), -1;
+            if (cli_duration("--idle-timeout", optarg, 100, 60000, &d->idle_ms) < 0)
+                return -1;
             break;
         case OPT_SVG: d->svg = optarg; break;
         case OPT_JSON: d->json = 1; break;
         case OPT_QUICK: d->clients = 50; d->logins = 50; d->idle_ms = 500; break;
         case 'h': demo_usage(stdout); return 1;
-        default: return -1;
+        default: return cli_getopt_error(argv, long_opts), -1;
         }
     }
     if (optind < argc)

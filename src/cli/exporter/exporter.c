@@ -116,12 +116,9 @@ enum { OPT_TOP = 1000, OPT_TOPD, OPT_MAXC, OPT_TEXTFILE, OPT_ONCE, OPT_RTIMEOUT,
 static int parse_ms(const char *name, const char *arg, int64_t *out, long long min,
                     long long max)
 {
-    long long ms = cli_parse_duration(arg);
-    if (ms < min || ms > max) {
-        cli_error("exporter: bad %s '%s' (%lldms..%llds; e.g. 5s, 1m)", name, arg, min,
-                  max / 1000);
+    long long ms;
+    if (cli_duration(name, arg, min, max, &ms) < 0)
         return -1;
-    }
     *out = ms;
     return 0;
 }
@@ -189,15 +186,8 @@ static int xp_parse(int argc, char **argv, struct xp_args *a, char *lbuf, size_t
             xp_help();
             return -1;
         }
-        if (c == ':') {
-            cli_error("exporter: option '%s' needs a value", argv[optind - 1]);
-            return CLI_USAGE;
-        }
-        if (c == '?') {
-            cli_error("exporter: bad option '%s' (see 'closewise exporter --help')",
-                      argv[optind - 1]);
-            return CLI_USAGE;
-        }
+        if (c == ':' || c == '?')
+            return cli_getopt_error(argv, longopts);
         listen_given |= c == 'l';
         if (xp_option(c, optarg, a, lbuf, lsize) < 0)
             return CLI_USAGE;

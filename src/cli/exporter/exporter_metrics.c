@@ -8,6 +8,8 @@
 #define _GNU_SOURCE
 #include "exporter_metrics.h"
 #include "exporter_bpf.h"
+#include "../../net/addr.h"
+#include "../../net/utf8.h"
 
 #include <closewise/closewise.h>
 
@@ -129,16 +131,8 @@ void xb_free(struct xbuf *b)
 /* Length of the valid UTF-8 sequence at s (at most n bytes), 0 if none. */
 static size_t utf8_len(const unsigned char *s, size_t n)
 {
-    size_t k = s[0] >= 0xF0 && s[0] <= 0xF4 ? 4 : s[0] >= 0xE0 ? 3 : s[0] >= 0xC2 ? 2 : 0;
-    if (!k || k > n)
-        return 0;
-    for (size_t i = 1; i < k; i++)
-        if ((s[i] & 0xC0) != 0x80)
-            return 0;
-    if ((k == 3 && s[0] == 0xE0 && s[1] < 0xA0) || (k == 3 && s[0] == 0xED && s[1] >= 0xA0) ||
-        (k == 4 && s[0] == 0xF0 && s[1] < 0x90) || (k == 4 && s[0] == 0xF4 && s[1] >= 0x90))
-        return 0;
-    return k;
+    int k = cw__utf8_seq(s, n);
+    return k > 0 ? (size_t)k : 0;
 }
 
 /* A label value: quotes, backslashes and newlines escaped as the format
@@ -780,10 +774,9 @@ static void render_groups(xm *m, struct xbuf *b)
 
 static void dest_label(struct xbuf *b, const struct dest *d)
 {
-    char ip[INET6_ADDRSTRLEN] = "?";
-    inet_ntop(d->family, d->addr, ip, sizeof ip);
-    xb_printf(b, d->family == AF_INET6 ? "{destination=\"[%s]:%u\"}" : "{destination=\"%s:%u\"}",
-              ip, (unsigned)d->port);
+    char where[64] = "?";
+    cw__addr_format(d->family, d->addr, (unsigned)d->port, where, sizeof where);
+    xb_printf(b, "{destination=\"%s\"}", where);
 }
 
 /* TIME_WAIT sockets and used ephemeral ports per destination, top N of

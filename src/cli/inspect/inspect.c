@@ -33,37 +33,54 @@ int insp_attribute(cw_diag *d, struct insp_sel *s, struct cw_sock *v, size_t n)
     return cw_diag_attribute(d, v, n, &s->attr);
 }
 
-static int parse_states(const char *arg, unsigned *mask)
+const struct cli_opt insp_state_opt[] = {
+    {"state", 0, INSP_OPT_STATE, "S[,S...]",
+     "only these states: ss(8) names (close-wait, estab, time-wait,\n"
+     "listening, ...), kernel names (CLOSE_WAIT) or groups (all,\n"
+     "connected, synchronized, bucket, big)", "@states"},
+    {NULL, 0, 0, NULL, NULL, NULL}};
+
+const struct cli_opt insp_filter_opts[] = {
+    {"port", 0, INSP_OPT_PORT, "P", "local or peer port P (repeat for several)", NULL},
+    {"sport", 0, INSP_OPT_SPORT, "P", "local port P", NULL},
+    {"dport", 0, INSP_OPT_DPORT, "P", "peer port P", NULL},
+    {"addr", 0, INSP_OPT_ADDR, "A[/LEN]",
+     "local or peer address or CIDR prefix (IPv4 or IPv6;\n"
+     "IPv4 also matches ::ffff:a.b.c.d; repeatable)", NULL},
+    {"pid", 0, INSP_OPT_PID, "P", "only sockets held by process P (any holder)", NULL},
+    {"cookie", 0, INSP_OPT_COOKIE, "C", "only the socket with this kernel cookie", NULL},
+    {"ipv4", '4', INSP_OPT_V4, NULL, "only IPv4", NULL},
+    {"ipv6", '6', INSP_OPT_V6, NULL, "only IPv6", NULL},
+    {"netns", 0, INSP_OPT_NETNS, "N",
+     "self, all, a path (/run/netns/NAME) or a PID\n"
+     "(default: all namespaces when privileged)", "self all"},
+    {"owners", 0, INSP_OPT_OWNERS, "M",
+     "how owners are found: bpf (a BPF task_file iterator,\n"
+     "/proc when it cannot load), proc (read /proc/PID/fd),\n"
+     "auto (default: bpf; CLOSEWISE_OWNERS)", "auto bpf proc"},
+    {"no-bpf", 0, INSP_OPT_NO_BPF, NULL, "the same as --owners proc (also CLOSEWISE_NO_BPF=1)",
+     NULL},
+    {"verbose", 0, INSP_OPT_VERBOSE, NULL, "say on stderr how owners were found", NULL},
+    {NULL, 0, 0, NULL, NULL, NULL}};
+
+static int state_opt(struct insp_sel *s, const char *arg)
 {
-    char buf[256];
-    if (strlen(arg) >= sizeof buf)
-        return -1;
-    strcpy(buf, arg);
-    *mask = 0;
-    char *save = NULL;
-    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        if (!strcmp(t, "all")) {
-            *mask |= CW_STATES_ALL;
-            continue;
-        }
-        int st = cw_tcp_state_parse(t);
-        if (st < 0)
-            return -1;
-        *mask |= CW_STATE_BIT(st);
-    }
-    return *mask ? 0 : -1;
+    size_t bad = 0;
+    if (cw_tcp_states_parse(arg, &s->f.states, &bad) == CW_OK)
+        return 1;
+    cli_error("--state: unknown state '%.*s' (e.g. close-wait, time-wait, estab, all)",
+              (int)strcspn(arg + bad, ","), arg + bad);
+    return -1;
 }
 
 /* A repeated port option adds to the set: any of them matches. */
 static int port_opt(struct insp_sel *s, const char *name, int side, const char *arg)
 {
-    int p = cli_parse_port(arg);
-    if (p < 0) {
-        cli_error("bad %s '%s' (expected 0-65535)", name, arg);
+    int p;
+    if (cli_port(name, arg, 0, &p) < 0)
         return -1;
-    }
     if (cw_diag_filter_port(&s->f, side, p) < 0) {
-        cli_error("too many %s options (at most %d)", name, CW_DIAG_MAX_PORTS);
+        cli_error("%s: too many (at most %d)", name, CW_DIAG_MAX_PORTS);
         return -1;
     }
     s->narrowed = 1;
@@ -73,7 +90,7 @@ static int port_opt(struct insp_sel *s, const char *name, int side, const char *
 static int family_opt(struct insp_sel *s, int family)
 {
     if (s->f.family && s->f.family != family) {
-        cli_error("-4 and -6 together select nothing: give one of them");
+        cli_error("--ipv4 and --ipv6 together select nothing: give one of them");
         return -1;
     }
     s->f.family = family;
@@ -94,20 +111,20 @@ static int netns_opt(struct insp_sel *s, const char *arg)
         s->netns = INSP_NETNS_PATH;
         snprintf(s->netns_path, sizeof s->netns_path, "/proc/%d/ns/net", pid);
     } else {
-        cli_error("bad --netns '%s' (expected self, all, a path or a pid)", arg);
+        cli_error("--netns: bad value '%s' (expected self, all, a path or a pid)", arg);
         return -1;
     }
     return 1;
 }
 
-static int number_opt(const char *name, const char *arg, unsigned long long max,
-                      unsigned long long *out)
+/* A cookie is a 64-bit number: all of it, in decimal as ls prints it. */
+static int cookie_opt(const char *arg, unsigned long long *out)
 {
     char *end;
     errno = 0;
-    unsigned long long v = strtoull(arg, &end, 0);
-    if (!*arg || *end || errno || v > max || arg[0] == '-') {
-        cli_error("bad %s '%s'", name, arg);
+    unsigned long long v = strtoull(arg, &end, 10);
+    if (!*arg || *end || errno || arg[0] < '0' || arg[0] > '9') {
+        cli_error("--cookie: bad cookie '%s' (a decimal number, as ls --json prints it)", arg);
         return -1;
     }
     *out = v;
@@ -119,11 +136,7 @@ int insp_sel_option(struct insp_sel *s, int opt, const char *arg)
     unsigned long long v;
     switch (opt) {
     case INSP_OPT_STATE:
-        if (parse_states(arg, &s->f.states) < 0) {
-            cli_error("bad --state '%s' (e.g. close-wait,time-wait or all)", arg);
-            return -1;
-        }
-        return 1;
+        return state_opt(s, arg);
     case INSP_OPT_PORT:
         return port_opt(s, "--port", CW_PORT_EITHER, arg);
     case INSP_OPT_SPORT:
@@ -134,11 +147,11 @@ int insp_sel_option(struct insp_sel *s, int opt, const char *arg)
         s->narrowed = 1;
         int rc = cw_diag_filter_addr(&s->f, arg);
         if (rc == -ENOSPC) {
-            cli_error("too many --addr options (at most %d)", CW_DIAG_MAX_ADDRS);
+            cli_error("--addr: too many (at most %d)", CW_DIAG_MAX_ADDRS);
             return -1;
         }
         if (rc < 0) {
-            cli_error("bad --addr '%s' (expected a numeric IPv4 or IPv6 address, "
+            cli_error("--addr: bad address '%s' (expected a numeric IPv4 or IPv6 address, "
                       "optionally /LEN)", arg);
             return -1;
         }
@@ -157,26 +170,24 @@ int insp_sel_option(struct insp_sel *s, int opt, const char *arg)
         else if (!strcmp(arg, "proc"))
             s->owners = INSP_OWNERS_PROC;
         else {
-            cli_error("bad --owners '%s' (expected auto, bpf or proc)", arg);
+            cli_error("--owners: bad value '%s' (expected auto, bpf or proc)", arg);
             return -1;
         }
         return 1;
     case INSP_OPT_VERBOSE:
         s->verbose = 1;
         return 1;
-    case INSP_OPT_PID:
+    case INSP_OPT_PID: {
+        long long pid;
         s->narrowed = 1;
-        if (number_opt("--pid", arg, 0x7fffffff, &v) < 0)
+        if (cli_count("--pid", arg, 1, 0x7fffffff, &pid) < 0)
             return -1;
-        if (v == 0) {
-            cli_error("bad --pid '%s'", arg);
-            return -1;
-        }
-        s->pid = (int)v;
+        s->pid = (int)pid;
         return 1;
+    }
     case INSP_OPT_COOKIE:
         s->narrowed = 1;
-        if (number_opt("--cookie", arg, UINT64_MAX, &v) < 0)
+        if (cookie_opt(arg, &v) < 0)
             return -1;
         s->have_cookie = 1;
         s->cookie = v;
@@ -233,8 +244,7 @@ int insp_open(const struct insp_sel *s, cw_diag **d)
         /* Unprivileged, the default quietly stays in the caller's own
          * namespace; asked for all, say what could not be seen. */
         if (s->netns == INSP_NETNS_ALL && (rc < 0 || skipped) && !s->quiet)
-            fprintf(stderr, "closewise: note: %u network namespace(s) could not be "
-                            "entered%s\n", skipped,
+            cli_error("note: %u network namespace(s) could not be entered%s", skipped,
                     geteuid() ? " (needs CAP_SYS_ADMIN)" : "");
     }
     return CLI_OK;
@@ -279,22 +289,22 @@ static void attribution_notes(const struct insp_sel *s)
 {
     const struct cw_attr_stats *st = &s->attr;
     if (st->unknown && st->pids_unreadable)
-        fprintf(stderr, "closewise: note: %u socket(s) left unknown: %u process(es) "
-                        "could not be read (permission denied)%s\n",
+        cli_error("note: %u socket(s) left unknown: %u process(es) "
+                  "could not be read (permission denied)%s",
                 st->unknown, st->pids_unreadable,
                 geteuid() ? "; run as root to name them" : "");
     if (st->gone)
-        fprintf(stderr, "closewise: note: %u socket(s) closed during the scan "
-                        "(exited during scan: their process exited or closed them)\n",
+        cli_error("note: %u socket(s) closed during the scan "
+                  "(exited during scan: their process exited or closed them)",
                 st->gone);
     if (s->verbose && st->method == CW_ATTR_PROC)
-        fprintf(stderr, "closewise: owners: /proc scan (BPF not used: %s); %u process(es) "
-                        "read, %u unreadable, %u exited during scan; %u socket(s) named, "
-                        "%u unknown, %u gone\n",
+        cli_error("owners: /proc scan (BPF not used: %s); %u process(es) "
+                  "read, %u unreadable, %u exited during scan; %u socket(s) named, "
+                  "%u unknown, %u gone",
                 s->bpf_why, st->pids_scanned, st->pids_unreadable, st->pids_exited,
                 st->found, st->unknown, st->gone);
     else if (s->verbose)
-        fprintf(stderr, "closewise: owners: %s; %u socket(s) named, %u unknown, %u gone\n",
+        cli_error("owners: %s; %u socket(s) named, %u unknown, %u gone",
                 st->method == CW_ATTR_BPF ? "BPF task_file iterator" : "nothing to look up",
                 st->found, st->unknown, st->gone);
 }
@@ -503,71 +513,43 @@ int insp_addr(const struct cw_sock *s, int peer, char *buf)
     return (int)(p - buf);
 }
 
-#define INSP_MAX_FLAGS 8
-#define INSP_NSHARED 13
-
-/* getopt_long needs one table: the shared options, then the command's. */
-static void build_options(const struct insp_flag *flags, struct option *lo, char *so)
+int insp_parse(const struct insp_cmd *cmd, int argc, char **argv, struct insp_sel *sel)
 {
-    static const struct option shared[] = {INSP_FILTER_OPTIONS};
-    size_t n = 0;
-    for (; n < sizeof shared / sizeof shared[0]; n++)
-        lo[n] = shared[n];
-    strcpy(so, "46h");
-    for (int i = 0; flags[i].name; i++) {
-        lo[n++] = (struct option){flags[i].name, no_argument, NULL,
-                                  flags[i].letter ? flags[i].letter : 2000 + i};
-        if (flags[i].letter) {
-            size_t k = strlen(so);
-            so[k] = (char)flags[i].letter;
-            so[k + 1] = '\0';
-        }
-    }
-    lo[n++] = (struct option){"help", no_argument, NULL, 'h'};
-    lo[n] = (struct option){NULL, 0, NULL, 0};
-}
-
-static int *flag_target(const struct insp_flag *flags, int c)
-{
-    for (int i = 0; flags[i].name; i++)
-        if (c == (flags[i].letter ? flags[i].letter : 2000 + i))
-            return flags[i].set;
-    return NULL;
-}
-
-int insp_parse(int argc, char **argv, const char *cmd, struct insp_sel *sel,
-               const struct insp_flag *flags, void (*help)(void))
-{
-    struct option lo[INSP_NSHARED + 2 + INSP_MAX_FLAGS];
-    char so[8 + INSP_MAX_FLAGS];
-    build_options(flags, lo, so);
-    insp_sel_init(sel);
-    optind = 1;
-    opterr = 0;
+    struct cli_parser p;
+    const char *arg;
     int c;
-    while ((c = getopt_long(argc, argv, so, lo, NULL)) != -1) {
-        int r = insp_sel_option(sel, c, optarg);
-        int *flag = r == 0 ? flag_target(flags, c) : NULL;
-        if (r < 0)
+    insp_sel_init(sel);
+    cli_getopt_init(&p, cmd->spec, argc, argv);
+    while ((c = cli_getopt(&p, &arg)) != -1) {
+        if (c == CLI_HELPED)
+            return CLI_HELPED;
+        if (c == '?')
             return CLI_USAGE;
-        if (r > 0)
-            continue;
-        if (flag) {
-            *flag = 1;
-        } else if (c == 'h') {
-            help();
-            return -1;
-        } else {
-            cli_error("%s: bad option '%s' (see 'closewise %s --help')", cmd,
-                      argv[optind - 1], cmd);
+        int r = insp_sel_option(sel, c, arg);
+        if (r < 0 || (r == 0 && cmd->option(sel, c, arg) != CLI_OK))
             return CLI_USAGE;
-        }
     }
-    if (optind < argc) {
-        cli_error("%s: unexpected argument '%s'", cmd, argv[optind]);
+    if (cli_no_operands(cmd->spec, argc, argv) != CLI_OK)
         return CLI_USAGE;
-    }
-    return CLI_OK;
+    return cmd->check ? cmd->check(sel) : CLI_OK;
+}
+
+int insp_run(const struct insp_cmd *cmd, int argc, char **argv, struct insp_sel *sel)
+{
+    int rc = insp_parse(cmd, argc, argv, sel);
+    if (rc != CLI_OK)
+        return rc == CLI_HELPED ? CLI_OK : rc;
+    cw_diag *d = NULL;
+    if ((rc = insp_open(sel, &d)) != CLI_OK)
+        return rc;
+    struct cw_sock *v = NULL;
+    size_t n = 0;
+    rc = insp_collect(d, sel, cmd->attribute ? cmd->attribute(sel) : 0, &v, &n);
+    if (rc == CLI_OK)
+        rc = cmd->report(d, sel, v, n);
+    free(v);
+    cw_diag_close(&d);   /* after the report: it owns the holders */
+    return rc;
 }
 
 void insp_help(const char *usage, const char *what, const char *options)

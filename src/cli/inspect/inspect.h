@@ -4,6 +4,7 @@
 #define CW_CLI_INSPECT_H
 
 #include "../cli.h"
+#include "../opts.h"
 
 #include <getopt.h>
 #include <stdint.h>
@@ -63,10 +64,14 @@ enum {
     {"owners", required_argument, NULL, INSP_OPT_OWNERS},         \
     {"verbose", no_argument, NULL, INSP_OPT_VERBOSE}
 
-/* The help text of those options. */
+/* The filter options as an option table (stat, ls, kill: their --help
+ * and completion come from it), and --state apart: watch has no --state. */
+extern const struct cli_opt insp_filter_opts[];
+extern const struct cli_opt insp_state_opt[];
+
+/* The help text of the filter options but --state, for commands that still
+ * write their own help (watch). */
 #define INSP_FILTER_HELP                                                     \
-    "  --state S[,S...]  only these states (close-wait, established, ...,\n" \
-    "                    or all)\n"                                          \
     "  --port P          local or peer port P (repeat for several)\n"        \
     "  --sport P         local port P      --dport P   peer port P\n"        \
     "  --addr A[/LEN]    local or peer address or CIDR prefix (IPv4 or\n"    \
@@ -84,18 +89,30 @@ enum {
 
 void insp_sel_init(struct insp_sel *s);
 
-/* A command's own on/off option: --name, and -letter unless letter is 0. */
-struct insp_flag {
-    const char *name;
-    int letter;
-    int *set;
+/* An inspector command, as a table for insp_run(): parse the spec's
+ * options (the filters into the insp_sel, which must be the first member
+ * of the command's options struct; the rest through option()), check
+ * them, open sock_diag on the namespaces chosen, dump (and name owners
+ * when attribute() says so), report, clean up. One code path for target
+ * selection, namespaces and filters. */
+struct insp_cmd {
+    const struct cli_spec *spec;
+    /* The command's own option id with its value: CLI_OK or CLI_USAGE. */
+    int (*option)(struct insp_sel *sel, int id, const char *arg);
+    /* After parsing: defaults and combinations. CLI_OK or CLI_USAGE. */
+    int (*check)(struct insp_sel *sel);
+    /* Whether to name every socket's owners before report(). */
+    int (*attribute)(const struct insp_sel *sel);
+    /* Print; the sockets and their holders are valid until it returns. */
+    int (*report)(cw_diag *d, struct insp_sel *sel, struct cw_sock *v, size_t n);
 };
 
-/* Parse argv: the shared filter options into *sel, the command's flags
- * (a table ending with a NULL name), and -h/--help. Returns CLI_OK,
- * CLI_USAGE after a one-line error, or -1 after printing help. */
-int insp_parse(int argc, char **argv, const char *cmd, struct insp_sel *sel,
-               const struct insp_flag *flags, void (*help)(void));
+/* Run cmd. sel points at the command's zeroed options struct. Returns
+ * the exit code. */
+int insp_run(const struct insp_cmd *cmd, int argc, char **argv, struct insp_sel *sel);
+
+/* Parse argv as cmd says, without running: CLI_OK, CLI_USAGE or CLI_HELPED. */
+int insp_parse(const struct insp_cmd *cmd, int argc, char **argv, struct insp_sel *sel);
 
 /* Handle one shared option. Returns 1 if opt was one, 0 if not, or -1
  * after printing an error for a bad value. */

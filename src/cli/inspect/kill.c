@@ -10,46 +10,55 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char kill_note[] =
-    "note: the peer gets a RST and the port is freed, but the owning process "
-    "still holds its descriptor until it closes it";
-
 struct kill_opts {
     struct insp_sel sel;
     int yes;
 };
 
-static void kill_help(void)
+enum { OPT_YES = 'y' };
+
+static const struct cli_opt kill_opts_table[] = {
+    {"yes", 'y', OPT_YES, NULL, "really destroy them", NULL},
+    {NULL, 0, 0, NULL, NULL, NULL}};
+
+const struct cli_spec kill_spec = {
+    "kill", "[filters] [--yes]",
+    "Destroy the matching sockets (SOCK_DESTROY, needs CAP_NET_ADMIN and a\n"
+    "kernel built with CONFIG_INET_DIAG_DESTROY). Without --yes, only list\n"
+    "what would be destroyed. --state defaults to close-wait; a port, address,\n"
+    "pid or cookie is required.\n"
+    "Destroying a socket sends the peer a RST and frees the port. A process\n"
+    "that had accepted it still holds its descriptor until it closes it; a\n"
+    "socket never accepted (in a listener's queue) is gone entirely.",
+    {insp_state_opt, insp_filter_opts, kill_opts_table, NULL},
+    "Exit status: 0 ok (also: nothing matched, said on stderr), 2 usage,\n"
+    "3 no permission, a kernel that cannot destroy, or a write error."};
+
+static int kill_option(struct insp_sel *sel, int id, const char *arg)
 {
-    insp_help("closewise kill [filters] [--yes]",
-              "Destroy the matching sockets (SOCK_DESTROY, needs CAP_NET_ADMIN and a\n"
-              "kernel built with CONFIG_INET_DIAG_DESTROY). Without --yes, only list\n"
-              "what would be destroyed. --state defaults to close-wait; a port, address,\n"
-              "pid or cookie is required.\n"
-              "Destroying a socket sends the peer a RST and frees the port, but the\n"
-              "owning process still holds its descriptor until it closes it.",
-              INSP_FILTER_HELP
-              "  -y, --yes         really destroy them\n"
-              "  -h, --help        this help\n");
+    (void)arg;
+    if (id != OPT_YES)
+        return CLI_USAGE;
+    ((struct kill_opts *)sel)->yes = 1;
+    return CLI_OK;
 }
 
-static int kill_parse(int argc, char **argv, struct kill_opts *o)
+static int kill_check(struct insp_sel *sel)
 {
-    memset(o, 0, sizeof *o);
-    const struct insp_flag flags[] = {
-        {"yes", 'y', &o->yes},
-        {NULL, 0, NULL}};
-    int rc = insp_parse(argc, argv, "kill", &o->sel, flags, kill_help);
-    if (rc)
-        return rc;
-    if (!o->sel.narrowed) {
-        cli_error("kill: refusing to destroy without a filter (give --port, --sport, "
-                  "--dport, --addr, --pid or --cookie)");
+    if (!sel->narrowed) {
+        cli_usage_error("refusing to destroy without a filter (give --port, --sport, "
+                        "--dport, --addr, --pid or --cookie)");
         return CLI_USAGE;
     }
-    if (!o->sel.f.states)
-        o->sel.f.states = CW_STATE_BIT(CW_TCP_CLOSE_WAIT);
+    if (!sel->f.states)
+        sel->f.states = CW_STATE_BIT(CW_TCP_CLOSE_WAIT);
     return CLI_OK;
+}
+
+static int kill_attribute(const struct insp_sel *sel)
+{
+    (void)sel;
+    return 1;
 }
 
 static void print_line(const char *what, const struct cw_sock *s)
@@ -57,75 +66,97 @@ static void print_line(const char *what, const struct cw_sock *s)
     char l[64], p[64], who[400];
     cw_sock_addr(s, 0, l, sizeof l);
     cw_sock_addr(s, 1, p, sizeof p);
-    printf("%s %-11s %s %s cookie %llu %s\n", what, insp_state_name(s->state), l, p,
+    printf("%s %-11s %s %s cookie %llu %s\n", what, cw_tcp_state_name(s->state), l, p,
            (unsigned long long)s->cookie, insp_fmt_owner(s, who, sizeof who));
+}
+
+/* What destroying means for the owners: a socket a process accepted
+ * stays a dead descriptor in it; one never accepted (no inode: it sits in
+ * a listener's queue) is freed entirely. */
+static void print_notes(const struct cw_sock *v, size_t n)
+{
+    size_t held = 0, queued = 0;
+    for (size_t i = 0; i < n; i++)
+        if (v[i].inode == 0)
+            queued++;
+        else
+            held++;
+    if (held)
+        printf("note: for %zu socket(s) the peer gets a RST and the port is freed, but the "
+               "owning process still holds its descriptor until it closes it\n", held);
+    if (queued)
+        printf("note: %zu socket(s) were never accepted: the peer gets a RST and the "
+               "listener's queue no longer holds them; no process has a descriptor\n",
+               queued);
 }
 
 /* One line for the two reasons ss -K stays silent about. */
 static int destroy_unsupported(int rc)
 {
     if (rc == -EPERM || rc == -EACCES) {
-        cli_error("kill: permission denied: destroying sockets needs CAP_NET_ADMIN");
+        cli_error("permission denied: destroying sockets needs CAP_NET_ADMIN");
         return CLI_SYSTEM;
     }
-    int conf = cw_diag_destroy_configured();
-    if (conf == 0)
-        cli_error("kill: this kernel was built without CONFIG_INET_DIAG_DESTROY: "
+    if (cw_diag_destroy_configured() == 0)
+        cli_error("this kernel was built without CONFIG_INET_DIAG_DESTROY: "
                   "it cannot destroy sockets");
     else
-        cli_error("kill: the kernel refused to destroy the socket (%s)", cw_strerror(rc));
+        cli_error("the kernel refused to destroy the socket (%s)", cw_strerror(rc));
     return CLI_SYSTEM;
 }
 
-static int destroy_all(cw_diag *d, const struct cw_sock *v, size_t n)
+/* Destroy each one; the destroyed ones are moved to the front of v for
+ * the notes. */
+static int destroy_all(cw_diag *d, struct cw_sock *v, size_t n)
 {
     size_t done = 0, gone = 0;
-    for (size_t i = 0; i < n; i++) {
-        int rc = cw_diag_destroy(d, &v[i]);
-        if (rc == CW_OK) {
+    int rc = CLI_OK;
+    for (size_t i = 0; i < n && rc == CLI_OK; i++) {
+        int r = cw_diag_destroy(d, &v[i]);
+        if (r == CW_OK) {
             print_line("destroyed", &v[i]);
-            done++;
-        } else if (rc == -ENOENT || rc == -ESTALE) {
+            struct cw_sock t = v[done];
+            v[done++] = v[i];
+            v[i] = t;
+        } else if (r == -ENOENT || r == -ESTALE) {
             gone++;    /* closed, or its tuple reused, since the dump */
-        } else if (rc == -EPERM || rc == -EACCES || rc == -EOPNOTSUPP) {
-            return destroy_unsupported(rc);
+        } else if (r == -EPERM || r == -EACCES || r == -EOPNOTSUPP) {
+            rc = destroy_unsupported(r);
         } else {
-            cli_error("kill: cannot destroy cookie %llu: %s",
-                      (unsigned long long)v[i].cookie, cw_strerror(rc));
-            return CLI_SYSTEM;
+            cli_error("cannot destroy cookie %llu: %s", (unsigned long long)v[i].cookie,
+                      cw_strerror(r));
+            rc = CLI_SYSTEM;
         }
     }
+    if (done || gone)
+        printf("destroyed %zu socket(s)%s", done, gone ? "" : "\n");
     if (gone)
-        printf("%zu socket(s) had already gone\n", gone);
-    if (done)
-        printf("%s\n", kill_note);
+        printf("; %zu had already gone\n", gone);
+    print_notes(v, done);
+    return rc;
+}
+
+static int kill_report(cw_diag *d, struct insp_sel *sel, struct cw_sock *v, size_t n)
+{
+    if (n == 0) {
+        cli_error("no matching socket");
+        return CLI_OK;
+    }
+    if (((struct kill_opts *)sel)->yes)
+        return destroy_all(d, v, n);
+    for (size_t i = 0; i < n; i++)
+        print_line("would destroy", &v[i]);
+    printf("dry run: nothing destroyed; add --yes to destroy %zu socket(s)\n", n);
+    print_notes(v, n);
     return CLI_OK;
 }
+
+static const struct insp_cmd kill_cmd = {&kill_spec, kill_option, kill_check, kill_attribute,
+                                         kill_report};
 
 int cmd_kill(int argc, char **argv)
 {
     struct kill_opts o;
-    int rc = kill_parse(argc, argv, &o);
-    if (rc)
-        return rc < 0 ? CLI_OK : rc;
-    cw_diag *d = NULL;
-    if ((rc = insp_open(&o.sel, &d)) != CLI_OK)
-        return rc;
-    struct cw_sock *v = NULL;
-    size_t n = 0;
-    rc = insp_collect(d, &o.sel, 1, &v, &n);
-    if (rc == CLI_OK && !o.yes) {
-        for (size_t i = 0; i < n; i++)
-            print_line("would destroy", &v[i]);
-        if (n)
-            printf("dry run: nothing destroyed; add --yes to destroy %zu socket(s)\n%s\n",
-                   n, kill_note);
-    } else if (rc == CLI_OK) {
-        rc = destroy_all(d, v, n);
-    }
-    if (rc == CLI_OK && n == 0)
-        cli_error("kill: no matching socket");
-    cw_diag_close(&d);
-    free(v);
-    return rc;
+    memset(&o, 0, sizeof o);
+    return insp_run(&kill_cmd, argc, argv, &o.sel);
 }

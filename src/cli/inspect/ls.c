@@ -11,40 +11,56 @@
 
 struct ls_opts {
     struct insp_sel sel;
-    int process, json, explain;
+    int process, json, explain, no_header;
     int show_netns;     /* more than one namespace: a column for it */
 };
 
-static const char ls_usage[] = "closewise ls [filters] [--process] [--explain] [--json]";
+enum { OPT_PROCESS = 'p', OPT_EXPLAIN = 'e', OPT_NO_HEADER = 'H', OPT_JSON = 256 };
 
-static void ls_help(void)
+static const struct cli_opt ls_opts_table[] = {
+    {"process", 'p', OPT_PROCESS, NULL,
+     "name every process and descriptor holding each\nsocket, and its container (or cgroup)",
+     NULL},
+    {"explain", 'e', OPT_EXPLAIN, NULL,
+     "say who must act on each socket and why (sockets\nwith the same explanation grouped)",
+     NULL},
+    {"no-header", 'H', OPT_NO_HEADER, NULL, "no header line (for scripts, like ss -H)", NULL},
+    {"json", 0, OPT_JSON, NULL, "one JSON document (\"schema\":1; implies tcp_info fields)",
+     NULL},
+    {NULL, 0, 0, NULL, NULL, NULL}};
+
+const struct cli_spec ls_spec = {
+    "ls", "[filters] [--process] [--explain] [--no-header] [--json]",
+    "List TCP sockets, one per line, with the kernel's state and queues.",
+    {insp_state_opt, insp_filter_opts, ls_opts_table, NULL},
+    "Exit status: 0 ok, 2 usage, 3 system error (also a write error)."};
+
+static int ls_option(struct insp_sel *sel, int id, const char *arg)
 {
-    insp_help(ls_usage,
-              "List TCP sockets, one per line, with the kernel's state and queues.",
-              INSP_FILTER_HELP
-              "  -p, --process     name every process and descriptor holding each\n"
-              "                    socket, and its container (or cgroup)\n"
-              "  --explain         say who must act on each socket and why\n"
-              "  --json            one JSON document (implies tcp_info fields)\n"
-              "  -h, --help        this help\n");
+    struct ls_opts *o = (struct ls_opts *)sel;
+    (void)arg;
+    switch (id) {
+    case OPT_PROCESS: o->process = 1; return CLI_OK;
+    case OPT_EXPLAIN: o->explain = 1; return CLI_OK;
+    case OPT_NO_HEADER: o->no_header = 1; return CLI_OK;
+    case OPT_JSON: o->json = 1; return CLI_OK;
+    }
+    return CLI_USAGE;
 }
 
-static int ls_parse(int argc, char **argv, struct ls_opts *o)
+static int ls_check(struct insp_sel *sel)
 {
-    memset(o, 0, sizeof *o);
-    const struct insp_flag flags[] = {
-        {"process", 'p', &o->process},
-        {"explain", 'e', &o->explain},
-        {"json", 0, &o->json},
-        {NULL, 0, NULL}};
-    int rc = insp_parse(argc, argv, "ls", &o->sel, flags, ls_help);
-    if (rc)
-        return rc;
+    struct ls_opts *o = (struct ls_opts *)sel;
     /* Explaining an unaccepted socket names its listener. */
     if (o->explain)
         o->process = 1;
     o->sel.f.want_info = o->json || o->explain;
     return CLI_OK;
+}
+
+static int ls_attribute(const struct insp_sel *sel)
+{
+    return ((const struct ls_opts *)sel)->process;
 }
 
 /* A CLOSE_WAIT socket's age: exact when a running exporter's pinned map
@@ -116,7 +132,7 @@ static void ls_json(const cw_diag *d, const struct ls_opts *o, const struct cw_s
      * exact times; the others keep their bounds. */
     xexact *x = NULL;
     xexact_open_pinned(&x);
-    fputs("{\"sockets\":[", stdout);
+    fputs("{\"schema\":1,\"sockets\":[", stdout);
     for (size_t i = 0; i < n; i++) {
         fputs(i ? ",\n" : "\n", stdout);
         json_sock(&v[i], o->explain, x);
@@ -201,55 +217,81 @@ static void text_row(const struct cw_sock *s, const struct addrs *a, int wl, int
     fwrite(line, 1, (size_t)(p - line), stdout);
 }
 
+/* --explain: the sockets that share an explanation under it, once, in
+ * the order the explanations first appear (a listing of a thousand leaked
+ * sockets says the same 150 characters once, not a thousand times). */
+static int ls_explained(const struct cw_sock *v, size_t n, const struct addrs *a, int wl,
+                        int wp, const struct ls_opts *o)
+{
+    char (*why)[256] = malloc((n ? n : 1) * sizeof *why);
+    unsigned char *done = calloc(n ? n : 1, 1);
+    if (!why || !done) {
+        free(why);
+        free(done);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        cw_sock_explain(&v[i], why[i], sizeof why[i]);
+    for (size_t i = 0; i < n; i++) {
+        if (done[i])
+            continue;
+        size_t same = 0;
+        for (size_t k = i; k < n; k++)
+            if (!done[k] && !strcmp(why[k], why[i])) {
+                text_row(&v[k], &a[k], wl, wp, o);
+                done[k] = 1;
+                same++;
+            }
+        if (same > 1)
+            printf("    ^ these %zu sockets: %s\n", same, why[i]);
+        else
+            printf("    %s\n", why[i]);
+    }
+    free(why);
+    free(done);
+    return 0;
+}
+
 static int ls_text(const struct cw_sock *v, size_t n, const struct ls_opts *o)
 {
     int wl, wp;
     struct addrs *a = format_addrs(v, n, &wl, &wp);
     if (!a)
         return -1;
-    printf("%s%-11s %6s %6s %-*s %-*s%s\n", o->show_netns ? "Netns      " : "", "State",
-           "Recv-Q", "Send-Q", wl, "Local Address:Port", o->process ? wp : 0,
-           "Peer Address:Port", o->process ? " Process Container/cgroup" : "");
-    for (size_t i = 0; i < n; i++) {
-        char why[256];
-        text_row(&v[i], &a[i], wl, wp, o);
-        if (o->explain)
-            printf("    %s\n", cw_sock_explain(&v[i], why, sizeof why));
-    }
+    if (!o->no_header)
+        printf("%s%-11s %6s %6s %-*s %-*s%s\n", o->show_netns ? "Netns      " : "", "State",
+               "Recv-Q", "Send-Q", wl, "Local Address:Port", o->process ? wp : 0,
+               "Peer Address:Port", o->process ? " Process Container/cgroup" : "");
+    int rc = 0;
+    if (o->explain)
+        rc = ls_explained(v, n, a, wl, wp, o);
+    else
+        for (size_t i = 0; i < n; i++)
+            text_row(&v[i], &a[i], wl, wp, o);
     free(a);
-    return 0;
+    return rc;
 }
+
+static int ls_report(cw_diag *d, struct insp_sel *sel, struct cw_sock *v, size_t n)
+{
+    struct ls_opts *o = (struct ls_opts *)sel;
+    o->show_netns = cw_diag_netns_count(d) > 1;
+    static char obuf[1 << 16];
+    setvbuf(stdout, obuf, _IOFBF, sizeof obuf);
+    if (o->json) {
+        ls_json(d, o, v, n);
+    } else if (ls_text(v, n, o) < 0) {
+        cli_error("out of memory");
+        return CLI_SYSTEM;
+    }
+    return CLI_OK;   /* main() checks that the output was written */
+}
+
+static const struct insp_cmd ls_cmd = {&ls_spec, ls_option, ls_check, ls_attribute, ls_report};
 
 int cmd_ls(int argc, char **argv)
 {
     struct ls_opts o;
-    int rc = ls_parse(argc, argv, &o);
-    if (rc)
-        return rc < 0 ? CLI_OK : rc;
-    cw_diag *d = NULL;
-    if ((rc = insp_open(&o.sel, &d)) != CLI_OK)
-        return rc;
-    struct cw_sock *v = NULL;
-    size_t n = 0;
-    rc = insp_collect(d, &o.sel, o.process, &v, &n);
-    if (rc != CLI_OK) {
-        cw_diag_close(&d);
-        return rc;
-    }
-    o.show_netns = cw_diag_netns_count(d) > 1;
-    static char obuf[1 << 16];
-    setvbuf(stdout, obuf, _IOFBF, sizeof obuf);
-    if (o.json)
-        ls_json(d, &o, v, n);
-    else if (ls_text(v, n, &o) < 0)
-        rc = CLI_SYSTEM;
-    free(v);
-    cw_diag_close(&d);   /* after the output: it owns the holders */
-    if (rc == CLI_OK && fflush(stdout) != 0) {
-        cli_error("ls: cannot write output");
-        return CLI_SYSTEM;
-    }
-    if (rc != CLI_OK)
-        cli_error("ls: out of memory");
-    return rc;
+    memset(&o, 0, sizeof o);
+    return insp_run(&ls_cmd, argc, argv, &o.sel);
 }

@@ -33,28 +33,37 @@ struct stat_opts {
     int json, explain;
 };
 
-static void stat_help(void)
+enum { OPT_EXPLAIN = 'e', OPT_JSON = 256 };
+
+static const struct cli_opt stat_opts_table[] = {
+    {"explain", 'e', OPT_EXPLAIN, NULL, "say what each state means and who must act", NULL},
+    {"json", 0, OPT_JSON, NULL, "one JSON document (\"schema\":1)", NULL},
+    {NULL, 0, 0, NULL, NULL, NULL}};
+
+const struct cli_spec stat_spec = {
+    "stat", "[filters] [--explain] [--json]",
+    "Count TCP sockets per state, then list the processes holding CLOSE_WAIT\n"
+    "sockets, worst first, with the oldest age and the peers.",
+    {insp_state_opt, insp_filter_opts, stat_opts_table, NULL},
+    "Exit status: 0 ok (CLOSE_WAIT sockets are reported, not judged: see\n"
+    "closewise watch --exit-on-leak), 2 usage, 3 system error."};
+
+static int stat_option(struct insp_sel *sel, int id, const char *arg)
 {
-    insp_help("closewise stat [filters] [--explain] [--json]",
-              "Count TCP sockets per state, then list the processes holding CLOSE_WAIT\n"
-              "sockets, worst first, with the oldest age and the peers.",
-              INSP_FILTER_HELP
-              "  --explain         say what each state means and who must act\n"
-              "  --json            one JSON document\n"
-              "  -h, --help        this help\n");
+    struct stat_opts *o = (struct stat_opts *)sel;
+    (void)arg;
+    if (id == OPT_EXPLAIN)
+        o->explain = 1;
+    else if (id == OPT_JSON)
+        o->json = 1;
+    else
+        return CLI_USAGE;
+    return CLI_OK;
 }
 
-static int stat_parse(int argc, char **argv, struct stat_opts *o)
+static int stat_check(struct insp_sel *sel)
 {
-    memset(o, 0, sizeof *o);
-    const struct insp_flag flags[] = {
-        {"explain", 'e', &o->explain},
-        {"json", 0, &o->json},
-        {NULL, 0, NULL}};
-    int rc = insp_parse(argc, argv, "stat", &o->sel, flags, stat_help);
-    if (rc)
-        return rc;
-    o->sel.f.want_info = 1;
+    sel->f.want_info = 1;
     return CLI_OK;
 }
 
@@ -262,6 +271,9 @@ static void stat_text(const struct report *r, int explain)
             printf("  %-12llu %7u %10u\n", (unsigned long long)r->ns[i].ino, r->ns[i].total,
                    r->ns[i].close_wait);
     }
+    if (!r->nprocs && explain)
+        printf("\nNo socket in CLOSE_WAIT: no process is holding a connection "
+               "that its peer has closed.\n");
     if (!r->nprocs)
         return;
     text_groups("CLOSE_WAIT by process", "PID/COMMAND", r->procs, r->nprocs, explain);
@@ -292,7 +304,7 @@ static void json_holder(const struct holder *h)
 
 static void stat_json(const struct report *r, const struct insp_sel *sel)
 {
-    printf("{\"total\":%zu,\"states\":{", r->total);
+    printf("{\"schema\":1,\"total\":%zu,\"states\":{", r->total);
     for (int st = CW_TCP_ESTABLISHED; st <= CW_TCP_CLOSING; st++)
         printf("%s\"%s\":%u", st == CW_TCP_ESTABLISHED ? "" : ",", insp_state_name(st),
                r->counts[st]);
@@ -345,45 +357,42 @@ static int build_report(const cw_diag *d, struct cw_sock *v, size_t n, size_t nc
     return CLI_OK;
 }
 
-int cmd_stat(int argc, char **argv)
+/* What insp_run() dumped: attribute only the CLOSE_WAIT sockets, moved to
+ * the front (they are what stat is for; with --pid, insp_collect named
+ * them all), then count and print. */
+static int stat_report(cw_diag *d, struct insp_sel *sel, struct cw_sock *v, size_t n)
 {
-    struct stat_opts o;
-    int rc = stat_parse(argc, argv, &o);
-    if (rc)
-        return rc < 0 ? CLI_OK : rc;
-    cw_diag *d = NULL;
-    if ((rc = insp_open(&o.sel, &d)) != CLI_OK)
-        return rc;
-    struct cw_sock *v = NULL;
-    size_t n = 0;
-    rc = insp_collect(d, &o.sel, 0, &v, &n);
-    /* Attribute only the CLOSE_WAIT sockets, moved to the front: they are
-     * what stat is for (with --pid, insp_collect attributed them all). */
+    struct stat_opts *o = (struct stat_opts *)sel;
     size_t ncw = 0;
-    for (size_t i = 0; rc == CLI_OK && i < n; i++)
+    int rc = CLI_OK;
+    for (size_t i = 0; i < n; i++)
         if (v[i].state == CW_TCP_CLOSE_WAIT) {
             struct cw_sock t = v[ncw];
             v[ncw++] = v[i];
             v[i] = t;
         }
-    if (rc == CLI_OK && ncw && !o.sel.pid && insp_attribute(d, &o.sel, v, ncw) < 0) {
-        cli_error("stat: cannot read /proc");
-        rc = CLI_SYSTEM;
+    if (ncw && !sel->pid && insp_attribute(d, sel, v, ncw) < 0) {
+        cli_error("cannot read /proc");
+        return CLI_SYSTEM;
     }
     struct report r;
-    memset(&r, 0, sizeof r);
-    if (rc == CLI_OK)
-        rc = build_report(d, v, n, ncw, &r);
-    if (rc == CLI_OK) {
-        if (o.json)
-            stat_json(&r, &o.sel);
-        else
-            stat_text(&r, o.explain);
-    }
+    rc = build_report(d, v, n, ncw, &r);
+    if (rc == CLI_OK && o->json)
+        stat_json(&r, sel);
+    else if (rc == CLI_OK)
+        stat_text(&r, o->explain);
     free(r.ns);
     free(r.procs);
     free(r.boxes);
-    free(v);
-    cw_diag_close(&d);
     return rc;
+}
+
+static const struct insp_cmd stat_cmd = {&stat_spec, stat_option, stat_check, NULL,
+                                         stat_report};
+
+int cmd_stat(int argc, char **argv)
+{
+    struct stat_opts o;
+    memset(&o, 0, sizeof o);
+    return insp_run(&stat_cmd, argc, argv, &o.sel);
 }

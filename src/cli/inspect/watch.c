@@ -53,7 +53,7 @@ static void watch_help(void)
               "cookie, and print '+' when one appears, '-' when it goes, '!' once it has\n"
               "been in CLOSE_WAIT longer than --older-than. Ages of sockets already stuck\n"
               "at start are bounded by tcp_info: last ACK <= age <= last data received.\n"
-              "Durations: 500ms, 2s, 1m, 1h (a bare number is milliseconds).",
+              "Durations: 500ms, 2s, 1m30s, 1.5s, 1h (a number needs its unit).",
               INSP_FILTER_HELP
               "  --interval D      time between samples (default 1s)\n"
               "  --older-than D    leak threshold (default 60s)\n"
@@ -67,13 +67,7 @@ static void watch_help(void)
 
 static int duration_opt(const char *name, const char *arg, long long *out)
 {
-    long long v = cli_parse_duration(arg);
-    if (v < 0) {
-        cli_error("watch: bad %s '%s' (e.g. 500ms, 2s, 1m)", name, arg);
-        return CLI_USAGE;
-    }
-    *out = v;
-    return CLI_OK;
+    return cli_duration(name, arg, 0, CLI_DURATION_MAX, out) < 0 ? CLI_USAGE : CLI_OK;
 }
 
 static int watch_parse(int argc, char **argv, struct watch_opts *o)
@@ -94,7 +88,6 @@ static int watch_parse(int argc, char **argv, struct watch_opts *o)
     optind = 1;
     opterr = 0;
     int c, rc = CLI_OK;
-    char *end;
     while (rc == CLI_OK && (c = getopt_long(argc, argv, "46h", longopts, NULL)) != -1) {
         int r = insp_sel_option(&o->sel, c, optarg);
         if (r < 0)
@@ -112,17 +105,12 @@ static int watch_parse(int argc, char **argv, struct watch_opts *o)
         case 'x': o->exit_on_leak = 1; break;
         case 'j': watch_json = 1; break;
         case 'c':
-            o->count = strtoll(optarg, &end, 10);
-            if (!*optarg || *end || o->count < 1) {
-                cli_error("watch: bad --count '%s' (expected a number >= 1)", optarg);
+            if (cli_count("--count", optarg, 1, 1000000000000LL, &o->count) < 0)
                 return CLI_USAGE;
-            }
             break;
         case 'h': watch_help(); return -1;
         default:
-            cli_error("watch: bad option '%s' (see 'closewise watch --help')",
-                      argv[optind - 1]);
-            return CLI_USAGE;
+            return cli_getopt_error(argv, longopts);
         }
     }
     if (rc == CLI_OK && o->interval_ms < 10) {

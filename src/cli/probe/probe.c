@@ -77,12 +77,9 @@ static int parse_list(struct probe_opts *o, const char *arg)
 static int duration(const char *name, const char *arg, int64_t min, int64_t max,
                     int64_t *out)
 {
-    long long v = cli_parse_duration(arg);
-    if (v < min || v > max) {
-        cli_error("probe: bad %s '%s' (a duration from %lldms to %llds, e.g. 500ms, 2s)",
-                  name, arg, (long long)min, (long long)max / 1000);
+    long long v;
+    if (cli_duration(name, arg, min, max, &v) < 0)
         return -1;
-    }
     *out = v;
     return 0;
 }
@@ -136,7 +133,9 @@ static int parse_args(struct probe_opts *o, int argc, char **argv)
             c == 'h' ? probe_help() : list_scenarios();
             return 1;
         }
-        if (parse_one(o, c, c == '?' ? argv[optind - 1] : optarg) < 0)
+        if (c == '?')
+            return cli_getopt_error(argv, longopts), -1;
+        if (parse_one(o, c, optarg) < 0)
             return -1;
     }
     if (optind >= argc) {

@@ -7,6 +7,7 @@
 #include "resets.h"
 #include "rstwatch.h"
 #include "../symbolize.h"
+#include "../../net/addr.h"
 
 #include <arpa/inet.h>
 #include <getopt.h>
@@ -70,23 +71,13 @@ static int parse_reasons(const char *arg, unsigned *mask)
 
 static int parse_count(const char *name, const char *arg, long long *out)
 {
-    char *end;
-    long long v = strtoll(arg, &end, 10);
-    if (!*arg || *end || v < 1) {
-        cli_error("resets: bad %s '%s' (expected a number >= 1)", name, arg);
-        return -1;
-    }
-    *out = v;
-    return 0;
+    return cli_count(name, arg, 1, 1000000000000LL, out);
 }
 
 static int parse_dur(const char *name, const char *arg, long long *out)
 {
-    *out = cli_parse_duration(arg);
-    if (*out <= 0) {
-        cli_error("resets: bad %s '%s' (e.g. 500ms, 2s, 1m)", name, arg);
+    if (cli_duration(name, arg, 1, CLI_DURATION_MAX, out) < 0)
         return -1;
-    }
     return 0;
 }
 
@@ -141,8 +132,7 @@ static int resets_parse(int argc, char **argv, struct resets_opts *o)
             return -1;
         }
         if (c == '?' || c == ':') {
-            cli_error("resets: bad option '%s' (see 'closewise resets --help')", argv[optind - 1]);
-            return CLI_USAGE;
+            return cli_getopt_error(argv, longopts);
         }
         if (handle_opt(c, optarg, o) < 0)
             return CLI_USAGE;
@@ -222,12 +212,10 @@ static void container_of(const char *cg, char *buf, size_t size)
 
 static void fmt_addr(const struct cw_rst_event *e, int peer, char *buf, size_t size)
 {
-    char a[INET6_ADDRSTRLEN] = "?";
-    const void *src = peer ? e->daddr : e->saddr;
     int fam = e->family == 10 ? AF_INET6 : AF_INET;
-    inet_ntop(fam, src, a, sizeof a);
-    snprintf(buf, size, fam == AF_INET6 ? "[%s]:%u" : "%s:%u", a,
-             (unsigned)(peer ? e->dport : e->sport));
+    if (cw__addr_format(fam, peer ? e->daddr : e->saddr, (unsigned)(peer ? e->dport : e->sport),
+                        buf, size) < 0)
+        snprintf(buf, size, "?");
 }
 
 /* The reason in plain words. */
@@ -322,10 +310,8 @@ static void print_text(struct ctx *c, const struct cw_rst_event *e, const char *
  * (the kernel moves there first), others for --all. */
 static const char *state_name(int st)
 {
-    static const char *const names[] = {
-        "?", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT",
-        "CLOSE", "CLOSE_WAIT", "LAST_ACK", "LISTEN", "CLOSING", "NEW_SYN_RECV"};
-    return st > 0 && st < (int)(sizeof names / sizeof names[0]) ? names[st] : "?";
+    const char *name = cw_tcp_state_name(st);
+    return strcmp(name, "UNKNOWN") ? name : "?";
 }
 
 static void json_frame(const struct sym_loc *l)

@@ -9,7 +9,6 @@
 #include "../../server/protocol.h"   /* judge each request as the server will */
 
 #include <errno.h>
-#include <getopt.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +17,11 @@
 
 /* Longest text that fits one request line as "ECHO <text>". */
 enum { MAX_TEXT = CW_SERVER_MAX_LINE - 5 };
+/* The same as text, for --help: checked against MAX_TEXT below. */
+#define MAX_TEXT_LEN 1019
+#define CW_STR2(x) #x
+#define CW_STR(x) CW_STR2(x)
+_Static_assert(MAX_TEXT == MAX_TEXT_LEN, "MAX_TEXT_LEN must equal MAX_TEXT");
 
 /* A connection is stable once it answered a message, or stayed up this
  * long while the client had nothing to send; only then do the retry
@@ -56,87 +60,43 @@ struct client {
     struct input in;
 };
 
-static void client_usage(FILE *f)
-{
-    fprintf(f,
-        "usage: closewise client --port PORT --user NAME:PASSWORD [options]\n\n"
-        "Log in to a closewise server and echo lines from stdin (or --count\n"
-        "generated messages). Whenever the connection ends, close it at once and\n"
-        "reconnect with exponential backoff, resending the unanswered message.\n\n"
-        "  -H, --host HOST          server address (default 127.0.0.1)\n"
-        "  -p, --port PORT          server port (required)\n"
-        "  -u, --user NAME:PASSWORD credentials (required)\n"
-        "  -n, --count N            send N generated messages instead of stdin\n"
-        "      --read-timeout D     wait for a reply at most D (default 30s)\n"
-        "      --connect-timeout D  bound each connect (default 5s)\n"
-        "      --max-retries N      give up after N failed attempts in a row (10;\n"
-        "                           0: never retry)\n"
-        "      --backoff-min D      first retry delay (default 100ms)\n"
-        "      --backoff-max D      longest retry delay (default 5s)\n"
-        "      --bind-port P        always connect from local port P (SO_REUSEADDR)\n"
-        "      --linger0            close abortively (RST); loses unsent data\n"
-        "  -q, --quiet              do not print replies\n"
-        "  -h, --help               this text\n\n"
-        "Failed attempts count until a connection is stable (a message answered,\n"
-        "or 10 s up while idle). Input lines longer than %d bytes or not text are\n"
-        "skipped with one error each. A graceful close waits at most 500 ms for\n"
-        "the server's FIN. Durations: 250ms, 2s, 1m, 1h; 1ms to 24h.\n"
-        "Exit: 0 done, 1 login refused, gave up, or a line skipped, 2 usage,\n"
-        "3 system error. See closewise-client(1).\n", MAX_TEXT);
-}
-
-enum { OPT_RT = 256, OPT_CT, OPT_RETRIES, OPT_BMIN, OPT_BMAX, OPT_BIND, OPT_L0 };
-
-static const struct option long_opts[] = {
-    {"host", required_argument, NULL, 'H'},
-    {"port", required_argument, NULL, 'p'},
-    {"user", required_argument, NULL, 'u'},
-    {"count", required_argument, NULL, 'n'},
-    {"read-timeout", required_argument, NULL, OPT_RT},
-    {"connect-timeout", required_argument, NULL, OPT_CT},
-    {"max-retries", required_argument, NULL, OPT_RETRIES},
-    {"backoff-min", required_argument, NULL, OPT_BMIN},
-    {"backoff-max", required_argument, NULL, OPT_BMAX},
-    {"bind-port", required_argument, NULL, OPT_BIND},
-    {"linger0", no_argument, NULL, OPT_L0},
-    {"quiet", no_argument, NULL, 'q'},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0}
+enum {
+    OPT_HOST = 'H', OPT_PORT = 'p', OPT_USER = 'u', OPT_COUNT = 'n', OPT_QUIET = 'q',
+    OPT_RT = 256, OPT_CT, OPT_RETRIES, OPT_BMIN, OPT_BMAX, OPT_BIND, OPT_L0
 };
 
-static int parse_count(const char *s, long long *out)
-{
-    char *end;
-    errno = 0;
-    long long v = strtoll(s, &end, 10);
-    if (!*s || *end || v < 0 || errno == ERANGE)
-        return -1;
-    *out = v;
-    return 0;
-}
+static const struct cli_opt client_opts[] = {
+    {"host", 'H', OPT_HOST, "HOST", "server address (default 127.0.0.1)", NULL},
+    {"port", 'p', OPT_PORT, "PORT", "server port (required)", NULL},
+    {"user", 'u', OPT_USER, "NAME:PASSWORD", "credentials (required)", NULL},
+    {"count", 'n', OPT_COUNT, "N", "send N generated messages instead of stdin", NULL},
+    {"read-timeout", 0, OPT_RT, "D", "wait for a reply at most D (default 30s)", NULL},
+    {"connect-timeout", 0, OPT_CT, "D", "bound each connect (default 5s)", NULL},
+    {"max-retries", 0, OPT_RETRIES, "N",
+     "give up after N failed attempts in a row (10;\n0: never retry)", NULL},
+    {"backoff-min", 0, OPT_BMIN, "D",
+     "ceiling of the first retry delay (default 100ms): it\n"
+     "waits between D/2 and D, at random, so that many\n"
+     "clients do not retry in step", NULL},
+    {"backoff-max", 0, OPT_BMAX, "D",
+     "the ceiling doubles per failed attempt up to D\n(default 5s)", NULL},
+    {"bind-port", 0, OPT_BIND, "P", "always connect from local port P (SO_REUSEADDR)", NULL},
+    {"linger0", 0, OPT_L0, NULL, "close abortively (RST); loses unsent data", NULL},
+    {"quiet", 'q', OPT_QUIET, NULL, "do not print replies", NULL},
+    {NULL, 0, 0, NULL, NULL, NULL}};
 
-static const char *opt_name(int opt)
-{
-    for (const struct option *o = long_opts; o->name; o++)
-        if (o->val == opt)
-            return o->name;
-    return "?";
-}
-
-static int parse_duration(int opt, const char *arg, long long *out)
-{
-    long long v = cli_parse_duration(arg);
-    if (v < 0) {
-        cli_error("--%s: bad duration '%s' (examples: 250ms, 2s, 1m)", opt_name(opt), arg);
-        return -1;
-    }
-    if (v < 1 || v > DURATION_MAX_MS) {
-        cli_error("--%s: '%s' is out of range (1ms to 24h)", opt_name(opt), arg);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
+const struct cli_spec client_spec = {
+    "client", "--port PORT --user NAME:PASSWORD [options]",
+    "Log in to a closewise server and echo lines from stdin (or --count\n"
+    "generated messages). Whenever the connection ends, close it at once and\n"
+    "reconnect with exponential backoff, resending the unanswered message.",
+    {client_opts, NULL},
+    "Failed attempts count until a connection is stable (a message answered,\n"
+    "or 10 s up while idle). Input lines longer than " CW_STR(MAX_TEXT_LEN) " bytes or not\n"
+    "text are skipped with one error each. A graceful close waits at most\n"
+    "500 ms for the server's FIN. Durations: 250ms, 2s, 1m30s, 1.5s; 1ms to 24h.\n"
+    "Exit: 0 done, 1 login refused, gave up, or a line skipped, 2 usage,\n"
+    "3 system error. See closewise-client(1)."};
 
 /* Whether the server will read "AUTH user password" as exactly that. */
 static int auth_line_ok(const char *user, const char *password)
@@ -155,7 +115,7 @@ static int set_user(struct client *cl, const char *arg)
     size_t ulen = colon ? (size_t)(colon - arg) : 0;
     if (!colon || ulen == 0 || ulen >= sizeof cl->user ||
         strlen(colon + 1) >= sizeof cl->password || strchr(arg, ' ')) {
-        cli_error("--user wants NAME:PASSWORD (no spaces)");
+        cli_error("--user: want NAME:PASSWORD (no spaces)");
         return -1;
     }
     memcpy(cl->user, arg, ulen);
@@ -176,54 +136,46 @@ static int parse_one(struct client *cl, int opt, const char *arg, long long *bmi
                    : opt == OPT_CT ? &cl->connect_timeout_ms
                    : opt == OPT_BMIN ? bmin : opt == OPT_BMAX ? bmax : NULL;
     if (dur)
-        return parse_duration(opt, arg, dur);
+        return cli_duration(cli_opt_name(&client_spec, opt), arg, 1, DURATION_MAX_MS, dur);
     switch (opt) {
-    case 'H': cl->host = arg; return 0;
-    case 'p': cl->port = cli_parse_port(arg); break;
-    case 'u': return set_user(cl, arg);
-    case 'n': return parse_count(arg, &cl->count) ? (cli_error("bad count '%s'", arg), -1) : 0;
-    case OPT_RETRIES:
-        return parse_count(arg, &cl->max_retries) ? (cli_error("bad retries '%s'", arg), -1) : 0;
-    case OPT_BIND: cl->bind_port = cli_parse_port(arg); break;
+    case OPT_HOST: cl->host = arg; return 0;
+    case OPT_PORT: return cli_port("--port", arg, 1, &cl->port);
+    case OPT_USER: return set_user(cl, arg);
+    case OPT_COUNT: return cli_count("--count", arg, 0, 1000000000000LL, &cl->count);
+    case OPT_RETRIES: return cli_count("--max-retries", arg, 0, 1000000000, &cl->max_retries);
+    case OPT_BIND: return cli_port("--bind-port", arg, 1, &cl->bind_port);
     case OPT_L0: cl->linger0 = 1; return 0;
-    case 'q': cl->quiet = 1; return 0;
-    default: return -1;
+    case OPT_QUIET: cl->quiet = 1; return 0;
     }
-    if ((opt == 'p' && cl->port <= 0) || (opt == OPT_BIND && cl->bind_port <= 0)) {
-        cli_error("bad port '%s'", arg);
-        return -1;
-    }
-    return 0;
+    return -1;
 }
 
-/* Returns 0 to run, 1 after --help, -1 on a usage error. */
+/* Returns CLI_OK to run, CLI_HELPED after --help, CLI_USAGE after an error. */
 static int parse_args(struct client *cl, int argc, char **argv)
 {
     long long bmin = 100, bmax = 5000;
+    struct cli_parser p;
+    const char *arg;
     int opt;
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "H:p:u:n:qh", long_opts, NULL)) != -1) {
-        if (opt == 'h') {
-            client_usage(stdout);
-            return 1;
-        }
-        if (opt == '?' || parse_one(cl, opt, optarg, &bmin, &bmax) < 0)
-            return -1;
+    cli_getopt_init(&p, &client_spec, argc, argv);
+    while ((opt = cli_getopt(&p, &arg)) != -1) {
+        if (opt == CLI_HELPED)
+            return CLI_HELPED;
+        if (opt == '?' || parse_one(cl, opt, arg, &bmin, &bmax) < 0)
+            return CLI_USAGE;
     }
-    if (optind < argc) {
-        cli_error("unexpected argument '%s'", argv[optind]);
-        return -1;
-    }
+    if (cli_no_operands(&client_spec, argc, argv) != CLI_OK)
+        return CLI_USAGE;
     if (cl->port <= 0 || !cl->user[0]) {
-        cli_error("--port and --user are required (see 'closewise client --help')");
-        return -1;
+        cli_usage_error("--port and --user are required");
+        return CLI_USAGE;
     }
     if (bmax < bmin) {
         cli_error("--backoff-max must not be below --backoff-min");
-        return -1;
+        return CLI_USAGE;
     }
     cw_backoff_init(&cl->backoff, bmin, bmax);
-    return 0;
+    return CLI_OK;
 }
 
 static void sleep_ms(int64_t ms)
@@ -579,7 +531,7 @@ int cmd_client(int argc, char **argv)
         .connect_timeout_ms = 5000, .max_retries = 10,
     };
     int rc = parse_args(&cl, argc, argv);
-    if (rc != 0)
-        return rc > 0 ? CLI_OK : CLI_USAGE;
+    if (rc != CLI_OK)
+        return rc == CLI_HELPED ? CLI_OK : rc;
     return run(&cl);
 }

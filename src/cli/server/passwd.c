@@ -4,24 +4,25 @@
 #include "../cli.h"
 
 #include <crypt.h>
-#include <getopt.h>
 #include <string.h>
 #include <termios.h>
 #include <unistd.h>
 
-static void passwd_usage(FILE *f)
-{
-    fprintf(f,
-        "usage: closewise passwd [options] USER\n\n"
-        "Print a credentials line \"USER:HASH\" for 'closewise server\n"
-        "--credentials FILE'. The password is read from the first line of\n"
-        "standard input (without echo on a terminal) unless --password is given.\n\n"
-        "options:\n"
-        "  -m, --method METHOD   yescrypt (default) or sha512\n"
-        "      --password PW     take the password from the command line (scripts;\n"
-        "                        visible to other users in ps)\n"
-        "  -h, --help            this help\n");
-}
+enum { OPT_METHOD = 'm', OPT_PASSWORD = 256 };
+
+static const struct cli_opt passwd_opts[] = {
+    {"method", 'm', OPT_METHOD, "METHOD", "yescrypt (default) or sha512", "yescrypt sha512"},
+    {"password", 0, OPT_PASSWORD, "PW",
+     "take the password from the command line (scripts;\nvisible to other users in ps)", NULL},
+    {NULL, 0, 0, NULL, NULL, NULL}};
+
+const struct cli_spec passwd_spec = {
+    "passwd", "[options] USER",
+    "Print a credentials line \"USER:HASH\" for 'closewise server\n"
+    "--credentials FILE'. The password is read from the first line of\n"
+    "standard input (without echo on a terminal) unless --password is given.",
+    {passwd_opts, NULL},
+    "Exit status: 0 the line was written, 2 usage, 3 hashing or writing failed."};
 
 /* One line from stdin, without its newline; echo off on a terminal. */
 static int read_password(char *buf, size_t size)
@@ -47,72 +48,69 @@ static int read_password(char *buf, size_t size)
     return 0;
 }
 
-int cmd_passwd(int argc, char **argv)
+/* Options into *prefix and *given: CLI_OK, CLI_USAGE or CLI_HELPED. */
+static int passwd_parse(int argc, char **argv, const char **prefix, const char **given)
 {
-    static const struct option opts[] = {
-        {"method", required_argument, NULL, 'm'},
-        {"password", required_argument, NULL, 'P'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}
-    };
-    const char *prefix = NULL, *given = NULL;
+    struct cli_parser p;
+    const char *arg;
     int c;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":m:h", opts, NULL)) != -1) {
-        switch (c) {
-        case 'm':
-            if (!strcmp(optarg, "yescrypt"))
-                prefix = "$y$";
-            else if (!strcmp(optarg, "sha512"))
-                prefix = "$6$";
-            else {
-                cli_error("passwd: bad --method '%s' (yescrypt or sha512)", optarg);
-                return CLI_USAGE;
-            }
-            break;
-        case 'P': given = optarg; break;
-        case 'h': passwd_usage(stdout); return CLI_OK;
-        case ':':
-            cli_error("passwd: option '%s' needs a value", argv[optind - 1]);
+    cli_getopt_init(&p, &passwd_spec, argc, argv);
+    while ((c = cli_getopt(&p, &arg)) != -1) {
+        if (c == CLI_HELPED)
+            return CLI_HELPED;
+        if (c == OPT_PASSWORD) {
+            *given = arg;
+        } else if (c == OPT_METHOD && !strcmp(arg, "yescrypt")) {
+            *prefix = "$y$";
+        } else if (c == OPT_METHOD && !strcmp(arg, "sha512")) {
+            *prefix = "$6$";
+        } else if (c == OPT_METHOD) {
+            cli_error("--method: bad method '%s' (yescrypt or sha512)", arg);
             return CLI_USAGE;
-        default:
-            cli_error("passwd: bad option '%s' (see 'closewise passwd --help')",
-                      argv[optind - 1]);
+        } else {
             return CLI_USAGE;
         }
     }
     if (optind != argc - 1) {
-        cli_error("passwd: want exactly one USER (see 'closewise passwd --help')");
+        cli_usage_error("%s", optind < argc ? "want exactly one USER" : "no USER given");
         return CLI_USAGE;
     }
+    return CLI_OK;
+}
+
+int cmd_passwd(int argc, char **argv)
+{
+    const char *prefix = NULL, *given = NULL;
+    int rc = passwd_parse(argc, argv, &prefix, &given);
+    if (rc != CLI_OK)
+        return rc == CLI_HELPED ? CLI_OK : rc;
     const char *user = argv[optind];
     if (!*user || strlen(user) > 64 || strpbrk(user, ": \t")) {
-        cli_error("passwd: bad user name '%s' (1-64 characters, no ':' or blanks)", user);
+        cli_error("bad user name '%s' (1-64 characters, no ':' or blanks)", user);
         return CLI_USAGE;
     }
     char pw[1025];
     if (given) {
         if (strlen(given) >= sizeof pw) {
-            cli_error("passwd: password too long (max 1024 bytes)");
+            cli_error("password too long (max 1024 bytes)");
             return CLI_USAGE;
         }
         strcpy(pw, given);
     } else if (read_password(pw, sizeof pw) < 0) {
-        cli_error("passwd: no password on standard input");
+        cli_error("no password on standard input");
         return CLI_USAGE;
     }
     if (!*pw) {
-        cli_error("passwd: empty password");
+        cli_error("empty password");
         return CLI_USAGE;
     }
     char hash[CRYPT_OUTPUT_SIZE];
-    int rc = cw_passwd_hash(pw, prefix, hash, sizeof hash);
+    rc = cw_passwd_hash(pw, prefix, hash, sizeof hash);
     explicit_bzero(pw, sizeof pw);
     if (rc < 0) {
-        cli_error("passwd: cannot hash: %s", cw_strerror(rc));
+        cli_error("cannot hash: %s", cw_strerror(rc));
         return CLI_SYSTEM;
     }
     printf("%s:%s\n", user, hash);
-    return CLI_OK;
+    return CLI_OK;   /* main() fails with 3 if the line was not written */
 }

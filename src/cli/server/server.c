@@ -95,23 +95,22 @@ struct server_args {
 
 static int parse_dur(const char *name, const char *arg, int64_t *out, int allow0)
 {
-    long long v = cli_parse_duration(arg);
-    if (v < 0 || (!allow0 && v == 0)) {
-        cli_error("server: bad duration for --%s: '%s' (try 500ms, 2s, 1m)", name, arg);
+    char opt[64];
+    long long v;
+    snprintf(opt, sizeof opt, "--%s", name);
+    if (cli_duration(opt, arg, allow0 ? 0 : 1, CLI_DURATION_MAX, &v) < 0)
         return -1;
-    }
     *out = v;
     return 0;
 }
 
 static int parse_count(const char *name, const char *arg, int *out, int min)
 {
-    char *end;
-    long v = strtol(arg, &end, 10);
-    if (!*arg || *end || v < min || v > 10000000) {
-        cli_error("server: bad number for --%s: '%s'", name, arg);
+    char opt[64];
+    long long v;
+    snprintf(opt, sizeof opt, "--%s", name);
+    if (cli_count(opt, arg, min, 10000000, &v) < 0)
         return -1;
-    }
     *out = (int)v;
     return 0;
 }
@@ -191,13 +190,8 @@ static int parse_args(int argc, char **argv, struct server_args *a)
         case OPT_V6NET: bad = parse_bits("auth-v6-net-prefix", optarg, &a->o.auth_v6_net_prefix); break;
         case 'q': a->o.log = NULL; break;
         case 'h': return 1;
-        case ':':
-            cli_error("server: option '%s' needs a value", argv[optind - 1]);
-            return -1;
         default:
-            cli_error("server: bad option '%s' (see 'closewise server --help')",
-                      argv[optind - 1]);
-            return -1;
+            return cli_getopt_error(argv, long_opts), -1;
         }
         if (bad)
             return -1;

@@ -1,0 +1,138 @@
+/* complete.c - `closewise __complete WORD...`: what a shell may complete
+ * next, one candidate a line, from the same option tables that parse the
+ * command line and print --help. The bash and zsh scripts in
+ * contrib/completion/ only ask this, so they never list an option a
+ * command rejects. The last WORD is the one being completed ("" for a new
+ * one). A command without a table yet is asked for its --help. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include <closewise/diag.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void offer(const char *cand, const char *prefix)
+{
+    if (!strncmp(cand, prefix, strlen(prefix)))
+        puts(cand);
+}
+
+static void offer_words(const char *words, const char *prefix)
+{
+    char w[64];
+    for (const char *p = words; *p;) {
+        size_t n = strcspn(p, " ");
+        if (n && n < sizeof w) {
+            memcpy(w, p, n);
+            w[n] = '\0';
+            offer(w, prefix);
+        }
+        p += n;
+        p += *p == ' ';
+    }
+}
+
+/* The value of an option: state names, a word list, or "@file" for the
+ * shell's own file completion. */
+static void offer_values(const char *what, const char *prefix)
+{
+    if (!strcmp(what, "@states")) {
+        for (int st = 1; cw_tcp_state_filter_name(st); st++)
+            offer(cw_tcp_state_filter_name(st), prefix);
+        for (int i = 0; cw_tcp_state_group_name(i); i++)
+            offer(cw_tcp_state_group_name(i), prefix);
+    } else if (what[0] == '@') {
+        puts(what);
+    } else {
+        offer_words(what, prefix);
+    }
+}
+
+static const struct cli_opt *find_opt(const struct cli_spec *spec, const char *word)
+{
+    if (!spec || word[0] != '-')
+        return NULL;
+    for (int t = 0; t < 4 && spec->tables[t]; t++)
+        for (const struct cli_opt *o = spec->tables[t]; o->name; o++)
+            if ((word[1] == '-' && !strcmp(word + 2, o->name)) ||
+                (word[1] == o->letter && word[1] && !word[2]))
+                return o;
+    return NULL;
+}
+
+/* A command without a table: the long options its --help names. */
+static void offer_from_help(const char *cmd, const char *prefix)
+{
+    int fd[2];
+    if (pipe(fd) < 0)
+        return;
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fd[1], STDOUT_FILENO);
+        close(fd[0]);
+        close(fd[1]);
+        execl("/proc/self/exe", "closewise", cmd, "--help", (char *)NULL);
+        _exit(127);
+    }
+    close(fd[1]);
+    FILE *f = pid > 0 ? fdopen(fd[0], "r") : NULL;
+    char line[512], seen[4096] = " ";
+    while (f && fgets(line, sizeof line, f))
+        for (char *p = strstr(line, "--"); p; p = strstr(p + 2, "--")) {
+            size_t n = 2 + strspn(p + 2, "abcdefghijklmnopqrstuvwxyz0123456789-");
+            char opt[64], key[68];
+            if (n <= 2 || n >= sizeof opt || (p > line && p[-1] != ' ' && p[-1] != '['))
+                continue;
+            snprintf(opt, sizeof opt, "%.*s", (int)n, p);
+            snprintf(key, sizeof key, " %s ", opt);
+            if (strstr(seen, key) || strlen(seen) + strlen(key) >= sizeof seen)
+                continue;
+            strcat(seen, key + 1);
+            offer(opt, prefix);
+        }
+    if (f)
+        fclose(f);
+    else
+        close(fd[0]);
+    if (pid > 0)
+        waitpid(pid, NULL, 0);
+}
+
+int cli_complete(int argc, char **argv)
+{
+    const char *cur = argc > 0 ? argv[argc - 1] : "";
+    if (argc <= 1) {
+        for (const struct cli_command *c = cli_commands; c->name; c++)
+            offer(c->name, cur);
+        offer("--help", cur);
+        offer("--version", cur);
+        return CLI_OK;
+    }
+    const struct cli_command *cmd = NULL;
+    for (const struct cli_command *c = cli_commands; c->name; c++)
+        if (!strcmp(c->name, argv[0]))
+            cmd = c;
+    if (!cmd)
+        return CLI_OK;
+    const struct cli_opt *prev = argc >= 3 ? find_opt(cmd->spec, argv[argc - 2]) : NULL;
+    if (prev && prev->arg) {
+        if (prev->complete)
+            offer_values(prev->complete, cur);
+        return CLI_OK;
+    }
+    if (cur[0] != '-' && cur[0])
+        return CLI_OK;
+    if (!cmd->spec) {
+        offer_from_help(cmd->name, cur);
+        return CLI_OK;
+    }
+    char buf[80];
+    for (int t = 0; t < 4 && cmd->spec->tables[t]; t++)
+        for (const struct cli_opt *o = cmd->spec->tables[t]; o->name; o++) {
+            snprintf(buf, sizeof buf, "--%s", o->name);
+            offer(buf, cur);
+        }
+    offer("--help", cur);
+    return CLI_OK;
+}

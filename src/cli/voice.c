@@ -1,0 +1,53 @@
+/* voice.c - how every command speaks: one-line messages on stderr that
+ * start "closewise CMD: ", and the check of standard output at exit that
+ * turns a lost write into an error instead of a silent success. */
+#define _GNU_SOURCE
+#include "cli.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+#include <unistd.h>
+
+const char *cli_cmd;
+
+void cli_verror(const char *fmt, va_list ap)
+{
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    const char *m = msg;
+    /* Messages written before the voice was one still start "CMD: ":
+     * say the command once. */
+    size_t n = cli_cmd ? strlen(cli_cmd) : 0;
+    if (n && !strncmp(m, cli_cmd, n) && m[n] == ':' && m[n + 1] == ' ')
+        m += n + 2;
+    if (cli_cmd)
+        fprintf(stderr, "closewise %s: %s\n", cli_cmd, m);
+    else
+        fprintf(stderr, "closewise: %s\n", m);
+}
+
+void cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    cli_verror(fmt, ap);
+    va_end(ap);
+}
+
+int cli_close_stdout(int rc)
+{
+    /* Like gnulib's close_stdout: buffered output is only known to be
+     * written once flushed and closed. A reader that went away (EPIPE)
+     * chose to stop reading: no message, the exit status stays. */
+    int bad = fflush(stdout) != 0 || ferror(stdout);
+    int err = errno;
+    if (fclose(stdout) != 0 && !bad) {
+        bad = 1;
+        err = errno;
+    }
+    if (!bad || err == EPIPE)
+        return rc;
+    cli_error("write error on standard output: %s", strerror(err ? err : EIO));
+    return rc == CLI_OK || rc == CLI_FOUND ? CLI_SYSTEM : rc;
+}
