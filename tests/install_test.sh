@@ -25,6 +25,14 @@ libdir=$(dirname "$(find "$prefix" -name closewise.pc | head -n 1)")/..
 ls "$libdir"/libclosewise.so.0 >/dev/null || fail "shared library not installed"
 ls "$libdir"/libclosewise.a >/dev/null || fail "static library not installed"
 "$prefix/bin/closewise" --version | grep -q '^closewise ' || fail "--version"
+# Completion, installed where bash-completion and zsh look, answering
+# `closewise l<TAB>` with ls through the installed binary.
+comp="$prefix/share/bash-completion/completions/closewise"
+[ -f "$comp" ] || fail "bash completion not installed"
+[ -f "$prefix/share/zsh/site-functions/_closewise" ] || fail "zsh completion not installed"
+got=$(bash -c '. "$1"; COMP_WORDS=("$2" l); COMP_CWORD=1; _closewise; echo "${COMPREPLY[*]}"' \
+      sh "$comp" "$prefix/bin/closewise")
+[ "$got" = ls ] || fail "bash completion of 'closewise l': '$got'"
 
 # Only the public cw_ API is exported; cw__ internals stay hidden.
 if nm -D --defined-only "$libdir"/libclosewise.so.0 | awk '{print $3}' | grep -v '^cw_[a-z]' | grep -q .; then

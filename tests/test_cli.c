@@ -1,41 +1,333 @@
-/* test_cli.c - the `closewise` front door: --help, --version, exit codes. */
+/* test_cli.c - the `closewise` front door: --help, --version, exit codes,
+ * the one voice of errors, the duration grammar, write errors (>/dev/full)
+ * and shell completion. */
+#define _GNU_SOURCE
 #include "cwtest.h"
 
+/* The parsers themselves, for the table of accepted and refused forms
+ * (the CLI is a program, not a library: its sources are compiled in). */
+#include "../src/cli/opts.c"
+#include "../src/cli/voice.c"
+
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-/* Run closewise with args; returns the exit status, first stdout line in out. */
-static int run(char *out, size_t size, char *a1, char *a2)
+#define CLI CW_BUILD_DIR "/closewise"
+
+struct res {
+    int status;          /* exit code, or -1 if it did not exit */
+    char out[16384], err[4096];
+};
+
+/* Run closewise with args (NULL-terminated), stdin from /dev/null, stdout
+ * to a pipe or to stdout_path. */
+static void run_to(struct res *r, const char *stdout_path, const char *const *args)
 {
-    char *argv[] = {CW_BUILD_DIR "/closewise", a1, a2, NULL};
-    int fd;
-    pid_t pid = cwt_spawn(argv, &fd);
-    out[0] = '\0';
-    cwt_read_line(fd, out, size, 5000);
-    close(fd);
-    int status = cwt_wait(pid, 5000);
-    assert_true(WIFEXITED(status));
-    return WEXITSTATUS(status);
+    char *argv[32] = {(char *)CLI};
+    int n = 1;
+    for (; args[n - 1] && n < 31; n++)
+        argv[n] = (char *)args[n - 1];
+    argv[n] = NULL;
+    int out[2], err[2];
+    assert_int_equal(pipe2(out, O_CLOEXEC), 0);
+    assert_int_equal(pipe2(err, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        int in = open("/dev/null", O_RDONLY);
+        int o = stdout_path ? open(stdout_path, O_WRONLY) : out[1];
+        dup2(in, STDIN_FILENO);
+        dup2(o, STDOUT_FILENO);
+        dup2(err[1], STDERR_FILENO);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    close(out[1]);
+    close(err[1]);
+    cwt_read_all(out[0], r->out, sizeof r->out, 10000);
+    cwt_read_all(err[0], r->err, sizeof r->err, 10000);
+    close(out[0]);
+    close(err[0]);
+    int st = cwt_wait(pid, 10000);
+    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+#define RUN(r, ...) run_to((r), NULL, (const char *const[]){__VA_ARGS__, NULL})
+#define RUN_FULL(r, ...) run_to((r), "/dev/full", (const char *const[]){__VA_ARGS__, NULL})
+
+static int lines(const char *s)
+{
+    int n = 0;
+    for (; *s; s++)
+        n += *s == '\n';
+    return n;
+}
+
+/* stderr is exactly one line "closewise CMD: ..." and the exit code 2. */
+static void expect_usage(const struct res *r, const char *cmd, const char *what)
+{
+    char want[64];
+    snprintf(want, sizeof want, "closewise %s: ", cmd);
+    if (r->status != 2 || strncmp(r->err, want, strlen(want)) || lines(r->err) != 1)
+        fail_msg("%s %s: status %d, stderr '%s'", cmd, what, r->status, r->err);
 }
 
 static void test_version_and_help(void **state)
 {
-    char line[256];
-    assert_int_equal(run(line, sizeof line, "--version", NULL), 0);
+    struct res r;
+    RUN(&r, "--version");
+    assert_int_equal(r.status, 0);
     const char want[] = "closewise " CW_VERSION_STRING " ";
-    assert_true(strncmp(line, want, sizeof want - 1) == 0);
-    assert_int_equal(run(line, sizeof line, "--help", NULL), 0);
-    assert_true(strncmp(line, "usage: closewise", 16) == 0);
+    assert_true(strncmp(r.out, want, sizeof want - 1) == 0);
+    RUN(&r, "--help");
+    assert_int_equal(r.status, 0);
+    assert_true(strncmp(r.out, "usage: closewise", 16) == 0);
 }
 
 static void test_usage_errors_exit_2(void **state)
 {
-    char line[256];
-    assert_int_equal(run(line, sizeof line, NULL, NULL), 2);
-    assert_int_equal(run(line, sizeof line, "no-such-command", NULL), 2);
-    assert_string_equal(line, "");   /* errors go to stderr, not stdout */
+    struct res r;
+    RUN(&r, "no-such-command");
+    assert_int_equal(r.status, 2);
+    assert_string_equal(r.out, "");   /* errors go to stderr, not stdout */
+    assert_string_equal(r.err, "closewise: unknown command 'no-such-command' "
+                               "(try 'closewise --help')\n");
+    char *argv[] = {CLI, NULL};
+    int fd;
+    pid_t pid = cwt_spawn(argv, &fd);
+    close(fd);
+    int st = cwt_wait(pid, 5000);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 2);
+}
+
+/* Every subcommand: an unknown option, a missing value and a value given
+ * to a flag are one line in the one voice, exit 2; the same for a bad
+ * duration and a bad port where the command takes them. */
+static void test_every_command_one_voice(void **state)
+{
+    static const struct {
+        const char *cmd, *valued, *flag, *duration, *port;
+    } c[] = {
+        {"server", "--port", "--quiet", "--idle-timeout", "--port"},
+        {"passwd", "--method", NULL, NULL, NULL},
+        {"stat", "--state", "--json", NULL, "--port"},
+        {"ls", "--state", "--json", NULL, "--sport"},
+        {"watch", "--interval", "--json", "--older-than", "--dport"},
+        {"kill", "--state", "--yes", NULL, "--port"},
+        {"demo", "--clients", "--json", "--idle-timeout", NULL},
+        {"client", "--port", "--quiet", "--read-timeout", "--port"},
+        {"probe", "--grace", "--json", "--hang-limit", "--port"},
+        {"resets", "--duration", "--json", "--duration", NULL},
+        {"exporter", "--interval", "--once", "--interval", NULL},
+    };
+    struct res r;
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        RUN(&r, c[i].cmd, "--bogus");
+        expect_usage(&r, c[i].cmd, "--bogus");
+        char want[128];
+        snprintf(want, sizeof want, "unknown option '--bogus' (try 'closewise %s --help')\n",
+                 c[i].cmd);
+        assert_non_null(strstr(r.err, want));
+        RUN(&r, c[i].cmd, c[i].valued);
+        expect_usage(&r, c[i].cmd, "missing value");
+        snprintf(want, sizeof want, "%s needs a value", c[i].valued);
+        if (!strstr(r.err, want))
+            fail_msg("%s: '%s' not in '%s'", c[i].cmd, want, r.err);
+        if (c[i].flag) {
+            char arg[64];
+            snprintf(arg, sizeof arg, "%s=1", c[i].flag);
+            RUN(&r, c[i].cmd, arg);
+            expect_usage(&r, c[i].cmd, "value to a flag");
+            assert_non_null(strstr(r.err, "takes no value"));
+        }
+        if (c[i].duration) {
+            RUN(&r, c[i].cmd, c[i].duration, "abc");
+            expect_usage(&r, c[i].cmd, "bad duration");
+            snprintf(want, sizeof want, "%s: bad duration 'abc' (examples: ", c[i].duration);
+            if (!strstr(r.err, want))
+                fail_msg("%s: '%s' not in '%s'", c[i].cmd, want, r.err);
+        }
+        if (c[i].port) {
+            RUN(&r, c[i].cmd, c[i].port, "70000");
+            expect_usage(&r, c[i].cmd, "bad port");
+            snprintf(want, sizeof want, "%s: bad port '70000'", c[i].port);
+            if (!strstr(r.err, want))
+                fail_msg("%s: '%s' not in '%s'", c[i].cmd, want, r.err);
+        }
+    }
+    RUN(&r, "ls", "--state", "close-wait,nope");
+    expect_usage(&r, "ls", "bad state");
+    assert_non_null(strstr(r.err, "unknown state 'nope'"));
+    RUN(&r, "probe", "--scenario", "nope", "--", "/bin/true");
+    expect_usage(&r, "probe", "bad scenario");
+}
+
+/* The duration grammar: integers and decimals with units, compound in
+ * decreasing units; nothing else. */
+static void test_duration_table(void **state)
+{
+    static const struct {
+        const char *s;
+        long long ms;
+    } good[] = {
+        {"0", 0}, {"500ms", 500}, {"1s", 1000}, {"1.5s", 1500}, {"0.5s", 500},
+        {"2m30s", 150000}, {"1h", 3600000}, {"1h30m", 5400000}, {"1m0.25s", 60250},
+        {"1h2m3s4ms", 3723004}, {"0.001s", 1}, {"10ms", 10}, {"24h", 86400000},
+    };
+    const char *why;
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++)
+        if (cli_duration_ms(good[i].s, &why) != good[i].ms)
+            fail_msg("'%s': %lld, want %lld (%s)", good[i].s, cli_duration_ms(good[i].s, &why),
+                     good[i].ms, why);
+    static const struct {
+        const char *s, *why;
+    } bad[] = {
+        {"", "bad"}, {"abc", "bad"}, {"0x10", "bad"}, {"1e2s", "bad"}, {" 5s", "bad"},
+        {"5s ", "bad"}, {"+5s", "bad"}, {"-5s", "bad"}, {"5 s", "bad"}, {"5sec", "bad"},
+        {".5s", "bad"}, {"5.s", "bad"}, {"nan", "bad"}, {"inf", "bad"}, {"1.5m30s", "bad"},
+        {"10", "no unit"}, {"0.5", "no unit"}, {"30s2m", "unit order"},
+        {"1s1s", "unit order"}, {"0.5ms", "finer than 1ms"}, {"1.0005s", "finer than 1ms"},
+        {"99999999999999999999s", "too large"}, {"1000000000h", "too large"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        long long v = cli_duration_ms(bad[i].s, &why);
+        if (v != -1 || strcmp(why, bad[i].why))
+            fail_msg("'%s': %lld (%s), want refused (%s)", bad[i].s, v, why, bad[i].why);
+    }
+}
+
+/* The messages a user sees for durations, through a real command. */
+static void test_duration_messages(void **state)
+{
+    struct res r;
+    RUN(&r, "client", "--read-timeout", "0.5", "-p", "1", "-u", "a:b");
+    expect_usage(&r, "client", "0.5");
+    assert_string_equal(r.err, "closewise client: --read-timeout: '0.5' has no unit: write "
+                               "0.5s or 0.5m (units: ms, s, m, h)\n");
+    RUN(&r, "watch", "--older-than", "10");
+    assert_string_equal(r.err, "closewise watch: --older-than: '10' has no unit: write 10s "
+                               "or 10ms (units: ms, s, m, h)\n");
+    RUN(&r, "ls", "--bogus");
+    assert_int_equal(r.status, 2);
+    RUN(&r, "watch", "--netns", "self", "--older-than", "2m30s", "--interval", "1.5s", "--count",
+        "1");
+    assert_int_equal(r.status, 0);
+    RUN(&r, "client", "--connect-timeout", "25h", "-p", "1", "-u", "a:b");
+    assert_string_equal(r.err,
+                        "closewise client: --connect-timeout: '25h' is out of range (1ms to 24h)\n");
+}
+
+/* --help lists only what the command accepts: each option --help names is
+ * parsed (a flag alone, or a valued option with a value), and watch does
+ * not list --state, which it refuses. */
+static void test_help_matches_parser(void **state)
+{
+    static const char *const cmds[] = {"stat", "ls", "kill", "client", "passwd", "watch"};
+    struct res r, h;
+    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
+        RUN(&h, cmds[i], "--help");
+        assert_int_equal(h.status, 0);
+        for (char *p = strstr(h.out, "\n  "); p; p = strstr(p + 1, "\n  ")) {
+            char *o = strstr(p, "--");
+            if (!o || o > strchr(p + 1, '\n'))
+                continue;
+            char name[64];
+            size_t n = strspn(o + 2, "abcdefghijklmnopqrstuvwxyz0123456789-");
+            snprintf(name, sizeof name, "--%.*s", (int)n, o + 2);
+            if (!strcmp(name, "--help"))
+                continue;
+            RUN(&r, cmds[i], name, "--bogus");   /* a flag, or --bogus taken as its value */
+            if (strstr(r.err, "unknown option '--") && !strstr(r.err, "'--bogus'"))
+                fail_msg("%s --help lists %s, which it refuses: %s", cmds[i], name, r.err);
+        }
+    }
+    RUN(&h, "watch", "--help");
+    assert_null(strstr(h.out, "--state"));
+}
+
+/* A CLOSE_WAIT socket in this test's namespace: the accepted end of a
+ * connection whose client closed. Returns the listener's port. */
+static int close_wait(int fds[3])
+{
+    fds[0] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    assert_int_equal(bind(fds[0], (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(listen(fds[0], 4), 0);
+    assert_int_equal(getsockname(fds[0], (struct sockaddr *)&a, &len), 0);
+    fds[1] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(connect(fds[1], (struct sockaddr *)&a, sizeof a), 0);
+    fds[2] = accept4(fds[0], NULL, NULL, SOCK_CLOEXEC);
+    assert_true(fds[2] >= 0);
+    close(fds[1]);
+    int port = ntohs(a.sin_port);
+    assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, port, 0, 1, 2000), 1);
+    return port;
+}
+
+/* Output that cannot be written is an error, exit 3, never a success. */
+static void test_write_errors(void **state)
+{
+    int fds[3];
+    char port[16];
+    snprintf(port, sizeof port, "%d", close_wait(fds));
+    const char *const *const runs[] = {
+        (const char *const[]){"--help", NULL},
+        (const char *const[]){"--version", NULL},
+        (const char *const[]){"passwd", "--password", "x", "u", NULL},
+        (const char *const[]){"stat", "--netns", "self", NULL},
+        (const char *const[]){"stat", "--netns", "self", "--json", NULL},
+        (const char *const[]){"ls", "--netns", "self", NULL},
+        (const char *const[]){"kill", "--netns", "self", "--sport", port, NULL},
+        (const char *const[]){"probe", "--list", NULL},
+        (const char *const[]){"ls", "--help", NULL},
+        (const char *const[]){"client", "--help", NULL},
+        (const char *const[]){"watch", "--help", NULL},
+        (const char *const[]){"demo", "--help", NULL},
+        (const char *const[]){"server", "--help", NULL},
+        (const char *const[]){"exporter", "--help", NULL},
+        (const char *const[]){"resets", "--help", NULL},
+    };
+    struct res r;
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        run_to(&r, "/dev/full", runs[i]);
+        if (r.status != 3 || !strstr(r.err, "write error on standard output: No space left") ||
+            lines(r.err) != 1)
+            fail_msg("%s >/dev/full: status %d, stderr '%s'", runs[i][0], r.status, r.err);
+        /* The same run to a pipe succeeds: the failure was the write. */
+        run_to(&r, NULL, runs[i]);
+        if (r.status != 0 || !r.out[0])
+            fail_msg("%s: status %d, stderr '%s'", runs[i][0], r.status, r.err);
+    }
+    RUN_FULL(&r, "passwd", "--password", "x", "u");
+    assert_string_equal(r.err, "closewise passwd: write error on standard output: "
+                               "No space left on device\n");
+    close(fds[2]);
+    close(fds[0]);
+}
+
+/* The completion scripts load, and answer from the option tables. */
+static void test_completion(void **state)
+{
+    const char *bash = CW_SOURCE_DIR "/contrib/completion/closewise.bash";
+    assert_int_equal(cwt_sh("bash -n '%s'", bash), 0);
+    assert_int_equal(cwt_sh("bash -c '. \"%s\"; complete -p closewise' >/dev/null", bash), 0);
+    /* `closewise l<TAB>` */
+    assert_int_equal(cwt_sh("test \"$(bash -c '. \"%s\"; COMP_WORDS=(%s l); COMP_CWORD=1; "
+                            "_closewise; echo \"${COMPREPLY[*]}\"')\" = ls", bash, CLI), 0);
+    struct res r;
+    RUN(&r, "__complete", "ls", "--state", "close");
+    assert_string_equal(r.out, "closed\nclose-wait\n");
+    RUN(&r, "__complete", "kill", "--y");
+    assert_string_equal(r.out, "--yes\n");
+    RUN(&r, "__complete", "watch", "--exit");   /* no table yet: from its --help */
+    assert_string_equal(r.out, "--exit-on-leak\n");
+    if (cwt_sh("command -v zsh >/dev/null") == 0)
+        assert_int_equal(cwt_sh("zsh -n '%s'", CW_SOURCE_DIR "/contrib/completion/_closewise"), 0);
 }
 
 int main(void)
@@ -44,6 +336,12 @@ int main(void)
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_version_and_help),
         CWT_TEST(test_usage_errors_exit_2),
+        CWT_TEST(test_every_command_one_voice),
+        CWT_TEST(test_duration_table),
+        CWT_TEST(test_duration_messages),
+        CWT_TEST(test_help_matches_parser),
+        CWT_TEST(test_write_errors),
+        CWT_TEST(test_completion),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

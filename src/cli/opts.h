@@ -5,7 +5,7 @@
  *
  *   CLI_OK (0)     parsed, run the command
  *   CLI_USAGE (2)  a one-line error was printed; exit 2
- *   CLI_HELPED(-1) --help was printed; exit 0
+ *   CLI_HELPED(-2) --help was printed; exit 0 (-1 is getopt's end)
  */
 #ifndef CW_CLI_OPTS_H
 #define CW_CLI_OPTS_H
@@ -14,7 +14,7 @@
 #include <stdio.h>
 
 /* A parse function's third outcome: it printed --help, exit CLI_OK. */
-#define CLI_HELPED (-1)
+#define CLI_HELPED (-2)
 
 /* At most this many options per command (all its tables together). */
 #define CLI_MAX_OPTS 48

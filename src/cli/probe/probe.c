@@ -97,10 +97,7 @@ static int parse_one(struct probe_opts *o, int c, const char *arg)
     case OPT_REUSE: o->reuse = 1; return 0;
     case OPT_HOST: o->host = arg; return 0;
     case OPT_PORT:
-        o->port = cli_parse_port(arg);
-        if (o->port < 0)
-            cli_error("probe: bad --port '%s' (expected 0-65535)", arg);
-        return o->port < 0 ? -1 : 0;
+        return cli_port("--port", arg, 0, &o->port);
     case OPT_JSON: o->json = 1; return 0;
     case OPT_SHOW: o->show_output = 1; return 0;
     }

@@ -155,11 +155,8 @@ static int parse_args(int argc, char **argv, struct server_args *a)
         switch (c) {
         case 'l': a->o.host = strcmp(optarg, "*") ? optarg : "::"; break;
         case 'p':
-            port = cli_parse_port(optarg);
-            if (port < 0) {
-                cli_error("server: bad port '%s'", optarg);
+            if (cli_port("--port", optarg, 0, &port) < 0)
                 return -1;
-            }
             a->o.port = (uint16_t)port;
             break;
         case OPT_PORT_FILE: a->port_file = optarg; break;
