@@ -310,6 +310,20 @@ static void test_write_errors(void **state)
     close(fds[0]);
 }
 
+/* closewise-server(1): a credentials file that is missing or not a file is
+ * a bad command line (2), said in words, not "Input/output error". */
+static void test_server_credentials_errors(void **state)
+{
+    struct res r;
+    RUN(&r, "server", "--port", "0", "--credentials", "/nonexistent/creds");
+    expect_usage(&r, "server", "missing credentials");
+    assert_string_equal(r.err, "closewise server: --credentials: /nonexistent/creds: "
+                               "No such file or directory\n");
+    RUN(&r, "server", "--port", "0", "--credentials", "/");
+    expect_usage(&r, "server", "credentials directory");
+    assert_non_null(strstr(r.err, "is a directory"));
+}
+
 /* The completion scripts load, and answer from the option tables. */
 static void test_completion(void **state)
 {
@@ -341,6 +355,7 @@ int main(void)
         CWT_TEST(test_duration_messages),
         CWT_TEST(test_help_matches_parser),
         CWT_TEST(test_write_errors),
+        CWT_TEST(test_server_credentials_errors),
         CWT_TEST(test_completion),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -698,6 +698,115 @@ static void test_kill_without_privilege(void **state)
     leak_free(&k);
 }
 
+/* A connection never accepted: the client closed while it sat in the
+ * listener's queue. kill says so (no process holds a descriptor for it),
+ * and prints a total; --state takes ss(8)'s names. */
+static void test_kill_never_accepted(void **state)
+{
+    int l = zoo_listen(AF_INET);
+    int port = zoo_port_of(l);
+    int c = zoo_dial(AF_INET, port, 0);
+    shutdown(c, SHUT_WR);
+    assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, port, 0, 1, 2000), 1);
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    struct run r = RUN(10000, "kill", "--netns", "self", "--state", "close-wait", "--sport", ps);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "dry run: nothing destroyed; add --yes to destroy 1 socket\n"));
+    assert_non_null(strstr(r.out, "1 socket was never accepted"));
+    assert_null(strstr(r.out, "still holds its descriptor"));
+    run_free(&r);
+    r = RUN(10000, "kill", "--netns", "self", "--sport", ps, "--yes");
+    if (cw_diag_destroy_configured() == 0 || r.status == 3) {
+        assert_int_equal(r.status, 3);   /* said on stderr, tested above */
+    } else {
+        assert_int_equal(r.status, 0);
+        assert_non_null(strstr(r.out, "destroyed 1 socket\n"));
+        assert_non_null(strstr(r.out, "never accepted"));
+        assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, port, 0, 0, 2000), 0);
+    }
+    run_free(&r);
+    close(c);
+    close(l);
+}
+
+/* ss(8)'s state names and groups select what the kernel's names do. */
+static void test_ss_state_names(void **state)
+{
+    struct leak k;
+    leak_plant(&k, 1);
+    char port[16];
+    snprintf(port, sizeof port, "%d", k.port);
+    static const char *const same[] = {"close-wait", "CLOSE_WAIT", "closewait", "connected",
+                                       "synchronized", "big", "all", "estab,close-wait"};
+    for (size_t i = 0; i < sizeof same / sizeof same[0]; i++) {
+        struct run r = RUN(10000, "ls", "--netns", "self", "-H", "--state", same[i], "--sport",
+                           port);
+        if (r.status != 0 || !strstr(r.out, "CLOSE_WAIT"))
+            fail_msg("--state %s: status %d, out '%s' err '%s'", same[i], r.status, r.out, r.err);
+        run_free(&r);
+    }
+    static const char *const other[] = {"estab", "listening", "bucket", "time-wait"};
+    for (size_t i = 0; i < sizeof other / sizeof other[0]; i++) {
+        struct run r = RUN(10000, "ls", "--netns", "self", "-H", "--state", other[i], "--sport",
+                           port);
+        if (r.status != 0 || strstr(r.out, "CLOSE_WAIT"))
+            fail_msg("--state %s: status %d, out '%s'", other[i], r.status, r.out);
+        run_free(&r);
+    }
+    leak_free(&k);
+}
+
+/* -H drops the header and nothing else; --explain says a shared
+ * explanation once; stat --explain speaks on a clean machine; JSON says
+ * its schema. */
+static void test_ls_conventions(void **state)
+{
+    int l = zoo_listen(AF_INET);
+    int port = zoo_port_of(l);
+    int c[3];
+    for (int i = 0; i < 3; i++) {
+        c[i] = zoo_dial(AF_INET, port, 0);
+        shutdown(c[i], SHUT_WR);
+    }
+    assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, port, 0, 3, 2000), 3);
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    struct run r = RUN(10000, "ls", "--netns", "self", "--state", "close-wait", "--sport", ps);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(strncmp(r.out, "State", 5), 0);
+    run_free(&r);
+    r = RUN(10000, "ls", "--netns", "self", "--no-header", "--state", "close-wait", "--sport", ps);
+    assert_int_equal(r.status, 0);
+    assert_int_equal(strncmp(r.out, "CLOSE_WAIT", 10), 0);
+    int rows = 0;
+    for (char *p = r.out; (p = strchr(p, '\n')); p++)
+        rows++;
+    assert_int_equal(rows, 3);
+    run_free(&r);
+    r = RUN(10000, "ls", "--netns", "self", "--explain", "--state", "close-wait", "--sport", ps);
+    assert_int_equal(r.status, 0);
+    char *first = strstr(r.out, "accept queue");
+    assert_non_null(first);
+    assert_null(strstr(first + 1, "accept queue"));   /* once for the three */
+    assert_non_null(strstr(r.out, "^ these 3 sockets: "));
+    run_free(&r);
+    r = RUN(10000, "ls", "--netns", "self", "--json", "--sport", ps);
+    assert_int_equal(strncmp(r.out, "{\"schema\":1,", 12), 0);
+    run_free(&r);
+    r = RUN(10000, "stat", "--netns", "self", "--json");
+    assert_int_equal(strncmp(r.out, "{\"schema\":1,", 12), 0);
+    run_free(&r);
+    for (int i = 0; i < 3; i++)
+        close(c[i]);
+    close(l);
+    assert_int_equal(cwt_wait_count(CW_TCP_CLOSE_WAIT, port, 0, 0, 2000), 0);
+    r = RUN(10000, "stat", "--netns", "self", "--explain", "--sport", ps);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "No socket in CLOSE_WAIT"));
+    run_free(&r);
+}
+
 static void expect_usage(struct run r, const char *what)
 {
     /* One line in the one voice: "closewise CMD: ..." */
@@ -1330,6 +1439,9 @@ int main(void)
         CWT_TEST(test_stat_counts_match_ss),
         CWT_TEST(test_json_escaping),
         CWT_TEST(test_explain),
+        CWT_TEST(test_kill_never_accepted),
+        CWT_TEST(test_ss_state_names),
+        CWT_TEST(test_ls_conventions),
         CWT_TEST(test_ls_pid_and_cookie),
         CWT_TEST(test_watch_exits_1_on_leak),
         CWT_TEST(test_watch_exits_0_without_leak),

@@ -162,7 +162,7 @@ int cw__auth_load(cw__auth *a, const char *path, int *bad_line)
         added++;
     }
     if (rc == CW_OK && ferror(f))
-        rc = -EIO;
+        rc = errno ? -errno : -EIO;   /* EISDIR says more than EIO */
     fclose(f);
     explicit_bzero(line, sizeof line);
     return rc < 0 ? rc : added;

@@ -94,7 +94,7 @@ static void json_cases(const struct demo *d, FILE *f)
 void demo_print_json(const struct demo *d)
 {
     FILE *f = stdout;
-    fprintf(f, "{\n  \"clients\": %d,\n  \"logins\": %d,\n  \"idle_timeout_ms\": %lld,\n"
+    fprintf(f, "{\n  \"schema\": 1,\n  \"clients\": %d,\n  \"logins\": %d,\n  \"idle_timeout_ms\": %lld,\n"
             "  \"duration_ms\": %lld,\n", d->clients, d->logins, d->idle_ms,
             (long long)d->duration_ms);
     fprintf(f, "  \"close_wait\": {\"seed_max\": %d, \"seed_final\": %d, "

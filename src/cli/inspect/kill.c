@@ -76,18 +76,21 @@ static void print_line(const char *what, const struct cw_sock *s)
 static void print_notes(const struct cw_sock *v, size_t n)
 {
     size_t held = 0, queued = 0;
+    char a[48];
     for (size_t i = 0; i < n; i++)
         if (v[i].inode == 0)
             queued++;
         else
             held++;
     if (held)
-        printf("note: for %zu socket(s) the peer gets a RST and the port is freed, but the "
-               "owning process still holds its descriptor until it closes it\n", held);
+        printf("note: for %s the peer gets a RST and the port is freed, but the owning "
+               "process still holds its descriptor until it closes it\n",
+               cli_plural(held, "socket", "sockets", a, sizeof a));
     if (queued)
-        printf("note: %zu socket(s) were never accepted: the peer gets a RST and the "
-               "listener's queue no longer holds them; no process has a descriptor\n",
-               queued);
+        printf("note: %s never accepted: the peer gets a RST and the listener's queue "
+               "lets go; no process holds a descriptor for %s\n",
+               cli_plural(queued, "socket was", "sockets were", a, sizeof a),
+               queued == 1 ? "it" : "them");
 }
 
 /* One line for the two reasons ss -K stays silent about. */
@@ -128,8 +131,10 @@ static int destroy_all(cw_diag *d, struct cw_sock *v, size_t n)
             rc = CLI_SYSTEM;
         }
     }
+    char a[48];
     if (done || gone)
-        printf("destroyed %zu socket(s)%s", done, gone ? "" : "\n");
+        printf("destroyed %s%s", cli_plural(done, "socket", "sockets", a, sizeof a),
+               gone ? "" : "\n");
     if (gone)
         printf("; %zu had already gone\n", gone);
     print_notes(v, done);
@@ -146,7 +151,9 @@ static int kill_report(cw_diag *d, struct insp_sel *sel, struct cw_sock *v, size
         return destroy_all(d, v, n);
     for (size_t i = 0; i < n; i++)
         print_line("would destroy", &v[i]);
-    printf("dry run: nothing destroyed; add --yes to destroy %zu socket(s)\n", n);
+    char a[48];
+    printf("dry run: nothing destroyed; add --yes to destroy %s\n",
+           cli_plural(n, "socket", "sockets", a, sizeof a));
     print_notes(v, n);
     return CLI_OK;
 }

@@ -166,7 +166,7 @@ static void print_json(char mark, const struct tracked *t, int64_t now, const ch
     cw_sock_addr(&t->s, 0, l, sizeof l);
     cw_sock_addr(&t->s, 1, p, sizeof p);
     uint64_t dt = (uint64_t)(now - t->t_first);
-    printf("{\"event\":\"%s\",\"time\":\"%s\",\"cookie\":%llu,\"local\":\"%s\","
+    printf("{\"schema\":1,\"event\":\"%s\",\"time\":\"%s\",\"cookie\":%llu,\"local\":\"%s\","
            "\"peer\":\"%s\",\"pid\":%d,\"comm\":",
            mark == '+' ? "appeared" : mark == '-' ? "closed" : "leak", ts,
            (unsigned long long)t->s.cookie, l, p, t->s.pid);

@@ -324,7 +324,7 @@ static void json_result(const struct probe_result *r)
 static void print_json(const struct probe_opts *o, int port, const struct probe_result *r,
                        size_t n, int passed)
 {
-    printf("{\n  \"host\": ");
+    printf("{\n  \"schema\": 1,\n  \"host\": ");
     cli_json_str(stdout, o->host);
     printf(", \"port\": %d, \"grace_ms\": %lld, \"hang_limit_ms\": %lld, "
            "\"drip_ms\": %lld, \"reuse\": %s,\n  \"command\": [", port,

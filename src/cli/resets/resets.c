@@ -221,17 +221,20 @@ static void fmt_addr(const struct cw_rst_event *e, int peer, char *buf, size_t s
 /* The reason in plain words. */
 static void explain(const struct cw_rst_event *e, char *buf, size_t size)
 {
+    char n[48];
     switch (e->kind) {
     case CW_RST_UNREAD:
-        snprintf(buf, size, "closed with %u unread bytes: the kernel sent RST instead of FIN%s",
-                 e->unread, e->unsent ? " and dropped the unsent reply" : "");
+        snprintf(buf, size, "closed with %s: the kernel sent RST instead of FIN%s",
+                 cli_plural(e->unread, "unread byte", "unread bytes", n, sizeof n),
+                 e->unsent ? " and dropped the unsent reply" : "");
         break;
     case CW_RST_LINGER0:
-        snprintf(buf, size, "SO_LINGER 0: %u unsent bytes destroyed", e->unsent);
+        snprintf(buf, size, "SO_LINGER 0: %s destroyed",
+                 cli_plural(e->unsent, "unsent byte", "unsent bytes", n, sizeof n));
         break;
     case CW_RST_ABORT:
         snprintf(buf, size, "aborted outside close() (SOCK_DESTROY or connect(AF_UNSPEC)): "
-                 "%u unsent bytes destroyed", e->unsent);
+                 "%s destroyed", cli_plural(e->unsent, "unsent byte", "unsent bytes", n, sizeof n));
         break;
     case CW_RST_AFTER_CLOSE:
         snprintf(buf, size, "not a close: data arrived after close(), answered with RST");
@@ -333,7 +336,7 @@ static void print_json(const struct cw_rst_event *e, const char *t, const char *
     fmt_addr(e, 1, p, sizeof p);
     explain(e, why, sizeof why);
     snprintf(comm, sizeof comm, "%.16s", e->comm);
-    printf("{\"time\":\"%s\",\"pid\":%u,\"tid\":%u,\"comm\":", t, e->pid, e->tid);
+    printf("{\"schema\":1,\"time\":\"%s\",\"pid\":%u,\"tid\":%u,\"comm\":", t, e->pid, e->tid);
     cli_json_str(stdout, comm);
     printf(",\"cgroup\":");
     cli_json_str(stdout, cg);

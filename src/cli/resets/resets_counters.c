@@ -51,7 +51,7 @@ static void print_deltas(const struct resets_opts *o, const unsigned long long d
     char t[40];
     resets_time(t, sizeof t, (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec, o->json);
     if (o->json) {
-        printf("{\"time\":\"%s\",\"source\":\"netstat\"", t);
+        printf("{\"schema\":1,\"time\":\"%s\",\"source\":\"netstat\"", t);
         for (size_t i = 0; i < NCOUNTERS; i++)
             printf(",\"%s\":%llu", counters[i].name, d[i]);
         printf("}\n");

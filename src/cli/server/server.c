@@ -221,8 +221,12 @@ static int add_users(cw_server *s, struct server_args *a)
                           rc == -EEXIST ? "duplicate user"
                                         : "bad entry (want user:crypt-hash)");
             else
-                cli_error("%s: %s", a->credentials, cw_strerror(rc));
-            return line ? CLI_USAGE : CLI_SYSTEM;
+                cli_error("--credentials: %s: %s", a->credentials,
+                          rc == -EISDIR ? "is a directory, not a file of user:crypt-hash lines"
+                                        : cw_strerror(rc));
+            /* A file that is not there or not a file is a bad command line
+             * (closewise-server(1)); unreadable is a system error. */
+            return line || rc == -ENOENT || rc == -EISDIR ? CLI_USAGE : CLI_SYSTEM;
         }
     }
     for (int i = 0; i < a->nusers; i++) {
