@@ -37,7 +37,7 @@ extern const char *cli_cmd;
 /* One-line error on stderr, "closewise CMD: MESSAGE" (a message that
  * already starts "CMD: " says it once). */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-void cli_verror(const char *fmt, va_list ap);
+void cli_verror(const char *fmt, va_list ap) __attribute__((format(printf, 1, 0)));
 
 /* At exit: flush, check and close standard output. Returns rc, or
  * CLI_SYSTEM after a one-line error when output was lost (not for EPIPE:
