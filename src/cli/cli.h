@@ -6,7 +6,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 
-#include "opts.h"
+#include "opts.h"   /* every command parses its options with it */
 
 /* Exit codes, documented in closewise(1). */
 enum {
@@ -23,12 +23,9 @@ struct cli_command {
     const struct cli_spec *spec;          /* its options, when it has a table */
 };
 
-/* Every subcommand, ending with a NULL name (main.c). */
-extern const struct cli_command cli_commands[];
-
 /* `closewise __complete WORD...`: completion candidates for shells, one
- * per line (complete.c). */
-int cli_complete(int argc, char **argv);
+ * per line, among cmds (ending with a NULL name) (complete.c). */
+int cli_complete(const struct cli_command *cmds, int argc, char **argv);
 
 /* The running subcommand ("ls"), set by main() before it runs: every
  * message says it (voice.c). NULL before dispatch. */

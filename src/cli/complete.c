@@ -6,6 +6,7 @@
  * one). A command without a table yet is asked for its --help. */
 #define _GNU_SOURCE
 #include "cli.h"
+#include "opts.h"
 
 #include <closewise/diag.h>
 #include <string.h>
@@ -99,18 +100,18 @@ static void offer_from_help(const char *cmd, const char *prefix)
         waitpid(pid, NULL, 0);
 }
 
-int cli_complete(int argc, char **argv)
+int cli_complete(const struct cli_command *cmds, int argc, char **argv)
 {
     const char *cur = argc > 0 ? argv[argc - 1] : "";
     if (argc <= 1) {
-        for (const struct cli_command *c = cli_commands; c->name; c++)
+        for (const struct cli_command *c = cmds; c->name; c++)
             offer(c->name, cur);
         offer("--help", cur);
         offer("--version", cur);
         return CLI_OK;
     }
     const struct cli_command *cmd = NULL;
-    for (const struct cli_command *c = cli_commands; c->name; c++)
+    for (const struct cli_command *c = cmds; c->name; c++)
         if (!strcmp(c->name, argv[0]))
             cmd = c;
     if (!cmd)

@@ -8,7 +8,7 @@ extern const struct cli_spec stat_spec, ls_spec, kill_spec, client_spec, passwd_
 
 /* Subcommands register here; each lives in src/cli/<family>/<name>.c. A
  * spec, where a command has one, gives completion its options. */
-const struct cli_command cli_commands[] = {
+static const struct cli_command cli_commands[] = {
     {"server", "run the reference auth server (ends connections correctly)", cmd_server, NULL},
     {"passwd", "make a credentials line for closewise server", cmd_passwd, &passwd_spec},
     {"stat", "count TCP states; name the processes holding CLOSE_WAIT sockets", cmd_stat,
@@ -55,7 +55,7 @@ int main(int argc, char **argv)
         return cli_close_stdout(CLI_OK);
     }
     if (!strcmp(name, "__complete"))
-        return cli_close_stdout(cli_complete(argc - 2, argv + 2));
+        return cli_close_stdout(cli_complete(cli_commands, argc - 2, argv + 2));
     for (const struct cli_command *c = cli_commands; c->name; c++)
         if (!strcmp(c->name, name)) {
             cli_cmd = c->name;

@@ -1,7 +1,9 @@
 /* tcpstate.c - the one table of TCP state names: the kernel's names
  * (CLOSE_WAIT), ss(8)'s filter names (close-wait, estab, listening) and
  * ss's state groups, and parsing of all of them. Everything that names or
- * parses a state (ls, stat, watch, kill, explain, the exporter) uses it. */
+ * parses a state (cw_tcp_state_name for a cw_conn, ls, stat, watch, kill,
+ * explain, the exporter) uses it. In net/, the lowest part: conn.h's
+ * cw_tcp_state_name lives here, and a dial-only program needs no more. */
 #define _GNU_SOURCE
 #include <closewise/closewise.h>
 #include <closewise/diag.h>
