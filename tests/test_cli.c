@@ -336,6 +336,12 @@ static void test_completion(void **state)
     struct res r;
     RUN(&r, "__complete", "ls", "--state", "close");
     assert_string_equal(r.out, "closed\nclose-wait\n");
+    RUN(&r, "__complete", "ls", "--state", "close-wait,ti");   /* lists, item by item */
+    assert_string_equal(r.out, "close-wait,time-wait\n");
+    RUN(&r, "__complete", "probe", "--scenario", "fin-on-accept,fin-a");
+    assert_string_equal(r.out, "fin-on-accept,fin-after-greeting\n");
+    RUN(&r, "__complete", "passwd", "--method", "");
+    assert_string_equal(r.out, "yescrypt\nsha512\n");
     RUN(&r, "__complete", "kill", "--y");
     assert_string_equal(r.out, "--yes\n");
     RUN(&r, "__complete", "watch", "--exit");   /* no table yet: from its --help */

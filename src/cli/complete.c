@@ -6,7 +6,7 @@
  * one). A command without a table yet is asked for its --help. */
 #define _GNU_SOURCE
 #include "cli.h"
-#include "opts.h"
+#include "probe/probe.h"
 
 #include <closewise/diag.h>
 #include <string.h>
@@ -34,15 +34,29 @@ static void offer_words(const char *words, const char *prefix)
     }
 }
 
-/* The value of an option: state names, a word list, or "@file" for the
- * shell's own file completion. */
+/* One item of a comma-separated list: "close-wait,ti" offers
+ * "close-wait,time-wait". */
+static void offer_item(const char *item, const char *prefix)
+{
+    const char *comma = strrchr(prefix, ',');
+    char cand[256];
+    size_t head = comma ? (size_t)(comma - prefix + 1) : 0;
+    snprintf(cand, sizeof cand, "%.*s%s", (int)head, prefix, item);
+    offer(cand, prefix);
+}
+
+/* The value of an option: state names, probe scenarios (both as lists),
+ * a word list, or "@file" for the shell's own file completion. */
 static void offer_values(const char *what, const char *prefix)
 {
     if (!strcmp(what, "@states")) {
         for (int st = 1; cw_tcp_state_filter_name(st); st++)
-            offer(cw_tcp_state_filter_name(st), prefix);
+            offer_item(cw_tcp_state_filter_name(st), prefix);
         for (int i = 0; cw_tcp_state_group_name(i); i++)
-            offer(cw_tcp_state_group_name(i), prefix);
+            offer_item(cw_tcp_state_group_name(i), prefix);
+    } else if (!strcmp(what, "@scenarios")) {
+        for (size_t i = 0; i < probe_nscenarios; i++)
+            offer_item(probe_scenarios[i].name, prefix);
     } else if (what[0] == '@') {
         puts(what);
     } else {
@@ -117,6 +131,12 @@ int cli_complete(const struct cli_command *cmds, int argc, char **argv)
     if (!cmd)
         return CLI_OK;
     const struct cli_opt *prev = argc >= 3 ? find_opt(cmd->spec, argv[argc - 2]) : NULL;
+    /* probe has no option table yet; its scenarios are a table of their own. */
+    if (!cmd->spec && !strcmp(cmd->name, "probe") && argc >= 3 &&
+        (!strcmp(argv[argc - 2], "--scenario") || !strcmp(argv[argc - 2], "-s"))) {
+        offer_values("@scenarios", cur);
+        return CLI_OK;
+    }
     if (prev && prev->arg) {
         if (prev->complete)
             offer_values(prev->complete, cur);
