@@ -247,6 +247,17 @@ static void test_help_matches_parser(void **state)
     }
     RUN(&h, "watch", "--help");
     assert_null(strstr(h.out, "--state"));
+    /* Every help fits 80 columns. */
+    static const char *const all[] = {"stat", "ls", "kill", "client", "passwd"};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        RUN(&h, all[i], "--help");
+        for (char *p = h.out; *p;) {
+            size_t len = strcspn(p, "\n");
+            if (len > 80)
+                fail_msg("%s --help: a line of %zu columns: %.*s", all[i], len, (int)len, p);
+            p += len + (p[len] == '\n');
+        }
+    }
 }
 
 /* A CLOSE_WAIT socket in this test's namespace: the accepted end of a

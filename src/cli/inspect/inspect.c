@@ -35,9 +35,9 @@ int insp_attribute(cw_diag *d, struct insp_sel *s, struct cw_sock *v, size_t n)
 
 const struct cli_opt insp_state_opt[] = {
     {"state", 0, INSP_OPT_STATE, "S[,S...]",
-     "only these states: ss(8) names (close-wait, estab, time-wait,\n"
-     "listening, ...), kernel names (CLOSE_WAIT) or groups (all,\n"
-     "connected, synchronized, bucket, big)", "@states"},
+     "only these states: ss(8) names (close-wait, estab,\n"
+     "time-wait, listening, ...), kernel names (CLOSE_WAIT)\n"
+     "or groups (all, connected, synchronized, bucket, big)", "@states"},
     {NULL, 0, 0, NULL, NULL, NULL}};
 
 const struct cli_opt insp_filter_opts[] = {
