@@ -6,7 +6,7 @@ build=${1:-build-valgrind}
 status=0
 # The library's own tests; the ones that drive CLI processes are covered by
 # ASan+UBSan in `make check-sanitize`.
-for t in test_conn test_end test_backoff test_close test_dial test_examples test_loop test_protocol test_auth test_throttle test_diag test_stream test_echo_server; do
+for t in test_conn test_end test_backoff test_close test_dial test_examples test_loop test_protocol test_auth test_throttle test_diag test_stream test_echo_server test_tcpstate; do
     [ -x "$build/tests/$t" ] || continue
     printf 'valgrind %s ... ' "$t"
     if valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite,indirect \
