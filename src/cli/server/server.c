@@ -45,7 +45,7 @@ static void server_usage(FILE *f)
         "      --auth-window DUR      throttle window (default 60s)\n"
         "  -q, --quiet                no per-connection log lines\n"
         "  -h, --help                 this help\n\n"
-        "Durations: 500ms, 2s, 1m or bare milliseconds. SIGINT/SIGTERM stop the\n"
+        "Durations: 500ms, 1.5s, 2m30s (a number needs its unit). SIGINT/SIGTERM stop the\n"
         "server cleanly. See closewise-server(1).\n");
 }
 
