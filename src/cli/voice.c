@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdio_ext.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -38,15 +39,17 @@ void cli_error(const char *fmt, ...)
 int cli_close_stdout(int rc)
 {
     /* Like gnulib's close_stdout: buffered output is only known to be
-     * written once flushed and closed. A reader that went away (EPIPE)
-     * chose to stop reading: no message, the exit status stays. */
-    int bad = fflush(stdout) != 0 || ferror(stdout);
+     * written once flushed and closed. A stdout closed before we started
+     * (EBADF) is fine when nothing was written to it. A reader that went
+     * away (EPIPE) chose to stop reading: no message, the status stays. */
+    size_t pending = __fpending(stdout);
+    int failed_before = ferror(stdout);
+    errno = 0;
+    int close_failed = fclose(stdout) != 0;
     int err = errno;
-    if (fclose(stdout) != 0 && !bad) {
-        bad = 1;
-        err = errno;
-    }
-    if (!bad || err == EPIPE)
+    if (!failed_before && !(close_failed && (pending || err != EBADF)))
+        return rc;
+    if (err == EPIPE)
         return rc;
     cli_error("write error on standard output: %s", strerror(err ? err : EIO));
     return rc == CLI_OK || rc == CLI_FOUND ? CLI_SYSTEM : rc;
