@@ -357,8 +357,15 @@ static void test_completion(void **state)
     assert_string_equal(r.out, "--yes\n");
     RUN(&r, "__complete", "watch", "--exit");   /* no table yet: from its --help */
     assert_string_equal(r.out, "--exit-on-leak\n");
-    if (cwt_sh("command -v zsh >/dev/null") == 0)
-        assert_int_equal(cwt_sh("zsh -n '%s'", CW_SOURCE_DIR "/contrib/completion/_closewise"), 0);
+    if (cwt_sh("command -v zsh >/dev/null") != 0)
+        return;   /* zsh is not installed: nothing more to check */
+    const char *zsh = CW_SOURCE_DIR "/contrib/completion/_closewise";
+    assert_int_equal(cwt_sh("zsh -n '%s'", zsh), 0);
+    /* The file is a completion function's body: run it as one, with
+     * compadd standing in for zsh's, on `closewise l<TAB>`. */
+    assert_int_equal(cwt_sh("test \"$(zsh -c 'compadd() { print -l -- \"${@:2}\"; }; "
+                            "eval \"_cw() { $(cat %s) }\"; words=(%s l); CURRENT=2; _cw')\" = ls",
+                            zsh, CLI), 0);
 }
 
 int main(void)
