@@ -385,6 +385,30 @@ static int scan_proc(const struct itable *it, struct cw_fd_ref **refs, size_t *n
     return rc;
 }
 
+int cw_diag_find_holders(const uint32_t *inodes, size_t n, struct cw_fd_ref **out,
+                         size_t *nout, struct cw_attr_stats *st)
+{
+    struct cw_attr_stats dummy;
+    if ((!inodes && n) || !out || !nout)
+        return CW_EINVAL;
+    if (!st)
+        st = &dummy;
+    memset(st, 0, sizeof *st);
+    *out = NULL;
+    *nout = 0;
+    struct itable it;
+    int rc = it_init(&it, n);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        it_add(&it, inodes[i]);
+    st->method = it.n ? CW_ATTR_PROC : CW_ATTR_NONE;
+    if (it.n)
+        rc = scan_proc(&it, out, nout, st);
+    it_free(&it);
+    return rc;
+}
+
 /* A socket with inode 0 that is ESTABLISHED or CLOSE_WAIT has never been
  * accept()ed: it sits in a listener's queue. */
 static int in_accept_queue(const struct cw_sock *s)

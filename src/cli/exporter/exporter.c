@@ -158,7 +158,10 @@ static int xp_option(int c, const char *arg, struct xp_args *a, char *lbuf, size
     case OPT_MAXC: return parse_int("--max-connections", arg, &a->s.max_conns, 1, 100000);
     case OPT_TEXTFILE: a->textfile = arg; return 0;
     case OPT_ONCE: a->once = 1; return 0;
-    case OPT_NOBPF: a->m.exact = 0; return 0;
+    case OPT_NOBPF:
+        a->m.exact = 0;
+        a->m.sel.owners = INSP_OWNERS_PROC;
+        return 0;
     case INSP_OPT_NETNS: return insp_sel_option(&a->m.sel, c, arg) == 1 ? 0 : -1;
     }
     return -1;

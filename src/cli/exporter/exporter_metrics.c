@@ -1,13 +1,15 @@
 /* exporter_metrics.c - one refresh of the exporter's snapshot (see
  * exporter_metrics.h). Memory stays proportional to the sockets of one
- * dump: CLOSE_WAIT sockets are dumped apart from the others, and only a
- * compact record per CLOSE_WAIT socket (struct track) is kept between
- * refreshes. The /proc walk that names owners runs only for sockets not
- * seen before, so a steady leak of 100,000 sockets costs one dump per
- * refresh, not one /proc walk. */
+ * dump: CLOSE_WAIT sockets are streamed into a 24-byte record each, and
+ * only a compact record per CLOSE_WAIT socket (struct track) is kept
+ * between refreshes. Owners are looked up only for sockets not seen
+ * before, by inode (exporter_owners.c: the BPF iterator, else /proc), so
+ * a steady leak of 100,000 sockets costs one dump per refresh, and the
+ * first refresh one walk of the descriptor tables. */
 #define _GNU_SOURCE
 #include "exporter_metrics.h"
 #include "exporter_bpf.h"
+#include "exporter_owners.h"
 
 #include <closewise/closewise.h>
 
@@ -28,6 +30,7 @@ struct track {
     int64_t t_first;
     uint32_t lo0, hi0;
     int pid;                /* 0: not known (yet) */
+    uint32_t inode;         /* 0: waiting in an accept queue */
     uint8_t has_hi, tries;  /* tries: attribution attempts */
     uint8_t exact;          /* lo0 == hi0 from the BPF entry stamp */
     char comm[16];
@@ -84,6 +87,7 @@ struct xm {
     uint64_t listening[65536 / 64];   /* bitmap of local ports in LISTEN */
     int64_t prev;             /* time of the last CLOSE_WAIT dump, 0 none */
     xexact *exact;            /* NULL: bounds only */
+    int exact_loaded;         /* xexact_load() ran in this refresh */
     char exact_why[160];      /* why not */
 };
 
@@ -412,17 +416,19 @@ const char *xm_exact_why(const xm *m)
 struct rec {
     uint64_t cookie;
     uint32_t lo, hi;        /* tcp_info bounds when has_info */
+    uint32_t inode;
     int has_info;
 };
 
 /* The CLOSE_WAIT dump as it streams in: every socket as a rec, and in
- * full only those whose owner is still to be named. */
+ * full only those never accepted whose owner is still to be named (the
+ * listener is found from the whole record). */
 struct collect {
     xm *m;
     struct rec *r;
     size_t n, cap;
-    struct cw_sock *fresh;
-    size_t nf, fcap;
+    struct cw_sock *queued;
+    size_t nq, qcap;
     int oom;
 };
 
@@ -439,7 +445,7 @@ static int grow(void **p, size_t *cap, size_t n, size_t size)
     return 0;
 }
 
-static const struct track *track_find(const xm *m, uint64_t cookie)
+static struct track *track_find(const xm *m, uint64_t cookie)
 {
     size_t lo = 0, hi = m->nt;
     while (lo < hi) {
@@ -452,6 +458,13 @@ static const struct track *track_find(const xm *m, uint64_t cookie)
     return lo < m->nt && m->t[lo].cookie == cookie ? &m->t[lo] : NULL;
 }
 
+/* Whether the owner of a track is still to be looked for: a process may
+ * have raced the descriptor walk, so one more try. */
+static int unnamed(const struct track *t)
+{
+    return t && !t->pid && t->tries < 2;
+}
+
 static void on_close_wait(const struct cw_sock *s, void *arg)
 {
     struct collect *c = arg;
@@ -462,26 +475,32 @@ static void on_close_wait(const struct cw_sock *s, void *arg)
     }
     struct rec *r = &c->r[c->n++];
     r->cookie = s->cookie;
+    r->inode = s->inode;
     r->has_info = cw_sock_close_wait_age(s, &r->lo, &r->hi) == CW_OK;
-    /* a process may have raced the /proc walk: one more try */
-    const struct track *t = track_find(c->m, s->cookie);
-    if (t && (t->pid || t->tries >= 2))
+    const struct track *t = s->inode ? NULL : track_find(c->m, s->cookie);
+    if (s->inode || (t && !unnamed(t)))
         return;
-    if (grow((void **)&c->fresh, &c->fcap, c->nf, sizeof *c->fresh) < 0) {
+    if (grow((void **)&c->queued, &c->qcap, c->nq, sizeof *c->queued) < 0) {
         c->oom = 1;
         return;
     }
-    c->fresh[c->nf] = *s;
-    c->fresh[c->nf].holders = NULL;
-    c->nf++;
+    c->queued[c->nq] = *s;
+    c->queued[c->nq].holders = NULL;
+    c->nq++;
 }
 
-static void track_init(const xm *m, struct track *t, const struct rec *r, int64_t now)
+static void track_init(xm *m, struct track *t, const struct rec *r, int64_t now)
 {
     memset(t, 0, sizeof *t);
     t->cookie = r->cookie;
+    t->inode = r->inode;
     t->t_first = now;
     int64_t entry;
+    if (m->exact && !m->exact_loaded) {
+        /* one pass over the stamps, not a lookup per new socket */
+        xexact_load(m->exact);
+        m->exact_loaded = 1;
+    }
     if (xexact_entry(m->exact, r->cookie, &entry)) {
         t->lo0 = t->hi0 = (uint32_t)(now > entry ? now - entry : 0);
         t->has_hi = t->exact = 1;
@@ -503,27 +522,53 @@ static int rec_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Name the owners of the sockets kept in full, and note them in the
- * (new) tracks. */
+static void track_owner(struct track *t, int pid, const char *comm)
+{
+    t->tries++;
+    if (pid > 0) {
+        t->pid = pid;
+        memcpy(t->comm, comm, sizeof t->comm);
+    }
+}
+
+static void on_owner(void *arg, uint32_t ref, int pid, const char *comm)
+{
+    xm *m = arg;
+    track_owner(&m->t[ref], pid, comm);
+}
+
+/* Name the owners of the tracks that have none yet. The BPF iterator
+ * is tried unless --no-bpf. */
 static void attribute_new(xm *m, struct collect *c)
 {
-    if (!c->nf)
-        return;
-    if (cw_diag_attribute(m->d, c->fresh, c->nf, NULL) < 0) {
+    size_t n = 0;
+    for (size_t i = 0; i < m->nt; i++)
+        n += m->t[i].inode && unnamed(&m->t[i]);
+    struct xo_want *v = n ? malloc(n * sizeof *v) : NULL;
+    if (n && !v) {
         m->errors[ERR_ATTRIBUTE]++;
         return;
     }
-    for (size_t i = 0; i < c->nf; i++) {
-        struct track *t = (struct track *)track_find(m, c->fresh[i].cookie);
-        if (!t)
-            continue;
-        t->tries++;
-        if (c->fresh[i].pid > 0) {
-            t->pid = c->fresh[i].pid;
-            memcpy(t->comm, c->fresh[i].comm, sizeof t->comm);
-        }
+    size_t k = 0;
+    for (size_t i = 0; i < m->nt && k < n; i++)
+        if (m->t[i].inode && unnamed(&m->t[i]))
+            v[k++] = (struct xo_want){.inode = m->t[i].inode, .ref = (uint32_t)i};
+    if (xo_name(v, n, m->o.sel.owners != INSP_OWNERS_PROC, on_owner, m) < 0)
+        m->errors[ERR_ATTRIBUTE]++;
+    free(v);
+    if (!c->nq)
+        return;
+    /* never accepted: rare, and their listener must be found */
+    if (insp_attribute(m->d, &m->o.sel, c->queued, c->nq) < 0) {
+        m->errors[ERR_ATTRIBUTE]++;
+        return;
     }
-    /* The handle keeps every holder it found until its next attribution,
+    for (size_t i = 0; i < c->nq; i++) {
+        struct track *t = track_find(m, c->queued[i].cookie);
+        if (t)
+            track_owner(t, c->queued[i].pid, c->queued[i].comm);
+    }
+    /* The handle keeps the holders it found until its next attribution,
      * which may be hours away: an empty one gives that memory back now. */
     cw_diag_attribute(m->d, NULL, 0, NULL);
 }
@@ -613,7 +658,7 @@ static void dump_states(xm *m)
     else
         m->prev = m->now;
     free(c.r);
-    free(c.fresh);
+    free(c.queued);
 }
 
 /* ---- rendering ---- */
@@ -884,6 +929,7 @@ int xm_refresh(xm *m, struct xbuf *b)
     double c0 = cpu_now();
     m->now = cw_now_ms();
     m->refreshes++;
+    m->exact_loaded = 0;
     memset(m->states, 0, sizeof m->states);
     if (m->g)
         memset(m->g, 0, m->gcap * sizeof *m->g);
