@@ -10,6 +10,7 @@
 #include "exporter_metrics.h"
 #include "exporter_bpf.h"
 #include "exporter_owners.h"
+#include "exporter_resets.h"
 
 #include <closewise/closewise.h>
 
@@ -20,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 /* A CLOSE_WAIT socket followed by cookie. Its age lies within
@@ -89,6 +91,8 @@ struct xm {
     xexact *exact;            /* NULL: bounds only */
     int exact_loaded;         /* xexact_load() ran in this refresh */
     char exact_why[160];      /* why not */
+    xr *resets;               /* NULL: no BPF, no per-process resets */
+    char resets_why[160];
 };
 
 /* ---- text buffer ---- */
@@ -148,7 +152,7 @@ static size_t utf8_len(const unsigned char *s, size_t n)
 /* A label value: quotes, backslashes and newlines escaped as the format
  * says; control bytes and invalid UTF-8 (a process can name itself with
  * any bytes) become '?', since Prometheus rejects non-UTF-8 labels. */
-static void xb_label(struct xbuf *b, const char *s)
+void xb_label(struct xbuf *b, const char *s)
 {
     char out[256];
     size_t o = 0, n = strlen(s);
@@ -191,6 +195,17 @@ static void xb_head(struct xbuf *b, const char *name, const char *type, const ch
 
 /* ---- life cycle ---- */
 
+/* The namespace whose resets count: the one --netns names, or every one
+ * (0) when the exporter covers them all. */
+static uint64_t resets_netns(const struct insp_sel *sel)
+{
+    struct stat sb;
+    const char *path = sel->netns == INSP_NETNS_SELF   ? "/proc/self/ns/net"
+                       : sel->netns == INSP_NETNS_PATH ? sel->netns_path
+                                                       : NULL;
+    return path && stat(path, &sb) == 0 ? (uint64_t)sb.st_ino : 0;
+}
+
 int xm_new(const struct xm_opts *o, xm **out)
 {
     /* A fixed mmap threshold: glibc would otherwise raise it after the
@@ -215,6 +230,11 @@ int xm_new(const struct xm_opts *o, xm **out)
         snprintf(m->exact_why, sizeof m->exact_why, "turned off (--no-bpf)");
     else
         xexact_open(&m->exact, m->exact_why, sizeof m->exact_why);
+    if (!o->exact)
+        snprintf(m->resets_why, sizeof m->resets_why, "%s", m->exact_why);
+    else
+        xr_open(&m->resets, o->top_procs, resets_netns(&o->sel), m->resets_why,
+                sizeof m->resets_why);
     *out = m;
     return CLI_OK;
 }
@@ -226,6 +246,7 @@ void xm_free(xm **mp)
         return;
     cw_diag_close(&m->d);
     xexact_close(&m->exact);
+    xr_close(&m->resets);
     free(m->t);
     free(m->g);
     free(m->dst);
@@ -410,6 +431,17 @@ static int read_netstat(xm *m)
 const char *xm_exact_why(const xm *m)
 {
     return m->exact ? NULL : m->exact_why;
+}
+
+const char *xm_resets_why(const xm *m)
+{
+    return m->resets ? NULL : m->resets_why;
+}
+
+int xm_poll(xm *m)
+{
+    xr_poll(m->resets);
+    return m->resets != NULL;
 }
 
 /* What one CLOSE_WAIT dump keeps of a socket: 24 bytes, not a cw_sock. */
@@ -955,6 +987,8 @@ int xm_refresh(xm *m, struct xbuf *b)
     render_dests(m, b);
     clock_gettime(CLOCK_MONOTONIC, &w1);
     double wall = (double)(w1.tv_sec - w0.tv_sec) + (w1.tv_nsec - w0.tv_nsec) / 1e9;
+    xr_poll(m->resets);
+    xr_render(m->resets, b);
     render_rest(m, b, wall, cpu_now() - c0);
     malloc_trim(0);
     /* large tables are rebuilt per snapshot anyway: give the memory back */
