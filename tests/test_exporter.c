@@ -1106,6 +1106,89 @@ static void test_ls_exact(void **state)
     umount("/sys/fs/bpf");
 }
 
+/* One sample of `closewise watch` (JSON Lines with json) for this
+ * namespace, into out. */
+static void watch_once(int json, char *out, size_t size)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "%s watch %s--netns self --count 1 2>/dev/null", CLI,
+             json ? "--json " : "");
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t n = fread(out, 1, size - 1, f);
+    out[n] = '\0';
+    assert_int_equal(pclose(f), 0);
+}
+
+static double json_num(const char *line, const char *key)
+{
+    const char *p = strstr(line, key);
+    return p ? strtod(p + strlen(key), NULL) : -1;
+}
+
+/* watch reads a running exporter's pinned map: a socket that entered
+ * CLOSE_WAIT before watch started (which watch's own program cannot have
+ * seen) gets its exact age, within 100 ms of the truth, in JSON and in
+ * words; once the exporter is gone, the same socket gets bounds that
+ * contain the truth, and says so. */
+static void test_watch_exact(void **state)
+{
+    (void)state;
+    if (private_bpffs() < 0) {
+        print_message("skipped: cannot mount a private bpffs (%s)\n", strerror(errno));
+        skip();
+    }
+    struct exporter x;
+    const char *args[] = {"--interval", "100ms", NULL};
+    exporter_start(&x, args);
+    for (int i = 0; i < 40 && access(PIN, F_OK) < 0; i++)
+        cwt_sleep_ms(50);
+    if (access(PIN, F_OK) < 0) {
+        exporter_stop(&x);
+        umount("/sys/fs/bpf");
+        print_message("skipped: the exporter's BPF program did not load here (no pin)\n");
+        skip();
+    }
+    struct plant p;
+    int64_t t_fin;
+    plant(&p, 1, 500, &t_fin);
+    cwt_sleep_ms(700);
+    static char out[8192];
+    int64_t t0 = cw_now_ms();
+    watch_once(1, out, sizeof out);
+    int64_t t1 = cw_now_ms();
+    print_message("watch: %s", out);
+    assert_non_null(strstr(out, "\"event\":\"appeared\""));
+    assert_non_null(strstr(out, "\"age_source\":\"bpf\""));
+    assert_non_null(strstr(out, "\"age_exact\":true"));
+    assert_non_null(strstr(out, "\"entered_close_wait_at\":\""));
+    double lo = json_num(out, "\"age_min_s\":"), hi = json_num(out, "\"age_max_s\":");
+    assert_true(lo == hi);
+    assert_true(lo * 1000 >= t0 - t_fin - 100 && lo * 1000 <= t1 - t_fin + 100);
+    watch_once(0, out, sizeof out);
+    assert_non_null(strstr(out, " in CLOSE_WAIT for "));
+    assert_non_null(strstr(out, " since "));
+    assert_null(strstr(out, "at least"));
+    exporter_stop(&x);
+    /* no exporter, no pin: the socket predates watch's own program */
+    t0 = cw_now_ms();
+    watch_once(1, out, sizeof out);
+    t1 = cw_now_ms();
+    print_message("watch: %s", out);
+    assert_non_null(strstr(out, "\"age_source\":\"bounds\""));
+    assert_null(strstr(out, "entered_close_wait_at"));
+    lo = json_num(out, "\"age_min_s\":");
+    hi = json_num(out, "\"age_max_s\":");
+    /* tcp_info: the FIN's ACK <= age <= the last data (500 ms earlier) */
+    assert_true(lo >= 0 && lo * 1000 <= t1 - t_fin + 50);
+    assert_true(hi * 1000 >= t0 - t_fin - 50);
+    watch_once(0, out, sizeof out);
+    assert_non_null(strstr(out, " in CLOSE_WAIT for at least "));
+    assert_non_null(strstr(out, ", at most "));
+    plant_end(&p);
+    umount("/sys/fs/bpf");
+}
+
 static void test_usage(void **state)
 {
     (void)state;
@@ -1134,6 +1217,7 @@ int main(void)
         CWT_TEST(test_usage),
         CWT_TEST(test_netns),
         CWT_TEST(test_ls_exact),
+        CWT_TEST(test_watch_exact),
         CWT_TEST(test_rules),
         CWT_TEST(test_dump_each),
         CWT_TEST(test_promtool_textfile),
