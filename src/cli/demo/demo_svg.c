@@ -24,6 +24,8 @@
 #define C_AXIS "#444444"
 #define C_GRID "#E4E4E4"
 #define C_NOTE "#555555"
+/* A white outline under a label keeps it readable where a line crosses. */
+#define HALO "stroke=\"white\" stroke-width=\"4\" paint-order=\"stroke\" "
 
 #define W 960
 #define PLOT_TOP 96
@@ -122,10 +124,9 @@ static void panel_timeout(FILE *f, const struct demo *d, const struct panel *p)
                "stroke-dasharray=\"3 3\"/>\n",
             x0, PLOT_TOP, x1 - x0, PLOT_H, x0, PLOT_TOP - 8, x0, PLOT_TOP + PLOT_H, C_AXIS);
     char s[96];
-    snprintf(s, sizeof s, "server's idle timeout (%.1f s) ends the sessions",
-             (double)d->idle_ms / 1000);
-    text_at(f, x0, PLOT_TOP - 12, "class=\"idle-timeout-label\" font-size=\"11\" "
-                                  "text-anchor=\"middle\" fill=\"" C_NOTE "\"", s);
+    snprintf(s, sizeof s, "server's idle timeout (%.1f s)", (double)d->idle_ms / 1000);
+    text_at(f, x0 - 4, PLOT_TOP - 12, "class=\"idle-timeout-label\" font-size=\"11\" "
+                                      "fill=\"" C_NOTE "\"", s);
 }
 
 static int sample_value(const struct demo_sample *s, size_t field)
@@ -146,9 +147,9 @@ static void series(FILE *f, const struct demo *d, const struct panel *p, size_t 
     fputs("\"/>\n", f);
 }
 
-/* Direct labels: ESTABLISHED where it peaks, CLOSE_WAIT where it ends
- * (below the line near the top, above it elsewhere, so it stays inside
- * the plot and is readable at zero). */
+/* Direct labels: ESTABLISHED under its peak, CLOSE_WAIT above its end
+ * (the y axis has headroom above the client count for it), so the two
+ * never share a height and the zero line keeps its name. */
 static void panel_labels(FILE *f, const struct demo *d, const struct panel *p, size_t est,
                          size_t cw)
 {
@@ -160,15 +161,15 @@ static void panel_labels(FILE *f, const struct demo *d, const struct panel *p, s
     int v = sample_value(&d->samples[imax], est);
     double y = pan_y(p, v);
     snprintf(s, sizeof s, "ESTABLISHED (%d)", v);
-    text_at(f, pan_x(p, d->samples[imax].t_ms) + 4, y < PLOT_TOP + 30 ? y + 15 : y - 6,
-            "class=\"label-established\" fill=\"" C_EST "\"", s);
+    text_at(f, pan_x(p, d->samples[imax].t_ms) + 4, y + 16,
+            HALO "class=\"label-established\" fill=\"" C_EST "\"", s);
     const struct demo_sample *last = &d->samples[d->nsamples - 1];
     v = sample_value(last, cw);
     y = pan_y(p, v);
     snprintf(s, sizeof s, "CLOSE_WAIT: %d%s", v,
              v ? " (never closed)" : " (each closed at once)");
-    text_at(f, p->x0 + PLOT_W - 2, y < PLOT_TOP + 30 ? y + 18 : y - 9,
-            "class=\"label-close-wait\" text-anchor=\"end\" font-weight=\"bold\" "
+    text_at(f, p->x0 + PLOT_W - 2, y - 9,
+            HALO "class=\"label-close-wait\" text-anchor=\"end\" font-weight=\"bold\" "
             "fill=\"" C_CW "\"", s);
 }
 
@@ -193,8 +194,11 @@ static void panel(FILE *f, const struct demo *d, struct panel *p, int seed)
 static void part1(FILE *f, const struct demo *d)
 {
     int64_t tmax = d->nsamples ? d->samples[d->nsamples - 1].t_ms : 1000;
+    int n = d->clients > 0 ? d->clients : 1;
+    double step = nice_step(n, 4);
+    /* headroom above the client count for the labels of the top line */
     struct panel p = {.x0 = 80, .tmax_s = tmax > 0 ? tmax / 1000.0 : 1,
-                      .ymax = d->clients > 0 ? d->clients : 1};
+                      .ymax = (int)(ceil(n * 1.15 / step) * step)};
     panel(f, d, &p, 1);
     p.x0 = 80 + PLOT_W + 120;
     panel(f, d, &p, 0);
@@ -279,6 +283,9 @@ static void part2(FILE *f, const struct demo *d, double top)
         y += 74;
     }
     part2_axis(f, first - 6, y - 14);
+    text_at(f, 20, y + 42, "font-size=\"11\" fill=\"" C_NOTE "\"",
+            "A short reply that already reached the client survives a RST on Linux; on Windows, "
+            "the seed's platform, the RST discards unread data too.");
     fputs("</g>\n", f);
 }
 
@@ -287,7 +294,7 @@ int demo_write_svg(const struct demo *d, const char *path)
     FILE *f = fopen(path, "w");
     if (!f)
         return -1;
-    int h = PLOT_TOP + PLOT_H + 60 + 30 + 3 * 74 + 50;
+    int h = PLOT_TOP + PLOT_H + 60 + 30 + 3 * 74 + 70;
     fprintf(f, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
                "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
                "viewBox=\"0 0 %d %d\" font-family=\"DejaVu Sans, Verdana, sans-serif\" "
