@@ -138,6 +138,10 @@ int rst_watch_start(struct rst_watch **out, const struct rst_watch_opts *o, char
     }
     w->skel->rodata->target_tgid = o->pid > 0 ? (uint32_t)o->pid : 0;
     w->skel->rodata->want_all = o->all ? 1 : 0;
+    step = "ring buffer size";
+    if (o->ring_kib &&
+        (err = -bpf_map__set_max_entries(w->skel->maps.events, o->ring_kib * 1024u)) != 0)
+        goto fail;
     step = "load";
     if ((err = -resets_bpf__load(w->skel)) != 0)
         goto fail;

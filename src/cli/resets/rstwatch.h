@@ -19,6 +19,8 @@ struct rst_watch;
 struct rst_watch_opts {
     pid_t pid;      /* only resets this process's close() caused; 0 = any */
     int all;        /* also resets not caused by a local close */
+    unsigned ring_kib;  /* ring buffer size, a power of two >= 4 KiB (0:
+                           4 MiB); its pages count in the caller's RSS */
 };
 
 /* Called for each event; return nonzero to stop rst_watch_poll early
