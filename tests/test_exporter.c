@@ -1044,6 +1044,26 @@ static int private_bpffs(void)
     return mount("bpf", "/sys/fs/bpf", "bpf", 0, NULL);
 }
 
+/* An exporter (100 ms interval) that pinned its map in a private bpffs;
+ * the test is skipped when either is impossible here. */
+static void exporter_start_pinned(struct exporter *x)
+{
+    if (private_bpffs() < 0) {
+        print_message("skipped: cannot mount a private bpffs (%s)\n", strerror(errno));
+        skip();
+    }
+    const char *args[] = {"--interval", "100ms", NULL};
+    exporter_start(x, args);
+    for (int i = 0; i < 40 && access(PIN, F_OK) < 0; i++)
+        cwt_sleep_ms(50);
+    if (access(PIN, F_OK) < 0) {
+        exporter_stop(x);
+        umount("/sys/fs/bpf");
+        print_message("skipped: the exporter's BPF program did not load here (no pin)\n");
+        skip();
+    }
+}
+
 /* The "age_exact_ms" of `ls --json` for pid's CLOSE_WAIT socket, -1 when
  * it reports bounds, -2 when the socket is missing. */
 static long long ls_exact_ms(pid_t pid)
@@ -1073,21 +1093,8 @@ static long long ls_exact_ms(pid_t pid)
 static void test_ls_exact(void **state)
 {
     (void)state;
-    if (private_bpffs() < 0) {
-        print_message("skipped: cannot mount a private bpffs (%s)\n", strerror(errno));
-        skip();
-    }
     struct exporter x;
-    const char *args[] = {"--interval", "100ms", NULL};
-    exporter_start(&x, args);
-    for (int i = 0; i < 40 && access(PIN, F_OK) < 0; i++)
-        cwt_sleep_ms(50);
-    if (access(PIN, F_OK) < 0) {
-        exporter_stop(&x);
-        umount("/sys/fs/bpf");
-        print_message("skipped: the exporter's BPF program did not load here (no pin)\n");
-        skip();
-    }
+    exporter_start_pinned(&x);
     cwt_sleep_ms(300);
     struct plant p;
     int64_t t_fin;
@@ -1134,21 +1141,8 @@ static double json_num(const char *line, const char *key)
 static void test_watch_exact(void **state)
 {
     (void)state;
-    if (private_bpffs() < 0) {
-        print_message("skipped: cannot mount a private bpffs (%s)\n", strerror(errno));
-        skip();
-    }
     struct exporter x;
-    const char *args[] = {"--interval", "100ms", NULL};
-    exporter_start(&x, args);
-    for (int i = 0; i < 40 && access(PIN, F_OK) < 0; i++)
-        cwt_sleep_ms(50);
-    if (access(PIN, F_OK) < 0) {
-        exporter_stop(&x);
-        umount("/sys/fs/bpf");
-        print_message("skipped: the exporter's BPF program did not load here (no pin)\n");
-        skip();
-    }
+    exporter_start_pinned(&x);
     struct plant p;
     int64_t t_fin;
     plant(&p, 1, 500, &t_fin);

@@ -260,8 +260,7 @@ void xm_free(xm **mp)
  * inspector derives from it (cw_cgroup_container(): "docker:<id>",
  * "k8s-pod:<uid>", "unit:<name>", ...). This is the only place labels
  * beyond pid and comm come from; it runs for the top processes only. */
-static void container_labels(int pid, char *cgroup, size_t csize, char *container,
-                             size_t size)
+void xm_container_labels(int pid, char *cgroup, size_t csize, char *container, size_t size)
 {
     cgroup[0] = container[0] = '\0';
     if (pid <= 0)
@@ -718,7 +717,7 @@ static int dest_cmp_eph(const void *a, const void *b)
 static void group_labels(struct xbuf *b, const struct group *g)
 {
     char cg[256], ct[128], pid[16];
-    container_labels(g->pid, cg, sizeof cg, ct, sizeof ct);
+    xm_container_labels(g->pid, cg, sizeof cg, ct, sizeof ct);
     snprintf(pid, sizeof pid, "%d", g->pid);
     xb_printf(b, "{pid=\"%s\",comm=", g->pid > 0 ? pid : "");
     xb_label(b, g->comm);

@@ -38,6 +38,11 @@ void xb_label(struct xbuf *b, const char *s);
 int xm_new(const struct xm_opts *o, xm **out);
 void xm_free(xm **mp);
 
+/* The cgroup v2 path of process pid and the container the inspector
+ * derives from it (cw_cgroup_container()), "" each when unreadable: the
+ * one source of the container and cgroup labels. */
+void xm_container_labels(int pid, char *cgroup, size_t csize, char *container, size_t size);
+
 /* NULL when exact CLOSE_WAIT ages are on, else why they are off. */
 const char *xm_exact_why(const xm *m);
 

@@ -29,25 +29,6 @@ struct xr {
     char last_container[128]; /* read once per burst */
 };
 
-/* The container of a process, from its cgroup v2 path; "" when it is
- * gone (it may exit right after the close that reset). */
-static void container_of(int pid, char *out, size_t size)
-{
-    char path[64], line[512];
-    out[0] = '\0';
-    snprintf(path, sizeof path, "/proc/%d/cgroup", pid);
-    FILE *f = fopen(path, "re");
-    if (!f)
-        return;
-    while (fgets(line, sizeof line, f))
-        if (!strncmp(line, "0::", 3)) {
-            line[strcspn(line, "\n")] = '\0';
-            cw_cgroup_container(line + 3, out, size);
-            break;
-        }
-    fclose(f);
-}
-
 static struct xr_series *series_of(xr *r, const char *comm, const char *container)
 {
     for (size_t i = 1; i < r->ns; i++)
@@ -68,7 +49,10 @@ static int on_event(void *arg, const struct cw_rst_event *e)
         return 0;
     if ((int)e->pid != r->last_pid) {
         r->last_pid = (int)e->pid;
-        container_of((int)e->pid, r->last_container, sizeof r->last_container);
+        char cg[512];
+        /* "" when it is gone: it may exit right after the close */
+        xm_container_labels((int)e->pid, cg, sizeof cg, r->last_container,
+                            sizeof r->last_container);
     }
     char comm[16];
     memcpy(comm, e->comm, sizeof comm);
