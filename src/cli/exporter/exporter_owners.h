@@ -20,10 +20,10 @@ struct xo_want {
  * cw_diag_attribute() has it. */
 typedef void xo_cb(void *arg, uint32_t ref, int pid, const char *comm);
 
-/* Find the holders of v's inodes (n of them, nonzero; v is reordered)
+/* Find the holders of v's inodes (n of them, nonzero)
  * with the BPF task_file iterator when use_bpf and it loads (one walk of
  * the descriptor tables in the kernel), else with one /proc scan; then
  * call cb for each. Returns CW_OK or -errno (then cb was not called). */
-int xo_name(struct xo_want *v, size_t n, int use_bpf, xo_cb *cb, void *arg);
+int xo_name(const struct xo_want *v, size_t n, int use_bpf, xo_cb *cb, void *arg);
 
 #endif
