@@ -66,8 +66,8 @@ static void xp_help(void)
            "      --netns N           self, all, a path (/run/netns/NAME) or a PID\n"
            "                          (default: all namespaces when privileged; each\n"
            "                          snapshot opens them afresh)\n"
-           "      --no-bpf            do not load the BPF program that stamps the exact\n"
-           "                          time sockets enter CLOSE_WAIT (bounds only)\n"
+           "      --no-bpf            no BPF: ages are tcp_info bounds, no per-process\n"
+           "                          resets counter, owners found through /proc\n"
            "  -h, --help              this help\n",
            XP_DEFAULT_PORT, XP_DEFAULT_PORT, XP_DEFAULT_PORT);
 }
