@@ -395,7 +395,10 @@ static void test_age_bounds(void **state)
     plant(&after, 1, 1000, &t_after);
     cwt_sleep_ms(1500);
     check_bounds(x.port, before.pid, t_before, 100, 0.8, 1.5);   /* the data-to-FIN second */
-    check_bounds(x.port, after.pid, t_after, 100, 0.0, 0.2);     /* one interval */
+    /* about one interval: the time between the snapshots before and after
+     * the FIN, 100 ms plus however late a loaded machine runs the timer
+     * (226 ms seen at a load average of 7 on 2 cores) */
+    check_bounds(x.port, after.pid, t_after, 100, 0.0, 0.5);
     plant_end(&before);
     plant_end(&after);
     exporter_stop(&x);
