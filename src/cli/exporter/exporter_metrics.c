@@ -259,7 +259,8 @@ void xm_free(xm **mp)
 /* The cgroup v2 path of a process and the container identity the
  * inspector derives from it (cw_cgroup_container(): "docker:<id>",
  * "k8s-pod:<uid>", "unit:<name>", ...). This is the only place labels
- * beyond pid and comm come from; it runs for the top processes only. */
+ * beyond pid and comm come from; it runs for the top processes and for
+ * the processes whose close() sent a reset (exporter_resets.c). */
 void xm_container_labels(int pid, char *cgroup, size_t csize, char *container, size_t size)
 {
     cgroup[0] = container[0] = '\0';
