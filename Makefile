@@ -3,6 +3,8 @@
 #   make check      every test: Debug + ASan + UBSan build in build-check/ (ctest),
 #                   library tests under valgrind, warning-free clang -Werror build
 #   make demo       build, then run the main job: `closewise demo`
+#   make demo-svg   run the demo and rewrite its picture, docs/demo.svg (as root,
+#                   so that part 2 can name the server line behind each RST)
 #   make examples   build, then run the leaky and the tidy example clients
 #   make install    install into $(PREFIX) (default /usr/local)
 #   make uninstall  remove what the last install wrote
@@ -15,7 +17,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE ?= cmake
 CTEST_ARGS ?=
 
-.PHONY: all build check check-sanitize demo examples install uninstall valgrind bench clang clean deps-build deps-test deps-bench
+.PHONY: all build check check-sanitize demo demo-svg examples install uninstall valgrind bench clang clean deps-build deps-test deps-bench
 
 # The build prints one line per build tree; the compiler's output goes to
 # BUILD.log and is shown only when the build fails (V=1 shows it all).
@@ -49,6 +51,9 @@ check-sanitize: deps-test
 
 demo: build
 	@./build/closewise demo
+
+demo-svg: build
+	@./build/closewise demo --svg docs/demo.svg >/dev/null && echo "closewise: wrote docs/demo.svg"
 
 examples: build
 	@sh scripts/run-examples.sh build

@@ -530,6 +530,46 @@ static void test_every_holder(void **state)
     zoo_heir_stop(&z);
 }
 
+/* cw_diag_find_holders(), from inodes alone: the inherited socket's three
+ * descriptors (ours, and the heir's two), whatever order; 0 and an inode
+ * nobody holds add nothing. The inode comes from fstat(), not the dump. */
+static void test_find_holders(void **state)
+{
+    struct zoo_heir z;
+    zoo_heir_start(&z, 1);
+    struct stat sb;
+    assert_int_equal(fstat(z.s, &sb), 0);
+    uint32_t inodes[] = {0, (uint32_t)sb.st_ino, 0xFFFFFFF0u};
+    struct cw_fd_ref *refs = NULL;
+    size_t n = 0;
+    struct cw_attr_stats st;
+    assert_int_equal(cw_diag_find_holders(inodes, 3, &refs, &n, &st), CW_OK);
+    assert_int_equal(n, 3);
+    assert_int_equal(st.method, CW_ATTR_PROC);
+    assert_true(st.pids_scanned >= 2);
+    int mine = 0, heirs = 0, fdsum = 0;
+    for (size_t i = 0; i < n; i++) {
+        assert_int_equal(refs[i].inode, (uint32_t)sb.st_ino);
+        if (refs[i].pid == getpid()) {
+            mine++;
+            assert_int_equal(refs[i].fd, z.s);
+        } else {
+            assert_int_equal(refs[i].pid, z.pid);
+            heirs++;
+            fdsum += refs[i].fd;
+        }
+    }
+    assert_int_equal(mine, 1);
+    assert_int_equal(heirs, 2);
+    assert_int_equal(fdsum, z.s + z.moved);
+    free(refs);
+    assert_int_equal(cw_diag_find_holders(NULL, 0, &refs, &n, NULL), CW_OK);
+    assert_int_equal(n, 0);
+    free(refs);
+    assert_int_equal(cw_diag_find_holders(NULL, 1, &refs, &n, NULL), CW_EINVAL);
+    zoo_heir_stop(&z);
+}
+
 /* A socket whose process exits between the dump and the scan is
  * "exited during scan", never a permission problem. */
 static void test_exited_during_scan(void **state)
@@ -626,6 +666,7 @@ int main(void)
         CWT_TEST(test_attribute_many),
         CWT_TEST(test_addr_filters_mapped_cidr_ports),
         CWT_TEST(test_every_holder),
+        CWT_TEST(test_find_holders),
         CWT_TEST(test_exited_during_scan),
         CWT_TEST(test_cgroup_container_names),
     };

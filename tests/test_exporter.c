@@ -108,7 +108,7 @@ static int http_raw(int port, const char *req, char *buf, size_t size)
 
 static int http_get(int port, const char *path, char *buf, size_t size)
 {
-    char req[1024];
+    char req[1200];   /* room for any path the tests pass (< 1024) */
     snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", path);
     return http_raw(port, req, buf, size);
 }
@@ -395,7 +395,10 @@ static void test_age_bounds(void **state)
     plant(&after, 1, 1000, &t_after);
     cwt_sleep_ms(1500);
     check_bounds(x.port, before.pid, t_before, 100, 0.8, 1.5);   /* the data-to-FIN second */
-    check_bounds(x.port, after.pid, t_after, 100, 0.0, 0.2);     /* one interval */
+    /* about one interval: the time between the snapshots before and after
+     * the FIN, 100 ms plus however late a loaded machine runs the timer
+     * (226 ms seen at a load average of 7 on 2 cores) */
+    check_bounds(x.port, after.pid, t_after, 100, 0.0, 0.5);
     plant_end(&before);
     plant_end(&after);
     exporter_stop(&x);
@@ -489,6 +492,96 @@ static void test_destinations_and_aborts(void **state)
     double aborts1 = scrape_metric(x.port, "closewise_tcp_aborts_total{reason=\"on_close\"}");
     print_message("TCPAbortOnClose %g -> %g\n", aborts0, aborts1);
     assert_true(aborts0 >= 0 && aborts1 == aborts0 + 1);
+    exporter_stop(&x);
+}
+
+/* ---- resets per process (the resets collector) ---- */
+
+/* The container label the exporter derives for a process of our own
+ * cgroup (the helper is our child). */
+static void own_container(char *ct, size_t size)
+{
+    char line[512], cg[512] = "";
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    assert_non_null(f);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "0::", 3))
+            snprintf(cg, sizeof cg, "%.*s", (int)strcspn(line + 3, "\n"), line + 3);
+    fclose(f);
+    cw_cgroup_container(cg, ct, size);
+}
+
+/* resets_helper closes one connection with unread input and one with
+ * SO_LINGER {1,0} (and one gracefully): each RST its close() sent is
+ * counted once, under its name and reason; the text passes promtool.
+ * With --no-bpf the family is absent and the _bpf_enabled gauge says 0. */
+static void test_resets_counter(void **state)
+{
+    (void)state;
+    struct exporter x;
+    const char *off[] = {"--interval", "100ms", "--no-bpf", NULL};
+    exporter_start(&x, off);
+    static char buf[1 << 20];
+    assert_int_equal(http_get(x.port, "/metrics", buf, sizeof buf), 200);
+    assert_true(metric(buf, "closewise_close_resets_bpf_enabled") == 0);
+    assert_null(strstr(buf, "\nclosewise_close_resets_total"));
+    assert_null(strstr(buf, "TYPE closewise_close_resets_total"));
+    exporter_stop(&x);
+
+    const char *on[] = {"--interval", "100ms", NULL};
+    exporter_start(&x, on);
+    if (scrape_metric(x.port, "closewise_close_resets_bpf_enabled") != 1) {
+        exporter_stop(&x);
+        print_message("SKIP: the resets BPF program could not load here; the counter is "
+                      "untested\n");
+        skip();
+    }
+    char *argv[] = {(char *)CW_BUILD_DIR "/tests/resets_helper", NULL};
+    int in, out;
+    char line[256];
+    pid_t h = cwt_spawn3(argv, &in, &out, NULL);
+    assert_true(cwt_read_line(out, line, sizeof line, 5000) > 0);   /* ready */
+    assert_int_equal(write(in, "go\n", 3), 3);
+    while (cwt_read_line(out, line, sizeof line, 5000) > 0 && strncmp(line, "done", 4))
+        ;
+    assert_int_equal(strncmp(line, "done", 4), 0);
+    close(in);
+    assert_true(WIFEXITED(cwt_wait(h, 5000)));
+    close(out);
+    char ct[128], unread[256], linger0[256], graceful[256];
+    own_container(ct, sizeof ct);
+#define RESETS_SERIES "closewise_close_resets_total{comm=\"resets_helper\",container=\"%s\"," \
+                      "reason=\"%s\"}"
+    snprintf(unread, sizeof unread, RESETS_SERIES, ct, "unread");
+    snprintf(linger0, sizeof linger0, RESETS_SERIES, ct, "linger0");
+    snprintf(graceful, sizeof graceful, "closewise_close_resets_total{comm=\"resets_helper\"");
+    /* polled every 200 ms, rendered every 100 ms */
+    double u = -1, l = -1;
+    for (int i = 0; i < 40 && (u < 1 || l < 1); i++) {
+        cwt_sleep_ms(100);
+        assert_int_equal(http_get(x.port, "/metrics", buf, sizeof buf), 200);
+        u = metric(buf, unread);
+        l = metric(buf, linger0);
+    }
+    print_message("resets counted: unread %g, linger0 %g\n", u, l);
+    assert_true(u == 1 && l == 1);
+    /* two series of resets_helper, no third (the graceful close) */
+    int series = 0;
+    for (const char *p = strstr(buf, graceful); p; p = strstr(p + 1, graceful))
+        series++;
+    assert_int_equal(series, 2);
+    if (system("command -v promtool >/dev/null 2>&1") == 0) {
+        char tmp[] = "/tmp/cwt_resetsXXXXXX";
+        int fd = mkstemp(tmp);
+        assert_true(fd >= 0);
+        const char *body = strstr(buf, "\r\n\r\n");
+        assert_non_null(body);
+        body += 4;
+        assert_int_equal(write(fd, body, strlen(body)), (ssize_t)strlen(body));
+        close(fd);
+        assert_int_equal(cwt_sh("promtool check metrics <'%s'", tmp), 0);
+        unlink(tmp);
+    }
     exporter_stop(&x);
 }
 
@@ -954,6 +1047,26 @@ static int private_bpffs(void)
     return mount("bpf", "/sys/fs/bpf", "bpf", 0, NULL);
 }
 
+/* An exporter (100 ms interval) that pinned its map in a private bpffs;
+ * the test is skipped when either is impossible here. */
+static void exporter_start_pinned(struct exporter *x)
+{
+    if (private_bpffs() < 0) {
+        print_message("skipped: cannot mount a private bpffs (%s)\n", strerror(errno));
+        skip();
+    }
+    const char *args[] = {"--interval", "100ms", NULL};
+    exporter_start(x, args);
+    for (int i = 0; i < 40 && access(PIN, F_OK) < 0; i++)
+        cwt_sleep_ms(50);
+    if (access(PIN, F_OK) < 0) {
+        exporter_stop(x);
+        umount("/sys/fs/bpf");
+        print_message("skipped: the exporter's BPF program did not load here (no pin)\n");
+        skip();
+    }
+}
+
 /* The "age_exact_ms" of `ls --json` for pid's CLOSE_WAIT socket, -1 when
  * it reports bounds, -2 when the socket is missing. */
 static long long ls_exact_ms(pid_t pid)
@@ -983,21 +1096,8 @@ static long long ls_exact_ms(pid_t pid)
 static void test_ls_exact(void **state)
 {
     (void)state;
-    if (private_bpffs() < 0) {
-        print_message("skipped: cannot mount a private bpffs (%s)\n", strerror(errno));
-        skip();
-    }
     struct exporter x;
-    const char *args[] = {"--interval", "100ms", NULL};
-    exporter_start(&x, args);
-    for (int i = 0; i < 40 && access(PIN, F_OK) < 0; i++)
-        cwt_sleep_ms(50);
-    if (access(PIN, F_OK) < 0) {
-        exporter_stop(&x);
-        umount("/sys/fs/bpf");
-        print_message("skipped: the exporter's BPF program did not load here (no pin)\n");
-        skip();
-    }
+    exporter_start_pinned(&x);
     cwt_sleep_ms(300);
     struct plant p;
     int64_t t_fin;
@@ -1012,6 +1112,76 @@ static void test_ls_exact(void **state)
     exporter_stop(&x);
     assert_true(access(PIN, F_OK) < 0 && access(PIN_DIR, F_OK) < 0);
     assert_int_equal(ls_exact_ms(p.pid), -1);
+    plant_end(&p);
+    umount("/sys/fs/bpf");
+}
+
+/* One sample of `closewise watch` (JSON Lines with json) for this
+ * namespace, into out. */
+static void watch_once(int json, char *out, size_t size)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "%s watch %s--netns self --count 1 2>/dev/null", CLI,
+             json ? "--json " : "");
+    FILE *f = popen(cmd, "r");
+    assert_non_null(f);
+    size_t n = fread(out, 1, size - 1, f);
+    out[n] = '\0';
+    assert_int_equal(pclose(f), 0);
+}
+
+static double json_num(const char *line, const char *key)
+{
+    const char *p = strstr(line, key);
+    return p ? strtod(p + strlen(key), NULL) : -1;
+}
+
+/* watch reads a running exporter's pinned map: a socket that entered
+ * CLOSE_WAIT before watch started (which watch's own program cannot have
+ * seen) gets its exact age, within 100 ms of the truth, in JSON and in
+ * words; once the exporter is gone, the same socket gets bounds that
+ * contain the truth, and says so. */
+static void test_watch_exact(void **state)
+{
+    (void)state;
+    struct exporter x;
+    exporter_start_pinned(&x);
+    struct plant p;
+    int64_t t_fin;
+    plant(&p, 1, 500, &t_fin);
+    cwt_sleep_ms(700);
+    static char out[8192];
+    int64_t t0 = cw_now_ms();
+    watch_once(1, out, sizeof out);
+    int64_t t1 = cw_now_ms();
+    print_message("watch: %s", out);
+    assert_non_null(strstr(out, "\"event\":\"appeared\""));
+    assert_non_null(strstr(out, "\"age_source\":\"bpf\""));
+    assert_non_null(strstr(out, "\"age_exact\":true"));
+    assert_non_null(strstr(out, "\"entered_close_wait_at\":\""));
+    double lo = json_num(out, "\"age_min_s\":"), hi = json_num(out, "\"age_max_s\":");
+    assert_true(lo == hi);
+    assert_true(lo * 1000 >= t0 - t_fin - 100 && lo * 1000 <= t1 - t_fin + 100);
+    watch_once(0, out, sizeof out);
+    assert_non_null(strstr(out, " in CLOSE_WAIT for "));
+    assert_non_null(strstr(out, " since "));
+    assert_null(strstr(out, "at least"));
+    exporter_stop(&x);
+    /* no exporter, no pin: the socket predates watch's own program */
+    t0 = cw_now_ms();
+    watch_once(1, out, sizeof out);
+    t1 = cw_now_ms();
+    print_message("watch: %s", out);
+    assert_non_null(strstr(out, "\"age_source\":\"bounds\""));
+    assert_null(strstr(out, "entered_close_wait_at"));
+    lo = json_num(out, "\"age_min_s\":");
+    hi = json_num(out, "\"age_max_s\":");
+    /* tcp_info: the FIN's ACK <= age <= the last data (500 ms earlier) */
+    assert_true(lo >= 0 && lo * 1000 <= t1 - t_fin + 50);
+    assert_true(hi * 1000 >= t0 - t_fin - 50);
+    watch_once(0, out, sizeof out);
+    assert_non_null(strstr(out, " in CLOSE_WAIT for at least "));
+    assert_non_null(strstr(out, ", at most "));
     plant_end(&p);
     umount("/sys/fs/bpf");
 }
@@ -1044,6 +1214,7 @@ int main(void)
         CWT_TEST(test_usage),
         CWT_TEST(test_netns),
         CWT_TEST(test_ls_exact),
+        CWT_TEST(test_watch_exact),
         CWT_TEST(test_rules),
         CWT_TEST(test_dump_each),
         CWT_TEST(test_promtool_textfile),
@@ -1053,6 +1224,7 @@ int main(void)
         CWT_TEST(test_age_bounds),
         CWT_TEST(test_exact_age),
         CWT_TEST(test_destinations_and_aborts),
+        CWT_TEST(test_resets_counter),
         CWT_TEST(test_watch_json),
         CWT_TEST(test_bad_requests),
         CWT_TEST(test_scrapers_leave),

@@ -12,6 +12,8 @@
 // cw-test-timeout: 120
 #include "cwtest.h"
 
+#include <dirent.h>
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -80,7 +82,9 @@ static int marker_line(const char *name)
     return n;
 }
 
-/* ---- our BPF programs, by id: other instances may run meanwhile ---- */
+/* ---- our BPF programs, by id: other instances may run meanwhile (the
+ * exporter and the demo load the same program), so a program is the
+ * command's when the command's own descriptors hold it ---- */
 
 #define MAXPROGS 64
 
@@ -108,6 +112,31 @@ static int progs_has(const struct progs *p, int id)
         if (p->id[i] == id)
             return 1;
     return 0;
+}
+
+/* Whether process pid has a descriptor on BPF program id (its fdinfo
+ * says "prog_id:	id", for the program's and its link's descriptors). */
+static int pid_holds_prog(pid_t pid, int id)
+{
+    char path[64], want[32], buf[256];
+    snprintf(path, sizeof path, "/proc/%d/fdinfo", (int)pid);
+    snprintf(want, sizeof want, "prog_id:\t%d\n", id);
+    DIR *d = opendir(path);
+    if (!d)
+        return 0;
+    int found = 0;
+    struct dirent *e;
+    while (!found && (e = readdir(d))) {
+        char f[320];
+        snprintf(f, sizeof f, "%s/%s", path, e->d_name);
+        FILE *fp = e->d_name[0] != '.' ? fopen(f, "re") : NULL;
+        while (fp && !found && fgets(buf, sizeof buf, fp))
+            found = !strcmp(buf, want);
+        if (fp)
+            fclose(fp);
+    }
+    closedir(d);
+    return found;
 }
 
 /* Programs are freed shortly after their last descriptor closes: wait
@@ -148,8 +177,7 @@ static struct cmd resets_start(const char *const *args)
         argv[n++] = (char *)*args;
     argv[n] = NULL;
     struct cmd c;
-    struct progs before, now;
-    progs_now(&before);
+    struct progs now;
     c.pid = cwt_spawn3(argv, NULL, &c.out, &c.err);
     char line[1024];
     if (cwt_read_line(c.err, line, sizeof line, 20000) < 0)
@@ -158,7 +186,7 @@ static struct cmd resets_start(const char *const *args)
     progs_now(&now);
     c.mine.n = 0;
     for (int i = 0; i < now.n; i++)
-        if (!progs_has(&before, now.id[i]))
+        if (pid_holds_prog(c.pid, now.id[i]))
             c.mine.id[c.mine.n++] = now.id[i];
     if (strstr(line, "with BPF") && c.mine.n == 0)
         fail_msg("closewise resets says it watches, but no program of it is loaded");

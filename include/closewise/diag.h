@@ -244,6 +244,15 @@ int cw_diag_attribute_refs(cw_diag *d, struct cw_sock *v, size_t n,
                            const struct cw_fd_ref *refs, size_t n_refs,
                            int method, struct cw_attr_stats *st);
 
+/* The /proc scan of cw_diag_attribute() alone, for callers that keep
+ * inodes rather than whole cw_socks: every (inode, pid, fd) holding one of
+ * inodes (n of them, any order, 0s ignored). *out is malloc'ed, *nout
+ * distinct entries sorted by inode, pid, fd, released by the caller with
+ * free() (NULL when none).
+ * st (may be NULL) gets the scan counters. Returns CW_OK or -errno. */
+int cw_diag_find_holders(const uint32_t *inodes, size_t n, struct cw_fd_ref **out,
+                         size_t *nout, struct cw_attr_stats *st);
+
 /* The distinct socket inodes cw_diag_attribute() would look for in v
  * (listeners of never-accepted sockets included): a malloc'ed array the
  * caller frees, *count entries. Returns CW_OK or -errno. */

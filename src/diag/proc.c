@@ -493,6 +493,39 @@ static int ref_order(const void *a, const void *b)
     return x->fd - y->fd;
 }
 
+int cw_diag_find_holders(const uint32_t *inodes, size_t n, struct cw_fd_ref **out,
+                         size_t *nout, struct cw_attr_stats *st)
+{
+    struct cw_attr_stats dummy;
+    if ((!inodes && n) || !out || !nout)
+        return CW_EINVAL;
+    if (!st)
+        st = &dummy;
+    memset(st, 0, sizeof *st);
+    *out = NULL;
+    *nout = 0;
+    struct itable it;
+    int rc = it_init(&it, n);
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; i < n; i++)
+        it_add(&it, inodes[i]);
+    st->method = it.n ? CW_ATTR_PROC : CW_ATTR_NONE;
+    if (it.n)
+        rc = scan_proc(&it, out, nout, st);
+    it_free(&it);
+    /* a descriptor the dense probe saw can come again from the listing */
+    if (rc == CW_OK && *nout > 1) {
+        qsort(*out, *nout, sizeof **out, ref_order);
+        size_t u = 1;
+        for (size_t i = 1; i < *nout; i++)
+            if (ref_order(&(*out)[u - 1], &(*out)[i]))
+                (*out)[u++] = (*out)[i];
+        *nout = u;
+    }
+    return rc;
+}
+
 static int pinfo_order(const void *a, const void *b)
 {
     return ((const struct cw__pinfo *)a)->pid - ((const struct cw__pinfo *)b)->pid;

@@ -86,7 +86,8 @@ static void demo_usage(FILE *f)
         "  -n, --clients N        clients per group (default 200)\n"
         "  -m, --logins M         wrong-password logins per case (default 200)\n"
         "      --idle-timeout D   the server's idle timeout (default 2s)\n"
-        "      --svg FILE         write the CLOSE_WAIT timeline as an SVG chart\n"
+        "      --svg FILE         write the picture (both parts) as an SVG file\n"
+        "      --png FILE         the same picture as PNG (needs rsvg-convert)\n"
         "      --json             print the measurements as one JSON document\n"
         "      --quick            a short run (50 clients, 50 logins, 500ms idle)\n"
         "  -h, --help             this text\n\n"
@@ -94,13 +95,14 @@ static void demo_usage(FILE *f)
         "1 it did not, 2 usage, 3 system error. See closewise-demo(1).\n");
 }
 
-enum { OPT_IDLE = 256, OPT_SVG, OPT_JSON, OPT_QUICK };
+enum { OPT_IDLE = 256, OPT_SVG, OPT_PNG, OPT_JSON, OPT_QUICK };
 
 static const struct option long_opts[] = {
     {"clients", required_argument, NULL, 'n'},
     {"logins", required_argument, NULL, 'm'},
     {"idle-timeout", required_argument, NULL, OPT_IDLE},
     {"svg", required_argument, NULL, OPT_SVG},
+    {"png", required_argument, NULL, OPT_PNG},
     {"json", no_argument, NULL, OPT_JSON},
     {"quick", no_argument, NULL, OPT_QUICK},
     {"help", no_argument, NULL, 'h'},
@@ -138,6 +140,7 @@ static int parse_args(struct demo *d, int argc, char **argv)
                 return -1;
             break;
         case OPT_SVG: d->svg = optarg; break;
+        case OPT_PNG: d->png = optarg; break;
         case OPT_JSON: d->json = 1; break;
         case OPT_QUICK: d->clients = 50; d->logins = 50; d->idle_ms = 500; break;
         case 'h': demo_usage(stdout); return 1;
@@ -161,12 +164,44 @@ static int verdict(const struct demo *d)
     return CLI_OK;
 }
 
+/* --svg and --png; the PNG is rasterized from the SVG (a temporary one
+ * without --svg). */
+static int write_pictures(const struct demo *d)
+{
+    char tmp[] = "/tmp/closewise-demo-XXXXXX.svg";
+    const char *svg = d->svg;
+    if (!svg && d->png) {
+        int fd = mkstemps(tmp, 4);
+        if (fd < 0) {
+            cli_error("demo: cannot create a temporary SVG for --png: %s", strerror(errno));
+            return CLI_SYSTEM;
+        }
+        close(fd);
+        svg = tmp;
+    }
+    if (!svg)
+        return CLI_OK;
+    int rc = CLI_OK;
+    if (demo_write_svg(d, svg) < 0) {
+        cli_error("demo: cannot write '%s': %s", svg, strerror(errno));
+        rc = CLI_SYSTEM;
+    } else if (d->png) {
+        rc = demo_write_png(svg, d->png);
+    }
+    if (svg == tmp)
+        unlink(tmp);
+    return rc;
+}
+
 int cmd_demo(int argc, char **argv)
 {
-    struct demo d = {.clients = 200, .logins = 200, .idle_ms = 2000};
+    struct demo d = {.clients = 200, .logins = 200, .idle_ms = 2000, .ends_from_ms = -1,
+                     .ends_to_ms = -1};
     int rc = parse_args(&d, argc, argv);
     if (rc != 0)
         return rc > 0 ? CLI_OK : CLI_USAGE;
+    if ((rc = demo_check_outputs(&d)) != CLI_OK)
+        return rc;   /* before a run of a minute, not after */
     struct sigaction sa = {.sa_handler = on_signal};
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
@@ -178,16 +213,14 @@ int cmd_demo(int argc, char **argv)
         rc = demo_auth(&d);
     demo_reap(0, SIGKILL);
     if (interrupted) {
-        fprintf(stderr, "closewise: demo interrupted; every helper process stopped\n");
+        fprintf(stderr, "closewise demo: interrupted; every helper process stopped\n");
         return 128 + interrupted;
     }
     if (rc != CLI_OK)
         return rc;
     d.duration_ms = cw_now_ms() - t0;
-    if (d.svg && demo_write_svg(&d, d.svg) < 0) {
-        cli_error("cannot write %s: %s", d.svg, strerror(errno));
-        return CLI_SYSTEM;
-    }
+    if ((rc = write_pictures(&d)) != CLI_OK)
+        return rc;
     if (d.json)
         demo_print_json(&d);
     else

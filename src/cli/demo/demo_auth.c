@@ -84,8 +84,12 @@ static int reference_case(struct demo *d, enum cw_server_close mode, struct demo
     memcpy(req, login, sizeof login - 1);
     for (size_t i = sizeof login - 1; i < len; i++)
         req[i] = (i % 7 == 6) ? '\n' : "ECHO x"[i % 7];
-    for (int i = 0; i < d->logins && !demo_interrupted(); i++)
+    c->server_pid = srv;
+    for (int i = 0; i < d->logins && !demo_interrupted(); i++) {
         ref_login(port, req, len, c);
+        demo_rst_poll(d, c, 0);   /* symbolized while the server lives */
+    }
+    demo_rst_poll(d, c, 100);
     free(req);
     demo_reap(srv, SIGTERM);
     return CLI_OK;
@@ -211,9 +215,13 @@ static int long_case(struct demo *d, enum cw_end how, struct demo_case *c)
     if (cw_listen("127.0.0.1", 0, NULL, 64, &ls.l) < 0 ||
         pthread_create(&t, NULL, long_server_main, &ls) != 0)
         goto out_pipe;
-    for (int i = 0; i < d->logins; i++)
+    c->server_pid = getpid();   /* the server is a thread of ours */
+    for (int i = 0; i < d->logins; i++) {
         late_reader(&ls, buf, c);
+        demo_rst_poll(d, c, 0);
+    }
     pthread_join(t, NULL);
+    demo_rst_poll(d, c, 100);
     rc = CLI_OK;
 out_pipe:
     cw_listener_close(&ls.l);
@@ -229,13 +237,12 @@ static void print_case(const struct demo *d, const struct demo_case *c)
 {
     fprintf(d->out, "  %-36s %5d/%-5d  then EOF %d, reset %d%s\n", c->name,
             c->complete, c->runs, c->eof, c->reset, c->other ? ", other errors" : "");
+    demo_rst_print(d, c);
     fflush(d->out);
 }
 
-int demo_auth(struct demo *d)
+static int demo_auth_cases(struct demo *d)
 {
-    fprintf(d->out, "\nPart 2: %d wrong-password logins per case; did the client receive the\n"
-            "complete error reply?\n\n", d->logins);
     enum cw_server_close modes[] = {CW_SERVER_GRACEFUL, CW_SERVER_LINGER0, CW_SERVER_PLAIN};
     for (int i = 0; i < 3 && !demo_interrupted(); i++) {
         struct demo_case *c = &d->cases[d->ncases++];
@@ -251,4 +258,14 @@ int demo_auth(struct demo *d)
         print_case(d, c);
     }
     return CLI_OK;
+}
+
+int demo_auth(struct demo *d)
+{
+    fprintf(d->out, "\nPart 2: %d wrong-password logins per case; did the client receive the\n"
+            "complete error reply?\n\n", d->logins);
+    demo_rst_start(d);
+    int rc = demo_auth_cases(d);
+    demo_rst_stop(d);
+    return rc;
 }

@@ -324,6 +324,17 @@ static void print_sample(const struct demo *d, const struct demo_sample *s)
     fflush(d->out);
 }
 
+/* The server's idle timeouts ended sessions between the previous sample
+ * and the last one: the interval the chart marks. */
+static void note_ends(struct demo *d, int ended)
+{
+    if (!ended)
+        return;
+    if (d->ends_from_ms < 0)
+        d->ends_from_ms = d->nsamples > 1 ? d->samples[d->nsamples - 2].t_ms : 0;
+    d->ends_to_ms = d->samples[d->nsamples - 1].t_ms;
+}
+
 /* Sample until both groups' sessions have all ended and the table has
  * settled, within a hard limit. */
 static int sample_loop(struct demo *d, cw_diag *dg, int port, int seed_fd, int tidy_fd)
@@ -341,8 +352,10 @@ static int sample_loop(struct demo *d, cw_diag *dg, int port, int seed_fd, int t
             return CLI_SYSTEM;
         }
         print_sample(d, s);
-        d->seed_sessions += count_reports(seed_fd);
-        d->tidy_sessions += count_reports(tidy_fd);
+        int seed_ended = count_reports(seed_fd), tidy_ended = count_reports(tidy_fd);
+        note_ends(d, seed_ended + tidy_ended);
+        d->seed_sessions += seed_ended;
+        d->tidy_sessions += tidy_ended;
         int done = d->seed_sessions == d->clients && d->tidy_sessions == d->clients;
         settled = done ? settled + 1 : 0;
         if (s->t_ms > limit)

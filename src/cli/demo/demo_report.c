@@ -1,10 +1,9 @@
 /* demo_report.c - what `closewise demo` tells: a summary in plain words,
- * the measurements as JSON, the CLOSE_WAIT timeline as an SVG chart. */
+ * the measurements as JSON (the charts are demo_svg.c's). */
 #define _GNU_SOURCE
 #include "../cli.h"
 #include "demo.h"
 
-#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -73,6 +72,23 @@ static void json_samples(const struct demo *d, FILE *f)
     fprintf(f, "\n  ],\n");
 }
 
+/* The RSTs the server's close() sent and the lines they came from;
+ * null without BPF (nothing is known, not zero). */
+static void json_rst(const struct demo *d, const struct demo_case *c, FILE *f)
+{
+    if (!d->rst_bpf) {
+        fprintf(f, ", \"server_rsts\": null, \"rst_at\": null");
+        return;
+    }
+    fprintf(f, ", \"server_rsts\": %d, \"rst_at\": [", c->rsts);
+    for (int i = 0; i < c->nwhere; i++) {
+        fprintf(f, "%s{\"at\": ", i ? ", " : "");
+        cli_json_str(f, c->where[i].at);
+        fprintf(f, ", \"count\": %d}", c->where[i].n);
+    }
+    fputc(']', f);
+}
+
 static void json_cases(const struct demo *d, FILE *f)
 {
     fprintf(f, "  \"auth\": [");
@@ -84,9 +100,11 @@ static void json_cases(const struct demo *d, FILE *f)
         cli_json_str(f, c->condition);
         fprintf(f, ", \"graceful\": %s, \"reply_bytes\": %zu, \"runs\": %d, "
                 "\"complete\": %d, \"eof\": %d, \"reset\": %d, \"other\": %d, "
-                "\"min_bytes\": %zu, \"max_bytes\": %zu}",
+                "\"min_bytes\": %zu, \"max_bytes\": %zu",
                 c->graceful ? "true" : "false", c->reply_len, c->runs, c->complete,
                 c->eof, c->reset, c->other, c->min_bytes, c->max_bytes);
+        json_rst(d, c, f);
+        fputc('}', f);
     }
     fprintf(f, "\n  ]\n");
 }
@@ -102,60 +120,10 @@ void demo_print_json(const struct demo *d)
             "\"tidy_stuck\": %d, \"seed_sessions_ended\": %d, \"tidy_sessions_ended\": %d},\n",
             d->seed_cw_max, d->seed_cw_final, d->seed_cw_after_exit, d->tidy_cw_max,
             d->tidy_cw_final, d->tidy_cw_stuck, d->seed_sessions, d->tidy_sessions);
+    fprintf(f, "  \"idle_timeouts_ms\": [%lld, %lld],\n", (long long)d->ends_from_ms,
+            (long long)d->ends_to_ms);
+    fprintf(f, "  \"resets_bpf\": %s,\n", d->rst_bpf ? "true" : "false");
     json_samples(d, f);
     json_cases(d, f);
     fprintf(f, "}\n");
-}
-
-/* Plot coordinates: 60 px left margin, 40 top, 600x240 plot area. */
-static double px(const struct demo *d, int64_t t)
-{
-    int64_t tmax = d->nsamples ? d->samples[d->nsamples - 1].t_ms : 1;
-    return 60 + 600.0 * (double)t / (double)(tmax > 0 ? tmax : 1);
-}
-
-static double py(const struct demo *d, int v)
-{
-    return 280 - 240.0 * v / (d->clients > 0 ? d->clients : 1);
-}
-
-static void svg_line(FILE *f, const struct demo *d, size_t field, const char *color,
-                     const char *dash)
-{
-    fprintf(f, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"2\"%s points=\"",
-            color, dash);
-    for (int i = 0; i < d->nsamples; i++) {
-        const int *v = (const int *)((const char *)&d->samples[i] + field);
-        fprintf(f, "%.1f,%.1f ", px(d, d->samples[i].t_ms), py(d, *v));
-    }
-    fprintf(f, "\"/>\n");
-}
-
-int demo_write_svg(const struct demo *d, const char *path)
-{
-    FILE *f = fopen(path, "w");
-    if (!f)
-        return -1;
-    int64_t tmax = d->nsamples ? d->samples[d->nsamples - 1].t_ms : 0;
-    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"720\" height=\"340\" "
-            "font-family=\"sans-serif\" font-size=\"12\">\n"
-            "<rect width=\"720\" height=\"340\" fill=\"white\"/>\n"
-            "<text x=\"60\" y=\"22\" font-size=\"15\">closewise demo: client sockets "
-            "by kernel TCP state (%d clients per group)</text>\n"
-            "<line x1=\"60\" y1=\"280\" x2=\"660\" y2=\"280\" stroke=\"black\"/>\n"
-            "<line x1=\"60\" y1=\"40\" x2=\"60\" y2=\"280\" stroke=\"black\"/>\n"
-            "<text x=\"54\" y=\"284\" text-anchor=\"end\">0</text>\n"
-            "<text x=\"54\" y=\"44\" text-anchor=\"end\">%d</text>\n"
-            "<text x=\"60\" y=\"298\">0 s</text>\n"
-            "<text x=\"660\" y=\"298\" text-anchor=\"end\">%.1f s</text>\n",
-            d->clients, d->clients, (double)tmax / 1000);
-    svg_line(f, d, offsetof(struct demo_sample, seed_estab), "#d62728", " stroke-dasharray=\"4 3\"");
-    svg_line(f, d, offsetof(struct demo_sample, seed_cw), "#d62728", "");
-    svg_line(f, d, offsetof(struct demo_sample, tidy_estab), "#2ca02c", " stroke-dasharray=\"4 3\"");
-    svg_line(f, d, offsetof(struct demo_sample, tidy_cw), "#2ca02c", "");
-    fprintf(f, "<text x=\"60\" y=\"318\" fill=\"#d62728\">the seed's client: CLOSE_WAIT "
-            "(solid), ESTABLISHED (dashed)</text>\n"
-            "<text x=\"60\" y=\"334\" fill=\"#2ca02c\">libclosewise client: CLOSE_WAIT "
-            "(solid), ESTABLISHED (dashed)</text>\n</svg>\n");
-    return fclose(f) == 0 ? 0 : -1;
 }

@@ -35,6 +35,7 @@ struct xp {
     xm *metrics;
     xs *server;
     cw_timer tick;
+    cw_timer poll;              /* drains the resets collector */
     int failed;                 /* a textfile write failed (exit 3) */
 };
 
@@ -65,8 +66,8 @@ static void xp_help(void)
            "      --netns N           self, all, a path (/run/netns/NAME) or a PID\n"
            "                          (default: all namespaces when privileged; each\n"
            "                          snapshot opens them afresh)\n"
-           "      --no-bpf            do not load the BPF program that stamps the exact\n"
-           "                          time sockets enter CLOSE_WAIT (bounds only)\n"
+           "      --no-bpf            no BPF: ages are tcp_info bounds, no per-process\n"
+           "                          resets counter, owners found through /proc\n"
            "  -h, --help              this help\n",
            XP_DEFAULT_PORT, XP_DEFAULT_PORT, XP_DEFAULT_PORT);
 }
@@ -155,7 +156,10 @@ static int xp_option(int c, const char *arg, struct xp_args *a, char *lbuf, size
     case OPT_MAXC: return parse_int("--max-connections", arg, &a->s.max_conns, 1, 100000);
     case OPT_TEXTFILE: a->textfile = arg; return 0;
     case OPT_ONCE: a->once = 1; return 0;
-    case OPT_NOBPF: a->m.exact = 0; return 0;
+    case OPT_NOBPF:
+        a->m.exact = 0;
+        a->m.sel.owners = INSP_OWNERS_PROC;
+        return 0;
     case INSP_OPT_NETNS: return insp_sel_option(&a->m.sel, c, arg) == 1 ? 0 : -1;
     }
     return -1;
@@ -270,6 +274,17 @@ static void on_tick(cw_loop *loop, cw_timer *t)
     cw_timer_start(loop, &x->tick, next > now ? next : now + x->a.interval_ms, on_tick);
 }
 
+/* Between snapshots the resets collector's ring buffer fills: drain it
+ * often enough that a burst of resets is not lost. */
+#define XP_POLL_MS 200
+
+static void on_poll(cw_loop *loop, cw_timer *t)
+{
+    struct xp *x = t->data;
+    if (xm_poll(x->metrics))
+        cw_timer_start(loop, &x->poll, cw_now_ms() + XP_POLL_MS, on_poll);
+}
+
 static int serve(struct xp *x, cw_listener **l)
 {
     int rc = cw_listen(x->a.host, (uint16_t)x->a.port, NULL, 1024, l);
@@ -301,6 +316,10 @@ static int run(struct xp *x)
     const char *why = xm_exact_why(x->metrics);
     if (why && x->a.m.exact && !x->a.once)
         cli_error("exporter: exact CLOSE_WAIT ages off (%s); reporting tcp_info bounds", why);
+    why = xm_resets_why(x->metrics);
+    if (why && x->a.m.exact && !x->a.once)
+        cli_error("exporter: resets per process off (%s); closewise_tcp_aborts_total still "
+                  "counts them machine-wide", why);
     if (x->a.once) {
         snapshot(x);
         xm_free(&x->metrics);
@@ -320,9 +339,12 @@ static int run(struct xp *x)
         goto out;
     }
     cw_timer_start(x->loop, &x->tick, cw_now_ms() + x->a.interval_ms, on_tick);
+    x->poll.data = x;
+    on_poll(x->loop, &x->poll);
     code = cw_loop_run(x->loop) < 0 ? CLI_SYSTEM : CLI_OK;
 out:
     cw_timer_stop(x->loop, &x->tick);
+    cw_timer_stop(x->loop, &x->poll);
     xs_free(&x->server);
     cw_listener_close(&l);
     cw_loop_free(&x->loop);

@@ -15,10 +15,18 @@
 
 #include "cwage.skel.h"
 
+/* One entry of the map, as read by xexact_load(). */
+struct xentry {
+    uint64_t cookie, ns;
+};
+
 struct xexact {
     struct cwage_bpf *skel;   /* NULL: a map opened from the pin */
     int map_fd;
     int pinned;               /* this process pinned XEXACT_PIN */
+    struct xentry *e;         /* from xexact_load(), sorted by cookie */
+    size_t ne;
+    int loaded;
 };
 
 /* libbpf's own messages would interleave with ours: the reason is
@@ -88,11 +96,79 @@ int xexact_open(xexact **out, char *why, size_t size)
     return 0;
 }
 
+static int xentry_cmp(const void *a, const void *b)
+{
+    uint64_t x = ((const struct xentry *)a)->cookie, y = ((const struct xentry *)b)->cookie;
+    return x < y ? -1 : x > y;
+}
+
+/* The whole map in batches of 4,096 entries: cost proportional to the
+ * stamps, not to the sockets asked about. */
+static int load_batches(xexact *x, uint64_t *keys, uint64_t *vals, size_t batch)
+{
+    uint64_t in = 0, out = 0;
+    void *pin = NULL;
+    for (;;) {
+        __u32 count = (__u32)batch;
+        int rc = bpf_map_lookup_batch(x->map_fd, pin, &out, keys, vals, &count, NULL);
+        int err = rc < 0 ? errno : 0;
+        if (rc < 0 && err != ENOENT)
+            return -err;
+        if (count) {
+            struct xentry *e = realloc(x->e, (x->ne + count) * sizeof *e);
+            if (!e)
+                return -ENOMEM;
+            x->e = e;
+        }
+        for (__u32 i = 0; i < count; i++)
+            x->e[x->ne++] = (struct xentry){keys[i], vals[i]};
+        if (err == ENOENT)
+            return 0;   /* the last batch */
+        in = out;
+        pin = &in;
+    }
+}
+
+int xexact_load(xexact *x)
+{
+    if (!x)
+        return -EINVAL;
+    free(x->e);
+    x->e = NULL;
+    x->ne = 0;
+    x->loaded = 0;
+    enum { BATCH = 4096 };
+    uint64_t *keys = malloc(BATCH * sizeof *keys), *vals = malloc(BATCH * sizeof *vals);
+    int rc = keys && vals ? load_batches(x, keys, vals, BATCH) : -ENOMEM;
+    free(keys);
+    free(vals);
+    if (rc < 0) {
+        free(x->e);
+        x->e = NULL;
+        x->ne = 0;
+        return rc;   /* per-key lookups then */
+    }
+    if (x->ne > 1)
+        qsort(x->e, x->ne, sizeof *x->e, xentry_cmp);
+    x->loaded = 1;
+    return 0;
+}
+
 int xexact_entry(xexact *x, uint64_t cookie, int64_t *entry_ms)
 {
     uint64_t ns;
-    if (!x || bpf_map_lookup_elem(x->map_fd, &cookie, &ns) != 0)
+    if (!x)
         return 0;
+    if (x->loaded) {
+        struct xentry key = {.cookie = cookie};
+        const struct xentry *e =
+            x->ne ? bsearch(&key, x->e, x->ne, sizeof key, xentry_cmp) : NULL;
+        if (!e)
+            return 0;
+        ns = e->ns;
+    } else if (bpf_map_lookup_elem(x->map_fd, &cookie, &ns) != 0) {
+        return 0;
+    }
     *entry_ms = (int64_t)(ns / 1000000u);
     return 1;
 }
@@ -105,6 +181,7 @@ void xexact_close(xexact **xp)
         unlink(XEXACT_PIN);
         rmdir(XEXACT_PIN_DIR);
     }
+    free((*xp)->e);
     if ((*xp)->skel)
         cwage_bpf__destroy((*xp)->skel);
     else
@@ -137,6 +214,12 @@ int xexact_entry(xexact *x, uint64_t cookie, int64_t *entry_ms)
 int xexact_open_pinned(xexact **out)
 {
     (void)out;
+    return -ENOTSUP;
+}
+
+int xexact_load(xexact *x)
+{
+    (void)x;
     return -ENOTSUP;
 }
 

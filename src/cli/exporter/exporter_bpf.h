@@ -20,6 +20,13 @@ int xexact_open(xexact **out, char *why, size_t size);
  * known, 0 when the transition predates the program (or was evicted). */
 int xexact_entry(xexact *x, uint64_t cookie, int64_t *entry_ms);
 
+/* Read the whole map once: until the next xexact_load(), xexact_entry()
+ * answers from that copy (a lookup in memory, not a system call per
+ * socket), so a refresh that meets 75,000 new sockets costs one pass over
+ * the stamps. Returns 0, or a negative errno (then xexact_entry() asks
+ * the kernel per socket). */
+int xexact_load(xexact *x);
+
 /* Where a running exporter pins its map (removed when it exits cleanly),
  * so that `ls --json` can read exact entry times. */
 #define XEXACT_PIN_DIR "/sys/fs/bpf/closewise"

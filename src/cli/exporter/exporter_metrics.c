@@ -1,15 +1,18 @@
 /* exporter_metrics.c - one refresh of the exporter's snapshot (see
  * exporter_metrics.h). Memory stays proportional to the sockets of one
- * dump: CLOSE_WAIT sockets are dumped apart from the others, and only a
- * compact record per CLOSE_WAIT socket (struct track) is kept between
- * refreshes. The /proc walk that names owners runs only for sockets not
- * seen before, so a steady leak of 100,000 sockets costs one dump per
- * refresh, not one /proc walk. */
+ * dump: CLOSE_WAIT sockets are streamed into a 24-byte record each, and
+ * only a compact record per CLOSE_WAIT socket (struct track) is kept
+ * between refreshes. Owners are looked up only for sockets not seen
+ * before, by inode (exporter_owners.c: the BPF iterator, else /proc), so
+ * a steady leak of 100,000 sockets costs one dump per refresh, and the
+ * first refresh one walk of the descriptor tables. */
 #define _GNU_SOURCE
 #include "exporter_metrics.h"
 #include "exporter_bpf.h"
 #include "../../net/addr.h"
 #include "../../net/utf8.h"
+#include "exporter_owners.h"
+#include "exporter_resets.h"
 
 #include <closewise/closewise.h>
 
@@ -20,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 /* A CLOSE_WAIT socket followed by cookie. Its age lies within
@@ -30,6 +34,7 @@ struct track {
     int64_t t_first;
     uint32_t lo0, hi0;
     int pid;                /* 0: not known (yet) */
+    uint32_t inode;         /* 0: waiting in an accept queue */
     uint8_t has_hi, tries;  /* tries: attribution attempts */
     uint8_t exact;          /* lo0 == hi0 from the BPF entry stamp */
     char comm[16];
@@ -86,7 +91,10 @@ struct xm {
     uint64_t listening[65536 / 64];   /* bitmap of local ports in LISTEN */
     int64_t prev;             /* time of the last CLOSE_WAIT dump, 0 none */
     xexact *exact;            /* NULL: bounds only */
+    int exact_loaded;         /* xexact_load() ran in this refresh */
     char exact_why[160];      /* why not */
+    xr *resets;               /* NULL: no BPF, no per-process resets */
+    char resets_why[160];
 };
 
 /* ---- text buffer ---- */
@@ -138,7 +146,7 @@ static size_t utf8_len(const unsigned char *s, size_t n)
 /* A label value: quotes, backslashes and newlines escaped as the format
  * says; control bytes and invalid UTF-8 (a process can name itself with
  * any bytes) become '?', since Prometheus rejects non-UTF-8 labels. */
-static void xb_label(struct xbuf *b, const char *s)
+void xb_label(struct xbuf *b, const char *s)
 {
     char out[256];
     size_t o = 0, n = strlen(s);
@@ -181,6 +189,17 @@ static void xb_head(struct xbuf *b, const char *name, const char *type, const ch
 
 /* ---- life cycle ---- */
 
+/* The namespace whose resets count: the one --netns names, or every one
+ * (0) when the exporter covers them all. */
+static uint64_t resets_netns(const struct insp_sel *sel)
+{
+    struct stat sb;
+    const char *path = sel->netns == INSP_NETNS_SELF   ? "/proc/self/ns/net"
+                       : sel->netns == INSP_NETNS_PATH ? sel->netns_path
+                                                       : NULL;
+    return path && stat(path, &sb) == 0 ? (uint64_t)sb.st_ino : 0;
+}
+
 int xm_new(const struct xm_opts *o, xm **out)
 {
     /* A fixed mmap threshold: glibc would otherwise raise it after the
@@ -205,6 +224,11 @@ int xm_new(const struct xm_opts *o, xm **out)
         snprintf(m->exact_why, sizeof m->exact_why, "turned off (--no-bpf)");
     else
         xexact_open(&m->exact, m->exact_why, sizeof m->exact_why);
+    if (!o->exact)
+        snprintf(m->resets_why, sizeof m->resets_why, "%s", m->exact_why);
+    else
+        xr_open(&m->resets, o->top_procs, resets_netns(&o->sel), m->resets_why,
+                sizeof m->resets_why);
     *out = m;
     return CLI_OK;
 }
@@ -216,6 +240,7 @@ void xm_free(xm **mp)
         return;
     cw_diag_close(&m->d);
     xexact_close(&m->exact);
+    xr_close(&m->resets);
     free(m->t);
     free(m->g);
     free(m->dst);
@@ -228,9 +253,9 @@ void xm_free(xm **mp)
 /* The cgroup v2 path of a process and the container identity the
  * inspector derives from it (cw_cgroup_container(): "docker:<id>",
  * "k8s-pod:<uid>", "unit:<name>", ...). This is the only place labels
- * beyond pid and comm come from; it runs for the top processes only. */
-static void container_labels(int pid, char *cgroup, size_t csize, char *container,
-                             size_t size)
+ * beyond pid and comm come from; it runs for the top processes and for
+ * the processes whose close() sent a reset (exporter_resets.c). */
+void xm_container_labels(int pid, char *cgroup, size_t csize, char *container, size_t size)
 {
     cgroup[0] = container[0] = '\0';
     if (pid <= 0)
@@ -402,21 +427,34 @@ const char *xm_exact_why(const xm *m)
     return m->exact ? NULL : m->exact_why;
 }
 
+const char *xm_resets_why(const xm *m)
+{
+    return m->resets ? NULL : m->resets_why;
+}
+
+int xm_poll(xm *m)
+{
+    xr_poll(m->resets);
+    return m->resets != NULL;
+}
+
 /* What one CLOSE_WAIT dump keeps of a socket: 24 bytes, not a cw_sock. */
 struct rec {
     uint64_t cookie;
     uint32_t lo, hi;        /* tcp_info bounds when has_info */
+    uint32_t inode;
     int has_info;
 };
 
 /* The CLOSE_WAIT dump as it streams in: every socket as a rec, and in
- * full only those whose owner is still to be named. */
+ * full only those never accepted whose owner is still to be named (the
+ * listener is found from the whole record). */
 struct collect {
     xm *m;
     struct rec *r;
     size_t n, cap;
-    struct cw_sock *fresh;
-    size_t nf, fcap;
+    struct cw_sock *queued;
+    size_t nq, qcap;
     int oom;
 };
 
@@ -433,7 +471,7 @@ static int grow(void **p, size_t *cap, size_t n, size_t size)
     return 0;
 }
 
-static const struct track *track_find(const xm *m, uint64_t cookie)
+static struct track *track_find(const xm *m, uint64_t cookie)
 {
     size_t lo = 0, hi = m->nt;
     while (lo < hi) {
@@ -446,6 +484,13 @@ static const struct track *track_find(const xm *m, uint64_t cookie)
     return lo < m->nt && m->t[lo].cookie == cookie ? &m->t[lo] : NULL;
 }
 
+/* Whether the owner of a track is still to be looked for: a process may
+ * have raced the descriptor walk, so one more try. */
+static int unnamed(const struct track *t)
+{
+    return t && !t->pid && t->tries < 2;
+}
+
 static void on_close_wait(const struct cw_sock *s, void *arg)
 {
     struct collect *c = arg;
@@ -456,26 +501,32 @@ static void on_close_wait(const struct cw_sock *s, void *arg)
     }
     struct rec *r = &c->r[c->n++];
     r->cookie = s->cookie;
+    r->inode = s->inode;
     r->has_info = cw_sock_close_wait_age(s, &r->lo, &r->hi) == CW_OK;
-    /* a process may have raced the /proc walk: one more try */
-    const struct track *t = track_find(c->m, s->cookie);
-    if (t && (t->pid || t->tries >= 2))
+    const struct track *t = s->inode ? NULL : track_find(c->m, s->cookie);
+    if (s->inode || (t && !unnamed(t)))
         return;
-    if (grow((void **)&c->fresh, &c->fcap, c->nf, sizeof *c->fresh) < 0) {
+    if (grow((void **)&c->queued, &c->qcap, c->nq, sizeof *c->queued) < 0) {
         c->oom = 1;
         return;
     }
-    c->fresh[c->nf] = *s;
-    c->fresh[c->nf].holders = NULL;
-    c->nf++;
+    c->queued[c->nq] = *s;
+    c->queued[c->nq].holders = NULL;
+    c->nq++;
 }
 
-static void track_init(const xm *m, struct track *t, const struct rec *r, int64_t now)
+static void track_init(xm *m, struct track *t, const struct rec *r, int64_t now)
 {
     memset(t, 0, sizeof *t);
     t->cookie = r->cookie;
+    t->inode = r->inode;
     t->t_first = now;
     int64_t entry;
+    if (m->exact && !m->exact_loaded) {
+        /* one pass over the stamps, not a lookup per new socket */
+        xexact_load(m->exact);
+        m->exact_loaded = 1;
+    }
     if (xexact_entry(m->exact, r->cookie, &entry)) {
         t->lo0 = t->hi0 = (uint32_t)(now > entry ? now - entry : 0);
         t->has_hi = t->exact = 1;
@@ -491,33 +542,87 @@ static void track_init(const xm *m, struct track *t, const struct rec *r, int64_
     }
 }
 
-static int rec_cmp(const void *a, const void *b)
+/* Sort the records by cookie: LSD radix, 11 bits a pass, only as many
+ * passes as the largest cookie needs (cookies count up from boot, so
+ * usually 3-4). At 75,000 records qsort() took 5-10 ms of every
+ * snapshot, this about 1. Returns 0, or -1 out of memory (unsorted). */
+static int rec_sort(struct rec *r, size_t n)
 {
-    uint64_t x = ((const struct rec *)a)->cookie, y = ((const struct rec *)b)->cookie;
-    return x < y ? -1 : x > y;
+    uint64_t max = 0;
+    for (size_t i = 0; i < n; i++)
+        max |= r[i].cookie;
+    struct rec *tmp = n > 1 ? malloc(n * sizeof *tmp) : NULL;
+    if (n > 1 && !tmp)
+        return -1;
+    struct rec *src = r, *dst = tmp;
+    for (unsigned shift = 0; n > 1 && shift < 64 && max >> shift; shift += 11) {
+        size_t count[2048] = {0};
+        for (size_t i = 0; i < n; i++)
+            count[src[i].cookie >> shift & 2047]++;
+        for (size_t k = 0, sum = 0; k < 2048; k++) {
+            size_t c = count[k];
+            count[k] = sum;
+            sum += c;
+        }
+        for (size_t i = 0; i < n; i++)
+            dst[count[src[i].cookie >> shift & 2047]++] = src[i];
+        struct rec *t = src;
+        src = dst;
+        dst = t;
+    }
+    if (src != r)
+        memcpy(r, src, n * sizeof *r);
+    free(tmp);
+    return 0;
 }
 
-/* Name the owners of the sockets kept in full, and note them in the
- * (new) tracks. */
+static void track_owner(struct track *t, int pid, const char *comm)
+{
+    t->tries++;
+    if (pid > 0) {
+        t->pid = pid;
+        memcpy(t->comm, comm, sizeof t->comm);
+    }
+}
+
+static void on_owner(void *arg, uint32_t ref, int pid, const char *comm)
+{
+    xm *m = arg;
+    track_owner(&m->t[ref], pid, comm);
+}
+
+/* Name the owners of the tracks that have none yet. The BPF iterator
+ * is tried unless --no-bpf. */
 static void attribute_new(xm *m, struct collect *c)
 {
-    if (!c->nf)
-        return;
-    if (cw_diag_attribute(m->d, c->fresh, c->nf, NULL) < 0) {
+    size_t n = 0;
+    for (size_t i = 0; i < m->nt; i++)
+        n += m->t[i].inode && unnamed(&m->t[i]);
+    struct xo_want *v = n ? malloc(n * sizeof *v) : NULL;
+    if (n && !v) {
         m->errors[ERR_ATTRIBUTE]++;
         return;
     }
-    for (size_t i = 0; i < c->nf; i++) {
-        struct track *t = (struct track *)track_find(m, c->fresh[i].cookie);
-        if (!t)
-            continue;
-        t->tries++;
-        if (c->fresh[i].pid > 0) {
-            t->pid = c->fresh[i].pid;
-            memcpy(t->comm, c->fresh[i].comm, sizeof t->comm);
-        }
+    size_t k = 0;
+    for (size_t i = 0; i < m->nt && k < n; i++)
+        if (m->t[i].inode && unnamed(&m->t[i]))
+            v[k++] = (struct xo_want){.inode = m->t[i].inode, .ref = (uint32_t)i};
+    if (xo_name(v, n, m->o.sel.owners != INSP_OWNERS_PROC, on_owner, m) < 0)
+        m->errors[ERR_ATTRIBUTE]++;
+    free(v);
+    if (!c->nq)
+        return;
+    /* never accepted: rare, and their listener must be found */
+    if (insp_attribute(m->d, &m->o.sel, c->queued, c->nq) < 0) {
+        m->errors[ERR_ATTRIBUTE]++;
+        return;
     }
-    /* The handle keeps every holder it found until its next attribution,
+    for (size_t i = 0; i < c->nq; i++) {
+        struct track *t = track_find(m, c->queued[i].cookie);
+        if (t)
+            track_owner(t, c->queued[i].pid, c->queued[i].comm);
+    }
+    /* The handle keeps the holders it found until its next attribution,
      * which may be hours away: an empty one gives that memory back now. */
     cw_diag_attribute(m->d, NULL, 0, NULL);
 }
@@ -527,8 +632,8 @@ static void attribute_new(xm *m, struct collect *c)
  * missing ones left it. */
 static int close_wait_refresh(xm *m, struct collect *c)
 {
-    if (c->n > 1)
-        qsort(c->r, c->n, sizeof *c->r, rec_cmp);
+    if (rec_sort(c->r, c->n) < 0)
+        return -ENOMEM;
     struct track *nt = malloc((c->n ? c->n : 1) * sizeof *nt);
     if (!nt)
         return -ENOMEM;
@@ -607,7 +712,7 @@ static void dump_states(xm *m)
     else
         m->prev = m->now;
     free(c.r);
-    free(c.fresh);
+    free(c.queued);
 }
 
 /* ---- rendering ---- */
@@ -635,7 +740,7 @@ static int dest_cmp_eph(const void *a, const void *b)
 static void group_labels(struct xbuf *b, const struct group *g)
 {
     char cg[256], ct[128], pid[16];
-    container_labels(g->pid, cg, sizeof cg, ct, sizeof ct);
+    xm_container_labels(g->pid, cg, sizeof cg, ct, sizeof ct);
     snprintf(pid, sizeof pid, "%d", g->pid);
     xb_printf(b, "{pid=\"%s\",comm=", g->pid > 0 ? pid : "");
     xb_label(b, g->comm);
@@ -877,6 +982,7 @@ int xm_refresh(xm *m, struct xbuf *b)
     double c0 = cpu_now();
     m->now = cw_now_ms();
     m->refreshes++;
+    m->exact_loaded = 0;
     memset(m->states, 0, sizeof m->states);
     if (m->g)
         memset(m->g, 0, m->gcap * sizeof *m->g);
@@ -902,6 +1008,8 @@ int xm_refresh(xm *m, struct xbuf *b)
     render_dests(m, b);
     clock_gettime(CLOCK_MONOTONIC, &w1);
     double wall = (double)(w1.tv_sec - w0.tv_sec) + (w1.tv_nsec - w0.tv_nsec) / 1e9;
+    xr_poll(m->resets);
+    xr_render(m->resets, b);
     render_rest(m, b, wall, cpu_now() - c0);
     malloc_trim(0);
     /* large tables are rebuilt per snapshot anyway: give the memory back */

@@ -29,6 +29,8 @@ struct xbuf {
 };
 void xb_printf(struct xbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void xb_free(struct xbuf *b);
+/* A quoted label value, escaped; invalid UTF-8 and control bytes as '?'. */
+void xb_label(struct xbuf *b, const char *s);
 
 /* *out is owned by the caller and released with xm_free(). Checks that
  * the namespaces o->sel names can be opened (insp_open() prints why not).
@@ -36,8 +38,22 @@ void xb_free(struct xbuf *b);
 int xm_new(const struct xm_opts *o, xm **out);
 void xm_free(xm **mp);
 
+/* The cgroup v2 path of process pid and the container the inspector
+ * derives from it (cw_cgroup_container()), "" each when unreadable: the
+ * one source of the container and cgroup labels. */
+void xm_container_labels(int pid, char *cgroup, size_t csize, char *container, size_t size);
+
 /* NULL when exact CLOSE_WAIT ages are on, else why they are off. */
 const char *xm_exact_why(const xm *m);
+
+/* NULL when closewise_close_resets_total is exported (BPF), else why
+ * not. */
+const char *xm_resets_why(const xm *m);
+
+/* Count the reset events waiting since the last call: every few hundred
+ * ms between snapshots, so that the collector's ring buffer does not
+ * fill. Returns 1 when there is anything to poll, 0 when not (no BPF). */
+int xm_poll(xm *m);
 
 /* Take a new snapshot and render it into out (appended). Errors of one
  * part (the dump, /proc/net/netstat, ...) are counted in

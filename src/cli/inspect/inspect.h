@@ -41,6 +41,12 @@ struct insp_sel {
 int insp_bpf_attribute(cw_diag *d, struct cw_sock *v, size_t n, struct cw_attr_stats *st,
                        const char **why);
 
+/* The iterator alone: every (inode, pid, fd) holding one of inodes (n,
+ * distinct, nonzero), in *refs (malloc'ed, the caller frees). CW_OK, or a
+ * negative code with *why saying why BPF cannot be used here. */
+int insp_bpf_refs(uint32_t *inodes, size_t n, struct cw_fd_ref **refs, size_t *nrefs,
+                  const char **why);
+
 /* getopt_long codes for the shared options. */
 enum {
     INSP_OPT_STATE = 1000, INSP_OPT_PORT, INSP_OPT_SPORT, INSP_OPT_DPORT,

@@ -142,13 +142,21 @@ static int in_child_pid_ns(void)
     return stat("/proc/self/ns/pid", &sb) == 0 && sb.st_ino != 0xEFFFFFFCu;
 }
 
-int insp_bpf_attribute(cw_diag *d, struct cw_sock *v, size_t n, struct cw_attr_stats *st,
-                       const char **why)
+int insp_bpf_refs(uint32_t *inodes, size_t n, struct cw_fd_ref **refs, size_t *nrefs,
+                  const char **why)
 {
+    *refs = NULL;
+    *nrefs = 0;
     if (in_child_pid_ns()) {
         *why = "running in a child PID namespace, where BPF sees the host's pids";
         return -ENOTSUP;
     }
+    return n ? run_iter(inodes, n, refs, nrefs, why) : CW_OK;
+}
+
+int insp_bpf_attribute(cw_diag *d, struct cw_sock *v, size_t n, struct cw_attr_stats *st,
+                       const char **why)
+{
     uint32_t *inodes = NULL;
     size_t ni = 0;
     struct cw_fd_ref *refs = NULL;
@@ -158,7 +166,7 @@ int insp_bpf_attribute(cw_diag *d, struct cw_sock *v, size_t n, struct cw_attr_s
         *why = "cannot dump the listeners";
         return rc;
     }
-    rc = ni ? run_iter(inodes, ni, &refs, &nrefs, why) : CW_OK;
+    rc = insp_bpf_refs(inodes, ni, &refs, &nrefs, why);
     free(inodes);
     if (rc == CW_OK)
         rc = cw_diag_attribute_refs(d, v, n, refs, nrefs, CW_ATTR_BPF, st);
@@ -167,6 +175,17 @@ int insp_bpf_attribute(cw_diag *d, struct cw_sock *v, size_t n, struct cw_attr_s
 }
 
 #else
+
+int insp_bpf_refs(uint32_t *inodes, size_t n, struct cw_fd_ref **refs, size_t *nrefs,
+                  const char **why)
+{
+    (void)inodes;
+    (void)n;
+    *refs = NULL;
+    *nrefs = 0;
+    *why = "this closewise was built without BPF support (CW_BPF=OFF)";
+    return -ENOSYS;
+}
 
 int insp_bpf_attribute(cw_diag *d, struct cw_sock *v, size_t n, struct cw_attr_stats *st,
                        const char **why)

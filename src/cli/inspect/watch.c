@@ -34,8 +34,11 @@ struct tracked {
 
 /* --json: one JSON object per event (JSON Lines) instead of text. */
 static int watch_json;
-/* Exact entry times when the BPF program loads (exporter_bpf.c). */
-static xexact *watch_exact;
+/* Exact entry times (exporter_bpf.c): a running exporter's pinned map,
+ * which knows every socket that entered CLOSE_WAIT since the exporter
+ * started (before watch did, too), and watch's own program for those
+ * that enter while it runs. Either may be NULL. */
+static xexact *watch_pinned, *watch_exact;
 
 static volatile sig_atomic_t watch_stop;
 
@@ -51,8 +54,12 @@ static void watch_help(void)
               "[--exit-on-leak] [--count N]",
               "Sample CLOSE_WAIT sockets every interval, follow each one by its kernel\n"
               "cookie, and print '+' when one appears, '-' when it goes, '!' once it has\n"
-              "been in CLOSE_WAIT longer than --older-than. Ages of sockets already stuck\n"
-              "at start are bounded by tcp_info: last ACK <= age <= last data received.\n"
+              "been in CLOSE_WAIT longer than --older-than. An age is exact ('in\n"
+              "CLOSE_WAIT for 14m03s since 10:42:17') when BPF saw the socket enter the\n"
+              "state: a running exporter's pinned map, or watch's own program for sockets\n"
+              "that enter while it runs; else tcp_info bounds it ('for at least 3.0s, at\n"
+              "most 6.0s': last ACK <= age <= last data received). --json says which\n"
+              "(\"age_source\": \"bpf\" or \"bounds\").\n"
               "Durations: 500ms, 2s, 1m30s, 1.5s, 1h (a number needs its unit).",
               INSP_FILTER_HELP
               "  --interval D      time between samples (default 1s)\n"
@@ -136,22 +143,33 @@ static void stamp(void)
     printf("%s ", buf);
 }
 
+/* The wall-clock time (ms since the epoch) the socket entered
+ * CLOSE_WAIT, for an exact age of age_ms now. */
+static int64_t entered_at_ms(uint64_t age_ms)
+{
+    struct timespec rt;
+    clock_gettime(CLOCK_REALTIME, &rt);
+    return (int64_t)rt.tv_sec * 1000 + rt.tv_nsec / 1000000 - (int64_t)age_ms;
+}
+
+/* "in CLOSE_WAIT for 14m03s since 10:42:17" when exact, else what the
+ * bounds say: "for at least 3.0s, at most 6.0s". */
 static void print_age(const struct tracked *t, int64_t now)
 {
     char a[32], b[32];
     uint64_t dt = (uint64_t)(now - t->t_first);
     if (t->exact) {
-        time_t since = time(NULL) - (time_t)((t->lo0 + dt) / 1000);
+        time_t since = (time_t)(entered_at_ms(t->lo0 + dt) / 1000);
         struct tm tm;
         char hms[16];
         localtime_r(&since, &tm);
         strftime(hms, sizeof hms, "%H:%M:%S", &tm);
-        printf("%s exact, since %s", insp_fmt_ms(t->lo0 + dt, a, sizeof a), hms);
+        printf("in CLOSE_WAIT for %s since %s", insp_fmt_ms(t->lo0 + dt, a, sizeof a), hms);
         return;
     }
-    printf(">=%s", insp_fmt_ms(t->lo0 + dt, a, sizeof a));
+    printf("in CLOSE_WAIT for at least %s", insp_fmt_ms(t->lo0 + dt, a, sizeof a));
     if (t->has_hi)
-        printf(" <=%s", insp_fmt_ms(t->hi0 + dt, b, sizeof b));
+        printf(", at most %s", insp_fmt_ms(t->hi0 + dt, b, sizeof b));
 }
 
 /* One event as a JSON line: event, time (UTC), cookie, endpoints, owner,
@@ -173,10 +191,17 @@ static void print_json(char mark, const struct tracked *t, int64_t now, const ch
     cli_json_str(stdout, t->s.comm);
     printf(",\"owner\":");
     cli_json_str(stdout, t->who);
-    printf(",\"age_exact\":%s,\"age_min_s\":%.3f", t->exact ? "true" : "false",
-           (t->lo0 + dt) / 1000.0);
+    printf(",\"age_exact\":%s,\"age_source\":\"%s\",\"age_min_s\":%.3f",
+           t->exact ? "true" : "false", t->exact ? "bpf" : "bounds", (t->lo0 + dt) / 1000.0);
     if (t->has_hi)
         printf(",\"age_max_s\":%.3f", (t->hi0 + dt) / 1000.0);
+    if (t->exact) {
+        int64_t at = entered_at_ms(t->lo0 + dt);
+        time_t sec = (time_t)(at / 1000);
+        char iso[32];
+        strftime(iso, sizeof iso, "%Y-%m-%dT%H:%M:%S", gmtime_r(&sec, &tm));
+        printf(",\"entered_close_wait_at\":\"%s.%03dZ\"", iso, (int)(at % 1000));
+    }
     if (why) {
         printf(",\"explain\":");
         cli_json_str(stdout, why);
@@ -194,7 +219,7 @@ static void print_sock(char mark, const struct tracked *t, int64_t now)
     cw_sock_addr(&t->s, 0, l, sizeof l);
     cw_sock_addr(&t->s, 1, p, sizeof p);
     stamp();
-    printf("%c %s %s %s age ", mark, l, p, t->who);
+    printf("%c %s %s %s ", mark, l, p, t->who);
     print_age(t, now);
     putchar('\n');
 }
@@ -217,7 +242,8 @@ static void track_start(struct tracked *t, const struct cw_sock *s, int64_t now,
         t->has_hi = 1;
     }
     int64_t entry;
-    if (xexact_entry(watch_exact, s->cookie, &entry)) {
+    if (xexact_entry(watch_exact, s->cookie, &entry) ||
+        xexact_entry(watch_pinned, s->cookie, &entry)) {
         t->lo0 = t->hi0 = (uint32_t)(now > entry ? now - entry : 0);
         t->has_hi = t->exact = 1;
     } else if (prev >= 0) {
@@ -379,10 +405,16 @@ int cmd_watch(int argc, char **argv)
     if ((rc = insp_open(&o.sel, &d)) != CLI_OK)
         return rc;
     char why[160];
+    xexact_open_pinned(&watch_pinned);
     if (xexact_open(&watch_exact, why, sizeof why) < 0)
-        cli_error("watch: ages are tcp_info bounds (exact times need BPF: %s)", why);
+        cli_error("watch: %s (exact times need BPF: %s)",
+                  watch_pinned ? "exact ages only for sockets a running exporter saw enter "
+                                 "CLOSE_WAIT, bounds for the others"
+                               : "ages are tcp_info bounds",
+                  why);
     rc = watch_loop(&d, &o);
     xexact_close(&watch_exact);
+    xexact_close(&watch_pinned);
     if (d)
         cw_diag_close(&d);
     return rc;

@@ -258,34 +258,6 @@ static void explain(const struct cw_rst_event *e, char *buf, size_t size)
 
 #define MAX_FRAMES 32
 
-/* The user stack of the close(), unwound from the event's copy. A frame
- * outside every module ends it: the unwinder went astray. */
-static int frames_of(struct ctx *c, const struct cw_rst_event *e, struct sym_loc *out)
-{
-    uint64_t pcs[MAX_FRAMES];
-    if (!e->pid || !e->ip)
-        return 0;
-    struct sym_regs r = {.ip = e->ip, .sp = e->sp, .bp = e->bp, .bx = e->bx,
-                         .r12 = e->r12, .r13 = e->r13, .r14 = e->r14, .r15 = e->r15};
-    size_t len = e->stack_len <= sizeof e->stack ? e->stack_len : 0;
-    int np = sym_unwind(c->sym, (pid_t)e->pid, (pid_t)e->tid, &r, e->stack, len, pcs, MAX_FRAMES);
-    int n = 0;
-    for (int i = 0; i < np; i++)
-        if (sym_lookup(c->sym, (pid_t)e->pid, pcs[i], i > 0, &out[n++]) < 0 && i > 0) {
-            n--;
-            break;
-        }
-    return n;
-}
-
-/* Frames inside the C library or a sanitizer's interceptor are how
- * close() is reached, not where: the text line starts after them. */
-static int is_plumbing(const struct sym_loc *l)
-{
-    return !strncmp(l->module, "libc.so", 7) || !strncmp(l->module, "libc-", 5) ||
-           !strncmp(l->module, "libasan", 7) || !strncmp(l->module, "libpthread", 10);
-}
-
 static void print_text(struct ctx *c, const struct cw_rst_event *e, const char *t,
                        const char *cg, const char *cont, const struct sym_loc *fr, int nf)
 {
@@ -299,7 +271,7 @@ static void print_text(struct ctx *c, const struct cw_rst_event *e, const char *
     else
         printf("%s [not a local close] %s > %s %s", t, l, p, why);
     int i = 0, shown = 0;
-    while (i < nf - 1 && is_plumbing(&fr[i]))
+    while (i < nf - 1 && rst_is_plumbing(&fr[i]))
         i++;
     for (; i < nf && shown < 4; i++, shown++) {
         sym_format(&fr[i], f, sizeof f);
@@ -395,7 +367,7 @@ static int on_event(void *arg, const struct cw_rst_event *e)
     if (!wanted(o, e, cg))
         return 0;
     struct sym_loc fr[MAX_FRAMES];
-    int nf = frames_of(c, e, fr);
+    int nf = rst_frames(c->sym, e, fr, MAX_FRAMES);
     resets_time(t, sizeof t, (int64_t)e->ts_ns + c->wall_minus_mono, o->json);
     if (o->json)
         print_json(e, t, cg, cont, fr, nf);

@@ -25,6 +25,51 @@ const char *rst_kind_name(uint32_t kind)
     return kind < CW_RST_KIND_MAX ? names[kind] : "other";
 }
 
+#define RST_MAX_FRAMES 32
+
+int rst_frames(struct sym *s, const struct cw_rst_event *e, struct sym_loc *out, int max)
+{
+    uint64_t pcs[RST_MAX_FRAMES];
+    if (!e->pid || !e->ip || !s)
+        return 0;
+    struct sym_regs r = {.ip = e->ip, .sp = e->sp, .bp = e->bp, .bx = e->bx,
+                         .r12 = e->r12, .r13 = e->r13, .r14 = e->r14, .r15 = e->r15};
+    size_t len = e->stack_len <= sizeof e->stack ? e->stack_len : 0;
+    int np = sym_unwind(s, (pid_t)e->pid, (pid_t)e->tid, &r, e->stack, len, pcs,
+                        max < RST_MAX_FRAMES ? max : RST_MAX_FRAMES);
+    int n = 0;
+    for (int i = 0; i < np; i++)
+        if (sym_lookup(s, (pid_t)e->pid, pcs[i], i > 0, &out[n++]) < 0 && i > 0) {
+            n--;
+            break;
+        }
+    return n;
+}
+
+int rst_is_plumbing(const struct sym_loc *l)
+{
+    return !strncmp(l->module, "libc.so", 7) || !strncmp(l->module, "libc-", 5) ||
+           !strncmp(l->module, "libasan", 7) || !strncmp(l->module, "libpthread", 10);
+}
+
+char *rst_where(struct sym *s, const struct cw_rst_event *e, int depth, char *buf,
+                size_t size)
+{
+    struct sym_loc fr[RST_MAX_FRAMES];
+    int nf = rst_frames(s, e, fr, RST_MAX_FRAMES), i = 0;
+    size_t off = 0;
+    buf[0] = '\0';
+    while (i < nf - 1 && rst_is_plumbing(&fr[i]))
+        i++;
+    for (int shown = 0; i < nf && shown < depth && off < size; i++, shown++) {
+        char f[400];
+        sym_format(&fr[i], f, sizeof f);
+        int k = snprintf(buf + off, size - off, "%s%s", shown ? " < " : "", f);
+        off += k > 0 ? (size_t)k : 0;
+    }
+    return buf;
+}
+
 #if CW_HAVE_BPF
 #include <bpf/libbpf.h>
 
@@ -93,6 +138,10 @@ int rst_watch_start(struct rst_watch **out, const struct rst_watch_opts *o, char
     }
     w->skel->rodata->target_tgid = o->pid > 0 ? (uint32_t)o->pid : 0;
     w->skel->rodata->want_all = o->all ? 1 : 0;
+    step = "ring buffer size";
+    if (o->ring_kib &&
+        (err = -bpf_map__set_max_entries(w->skel->maps.events, o->ring_kib * 1024u)) != 0)
+        goto fail;
     step = "load";
     if ((err = -resets_bpf__load(w->skel)) != 0)
         goto fail;

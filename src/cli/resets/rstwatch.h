@@ -12,12 +12,15 @@
 #include <sys/types.h>
 
 #include "../../bpf/resets.h"
+#include "../symbolize.h"
 
 struct rst_watch;
 
 struct rst_watch_opts {
     pid_t pid;      /* only resets this process's close() caused; 0 = any */
     int all;        /* also resets not caused by a local close */
+    unsigned ring_kib;  /* ring buffer size, a power of two >= 4 KiB (0:
+                           4 MiB); its pages count in the caller's RSS */
 };
 
 /* Called for each event; return nonzero to stop rst_watch_poll early
@@ -47,5 +50,22 @@ void rst_watch_stop(struct rst_watch **w);
 
 /* What kind means, in a few words ("closed with unread input"). */
 const char *rst_kind_name(uint32_t kind);
+
+/* The user stack of the close() behind e, unwound from the event's copy
+ * of the stack and symbolized while e->pid still lives: up to max frames
+ * into out, innermost first; returns how many (0 for a reset without a
+ * local process). A frame outside every module ends it: the unwinder went
+ * astray. */
+int rst_frames(struct sym *s, const struct cw_rst_event *e, struct sym_loc *out, int max);
+
+/* Frames inside the C library or a sanitizer's interceptor are how
+ * close() is reached, not where: 1 for those. */
+int rst_is_plumbing(const struct sym_loc *l);
+
+/* "file:line (function)" of the first frame of the close() that is not
+ * plumbing, then " < " and its callers, at most depth frames, into buf;
+ * "" when the stack is unknown. Returns buf. */
+char *rst_where(struct sym *s, const struct cw_rst_event *e, int depth, char *buf,
+                size_t size);
 
 #endif
