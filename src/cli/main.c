@@ -18,6 +18,7 @@ static const struct cli_command commands[] = {
     {"client", "log in and echo lines; close and reconnect whenever a connection ends", cmd_client},
     {"probe", "test any client program for CLOSE_WAIT leaks", cmd_probe},
     {"resets", "name each close() that made the kernel send RST (BPF)", cmd_resets},
+    {"trace", "run a program; name the line that read EOF and never closed", cmd_trace},
     {"exporter", "serve TCP states and CLOSE_WAIT leaks per process to Prometheus", cmd_exporter},
     {NULL, NULL, NULL}
 };

@@ -16,6 +16,7 @@
 #include <elfutils/libdwfl.h>
 
 #define SYM_CACHE 8
+#define SYM_FILES 16   /* modules of recorded stacks, by path and bias */
 #define SYM_MEMO 1024   /* symbolized addresses: a server closes from few sites */
 
 /* What the unwinder's callbacks see of the current event. */
@@ -42,6 +43,12 @@ struct sym {
         unsigned long used;
         time_t made;        /* when the map was read */
     } e[SYM_CACHE];
+    struct {                /* ELF files by path and load bias */
+        char path[512];
+        uint64_t bias;
+        Dwfl *dwfl;
+        unsigned long used;
+    } f[SYM_FILES];
     unsigned long tick;
 };
 
@@ -78,6 +85,9 @@ void sym_free(struct sym **sp)
     for (int i = 0; i < SYM_CACHE; i++)
         if (s->e[i].dwfl)
             dwfl_end(s->e[i].dwfl);
+    for (int i = 0; i < SYM_FILES; i++)
+        if (s->f[i].dwfl)
+            dwfl_end(s->f[i].dwfl);
     free(s);
     *sp = NULL;
 }
@@ -172,13 +182,72 @@ int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_l
     return m->rc;
 }
 
+static int describe(Dwfl_Module *m, uint64_t addr, int is_ret, struct sym_loc *out);
+
 static int lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out)
 {
     memset(out, 0, sizeof *out);
     out->addr = addr;
     Dwfl_Module *m = module_of(s, pid, addr);
-    if (!m)
+    return m ? describe(m, addr, is_ret, out) : -1;
+}
+
+/* ---- ELF files named by path and load bias (the process may be gone) ---- */
+
+static const Dwfl_Callbacks file_callbacks = {
+    .find_elf = dwfl_build_id_find_elf,
+    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .section_address = dwfl_offline_section_address,
+};
+
+static Dwfl *file_dwfl(struct sym *s, const char *path, uint64_t bias)
+{
+    int victim = 0;
+    for (int i = 0; i < SYM_FILES; i++) {
+        if (s->f[i].dwfl && s->f[i].bias == bias && !strcmp(s->f[i].path, path)) {
+            s->f[i].used = ++s->tick;
+            return s->f[i].dwfl;
+        }
+        if (!s->f[i].dwfl || (s->f[victim].dwfl && s->f[i].used < s->f[victim].used))
+            victim = i;
+    }
+    if (strlen(path) >= sizeof s->f[0].path)
+        return NULL;
+    Dwfl *d = dwfl_begin(&file_callbacks);
+    if (!d)
+        return NULL;
+    dwfl_report_begin(d);
+    if (!dwfl_report_elf(d, path, path, -1, bias, false) ||
+        dwfl_report_end(d, NULL, NULL) != 0) {
+        dwfl_end(d);
+        return NULL;
+    }
+    if (s->f[victim].dwfl)
+        dwfl_end(s->f[victim].dwfl);
+    s->f[victim].dwfl = d;
+    s->f[victim].bias = bias;
+    strcpy(s->f[victim].path, path);
+    s->f[victim].used = ++s->tick;
+    return d;
+}
+
+int sym_lookup_file(struct sym *s, const char *path, uint64_t bias, uint64_t addr,
+                    int is_ret, struct sym_loc *out)
+{
+    memset(out, 0, sizeof *out);
+    out->addr = addr;
+    Dwfl *d = file_dwfl(s, path, bias);
+    Dwfl_Module *m = d ? dwfl_addrmodule(d, addr) : NULL;
+    if (!m) {
+        const char *base = strrchr(path, '/');
+        copy(out->module, sizeof out->module, base ? base + 1 : path);
         return -1;
+    }
+    return describe(m, addr, is_ret, out);
+}
+
+static int describe(Dwfl_Module *m, uint64_t addr, int is_ret, struct sym_loc *out)
+{
     uint64_t a = is_ret && addr ? addr - 1 : addr;
     const char *name = dwfl_module_info(m, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
     const char *base = name ? strrchr(name, '/') : NULL;
@@ -317,6 +386,17 @@ int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_l
     (void)s; (void)pid; (void)is_ret;
     memset(out, 0, sizeof *out);
     out->addr = addr;
+    return -1;
+}
+
+int sym_lookup_file(struct sym *s, const char *path, uint64_t bias, uint64_t addr,
+                    int is_ret, struct sym_loc *out)
+{
+    (void)s; (void)bias; (void)is_ret;
+    memset(out, 0, sizeof *out);
+    out->addr = addr;
+    const char *base = strrchr(path, '/');
+    snprintf(out->module, sizeof out->module, "%s", base ? base + 1 : path);
     return -1;
 }
 

@@ -2,7 +2,8 @@
  * `file:line (function)`, with elfutils libdw: line numbers from the
  * binary's DWARF debug info, function names from its symbol table (so a
  * binary without debug info still gets names). Used by `closewise resets`
- * for the stack of a close(); meant for the probe's --where as well.
+ * for the stack of a close(), by `closewise trace` and `probe --where`
+ * for the stacks libclosewise-trace.so recorded.
  * Built without libdw (CW_HAVE_DW=0), every lookup fails and callers
  * print raw addresses. */
 #ifndef CW_CLI_SYMBOLIZE_H
@@ -33,6 +34,14 @@ void sym_free(struct sym **s);
  * set; function/file/line as far as known), -1 if the process or the
  * module is gone. */
 int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out);
+
+/* Describe addr as an address of the ELF file path loaded at bias (its
+ * load bias: runtime address minus the file's virtual address), for
+ * stacks a process recorded itself and that outlive it (`closewise trace`,
+ * `probe --where`). Returns 0 if the file has addr (out as for
+ * sym_lookup), -1 if not or unreadable (out->module still named). */
+int sym_lookup_file(struct sym *s, const char *path, uint64_t bias, uint64_t addr,
+                    int is_ret, struct sym_loc *out);
 
 /* The user registers of a thread at a moment (x86-64: the ones a call
  * frame rule may use). */
