@@ -1,0 +1,250 @@
+/* test_trace.c - `closewise trace` and `probe --where` name the line of
+ * code that read end of stream and never closed: the seed's leaky example
+ * (C, built with ASan+UBSan in a sanitizer build: the preload must live
+ * with ASan's interceptors), a C++ client, a Python client (native frames),
+ * a multithreaded client that never reads our FIN (its last read), the
+ * tidy example (nothing), and a static binary (a note, no answer). The
+ * expected lines come from marker comments in the sources (tests/trace.cmake),
+ * and whether a socket is still open from the kernel. */
+// cw-test-timeout: 120
+#include "cwtest.h"
+
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define BIN CW_BUILD_DIR "/closewise"
+#define LEAKY CW_BUILD_DIR "/examples/leaky_client"
+#define TIDY CW_BUILD_DIR "/examples/tidy_client"
+#define SERVER CW_BUILD_DIR "/examples/closing_server"
+
+struct run {
+    int status;        /* exit code, -1 killed by a signal */
+    char out[16384];
+    char err[16384];
+};
+
+static void run(struct run *r, char *const argv[])
+{
+    int out, err;
+    pid_t pid = cwt_spawn3(argv, NULL, &out, &err);
+    cwt_read_all(err, r->err, sizeof r->err, 60000);
+    cwt_read_all(out, r->out, sizeof r->out, 5000);
+    int st = cwt_wait(pid, 10000);
+    close(out);
+    close(err);
+    r->status = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* closing_server: answers each connection's first line with an error and
+ * closes gracefully, like the seed's server. */
+static pid_t server(char port[16], int out[1])
+{
+    char *argv[] = {SERVER, "0", "100", NULL};
+    pid_t pid = cwt_spawn(argv, out);
+    assert_true(cwt_read_line(*out, port, 16, 5000) > 0);
+    port[strcspn(port, "\n")] = '\0';
+    return pid;
+}
+
+static void stop(pid_t pid, int fd)
+{
+    cwt_kill(pid);
+    close(fd);
+}
+
+static void expect_in(const char *text, const char *want)
+{
+    if (!strstr(text, want))
+        fail_msg("expected \"%s\" in:\n%s", want, text);
+}
+
+static void test_leaky_example_names_its_recv(void **state)
+{
+    char port[16], want[128];
+    int sfd;
+    pid_t srv = server(port, &sfd);
+    struct run r;
+    char *argv[] = {BIN, "trace", "--check", "--", LEAKY, "127.0.0.1", port, "2", "1500", NULL};
+    run(&r, argv);
+    stop(srv, sfd);
+    assert_int_equal(r.status, 1);   /* --check: a leak */
+    expect_in(r.out, "done");        /* the program's own output is untouched */
+    snprintf(want, sizeof want, "end of stream returned by recv() at leaky_client.c:%d (session)",
+             LEAKY_RECV_LINE);
+    expect_in(r.err, want);
+    expect_in(r.err, "(leaky_client) fd ");
+    expect_in(r.err, "the read before it:");
+    /* two connections, two leaked sockets, two reports */
+    const char *second = strstr(strstr(r.err, want) + 1, want);
+    assert_non_null(second);
+    assert_null(strstr(second + 1, want));
+}
+
+static void test_exit_code_is_the_programs(void **state)
+{
+    char port[16];
+    int sfd;
+    pid_t srv = server(port, &sfd);
+    struct run r;
+    /* without --check the report changes nothing: leaky exits 0 */
+    char *argv[] = {BIN, "trace", "--", LEAKY, "127.0.0.1", port, "1", "600", NULL};
+    run(&r, argv);
+    assert_int_equal(r.status, 0);
+    expect_in(r.err, "end of stream returned by recv()");
+    /* its usage error, exit 2, passes through */
+    char *bad[] = {BIN, "trace", "--", LEAKY, NULL};
+    run(&r, bad);
+    assert_int_equal(r.status, 2);
+    char *none[] = {BIN, "trace", "--", "/nonexistent/program", NULL};
+    run(&r, none);
+    assert_int_equal(r.status, 127);
+    expect_in(r.err, "closewise: trace: cannot run '/nonexistent/program'");
+    char *usage[] = {BIN, "trace", "--grace", "soon", "--", LEAKY, NULL};
+    run(&r, usage);
+    assert_int_equal(r.status, 2);
+    stop(srv, sfd);
+}
+
+static void test_tidy_example_says_nothing(void **state)
+{
+    char port[16];
+    int sfd;
+    pid_t srv = server(port, &sfd);
+    struct run r;
+    char *argv[] = {BIN, "trace", "--check", "--", TIDY, "127.0.0.1", port, "2", "1000", "300",
+                    NULL};
+    run(&r, argv);
+    stop(srv, sfd);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.err, "");
+}
+
+/* A leak judged by the kernel: a socket closed late, after the grace,
+ * is still reported; a program that exits within the grace is not. */
+static void test_exit_within_grace_is_a_close(void **state)
+{
+    char port[16];
+    int sfd;
+    pid_t srv = server(port, &sfd);
+    struct run r;
+    char *argv[] = {BIN, "trace", "--check", "--grace", "2s", "--", LEAKY, "127.0.0.1", port,
+                    "1", "0", NULL};
+    run(&r, argv);
+    stop(srv, sfd);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.err, "");
+}
+
+static void test_cxx_client(void **state)
+{
+    if (!CXX_CLIENT[0])
+        fail_msg("no C++ compiler: scripts/deps.sh test installs g++");
+    char port[16], want[128];
+    int sfd;
+    pid_t srv = server(port, &sfd);
+    struct run r;
+    char *argv[] = {BIN, "trace", "--check", "--", CXX_CLIENT, "127.0.0.1", port, "1000", NULL};
+    run(&r, argv);
+    stop(srv, sfd);
+    assert_int_equal(r.status, 1);
+    /* function names are the symbol table's: mangled */
+    snprintf(want, sizeof want, "returned by recv() at trace_client.cc:%d (_Z", CXX_RECV_LINE);
+    expect_in(r.err, want);
+    expect_in(r.err, "Session3run");
+}
+
+static void test_python_client_native_frames(void **state)
+{
+    char port[16];
+    int sfd;
+    pid_t srv = server(port, &sfd);
+    struct run r;
+    char *argv[] = {BIN, "trace", "--check", "--", "python3", PY_CLIENT, "127.0.0.1", port,
+                    "1000", NULL};
+    run(&r, argv);
+    stop(srv, sfd);
+    assert_int_equal(r.status, 1);
+    /* the interpreter's recv(), in its _socket module or libpython */
+    expect_in(r.err, "end of stream returned by recv() at ");
+    if (!strstr(r.err, "sock_recv") && !strstr(r.err, "socketmodule.c"))
+        fail_msg("no native frame of socket.recv in:\n%s", r.err);
+}
+
+static void test_static_binary_gets_a_note(void **state)
+{
+    char port[16];
+    int sfd;
+    pid_t srv = server(port, &sfd);
+    struct run r;
+    char *argv[] = {BIN, "trace", "--check", "--", STATIC_CLIENT, "127.0.0.1", port, "1", "500",
+                    NULL};
+    run(&r, argv);
+    stop(srv, sfd);
+    /* run untraced: its own exit code, a note, and no answer at all */
+    assert_int_equal(r.status, 0);
+    expect_in(r.out, "done");
+    expect_in(r.err, "closewise: trace: no trace: static binary (trace_static_client)");
+    assert_null(strstr(r.err, "returned by"));
+}
+
+/* probe --where, both kinds: the leaky example's recv() that returned 0,
+ * and a multithreaded client that never reads our FIN: its last read. */
+static void test_probe_where(void **state)
+{
+    char want[160];
+    struct run r;
+    char *leaky[] = {BIN, "probe", "--json", "--scenario", "auth-error,rst", "--grace", "300ms",
+                     "--", LEAKY, "{host}", "{port}", "1", "4000", NULL};
+    run(&r, leaky);
+    assert_int_equal(r.status, 1);
+    snprintf(want, sizeof want,
+             "\"where\": \"EOF returned by recv() at leaky_client.c:%d (session) and never closed\"",
+             LEAKY_RECV_LINE);
+    expect_in(r.out, want);
+    snprintf(want, sizeof want,
+             "\"where\": \"ECONNRESET returned by recv() at leaky_client.c:%d (session) and "
+             "never closed\"", LEAKY_RECV_LINE);
+    expect_in(r.out, want);
+
+    char *poller[] = {BIN, "probe", "--scenario", "fin-after-greeting", "--grace", "300ms",
+                      "--", POLLER, "{host}", "{port}", "4000", NULL};
+    run(&r, poller);
+    assert_int_equal(r.status, 1);
+    snprintf(want, sizeof want, "never read after our FIN; last read at trace_poller.c:%d (main)",
+             POLLER_READ_LINE);
+    expect_in(r.out, want);
+    expect_in(r.out, "Recv-Q ");
+
+    char *quiet[] = {BIN, "probe", "--json", "--no-where", "--scenario", "auth-error", "--grace",
+                     "300ms", "--", LEAKY, "{host}", "{port}", "1", "4000", NULL};
+    run(&r, quiet);
+    assert_int_equal(r.status, 1);
+    expect_in(r.out, "\"where\": \"\"");
+
+    char *stat[] = {BIN, "probe", "--json", "--scenario", "auth-error", "--grace", "300ms",
+                    "--", STATIC_CLIENT, "{host}", "{port}", "1", "4000", NULL};
+    run(&r, stat);
+    assert_int_equal(r.status, 1);
+    expect_in(r.out, "\"where\": \"no trace: static binary (trace_static_client)");
+}
+
+int main(void)
+{
+    cwt_private_netns();
+    signal(SIGPIPE, SIG_IGN);
+    const struct CMUnitTest tests[] = {
+        CWT_TEST(test_leaky_example_names_its_recv),
+        CWT_TEST(test_exit_code_is_the_programs),
+        CWT_TEST(test_tidy_example_says_nothing),
+        CWT_TEST(test_exit_within_grace_is_a_close),
+        CWT_TEST(test_cxx_client),
+        CWT_TEST(test_python_client_native_frames),
+        CWT_TEST(test_static_binary_gets_a_note),
+        CWT_TEST(test_probe_where),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
