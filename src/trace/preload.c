@@ -132,7 +132,7 @@ static int same_socket(int fd, const struct cw_trace_slot *s)
 static void remember(struct cw_trace_slot *s)
 {
     void *pcs[CW_TRACE_DEPTH];
-    int n = cw__tr_stack(pcs, CW_TRACE_DEPTH);
+    int n = cw__tr_stack(pcs, CW_TRACE_DEPTH, CW__TR_HOT_WALK);
     write_begin(s);
     for (int i = 0; i < n; i++)
         s->last[i] = (uint64_t)(uintptr_t)pcs[i];
@@ -151,7 +151,7 @@ static void ended(int fd, struct cw_trace_slot *s, int eof, const char *func)
     if (s->eof)
         return;   /* the first end only: a loop on recv() == 0 stays cheap */
     void *pcs[CW_TRACE_DEPTH];
-    int n = cw__tr_stack(pcs, CW_TRACE_DEPTH);
+    int n = cw__tr_stack(pcs, CW_TRACE_DEPTH, CW__TR_FULL_WALK);
     cw__tr_ended(fd, s, eof, func, pcs, n);
     write_begin(s);
     s->eof = 1;
@@ -380,7 +380,7 @@ __attribute__((constructor)) static void trace_init(void)
     if (t == MAP_FAILED)
         return;
     void *warm[2];
-    cw__tr_stack(warm, 2);   /* the unwinder loads itself (malloc, dlopen) now, not in a read */
+    cw__tr_stack(warm, 2, 2);   /* the unwinder loads itself (malloc, dlopen) now, not in a read */
     pthread_atfork(NULL, NULL, child_after_fork);
     __atomic_store_n(&cw__tr_table, (struct cw_trace_slot *)t, __ATOMIC_RELEASE);
     cw__tr_started();

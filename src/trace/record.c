@@ -85,10 +85,10 @@ int64_t cw__tr_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int cw__tr_stack(void **pcs, int max)
+int cw__tr_stack(void **pcs, int max, int walk)
 {
-    void *raw[CW_TRACE_DEPTH + 8];
-    int n = backtrace(raw, CW_TRACE_DEPTH + 8), k = 0, i = 0;
+    void *raw[CW__TR_FULL_WALK];
+    int n = backtrace(raw, walk < CW__TR_FULL_WALK ? walk : CW__TR_FULL_WALK), k = 0, i = 0;
     /* Our frames come first (after ASan's own backtrace interceptor, when
      * the program has one): the stack starts after the last of them. */
     for (int j = 0; j < n && j < 8; j++)

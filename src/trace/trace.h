@@ -25,8 +25,14 @@ void cw__tr_started(void);
  * tracing is asked for. */
 int cw__tr_record_init(void);
 
-/* Return addresses of the caller's stack, our own frames left out. */
-int cw__tr_stack(void **pcs, int max);
+/* Return addresses of the caller's stack, our own frames left out: up to
+ * max of the first walk frames (walk <= CW_TRACE_DEPTH + 8). Unwinding
+ * costs ~170 ns a frame (bench/trace.sh), so the stack of every read
+ * walks only CW__TR_HOT_WALK frames (ours, a sanitizer's, then the
+ * program's innermost ones); an end of stream, rare, walks them all. */
+#define CW__TR_HOT_WALK 12
+#define CW__TR_FULL_WALK (CW_TRACE_DEPTH + 8)
+int cw__tr_stack(void **pcs, int max, int walk);
 
 int64_t cw__tr_now_ms(void);
 
