@@ -252,6 +252,9 @@ static int describe(Dwfl_Module *m, uint64_t addr, int is_ret, struct sym_loc *o
     const char *name = dwfl_module_info(m, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
     const char *base = name ? strrchr(name, '/') : NULL;
     copy(out->module, sizeof out->module, base ? base + 1 : name);
+    Dwarf_Addr bias;
+    if (dwfl_module_getelf(m, &bias))
+        out->rel = addr - bias;
     GElf_Off off;
     GElf_Sym symbol;
     copy(out->function, sizeof out->function,
@@ -419,6 +422,9 @@ void sym_format(const struct sym_loc *l, char *buf, size_t size)
         snprintf(buf, size, "%s:%d (%s)", base, l->line, l->function[0] ? l->function : "?");
     else if (l->function[0])
         snprintf(buf, size, "%s (%s)", l->function, l->module);
+    else if (l->module[0] && l->rel)
+        snprintf(buf, size, "0x%llx (%s+0x%llx)", (unsigned long long)l->addr, l->module,
+                 (unsigned long long)l->rel);
     else if (l->module[0])
         snprintf(buf, size, "0x%llx (%s)", (unsigned long long)l->addr, l->module);
     else

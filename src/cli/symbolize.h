@@ -21,6 +21,8 @@ struct sym_loc {
     char function[128];  /* "" if unknown */
     char file[256];      /* source file as the debug info names it, "" if unknown */
     int line;            /* 0 if unknown */
+    uint64_t rel;        /* addr as the ELF file numbers it (addr - load bias),
+                            for addr2line -e; 0 if unknown */
 };
 
 /* A new symbolizer; NULL when out of memory. The caller frees it with
@@ -62,7 +64,7 @@ int sym_unwind(struct sym *s, pid_t pid, pid_t tid, const struct sym_regs *regs,
 void sym_forget(struct sym *s, pid_t pid);
 
 /* "file:line (function)" with the file's basename, or what is known:
- * "function (module)", "0xaddr (module)", "0xaddr". */
+ * "function (module)", "0xaddr (module+0xrel)", "0xaddr". */
 void sym_format(const struct sym_loc *l, char *buf, size_t size);
 
 #endif
