@@ -191,6 +191,53 @@ static void test_static_binary_gets_a_note(void **state)
     assert_null(strstr(r.err, "returned by"));
 }
 
+/* Four threads reading through every interposed call, dup'd and
+ * F_DUPFD'd descriptors, errno checked after failing calls: the program
+ * behaves as without the preload, and closing everything is no leak. */
+static void test_threads_behave_and_do_not_leak(void **state)
+{
+    char port[16];
+    int sfd;
+    pid_t srv = server(port, &sfd);
+    struct run r;
+    char *argv[] = {BIN, "trace", "--check", "--", STRESS, "127.0.0.1", port, "threads", NULL};
+    run(&r, argv);
+    stop(srv, sfd);
+    assert_string_equal(r.err, "");
+    assert_int_equal(r.status, 0);
+}
+
+/* A fork child inherits the history: it reads the end (its own stack)
+ * after its parent's read (the last read before it), and it is the child
+ * that is reported holding the socket; the parent's close is not one. */
+static void test_fork_child_inherits(void **state)
+{
+    char port[16], want[160];
+    int sfd;
+    pid_t srv = server(port, &sfd);
+    struct run r;
+    char *argv[] = {BIN, "trace", "--check", "--", STRESS, "127.0.0.1", port, "fork", NULL};
+    run(&r, argv);
+    stop(srv, sfd);
+    assert_int_equal(r.status, 1);
+    snprintf(want, sizeof want, "end of stream returned by recv() at trace_stress.c:%d (forked)",
+             CHILD_READ_LINE);
+    expect_in(r.err, want);
+    snprintf(want, sizeof want, "the read before it:\n    trace_stress.c:%d (forked)",
+             PARENT_READ_LINE);
+    expect_in(r.err, want);
+    /* the holder is the process that read the end: pid N ... (pid N fd F) */
+    int holder = 0, reader = 0;
+    const char *s = strstr(r.err, "closewise trace: pid ");
+    assert_non_null(s);
+    holder = atoi(s + strlen("closewise trace: pid "));
+    s = strstr(r.err, "(pid ");
+    assert_non_null(s);
+    reader = atoi(s + 5);
+    assert_int_equal(holder, reader);
+    assert_null(strstr(strstr(r.err, want) + 1, "closewise trace: pid "));   /* one report */
+}
+
 /* probe --where, both kinds: the leaky example's recv() that returned 0,
  * and a multithreaded client that never reads our FIN: its last read. */
 static void test_probe_where(void **state)
@@ -244,6 +291,8 @@ int main(void)
         CWT_TEST(test_cxx_client),
         CWT_TEST(test_python_client_native_frames),
         CWT_TEST(test_static_binary_gets_a_note),
+        CWT_TEST(test_threads_behave_and_do_not_leak),
+        CWT_TEST(test_fork_child_inherits),
         CWT_TEST(test_probe_where),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

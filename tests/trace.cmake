@@ -3,6 +3,8 @@
 # never reads the FIN, and a static binary. The line each must name is read
 # from its source here (a marker comment), never written into a test.
 function(cw_marker_line var file marker)
+  # Edits to the source move the line: configure again.
+  set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${file})
   file(READ ${file} text)
   string(FIND "${text}" "${marker}" pos)
   if(pos LESS 0)
@@ -18,9 +20,13 @@ endfunction()
 cw_marker_line(leaky_line ${PROJECT_SOURCE_DIR}/examples/leaky_client.c "/* the read that returns 0 */")
 cw_marker_line(cxx_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_client.cc "// the C++ read that returns 0")
 cw_marker_line(poller_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_poller.c "/* the last read before the FIN */")
+cw_marker_line(parent_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_stress.c "/* the parent's read */")
+cw_marker_line(child_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_stress.c "/* the child's read to the end */")
 
-add_executable(trace_poller ${CMAKE_CURRENT_SOURCE_DIR}/trace_poller.c)
-target_link_libraries(trace_poller PRIVATE Threads::Threads)
+foreach(helper trace_poller trace_stress)
+  add_executable(${helper} ${CMAKE_CURRENT_SOURCE_DIR}/${helper}.c)
+  target_link_libraries(${helper} PRIVATE Threads::Threads)
+endforeach()
 
 # Outside CMake's languages (the project is C): plain compiler calls, no
 # sanitizers (the static one cannot have them).
@@ -42,11 +48,12 @@ add_custom_target(trace_clients ALL DEPENDS ${cxx_client} ${static_client})
 
 foreach(t test_trace test_probe)
   if(TARGET ${t})
-    add_dependencies(${t} trace_clients trace_poller closewise closewise_trace leaky_client tidy_client)
+    add_dependencies(${t} trace_clients trace_poller trace_stress closewise closewise_trace leaky_client tidy_client)
     target_compile_definitions(${t} PRIVATE
       LEAKY_RECV_LINE=${leaky_line} CXX_RECV_LINE=${cxx_line} POLLER_READ_LINE=${poller_line}
       CXX_CLIENT="${cxx_client}" STATIC_CLIENT="${static_client}"
-      POLLER=\"$<TARGET_FILE:trace_poller>\"
+      POLLER=\"$<TARGET_FILE:trace_poller>\" STRESS=\"$<TARGET_FILE:trace_stress>\"
+      PARENT_READ_LINE=${parent_line} CHILD_READ_LINE=${child_line}
       PY_CLIENT="${CMAKE_CURRENT_SOURCE_DIR}/trace_client.py")
   endif()
 endforeach()
