@@ -355,7 +355,8 @@ int fcntl64(int fd, int cmd, ...)
     va_start(ap, cmd);
     void *arg = va_arg(ap, void *);
     va_end(ap);
-    int r = REAL(fcntl64)(fd, cmd, arg);
+    /* glibc before 2.28 has no fcntl64: its fcntl is the same call */
+    int r = (REAL(fcntl64) ? real_fcntl64 : REAL(fcntl))(fd, cmd, arg);
     if (cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC)
         copy(fd, r);
     return r;
