@@ -373,7 +373,7 @@ static void child_after_fork(void)
 
 __attribute__((constructor)) static void trace_init(void)
 {
-    REAL_AS(cw__tr_real_close, "close");
+    resolve((void **)&cw__tr_real_close, "close");   /* the writer closes with it */
     if (cw__tr_record_init() != 0)
         return;   /* not asked for: every wrapper passes straight through */
     void *t = mmap(NULL, (size_t)CW_TRACE_SLOTS * sizeof(struct cw_trace_slot),
