@@ -27,6 +27,11 @@ foreach(helper trace_poller trace_stress)
   add_executable(${helper} ${CMAKE_CURRENT_SOURCE_DIR}/${helper}.c)
   target_link_libraries(${helper} PRIVATE Threads::Threads)
 endforeach()
+# file:line needs debug info whatever the build type (without it the
+# answer is the function's name, tested by nothing here).
+foreach(prog trace_poller trace_stress leaky_client tidy_client)
+  target_compile_options(${prog} PRIVATE -g)
+endforeach()
 
 # Outside CMake's languages (the project is C): plain compiler calls, no
 # sanitizers (the static one cannot have them).

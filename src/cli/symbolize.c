@@ -246,6 +246,25 @@ int sym_lookup_file(struct sym *s, const char *path, uint64_t bias, uint64_t add
     return describe(m, addr, is_ret, out);
 }
 
+/* The line of a when the module has no .debug_aranges (clang emits none
+ * by default, and libdw 0.188 finds no compile unit without them): ask
+ * each compile unit whether it covers a. */
+static int line_by_cu(Dwfl_Module *m, Dwarf_Addr a, struct sym_loc *out)
+{
+    Dwarf_Addr bias;
+    Dwarf_Die *cu = NULL;
+    while ((cu = dwfl_module_nextcu(m, cu, &bias)))
+        if (dwarf_haspc(cu, a - bias) == 1) {
+            Dwarf_Line *l = dwarf_getsrc_die(cu, a - bias);
+            const char *file = l ? dwarf_linesrc(l, NULL, NULL) : NULL;
+            if (!file || dwarf_lineno(l, &out->line) != 0)
+                return -1;
+            copy(out->file, sizeof out->file, file);
+            return 0;
+        }
+    return -1;
+}
+
 static int describe(Dwfl_Module *m, uint64_t addr, int is_ret, struct sym_loc *out)
 {
     uint64_t a = is_ret && addr ? addr - 1 : addr;
@@ -265,6 +284,8 @@ static int describe(Dwfl_Module *m, uint64_t addr, int is_ret, struct sym_loc *o
     if (file) {
         copy(out->file, sizeof out->file, file);
         out->line = lineno;
+    } else if (line_by_cu(m, a, out) < 0) {
+        out->line = 0;
     }
     return 0;
 }
