@@ -191,6 +191,57 @@ static void test_static_binary_gets_a_note(void **state)
     assert_null(strstr(r.err, "returned by"));
 }
 
+/* SIGUSR1 to closewise prints the report while the program runs on (the
+ * program never sees the signal: it would kill leaky_client). */
+static void test_sigusr1_reports_now(void **state)
+{
+    char port[16], line[512], want[128];
+    int sfd, out, err;
+    pid_t srv = server(port, &sfd);
+    char *argv[] = {BIN, "trace", "--", LEAKY, "127.0.0.1", port, "1", "4000", NULL};
+    pid_t pid = cwt_spawn3(argv, NULL, &out, &err);
+    assert_true(cwt_read_line(out, line, sizeof line, 5000) > 0);   /* "done": it leaked */
+    snprintf(want, sizeof want, "end of stream returned by recv() at leaky_client.c:%d (session)",
+             LEAKY_RECV_LINE);
+    int64_t until = cw_now_ms() + 3000;
+    int seen = 0;
+    while (!seen && cw_now_ms() < until) {
+        cwt_sleep_ms(200);   /* past the grace, then ask */
+        kill(pid, SIGUSR1);
+        seen = cwt_read_line(err, line, sizeof line, 300) > 0 && strstr(line, want);
+    }
+    assert_true(seen);
+    assert_int_equal(kill(pid, 0), 0);   /* closewise still runs, and so does the program */
+    char rest[8192];
+    cwt_read_all(err, rest, sizeof rest, 10000);
+    int st = cwt_wait(pid, 10000);
+    close(out);
+    close(err);
+    stop(srv, sfd);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);   /* leaky's own exit */
+    expect_in(rest, want);                  /* and the report again at its exit */
+}
+
+/* valgrind passes LD_PRELOAD on to the program it runs: trace outside,
+ * valgrind inside (the C++ client: no sanitizer, which valgrind refuses). */
+static void test_valgrind_inside(void **state)
+{
+    if (!CXX_CLIENT[0] || cwt_sh("command -v valgrind >/dev/null") != 0)
+        fail_msg("needs g++ and valgrind (scripts/deps.sh test)");
+    char port[16], want[128];
+    int sfd;
+    pid_t srv = server(port, &sfd);
+    struct run r;
+    char *argv[] = {BIN, "trace", "--check", "--grace", "500ms", "--", "valgrind", "-q",
+                    "--error-exitcode=99", CXX_CLIENT, "127.0.0.1", port, "1500", NULL};
+    run(&r, argv);
+    stop(srv, sfd);
+    assert_int_equal(r.status, 1);
+    snprintf(want, sizeof want, "returned by recv() at trace_client.cc:%d (_Z", CXX_RECV_LINE);
+    expect_in(r.err, want);
+}
+
 /* Four threads reading through every interposed call, dup'd and
  * F_DUPFD'd descriptors, errno checked after failing calls: the program
  * behaves as without the preload, and closing everything is no leak. */
@@ -291,6 +342,8 @@ int main(void)
         CWT_TEST(test_cxx_client),
         CWT_TEST(test_python_client_native_frames),
         CWT_TEST(test_static_binary_gets_a_note),
+        CWT_TEST(test_sigusr1_reports_now),
+        CWT_TEST(test_valgrind_inside),
         CWT_TEST(test_threads_behave_and_do_not_leak),
         CWT_TEST(test_fork_child_inherits),
         CWT_TEST(test_probe_where),
