@@ -316,21 +316,25 @@ int dup(int fd)
     return r;
 }
 
+/* Only a dup2 that succeeded closed what newfd was (its slot still says
+ * what that was: the C record names the old socket). */
 int dup2(int oldfd, int newfd)
 {
-    if (oldfd != newfd)
-        forget(newfd, "C", 0);
     int r = REAL(dup2)(oldfd, newfd);
-    copy(oldfd, r);
+    if (r >= 0 && oldfd != newfd) {
+        forget(newfd, "C", 0);
+        copy(oldfd, r);
+    }
     return r;
 }
 
 int dup3(int oldfd, int newfd, int flags)
 {
-    if (oldfd != newfd)
-        forget(newfd, "C", 0);
     int r = REAL(dup3)(oldfd, newfd, flags);
-    copy(oldfd, r);
+    if (r >= 0) {
+        forget(newfd, "C", 0);
+        copy(oldfd, r);
+    }
     return r;
 }
 
