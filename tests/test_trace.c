@@ -115,8 +115,9 @@ static void test_tidy_example_says_nothing(void **state)
     int sfd;
     pid_t srv = server(port, &sfd);
     struct run r;
-    char *argv[] = {BIN, "trace", "--check", "--", TIDY, "127.0.0.1", port, "2", "1000", "300",
-                    NULL};
+    /* a grace of 1 s: a loaded machine may pause it between read and close */
+    char *argv[] = {BIN, "trace", "--check", "--grace", "1s", "--", TIDY, "127.0.0.1", port, "2",
+                    "2000", "300", NULL};
     run(&r, argv);
     stop(srv, sfd);
     assert_int_equal(r.status, 0);
@@ -251,7 +252,8 @@ static void test_threads_behave_and_do_not_leak(void **state)
     int sfd;
     pid_t srv = server(port, &sfd);
     struct run r;
-    char *argv[] = {BIN, "trace", "--check", "--", STRESS, "127.0.0.1", port, "threads", NULL};
+    char *argv[] = {BIN, "trace", "--check", "--grace", "1s", "--", STRESS, "127.0.0.1", port,
+                    "threads", NULL};
     run(&r, argv);
     stop(srv, sfd);
     assert_string_equal(r.err, "");

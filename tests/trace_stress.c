@@ -4,7 +4,8 @@
  * usage: trace_stress HOST PORT threads   4 threads x 25 connections, each
  *            read to the end through a different call (read, recv, readv,
  *            recvmsg, a dup'd or F_DUPFD'd descriptor) and closed; errno
- *            after failing calls is checked. Exit 0, or 1 with a message.
+ *            after failing calls is checked; then 1.5 s alive. Exit 0, or 1
+ *            with a message.
  *        trace_stress HOST PORT fork      reads the first bytes, forks; the
  *            child reads to the end and keeps the socket (a leak in the
  *            child, whose last read was its parent's), the parent closes
@@ -127,6 +128,7 @@ static int threads(void)
     close(peer);
     close(quiet);
     close(l);
+    usleep(1500000);   /* alive past the grace: a socket wrongly thought open would show */
     return bad;
 }
 
