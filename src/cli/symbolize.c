@@ -12,6 +12,7 @@
 #include <time.h>
 
 #if CW_HAVE_DW
+#include <dlfcn.h>
 #include <dwarf.h>
 #include <elfutils/libdwfl.h>
 
@@ -161,6 +162,28 @@ static void copy(char *dst, size_t size, const char *src)
 
 static int lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out);
 
+/* C++ names as people write them, with the C++ runtime's own demangler
+ * when it is installed (any C++ program needs it); mangled otherwise. */
+typedef char *(*demangle_fn)(const char *, char *, size_t *, int *);
+static void demangle(char *name, size_t size)
+{
+    static demangle_fn fn;
+    static int tried;
+    if (strncmp(name, "_Z", 2) != 0)
+        return;
+    if (!tried) {
+        tried = 1;
+        void *h = dlopen("libstdc++.so.6", RTLD_LAZY | RTLD_LOCAL);
+        void *f = h ? dlsym(h, "__cxa_demangle") : NULL;
+        memcpy(&fn, &f, sizeof fn);
+    }
+    int status = -1;
+    char *d = fn ? fn(name, NULL, NULL, &status) : NULL;
+    if (d && status == 0)
+        copy(name, size, d);
+    free(d);
+}
+
 static size_t memo_slot(pid_t pid, uint64_t addr)
 {
     uint64_t h = (addr ^ ((uint64_t)pid << 32)) * 0x9e3779b97f4a7c15ull;
@@ -278,6 +301,7 @@ static int describe(Dwfl_Module *m, uint64_t addr, int is_ret, struct sym_loc *o
     GElf_Sym symbol;
     copy(out->function, sizeof out->function,
          dwfl_module_addrinfo(m, a, &off, &symbol, NULL, NULL, NULL));
+    demangle(out->function, sizeof out->function);
     Dwfl_Line *line = dwfl_module_getsrc(m, a);
     int lineno = 0;
     const char *file = line ? dwfl_lineinfo(line, NULL, &lineno, NULL, NULL, NULL) : NULL;
