@@ -293,6 +293,24 @@ static void test_fork_child_inherits(void **state)
     assert_null(strstr(strstr(r.err, want) + 1, "closewise trace: pid "));   /* one report */
 }
 
+/* A descriptor number closed behind the library's back (close_range)
+ * and reused by a socket is still traced: socket() clears what the
+ * library knew of the number. */
+static void test_reused_number(void **state)
+{
+    char port[16], want[160];
+    int sfd;
+    pid_t srv = server(port, &sfd);
+    struct run r;
+    char *argv[] = {BIN, "trace", "--check", "--", STRESS, "127.0.0.1", port, "reuse", NULL};
+    run(&r, argv);
+    stop(srv, sfd);
+    assert_int_equal(r.status, 1);
+    snprintf(want, sizeof want, "end of stream returned by recv() at trace_stress.c:%d (reuse)",
+             REUSE_READ_LINE);
+    expect_in(r.err, want);
+}
+
 /* probe --where, both kinds: the leaky example's recv() that returned 0,
  * and a multithreaded client that never reads our FIN: its last read. */
 static void test_probe_where(void **state)
@@ -350,6 +368,7 @@ int main(void)
         CWT_TEST(test_valgrind_inside),
         CWT_TEST(test_threads_behave_and_do_not_leak),
         CWT_TEST(test_fork_child_inherits),
+        CWT_TEST(test_reused_number),
         CWT_TEST(test_probe_where),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

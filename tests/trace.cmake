@@ -22,6 +22,7 @@ cw_marker_line(cxx_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_client.cc "// the C++ 
 cw_marker_line(poller_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_poller.c "/* the last read before the FIN */")
 cw_marker_line(parent_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_stress.c "/* the parent's read */")
 cw_marker_line(child_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_stress.c "/* the child's read to the end */")
+cw_marker_line(reuse_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_stress.c "/* the read on a reused number */")
 
 foreach(helper trace_poller trace_stress)
   add_executable(${helper} ${CMAKE_CURRENT_SOURCE_DIR}/${helper}.c)
@@ -58,7 +59,7 @@ foreach(t test_trace test_probe)
       LEAKY_RECV_LINE=${leaky_line} CXX_RECV_LINE=${cxx_line} POLLER_READ_LINE=${poller_line}
       CXX_CLIENT="${cxx_client}" STATIC_CLIENT="${static_client}"
       POLLER=\"$<TARGET_FILE:trace_poller>\" STRESS=\"$<TARGET_FILE:trace_stress>\"
-      PARENT_READ_LINE=${parent_line} CHILD_READ_LINE=${child_line}
+      PARENT_READ_LINE=${parent_line} CHILD_READ_LINE=${child_line} REUSE_READ_LINE=${reuse_line}
       PY_CLIENT="${CMAKE_CURRENT_SOURCE_DIR}/trace_client.py")
   endif()
 endforeach()

@@ -9,7 +9,10 @@
  *        trace_stress HOST PORT fork      reads the first bytes, forks; the
  *            child reads to the end and keeps the socket (a leak in the
  *            child, whose last read was its parent's), the parent closes
- *            its copy and waits. */
+ *            its copy and waits.
+ *        trace_stress HOST PORT reuse     a socket on a descriptor number the
+ *            library last saw as a pipe (closed with close_range): its end
+ *            of stream is still seen. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -155,11 +159,34 @@ static int forked(void)
     return 0;
 }
 
+/* A pipe read through read() (so the library knows that number as not a
+ * socket), closed behind its back, its number then reused by a socket
+ * that reads the end of stream and is kept. */
+static int reuse(void)
+{
+    int p[2];
+    char buf[64];
+    if (pipe(p) < 0 || write(p[1], "x", 1) != 1 || read(p[0], buf, 1) != 1)
+        return 1;
+    int was = p[0];
+    syscall(SYS_close_range, (unsigned)p[0], (unsigned)p[0], 0u);
+    close(p[1]);
+    int s = dial();
+    if (s != was) {
+        fprintf(stderr, "trace_stress: the socket got %d, not the pipe's %d\n", s, was);
+        return 1;
+    }
+    while (recv(s, buf, sizeof buf, 0) > 0)   /* the read on a reused number */
+        ;
+    usleep(1500000);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 4)
         return 2;
     host = argv[1];
     port = argv[2];
-    return !strcmp(argv[3], "fork") ? forked() : threads();
+    return !strcmp(argv[3], "fork") ? forked() : !strcmp(argv[3], "reuse") ? reuse() : threads();
 }

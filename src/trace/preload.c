@@ -2,7 +2,8 @@
  * read/recv/close/dup... in front of libc's; each calls the real one
  * (dlsym RTLD_NEXT) and then, for TCP sockets only, keeps a per-descriptor
  * slot: the stack of the last read, and an E record the first time a read
- * returns end of stream or ECONNRESET. The program must never notice:
+ * returns end of stream or ECONNRESET. socket/accept/accept4 only clear
+ * the slot of the descriptor they return. The program must never notice:
  * errno is preserved, nothing blocks (a slot another thread holds is
  * skipped), a signal handler that reads while we are busy is passed
  * through (a thread-local guard), and the hot path neither allocates nor
@@ -35,6 +36,9 @@ static ssize_t (*real_recvfrom_chk)(int, void *, size_t, size_t, int, struct soc
 static ssize_t (*real_recvmsg)(int, struct msghdr *, int);
 static ssize_t (*real_readv)(int, const struct iovec *, int);
 static int (*real_shutdown)(int, int);
+static int (*real_socket)(int, int, int);
+static int (*real_accept)(int, struct sockaddr *, socklen_t *);
+static int (*real_accept4)(int, struct sockaddr *, socklen_t *, int);
 static int (*real_dup)(int);
 static int (*real_dup2)(int, int);
 static int (*real_dup3)(int, int, int);
@@ -299,6 +303,42 @@ int close(int fd)
 {
     forget(fd, "C", 0);
     return REAL_AS(cw__tr_real_close, "close")(fd);
+}
+
+/* A new socket: whatever the slot said of the number's last owner (closed
+ * behind our back: fclose, close_range) no longer holds. */
+static void born(int fd)
+{
+    if (fd < 0)
+        return;
+    int e = errno;
+    struct cw_trace_slot *s = enter(fd);
+    if (s) {
+        reset(s);
+        leave(s);
+    }
+    errno = e;
+}
+
+int socket(int domain, int type, int protocol)
+{
+    int fd = REAL(socket)(domain, type, protocol);
+    born(fd);
+    return fd;
+}
+
+int accept(int fd, struct sockaddr *a, socklen_t *alen)
+{
+    int r = REAL(accept)(fd, a, alen);
+    born(r);
+    return r;
+}
+
+int accept4(int fd, struct sockaddr *a, socklen_t *alen, int flags)
+{
+    int r = REAL(accept4)(fd, a, alen, flags);
+    born(r);
+    return r;
 }
 
 int shutdown(int fd, int how)
