@@ -170,10 +170,16 @@ static void test_python_client_native_frames(void **state)
     run(&r, argv);
     stop(srv, sfd);
     assert_int_equal(r.status, 1);
-    /* the interpreter's recv(), in its _socket module or libpython */
+    /* the interpreter's own recv(): named where the interpreter has
+     * symbols (a python built from source), else an address in it (Debian's
+     * stripped python3.11, _socket built in) */
     expect_in(r.err, "end of stream returned by recv() at ");
-    if (!strstr(r.err, "sock_recv") && !strstr(r.err, "socketmodule.c"))
-        fail_msg("no native frame of socket.recv in:\n%s", r.err);
+    char site[256];
+    const char *at = strstr(r.err, " at ") + 4;
+    snprintf(site, sizeof site, "%.*s", (int)strcspn(at, ";"), at);
+    if (!strstr(site, "(sock_recv") && !strstr(site, "socketmodule.c") &&
+        !strstr(site, "(python3") && !strstr(site, "(libpython"))
+        fail_msg("no native frame of socket.recv: %s", site);
 }
 
 static void test_static_binary_gets_a_note(void **state)

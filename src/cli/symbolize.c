@@ -467,7 +467,7 @@ void sym_format(const struct sym_loc *l, char *buf, size_t size)
         snprintf(buf, size, "%s:%d (%s)", base, l->line, l->function[0] ? l->function : "?");
     else if (l->function[0])
         snprintf(buf, size, "%s (%s)", l->function, l->module);
-    else if (l->module[0] && l->rel)
+    else if (l->module[0] && l->rel && l->rel != l->addr)
         snprintf(buf, size, "0x%llx (%s+0x%llx)", (unsigned long long)l->addr, l->module,
                  (unsigned long long)l->rel);
     else if (l->module[0])

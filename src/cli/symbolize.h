@@ -64,7 +64,8 @@ int sym_unwind(struct sym *s, pid_t pid, pid_t tid, const struct sym_regs *regs,
 void sym_forget(struct sym *s, pid_t pid);
 
 /* "file:line (function)" with the file's basename, or what is known:
- * "function (module)", "0xaddr (module+0xrel)", "0xaddr". */
+ * "function (module)", "0xaddr (module+0xrel)" (a module loaded where its
+ * addresses say, a non-PIE program: "0xaddr (module)"), "0xaddr". */
 void sym_format(const struct sym_loc *l, char *buf, size_t size);
 
 #endif
