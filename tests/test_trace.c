@@ -56,6 +56,22 @@ static void stop(pid_t pid, int fd)
     close(fd);
 }
 
+/* `closewise trace ARGS...` against a fresh closing_server; "PORT" in
+ * ARGS is its port. */
+static void trace(struct run *r, char *const args[])
+{
+    char port[16];
+    int sfd;
+    pid_t srv = server(port, &sfd);
+    char *argv[32] = {BIN, "trace"};
+    int n = 2;
+    for (int i = 0; args[i] && n < 31; i++)
+        argv[n++] = strcmp(args[i], "PORT") ? args[i] : port;
+    argv[n] = NULL;
+    run(r, argv);
+    stop(srv, sfd);
+}
+
 static void expect_in(const char *text, const char *want)
 {
     if (!strstr(text, want))
@@ -64,13 +80,10 @@ static void expect_in(const char *text, const char *want)
 
 static void test_leaky_example_names_its_recv(void **state)
 {
-    char port[16], want[128];
-    int sfd;
-    pid_t srv = server(port, &sfd);
+    char want[128];
     struct run r;
-    char *argv[] = {BIN, "trace", "--check", "--", LEAKY, "127.0.0.1", port, "2", "1500", NULL};
-    run(&r, argv);
-    stop(srv, sfd);
+    char *args[] = {"--check", "--", LEAKY, "127.0.0.1", "PORT", "2", "1500", NULL};
+    trace(&r, args);
     assert_int_equal(r.status, 1);   /* --check: a leak */
     expect_in(r.out, "done");        /* the program's own output is untouched */
     snprintf(want, sizeof want, "end of stream returned by recv() at leaky_client.c:%d (session)",
@@ -86,13 +99,10 @@ static void test_leaky_example_names_its_recv(void **state)
 
 static void test_exit_code_is_the_programs(void **state)
 {
-    char port[16];
-    int sfd;
-    pid_t srv = server(port, &sfd);
     struct run r;
     /* without --check the report changes nothing: leaky exits 0 */
-    char *argv[] = {BIN, "trace", "--", LEAKY, "127.0.0.1", port, "1", "600", NULL};
-    run(&r, argv);
+    char *leaky[] = {"--", LEAKY, "127.0.0.1", "PORT", "1", "600", NULL};
+    trace(&r, leaky);
     assert_int_equal(r.status, 0);
     expect_in(r.err, "end of stream returned by recv()");
     /* its usage error, exit 2, passes through */
@@ -106,20 +116,15 @@ static void test_exit_code_is_the_programs(void **state)
     char *usage[] = {BIN, "trace", "--grace", "soon", "--", LEAKY, NULL};
     run(&r, usage);
     assert_int_equal(r.status, 2);
-    stop(srv, sfd);
 }
 
 static void test_tidy_example_says_nothing(void **state)
 {
-    char port[16];
-    int sfd;
-    pid_t srv = server(port, &sfd);
     struct run r;
     /* a grace of 1 s: a loaded machine may pause it between read and close */
-    char *argv[] = {BIN, "trace", "--check", "--grace", "1s", "--", TIDY, "127.0.0.1", port, "2",
-                    "2000", "300", NULL};
-    run(&r, argv);
-    stop(srv, sfd);
+    char *args[] = {"--check", "--grace", "1s", "--", TIDY, "127.0.0.1", "PORT", "2", "2000",
+                    "300", NULL};
+    trace(&r, args);
     assert_int_equal(r.status, 0);
     assert_string_equal(r.err, "");
 }
@@ -128,14 +133,9 @@ static void test_tidy_example_says_nothing(void **state)
  * is still reported; a program that exits within the grace is not. */
 static void test_exit_within_grace_is_a_close(void **state)
 {
-    char port[16];
-    int sfd;
-    pid_t srv = server(port, &sfd);
     struct run r;
-    char *argv[] = {BIN, "trace", "--check", "--grace", "2s", "--", LEAKY, "127.0.0.1", port,
-                    "1", "0", NULL};
-    run(&r, argv);
-    stop(srv, sfd);
+    char *args[] = {"--check", "--grace", "2s", "--", LEAKY, "127.0.0.1", "PORT", "1", "0", NULL};
+    trace(&r, args);
     assert_int_equal(r.status, 0);
     assert_string_equal(r.err, "");
 }
@@ -144,13 +144,10 @@ static void test_cxx_client(void **state)
 {
     if (!CXX_CLIENT[0])
         fail_msg("no C++ compiler: scripts/deps.sh test installs g++");
-    char port[16], want[128];
-    int sfd;
-    pid_t srv = server(port, &sfd);
+    char want[128];
     struct run r;
-    char *argv[] = {BIN, "trace", "--check", "--", CXX_CLIENT, "127.0.0.1", port, "1000", NULL};
-    run(&r, argv);
-    stop(srv, sfd);
+    char *args[] = {"--check", "--", CXX_CLIENT, "127.0.0.1", "PORT", "1000", NULL};
+    trace(&r, args);
     assert_int_equal(r.status, 1);
     /* names demangled by the C++ runtime */
     snprintf(want, sizeof want,
@@ -161,14 +158,9 @@ static void test_cxx_client(void **state)
 
 static void test_python_client_native_frames(void **state)
 {
-    char port[16];
-    int sfd;
-    pid_t srv = server(port, &sfd);
     struct run r;
-    char *argv[] = {BIN, "trace", "--check", "--", "python3", PY_CLIENT, "127.0.0.1", port,
-                    "1000", NULL};
-    run(&r, argv);
-    stop(srv, sfd);
+    char *args[] = {"--check", "--", "python3", PY_CLIENT, "127.0.0.1", "PORT", "1000", NULL};
+    trace(&r, args);
     assert_int_equal(r.status, 1);
     /* the interpreter's own recv(): named where the interpreter has
      * symbols (a python built from source), else an address in it (Debian's
@@ -184,14 +176,9 @@ static void test_python_client_native_frames(void **state)
 
 static void test_static_binary_gets_a_note(void **state)
 {
-    char port[16];
-    int sfd;
-    pid_t srv = server(port, &sfd);
     struct run r;
-    char *argv[] = {BIN, "trace", "--check", "--", STATIC_CLIENT, "127.0.0.1", port, "1", "500",
-                    NULL};
-    run(&r, argv);
-    stop(srv, sfd);
+    char *args[] = {"--check", "--", STATIC_CLIENT, "127.0.0.1", "PORT", "1", "500", NULL};
+    trace(&r, args);
     /* run untraced: its own exit code, a note, and no answer at all */
     assert_int_equal(r.status, 0);
     expect_in(r.out, "done");
@@ -237,14 +224,11 @@ static void test_valgrind_inside(void **state)
 {
     if (!CXX_CLIENT[0] || cwt_sh("command -v valgrind >/dev/null") != 0)
         fail_msg("needs g++ and valgrind (scripts/deps.sh test)");
-    char port[16], want[128];
-    int sfd;
-    pid_t srv = server(port, &sfd);
+    char want[128];
     struct run r;
-    char *argv[] = {BIN, "trace", "--check", "--grace", "500ms", "--", "valgrind", "-q",
-                    "--error-exitcode=99", CXX_CLIENT, "127.0.0.1", port, "1500", NULL};
-    run(&r, argv);
-    stop(srv, sfd);
+    char *args[] = {"--check", "--grace", "500ms", "--", "valgrind", "-q", "--error-exitcode=99",
+                    CXX_CLIENT, "127.0.0.1", "PORT", "1500", NULL};
+    trace(&r, args);
     assert_int_equal(r.status, 1);
     snprintf(want, sizeof want, "returned by recv() at trace_client.cc:%d (", CXX_RECV_LINE);
     expect_in(r.err, want);
@@ -256,14 +240,9 @@ static void test_valgrind_inside(void **state)
  * behaves as without the preload, and closing everything is no leak. */
 static void test_threads_behave_and_do_not_leak(void **state)
 {
-    char port[16];
-    int sfd;
-    pid_t srv = server(port, &sfd);
     struct run r;
-    char *argv[] = {BIN, "trace", "--check", "--grace", "1s", "--", STRESS, "127.0.0.1", port,
-                    "threads", NULL};
-    run(&r, argv);
-    stop(srv, sfd);
+    char *args[] = {"--check", "--grace", "1s", "--", STRESS, "127.0.0.1", "PORT", "threads", NULL};
+    trace(&r, args);
     assert_string_equal(r.err, "");
     assert_int_equal(r.status, 0);
 }
@@ -273,13 +252,10 @@ static void test_threads_behave_and_do_not_leak(void **state)
  * that is reported holding the socket; the parent's close is not one. */
 static void test_fork_child_inherits(void **state)
 {
-    char port[16], want[160];
-    int sfd;
-    pid_t srv = server(port, &sfd);
+    char want[160];
     struct run r;
-    char *argv[] = {BIN, "trace", "--check", "--", STRESS, "127.0.0.1", port, "fork", NULL};
-    run(&r, argv);
-    stop(srv, sfd);
+    char *args[] = {"--check", "--", STRESS, "127.0.0.1", "PORT", "fork", NULL};
+    trace(&r, args);
     assert_int_equal(r.status, 1);
     snprintf(want, sizeof want, "end of stream returned by recv() at trace_stress.c:%d (forked)",
              CHILD_READ_LINE);
@@ -304,13 +280,10 @@ static void test_fork_child_inherits(void **state)
  * library knew of the number. */
 static void test_reused_number(void **state)
 {
-    char port[16], want[160];
-    int sfd;
-    pid_t srv = server(port, &sfd);
+    char want[160];
     struct run r;
-    char *argv[] = {BIN, "trace", "--check", "--", STRESS, "127.0.0.1", port, "reuse", NULL};
-    run(&r, argv);
-    stop(srv, sfd);
+    char *args[] = {"--check", "--", STRESS, "127.0.0.1", "PORT", "reuse", NULL};
+    trace(&r, args);
     assert_int_equal(r.status, 1);
     snprintf(want, sizeof want, "end of stream returned by recv() at trace_stress.c:%d (reuse)",
              REUSE_READ_LINE);
