@@ -245,12 +245,15 @@ static const char *detail(const struct probe_result *r, char *buf, size_t size)
     const struct probe_leak *l = &r->leak;
     char t[32], who[96];
     buf[0] = '\0';
+    /* --where's line replaces the guess; its "no trace" note only adds */
+    int note = !strncmp(l->where, "no trace", 8);
     if (r->verdict == PROBE_LEAK && l->state == CW_TCP_CLOSE_WAIT)
-        snprintf(buf, size, "%s in CLOSE_WAIT %s%s, Recv-Q %u: %s",
+        snprintf(buf, size, "%s in CLOSE_WAIT %s%s, Recv-Q %u: %s%s%s%s",
                  holder(l, who, sizeof who), l->closed_late ? "" : ">= ",
                  insp_fmt_ms((uint64_t)l->held_ms, t, sizeof t), (unsigned)l->rqueue,
-                 l->where[0] ? l->where
-                 : l->rqueue ? "our FIN not read" : "EOF read, never closed");
+                 l->where[0] && !note ? l->where
+                 : l->rqueue ? "our FIN not read" : "EOF read, never closed",
+                 note ? " (" : "", note ? l->where : "", note ? ")" : "");
     else if (r->verdict == PROBE_LEAK)
         snprintf(buf, size, "%s: connection reset or closed, "
                  "descriptor still open %s%s%s%s", holder(l, who, sizeof who),
