@@ -275,6 +275,24 @@ static void test_fork_child_inherits(void **state)
     assert_null(strstr(strstr(r.err, want) + 1, "closewise trace: pid "));   /* one report */
 }
 
+/* The history goes along dup2, dup3, F_DUPFD_CLOEXEC and dup: the end of
+ * stream read through the last copy names, as the read before it, the
+ * read made through the first descriptor (closed since). */
+static void test_history_follows_copies(void **state)
+{
+    char want[160];
+    struct run r;
+    char *args[] = {"--check", "--", STRESS, "127.0.0.1", "PORT", "dup", NULL};
+    trace(&r, args);
+    assert_int_equal(r.status, 1);
+    snprintf(want, sizeof want, "end of stream returned by recv() at trace_stress.c:%d (duped)",
+             DUP_END_LINE);
+    expect_in(r.err, want);
+    snprintf(want, sizeof want, "the read before it:\n    trace_stress.c:%d (duped)",
+             DUP_FIRST_LINE);
+    expect_in(r.err, want);
+}
+
 /* A descriptor number closed behind the library's back (close_range)
  * and reused by a socket is still traced: socket() clears what the
  * library knew of the number. */
@@ -347,6 +365,7 @@ int main(void)
         CWT_TEST(test_valgrind_inside),
         CWT_TEST(test_threads_behave_and_do_not_leak),
         CWT_TEST(test_fork_child_inherits),
+        CWT_TEST(test_history_follows_copies),
         CWT_TEST(test_reused_number),
         CWT_TEST(test_probe_where),
     };

@@ -23,6 +23,8 @@ cw_marker_line(poller_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_poller.c "/* the la
 cw_marker_line(parent_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_stress.c "/* the parent's read */")
 cw_marker_line(child_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_stress.c "/* the child's read to the end */")
 cw_marker_line(reuse_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_stress.c "/* the read on a reused number */")
+cw_marker_line(dup_first_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_stress.c "/* the read before the copies */")
+cw_marker_line(dup_end_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_stress.c "/* the end, through the last copy */")
 
 foreach(helper trace_poller trace_stress)
   add_executable(${helper} ${CMAKE_CURRENT_SOURCE_DIR}/${helper}.c)
@@ -60,6 +62,7 @@ foreach(t test_trace test_probe)
       CXX_CLIENT="${cxx_client}" STATIC_CLIENT="${static_client}"
       POLLER=\"$<TARGET_FILE:trace_poller>\" STRESS=\"$<TARGET_FILE:trace_stress>\"
       PARENT_READ_LINE=${parent_line} CHILD_READ_LINE=${child_line} REUSE_READ_LINE=${reuse_line}
+      DUP_FIRST_LINE=${dup_first_line} DUP_END_LINE=${dup_end_line}
       PY_CLIENT="${CMAKE_CURRENT_SOURCE_DIR}/trace_client.py")
   endif()
 endforeach()

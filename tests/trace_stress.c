@@ -10,6 +10,9 @@
  *            child reads to the end and keeps the socket (a leak in the
  *            child, whose last read was its parent's), the parent closes
  *            its copy and waits.
+ *        trace_stress HOST PORT dup       the reply read through one
+ *            descriptor, the end of stream through a copy of a copy (dup2,
+ *            dup3, F_DUPFD_CLOEXEC, dup), the originals closed.
  *        trace_stress HOST PORT reuse     a socket on a descriptor number the
  *            library last saw as a pipe (closed with close_range): its end
  *            of stream is still seen. */
@@ -182,11 +185,41 @@ static int reuse(void)
     return 0;
 }
 
+/* The reply read through one descriptor, then the socket handed along
+ * dup2 -> dup3 -> F_DUPFD_CLOEXEC -> dup, each old one closed, and the end
+ * of stream read through the last: its history (the last read) went
+ * along. */
+static int duped(void)
+{
+    int s = dial();
+    char buf[64];
+    do {
+        if (s < 0 || recv(s, buf, 1, 0) != 1)   /* the read before the copies */
+            return 1;
+    } while (buf[0] != '\n');
+    int a = dup2(s, 50);
+    close(s);
+    int b = dup3(a, 51, O_CLOEXEC);
+    close(a);
+    int c = fcntl(b, F_DUPFD_CLOEXEC, 60);
+    close(b);
+    int d = dup(c);
+    close(c);
+    if (d < 0 || recv(d, buf, sizeof buf, 0) != 0)   /* the end, through the last copy */
+        return 1;
+    usleep(1500000);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 4)
         return 2;
     host = argv[1];
     port = argv[2];
-    return !strcmp(argv[3], "fork") ? forked() : !strcmp(argv[3], "reuse") ? reuse() : threads();
+    if (!strcmp(argv[3], "fork"))
+        return forked();
+    if (!strcmp(argv[3], "reuse"))
+        return reuse();
+    return !strcmp(argv[3], "dup") ? duped() : threads();
 }
