@@ -97,6 +97,30 @@ static void test_leaky_example_names_its_recv(void **state)
     assert_null(strstr(second + 1, want));
 }
 
+/* --json --output FILE: one JSON document in FILE, nothing on stderr. */
+static void test_json_output(void **state)
+{
+    char path[] = "/tmp/cwt_trace_jsonXXXXXX", want[128], doc[16384];
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    struct run r;
+    char *args[] = {"--check", "--json", "--output", path, "--", LEAKY, "127.0.0.1", "PORT", "1",
+                    "600", NULL};
+    trace(&r, args);
+    cwt_read_all(fd, doc, sizeof doc, 1000);
+    close(fd);
+    int valid = cwt_sh("python3 -m json.tool '%s' >/dev/null", path);
+    unlink(path);
+    assert_int_equal(r.status, 1);
+    assert_string_equal(r.err, "");
+    assert_int_equal(valid, 0);
+    snprintf(want, sizeof want, "\"end\": \"eof\", \"call\": \"recv\", "
+             "\"at\": \"leaky_client.c:%d (session)\"", LEAKY_RECV_LINE);
+    expect_in(doc, want);
+    expect_in(doc, "\"exit_code\": 0, ");
+    expect_in(doc, "\"traced\": true");
+}
+
 static void test_exit_code_is_the_programs(void **state)
 {
     struct run r;
@@ -355,6 +379,7 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_leaky_example_names_its_recv),
+        CWT_TEST(test_json_output),
         CWT_TEST(test_exit_code_is_the_programs),
         CWT_TEST(test_tidy_example_says_nothing),
         CWT_TEST(test_exit_within_grace_is_a_close),

@@ -6,7 +6,6 @@
  * library's bookkeeping; the library only says where. */
 #define _GNU_SOURCE
 #include "trace.h"
-#include "../inspect/inspect.h"
 #include "../probe/probe.h"
 
 #include <errno.h>
@@ -20,7 +19,8 @@
 
 struct topts {
     int64_t grace_ms;
-    int check;
+    int check, json;
+    const char *output;
     char **cmd;
 };
 
@@ -37,12 +37,17 @@ static void trace_help(void)
            "Nothing is printed when no socket leaked. Statically linked programs run\n"
            "untraced, with a note.\n\n"
            "options:\n"
-           "  -g, --grace D   time a socket has to be closed after its end (default 100ms)\n"
-           "      --check     exit 1 when a socket leaked\n"
-           "  -h, --help      this help\n\n"
+           "  -g, --grace D        time a socket has to be closed after its end\n"
+           "                       (default 100ms)\n"
+           "      --check          exit 1 when a socket leaked\n"
+           "      --json           the report as one JSON document\n"
+           "  -o, --output FILE    write the report to FILE (rewritten at each\n"
+           "                       report) instead of stderr\n"
+           "  -h, --help           this help\n\n"
            "Exit: CMD's exit code (128+N when killed by signal N), 127 when it cannot\n"
            "be run; with --check, 1 when a socket leaked; 2 usage, 3 system error.\n"
-           "The report goes to stderr. SIGTERM and SIGHUP are passed on to CMD.\n"
+           "The report goes to stderr (or --output). SIGTERM and SIGHUP are passed on\n"
+           "to CMD.\n"
            "See closewise-trace(1).\n");
 }
 
@@ -51,18 +56,26 @@ static int parse_args(struct topts *o, int argc, char **argv)
     static const struct option longopts[] = {
         {"grace", required_argument, NULL, 'g'},
         {"check", no_argument, NULL, 'c'},
+        {"json", no_argument, NULL, 'j'},
+        {"output", required_argument, NULL, 'o'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     optind = 1;
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "+g:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+g:o:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'h':
             trace_help();
             return 1;
         case 'c':
             o->check = 1;
+            break;
+        case 'j':
+            o->json = 1;
+            break;
+        case 'o':
+            o->output = optarg;
             break;
         case 'g':
             o->grace_ms = cli_parse_duration(optarg);
@@ -148,43 +161,6 @@ static void check(struct trec *t, int64_t grace_ms, int64_t now)
     }
 }
 
-static void report_one(struct trec *t, const struct trec_end *e, int64_t grace_ms)
-{
-    char site[512], g[32], c[32];
-    const char *comm = e->comm;
-    trec_site(t, e->pid, &e->at, site, sizeof site);
-    fprintf(stderr, "closewise trace: pid %d%s%s%s fd %d: %s returned by %s() at %s; "
-            "still open %s later", (int)e->holder, comm[0] ? " (" : "", comm,
-            comm[0] ? ")" : "", e->holder_fd, e->eof ? "end of stream" : "ECONNRESET",
-            e->func, site, insp_fmt_ms((uint64_t)grace_ms, g, sizeof g));
-    if (e->t_closed)
-        fprintf(stderr, ", closed %s after the end\n",
-                insp_fmt_ms((uint64_t)(e->t_closed - e->t_ms), c, sizeof c));
-    else
-        fprintf(stderr, "\n");
-    fprintf(stderr, "  the read that returned it (pid %d fd %d):\n", (int)e->pid, e->fd);
-    trec_print_stack(t, stderr, e->pid, &e->at, "    ");
-    if (e->last.n) {
-        fprintf(stderr, "  the read before it:\n");
-        trec_print_stack(t, stderr, e->pid, &e->last, "    ");
-    }
-}
-
-static int report(struct trec *t, int64_t grace_ms)
-{
-    int n = 0;
-    trec_poll(t);
-    for (size_t i = 0; i < trec_nends(t); i++) {
-        const struct trec_end *e = trec_endat(t, i);
-        if (e->leaked) {
-            report_one(t, e, grace_ms);
-            n++;
-        }
-    }
-    fflush(stderr);
-    return n;
-}
-
 static void nap(int64_t ms)
 {
     struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000};
@@ -206,7 +182,8 @@ static void handle_signals(void)
 }
 
 /* Watch CMD until it exits; returns its wait status. */
-static int watch(const struct topts *o, struct trec *t, pid_t root)
+static int watch(const struct topts *o, const struct trace_report *rep, struct trec *t,
+                 pid_t root)
 {
     int status = 0, done = 0;
     int64_t step = o->grace_ms / 4 < 5 ? 5 : o->grace_ms / 4 > 50 ? 50 : o->grace_ms / 4;
@@ -224,8 +201,7 @@ static int watch(const struct topts *o, struct trec *t, pid_t root)
         }
         if (want_report) {
             want_report = 0;
-            if (t)
-                report(t, o->grace_ms);
+            trace_report(t, rep, NULL);
         }
         nap(step);
     }
@@ -242,6 +218,16 @@ static int trace_main(const struct topts *o)
     }
     if (!traced)
         cli_error("trace: no trace: %s", l.why);
+    struct trace_report rep = {.cmd = o->cmd, .grace_ms = o->grace_ms, .json = o->json,
+                               .output = o->output, .note = traced ? NULL : l.why};
+    FILE *out = o->output ? fopen(o->output, "w") : NULL;
+    if (o->output && !out) {
+        cli_error("trace: cannot write %s: %s", o->output, strerror(errno));
+        trec_launch_done(&l);
+        return CLI_SYSTEM;
+    }
+    if (out)
+        fclose(out);
     struct trec *t = traced ? trec_open(l.file) : NULL;
     if (traced && !t) {
         cli_error("trace: cannot read the record file %s", l.file);
@@ -260,17 +246,22 @@ static int trace_main(const struct topts *o)
     }
     if (pid == 0)
         child(o, &l, traced);
-    int status = watch(o, t, pid);
-    int leaks = 0;
+    int status = watch(o, &rep, t, pid);
+    char note[320] = "";
     if (t) {
         trec_poll(t);
-        if (!trec_started(t, 0) && !(WIFEXITED(status) && WEXITSTATUS(status) == 127))
-            cli_error("trace: no trace: %s did not load libclosewise-trace.so "
-                      "(setuid, or a static interpreter?)", o->cmd[0]);
-        leaks = report(t, o->grace_ms);
+        if (!trec_started(t, 0) && !(WIFEXITED(status) && WEXITSTATUS(status) == 127)) {
+            snprintf(note, sizeof note, "%s did not load libclosewise-trace.so (setuid, "
+                     "or a static interpreter?)", o->cmd[0]);
+            cli_error("trace: no trace: %s", note);
+            rep.note = note;
+        }
     }
+    int leaks = trace_report(t, &rep, &status);
     trec_free(&t);
     trec_launch_done(&l);
+    if (leaks < 0)
+        return CLI_SYSTEM;
     if (o->check && leaks)
         return CLI_FOUND;
     return WIFEXITED(status) ? WEXITSTATUS(status)

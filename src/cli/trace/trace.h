@@ -81,14 +81,29 @@ int trec_started(const struct trec *t, pid_t pid);
  * (preload, sanitizers, libc), as "file:line (function)". */
 void trec_site(struct trec *t, pid_t pid, const struct trec_stack *s, char *buf, size_t size);
 
-/* Print a recorded stack, one frame a line, each line starting with
- * indent. */
-void trec_print_stack(struct trec *t, FILE *f, pid_t pid, const struct trec_stack *s,
-                      const char *indent);
+/* The frames of a recorded stack from trec_site's frame on, each as
+ * trec_site formats it, into out[0..CW_TRACE_DEPTH). Returns how many. */
+typedef char trec_text[256];
+int trec_frames(struct trec *t, const struct trec_stack *s, trec_text *out);
 
 /* The last read on fd of live process pid, read from its table (socket
  * inode ino, 0: any) and symbolized as trec_site does. Returns 0, or -1
  * when none is known (no read yet, another socket now, process gone). */
 int trec_last_read(struct trec *t, pid_t pid, int fd, uint64_t ino, char *buf, size_t size);
+
+/* --- the report (trace_report.c) --- */
+
+struct trace_report {
+    char **cmd;
+    int64_t grace_ms;
+    int json;
+    const char *output;     /* a file rewritten at each report, NULL: stderr */
+    const char *note;       /* why CMD is not traced, "" or NULL when it is */
+};
+
+/* Print every leaked socket of t (NULL: none known) as o says; status is
+ * CMD's wait status once it has exited, NULL while it runs. Returns how
+ * many leaked, or -1 when the output cannot be written. */
+int trace_report(struct trec *t, const struct trace_report *o, const int *status);
 
 #endif

@@ -288,17 +288,15 @@ void trec_site(struct trec *t, pid_t pid, const struct trec_stack *s, char *buf,
     sym_format(&loc, buf, size);
 }
 
-void trec_print_stack(struct trec *t, FILE *f, pid_t pid, const struct trec_stack *s,
-                      const char *indent)
+int trec_frames(struct trec *t, const struct trec_stack *s, trec_text *out)
 {
-    (void)pid;
-    char buf[512];
-    for (int i = first_own(t, s); i < s->n; i++) {
+    int n = 0;
+    for (int k = first_own(t, s); k < s->n && n < CW_TRACE_DEPTH; k++) {
         struct sym_loc loc;
-        frame(t, s, i, &loc);
-        sym_format(&loc, buf, sizeof buf);
-        fprintf(f, "%s%s\n", indent, buf);
+        frame(t, s, k, &loc);
+        sym_format(&loc, out[n++], sizeof out[0]);
     }
+    return n;
 }
 
 /* ---- a live process's table ---- */
