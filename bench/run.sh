@@ -12,4 +12,5 @@ sh bench/inspect.sh "$build" || status=1
 sh bench/servers.sh "$build" || status=1
 sh bench/resets.sh "$build" || status=1
 sh bench/exporter.sh "$build" || status=1
+sh bench/trace.sh "$build" || status=1
 exit $status

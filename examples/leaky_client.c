@@ -45,7 +45,7 @@ static int session(const char *host, const char *port)
     send(s, login, sizeof login - 1, MSG_NOSIGNAL);
     char buf[512];
     for (;;) {
-        ssize_t n = recv(s, buf, sizeof buf, 0);
+        ssize_t n = recv(s, buf, sizeof buf, 0);   /* the read that returns 0 */
         if (n <= 0) {
             /* closesocket(s); */
             return 0;

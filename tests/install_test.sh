@@ -34,6 +34,17 @@ got=$(bash -c '. "$1"; COMP_WORDS=("$2" l); COMP_CWORD=1; _closewise; echo "${CO
       sh "$comp" "$prefix/bin/closewise")
 [ "$got" = ls ] || fail "bash completion of 'closewise l': '$got'"
 
+# The preload of `closewise trace` and `probe --where`, private to closewise,
+# exports only the libc names it interposes; the installed binary finds it
+# relative to itself (the build was configured for another prefix).
+[ -f "$libdir/closewise/libclosewise-trace.so" ] || fail "libclosewise-trace.so not installed"
+if nm -D --defined-only "$libdir/closewise/libclosewise-trace.so" | awk '{print $3}' |
+   grep -Ev '^(read|__read_chk|recv|__recv_chk|recvfrom|__recvfrom_chk|recvmsg|readv|close|shutdown|socket|accept|accept4|dup|dup2|dup3|fcntl|fcntl64)$' | grep -q .; then
+    fail "libclosewise-trace.so exports more than its interposers"
+fi
+"$prefix/bin/closewise" trace --check -- true 2>"$tmp/trace.err" || { cat "$tmp/trace.err"; fail "closewise trace -- true"; }
+[ ! -s "$tmp/trace.err" ] || { cat "$tmp/trace.err"; fail "closewise trace -- true is not quiet"; }
+
 # Only the public cw_ API is exported; cw__ internals stay hidden.
 if nm -D --defined-only "$libdir"/libclosewise.so.0 | awk '{print $3}' | grep -v '^cw_[a-z]' | grep -q .; then
     fail "shared library exports more than the cw_ API"

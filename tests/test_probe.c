@@ -141,6 +141,11 @@ static void test_leaky_client_leaks(void **state)
         assert_true(field(line, "fd") >= 3);
         /* it read the EOF (Recv-Q 0) and never closed */
         assert_int_equal(field(line, "recv_q"), 0);
+        /* --where (default on) names the recv() that returned 0 */
+        char where[160];
+        snprintf(where, sizeof where, "\"where\": \"EOF returned by recv() at "
+                 "leaky_client.c:%d (session) and never closed\"", LEAKY_RECV_LINE);
+        assert_non_null(strstr(line, where));
         long long held = field(line, "held_ms");
         assert_true(held > 500 && held < 3000);
         /* the probe ended the run at the leak: the client did not exit */

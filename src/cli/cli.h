@@ -65,6 +65,7 @@ int cmd_client(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_probe(int argc, char **argv);
 int cmd_resets(int argc, char **argv);
+int cmd_trace(int argc, char **argv);
 int cmd_exporter(int argc, char **argv);
 
 #endif

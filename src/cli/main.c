@@ -21,6 +21,7 @@ static const struct cli_command cli_commands[] = {
      cmd_client, &client_spec},
     {"probe", "test any client program for CLOSE_WAIT leaks", cmd_probe, NULL},
     {"resets", "name each close() that made the kernel send RST (BPF)", cmd_resets, NULL},
+    {"trace", "run a program; name the line that read EOF and never closed", cmd_trace, NULL},
     {"exporter", "serve TCP states and CLOSE_WAIT leaks per process to Prometheus",
      cmd_exporter, NULL},
     {NULL, NULL, NULL, NULL}

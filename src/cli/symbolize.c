@@ -12,10 +12,12 @@
 #include <time.h>
 
 #if CW_HAVE_DW
+#include <dlfcn.h>
 #include <dwarf.h>
 #include <elfutils/libdwfl.h>
 
 #define SYM_CACHE 8
+#define SYM_FILES 16   /* modules of recorded stacks, by path and bias */
 #define SYM_MEMO 1024   /* symbolized addresses: a server closes from few sites */
 
 /* What the unwinder's callbacks see of the current event. */
@@ -42,6 +44,12 @@ struct sym {
         unsigned long used;
         time_t made;        /* when the map was read */
     } e[SYM_CACHE];
+    struct {                /* ELF files by path and load bias */
+        char path[512];
+        uint64_t bias;
+        Dwfl *dwfl;
+        unsigned long used;
+    } f[SYM_FILES];
     unsigned long tick;
 };
 
@@ -78,6 +86,9 @@ void sym_free(struct sym **sp)
     for (int i = 0; i < SYM_CACHE; i++)
         if (s->e[i].dwfl)
             dwfl_end(s->e[i].dwfl);
+    for (int i = 0; i < SYM_FILES; i++)
+        if (s->f[i].dwfl)
+            dwfl_end(s->f[i].dwfl);
     free(s);
     *sp = NULL;
 }
@@ -151,6 +162,28 @@ static void copy(char *dst, size_t size, const char *src)
 
 static int lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out);
 
+/* C++ names as people write them, with the C++ runtime's own demangler
+ * when it is installed (any C++ program needs it); mangled otherwise. */
+typedef char *(*demangle_fn)(const char *, char *, size_t *, int *);
+static void demangle(char *name, size_t size)
+{
+    static demangle_fn fn;
+    static int tried;
+    if (strncmp(name, "_Z", 2) != 0)
+        return;
+    if (!tried) {
+        tried = 1;
+        void *h = dlopen("libstdc++.so.6", RTLD_LAZY | RTLD_LOCAL);
+        void *f = h ? dlsym(h, "__cxa_demangle") : NULL;
+        memcpy(&fn, &f, sizeof fn);
+    }
+    int status = -1;
+    char *d = fn ? fn(name, NULL, NULL, &status) : NULL;
+    if (d && status == 0)
+        copy(name, size, d);
+    free(d);
+}
+
 static size_t memo_slot(pid_t pid, uint64_t addr)
 {
     uint64_t h = (addr ^ ((uint64_t)pid << 32)) * 0x9e3779b97f4a7c15ull;
@@ -172,27 +205,126 @@ int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_l
     return m->rc;
 }
 
+static int describe(Dwfl_Module *m, uint64_t addr, int is_ret, struct sym_loc *out);
+
 static int lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out)
 {
     memset(out, 0, sizeof *out);
     out->addr = addr;
     Dwfl_Module *m = module_of(s, pid, addr);
-    if (!m)
+    return m ? describe(m, addr, is_ret, out) : -1;
+}
+
+/* ---- ELF files named by path and load bias (the process may be gone) ---- */
+
+static const Dwfl_Callbacks file_callbacks = {
+    .find_elf = dwfl_build_id_find_elf,
+    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .section_address = dwfl_offline_section_address,
+};
+
+static Dwfl *file_dwfl(struct sym *s, const char *path, uint64_t bias)
+{
+    int victim = 0;
+    for (int i = 0; i < SYM_FILES; i++) {
+        if (s->f[i].dwfl && s->f[i].bias == bias && !strcmp(s->f[i].path, path)) {
+            s->f[i].used = ++s->tick;
+            return s->f[i].dwfl;
+        }
+        if (!s->f[i].dwfl || (s->f[victim].dwfl && s->f[i].used < s->f[victim].used))
+            victim = i;
+    }
+    if (strlen(path) >= sizeof s->f[0].path)
+        return NULL;
+    Dwfl *d = dwfl_begin(&file_callbacks);
+    if (!d)
+        return NULL;
+    dwfl_report_begin(d);
+    if (!dwfl_report_elf(d, path, path, -1, bias, false) ||
+        dwfl_report_end(d, NULL, NULL) != 0) {
+        dwfl_end(d);
+        return NULL;
+    }
+    if (s->f[victim].dwfl)
+        dwfl_end(s->f[victim].dwfl);
+    s->f[victim].dwfl = d;
+    s->f[victim].bias = bias;
+    strcpy(s->f[victim].path, path);
+    s->f[victim].used = ++s->tick;
+    return d;
+}
+
+int sym_lookup_file(struct sym *s, const char *path, uint64_t bias, uint64_t addr,
+                    int is_ret, struct sym_loc *out)
+{
+    memset(out, 0, sizeof *out);
+    out->addr = addr;
+    Dwfl *d = file_dwfl(s, path, bias);
+    Dwfl_Module *m = d ? dwfl_addrmodule(d, addr) : NULL;
+    if (!m) {
+        const char *base = strrchr(path, '/');
+        copy(out->module, sizeof out->module, base ? base + 1 : path);
         return -1;
+    }
+    return describe(m, addr, is_ret, out);
+}
+
+/* The line of a when the module has no .debug_aranges (clang emits none
+ * by default, and libdw 0.188 finds no compile unit without them): ask
+ * each compile unit whether it covers a. */
+static int line_by_cu(Dwfl_Module *m, Dwarf_Addr a, struct sym_loc *out)
+{
+    Dwarf_Addr bias;
+    Dwarf_Die *cu = NULL;
+    while ((cu = dwfl_module_nextcu(m, cu, &bias)))
+        if (dwarf_haspc(cu, a - bias) == 1) {
+            Dwarf_Line *l = dwarf_getsrc_die(cu, a - bias);
+            const char *file = l ? dwarf_linesrc(l, NULL, NULL) : NULL;
+            if (!file || dwarf_lineno(l, &out->line) != 0)
+                return -1;
+            copy(out->file, sizeof out->file, file);
+            return 0;
+        }
+    return -1;
+}
+
+/* gcc names the copies it makes of a function "session.isra.0",
+ * "run.part.1", "f.constprop.0", "g.cold": the user wrote "session". */
+static void drop_clone_suffix(char *name)
+{
+    static const char *const kinds[] = {".isra.", ".part.", ".constprop.", ".cold",
+                                        ".lto_priv.", ".localalias"};
+    for (char *dot = strchr(name, '.'); dot; dot = strchr(dot + 1, '.'))
+        for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
+            if (!strncmp(dot, kinds[i], strlen(kinds[i]))) {
+                *dot = '\0';
+                return;
+            }
+}
+
+static int describe(Dwfl_Module *m, uint64_t addr, int is_ret, struct sym_loc *out)
+{
     uint64_t a = is_ret && addr ? addr - 1 : addr;
     const char *name = dwfl_module_info(m, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
     const char *base = name ? strrchr(name, '/') : NULL;
     copy(out->module, sizeof out->module, base ? base + 1 : name);
+    Dwarf_Addr bias;
+    if (dwfl_module_getelf(m, &bias))
+        out->rel = addr - bias;
     GElf_Off off;
     GElf_Sym symbol;
     copy(out->function, sizeof out->function,
          dwfl_module_addrinfo(m, a, &off, &symbol, NULL, NULL, NULL));
+    demangle(out->function, sizeof out->function);
+    drop_clone_suffix(out->function);
     Dwfl_Line *line = dwfl_module_getsrc(m, a);
     int lineno = 0;
     const char *file = line ? dwfl_lineinfo(line, NULL, &lineno, NULL, NULL, NULL) : NULL;
     if (file) {
         copy(out->file, sizeof out->file, file);
         out->line = lineno;
+    } else if (line_by_cu(m, a, out) < 0) {
+        out->line = 0;
     }
     return 0;
 }
@@ -320,6 +452,17 @@ int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_l
     return -1;
 }
 
+int sym_lookup_file(struct sym *s, const char *path, uint64_t bias, uint64_t addr,
+                    int is_ret, struct sym_loc *out)
+{
+    (void)s; (void)bias; (void)is_ret;
+    memset(out, 0, sizeof *out);
+    out->addr = addr;
+    const char *base = strrchr(path, '/');
+    snprintf(out->module, sizeof out->module, "%s", base ? base + 1 : path);
+    return -1;
+}
+
 int sym_unwind(struct sym *s, pid_t pid, pid_t tid, const struct sym_regs *regs,
                const void *stack, size_t len, uint64_t *pcs, int max)
 {
@@ -339,6 +482,9 @@ void sym_format(const struct sym_loc *l, char *buf, size_t size)
         snprintf(buf, size, "%s:%d (%s)", base, l->line, l->function[0] ? l->function : "?");
     else if (l->function[0])
         snprintf(buf, size, "%s (%s)", l->function, l->module);
+    else if (l->module[0] && l->rel && l->rel != l->addr)
+        snprintf(buf, size, "0x%llx (%s+0x%llx)", (unsigned long long)l->addr, l->module,
+                 (unsigned long long)l->rel);
     else if (l->module[0])
         snprintf(buf, size, "0x%llx (%s)", (unsigned long long)l->addr, l->module);
     else

@@ -2,7 +2,8 @@
  * `file:line (function)`, with elfutils libdw: line numbers from the
  * binary's DWARF debug info, function names from its symbol table (so a
  * binary without debug info still gets names). Used by `closewise resets`
- * for the stack of a close(); meant for the probe's --where as well.
+ * for the stack of a close(), by `closewise trace` and `probe --where`
+ * for the stacks libclosewise-trace.so recorded.
  * Built without libdw (CW_HAVE_DW=0), every lookup fails and callers
  * print raw addresses. */
 #ifndef CW_CLI_SYMBOLIZE_H
@@ -20,6 +21,8 @@ struct sym_loc {
     char function[128];  /* "" if unknown */
     char file[256];      /* source file as the debug info names it, "" if unknown */
     int line;            /* 0 if unknown */
+    uint64_t rel;        /* addr as the ELF file numbers it (addr - load bias),
+                            for addr2line -e; 0 if unknown */
 };
 
 /* A new symbolizer; NULL when out of memory. The caller frees it with
@@ -33,6 +36,14 @@ void sym_free(struct sym **s);
  * set; function/file/line as far as known), -1 if the process or the
  * module is gone. */
 int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out);
+
+/* Describe addr as an address of the ELF file path loaded at bias (its
+ * load bias: runtime address minus the file's virtual address), for
+ * stacks a process recorded itself and that outlive it (`closewise trace`,
+ * `probe --where`). Returns 0 if the file has addr (out as for
+ * sym_lookup), -1 if not or unreadable (out->module still named). */
+int sym_lookup_file(struct sym *s, const char *path, uint64_t bias, uint64_t addr,
+                    int is_ret, struct sym_loc *out);
 
 /* The user registers of a thread at a moment (x86-64: the ones a call
  * frame rule may use). */
@@ -53,7 +64,8 @@ int sym_unwind(struct sym *s, pid_t pid, pid_t tid, const struct sym_regs *regs,
 void sym_forget(struct sym *s, pid_t pid);
 
 /* "file:line (function)" with the file's basename, or what is known:
- * "function (module)", "0xaddr (module)", "0xaddr". */
+ * "function (module)", "0xaddr (module+0xrel)" (a module loaded where its
+ * addresses say, a non-PIE program: "0xaddr (module)"), "0xaddr". */
 void sym_format(const struct sym_loc *l, char *buf, size_t size);
 
 #endif

@@ -40,6 +40,8 @@ static void probe_help(void)
            "      --port P             listen port (default: any free port)\n"
            "      --json               report as JSON\n"
            "      --show-output        pass CMD's stdout and stderr to our stderr\n"
+           "      --no-where           run CMD without libclosewise-trace.so: a LEAK\n"
+           "                           does not name the line that read the end\n"
            "      --list               list the scenarios and exit\n"
            "  -h, --help               this help\n\n"
            "Durations: 500ms, 2s, 1m. Exit: 0 every scenario passed, 1 one did not,\n"
@@ -85,7 +87,7 @@ static int duration(const char *name, const char *arg, int64_t min, int64_t max,
 }
 
 enum { OPT_HANG = 256, OPT_DRIP, OPT_REUSE, OPT_HOST, OPT_PORT, OPT_JSON, OPT_SHOW,
-       OPT_LIST };
+       OPT_LIST, OPT_NO_WHERE, OPT_WHERE };
 
 static int parse_one(struct probe_opts *o, int c, const char *arg)
 {
@@ -100,6 +102,8 @@ static int parse_one(struct probe_opts *o, int c, const char *arg)
         return cli_port("--port", arg, 0, &o->port);
     case OPT_JSON: o->json = 1; return 0;
     case OPT_SHOW: o->show_output = 1; return 0;
+    case OPT_WHERE: o->where = 1; return 0;
+    case OPT_NO_WHERE: o->where = 0; return 0;
     }
     cli_error("probe: bad option '%s' (see 'closewise probe --help')", arg ? arg : "?");
     return -1;
@@ -118,6 +122,8 @@ static int parse_args(struct probe_opts *o, int argc, char **argv)
         {"port", required_argument, NULL, OPT_PORT},
         {"json", no_argument, NULL, OPT_JSON},
         {"show-output", no_argument, NULL, OPT_SHOW},
+        {"where", no_argument, NULL, OPT_WHERE},
+        {"no-where", no_argument, NULL, OPT_NO_WHERE},
         {"list", no_argument, NULL, OPT_LIST},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
@@ -235,15 +241,20 @@ static const char *detail(const struct probe_result *r, char *buf, size_t size)
     const struct probe_leak *l = &r->leak;
     char t[32], who[96];
     buf[0] = '\0';
+    /* --where's line replaces the guess; its "no trace" note only adds */
+    int note = !strncmp(l->where, "no trace", 8);
     if (r->verdict == PROBE_LEAK && l->state == CW_TCP_CLOSE_WAIT)
-        snprintf(buf, size, "%s in CLOSE_WAIT %s%s, Recv-Q %u: %s",
+        snprintf(buf, size, "%s in CLOSE_WAIT %s%s, Recv-Q %u: %s%s%s%s",
                  holder(l, who, sizeof who), l->closed_late ? "" : ">= ",
                  insp_fmt_ms((uint64_t)l->held_ms, t, sizeof t), (unsigned)l->rqueue,
-                 l->rqueue ? "our FIN not read" : "EOF read, never closed");
+                 l->where[0] && !note ? l->where
+                 : l->rqueue ? "our FIN not read" : "EOF read, never closed",
+                 note ? " (" : "", note ? l->where : "", note ? ")" : "");
     else if (r->verdict == PROBE_LEAK)
         snprintf(buf, size, "%s: connection reset or closed, "
-                 "descriptor still open %s%s", holder(l, who, sizeof who),
-                 l->closed_late ? "" : ">= ", insp_fmt_ms((uint64_t)l->held_ms, t, sizeof t));
+                 "descriptor still open %s%s%s%s", holder(l, who, sizeof who),
+                 l->closed_late ? "" : ">= ", insp_fmt_ms((uint64_t)l->held_ms, t, sizeof t),
+                 l->where[0] ? "; " : "", l->where);
     else if (r->verdict == PROBE_HANG)
         snprintf(buf, size, "connection still open after %s: the client never gave up",
                  insp_fmt_ms((uint64_t)r->hang_ms, t, sizeof t));
@@ -257,7 +268,7 @@ static const char *detail(const struct probe_result *r, char *buf, size_t size)
 static void print_table(const struct probe_opts *o, int port, const struct probe_result *r,
                         size_t n)
 {
-    char t[32], e[32], d[256];
+    char t[32], e[32], d[768];
     printf("closewise probe: %s port %d, grace %s, hang limit %s%s\n", o->host, port,
            insp_fmt_ms((uint64_t)o->grace_ms, t, sizeof t),
            insp_fmt_ms((uint64_t)o->hang_ms, e, sizeof e), o->reuse ? ", one run" : "");
@@ -297,9 +308,11 @@ static void json_leak(const struct probe_result *r)
     printf("\"leak\": {\"pid\": %d, \"comm\": ", (int)l->pid);
     cli_json_str(stdout, l->comm);
     printf(", \"fd\": %d, \"state\": \"%s\", \"recv_q\": %u, \"held_ms\": %lld, "
-           "\"closed_late\": %s, \"connections\": %d}", l->fd, leak_state(l),
+           "\"closed_late\": %s, \"connections\": %d, \"where\": ", l->fd, leak_state(l),
            (unsigned)l->rqueue, (long long)l->held_ms, l->closed_late ? "true" : "false",
            r->leaks);
+    cli_json_str(stdout, l->where);
+    printf("}");
 }
 
 static void json_result(const struct probe_result *r)
@@ -390,9 +403,11 @@ static int probe_main(struct probe_opts *o)
     int port = cw_listener_port(l);
     char **user_cmd = o->cmd;
     o->cmd = expand_all(user_cmd, o->host, port);
+    probe_where_init(o->where && o->cmd, o->cmd);
     struct probe_result res[PROBE_MAX_SCENARIOS];
     int n = o->cmd ? run_all(o, l, port, res) : -CLI_SYSTEM;
     cw_listener_close(&l);
+    probe_where_done();
     if (n < 0) {
         if (probe_interrupted)
             cli_error("probe: interrupted; the client's processes were killed");
@@ -415,6 +430,7 @@ int cmd_probe(int argc, char **argv)
 {
     struct probe_opts o = {
         .host = "127.0.0.1", .grace_ms = 2000, .hang_ms = 10000, .drip_ms = 100,
+        .where = 1,
     };
     for (size_t i = 0; i < probe_nscenarios; i++)
         o.list[o.nlist++] = &probe_scenarios[i];

@@ -42,6 +42,7 @@ struct probe_leak {
     uint32_t rqueue;        /* Recv-Q; for CLOSE_WAIT it counts the FIN */
     int64_t held_ms;        /* since our FIN/RST, as long as it was seen */
     int closed_late;        /* the client did close it, after the grace */
+    char where[320];        /* --where: the line behind it, "" unknown */
 };
 
 struct probe_result {
@@ -65,6 +66,7 @@ struct probe_opts {
     int port;
     int64_t grace_ms, hang_ms, drip_ms;
     int json, reuse, show_output;
+    int where;              /* --where (default on), probe_where.c */
     char **cmd;             /* NULL-terminated, after "--" */
     const struct probe_scenario *list[PROBE_MAX_SCENARIOS];
     size_t nlist;
@@ -112,5 +114,18 @@ void probe_reap(pid_t root, int *status, int *root_done);
 /* SIGTERM the whole tree (root's process group and every descendant),
  * SIGKILL what is left after a short wait, and reap it all. Bounded. */
 void probe_tree_kill(pid_t root, int *status, int *root_done);
+
+/* --- where it leaked (probe_where.c): the client under libclosewise-trace.so --- */
+
+/* Decide once whether CMD runs traced (enabled, and not a static
+ * binary); probe_where_child sets the environment in the forked child. */
+void probe_where_init(int enabled, char *const cmd[]);
+void probe_where_child(void);
+/* The line behind a leaked socket (pid, fd, its inode, our FIN unread),
+ * e.g. "EOF returned by recv() at client.c:41 (run_once) and never
+ * closed", or why it is unknown. Call while pid is alive. */
+void probe_where_explain(pid_t pid, int fd, uint32_t inode, int rqueue, char *buf,
+                         size_t size);
+void probe_where_done(void);
 
 #endif

@@ -96,6 +96,7 @@ static void child_exec(const struct probe_opts *o, int port, int errfd)
     snprintf(p, sizeof p, "%d", port);
     setenv("CW_PROBE_HOST", o->host, 1);
     setenv("CW_PROBE_PORT", p, 1);
+    probe_where_child();
     execvp(o->cmd[0], o->cmd);
     int e = errno;
     if (write(errfd, &e, sizeof e) < 0)
@@ -388,6 +389,9 @@ static void note_leak(struct run *r, struct pconn *c, int64_t now)
     }
     c->leak.state = c->cstate;
     c->leak.rqueue = c->rqueue;
+    if (!c->leak.where[0])
+        probe_where_explain(c->pid, c->cfd, c->inode, c->rqueue > 0, c->leak.where,
+                            sizeof c->leak.where);
     c->leak.held_ms = now - c->t_action;
 }
 

@@ -1,0 +1,348 @@
+/* trace_records.c - the lines libclosewise-trace.so appended to a record
+ * file (trace_format.h), read as they come, and their stacks symbolized
+ * with symbolize.c: from the module files and load biases the process
+ * recorded (it may be gone), or from a live process's own table. */
+#define _GNU_SOURCE
+#include "trace.h"
+#include "../symbolize.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+struct module {
+    pid_t pid;
+    int idx, stale;         /* stale: pid has exec'ed since */
+    uint64_t bias;
+    char *path;
+};
+
+struct proc {
+    pid_t pid;
+    uint64_t table;
+    int nslots, slotsize, version;
+};
+
+struct trec {
+    int fd;
+    char buf[65536];
+    size_t len;             /* a partial line waiting for its end */
+    struct module *mods;
+    size_t nmods, capmods;
+    struct proc *procs;
+    size_t nprocs, capprocs;
+    struct trec_end *ends;
+    size_t nends, capends;
+    struct sym *sym;
+};
+
+static int grow(void **v, size_t *cap, size_t n, size_t size)
+{
+    if (n < *cap)
+        return 0;
+    size_t c = *cap ? *cap * 2 : 16;
+    void *p = realloc(*v, c * size);
+    if (!p)
+        return -1;
+    *v = p;
+    *cap = c;
+    return 0;
+}
+
+struct trec *trec_open(const char *path)
+{
+    struct trec *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    t->fd = open(path, O_RDONLY | O_CLOEXEC);
+    t->sym = sym_new();
+    if (t->fd < 0 || !t->sym) {
+        trec_free(&t);
+        return NULL;
+    }
+    return t;
+}
+
+void trec_free(struct trec **tp)
+{
+    struct trec *t = *tp;
+    if (!t)
+        return;
+    if (t->fd >= 0)
+        close(t->fd);
+    for (size_t i = 0; i < t->nmods; i++)
+        free(t->mods[i].path);
+    free(t->mods);
+    free(t->procs);
+    free(t->ends);
+    sym_free(&t->sym);
+    free(t);
+    *tp = NULL;
+}
+
+/* The module table's entry for M index idx of pid, -1 if none. */
+static int module_ref(const struct trec *t, pid_t pid, int idx)
+{
+    for (size_t i = t->nmods; idx >= 0 && i-- > 0;)
+        if (t->mods[i].pid == pid && t->mods[i].idx == idx && !t->mods[i].stale)
+            return (int)i;
+    return -1;
+}
+
+static void on_process(struct trec *t, char *p)
+{
+    struct proc pr = {0};
+    int ppid;
+    if (sscanf(p, "%d %d %" SCNx64 " %d %d %d", &pr.pid, &ppid, &pr.table, &pr.nslots,
+               &pr.slotsize, &pr.version) != 6)
+        return;
+    for (size_t i = 0; i < t->nmods; i++)
+        if (t->mods[i].pid == pr.pid)
+            t->mods[i].stale = 1;   /* a new image (exec) or a fork child's own list */
+    for (size_t i = 0; i < t->nprocs; i++)
+        if (t->procs[i].pid == pr.pid) {
+            t->procs[i] = pr;
+            return;
+        }
+    if (grow((void **)&t->procs, &t->capprocs, t->nprocs, sizeof pr) == 0)
+        t->procs[t->nprocs++] = pr;
+}
+
+static void on_module(struct trec *t, char *p)
+{
+    struct module m = {0};
+    int off = 0;
+    if (sscanf(p, "%d %d %" SCNx64 " %n", &m.pid, &m.idx, &m.bias, &off) != 3 || !off)
+        return;
+    if (grow((void **)&t->mods, &t->capmods, t->nmods, sizeof m) < 0 ||
+        !(m.path = strdup(p + off)))
+        return;
+    t->mods[t->nmods++] = m;
+}
+
+/* "N pc:idx ..." into s; returns the rest of the line. */
+static char *parse_stack(struct trec *t, pid_t pid, char *p, struct trec_stack *s)
+{
+    char *end;
+    long n = strtol(p, &end, 10);
+    s->n = 0;
+    for (long i = 0; i < n && end != p; i++) {
+        p = end;
+        uint64_t pc = strtoull(p, &end, 16);
+        if (*end != ':')
+            break;
+        int idx = (int)strtol(end + 1, &end, 10);
+        if (s->n < CW_TRACE_DEPTH) {
+            s->pc[s->n] = pc;
+            s->mod[s->n++] = module_ref(t, pid, idx);
+        }
+    }
+    return end;
+}
+
+static void on_end(struct trec *t, char *p)
+{
+    struct trec_end e = {0};
+    char kind[8];
+    int off = 0;
+    if (sscanf(p, "%d %d %" SCNu64 " %" SCNd64 " %7s %15s %n", &e.pid, &e.fd, &e.ino,
+               &e.t_ms, kind, e.func, &off) != 6 || !off)
+        return;
+    e.eof = !strcmp(kind, "eof");
+    p = parse_stack(t, e.pid, p + off, &e.at);
+    p = strchr(p, '|');
+    if (p)
+        parse_stack(t, e.pid, p + 1, &e.last);
+    if (grow((void **)&t->ends, &t->capends, t->nends, sizeof e) == 0)
+        t->ends[t->nends++] = e;
+}
+
+static void on_closed(struct trec *t, char *p)
+{
+    pid_t pid;
+    int fd;
+    uint64_t ino;
+    int64_t ms;
+    if (sscanf(p, "%d %d %" SCNu64 " %" SCNd64, &pid, &fd, &ino, &ms) != 4)
+        return;
+    for (size_t i = t->nends; i-- > 0;)
+        if (t->ends[i].ino == ino && t->ends[i].pid == pid && t->ends[i].fd == fd) {
+            if (!t->ends[i].t_closed)
+                t->ends[i].t_closed = ms;
+            return;
+        }
+}
+
+static void on_line(struct trec *t, char *line)
+{
+    if (!line[0] || line[1] != ' ')
+        return;
+    switch (line[0]) {
+    case 'P': on_process(t, line + 2); break;
+    case 'M': on_module(t, line + 2); break;
+    case 'E': on_end(t, line + 2); break;
+    case 'C': on_closed(t, line + 2); break;
+    }
+}
+
+void trec_poll(struct trec *t)
+{
+    for (;;) {
+        ssize_t n = read(t->fd, t->buf + t->len, sizeof t->buf - 1 - t->len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;
+        t->len += (size_t)n;
+        t->buf[t->len] = '\0';
+        char *p = t->buf, *nl;
+        while ((nl = memchr(p, '\n', t->len - (size_t)(p - t->buf)))) {
+            *nl = '\0';
+            on_line(t, p);
+            p = nl + 1;
+        }
+        t->len -= (size_t)(p - t->buf);
+        memmove(t->buf, p, t->len);
+        if (t->len == sizeof t->buf - 1)
+            t->len = 0;   /* a line longer than any the library writes */
+    }
+}
+
+size_t trec_nends(const struct trec *t)
+{
+    return t->nends;
+}
+
+struct trec_end *trec_endat(struct trec *t, size_t i)
+{
+    return i < t->nends ? &t->ends[i] : NULL;
+}
+
+struct trec_end *trec_find(struct trec *t, uint64_t ino)
+{
+    for (size_t i = t->nends; i-- > 0;)
+        if (t->ends[i].ino == ino)
+            return &t->ends[i];
+    return NULL;
+}
+
+int trec_started(const struct trec *t, pid_t pid)
+{
+    for (size_t i = 0; i < t->nprocs; i++)
+        if (!pid || t->procs[i].pid == pid)
+            return 1;
+    return 0;
+}
+
+/* ---- symbolizing ---- */
+
+/* Frames of these modules are the machinery, not the program's code. */
+static int runtime_module(const char *base)
+{
+    static const char *const names[] = {"libclosewise-trace", "libasan", "libubsan",
+                                        "libtsan", "liblsan", "libc.so", "libc-",
+                                        "libpthread", "ld-linux"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strncmp(base, names[i], strlen(names[i])))
+            return 1;
+    return 0;
+}
+
+static void frame(struct trec *t, const struct trec_stack *s, int i, struct sym_loc *loc)
+{
+    if (s->mod[i] < 0) {
+        memset(loc, 0, sizeof *loc);
+        loc->addr = s->pc[i];
+        return;
+    }
+    const struct module *m = &t->mods[s->mod[i]];
+    sym_lookup_file(t->sym, m->path, m->bias, s->pc[i], 1, loc);
+}
+
+/* The index of the first frame of the program's own code (0 if all are
+ * the runtime's). */
+static int first_own(struct trec *t, const struct trec_stack *s)
+{
+    for (int i = 0; i < s->n; i++) {
+        struct sym_loc loc;
+        frame(t, s, i, &loc);
+        if (!loc.module[0] || !runtime_module(loc.module))
+            return i;
+    }
+    return 0;
+}
+
+void trec_site(struct trec *t, pid_t pid, const struct trec_stack *s, char *buf, size_t size)
+{
+    (void)pid;
+    if (!s->n) {
+        snprintf(buf, size, "an unknown place (no stack)");
+        return;
+    }
+    struct sym_loc loc;
+    frame(t, s, first_own(t, s), &loc);
+    sym_format(&loc, buf, size);
+}
+
+int trec_frames(struct trec *t, const struct trec_stack *s, trec_text *out)
+{
+    int n = 0;
+    for (int k = first_own(t, s); k < s->n && n < CW_TRACE_DEPTH; k++) {
+        struct sym_loc loc;
+        frame(t, s, k, &loc);
+        sym_format(&loc, out[n++], sizeof out[0]);
+    }
+    return n;
+}
+
+/* ---- a live process's table ---- */
+
+static int read_slot(const struct proc *p, pid_t pid, int fd, struct cw_trace_slot *out)
+{
+    if (p->version != CW_TRACE_VERSION || p->slotsize != (int)sizeof *out || fd < 0 ||
+        fd >= p->nslots)
+        return -1;
+    for (int tries = 0; tries < 8; tries++) {
+        struct iovec local = {.iov_base = out, .iov_len = sizeof *out};
+        struct iovec remote = {.iov_base = (void *)(uintptr_t)(p->table + (uint64_t)fd * sizeof *out),
+                               .iov_len = sizeof *out};
+        uint32_t seq;
+        struct iovec lseq = {.iov_base = &seq, .iov_len = sizeof seq};
+        struct iovec rseq = {.iov_base = remote.iov_base, .iov_len = sizeof seq};
+        if (process_vm_readv(pid, &local, 1, &remote, 1, 0) != (ssize_t)sizeof *out ||
+            process_vm_readv(pid, &lseq, 1, &rseq, 1, 0) != (ssize_t)sizeof seq)
+            return -1;
+        if (!(out->seq & 1) && seq == out->seq)
+            return 0;
+    }
+    return -1;   /* written to all the time: no stable copy */
+}
+
+int trec_last_read(struct trec *t, pid_t pid, int fd, uint64_t ino, char *buf, size_t size)
+{
+    const struct proc *p = NULL;
+    for (size_t i = 0; i < t->nprocs; i++)
+        if (t->procs[i].pid == pid)
+            p = &t->procs[i];
+    struct cw_trace_slot s;
+    if (!p || read_slot(p, pid, fd, &s) < 0 || s.kind != CW_TRACE_TCP || !s.nlast ||
+        (ino && s.ino != ino))
+        return -1;
+    int n = s.nlast < CW_TRACE_DEPTH ? s.nlast : CW_TRACE_DEPTH;
+    struct sym_loc loc, first;
+    for (int i = 0; i < n; i++) {
+        int rc = sym_lookup(t->sym, pid, s.last[i], 1, &loc);
+        if (i == 0)
+            first = loc;
+        if (rc == 0 && !runtime_module(loc.module)) {
+            sym_format(&loc, buf, size);
+            return 0;
+        }
+    }
+    sym_format(&first, buf, size);
+    return 0;
+}
