@@ -70,7 +70,7 @@ struct srun {
     char lcomm[16];
     struct sconn c;
     int open;                   /* our stream's on_closed is still to come */
-    struct { uint16_t dport; char text[480]; uint32_t unsent; } rst[MAX_RESETS];
+    struct { uint16_t dport; int local; char text[480]; uint32_t unsent; } rst[MAX_RESETS];
     size_t nrst;
 };
 
@@ -181,6 +181,16 @@ static int on_reset(void *arg, const struct cw_rst_event *e)
     if (e->sport != r->o->sport || r->nrst == MAX_RESETS)
         return 0;
     char where[400], why[96];
+    r->rst[r->nrst].dport = e->dport;
+    r->rst[r->nrst].unsent = e->unsent;
+    r->rst[r->nrst].local = (int)e->local;
+    if (!e->local) {
+        snprintf(r->rst[r->nrst++].text, sizeof r->rst[0].text,
+                 "the kernel, not a close() (%s%s)", rst_kind_name(e->kind),
+                 e->kind == CW_RST_AFTER_CLOSE ? ": our input arrived after the server closed"
+                                               : "");
+        return 0;
+    }
     where_of(r, e, where, sizeof where);
     if (e->kind == CW_RST_UNREAD)
         snprintf(why, sizeof why, "closed with %u unread bytes", e->unread);
@@ -188,8 +198,6 @@ static int on_reset(void *arg, const struct cw_rst_event *e)
         snprintf(why, sizeof why, "closed with SO_LINGER {1,0}");
     else
         snprintf(why, sizeof why, "reset (%s)", rst_kind_name(e->kind));
-    r->rst[r->nrst].dport = e->dport;
-    r->rst[r->nrst].unsent = e->unsent;
     char *text = r->rst[r->nrst].text;
     size_t size = sizeof r->rst[r->nrst].text;
     int len = snprintf(text, size, "pid %u (%.16s) %s, %u unsent bytes destroyed", e->pid,
@@ -408,13 +416,19 @@ static void who_reset(struct sconn *c)
     struct srun *r = c->r;
     struct probe_sresult *v = &c->res->srv;
     poll_resets(r);   /* the event was written before the RST left */
+    /* A close() that reset it explains more than the kernel's answers to
+     * what we sent after. */
+    size_t best = r->nrst;
     for (size_t i = 0; i < r->nrst; i++)
-        if (r->rst[i].dport == c->lport) {
-            v->reset_seen = 1;
-            c->reset_unsent = r->rst[i].unsent;
-            snprintf(v->reset, sizeof v->reset, "%s", r->rst[i].text);
-            return;
-        }
+        if (r->rst[i].dport == c->lport && (best == r->nrst || (r->rst[i].local &&
+                                                                !r->rst[best].local)))
+            best = i;
+    if (best < r->nrst) {
+        v->reset_seen = 1;
+        c->reset_unsent = r->rst[best].local ? r->rst[best].unsent : 0;
+        snprintf(v->reset, sizeof v->reset, "%s", r->rst[best].text);
+        return;
+    }
     if (v->local)
         snprintf(v->reset, sizeof v->reset, r->watch ? "? (BPF saw no close() reset it)"
                                                      : "? (not named without BPF: %s)",
@@ -497,7 +511,9 @@ static void on_read(cw_stream *s, ssize_t n, const char *buf)
         done(c);
         return;
     }
-    ended(c, cw_end_of_read(n), now);
+    /* Writing to a connection the server reset fails with EPIPE before
+     * the reset itself is read: the same end. */
+    ended(c, n == -EPIPE ? CW_END_RESET : cw_end_of_read(n), now);
 }
 
 static const struct cw_stream_handlers handlers = {.on_read = on_read, .on_closed = on_closed};
@@ -547,17 +563,26 @@ static void on_step(cw_loop *loop, cw_timer *t)
     }
 }
 
-static void extra_input(struct sconn *c)
+/* The request, then (extra) 64 KiB more of it: one write, so that all of
+ * it is queued at the server before it reads the first request. */
+static void request(struct sconn *c, const char *d, size_t n)
 {
-    const struct probe_opts *o = c->r->o;
-    char *more = malloc(EXTRA_BYTES);
-    if (!more)
+    if (!c->sc->extra) {
+        cw_stream_write(c->s, d, n);
         return;
+    }
+    const struct probe_opts *o = c->r->o;
+    char *all = malloc(n + EXTRA_BYTES);
+    if (!all) {
+        cw_stream_write(c->s, d, n);
+        return;
+    }
+    memcpy(all, d, n);
     /* --send's DATA again and again: requests the server would take */
     for (size_t i = 0; i < EXTRA_BYTES; i++)
-        more[i] = o->send[i % o->send_len];
-    cw_stream_write(c->s, more, EXTRA_BYTES);
-    free(more);
+        all[n + i] = o->send[i % o->send_len];
+    cw_stream_write(c->s, all, n + EXTRA_BYTES);
+    free(all);
 }
 
 static void on_dial(cw_stream *s, int status, void *data)
@@ -580,17 +605,15 @@ static void on_dial(cw_stream *s, int status, void *data)
         c->lport = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                   : ((struct sockaddr_in *)&ss)->sin_port);
     cw_stream_start(s, &handlers, c);
+    look(c);   /* local? and whose: before a reset can take it away */
     const struct probe_sscenario *sc = c->sc;
     if (sc->send == 1 || sc->send == 2) {
         const char *d = sc->send == 2 && o->large ? o->large : o->send;
         size_t n = sc->send == 2 && o->large ? o->large_len : o->send_len;
-        cw_stream_write(s, d, n);
-        if (sc->extra)
-            extra_input(c);
+        request(c, d, n);
     } else if (sc->send == 3) {
         cw_stream_write(s, o->send, o->send_len > 1 ? o->send_len / 2 : 1);
     }
-    look(c);   /* local? and whose */
     if (sc->half_close || sc->reset) {
         c->phase = SP_SETTLE;
         cw_timer_start(c->r->loop, &c->timer, now + o->settle_ms, on_step);
@@ -669,7 +692,9 @@ static void run_one(struct srun *r, const struct probe_sscenario *sc, struct pro
 
 static void start_bpf(struct srun *r)
 {
-    struct rst_watch_opts wo = {.pid = 0, .all = 0};
+    /* all: a reset the kernel sent for data that came after the close
+     * is named as such, not left unexplained */
+    struct rst_watch_opts wo = {.pid = 0, .all = 1};
     if (r->o->no_bpf) {
         snprintf(r->bpf_why, sizeof r->bpf_why, "disabled by --no-bpf or CLOSEWISE_NO_BPF");
         return;
