@@ -5,7 +5,7 @@
 set -eu
 
 build_pkgs="pkg-config libmnl-dev libcrypt-dev libbpf-dev bpftool clang libdw-dev"
-test_pkgs="libcmocka-dev iproute2 procps clang libclang-rt-14-dev valgrind gdb prometheus curl"
+test_pkgs="libcmocka-dev iproute2 procps clang libclang-rt-14-dev valgrind gdb prometheus curl libxml2-utils"
 bench_pkgs="libuv1-dev libevent-dev nginx libnginx-mod-stream util-linux net-tools lsof hyperfine"
 
 case "${1:-build}" in

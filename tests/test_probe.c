@@ -125,7 +125,7 @@ static int report_pids(const struct probe *p, pid_t *out, int max)
 static void test_leaky_client_leaks(void **state)
 {
     struct probe p;
-    char *args[] = {"--json", "--grace", "500ms", "--hang-limit", "2s", "--settle", "200ms",
+    char *args[] = {"--json", "--grace", "500ms", "--hang-limit", "1s", "--settle", "200ms",
                     "--", LEAKY, "{host}", "{port}", "1", "4000", NULL};
     probe(&p, args);
     assert_int_equal(p.status, 1);
@@ -155,7 +155,7 @@ static void test_leaky_client_leaks(void **state)
     assert_non_null(strstr(line, "\"state\": \"CLOSED\""));
     /* a 30 s SO_RCVTIMEO is longer than the hang limit */
     expect_verdict(scenario(&p, "silent", line, sizeof line), "HANG");
-    assert_true(field(line, "hang_ms") >= 2000);
+    assert_true(field(line, "hang_ms") >= 1000);
     /* the idle ones waited for the quiet time (after the login line)
      * before the grace began */
     assert_true(field(scenario(&p, "fin-when-idle", line, sizeof line), "time_ms") >= 700);
@@ -170,9 +170,9 @@ static void test_tidy_client_passes_all(void **state)
     /* HOLD_MS 4000 keeps it alive past the grace: its sockets must be
      * closed by close(), not by its exit. A 1 s read timeout ends the
      * wait on the silent server, and is well past the 200 ms quiet time
-     * of the idle scenarios. A grace of 1 s leaves room for a loaded
+     * of the idle scenarios. A grace of 600 ms leaves room for a loaded
      * machine; the client takes milliseconds. */
-    char *args[] = {"--json", "--grace", "1s", "--hang-limit", "2s", "--settle", "200ms", "--",
+    char *args[] = {"--json", "--grace", "600ms", "--hang-limit", "2s", "--settle", "200ms", "--",
                     TIDY, "{host}", "{port}", "1", "4000", "1000", NULL};
     probe(&p, args);
     assert_int_equal(p.status, 0);
@@ -186,7 +186,7 @@ static void test_tidy_client_passes_all(void **state)
         assert_int_equal(field(line, "connections"), 1);
         /* closed within the grace, while the process lived on */
         long long ms = field(line, "close_ms");
-        assert_true(ms >= 0 && (ms < 1000 || strstr(line, "silent")));
+        assert_true(ms >= 0 && (ms < 600 || strstr(line, "silent")));
         assert_non_null(strstr(line, "\"closed_first\": 0"));
         assert_non_null(strstr(line, "\"killed\": true"));
         assert_non_null(strstr(line, "\"leak\": null"));
@@ -527,20 +527,27 @@ static void test_junit_and_tap(void **state)
 static void test_repeat_counts_runs(void **state)
 {
     struct probe p;
-    char *args[] = {"--json", "--repeat", "3", "--scenario", "fin-on-accept,rst", "--grace",
-                    "300ms", "--", LEAKY, "{host}", "{port}", "1", "3000", NULL};
+    char *args[] = {"--json", "--repeat", "2", "--scenario", "rst", "--grace", "300ms", "--",
+                    LEAKY, "{host}", "{port}", "1", "3000", NULL};
     probe(&p, args);
     assert_int_equal(p.status, 1);
     char line[2048];
     scenario(&p, "rst", line, sizeof line);
     expect_verdict(line, "LEAK");
-    assert_int_equal(field(line, "runs"), 3);
-    assert_int_equal(field(line, "worst_runs"), 3);
-    char *tidy[] = {"--repeat", "2", "--scenario", "fin-on-accept", "--grace", "1s", "--",
-                    TIDY, "{host}", "{port}", "1", "3000", NULL};
-    probe(&p, tidy);
-    assert_int_equal(p.status, 0);
-    assert_non_null(strstr(p.out, "fin-on-accept            PASS 2/2 "));
+    assert_int_equal(field(line, "runs"), 2);
+    assert_int_equal(field(line, "worst_runs"), 2);
+    /* A client that leaks every other run: the worst verdict, and how
+     * many of the runs saw it. */
+    char path[] = "/tmp/cw-probe-runs-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    char *alt[] = {"--repeat", "3", "--scenario", "fin-on-accept", "--grace", "300ms", "--",
+                   self, "alternate", "{host}", "{port}", path, NULL};
+    probe(&p, alt);
+    unlink(path);
+    assert_int_equal(p.status, 1);
+    assert_non_null(strstr(p.out, "fin-on-accept            LEAK 1/3 "));
 }
 
 /* --- server mode --- */
@@ -767,6 +774,28 @@ static int settle_leak(int s)
     return 0;
 }
 
+/* "alternate HOST PORT FILE": read to the end, then close on even runs
+ * and keep the socket on odd ones (FILE counts the runs). */
+static int alternate(int s, const char *file)
+{
+    FILE *f = fopen(file, "r+");
+    int runs = 0;
+    if (!f || fscanf(f, "%d", &runs) < 0)
+        runs = 0;
+    if (f) {
+        rewind(f);
+        fprintf(f, "%d\n", runs + 1);
+        fclose(f);
+    }
+    char buf[512];
+    while (recv(s, buf, sizeof buf, 0) > 0)
+        ;
+    if (runs % 2 == 0)
+        close(s);
+    sleep(20);   /* the probe kills us */
+    return 0;
+}
+
 /* "hold-server": accept, read to the end, never close. */
 static int hold_server(void)
 {
@@ -809,6 +838,8 @@ static int as_client(int argc, char **argv)
     int half = !strncmp(argv[1], "half-close", 10);
     if (rc == 0 && !strcmp(argv[1], "settle-leak"))
         return settle_leak(s);
+    if (rc == 0 && !strcmp(argv[1], "alternate") && argc > 4)
+        return alternate(s, argv[4]);
     if (rc == 0 && half)
         shutdown(s, SHUT_WR);
     char buf[512];
@@ -828,6 +859,7 @@ int main(int argc, char **argv)
 {
     if (argc > 1 && (!strcmp(argv[1], "no-timeout") || !strncmp(argv[1], "half-close", 10) ||
                      !strcmp(argv[1], "exit") || !strcmp(argv[1], "settle-leak") ||
+                     !strcmp(argv[1], "alternate") ||
                      !strcmp(argv[1], "hold-server")))
         return as_client(argc, argv);   /* a client, in the test's namespace */
     cwt_private_netns();
