@@ -505,15 +505,30 @@ static void on_read(cw_stream *s, ssize_t n, const char *buf)
             cw_timer_start(c->r->loop, &c->timer, now + c->r->o->hang_ms, on_step);
         return;
     }
+    /* Writing to a connection the server reset fails with EPIPE before
+     * the reset itself is read: the same end. */
+    int end = n == -EPIPE ? CW_END_RESET : cw_end_of_read(n);
     if (c->phase == SP_SETTLE && c->sc->reset) {   /* gone before our reset */
         note(c, PROBE_SKIP, "the server ended the connection (%s) before our reset",
-             cw_end_name(cw_end_of_read(n)));
+             end == CW_END_EOF ? "FIN" : cw_end_name((enum cw_end)end));
+        c->res->srv.end = end;
+        c->res->srv.end_ms = now - c->t_start;
         done(c);
         return;
     }
-    /* Writing to a connection the server reset fails with EPIPE before
-     * the reset itself is read: the same end. */
-    ended(c, n == -EPIPE ? CW_END_RESET : cw_end_of_read(n), now);
+    if (c->phase == SP_SETTLE && c->sc->half_close) {   /* before our FIN */
+        c->res->srv.end = end;
+        c->res->srv.end_ms = now - c->t_start;
+        if (end == CW_END_EOF)
+            note(c, PROBE_PASS, "the server closed first, %lldms after the connect",
+                 (long long)(now - c->t_start));
+        else
+            note(c, PROBE_RST_CLOSE, "the server reset the connection %lldms after the "
+                 "connect", (long long)(now - c->t_start));
+        done(c);
+        return;
+    }
+    ended(c, end, now);
 }
 
 static const struct cw_stream_handlers handlers = {.on_read = on_read, .on_closed = on_closed};
