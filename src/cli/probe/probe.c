@@ -504,9 +504,10 @@ static void print_table(const struct probe_opts *o, int port, const struct probe
                         size_t n)
 {
     char t[32], e[32], d[256], v[32];
-    printf("closewise probe: %s port %d, grace %s, hang limit %s%s\n", o->host, port,
+    printf("closewise probe: %s port %d, grace %s, hang limit %s%s", o->host, port,
            insp_fmt_ms((uint64_t)o->grace_ms, t, sizeof t),
            insp_fmt_ms((uint64_t)o->hang_ms, e, sizeof e), o->reuse ? ", one run" : "");
+    printf(o->repeat > 1 ? ", %d runs\n" : "\n", o->repeat);
     printf("%-24s %-10s %5s  %-9s  %-10s %s\n", "SCENARIO", "VERDICT", "CONNS", "CLOSED IN",
            "CLIENT", "DETAIL");
     for (size_t i = 0; i < n; i++) {

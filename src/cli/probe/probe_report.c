@@ -145,10 +145,11 @@ void probe_report_server_text(const struct probe_opts *o, const struct probe_res
                               size_t n)
 {
     char g[32], h[32], st[32], v[32], t[32];
-    printf("closewise probe: server %s (%s), grace %s, hang limit %s, settle %s\n",
+    printf("closewise probe: server %s (%s), grace %s, hang limit %s, settle %s",
            o->server, probe_server_about(), insp_fmt_ms((uint64_t)o->grace_ms, g, sizeof g),
            insp_fmt_ms((uint64_t)o->hang_ms, h, sizeof h),
            insp_fmt_ms((uint64_t)o->settle_ms, st, sizeof st));
+    printf(o->repeat > 1 ? ", %d runs\n" : "\n", o->repeat);
     printf("%-20s %-10s %8s  %-5s %8s  %s\n", "SCENARIO", "VERDICT", "REPLY", "END", "AFTER",
            "DETAIL");
     for (size_t i = 0; i < n; i++) {
