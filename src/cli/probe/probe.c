@@ -166,31 +166,44 @@ static int hexval(int c)
          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
 }
 
+/* The bytes of FILE into a malloc'ed *out. */
+static int read_data_file(const char *name, const char *path, char **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    size_t cap = 0, n = 0, got;
+    char *v = NULL;
+    while (f) {
+        if (n == cap) {
+            char *nv = realloc(v, cap = cap * 2 + 4096);
+            if (!nv)
+                break;
+            v = nv;
+        }
+        if ((got = fread(v + n, 1, cap - n, f)) == 0)
+            break;
+        n += got;
+    }
+    int bad = !f || ferror(f) || !n || n == cap;   /* n == cap: out of memory */
+    if (f)
+        fclose(f);
+    if (bad) {
+        free(v);
+        cli_error("probe: cannot read %s file '%s'%s", name, path,
+                  f ? " (or it is empty)" : "");
+        return -1;
+    }
+    *out = v;
+    *len = n;
+    return 0;
+}
+
 /* DATA with \n \r \t \\ \xHH, or @FILE: the bytes into a malloc'ed *out. */
 static int parse_data(const char *name, const char *arg, char **out, size_t *len)
 {
     free(*out);
     *out = NULL;
-    if (arg[0] == '@') {
-        FILE *f = fopen(arg + 1, "rb");
-        size_t cap = 0, n = 0, got = 0;
-        char *v = NULL;
-        while (f && (n == cap ? (v = realloc(v, cap = cap * 2 + 4096)) != NULL : 1) &&
-               (got = fread(v + n, 1, cap - n, f)) > 0)
-            n += got;
-        int bad = !f || !v || ferror(f) || !n;
-        if (f)
-            fclose(f);
-        if (bad) {
-            free(v);
-            cli_error("probe: cannot read %s file '%s'%s", name, arg + 1,
-                      f ? " (or it is empty)" : "");
-            return -1;
-        }
-        *out = v;
-        *len = n;
-        return 0;
-    }
+    if (arg[0] == '@')
+        return read_data_file(name, arg + 1, out, len);
     char *v = malloc(strlen(arg) + 1);
     size_t n = 0;
     for (const char *p = arg; v && *p; p++) {
@@ -198,20 +211,14 @@ static int parse_data(const char *name, const char *arg, char **out, size_t *len
             v[n++] = *p;
             continue;
         }
-        p++;
-        switch (*p) {
-        case 'n': v[n++] = '\n'; break;
-        case 'r': v[n++] = '\r'; break;
-        case 't': v[n++] = '\t'; break;
-        case '\\': v[n++] = '\\'; break;
-        case 'x':
-            if (hexval(p[1]) >= 0 && hexval(p[2]) >= 0) {
-                v[n++] = (char)(hexval(p[1]) * 16 + hexval(p[2]));
-                p += 2;
-                break;
-            }
-            /* fall through */
-        default:
+        const char *esc = "n\nr\rt\t\\\\", *hit = p[1] ? strchr(esc, p[1]) : NULL;
+        if (hit && (hit - esc) % 2 == 0) {
+            v[n++] = hit[1];
+            p++;
+        } else if (p[1] == 'x' && hexval(p[2]) >= 0 && hexval(p[3]) >= 0) {
+            v[n++] = (char)(hexval(p[2]) * 16 + hexval(p[3]));
+            p += 3;
+        } else {
             free(v);
             cli_error("probe: bad escape in %s '%s' (\\n \\r \\t \\\\ \\xHH)", name, arg);
             return -1;

@@ -651,25 +651,14 @@ static void on_guard(cw_loop *loop, cw_timer *t)
     cw_loop_stop(loop);
 }
 
-static void run_one(struct srun *r, const struct probe_sscenario *sc, struct probe_result *res)
+/* Start the scenario's connection: a small receive buffer for the slow
+ * reader, and no library timeout shorter than ours. */
+static int dial(struct srun *r, struct sconn *c, int64_t t0)
 {
     const struct probe_opts *o = r->o;
-    memset(res, 0, sizeof *res);
-    res->name = sc->name;
-    res->close_ms = -1;
-    res->srv.matched = -1;
-    res->srv.fd = -1;
-    int64_t t0 = cw_now_ms();
-    struct sconn *c = &r->c;
-    free(c->reply);
-    memset(c, 0, sizeof *c);
-    c->r = r;
-    c->sc = sc;
-    c->res = res;
-    c->timer.data = c->slow.data = c;
     struct cw_opts co;
     cw_opts_init(&co);
-    if (sc->slow)
+    if (c->sc->slow)
         co.rcvbuf = SLOW_RCVBUF;
     struct cw_stream_opts so;
     cw_stream_opts_init(&so);
@@ -678,27 +667,50 @@ static void run_one(struct srun *r, const struct probe_sscenario *sc, struct pro
     so.close_grace_ms = 24 * 3600 * 1000;
     so.write_timeout_ms = (uint32_t)o->hang_ms;
     r->open = 1;   /* until the dial's callback says otherwise */
-    int rc = cw_stream_dial(r->loop, o->shost, (uint16_t)o->sport, &co, t0 + 5000, &so,
-                            on_dial, c);
-    if (rc < 0) {
-        note(c, PROBE_NOCONN, "cannot connect to %s: %s", o->server, cw_strerror(rc));
-    } else {
-        /* Every phase has a timer; the guard bounds a server that trickles
-         * bytes forever, and the wait for our own close. */
-        int64_t bound = t0 + 5000 + 2 * o->hang_ms + o->grace_ms + o->settle_ms;
-        cw_timer_start(r->loop, &r->guard, bound, on_guard);
-        while ((c->phase != SP_DONE || r->open) && !probe_interrupted &&
-               cw_now_ms() < bound + 2000)
-            if (cw_loop_run(r->loop) < 0 && errno != EINTR)
-                break;
-        if (c->phase != SP_DONE)
-            done(c);
-        cw_timer_start(r->loop, &r->guard, cw_now_ms() + 2000, on_guard);
-        while (r->open && cw_now_ms() < bound + 4000)
-            if (cw_loop_run(r->loop) < 0 && errno != EINTR)
-                break;
-        cw_timer_stop(r->loop, &r->guard);
-    }
+    return cw_stream_dial(r->loop, o->shost, (uint16_t)o->sport, &co, t0 + 5000, &so,
+                          on_dial, c);
+}
+
+/* Run the loop until the scenario is judged and our stream closed. Every
+ * phase has a timer; the guard bounds a server that trickles bytes
+ * forever, and the wait for our own close. */
+static void run_loop(struct srun *r, struct sconn *c, int64_t t0)
+{
+    const struct probe_opts *o = r->o;
+    int64_t bound = t0 + 5000 + 2 * o->hang_ms + o->grace_ms + o->settle_ms;
+    cw_timer_start(r->loop, &r->guard, bound, on_guard);
+    while ((c->phase != SP_DONE || r->open) && !probe_interrupted &&
+           cw_now_ms() < bound + 2000)
+        if (cw_loop_run(r->loop) < 0 && errno != EINTR)
+            break;
+    if (c->phase != SP_DONE)
+        done(c);
+    cw_timer_start(r->loop, &r->guard, cw_now_ms() + 2000, on_guard);
+    while (r->open && cw_now_ms() < bound + 4000)
+        if (cw_loop_run(r->loop) < 0 && errno != EINTR)
+            break;
+    cw_timer_stop(r->loop, &r->guard);
+}
+
+static void run_one(struct srun *r, const struct probe_sscenario *sc, struct probe_result *res)
+{
+    memset(res, 0, sizeof *res);
+    res->name = sc->name;
+    res->close_ms = -1;
+    res->srv.matched = -1;
+    res->srv.fd = -1;
+    int64_t t0 = cw_now_ms();
+    struct sconn *c = &r->c;
+    memset(c, 0, sizeof *c);
+    c->r = r;
+    c->sc = sc;
+    c->res = res;
+    c->timer.data = c->slow.data = c;
+    int rc = dial(r, c, t0);
+    if (rc < 0)
+        note(c, PROBE_NOCONN, "cannot connect to %s: %s", r->o->server, cw_strerror(rc));
+    else
+        run_loop(r, c, t0);
     res->conns = c->lport ? 1 : 0;
     res->run_ms = cw_now_ms() - t0;
     free(c->reply);
