@@ -16,7 +16,7 @@ static const struct cli_command commands[] = {
     {"kill", "destroy matching sockets (SOCK_DESTROY)", cmd_kill},
     {"demo", "show the seed's CLOSE_WAIT leak and lost reply next to the fix", cmd_demo},
     {"client", "log in and echo lines; close and reconnect whenever a connection ends", cmd_client},
-    {"probe", "test any client program for CLOSE_WAIT leaks", cmd_probe},
+    {"probe", "test a client for CLOSE_WAIT leaks, or a server for lost replies", cmd_probe},
     {"resets", "name each close() that made the kernel send RST (BPF)", cmd_resets},
     {"exporter", "serve TCP states and CLOSE_WAIT leaks per process to Prometheus", cmd_exporter},
     {NULL, NULL, NULL}
