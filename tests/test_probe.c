@@ -8,6 +8,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <netdb.h>
 #include <poll.h>
 #include <signal.h>
@@ -712,6 +713,62 @@ static void test_server_mode_never_closing_server(void **state)
     assert_non_null(strstr(p.out, "not ok 1 - request: NO-CONNECT\n# cannot connect"));
 }
 
+/* nginx's stream module (a bench dependency), when installed: `return`
+ * answers and closes without reading the request, which then meets a
+ * closed socket and a reset; proxying to closewise server passes. */
+static void test_server_mode_nginx(void **state)
+{
+    const char *mod = "/usr/lib/nginx/modules/ngx_stream_module.so";
+    if (access("/usr/sbin/nginx", X_OK) != 0 || access(mod, R_OK) != 0) {
+        printf("nginx or its stream module is not installed (scripts/deps.sh bench): "
+               "skipped\n");
+        skip();
+    }
+    struct srv cw;
+    char *sv[] = {BIN, "server", "-q", "--port", "0", "--user", "alice:s3cret", NULL};
+    srv_start(&cw, sv);
+    char dir[] = "/tmp/cw-probe-nginx-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    int ret = cwt_free_port(), proxy = cwt_free_port();
+    char conf[PATH_MAX];
+    snprintf(conf, sizeof conf, "%s/nginx.conf", dir);
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f, "load_module %s;\ndaemon off;\nmaster_process off;\nworker_processes 1;\n"
+            "pid %s/nginx.pid;\nerror_log %s/error.log warn;\nevents { worker_connections 64; }\n"
+            "stream {\n server { listen 127.0.0.1:%d; return \"ERR bad credentials\\n\"; }\n"
+            " server { listen 127.0.0.1:%d; proxy_pass %s; }\n}\n", mod, dir, dir, ret, proxy,
+            cw.addr);
+    fclose(f);
+    char elog[PATH_MAX + 16];
+    snprintf(elog, sizeof elog, "%s/error.log", dir);
+    char *nx[] = {"/usr/sbin/nginx", "-e", elog, "-c", conf, "-p", dir, NULL};
+    pid_t ngx = cwt_spawn(nx, NULL);
+    assert_int_equal(cwt_wait_count(CW_TCP_LISTEN, proxy, 0, 1, 10000), 1);
+    char at[64];
+    snprintf(at, sizeof at, "127.0.0.1:%d", ret);
+    struct probe p;
+    char line[4096];
+    char *a1[] = {"--json", "--server", at, "--send", "AUTH alice wrong\\n", "--expect",
+                  "^ERR bad credentials$", "--scenario", "request", NULL};
+    probe(&p, a1);
+    assert_int_equal(p.status, 1);
+    expect_verdict(scenario(&p, "request", line, sizeof line), "RST-CLOSE");
+    assert_int_equal(field(line, "reply_bytes"), 20);
+    snprintf(at, sizeof at, "127.0.0.1:%d", proxy);
+    char *a2[] = {"--json", "--server", at, "--send", "QUIT\\n", "--expect", "^BYE$",
+                  "--scenario", "request,request-extra-input,half-close", "--grace", "1s",
+                  "--settle", "100ms", NULL};
+    probe(&p, a2);
+    cwt_kill(ngx);
+    srv_stop(&cw);
+    char rm[PATH_MAX + 16];
+    snprintf(rm, sizeof rm, "rm -rf %s", dir);
+    cwt_sh("%s", rm);
+    if (p.status != 0)
+        fail_msg("nginx proxy:\n%s", p.out);
+}
+
 static void test_server_mode_usage(void **state)
 {
     struct probe p;
@@ -882,6 +939,7 @@ int main(int argc, char **argv)
         CWT_TEST(test_repeat_counts_runs),
         CWT_TEST(test_server_mode_closewise_server),
         CWT_TEST(test_server_mode_never_closing_server),
+        CWT_TEST(test_server_mode_nginx),
         CWT_TEST(test_server_mode_usage),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

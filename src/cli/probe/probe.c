@@ -74,7 +74,7 @@ static void probe_help(void)
            "                           worst verdict and how many runs saw it\n"
            "      --format F           text (default), json, junit or tap\n"
            "      --json               the same as --format json\n"
-           "      --list               list the scenarios and exit\n"
+           "      --list               list the scenarios (with --server: the server's)\n"
            "  -h, --help               this help\n\n"
            "Durations: 500ms, 2s, 1m. Exit: 0 every scenario passed (or was skipped),\n"
            "1 one did not, 2 usage, 3 system error. See closewise-probe(1).\n");

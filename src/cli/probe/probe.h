@@ -89,7 +89,7 @@ struct probe_sresult {
     uint32_t rqueue;
     int reset_seen;         /* BPF named the close() that reset it */
     char reset[512];        /* ... in words, with file:line */
-    char note[320];         /* the verdict's detail */
+    char note[768];         /* the verdict's detail */
 };
 
 struct probe_result {

@@ -32,7 +32,11 @@
 #define MAX_RESETS 32
 #define MAX_FRAMES 32
 
-enum sphase { SP_DIAL, SP_SETTLE, SP_READ, SP_FDS, SP_DONE };
+enum sphase { SP_DIAL, SP_SETTLE, SP_READ, SP_FDS, SP_RESET_WAIT, SP_DONE };
+
+/* How long a reset waits for its BPF event: the tracepoint can fire after
+ * the RST has reached us over loopback. */
+#define RESET_EVENT_WAIT_MS 300
 
 struct srun;
 
@@ -48,7 +52,7 @@ struct sconn {
     int lport;              /* our local port */
     char *reply;
     size_t rlen, rcap;
-    int64_t t_start, t_req, t_quiet;
+    int64_t t_start, t_req, t_quiet, t_end;
     uint32_t reset_unsent;  /* bytes the server's reset destroyed (BPF) */
     /* reset-mid-request: the server's socket just before our reset */
     uint32_t sinode;
@@ -410,12 +414,13 @@ static void done(struct sconn *c)
         cw_loop_stop(c->r->loop);
 }
 
-/* The close() behind the server's reset, as BPF saw it. */
-static void who_reset(struct sconn *c)
+/* The close() behind the server's reset, as BPF saw it: 1 found, 0 not
+ * (yet). */
+static int who_reset(struct sconn *c)
 {
     struct srun *r = c->r;
     struct probe_sresult *v = &c->res->srv;
-    poll_resets(r);   /* the event was written before the RST left */
+    poll_resets(r);
     /* A close() that reset it explains more than the kernel's answers to
      * what we sent after. */
     size_t best = r->nrst;
@@ -423,28 +428,22 @@ static void who_reset(struct sconn *c)
         if (r->rst[i].dport == c->lport && (best == r->nrst || (r->rst[i].local &&
                                                                 !r->rst[best].local)))
             best = i;
-    if (best < r->nrst) {
-        v->reset_seen = 1;
-        c->reset_unsent = r->rst[best].local ? r->rst[best].unsent : 0;
-        snprintf(v->reset, sizeof v->reset, "%s", r->rst[best].text);
-        return;
-    }
-    if (v->local)
-        snprintf(v->reset, sizeof v->reset, r->watch ? "? (BPF saw no close() reset it)"
-                                                     : "? (not named without BPF: %s)",
-                 r->bpf_why);
+    if (best == r->nrst)
+        return 0;
+    v->reset_seen = 1;
+    c->reset_unsent = r->rst[best].local ? r->rst[best].unsent : 0;
+    snprintf(v->reset, sizeof v->reset, "%s", r->rst[best].text);
+    return 1;
 }
 
-/* The server ended it (or the wait is over, end CW_END_NONE). */
-static void ended(struct sconn *c, int end, int64_t now)
+/* Judge how the server ended it, at c->t_end. */
+static void judge_end(struct sconn *c)
 {
     struct probe_sresult *v = &c->res->srv;
-    v->end = end;
-    v->end_ms = now - c->t_req;
-    if (c->rlen < c->rcap)
-        c->reply[c->rlen] = '\0';
-    if (end == CW_END_RESET)
-        who_reset(c);
+    if (v->end == CW_END_RESET && !v->reset_seen && v->local)
+        snprintf(v->reset, sizeof v->reset, c->r->watch ? "? (BPF saw no close() reset it)"
+                                                        : "? (not named without BPF: %s)",
+                 c->r->bpf_why);
     if (c->sc->half_close)
         look(c);   /* before our close: is its socket in CLOSE_WAIT? */
     if (c->sc->half_close)
@@ -458,6 +457,26 @@ static void ended(struct sconn *c, int end, int64_t now)
         snprintf(v->note + len, sizeof v->note - len, "; reset by %s", v->reset);
     }
     done(c);
+}
+
+static void on_step(cw_loop *loop, cw_timer *t);
+
+/* The server ended it (or the wait is over, end CW_END_NONE). A reset
+ * waits a moment for its BPF event. */
+static void ended(struct sconn *c, int end, int64_t now)
+{
+    struct probe_sresult *v = &c->res->srv;
+    v->end = end;
+    v->end_ms = now - c->t_req;
+    c->t_end = now;
+    if (c->rlen < c->rcap)
+        c->reply[c->rlen] = '\0';
+    if (end == CW_END_RESET && c->r->watch && v->local && !who_reset(c)) {
+        c->phase = SP_RESET_WAIT;
+        cw_timer_start(c->r->loop, &c->timer, now + 20, on_step);
+        return;
+    }
+    judge_end(c);
 }
 
 static void on_step(cw_loop *loop, cw_timer *t);
@@ -492,7 +511,7 @@ static void on_read(cw_stream *s, ssize_t n, const char *buf)
 {
     struct sconn *c = cw_stream_data(s);
     int64_t now = cw_now_ms();
-    if (c->phase == SP_DONE || c->phase == SP_FDS)
+    if (c->phase == SP_DONE || c->phase == SP_FDS || c->phase == SP_RESET_WAIT)
         return;
     if (n > 0) {
         keep(c, buf, (size_t)n);
@@ -575,6 +594,11 @@ static void on_step(cw_loop *loop, cw_timer *t)
             cw_timer_start(loop, t, now + 20, on_step);
     } else if (c->phase == SP_READ) {
         ended(c, CW_END_NONE, now);   /* the wait is over */
+    } else if (c->phase == SP_RESET_WAIT) {
+        if (who_reset(c) || now - c->t_end >= RESET_EVENT_WAIT_MS)
+            judge_end(c);
+        else
+            cw_timer_start(loop, t, now + 20, on_step);
     }
 }
 
@@ -644,10 +668,14 @@ static void on_guard(cw_loop *loop, cw_timer *t)
 {
     struct srun *r = t->data;
     struct sconn *c = &r->c;
-    if (c->phase == SP_READ)
+    if (c->phase == SP_READ) {
         ended(c, CW_END_NONE, cw_now_ms());
-    else if (c->phase != SP_DONE)
+    } else if (c->phase == SP_RESET_WAIT) {
+        judge_end(c);
+    } else if (c->phase != SP_DONE) {
+        note(c, PROBE_HANG, "no verdict within the scenario's bound");
         done(c);
+    }
     cw_loop_stop(loop);
 }
 
