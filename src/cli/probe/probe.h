@@ -169,6 +169,10 @@ int probe_run(const struct probe_opts *o, cw_listener *l, int port,
               const struct probe_scenario *const *list, size_t n,
               struct probe_result *res);
 
+/* A run's event loop and sock_diag handle (the caller frees both).
+ * Returns CLI_OK, or CLI_SYSTEM after printing why. */
+int probe_open(cw_loop **loop, cw_diag **diag);
+
 /* Set by SIGINT/SIGTERM: end the run, clean up, report. */
 extern volatile int probe_interrupted;
 

@@ -639,6 +639,22 @@ static void result_of(const struct run *r, size_t k, struct probe_result *res)
                  : res->conns ? PROBE_PASS : PROBE_NOCONN;
 }
 
+int probe_open(cw_loop **loop, cw_diag **diag)
+{
+    int rc = cw_loop_new(loop);
+    if (rc < 0) {
+        cli_error("probe: cannot create the event loop: %s", cw_strerror(rc));
+        return CLI_SYSTEM;
+    }
+    rc = cw_diag_open(diag);
+    if (rc < 0) {
+        cw_loop_free(loop);
+        cli_error("probe: cannot open sock_diag netlink socket: %s", cw_strerror(rc));
+        return CLI_SYSTEM;
+    }
+    return CLI_OK;
+}
+
 int probe_run(const struct probe_opts *o, cw_listener *l, int port,
               const struct probe_scenario *const *list, size_t n,
               struct probe_result *res)
@@ -654,18 +670,10 @@ int probe_run(const struct probe_opts *o, cw_listener *l, int port,
     r->list = list;
     r->n = n;
     r->sampler.data = r->stop_accepting.data = r;
-    int rc = cw_loop_new(&r->loop);
-    if (rc < 0) {
+    int rc = probe_open(&r->loop, &r->diag);
+    if (rc != CLI_OK) {
         free(r);
-        cli_error("probe: cannot create the event loop: %s", cw_strerror(rc));
-        return CLI_SYSTEM;
-    }
-    rc = cw_diag_open(&r->diag);
-    if (rc < 0) {
-        cw_loop_free(&r->loop);
-        free(r);
-        cli_error("probe: cannot open sock_diag netlink socket: %s", cw_strerror(rc));
-        return CLI_SYSTEM;
+        return rc;
     }
     r->t_start = r->last_event = r->next_sample = cw_now_ms();
     r->deadline = r->t_start;

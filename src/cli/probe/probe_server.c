@@ -791,18 +791,10 @@ int probe_server_run(const struct probe_opts *o, struct probe_result *res)
     }
     r->o = o;
     r->poll.data = r->guard.data = r;
-    int rc = cw_loop_new(&r->loop);
-    if (rc < 0) {
+    int rc = probe_open(&r->loop, &r->diag);
+    if (rc != CLI_OK) {
         free(r);
-        cli_error("probe: cannot create the event loop: %s", cw_strerror(rc));
-        return CLI_SYSTEM;
-    }
-    rc = cw_diag_open(&r->diag);
-    if (rc < 0) {
-        cw_loop_free(&r->loop);
-        free(r);
-        cli_error("probe: cannot open sock_diag netlink socket: %s", cw_strerror(rc));
-        return CLI_SYSTEM;
+        return rc;
     }
     struct cw_sock l;
     if (server_sock(r, 0, &l) > 0) {
