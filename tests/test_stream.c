@@ -557,6 +557,31 @@ static void test_idle_deadline(void **state)
     cw_loop_free(&loop);
 }
 
+/* A graceful close asked for outside every stream callback (from the
+ * owner's own timer, say) keeps its deadline when the peer never sends
+ * its FIN: the stream re-arms its timer for the close. */
+static void test_close_deadline_outside_callbacks(void **state)
+{
+    cw_loop *loop;
+    assert_int_equal(cw_loop_new(&loop), CW_OK);
+    struct rec r = {0};
+    struct cw_stream_opts o = opts(0, 0, 60000);
+    cw_stream *s;
+    int c = pair(loop, &o, 0, 0, &s);
+    start(&r, s);
+    run_for(loop, 20);
+    int64_t t0 = cw_now_ms();
+    cw_stream_close(s, CW_CLOSE_GRACEFUL, t0 + 300, NULL);
+    assert_true(run_until(loop, &r.closed, 3000));
+    int64_t took = cw_now_ms() - t0;
+    assert_int_equal(r.how, CW_ETIMEDOUT);
+    assert_true(took >= 290 && took < 1500);
+    char buf[8];
+    assert_int_equal(recv(c, buf, sizeof buf, 0), 0);   /* our FIN came first */
+    close(c);
+    cw_loop_free(&loop);
+}
+
 /* The idle timeout was delivered and a long reply is queued when the
  * peer's FIN comes: the loop waits for the peer to read (no spinning on
  * the FIN it has seen), and the reply still arrives whole. */
@@ -1285,6 +1310,7 @@ int main(void)
         CWT_TEST(test_write_timeout_resets_and_frees),
         CWT_TEST(test_write_timeout_restarts_on_progress),
         CWT_TEST(test_idle_deadline),
+        CWT_TEST(test_close_deadline_outside_callbacks),
         CWT_TEST(test_fin_after_idle_timeout_with_reply_queued),
         CWT_TEST(test_graceful_delivers_queued_reply),
         CWT_TEST(test_abort_loses_queued_reply),

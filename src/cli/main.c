@@ -19,7 +19,7 @@ static const struct cli_command cli_commands[] = {
     {"demo", "show the seed's CLOSE_WAIT leak and lost reply next to the fix", cmd_demo, NULL},
     {"client", "log in and echo lines; close and reconnect whenever a connection ends",
      cmd_client, &client_spec},
-    {"probe", "test any client program for CLOSE_WAIT leaks", cmd_probe, NULL},
+    {"probe", "test a client for CLOSE_WAIT leaks, or a server for lost replies", cmd_probe, NULL},
     {"resets", "name each close() that made the kernel send RST (BPF)", cmd_resets, NULL},
     {"trace", "run a program; name the line that read EOF and never closed", cmd_trace, NULL},
     {"exporter", "serve TCP states and CLOSE_WAIT leaks per process to Prometheus",

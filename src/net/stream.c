@@ -150,6 +150,8 @@ static void finish(cw_stream *s, int how, int rst, int why)
     cw_timer_start(loop_of(s), &s->timer, 0, on_timer);
 }
 
+static void settle(cw_stream *s);
+
 static void start_linger(cw_stream *s)
 {
     if ((s->flags & F_DELIVERED) && s->result == CW_EOF) {
@@ -201,6 +203,9 @@ int cw_stream_close(cw_stream *s, int how, int64_t deadline,
     }
     s->t = deadline < 0 ? cw_now_ms() + CLOSE_DEFAULT_MS : deadline;
     begin_close(s, CW__END_OWNER);
+    /* Arm the close's watcher and deadline now: called outside the
+     * stream's own callbacks, nothing else would. */
+    settle(s);
     return CW_OK;
 }
 
@@ -345,7 +350,6 @@ static int enqueue(cw_stream *s, const char *p, size_t len)
     return CW_OK;
 }
 
-static void settle(cw_stream *s);
 
 int cw_stream_write(cw_stream *s, const void *buf, size_t len)
 {

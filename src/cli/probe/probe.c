@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <regex.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +17,8 @@
 
 static void probe_help(void)
 {
-    printf("usage: closewise probe [options] -- CMD [ARGS...]\n\n"
+    printf("usage: closewise probe [options] -- CMD [ARGS...]\n"
+           "       closewise probe --server HOST:PORT --send DATA [--expect REGEX] [options]\n\n"
            "Listen on a loopback port and run CMD once per scenario; {host} and {port}\n"
            "in ARGS (and CW_PROBE_HOST, CW_PROBE_PORT in its environment) say where to\n"
            "connect. Each connection of CMD is ended the scenario's way, and the kernel\n"
@@ -27,52 +29,102 @@ static void probe_help(void)
            "             longer than --grace while its process lived\n"
            "  HANG       silent: a connection was still open after --hang-limit\n"
            "  NO-CONNECT CMD never connected\n"
-           "CMD's whole process tree is killed after each run. Its stdin is /dev/null.\n\n"
+           "CMD's whole process tree is killed after each run. Its stdin is /dev/null.\n"
+           "The *-when-idle scenarios end the connection only once it has been quiet\n"
+           "for --settle, as an idle timeout does: some clients leak only then.\n\n"
+           "With --server, connect to a server instead and test how it ends\n"
+           "connections (scenarios: closewise probe --server X --list):\n"
+           "  PASS       the reply arrived whole and ended in FIN; the server closed\n"
+           "             after our FIN, reset or silence as it should\n"
+           "  LOST       the reply was cut short: bytes destroyed by a reset, or\n"
+           "             missing (it does not match --expect)\n"
+           "  RST-CLOSE  the reply arrived, then a reset instead of FIN: a peer that\n"
+           "             had not read it yet (Windows) loses it\n"
+           "  LEAK       a local server kept its socket in CLOSE_WAIT, or its\n"
+           "             descriptor, after we closed or reset\n"
+           "  HANG       the server never ended the connection within the limit\n"
+           "  SKIP       nothing to check (a remote server's descriptors)\n"
+           "For a local server, the process holding its socket is named, and with\n"
+           "BPF (root) the close() that reset the connection, as file:line.\n\n"
            "options:\n"
            "  -s, --scenario S[,S...]  scenarios to run (default all, in this order)\n"
-           "  -g, --grace D            time the client has to close (default 2s)\n"
-           "      --hang-limit D       how long silent waits for the client to give\n"
-           "                           up (default 10s)\n"
+           "  -g, --grace D            time the peer has to close (default 2s)\n"
+           "      --hang-limit D       how long silent (idle with --server) waits for\n"
+           "                           the peer to give up (default 10s)\n"
+           "      --settle D           *-when-idle, half-close, reset-mid-request: the\n"
+           "                           quiet time first (default 500ms)\n"
            "      --drip D             slow-drip: time between bytes (default 100ms)\n"
            "      --reuse              run CMD once; its N-th connection gets the N-th\n"
            "                           scenario\n"
            "      --host ADDR          listen address (default 127.0.0.1)\n"
            "      --port P             listen port (default: any free port)\n"
-           "      --json               report as JSON\n"
            "      --show-output        pass CMD's stdout and stderr to our stderr\n"
            "      --no-where           run CMD without libclosewise-trace.so: a LEAK\n"
            "                           does not name the line that read the end\n"
            "      --list               list the scenarios and exit\n"
+           "      --server HOST:PORT   test the server there ([::1]:80 for IPv6)\n"
+           "      --send DATA          --server: the request (\\n \\r \\t \\\\ \\xHH; @FILE\n"
+           "                           reads it from FILE)\n"
+           "      --expect REGEX       --server: what a whole reply matches (POSIX\n"
+           "                           extended; ^ and $ also match at line ends)\n"
+           "      --large DATA         --server large-reply: a request whose reply is\n"
+           "                           larger than the socket buffers (default DATA)\n"
+           "      --large-expect REGEX what that reply matches (default --expect)\n"
+           "      --slow-read D        large-reply: time between reads (default 20ms)\n"
+           "      --no-bpf             --server: do not name the close() behind a reset\n"
+           "                           (also CLOSEWISE_NO_BPF=1)\n"
+           "      --repeat N           run everything N times; report each scenario's\n"
+           "                           worst verdict and how many runs saw it\n"
+           "      --format F           text (default), json, junit or tap\n"
+           "      --json               the same as --format json\n"
+           "      --list               list the scenarios (with --server: the server's)\n"
            "  -h, --help               this help\n\n"
-           "Durations: 500ms, 2s, 1m. Exit: 0 every scenario passed, 1 one did not,\n"
-           "2 usage, 3 system error. See closewise-probe(1).\n");
+           "Durations: 500ms, 2s, 1m. Exit: 0 every scenario passed (or was skipped),\n"
+           "1 one did not, 2 usage, 3 system error. See closewise-probe(1).\n");
 }
 
-static void list_scenarios(void)
+static void list_scenarios(int server)
 {
-    for (size_t i = 0; i < probe_nscenarios; i++)
-        printf("%-24s %s\n", probe_scenarios[i].name, probe_scenarios[i].what);
+    if (server)
+        for (size_t i = 0; i < probe_nsscenarios; i++)
+            printf("%-24s %s\n", probe_sscenarios[i].name, probe_sscenarios[i].what);
+    else
+        for (size_t i = 0; i < probe_nscenarios; i++)
+            printf("%-24s %s\n", probe_scenarios[i].name, probe_scenarios[i].what);
 }
 
+/* --scenario, once the mode is known: client scenarios, or with
+ * --server the server's. */
 static int parse_list(struct probe_opts *o, const char *arg)
 {
     char buf[1024];
-    if (strlen(arg) >= sizeof buf)
+    if (strlen(arg) >= sizeof buf) {
+        cli_error("probe: --scenario list too long");
         return -1;
+    }
     strcpy(buf, arg);
-    o->nlist = 0;
+    size_t n = 0;
     char *save = NULL;
     for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        const struct probe_scenario *sc = probe_scenario_find(t);
-        if (!sc || o->nlist == PROBE_MAX_SCENARIOS) {
-            cli_error("probe: unknown scenario '%s' (see 'closewise probe --list')", t);
+        const void *sc = o->server ? (const void *)probe_sscenario_find(t)
+                                   : (const void *)probe_scenario_find(t);
+        if (!sc || n == PROBE_MAX_SCENARIOS) {
+            cli_error("probe: unknown %sscenario '%s' (see 'closewise probe %s--list')",
+                      o->server ? "server " : "", t, o->server ? "--server X " : "");
             return -1;
         }
-        o->list[o->nlist++] = sc;
+        if (o->server)
+            o->slist[n++] = sc;
+        else
+            o->list[n++] = sc;
     }
-    if (!o->nlist)
+    if (!n)
         cli_error("probe: --scenario wants a list of names");
-    return o->nlist ? 0 : -1;
+    if (o->server)
+        o->nslist = n;
+    else
+        o->nlist = n;
+    return n ? 0 : -1;
 }
 
 /* A duration option within [min, max] milliseconds. */
@@ -86,27 +138,203 @@ static int duration(const char *name, const char *arg, int64_t min, int64_t max,
     return 0;
 }
 
+/* "HOST:PORT" or "[V6]:PORT" into o->shost, o->sport. */
+static int parse_server(struct probe_opts *o, const char *arg)
+{
+    const char *colon = strrchr(arg, ':');
+    const char *h = arg;
+    size_t hlen = colon ? (size_t)(colon - arg) : 0;
+    if (hlen >= 2 && arg[0] == '[' && arg[hlen - 1] == ']') {
+        h++;
+        hlen -= 2;
+    }
+    int port = colon ? cli_parse_port(colon + 1) : -1;
+    if (!hlen || hlen >= sizeof o->shost || port <= 0) {
+        cli_error("probe: bad --server '%s' (expected HOST:PORT, [IPV6]:PORT)", arg);
+        return -1;
+    }
+    memcpy(o->shost, h, hlen);
+    o->shost[hlen] = '\0';
+    o->sport = port;
+    o->server = arg;
+    return 0;
+}
+
+static int hexval(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+         : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* The bytes of FILE into a malloc'ed *out. */
+static int read_data_file(const char *name, const char *path, char **out, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    size_t cap = 0, n = 0, got;
+    char *v = NULL;
+    while (f) {
+        if (n == cap) {
+            char *nv = realloc(v, cap = cap * 2 + 4096);
+            if (!nv)
+                break;
+            v = nv;
+        }
+        if ((got = fread(v + n, 1, cap - n, f)) == 0)
+            break;
+        n += got;
+    }
+    int bad = !f || ferror(f) || !n || n == cap;   /* n == cap: out of memory */
+    if (f)
+        fclose(f);
+    if (bad) {
+        free(v);
+        cli_error("probe: cannot read %s file '%s'%s", name, path,
+                  f ? " (or it is empty)" : "");
+        return -1;
+    }
+    *out = v;
+    *len = n;
+    return 0;
+}
+
+/* DATA with \n \r \t \\ \xHH, or @FILE: the bytes into a malloc'ed *out. */
+static int parse_data(const char *name, const char *arg, char **out, size_t *len)
+{
+    free(*out);
+    *out = NULL;
+    if (arg[0] == '@')
+        return read_data_file(name, arg + 1, out, len);
+    char *v = malloc(strlen(arg) + 1);
+    size_t n = 0;
+    for (const char *p = arg; v && *p; p++) {
+        if (*p != '\\') {
+            v[n++] = *p;
+            continue;
+        }
+        const char *esc = "n\nr\rt\t\\\\", *hit = p[1] ? strchr(esc, p[1]) : NULL;
+        if (hit && (hit - esc) % 2 == 0) {
+            v[n++] = hit[1];
+            p++;
+        } else if (p[1] == 'x' && hexval(p[2]) >= 0 && hexval(p[3]) >= 0) {
+            v[n++] = (char)(hexval(p[2]) * 16 + hexval(p[3]));
+            p += 3;
+        } else {
+            free(v);
+            cli_error("probe: bad escape in %s '%s' (\\n \\r \\t \\\\ \\xHH)", name, arg);
+            return -1;
+        }
+    }
+    if (!v || !n) {
+        free(v);
+        cli_error("probe: %s wants some bytes", name);
+        return -1;
+    }
+    *out = v;
+    *len = n;
+    return 0;
+}
+
+static int parse_regex(const char *name, const char *arg, const char **out)
+{
+    regex_t re;
+    int rc = regcomp(&re, arg, REG_EXTENDED | REG_NEWLINE | REG_NOSUB);
+    if (rc != 0) {
+        char why[128];
+        regerror(rc, &re, why, sizeof why);
+        cli_error("probe: bad %s '%s': %s", name, arg, why);
+        return -1;
+    }
+    regfree(&re);
+    *out = arg;
+    return 0;
+}
+
+static int parse_format(struct probe_opts *o, const char *arg)
+{
+    static const char *const names[] = {"text", "json", "junit", "tap"};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(arg, names[i])) {
+            o->format = i;
+            return 0;
+        }
+    cli_error("probe: bad --format '%s' (text, json, junit or tap)", arg);
+    return -1;
+}
+
+static int parse_repeat(struct probe_opts *o, const char *arg)
+{
+    char *end;
+    long v = strtol(arg, &end, 10);
+    if (!*arg || *end || v < 1 || v > 1000) {
+        cli_error("probe: bad --repeat '%s' (a count from 1 to 1000)", arg);
+        return -1;
+    }
+    o->repeat = (int)v;
+    return 0;
+}
+
 enum { OPT_HANG = 256, OPT_DRIP, OPT_REUSE, OPT_HOST, OPT_PORT, OPT_JSON, OPT_SHOW,
-       OPT_LIST, OPT_NO_WHERE, OPT_WHERE };
+       OPT_LIST, OPT_SETTLE, OPT_FORMAT, OPT_REPEAT, OPT_SERVER, OPT_SEND, OPT_EXPECT,
+       OPT_LARGE, OPT_LARGE_EXPECT, OPT_SLOW, OPT_NOBPF, OPT_NO_WHERE, OPT_WHERE };
 
 static int parse_one(struct probe_opts *o, int c, const char *arg)
 {
     switch (c) {
-    case 's': return parse_list(o, arg);
+    case 's': return 0;   /* once the mode is known: parse_args */
     case 'g': return duration("--grace", arg, 0, 600000, &o->grace_ms);
     case OPT_HANG: return duration("--hang-limit", arg, 100, 3600000, &o->hang_ms);
     case OPT_DRIP: return duration("--drip", arg, 1, 60000, &o->drip_ms);
+    case OPT_SETTLE: return duration("--settle", arg, 1, 600000, &o->settle_ms);
+    case OPT_SLOW: return duration("--slow-read", arg, 1, 10000, &o->slow_ms);
     case OPT_REUSE: o->reuse = 1; return 0;
     case OPT_HOST: o->host = arg; return 0;
     case OPT_PORT:
         return cli_port("--port", arg, 0, &o->port);
-    case OPT_JSON: o->json = 1; return 0;
+    case OPT_JSON: o->format = PROBE_JSON; return 0;
+    case OPT_FORMAT: return parse_format(o, arg);
+    case OPT_REPEAT: return parse_repeat(o, arg);
     case OPT_SHOW: o->show_output = 1; return 0;
+    case OPT_SERVER: return parse_server(o, arg);
+    case OPT_SEND: return parse_data("--send", arg, &o->send, &o->send_len);
+    case OPT_LARGE: return parse_data("--large", arg, &o->large, &o->large_len);
+    case OPT_EXPECT: return parse_regex("--expect", arg, &o->expect);
+    case OPT_LARGE_EXPECT: return parse_regex("--large-expect", arg, &o->large_expect);
+    case OPT_NOBPF: o->no_bpf = 1; return 0;
     case OPT_WHERE: o->where = 1; return 0;
     case OPT_NO_WHERE: o->where = 0; return 0;
     }
     cli_error("probe: bad option '%s' (see 'closewise probe --help')", arg ? arg : "?");
     return -1;
+}
+
+/* What only one mode takes. */
+static int check_mode(struct probe_opts *o, int argc, char **argv)
+{
+    if (!o->server) {
+        if (optind >= argc) {
+            cli_error("probe: no command to test (usage: closewise probe [options] -- CMD ...)");
+            return -1;
+        }
+        if (o->send || o->large || o->expect || o->large_expect) {
+            cli_error("probe: --send, --large and --expect go with --server");
+            return -1;
+        }
+        o->cmd = argv + optind;
+        return 0;
+    }
+    if (optind < argc) {
+        cli_error("probe: --server tests a server: no command (got '%s')", argv[optind]);
+        return -1;
+    }
+    if (o->reuse) {
+        cli_error("probe: --reuse is for testing a client, not with --server");
+        return -1;
+    }
+    if (!o->send) {
+        cli_error("probe: --server wants --send DATA (the request to send)");
+        return -1;
+    }
+    return 0;
 }
 
 /* Returns 0 to run, 1 after --help/--list, -1 on a usage error. */
@@ -117,36 +345,51 @@ static int parse_args(struct probe_opts *o, int argc, char **argv)
         {"grace", required_argument, NULL, 'g'},
         {"hang-limit", required_argument, NULL, OPT_HANG},
         {"drip", required_argument, NULL, OPT_DRIP},
+        {"settle", required_argument, NULL, OPT_SETTLE},
         {"reuse", no_argument, NULL, OPT_REUSE},
         {"host", required_argument, NULL, OPT_HOST},
         {"port", required_argument, NULL, OPT_PORT},
         {"json", no_argument, NULL, OPT_JSON},
+        {"format", required_argument, NULL, OPT_FORMAT},
+        {"repeat", required_argument, NULL, OPT_REPEAT},
         {"show-output", no_argument, NULL, OPT_SHOW},
         {"where", no_argument, NULL, OPT_WHERE},
         {"no-where", no_argument, NULL, OPT_NO_WHERE},
+        {"server", required_argument, NULL, OPT_SERVER},
+        {"send", required_argument, NULL, OPT_SEND},
+        {"expect", required_argument, NULL, OPT_EXPECT},
+        {"large", required_argument, NULL, OPT_LARGE},
+        {"large-expect", required_argument, NULL, OPT_LARGE_EXPECT},
+        {"slow-read", required_argument, NULL, OPT_SLOW},
+        {"no-bpf", no_argument, NULL, OPT_NOBPF},
         {"list", no_argument, NULL, OPT_LIST},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
     optind = 1;
     opterr = 0;
-    int c;
+    int c, list = 0;
+    const char *scenarios = NULL;
     /* "+": stop at CMD, whose options are its own. */
     while ((c = getopt_long(argc, argv, "+s:g:h", longopts, NULL)) != -1) {
-        if (c == 'h' || c == OPT_LIST) {
-            c == 'h' ? probe_help() : list_scenarios();
+        if (c == 'h') {
+            probe_help();
             return 1;
         }
         if (c == '?')
             return cli_getopt_error(argv, longopts), -1;
-        if (parse_one(o, c, optarg) < 0)
+        list |= c == OPT_LIST;
+        if (c == 's')
+            scenarios = optarg;
+        if (c != OPT_LIST && parse_one(o, c, optarg) < 0)
             return -1;
     }
-    if (optind >= argc) {
-        cli_error("probe: no command to test (usage: closewise probe [options] -- CMD ...)");
-        return -1;
+    if (list) {
+        list_scenarios(o->server != NULL);
+        return 1;
     }
-    o->cmd = argv + optind;
-    return 0;
+    if (scenarios && parse_list(o, scenarios) < 0)
+        return -1;
+    return check_mode(o, argc, argv);
 }
 
 /* CMD's arguments with every {host} and {port} replaced. */
@@ -199,12 +442,15 @@ static void free_all(char **v)
 
 /* --- the report --- */
 
-static const char *verdict_name(int v)
+const char *probe_verdict_name(int v)
 {
     switch (v) {
     case PROBE_PASS: return "PASS";
+    case PROBE_SKIP: return "SKIP";
     case PROBE_LEAK: return "LEAK";
     case PROBE_HANG: return "HANG";
+    case PROBE_LOST: return "LOST";
+    case PROBE_RST_CLOSE: return "RST-CLOSE";
     }
     return "NO-CONNECT";
 }
@@ -238,6 +484,10 @@ static const char *holder(const struct probe_leak *l, char *buf, size_t size)
 
 static const char *detail(const struct probe_result *r, char *buf, size_t size)
 {
+    if (!r->sc) {   /* --server: its judge wrote it */
+        snprintf(buf, size, "%s", r->srv.note);
+        return buf;
+    }
     const struct probe_leak *l = &r->leak;
     char t[32], who[96];
     buf[0] = '\0';
@@ -268,10 +518,11 @@ static const char *detail(const struct probe_result *r, char *buf, size_t size)
 static void print_table(const struct probe_opts *o, int port, const struct probe_result *r,
                         size_t n)
 {
-    char t[32], e[32], d[768];
-    printf("closewise probe: %s port %d, grace %s, hang limit %s%s\n", o->host, port,
+    char t[32], e[32], d[768], v[32];
+    printf("closewise probe: %s port %d, grace %s, hang limit %s%s", o->host, port,
            insp_fmt_ms((uint64_t)o->grace_ms, t, sizeof t),
            insp_fmt_ms((uint64_t)o->hang_ms, e, sizeof e), o->reuse ? ", one run" : "");
+    printf(o->repeat > 1 ? ", %d runs\n" : "\n", o->repeat);
     printf("%-24s %-10s %5s  %-9s  %-10s %s\n", "SCENARIO", "VERDICT", "CONNS", "CLOSED IN",
            "CLIENT", "DETAIL");
     for (size_t i = 0; i < n; i++) {
@@ -281,8 +532,8 @@ static void print_table(const struct probe_opts *o, int port, const struct probe
             snprintf(t, sizeof t, "first");
         else
             snprintf(t, sizeof t, "-");
-        printf("%-24s %-10s %5d  %-9s  %-10s %s\n", r[i].sc->name, verdict_name(r[i].verdict),
-               r[i].conns, t, exit_text(&r[i], e, sizeof e), detail(&r[i], d, sizeof d));
+        printf("%-24s %-10s %5d  %-9s  %-10s %s\n", r[i].name,
+               probe_verdict_runs(&r[i], v, sizeof v), r[i].conns, t, exit_text(&r[i], e, sizeof e), detail(&r[i], d, sizeof d));
     }
 }
 
@@ -318,8 +569,9 @@ static void json_leak(const struct probe_result *r)
 static void json_result(const struct probe_result *r)
 {
     printf("    {\"name\": \"%s\", \"verdict\": \"%s\", \"connections\": %d, "
-           "\"closed_first\": %d, ", r->sc->name, verdict_name(r->verdict), r->conns,
-           r->closed_first);
+           "\"closed_first\": %d, \"runs\": %d, \"worst_runs\": %d, \"time_ms\": %lld, ",
+           r->name, probe_verdict_name(r->verdict), r->conns, r->closed_first, r->runs,
+           r->worst_runs, (long long)r->run_ms);
     if (r->close_ms >= 0)
         printf("\"close_ms\": %lld, ", (long long)r->close_ms);
     else
@@ -380,12 +632,21 @@ static int open_listener(const struct probe_opts *o, cw_listener **l)
  * how many ran, or a negative exit code. */
 static int run_all(struct probe_opts *o, cw_listener *l, int port, struct probe_result *res)
 {
+    int64_t t0 = cw_now_ms();
+    if (o->server) {
+        int rc = probe_server_run(o, res);
+        return rc != CLI_OK ? -rc : probe_interrupted ? -CLI_SYSTEM : (int)o->nslist;
+    }
     if (o->reuse) {
         int rc = probe_run(o, l, port, o->list, o->nlist, res);
+        for (size_t i = 0; i < o->nlist; i++)
+            res[i].run_ms = cw_now_ms() - t0;
         return rc != CLI_OK ? -rc : probe_interrupted ? -CLI_SYSTEM : (int)o->nlist;
     }
     for (size_t i = 0; i < o->nlist; i++) {
         int rc = probe_run(o, l, port, &o->list[i], 1, &res[i]);
+        res[i].run_ms = cw_now_ms() - t0;
+        t0 += res[i].run_ms;
         if (rc != CLI_OK)
             return -rc;
         if (probe_interrupted)
@@ -394,35 +655,102 @@ static int run_all(struct probe_opts *o, cw_listener *l, int port, struct probe_
     return (int)o->nlist;
 }
 
+const char *probe_verdict_runs(const struct probe_result *r, char *buf, size_t size)
+{
+    if (r->runs > 1)
+        snprintf(buf, size, "%s %d/%d", probe_verdict_name(r->verdict), r->worst_runs, r->runs);
+    else
+        snprintf(buf, size, "%s", probe_verdict_name(r->verdict));
+    return buf;
+}
+
+/* --repeat: keep each scenario's worst verdict (its first run's details)
+ * and count the runs that saw it. */
+static void merge_run(struct probe_result *total, const struct probe_result *run, int n,
+                      int first)
+{
+    for (int i = 0; i < n; i++) {
+        int runs = first ? 0 : total[i].runs, worst = first ? 0 : total[i].worst_runs;
+        if (first || run[i].verdict > total[i].verdict) {
+            total[i] = run[i];
+            worst = 0;
+        }
+        total[i].runs = runs + 1;
+        total[i].worst_runs = worst + (run[i].verdict == total[i].verdict);
+    }
+}
+
+/* Every run (--repeat), merged into res. Returns the count of scenarios
+ * or a negative exit code. */
+static int run_repeated(struct probe_opts *o, cw_listener *l, int port,
+                        struct probe_result *res)
+{
+    struct probe_result *one = calloc(PROBE_MAX_SCENARIOS, sizeof *one);
+    if (!one) {
+        cli_error("probe: out of memory");
+        return -CLI_SYSTEM;
+    }
+    int n = 0;
+    for (int k = 0; k < o->repeat; k++) {
+        n = run_all(o, l, port, one);
+        if (n < 0)
+            break;
+        merge_run(res, one, n, k == 0);
+    }
+    free(one);
+    return n;
+}
+
+static void report(const struct probe_opts *o, int port, const struct probe_result *res,
+                   int n, int passed)
+{
+    if (o->format == PROBE_JUNIT)
+        probe_report_junit(o, res, (size_t)n, detail);
+    else if (o->format == PROBE_TAP)
+        probe_report_tap(o, res, (size_t)n, detail);
+    else if (o->server && o->format == PROBE_JSON)
+        probe_report_server_json(o, res, (size_t)n);
+    else if (o->server)
+        probe_report_server_text(o, res, (size_t)n);
+    else if (o->format == PROBE_JSON)
+        print_json(o, port, res, (size_t)n, passed);
+    else
+        print_table(o, port, res, (size_t)n);
+}
+
 static int probe_main(struct probe_opts *o)
 {
     cw_listener *l = NULL;
-    int rc = open_listener(o, &l);
-    if (rc != CLI_OK)
-        return rc;
-    int port = cw_listener_port(l);
+    int port = o->sport;
     char **user_cmd = o->cmd;
-    o->cmd = expand_all(user_cmd, o->host, port);
-    probe_where_init(o->where && o->cmd, o->cmd);
+    if (!o->server) {
+        int rc = open_listener(o, &l);
+        if (rc != CLI_OK)
+            return rc;
+        port = cw_listener_port(l);
+        o->cmd = expand_all(user_cmd, o->host, port);
+        probe_where_init(o->where && o->cmd, o->cmd);
+    }
     struct probe_result res[PROBE_MAX_SCENARIOS];
-    int n = o->cmd ? run_all(o, l, port, res) : -CLI_SYSTEM;
+    int n = o->cmd || o->server ? run_repeated(o, l, port, res) : -CLI_SYSTEM;
     cw_listener_close(&l);
     probe_where_done();
     if (n < 0) {
         if (probe_interrupted)
-            cli_error("probe: interrupted; the client's processes were killed");
-        free_all(o->cmd);
+            cli_error(o->server ? "probe: interrupted"
+                                : "probe: interrupted; the client's processes were killed");
+        if (!o->server)
+            free_all(o->cmd);
         return -n;
     }
     int passed = 0;
     for (int i = 0; i < n; i++)
-        passed += res[i].verdict == PROBE_PASS;
-    if (o->json)
-        print_json(o, port, res, (size_t)n, passed);
-    else
-        print_table(o, port, res, (size_t)n);
-    free_all(o->cmd);
-    o->cmd = user_cmd;
+        passed += res[i].verdict == PROBE_PASS || res[i].verdict == PROBE_SKIP;
+    report(o, port, res, n, passed);
+    if (!o->server) {
+        free_all(o->cmd);
+        o->cmd = user_cmd;
+    }
     return passed == n ? CLI_OK : CLI_FOUND;
 }
 
@@ -430,13 +758,23 @@ int cmd_probe(int argc, char **argv)
 {
     struct probe_opts o = {
         .host = "127.0.0.1", .grace_ms = 2000, .hang_ms = 10000, .drip_ms = 100,
+        .settle_ms = 500, .slow_ms = 20, .repeat = 1,
         .where = 1,
     };
     for (size_t i = 0; i < probe_nscenarios; i++)
         o.list[o.nlist++] = &probe_scenarios[i];
+    for (size_t i = 0; i < probe_nsscenarios; i++)
+        o.slist[o.nslist++] = &probe_sscenarios[i];
     int rc = parse_args(&o, argc, argv);
-    if (rc != 0)
+    if (rc == 0) {
+        const char *env = getenv("CLOSEWISE_NO_BPF");
+        o.no_bpf |= env && *env && strcmp(env, "0");
+    }
+    if (rc != 0) {
+        free(o.send);
+        free(o.large);
         return rc > 0 ? CLI_OK : CLI_USAGE;
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;   /* no SA_RESTART: poll must return */
@@ -444,5 +782,8 @@ int cmd_probe(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     probe_tree_init();
-    return probe_main(&o);
+    rc = probe_main(&o);
+    free(o.send);
+    free(o.large);
+    return rc;
 }

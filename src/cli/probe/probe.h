@@ -25,13 +25,24 @@ struct probe_scenario {
      * (never: the client has to give up). */
     enum cw_end end;
     int half_close;         /* GRACEFUL: read on until the client closes */
+    /* Before saying and ending, wait until the connection has been quiet
+     * (no byte either way) for --settle: the seed's idle close, which
+     * finds the client settled in its steady read loop. */
+    int settle;
 };
 
 extern const struct probe_scenario probe_scenarios[];
 extern const size_t probe_nscenarios;
 const struct probe_scenario *probe_scenario_find(const char *name);
 
-enum probe_verdict { PROBE_NOCONN, PROBE_PASS, PROBE_LEAK, PROBE_HANG };
+/* In order of severity: --repeat reports the worst one a run saw.
+ * SKIP (nothing to check) and the server mode's LOST and RST_CLOSE are
+ * here so that one scale ranks both modes. */
+enum probe_verdict { PROBE_PASS, PROBE_SKIP, PROBE_NOCONN, PROBE_HANG, PROBE_RST_CLOSE,
+                     PROBE_LEAK, PROBE_LOST };
+
+/* "PASS", "LEAK", "NO-CONNECT", ... */
+const char *probe_verdict_name(int v);
 
 /* The first leaked socket of a scenario, as the kernel showed it. */
 struct probe_leak {
@@ -45,8 +56,47 @@ struct probe_leak {
     char where[320];        /* --where: the line behind it, "" unknown */
 };
 
+/* --server: a scenario against a server. Each is one connection. */
+struct probe_sscenario {
+    const char *name;
+    const char *what;       /* one line for --help and --list */
+    int send;               /* 0 nothing, 1 --send DATA, 2 --large DATA,
+                               3 the first half of DATA */
+    int extra;              /* then 64 KiB more input, left unread by a
+                               server that closes after the request */
+    int slow;               /* read through a small receive buffer, one
+                               read per --slow-read interval */
+    int half_close;         /* once quiet for --settle, shutdown(SHUT_WR) */
+    int reset;              /* once quiet for --settle, abortive close */
+    int idle;               /* nothing: how long does the server wait? */
+};
+
+extern const struct probe_sscenario probe_sscenarios[];
+extern const size_t probe_nsscenarios;
+const struct probe_sscenario *probe_sscenario_find(const char *name);
+
+/* What one server-mode scenario saw. */
+struct probe_sresult {
+    int64_t reply_bytes;
+    int end;                /* the server's end as we saw it: CW_END_EOF,
+                               CW_END_RESET, CW_END_NONE (never), ... */
+    int64_t end_ms;         /* from the request (our FIN, the connect) to it */
+    int matched;            /* --expect: 1 matched, 0 not, -1 not asked */
+    int local;              /* the server's socket is in our namespace */
+    pid_t pid;              /* its holder, 0 unknown */
+    char comm[16];
+    int fd;
+    int state;              /* its TCP state when judged, 0 gone/unknown */
+    uint32_t rqueue;
+    int reset_seen;         /* BPF named the close() that reset it */
+    char reset[512];        /* ... in words, with file:line */
+    char note[768];         /* the verdict's detail */
+};
+
 struct probe_result {
-    const struct probe_scenario *sc;
+    const char *name;       /* the scenario's */
+    const struct probe_scenario *sc;   /* client mode; NULL with --server */
+    struct probe_sresult srv;          /* --server */
     int verdict;            /* enum probe_verdict */
     int conns;              /* connections the client made */
     int leaks;              /* connections that leaked */
@@ -57,20 +107,61 @@ struct probe_result {
     pid_t pid;              /* CMD's pid */
     int status;             /* its wait status, valid unless killed */
     int killed;             /* it was still running: probe killed it */
+    int64_t run_ms;         /* how long the run took */
+    int runs, worst_runs;   /* --repeat: runs, and how many saw this verdict */
 };
 
 #define PROBE_MAX_SCENARIOS 32
 
+enum probe_format { PROBE_TEXT, PROBE_JSON, PROBE_JUNIT, PROBE_TAP };
+
 struct probe_opts {
     const char *host;
     int port;
-    int64_t grace_ms, hang_ms, drip_ms;
-    int json, reuse, show_output;
+    int64_t grace_ms, hang_ms, drip_ms, settle_ms;
+    int format;             /* enum probe_format */
+    int reuse, show_output, repeat;
     int where;              /* --where (default on), probe_where.c */
     char **cmd;             /* NULL-terminated, after "--" */
     const struct probe_scenario *list[PROBE_MAX_SCENARIOS];
     size_t nlist;
+    /* --server HOST:PORT */
+    const char *server;     /* as given */
+    char shost[256];
+    int sport;
+    char *send, *large;     /* --send, --large (unescaped, malloc'ed) */
+    size_t send_len, large_len;
+    const char *expect, *large_expect;   /* REGEX, NULL: none */
+    int64_t slow_ms;
+    int no_bpf;
+    const struct probe_sscenario *slist[PROBE_MAX_SCENARIOS];
+    size_t nslist;
 };
+
+/* --server: run every scenario of o->slist once against the server,
+ * res[i] for slist[i]. Returns CLI_OK, or CLI_SYSTEM / CLI_USAGE after
+ * printing why. */
+int probe_server_run(const struct probe_opts *o, struct probe_result *res);
+/* What the last run found out about the server, for the report:
+ * "local, pid 123 (nginx); resets traced with BPF", ... */
+const char *probe_server_about(void);
+/* "12ms" below 10 s, "12.3s", "4m05s" above, into buf. */
+const char *probe_ms(int64_t ms, char *buf, size_t size);
+
+/* The reports of probe_report.c; probe.c has the client mode's text and
+ * JSON. detail is the verdict's text for a result, from the one function
+ * that writes it (probe.c). */
+typedef const char *probe_detail_fn(const struct probe_result *r, char *buf, size_t size);
+void probe_report_junit(const struct probe_opts *o, const struct probe_result *r, size_t n,
+                        probe_detail_fn *detail);
+void probe_report_tap(const struct probe_opts *o, const struct probe_result *r, size_t n,
+                      probe_detail_fn *detail);
+void probe_report_server_text(const struct probe_opts *o, const struct probe_result *r,
+                              size_t n);
+void probe_report_server_json(const struct probe_opts *o, const struct probe_result *r,
+                              size_t n);
+/* "LEAK (3/5 runs)" after --repeat, else the verdict's name. */
+const char *probe_verdict_runs(const struct probe_result *r, char *buf, size_t size);
 
 /* Run CMD once, serving its connections scenario after scenario
  * (res[i] for list[i]): one scenario per run, or all in order with
@@ -79,6 +170,10 @@ struct probe_opts {
 int probe_run(const struct probe_opts *o, cw_listener *l, int port,
               const struct probe_scenario *const *list, size_t n,
               struct probe_result *res);
+
+/* A run's event loop and sock_diag handle (the caller frees both).
+ * Returns CLI_OK, or CLI_SYSTEM after printing why. */
+int probe_open(cw_loop **loop, cw_diag **diag);
 
 /* Set by SIGINT/SIGTERM: end the run, clean up, report. */
 extern volatile int probe_interrupted;

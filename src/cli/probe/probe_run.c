@@ -26,7 +26,7 @@
 
 volatile int probe_interrupted;
 
-enum phase { PH_WAIT, PH_SAY, PH_LINGER, PH_READ, PH_DONE };
+enum phase { PH_WAIT, PH_SETTLE, PH_SAY, PH_LINGER, PH_READ, PH_DONE };
 
 struct run;
 
@@ -39,6 +39,7 @@ struct pconn {
     const struct probe_scenario *sc;
     enum phase phase;
     int64_t t_accept, t_action, t_eof, t_resolved, next_drip;
+    int64_t t_quiet;        /* the last byte either way (or the accept) */
     size_t said;
     int got, got_line;      /* the client has sent bytes, a line */
     int eof;                /* ... and its FIN: nothing more to read */
@@ -214,6 +215,7 @@ static int say(struct run *r, struct pconn *c, int64_t now)
         if (cw_stream_write(c->s, s + c->said, chunk) < 0)
             return 1;
         c->said += chunk;
+        c->t_quiet = now;
         c->next_drip = now + r->o->drip_ms;
     }
     return 1;
@@ -233,6 +235,17 @@ static void step(struct run *r, struct pconn *c, int64_t now)
         int64_t until = c->t_accept + c->sc->wait_input_ms;
         if (!have && now < until) {
             cw_timer_start(r->loop, &c->timer, until, on_step);
+            return;
+        }
+        c->phase = c->sc->settle ? PH_SETTLE : PH_SAY;
+    }
+    if (c->phase == PH_SETTLE) {
+        /* Quiet for --settle; a client that never stops talking is ended
+         * anyway once the hang limit has passed. */
+        int64_t until = c->t_quiet + r->o->settle_ms;
+        int64_t bound = c->t_accept + c->sc->wait_input_ms + r->o->hang_ms;
+        if (now < until && now < bound) {
+            cw_timer_start(r->loop, &c->timer, until < bound ? until : bound, on_step);
             return;
         }
         c->phase = PH_SAY;
@@ -259,6 +272,7 @@ static void on_read(cw_stream *s, ssize_t n, const char *buf)
     struct pconn *c = cw_stream_data(s);
     int64_t now = cw_now_ms();
     if (n > 0) {
+        c->t_quiet = now;
         c->got = 1;
         c->got_line |= memchr(buf, '\n', (size_t)n) != NULL;
     } else {
@@ -343,7 +357,7 @@ static void on_accept(cw_acceptor *a, cw_stream *s, void *data)
     c->s = s;
     c->timer.data = c;
     c->cport = peer_port(cw_stream_fd(s));
-    c->t_accept = now;
+    c->t_accept = c->t_quiet = now;
     assign(r, c, r->nc++);
     r->open++;
     r->last_event = now;
@@ -513,7 +527,8 @@ static int over(struct run *r, int64_t now)
 static int64_t scenario_bound(const struct probe_opts *o, const struct probe_scenario *sc)
 {
     int64_t drip = sc->drip && sc->say ? (int64_t)strlen(sc->say) * o->drip_ms : 0;
-    return sc->wait_input_ms + drip + o->hang_ms + o->grace_ms + 1000;
+    int64_t settle = sc->settle ? o->hang_ms : 0;   /* see PH_SETTLE */
+    return sc->wait_input_ms + drip + settle + o->hang_ms + o->grace_ms + 1000;
 }
 
 static int64_t sample_interval(const struct probe_opts *o)
@@ -603,6 +618,7 @@ static void result_of(const struct run *r, size_t k, struct probe_result *res)
 {
     memset(res, 0, sizeof *res);
     res->sc = r->list[k];
+    res->name = res->sc->name;
     res->close_ms = -1;
     res->pid = r->root;
     res->status = r->status;
@@ -627,6 +643,22 @@ static void result_of(const struct run *r, size_t k, struct probe_result *res)
                  : res->conns ? PROBE_PASS : PROBE_NOCONN;
 }
 
+int probe_open(cw_loop **loop, cw_diag **diag)
+{
+    int rc = cw_loop_new(loop);
+    if (rc < 0) {
+        cli_error("probe: cannot create the event loop: %s", cw_strerror(rc));
+        return CLI_SYSTEM;
+    }
+    rc = cw_diag_open(diag);
+    if (rc < 0) {
+        cw_loop_free(loop);
+        cli_error("probe: cannot open sock_diag netlink socket: %s", cw_strerror(rc));
+        return CLI_SYSTEM;
+    }
+    return CLI_OK;
+}
+
 int probe_run(const struct probe_opts *o, cw_listener *l, int port,
               const struct probe_scenario *const *list, size_t n,
               struct probe_result *res)
@@ -642,18 +674,10 @@ int probe_run(const struct probe_opts *o, cw_listener *l, int port,
     r->list = list;
     r->n = n;
     r->sampler.data = r->stop_accepting.data = r;
-    int rc = cw_loop_new(&r->loop);
-    if (rc < 0) {
+    int rc = probe_open(&r->loop, &r->diag);
+    if (rc != CLI_OK) {
         free(r);
-        cli_error("probe: cannot create the event loop: %s", cw_strerror(rc));
-        return CLI_SYSTEM;
-    }
-    rc = cw_diag_open(&r->diag);
-    if (rc < 0) {
-        cw_loop_free(&r->loop);
-        free(r);
-        cli_error("probe: cannot open sock_diag netlink socket: %s", cw_strerror(rc));
-        return CLI_SYSTEM;
+        return rc;
     }
     r->t_start = r->last_event = r->next_sample = cw_now_ms();
     r->deadline = r->t_start;
