@@ -46,7 +46,8 @@ static void act(struct rec *r, enum act a)
                                       cw_now_ms() + 2000, NULL);
         /* The stream must stay usable as a handle until on_closed. */
         r->after_close_write = cw_stream_write(r->s, "x", 1);
-        assert_int_equal(cw_stream_close(r->s, CW_CLOSE_ABORT, 0, NULL), CW_EINVAL);
+        assert_int_equal(cw_stream_close(r->s, CW_CLOSE_GRACEFUL, 0, NULL), CW_EINVAL);
+        assert_int_equal(cw_stream_close(r->s, CW_CLOSE_PLAIN, 0, NULL), CW_EINVAL);
     } else if (a == PAUSE) {
         cw_stream_read_stop(r->s);
     }
