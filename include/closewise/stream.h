@@ -33,6 +33,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -237,6 +238,11 @@ typedef void cw_acceptor_cb(cw_acceptor *a, cw_stream *s, void *data);
 int cw_acceptor_new(cw_loop *loop, cw_listener *l,
                     const struct cw_stream_opts *sopts, cw_acceptor_cb *cb,
                     void *data, cw_acceptor **out);
+
+/* The peer address of the stream being handed to the accept callback
+ * (from accept4 itself: no getpeername), *len set if len is not NULL;
+ * NULL outside the callback. Points into the acceptor. */
+const struct sockaddr *cw_acceptor_peer(const cw_acceptor *a, socklen_t *len);
 
 /* The owner's say in who goes first under descriptor pressure (a server
  * that values a logged-in session above one that has not logged in, say).

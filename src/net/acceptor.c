@@ -40,6 +40,8 @@ struct cw_acceptor {
     struct list active;          /* least recently active first */
     struct list linger;          /* oldest close first */
     struct cw_acceptor_stats st;
+    struct sockaddr_storage peer;   /* of the stream in the callback */
+    socklen_t peerlen;
 };
 
 static void list_push(struct list *l, cw_stream *s)
@@ -219,7 +221,9 @@ static void on_accept(cw_loop *loop, cw_io *io, unsigned events)
         }
         if (a->held)
             return;   /* admit paused it */
-        int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        a->peerlen = sizeof a->peer;
+        int fd = accept4(io->fd, (struct sockaddr *)&a->peer, &a->peerlen,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
             cw_stream *s;
             if (cw__stream_new(a->prof.loop, fd, NULL, &a->prof, &s) < 0)
@@ -229,6 +233,11 @@ static void on_accept(cw_loop *loop, cw_io *io, unsigned events)
             a->st.accepted++;
             a->st.open++;
             a->cb(a, s, a->data);
+            a->peerlen = 0;
+            /* Watched from here on whatever the owner did: a peer that
+             * closes before it starts reading is still noticed. Most
+             * owners started it in the callback: one epoll_ctl, not two. */
+            cw__stream_watch(s);
             continue;
         }
         int err = errno;
@@ -274,6 +283,15 @@ int cw_acceptor_new(cw_loop *loop, cw_listener *l,
     }
     *out = a;
     return CW_OK;
+}
+
+const struct sockaddr *cw_acceptor_peer(const cw_acceptor *a, socklen_t *len)
+{
+    if (!a || !a->peerlen)
+        return NULL;
+    if (len)
+        *len = a->peerlen;
+    return (const struct sockaddr *)&a->peer;
 }
 
 int cw_acceptor_set_reclaim(cw_acceptor *a, cw_acceptor_pick_cb *pick)

@@ -36,6 +36,8 @@
 
 static void on_io(cw_loop *loop, cw_io *io, unsigned events);
 static void on_timer(cw_loop *loop, cw_timer *t);
+static void finish(cw_stream *s, int how, int rst, int why);
+static void settle(cw_stream *s);
 
 void cw_stream_opts_init(struct cw_stream_opts *o)
 {
@@ -93,6 +95,11 @@ int cw__stream_new(cw_loop *loop, int fd, const struct cw_stream_opts *o,
     s->io.data = prof;
     s->t = cw_now_ms();
     s->rdl = INT64_MAX;
+    if (prof->a) {
+        s->flags |= F_IO_OFF;   /* cw__stream_watch() after the callback */
+        *out = s;
+        return CW_OK;
+    }
     /* Watched from the start, reads or not: a peer that closes before the
      * owner starts reading is still noticed. */
     int rc = cw_io_start(loop, &s->io, 0, on_io);
@@ -103,6 +110,17 @@ int cw__stream_new(cw_loop *loop, int fd, const struct cw_stream_opts *o,
     }
     *out = s;
     return CW_OK;
+}
+
+void cw__stream_watch(cw_stream *s)
+{
+    if (s->state != CW__ST_OPEN || !(s->flags & F_IO_OFF) || (s->flags & F_ENDED))
+        return;
+    int rc = cw_io_start(loop_of(s), &s->io, 0, on_io);
+    if (rc == CW_OK)
+        s->flags &= ~F_IO_OFF;
+    else
+        finish(s, rc, 1, CW__END_OWNER);
 }
 
 int cw_stream_adopt(cw_loop *loop, int fd, const struct cw_stream_opts *opts,
@@ -235,6 +253,7 @@ int cw_stream_close(cw_stream *s, int how, int64_t deadline,
     }
     s->t = deadline < 0 ? cw_now_ms() + CLOSE_DEFAULT_MS : deadline;
     begin_close(s, CW__END_OWNER);
+    settle(s);   /* called from outside any of its callbacks, too */
     return CW_OK;
 }
 

@@ -81,9 +81,15 @@ void cw__sprof_init(struct cw__sprof *p, cw_loop *loop,
                     const struct cw_stream_opts *o);
 
 /* A stream around a connected non-blocking fd (taken in every case).
- * prof NULL: the stream gets its own copy of loop and o. */
+ * prof NULL: the stream gets its own copy of loop and o, and is watched
+ * at once; else it is left unwatched for cw__stream_watch(). */
 int cw__stream_new(cw_loop *loop, int fd, const struct cw_stream_opts *o,
                    struct cw__sprof *prof, cw_stream **out);
+
+/* An acceptor's stream is created unwatched (F_IO_OFF): the owner's
+ * cw_stream_start() in the accept callback adds it to epoll with its
+ * interest at once. This watches one the owner did not start. */
+void cw__stream_watch(cw_stream *s);
 
 /* The acceptor's bookkeeping, no-ops for streams without one. */
 void cw__acceptor_touch(cw_stream *s);     /* received bytes: LRU tail */
