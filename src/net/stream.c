@@ -81,7 +81,10 @@ int cw__stream_new(cw_loop *loop, int fd, const struct cw_stream_opts *o,
                    struct cw__sprof *prof, cw_stream **out)
 {
     size_t user = prof ? prof->o.user_size : o ? o->user_size : 0;
-    size_t size = CW__STREAM_SIZE + ((user + 15) & ~(size_t)15);
+    size_t size = CW__STREAM_SIZE + user;   /* not rounded: every byte of
+                                               a malloc chunk counts */
+    if (!prof)
+        size = (size + 15) & ~(size_t)15;   /* the options follow */
     cw_stream *s = calloc(1, size + (prof ? 0 : sizeof *prof));
     if (!s) {
         close(fd);

@@ -73,25 +73,51 @@ static const char *evict_names[] = {
     [EV_UNAUTH_CAP] = "unauthenticated-cap",
 };
 
+/* The detail of end= (reason=...), one byte: */
+enum {
+    R_NONE = 0,
+    R_WRITE = 1,                 /* the write timeout */
+    R_EVICT = 2,                 /* + enum evict */
+    R_THR = 8                    /* + enum cw__thr: the throttle's verdict */
+};
+
 /* A session: its stream's user area. With the stream (128 bytes) it must
- * fit a 192-byte malloc chunk: an idle session costs that and a timer
- * heap slot (docs/BENCHMARKS.md). */
+ * fit a 176-byte malloc chunk: an idle session costs that and a timer
+ * heap slot (docs/BENCHMARKS.md: <= 200 bytes). Hence the bit-fields, a
+ * one-byte reason and a 32-bit start time (cw_now_ms() modulo 2^32:
+ * differences stay right for sessions shorter than 49 days). */
 struct sess {
     char *rbuf;                  /* unprocessed input, only when some */
-    const char *reason;          /* detail of end=, for the log, or NULL */
-    int64_t start_ms;
+    uint32_t start;              /* cw_now_ms() at accept, low 32 bits */
     uint32_t useq;               /* place in s->unauth while in it */
+    uint8_t addr[16];            /* IPv4 as ::ffff:a.b.c.d */
     uint16_t rlen;
     uint16_t port;               /* host order */
-    uint8_t addr[16];            /* IPv4 as ::ffff:a.b.c.d */
-    uint8_t family;
-    uint8_t end;                 /* enum end */
-    uint8_t how;                 /* enum cw_end decided here (the peer's
+    uint8_t end : 4;             /* enum end */
+    uint8_t how : 4;             /* enum cw_end decided here (the peer's
                                     end, an eviction), else the stream's */
-    uint8_t authed : 1, in_unauth : 1, closing : 1;
+    uint8_t reason;              /* R_* */
+    uint8_t authed : 1, in_unauth : 1, closing : 1, v6 : 1;
 };
-_Static_assert(CW__STREAM_SIZE + sizeof(struct sess) <= 184,
-               "an idle session outgrew its 192-byte malloc chunk");
+_Static_assert(CW__STREAM_SIZE + sizeof(struct sess) <= 168,
+               "an idle session outgrew its 176-byte malloc chunk");
+
+/* Milliseconds since the session was accepted. */
+static uint32_t age_ms(const struct sess *c)
+{
+    return (uint32_t)cw_now_ms() - c->start;
+}
+
+static const char *reason_name(const struct sess *c)
+{
+    if (c->reason == R_WRITE)
+        return "write";
+    if (c->reason >= R_THR)
+        return cw__throttle_name((enum cw__thr)(c->reason - R_THR));
+    if (c->reason >= R_EVICT)
+        return evict_names[c->reason - R_EVICT];
+    return NULL;
+}
 
 static struct sess *sess_of(const cw_stream *st)
 {
@@ -175,9 +201,13 @@ static void unauth_drop(cw_server *s, struct sess *c)
 {
     if (!c->in_unauth)
         return;
-    s->unauth.e[c->useq - s->unauth.base].st = NULL;
+    struct fifo *f = &s->unauth;
+    uint32_t i = c->useq - f->base;
+    f->e[i].st = NULL;
     c->in_unauth = 0;
     s->nunauth--;
+    if (i == f->off)
+        fifo_head(f);   /* logins come mostly in order: keep it short */
 }
 
 /* ---- logging ---- */
@@ -185,7 +215,7 @@ static void unauth_drop(cw_server *s, struct sess *c)
 static void format_peer(const struct sess *c, char *buf, size_t size)
 {
     char ip[INET6_ADDRSTRLEN];
-    if (c->family == AF_INET) {
+    if (!c->v6) {
         inet_ntop(AF_INET, c->addr + 12, ip, sizeof ip);
         snprintf(buf, size, "%s:%u", ip, c->port);
     } else {
@@ -200,13 +230,13 @@ static void log_end(cw_server *s, const struct sess *c, enum cw_end how)
         return;
     char peer[64];
     format_peer(c, peer, sizeof peer);
-    long long ms = (long long)(cw_now_ms() - c->start_ms);
+    long long ms = age_ms(c);
     char detail[80] = "";
     if (c->end == END_EVICTED)
-        snprintf(detail, sizeof detail, " reason=%s login=%s", c->reason,
+        snprintf(detail, sizeof detail, " reason=%s login=%s", reason_name(c),
                  c->authed ? "yes" : "no");
     else if (c->reason)
-        snprintf(detail, sizeof detail, " reason=%s", c->reason);
+        snprintf(detail, sizeof detail, " reason=%s", reason_name(c));
     fprintf(s->o.log, "closewise-server: peer=%s duration=%lld.%03llds end=%s%s close=%s\n",
             peer, ms / 1000, ms % 1000, end_word((enum end)c->end), detail,
             cw_end_name(how));
@@ -315,7 +345,7 @@ static void handle_auth(cw_server *s, cw_stream *st, struct sess *c,
     enum cw__thr v = cw__throttle_check(s->thr, c->addr, r->user, r->user_len, now);
     if (v != CW__THR_OK) {
         s->st.throttled++;
-        c->reason = cw__throttle_name(v);
+        c->reason = (uint8_t)(R_THR + v);
         finish(s, st, c, "ERR too many failures", END_THROTTLED);
         return;
     }
@@ -418,7 +448,7 @@ static void serve(cw_server *s, cw_stream *st, struct sess *c, const char *buf,
 static void on_peer_end(cw_server *s, cw_stream *st, struct sess *c, ssize_t rc)
 {
     if (rc == CW_ETIMEDOUT) {   /* our deadline: the login's or the idle one */
-        if (!c->authed && cw_now_ms() >= c->start_ms + s->o.login_timeout_ms) {
+        if (!c->authed && age_ms(c) >= s->o.login_timeout_ms) {
             s->st.login_timeouts++;
             finish(s, st, c, "ERR login timeout", END_LOGIN_TIMEOUT);
         } else {
@@ -490,7 +520,7 @@ static enum cw_end close_word(struct sess *c, enum cw_end e)
         return CW_END_TIMEOUT;
     if (e == CW_END_TIMEOUT && !c->closing) {
         c->end = END_WRITE_TIMEOUT;
-        c->reason = "write";
+        c->reason = R_WRITE;
         return CW_END_ABORT;
     }
     return e;
@@ -603,7 +633,7 @@ static void evict_mark(cw_server *s, cw_stream *st, enum evict why)
 {
     struct sess *c = sess_of(st);
     c->end = END_EVICTED;
-    c->reason = evict_names[why];
+    c->reason = (uint8_t)(R_EVICT + why);
     reply_str(st, c, "ERR server busy");
     if (c->how == CW_END_NONE)
         c->how = CW_END_PLAIN;
@@ -639,11 +669,12 @@ static cw_stream *unauth_victim(cw_server *s, int grace, int64_t *when)
     *when = CW_NEVER;
     if (!h)
         return NULL;
-    int64_t ripe = grace ? sess_of(h->st)->start_ms + UNAUTH_GRACE_MS : now;
-    if ((uint32_t)cw_loop_iterations(s->loop) - h->gen >= 2 && ripe <= now)
+    uint32_t age = age_ms(sess_of(h->st));
+    int64_t wait = grace && age < UNAUTH_GRACE_MS ? UNAUTH_GRACE_MS - age : 0;
+    if ((uint32_t)cw_loop_iterations(s->loop) - h->gen >= 2 && !wait)
         return h->st;
     /* An iteration passes soon: retry then. */
-    *when = ripe > now ? ripe : now + 1;
+    *when = now + (wait ? wait : 1);
     return NULL;
 }
 
@@ -716,7 +747,7 @@ static void set_peer(struct sess *c, const struct sockaddr *sa)
         memcpy(c->addr, &a->sin6_addr, 16);
         c->port = ntohs(a->sin6_port);
         /* IPv4 clients of a dual-stack listener are IPv4 clients. */
-        c->family = IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) ? AF_INET : AF_INET6;
+        c->v6 = !IN6_IS_ADDR_V4MAPPED(&a->sin6_addr);
     } else {
         c->addr[10] = c->addr[11] = 0xFF;
         if (sa) {
@@ -724,7 +755,6 @@ static void set_peer(struct sess *c, const struct sockaddr *sa)
             memcpy(c->addr + 12, &a->sin_addr, 4);
             c->port = ntohs(a->sin_port);
         }
-        c->family = AF_INET;
     }
 }
 
@@ -735,7 +765,8 @@ static void on_accept(cw_acceptor *a, cw_stream *st, void *data)
     if (s->o.sndbuf > 0)   /* best effort: else the kernel's autotuning */
         (void)setsockopt(cw_stream_fd(st), SOL_SOCKET, SO_SNDBUF, &s->o.sndbuf,
                          sizeof s->o.sndbuf);
-    c->start_ms = cw_now_ms();
+    int64_t now = cw_now_ms();
+    c->start = (uint32_t)now;
     set_peer(c, cw_acceptor_peer(a, NULL));
     s->live++;
     s->st.accepted++;
@@ -751,7 +782,7 @@ static void on_accept(cw_acceptor *a, cw_stream *st, void *data)
     s->nunauth++;
     int64_t first = s->o.login_timeout_ms < s->o.idle_timeout_ms
                     ? s->o.login_timeout_ms : s->o.idle_timeout_ms;
-    cw_stream_set_deadline(st, c->start_ms + first);
+    cw_stream_set_deadline(st, now + first);
 }
 
 /* ---- the server object ---- */
