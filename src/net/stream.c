@@ -96,13 +96,15 @@ int cw__stream_new(cw_loop *loop, int fd, const struct cw_stream_opts *o,
     }
     s->io.fd = fd;
     s->io.data = prof;
-    s->t = cw_now_ms();
     s->rdl = INT64_MAX;
     if (prof->a) {
-        s->flags |= F_IO_OFF;   /* cw__stream_watch() after the callback */
+        /* cw__stream_watch() after the callback; the owner starts it
+         * there, which sets t: one clock read per accept, not two. */
+        s->flags |= F_IO_OFF;
         *out = s;
         return CW_OK;
     }
+    s->t = cw_now_ms();
     /* Watched from the start, reads or not: a peer that closes before the
      * owner starts reading is still noticed. */
     int rc = cw_io_start(loop, &s->io, 0, on_io);
@@ -119,6 +121,8 @@ void cw__stream_watch(cw_stream *s)
 {
     if (s->state != CW__ST_OPEN || !(s->flags & F_IO_OFF) || (s->flags & F_ENDED))
         return;
+    if (!s->t)
+        s->t = cw_now_ms();   /* not started: its age counts from here */
     int rc = cw_io_start(loop_of(s), &s->io, 0, on_io);
     if (rc == CW_OK)
         s->flags &= ~F_IO_OFF;
@@ -634,7 +638,7 @@ static void on_linger_io(cw_stream *s, unsigned events)
     int rc = cw__drain_nb(s->io.fd, &total);
     s->aux = total > CW__AUX_MAX ? CW__AUX_MAX : (uint32_t)total;
     uint32_t lt = P(s)->o.linger_timeout_ms;
-    if (lt)
+    if (lt && rc == -EAGAIN)
         s->rdl = cw_now_ms() + lt;   /* nginx lingering_timeout: per read */
     if (rc == CW_EOF)
         finish(s, CW_OK, 0, CW__END_OWNER);
@@ -681,7 +685,6 @@ static void on_open_timer(cw_stream *s, int64_t now)
 static void on_timer(cw_loop *loop, cw_timer *t)
 {
     cw_stream *s = (cw_stream *)((char *)t - offsetof(cw_stream, timer));
-    int64_t now = cw_now_ms();
     if (s->state == CW__ST_DONE) {
         cw_stream_closed_cb *cb = (s->flags & F_OWN_CB) ? s->cb.closed
                                   : s->cb.h ? s->cb.h->on_closed : NULL;
@@ -693,6 +696,7 @@ static void on_timer(cw_loop *loop, cw_timer *t)
             cw__acceptor_put(a);   /* the options were the acceptor's */
         return;
     }
+    int64_t now = cw_now_ms();
     if (s->state == CW__ST_OPEN) {
         on_open_timer(s, now);
     } else if (s->state == CW__ST_FLUSH) {
