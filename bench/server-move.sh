@@ -11,9 +11,13 @@
 #   concurrency 64, SECS seconds; server CPU per connection is the
 #   server's scheduler runtime (/proc/PID/schedstat) over connections.
 # idle: IDLE_N logged-in sessions; RSS growth per session.
+# instructions: each server under valgrind's callgrind for 500 and then
+#   2500 churn connections; the difference / 2000 is the user-space
+#   instructions per connection, exactly (no noise from other work).
 # Server pinned to core 0, load generator to core 1. Environment:
 # CW_BENCH_RUNS (10), CW_BENCH_SECS (3), CW_BENCH_IDLE_N (10000),
-# CW_BENCH_IDLE_RUNS (3), CW_BENCH_REF_BUILD (a built REF: no build).
+# CW_BENCH_IDLE_RUNS (3), CW_BENCH_REF_BUILD (a built REF: no build),
+# CW_BENCH_CALLGRIND (1; 0 skips the instruction count).
 set -eu
 
 build=${1:-build-bench}
@@ -106,6 +110,33 @@ while [ $r -le "$idle_runs" ]; do
     done
     r=$((r + 1))
 done
+# instr BINARY N: instructions callgrind counted in the server process
+# over N churn connections (start-up and exit included).
+instr() {
+    rm -f "$tmp/port"
+    valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" "$1" server -q -p 0 \
+        --port-file "$tmp/port" -c "$tmp/cred" --max-auth-failures 0 \
+        --max-connections 20000 >/dev/null 2>"$tmp/vg" &
+    spid=$!
+    i=0
+    until [ -s "$tmp/port" ]; do
+        i=$((i + 1)); [ $i -le 300 ] || { echo "server-move: callgrind run did not start" >&2; exit 3; }
+        sleep 0.1
+    done
+    sleep 0.5
+    "$load" churn "$(cat "$tmp/port")" 8 300 "$2" wrong-password >/dev/null
+    stop
+    sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$tmp/vg"
+}
+if [ "${CW_BENCH_CALLGRIND:-1}" = 1 ] && command -v valgrind >/dev/null; then
+    for which in before after; do
+        eval bin=\$$which
+        i1=$(instr "$bin" 500)
+        i2=$(instr "$bin" 2500)
+        echo "kind=instr which=$which i500=$i1 i2500=$i2 per_conn=$(( (i2 - i1) / 2000 ))" >>"$tmp/raw"
+        echo "  $(tail -1 "$tmp/raw")" >&2
+    done
+fi
 mkdir -p "$build/bench"
 cp "$tmp/raw" "$build/bench/server-move-raw"
 
@@ -133,6 +164,9 @@ ratio=$(echo "$a_us $b_us" | awk '{ printf "%.3f", $1 / $4 }')
 pairs=$(awk '/^kind=churn/ { delete v; for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
              u[v["which"], v["run"]] = v["pns"] / v["conns"] }
              END { for (r = 1; (("after", r) in u); r++) printf "%.3f ", u["after", r] / u["before", r] }' "$tmp/raw")
+pmed=$(echo "$pairs" | tr ' ' '\n' | grep . | sort -n | awk '{ v[n++] = $1 } END { if (n) printf "%.3f", n % 2 ? v[(n - 1) / 2] : (v[n / 2 - 1] + v[n / 2]) / 2 }')
+ib=$(awk '/^kind=instr which=before/ { sub(/.*per_conn=/, ""); print }' "$tmp/raw")
+ia=$(awk '/^kind=instr which=after/ { sub(/.*per_conn=/, ""); print }' "$tmp/raw")
 errs=$(awk '/^kind=churn/ { for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "lost" || kv[1] == "err") s += kv[2] } } END { print s + 0 }' "$tmp/raw")
 
 {
@@ -153,7 +187,13 @@ errs=$(awk '/^kind=churn/ { for (i = 1; i <= NF; i++) { split($i, kv, "="); if (
     echo "| RSS growth per idle session, bytes | $(fmt $b_mem) | $(fmt $a_mem) | $(echo "$a_mem $b_mem" | awk '{ printf "%.3f", $1 / $4 }') (target: after <= 200) |"
     echo "| close p99 at $idle_n idle sessions, us | $(fmt $b_p99) | $(fmt $a_p99) | |"
     echo
-    echo "Per-run ratios of CPU per connection (after / before, back-to-back pairs): $pairs."
+    echo "Per-run ratios of CPU per connection (after / before, back-to-back pairs): $pairs;"
+    echo "their median: **$pmed**."
+    if [ -n "$ib" ] && [ -n "$ia" ]; then
+        echo
+        echo "User-space instructions per connection (callgrind, exact): before $ib, after $ia,"
+        echo "ratio $(echo "$ia $ib" | awk '{ printf "%.3f", $1 / $2 }')."
+    fi
     echo "Lines lost or errors in all churn runs: $errs."
     [ -f bench/server-move-notes.md ] && { echo; cat bench/server-move-notes.md; }
     echo "<!-- servermove:end -->"

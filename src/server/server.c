@@ -1035,7 +1035,10 @@ int cw_server_free(cw_server **sp)
     s->stopping = 1;
     if (s->acc) {
         cw_acceptor_walk(s->acc, abort_one, NULL);
-        if (s->live)   /* their on_closed: all due in the next timer pass */
+        /* Their on_closed calls are all due in the next timer pass; a
+         * stop still pending (cw_server_stop() without a run, a signal)
+         * ends a run before its timers, hence a second one. */
+        for (int i = 0; i < 3 && s->live; i++)
             cw_loop_run(s->loop);
         cw_acceptor_free(&s->acc);
     }
