@@ -15,15 +15,17 @@
 #   2500 churn connections; the difference / 2000 is the user-space
 #   instructions per connection, exactly (no noise from other work).
 # Server pinned to core 0, load generator to core 1. Environment:
-# CW_BENCH_RUNS (10), CW_BENCH_SECS (3), CW_BENCH_IDLE_N (10000),
+# CW_BENCH_RUNS (16), CW_BENCH_SECS (3), CW_BENCH_IDLE_N (10000),
 # CW_BENCH_IDLE_RUNS (3), CW_BENCH_REF_BUILD (a built REF: no build),
-# CW_BENCH_CALLGRIND (1; 0 skips the instruction count).
+# CW_BENCH_CALLGRIND (1; 0 skips the instruction count), CW_BENCH_FROM
+# (a kept raw file, BUILD_DIR/bench/server-move-raw: rewrite the section
+# from it, e.g. after editing bench/server-move-notes.md; no measuring).
 set -eu
 
 build=${1:-build-bench}
 ref=${2:-149c655}
 md=${3:-docs/BENCHMARKS.md}
-runs=${CW_BENCH_RUNS:-10}
+runs=${CW_BENCH_RUNS:-16}
 secs=${CW_BENCH_SECS:-3}
 idle_n=${CW_BENCH_IDLE_N:-10000}
 idle_runs=${CW_BENCH_IDLE_RUNS:-3}
@@ -43,6 +45,10 @@ trap cleanup EXIT INT TERM
 ulimit -n "$(ulimit -Hn)"
 
 refbuild=${CW_BENCH_REF_BUILD:-}
+from=${CW_BENCH_FROM:-}
+if [ -n "$from" ]; then
+    refbuild=none
+fi
 if [ -z "$refbuild" ]; then
     echo "server-move: building $ref (Release) in $tmp/ref" >&2
     mkdir -p "$tmp/ref/src"
@@ -81,6 +87,7 @@ stop() {
 cpu_ns() { cut -d' ' -f1 "/proc/$spid/schedstat"; }
 
 : >"$tmp/raw"
+measure() {
 r=1
 while [ $r -le "$runs" ]; do
     if [ $((r % 2)) -eq 1 ]; then order="before after"; else order="after before"; fi
@@ -137,8 +144,17 @@ if [ "${CW_BENCH_CALLGRIND:-1}" = 1 ] && command -v valgrind >/dev/null; then
         echo "  $(tail -1 "$tmp/raw")" >&2
     done
 fi
+echo "kind=meta started='$started' load='$load_before' runs=$runs secs=$secs idle_n=$idle_n idle_runs=$idle_runs" >>"$tmp/raw"
 mkdir -p "$build/bench"
 cp "$tmp/raw" "$build/bench/server-move-raw"
+}
+if [ -n "$from" ]; then
+    cp "$from" "$tmp/raw"
+    eval "$(sed -n 's/^kind=meta //p' "$tmp/raw")"
+    started=$started load_before=$load
+else
+    measure
+fi
 
 # med KIND WHICH EXPR: median (min-max) of an awk expression over the
 # runs' key=value fields (v["key"]).
@@ -187,7 +203,7 @@ errs=$(awk '/^kind=churn/ { for (i = 1; i <= NF; i++) { split($i, kv, "="); if (
     echo "| RSS growth per idle session, bytes | $(fmt $b_mem) | $(fmt $a_mem) | $(echo "$a_mem $b_mem" | awk '{ printf "%.3f", $1 / $4 }') (target: after <= 200) |"
     echo "| close p99 at $idle_n idle sessions, us | $(fmt $b_p99) | $(fmt $a_p99) | |"
     echo
-    echo "Per-run ratios of CPU per connection (after / before, back-to-back pairs): $pairs;"
+    echo "Per-run ratios of CPU per connection (after / before, back-to-back pairs): $(echo $pairs);"
     echo "their median: **$pmed**."
     if [ -n "$ib" ] && [ -n "$ia" ]; then
         echo
