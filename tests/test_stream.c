@@ -961,7 +961,7 @@ static void test_ten_thousand_closed_at_once(void **state)
     assert_int_equal(cw_listen("127.0.0.1", 0, NULL, 4096, &l), CW_OK);
     cw_stream **v = calloc(MANY, sizeof *v);
     struct cw_stream_opts o = opts(60000, 0, 5000);   /* an idle timer, as the server has */
-    o.user_size = 56;   /* and its session's bytes (src/server/server.c) */
+    o.user_size = 40;   /* and its session's bytes (src/server/server.c) */
     cw_acceptor *a;
     assert_int_equal(cw_acceptor_new(loop, l, &o, many_accept, v, &a), CW_OK);
     struct cw_acceptor_stats st = {0};
@@ -984,7 +984,7 @@ static void test_ten_thousand_closed_at_once(void **state)
     run_for(loop, 20);
     struct mallinfo2 m1 = mallinfo2();
     long heap = (long)(m1.uordblks - m0.uordblks);
-    printf("# idle stream with 56 user bytes: %ld bytes of heap each (malloc "
+    printf("# idle stream with 40 user bytes: %ld bytes of heap each (malloc "
            "accounting: the stream, its timer-heap slot, the acceptor's share)\n",
            heap / MANY);
     for (int i = 0; i < MANY; i++)

@@ -47,9 +47,9 @@ void cw_stream_opts_init(struct cw_stream_opts *o)
     o->high_water = 65536;
 }
 
-/* An idle stream must leave room for its owner's session in a 192-byte
+/* An idle stream must leave room for its owner's session in a 176-byte
  * malloc chunk: the reference server's idle session is this struct plus
- * 56 bytes of its own (docs/BENCHMARKS.md, <= 200 bytes per session). */
+ * 40 bytes of its own (docs/BENCHMARKS.md, <= 200 bytes per session). */
 _Static_assert(CW__STREAM_SIZE <= 128, "cw_stream grew");
 
 void cw__sprof_init(struct cw__sprof *p, cw_loop *loop,
