@@ -70,7 +70,9 @@ struct cw_stream_handlers {
 /* Timeouts and limits; start from cw_stream_opts_init(). Values in ms. */
 struct cw_stream_opts {
     uint32_t idle_timeout_ms;   /* no byte received for this long while
-                                   reading: CW_ETIMEDOUT; 0 = none (default) */
+                                   reading: CW_ETIMEDOUT; 0 = none (default;
+                                   the owner may keep its own read deadline:
+                                   cw_stream_set_deadline()) */
     uint32_t write_timeout_ms;  /* queued output that makes no progress for
                                    this long: RST, queue freed, on_closed
                                    with CW_ETIMEDOUT (default and 0: 60000) */
