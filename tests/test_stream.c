@@ -1626,6 +1626,60 @@ static void test_acceptor_freed_first(void **state)
     cw_loop_free(&loop);
 }
 
+/* A pick that refuses because its candidates are not ready asks for a
+ * sooner retry: accepting is retried every 20 ms, not every 100 ms. */
+static int retry_picks;
+
+static int pick_retry(cw_acceptor *a, void *data, cw_stream **victim)
+{
+    retry_picks++;
+    assert_int_equal(cw_acceptor_retry_at(a, cw_now_ms() + 20), CW_OK);
+    return -1;
+}
+
+static void test_acceptor_retry_at(void **state)
+{
+    const char *pre = getenv("LD_PRELOAD");
+    if (pre && strstr(pre, "valgrind")) {
+        printf("# skipped under valgrind: RLIMIT_NOFILE is virtualised there\n");
+        skip();
+    }
+    cw_loop *loop;
+    assert_int_equal(cw_loop_new(&loop), CW_OK);
+    cw_listener *l;
+    assert_int_equal(cw_listen("127.0.0.1", 0, NULL, 64, &l), CW_OK);
+    struct rec recs[4] = {{0}};
+    struct accepted acc = {.recs = recs};
+    cw_acceptor *a;
+    struct cw_stream_opts o = opts(0, 0, 60000);
+    assert_int_equal(cw_acceptor_new(loop, l, &o, on_accept_rec, &acc, &a), CW_OK);
+    assert_int_equal(cw_acceptor_set_reclaim(a, pick_retry), CW_OK);
+    assert_int_equal(cw_acceptor_retry_at(NULL, 0), CW_EINVAL);
+    int peer = dial_raw(cw_listener_port(l));
+    struct rlimit old;
+    getrlimit(RLIMIT_NOFILE, &old);
+    no_more_fds(&old);
+    retry_picks = 0;
+    run_for(loop, 400);
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &old), 0);
+    struct cw_acceptor_stats st;
+    cw_acceptor_stats(a, &st);
+    printf("# pick asking for a retry in 20 ms: %d picks in 400 ms (a 100 ms "
+           "back-off alone: at most 5)\n", retry_picks);
+    assert_int_equal(acc.n, 0);
+    assert_true(retry_picks >= 8);
+    /* Descriptors back: the waiting connection gets in. */
+    for (int i = 0; i < 300 && acc.n < 1; i++)
+        run_for(loop, 10);
+    assert_int_equal(acc.n, 1);
+    cw_stream_close(recs[0].s, CW_CLOSE_ABORT, 0, NULL);
+    close(peer);
+    run_for(loop, 20);
+    cw_acceptor_free(&a);
+    cw_listener_close(&l);
+    cw_loop_free(&loop);
+}
+
 int main(void)
 {
     cwt_private_netns();
@@ -1663,6 +1717,7 @@ int main(void)
         CWT_TEST(test_linger_timeout),
         CWT_TEST(test_acceptor_admit),
         CWT_TEST(test_acceptor_freed_first),
+        CWT_TEST(test_acceptor_retry_at),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

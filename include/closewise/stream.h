@@ -261,6 +261,11 @@ const struct sockaddr *cw_acceptor_peer(const cw_acceptor *a, socklen_t *len);
 typedef int cw_acceptor_pick_cb(cw_acceptor *a, void *data, cw_stream **victim);
 int cw_acceptor_set_reclaim(cw_acceptor *a, cw_acceptor_pick_cb *pick);
 
+/* From pick, before it returns a negative value because its candidates
+ * are not ready yet (too fresh, say): retry accepting at when (absolute,
+ * cw_now_ms() scale) if that is sooner than the 100 ms back-off. */
+int cw_acceptor_retry_at(cw_acceptor *a, int64_t when);
+
 /* The owner's say in whether to accept at all (a connection cap, say):
  * admit is asked (with the acceptor's data) before every accept4; 0 means
  * "not now": the acceptor pauses as with cw_acceptor_pause() and the

@@ -31,6 +31,7 @@ struct cw_acceptor {
     int paused;                  /* for lack of descriptors */
     int held;                    /* by the owner: cw_acceptor_pause() */
     int freed;                   /* cw_acceptor_free() was called */
+    int64_t retry_at;            /* the pick's sooner retry, or 0 */
     uint64_t refs;               /* streams whose memory is not freed yet */
     cw_acceptor_cb *cb;
     cw_acceptor_pick_cb *pick;   /* the owner's choice, before idle streams */
@@ -137,6 +138,7 @@ static int reclaim(cw_acceptor *a, int max)
     int n = 0;
     int paused = a->paused;
     a->paused = 0;   /* no resume from cw__acceptor_ended: we are accepting */
+    a->retry_at = 0;   /* only the pick of this round may set it */
     for (cw_stream *s = a->linger.head, *next; s && n < max; s = next) {
         next = s->next;
         if (s->state == CW__ST_LINGER) {   /* never one still flushing */
@@ -187,9 +189,12 @@ static void pause_accept(cw_acceptor *a, int err)
         if (a->on_pause)
             a->on_pause(a, a->data, err);
     }
-    if (!cw_timer_active(&a->timer))
-        cw_timer_start(a->prof.loop, &a->timer,
-                       cw_now_ms() + ACCEPT_BACKOFF_MS, on_backoff);
+    int64_t at = cw_now_ms() + ACCEPT_BACKOFF_MS;
+    if (a->retry_at && a->retry_at < at)
+        at = a->retry_at;
+    a->retry_at = 0;
+    if (!cw_timer_active(&a->timer) || a->timer.deadline > at)
+        cw_timer_start(a->prof.loop, &a->timer, at, on_backoff);
 }
 
 static void watch(cw_acceptor *a)
@@ -315,6 +320,14 @@ int cw_acceptor_set_on_pause(cw_acceptor *a, cw_acceptor_pause_cb *cb)
     if (!a)
         return CW_EINVAL;
     a->on_pause = cb;
+    return CW_OK;
+}
+
+int cw_acceptor_retry_at(cw_acceptor *a, int64_t when)
+{
+    if (!a || a->freed || when < 0)
+        return CW_EINVAL;
+    a->retry_at = when;
     return CW_OK;
 }
 

@@ -689,8 +689,13 @@ static int pick(cw_acceptor *a, void *data, cw_stream **victim)
         return -1;
     cw_stream *v = unauth_victim(s, 0, &when);
     if (!v) {
-        if (s->nunauth)
-            return -1;   /* never an authenticated session while these remain */
+        if (s->nunauth) {
+            /* Never an authenticated session while these remain; the
+             * oldest is ripe after one more loop iteration: retry then,
+             * not after the acceptor's 100 ms (a login waits for it). */
+            cw_acceptor_retry_at(a, when);
+            return -1;
+        }
         v = cw_acceptor_idlest(a, RECLAIM_MIN_IDLE_MS);
         if (!v || sess_of(v)->rlen)
             return -1;
