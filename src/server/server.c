@@ -705,6 +705,18 @@ static int pick(cw_acceptor *a, void *data, cw_stream **victim)
     return 1;
 }
 
+/* A lingering close gives way (1), if there is one (0: none, or only
+ * closes still flushing). */
+static int reclaim_lingering(cw_server *s, struct cw_acceptor_stats as)
+{
+    if (!as.closing)
+        return 0;
+    s->no_pick = 1;   /* the lingering closes only, not the pick's choice */
+    int n = cw_acceptor_reclaim(s->acc, 1);
+    s->no_pick = 0;
+    return n > 0;
+}
+
 /* Before an accept: at --max-connections a lingering connection or else
  * the oldest unauthenticated session gives way; at the unauthenticated
  * cap, the oldest unauthenticated session does. Returns 0, with accepting
@@ -717,15 +729,8 @@ static int admit(cw_acceptor *a, void *data)
     if (s->stopping)
         return 0;
     struct cw_acceptor_stats as = acc_stats(s);
-    if (as.open >= (uint64_t)s->o.max_conns) {
-        int n = 0;
-        if (as.closing) {
-            s->no_pick = 1;   /* lingering closes only, not the pick's */
-            n = cw_acceptor_reclaim(a, 1);
-            s->no_pick = 0;
-        }
-        if (n > 0) {
-        } else if ((v = unauth_victim(s, 1, &when))) {
+    if (as.open >= (uint64_t)s->o.max_conns && !reclaim_lingering(s, as)) {
+        if ((v = unauth_victim(s, 1, &when))) {
             evict(s, v, EV_MAX_CONNS);
         } else if (s->nunauth) {
             hold_accept(s, when, NULL);   /* routine under a flood: quiet */
