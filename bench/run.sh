@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 status=0
 sh bench/inspect.sh "$build" || status=1
 sh bench/servers.sh "$build" || status=1
+sh bench/server-move.sh "$build" || status=1
 sh bench/resets.sh "$build" || status=1
 sh bench/exporter.sh "$build" || status=1
 sh bench/trace.sh "$build" || status=1

@@ -270,7 +270,7 @@ sloc() {
 
 what() {
     case $1 in
-    closewise) echo "\`closewise server\` (src/server/server.c on cw_loop): parse, crypt(3), reply, SHUT_WR, linger to the client's FIN (30 s cap), close; idle timer per session" ;;
+    closewise) echo "\`closewise server\` (src/server/server.c on cw_stream/cw_acceptor): parse, crypt(3), reply, SHUT_WR, linger to the client's FIN (30 s cap), close; idle timer per session" ;;
     libuv) echo "bench/peers/uv_peer.c: uv_read/uv_write, uv_shutdown, read to EOF, uv_close, lingering uv_timer" ;;
     libevent) echo "bench/peers/event_peer.c: bufferevent; after the flush SHUT_WR, drain to EOF under a read timeout, bufferevent_free" ;;
     epoll) echo "bench/peers/epoll_peer.c: level-triggered epoll, accept/recv/send/shutdown/drain/close, no timers" ;;
@@ -281,7 +281,7 @@ what() {
 }
 lines() {
     case $1 in
-    closewise) echo "$(sloc src/server/server.c src/server/protocol.c) (server.c + protocol.c)" ;;
+    closewise) echo "$(sloc src/server/server.c src/server/protocol.c) (server.c + protocol.c; the connection's life is in src/net/stream.c, acceptor.c: $(sloc src/net/stream.c src/net/acceptor.c))" ;;
     libuv) echo "$(sloc bench/peers/uv_peer.c) + peer.h" ;;
     libevent) echo "$(sloc bench/peers/event_peer.c) + peer.h" ;;
     epoll) echo "$(sloc bench/peers/epoll_peer.c) + peer.h" ;;

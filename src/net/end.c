@@ -1,15 +1,12 @@
 /* end.c - the one vocabulary for how a connection ended (closewise/end.h).
  *
- * Adapter point for the reference server (src/server.c keeps its own
- * enum end/enum how until it moves onto cw_stream). Its "how" is
- * transport and maps one to one: HOW_FIN -> CW_END_GRACEFUL,
- * HOW_LINGER_TIMEOUT -> CW_END_TIMEOUT, HOW_LINGER_RESET and HOW_RESET ->
- * CW_END_RESET, HOW_RST -> CW_END_ABORT, HOW_PLAIN -> CW_END_PLAIN,
- * HOW_PEER -> CW_END_EOF. Its "end" is mostly the protocol's reason
- * (idle, auth-failed, quit, bad-request, shutdown) and stays the
- * server's; only END_WRITE_TIMEOUT (CW_END_TIMEOUT) and END_RECLAIMED
- * (CW_END_EVICTED) are transport, and come from cw_stream_end() once
- * the server runs on streams. */
+ * The reference server (src/server/server.c) runs on cw_stream: its
+ * close= word is cw_stream_end()'s, except where it knows more (the
+ * peer's FIN or RST it read, "plain" for an eviction, "abort" for the
+ * write timeout's RST, "timeout" for a lingering close cut short for a
+ * descriptor); its end= word is the protocol's reason (idle,
+ * auth-failed, quit, ...) or, for an end without a last line, one of
+ * these words. */
 #include <closewise/closewise.h>
 
 #include <errno.h>
