@@ -1,0 +1,367 @@
+/* authload.c - cw_bench_authload: the reference server under login load
+ * (bench/authload.sh). Loopback only, bounded in time. Prints one line of
+ * key=value pairs on stdout.
+ *
+ *   cw_bench_authload latency PORT SESSIONS RATE SECONDS K LOGIN ECHOUSER
+ *     SESSIONS sessions log in as ECHOUSER ("user:password") and then
+ *     each sends "ECHO" RATE times a second (one request outstanding per
+ *     session), while K clients log in as LOGIN ("user:password[,...]",
+ *     taken in turn) over and over: connect, AUTH, read the reply, then
+ *     half-close and read to EOF. Reports the ECHO round trip (p50, p99,
+ *     p99.9, max in microseconds), echoes lost (no reply within 5 s),
+ *     logins/s, the login round trip (p50, p99 in ms) and how logins were
+ *     answered (ok, bad, busy, other). K = 0: the echo sessions alone.
+ *
+ * The echo sessions run on one epoll thread; each login client is a
+ * thread of its own doing blocking I/O (their latency is not the point,
+ * their load is). */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#define LOST_NS 5000000000LL
+#define MAX_LOGINS 16
+
+static int port;
+static volatile int running = 1;
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void die(const char *what)
+{
+    fprintf(stderr, "cw_bench_authload: %s: %s\n", what, strerror(errno));
+    exit(3);
+}
+
+/* ---- samples ---- */
+
+struct samples {
+    int64_t *v;
+    size_t n, cap;
+};
+
+static void add(struct samples *s, int64_t x)
+{
+    if (s->n == s->cap) {
+        s->cap = s->cap ? s->cap * 2 : 4096;
+        s->v = realloc(s->v, s->cap * sizeof *s->v);
+        if (!s->v)
+            die("realloc");
+    }
+    s->v[s->n++] = x;
+}
+
+static int cmp64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int64_t pct(struct samples *s, double q)
+{
+    if (!s->n)
+        return 0;
+    size_t i = (size_t)(q * (double)(s->n - 1) + 0.5);
+    return s->v[i];
+}
+
+/* ---- blocking helpers ---- */
+
+static int dial(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct timeval tv = {.tv_sec = 30};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Read one line (blocking, SO_RCVTIMEO); returns its length or -1. */
+static int read_line(int fd, char *buf, size_t size)
+{
+    size_t n = 0;
+    while (n + 1 < size) {
+        ssize_t r = recv(fd, buf + n, 1, 0);
+        if (r <= 0)
+            return -1;
+        if (buf[n] == '\n') {
+            buf[n] = '\0';
+            return (int)n;
+        }
+        n++;
+    }
+    return -1;
+}
+
+static int send_str(int fd, const char *s)
+{
+    size_t len = strlen(s);
+    return send(fd, s, len, MSG_NOSIGNAL) == (ssize_t)len ? 0 : -1;
+}
+
+/* Half-close and read to the server's FIN: nothing stays in CLOSE_WAIT
+ * or TIME_WAIT on our side for longer than it must. */
+static void finish(int fd)
+{
+    char buf[256];
+    shutdown(fd, SHUT_WR);
+    while (recv(fd, buf, sizeof buf, 0) > 0) {
+    }
+    close(fd);
+}
+
+/* ---- login clients ---- */
+
+struct creds {
+    char line[MAX_LOGINS][256];   /* "AUTH user password\n" */
+    int n;
+};
+
+static int parse_creds(const char *arg, struct creds *c)
+{
+    char *copy = strdup(arg), *save = NULL;
+    for (char *tok = strtok_r(copy, ",", &save); tok && c->n < MAX_LOGINS;
+         tok = strtok_r(NULL, ",", &save)) {
+        char *colon = strchr(tok, ':');
+        if (!colon)
+            return -1;
+        *colon = '\0';
+        snprintf(c->line[c->n++], sizeof c->line[0], "AUTH %s %s\n", tok, colon + 1);
+    }
+    free(copy);
+    return c->n ? 0 : -1;
+}
+
+struct login_stats {
+    atomic_ulong ok, bad, busy, other;
+    pthread_mutex_t mu;
+    struct samples rtt;
+};
+
+struct login_arg {
+    struct creds *creds;
+    struct login_stats *st;
+    int id;
+};
+
+static void *login_main(void *arg)
+{
+    struct login_arg *la = arg;
+    int turn = la->id;
+    char line[128];
+    while (running) {
+        const char *auth = la->creds->line[turn++ % la->creds->n];
+        int64_t t0 = now_ns();
+        int fd = dial();
+        if (fd < 0) {
+            atomic_fetch_add(&la->st->other, 1);
+            usleep(10000);
+            continue;
+        }
+        int n = send_str(fd, auth) == 0 ? read_line(fd, line, sizeof line) : -1;
+        int64_t t1 = now_ns();
+        if (n < 0)
+            atomic_fetch_add(&la->st->other, 1);
+        else if (!strcmp(line, "OK"))
+            atomic_fetch_add(&la->st->ok, 1);
+        else if (!strcmp(line, "ERR bad credentials"))
+            atomic_fetch_add(&la->st->bad, 1);
+        else if (!strcmp(line, "ERR busy"))
+            atomic_fetch_add(&la->st->busy, 1);
+        else
+            atomic_fetch_add(&la->st->other, 1);
+        if (n >= 0) {
+            pthread_mutex_lock(&la->st->mu);
+            add(&la->st->rtt, t1 - t0);
+            pthread_mutex_unlock(&la->st->mu);
+        }
+        finish(fd);
+    }
+    return NULL;
+}
+
+/* ---- echo sessions ---- */
+
+struct session {
+    int fd;
+    int64_t sent;       /* ns of the outstanding request, 0 = none */
+    int64_t due;        /* next request */
+    size_t got;
+    char buf[64];
+};
+
+static int login_session(const char *auth)
+{
+    int fd = dial();
+    char line[128];
+    if (fd < 0)
+        die("connect");
+    if (send_str(fd, auth) < 0 || read_line(fd, line, sizeof line) < 0 ||
+        strcmp(line, "OK")) {
+        fprintf(stderr, "cw_bench_authload: echo session login failed\n");
+        exit(3);
+    }
+    return fd;
+}
+
+static void echo_send(struct session *s, int64_t now, int64_t period, long *lost)
+{
+    if (s->sent && now - s->sent > LOST_NS) {
+        (*lost)++;          /* give up on it; the next reply is counted */
+        s->sent = 0;
+    }
+    if (s->sent || now < s->due)
+        return;
+    if (send_str(s->fd, "ECHO ping\n") < 0) {
+        (*lost)++;
+        s->due = now + period;
+        return;
+    }
+    s->sent = now;
+    s->due += period;
+    if (s->due < now)
+        s->due = now;   /* fell behind: no burst to catch up */
+}
+
+static void echo_read(struct session *s, struct samples *rtt, int64_t from)
+{
+    ssize_t r = recv(s->fd, s->buf + s->got, sizeof s->buf - s->got, MSG_DONTWAIT);
+    if (r <= 0)
+        return;
+    s->got += (size_t)r;
+    char *nl;
+    while ((nl = memchr(s->buf, '\n', s->got))) {
+        int64_t now = now_ns();
+        if (s->sent && s->sent >= from)
+            add(rtt, now - s->sent);
+        s->sent = 0;
+        size_t used = (size_t)(nl - s->buf) + 1;
+        memmove(s->buf, nl + 1, s->got - used);
+        s->got -= used;
+    }
+}
+
+static int latency(int argc, char **argv)
+{
+    if (argc != 9) {
+        fprintf(stderr, "usage: cw_bench_authload latency PORT SESSIONS RATE "
+                "SECONDS K LOGIN ECHOUSER\n");
+        return 2;
+    }
+    port = atoi(argv[2]);
+    int nsess = atoi(argv[3]), rate = atoi(argv[4]), secs = atoi(argv[5]);
+    int k = atoi(argv[6]);
+    struct creds logins = {0}, echo = {0};
+    if (nsess < 1 || rate < 1 || secs < 1 || k < 0 ||
+        parse_creds(argv[7], &logins) < 0 || parse_creds(argv[8], &echo) < 0) {
+        fprintf(stderr, "cw_bench_authload: bad arguments\n");
+        return 2;
+    }
+    struct session *ss = calloc((size_t)nsess, sizeof *ss);
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (!ss || ep < 0)
+        die("setup");
+    int64_t period = 1000000000LL / rate;
+    int64_t t = now_ns();
+    for (int i = 0; i < nsess; i++) {
+        ss[i].fd = login_session(echo.line[0]);
+        ss[i].due = t + period * i / nsess;   /* spread over one period */
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &ss[i]};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, ss[i].fd, &ev) < 0)
+            die("epoll_ctl");
+    }
+    struct login_stats ls = {0};
+    pthread_mutex_init(&ls.mu, NULL);
+    pthread_t th[256];
+    struct login_arg la[256];
+    if (k > 256)
+        k = 256;
+    for (int i = 0; i < k; i++) {
+        la[i] = (struct login_arg){.creds = &logins, .st = &ls, .id = i};
+        if (pthread_create(&th[i], NULL, login_main, &la[i]))
+            die("pthread_create");
+    }
+    /* The first second warms the login pipeline up; then measure. */
+    struct samples rtt = {0};
+    long lost = 0;
+    int64_t from = now_ns() + 1000000000LL;
+    int64_t end = from + (int64_t)secs * 1000000000LL;
+    unsigned long ok0 = 0;
+    int base_taken = 0;
+    for (;;) {
+        int64_t now = now_ns();
+        if (now >= end)
+            break;
+        if (!base_taken && now >= from) {
+            ok0 = atomic_load(&ls.ok) + atomic_load(&ls.bad) + atomic_load(&ls.busy);
+            base_taken = 1;
+        }
+        int64_t next = end;
+        for (int i = 0; i < nsess; i++) {
+            echo_send(&ss[i], now, period, &lost);
+            if (!ss[i].sent && ss[i].due < next)
+                next = ss[i].due;
+        }
+        int wait_ms = next > now ? (int)((next - now + 999999) / 1000000) : 0;
+        struct epoll_event evs[128];
+        int n = epoll_wait(ep, evs, 128, wait_ms);
+        for (int i = 0; i < n; i++)
+            echo_read(evs[i].data.ptr, &rtt, from);
+    }
+    unsigned long answered = atomic_load(&ls.ok) + atomic_load(&ls.bad) +
+                             atomic_load(&ls.busy) - ok0;
+    running = 0;
+    for (int i = 0; i < k; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < nsess; i++)
+        finish(ss[i].fd);
+    close(ep);
+    qsort(rtt.v, rtt.n, sizeof *rtt.v, cmp64);
+    qsort(ls.rtt.v, ls.rtt.n, sizeof *ls.rtt.v, cmp64);
+    printf("echo_n=%zu echo_p50_us=%.1f echo_p99_us=%.1f echo_p999_us=%.1f "
+           "echo_max_us=%.1f echo_lost=%ld logins=%lu logins_per_s=%.1f "
+           "login_p50_ms=%.1f login_p99_ms=%.1f ok=%lu bad=%lu busy=%lu other=%lu\n",
+           rtt.n, pct(&rtt, 0.5) / 1e3, pct(&rtt, 0.99) / 1e3,
+           pct(&rtt, 0.999) / 1e3, rtt.n ? rtt.v[rtt.n - 1] / 1e3 : 0.0, lost,
+           answered, (double)answered / secs, pct(&ls.rtt, 0.5) / 1e6,
+           pct(&ls.rtt, 0.99) / 1e6, atomic_load(&ls.ok), atomic_load(&ls.bad),
+           atomic_load(&ls.busy), atomic_load(&ls.other));
+    free(rtt.v);
+    free(ls.rtt.v);
+    free(ss);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && !strcmp(argv[1], "latency"))
+        return latency(argc, argv);
+    fprintf(stderr, "usage: cw_bench_authload latency ... (see bench/authload.c)\n");
+    return 2;
+}
