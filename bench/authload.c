@@ -12,6 +12,18 @@
  *     logins/s, the login round trip (p50, p99 in ms) and how logins were
  *     answered (ok, bad, busy, other). K = 0: the echo sessions alone.
  *
+ *   cw_bench_authload soak PORT COUNT CONC MAXSECS YES SIX CHEAP
+ *     COUNT connections, CONC at a time (one thread each, blocking I/O),
+ *     each a behaviour drawn at random (see kinds[] below for the mix):
+ *     right and wrong passwords with yescrypt (YES="user:pw,baduser:pw":
+ *     wrong passwords go to the second account) and sha512 (SIX), ECHO sessions (CHEAP, a cheap sha512 user), a reset
+ *     in the middle of a line, half-close, a client that never reads, one
+ *     idle past the server's idle timeout, one that leaves while its
+ *     password is checked, QUIT. Every connection comes from a random
+ *     127.x.y.z address (so the throttle sees many clients). Clients that
+ *     read check that the server's last line arrived whole, then EOF.
+ *     Prints counts and failures per behaviour, and connections/s.
+ *
  * The echo sessions run on one epoll thread; each login client is a
  * thread of its own doing blocking I/O (their latency is not the point,
  * their load is). */
@@ -358,10 +370,273 @@ static int latency(int argc, char **argv)
     return 0;
 }
 
+/* ---- soak ---- */
+
+enum kind {
+    K_YES_OK, K_YES_BAD, K_SIX_OK, K_SIX_BAD, K_ECHO, K_RESET_MIDLINE,
+    K_HALF_CLOSE, K_NEVER_READ, K_IDLE, K_LEAVE_MID_CHECK, K_QUIT, K_NKINDS
+};
+
+/* name, weight per 10,000: the hashes are the costly part (a yescrypt
+ * check is tens of ms of CPU), so they are a small share of a million */
+static const struct {
+    const char *name;
+    int weight;
+} kinds[K_NKINDS] = {
+    [K_YES_OK] = {"yescrypt-ok", 8},     [K_YES_BAD] = {"yescrypt-bad", 8},
+    [K_SIX_OK] = {"sha512-ok", 100},     [K_SIX_BAD] = {"sha512-bad", 100},
+    [K_ECHO] = {"echo", 1000},           [K_RESET_MIDLINE] = {"reset-midline", 1500},
+    [K_HALF_CLOSE] = {"half-close", 2000}, [K_NEVER_READ] = {"never-read", 4},
+    [K_IDLE] = {"idle-timeout", 30},     [K_LEAVE_MID_CHECK] = {"leave-mid-check", 10},
+    [K_QUIT] = {"quit", 0},              /* the rest */
+};
+
+struct soak {
+    struct creds yes, six, cheap;
+    char yes_bad[256], six_bad[256];
+    atomic_long next;           /* connections started */
+    long count;
+    int64_t end;
+    atomic_long done[K_NKINDS], failed[K_NKINDS];
+    pthread_mutex_t mu;
+    char first_failure[256];
+};
+
+static int soak_dial(unsigned *seed)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in me = {.sin_family = AF_INET};
+    me.sin_addr.s_addr = htonl(0x7F000000u | (1 + rand_r(seed) % 0xFFFFFE));
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    struct timeval tv = {.tv_sec = 30};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    if (bind(fd, (struct sockaddr *)&me, sizeof me) < 0 ||
+        connect(fd, (struct sockaddr *)&a, sizeof a) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Read to EOF; 0 if the last line was want (NULL: any) and then EOF. */
+static int read_to_end(int fd, const char *want)
+{
+    char buf[4096], last[256] = "";
+    size_t ll = 0;
+    int nl = 1;
+    for (;;) {
+        ssize_t r = recv(fd, buf, sizeof buf, 0);
+        if (r == 0)
+            break;
+        if (r < 0)
+            return -1;   /* reset or timeout: the last line may be lost */
+        for (ssize_t i = 0; i < r; i++) {
+            if (nl) {
+                ll = 0;
+                nl = 0;
+            }
+            if (buf[i] == '\n') {
+                last[ll] = '\0';
+                nl = 1;
+            } else if (ll + 1 < sizeof last) {
+                last[ll++] = buf[i];
+            }
+        }
+    }
+    if (!nl)
+        return -1;   /* a partial line */
+    return want && strcmp(last, want) ? -1 : 0;
+}
+
+static void set_linger0(int fd)
+{
+    struct linger lg = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+}
+
+/* One connection of kind k; 0 if it went as it should. */
+static int soak_one(struct soak *sk, enum kind k, unsigned *seed)
+{
+    int fd = soak_dial(seed);
+    if (fd < 0)
+        return -1;
+    char line[256];
+    int rc = 0;
+    switch (k) {
+    case K_YES_OK:
+    case K_SIX_OK:
+    case K_ECHO: {
+        const char *auth = k == K_YES_OK ? sk->yes.line[0]
+                         : k == K_SIX_OK ? sk->six.line[0] : sk->cheap.line[0];
+        rc = send_str(fd, auth) || read_line(fd, line, sizeof line) < 0 ||
+             strcmp(line, "OK");
+        for (int i = 0; !rc && k == K_ECHO && i < 5; i++)
+            rc = send_str(fd, "ECHO soak\n") || read_line(fd, line, sizeof line) < 0 ||
+                 strcmp(line, "soak");
+        if (!rc)
+            rc = send_str(fd, "QUIT\n") || read_to_end(fd, "BYE");
+        break;
+    }
+    case K_YES_BAD:
+    case K_SIX_BAD: {
+        rc = send_str(fd, k == K_YES_BAD ? sk->yes_bad : sk->six_bad);
+        if (!rc) {
+            /* the throttle may have spoken first: also a final line */
+            char last[64];
+            rc = read_line(fd, last, sizeof last) < 0 ||
+                 (strcmp(last, "ERR bad credentials") && strcmp(last, "ERR too many failures") &&
+                  strcmp(last, "ERR busy"));
+            if (!rc)
+                rc = read_to_end(fd, NULL);
+        }
+        break;
+    }
+    case K_RESET_MIDLINE:
+        send_str(fd, "ECHO half a li");
+        set_linger0(fd);
+        break;
+    case K_HALF_CLOSE:
+        /* a request, then our FIN: the reply and the server's FIN come */
+        rc = send_str(fd, "QUIT\n");
+        shutdown(fd, SHUT_WR);
+        if (!rc)
+            rc = read_to_end(fd, "BYE");
+        break;
+    case K_NEVER_READ: {
+        char big[1000];
+        memset(big, 'x', sizeof big);
+        memcpy(big, "ECHO ", 5);
+        big[sizeof big - 1] = '\n';
+        rc = send_str(fd, sk->cheap.line[0]);
+        struct timeval tv = {.tv_sec = 2};
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        /* until the server stops reading us (its replies back up) */
+        for (int i = 0; !rc && i < 2000; i++)
+            if (send(fd, big, sizeof big, MSG_NOSIGNAL) < 0)
+                break;
+        /* the server's write timeout resets us; leave either way */
+        set_linger0(fd);
+        rc = 0;
+        break;
+    }
+    case K_IDLE:
+        rc = read_to_end(fd, "ERR login timeout") && read_to_end(fd, "ERR idle timeout");
+        break;
+    case K_LEAVE_MID_CHECK:
+        send_str(fd, sk->yes.line[0]);
+        usleep(1000);
+        if (rand_r(seed) & 1)
+            set_linger0(fd);
+        break;
+    default:
+        rc = send_str(fd, "QUIT\n") || read_to_end(fd, "BYE");
+        break;
+    }
+    close(fd);
+    return rc;
+}
+
+static enum kind pick(unsigned *seed)
+{
+    int r = rand_r(seed) % 10000;
+    for (int k = 0; k < K_NKINDS; k++) {
+        if (r < kinds[k].weight)
+            return (enum kind)k;
+        r -= kinds[k].weight;
+    }
+    return K_QUIT;
+}
+
+static void *soak_main(void *arg)
+{
+    struct soak *sk = arg;
+    unsigned seed = (unsigned)now_ns() ^ (unsigned)(uintptr_t)&seed;
+    while (atomic_fetch_add(&sk->next, 1) < sk->count && now_ns() < sk->end) {
+        enum kind k = pick(&seed);
+        int rc = soak_one(sk, k, &seed);
+        atomic_fetch_add(&sk->done[k], 1);
+        if (rc) {
+            atomic_fetch_add(&sk->failed[k], 1);
+            pthread_mutex_lock(&sk->mu);
+            if (!sk->first_failure[0])
+                snprintf(sk->first_failure, sizeof sk->first_failure, "%s", kinds[k].name);
+            pthread_mutex_unlock(&sk->mu);
+        }
+    }
+    return NULL;
+}
+
+static int soak(int argc, char **argv)
+{
+    if (argc != 9) {
+        fprintf(stderr, "usage: cw_bench_authload soak PORT COUNT CONC MAXSECS "
+                "YES SIX CHEAP\n");
+        return 2;
+    }
+    static struct soak sk;
+    port = atoi(argv[2]);
+    sk.count = atol(argv[3]);
+    int conc = atoi(argv[4]), secs = atoi(argv[5]);
+    if (sk.count < 1 || conc < 1 || conc > 4096 || secs < 1 ||
+        parse_creds(argv[6], &sk.yes) < 0 || parse_creds(argv[7], &sk.six) < 0 ||
+        parse_creds(argv[8], &sk.cheap) < 0) {
+        fprintf(stderr, "cw_bench_authload: bad arguments\n");
+        return 2;
+    }
+    /* Wrong passwords go to the second account of YES and SIX, so that
+     * the per-account throttle (rightly) locks those, not the accounts
+     * that log in with the right password. */
+    if (sk.yes.n < 2 || sk.six.n < 2) {
+        fprintf(stderr, "cw_bench_authload: YES and SIX need a second account "
+                "for wrong passwords (user:pw,baduser:pw)\n");
+        return 2;
+    }
+    snprintf(sk.yes_bad, sizeof sk.yes_bad, "%.*sX\n", (int)strlen(sk.yes.line[1]) - 1,
+             sk.yes.line[1]);
+    snprintf(sk.six_bad, sizeof sk.six_bad, "%.*sX\n", (int)strlen(sk.six.line[1]) - 1,
+             sk.six.line[1]);
+    pthread_mutex_init(&sk.mu, NULL);
+    int64_t t0 = now_ns();
+    sk.end = t0 + (int64_t)secs * 1000000000LL;
+    pthread_t *th = calloc((size_t)conc, sizeof *th);
+    if (!th)
+        die("calloc");
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    for (int i = 0; i < conc; i++)
+        if (pthread_create(&th[i], &attr, soak_main, &sk))
+            die("pthread_create");
+    for (int i = 0; i < conc; i++)
+        pthread_join(th[i], NULL);
+    double el = (double)(now_ns() - t0) / 1e9;
+    long total = 0, failed = 0;
+    for (int k = 0; k < K_NKINDS; k++) {
+        total += atomic_load(&sk.done[k]);
+        failed += atomic_load(&sk.failed[k]);
+    }
+    printf("connections=%ld seconds=%.1f per_s=%.0f failed=%ld", total, el,
+           (double)total / el, failed);
+    for (int k = 0; k < K_NKINDS; k++)
+        printf(" %s=%ld/%ld", kinds[k].name, atomic_load(&sk.done[k]),
+               atomic_load(&sk.failed[k]));
+    printf(" first_failure=%s\n", sk.first_failure[0] ? sk.first_failure : "none");
+    free(th);
+    return failed ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
     if (argc >= 2 && !strcmp(argv[1], "latency"))
         return latency(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "soak"))
+        return soak(argc, argv);
     fprintf(stderr, "usage: cw_bench_authload latency ... (see bench/authload.c)\n");
     return 2;
 }
