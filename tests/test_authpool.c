@@ -34,8 +34,9 @@ struct rec {
     int64_t at_ms;
 };
 
-static void on_answer(void *data, int ok)
+static void on_answer(void *data, int ok, const char *user, size_t ulen)
 {
+    assert_true(ulen > 0 && ulen < 16 && user[0] != '\0');
     struct rec *r = data;
     assert_false(r->in_submit);
     r->done++;
@@ -169,9 +170,9 @@ static void test_padding_on_loop(void **state)
 /* Cancel in every state: queued, running, posted, deferred, and from
  * another job's callback. A cancelled callback never runs. */
 static cw__authjob *victim;
-static void on_answer_cancel(void *data, int ok)
+static void on_answer_cancel(void *data, int ok, const char *user, size_t ulen)
 {
-    on_answer(data, ok);
+    on_answer(data, ok, user, ulen);
     if (victim)
         cw__authjob_cancel(victim);
     victim = NULL;

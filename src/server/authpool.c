@@ -239,16 +239,12 @@ void cw__authpool_stats(cw__authpool *p, struct cw__authpool_stats *st)
 static void answer(cw__authport *pt, cw__authjob *j, struct jlist *from)
 {
     junlink(from, j);
-    cw__authjob_cb *cb = j->cb;
-    void *data = j->data;
-    int ok = j->ok;
-    int deferred = j->state == J_DEFERRED;
-    job_free(j);
     pthread_mutex_lock(&pt->pool->mu);
     pt->pool->st.answered++;
-    pt->pool->st.deferred -= deferred;
+    pt->pool->st.deferred -= j->state == J_DEFERRED;
     pthread_mutex_unlock(&pt->pool->mu);
-    cb(data, ok);
+    j->cb(j->data, j->ok, j->buf, j->ulen);
+    job_free(j);
 }
 
 static void on_pad(cw_loop *loop, cw_timer *t)

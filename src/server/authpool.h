@@ -21,8 +21,10 @@ typedef struct cw__authpool cw__authpool;
 typedef struct cw__authport cw__authport;
 typedef struct cw__authjob cw__authjob;
 
-/* ok: 1 good credentials, 0 bad. The job is gone when this runs. */
-typedef void cw__authjob_cb(void *data, int ok);
+/* ok: 1 good credentials, 0 bad; user/ulen: the name checked (for the
+ * throttle's bookkeeping), valid during the call. The job handle is
+ * invalid from the start of this call (do not cancel it). */
+typedef void cw__authjob_cb(void *data, int ok, const char *user, size_t ulen);
 
 /* workers threads (0 = one per online CPU), at most queue_max checks
  * waiting for a worker (0 = 64 per worker). auth must outlive the pool.
