@@ -46,7 +46,8 @@ static void act(struct rec *r, enum act a)
                                       cw_now_ms() + 2000, NULL);
         /* The stream must stay usable as a handle until on_closed. */
         r->after_close_write = cw_stream_write(r->s, "x", 1);
-        assert_int_equal(cw_stream_close(r->s, CW_CLOSE_ABORT, 0, NULL), CW_EINVAL);
+        assert_int_equal(cw_stream_close(r->s, CW_CLOSE_GRACEFUL, 0, NULL), CW_EINVAL);
+        assert_int_equal(cw_stream_close(r->s, CW_CLOSE_PLAIN, 0, NULL), CW_EINVAL);
     } else if (a == PAUSE) {
         cw_stream_read_stop(r->s);
     }
@@ -960,6 +961,7 @@ static void test_ten_thousand_closed_at_once(void **state)
     assert_int_equal(cw_listen("127.0.0.1", 0, NULL, 4096, &l), CW_OK);
     cw_stream **v = calloc(MANY, sizeof *v);
     struct cw_stream_opts o = opts(60000, 0, 5000);   /* an idle timer, as the server has */
+    o.user_size = 56;   /* and its session's bytes (src/server/server.c) */
     cw_acceptor *a;
     assert_int_equal(cw_acceptor_new(loop, l, &o, many_accept, v, &a), CW_OK);
     struct cw_acceptor_stats st = {0};
@@ -982,14 +984,15 @@ static void test_ten_thousand_closed_at_once(void **state)
     run_for(loop, 20);
     struct mallinfo2 m1 = mallinfo2();
     long heap = (long)(m1.uordblks - m0.uordblks);
-    printf("# idle stream: %ld bytes of heap each (malloc accounting: the stream, "
-           "its timer-heap slot, the acceptor's share)\n", heap / MANY);
+    printf("# idle stream with 56 user bytes: %ld bytes of heap each (malloc "
+           "accounting: the stream, its timer-heap slot, the acceptor's share)\n",
+           heap / MANY);
     for (int i = 0; i < MANY; i++)
         assert_null(v[i]->out);   /* no buffer while idle */
     /* Sanitizers and valgrind bring their own allocator: mallinfo2 sees
      * nothing there, and the bound is checked in the plain builds. */
     if (heap > 0)
-        assert_true(heap / MANY <= 191);
+        assert_true(heap / MANY <= 200);
     /* Close every one in one go; each peer closes when it reads EOF. */
     int64_t t0 = cw_now_ms();
     for (int i = 0; i < MANY; i++)
@@ -1272,6 +1275,352 @@ static void test_acceptor_pick(void **state)
     cw_loop_free(&loop);
 }
 
+/* ---- closing plainly, evicting, cutting a close short ---- */
+
+/* A plain close is a bare close(): with input left unread the kernel
+ * resets (the trap it exists to show); with none, the peer gets what was
+ * sent, then FIN. */
+static void test_plain_close(void **state)
+{
+    for (int unread = 0; unread < 2; unread++) {
+        cw_loop *loop;
+        cw_stream *s;
+        struct rec r = {0};
+        int c = fixture(&loop, &s, &r, opts(0, 0, 5000), 0, 0);
+        cw_stream_read_stop(s);
+        if (unread)
+            send_all(c, "junk\n", 5);
+        run_for(loop, 50);
+        assert_int_equal(cw_stream_write(s, "bye\n", 4), CW_OK);
+        assert_int_equal(cw_stream_close(s, CW_CLOSE_PLAIN, CW_NEVER, NULL), CW_OK);
+        assert_true(run_until(loop, &r.closed, 2000));
+        assert_int_equal(r.how, CW_OK);
+        assert_int_equal(r.cend, CW_END_PLAIN);
+        int end;
+        read_to_end(c, &end, 2000);
+        assert_int_equal(end, unread ? -ECONNRESET : 0);
+        close(c);
+        cw_loop_free(&loop);
+    }
+}
+
+/* Eviction reads what the peer sent first: a last line written just
+ * before it arrives, then FIN, never RST. */
+static void test_evict_sends_fin(void **state)
+{
+    cw_loop *loop;
+    cw_stream *s;
+    struct rec r = {0};
+    int c = fixture(&loop, &s, &r, opts(0, 0, 5000), 0, 0);
+    cw_stream_read_stop(s);
+    send_all(c, "unread request\n", 15);
+    run_for(loop, 50);
+    assert_int_equal(cw_stream_write(s, "ERR busy\n", 9), CW_OK);
+    assert_int_equal(cw_stream_evict(s), CW_OK);
+    assert_int_equal(cw_stream_evict(s), CW_EINVAL);   /* ended already */
+    assert_true(run_until(loop, &r.closed, 2000));
+    assert_int_equal(r.how, -EMFILE);
+    assert_int_equal(r.cend, CW_END_EVICTED);
+    char buf[32];
+    assert_int_equal(recv(c, buf, sizeof buf, 0), 9);
+    int end;
+    read_to_end(c, &end, 2000);
+    assert_int_equal(end, 0);
+    close(c);
+    cw_loop_free(&loop);
+}
+
+/* An abort cuts a lingering close short: RST now, on_closed once. */
+static void test_abort_cuts_linger_short(void **state)
+{
+    cw_loop *loop;
+    cw_stream *s;
+    struct rec r = {0};
+    int c = fixture(&loop, &s, &r, opts(0, 0, 5000), 0, 0);
+    assert_int_equal(cw_stream_close(s, CW_CLOSE_GRACEFUL, cw_now_ms() + 10000, NULL),
+                     CW_OK);
+    run_for(loop, 100);   /* lingering: the peer never sends FIN */
+    assert_int_equal(r.closed, 0);
+    assert_int_equal(cw_stream_close(s, CW_CLOSE_GRACEFUL, CW_NEVER, NULL), CW_EINVAL);
+    assert_int_equal(cw_stream_close(s, CW_CLOSE_ABORT, 0, NULL), CW_OK);
+    assert_int_equal(cw_stream_close(s, CW_CLOSE_ABORT, 0, NULL), CW_EINVAL);
+    assert_true(run_until(loop, &r.closed, 2000));
+    assert_int_equal(r.closed, 1);
+    assert_int_equal(r.cend, CW_END_ABORT);
+    /* Our FIN came first (lingering), then the RST: the peer's socket is
+     * gone, so its next send fails. */
+    int end;
+    read_to_end(c, &end, 2000);
+    assert_true(end == 0 || end == -ECONNRESET);
+    assert_int_equal(send(c, "x", 1, MSG_NOSIGNAL), -1);
+    assert_true(errno == ECONNRESET || errno == EPIPE);
+    close(c);
+    cw_loop_free(&loop);
+}
+
+/* write_more holds a last short line back for the close that follows:
+ * nothing leaves before it, then the line and FIN. */
+static void test_write_more_then_close(void **state)
+{
+    cw_loop *loop;
+    cw_stream *s;
+    struct rec r = {0};
+    int c = fixture(&loop, &s, &r, opts(0, 0, 5000), 0, 0);
+    int64_t t0 = cw_now_ms();
+    assert_int_equal(cw_stream_write_more(s, "BYE\n", 4), CW_OK);
+    struct pollfd p = {.fd = c, .events = POLLIN};
+    int ready = poll(&p, 1, 20);
+    if (cw_now_ms() - t0 < 150)   /* the kernel's cork lasts ~200 ms */
+        assert_int_equal(ready, 0);
+    assert_int_equal(cw_stream_close(s, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000, NULL),
+                     CW_OK);
+    char buf[16];
+    assert_int_equal(recv(c, buf, sizeof buf, 0), 4);
+    assert_memory_equal(buf, "BYE\n", 4);
+    int end;
+    read_to_end(c, &end, 2000);
+    assert_int_equal(end, 0);
+    close(c);
+    assert_true(run_until(loop, &r.closed, 2000));
+    assert_int_equal(r.cend, CW_END_GRACEFUL);
+    cw_loop_free(&loop);
+}
+
+/* ---- the owner's memory and deadlines ---- */
+
+static int user_ok;
+
+static void user_closed(cw_stream *s, int how)
+{
+    unsigned char *u = cw_stream_user(s);
+    user_ok = u && u[0] == 0xAB && u[63] == 0xCD;   /* still there */
+}
+
+static void test_user_area(void **state)
+{
+    cw_loop *loop;
+    assert_int_equal(cw_loop_new(&loop), CW_OK);
+    struct cw_stream_opts o = opts(0, 0, 5000);
+    cw_stream *s;
+    int c = pair(loop, &o, 0, 0, &s);
+    assert_null(cw_stream_user(s));   /* user_size 0 */
+    cw_stream_close(s, CW_CLOSE_ABORT, 0, NULL);
+    run_for(loop, 10);
+    close(c);
+    o.user_size = CW_STREAM_USER_MAX + 1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(cw_stream_adopt(loop, fd, &o, &s), CW_EINVAL);   /* fd closed */
+    o.user_size = 64;
+    c = pair(loop, &o, 0, 0, &s);
+    unsigned char *u = cw_stream_user(s);
+    assert_non_null(u);
+    assert_int_equal((uintptr_t)u % 16, 0);
+    for (int i = 0; i < 64; i++)
+        assert_int_equal(u[i], 0);
+    u[0] = 0xAB;
+    u[63] = 0xCD;
+    user_ok = 0;
+    cw_stream_close(s, CW_CLOSE_GRACEFUL, cw_now_ms() + 1000, user_closed);
+    shutdown(c, SHUT_WR);
+    for (int i = 0; i < 100 && !user_ok; i++)
+        run_for(loop, 10);
+    assert_true(user_ok);
+    close(c);
+    cw_loop_free(&loop);
+}
+
+/* The owner's read deadline: input does not move it (idle timeout 0),
+ * CW_NEVER removes it. */
+static void test_read_deadline(void **state)
+{
+    cw_loop *loop;
+    cw_stream *s;
+    struct rec r = {0};
+    int c = fixture(&loop, &s, &r, opts(0, 0, 5000), 0, 0);
+    assert_int_equal(cw_stream_set_deadline(s, cw_now_ms() + 100), CW_OK);
+    assert_int_equal(cw_stream_set_deadline(s, CW_NEVER), CW_OK);
+    run_for(loop, 250);
+    assert_int_equal(r.ends, 0);
+    int64_t t0 = cw_now_ms();
+    assert_int_equal(cw_stream_set_deadline(s, t0 + 300), CW_OK);
+    for (int i = 0; i < 10 && !r.ends; i++) {
+        send_all(c, "x", 1);
+        run_for(loop, 50);
+    }
+    assert_int_equal(r.ends, 1);
+    assert_int_equal(r.end, CW_ETIMEDOUT);
+    assert_true(r.end_ms - t0 >= 300 && r.end_ms - t0 < 450);
+    assert_true(r.got >= 5);   /* bytes kept coming: they bought no time */
+    cw_stream_close(s, CW_CLOSE_ABORT, 0, NULL);
+    assert_true(run_until(loop, &r.closed, 1000));
+    assert_int_equal(cw_stream_set_deadline(NULL, 0), CW_EINVAL);
+    close(c);
+    cw_loop_free(&loop);
+}
+
+/* The lingering timeout bounds the wait between two reads while draining,
+ * the close deadline the whole: a peer that keeps sending is cut off at
+ * the deadline, one that goes quiet after the timeout. */
+static void test_linger_timeout(void **state)
+{
+    for (int talk = 0; talk < 2; talk++) {
+        cw_loop *loop;
+        cw_stream *s;
+        struct rec r = {0};
+        struct cw_stream_opts o = opts(0, 0, 5000);
+        o.linger_timeout_ms = 150;
+        int c = fixture(&loop, &s, &r, o, 0, 0);
+        int64_t t0 = cw_now_ms();
+        cw_stream_close(s, CW_CLOSE_GRACEFUL, t0 + 700, NULL);
+        while (!r.closed && cw_now_ms() - t0 < 3000) {
+            if (talk)
+                send(c, "x", 1, MSG_NOSIGNAL);
+            run_for(loop, 50);
+        }
+        int64_t took = r.closed_ms - t0;
+        printf("# linger timeout 150 ms, deadline 700 ms, peer %s: closed after %lld ms\n",
+               talk ? "sending every 50 ms" : "quiet", (long long)took);
+        assert_int_equal(r.closed, 1);
+        assert_int_equal(r.how, CW_ETIMEDOUT);
+        if (talk)
+            assert_true(took >= 700 && took < 1000);
+        else
+            assert_true(took >= 150 && took < 450);
+        close(c);
+        cw_loop_free(&loop);
+    }
+}
+
+/* ---- the owner's say in accepting ---- */
+
+static int admit_max;
+
+static int admit_cap(cw_acceptor *a, void *data)
+{
+    struct accepted *acc = data;
+    return acc->n < admit_max;
+}
+
+static int peer_port_seen;
+
+static void on_accept_peer(cw_acceptor *a, cw_stream *s, void *data)
+{
+    socklen_t len = 0;
+    const struct sockaddr_in *sa = (const void *)cw_acceptor_peer(a, &len);
+    assert_non_null(sa);
+    assert_int_equal(len, sizeof *sa);
+    assert_int_equal(sa->sin_addr.s_addr, htonl(INADDR_LOOPBACK));
+    peer_port_seen = ntohs(sa->sin_port);
+    on_accept_rec(a, s, data);
+}
+
+static int count_walk(cw_stream *s, void *arg)
+{
+    (*(int *)arg)++;
+    return 0;
+}
+
+static void test_acceptor_admit(void **state)
+{
+    cw_loop *loop;
+    assert_int_equal(cw_loop_new(&loop), CW_OK);
+    cw_listener *l;
+    assert_int_equal(cw_listen("127.0.0.1", 0, NULL, 64, &l), CW_OK);
+    struct rec recs[16] = {{0}};
+    struct accepted acc = {.recs = recs};
+    cw_acceptor *a;
+    struct cw_stream_opts o = opts(0, 0, 60000);
+    assert_int_equal(cw_acceptor_new(loop, l, &o, on_accept_peer, &acc, &a), CW_OK);
+    assert_null(cw_acceptor_peer(a, NULL));   /* outside the callback */
+    assert_int_equal(cw_acceptor_set_admit(a, admit_cap), CW_OK);
+    admit_max = 2;
+    int peers[3];
+    for (int i = 0; i < 3; i++)
+        peers[i] = dial_raw(cw_listener_port(l));
+    run_for(loop, 200);
+    assert_int_equal(acc.n, 2);   /* the third waits in the backlog */
+    assert_int_equal(peer_port_seen, local_port_of(peers[1]));
+    int n = 0;
+    assert_int_equal(cw_acceptor_walk(a, count_walk, &n), CW_OK);
+    assert_int_equal(n, 2);
+    assert_null(cw_acceptor_idlest(a, 1000));   /* all fresh */
+    assert_non_null(cw_acceptor_idlest(a, 0));
+    /* A lingering stream is what cw_acceptor_reclaim takes first. */
+    cw_stream_close(recs[0].s, CW_CLOSE_GRACEFUL, cw_now_ms() + 60000, NULL);
+    run_for(loop, 20);
+    struct cw_acceptor_stats st;
+    cw_acceptor_stats(a, &st);
+    assert_int_equal(st.closing, 1);
+    assert_int_equal(cw_acceptor_reclaim(a, 1), 1);
+    cw_acceptor_stats(a, &st);
+    assert_int_equal(st.closing, 0);
+    assert_int_equal(st.reclaimed, 1);
+    /* Resumed by the owner (paused by the admit hook, it stays so). */
+    run_for(loop, 100);
+    assert_int_equal(acc.n, 2);
+    admit_max = 3;
+    assert_int_equal(cw_acceptor_resume(a), CW_OK);
+    for (int i = 0; i < 50 && acc.n < 3; i++)
+        run_for(loop, 10);
+    assert_int_equal(acc.n, 3);
+    assert_int_equal(peer_port_seen, local_port_of(peers[2]));
+    /* An owner's pause holds even when streams end. */
+    assert_int_equal(cw_acceptor_pause(a), CW_OK);
+    admit_max = 16;
+    int extra = dial_raw(cw_listener_port(l));
+    cw_stream_close(recs[1].s, CW_CLOSE_ABORT, 0, NULL);
+    run_for(loop, 100);
+    assert_int_equal(acc.n, 3);
+    assert_int_equal(cw_acceptor_resume(a), CW_OK);
+    for (int i = 0; i < 50 && acc.n < 4; i++)
+        run_for(loop, 10);
+    assert_int_equal(acc.n, 4);
+    for (int i = 0; i < 4; i++)
+        if (recs[i].s)
+            cw_stream_close(recs[i].s, CW_CLOSE_ABORT, 0, NULL);
+    for (int i = 0; i < 3; i++)
+        close(peers[i]);
+    close(extra);
+    run_for(loop, 20);
+    cw_acceptor_stats(a, &st);
+    assert_int_equal(st.open, 0);
+    cw_acceptor_free(&a);
+    cw_listener_close(&l);
+    cw_loop_free(&loop);
+}
+
+/* The acceptor's memory is its streams' options: freeing it while one
+ * lives detaches, and the stream still works and ends cleanly. */
+static void test_acceptor_freed_first(void **state)
+{
+    cw_loop *loop;
+    assert_int_equal(cw_loop_new(&loop), CW_OK);
+    cw_listener *l;
+    assert_int_equal(cw_listen("127.0.0.1", 0, NULL, 8, &l), CW_OK);
+    struct rec recs[2] = {{0}};
+    struct accepted acc = {.recs = recs};
+    cw_acceptor *a;
+    struct cw_stream_opts o = opts(0, 0, 60000);
+    o.user_size = 32;
+    assert_int_equal(cw_acceptor_new(loop, l, &o, on_accept_rec, &acc, &a), CW_OK);
+    int c = dial_raw(cw_listener_port(l));
+    assert_true(run_until(loop, &acc.n, 2000));
+    assert_non_null(cw_stream_user(acc.s[0]));
+    cw_acceptor_free(&a);
+    cw_listener_close(&l);
+    send_all(c, "abc", 3);
+    shutdown(c, SHUT_WR);
+    for (int i = 0; i < 100 && !recs[0].ends; i++)
+        run_for(loop, 10);
+    assert_int_equal(recs[0].got, 3);
+    assert_int_equal(recs[0].end, CW_EOF);
+    cw_stream_close(acc.s[0], CW_CLOSE_GRACEFUL, cw_now_ms() + 1000, NULL);
+    assert_true(run_until(loop, &recs[0].closed, 2000));
+    assert_int_equal(recs[0].cend, CW_END_GRACEFUL);
+    close(c);
+    cw_loop_free(&loop);
+}
+
 int main(void)
 {
     cwt_private_netns();
@@ -1300,6 +1649,15 @@ int main(void)
         CWT_TEST(test_dial_unreachable_times_out),
         CWT_TEST(test_acceptor_emfile),
         CWT_TEST(test_acceptor_pick),
+        CWT_TEST(test_plain_close),
+        CWT_TEST(test_evict_sends_fin),
+        CWT_TEST(test_abort_cuts_linger_short),
+        CWT_TEST(test_write_more_then_close),
+        CWT_TEST(test_user_area),
+        CWT_TEST(test_read_deadline),
+        CWT_TEST(test_linger_timeout),
+        CWT_TEST(test_acceptor_admit),
+        CWT_TEST(test_acceptor_freed_first),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -33,6 +33,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #ifdef __cplusplus
@@ -79,8 +80,25 @@ struct cw_stream_opts {
                                    stream closed for it (default 5000;
                                    0 = at once) */
     uint32_t high_water;        /* queued bytes at which cw_stream_write()
-                                   says "full" (default and 0: 65536) */
+                                   says "full" (default and 0: 65536; 1 =
+                                   "full" whenever anything is queued) */
+    uint32_t linger_timeout_ms; /* graceful close: longest wait between two
+                                   reads while draining to the peer's FIN
+                                   (nginx lingering_timeout); the close
+                                   deadline bounds the whole (nginx
+                                   lingering_time); 0 = none (default) */
+    uint32_t user_size;         /* bytes of zeroed memory for the owner in
+                                   the stream's own allocation, at
+                                   cw_stream_user() (0 = none; at most
+                                   CW_STREAM_USER_MAX): per-connection state
+                                   without a second malloc */
 };
+
+#define CW_STREAM_USER_MAX 4096
+
+/* A third way to end a stream, beside conn.h's CW_CLOSE_GRACEFUL and
+ * CW_CLOSE_ABORT (cw_stream_close() only). */
+#define CW_CLOSE_PLAIN 2
 
 void cw_stream_opts_init(struct cw_stream_opts *o);
 
@@ -111,6 +129,14 @@ int cw_stream_read_start(cw_stream *s);
  * write error (CW_ERESET, -EPIPE, CW_ETIMEDOUT), or CW_ECLOSING. */
 int cw_stream_write(cw_stream *s, const void *buf, size_t len);
 
+/* cw_stream_write(), but the bytes are sent with MSG_MORE: the kernel
+ * holds a short write back for what follows in this loop iteration - a
+ * cw_stream_close(CW_CLOSE_GRACEFUL) or cw_stream_shutdown() right after
+ * it sends the bytes and the FIN in one segment (and the peer acknowledges
+ * both at once). Only for a last write: bytes the kernel holds back wait
+ * until the next write, shutdown or close, or ~200 ms. */
+int cw_stream_write_more(cw_stream *s, const void *buf, size_t len);
+
 /* Half-close (libuv's uv_shutdown): no more writes (cw_stream_write()
  * returns -ESHUTDOWN from now on); the peer gets our FIN once the queued
  * output is out, and reading goes on until its end: after CW_EOF, call
@@ -129,14 +155,43 @@ size_t cw_stream_queued(const cw_stream *s);
  * discarded until the peer's FIN, the deadline (CW_NEVER = 30 s), or 1
  * MiB, then close. how = CW_OK, CW_ETIMEDOUT, CW_ERESET or CW_ETOOLONG.
  * CW_CLOSE_ABORT: SO_LINGER {1,0} and close now: the peer gets RST, queued
- * output is lost; how = CW_OK. Only on purpose.
- * Returns CW_OK, or CW_EINVAL if the stream is already closing. */
+ * output is lost; how = CW_OK, cw_stream_end() CW_END_ABORT. Only on
+ * purpose. It may also cut a graceful close in progress short (on_closed
+ * NULL keeps the one given then).
+ * CW_CLOSE_PLAIN: close() now, nothing waited for: queued output is lost,
+ * what the kernel holds is still sent, and input left unread makes the
+ * kernel send RST instead of FIN; how = CW_OK, cw_stream_end()
+ * CW_END_PLAIN. For servers that must show this (or choose it); see
+ * cw_stream_evict() for a plain close that avoids the RST.
+ * Returns CW_OK, or CW_EINVAL if the stream is already closing (except
+ * for an abort) or how is unknown. */
 int cw_stream_close(cw_stream *s, int how, int64_t deadline,
                     cw_stream_closed_cb *on_closed);
+
+/* Close now to give the descriptor back: input already received is read
+ * and discarded (so the close sends FIN, not RST, and what was already
+ * written arrives), then a plain close; a closing stream is cut short.
+ * on_closed gets -EMFILE (CW_ETIMEDOUT for a closing one), and
+ * cw_stream_end() says CW_END_EVICTED; its acceptor counts it as
+ * reclaimed. A last line written just before is sent. Returns CW_OK, or
+ * CW_EINVAL once the stream has ended. */
+int cw_stream_evict(cw_stream *s);
 
 /* User data given to cw_stream_start() (or set here). */
 void *cw_stream_data(const cw_stream *s);
 void cw_stream_set_data(cw_stream *s, void *data);
+
+/* The owner's opts.user_size bytes (zeroed at creation, 16-byte aligned,
+ * freed with the stream after on_closed), or NULL if user_size was 0. */
+void *cw_stream_user(const cw_stream *s);
+
+/* Set the read deadline (absolute, cw_now_ms() scale; CW_NEVER = none):
+ * if it passes while reading, before any terminal result, on_read gets
+ * CW_ETIMEDOUT as for the idle timeout, whose running deadline this is:
+ * with idle_timeout_ms set, every byte received moves it to now + idle
+ * again. With idle_timeout_ms 0 the owner alone decides, e.g. a login
+ * deadline that input does not extend. Returns CW_OK or CW_ECLOSING. */
+int cw_stream_set_deadline(cw_stream *s, int64_t deadline);
 
 /* The descriptor (owned by the stream), or CW_EINVAL once closed. */
 int cw_stream_fd(const cw_stream *s);
@@ -184,6 +239,11 @@ int cw_acceptor_new(cw_loop *loop, cw_listener *l,
                     const struct cw_stream_opts *sopts, cw_acceptor_cb *cb,
                     void *data, cw_acceptor **out);
 
+/* The peer address of the stream being handed to the accept callback
+ * (from accept4 itself: no getpeername), *len set if len is not NULL;
+ * NULL outside the callback. Points into the acceptor. */
+const struct sockaddr *cw_acceptor_peer(const cw_acceptor *a, socklen_t *len);
+
 /* The owner's say in who goes first under descriptor pressure (a server
  * that values a logged-in session above one that has not logged in, say).
  * After the lingering closes, and before the acceptor's own choice of
@@ -199,6 +259,44 @@ int cw_acceptor_new(cw_loop *loop, cw_listener *l,
 typedef int cw_acceptor_pick_cb(cw_acceptor *a, void *data, cw_stream **victim);
 int cw_acceptor_set_reclaim(cw_acceptor *a, cw_acceptor_pick_cb *pick);
 
+/* The owner's say in whether to accept at all (a connection cap, say):
+ * admit is asked (with the acceptor's data) before every accept4; 0 means
+ * "not now": the acceptor pauses as with cw_acceptor_pause() and the
+ * connections wait in the kernel's backlog until cw_acceptor_resume().
+ * admit may make room first (close or evict streams). NULL removes it. */
+typedef int cw_acceptor_admit_cb(cw_acceptor *a, void *data);
+int cw_acceptor_set_admit(cw_acceptor *a, cw_acceptor_admit_cb *admit);
+
+/* Told (with the acceptor's data and the -errno, -EMFILE mostly) when
+ * accepting stops for a back-off because descriptors ran out and nothing
+ * could be reclaimed: for a log line. NULL removes it. */
+typedef void cw_acceptor_pause_cb(cw_acceptor *a, void *data, int err);
+int cw_acceptor_set_on_pause(cw_acceptor *a, cw_acceptor_pause_cb *cb);
+
+/* Stop accepting until cw_acceptor_resume(), whatever else happens (a
+ * descriptor back-off ends, streams end). Both are idempotent and may be
+ * called from any callback, the acceptor's own included. */
+int cw_acceptor_pause(cw_acceptor *a);
+int cw_acceptor_resume(cw_acceptor *a);
+
+/* Free up to max descriptors now, in the order used under descriptor
+ * pressure (lingering closes, the owner's pick, streams idle for 1 s
+ * or more): for an owner at a cap that wants room before an accept.
+ * Returns how many streams were closed, or CW_EINVAL. */
+int cw_acceptor_reclaim(cw_acceptor *a, int max);
+
+/* The least recently active of the acceptor's open streams (the oldest
+ * last byte received, or start of reading) if it has had nothing for
+ * min_idle_ms and has nothing queued, else NULL: a pick for
+ * cw_acceptor_set_reclaim()'s callback. */
+cw_stream *cw_acceptor_idlest(cw_acceptor *a, uint32_t min_idle_ms);
+
+/* Call fn(s, arg) for each of the acceptor's streams not yet ended,
+ * closing ones first; fn may close the stream it gets (and no other).
+ * Stops at and returns fn's first nonzero result; CW_OK after all. */
+typedef int cw_acceptor_walk_cb(cw_stream *s, void *arg);
+int cw_acceptor_walk(cw_acceptor *a, cw_acceptor_walk_cb *fn, void *arg);
+
 struct cw_acceptor_stats {
     uint64_t accepted;
     uint64_t open;            /* its streams not yet ended */
@@ -206,12 +304,15 @@ struct cw_acceptor_stats {
     uint64_t reclaimed;       /* streams closed to get a descriptor back */
     uint64_t write_timeouts;  /* streams reset by the write timeout */
     uint64_t grace_closed;    /* closed by the library after the grace */
+    uint64_t closing;         /* its streams closing now (flushing or
+                                 lingering) */
 };
 int cw_acceptor_stats(const cw_acceptor *a, struct cw_acceptor_stats *st);
 
 /* Stop accepting and free the acceptor, set *ap to NULL. Its streams
- * live on (they are no longer reclaimed or counted). Not from inside the
- * acceptor's own callback. */
+ * live on (they are no longer reclaimed, counted or walked; the memory
+ * they share with the acceptor goes with the last of them). Not from
+ * inside the acceptor's own callbacks. */
 int cw_acceptor_free(cw_acceptor **ap);
 
 #ifdef __cplusplus

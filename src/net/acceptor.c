@@ -1,8 +1,12 @@
 /* acceptor.c - accepting streams on a loop, and descriptor pressure: when
  * accept4 runs out of descriptors, give back the streams that cost least
- * to lose (lingering closes, then long-idle streams), and if there are
- * none, stop watching the listener for a back-off instead of spinning on
- * a listener that stays readable. */
+ * to lose (lingering closes, then the owner's pick, then long-idle
+ * streams), and if there are none, stop watching the listener for a
+ * back-off instead of spinning on a listener that stays readable.
+ *
+ * The acceptor's struct cw__sprof is every one of its streams' options,
+ * so the acceptor outlives them: cw_acceptor_free() stops accepting and
+ * detaches; the memory goes with the last stream. */
 #define _GNU_SOURCE
 #include "stream_impl.h"
 
@@ -21,17 +25,23 @@ struct list {
 };
 
 struct cw_acceptor {
-    cw_loop *loop;
+    struct cw__sprof prof;       /* its streams' loop and options */
     cw_io io;
     cw_timer timer;              /* back-off while paused */
-    int paused;
-    struct cw_stream_opts so;
+    int paused;                  /* for lack of descriptors */
+    int held;                    /* by the owner: cw_acceptor_pause() */
+    int freed;                   /* cw_acceptor_free() was called */
+    uint64_t refs;               /* streams whose memory is not freed yet */
     cw_acceptor_cb *cb;
     cw_acceptor_pick_cb *pick;   /* the owner's choice, before idle streams */
+    cw_acceptor_admit_cb *admit; /* asked before every accept */
+    cw_acceptor_pause_cb *on_pause;
     void *data;
     struct list active;          /* least recently active first */
     struct list linger;          /* oldest close first */
     struct cw_acceptor_stats st;
+    struct sockaddr_storage peer;   /* of the stream in the callback */
+    socklen_t peerlen;
 };
 
 static void list_push(struct list *l, cw_stream *s)
@@ -63,9 +73,16 @@ static struct list *list_of(cw_acceptor *a, cw_stream *s)
     return (s->flags & CW__F_LINGER_LIST) ? &a->linger : &a->active;
 }
 
+/* The stream's acceptor if it still keeps books on it. */
+static cw_acceptor *acceptor_of(const cw_stream *s)
+{
+    cw_acceptor *a = cw__prof(s)->a;
+    return a && !a->freed ? a : NULL;
+}
+
 void cw__acceptor_touch(cw_stream *s)
 {
-    cw_acceptor *a = s->io.data;
+    cw_acceptor *a = acceptor_of(s);
     if (!a || (s->flags & CW__F_LINGER_LIST) || !s->next)
         return;
     list_remove(&a->active, s);
@@ -74,23 +91,26 @@ void cw__acceptor_touch(cw_stream *s)
 
 void cw__acceptor_closing(cw_stream *s)
 {
-    cw_acceptor *a = s->io.data;
+    cw_acceptor *a = acceptor_of(s);
     if (!a || (s->flags & CW__F_LINGER_LIST))
         return;
     list_remove(&a->active, s);
     s->flags |= CW__F_LINGER_LIST;
     list_push(&a->linger, s);
+    a->st.closing++;
 }
 
 static void resume(cw_acceptor *a);
 
 void cw__acceptor_ended(cw_stream *s, int why)
 {
-    cw_acceptor *a = s->io.data;
+    cw_acceptor *a = acceptor_of(s);
     if (!a)
         return;
+    if (s->flags & CW__F_LINGER_LIST)
+        a->st.closing--;
     list_remove(list_of(a, s), s);
-    s->io.data = NULL;
+    s->flags &= ~CW__F_LINGER_LIST;
     a->st.open--;
     if (why == CW__END_WRITE_TIMEOUT)
         a->st.write_timeouts++;
@@ -100,6 +120,12 @@ void cw__acceptor_ended(cw_stream *s, int why)
         a->st.reclaimed++;
     if (a->paused)
         resume(a);   /* a descriptor just came back */
+}
+
+void cw__acceptor_put(cw_acceptor *a)
+{
+    if (--a->refs == 0 && a->freed)
+        free(a);
 }
 
 /* Close up to max streams: lingering ones first (they have said their
@@ -114,7 +140,7 @@ static int reclaim(cw_acceptor *a, int max)
     for (cw_stream *s = a->linger.head, *next; s && n < max; s = next) {
         next = s->next;
         if (s->state == CW__ST_LINGER) {   /* never one still flushing */
-            cw__stream_reclaim(s);
+            cw_stream_evict(s);
             n++;
         }
     }
@@ -123,19 +149,16 @@ static int reclaim(cw_acceptor *a, int max)
         int rc = a->pick(a, a->data, &v);
         if (rc == 0)
             break;   /* no preference: the idle streams, as usual */
-        if (rc < 0 || !v || v->io.data != a || v->state != CW__ST_OPEN) {
+        if (rc < 0 || !v || acceptor_of(v) != a || v->state != CW__ST_OPEN) {
             a->paused = paused;
             return n;   /* the owner protects the rest for now */
         }
-        cw__stream_reclaim(v);
+        cw_stream_evict(v);
         n++;
     }
-    int64_t old = cw_now_ms() - RECLAIM_MIN_IDLE_MS;
-    while (n < max && a->active.head) {
-        cw_stream *s = a->active.head;
-        if (s->state != CW__ST_OPEN || s->out || s->t > old)
-            break;
-        cw__stream_reclaim(s);
+    cw_stream *s;
+    while (n < max && (s = cw_acceptor_idlest(a, RECLAIM_MIN_IDLE_MS))) {
+        cw_stream_evict(s);
         n++;
     }
     a->paused = paused;
@@ -149,41 +172,72 @@ static void on_backoff(cw_loop *loop, cw_timer *t)
     resume(t->data);
 }
 
-static void pause_accept(cw_acceptor *a)
+/* Stop watching the listener: connections wait in the kernel's backlog. */
+static void unwatch(cw_acceptor *a)
+{
+    cw_io_stop(a->prof.loop, &a->io);
+}
+
+static void pause_accept(cw_acceptor *a, int err)
 {
     if (!a->paused) {
-        cw_io_stop(a->loop, &a->io);
+        unwatch(a);
         a->paused = 1;
         a->st.paused++;
+        if (a->on_pause)
+            a->on_pause(a, a->data, err);
     }
     if (!cw_timer_active(&a->timer))
-        cw_timer_start(a->loop, &a->timer, cw_now_ms() + ACCEPT_BACKOFF_MS,
-                       on_backoff);
+        cw_timer_start(a->prof.loop, &a->timer,
+                       cw_now_ms() + ACCEPT_BACKOFF_MS, on_backoff);
+}
+
+static void watch(cw_acceptor *a)
+{
+    if (a->paused || a->held || a->freed || cw_io_active(&a->io))
+        return;
+    int rc = cw_io_start(a->prof.loop, &a->io, CW_IO_READ, on_accept);
+    if (rc < 0)
+        pause_accept(a, rc);
 }
 
 static void resume(cw_acceptor *a)
 {
     if (!a->paused)
         return;
-    cw_timer_stop(a->loop, &a->timer);
+    cw_timer_stop(a->prof.loop, &a->timer);
     a->paused = 0;
-    if (cw_io_start(a->loop, &a->io, CW_IO_READ, on_accept) < 0)
-        pause_accept(a);
+    watch(a);
 }
 
 static void on_accept(cw_loop *loop, cw_io *io, unsigned events)
 {
     cw_acceptor *a = io->data;
-    for (int i = 0; i < ACCEPT_BATCH && !a->paused; i++) {
-        int fd = accept4(io->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    for (int i = 0; i < ACCEPT_BATCH && !a->paused && !a->held; i++) {
+        if (a->admit && !a->admit(a, a->data)) {
+            if (!a->held)
+                cw_acceptor_pause(a);   /* the owner resumes it */
+            return;
+        }
+        if (a->held)
+            return;   /* admit paused it */
+        a->peerlen = sizeof a->peer;
+        int fd = accept4(io->fd, (struct sockaddr *)&a->peer, &a->peerlen,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd >= 0) {
             cw_stream *s;
-            if (cw__stream_new(a->loop, fd, &a->so, a, &s) < 0)
+            if (cw__stream_new(a->prof.loop, fd, NULL, &a->prof, &s) < 0)
                 continue;   /* fd closed: the peer sees its connection end */
             list_push(&a->active, s);
+            a->refs++;
             a->st.accepted++;
             a->st.open++;
             a->cb(a, s, a->data);
+            a->peerlen = 0;
+            /* Watched from here on whatever the owner did: a peer that
+             * closes before it starts reading is still noticed. Most
+             * owners started it in the callback: one epoll_ctl, not two. */
+            cw__stream_watch(s);
             continue;
         }
         int err = errno;
@@ -196,7 +250,7 @@ static void on_accept(cw_loop *loop, cw_io *io, unsigned events)
             continue;
         /* Nothing to give back, or an unexpected error: the listener stays
          * readable, so watching it now would spin. */
-        pause_accept(a);
+        pause_accept(a, -err);
         return;
     }
 }
@@ -208,21 +262,18 @@ int cw_acceptor_new(cw_loop *loop, cw_listener *l,
     if (!out)
         return CW_EINVAL;
     *out = NULL;
-    if (!loop || !l || !cb)
+    if (!loop || !l || !cb || (sopts && sopts->user_size > CW_STREAM_USER_MAX))
         return CW_EINVAL;
     cw_acceptor *a = calloc(1, sizeof *a);
     if (!a)
         return -ENOMEM;
-    a->loop = loop;
+    cw__sprof_init(&a->prof, loop, sopts);
+    a->prof.a = a;
     a->io.fd = cw_listener_fd(l);
     a->io.data = a;
     a->timer.data = a;
     a->cb = cb;
     a->data = data;
-    if (sopts)
-        a->so = *sopts;
-    else
-        cw_stream_opts_init(&a->so);
     int rc = cw__set_nonblock(a->io.fd);
     if (rc == CW_OK)
         rc = cw_io_start(loop, &a->io, CW_IO_READ, on_accept);
@@ -234,11 +285,91 @@ int cw_acceptor_new(cw_loop *loop, cw_listener *l,
     return CW_OK;
 }
 
+const struct sockaddr *cw_acceptor_peer(const cw_acceptor *a, socklen_t *len)
+{
+    if (!a || !a->peerlen)
+        return NULL;
+    if (len)
+        *len = a->peerlen;
+    return (const struct sockaddr *)&a->peer;
+}
+
 int cw_acceptor_set_reclaim(cw_acceptor *a, cw_acceptor_pick_cb *pick)
 {
     if (!a)
         return CW_EINVAL;
     a->pick = pick;
+    return CW_OK;
+}
+
+int cw_acceptor_set_admit(cw_acceptor *a, cw_acceptor_admit_cb *admit)
+{
+    if (!a)
+        return CW_EINVAL;
+    a->admit = admit;
+    return CW_OK;
+}
+
+int cw_acceptor_set_on_pause(cw_acceptor *a, cw_acceptor_pause_cb *cb)
+{
+    if (!a)
+        return CW_EINVAL;
+    a->on_pause = cb;
+    return CW_OK;
+}
+
+int cw_acceptor_pause(cw_acceptor *a)
+{
+    if (!a || a->freed)
+        return CW_EINVAL;
+    a->held = 1;
+    unwatch(a);
+    return CW_OK;
+}
+
+int cw_acceptor_resume(cw_acceptor *a)
+{
+    if (!a || a->freed)
+        return CW_EINVAL;
+    a->held = 0;
+    watch(a);
+    return CW_OK;
+}
+
+int cw_acceptor_reclaim(cw_acceptor *a, int max)
+{
+    if (!a || a->freed || max < 0)
+        return CW_EINVAL;
+    return reclaim(a, max);
+}
+
+cw_stream *cw_acceptor_idlest(cw_acceptor *a, uint32_t min_idle_ms)
+{
+    if (!a || a->freed)
+        return NULL;
+    cw_stream *s = a->active.head;
+    int64_t now = cw_now_ms();
+    if (!s || s->state != CW__ST_OPEN || s->out || now - s->t < (int64_t)min_idle_ms)
+        return NULL;
+    return s;
+}
+
+int cw_acceptor_walk(cw_acceptor *a, cw_acceptor_walk_cb *fn, void *arg)
+{
+    if (!a || a->freed || !fn)
+        return CW_EINVAL;
+    /* fn may close the stream it is given (it moves to the linger list
+     * or leaves): take the next one first. The linger list is walked
+     * first, so a stream fn closes is not visited twice. */
+    struct list *lists[] = {&a->linger, &a->active};
+    for (int i = 0; i < 2; i++) {
+        for (cw_stream *s = lists[i]->head, *next; s; s = next) {
+            next = s->next;
+            int rc = fn(s, arg);
+            if (rc)
+                return rc;
+        }
+    }
     return CW_OK;
 }
 
@@ -255,7 +386,6 @@ static void detach(struct list *l)
     while (l->head) {
         cw_stream *s = l->head;
         list_remove(l, s);
-        s->io.data = NULL;
         s->flags &= ~CW__F_LINGER_LIST;
     }
 }
@@ -266,10 +396,12 @@ int cw_acceptor_free(cw_acceptor **ap)
         return CW_EINVAL;
     cw_acceptor *a = *ap;
     *ap = NULL;
-    cw_io_stop(a->loop, &a->io);
-    cw_timer_stop(a->loop, &a->timer);
+    unwatch(a);
+    cw_timer_stop(a->prof.loop, &a->timer);
     detach(&a->active);
     detach(&a->linger);
-    free(a);
+    a->freed = 1;
+    if (a->refs == 0)
+        free(a);
     return CW_OK;
 }

@@ -36,6 +36,8 @@
 
 static void on_io(cw_loop *loop, cw_io *io, unsigned events);
 static void on_timer(cw_loop *loop, cw_timer *t);
+static void finish(cw_stream *s, int how, int rst, int why);
+static void settle(cw_stream *s);
 
 void cw_stream_opts_init(struct cw_stream_opts *o)
 {
@@ -45,36 +47,59 @@ void cw_stream_opts_init(struct cw_stream_opts *o)
     o->high_water = 65536;
 }
 
-/* An idle stream must cost no more than the reference server's session:
- * 144 bytes is a 160-byte malloc chunk. */
-_Static_assert(sizeof(struct cw_stream) <= 144, "cw_stream grew");
+/* An idle stream must leave room for its owner's session in a 192-byte
+ * malloc chunk: the reference server's idle session is this struct plus
+ * 56 bytes of its own (docs/BENCHMARKS.md, <= 200 bytes per session). */
+_Static_assert(CW__STREAM_SIZE <= 128, "cw_stream grew");
+
+void cw__sprof_init(struct cw__sprof *p, cw_loop *loop,
+                    const struct cw_stream_opts *o)
+{
+    p->loop = loop;
+    p->a = NULL;
+    if (o)
+        p->o = *o;
+    else
+        cw_stream_opts_init(&p->o);
+    if (!p->o.write_timeout_ms)
+        p->o.write_timeout_ms = 60000;
+    if (!p->o.high_water)
+        p->o.high_water = 65536;
+}
+
+static struct cw__sprof *P(const cw_stream *s)
+{
+    return cw__prof(s);
+}
 
 static cw_loop *loop_of(const cw_stream *s)
 {
-    return s->timer.data;
+    return P(s)->loop;
 }
 
 int cw__stream_new(cw_loop *loop, int fd, const struct cw_stream_opts *o,
-                   cw_acceptor *a, cw_stream **out)
+                   struct cw__sprof *prof, cw_stream **out)
 {
-    struct cw_stream_opts defaults;
-    if (!o) {
-        cw_stream_opts_init(&defaults);
-        o = &defaults;
-    }
-    cw_stream *s = calloc(1, sizeof *s);
+    size_t user = prof ? prof->o.user_size : o ? o->user_size : 0;
+    size_t size = CW__STREAM_SIZE + ((user + 15) & ~(size_t)15);
+    cw_stream *s = calloc(1, size + (prof ? 0 : sizeof *prof));
     if (!s) {
         close(fd);
         return -ENOMEM;
     }
+    if (!prof) {   /* its own, after the user area */
+        prof = (struct cw__sprof *)((char *)s + size);
+        cw__sprof_init(prof, loop, o);
+    }
     s->io.fd = fd;
-    s->io.data = a;
-    s->timer.data = loop;
+    s->io.data = prof;
     s->t = cw_now_ms();
-    s->idle_ms = o->idle_timeout_ms;
-    s->write_ms = o->write_timeout_ms ? o->write_timeout_ms : 60000;
-    s->grace_ms = o->close_grace_ms;
-    s->hwm = o->high_water ? o->high_water : 65536;
+    s->rdl = INT64_MAX;
+    if (prof->a) {
+        s->flags |= F_IO_OFF;   /* cw__stream_watch() after the callback */
+        *out = s;
+        return CW_OK;
+    }
     /* Watched from the start, reads or not: a peer that closes before the
      * owner starts reading is still noticed. */
     int rc = cw_io_start(loop, &s->io, 0, on_io);
@@ -85,6 +110,17 @@ int cw__stream_new(cw_loop *loop, int fd, const struct cw_stream_opts *o,
     }
     *out = s;
     return CW_OK;
+}
+
+void cw__stream_watch(cw_stream *s)
+{
+    if (s->state != CW__ST_OPEN || !(s->flags & F_IO_OFF) || (s->flags & F_ENDED))
+        return;
+    int rc = cw_io_start(loop_of(s), &s->io, 0, on_io);
+    if (rc == CW_OK)
+        s->flags &= ~F_IO_OFF;
+    else
+        finish(s, rc, 1, CW__END_OWNER);
 }
 
 int cw_stream_adopt(cw_loop *loop, int fd, const struct cw_stream_opts *opts,
@@ -100,6 +136,10 @@ int cw_stream_adopt(cw_loop *loop, int fd, const struct cw_stream_opts *opts,
     if (rc < 0) {
         close(fd);
         return rc;
+    }
+    if (opts && opts->user_size > CW_STREAM_USER_MAX) {
+        close(fd);
+        return CW_EINVAL;
     }
     return cw__stream_new(loop, fd, opts, NULL, out);
 }
@@ -117,6 +157,8 @@ static void drop_queue(cw_stream *s)
 static enum cw_end end_of(int how, int rst, int why)
 {
     switch (why) {
+    case CW__END_PLAIN:
+        return CW_END_PLAIN;
     case CW__END_RECLAIM:
         return CW_END_EVICTED;
     case CW__END_WRITE_TIMEOUT:
@@ -142,7 +184,7 @@ static void finish(cw_stream *s, int how, int rst, int why)
     s->io.fd = -1;
     s->state = CW__ST_DONE;
     s->result = how;
-    s->hwm = (uint32_t)end_of(how, rst, why);
+    s->aux = (uint32_t)end_of(how, rst, why);
     s->flags &= ~F_READING;
     cw__acceptor_ended(s, why);
     /* Deadline 0 is already due: the callback runs in this iteration's
@@ -163,7 +205,9 @@ static void start_linger(cw_stream *s)
         return;
     }
     s->state = CW__ST_LINGER;
-    s->hwm = 0;
+    s->aux = 0;
+    uint32_t lt = P(s)->o.linger_timeout_ms;
+    s->rdl = lt ? cw_now_ms() + lt : INT64_MAX;
 }
 
 /* Graceful close: flush, then linger. s->t holds the close deadline. */
@@ -189,7 +233,11 @@ static void begin_close(cw_stream *s, int why)
 int cw_stream_close(cw_stream *s, int how, int64_t deadline,
                     cw_stream_closed_cb *on_closed)
 {
-    if (!s || s->state != CW__ST_OPEN)
+    if (!s || s->state == CW__ST_DONE || (how != CW_CLOSE_GRACEFUL &&
+        how != CW_CLOSE_ABORT && how != CW_CLOSE_PLAIN))
+        return CW_EINVAL;
+    /* Only an abort may cut a graceful close short. */
+    if (s->state != CW__ST_OPEN && how != CW_CLOSE_ABORT)
         return CW_EINVAL;
     if (on_closed) {
         s->cb.closed = on_closed;
@@ -199,20 +247,28 @@ int cw_stream_close(cw_stream *s, int how, int64_t deadline,
         finish(s, CW_OK, 1, CW__END_OWNER);
         return CW_OK;
     }
+    if (how == CW_CLOSE_PLAIN) {
+        finish(s, CW_OK, 0, CW__END_PLAIN);
+        return CW_OK;
+    }
     s->t = deadline < 0 ? cw_now_ms() + CLOSE_DEFAULT_MS : deadline;
     begin_close(s, CW__END_OWNER);
+    settle(s);   /* called from outside any of its callbacks, too */
     return CW_OK;
 }
 
-void cw__stream_reclaim(cw_stream *s)
+int cw_stream_evict(cw_stream *s)
 {
+    if (!s || s->state == CW__ST_DONE)
+        return CW_EINVAL;
     /* Read what is pending first, so the close sends FIN, not RST. */
     size_t total = 0;
     cw__drain_nb(s->io.fd, &total);
     if (s->state == CW__ST_OPEN)
         finish(s, -EMFILE, 0, CW__END_RECLAIM);
-    else if (s->state != CW__ST_DONE)
+    else
         finish(s, CW_ETIMEDOUT, 0, CW__END_RECLAIM);
+    return CW_OK;
 }
 
 /* ---- reading ---- */
@@ -247,7 +303,9 @@ static void do_read(cw_stream *s)
             deliver_end(s, (int)n);
             return;
         }
-        s->t = cw_now_ms();   /* idle and grace both count from here */
+        s->t = cw_now_ms();   /* LRU age and grace count from here */
+        if (P(s)->o.idle_timeout_ms)
+            s->rdl = s->t + P(s)->o.idle_timeout_ms;
         cw__acceptor_touch(s);
         if (s->cb.h && s->cb.h->on_read)
             s->cb.h->on_read(s, n, buf);
@@ -264,7 +322,7 @@ int cw_stream_start(cw_stream *s, const struct cw_stream_handlers *h,
     if (s->state != CW__ST_OPEN)
         return CW_ECLOSING;
     s->cb.h = h;
-    s->data = data;
+    s->timer.data = data;
     set_reading(s, 1);
     return CW_OK;
 }
@@ -300,7 +358,8 @@ static void flush(cw_stream *s)
             return;
         }
         q->off += (size_t)n;
-        q->due = cw_now_ms() + s->write_ms;   /* progress: nginx send_timeout */
+        q->due = cw_now_ms() + P(s)->o.write_timeout_ms;   /* progress:
+                                                 nginx send_timeout */
     }
     if (q && q->shut)
         shutdown(s->io.fd, SHUT_WR);
@@ -335,7 +394,7 @@ static int enqueue(cw_stream *s, const char *p, size_t len)
         if (!q) {
             nq->off = nq->len = 0;
             nq->shut = 0;
-            nq->due = cw_now_ms() + s->write_ms;
+            nq->due = cw_now_ms() + P(s)->o.write_timeout_ms;
         }
         nq->cap = cap;
         s->out = q = nq;
@@ -347,7 +406,7 @@ static int enqueue(cw_stream *s, const char *p, size_t len)
 
 static void settle(cw_stream *s);
 
-int cw_stream_write(cw_stream *s, const void *buf, size_t len)
+static int write_flags(cw_stream *s, const void *buf, size_t len, int more)
 {
     if (!s || (!buf && len))
         return CW_EINVAL;
@@ -359,7 +418,14 @@ int cw_stream_write(cw_stream *s, const void *buf, size_t len)
         s->t = cw_now_ms();   /* the owner acts: no grace close yet */
     const char *p = buf;
     if (!s->out && len) {
-        ssize_t n = cw__send_nb(s->io.fd, p, len);
+        ssize_t n;
+        if (more) {
+            n = send(s->io.fd, p, len, MSG_DONTWAIT | MSG_NOSIGNAL | MSG_MORE);
+            if (n < 0)
+                n = errno == EAGAIN || errno == EINTR ? -EAGAIN : -errno;
+        } else {
+            n = cw__send_nb(s->io.fd, p, len);
+        }
         if (n < 0 && n != -EAGAIN) {
             write_failed(s, (int)n);
             settle(s);
@@ -376,11 +442,21 @@ int cw_stream_write(cw_stream *s, const void *buf, size_t len)
             return rc;
         settle(s);
     }
-    if (s->out && s->out->len - s->out->off >= s->hwm) {
+    if (s->out && s->out->len - s->out->off >= P(s)->o.high_water) {
         s->flags |= F_FULL;
         return 1;
     }
     return CW_OK;
+}
+
+int cw_stream_write(cw_stream *s, const void *buf, size_t len)
+{
+    return write_flags(s, buf, len, 0);
+}
+
+int cw_stream_write_more(cw_stream *s, const void *buf, size_t len)
+{
+    return write_flags(s, buf, len, 1);
 }
 
 int cw_stream_shutdown(cw_stream *s)
@@ -412,10 +488,9 @@ static int64_t open_deadline(const cw_stream *s)
     if (s->out)
         due = s->out->due;
     else if (s->flags & F_ENDED)
-        due = s->t + s->grace_ms;
-    if ((s->flags & (F_READING | F_ENDED)) == F_READING && s->idle_ms &&
-        s->t + s->idle_ms < due)
-        due = s->t + s->idle_ms;
+        due = s->t + P(s)->o.close_grace_ms;
+    if ((s->flags & (F_READING | F_ENDED)) == F_READING && s->rdl < due)
+        due = s->rdl;
     return due;
 }
 
@@ -442,7 +517,7 @@ static void settle(cw_stream *s)
         due = s->out->due < s->t ? s->out->due : s->t;
     } else {
         want = CW_IO_READ;
-        due = s->t;
+        due = s->rdl < s->t ? s->rdl : s->t;
     }
     int rc = CW_OK;
     if (s->flags & F_IO_OFF) {
@@ -465,8 +540,11 @@ static void set_reading(cw_stream *s, int on)
 {
     if (on && !(s->flags & F_READING)) {
         s->flags |= F_READING;
-        if (!(s->flags & F_ENDED))
+        if (!(s->flags & F_ENDED)) {
             s->t = cw_now_ms();   /* the idle timeout counts from here */
+            if (P(s)->o.idle_timeout_ms)
+                s->rdl = s->t + P(s)->o.idle_timeout_ms;
+        }
     } else if (!on) {
         s->flags &= ~F_READING;
     }
@@ -549,9 +627,12 @@ static void on_linger_io(cw_stream *s, unsigned events)
         finish(s, s->io.err, 0, CW__END_OWNER);
         return;
     }
-    size_t total = s->hwm;
+    size_t total = s->aux;
     int rc = cw__drain_nb(s->io.fd, &total);
-    s->hwm = total > UINT32_MAX ? UINT32_MAX : (uint32_t)total;
+    s->aux = total > CW__AUX_MAX ? CW__AUX_MAX : (uint32_t)total;
+    uint32_t lt = P(s)->o.linger_timeout_ms;
+    if (lt)
+        s->rdl = cw_now_ms() + lt;   /* nginx lingering_timeout: per read */
     if (rc == CW_EOF)
         finish(s, CW_OK, 0, CW__END_OWNER);
     else if (rc == CW_ETOOLONG)
@@ -583,12 +664,13 @@ static void on_open_timer(cw_stream *s, int64_t now)
         /* The peer stopped reading: nothing more we send will arrive, so
          * the reset is the honest end, and the queue's memory goes now. */
         finish(s, CW_ETIMEDOUT, 1, CW__END_WRITE_TIMEOUT);
-    } else if (!s->out && (s->flags & F_ENDED) && now >= s->t + s->grace_ms) {
+    } else if (!s->out && (s->flags & F_ENDED) &&
+               now >= s->t + P(s)->o.close_grace_ms) {
         /* The peer is gone and the owner did nothing: close for it. */
         s->t = now + CLOSE_DEFAULT_MS;
         begin_close(s, CW__END_GRACE);
-    } else if ((s->flags & (F_READING | F_ENDED)) == F_READING && s->idle_ms &&
-               now >= s->t + s->idle_ms) {
+    } else if ((s->flags & (F_READING | F_ENDED)) == F_READING &&
+               now >= s->rdl) {
         deliver_end(s, CW_ETIMEDOUT);
     }
 }
@@ -602,7 +684,10 @@ static void on_timer(cw_loop *loop, cw_timer *t)
                                   : s->cb.h ? s->cb.h->on_closed : NULL;
         if (cb)
             cb(s, s->result);
+        cw_acceptor *a = P(s)->a;   /* P(s) may be inside s */
         free(s);
+        if (a)
+            cw__acceptor_put(a);   /* the options were the acceptor's */
         return;
     }
     if (s->state == CW__ST_OPEN) {
@@ -611,7 +696,7 @@ static void on_timer(cw_loop *loop, cw_timer *t)
         if (now >= s->t || now >= s->out->due)
             finish(s, CW_ETIMEDOUT, 1, s->out && now >= s->out->due
                                            ? CW__END_WRITE_TIMEOUT : CW__END_OWNER);
-    } else if (now >= s->t) {   /* lingering */
+    } else if (now >= s->t || now >= s->rdl) {   /* lingering */
         /* Discard what arrived last, so the close is a FIN, not a RST,
          * unless the peer is still sending. */
         size_t total = 0;
@@ -625,13 +710,31 @@ static void on_timer(cw_loop *loop, cw_timer *t)
 
 void *cw_stream_data(const cw_stream *s)
 {
-    return s ? s->data : NULL;
+    return s ? s->timer.data : NULL;
 }
 
 void cw_stream_set_data(cw_stream *s, void *data)
 {
     if (s)
-        s->data = data;
+        s->timer.data = data;
+}
+
+void *cw_stream_user(const cw_stream *s)
+{
+    if (!s || !P(s)->o.user_size)
+        return NULL;
+    return (char *)s + CW__STREAM_SIZE;
+}
+
+int cw_stream_set_deadline(cw_stream *s, int64_t deadline)
+{
+    if (!s)
+        return CW_EINVAL;
+    if (s->state != CW__ST_OPEN)
+        return CW_ECLOSING;
+    s->rdl = deadline < 0 ? INT64_MAX : deadline;
+    settle(s);
+    return CW_OK;
 }
 
 int cw_stream_fd(const cw_stream *s)
@@ -646,5 +749,5 @@ int cw_stream_closing(const cw_stream *s)
 
 enum cw_end cw_stream_end(const cw_stream *s)
 {
-    return s && s->state == CW__ST_DONE ? (enum cw_end)s->hwm : CW_END_NONE;
+    return s && s->state == CW__ST_DONE ? (enum cw_end)s->aux : CW_END_NONE;
 }

@@ -13,12 +13,24 @@ struct cw__wq {
     char buf[];
 };
 
-/* Kept small: an idle stream is this struct, one timer-heap slot and
- * nothing else (docs/BENCHMARKS.md measures it). */
+/* What streams of one origin share: their loop, their options, and the
+ * acceptor they came from. An acceptor embeds one for all its streams
+ * (and outlives them); a stream adopted or dialed carries its own, in
+ * the same allocation. Keeping the options here, not in every stream, is
+ * most of what keeps an idle stream small. */
+struct cw__sprof {
+    cw_loop *loop;
+    cw_acceptor *a;            /* NULL: not from an acceptor (any more) */
+    struct cw_stream_opts o;   /* normalized: no 0 for "default" left */
+};
+
+/* Kept small: an idle stream is this struct, the owner's user_size bytes
+ * right after it, one timer-heap slot and nothing else
+ * (docs/BENCHMARKS.md measures it). */
 struct cw_stream {
-    cw_io io;              /* io.data: the cw_acceptor it came from, or NULL */
-    cw_timer timer;        /* timer.data: the loop; one timer for every deadline */
-    void *data;
+    cw_io io;              /* io.data: the struct cw__sprof */
+    cw_timer timer;        /* timer.data: the owner's data (cw_stream_data);
+                              one timer for every deadline */
     union {
         const struct cw_stream_handlers *h;
         cw_stream_closed_cb *closed;   /* given to cw_stream_close(): only
@@ -26,17 +38,33 @@ struct cw_stream {
     } cb;
     struct cw__wq *out;
     cw_stream *prev, *next;           /* the acceptor's active or linger list */
-    int64_t t;             /* open: last byte received (idle) or last owner
-                              action after the end (grace); closing: the
-                              close deadline */
-    uint32_t idle_ms, write_ms, grace_ms;
-    uint32_t hwm;          /* open: high-water mark; lingering: bytes drained;
-                              done: the enum cw_end (cw_stream_end) */
-    int32_t result;        /* terminal read result, once known; when done:
-                              how the close ended */
-    int16_t werr;          /* sticky write error (every code fits) */
-    uint8_t state, flags;
+    int64_t t;             /* open: last byte received or owner action
+                              (acceptor's LRU age; grace after the end);
+                              closing: the close deadline */
+    int64_t rdl;           /* open: the read deadline (idle timeout or the
+                              owner's); lingering: the lingering timeout */
+    /* Bit-fields: the last 8 bytes hold what took 12 (an idle stream
+     * plus the reference server's session fit a 192-byte chunk). */
+    uint32_t aux : 22;     /* lingering: bytes drained (saturating: the
+                              drain stops at CW_DRAIN_MAX anyway); done:
+                              the enum cw_end (cw_stream_end) */
+    uint32_t state : 2;
+    uint32_t flags : 8;
+    int16_t result;        /* terminal read result, once known; when done:
+                              how the close ended (every code fits) */
+    int16_t werr;          /* sticky write error */
 };
+
+#define CW__AUX_MAX ((1u << 22) - 1)
+_Static_assert(CW_DRAIN_MAX < CW__AUX_MAX, "drain count does not fit aux");
+
+/* The owner's user_size bytes follow the struct, this aligned. */
+#define CW__STREAM_SIZE ((sizeof(struct cw_stream) + 15) & ~(size_t)15)
+
+static inline struct cw__sprof *cw__prof(const cw_stream *s)
+{
+    return s->io.data;
+}
 
 /* On the acceptor's linger list rather than its active one (a flag bit
  * only acceptor.c uses). */
@@ -45,19 +73,28 @@ struct cw_stream {
 enum { CW__ST_OPEN, CW__ST_FLUSH, CW__ST_LINGER, CW__ST_DONE };
 
 /* Why the library ended a stream, for the acceptor's counters. */
-enum { CW__END_OWNER, CW__END_WRITE_TIMEOUT, CW__END_GRACE, CW__END_RECLAIM };
+enum { CW__END_OWNER, CW__END_WRITE_TIMEOUT, CW__END_GRACE, CW__END_RECLAIM,
+       CW__END_PLAIN };
 
-/* A stream around a connected non-blocking fd (taken in every case). */
+/* Fill p->o from o (NULL: defaults), every 0-means-default resolved. */
+void cw__sprof_init(struct cw__sprof *p, cw_loop *loop,
+                    const struct cw_stream_opts *o);
+
+/* A stream around a connected non-blocking fd (taken in every case).
+ * prof NULL: the stream gets its own copy of loop and o, and is watched
+ * at once; else it is left unwatched for cw__stream_watch(). */
 int cw__stream_new(cw_loop *loop, int fd, const struct cw_stream_opts *o,
-                   cw_acceptor *a, cw_stream **out);
+                   struct cw__sprof *prof, cw_stream **out);
 
-/* Close now: a lingering stream as if its deadline passed, an open one
- * with -EMFILE. Used by the acceptor under descriptor pressure. */
-void cw__stream_reclaim(cw_stream *s);
+/* An acceptor's stream is created unwatched (F_IO_OFF): the owner's
+ * cw_stream_start() in the accept callback adds it to epoll with its
+ * interest at once. This watches one the owner did not start. */
+void cw__stream_watch(cw_stream *s);
 
 /* The acceptor's bookkeeping, no-ops for streams without one. */
 void cw__acceptor_touch(cw_stream *s);     /* received bytes: LRU tail */
 void cw__acceptor_closing(cw_stream *s);   /* now on the linger list */
 void cw__acceptor_ended(cw_stream *s, int why);  /* descriptor closed */
+void cw__acceptor_put(cw_acceptor *a);     /* a stream's memory is gone */
 
 #endif

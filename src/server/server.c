@@ -1,12 +1,9 @@
-/* server.c - the reference authentication server on cw_loop: accept,
- * descriptor pressure, the life of a connection, and its end.
- *
- * A connection is ACTIVE (serving requests), CLOSING (its final line is
- * being flushed), LINGERING (SHUT_WR sent, discarding input until the
- * peer's FIN or a deadline) or DEAD (to be closed now). Event handlers do
- * their work, then call settle(), the one place that arms the watcher and
- * the timer for the state, and the only place a connection is freed: no
- * handler ever touches a freed connection.
+/* server.c - the reference authentication server: the protocol, logins,
+ * the caps on sessions, and what the log and the stats say. The life of a
+ * connection - reading, writing with backpressure and a write timeout,
+ * the lingering close that delivers the last line, descriptor pressure -
+ * is cw_stream's and cw_acceptor's (src/net/stream.c, acceptor.c); a
+ * session's own state lives in its stream's user area (struct sess).
  *
  * Until it logs in, a session is second-class: it has a login deadline
  * its lines do not extend, at most max_unauth of them exist at once, and
@@ -15,7 +12,7 @@
  * no unauthenticated one is left. Who may try a password is throttle.c's
  * business. */
 #define _GNU_SOURCE
-#include "../net/internal.h"
+#include "../net/stream_impl.h"
 #include "auth.h"
 #include "protocol.h"
 #include "throttle.h"
@@ -28,18 +25,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#define ACCEPT_BATCH 64        /* accepts per readiness event: stay fair */
-#define ACCEPT_BACKOFF_MS 100  /* retry after EMFILE with nothing to reclaim */
-#define RECLAIM_BATCH 8        /* conns closed per descriptor shortage */
 #define RECLAIM_MIN_IDLE_MS 1000 /* never reclaim a session this fresh */
 /* An unauthenticated session is not evicted for a newcomer before it has
  * had this long, and one full loop iteration, to send its AUTH: else a
  * fast flood would evict the legitimate client it was accepted with. */
 #define UNAUTH_GRACE_MS 50
-#define READ_ROUNDS 8          /* recv calls per event before yielding */
 #define SCRATCH_SIZE (CW_PROTO_MAX_LINE + 2 + 16384)
-
-enum state { ST_ACTIVE, ST_CLOSING, ST_LINGER, ST_DEAD };
 
 enum end {
     END_NONE, END_PEER_EOF, END_RESET, END_IDLE, END_AUTH_FAILED,
@@ -82,87 +73,116 @@ static const char *evict_names[] = {
     [EV_UNAUTH_CAP] = "unauthenticated-cap",
 };
 
-/* Kept small: an idle session holds this struct and nothing else. */
-struct sconn {
-    cw_io io;
-    cw_timer timer;
-    struct sconn *prev, *next;   /* s->unauth (FIFO), s->active (LRU) or
-                                    s->linger (FIFO) */
+/* A session: its stream's user area. With the stream (128 bytes) it must
+ * fit a 192-byte malloc chunk: an idle session costs that and a timer
+ * heap slot (docs/BENCHMARKS.md). */
+struct sess {
+    char *rbuf;                  /* unprocessed input, only when some */
     const char *reason;          /* detail of end=, for the log, or NULL */
     int64_t start_ms;
-    int64_t last_ms;             /* last request after login, or start */
-    uint32_t gen;                /* s->accept_gen when accepted */
-    char *rbuf;                  /* unprocessed input, only when some */
-    char *wbuf;                  /* unsent output, only when some */
-    uint32_t rlen, wlen, woff;
-    uint8_t state, end, authed;
-    uint8_t how;                 /* enum cw_end: how the descriptor closed */
-    uint8_t in_linger;           /* on s->linger rather than s->active */
-    uint8_t wblocked;            /* write timeout running */
-    uint8_t family;
+    uint32_t useq;               /* place in s->unauth while in it */
+    uint16_t rlen;
     uint16_t port;               /* host order */
     uint8_t addr[16];            /* IPv4 as ::ffff:a.b.c.d */
+    uint8_t family;
+    uint8_t end;                 /* enum end */
+    uint8_t how;                 /* enum cw_end decided here (the peer's
+                                    end, an eviction), else the stream's */
+    uint8_t authed : 1, in_unauth : 1, closing : 1;
 };
+_Static_assert(CW__STREAM_SIZE + sizeof(struct sess) <= 184,
+               "an idle session outgrew its 192-byte malloc chunk");
 
-struct list {
-    struct sconn *head, *tail;
+static struct sess *sess_of(const cw_stream *st)
+{
+    return cw_stream_user(st);
+}
+
+/* Unauthenticated sessions, oldest first: a queue of stream pointers
+ * with holes (a session that logs in or ends leaves a NULL behind; the
+ * head skips them), so that no session carries list links: an idle
+ * logged-in session pays nothing for it. gen is the loop iteration of
+ * the accept. */
+struct fifo {
+    struct fent {
+        cw_stream *st;
+        uint32_t gen;
+    } *e;
+    uint32_t base;               /* sequence number of e[0] */
+    uint32_t off, n, cap;        /* e[off..n) may hold entries */
 };
 
 struct cw_server {
     struct cw_server_opts o;
     cw_loop *loop;
     cw_listener *lis;
-    cw_io lio;
-    cw_timer accept_timer;
+    cw_acceptor *acc;
+    cw_timer accept_timer;       /* retries a pause of ours */
     cw_timer stop_timer;
-    int accept_paused;
+    int accept_paused;           /* paused by us (caps), not for descriptors */
     int pause_logged;            /* the current pause's reason is logged */
     int64_t pause_log_ms;        /* when a pause was last logged */
     int stopping;
+    int no_pick;                 /* reclaiming lingering closes only */
     int max_unauth;
-    uint32_t accept_gen;         /* on_accept calls so far */
-    int nunauth;                 /* on s->unauth */
+    int live;                    /* sessions whose on_closed is to come */
+    int nunauth;                 /* live entries in s->unauth */
+    uint64_t cap_evictions;      /* evictions at a cap, not for descriptors */
+    size_t rbuf_bytes;
+    struct fifo unauth;
     cw__auth *auth;
     cw__throttle *thr;
-    struct list unauth, active, linger;
     struct cw_server_stats st;
     char scratch[SCRATCH_SIZE];
 };
 
-/* ---- lists ---- */
+/* ---- the unauthenticated FIFO ---- */
 
-static void list_push(struct list *l, struct sconn *c)
+static int fifo_push(struct fifo *f, cw_stream *st, uint32_t gen, uint32_t *seq)
 {
-    c->next = NULL;
-    c->prev = l->tail;
-    if (l->tail)
-        l->tail->next = c;
-    else
-        l->head = c;
-    l->tail = c;
+    if (f->n == f->cap && f->off) {   /* compact: sequence numbers stay */
+        memmove(f->e, f->e + f->off, (f->n - f->off) * sizeof *f->e);
+        f->base += f->off;
+        f->n -= f->off;
+        f->off = 0;
+    }
+    if (f->n == f->cap) {
+        uint32_t cap = f->cap ? f->cap * 2 : 64;
+        struct fent *e = realloc(f->e, cap * sizeof *e);
+        if (!e)
+            return -ENOMEM;
+        f->e = e;
+        f->cap = cap;
+    }
+    f->e[f->n] = (struct fent){st, gen};
+    *seq = f->base + f->n++;
+    return CW_OK;
 }
 
-static void list_remove(struct list *l, struct sconn *c)
+static struct fent *fifo_head(struct fifo *f)
 {
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        l->head = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    else
-        l->tail = c->prev;
-    c->prev = c->next = NULL;
+    while (f->off < f->n && !f->e[f->off].st)
+        f->off++;
+    if (f->off == f->n) {   /* empty: start over at the front */
+        f->base += f->n;
+        f->off = f->n = 0;
+        return NULL;
+    }
+    return &f->e[f->off];
 }
 
-static struct list *list_of(cw_server *s, struct sconn *c)
+static void unauth_drop(cw_server *s, struct sess *c)
 {
-    return c->in_linger ? &s->linger : c->authed ? &s->active : &s->unauth;
+    if (!c->in_unauth)
+        return;
+    s->unauth.e[c->useq - s->unauth.base].st = NULL;
+    c->in_unauth = 0;
+    s->nunauth--;
 }
 
 /* ---- logging ---- */
 
-static void format_peer(const struct sconn *c, char *buf, size_t size)
+static void format_peer(const struct sess *c, char *buf, size_t size)
 {
     char ip[INET6_ADDRSTRLEN];
     if (c->family == AF_INET) {
@@ -174,7 +194,7 @@ static void format_peer(const struct sconn *c, char *buf, size_t size)
     }
 }
 
-static void log_end(cw_server *s, const struct sconn *c)
+static void log_end(cw_server *s, const struct sess *c, enum cw_end how)
 {
     if (!s->o.log)
         return;
@@ -188,165 +208,91 @@ static void log_end(cw_server *s, const struct sconn *c)
     else if (c->reason)
         snprintf(detail, sizeof detail, " reason=%s", c->reason);
     fprintf(s->o.log, "closewise-server: peer=%s duration=%lld.%03llds end=%s%s close=%s\n",
-            peer, ms / 1000, ms % 1000, end_word(c->end), detail,
-            cw_end_name(c->how));
+            peer, ms / 1000, ms % 1000, end_word((enum end)c->end), detail,
+            cw_end_name(how));
     fflush(s->o.log);
-}
-
-/* ---- closing ---- */
-
-static void resume_accept(cw_server *s);
-
-static size_t conn_bytes(const struct sconn *c)
-{
-    return sizeof *c + c->rlen + c->wlen;
-}
-
-/* The one place a connection is freed. */
-static void conn_free(cw_server *s, struct sconn *c)
-{
-    cw_io_stop(s->loop, &c->io);
-    cw_timer_stop(s->loop, &c->timer);
-    list_remove(list_of(s, c), c);
-    if (c->in_linger)
-        s->st.lingering--;
-    else if (!c->authed)
-        s->nunauth--;
-    if (c->how == CW_END_ABORT)
-        cw__set_linger0(c->io.fd);
-    close(c->io.fd);
-    log_end(s, c);
-    s->st.conn_bytes -= conn_bytes(c);
-    s->st.conns--;
-    s->st.ended++;
-    free(c->rbuf);
-    free(c->wbuf);
-    free(c);
-    if (s->accept_paused && !s->stopping)
-        resume_accept(s);
-    if (s->stopping && s->st.conns == 0)
-        cw_loop_stop(s->loop);
-}
-
-/* Mark for closing; settle() does it. The first reason wins. */
-static void conn_die(struct sconn *c, enum end why, enum cw_end how)
-{
-    if (c->end == END_NONE)
-        c->end = why;
-    if (c->how == CW_END_NONE)
-        c->how = how;
-    c->state = ST_DEAD;
-}
-
-static void drop_rbuf(cw_server *s, struct sconn *c)
-{
-    s->st.conn_bytes -= c->rlen;
-    free(c->rbuf);
-    c->rbuf = NULL;
-    c->rlen = 0;
 }
 
 /* ---- output ---- */
 
-static void flush(cw_server *s, struct sconn *c)
+/* The session's reads are paused while a reply waits (high_water 1:
+ * anything queued is "full"); on_drain resumes them. */
+static int blocked(const cw_stream *st)
 {
-    while (c->woff < c->wlen) {
-        ssize_t n = cw__send_nb(c->io.fd, c->wbuf + c->woff, c->wlen - c->woff);
-        if (n == -EAGAIN)
-            return;
-        if (n < 0) {
-            conn_die(c, END_RESET, CW_END_RESET);
-            return;
-        }
-        c->woff += (uint32_t)n;
-        c->wblocked = 0;   /* progress: the write timeout starts again */
-    }
-    s->st.conn_bytes -= c->wlen;
-    free(c->wbuf);
-    c->wbuf = NULL;
-    c->wlen = c->woff = 0;
+    return cw_stream_queued(st) != 0;
 }
 
-/* Send a reply line. The usual case is one send() from the stack; only
- * the part the socket does not take is kept, in a buffer allocated for
- * it, and then reads pause until it is flushed. A last line before a
- * graceful close is sent corked (MSG_MORE): the shutdown() that follows
- * in the same iteration attaches the FIN to it, so line and FIN leave in
- * one segment and the client acknowledges both at once. */
-static void send_line(cw_server *s, struct sconn *c, const char *text, size_t len,
+/* A write failed: the peer is gone (a reset, mostly). */
+static void write_failed(cw_stream *st, struct sess *c)
+{
+    if (c->end == END_NONE)
+        c->end = END_RESET;
+    if (c->how == CW_END_NONE)
+        c->how = CW_END_RESET;
+    c->closing = 1;
+    cw_stream_close(st, CW_CLOSE_GRACEFUL, CW_NEVER, NULL);   /* ends at once */
+}
+
+/* Send a reply line: one send() from the stack in the usual case; the
+ * stream keeps only what the socket does not take. last: the line before
+ * a graceful close, sent corked (MSG_MORE) so that the shutdown() right
+ * after it attaches the FIN: line and FIN leave in one segment and the
+ * client acknowledges both at once. */
+static void send_line(cw_stream *st, struct sess *c, const char *text, size_t len,
                       int last)
 {
-    if (c->state == ST_DEAD)
+    if (c->closing)
         return;
     char line[CW_PROTO_MAX_LINE + 1];
     if (len > CW_PROTO_MAX_LINE)
         len = CW_PROTO_MAX_LINE;   /* cannot happen: requests are shorter */
     memcpy(line, text, len);
     line[len++] = '\n';
-    size_t off = 0;
-    if (!c->wbuf) {
-        ssize_t n = send(c->io.fd, line, len,
-                         MSG_DONTWAIT | MSG_NOSIGNAL | (last ? MSG_MORE : 0));
-        if (n < 0)
-            n = errno == EAGAIN || errno == EINTR ? -EAGAIN : -errno;
-        if (n < 0 && n != -EAGAIN) {
-            conn_die(c, END_RESET, CW_END_RESET);
-            return;
-        }
-        off = n > 0 ? (size_t)n : 0;
-        if (off == len)
-            return;
-    }
-    size_t pending = c->wlen - c->woff;
-    size_t total = pending + (len - off);
-    char *p = malloc(total);
-    if (!p) {
-        conn_die(c, END_ERROR, CW_END_ABORT);
-        return;
-    }
-    if (pending)
-        memcpy(p, c->wbuf + c->woff, pending);
-    memcpy(p + pending, line + off, len - off);
-    s->st.conn_bytes += total;
-    s->st.conn_bytes -= c->wlen;
-    free(c->wbuf);
-    c->wbuf = p;
-    c->wlen = (uint32_t)total;
-    c->woff = 0;
+    int rc = last ? cw_stream_write_more(st, line, len)
+                  : cw_stream_write(st, line, len);
+    if (rc == 1)
+        cw_stream_read_stop(st);   /* backpressure: on_drain resumes */
+    else if (rc < 0)
+        write_failed(st, c);
 }
 
-static void reply(cw_server *s, struct sconn *c, const char *text, size_t len)
+static void reply(cw_stream *st, struct sess *c, const char *text, size_t len)
 {
-    send_line(s, c, text, len, 0);
+    send_line(st, c, text, len, 0);
 }
 
-static void reply_str(cw_server *s, struct sconn *c, const char *text)
+static void reply_str(cw_stream *st, struct sess *c, const char *text)
 {
-    reply(s, c, text, strlen(text));
+    reply(st, c, text, strlen(text));
 }
 
 /* Send a final line and end the connection the configured way. */
-static void finish(cw_server *s, struct sconn *c, const char *text, enum end why)
+static void finish(cw_server *s, cw_stream *st, struct sess *c, const char *text,
+                   enum end why)
 {
-    if (c->state != ST_ACTIVE)
+    if (c->closing)
         return;
     c->end = why;
-    send_line(s, c, text, strlen(text), s->o.close_mode == CW_SERVER_GRACEFUL);
-    if (c->state == ST_ACTIVE)
-        c->state = ST_CLOSING;
+    int graceful = s->o.close_mode == CW_SERVER_GRACEFUL;
+    send_line(st, c, text, strlen(text), graceful);
+    if (c->closing)
+        return;   /* the write failed: already ending */
+    c->closing = 1;
+    unauth_drop(s, c);
+    int how = graceful ? CW_CLOSE_GRACEFUL
+              : s->o.close_mode == CW_SERVER_LINGER0 ? CW_CLOSE_ABORT : CW_CLOSE_PLAIN;
+    cw_stream_close(st, how, cw_now_ms() + s->o.lingering_time_ms, NULL);
 }
 
 /* ---- requests ---- */
 
-/* From second class to first: off the unauthenticated FIFO, onto the
- * tail of the LRU of sessions. */
-static void authenticated(cw_server *s, struct sconn *c)
+/* From second class to first: off the unauthenticated FIFO; from now on
+ * every request buys idle_timeout. */
+static void authenticated(cw_server *s, cw_stream *st, struct sess *c)
 {
-    list_remove(&s->unauth, c);
-    s->nunauth--;
+    unauth_drop(s, c);
     c->authed = 1;
-    c->last_ms = cw_now_ms();
-    list_push(&s->active, c);
+    cw_stream_set_deadline(st, cw_now_ms() + s->o.idle_timeout_ms);
 }
 
 static void log_table_full(cw_server *s)
@@ -358,53 +304,58 @@ static void log_table_full(cw_server *s)
     fflush(s->o.log);
 }
 
-static void handle(cw_server *s, struct sconn *c, const struct cw_req *r)
+static void handle_auth(cw_server *s, cw_stream *st, struct sess *c,
+                        const struct cw_req *r)
+{
+    if (c->authed) {
+        reply_str(st, c, "ERR already authenticated");
+        return;
+    }
+    int64_t now = cw_now_ms();
+    enum cw__thr v = cw__throttle_check(s->thr, c->addr, r->user, r->user_len, now);
+    if (v != CW__THR_OK) {
+        s->st.throttled++;
+        c->reason = cw__throttle_name(v);
+        finish(s, st, c, "ERR too many failures", END_THROTTLED);
+        return;
+    }
+    int ok = cw__auth_check(s->auth, r->user, r->user_len, r->pass, r->pass_len);
+    if (ok == 1) {
+        authenticated(s, st, c);
+        reply_str(st, c, "OK");
+    } else {
+        if (cw__throttle_failed(s->thr, c->addr, r->user, r->user_len, now))
+            log_table_full(s);
+        finish(s, st, c, "ERR bad credentials", END_AUTH_FAILED);
+    }
+}
+
+static void handle(cw_server *s, cw_stream *st, struct sess *c, const struct cw_req *r)
 {
     switch (r->type) {
-    case CW_REQ_AUTH: {
-        if (c->authed) {
-            reply_str(s, c, "ERR already authenticated");
-            break;
-        }
-        int64_t now = cw_now_ms();
-        enum cw__thr v = cw__throttle_check(s->thr, c->addr, r->user, r->user_len, now);
-        if (v != CW__THR_OK) {
-            s->st.throttled++;
-            c->reason = cw__throttle_name(v);
-            finish(s, c, "ERR too many failures", END_THROTTLED);
-            break;
-        }
-        int ok = cw__auth_check(s->auth, r->user, r->user_len, r->pass, r->pass_len);
-        if (ok == 1) {
-            authenticated(s, c);
-            reply_str(s, c, "OK");
-        } else {
-            if (cw__throttle_failed(s->thr, c->addr, r->user, r->user_len, now))
-                log_table_full(s);
-            finish(s, c, "ERR bad credentials", END_AUTH_FAILED);
-        }
+    case CW_REQ_AUTH:
+        handle_auth(s, st, c, r);
         break;
-    }
     case CW_REQ_ECHO:
         if (c->authed)
-            reply(s, c, r->text, r->text_len);
+            reply(st, c, r->text, r->text_len);
         else
-            reply_str(s, c, "ERR not authenticated");
+            reply_str(st, c, "ERR not authenticated");
         break;
     case CW_REQ_QUIT:
-        finish(s, c, "BYE", END_QUIT);
+        finish(s, st, c, "BYE", END_QUIT);
         break;
     case CW_REQ_SYNTAX:
-        reply_str(s, c, "ERR syntax");
+        reply_str(st, c, "ERR syntax");
         break;
     case CW_REQ_UNKNOWN:
-        reply_str(s, c, "ERR unknown command");
+        reply_str(st, c, "ERR unknown command");
         break;
     case CW_REQ_TOOLONG:
-        finish(s, c, "ERR line too long", END_TOOLONG);
+        finish(s, st, c, "ERR line too long", END_TOOLONG);
         break;
     case CW_REQ_BAD:
-        finish(s, c, "ERR bad request", END_BAD);
+        finish(s, st, c, "ERR bad request", END_BAD);
         break;
     case CW_REQ_INCOMPLETE:
         break;
@@ -412,229 +363,189 @@ static void handle(cw_server *s, struct sconn *c, const struct cw_req *r)
 }
 
 /* Serve the complete requests in buf; returns the bytes used. Stops when
- * the connection is closing or a reply is blocked (backpressure). */
-static size_t process(cw_server *s, struct sconn *c, const char *buf, size_t len)
+ * the session is closing or a reply is blocked (backpressure). */
+static size_t process(cw_server *s, cw_stream *st, struct sess *c,
+                      const char *buf, size_t len)
 {
     size_t off = 0;
-    while (c->state == ST_ACTIVE && !c->wbuf) {
+    while (!c->closing && !blocked(st)) {
         struct cw_req r;
         if (cw__proto_parse(buf + off, len - off, &r) == CW_REQ_INCOMPLETE)
             break;
-        handle(s, c, &r);
+        handle(s, st, c, &r);
         if (!r.consumed)
             break;
         off += r.consumed;
-        if (!c->authed || c->state != ST_ACTIVE)
-            continue;   /* before login, lines buy no time */
-        c->last_ms = cw_now_ms();
-        /* Move to the tail of the LRU: the least recently active session
-         * is the first one reclaimed under descriptor pressure. */
-        list_remove(&s->active, c);
-        list_push(&s->active, c);
+        /* Before login, lines buy no time. The deadline only moves
+         * later here: the stream's timer is not touched for it. */
+        if (c->authed && !c->closing)
+            cw_stream_set_deadline(st, cw_now_ms() + s->o.idle_timeout_ms);
     }
     return off;
 }
 
-/* Read and serve. Input that is not a complete request yet is kept in a
- * buffer sized to it; the shared scratch buffer does the rest. */
-static void on_readable(cw_server *s, struct sconn *c)
+static void drop_rbuf(cw_server *s, struct sess *c)
 {
-    char *buf = s->scratch;
-    size_t len = c->rlen;
-    if (len)
-        memcpy(buf, c->rbuf, len);
-    drop_rbuf(s, c);
-    /* Every recv is followed by a process(): what is left in rbuf is then
-     * an unfinished line, or requests waiting for a blocked reply. Complete
-     * requests left behind with nothing more to read would never be served
-     * (no readiness event would come for them). */
-    for (int round = 0;; round++) {
-        size_t used = process(s, c, buf, len);
-        memmove(buf, buf + used, len - used);
-        len -= used;
-        if (c->state != ST_ACTIVE) {
-            len = 0;   /* closing: what follows the last request is ignored */
-            break;
-        }
-        if (c->wbuf || len == sizeof s->scratch || round == READ_ROUNDS)
-            break;   /* more input stays in the kernel: level-triggered */
-        ssize_t n = cw__recv_nb(c->io.fd, buf + len, sizeof s->scratch - len);
-        if (n == -EAGAIN)
-            break;
-        if (n == CW_EOF) {
-            conn_die(c, END_PEER_EOF, CW_END_EOF);
-            return;
-        }
-        if (n < 0) {
-            conn_die(c, END_RESET, CW_END_RESET);
-            return;
-        }
-        len += (size_t)n;
-    }
-    if (!len)
-        return;
-    c->rbuf = malloc(len);
+    s->rbuf_bytes -= c->rlen;
+    free(c->rbuf);
+    c->rbuf = NULL;
+    c->rlen = 0;
+}
+
+/* Serve buf[0..len), keeping what is left (an unfinished line, or
+ * requests waiting for a blocked reply) in a buffer sized to it. */
+static void serve(cw_server *s, cw_stream *st, struct sess *c, const char *buf,
+                  size_t len)
+{
+    size_t used = process(s, st, c, buf, len);
+    if (c->closing || used == len)
+        return;   /* closing: what follows the last request is ignored */
+    c->rbuf = malloc(len - used);
     if (!c->rbuf) {
-        conn_die(c, END_ERROR, CW_END_ABORT);
+        c->end = END_ERROR;
+        c->closing = 1;
+        unauth_drop(s, c);
+        cw_stream_close(st, CW_CLOSE_ABORT, 0, NULL);
         return;
     }
-    memcpy(c->rbuf, buf, len);
-    c->rlen = (uint32_t)len;
-    s->st.conn_bytes += len;
+    memcpy(c->rbuf, buf + used, len - used);
+    c->rlen = (uint16_t)(len - used);
+    s->rbuf_bytes += c->rlen;
 }
 
-/* Lingering: discard input until the peer's FIN. A peer that keeps
- * sending is bounded by the lingering time, not by a byte count. */
-static void on_linger_readable(struct sconn *c)
+/* ---- the stream's callbacks ---- */
+
+static void on_peer_end(cw_server *s, cw_stream *st, struct sess *c, ssize_t rc)
 {
-    size_t total = 0;
-    int rc = cw__drain_nb(c->io.fd, &total);
-    if (rc == -EAGAIN || rc == CW_ETOOLONG)
-        return;
-    c->how = rc == CW_EOF ? CW_END_GRACEFUL : CW_END_RESET;
-    c->state = ST_DEAD;
-}
-
-/* ---- state machine ---- */
-
-static void on_timer(cw_loop *loop, cw_timer *t);
-static void on_io(cw_loop *loop, cw_io *io, unsigned events);
-
-static void start_linger(cw_server *s, struct sconn *c)
-{
-    if (shutdown(c->io.fd, SHUT_WR) < 0 && errno != ENOTCONN) {
-        conn_die(c, END_ERROR, CW_END_ABORT);
-        return;
-    }
-    list_remove(list_of(s, c), c);
-    if (!c->authed)
-        s->nunauth--;
-    c->state = ST_LINGER;
-    c->in_linger = 1;
-    list_push(&s->linger, c);
-    s->st.lingering++;
-    c->last_ms = cw_now_ms();   /* start of lingering */
-    drop_rbuf(s, c);
-}
-
-static int64_t linger_deadline(cw_server *s, struct sconn *c)
-{
-    int64_t cap = c->last_ms + s->o.lingering_time_ms;
-    int64_t next = cw_now_ms() + s->o.lingering_timeout_ms;
-    return next < cap ? next : cap;
-}
-
-/* Arm the watcher and timer for the state, or free a dead connection. */
-static void settle(cw_server *s, struct sconn *c)
-{
-    if (c->state == ST_CLOSING) {
-        if (s->o.close_mode == CW_SERVER_LINGER0)
-            conn_die(c, c->end, CW_END_ABORT);
-        else if (s->o.close_mode == CW_SERVER_PLAIN)
-            conn_die(c, c->end, CW_END_PLAIN);
-        else if (!c->wbuf)
-            start_linger(s, c);
-    }
-    if (c->state == ST_DEAD) {
-        conn_free(s, c);
-        return;
-    }
-    unsigned want;
-    int64_t deadline;
-    if (c->state == ST_LINGER) {
-        want = CW_IO_READ;
-        deadline = linger_deadline(s, c);
-    } else if (c->wbuf) {
-        want = CW_IO_WRITE;   /* reads paused; the peer's FIN still seen */
-        if (!c->wblocked) {
-            c->wblocked = 1;
-            deadline = cw_now_ms() + s->o.write_timeout_ms;
+    if (rc == CW_ETIMEDOUT) {   /* our deadline: the login's or the idle one */
+        if (!c->authed && cw_now_ms() >= c->start_ms + s->o.login_timeout_ms) {
+            s->st.login_timeouts++;
+            finish(s, st, c, "ERR login timeout", END_LOGIN_TIMEOUT);
         } else {
-            deadline = c->timer.deadline;
+            finish(s, st, c, "ERR idle timeout", END_IDLE);
         }
-    } else {
-        want = CW_IO_READ;
-        c->wblocked = 0;
-        deadline = c->last_ms + s->o.idle_timeout_ms;
-        if (!c->authed && c->start_ms + s->o.login_timeout_ms < deadline)
-            deadline = c->start_ms + s->o.login_timeout_ms;
+        return;
     }
-    if (cw_io_set(s->loop, &c->io, want) < 0 ||
-        cw_timer_start(s->loop, &c->timer, deadline, on_timer) < 0) {
-        conn_die(c, END_ERROR, CW_END_ABORT);
-        conn_free(s, c);
-    }
+    c->end = rc == CW_EOF ? END_PEER_EOF : END_RESET;
+    c->how = rc == CW_EOF ? CW_END_EOF : CW_END_RESET;
+    c->closing = 1;
+    unauth_drop(s, c);
+    /* After the peer's FIN was read the close is a bare close() (nothing
+     * to flush, nothing left to read); after a reset, nothing is sent. */
+    cw_stream_close(st, CW_CLOSE_GRACEFUL, CW_NEVER, NULL);
 }
 
-static void on_io(cw_loop *loop, cw_io *io, unsigned events)
+static void on_read(cw_stream *st, ssize_t n, const char *buf)
 {
-    struct sconn *c = io->data;
-    cw_server *s = c->timer.data;
-    if (events & CW_EV_ERROR) {
-        conn_die(c, END_RESET, CW_END_RESET);   /* lingering or not: a reset */
-    } else if (c->state == ST_LINGER) {
-        on_linger_readable(c);
-    } else {
-        if ((events & CW_EV_WRITE) && c->wbuf)
-            flush(s, c);
-        /* A peer FIN shows up as readable EOF once reads resume. */
-        if (c->state == ST_ACTIVE && !c->wbuf)
-            on_readable(s, c);
+    cw_server *s = cw_stream_data(st);
+    struct sess *c = sess_of(st);
+    if (n < 0) {
+        on_peer_end(s, st, c, n);
+        return;
     }
-    settle(s, c);
+    if (!c->rlen) {
+        serve(s, st, c, buf, (size_t)n);   /* the usual case: no copy */
+        return;
+    }
+    if (c->rlen + (size_t)n > sizeof s->scratch) {
+        /* Only after a write error resumed reads with requests still
+         * waiting: the session is ending anyway. */
+        drop_rbuf(s, c);
+        return;
+    }
+    size_t len = c->rlen;
+    memcpy(s->scratch, c->rbuf, len);
+    memcpy(s->scratch + len, buf, (size_t)n);
+    drop_rbuf(s, c);
+    serve(s, st, c, s->scratch, len + (size_t)n);
 }
 
-static void on_timer(cw_loop *loop, cw_timer *t)
+/* The blocked reply is out: serve the requests that waited for it (no
+ * readiness event would come for them), then read again. */
+static void on_drain(cw_stream *st)
 {
-    struct sconn *c = (struct sconn *)((char *)t - offsetof(struct sconn, timer));
-    cw_server *s = t->data;
-    if (c->state == ST_LINGER) {
-        /* Discard what arrived last, so the close is a FIN, not a RST,
-         * unless the peer is still sending. */
-        size_t total = 0;
-        cw__drain_nb(c->io.fd, &total);
-        c->how = CW_END_TIMEOUT;
-        c->state = ST_DEAD;
-    } else if (c->wbuf) {
-        /* The peer stopped reading: nothing we send will arrive, so the
-         * reset is the honest end. */
-        if (c->end == END_NONE)
-            c->reason = "write";
-        conn_die(c, END_WRITE_TIMEOUT, CW_END_ABORT);
-    } else if (c->state == ST_ACTIVE && !c->authed &&
-               cw_now_ms() >= c->start_ms + s->o.login_timeout_ms) {
-        s->st.login_timeouts++;
-        finish(s, c, "ERR login timeout", END_LOGIN_TIMEOUT);
-    } else if (c->state == ST_ACTIVE) {
-        finish(s, c, "ERR idle timeout", END_IDLE);
+    cw_server *s = cw_stream_data(st);
+    struct sess *c = sess_of(st);
+    if (c->rlen) {
+        size_t len = c->rlen;
+        memcpy(s->scratch, c->rbuf, len);
+        drop_rbuf(s, c);
+        serve(s, st, c, s->scratch, len);
     }
-    settle(s, c);
+    if (!c->closing && !blocked(st))
+        cw_stream_read_start(st);
 }
 
-/* ---- accepting, and descriptor pressure ---- */
+static void resume_accept(cw_server *s);
 
-static void on_accept(cw_loop *loop, cw_io *io, unsigned events);
+/* The close word: what this file decided (the peer's end, an eviction),
+ * else what the stream says. A library-ended stream the server did not
+ * close was reset by the write timeout; a lingering close cut short for a
+ * descriptor ran out of time, as far as the peer can tell. */
+static enum cw_end close_word(struct sess *c, enum cw_end e)
+{
+    if (c->how != CW_END_NONE)
+        return (enum cw_end)c->how;
+    if (e == CW_END_EVICTED)
+        return CW_END_TIMEOUT;
+    if (e == CW_END_TIMEOUT && !c->closing) {
+        c->end = END_WRITE_TIMEOUT;
+        c->reason = "write";
+        return CW_END_ABORT;
+    }
+    return e;
+}
+
+static void on_closed(cw_stream *st, int how)
+{
+    cw_server *s = cw_stream_data(st);
+    struct sess *c = sess_of(st);
+    unauth_drop(s, c);
+    drop_rbuf(s, c);
+    enum cw_end e = close_word(c, cw_stream_end(st));
+    if (c->end == END_NONE)
+        c->end = e == CW_END_RESET ? END_RESET : END_ERROR;
+    log_end(s, c, e);
+    s->live--;
+    s->st.ended++;
+    if (s->accept_paused && !s->stopping)
+        resume_accept(s);
+    if (s->stopping && s->live == 0)
+        cw_loop_stop(s->loop);
+}
+
+static const struct cw_stream_handlers handlers = {
+    .on_read = on_read, .on_drain = on_drain, .on_closed = on_closed,
+};
+
+/* ---- accepting, caps and descriptor pressure ---- */
+
+static struct cw_acceptor_stats acc_stats(const cw_server *s)
+{
+    struct cw_acceptor_stats a;
+    cw_acceptor_stats(s->acc, &a);
+    return a;
+}
 
 static void on_accept_timer(cw_loop *loop, cw_timer *t)
 {
     resume_accept(t->data);
 }
 
-/* Stop watching the listener: pending connections wait in the kernel's
- * backlog instead of waking us up for an accept that cannot succeed.
- * A timer retries at retry_at (a descriptor may be freed elsewhere, an
- * unauthenticated session become evictable); with CW_NEVER the next
- * closed connection resumes. why, if not NULL, is logged once per pause. */
-static void pause_accept(cw_server *s, int64_t retry_at, const char *why)
+/* Stop accepting: pending connections wait in the kernel's backlog
+ * instead of waking us up for an accept we would refuse. A timer retries
+ * at retry_at (an unauthenticated session become evictable); with
+ * CW_NEVER the next ended session resumes. why, if not NULL, is logged
+ * once per pause, at most once a second (a flood pauses often: the count
+ * is in the stats line at exit). */
+static void hold_accept(cw_server *s, int64_t retry_at, const char *why)
 {
     if (!s->accept_paused) {
-        cw_io_stop(s->loop, &s->lio);
+        cw_acceptor_pause(s->acc);
         s->accept_paused = 1;
         s->pause_logged = 0;
         s->st.accept_paused++;
     }
-    /* At most one line a second: a flood pauses often (the count is in
-     * the stats line at exit). */
     int64_t now = cw_now_ms();
     if (s->o.log && why && !s->pause_logged &&
         (s->pause_log_ms == 0 || now - s->pause_log_ms >= 1000)) {
@@ -649,42 +560,54 @@ static void pause_accept(cw_server *s, int64_t retry_at, const char *why)
 }
 
 /* At --max-connections with no one to give way: wait for an end. */
-static void pause_full(cw_server *s)
+static void hold_full(cw_server *s, uint64_t open)
 {
     char why[64];
-    snprintf(why, sizeof why, "%d connections (max)", s->st.conns);
-    pause_accept(s, CW_NEVER, why);
+    snprintf(why, sizeof why, "%llu connections (max)", (unsigned long long)open);
+    hold_accept(s, CW_NEVER, why);
 }
 
 static void resume_accept(cw_server *s)
 {
     if (!s->accept_paused || s->stopping)
         return;
-    if (s->st.conns >= s->o.max_conns && !s->linger.head && !s->unauth.head) {
-        pause_full(s);   /* still paused; now for this reason */
+    struct cw_acceptor_stats a = acc_stats(s);
+    if (a.open >= (uint64_t)s->o.max_conns && !a.closing && !s->nunauth) {
+        hold_full(s, a.open);   /* still paused; now for this reason */
         return;
     }
     cw_timer_stop(s->loop, &s->accept_timer);
     s->accept_paused = 0;
-    int rc = cw_io_start(s->loop, &s->lio, CW_IO_READ, on_accept);
-    if (rc < 0)
-        pause_accept(s, cw_now_ms() + ACCEPT_BACKOFF_MS, strerror(-rc));
+    cw_acceptor_resume(s->acc);
 }
 
-/* End a session to make room: it gets "ERR server busy" and a plain close
- * (no lingering: the descriptor is needed now). Its pending input is read
- * first, so the close sends FIN, not RST. */
-static void evict(cw_server *s, struct sconn *c, enum evict why)
+/* Descriptors ran out and nothing could be reclaimed (the acceptor backs
+ * off by itself). */
+static void on_acceptor_pause(cw_acceptor *a, void *data, int err)
 {
-    size_t total = 0;
-    cw__drain_nb(c->io.fd, &total);
-    /* The end is decided before the reply: if the peer is already gone
-     * the send fails and records a reset, which must then be the close,
-     * not the reason (the log and the eviction counters agree). */
+    cw_server *s = data;
+    int64_t now = cw_now_ms();
+    if (s->o.log && (s->pause_log_ms == 0 || now - s->pause_log_ms >= 1000)) {
+        fprintf(s->o.log, "closewise-server: accept paused: %s\n", strerror(-err));
+        fflush(s->o.log);
+        s->pause_log_ms = now;
+    }
+}
+
+/* Make a session give way: it gets "ERR server busy", and the stream
+ * reads what it sent and closes plainly (no lingering: the descriptor is
+ * needed now; no RST: nothing is left unread). The end is decided before
+ * the reply: if the peer is already gone the failed send records a
+ * reset, which must then be the close, not the reason. */
+static void evict_mark(cw_server *s, cw_stream *st, enum evict why)
+{
+    struct sess *c = sess_of(st);
     c->end = END_EVICTED;
     c->reason = evict_names[why];
-    reply_str(s, c, "ERR server busy");
-    conn_die(c, END_EVICTED, CW_END_PLAIN);
+    reply_str(st, c, "ERR server busy");
+    if (c->how == CW_END_NONE)
+        c->how = CW_END_PLAIN;
+    c->closing = 1;
     if (why == EV_DESCRIPTORS)
         s->st.evicted_descriptors++;
     else if (why == EV_MAX_CONNS)
@@ -695,89 +618,90 @@ static void evict(cw_server *s, struct sconn *c, enum evict why)
         s->st.evicted_authed++;
     else
         s->st.evicted_unauth++;
-    conn_free(s, c);
+    unauth_drop(s, c);
+}
+
+static void evict(cw_server *s, cw_stream *st, enum evict why)
+{
+    evict_mark(s, st, why);
+    s->cap_evictions++;
+    cw_stream_evict(st);
 }
 
 /* The oldest unauthenticated session if it has had its chance to log in:
  * one full loop iteration since it was accepted (so input that came with
  * it has been read) and, with grace, UNAUTH_GRACE_MS. Else NULL, and
  * *when says when it will have (CW_NEVER if there is none). */
-static struct sconn *unauth_victim(cw_server *s, int grace, int64_t *when)
+static cw_stream *unauth_victim(cw_server *s, int grace, int64_t *when)
 {
-    struct sconn *c = s->unauth.head;
+    struct fent *h = fifo_head(&s->unauth);
     int64_t now = cw_now_ms();
     *when = CW_NEVER;
-    if (!c)
+    if (!h)
         return NULL;
-    int64_t ripe = grace ? c->start_ms + UNAUTH_GRACE_MS : now;
-    if (s->accept_gen - c->gen >= 2 && ripe <= now)
-        return c;
-    /* A generation passes with the next accept event: retry soon. */
+    int64_t ripe = grace ? sess_of(h->st)->start_ms + UNAUTH_GRACE_MS : now;
+    if ((uint32_t)cw_loop_iterations(s->loop) - h->gen >= 2 && ripe <= now)
+        return h->st;
+    /* An iteration passes soon: retry then. */
     *when = ripe > now ? ripe : now + 1;
     return NULL;
 }
 
-/* Close up to max connections that cost the least to lose: lingering ones
- * first (they have said their last word), then unauthenticated ones,
- * oldest first, and only when none is left, sessions idle for a while,
- * least recently active first. Returns how many were closed; *when as
- * for unauth_victim when unauthenticated sessions were too fresh. */
-static int reclaim(cw_server *s, int max, int64_t *when)
+/* Descriptor pressure, after the lingering closes: unauthenticated
+ * sessions, oldest first, and only when none is left, sessions idle for a
+ * while, least recently active first. -1 protects the rest for now. */
+static int pick(cw_acceptor *a, void *data, cw_stream **victim)
 {
-    int n = 0;
-    *when = CW_NEVER;
-    while (n < max && s->linger.head) {
-        struct sconn *c = s->linger.head;
-        c->how = CW_END_TIMEOUT;
-        c->state = ST_DEAD;
-        s->st.reclaimed++;
-        conn_free(s, c);
-        n++;
+    cw_server *s = data;
+    int64_t when;
+    if (s->no_pick)
+        return -1;
+    cw_stream *v = unauth_victim(s, 0, &when);
+    if (!v) {
+        if (s->nunauth)
+            return -1;   /* never an authenticated session while these remain */
+        v = cw_acceptor_idlest(a, RECLAIM_MIN_IDLE_MS);
+        if (!v || sess_of(v)->rlen)
+            return -1;
     }
-    struct sconn *v;
-    while (n < max && (v = unauth_victim(s, 0, when))) {
-        evict(s, v, EV_DESCRIPTORS);
-        s->st.reclaimed++;
-        n++;
-    }
-    if (s->unauth.head)
-        return n;   /* never an authenticated session while these remain */
-    int64_t old = cw_now_ms() - RECLAIM_MIN_IDLE_MS;
-    while (n < max && s->active.head) {
-        struct sconn *c = s->active.head;
-        if (c->state != ST_ACTIVE || c->wbuf || c->rbuf || c->last_ms > old)
-            break;
-        evict(s, c, EV_DESCRIPTORS);
-        s->st.reclaimed++;
-        n++;
-    }
-    return n;
+    evict_mark(s, v, EV_DESCRIPTORS);
+    *victim = v;
+    return 1;
 }
 
 /* Before an accept: at --max-connections a lingering connection or else
  * the oldest unauthenticated session gives way; at the unauthenticated
  * cap, the oldest unauthenticated session does. Returns 0, with accepting
- * paused, when no one can give way yet. */
-static int make_room(cw_server *s)
+ * held, when no one can give way yet. */
+static int admit(cw_acceptor *a, void *data)
 {
+    cw_server *s = data;
     int64_t when = CW_NEVER;
-    struct sconn *v;
-    if (s->st.conns >= s->o.max_conns) {
-        if (s->linger.head) {
-            reclaim(s, 1, &when);
+    cw_stream *v;
+    if (s->stopping)
+        return 0;
+    struct cw_acceptor_stats as = acc_stats(s);
+    if (as.open >= (uint64_t)s->o.max_conns) {
+        int n = 0;
+        if (as.closing) {
+            s->no_pick = 1;   /* lingering closes only, not the pick's */
+            n = cw_acceptor_reclaim(a, 1);
+            s->no_pick = 0;
+        }
+        if (n > 0) {
         } else if ((v = unauth_victim(s, 1, &when))) {
             evict(s, v, EV_MAX_CONNS);
-        } else if (s->unauth.head) {
-            pause_accept(s, when, NULL);   /* routine under a flood: quiet */
+        } else if (s->nunauth) {
+            hold_accept(s, when, NULL);   /* routine under a flood: quiet */
             return 0;
         } else {
-            pause_full(s);
+            hold_full(s, as.open);
             return 0;
         }
     }
     if (s->nunauth >= s->max_unauth) {
         if (!(v = unauth_victim(s, 1, &when))) {
-            pause_accept(s, when, NULL);   /* routine under a flood: quiet */
+            hold_accept(s, when, NULL);   /* routine under a flood: quiet */
             return 0;
         }
         evict(s, v, EV_UNAUTH_CAP);
@@ -785,91 +709,49 @@ static int make_room(cw_server *s)
     return 1;
 }
 
-static void set_sndbuf(cw_server *s, int fd)
+static void set_peer(struct sess *c, const struct sockaddr *sa)
 {
-    if (s->o.sndbuf <= 0)
-        return;
-    /* Best effort: a socket that refuses keeps the kernel's autotuned
-     * buffer, which is what it would have had without the option. */
-    (void)setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &s->o.sndbuf, sizeof s->o.sndbuf);
-}
-
-static int conn_new(cw_server *s, int fd, const struct sockaddr_storage *ss)
-{
-    struct sconn *c = calloc(1, sizeof *c);
-    if (!c) {
-        close(fd);
-        return -ENOMEM;
-    }
-    set_sndbuf(s, fd);
-    c->io.fd = fd;
-    c->io.data = c;
-    c->timer.data = s;
-    c->gen = s->accept_gen;
-    c->start_ms = c->last_ms = cw_now_ms();
-    if (ss->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)ss;
+    if (sa && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
         memcpy(c->addr, &a->sin6_addr, 16);
         c->port = ntohs(a->sin6_port);
         /* IPv4 clients of a dual-stack listener are IPv4 clients. */
         c->family = IN6_IS_ADDR_V4MAPPED(&a->sin6_addr) ? AF_INET : AF_INET6;
     } else {
-        const struct sockaddr_in *a = (const struct sockaddr_in *)ss;
         c->addr[10] = c->addr[11] = 0xFF;
-        memcpy(c->addr + 12, &a->sin_addr, 4);
-        c->port = ntohs(a->sin_port);
+        if (sa) {
+            const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+            memcpy(c->addr + 12, &a->sin_addr, 4);
+            c->port = ntohs(a->sin_port);
+        }
         c->family = AF_INET;
     }
-    int64_t first = c->start_ms + (s->o.login_timeout_ms < s->o.idle_timeout_ms
-                                   ? s->o.login_timeout_ms : s->o.idle_timeout_ms);
-    int rc = cw_io_start(s->loop, &c->io, CW_IO_READ, on_io);
-    if (rc == CW_OK)
-        rc = cw_timer_start(s->loop, &c->timer, first, on_timer);
-    if (rc < 0) {
-        cw_io_stop(s->loop, &c->io);
-        close(fd);
-        free(c);
-        return rc;
-    }
-    list_push(&s->unauth, c);
-    s->nunauth++;
-    s->st.conns++;
-    s->st.accepted++;
-    s->st.conn_bytes += sizeof *c;
-    return CW_OK;
 }
 
-static void on_accept(cw_loop *loop, cw_io *io, unsigned events)
+static void on_accept(cw_acceptor *a, cw_stream *st, void *data)
 {
-    cw_server *s = io->data;
-    s->accept_gen++;
-    for (int i = 0; i < ACCEPT_BATCH; i++) {
-        if (!make_room(s))
-            return;
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof ss;
-        int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd >= 0) {
-            conn_new(s, fd, &ss);
-            continue;
-        }
-        int err = errno;
-        if (err == EINTR || err == ECONNABORTED)
-            continue;
-        if (err == EAGAIN || err == EWOULDBLOCK)
-            return;
-        int64_t when = CW_NEVER;
-        if ((err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) &&
-            reclaim(s, RECLAIM_BATCH, &when))
-            continue;
-        /* Out of descriptors with nothing to give back, or an unexpected
-         * error: the listener would stay readable, so watching it now
-         * would spin. */
-        int64_t backoff = cw_now_ms() + ACCEPT_BACKOFF_MS;
-        pause_accept(s, when < backoff ? when : backoff, strerror(err));
+    cw_server *s = data;
+    struct sess *c = sess_of(st);
+    if (s->o.sndbuf > 0)   /* best effort: else the kernel's autotuning */
+        (void)setsockopt(cw_stream_fd(st), SOL_SOCKET, SO_SNDBUF, &s->o.sndbuf,
+                         sizeof s->o.sndbuf);
+    c->start_ms = cw_now_ms();
+    set_peer(c, cw_acceptor_peer(a, NULL));
+    s->live++;
+    s->st.accepted++;
+    cw_stream_start(st, &handlers, s);
+    if (fifo_push(&s->unauth, st, (uint32_t)cw_loop_iterations(s->loop),
+                  &c->useq) < 0) {
+        c->end = END_ERROR;
+        c->closing = 1;
+        cw_stream_close(st, CW_CLOSE_ABORT, 0, NULL);
         return;
     }
+    c->in_unauth = 1;
+    s->nunauth++;
+    int64_t first = s->o.login_timeout_ms < s->o.idle_timeout_ms
+                    ? s->o.login_timeout_ms : s->o.idle_timeout_ms;
+    cw_stream_set_deadline(st, c->start_ms + first);
 }
 
 /* ---- the server object ---- */
@@ -925,6 +807,29 @@ static int new_throttle(cw_server *s)
     return cw__throttle_new(&t, &s->thr);
 }
 
+static uint32_t ms32(int64_t ms)
+{
+    return ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+}
+
+static int new_acceptor(cw_server *s)
+{
+    struct cw_stream_opts so;
+    cw_stream_opts_init(&so);
+    so.write_timeout_ms = ms32(s->o.write_timeout_ms);
+    so.high_water = 1;   /* a queued byte is "full": reads pause */
+    /* 0 was "no wait between reads" here; 0 is "none" to the stream */
+    so.linger_timeout_ms = s->o.lingering_timeout_ms ? ms32(s->o.lingering_timeout_ms) : 1;
+    so.user_size = sizeof(struct sess);
+    int rc = cw_acceptor_new(s->loop, s->lis, &so, on_accept, s, &s->acc);
+    if (rc == CW_OK) {
+        cw_acceptor_set_admit(s->acc, admit);
+        cw_acceptor_set_reclaim(s->acc, pick);
+        cw_acceptor_set_on_pause(s->acc, on_acceptor_pause);
+    }
+    return rc;
+}
+
 int cw_server_new(const struct cw_server_opts *opts, cw_server **out)
 {
     if (!out)
@@ -951,12 +856,9 @@ int cw_server_new(const struct cw_server_opts *opts, cw_server **out)
     if (rc == CW_OK)
         rc = cw_listen(s->o.host ? s->o.host : "127.0.0.1", s->o.port, NULL,
                        s->o.backlog, &s->lis);
-    if (rc == CW_OK) {
-        s->lio.fd = cw_listener_fd(s->lis);
-        s->lio.data = s;
-        s->accept_timer.data = s;
-        rc = cw_io_start(s->loop, &s->lio, CW_IO_READ, on_accept);
-    }
+    s->accept_timer.data = s;
+    if (rc == CW_OK)
+        rc = new_acceptor(s);
     if (rc < 0) {
         cw_server_free(&s);
         return rc;
@@ -1015,25 +917,21 @@ static void on_stop_timer(cw_loop *loop, cw_timer *t)
     cw_loop_stop(loop);
 }
 
+static int shut_down_one(cw_stream *st, void *arg)
+{
+    if (!cw_stream_closing(st))
+        finish(arg, st, sess_of(st), "ERR server shutting down", END_SHUTDOWN);
+    return 0;
+}
+
 /* Phase two of a stop: every session gets a last line and a graceful
  * close, bounded by the lingering time. */
 static void shut_down_sessions(cw_server *s)
 {
     s->stopping = 1;
-    cw_io_stop(s->loop, &s->lio);
+    cw_acceptor_pause(s->acc);
     cw_timer_stop(s->loop, &s->accept_timer);
-    struct list *lists[] = {&s->unauth, &s->active};
-    for (int i = 0; i < 2; i++) {
-        struct sconn *c = lists[i]->head;
-        while (c) {
-            struct sconn *next = c->next;
-            if (c->state == ST_ACTIVE) {
-                finish(s, c, "ERR server shutting down", END_SHUTDOWN);
-                settle(s, c);   /* may free c, or move it to s->linger */
-            }
-            c = next;
-        }
-    }
+    cw_acceptor_walk(s->acc, shut_down_one, s);
 }
 
 int cw_server_run(cw_server *s)
@@ -1044,12 +942,12 @@ int cw_server_run(cw_server *s)
     if (rc < 0)
         return rc;
     shut_down_sessions(s);
-    if (s->st.conns == 0)
+    if (s->live == 0)
         return CW_OK;
     s->stop_timer.data = s;
     cw_timer_start(s->loop, &s->stop_timer,
                    cw_now_ms() + s->o.lingering_time_ms, on_stop_timer);
-    rc = cw_loop_run(s->loop);   /* ends when the last conn is freed */
+    rc = cw_loop_run(s->loop);   /* ends when the last session is freed */
     cw_timer_stop(s->loop, &s->stop_timer);
     return rc;
 }
@@ -1059,27 +957,42 @@ int cw_server_stop(cw_server *s)
     return s ? cw_loop_stop(s->loop) : CW_EINVAL;
 }
 
+static int add_queued(cw_stream *st, void *arg)
+{
+    *(size_t *)arg += cw_stream_queued(st);
+    return 0;
+}
+
 int cw_server_stats(const cw_server *s, struct cw_server_stats *st)
 {
     if (!s || !st)
         return CW_EINVAL;
     *st = s->st;
+    struct cw_acceptor_stats a = acc_stats(s);
+    st->conns = (int)a.open;
+    st->lingering = (int)a.closing;
+    st->accept_paused += a.paused;
+    st->reclaimed = a.reclaimed - s->cap_evictions;
+    /* What sessions hold in user space: their allocations (stream and
+     * session), unprocessed input, queued output. */
+    size_t queued = 0;
+    cw_acceptor_walk(s->acc, add_queued, &queued);
+    st->conn_bytes = (size_t)s->live * (CW__STREAM_SIZE + sizeof(struct sess)) +
+                     s->rbuf_bytes + queued;
     st->unauthenticated = s->nunauth;
     st->throttle_overflow = cw__throttle_overflowed(s->thr);
     return CW_OK;
 }
 
-static void free_all(cw_server *s, struct list *l)
+/* Whatever could not finish in time ends abortively, on purpose. */
+static int abort_one(cw_stream *st, void *arg)
 {
-    while (l->head) {
-        struct sconn *c = l->head;
-        if (c->end == END_NONE)
-            c->end = END_SHUTDOWN;
-        /* Whatever could not finish in time ends abortively, on purpose. */
-        c->how = c->how == CW_END_NONE ? CW_END_ABORT : c->how;
-        c->state = ST_DEAD;
-        conn_free(s, c);
-    }
+    struct sess *c = sess_of(st);
+    if (c->end == END_NONE)
+        c->end = END_SHUTDOWN;
+    c->closing = 1;
+    cw_stream_close(st, CW_CLOSE_ABORT, 0, NULL);
+    return 0;
 }
 
 int cw_server_free(cw_server **sp)
@@ -1089,15 +1002,17 @@ int cw_server_free(cw_server **sp)
     cw_server *s = *sp;
     *sp = NULL;
     s->stopping = 1;
-    if (s->loop) {
-        free_all(s, &s->unauth);
-        free_all(s, &s->active);
-        free_all(s, &s->linger);
-        cw_io_stop(s->loop, &s->lio);
-        cw_loop_free(&s->loop);
+    if (s->acc) {
+        cw_acceptor_walk(s->acc, abort_one, NULL);
+        if (s->live)   /* their on_closed: all due in the next timer pass */
+            cw_loop_run(s->loop);
+        cw_acceptor_free(&s->acc);
     }
+    if (s->loop)
+        cw_loop_free(&s->loop);
     if (s->lis)
         cw_listener_close(&s->lis);
+    free(s->unauth.e);
     cw__auth_free(s->auth);
     cw__throttle_free(s->thr);
     free(s);
