@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include "../net/stream_impl.h"
 #include "auth.h"
+#include "authpool.h"
 #include "protocol.h"
 #include "throttle.h"
 
@@ -35,7 +36,7 @@
 enum end {
     END_NONE, END_PEER_EOF, END_RESET, END_IDLE, END_AUTH_FAILED,
     END_THROTTLED, END_QUIT, END_TOOLONG, END_BAD, END_WRITE_TIMEOUT,
-    END_SHUTDOWN, END_ERROR, END_LOGIN_TIMEOUT, END_EVICTED
+    END_SHUTDOWN, END_ERROR, END_LOGIN_TIMEOUT, END_EVICTED, END_BUSY
 };
 
 /* The protocol's reasons: the server ended the session with a last line.
@@ -46,7 +47,7 @@ static const char *end_names[] = {
     [END_AUTH_FAILED] = "auth-failed", [END_THROTTLED] = "throttled",
     [END_QUIT] = "quit",           [END_TOOLONG] = "line-too-long",
     [END_BAD] = "bad-request",     [END_SHUTDOWN] = "shutdown",
-    [END_LOGIN_TIMEOUT] = "login-timeout",
+    [END_LOGIN_TIMEOUT] = "login-timeout", [END_BUSY] = "auth-busy",
 };
 
 static const char *end_word(enum end e)
@@ -78,7 +79,10 @@ static const char *evict_names[] = {
  * heap slot (docs/BENCHMARKS.md). */
 struct sess {
     char *rbuf;                  /* unprocessed input, only when some */
-    const char *reason;          /* detail of end=, for the log, or NULL */
+    union {
+        const char *reason;      /* detail of end=, for the log, or NULL */
+        cw__authjob *job;        /* while checking: the password's check */
+    };
     int64_t start_ms;
     uint32_t useq;               /* place in s->unauth while in it */
     uint16_t rlen;
@@ -88,7 +92,7 @@ struct sess {
     uint8_t end;                 /* enum end */
     uint8_t how;                 /* enum cw_end decided here (the peer's
                                     end, an eviction), else the stream's */
-    uint8_t authed : 1, in_unauth : 1, closing : 1;
+    uint8_t authed : 1, in_unauth : 1, closing : 1, checking : 1;
 };
 _Static_assert(CW__STREAM_SIZE + sizeof(struct sess) <= 184,
                "an idle session outgrew its 192-byte malloc chunk");
@@ -131,6 +135,8 @@ struct cw_server {
     size_t rbuf_bytes;
     struct fifo unauth;
     cw__auth *auth;
+    cw__authpool *pool;          /* NULL: checks run on the loop */
+    cw__authport *port;
     cw__throttle *thr;
     struct cw_server_stats st;
     char scratch[SCRATCH_SIZE];
@@ -266,12 +272,15 @@ static void reply_str(cw_stream *st, struct sess *c, const char *text)
     reply(st, c, text, strlen(text));
 }
 
+static void drop_check(cw_server *s, struct sess *c);
+
 /* Send a final line and end the connection the configured way. */
 static void finish(cw_server *s, cw_stream *st, struct sess *c, const char *text,
                    enum end why)
 {
     if (c->closing)
         return;
+    drop_check(s, c);
     c->end = why;
     int graceful = s->o.close_mode == CW_SERVER_GRACEFUL;
     send_line(st, c, text, strlen(text), graceful);
@@ -304,6 +313,67 @@ static void log_table_full(cw_server *s)
     fflush(s->o.log);
 }
 
+/* ---- password checks off the loop (authpool.c) ----
+ * While its check is in flight a session keeps reading, so its FIN or
+ * RST (or its login deadline) ends it at once and drops the check: no
+ * reply, nothing left. Requests behind the AUTH wait in rbuf (reads pause
+ * past a line's worth). It has had its chance to log in: it leaves the
+ * unauthenticated FIFO, so no newcomer evicts it; the check queue bounds
+ * how many wait so. The check counts as a failure for the throttle from
+ * its start and is refunded when the password was right: concurrent
+ * guesses cannot each pass the throttle before the first failure is
+ * known. A check dropped because the session ended stays counted. */
+
+static void on_drain(cw_stream *st);
+
+static void drop_check(cw_server *s, struct sess *c)
+{
+    if (!c->checking)
+        return;
+    cw__authjob_cancel(c->job);
+    c->job = NULL;
+    c->checking = 0;
+    s->st.auth_cancelled++;
+}
+
+static void on_checked(void *data, int ok, const char *user, size_t ulen)
+{
+    cw_stream *st = data;
+    cw_server *s = cw_stream_data(st);
+    struct sess *c = sess_of(st);
+    c->job = NULL;
+    c->checking = 0;
+    if (!ok) {
+        finish(s, st, c, "ERR bad credentials", END_AUTH_FAILED);
+        return;
+    }
+    cw__throttle_refund(s->thr, c->addr, user, ulen, cw_now_ms());
+    authenticated(s, st, c);
+    reply_str(st, c, "OK");
+    on_drain(st);   /* serve what came behind the AUTH, read again */
+}
+
+static void start_check(cw_server *s, cw_stream *st, struct sess *c,
+                        const struct cw_req *r, int64_t now)
+{
+    if (cw__throttle_failed(s->thr, c->addr, r->user, r->user_len, now))
+        log_table_full(s);
+    cw__authjob *job;
+    int rc = cw__authport_submit(s->port, r->user, r->user_len, r->pass,
+                                 r->pass_len, on_checked, st, &job);
+    if (rc == CW_OK) {
+        unauth_drop(s, c);
+        c->checking = 1;
+        c->job = job;
+        return;
+    }
+    /* Not a guess: nothing was checked. */
+    cw__throttle_refund(s->thr, c->addr, r->user, r->user_len, now);
+    if (rc == -EBUSY)
+        s->st.auth_busy++;
+    finish(s, st, c, "ERR busy", rc == -EBUSY ? END_BUSY : END_ERROR);
+}
+
 static void handle_auth(cw_server *s, cw_stream *st, struct sess *c,
                         const struct cw_req *r)
 {
@@ -317,6 +387,10 @@ static void handle_auth(cw_server *s, cw_stream *st, struct sess *c,
         s->st.throttled++;
         c->reason = cw__throttle_name(v);
         finish(s, st, c, "ERR too many failures", END_THROTTLED);
+        return;
+    }
+    if (s->pool) {
+        start_check(s, st, c, r, now);
         return;
     }
     int ok = cw__auth_check(s->auth, r->user, r->user_len, r->pass, r->pass_len);
@@ -368,7 +442,7 @@ static size_t process(cw_server *s, cw_stream *st, struct sess *c,
                       const char *buf, size_t len)
 {
     size_t off = 0;
-    while (!c->closing && !blocked(st)) {
+    while (!c->closing && !c->checking && !blocked(st)) {
         struct cw_req r;
         if (cw__proto_parse(buf + off, len - off, &r) == CW_REQ_INCOMPLETE)
             break;
@@ -411,6 +485,8 @@ static void serve(cw_server *s, cw_stream *st, struct sess *c, const char *buf,
     memcpy(c->rbuf, buf + used, len - used);
     c->rlen = (uint16_t)(len - used);
     s->rbuf_bytes += c->rlen;
+    if (c->checking && c->rlen > CW_PROTO_MAX_LINE)
+        cw_stream_read_stop(st);   /* enough waiting: on_checked resumes */
 }
 
 /* ---- the stream's callbacks ---- */
@@ -426,6 +502,7 @@ static void on_peer_end(cw_server *s, cw_stream *st, struct sess *c, ssize_t rc)
         }
         return;
     }
+    drop_check(s, c);
     c->end = rc == CW_EOF ? END_PEER_EOF : END_RESET;
     c->how = rc == CW_EOF ? CW_END_EOF : CW_END_RESET;
     c->closing = 1;
@@ -472,7 +549,7 @@ static void on_drain(cw_stream *st)
         drop_rbuf(s, c);
         serve(s, st, c, s->scratch, len);
     }
-    if (!c->closing && !blocked(st))
+    if (!c->closing && !c->checking && !blocked(st))
         cw_stream_read_start(st);
 }
 
@@ -500,6 +577,7 @@ static void on_closed(cw_stream *st, int how)
 {
     cw_server *s = cw_stream_data(st);
     struct sess *c = sess_of(st);
+    drop_check(s, c);   /* before close_word, which may set the reason */
     unauth_drop(s, c);
     drop_rbuf(s, c);
     enum cw_end e = close_word(c, cw_stream_end(st));
@@ -602,6 +680,7 @@ static void on_acceptor_pause(cw_acceptor *a, void *data, int err)
 static void evict_mark(cw_server *s, cw_stream *st, enum evict why)
 {
     struct sess *c = sess_of(st);
+    drop_check(s, c);
     c->end = END_EVICTED;
     c->reason = evict_names[why];
     reply_str(st, c, "ERR server busy");
@@ -782,7 +861,8 @@ static int check_opts(const struct cw_server_opts *o)
         o->auth_window_ms <= 0 || o->backlog < 0 ||
         (unsigned)o->close_mode > CW_SERVER_PLAIN || o->login_timeout_ms <= 0 ||
         o->max_unauth < 0 || o->sndbuf < 0 || o->auth_net_max_failures < 0 ||
-        o->auth_account_max_failures < 0)
+        o->auth_account_max_failures < 0 || o->auth_threads < -1 ||
+        o->auth_queue < 0 || o->workers < 0)
         return CW_EINVAL;
     /* 0 for the prefixes: the defaults, so zeroed options stay valid */
     int a6 = o->auth_v6_prefix ? o->auth_v6_prefix : 64;
@@ -851,6 +931,10 @@ int cw_server_new(const struct cw_server_opts *opts, cw_server **out)
         rc = cw__auth_new(&s->auth);
     if (rc == CW_OK)
         rc = new_throttle(s);
+    if (rc == CW_OK && s->o.auth_threads >= 0)
+        rc = cw__authpool_new(s->auth, s->o.auth_threads, s->o.auth_queue, &s->pool);
+    if (rc == CW_OK && s->pool)
+        rc = cw__authport_new(s->pool, s->loop, &s->port);
     s->max_unauth = s->o.max_unauth ? s->o.max_unauth
                                     : (s->o.max_conns + 1) / 2;
     if (rc == CW_OK)
@@ -1008,11 +1092,13 @@ int cw_server_free(cw_server **sp)
             cw_loop_run(s->loop);
         cw_acceptor_free(&s->acc);
     }
+    cw__authport_free(s->port);
     if (s->loop)
         cw_loop_free(&s->loop);
     if (s->lis)
         cw_listener_close(&s->lis);
     free(s->unauth.e);
+    cw__authpool_free(s->pool);
     cw__auth_free(s->auth);
     cw__throttle_free(s->thr);
     free(s);
