@@ -8,6 +8,7 @@
 // cw-test-timeout: 300
 #include "cwtest.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -301,6 +302,97 @@ static void test_sigterm_during_checks(void **state)
     unlink(s.log);
 }
 
+/* CPU time in microseconds (the kernel's schedstat) of the server's loop
+ * threads: the main thread and those named cw-loop. A loop that serves
+ * runs; one that does not sleeps in epoll_wait. Returns how many loops. */
+static int loop_cpu_us(pid_t pid, long *out, int max)
+{
+    char path[512];
+    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < max) {
+        if (e->d_name[0] == '.')
+            continue;
+        char comm[64] = "", line[256];
+        snprintf(path, sizeof path, "/proc/%d/task/%s/comm", (int)pid, e->d_name);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue;
+        if (fgets(comm, sizeof comm, f))
+            comm[strcspn(comm, "\n")] = '\0';
+        fclose(f);
+        if (atoi(e->d_name) != (int)pid && strcmp(comm, "cw-loop"))
+            continue;
+        snprintf(path, sizeof path, "/proc/%d/task/%s/schedstat", (int)pid, e->d_name);
+        f = fopen(path, "re");
+        if (!f)
+            continue;
+        long long ns = -1;
+        if (!fgets(line, sizeof line, f) || sscanf(line, "%lld", &ns) != 1)
+            ns = -1;
+        fclose(f);
+        out[n++] = (long)(ns / 1000);
+    }
+    closedir(d);
+    return n;
+}
+
+#define WSESS 40
+
+/* --workers 2: two listeners on the port (the kernel's table says so),
+ * both loops serve (each wakes up for its share of 40 sessions' echoes),
+ * and SIGTERM with sessions on both: each gets its last line and EOF,
+ * nothing is left in CLOSE_WAIT, the server exits 0. */
+static void test_two_workers(void **state)
+{
+    const char *args[] = {"--workers", "2", "--max-auth-failures", "0", "-q", NULL};
+    struct srv s;
+    srv_start(&s, args);
+    assert_int_equal(cwt_count(CW_TCP_LISTEN, s.port, 0), 2);
+    char line[256];
+    int fds[WSESS];
+    for (int i = 0; i < WSESS; i++) {
+        fds[i] = raw_dial(&s);
+        put(fds[i], "AUTH s pw-s\n");
+    }
+    for (int i = 0; i < WSESS; i++) {
+        assert_true(get(fds[i], line, sizeof line, 30000) >= 0);
+        assert_string_equal(line, "OK");
+    }
+    long before[4], after[4];
+    assert_int_equal(loop_cpu_us(s.pid, before, 4), 2);
+    for (int round = 0; round < 10; round++)
+        for (int i = 0; i < WSESS; i++) {
+            put(fds[i], "ECHO x\n");
+            assert_true(get(fds[i], line, sizeof line, 5000) >= 0);
+        }
+    assert_int_equal(loop_cpu_us(s.pid, after, 4), 2);
+    print_message("two loops: %ld and %ld us of CPU for 400 echoes\n",
+                  after[0] - before[0], after[1] - before[1]);
+    /* With 40 sessions hashed over two listeners each loop owns some (all
+     * 40 on one has odds of 2^-39) and runs for its echoes; a loop with
+     * none would sleep through them. */
+    assert_true(after[0] - before[0] >= 200);
+    assert_true(after[1] - before[1] >= 200);
+    kill(s.pid, SIGTERM);
+    for (int i = 0; i < WSESS; i++) {
+        assert_true(get(fds[i], line, sizeof line, 10000) >= 0);
+        assert_string_equal(line, "ERR server shutting down");
+        expect_eof(fds[i], 5000);
+    }
+    closeall(fds, WSESS);
+    int st = cwt_wait(s.pid, 10000);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    assert_int_equal(cwt_count(CW_TCP_CLOSE_WAIT, 0, 0), 0);
+    assert_int_equal(cwt_count(CW_TCP_LISTEN, s.port, 0), 0);
+    close(s.out);
+    unlink(s.log);
+}
+
 int main(void)
 {
     cwt_private_netns();
@@ -317,6 +409,7 @@ int main(void)
         CWT_TEST(test_leave_during_check),
         CWT_TEST(test_full_queue),
         CWT_TEST(test_sigterm_during_checks),
+        CWT_TEST(test_two_workers),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     unlink(creds);

@@ -114,6 +114,7 @@ static void post(cw__authjob *j)
 static void *worker(void *arg)
 {
     cw__authpool *p = arg;
+    pthread_setname_np(pthread_self(), "cw-auth");   /* for top, perf */
     struct crypt_data *cd = calloc(1, sizeof *cd);
     pthread_mutex_lock(&p->mu);
     for (;;) {

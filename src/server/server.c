@@ -21,6 +21,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,8 +119,26 @@ struct fifo {
     uint32_t off, n, cap;        /* e[off..n) may hold entries */
 };
 
+/* One per loop. With --workers N the first (the handle the caller holds)
+ * owns what the loops share - credentials, check pool, throttle table -
+ * and the others in shards[]; each loop has its own listener on the
+ * same port (SO_REUSEPORT: the kernel spreads connections), acceptor
+ * and counters, and runs in a thread of its own. --max-connections
+ * counts every loop's sessions (the first loop's atomic counter), but a
+ * loop only evicts its own: at the cap with no victim of its own it
+ * holds accepting and retries soon (another loop's session may end
+ * meanwhile). The unauthenticated cap is shared out among the loops
+ * (each evicts its own oldest: a newcomer must not wait on a session
+ * another loop would have to evict). */
 struct cw_server {
     struct cw_server_opts o;
+    cw_server *primary;          /* NULL in the first loop's */
+    cw_server **shards;          /* the first loop's: the other loops */
+    int nshards;
+    pthread_t thread;
+    int run_rc;
+    int nloops;
+    atomic_int open_all;         /* the first loop's: sessions of every loop */
     cw_loop *loop;
     cw_listener *lis;
     cw_acceptor *acc;
@@ -175,6 +196,11 @@ static struct fent *fifo_head(struct fifo *f)
         return NULL;
     }
     return &f->e[f->off];
+}
+
+static cw_server *first_loop(cw_server *s)
+{
+    return s->primary ? s->primary : s;
 }
 
 static void unauth_drop(cw_server *s, struct sess *c)
@@ -585,6 +611,7 @@ static void on_closed(cw_stream *st, int how)
         c->end = e == CW_END_RESET ? END_RESET : END_ERROR;
     log_end(s, c, e);
     s->live--;
+    atomic_fetch_sub(&first_loop(s)->open_all, 1);
     s->st.ended++;
     if (s->accept_paused && !s->stopping)
         resume_accept(s);
@@ -632,6 +659,8 @@ static void hold_accept(cw_server *s, int64_t retry_at, const char *why)
         s->pause_logged = 1;
         s->pause_log_ms = now;
     }
+    if (retry_at == CW_NEVER && s->nloops > 1)
+        retry_at = now + 20;   /* an end in another loop would not resume us */
     if (retry_at != CW_NEVER && (!cw_timer_active(&s->accept_timer) ||
                                  s->accept_timer.deadline > retry_at))
         cw_timer_start(s->loop, &s->accept_timer, retry_at, on_accept_timer);
@@ -650,8 +679,9 @@ static void resume_accept(cw_server *s)
     if (!s->accept_paused || s->stopping)
         return;
     struct cw_acceptor_stats a = acc_stats(s);
-    if (a.open >= (uint64_t)s->o.max_conns && !a.closing && !s->nunauth) {
-        hold_full(s, a.open);   /* still paused; now for this reason */
+    int open = atomic_load(&first_loop(s)->open_all);
+    if (open >= s->o.max_conns && !a.closing && !s->nunauth) {
+        hold_full(s, (uint64_t)open);   /* still paused; now for this reason */
         return;
     }
     cw_timer_stop(s->loop, &s->accept_timer);
@@ -760,7 +790,8 @@ static int admit(cw_acceptor *a, void *data)
     if (s->stopping)
         return 0;
     struct cw_acceptor_stats as = acc_stats(s);
-    if (as.open >= (uint64_t)s->o.max_conns) {
+    int open = atomic_load(&first_loop(s)->open_all);
+    if (open >= s->o.max_conns) {
         int n = 0;
         if (as.closing) {
             s->no_pick = 1;   /* lingering closes only, not the pick's */
@@ -774,7 +805,7 @@ static int admit(cw_acceptor *a, void *data)
             hold_accept(s, when, NULL);   /* routine under a flood: quiet */
             return 0;
         } else {
-            hold_full(s, as.open);
+            hold_full(s, (uint64_t)open);
             return 0;
         }
     }
@@ -817,6 +848,7 @@ static void on_accept(cw_acceptor *a, cw_stream *st, void *data)
     c->start_ms = cw_now_ms();
     set_peer(c, cw_acceptor_peer(a, NULL));
     s->live++;
+    atomic_fetch_add(&first_loop(s)->open_all, 1);
     s->st.accepted++;
     cw_stream_start(st, &handlers, s);
     if (fifo_push(&s->unauth, st, (uint32_t)cw_loop_iterations(s->loop),
@@ -910,6 +942,52 @@ static int new_acceptor(cw_server *s)
     return rc;
 }
 
+/* A loop's own parts: loop, listener, acceptor, auth port. */
+static int shard_open(cw_server *s, uint16_t port, int nloops)
+{
+    int rc = cw_loop_new(&s->loop);
+    if (rc == CW_OK && s->o.handle_signals && !s->primary)
+        rc = cw_loop_signals(s->loop, NULL, NULL);
+    if (rc == CW_OK && s->pool)
+        rc = cw__authport_new(s->pool, s->loop, &s->port);
+    s->nloops = nloops;
+    int unauth = s->o.max_unauth ? s->o.max_unauth : (s->o.max_conns + 1) / 2;
+    s->max_unauth = (unauth + nloops - 1) / nloops;
+    struct cw_opts lo;
+    cw_opts_init(&lo);
+    lo.reuseport = nloops > 1;
+    if (rc == CW_OK)
+        rc = cw_listen(s->o.host ? s->o.host : "127.0.0.1", port, &lo,
+                       s->o.backlog, &s->lis);
+    s->accept_timer.data = s;
+    if (rc == CW_OK)
+        rc = new_acceptor(s);
+    return rc;
+}
+
+/* The other loops, sharing the first one's port and tables. */
+static int open_shards(cw_server *s, int n)
+{
+    s->shards = calloc((size_t)n, sizeof *s->shards);
+    if (!s->shards)
+        return -ENOMEM;
+    while (s->nshards < n) {
+        cw_server *x = calloc(1, sizeof *x);
+        if (!x)
+            return -ENOMEM;
+        s->shards[s->nshards++] = x;   /* freed with s from here on */
+        x->o = s->o;
+        x->primary = s;
+        x->auth = s->auth;
+        x->pool = s->pool;
+        x->thr = s->thr;
+        int rc = shard_open(x, (uint16_t)cw_listener_port(s->lis), n + 1);
+        if (rc < 0)
+            return rc;
+    }
+    return CW_OK;
+}
+
 int cw_server_new(const struct cw_server_opts *opts, cw_server **out)
 {
     if (!out)
@@ -923,26 +1001,17 @@ int cw_server_new(const struct cw_server_opts *opts, cw_server **out)
     else
         cw_server_opts_init(&s->o);
     int rc = check_opts(&s->o);
-    if (rc == CW_OK)
-        rc = cw_loop_new(&s->loop);
-    if (rc == CW_OK && s->o.handle_signals)
-        rc = cw_loop_signals(s->loop, NULL, NULL);
+    int nloops = s->o.workers > 1 ? s->o.workers : 1;
     if (rc == CW_OK)
         rc = cw__auth_new(&s->auth);
     if (rc == CW_OK)
         rc = new_throttle(s);
     if (rc == CW_OK && s->o.auth_threads >= 0)
         rc = cw__authpool_new(s->auth, s->o.auth_threads, s->o.auth_queue, &s->pool);
-    if (rc == CW_OK && s->pool)
-        rc = cw__authport_new(s->pool, s->loop, &s->port);
-    s->max_unauth = s->o.max_unauth ? s->o.max_unauth
-                                    : (s->o.max_conns + 1) / 2;
     if (rc == CW_OK)
-        rc = cw_listen(s->o.host ? s->o.host : "127.0.0.1", s->o.port, NULL,
-                       s->o.backlog, &s->lis);
-    s->accept_timer.data = s;
-    if (rc == CW_OK)
-        rc = new_acceptor(s);
+        rc = shard_open(s, s->o.port, nloops);
+    if (rc == CW_OK && nloops > 1)
+        rc = open_shards(s, nloops - 1);
     if (rc < 0) {
         cw_server_free(&s);
         return rc;
@@ -1018,11 +1087,13 @@ static void shut_down_sessions(cw_server *s)
     cw_acceptor_walk(s->acc, shut_down_one, s);
 }
 
-int cw_server_run(cw_server *s)
+/* Serve until the loop is stopped, then end every session. The first
+ * loop stops the others when it is stopped (a signal, cw_server_stop). */
+static int shard_run(cw_server *s)
 {
-    if (!s || s->stopping)
-        return CW_EINVAL;
     int rc = cw_loop_run(s->loop);
+    for (int i = 0; i < s->nshards; i++)
+        cw_loop_stop(s->shards[i]->loop);
     if (rc < 0)
         return rc;
     shut_down_sessions(s);
@@ -1033,6 +1104,46 @@ int cw_server_run(cw_server *s)
                    cw_now_ms() + s->o.lingering_time_ms, on_stop_timer);
     rc = cw_loop_run(s->loop);   /* ends when the last session is freed */
     cw_timer_stop(s->loop, &s->stop_timer);
+    return rc;
+}
+
+static void *shard_main(void *arg)
+{
+    cw_server *s = arg;
+    pthread_setname_np(pthread_self(), "cw-loop");   /* for top, perf, tests */
+    s->run_rc = shard_run(s);
+    return NULL;
+}
+
+int cw_server_run(cw_server *s)
+{
+    if (!s || s->stopping || s->primary)
+        return CW_EINVAL;
+    /* The loops' threads block every signal: SIGTERM is the first loop's
+     * (its signalfd), wherever the kernel would deliver it. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int started = 0, rc = CW_OK;
+    for (; started < s->nshards; started++) {
+        int err = pthread_create(&s->shards[started]->thread, NULL, shard_main,
+                                 s->shards[started]);
+        if (err) {
+            rc = -err;
+            break;
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc == CW_OK)
+        rc = shard_run(s);
+    else
+        cw_server_stop(s);
+    for (int i = 0; i < started; i++) {
+        cw_loop_stop(s->shards[i]->loop);
+        pthread_join(s->shards[i]->thread, NULL);
+        if (rc == CW_OK)
+            rc = s->shards[i]->run_rc;
+    }
     return rc;
 }
 
@@ -1047,10 +1158,8 @@ static int add_queued(cw_stream *st, void *arg)
     return 0;
 }
 
-int cw_server_stats(const cw_server *s, struct cw_server_stats *st)
+static void shard_stats(const cw_server *s, struct cw_server_stats *st)
 {
-    if (!s || !st)
-        return CW_EINVAL;
     *st = s->st;
     struct cw_acceptor_stats a = acc_stats(s);
     st->conns = (int)a.open;
@@ -1064,6 +1173,25 @@ int cw_server_stats(const cw_server *s, struct cw_server_stats *st)
     st->conn_bytes = (size_t)s->live * (CW__STREAM_SIZE + sizeof(struct sess)) +
                      s->rbuf_bytes + queued;
     st->unauthenticated = s->nunauth;
+}
+
+int cw_server_stats(const cw_server *s, struct cw_server_stats *st)
+{
+    if (!s || !st)
+        return CW_EINVAL;
+    shard_stats(s, st);
+    for (int i = 0; i < s->nshards; i++) {
+        struct cw_server_stats x;
+        shard_stats(s->shards[i], &x);
+#define CW_SUM(f) st->f += x.f
+        CW_SUM(accepted); CW_SUM(ended); CW_SUM(conns); CW_SUM(lingering);
+        CW_SUM(accept_paused); CW_SUM(reclaimed); CW_SUM(conn_bytes);
+        CW_SUM(unauthenticated); CW_SUM(login_timeouts); CW_SUM(throttled);
+        CW_SUM(evicted_unauth); CW_SUM(evicted_authed); CW_SUM(evicted_descriptors);
+        CW_SUM(evicted_max_conns); CW_SUM(evicted_unauth_cap); CW_SUM(auth_busy);
+        CW_SUM(auth_cancelled);
+#undef CW_SUM
+    }
     st->throttle_overflow = cw__throttle_overflowed(s->thr);
     return CW_OK;
 }
@@ -1079,12 +1207,9 @@ static int abort_one(cw_stream *st, void *arg)
     return 0;
 }
 
-int cw_server_free(cw_server **sp)
+/* A loop's own parts (its thread, if any, has been joined). */
+static void shard_close(cw_server *s)
 {
-    if (!sp || !*sp)
-        return CW_EINVAL;
-    cw_server *s = *sp;
-    *sp = NULL;
     s->stopping = 1;
     if (s->acc) {
         cw_acceptor_walk(s->acc, abort_one, NULL);
@@ -1098,6 +1223,20 @@ int cw_server_free(cw_server **sp)
     if (s->lis)
         cw_listener_close(&s->lis);
     free(s->unauth.e);
+}
+
+int cw_server_free(cw_server **sp)
+{
+    if (!sp || !*sp || (*sp)->primary)
+        return CW_EINVAL;
+    cw_server *s = *sp;
+    *sp = NULL;
+    for (int i = 0; i < s->nshards; i++) {
+        shard_close(s->shards[i]);
+        free(s->shards[i]);
+    }
+    free(s->shards);
+    shard_close(s);
     cw__authpool_free(s->pool);
     cw__auth_free(s->auth);
     cw__throttle_free(s->thr);
