@@ -10,7 +10,9 @@
  *     half-close and read to EOF. Reports the ECHO round trip (p50, p99,
  *     p99.9, max in microseconds), echoes lost (no reply within 5 s),
  *     logins/s, the login round trip (p50, p99 in ms) and how logins were
- *     answered (ok, bad, busy, other). K = 0: the echo sessions alone.
+ *     answered (ok, bad, busy, other), and how long the echo thread itself
+ *     waited on a run queue per time slice (a busy machine's share of the
+ *     round trip). K = 0: the echo sessions alone.
  *
  *   cw_bench_authload soak PORT COUNT CONC MAXSECS YES SIX CHEAP
  *     COUNT connections, CONC at a time (one thread each, blocking I/O),
@@ -218,6 +220,20 @@ static void *login_main(void *arg)
     return NULL;
 }
 
+/* This thread's run-queue wait (ns) and time slices, from schedstat:
+ * the generator's own share of a round trip on a busy machine. */
+static void own_wait(long long *wait_ns, long long *slices)
+{
+    FILE *f = fopen("/proc/thread-self/schedstat", "re");
+    long long run = 0;
+    *wait_ns = *slices = 0;
+    if (!f)
+        return;
+    if (fscanf(f, "%lld %lld %lld", &run, wait_ns, slices) != 3)
+        *wait_ns = *slices = 0;
+    fclose(f);
+}
+
 /* ---- echo sessions ---- */
 
 struct session {
@@ -326,6 +342,7 @@ static int latency(int argc, char **argv)
     int64_t end = from + (int64_t)secs * 1000000000LL;
     unsigned long ok0 = 0;
     int base_taken = 0;
+    long long w0 = 0, n0 = 0, w1, n1;
     for (;;) {
         int64_t now = now_ns();
         if (now >= end)
@@ -333,6 +350,7 @@ static int latency(int argc, char **argv)
         if (!base_taken && now >= from) {
             ok0 = atomic_load(&ls.ok) + atomic_load(&ls.bad) + atomic_load(&ls.busy);
             base_taken = 1;
+            own_wait(&w0, &n0);
         }
         int64_t next = end;
         for (int i = 0; i < nsess; i++) {
@@ -348,6 +366,7 @@ static int latency(int argc, char **argv)
     }
     unsigned long answered = atomic_load(&ls.ok) + atomic_load(&ls.bad) +
                              atomic_load(&ls.busy) - ok0;
+    own_wait(&w1, &n1);
     running = 0;
     for (int i = 0; i < k; i++)
         pthread_join(th[i], NULL);
@@ -358,12 +377,14 @@ static int latency(int argc, char **argv)
     qsort(ls.rtt.v, ls.rtt.n, sizeof *ls.rtt.v, cmp64);
     printf("echo_n=%zu echo_p50_us=%.1f echo_p99_us=%.1f echo_p999_us=%.1f "
            "echo_max_us=%.1f echo_lost=%ld logins=%lu logins_per_s=%.1f "
-           "login_p50_ms=%.1f login_p99_ms=%.1f ok=%lu bad=%lu busy=%lu other=%lu\n",
+           "login_p50_ms=%.1f login_p99_ms=%.1f ok=%lu bad=%lu busy=%lu other=%lu "
+           "gen_wait_us_per_slice=%.0f\n",
            rtt.n, pct(&rtt, 0.5) / 1e3, pct(&rtt, 0.99) / 1e3,
            pct(&rtt, 0.999) / 1e3, rtt.n ? rtt.v[rtt.n - 1] / 1e3 : 0.0, lost,
            answered, (double)answered / secs, pct(&ls.rtt, 0.5) / 1e6,
            pct(&ls.rtt, 0.99) / 1e6, atomic_load(&ls.ok), atomic_load(&ls.bad),
-           atomic_load(&ls.busy), atomic_load(&ls.other));
+           atomic_load(&ls.busy), atomic_load(&ls.other),
+           n1 > n0 ? (double)(w1 - w0) / (double)(n1 - n0) / 1e3 : 0.0);
     free(rtt.v);
     free(ls.rtt.v);
     free(ss);

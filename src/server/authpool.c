@@ -19,7 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
+
+#define CW_AUTH_NICE 19
 
 enum { J_QUEUED, J_RUNNING, J_POSTED, J_BATCH, J_DEFERRED };
 
@@ -115,6 +119,12 @@ static void *worker(void *arg)
 {
     cw__authpool *p = arg;
     pthread_setname_np(pthread_self(), "cw-auth");   /* for top, perf */
+    /* Hashing yields to the loops: at nice 19 a waking loop thread
+     * preempts a hash at once, so a busy pool adds no scheduling delay
+     * to established sessions (docs/BENCHMARKS.md, "server under auth
+     * load"); unlike SCHED_IDLE, hashes still get a share on a machine
+     * busy with other work. Best effort: Linux nices threads one by one. */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), CW_AUTH_NICE);
     struct crypt_data *cd = calloc(1, sizeof *cd);
     pthread_mutex_lock(&p->mu);
     for (;;) {
