@@ -266,12 +266,13 @@ static void echo_send(struct session *s, int64_t now, int64_t period, long *lost
     }
     if (s->sent || now < s->due)
         return;
+    int64_t t = now_ns();   /* not now: earlier sends of this round took time */
     if (send_str(s->fd, "ECHO ping\n") < 0) {
         (*lost)++;
         s->due = now + period;
         return;
     }
-    s->sent = now;
+    s->sent = t;
     s->due += period;
     if (s->due < now)
         s->due = now;   /* fell behind: no burst to catch up */

@@ -12,6 +12,9 @@
 #    (CW_AUTHLOAD_RUNS, 2).
 # 2. throughput: yescrypt logins/s with --auth-threads 1 and 2 (16 login
 #    clients, no echo load worth the name), with each core's busy share.
+# CW_AUTHLOAD_NICE=N runs the server and the generator under `nice -n N`
+# (a negative N, as root, keeps other jobs of a shared machine from
+# delaying their wake-ups; the check threads still drop to nice 19).
 # Nothing is pinned (the hashes need both cores); the machine is shared,
 # so every run also records the busy share of each core (from /proc/stat)
 # and the server's own CPU time. Writes the "server under auth load"
@@ -24,6 +27,7 @@ gen=$build/bench/cw_bench_authload
 ks=${CW_AUTHLOAD_K:-"0 8 32"}
 secs=${CW_AUTHLOAD_SECS:-8}
 runs=${CW_AUTHLOAD_RUNS:-2}
+nice_n=${CW_AUTHLOAD_NICE:-0}
 for f in "$cw" "$gen"; do
     [ -x "$f" ] || { echo "authload: $f not built" >&2; exit 3; }
 done
@@ -42,7 +46,7 @@ trap cleanup EXIT INT TERM
 start_server() {
     rm -f "$tmp/port"
     # No throttle: every login here is right, from one address.
-    "$cw" server -p 0 --port-file "$tmp/port" -c "$tmp/creds" -q \
+    nice -n "$nice_n" "$cw" server -p 0 --port-file "$tmp/port" -c "$tmp/creds" -q \
         --max-connections 4096 --max-auth-failures 0 "$@" > /dev/null 2>&1 &
     server=$!
     i=0
@@ -100,7 +104,7 @@ while [ $r -le "$runs" ]; do
                 cpustat > "$tmp/s0"
                 c0=$(srv_cpu)
                 w0=$(loopwait)
-                out=$("$gen" latency "$port" 100 20 "$secs" "$k" "$login" e:pw-e)
+                out=$(nice -n "$nice_n" "$gen" latency "$port" 100 20 "$secs" "$k" "$login" e:pw-e)
                 w1=$(loopwait)
                 c1=$(srv_cpu)
                 cpustat > "$tmp/s1"
@@ -121,7 +125,7 @@ for threads in 1 2 1 2; do
     start_server --auth-threads "$threads"
     cpustat > "$tmp/s0"
     c0=$(srv_cpu)
-    out=$("$gen" latency "$port" 1 1 "$secs" 16 y:pw-y e:pw-e)
+    out=$(nice -n "$nice_n" "$gen" latency "$port" 1 1 "$secs" 16 y:pw-y e:pw-e)
     c1=$(srv_cpu)
     cpustat > "$tmp/s1"
     stop_server
@@ -138,6 +142,7 @@ load=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "\`sh bench/authload.sh $build\` ($(date -u +%Y-%m-%d), $(nproc) cores, load average"
     echo "at the end $load). The machine is shared with other jobs: \"cores busy\" is each"
     echo "core's busy share during the run (all processes), \"server CPU\" the server's own."
+    [ "$nice_n" = 0 ] || echo "Server and generator ran under \`nice -n $nice_n\`."
     echo "Nothing is pinned. \"before\" is \`--auth-threads 0 --workers 1\` (crypt(3) on the"
     echo "loop, as the server was); \"after\" the defaults (checks on one thread per CPU,"
     echo "one loop per CPU)."

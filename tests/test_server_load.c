@@ -28,10 +28,11 @@ static char creds[64];   /* y: yescrypt (pw-y), s: sha512 (pw-s) */
 struct srv {
     pid_t pid;
     int port;
-    int out;
-    char log[64];
+    int out, err;       /* its stdout and stderr */
 };
 
+/* Spawned through cwtest, so that a failed assertion's teardown stops it.
+ * Its stderr is a pipe, read at the end: these tests log little. */
 static void srv_start(struct srv *s, const char *const *args)
 {
     char *argv[32];
@@ -45,41 +46,28 @@ static void srv_start(struct srv *s, const char *const *args)
     for (; *args && n < 31; args++)
         argv[n++] = (char *)*args;
     argv[n] = NULL;
-    strcpy(s->log, "/tmp/cwtest-load-XXXXXX");
-    int logfd = mkstemp(s->log);
-    assert_true(logfd >= 0);
-    int p[2];
-    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-    s->pid = fork();
-    assert_true(s->pid >= 0);
-    if (s->pid == 0) {
-        dup2(p[1], STDOUT_FILENO);
-        dup2(logfd, STDERR_FILENO);
-        execv(argv[0], argv);
-        _exit(127);
-    }
-    close(p[1]);
-    s->out = p[0];
+    s->pid = cwt_spawn3(argv, NULL, &s->out, &s->err);
     char line[128];
     assert_true(cwt_read_line(s->out, line, sizeof line, 20000) > 0);
     assert_true(strncmp(line, "listening on ", 13) == 0);
     s->port = atoi(strrchr(line, ':') + 1);
-    close(logfd);
 }
 
-/* SIGTERM; a clean exit 0; the stats line of stderr in buf. */
-static void srv_stop(struct srv *s, char *err, size_t size)
+/* The server exits 0 within 10 s (after a SIGTERM); its stderr in err. */
+static void srv_exit(struct srv *s, char *err, size_t size)
 {
-    kill(s->pid, SIGTERM);
     int st = cwt_wait(s->pid, 10000);
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
+    cwt_read_all(s->err, err, size, 1000);
     close(s->out);
-    int fd = open(s->log, O_RDONLY | O_CLOEXEC);
-    assert_true(fd >= 0);
-    cwt_read_all(fd, err, size, 1000);
-    close(fd);
-    unlink(s->log);
+    close(s->err);
+}
+
+static void srv_stop(struct srv *s, char *err, size_t size)
+{
+    kill(s->pid, SIGTERM);
+    srv_exit(s, err, size);
 }
 
 static int raw_dial(struct srv *s)
@@ -295,11 +283,8 @@ static void test_sigterm_during_checks(void **state)
     }
     assert_int_equal(shut, 6);
     closeall(fds, 6);
-    int st = cwt_wait(s.pid, 10000);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
-    close(s.out);
-    unlink(s.log);
+    char err[4096];
+    srv_exit(&s, err, sizeof err);
 }
 
 /* CPU time in microseconds (the kernel's schedstat) of the server's loop
@@ -384,13 +369,10 @@ static void test_two_workers(void **state)
         expect_eof(fds[i], 5000);
     }
     closeall(fds, WSESS);
-    int st = cwt_wait(s.pid, 10000);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
+    char err[4096];
+    srv_exit(&s, err, sizeof err);
     assert_int_equal(cwt_count(CW_TCP_CLOSE_WAIT, 0, 0), 0);
     assert_int_equal(cwt_count(CW_TCP_LISTEN, s.port, 0), 0);
-    close(s.out);
-    unlink(s.log);
 }
 
 int main(void)
