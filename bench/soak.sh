@@ -49,7 +49,7 @@ printf 'y:%s\nyb:%s\ns:%s\nsb:%s\nc:%s\n' "$yes_h" "$yes_h" "$six_h" "$six_h" \
 # within the run; a cap high enough for CONC clients and their lingering.
 "$cw" server -p 0 --port-file "$tmp/port" -c "$tmp/creds" -q \
     --idle-timeout 2s --login-timeout 1s --write-timeout 1s \
-    --lingering-timeout 1s --lingering-time 5s --max-connections 8192 \
+    --lingering-timeout 1s --lingering-time 5s --max-connections 8192 --workers 2 \
     $extra > "$tmp/server.out" 2> "$tmp/server.err" &
 server=$!
 i=0

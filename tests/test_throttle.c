@@ -99,33 +99,6 @@ static void test_one_address(void **state)
     cw__throttle_free(t);
 }
 
-/* Charged when the check starts, refunded when it succeeds: 20 right
- * passwords in a row never limit anyone, 8 concurrent guesses get only 5
- * checks, and a refund after the window is harmless. */
-static void test_refund(void **state)
-{
-    cw__throttle *t = make(5, 1000, 0);
-    uint8_t a[16];
-    v4(a, 0x0a000002);
-    for (int i = 0; i < 20; i++) {
-        assert_int_equal(attempt(t, a, "alice", T0 + i), 1);
-        cw__throttle_refund(t, a, "alice", 5, T0 + i);
-    }
-    int n = 0;
-    for (int i = 0; i < 8; i++)   /* all in flight at once: no refund */
-        n += attempt(t, a, "bob", T0 + 100);
-    assert_int_equal(n, 5);
-    /* two were right after all */
-    cw__throttle_refund(t, a, "bob", 3, T0 + 200);
-    cw__throttle_refund(t, a, "bob", 3, T0 + 200);
-    assert_int_equal(attempt(t, a, "bob", T0 + 300), 1);
-    assert_int_equal(attempt(t, a, "bob", T0 + 300), 1);
-    assert_int_equal(attempt(t, a, "bob", T0 + 300), 0);
-    cw__throttle_refund(t, a, "bob", 3, T0 + 100000);   /* window over */
-    assert_int_equal(cw__throttle_check(t, a, "bob", 3, T0 + 100000), CW__THR_OK);
-    cw__throttle_free(t);
-}
-
 /* The victim behind the attacker's NAT address: the attacker's failures
  * on alice and a few other names limit the address, yet bob, who has not
  * failed from it, is still checked (his right password works); alice is
@@ -312,7 +285,6 @@ int main(void)
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_siphash_vector),
         CWT_TEST(test_one_address),
-        CWT_TEST(test_refund),
         CWT_TEST(test_victim_behind_nat),
         CWT_TEST(test_300_address_rotation),
         CWT_TEST(test_v6_rotation),

@@ -348,17 +348,6 @@ static int failed(cw__throttle *t, const uint8_t addr[16], const char *account,
     return 0;
 }
 
-static void uncount(cw__throttle *t, uint64_t id, int64_t now, int overflow)
-{
-    if (!id)
-        return;
-    struct entry *e = find(t, id, now, 0);
-    if (e)
-        e->fails--;   /* live: fails > 0 */
-    else if (overflow && live(t, t->overflow.since, t->overflow.fails, now))
-        t->overflow.fails--;
-}
-
 int cw__throttle_failed(cw__throttle *t, const uint8_t addr[16],
                         const char *account, size_t len, int64_t now)
 {
@@ -366,21 +355,6 @@ int cw__throttle_failed(cw__throttle *t, const uint8_t addr[16],
     int first = failed(t, addr, account, len, now);
     pthread_mutex_unlock(&t->mu);
     return first;
-}
-
-void cw__throttle_refund(cw__throttle *t, const uint8_t addr[16],
-                         const char *account, size_t len, int64_t now)
-{
-    if (t->o.addr_max == 0)
-        return;
-    struct ids ids;
-    pthread_mutex_lock(&t->mu);
-    make_ids(t, addr, account, len, &ids);
-    uncount(t, ids.addr, now, 1);
-    uncount(t, ids.pair, now, 0);
-    uncount(t, ids.net, now, 0);
-    uncount(t, ids.account, now, 0);
-    pthread_mutex_unlock(&t->mu);
 }
 
 const char *cw__throttle_name(enum cw__thr v)

@@ -55,15 +55,6 @@ enum cw__thr cw__throttle_check(cw__throttle *t, const uint8_t addr[16],
 int cw__throttle_failed(cw__throttle *t, const uint8_t addr[16],
                         const char *account, size_t len, int64_t now);
 
-/* Take back a failure recorded by cw__throttle_failed with the same
- * arguments in the same window (no-op once the window is over). A server
- * that checks passwords off its loop records the failure when the check
- * starts and refunds it when the password was right (or the client left
- * before the answer): checks in flight count, so concurrent guesses
- * cannot each slip under the limit before the first failure is known. */
-void cw__throttle_refund(cw__throttle *t, const uint8_t addr[16],
-                         const char *account, size_t len, int64_t now);
-
 /* Failures that went to the overflow bucket since the start. */
 uint64_t cw__throttle_overflowed(cw__throttle *t);
 
