@@ -1,5 +1,5 @@
 #!/bin/sh
-# bench/soak.sh BUILD_DIR - `make soak`: the reference server under a long
+# bench/soak.sh BUILD_DIR [MARKDOWN] - `make soak`: the reference server under a long
 # mixed load (not part of `make check`). cw_bench_authload soak opens
 # CW_SOAK_COUNT connections (1,000,000), CW_SOAK_CONC at a time (64), of
 # mixed behaviour (bench/authload.c: right and wrong passwords with
@@ -12,10 +12,12 @@
 # CLOSE_WAIT on the server's port, the server's descriptors back to their
 # count before the load, RSS after warm-up (the first quarter) grown by
 # less than 10 %; and SIGTERM ends the server with status 0. Prints the
-# RSS curve and one summary line; exits 1 if an assertion failed, 3 if
-# something could not run.
+# RSS curve and one summary line, and writes the "Soak" section of
+# MARKDOWN (default docs/BENCHMARKS.md; CW_SOAK_MD=- for none); exits 1
+# if an assertion failed, 3 if something could not run.
 set -eu
 build=${1:-build-bench}
+md=${2:-${CW_SOAK_MD:-docs/BENCHMARKS.md}}
 cw=$build/closewise
 gen=$build/bench/cw_bench_authload
 load=$build/bench/cw_bench_load
@@ -107,5 +109,41 @@ verdict=ok
 [ "$end_fds" -le "$base_fds" ] || verdict="descriptors $base_fds -> $end_fds"
 [ $((max_rss * 10)) -le $((warm_rss * 11)) ] || verdict="RSS grew after warm-up: $warm_rss -> $max_rss KiB"
 [ "$rc" -eq 0 ] || verdict="server exit status $rc after SIGTERM"
-echo "soak: $verdict: ${took}s, descriptors $base_fds -> $end_fds, CLOSE_WAIT $cw_count, RSS KiB start $base_rss warm $warm_rss max-after-warm $max_rss end $end_rss, server exit $rc"
+summary="soak: $verdict: ${took}s, descriptors $base_fds -> $end_fds, CLOSE_WAIT $cw_count, RSS KiB start $base_rss warm $warm_rss max-after-warm $max_rss end $end_rss, server exit $rc"
+echo "$summary"
+if [ "$md" != - ]; then
+    {
+        echo "<!-- soak:begin (written by bench/soak.sh; edits here are overwritten) -->"
+        echo "## Soak"
+        echo
+        echo "\`make soak\` ($(date -u +%Y-%m-%d), $(nproc) cores shared with other jobs, load"
+        echo "average at the end $(cut -d' ' -f1-3 /proc/loadavg)): $count connections, $conc at a"
+        echo "time, against \`closewise server --workers 2\` with short timeouts (idle 2 s,"
+        echo "login 1 s, write 1 s, lingering 1 s/5 s). Mix per 10,000 connections and how"
+        echo "each kind ended (done/failed; a failure is a client that reads and did not"
+        echo "get its last line whole, then EOF):"
+        echo
+        echo '```'
+        cat "$tmp/gen.out"
+        echo "$summary"
+        echo '```'
+        echo
+        echo "Server RSS (KiB) and descriptors, every ${every} s:"
+        echo
+        echo '```'
+        cat "$tmp/samples"
+        echo '```'
+        echo "<!-- soak:end -->"
+    } > "$tmp/section.md"
+    [ -f "$md" ] || printf '# Benchmarks\n\n' > "$md"
+    if grep -q '<!-- soak:begin' "$md"; then
+        awk -v sec="$tmp/section.md" '
+            /<!-- soak:begin/ { while ((getline l < sec) > 0) print l; skip = 1; next }
+            /<!-- soak:end -->/ { skip = 0; next }
+            !skip { print }' "$md" > "$tmp/new.md"
+    else
+        { cat "$md"; echo; cat "$tmp/section.md"; } > "$tmp/new.md"
+    fi
+    cat "$tmp/new.md" > "$md"
+fi
 [ "$verdict" = ok ]
