@@ -25,6 +25,30 @@ static cw__auth *new_auth(void)
     return a;
 }
 
+/* What every test needs: credentials, a pool, a loop and its port. */
+struct fx {
+    cw__auth *a;
+    cw__authpool *p;
+    cw_loop *l;
+    cw__authport *pt;
+};
+
+static void fx_open(struct fx *f, int workers, int queue)
+{
+    f->a = new_auth();
+    assert_int_equal(cw__authpool_new(f->a, workers, queue, &f->p), CW_OK);
+    assert_int_equal(cw_loop_new(&f->l), CW_OK);
+    assert_int_equal(cw__authport_new(f->p, f->l, &f->pt), CW_OK);
+}
+
+static void fx_close(struct fx *f)
+{
+    cw__authport_free(f->pt);
+    cw__authpool_free(f->p);
+    cw_loop_free(&f->l);
+    cw__auth_free(f->a);
+}
+
 struct rec {
     int done, ok, want;
     pthread_t thread;
@@ -76,14 +100,12 @@ static void run_for(cw_loop *l, int timeout_ms)
 
 static void test_answers(void **state)
 {
-    cw__auth *a = new_auth();
-    cw__authpool *p;
-    assert_int_equal(cw__authpool_new(a, 2, 0, &p), CW_OK);
-    assert_int_equal(cw__authpool_workers(p), 2);
-    cw_loop *l;
-    assert_int_equal(cw_loop_new(&l), CW_OK);
-    cw__authport *pt;
-    assert_int_equal(cw__authport_new(p, l, &pt), CW_OK);
+    struct fx f;
+    fx_open(&f, 2, 0);
+    assert_int_equal(cw__authpool_workers(f.p), 2);
+    cw__authpool *p = f.p;
+    cw_loop *l = f.l;
+    cw__authport *pt = f.pt;
     int left = 5;
     struct rec r[5];
     memset(r, 0, sizeof r);
@@ -106,10 +128,8 @@ static void test_answers(void **state)
     assert_int_equal(st.submitted, 5);
     assert_int_equal(st.answered, 5);
     assert_int_equal(st.queued + st.running + st.deferred, 0);
-    cw__authport_free(pt);
-    cw__authpool_free(p);
-    cw_loop_free(&l);
-    cw__auth_free(a);
+    f.pt = pt;
+    fx_close(&f);
 }
 
 /* A sha512 user is answered no sooner than a yescrypt check takes: the
@@ -117,13 +137,11 @@ static void test_answers(void **state)
  * on the one worker starts before the first is answered). */
 static void test_padding_on_loop(void **state)
 {
-    cw__auth *a = new_auth();
-    cw__authpool *p;
-    assert_int_equal(cw__authpool_new(a, 1, 0, &p), CW_OK);
-    cw_loop *l;
-    assert_int_equal(cw_loop_new(&l), CW_OK);
-    cw__authport *pt;
-    assert_int_equal(cw__authport_new(p, l, &pt), CW_OK);
+    struct fx f;
+    fx_open(&f, 1, 0);
+    cw__authpool *p = f.p;
+    cw_loop *l = f.l;
+    cw__authport *pt = f.pt;
     /* warm up (the first check calibrates), then time yescrypt */
     int64_t t0 = 0, yes_ms = 0;
     int left;
@@ -161,10 +179,8 @@ static void test_padding_on_loop(void **state)
         assert_true(r.at_ms - t0 >= yes_ms / 4);
     }
     assert_true(deferred_seen);
-    cw__authport_free(pt);
-    cw__authpool_free(p);
-    cw_loop_free(&l);
-    cw__auth_free(a);
+    f.pt = pt;
+    fx_close(&f);
 }
 
 /* Cancel in every state: queued, running, posted, deferred, and from
@@ -194,13 +210,11 @@ static void wait_idle(cw__authpool *p, int posted)
 
 static void test_cancel_every_state(void **state)
 {
-    cw__auth *a = new_auth();
-    cw__authpool *p;
-    assert_int_equal(cw__authpool_new(a, 1, 0, &p), CW_OK);
-    cw_loop *l;
-    assert_int_equal(cw_loop_new(&l), CW_OK);
-    cw__authport *pt;
-    assert_int_equal(cw__authport_new(p, l, &pt), CW_OK);
+    struct fx f;
+    fx_open(&f, 1, 0);
+    cw__authpool *p = f.p;
+    cw_loop *l = f.l;
+    cw__authport *pt = f.pt;
     struct rec r[7];
     memset(r, 0, sizeof r);
     /* running and queued: the one worker takes the first */
@@ -252,23 +266,19 @@ static void test_cancel_every_state(void **state)
     cw__authpool_stats(p, &st);
     assert_int_equal(st.queued + st.running + st.deferred, 0);
     assert_int_equal(st.cancelled + st.answered, st.submitted);
-    cw__authport_free(pt);
-    cw__authpool_free(p);
-    cw_loop_free(&l);
-    cw__auth_free(a);
+    f.pt = pt;
+    fx_close(&f);
 }
 
 /* A full queue refuses at once with -EBUSY; what was accepted is
  * answered. */
 static void test_full_queue(void **state)
 {
-    cw__auth *a = new_auth();
-    cw__authpool *p;
-    assert_int_equal(cw__authpool_new(a, 1, 2, &p), CW_OK);
-    cw_loop *l;
-    assert_int_equal(cw_loop_new(&l), CW_OK);
-    cw__authport *pt;
-    assert_int_equal(cw__authport_new(p, l, &pt), CW_OK);
+    struct fx f;
+    fx_open(&f, 1, 2);
+    cw__authpool *p = f.p;
+    cw_loop *l = f.l;
+    cw__authport *pt = f.pt;
     struct rec r[6];
     memset(r, 0, sizeof r);
     int accepted = 0, busy = 0, left = 0;
@@ -296,23 +306,19 @@ static void test_full_queue(void **state)
     struct cw__authpool_stats st;
     cw__authpool_stats(p, &st);
     assert_int_equal(st.busy, busy);
-    cw__authport_free(pt);
-    cw__authpool_free(p);
-    cw_loop_free(&l);
-    cw__auth_free(a);
+    f.pt = pt;
+    fx_close(&f);
 }
 
 /* Freeing a port with queued and running work: no callback, no leak
  * (ASan and valgrind check the latter), and the pool goes on. */
 static void test_port_free_in_flight(void **state)
 {
-    cw__auth *a = new_auth();
-    cw__authpool *p;
-    assert_int_equal(cw__authpool_new(a, 2, 0, &p), CW_OK);
-    cw_loop *l;
-    assert_int_equal(cw_loop_new(&l), CW_OK);
-    cw__authport *pt;
-    assert_int_equal(cw__authport_new(p, l, &pt), CW_OK);
+    struct fx f;
+    fx_open(&f, 2, 0);
+    cw__authpool *p = f.p;
+    cw_loop *l = f.l;
+    cw__authport *pt = f.pt;
     struct rec r[8];
     memset(r, 0, sizeof r);
     for (int i = 0; i < 8; i++)
@@ -333,10 +339,8 @@ static void test_port_free_in_flight(void **state)
     run_for(l, 60000);
     assert_int_equal(ok.done, 1);
     assert_int_equal(ok.ok, 1);
-    cw__authport_free(pt);
-    cw__authpool_free(p);
-    cw_loop_free(&l);
-    cw__auth_free(a);
+    f.pt = pt;
+    fx_close(&f);
 }
 
 /* Two loops on two threads share one pool: each gets its own answers, on
