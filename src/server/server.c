@@ -165,8 +165,15 @@ struct cw_server {
 
 /* ---- the unauthenticated FIFO ---- */
 
+static struct fent *fifo_head(struct fifo *f);
+
 static int fifo_push(struct fifo *f, cw_stream *st, uint32_t gen, uint32_t *seq)
 {
+    /* Skip the holes at the front first: nothing else may have (the head
+     * is looked at only at a cap), and without this the array would grow
+     * by an entry per accepted connection (the soak measured it). */
+    if (f->n == f->cap)
+        fifo_head(f);
     if (f->n == f->cap && f->off) {   /* compact: sequence numbers stay */
         memmove(f->e, f->e + f->off, (f->n - f->off) * sizeof *f->e);
         f->base += f->off;
