@@ -358,6 +358,16 @@ int cw__auth_check(cw__auth *a, const char *user, size_t ulen,
     return ok;
 }
 
+int64_t cw__auth_cost_ns(cw__auth *a)
+{
+    pthread_mutex_lock(&a->mu);
+    if (!a->calibrated)
+        calibrate(a);
+    int64_t ns = a->slow_ns;
+    pthread_mutex_unlock(&a->mu);
+    return ns;
+}
+
 int64_t cw__auth_now_ns(void)
 {
     return now_ns();
