@@ -86,7 +86,7 @@ struct cw_server_opts {
                                    hash (the old way, kept to compare) */
     int auth_queue;             /* checks waiting for a thread at most;
                                    a login beyond gets "ERR busy" and a
-                                   graceful close (0 = 64 per thread) */
+                                   graceful close (0 = 256 per thread) */
     int workers;                /* event loops, each with its own
                                    SO_REUSEPORT listener (0 = 1) */
 };

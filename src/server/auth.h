@@ -44,9 +44,9 @@ int cw__auth_verify(cw__auth *a, struct crypt_data *cd, const char *user,
                     size_t ulen, const char *pass, size_t plen,
                     int64_t *due_ns);
 
-/* What a check costs now (the costliest method's running estimate, every
- * check being padded to it), in ns; calibrates first if the users
- * changed. */
+/* What a check costs (the costliest method present, as timed when the
+ * users last changed: every check is padded to about that), in ns;
+ * calibrates first if the users changed. */
 int64_t cw__auth_cost_ns(cw__auth *a);
 
 /* CLOCK_MONOTONIC in ns: the scale of cw__auth_verify's *due_ns. */

@@ -184,7 +184,7 @@ int cw__authpool_new(cw__auth *auth, int workers, int queue_max,
         return -ENOMEM;
     }
     p->auth = auth;
-    p->queue_max = queue_max ? queue_max : 64 * n;
+    p->queue_max = queue_max ? queue_max : 256 * n;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work, NULL);
     pthread_cond_init(&p->idle, NULL);

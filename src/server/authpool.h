@@ -27,7 +27,7 @@ typedef struct cw__authjob cw__authjob;
 typedef void cw__authjob_cb(void *data, int ok, const char *user, size_t ulen);
 
 /* workers threads (0 = one per online CPU), at most queue_max checks
- * waiting for a worker (0 = 64 per worker). auth must outlive the pool.
+ * waiting for a worker (0 = 256 per worker: a yescrypt backlog clears within the default login timeout). auth must outlive the pool.
  * The threads block every signal: SIGTERM stays the loop's business. */
 int cw__authpool_new(cw__auth *auth, int workers, int queue_max,
                      cw__authpool **out);

@@ -50,7 +50,7 @@ static void server_usage(FILE *f)
         "                             (default: one per CPU; 0 = on the loop,\n"
         "                             which stops for every hash: to compare)\n"
         "      --auth-queue N         checks waiting for a thread at most; more\n"
-        "                             logins get \"ERR busy\" (64 per thread)\n"
+        "                             logins get \"ERR busy\" (256 per thread)\n"
         "  -q, --quiet                no per-connection log lines\n"
         "  -h, --help                 this help\n\n"
         "Durations: 500ms, 2s, 1m or bare milliseconds. SIGINT/SIGTERM stop the\n"
