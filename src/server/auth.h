@@ -45,8 +45,9 @@ int cw__auth_verify(cw__auth *a, struct crypt_data *cd, const char *user,
                     int64_t *due_ns);
 
 /* What a check costs (the costliest method present, as timed when the
- * users last changed: every check is padded to about that), in ns;
- * calibrates first if the users changed. */
+ * users last changed: every check is padded to about that), in ns, or
+ * INT64_MAX until a check has timed them (never here: this is called on
+ * an event loop, and timing takes a few hashes). */
 int64_t cw__auth_cost_ns(cw__auth *a);
 
 /* CLOCK_MONOTONIC in ns: the scale of cw__auth_verify's *due_ns. */

@@ -401,6 +401,9 @@ static void start_check(cw_server *s, cw_stream *st, struct sess *c,
         unauth_drop(s, c);
         c->checking = 1;
         c->job = job;
+        /* It logged in on time: the check's wait (bounded by the queue)
+         * is not held against its login or idle deadline. */
+        cw_stream_set_deadline(st, CW_NEVER);
         return;
     }
     if (rc == -EBUSY)
@@ -1146,11 +1149,13 @@ int cw_server_run(cw_server *s)
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (rc == CW_OK)
-        rc = shard_run(s);
+        rc = shard_run(s);   /* stops the other loops when it is stopped */
     else
-        cw_server_stop(s);
+        for (int i = 0; i < started; i++)
+            cw_loop_stop(s->shards[i]->loop);
+    /* Not stopped again here: a loop ending its sessions (its second run)
+     * would cut their lingering closes short. */
     for (int i = 0; i < started; i++) {
-        cw_loop_stop(s->shards[i]->loop);
         pthread_join(s->shards[i]->thread, NULL);
         if (rc == CW_OK)
             rc = s->shards[i]->run_rc;
