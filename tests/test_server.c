@@ -682,7 +682,7 @@ static int cmp_int(const void *a, const void *b)
 static void flood_case(int nofile, const char *reason)
 {
     const char *args[] = {"--user", "alice:s3cret", "--max-connections", "64",
-                          "--login-timeout", "10s", NULL};
+                          "--login-timeout", "10s", "--workers", "1", NULL};
     struct srv s;
     srv_start_limit(&s, nofile, args);
     cw_conn *keep[KEEP];
@@ -1059,7 +1059,8 @@ static void test_5000_clients_close_first(void **state)
  * waits in the backlog), and it must serve again once clients leave. */
 static void test_emfile_storm(void **state)
 {
-    const char *args[] = {"--user", "alice:s3cret", "--idle-timeout", "60s", NULL};
+    const char *args[] = {"--user", "alice:s3cret", "--idle-timeout", "60s",
+                          "--workers", "1", NULL};
     struct srv s;
     srv_start_limit(&s, 40, args);
     int fds[STORM];

@@ -119,6 +119,59 @@ int cw_timer_stop(cw_loop *loop, cw_timer *t);
 /* Nonzero if the timer is started. */
 int cw_timer_active(const cw_timer *t);
 
+/* ---- timer queues: fixed timeouts at O(1) per event ----
+ *
+ * A timeout that is the same for every object (a server's idle, write or
+ * lingering timeout) is due in the order the objects were last touched.
+ * A cw_tqueue keeps its entries in that order (Apache's event MPM does
+ * the same): queuing or re-queuing an entry is a list move at the tail,
+ * with no heap operation; the queue holds one cw_timer for its head and
+ * moves it only when it fires. Arbitrary deadlines stay with cw_timer.
+ * An entry is in at most one queue; entries and queues are embedded in
+ * the caller's objects, as watchers are. */
+typedef struct cw_tqueue cw_tqueue;
+typedef struct cw_tqentry cw_tqentry;
+
+/* The entry is due; it is already off its queue (re-queue it, or not). */
+typedef void cw_tqueue_cb(cw_loop *loop, cw_tqentry *e);
+
+struct cw_tqentry {
+    int64_t deadline;            /* public, read-only */
+    cw_tqentry *prev, *next;     /* private: NULL while not queued */
+};
+
+struct cw_tqueue {                /* private */
+    cw_loop *loop;
+    cw_tqueue_cb *cb;
+    int64_t timeout_ms;
+    cw_timer timer;               /* due with the head */
+    cw_tqentry head;              /* sentinel of a circular list */
+};
+
+/* Set up an empty queue whose entries are due timeout_ms (>= 0) after
+ * they are queued; cb gets each due entry. Returns CW_OK or CW_EINVAL. */
+int cw_tqueue_init(cw_loop *loop, cw_tqueue *q, int64_t timeout_ms,
+                   cw_tqueue_cb *cb);
+
+/* Queue e at the tail, due at cw_now_ms() + the queue's timeout; an
+ * entry already queued (here or in another queue) moves. O(1). */
+int cw_tqueue_add(cw_tqueue *q, cw_tqentry *e);
+
+/* Queue e due at an earlier deadline than cw_tqueue_add would give (a
+ * cap that ends a lingering close sooner, say): found by a walk from the
+ * tail, so O(1) only when it is the latest. CW_EINVAL for a negative
+ * deadline. */
+int cw_tqueue_add_at(cw_tqueue *q, cw_tqentry *e, int64_t deadline);
+
+/* Take e off its queue. Safe on an entry that is not queued. */
+void cw_tqueue_remove(cw_tqentry *e);
+
+/* Nonzero if e is queued. */
+int cw_tqueue_active(const cw_tqentry *e);
+
+/* Stop the queue's timer and unlink every entry (none fires). */
+void cw_tqueue_close(cw_tqueue *q);
+
 /* Number of epoll_wait calls so far: lets tests prove the loop sleeps. */
 uint64_t cw_loop_iterations(const cw_loop *loop);
 

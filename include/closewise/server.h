@@ -80,6 +80,15 @@ struct cw_server_opts {
                                    (0 = 4 * auth_max_failures) */
     int auth_v6_prefix;         /* an IPv6 client "address" (0 = /64) */
     int auth_v6_net_prefix;     /* an IPv6 "network" (0 = /48) */
+    int auth_threads;           /* threads that check passwords, off the
+                                   loop (0 = one per online CPU); -1: on
+                                   the loop, which then stops for every
+                                   hash (the old way, kept to compare) */
+    int auth_queue;             /* checks waiting for a thread at most;
+                                   a login beyond gets "ERR busy" and a
+                                   graceful close (0 = 256 per thread) */
+    int workers;                /* event loops, each with its own
+                                   SO_REUSEPORT listener (0 = 1) */
 };
 
 /* Per-server counters, for tests and benchmarks. */
@@ -101,6 +110,9 @@ struct cw_server_stats {
     uint64_t evicted_descriptors; /* by reason: accept lacked a descriptor */
     uint64_t evicted_max_conns; /* a newcomer at max_conns */
     uint64_t evicted_unauth_cap; /* a newcomer at max_unauth */
+    uint64_t auth_busy;         /* "ERR busy": the check queue was full */
+    uint64_t auth_cancelled;    /* checks dropped: the session ended
+                                   first (peer left, timeout, shutdown) */
 };
 
 /* Fill *o with the defaults above. */

@@ -8,12 +8,14 @@
 #include <closewise/server.h>
 #include <crypt.h>
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #define MAX_USER 64
+#define SLEEP_FLOOR_NS 100000   /* cw__auth_check: the shortest final sleep */
 #define MAX_METHODS 32   /* distinct method+cost settings timed at most */
 
 struct user {
@@ -21,15 +23,22 @@ struct user {
     char *hash;
 };
 
+/* Worker threads check passwords at once (authpool.c): the table, the
+ * calibration and the running cost are guarded by mu, held only around
+ * table reads and bookkeeping, never around a hash. */
 struct cw__auth {
+    pthread_mutex_t mu;
     struct user *users;
     int nusers, cap;
     char *dummy;              /* setting for unknown users, no users */
-    struct crypt_data *cd;    /* 32 KiB: allocated once, not per call */
+    struct crypt_data *cd;    /* 32 KiB, for calls under mu: allocated
+                                 once, not per call */
     int calibrated;           /* users unchanged since the last timing */
     const char *slowest;      /* hash of the costliest method present */
     size_t slowest_len;       /* its method prefix (method_len) */
     int64_t slow_ns;          /* running cost of that method */
+    int64_t calib_ns;         /* its cost when timed: steady, unlike slow_ns,
+                                 which a preempted check pushes up */
 };
 
 int cw_passwd_hash(const char *password, const char *prefix, char *out,
@@ -68,6 +77,7 @@ int cw__auth_new(cw__auth **out)
         free(a);
         return -ENOMEM;
     }
+    pthread_mutex_init(&a->mu, NULL);
     *out = a;
     return CW_OK;
 }
@@ -82,6 +92,7 @@ void cw__auth_free(cw__auth *a)
     free(a->dummy);
     explicit_bzero(a->cd, sizeof *a->cd);
     free(a->cd);
+    pthread_mutex_destroy(&a->mu);
     free(a);
 }
 
@@ -105,9 +116,9 @@ static int valid_hash(cw__auth *a, const char *hash)
     return h && h[0] != '*' && strncmp(h, hash, 3) == 0;
 }
 
-int cw__auth_add_hash(cw__auth *a, const char *user, const char *hash)
+static int add_hash(cw__auth *a, const char *user, const char *hash)
 {
-    if (!a || !user || !hash || !valid_name(user) || !valid_hash(a, hash))
+    if (!valid_name(user) || !valid_hash(a, hash))
         return CW_EINVAL;
     for (int i = 0; i < a->nusers; i++)
         if (!strcmp(a->users[i].name, user))
@@ -130,9 +141,24 @@ int cw__auth_add_hash(cw__auth *a, const char *user, const char *hash)
     return CW_OK;
 }
 
-int cw__auth_count(const cw__auth *a)
+int cw__auth_add_hash(cw__auth *a, const char *user, const char *hash)
 {
-    return a ? a->nusers : CW_EINVAL;
+    if (!a || !user || !hash)
+        return CW_EINVAL;
+    pthread_mutex_lock(&a->mu);
+    int rc = add_hash(a, user, hash);
+    pthread_mutex_unlock(&a->mu);
+    return rc;
+}
+
+int cw__auth_count(cw__auth *a)
+{
+    if (!a)
+        return CW_EINVAL;
+    pthread_mutex_lock(&a->mu);
+    int n = a->nusers;
+    pthread_mutex_unlock(&a->mu);
+    return n;
 }
 
 int cw__auth_load(cw__auth *a, const char *path, int *bad_line)
@@ -245,7 +271,7 @@ static void calibrate(cw__auth *a)
         seen[nseen++] = h;
         int64_t c = cost_of(a, h);
         if (c > a->slow_ns) {
-            a->slow_ns = c;
+            a->slow_ns = a->calib_ns = c;
             a->slowest = h;
             a->slowest_len = m;
         }
@@ -258,13 +284,13 @@ static int is_slowest(const cw__auth *a, const char *hash)
     return m == a->slowest_len && !strncmp(hash, a->slowest, m);
 }
 
-/* Sleep until start + the costliest method's recent high cost. The
- * estimate rises fast and falls slowly, so it sits near the top of what
- * that method takes now (a loaded machine makes it slower): checks of
- * that method are padded to it nearly always, and cheaper methods stay
- * indistinguishable under load too. Blocking: the crypt(3) call before it
- * blocks as long; both move off the event loop together. */
-static void pad(cw__auth *a, const char *used, int64_t start)
+/* Track the costliest method's recent high cost and return when a check
+ * that started at start may answer: start + that cost. The estimate rises
+ * fast and falls slowly, so it sits near the top of what that method
+ * takes now (a loaded machine makes it slower): checks of that method are
+ * padded to it nearly always, and cheaper methods stay indistinguishable
+ * under load too. Called with mu held. */
+static int64_t pad_until(cw__auth *a, const char *used, int64_t start)
 {
     int64_t took = now_ns() - start;
     if (used == a->slowest || is_slowest(a, used)) {
@@ -273,34 +299,76 @@ static void pad(cw__auth *a, const char *used, int64_t start)
         else
             a->slow_ns -= (a->slow_ns - took) / 32;
     }
-    int64_t until = start + a->slow_ns;
-    struct timespec ts = {.tv_sec = until / 1000000000, .tv_nsec = until % 1000000000};
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
-    }
+    return start + a->slow_ns;
 }
 
-int cw__auth_check(cw__auth *a, const char *user, size_t ulen,
-                   const char *pass, size_t plen)
+int cw__auth_verify(cw__auth *a, struct crypt_data *cd, const char *user,
+                    size_t ulen, const char *pass, size_t plen, int64_t *due_ns)
 {
     char name[MAX_USER + 1], pw[1100];
+    int64_t start = now_ns();
+    *due_ns = start;
     if (ulen > MAX_USER || plen >= sizeof pw)
         return 0;
-    if (!a->calibrated)
-        calibrate(a);
-    int64_t start = now_ns();
     memcpy(name, user, ulen);
     name[ulen] = '\0';
     memcpy(pw, pass, plen);
     pw[plen] = '\0';
+    /* The hash strings are never freed or changed while the table lives
+     * (users are only added), so they may be read after unlocking. */
+    pthread_mutex_lock(&a->mu);
+    if (!a->calibrated)
+        calibrate(a);
     const char *stored = NULL;
     for (int i = 0; i < a->nusers; i++)
         if (!strcmp(a->users[i].name, name))
             stored = a->users[i].hash;
     const char *setting = stored ? stored : a->slowest;
-    const char *h = setting ? crypt_rn(pw, setting, a->cd, sizeof *a->cd) : NULL;
+    pthread_mutex_unlock(&a->mu);
+    start = now_ns();   /* calibration is not the user's cost */
+    const char *h = setting ? crypt_rn(pw, setting, cd, sizeof *cd) : NULL;
     explicit_bzero(pw, sizeof pw);
     int ok = stored && h && h[0] != '*' && equal_ct(h, stored);
-    if (setting)
-        pad(a, setting, start);
+    if (h)
+        explicit_bzero(cd, sizeof *cd);
+    if (setting) {
+        pthread_mutex_lock(&a->mu);
+        *due_ns = pad_until(a, setting, start);
+        pthread_mutex_unlock(&a->mu);
+    }
     return ok;
+}
+
+int cw__auth_check(cw__auth *a, const char *user, size_t ulen,
+                   const char *pass, size_t plen)
+{
+    struct crypt_data *cd = malloc(sizeof *cd);
+    if (!cd)
+        return 0;
+    int64_t until;
+    int ok = cw__auth_verify(a, cd, user, ulen, pass, plen, &until);
+    free(cd);
+    /* Every check ends with one timed sleep, also one whose hash already
+     * took the whole cost: on a busy machine a sleeper wakes late, and if
+     * only padded checks slept, that lateness would tell them apart. */
+    int64_t least = now_ns() + SLEEP_FLOOR_NS;
+    if (until < least)
+        until = least;
+    struct timespec ts = {.tv_sec = until / 1000000000, .tv_nsec = until % 1000000000};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR) {
+    }
+    return ok;
+}
+
+int64_t cw__auth_cost_ns(cw__auth *a)
+{
+    pthread_mutex_lock(&a->mu);
+    int64_t ns = a->calibrated ? a->calib_ns : INT64_MAX;
+    pthread_mutex_unlock(&a->mu);
+    return ns;
+}
+
+int64_t cw__auth_now_ns(void)
+{
+    return now_ns();
 }

@@ -14,12 +14,16 @@
 #define _GNU_SOURCE
 #include "../net/stream_impl.h"
 #include "auth.h"
+#include "authpool.h"
 #include "protocol.h"
 #include "throttle.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,11 +35,12 @@
  * fast flood would evict the legitimate client it was accepted with. */
 #define UNAUTH_GRACE_MS 50
 #define SCRATCH_SIZE (CW_PROTO_MAX_LINE + 2 + 16384)
+#define INLINE_CHECK_NS 20000  /* checks costing less run on the loop */
 
 enum end {
     END_NONE, END_PEER_EOF, END_RESET, END_IDLE, END_AUTH_FAILED,
     END_THROTTLED, END_QUIT, END_TOOLONG, END_BAD, END_WRITE_TIMEOUT,
-    END_SHUTDOWN, END_ERROR, END_LOGIN_TIMEOUT, END_EVICTED
+    END_SHUTDOWN, END_ERROR, END_LOGIN_TIMEOUT, END_EVICTED, END_BUSY
 };
 
 /* The protocol's reasons: the server ended the session with a last line.
@@ -46,7 +51,7 @@ static const char *end_names[] = {
     [END_AUTH_FAILED] = "auth-failed", [END_THROTTLED] = "throttled",
     [END_QUIT] = "quit",           [END_TOOLONG] = "line-too-long",
     [END_BAD] = "bad-request",     [END_SHUTDOWN] = "shutdown",
-    [END_LOGIN_TIMEOUT] = "login-timeout",
+    [END_LOGIN_TIMEOUT] = "login-timeout", [END_BUSY] = "auth-busy",
 };
 
 static const char *end_word(enum end e)
@@ -97,7 +102,7 @@ struct sess {
     uint8_t how : 4;             /* enum cw_end decided here (the peer's
                                     end, an eviction), else the stream's */
     uint8_t reason;              /* R_* */
-    uint8_t authed : 1, in_unauth : 1, closing : 1, v6 : 1;
+    uint8_t authed : 1, in_unauth : 1, closing : 1, v6 : 1, checking : 1;
 };
 _Static_assert(CW__STREAM_SIZE + sizeof(struct sess) <= 168,
                "an idle session outgrew its 176-byte malloc chunk");
@@ -138,8 +143,93 @@ struct fifo {
     uint32_t off, n, cap;        /* e[off..n) may hold entries */
 };
 
+/* One per loop. With --workers N the first (the handle the caller holds)
+ * owns what the loops share - credentials, check pool, throttle table -
+ * and the others in shards[]; each loop has its own listener on the
+ * same port (SO_REUSEPORT: the kernel spreads connections), acceptor
+ * and counters, and runs in a thread of its own. --max-connections
+ * counts every loop's sessions (the first loop's atomic counter), but a
+ * loop only evicts its own: at the cap with no victim of its own it
+ * holds accepting and retries soon (another loop's session may end
+ * meanwhile). The unauthenticated cap is shared out among the loops
+ * (each evicts its own oldest: a newcomer must not wait on a session
+ * another loop would have to evict). */
+/* ---- sessions under a password check ----
+ * Their jobs live in this side table, not in struct sess: only sessions
+ * being checked (bounded by the pool's queue) pay for it, and an idle
+ * session keeps its 176-byte chunk. Open addressing, linear probing,
+ * backward-shift deletion (no tombstones). Loop thread only. */
+struct jobmap {
+    struct jslot {
+        const cw_stream *st;
+        cw__authjob *job;
+    } *slot;
+    uint32_t cap, n;             /* cap: 0 or a power of two */
+};
+
+static uint32_t jm_home(const struct jobmap *m, const cw_stream *st)
+{
+    uint64_t x = (uint64_t)(uintptr_t)st * 0x9E3779B97F4A7C15ull;
+    return (uint32_t)(x >> 32) & (m->cap - 1);
+}
+
+static int jm_put(struct jobmap *m, const cw_stream *st, cw__authjob *job)
+{
+    if ((m->n + 1) * 2 > m->cap) {
+        uint32_t cap = m->cap ? m->cap * 2 : 64;
+        struct jobmap g = {calloc(cap, sizeof *g.slot), cap, 0};
+        if (!g.slot)
+            return -ENOMEM;
+        for (uint32_t i = 0; i < m->cap; i++)
+            if (m->slot[i].st)
+                jm_put(&g, m->slot[i].st, m->slot[i].job);
+        free(m->slot);
+        *m = g;
+    }
+    uint32_t i = jm_home(m, st);
+    while (m->slot[i].st)
+        i = (i + 1) & (m->cap - 1);
+    m->slot[i] = (struct jslot){st, job};
+    m->n++;
+    return CW_OK;
+}
+
+/* Remove st's entry; returns its job, NULL if it had none. */
+static cw__authjob *jm_take(struct jobmap *m, const cw_stream *st)
+{
+    if (!m->cap)
+        return NULL;
+    uint32_t i = jm_home(m, st);
+    while (m->slot[i].st != st) {
+        if (!m->slot[i].st)
+            return NULL;
+        i = (i + 1) & (m->cap - 1);
+    }
+    cw__authjob *job = m->slot[i].job;
+    m->n--;
+    for (uint32_t j = i;;) {
+        m->slot[i].st = NULL;
+        uint32_t h;
+        do {   /* the next entry that may move into the hole at i */
+            j = (j + 1) & (m->cap - 1);
+            if (!m->slot[j].st)
+                return job;
+            h = jm_home(m, m->slot[j].st);
+        } while (i <= j ? (h > i && h <= j) : (h > i || h <= j));
+        m->slot[i] = m->slot[j];
+        i = j;
+    }
+}
+
 struct cw_server {
     struct cw_server_opts o;
+    cw_server *primary;          /* NULL in the first loop's */
+    cw_server **shards;          /* the first loop's: the other loops */
+    int nshards;
+    pthread_t thread;
+    int run_rc;
+    int nloops;
+    atomic_int open_all;         /* the first loop's: sessions of every loop */
     cw_loop *loop;
     cw_listener *lis;
     cw_acceptor *acc;
@@ -157,6 +247,9 @@ struct cw_server {
     size_t rbuf_bytes;
     struct fifo unauth;
     cw__auth *auth;
+    cw__authpool *pool;          /* NULL: checks run on the loop */
+    cw__authport *port;
+    struct jobmap jobs;          /* sessions under a check -> their job */
     cw__throttle *thr;
     struct cw_server_stats st;
     char scratch[SCRATCH_SIZE];
@@ -164,8 +257,15 @@ struct cw_server {
 
 /* ---- the unauthenticated FIFO ---- */
 
+static struct fent *fifo_head(struct fifo *f);
+
 static int fifo_push(struct fifo *f, cw_stream *st, uint32_t gen, uint32_t *seq)
 {
+    /* Skip the holes at the front first: nothing else may have (the head
+     * is looked at only at a cap), and without this the array would grow
+     * by an entry per accepted connection (the soak measured it). */
+    if (f->n == f->cap)
+        fifo_head(f);
     if (f->n == f->cap && f->off) {   /* compact: sequence numbers stay */
         memmove(f->e, f->e + f->off, (f->n - f->off) * sizeof *f->e);
         f->base += f->off;
@@ -195,6 +295,11 @@ static struct fent *fifo_head(struct fifo *f)
         return NULL;
     }
     return &f->e[f->off];
+}
+
+static cw_server *first_loop(cw_server *s)
+{
+    return s->primary ? s->primary : s;
 }
 
 static void unauth_drop(cw_server *s, struct sess *c)
@@ -290,12 +395,15 @@ static void reply_str(cw_stream *st, struct sess *c, const char *text)
     reply(st, c, text, strlen(text));
 }
 
+static void drop_check(cw_server *s, cw_stream *st, struct sess *c);
+
 /* Send a final line and end the connection the configured way. */
 static void finish(cw_server *s, cw_stream *st, struct sess *c, const char *text,
                    enum end why)
 {
     if (c->closing)
         return;
+    drop_check(s, st, c);
     c->end = why;
     int graceful = s->o.close_mode == CW_SERVER_GRACEFUL;
     send_line(st, c, text, strlen(text), graceful);
@@ -328,6 +436,74 @@ static void log_table_full(cw_server *s)
     fflush(s->o.log);
 }
 
+/* ---- password checks off the loop (authpool.c) ----
+ * While its check is in flight a session keeps reading, so its FIN or
+ * RST (or its login deadline) ends it at once and drops the check: no
+ * reply, nothing left. Requests behind the AUTH wait in rbuf (reads pause
+ * past a line's worth). It has had its chance to log in: it leaves the
+ * unauthenticated FIFO, so no newcomer evicts it; the check queue bounds
+ * how many wait so. A failure is counted by the throttle when it is
+ * known, as before: guesses sent on many connections at once can pass
+ * the throttle together, at most as many as checks can be in flight
+ * (--auth-queue plus the threads), once per window. Counting checks in
+ * flight instead would refuse a client that logs in on many connections
+ * at once (measured: the soak's echo clients, one account from many
+ * addresses, hit the per-account limit). */
+
+static void on_drain(cw_stream *st);
+
+static void drop_check(cw_server *s, cw_stream *st, struct sess *c)
+{
+    if (!c->checking)
+        return;
+    cw__authjob *job = jm_take(&s->jobs, st);
+    if (job)
+        cw__authjob_cancel(job);
+    c->checking = 0;
+    s->st.auth_cancelled++;
+}
+
+static void on_checked(void *data, int ok, const char *user, size_t ulen)
+{
+    cw_stream *st = data;
+    cw_server *s = cw_stream_data(st);
+    struct sess *c = sess_of(st);
+    jm_take(&s->jobs, st);   /* the job ends with this call */
+    c->checking = 0;
+    if (!ok) {
+        if (cw__throttle_failed(s->thr, c->addr, user, ulen, cw_now_ms()))
+            log_table_full(s);
+        finish(s, st, c, "ERR bad credentials", END_AUTH_FAILED);
+        return;
+    }
+    authenticated(s, st, c);
+    reply_str(st, c, "OK");
+    on_drain(st);   /* serve what came behind the AUTH, read again */
+}
+
+static void start_check(cw_server *s, cw_stream *st, struct sess *c,
+                        const struct cw_req *r)
+{
+    cw__authjob *job;
+    int rc = cw__authport_submit(s->port, r->user, r->user_len, r->pass,
+                                 r->pass_len, on_checked, st, &job);
+    if (rc == CW_OK && jm_put(&s->jobs, st, job) != CW_OK) {
+        cw__authjob_cancel(job);
+        rc = -ENOMEM;
+    }
+    if (rc == CW_OK) {
+        unauth_drop(s, c);
+        c->checking = 1;
+        /* It logged in on time: the check's wait (bounded by the queue)
+         * is not held against its login or idle deadline. */
+        cw_stream_set_deadline(st, CW_NEVER);
+        return;
+    }
+    if (rc == -EBUSY)
+        s->st.auth_busy++;
+    finish(s, st, c, "ERR busy", rc == -EBUSY ? END_BUSY : END_ERROR);
+}
+
 static void handle_auth(cw_server *s, cw_stream *st, struct sess *c,
                         const struct cw_req *r)
 {
@@ -341,6 +517,13 @@ static void handle_auth(cw_server *s, cw_stream *st, struct sess *c,
         s->st.throttled++;
         c->reason = (uint8_t)(R_THR + v);
         finish(s, st, c, "ERR too many failures", END_THROTTLED);
+        return;
+    }
+    /* A check cheaper than a hand-off to a thread (DES in the churn
+     * benchmark: half a microsecond) runs here; anything that could stall
+     * the loop goes to the pool. */
+    if (s->pool && cw__auth_cost_ns(s->auth) > INLINE_CHECK_NS) {
+        start_check(s, st, c, r);
         return;
     }
     int ok = cw__auth_check(s->auth, r->user, r->user_len, r->pass, r->pass_len);
@@ -392,7 +575,7 @@ static size_t process(cw_server *s, cw_stream *st, struct sess *c,
                       const char *buf, size_t len)
 {
     size_t off = 0;
-    while (!c->closing && !blocked(st)) {
+    while (!c->closing && !c->checking && !blocked(st)) {
         struct cw_req r;
         if (cw__proto_parse(buf + off, len - off, &r) == CW_REQ_INCOMPLETE)
             break;
@@ -435,6 +618,8 @@ static void serve(cw_server *s, cw_stream *st, struct sess *c, const char *buf,
     memcpy(c->rbuf, buf + used, len - used);
     c->rlen = (uint16_t)(len - used);
     s->rbuf_bytes += c->rlen;
+    if (c->checking && c->rlen > CW_PROTO_MAX_LINE)
+        cw_stream_read_stop(st);   /* enough waiting: on_checked resumes */
 }
 
 /* ---- the stream's callbacks ---- */
@@ -450,6 +635,7 @@ static void on_peer_end(cw_server *s, cw_stream *st, struct sess *c, ssize_t rc)
         }
         return;
     }
+    drop_check(s, st, c);
     c->end = rc == CW_EOF ? END_PEER_EOF : END_RESET;
     c->how = rc == CW_EOF ? CW_END_EOF : CW_END_RESET;
     c->closing = 1;
@@ -496,7 +682,7 @@ static void on_drain(cw_stream *st)
         drop_rbuf(s, c);
         serve(s, st, c, s->scratch, len);
     }
-    if (!c->closing && !blocked(st))
+    if (!c->closing && !c->checking && !blocked(st))
         cw_stream_read_start(st);
 }
 
@@ -524,6 +710,7 @@ static void on_closed(cw_stream *st, int how)
 {
     cw_server *s = cw_stream_data(st);
     struct sess *c = sess_of(st);
+    drop_check(s, st, c);   /* before close_word, which may set the reason */
     unauth_drop(s, c);
     drop_rbuf(s, c);
     enum cw_end e = close_word(c, cw_stream_end(st));
@@ -531,6 +718,7 @@ static void on_closed(cw_stream *st, int how)
         c->end = e == CW_END_RESET ? END_RESET : END_ERROR;
     log_end(s, c, e);
     s->live--;
+    atomic_fetch_sub(&first_loop(s)->open_all, 1);
     s->st.ended++;
     if (s->accept_paused && !s->stopping)
         resume_accept(s);
@@ -578,6 +766,8 @@ static void hold_accept(cw_server *s, int64_t retry_at, const char *why)
         s->pause_logged = 1;
         s->pause_log_ms = now;
     }
+    if (retry_at == CW_NEVER && s->nloops > 1)
+        retry_at = now + 20;   /* an end in another loop would not resume us */
     if (retry_at != CW_NEVER && (!cw_timer_active(&s->accept_timer) ||
                                  s->accept_timer.deadline > retry_at))
         cw_timer_start(s->loop, &s->accept_timer, retry_at, on_accept_timer);
@@ -596,8 +786,9 @@ static void resume_accept(cw_server *s)
     if (!s->accept_paused || s->stopping)
         return;
     struct cw_acceptor_stats a = acc_stats(s);
-    if (a.open >= (uint64_t)s->o.max_conns && !a.closing && !s->nunauth) {
-        hold_full(s, a.open);   /* still paused; now for this reason */
+    int open = atomic_load(&first_loop(s)->open_all);
+    if (open >= s->o.max_conns && !a.closing && !s->nunauth) {
+        hold_full(s, (uint64_t)open);   /* still paused; now for this reason */
         return;
     }
     cw_timer_stop(s->loop, &s->accept_timer);
@@ -626,6 +817,7 @@ static void on_acceptor_pause(cw_acceptor *a, void *data, int err)
 static void evict_mark(cw_server *s, cw_stream *st, enum evict why)
 {
     struct sess *c = sess_of(st);
+    drop_check(s, st, c);
     c->end = END_EVICTED;
     c->reason = (uint8_t)(R_EVICT + why);
     reply_str(st, c, "ERR server busy");
@@ -723,14 +915,15 @@ static int admit(cw_acceptor *a, void *data)
     if (s->stopping)
         return 0;
     struct cw_acceptor_stats as = acc_stats(s);
-    if (as.open >= (uint64_t)s->o.max_conns && !reclaim_lingering(s, as)) {
+    int open = atomic_load(&first_loop(s)->open_all);
+    if (open >= s->o.max_conns && !reclaim_lingering(s, as)) {
         if ((v = unauth_victim(s, 1, &when))) {
             evict(s, v, EV_MAX_CONNS);
         } else if (s->nunauth) {
             hold_accept(s, when, NULL);   /* routine under a flood: quiet */
             return 0;
         } else {
-            hold_full(s, as.open);
+            hold_full(s, (uint64_t)open);
             return 0;
         }
     }
@@ -773,6 +966,7 @@ static void on_accept(cw_acceptor *a, cw_stream *st, void *data)
     c->start = (uint32_t)now;
     set_peer(c, cw_acceptor_peer(a, NULL));
     s->live++;
+    atomic_fetch_add(&first_loop(s)->open_all, 1);
     s->st.accepted++;
     cw_stream_start(st, &handlers, s);
     if (fifo_push(&s->unauth, st, (uint32_t)cw_loop_iterations(s->loop),
@@ -817,7 +1011,8 @@ static int check_opts(const struct cw_server_opts *o)
         o->auth_window_ms <= 0 || o->backlog < 0 ||
         (unsigned)o->close_mode > CW_SERVER_PLAIN || o->login_timeout_ms <= 0 ||
         o->max_unauth < 0 || o->sndbuf < 0 || o->auth_net_max_failures < 0 ||
-        o->auth_account_max_failures < 0)
+        o->auth_account_max_failures < 0 || o->auth_threads < -1 ||
+        o->auth_queue < 0 || o->workers < 0)
         return CW_EINVAL;
     /* 0 for the prefixes: the defaults, so zeroed options stay valid */
     int a6 = o->auth_v6_prefix ? o->auth_v6_prefix : 64;
@@ -865,6 +1060,52 @@ static int new_acceptor(cw_server *s)
     return rc;
 }
 
+/* A loop's own parts: loop, listener, acceptor, auth port. */
+static int shard_open(cw_server *s, uint16_t port, int nloops)
+{
+    int rc = cw_loop_new(&s->loop);
+    if (rc == CW_OK && s->o.handle_signals && !s->primary)
+        rc = cw_loop_signals(s->loop, NULL, NULL);
+    if (rc == CW_OK && s->pool)
+        rc = cw__authport_new(s->pool, s->loop, &s->port);
+    s->nloops = nloops;
+    int unauth = s->o.max_unauth ? s->o.max_unauth : (s->o.max_conns + 1) / 2;
+    s->max_unauth = (unauth + nloops - 1) / nloops;
+    struct cw_opts lo;
+    cw_opts_init(&lo);
+    lo.reuseport = nloops > 1;
+    if (rc == CW_OK)
+        rc = cw_listen(s->o.host ? s->o.host : "127.0.0.1", port, &lo,
+                       s->o.backlog, &s->lis);
+    s->accept_timer.data = s;
+    if (rc == CW_OK)
+        rc = new_acceptor(s);
+    return rc;
+}
+
+/* The other loops, sharing the first one's port and tables. */
+static int open_shards(cw_server *s, int n)
+{
+    s->shards = calloc((size_t)n, sizeof *s->shards);
+    if (!s->shards)
+        return -ENOMEM;
+    while (s->nshards < n) {
+        cw_server *x = calloc(1, sizeof *x);
+        if (!x)
+            return -ENOMEM;
+        s->shards[s->nshards++] = x;   /* freed with s from here on */
+        x->o = s->o;
+        x->primary = s;
+        x->auth = s->auth;
+        x->pool = s->pool;
+        x->thr = s->thr;
+        int rc = shard_open(x, (uint16_t)cw_listener_port(s->lis), n + 1);
+        if (rc < 0)
+            return rc;
+    }
+    return CW_OK;
+}
+
 int cw_server_new(const struct cw_server_opts *opts, cw_server **out)
 {
     if (!out)
@@ -878,22 +1119,17 @@ int cw_server_new(const struct cw_server_opts *opts, cw_server **out)
     else
         cw_server_opts_init(&s->o);
     int rc = check_opts(&s->o);
-    if (rc == CW_OK)
-        rc = cw_loop_new(&s->loop);
-    if (rc == CW_OK && s->o.handle_signals)
-        rc = cw_loop_signals(s->loop, NULL, NULL);
+    int nloops = s->o.workers > 1 ? s->o.workers : 1;
     if (rc == CW_OK)
         rc = cw__auth_new(&s->auth);
     if (rc == CW_OK)
         rc = new_throttle(s);
-    s->max_unauth = s->o.max_unauth ? s->o.max_unauth
-                                    : (s->o.max_conns + 1) / 2;
+    if (rc == CW_OK && s->o.auth_threads >= 0)
+        rc = cw__authpool_new(s->auth, s->o.auth_threads, s->o.auth_queue, &s->pool);
     if (rc == CW_OK)
-        rc = cw_listen(s->o.host ? s->o.host : "127.0.0.1", s->o.port, NULL,
-                       s->o.backlog, &s->lis);
-    s->accept_timer.data = s;
-    if (rc == CW_OK)
-        rc = new_acceptor(s);
+        rc = shard_open(s, s->o.port, nloops);
+    if (rc == CW_OK && nloops > 1)
+        rc = open_shards(s, nloops - 1);
     if (rc < 0) {
         cw_server_free(&s);
         return rc;
@@ -969,11 +1205,13 @@ static void shut_down_sessions(cw_server *s)
     cw_acceptor_walk(s->acc, shut_down_one, s);
 }
 
-int cw_server_run(cw_server *s)
+/* Serve until the loop is stopped, then end every session. The first
+ * loop stops the others when it is stopped (a signal, cw_server_stop). */
+static int shard_run(cw_server *s)
 {
-    if (!s || s->stopping)
-        return CW_EINVAL;
     int rc = cw_loop_run(s->loop);
+    for (int i = 0; i < s->nshards; i++)
+        cw_loop_stop(s->shards[i]->loop);
     if (rc < 0)
         return rc;
     shut_down_sessions(s);
@@ -984,6 +1222,48 @@ int cw_server_run(cw_server *s)
                    cw_now_ms() + s->o.lingering_time_ms, on_stop_timer);
     rc = cw_loop_run(s->loop);   /* ends when the last session is freed */
     cw_timer_stop(s->loop, &s->stop_timer);
+    return rc;
+}
+
+static void *shard_main(void *arg)
+{
+    cw_server *s = arg;
+    pthread_setname_np(pthread_self(), "cw-loop");   /* for top, perf, tests */
+    s->run_rc = shard_run(s);
+    return NULL;
+}
+
+int cw_server_run(cw_server *s)
+{
+    if (!s || s->stopping || s->primary)
+        return CW_EINVAL;
+    /* The loops' threads block every signal: SIGTERM is the first loop's
+     * (its signalfd), wherever the kernel would deliver it. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int started = 0, rc = CW_OK;
+    for (; started < s->nshards; started++) {
+        int err = pthread_create(&s->shards[started]->thread, NULL, shard_main,
+                                 s->shards[started]);
+        if (err) {
+            rc = -err;
+            break;
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc == CW_OK)
+        rc = shard_run(s);   /* stops the other loops when it is stopped */
+    else
+        for (int i = 0; i < started; i++)
+            cw_loop_stop(s->shards[i]->loop);
+    /* Not stopped again here: a loop ending its sessions (its second run)
+     * would cut their lingering closes short. */
+    for (int i = 0; i < started; i++) {
+        pthread_join(s->shards[i]->thread, NULL);
+        if (rc == CW_OK)
+            rc = s->shards[i]->run_rc;
+    }
     return rc;
 }
 
@@ -998,10 +1278,8 @@ static int add_queued(cw_stream *st, void *arg)
     return 0;
 }
 
-int cw_server_stats(const cw_server *s, struct cw_server_stats *st)
+static void shard_stats(const cw_server *s, struct cw_server_stats *st)
 {
-    if (!s || !st)
-        return CW_EINVAL;
     *st = s->st;
     struct cw_acceptor_stats a = acc_stats(s);
     st->conns = (int)a.open;
@@ -1015,6 +1293,25 @@ int cw_server_stats(const cw_server *s, struct cw_server_stats *st)
     st->conn_bytes = (size_t)s->live * (CW__STREAM_SIZE + sizeof(struct sess)) +
                      s->rbuf_bytes + queued;
     st->unauthenticated = s->nunauth;
+}
+
+int cw_server_stats(const cw_server *s, struct cw_server_stats *st)
+{
+    if (!s || !st)
+        return CW_EINVAL;
+    shard_stats(s, st);
+    for (int i = 0; i < s->nshards; i++) {
+        struct cw_server_stats x;
+        shard_stats(s->shards[i], &x);
+#define CW_SUM(f) st->f += x.f
+        CW_SUM(accepted); CW_SUM(ended); CW_SUM(conns); CW_SUM(lingering);
+        CW_SUM(accept_paused); CW_SUM(reclaimed); CW_SUM(conn_bytes);
+        CW_SUM(unauthenticated); CW_SUM(login_timeouts); CW_SUM(throttled);
+        CW_SUM(evicted_unauth); CW_SUM(evicted_authed); CW_SUM(evicted_descriptors);
+        CW_SUM(evicted_max_conns); CW_SUM(evicted_unauth_cap); CW_SUM(auth_busy);
+        CW_SUM(auth_cancelled);
+#undef CW_SUM
+    }
     st->throttle_overflow = cw__throttle_overflowed(s->thr);
     return CW_OK;
 }
@@ -1030,12 +1327,9 @@ static int abort_one(cw_stream *st, void *arg)
     return 0;
 }
 
-int cw_server_free(cw_server **sp)
+/* A loop's own parts (its thread, if any, has been joined). */
+static void shard_close(cw_server *s)
 {
-    if (!sp || !*sp)
-        return CW_EINVAL;
-    cw_server *s = *sp;
-    *sp = NULL;
     s->stopping = 1;
     if (s->acc) {
         cw_acceptor_walk(s->acc, abort_one, NULL);
@@ -1046,11 +1340,28 @@ int cw_server_free(cw_server **sp)
             cw_loop_run(s->loop);
         cw_acceptor_free(&s->acc);
     }
+    cw__authport_free(s->port);
+    free(s->jobs.slot);
     if (s->loop)
         cw_loop_free(&s->loop);
     if (s->lis)
         cw_listener_close(&s->lis);
     free(s->unauth.e);
+}
+
+int cw_server_free(cw_server **sp)
+{
+    if (!sp || !*sp || (*sp)->primary)
+        return CW_EINVAL;
+    cw_server *s = *sp;
+    *sp = NULL;
+    for (int i = 0; i < s->nshards; i++) {
+        shard_close(s->shards[i]);
+        free(s->shards[i]);
+    }
+    free(s->shards);
+    shard_close(s);
+    cw__authpool_free(s->pool);
     cw__auth_free(s->auth);
     cw__throttle_free(s->thr);
     free(s);

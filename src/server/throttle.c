@@ -9,6 +9,7 @@
 #include "throttle.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -26,7 +27,10 @@ struct window {
     uint32_t fails;
 };
 
+/* Shared by the server's loops: every entry point holds mu, for a few
+ * table probes. */
 struct cw__throttle {
+    pthread_mutex_t mu;
     struct cw__throttle_opts o;
     uint8_t key[16];
     uint32_t mask;             /* slots - 1 */
@@ -113,6 +117,7 @@ int cw__throttle_new(const struct cw__throttle_opts *o, cw__throttle **out)
     if (!t)
         return -ENOMEM;
     t->o = *o;
+    pthread_mutex_init(&t->mu, NULL);
     uint32_t n = PROBE;
     while (n < (uint32_t)o->slots)
         n <<= 1;
@@ -140,12 +145,16 @@ void cw__throttle_free(cw__throttle *t)
         return;
     free(t->slots);
     explicit_bzero(t->key, sizeof t->key);
+    pthread_mutex_destroy(&t->mu);
     free(t);
 }
 
-uint64_t cw__throttle_overflowed(const cw__throttle *t)
+uint64_t cw__throttle_overflowed(cw__throttle *t)
 {
-    return t->overflowed;
+    pthread_mutex_lock(&t->mu);
+    uint64_t n = t->overflowed;
+    pthread_mutex_unlock(&t->mu);
+    return n;
 }
 
 static int live(const cw__throttle *t, int64_t since, uint32_t fails, int64_t now)
@@ -245,8 +254,8 @@ static uint32_t fails_of(cw__throttle *t, uint64_t id, int64_t now)
 
 /* ---- the policy ---- */
 
-enum cw__thr cw__throttle_check(cw__throttle *t, const uint8_t addr[16],
-                                const char *account, size_t len, int64_t now)
+static enum cw__thr check(cw__throttle *t, const uint8_t addr[16],
+                          const char *account, size_t len, int64_t now)
 {
     uint32_t lim = (uint32_t)t->o.addr_max;
     if (lim == 0)
@@ -305,8 +314,17 @@ static int count(cw__throttle *t, uint64_t id, int64_t now)
     return 1;
 }
 
-int cw__throttle_failed(cw__throttle *t, const uint8_t addr[16],
-                        const char *account, size_t len, int64_t now)
+enum cw__thr cw__throttle_check(cw__throttle *t, const uint8_t addr[16],
+                                const char *account, size_t len, int64_t now)
+{
+    pthread_mutex_lock(&t->mu);
+    enum cw__thr v = check(t, addr, account, len, now);
+    pthread_mutex_unlock(&t->mu);
+    return v;
+}
+
+static int failed(cw__throttle *t, const uint8_t addr[16], const char *account,
+                  size_t len, int64_t now)
 {
     if (t->o.addr_max == 0)
         return 0;
@@ -328,6 +346,15 @@ int cw__throttle_failed(cw__throttle *t, const uint8_t addr[16],
         return 1;
     }
     return 0;
+}
+
+int cw__throttle_failed(cw__throttle *t, const uint8_t addr[16],
+                        const char *account, size_t len, int64_t now)
+{
+    pthread_mutex_lock(&t->mu);
+    int first = failed(t, addr, account, len, now);
+    pthread_mutex_unlock(&t->mu);
+    return first;
 }
 
 const char *cw__throttle_name(enum cw__thr v)

@@ -1,6 +1,7 @@
 /* throttle.h - the login throttle of the reference server: a pure policy
  * over (address, account, now) with a fixed-size table. No I/O and no
  * clock of its own, so tests drive it with any addresses and times.
+ * Safe from several threads (the server's loops share one table).
  * Internal: never installed. The policy is described, with its
  * trade-offs, in docs/PROTOCOL.md ("Throttling"). */
 #ifndef CW_THROTTLE_H
@@ -55,7 +56,7 @@ int cw__throttle_failed(cw__throttle *t, const uint8_t addr[16],
                         const char *account, size_t len, int64_t now);
 
 /* Failures that went to the overflow bucket since the start. */
-uint64_t cw__throttle_overflowed(const cw__throttle *t);
+uint64_t cw__throttle_overflowed(cw__throttle *t);
 
 /* Static name of a verdict, for logs ("account", "full", ...). */
 const char *cw__throttle_name(enum cw__thr v);

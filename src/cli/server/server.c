@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 
 static void server_usage(FILE *f)
 {
@@ -43,6 +44,13 @@ static void server_usage(FILE *f)
         "      --auth-v6-prefix BITS  an IPv6 client address is this prefix (64)\n"
         "      --auth-v6-net-prefix BITS  an IPv6 network is this prefix (48)\n"
         "      --auth-window DUR      throttle window (default 60s)\n"
+        "      --workers N            event loops, each with its own listener\n"
+        "                             (SO_REUSEPORT; default: one per CPU)\n"
+        "      --auth-threads N       threads checking passwords off the loops\n"
+        "                             (default: one per CPU; 0 = on the loop,\n"
+        "                             which stops for every hash: to compare)\n"
+        "      --auth-queue N         checks waiting for a thread at most; more\n"
+        "                             logins get \"ERR busy\" (256 per thread)\n"
         "  -q, --quiet                no per-connection log lines\n"
         "  -h, --help                 this help\n\n"
         "Durations: 500ms, 1.5s, 2m30s (a number needs its unit). SIGINT/SIGTERM stop the\n"
@@ -53,7 +61,7 @@ enum {
     OPT_PORT_FILE = 256, OPT_IDLE, OPT_LTIME, OPT_LTIMEOUT, OPT_WTIMEOUT,
     OPT_MAXCONN, OPT_CLOSE_MODE, OPT_LINGER0, OPT_MAXFAIL, OPT_AUTHWIN,
     OPT_LOGIN, OPT_MAXUNAUTH, OPT_SNDBUF, OPT_NETFAIL, OPT_ACCTFAIL, OPT_V6,
-    OPT_V6NET
+    OPT_V6NET, OPT_WORKERS, OPT_AUTH_THREADS, OPT_AUTH_QUEUE
 };
 
 static const struct option long_opts[] = {
@@ -78,6 +86,9 @@ static const struct option long_opts[] = {
     {"max-account-failures", required_argument, NULL, OPT_ACCTFAIL},
     {"auth-v6-prefix", required_argument, NULL, OPT_V6},
     {"auth-v6-net-prefix", required_argument, NULL, OPT_V6NET},
+    {"workers", required_argument, NULL, OPT_WORKERS},
+    {"auth-threads", required_argument, NULL, OPT_AUTH_THREADS},
+    {"auth-queue", required_argument, NULL, OPT_AUTH_QUEUE},
     {"quiet", no_argument, NULL, 'q'},
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0}
@@ -147,7 +158,9 @@ static int parse_args(int argc, char **argv, struct server_args *a)
     cw_server_opts_init(&a->o);
     a->o.port = 7007;
     a->o.log = stderr;
-    int c, port;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    a->o.workers = cpus > 0 ? (int)cpus : 1;
+    int c, port, threads;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, ":l:p:c:u:qh", long_opts, NULL)) != -1) {
@@ -185,6 +198,12 @@ static int parse_args(int argc, char **argv, struct server_args *a)
         case OPT_ACCTFAIL: bad = parse_count("max-account-failures", optarg, &a->o.auth_account_max_failures, 1); break;
         case OPT_V6: bad = parse_bits("auth-v6-prefix", optarg, &a->o.auth_v6_prefix); break;
         case OPT_V6NET: bad = parse_bits("auth-v6-net-prefix", optarg, &a->o.auth_v6_net_prefix); break;
+        case OPT_WORKERS: bad = parse_count("workers", optarg, &a->o.workers, 1); break;
+        case OPT_AUTH_THREADS:
+            bad = parse_count("auth-threads", optarg, &threads, 0);
+            a->o.auth_threads = threads ? threads : -1;
+            break;
+        case OPT_AUTH_QUEUE: bad = parse_count("auth-queue", optarg, &a->o.auth_queue, 1); break;
         case 'q': a->o.log = NULL; break;
         case 'h': return 1;
         default:
@@ -280,7 +299,8 @@ static void log_stats(const cw_server *s, FILE *log)
     fprintf(log, "closewise-server: stats accepted=%llu ended=%llu login-timeout=%llu "
             "throttled=%llu throttle-overflow=%llu evicted-login=no:%llu,yes:%llu "
             "evicted-reason=descriptors:%llu,max-connections:%llu,"
-            "unauthenticated-cap:%llu accept-paused=%llu\n",
+            "unauthenticated-cap:%llu accept-paused=%llu auth-busy=%llu "
+            "auth-cancelled=%llu\n",
             (unsigned long long)st.accepted, (unsigned long long)st.ended,
             (unsigned long long)st.login_timeouts, (unsigned long long)st.throttled,
             (unsigned long long)st.throttle_overflow,
@@ -288,7 +308,8 @@ static void log_stats(const cw_server *s, FILE *log)
             (unsigned long long)st.evicted_descriptors,
             (unsigned long long)st.evicted_max_conns,
             (unsigned long long)st.evicted_unauth_cap,
-            (unsigned long long)st.accept_paused);
+            (unsigned long long)st.accept_paused,
+            (unsigned long long)st.auth_busy, (unsigned long long)st.auth_cancelled);
     fflush(log);
 }
 

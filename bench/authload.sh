@@ -1,0 +1,176 @@
+#!/bin/sh
+# bench/authload.sh BUILD_DIR [MARKDOWN] - the reference server under
+# login load, in one run: "before" (--auth-threads 0 --workers 1: crypt(3)
+# on the loop, as the server was) against "after" (the defaults: password
+# checks on worker threads, one loop per CPU).
+#
+# 1. latency: 100 logged-in sessions each send ECHO 20 times a second
+#    (cw_bench_authload latency) while K clients log in over and over with
+#    yescrypt (the default of `closewise passwd`) or sha512-crypt: the echo
+#    round trip's p50/p99/p99.9/max. K in CW_AUTHLOAD_K ("0 8 32"), SECS
+#    seconds a run (CW_AUTHLOAD_SECS, 8), RUNS interleaved runs of each
+#    (CW_AUTHLOAD_RUNS, 2).
+# 2. throughput: yescrypt logins/s with --auth-threads 1 and 2 (16 login
+#    clients, no echo load worth the name), with each core's busy share.
+# CW_AUTHLOAD_NICE=N runs the server and the generator under `nice -n N`
+# (a negative N, as root, keeps other jobs of a shared machine from
+# delaying their wake-ups; the check threads still drop to nice 19).
+# Nothing is pinned (the hashes need both cores); the machine is shared,
+# so every run also records the busy share of each core (from /proc/stat)
+# and the server's own CPU time. Writes the "server under auth load"
+# section of MARKDOWN (default docs/BENCHMARKS.md) between its markers.
+set -eu
+build=${1:-build-bench}
+md=${2:-docs/BENCHMARKS.md}
+cw=$build/closewise
+gen=$build/bench/cw_bench_authload
+ks=${CW_AUTHLOAD_K:-"0 8 32"}
+secs=${CW_AUTHLOAD_SECS:-8}
+runs=${CW_AUTHLOAD_RUNS:-2}
+nice_n=${CW_AUTHLOAD_NICE:-0}
+for f in "$cw" "$gen"; do
+    [ -x "$f" ] || { echo "authload: $f not built" >&2; exit 3; }
+done
+tmp=$(mktemp -d)
+server=
+cleanup() {
+    [ -n "$server" ] && kill -KILL "$server" 2>/dev/null || true
+    rm -rf "$tmp"
+}
+trap cleanup EXIT INT TERM
+
+"$cw" passwd --password pw-y y > "$tmp/creds"
+"$cw" passwd -m sha512 --password pw-s s >> "$tmp/creds"
+"$cw" passwd -m sha512 --password pw-e e >> "$tmp/creds"
+
+start_server() {
+    rm -f "$tmp/port"
+    # No throttle: every login here is right, from one address.
+    nice -n "$nice_n" "$cw" server -p 0 --port-file "$tmp/port" -c "$tmp/creds" -q \
+        --max-connections 4096 --max-auth-failures 0 "$@" > /dev/null 2>&1 &
+    server=$!
+    i=0
+    while [ ! -s "$tmp/port" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+    port=$(cat "$tmp/port")
+}
+stop_server() {
+    kill -TERM "$server"
+    wait "$server" || true
+    server=
+}
+# "cpu0 busy% cpu1 busy%" between two /proc/stat snapshots
+cpustat() { grep '^cpu[0-9]' /proc/stat; }
+busy() {
+    awk 'NR == FNR { for (i = 2; i <= 9; i++) t[$1] += $i; idle[$1] = $5 + $6; next }
+         { tot = 0; for (i = 2; i <= 9; i++) tot += $i
+           d = tot - t[$1]; di = $5 + $6 - idle[$1]
+           printf "%s%s %.0f%%", sep, $1, d ? 100 * (d - di) / d : 0; sep = ", " }
+         END { print "" }' "$1" "$2"
+}
+srv_cpu() { awk '{ print $14 + $15 }' "/proc/$server/stat"; }   # ticks
+# The loop threads' (main, cw-loop) time waiting on a run queue and their
+# number of time slices, from the kernel's schedstat: "wait_ns slices".
+loopwait() {
+    for t in /proc/$server/task/*; do
+        c=$(cat "$t/comm" 2>/dev/null) || continue
+        [ "$(basename "$t")" = "$server" ] || [ "$c" = cw-loop ] || continue
+        cat "$t/schedstat"
+    done | awk '{ w += $2; n += $3 } END { print w + 0, n + 0 }'
+}
+# mean run-queue wait per slice in microseconds between two loopwait
+perwake() { echo "$1 $2" | awk '{ d = $4 - $2; printf "%.0f", d ? ($3 - $1) / d / 1000 : 0 }'; }
+field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+
+mode_args() {
+    case $1 in
+    before) echo "--auth-threads 0 --workers 1" ;;
+    after) echo "" ;;
+    esac
+}
+
+echo "| mode | hash | K | echo p50 ms | p99 ms | p99.9 ms | max ms | lost | logins/s | login p50 ms | server CPU s | run-queue wait us/slice: server loops, generator | cores busy |" > "$tmp/lat.md"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|" >> "$tmp/lat.md"
+r=1
+while [ $r -le "$runs" ]; do
+    for k in $ks; do
+        for hash in yescrypt sha512; do
+            [ "$k" = 0 ] && [ "$hash" = sha512 ] && continue
+            login=y:pw-y
+            [ "$hash" = sha512 ] && login=s:pw-s
+            [ "$k" = 0 ] && hash=-
+            for mode in before after; do
+                # shellcheck disable=SC2046
+                start_server $(mode_args $mode)
+                cpustat > "$tmp/s0"
+                c0=$(srv_cpu)
+                w0=$(loopwait)
+                out=$(nice -n "$nice_n" "$gen" latency "$port" 100 20 "$secs" "$k" "$login" e:pw-e)
+                w1=$(loopwait)
+                c1=$(srv_cpu)
+                cpustat > "$tmp/s1"
+                stop_server
+                echo "$mode $hash K=$k: $out" >&2
+                ms() { awk -v u="$(field "$out" "$1")" 'BEGIN { printf "%.2f", u / 1000 }'; }
+                cpu=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }')
+                echo "| $mode | $hash | $k | $(ms echo_p50_us) | $(ms echo_p99_us) | $(ms echo_p999_us) | $(ms echo_max_us) | $(field "$out" echo_lost) | $(field "$out" logins_per_s) | $(field "$out" login_p50_ms) | $cpu | $(perwake "$w0" "$w1"), $(field "$out" gen_wait_us_per_slice) | $(busy "$tmp/s0" "$tmp/s1") |" >> "$tmp/lat.md"
+            done
+        done
+    done
+    r=$((r + 1))
+done
+
+echo "| --auth-threads | yescrypt logins/s | login p50 ms | login p99 ms | server CPU s | cores busy |" > "$tmp/tp.md"
+echo "|---|---|---|---|---|---|" >> "$tmp/tp.md"
+for threads in 1 2 1 2; do
+    start_server --auth-threads "$threads"
+    cpustat > "$tmp/s0"
+    c0=$(srv_cpu)
+    out=$(nice -n "$nice_n" "$gen" latency "$port" 1 1 "$secs" 16 y:pw-y e:pw-e)
+    c1=$(srv_cpu)
+    cpustat > "$tmp/s1"
+    stop_server
+    echo "threads=$threads: $out" >&2
+    cpu=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }')
+    echo "| $threads | $(field "$out" logins_per_s) | $(field "$out" login_p50_ms) | $(field "$out" login_p99_ms) | $cpu | $(busy "$tmp/s0" "$tmp/s1") |" >> "$tmp/tp.md"
+done
+
+load=$(cut -d' ' -f1-3 /proc/loadavg)
+{
+    echo "<!-- authload:begin (written by bench/authload.sh; edits here are overwritten) -->"
+    echo "## Server under auth load"
+    echo
+    echo "\`sh bench/authload.sh $build\` ($(date -u +%Y-%m-%d), $(nproc) cores, load average"
+    echo "at the end $load). The machine is shared with other jobs: \"cores busy\" is each"
+    echo "core's busy share during the run (all processes), \"server CPU\" the server's own."
+    [ "$nice_n" = 0 ] || echo "Server and generator ran under \`nice -n $nice_n\`."
+    echo "Nothing is pinned. \"before\" is \`--auth-threads 0 --workers 1\` (crypt(3) on the"
+    echo "loop, as the server was); \"after\" the defaults (checks on one thread per CPU,"
+    echo "one loop per CPU)."
+    echo
+    echo "### Echo round trip of 100 logged-in sessions while K clients log in"
+    echo
+    echo "Each session sends \`ECHO\` 20 times a second (2,000 requests/s in all);"
+    echo "${secs} s a run, $runs runs of each line, interleaved."
+    echo
+    cat "$tmp/lat.md"
+    echo
+    echo "### yescrypt login throughput"
+    echo
+    echo "16 clients logging in over and over, ${secs} s a run, two runs each."
+    echo
+    cat "$tmp/tp.md"
+    echo
+    echo "<!-- authload:end -->"
+} > "$tmp/section.md"
+cat "$tmp/section.md"
+[ -f "$md" ] || printf '# Benchmarks\n\n' > "$md"
+if grep -q '<!-- authload:begin' "$md"; then
+    awk -v sec="$tmp/section.md" '
+        /<!-- authload:begin/ { while ((getline l < sec) > 0) print l; skip = 1; next }
+        /<!-- authload:end -->/ { skip = 0; next }
+        !skip { print }' "$md" > "$tmp/new.md"
+else
+    { cat "$md"; echo; cat "$tmp/section.md"; } > "$tmp/new.md"
+fi
+cat "$tmp/new.md" > "$md"
+echo "authload: results in $md" >&2
