@@ -15,6 +15,7 @@
 #include <crypt.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -162,8 +163,13 @@ static void *worker(void *arg)
     return NULL;
 }
 
-static int online_cpus(void)
+/* The CPUs this process may run on (taskset, a container's cpuset), not
+ * every CPU online: more threads than that only queue for the same cores. */
+int cw__usable_cpus(void)
 {
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n > 0 ? (int)n : 1;
 }
@@ -177,7 +183,7 @@ int cw__authpool_new(cw__auth *auth, int workers, int queue_max,
     cw__authpool *p = calloc(1, sizeof *p);
     if (!p)
         return -ENOMEM;
-    int n = workers ? workers : online_cpus();
+    int n = workers ? workers : cw__usable_cpus();
     p->threads = calloc((size_t)n, sizeof *p->threads);
     if (!p->threads) {
         free(p);

@@ -2,6 +2,7 @@
  * (docs/PROTOCOL.md, closewise-server(1)). */
 #define _GNU_SOURCE
 #include "../cli.h"
+#include "../../server/authpool.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -158,8 +159,7 @@ static int parse_args(int argc, char **argv, struct server_args *a)
     cw_server_opts_init(&a->o);
     a->o.port = 7007;
     a->o.log = stderr;
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    a->o.workers = cpus > 0 ? (int)cpus : 1;
+    a->o.workers = cw__usable_cpus();   /* one loop per CPU it may use */
     int c, port, threads;
     optind = 1;
     opterr = 0;
