@@ -471,6 +471,9 @@ void cwt_private_netns(void)
         exit(1);
     }
     close(fd);
+    /* To repeat one flaky test alone: CWT_FILTER=test_name (cmocka glob). */
+    if (getenv("CWT_FILTER"))
+        cmocka_set_test_filter(getenv("CWT_FILTER"));
 }
 
 /* ---- watchdog: a test that hangs explains itself ----

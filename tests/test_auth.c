@@ -109,10 +109,37 @@ static int64_t median(int64_t *t, int n)
     return (t[(n - 1) / 2] + t[n / 2]) / 2;
 }
 
+/* One attempt: n interleaved triples (sha512 user, unknown, yescrypt
+ * user, back to back, so that load from other work hits all three
+ * alike); each triple gives its own ratios unknown/known, and the
+ * attempt's ratios are their medians. A ratio of medians measured apart
+ * lets a burst of load that lands on one series move it alone. */
+static void timing_attempt(cw__auth *a, int n, double *r_fast, double *r_slow,
+                           int64_t *m_none)
+{
+    int64_t none[40], q_fast[40], q_slow[40];
+    assert_true(n <= 40);
+    for (int i = 0; i < n; i++) {
+        int64_t f = check_us(a, "fast");
+        none[i] = check_us(a, "nobody");
+        int64_t s = check_us(a, "slow");
+        /* ratios in thousandths, to reuse the integer median */
+        q_fast[i] = f > 0 ? none[i] * 1000 / f : 1000000;
+        q_slow[i] = s > 0 ? none[i] * 1000 / s : 1000000;
+    }
+    *r_fast = (double)median(q_fast, n) / 1000.0;
+    *r_slow = (double)median(q_slow, n) / 1000.0;
+    *m_none = median(none, n);
+}
+
 /* A file that mixes a cheap method (sha512-crypt, 1,000 rounds) listed
  * first with a costlier one (yescrypt, cost 3): an unknown user takes as
  * long as either known user, so the time does not tell which names exist
- * (medians of 20; unpadded, the sha512 check is ~10 times faster). */
+ * (unpadded, the sha512 check is ~10 times faster: its ratio is ~10, far
+ * outside the bounds in every attempt). A check on a machine loaded by
+ * other work can be descheduled for a slice of tens of ms, the size of a
+ * check: an attempt may land a ratio on 0.8 (seen once with 6 parallel
+ * jobs on 2 cores), so up to 3 attempts run and one must be clean. */
 static void test_timing_mixed_methods(void **state)
 {
     char six[256], yes[256];
@@ -122,35 +149,32 @@ static void test_timing_mixed_methods(void **state)
     assert_int_equal(cw__auth_new(&a), CW_OK);
     assert_int_equal(cw__auth_add_hash(a, "fast", six), CW_OK);
     assert_int_equal(cw__auth_add_hash(a, "slow", yes), CW_OK);
-    int64_t raw_fast = 0;
+    int64_t raw_fast = INT64_MAX;
     {
         struct crypt_data *cd = calloc(1, sizeof *cd);
         assert_non_null(cd);
-        for (int i = 0; i < 2; i++) {   /* what a fast check costs unpadded */
+        for (int i = 0; i < 3; i++) {   /* what a fast check costs unpadded */
             struct timespec t0, t1;
             clock_gettime(CLOCK_MONOTONIC, &t0);
             crypt_rn("x", six, cd, sizeof *cd);
             clock_gettime(CLOCK_MONOTONIC, &t1);
-            raw_fast = (t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000;
+            int64_t us = (t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000;
+            raw_fast = us < raw_fast ? us : raw_fast;
         }
         free(cd);
     }
-    /* Interleaved, so that load from other work hits all three alike. */
-    int64_t fast[20], slow[20], none[20];
-    for (int i = 0; i < 20; i++) {
-        fast[i] = check_us(a, "fast");
-        none[i] = check_us(a, "nobody");
-        slow[i] = check_us(a, "slow");
+    int clean = 0;
+    for (int attempt = 1; attempt <= 3 && !clean; attempt++) {
+        double r_fast, r_slow;
+        int64_t m_none;
+        timing_attempt(a, 20, &r_fast, &r_slow, &m_none);
+        clean = r_fast >= 0.8 && r_fast <= 1.25 && r_slow >= 0.8 && r_slow <= 1.25;
+        print_message("attempt %d: unknown %lld us (sha512 unpadded %lld us); median "
+                      "ratios unknown/sha512 %.2f, unknown/yescrypt %.2f%s\n",
+                      attempt, (long long)m_none, (long long)raw_fast, r_fast, r_slow,
+                      clean ? "" : " (outside 0.8..1.25)");
     }
-    int64_t m_fast = median(fast, 20), m_none = median(none, 20), m_slow = median(slow, 20);
-    double r_fast = (double)m_none / (double)m_fast;
-    double r_slow = (double)m_none / (double)m_slow;
-    print_message("median check: unknown %lld us, sha512 user %lld us, yescrypt user "
-                  "%lld us (sha512 unpadded %lld us); ratios %.2f %.2f\n",
-                  (long long)m_none, (long long)m_fast, (long long)m_slow,
-                  (long long)raw_fast, r_fast, r_slow);
-    assert_true(r_fast >= 0.8 && r_fast <= 1.25);
-    assert_true(r_slow >= 0.8 && r_slow <= 1.25);
+    assert_true(clean);
     /* the good password still works for both, whatever the padding */
     assert_int_equal(check(a, "fast", "pw"), 1);
     assert_int_equal(check(a, "slow", "pw"), 1);
