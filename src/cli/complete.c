@@ -143,7 +143,8 @@ int cli_complete(const struct cli_command *cmds, int argc, char **argv)
         return CLI_OK;
     const struct cli_opt *prev = argc >= 3 ? find_opt(cmd->spec, argv[argc - 2]) : NULL;
     for (int i = 1; i < argc - 1; i++)
-        complete_server |= !strncmp(argv[i], "--server", 8) && strchr("=", argv[i][8]);
+        complete_server |= !strncmp(argv[i], "--server", 8) &&
+                           (argv[i][8] == '\0' || argv[i][8] == '=');
     if (prev && prev->arg) {
         if (prev->complete)
             offer_values(prev->complete, cur,

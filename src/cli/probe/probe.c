@@ -145,8 +145,12 @@ static int parse_list(struct probe_opts *o, const char *arg)
     for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         const void *sc = o->server ? (const void *)probe_sscenario_find(t)
                                    : (const void *)probe_scenario_find(t);
-        if (!sc || n == PROBE_MAX_SCENARIOS) {
+        if (!sc) {
             unknown_scenario(o->server != NULL, t);
+            return -1;
+        }
+        if (n == PROBE_MAX_SCENARIOS) {
+            cli_usage_error("--scenario: more than %d scenarios", PROBE_MAX_SCENARIOS);
             return -1;
         }
         if (o->server)
