@@ -465,6 +465,8 @@ static void test_completion(void **state)
     assert_string_equal(r.out, "fin-on-accept\n");
     RUN(&r, "__complete", "probe", "--server", "h:1", "--scenario", "fin-on");
     assert_string_equal(r.out, "");   /* fin-on-accept is a client scenario */
+    RUN(&r, "__complete", "trace", "--", "cu");   /* CMD's words: the shell's files */
+    assert_string_equal(r.out, "@file\n");
     if (cwt_sh("command -v zsh >/dev/null") != 0)
         return;   /* zsh is not installed: nothing more to check */
     const char *zsh = CW_SOURCE_DIR "/contrib/completion/_closewise";

@@ -142,6 +142,12 @@ int cli_complete(const struct cli_command *cmds, int argc, char **argv)
     if (!cmd)
         return CLI_OK;
     const struct cli_opt *prev = argc >= 3 ? find_opt(cmd->spec, argv[argc - 2]) : NULL;
+    /* After "--" (probe, trace): the words are CMD's own. */
+    for (int i = 1; i < argc - 1; i++)
+        if (!strcmp(argv[i], "--")) {
+            puts("@file");
+            return CLI_OK;
+        }
     for (int i = 1; i < argc - 1; i++)
         complete_server |= !strncmp(argv[i], "--server", 8) &&
                            (argv[i][8] == '\0' || argv[i][8] == '=');
