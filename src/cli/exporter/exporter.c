@@ -77,8 +77,8 @@ const struct cli_spec exporter_spec = {
     "state (one that did so after the exporter started), else bounds from\n"
     "tcp_info; see closewise-exporter(1).",
     {xp_opts, NULL},
-    "Exit status: 0 ok (--once written, or stopped by a signal), 2 usage,\n"
-    "3 system error (cannot listen, a textfile write failed)."};
+    "Exit status: 0 after SIGTERM/SIGINT (or after --once), 2 usage, 3 when it\n"
+    "cannot listen, open sock_diag or write the text file."};
 
 /* "ADDR:PORT", "[V6]:PORT", ":PORT" or "PORT". host points into a copy
  * kept in buf. Returns 0, -1 for a bad address part, -2 for a bad port. */
