@@ -398,6 +398,15 @@ static void test_write_errors(void **state)
     RUN_FULL(&r, "passwd", "--password", "x", "u");
     assert_string_equal(r.err, "closewise passwd: write error on standard output: "
                                "No space left on device\n");
+    /* Commands whose run prints: a watch sample (the CLOSE_WAIT socket
+     * above appears; stderr may also note how ages are known) and a
+     * probe's table (a failed verdict, 1, becomes 3: the report was lost). */
+    RUN_FULL(&r, "watch", "--netns", "self", "--count", "1");
+    if (r.status != 3 || !strstr(r.err, "closewise watch: write error on standard output: "))
+        fail_msg("watch >/dev/full: status %d, stderr '%s'", r.status, r.err);
+    RUN_FULL(&r, "probe", "--scenario", "fin-on-accept", "--grace", "100ms", "--", "/bin/true");
+    if (r.status != 3 || !strstr(r.err, "closewise probe: write error on standard output: "))
+        fail_msg("probe >/dev/full: status %d, stderr '%s'", r.status, r.err);
     close(fds[2]);
     close(fds[0]);
 }
