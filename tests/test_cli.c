@@ -411,6 +411,41 @@ static void test_write_errors(void **state)
     close(fds[0]);
 }
 
+/* probe's table for a client that did not close: a LEAK row has no close
+ * time even when another connection of the scenario closed, and a HANG
+ * says the limit ran out (this client would give up after 30 s), not that
+ * it never gives up. */
+static void test_probe_wording(void **state)
+{
+    struct res r;
+    RUN(&r, "probe", "--scenario", "fin-on-accept", "--grace", "300ms", "--", "bash", "-c",
+        "exec 3<>/dev/tcp/{host}/{port} 4<>/dev/tcp/{host}/{port}; sleep 0.2; "
+        "exec 3>&-; sleep 30");
+    assert_int_equal(r.status, 1);
+    char *row = strstr(r.out, "\nfin-on-accept ");
+    assert_non_null(row);
+    char verdict[16], closed[16];
+    int conns;
+    assert_int_equal(sscanf(row, " fin-on-accept %15s %d %15s", verdict, &conns, closed), 3);
+    assert_string_equal(verdict, "LEAK");
+    assert_int_equal(conns, 2);
+    if (strcmp(closed, "-"))
+        fail_msg("a LEAK row with a close time '%s':%s", closed, r.out);
+    RUN(&r, "probe", "--scenario", "silent", "--grace", "300ms", "--hang-limit", "500ms", "--",
+        "bash", "-c", "exec 3<>/dev/tcp/{host}/{port}; sleep 30");
+    assert_int_equal(r.status, 1);
+    row = strstr(r.out, "\nsilent ");
+    assert_non_null(row);
+    assert_int_equal(sscanf(row, " silent %15s %d %15s", verdict, &conns, closed), 3);
+    assert_string_equal(verdict, "HANG");
+    assert_string_equal(closed, "-");
+    /* the time it waited: the limit, or a sample later on a loaded machine */
+    assert_non_null(strstr(row, "no close in the 0."));
+    assert_non_null(strstr(row, "s the probe waited (--hang-limit): still open when it "
+                                "stopped waiting"));
+    assert_null(strstr(r.out, "never gave up"));
+}
+
 /* closewise-server(1): a credentials file that is missing or not a file is
  * a bad command line (2), said in words, not "Input/output error". */
 static void test_server_credentials_errors(void **state)
@@ -499,6 +534,7 @@ int main(void)
         CWT_TEST(test_help_matches_parser),
         CWT_TEST(test_write_errors),
         CWT_TEST(test_server_credentials_errors),
+        CWT_TEST(test_probe_wording),
         CWT_TEST(test_completion),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
