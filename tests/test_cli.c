@@ -76,6 +76,16 @@ static void expect_usage(const struct res *r, const char *cmd, const char *what)
         fail_msg("%s %s: status %d, stderr '%s'", cmd, what, r->status, r->err);
 }
 
+/* A usage error ends with the pointer to --help. */
+static void expect_hint(const struct res *r, const char *cmd)
+{
+    char want[64];
+    snprintf(want, sizeof want, " (try 'closewise %s --help')\n", cmd);
+    size_t n = strlen(r->err), w = strlen(want);
+    if (n < w || strcmp(r->err + n - w, want))
+        fail_msg("%s: no '%s' hint: '%s'", cmd, want, r->err);
+}
+
 static void test_version_and_help(void **state)
 {
     struct res r;
@@ -122,7 +132,8 @@ static void test_every_command_one_voice(void **state)
         {"client", "--port", "--quiet", "--read-timeout", "--port"},
         {"probe", "--grace", "--json", "--hang-limit", "--port"},
         {"resets", "--duration", "--json", "--duration", NULL},
-        {"exporter", "--interval", "--once", "--interval", NULL},
+        {"exporter", "--interval", "--once", "--interval", "--listen"},
+        {"trace", "--grace", "--json", "--grace", NULL},
     };
     struct res r;
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
@@ -150,6 +161,7 @@ static void test_every_command_one_voice(void **state)
             snprintf(want, sizeof want, "%s: bad duration 'abc' (examples: ", c[i].duration);
             if (!strstr(r.err, want))
                 fail_msg("%s: '%s' not in '%s'", c[i].cmd, want, r.err);
+            expect_hint(&r, c[i].cmd);
         }
         if (c[i].port) {
             RUN(&r, c[i].cmd, c[i].port, "70000");
@@ -157,13 +169,44 @@ static void test_every_command_one_voice(void **state)
             snprintf(want, sizeof want, "%s: bad port '70000'", c[i].port);
             if (!strstr(r.err, want))
                 fail_msg("%s: '%s' not in '%s'", c[i].cmd, want, r.err);
+            expect_hint(&r, c[i].cmd);
         }
     }
-    RUN(&r, "ls", "--state", "close-wait,nope");
-    expect_usage(&r, "ls", "bad state");
-    assert_non_null(strstr(r.err, "unknown state 'nope'"));
+    /* Names from a fixed set: the error lists the valid ones. */
+    static const char *const by_state[] = {"stat", "ls", "kill"};
+    for (size_t i = 0; i < sizeof by_state / sizeof by_state[0]; i++) {
+        RUN(&r, by_state[i], "--state", "close-wait,nope", "--port", "1");
+        expect_usage(&r, by_state[i], "bad state");
+        assert_non_null(strstr(r.err, "--state: unknown state 'nope'; states: established, "));
+        assert_non_null(strstr(r.err, "close-wait"));
+        expect_hint(&r, by_state[i]);
+    }
     RUN(&r, "probe", "--scenario", "nope", "--", "/bin/true");
     expect_usage(&r, "probe", "bad scenario");
+    assert_non_null(strstr(r.err, "--scenario: unknown scenario 'nope'; scenarios: "
+                                  "fin-on-accept, "));
+    expect_hint(&r, "probe");
+    RUN(&r, "probe", "--server", "127.0.0.1:1", "--send", "x", "--scenario", "fin-on-accept");
+    expect_usage(&r, "probe", "bad server scenario");   /* a client scenario, not a server's */
+    assert_non_null(strstr(r.err, "unknown server scenario 'fin-on-accept'; scenarios: "));
+    RUN(&r, "probe", "--server", "127.0.0.1:70000", "--send", "x");
+    expect_usage(&r, "probe", "bad --server port");
+    assert_non_null(strstr(r.err, "--server: bad port '70000'"));
+    RUN(&r, "resets", "--reason", "unread,nope");
+    expect_usage(&r, "resets", "bad reason");
+    assert_non_null(strstr(r.err, "--reason: unknown reason 'nope'; reasons: "));
+    assert_non_null(strstr(r.err, "linger0"));
+    /* Operands where none are taken, and a missing CMD. */
+    static const char *const no_operands[] = {"watch", "demo", "exporter", "resets"};
+    for (size_t i = 0; i < sizeof no_operands / sizeof no_operands[0]; i++) {
+        RUN(&r, no_operands[i], "extra");
+        expect_usage(&r, no_operands[i], "operand");
+        assert_non_null(strstr(r.err, "unexpected argument 'extra'"));
+    }
+    RUN(&r, "trace");
+    expect_usage(&r, "trace", "no command");
+    RUN(&r, "probe");
+    expect_usage(&r, "probe", "no command");
 }
 
 /* The duration grammar: integers and decimals with units, compound in
@@ -207,57 +250,89 @@ static void test_duration_messages(void **state)
     RUN(&r, "client", "--read-timeout", "0.5", "-p", "1", "-u", "a:b");
     expect_usage(&r, "client", "0.5");
     assert_string_equal(r.err, "closewise client: --read-timeout: '0.5' has no unit: write "
-                               "0.5s or 0.5m (units: ms, s, m, h)\n");
+                               "0.5s or 0.5m (units: ms, s, m, h) "
+                               "(try 'closewise client --help')\n");
     RUN(&r, "watch", "--older-than", "10");
     assert_string_equal(r.err, "closewise watch: --older-than: '10' has no unit: write 10s "
-                               "or 10ms (units: ms, s, m, h)\n");
+                               "or 10ms (units: ms, s, m, h) (try 'closewise watch --help')\n");
     RUN(&r, "ls", "--bogus");
     assert_int_equal(r.status, 2);
     RUN(&r, "watch", "--netns", "self", "--older-than", "2m30s", "--interval", "1.5s", "--count",
         "1");
     assert_int_equal(r.status, 0);
     RUN(&r, "client", "--connect-timeout", "25h", "-p", "1", "-u", "a:b");
-    assert_string_equal(r.err,
-                        "closewise client: --connect-timeout: '25h' is out of range (1ms to 24h)\n");
+    assert_string_equal(r.err, "closewise client: --connect-timeout: '25h' is out of range "
+                               "(1ms to 24h) (try 'closewise client --help')\n");
 }
 
-/* --help lists only what the command accepts: each option --help names is
- * parsed (a flag alone, or a valued option with a value), and watch does
- * not list --state, which it refuses. */
+/* The long options named on an option line of --help ("  -p, --port P"),
+ * as " --a --b " into set. */
+static void help_options(const char *help, char *set, size_t size)
+{
+    snprintf(set, size, " ");
+    const char *opts = strstr(help, "\noptions:\n");
+    for (const char *p = opts ? opts : help; (p = strstr(p, "\n  ")); p++) {
+        size_t indent = strspn(p + 1, " ");
+        const char *o = strstr(p, "--"), *eol = strchr(p + 1, '\n');
+        if (!o || (eol && o > eol) || indent > 6 || p[1 + indent] != '-')
+            continue;   /* not an option line: the text under one */
+        size_t n = strspn(o + 2, "abcdefghijklmnopqrstuvwxyz0123456789-");
+        size_t len = strlen(set);
+        snprintf(set + len, size - len, "--%.*s ", (int)n, o + 2);
+    }
+}
+
+static const char *const all_cmds[] = {"stat", "ls", "kill", "client", "passwd", "watch",
+                                       "demo", "probe", "exporter", "resets", "trace"};
+
+/* --help lists exactly what the command accepts: each option --help names
+ * is parsed (a flag, or a valued option taking "--bogus" as its value; the
+ * second "--bogus" stops the run either way), and each option the parser
+ * has (completion reads the same table) is in --help. watch does not list
+ * --state, --pid or --cookie, which it refuses. */
 static void test_help_matches_parser(void **state)
 {
-    static const char *const cmds[] = {"stat", "ls", "kill", "client", "passwd", "watch"};
     struct res r, h;
-    for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++) {
-        RUN(&h, cmds[i], "--help");
+    char listed[2048], parsed[2048];
+    for (size_t i = 0; i < sizeof all_cmds / sizeof all_cmds[0]; i++) {
+        const char *cmd = all_cmds[i];
+        RUN(&h, cmd, "--help");
         assert_int_equal(h.status, 0);
-        for (char *p = strstr(h.out, "\n  "); p; p = strstr(p + 1, "\n  ")) {
-            char *o = strstr(p, "--");
-            if (!o || o > strchr(p + 1, '\n'))
+        help_options(h.out, listed, sizeof listed);
+        for (char *o = strtok(strcpy(parsed, listed), " "); o; o = strtok(NULL, " ")) {
+            if (!strcmp(o, "--help"))
                 continue;
-            char name[64];
-            size_t n = strspn(o + 2, "abcdefghijklmnopqrstuvwxyz0123456789-");
-            snprintf(name, sizeof name, "--%.*s", (int)n, o + 2);
-            if (!strcmp(name, "--help"))
-                continue;
-            RUN(&r, cmds[i], name, "--bogus");   /* a flag, or --bogus taken as its value */
-            if (strstr(r.err, "unknown option '--") && !strstr(r.err, "'--bogus'"))
-                fail_msg("%s --help lists %s, which it refuses: %s", cmds[i], name, r.err);
+            RUN(&r, cmd, o, "--bogus", "--bogus");
+            if (r.status != 2 || (strstr(r.err, "unknown option '--") &&
+                                  !strstr(r.err, "'--bogus'")))
+                fail_msg("%s --help lists %s, which it refuses: %s", cmd, o, r.err);
+        }
+        /* The other way: every option of the table is in --help. */
+        RUN(&r, "__complete", cmd, "--");
+        assert_int_equal(r.status, 0);
+        int n = 0;
+        for (char *o = strtok(r.out, "\n"); o; o = strtok(NULL, "\n"), n++) {
+            char key[80];
+            snprintf(key, sizeof key, " %s ", o);
+            if (!strstr(listed, key))
+                fail_msg("%s takes %s, which --help does not list:%s", cmd, o, listed);
+        }
+        if (n < 2)
+            fail_msg("%s: completion offers %d options", cmd, n);
+        /* Every help fits 80 columns. */
+        for (char *p = h.out; *p;) {
+            size_t len = strcspn(p, "\n");
+            if (len > 80)
+                fail_msg("%s --help: a line of %zu columns: %.*s", cmd, len, (int)len, p);
+            p += len + (p[len] == '\n');
         }
     }
     RUN(&h, "watch", "--help");
     assert_null(strstr(h.out, "--state"));
-    /* Every help fits 80 columns. */
-    static const char *const all[] = {"stat", "ls", "kill", "client", "passwd"};
-    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
-        RUN(&h, all[i], "--help");
-        for (char *p = h.out; *p;) {
-            size_t len = strcspn(p, "\n");
-            if (len > 80)
-                fail_msg("%s --help: a line of %zu columns: %.*s", all[i], len, (int)len, p);
-            p += len + (p[len] == '\n');
-        }
-    }
+    assert_null(strstr(h.out, "--pid"));
+    assert_null(strstr(h.out, "--cookie"));
+    RUN(&r, "watch", "--pid", "1");
+    expect_usage(&r, "watch", "--pid");
 }
 
 /* A CLOSE_WAIT socket in this test's namespace: the accepted end of a
@@ -295,6 +370,12 @@ static void test_write_errors(void **state)
         (const char *const[]){"ls", "--netns", "self", NULL},
         (const char *const[]){"kill", "--netns", "self", "--sport", port, NULL},
         (const char *const[]){"probe", "--list", NULL},
+        (const char *const[]){"probe", "--server", "127.0.0.1:1", "--list", NULL},
+        (const char *const[]){"probe", "--help", NULL},
+        (const char *const[]){"trace", "--help", NULL},
+        (const char *const[]){"stat", "--help", NULL},
+        (const char *const[]){"kill", "--help", NULL},
+        (const char *const[]){"passwd", "--help", NULL},
         (const char *const[]){"ls", "--help", NULL},
         (const char *const[]){"client", "--help", NULL},
         (const char *const[]){"watch", "--help", NULL},
@@ -317,8 +398,52 @@ static void test_write_errors(void **state)
     RUN_FULL(&r, "passwd", "--password", "x", "u");
     assert_string_equal(r.err, "closewise passwd: write error on standard output: "
                                "No space left on device\n");
+    /* Commands whose run prints: a watch sample (the CLOSE_WAIT socket
+     * above appears; stderr may also note how ages are known) and a
+     * probe's table (a failed verdict, 1, becomes 3: the report was lost). */
+    RUN_FULL(&r, "watch", "--netns", "self", "--count", "1");
+    if (r.status != 3 || !strstr(r.err, "closewise watch: write error on standard output: "))
+        fail_msg("watch >/dev/full: status %d, stderr '%s'", r.status, r.err);
+    RUN_FULL(&r, "probe", "--scenario", "fin-on-accept", "--grace", "100ms", "--", "/bin/true");
+    if (r.status != 3 || !strstr(r.err, "closewise probe: write error on standard output: "))
+        fail_msg("probe >/dev/full: status %d, stderr '%s'", r.status, r.err);
     close(fds[2]);
     close(fds[0]);
+}
+
+/* probe's table for a client that did not close: a LEAK row has no close
+ * time even when another connection of the scenario closed, and a HANG
+ * says the limit ran out (this client would give up after 30 s), not that
+ * it never gives up. */
+static void test_probe_wording(void **state)
+{
+    struct res r;
+    RUN(&r, "probe", "--scenario", "fin-on-accept", "--grace", "300ms", "--", "bash", "-c",
+        "exec 3<>/dev/tcp/{host}/{port} 4<>/dev/tcp/{host}/{port}; sleep 0.2; "
+        "exec 3>&-; sleep 30");
+    assert_int_equal(r.status, 1);
+    char *row = strstr(r.out, "\nfin-on-accept ");
+    assert_non_null(row);
+    char verdict[16], closed[16];
+    int conns;
+    assert_int_equal(sscanf(row, " fin-on-accept %15s %d %15s", verdict, &conns, closed), 3);
+    assert_string_equal(verdict, "LEAK");
+    assert_int_equal(conns, 2);
+    if (strcmp(closed, "-"))
+        fail_msg("a LEAK row with a close time '%s':%s", closed, r.out);
+    RUN(&r, "probe", "--scenario", "silent", "--grace", "300ms", "--hang-limit", "500ms", "--",
+        "bash", "-c", "exec 3<>/dev/tcp/{host}/{port}; sleep 30");
+    assert_int_equal(r.status, 1);
+    row = strstr(r.out, "\nsilent ");
+    assert_non_null(row);
+    assert_int_equal(sscanf(row, " silent %15s %d %15s", verdict, &conns, closed), 3);
+    assert_string_equal(verdict, "HANG");
+    assert_string_equal(closed, "-");
+    /* the time it waited: the limit, or a sample later on a loaded machine */
+    assert_non_null(strstr(row, "no close in the "));
+    assert_non_null(strstr(row, "s the probe waited (--hang-limit): still open when it "
+                                "stopped waiting"));
+    assert_null(strstr(r.out, "never gave up"));
 }
 
 /* closewise-server(1): a credentials file that is missing or not a file is
@@ -355,8 +480,37 @@ static void test_completion(void **state)
     assert_string_equal(r.out, "yescrypt\nsha512\n");
     RUN(&r, "__complete", "kill", "--y");
     assert_string_equal(r.out, "--yes\n");
-    RUN(&r, "__complete", "watch", "--exit");   /* no table yet: from its --help */
+    RUN(&r, "__complete", "watch", "--exit");
     assert_string_equal(r.out, "--exit-on-leak\n");
+    /* Each command's options, from its table (the whole set is checked
+     * against --help in test_help_matches_parser). */
+    static const struct {
+        const char *cmd, *prefix, *want;
+    } opts[] = {
+        {"demo", "--id", "--idle-timeout\n"},
+        {"probe", "--hang", "--hang-limit\n"},
+        {"probe", "--large", "--large\n--large-expect\n"},
+        {"exporter", "--top", "--top\n--top-destinations\n"},
+        {"resets", "--exit", "--exit-on-reset\n"},
+        {"trace", "--gr", "--grace\n"},
+        {"watch", "--older", "--older-than\n"},
+    };
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        RUN(&r, "__complete", opts[i].cmd, opts[i].prefix);
+        if (strcmp(r.out, opts[i].want))
+            fail_msg("__complete %s %s: '%s'", opts[i].cmd, opts[i].prefix, r.out);
+    }
+    /* Values: formats, reasons, and the server's scenarios with --server. */
+    RUN(&r, "__complete", "probe", "--format", "j");
+    assert_string_equal(r.out, "json\njunit\n");
+    RUN(&r, "__complete", "resets", "--reason", "unread,ling");
+    assert_string_equal(r.out, "unread,linger0\n");
+    RUN(&r, "__complete", "probe", "--scenario", "fin-on");
+    assert_string_equal(r.out, "fin-on-accept\n");
+    RUN(&r, "__complete", "probe", "--server", "h:1", "--scenario", "fin-on");
+    assert_string_equal(r.out, "");   /* fin-on-accept is a client scenario */
+    RUN(&r, "__complete", "trace", "--", "cu");   /* CMD's words: the shell's files */
+    assert_string_equal(r.out, "@file\n");
     if (cwt_sh("command -v zsh >/dev/null") != 0)
         return;   /* zsh is not installed: nothing more to check */
     const char *zsh = CW_SOURCE_DIR "/contrib/completion/_closewise";
@@ -380,6 +534,7 @@ int main(void)
         CWT_TEST(test_help_matches_parser),
         CWT_TEST(test_write_errors),
         CWT_TEST(test_server_credentials_errors),
+        CWT_TEST(test_probe_wording),
         CWT_TEST(test_completion),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -616,9 +616,11 @@ static void test_durations_range_checked(void **state)
         assert_non_null(strstr(err, "closewise client: "));
     }
     assert_int_equal(usage_exit("--backoff-min", "6s", err, sizeof err), 2);
-    assert_string_equal(err, "closewise client: --backoff-max must not be below --backoff-min\n");
+    assert_string_equal(err, "closewise client: --backoff-max must not be below --backoff-min "
+                             "(try 'closewise client --help')\n");
     assert_int_equal(usage_exit("--read-timeout", "600h", err, sizeof err), 2);
-    assert_string_equal(err, "closewise client: --read-timeout: '600h' is out of range (1ms to 24h)\n");
+    assert_string_equal(err, "closewise client: --read-timeout: '600h' is out of range "
+                             "(1ms to 24h) (try 'closewise client --help')\n");
     /* the bounds themselves are accepted */
     struct fake f;
     fake_start(&f, FAKE_ECHO);

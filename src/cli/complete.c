@@ -19,21 +19,6 @@ static void offer(const char *cand, const char *prefix)
         puts(cand);
 }
 
-static void offer_words(const char *words, const char *prefix)
-{
-    char w[64];
-    for (const char *p = words; *p;) {
-        size_t n = strcspn(p, " ");
-        if (n && n < sizeof w) {
-            memcpy(w, p, n);
-            w[n] = '\0';
-            offer(w, prefix);
-        }
-        p += n;
-        p += *p == ' ';
-    }
-}
-
 /* One item of a comma-separated list: "close-wait,ti" offers
  * "close-wait,time-wait". */
 static void offer_item(const char *item, const char *prefix)
@@ -45,22 +30,48 @@ static void offer_item(const char *item, const char *prefix)
     offer(cand, prefix);
 }
 
+/* Words of a table's "a b c"; items of a comma-separated list when the
+ * option takes one (its value is named "LIST" or "X[,X...]"). */
+static void offer_words(const char *words, const char *prefix, int list)
+{
+    char w[64];
+    for (const char *p = words; *p;) {
+        size_t n = strcspn(p, " ");
+        if (n && n < sizeof w) {
+            memcpy(w, p, n);
+            w[n] = '\0';
+            if (list)
+                offer_item(w, prefix);
+            else
+                offer(w, prefix);
+        }
+        p += n;
+        p += *p == ' ';
+    }
+}
+
+/* probe --server on the line: --scenario completes the server's scenarios. */
+static int complete_server;
+
 /* The value of an option: state names, probe scenarios (both as lists),
  * a word list, or "@file" for the shell's own file completion. */
-static void offer_values(const char *what, const char *prefix)
+static void offer_values(const char *what, const char *prefix, int list)
 {
     if (!strcmp(what, "@states")) {
         for (int st = 1; cw_tcp_state_filter_name(st); st++)
             offer_item(cw_tcp_state_filter_name(st), prefix);
         for (int i = 0; cw_tcp_state_group_name(i); i++)
             offer_item(cw_tcp_state_group_name(i), prefix);
+    } else if (!strcmp(what, "@scenarios") && complete_server) {
+        for (size_t i = 0; i < probe_nsscenarios; i++)
+            offer_item(probe_sscenarios[i].name, prefix);
     } else if (!strcmp(what, "@scenarios")) {
         for (size_t i = 0; i < probe_nscenarios; i++)
             offer_item(probe_scenarios[i].name, prefix);
     } else if (what[0] == '@') {
         puts(what);
     } else {
-        offer_words(what, prefix);
+        offer_words(what, prefix, list);
     }
 }
 
@@ -131,15 +142,19 @@ int cli_complete(const struct cli_command *cmds, int argc, char **argv)
     if (!cmd)
         return CLI_OK;
     const struct cli_opt *prev = argc >= 3 ? find_opt(cmd->spec, argv[argc - 2]) : NULL;
-    /* probe has no option table yet; its scenarios are a table of their own. */
-    if (!cmd->spec && !strcmp(cmd->name, "probe") && argc >= 3 &&
-        (!strcmp(argv[argc - 2], "--scenario") || !strcmp(argv[argc - 2], "-s"))) {
-        offer_values("@scenarios", cur);
-        return CLI_OK;
-    }
+    /* After "--" (probe, trace): the words are CMD's own. */
+    for (int i = 1; i < argc - 1; i++)
+        if (!strcmp(argv[i], "--")) {
+            puts("@file");
+            return CLI_OK;
+        }
+    for (int i = 1; i < argc - 1; i++)
+        complete_server |= !strncmp(argv[i], "--server", 8) &&
+                           (argv[i][8] == '\0' || argv[i][8] == '=');
     if (prev && prev->arg) {
         if (prev->complete)
-            offer_values(prev->complete, cur);
+            offer_values(prev->complete, cur,
+                         !strcmp(prev->arg, "LIST") || strstr(prev->arg, "...") != NULL);
         return CLI_OK;
     }
     if (cur[0] != '-' && cur[0])

@@ -5,6 +5,8 @@
 #include <string.h>
 
 extern const struct cli_spec stat_spec, ls_spec, kill_spec, client_spec, passwd_spec;
+extern const struct cli_spec watch_spec, demo_spec, probe_spec, resets_spec, trace_spec,
+    exporter_spec;
 
 /* Subcommands register here; each lives in src/cli/<family>/<name>.c. A
  * spec, where a command has one, gives completion its options. */
@@ -14,16 +16,19 @@ static const struct cli_command cli_commands[] = {
     {"stat", "count TCP states; name the processes holding CLOSE_WAIT sockets", cmd_stat,
      &stat_spec},
     {"ls", "list TCP sockets, with owners and explanations", cmd_ls, &ls_spec},
-    {"watch", "follow CLOSE_WAIT sockets over time; exit 1 on a leak", cmd_watch, NULL},
+    {"watch", "follow CLOSE_WAIT sockets over time; exit 1 on a leak", cmd_watch, &watch_spec},
     {"kill", "destroy matching sockets (SOCK_DESTROY)", cmd_kill, &kill_spec},
-    {"demo", "show the seed's CLOSE_WAIT leak and lost reply next to the fix", cmd_demo, NULL},
+    {"demo", "show the seed's CLOSE_WAIT leak and lost reply next to the fix", cmd_demo,
+     &demo_spec},
     {"client", "log in and echo lines; close and reconnect whenever a connection ends",
      cmd_client, &client_spec},
-    {"probe", "test a client for CLOSE_WAIT leaks, or a server for lost replies", cmd_probe, NULL},
-    {"resets", "name each close() that made the kernel send RST (BPF)", cmd_resets, NULL},
-    {"trace", "run a program; name the line that read EOF and never closed", cmd_trace, NULL},
+    {"probe", "test a client for CLOSE_WAIT leaks, or a server for lost replies", cmd_probe,
+     &probe_spec},
+    {"resets", "name each close() that made the kernel send RST (BPF)", cmd_resets, &resets_spec},
+    {"trace", "run a program; name the line that read EOF and never closed", cmd_trace,
+     &trace_spec},
     {"exporter", "serve TCP states and CLOSE_WAIT leaks per process to Prometheus",
-     cmd_exporter, NULL},
+     cmd_exporter, &exporter_spec},
     {NULL, NULL, NULL, NULL}
 };
 

@@ -271,19 +271,19 @@ int cli_duration(const char *opt, const char *arg, long long min_ms, long long m
     long long v = cli_duration_ms(arg, &why);
     char lo[32], hi[32];
     if (v < 0 && !strcmp(why, "no unit"))
-        cli_error("%s: '%s' has no unit: write %s%s or %s%s (units: ms, s, m, h)", opt, arg,
+        cli_usage_error("%s: '%s' has no unit: write %s%s or %s%s (units: ms, s, m, h)", opt, arg,
                   arg, "s", arg, strchr(arg, '.') ? "m" : "ms");
     else if (v < 0 && !strcmp(why, "unit order"))
-        cli_error("%s: bad duration '%s' (units largest first, each once: 1h30m, 2m30s)",
+        cli_usage_error("%s: bad duration '%s' (units largest first, each once: 1h30m, 2m30s)",
                   opt, arg);
     else if (v < 0 && !strcmp(why, "finer than 1ms"))
-        cli_error("%s: '%s' is finer than a millisecond", opt, arg);
+        cli_usage_error("%s: '%s' is finer than a millisecond", opt, arg);
     else if (v < 0 && strcmp(why, "too large"))
-        cli_error("%s: bad duration '%s' (examples: 30s, 2m30s, 500ms, 1.5s)", opt, arg);
+        cli_usage_error("%s: bad duration '%s' (examples: 30s, 2m30s, 500ms, 1.5s)", opt, arg);
     if (v < 0 && strcmp(why, "too large"))
         return -1;
     if (v < 0 || v < min_ms || v > max_ms) {
-        cli_error("%s: '%s' is out of range (%s to %s)", opt, arg,
+        cli_usage_error("%s: '%s' is out of range (%s to %s)", opt, arg,
                   fmt_duration(min_ms, lo, sizeof lo), fmt_duration(max_ms, hi, sizeof hi));
         return -1;
     }
@@ -314,7 +314,7 @@ int cli_port(const char *opt, const char *arg, int min, int *out)
 {
     long long v;
     if (decimal(arg, 65535, &v) < 0 || v < min) {
-        cli_error("%s: bad port '%s' (expected %d to 65535)", opt, arg, min);
+        cli_usage_error("%s: bad port '%s' (expected %d to 65535)", opt, arg, min);
         return -1;
     }
     *out = (int)v;
@@ -327,11 +327,11 @@ int cli_count(const char *opt, const char *arg, long long min, long long max,
     long long v;
     int rc = decimal(arg, max, &v);
     if (rc == -1) {
-        cli_error("%s: bad number '%s' (expected a whole number)", opt, arg);
+        cli_usage_error("%s: bad number '%s' (expected a whole number)", opt, arg);
         return -1;
     }
     if (rc < 0 || v < min) {
-        cli_error("%s: '%s' is out of range (%lld to %lld)", opt, arg, min, max);
+        cli_usage_error("%s: '%s' is out of range (%lld to %lld)", opt, arg, min, max);
         return -1;
     }
     *out = v;
@@ -343,7 +343,7 @@ int cli_addr(const char *opt, const char *arg)
     unsigned char buf[16];
     if (inet_pton(AF_INET, arg, buf) == 1 || inet_pton(AF_INET6, arg, buf) == 1)
         return 0;
-    cli_error("%s: bad address '%s' (expected a numeric IPv4 or IPv6 address)", opt, arg);
+    cli_usage_error("%s: bad address '%s' (expected a numeric IPv4 or IPv6 address)", opt, arg);
     return -1;
 }
 

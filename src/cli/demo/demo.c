@@ -13,7 +13,6 @@
 #include "demo.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,82 +73,67 @@ void demo_reap(pid_t pid, int sig)
     }
 }
 
-static void demo_usage(FILE *f)
-{
-    fprintf(f,
-        "usage: closewise demo [options]\n\n"
-        "Play the seed on loopback: N clients written the seed's way next to N on\n"
-        "libclosewise against a server that closes idle sessions (CLOSE_WAIT over\n"
-        "time, from the kernel), then wrong-password logins against servers that\n"
-        "close gracefully, with SO_LINGER 0, and with a plain close(). No setup,\n"
-        "no privileges; every process and socket is cleaned up, also on Ctrl-C.\n\n"
-        "  -n, --clients N        clients per group (default 200)\n"
-        "  -m, --logins M         wrong-password logins per case (default 200)\n"
-        "      --idle-timeout D   the server's idle timeout (default 2s)\n"
-        "      --svg FILE         write the picture (both parts) as an SVG file\n"
-        "      --png FILE         the same picture as PNG (needs rsvg-convert)\n"
-        "      --json             print the measurements as one JSON document\n"
-        "      --quick            a short run (50 clients, 50 logins, 500ms idle)\n"
-        "  -h, --help             this text\n\n"
-        "Exit: 0 the fix held (no CLOSE_WAIT, every reply delivered gracefully),\n"
-        "1 it did not, 2 usage, 3 system error. See closewise-demo(1).\n");
-}
-
 enum { OPT_IDLE = 256, OPT_SVG, OPT_PNG, OPT_JSON, OPT_QUICK };
 
-static const struct option long_opts[] = {
-    {"clients", required_argument, NULL, 'n'},
-    {"logins", required_argument, NULL, 'm'},
-    {"idle-timeout", required_argument, NULL, OPT_IDLE},
-    {"svg", required_argument, NULL, OPT_SVG},
-    {"png", required_argument, NULL, OPT_PNG},
-    {"json", no_argument, NULL, OPT_JSON},
-    {"quick", no_argument, NULL, OPT_QUICK},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0}
-};
+static const struct cli_opt demo_opts[] = {
+    {"clients", 'n', 0, "N", "clients per group (default 200)", NULL},
+    {"logins", 'm', 0, "M", "wrong-password logins per case (default 200)", NULL},
+    {"idle-timeout", 0, OPT_IDLE, "D", "the server's idle timeout (default 2s)", NULL},
+    {"svg", 0, OPT_SVG, "FILE", "write the picture (both parts) as an SVG file", "@file"},
+    {"png", 0, OPT_PNG, "FILE", "the same picture as PNG (needs rsvg-convert)", "@file"},
+    {"json", 0, OPT_JSON, NULL, "print the measurements as one JSON document", NULL},
+    {"quick", 0, OPT_QUICK, NULL, "a short run (50 clients, 50 logins, 500ms idle)", NULL},
+    {NULL, 0, 0, NULL, NULL, NULL}};
 
-static int parse_int(const char *s, int lo, int hi, int *out)
+const struct cli_spec demo_spec = {
+    "demo", "[options]",
+    "Play the seed on loopback: N clients written the seed's way next to N on\n"
+    "libclosewise against a server that closes idle sessions (CLOSE_WAIT over\n"
+    "time, from the kernel), then wrong-password logins against servers that\n"
+    "close gracefully, with SO_LINGER 0, and with a plain close(). No setup,\n"
+    "no privileges; every process and socket is cleaned up, also on Ctrl-C.",
+    {demo_opts, NULL},
+    "Exit: 0 the fix held (no CLOSE_WAIT, every reply delivered gracefully),\n"
+    "1 it did not, 2 usage, 3 system error. See closewise-demo(1)."};
+
+static int demo_option(struct demo *d, int opt, const char *arg)
 {
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi)
-        return -1;
-    *out = (int)v;
+    long long v;
+    switch (opt) {
+    case 'n':
+        if (cli_count("--clients", arg, 1, 5000, &v) < 0)
+            return -1;
+        d->clients = (int)v;
+        break;
+    case 'm':
+        if (cli_count("--logins", arg, 1, 100000, &v) < 0)
+            return -1;
+        d->logins = (int)v;
+        break;
+    case OPT_IDLE: return cli_duration("--idle-timeout", arg, 100, 60000, &d->idle_ms);
+    case OPT_SVG: d->svg = arg; break;
+    case OPT_PNG: d->png = arg; break;
+    case OPT_JSON: d->json = 1; break;
+    case OPT_QUICK: d->clients = 50; d->logins = 50; d->idle_ms = 500; break;
+    default: return -1;
+    }
     return 0;
 }
 
 /* Returns 0 to run, 1 after --help, -1 on a usage error. */
 static int parse_args(struct demo *d, int argc, char **argv)
 {
+    struct cli_parser p;
+    const char *arg;
     int opt;
-    optind = 1;
-    opterr = 0;
-    while ((opt = getopt_long(argc, argv, "n:m:h", long_opts, NULL)) != -1) {
-        switch (opt) {
-        case 'n':
-            if (parse_int(optarg, 1, 5000, &d->clients) < 0)
-                return cli_error("--clients wants 1..5000"), -1;
-            break;
-        case 'm':
-            if (parse_int(optarg, 1, 100000, &d->logins) < 0)
-                return cli_error("--logins wants 1..100000"), -1;
-            break;
-        case OPT_IDLE:
-            if (cli_duration("--idle-timeout", optarg, 100, 60000, &d->idle_ms) < 0)
-                return -1;
-            break;
-        case OPT_SVG: d->svg = optarg; break;
-        case OPT_PNG: d->png = optarg; break;
-        case OPT_JSON: d->json = 1; break;
-        case OPT_QUICK: d->clients = 50; d->logins = 50; d->idle_ms = 500; break;
-        case 'h': demo_usage(stdout); return 1;
-        default: return cli_getopt_error(argv, long_opts), -1;
-        }
+    cli_getopt_init(&p, &demo_spec, argc, argv);
+    while ((opt = cli_getopt(&p, &arg)) != -1) {
+        if (opt == CLI_HELPED)
+            return 1;
+        if (opt == '?' || demo_option(d, opt, arg) < 0)
+            return -1;
     }
-    if (optind < argc)
-        return cli_error("unexpected argument '%s'", argv[optind]), -1;
-    return 0;
+    return cli_no_operands(&demo_spec, argc, argv) == CLI_OK ? 0 : -1;
 }
 
 /* The fix held when none of our sockets stayed in CLOSE_WAIT and every

@@ -10,7 +10,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -39,41 +38,50 @@ struct xp {
     int failed;                 /* a textfile write failed (exit 3) */
 };
 
-static void xp_help(void)
-{
-    printf("usage: closewise exporter [--listen ADDR:PORT] [--interval D] [--top N]\n"
-           "                          [--top-destinations N] [--max-connections N]\n"
-           "       closewise exporter --textfile DIR [--once] [--interval D] [--top N]\n\n"
-           "Export TCP states and CLOSE_WAIT sockets per process to Prometheus. The\n"
-           "snapshot is taken once per interval and every scrape is served from it.\n"
-           "A CLOSE_WAIT socket's age is exact when a BPF program saw it enter the\n"
-           "state (one that did so after the exporter started), else bounds from\n"
-           "tcp_info; see closewise-exporter(1).\n\n"
-           "options:\n"
-           "  -l, --listen ADDR:PORT  serve http://ADDR:PORT/metrics (default :%d, every\n"
-           "                          address; 127.0.0.1:%d, [::1]:%d ...)\n"
-           "  -i, --interval D        time between snapshots (default 15s; 500ms, 1m ...)\n"
-           "      --top N             processes with their own series (default 20; the\n"
-           "                          rest are summed in pid=\"other\")\n"
-           "      --top-destinations N  destinations with their own TIME_WAIT and\n"
-           "                          ephemeral-port series (default 20)\n"
-           "      --max-connections N concurrent scrapers (default 64; more wait)\n"
-           "      --request-timeout D a scraper must send its request within D (default\n"
-           "                          5s), else 408 and close\n"
-           "      --textfile DIR      write DIR/closewise.prom (atomically) every interval\n"
-           "                          instead of serving HTTP\n"
-           "      --once              with --textfile: write once and exit\n"
-           "      --netns N           self, all, a path (/run/netns/NAME) or a PID\n"
-           "                          (default: all namespaces when privileged; each\n"
-           "                          snapshot opens them afresh)\n"
-           "      --no-bpf            no BPF: ages are tcp_info bounds, no per-process\n"
-           "                          resets counter, owners found through /proc\n"
-           "  -h, --help              this help\n",
-           XP_DEFAULT_PORT, XP_DEFAULT_PORT, XP_DEFAULT_PORT);
-}
+enum { OPT_LISTEN = 'l', OPT_INTERVAL = 'i', OPT_TOP = 1000, OPT_TOPD, OPT_MAXC,
+       OPT_TEXTFILE, OPT_ONCE, OPT_RTIMEOUT, OPT_NOBPF };
+
+static const struct cli_opt xp_opts[] = {
+    {"listen", 'l', OPT_LISTEN, "ADDR:PORT",
+     "serve http://ADDR:PORT/metrics (default :9947, every\n"
+     "address; 127.0.0.1:9947, [::1]:9947 ...)", NULL},
+    {"interval", 'i', OPT_INTERVAL, "D", "time between snapshots (default 15s; 500ms, 1m ...)",
+     NULL},
+    {"top", 0, OPT_TOP, "N",
+     "processes with their own series (default 20; the\nrest are summed in pid=\"other\")",
+     NULL},
+    {"top-destinations", 0, OPT_TOPD, "N",
+     "destinations with their own TIME_WAIT and\nephemeral-port series (default 20)", NULL},
+    {"max-connections", 0, OPT_MAXC, "N", "concurrent scrapers (default 64; more wait)", NULL},
+    {"request-timeout", 0, OPT_RTIMEOUT, "D",
+     "a scraper must send its request within D (default\n5s), else 408 and close", NULL},
+    {"textfile", 0, OPT_TEXTFILE, "DIR",
+     "write DIR/closewise.prom (atomically) every interval\ninstead of serving HTTP", "@file"},
+    {"once", 0, OPT_ONCE, NULL, "with --textfile: write once and exit", NULL},
+    {"netns", 0, INSP_OPT_NETNS, "N",
+     "self, all, a path (/run/netns/NAME) or a PID\n"
+     "(default: all namespaces when privileged; each\nsnapshot opens them afresh)", "self all"},
+    {"no-bpf", 0, OPT_NOBPF, NULL,
+     "no BPF: ages are tcp_info bounds, no per-process\n"
+     "resets counter, owners found through /proc", NULL},
+    {NULL, 0, 0, NULL, NULL, NULL}};
+
+const struct cli_spec exporter_spec = {
+    "exporter",
+    "[--listen ADDR:PORT] [--interval D] [--top N]\n"
+    "                          [--top-destinations N] [--max-connections N]\n"
+    "       closewise exporter --textfile DIR [--once] [--interval D] [--top N]",
+    "Export TCP states and CLOSE_WAIT sockets per process to Prometheus. The\n"
+    "snapshot is taken once per interval and every scrape is served from it.\n"
+    "A CLOSE_WAIT socket's age is exact when a BPF program saw it enter the\n"
+    "state (one that did so after the exporter started), else bounds from\n"
+    "tcp_info; see closewise-exporter(1).",
+    {xp_opts, NULL},
+    "Exit status: 0 after SIGTERM/SIGINT (or after --once), 2 usage, 3 when it\n"
+    "cannot listen, open sock_diag or write the text file."};
 
 /* "ADDR:PORT", "[V6]:PORT", ":PORT" or "PORT". host points into a copy
- * kept in buf. */
+ * kept in buf. Returns 0, -1 for a bad address part, -2 for a bad port. */
 static int parse_listen(const char *arg, char *buf, size_t size, struct xp_args *a)
 {
     snprintf(buf, size, "%s", arg);
@@ -85,7 +93,7 @@ static int parse_listen(const char *arg, char *buf, size_t size, struct xp_args 
         if (host[0] == '[') {
             size_t n = strlen(host);
             if (n < 2 || host[n - 1] != ']')
-                return -1;
+                return -1;   /* the address is wrong */
             host[n - 1] = '\0';
             host++;
         }
@@ -94,7 +102,7 @@ static int parse_listen(const char *arg, char *buf, size_t size, struct xp_args 
     }
     int p = cli_parse_port(port);
     if (p < 0)
-        return -1;
+        return -2;   /* the port is */
     a->host = host && *host && strcmp(host, "*") ? host : NULL;
     a->port = p;
     return 0;
@@ -102,17 +110,12 @@ static int parse_listen(const char *arg, char *buf, size_t size, struct xp_args 
 
 static int parse_int(const char *name, const char *arg, int *out, int min, int max)
 {
-    char *end;
-    long v = strtol(arg, &end, 10);
-    if (!*arg || *end || v < min || v > max) {
-        cli_error("exporter: bad %s '%s' (expected %d..%d)", name, arg, min, max);
+    long long v;
+    if (cli_count(name, arg, min, max, &v) < 0)
         return -1;
-    }
     *out = (int)v;
     return 0;
 }
-
-enum { OPT_TOP = 1000, OPT_TOPD, OPT_MAXC, OPT_TEXTFILE, OPT_ONCE, OPT_RTIMEOUT, OPT_NOBPF };
 
 static int parse_ms(const char *name, const char *arg, int64_t *out, long long min,
                     long long max)
@@ -144,10 +147,17 @@ static int xp_option(int c, const char *arg, struct xp_args *a, char *lbuf, size
 {
     switch (c) {
     case 'l':
-        if (parse_listen(arg, lbuf, lsize, a) == 0)
-            return 0;
-        cli_error("exporter: bad --listen '%s' (e.g. :9947, 127.0.0.1:9947, [::1]:9947)", arg);
-        return -1;
+        switch (parse_listen(arg, lbuf, lsize, a)) {
+        case 0: return 0;
+        case -2:
+            cli_usage_error("--listen: bad port '%s' (0 to 65535; e.g. :9947, "
+                            "127.0.0.1:9947, [::1]:9947)", arg);
+            return -1;
+        default:
+            cli_usage_error("--listen: bad address '%s' (e.g. :9947, 127.0.0.1:9947, "
+                            "[::1]:9947)", arg);
+            return -1;
+        }
     case 'i': return parse_ms("--interval", arg, &a->interval_ms, 10, 86400000);
     case OPT_RTIMEOUT:
         return parse_ms("--request-timeout", arg, &a->s.request_timeout_ms, 10, 3600000);
@@ -168,44 +178,28 @@ static int xp_option(int c, const char *arg, struct xp_args *a, char *lbuf, size
 /* Returns CLI_OK, CLI_USAGE after an error, or -1 after --help. */
 static int xp_parse(int argc, char **argv, struct xp_args *a, char *lbuf, size_t lsize)
 {
-    static const struct option longopts[] = {
-        {"listen", required_argument, NULL, 'l'},
-        {"interval", required_argument, NULL, 'i'},
-        {"top", required_argument, NULL, OPT_TOP},
-        {"top-destinations", required_argument, NULL, OPT_TOPD},
-        {"max-connections", required_argument, NULL, OPT_MAXC},
-        {"textfile", required_argument, NULL, OPT_TEXTFILE},
-        {"once", no_argument, NULL, OPT_ONCE},
-        {"request-timeout", required_argument, NULL, OPT_RTIMEOUT},
-        {"no-bpf", no_argument, NULL, OPT_NOBPF},
-        {"netns", required_argument, NULL, INSP_OPT_NETNS},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
-    xp_defaults(a);
-    optind = 1;
-    opterr = 0;
+    struct cli_parser p;
+    const char *arg;
     int c, listen_given = 0;
-    while ((c = getopt_long(argc, argv, ":l:i:h", longopts, NULL)) != -1) {
-        if (c == 'h') {
-            xp_help();
+    xp_defaults(a);
+    cli_getopt_init(&p, &exporter_spec, argc, argv);
+    while ((c = cli_getopt(&p, &arg)) != -1) {
+        if (c == CLI_HELPED)
             return -1;
-        }
-        if (c == ':' || c == '?')
-            return cli_getopt_error(argv, longopts);
-        listen_given |= c == 'l';
-        if (xp_option(c, optarg, a, lbuf, lsize) < 0)
+        if (c == '?')
+            return CLI_USAGE;
+        listen_given |= c == OPT_LISTEN;
+        if (xp_option(c, arg, a, lbuf, lsize) < 0)
             return CLI_USAGE;
     }
-    if (optind < argc) {
-        cli_error("exporter: unexpected argument '%s'", argv[optind]);
+    if (cli_no_operands(&exporter_spec, argc, argv) != CLI_OK)
         return CLI_USAGE;
-    }
     if (a->once && !a->textfile) {
-        cli_error("exporter: --once needs --textfile");
+        cli_usage_error("--once needs --textfile");
         return CLI_USAGE;
     }
     if (a->textfile && listen_given) {
-        cli_error("exporter: --textfile and --listen exclude each other");
+        cli_usage_error("--textfile and --listen exclude each other");
         return CLI_USAGE;
     }
     return CLI_OK;

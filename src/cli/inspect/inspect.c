@@ -40,36 +40,47 @@ const struct cli_opt insp_state_opt[] = {
      "or groups (all, connected, synchronized, bucket, big)", "@states"},
     {NULL, 0, 0, NULL, NULL, NULL}};
 
-const struct cli_opt insp_filter_opts[] = {
-    {"port", 0, INSP_OPT_PORT, "P", "local or peer port P (repeat for several)", NULL},
-    {"sport", 0, INSP_OPT_SPORT, "P", "local port P", NULL},
-    {"dport", 0, INSP_OPT_DPORT, "P", "peer port P", NULL},
-    {"addr", 0, INSP_OPT_ADDR, "A[/LEN]",
-     "local or peer address or CIDR prefix (IPv4 or IPv6;\n"
-     "IPv4 also matches ::ffff:a.b.c.d; repeatable)", NULL},
-    {"pid", 0, INSP_OPT_PID, "P", "only sockets held by process P (any holder)", NULL},
-    {"cookie", 0, INSP_OPT_COOKIE, "C", "only the socket with this kernel cookie", NULL},
-    {"ipv4", '4', INSP_OPT_V4, NULL, "only IPv4", NULL},
-    {"ipv6", '6', INSP_OPT_V6, NULL, "only IPv6", NULL},
-    {"netns", 0, INSP_OPT_NETNS, "N",
-     "self, all, a path (/run/netns/NAME) or a PID\n"
-     "(default: all namespaces when privileged)", "self all"},
-    {"owners", 0, INSP_OPT_OWNERS, "M",
-     "how owners are found: bpf (a BPF task_file iterator,\n"
-     "/proc when it cannot load), proc (read /proc/PID/fd),\n"
-     "auto (default: bpf; CLOSEWISE_OWNERS)", "auto bpf proc"},
-    {"no-bpf", 0, INSP_OPT_NO_BPF, NULL, "the same as --owners proc (also CLOSEWISE_NO_BPF=1)",
-     NULL},
-    {"verbose", 0, INSP_OPT_VERBOSE, NULL, "say on stderr how owners were found", NULL},
-    {NULL, 0, 0, NULL, NULL, NULL}};
+/* The filters in three groups, so that watch can leave out the middle one. */
+#define FILTER_WHERE                                                                   \
+    {"port", 0, INSP_OPT_PORT, "P", "local or peer port P (repeat for several)", NULL}, \
+    {"sport", 0, INSP_OPT_SPORT, "P", "local port P", NULL},                            \
+    {"dport", 0, INSP_OPT_DPORT, "P", "peer port P", NULL},                             \
+    {"addr", 0, INSP_OPT_ADDR, "A[/LEN]",                                               \
+     "local or peer address or CIDR prefix (IPv4 or IPv6;\n"                            \
+     "IPv4 also matches ::ffff:a.b.c.d; repeatable)", NULL}
+#define FILTER_WHO                                                                     \
+    {"pid", 0, INSP_OPT_PID, "P", "only sockets held by process P (any holder)", NULL}, \
+    {"cookie", 0, INSP_OPT_COOKIE, "C", "only the socket with this kernel cookie", NULL}
+#define FILTER_SCOPE                                                                   \
+    {"ipv4", '4', INSP_OPT_V4, NULL, "only IPv4", NULL},                                \
+    {"ipv6", '6', INSP_OPT_V6, NULL, "only IPv6", NULL},                                \
+    {"netns", 0, INSP_OPT_NETNS, "N",                                                   \
+     "self, all, a path (/run/netns/NAME) or a PID\n"                                   \
+     "(default: all namespaces when privileged)", "self all"},                          \
+    {"owners", 0, INSP_OPT_OWNERS, "M",                                                 \
+     "how owners are found: bpf (a BPF task_file iterator,\n"                           \
+     "/proc when it cannot load), proc (read /proc/PID/fd),\n"                          \
+     "auto (default: bpf; CLOSEWISE_OWNERS)", "auto bpf proc"},                         \
+    {"no-bpf", 0, INSP_OPT_NO_BPF, NULL,                                                \
+     "the same as --owners proc (also CLOSEWISE_NO_BPF=1)", NULL},                      \
+    {"verbose", 0, INSP_OPT_VERBOSE, NULL, "say on stderr how owners were found", NULL}
+
+const struct cli_opt insp_filter_opts[] = {FILTER_WHERE, FILTER_WHO, FILTER_SCOPE,
+                                           {NULL, 0, 0, NULL, NULL, NULL}};
+
+const struct cli_opt insp_watch_filter_opts[] = {FILTER_WHERE, FILTER_SCOPE,
+                                                 {NULL, 0, 0, NULL, NULL, NULL}};
 
 static int state_opt(struct insp_sel *s, const char *arg)
 {
     size_t bad = 0;
     if (cw_tcp_states_parse(arg, &s->f.states, &bad) == CW_OK)
         return 1;
-    cli_error("--state: unknown state '%.*s' (e.g. close-wait, time-wait, estab, all)",
-              (int)strcspn(arg + bad, ","), arg + bad);
+    cli_usage_error("--state: unknown state '%.*s'; states: established, syn-sent, syn-recv, "
+                    "fin-wait-1, fin-wait-2, time-wait, closed, close-wait, last-ack, "
+                    "listening, closing, new-syn-recv, or a group: all, connected, "
+                    "synchronized, bucket, big",
+                    (int)strcspn(arg + bad, ","), arg + bad);
     return -1;
 }
 
@@ -80,7 +91,7 @@ static int port_opt(struct insp_sel *s, const char *name, int side, const char *
     if (cli_port(name, arg, 0, &p) < 0)
         return -1;
     if (cw_diag_filter_port(&s->f, side, p) < 0) {
-        cli_error("%s: too many (at most %d)", name, CW_DIAG_MAX_PORTS);
+        cli_usage_error("%s: too many (at most %d)", name, CW_DIAG_MAX_PORTS);
         return -1;
     }
     s->narrowed = 1;
@@ -90,7 +101,7 @@ static int port_opt(struct insp_sel *s, const char *name, int side, const char *
 static int family_opt(struct insp_sel *s, int family)
 {
     if (s->f.family && s->f.family != family) {
-        cli_error("--ipv4 and --ipv6 together select nothing: give one of them");
+        cli_usage_error("--ipv4 and --ipv6 together select nothing: give one of them");
         return -1;
     }
     s->f.family = family;
@@ -111,7 +122,7 @@ static int netns_opt(struct insp_sel *s, const char *arg)
         s->netns = INSP_NETNS_PATH;
         snprintf(s->netns_path, sizeof s->netns_path, "/proc/%d/ns/net", pid);
     } else {
-        cli_error("--netns: bad value '%s' (expected self, all, a path or a pid)", arg);
+        cli_usage_error("--netns: bad value '%s' (expected self, all, a path or a pid)", arg);
         return -1;
     }
     return 1;
@@ -124,7 +135,8 @@ static int cookie_opt(const char *arg, unsigned long long *out)
     errno = 0;
     unsigned long long v = strtoull(arg, &end, 10);
     if (!*arg || *end || errno || arg[0] < '0' || arg[0] > '9') {
-        cli_error("--cookie: bad cookie '%s' (a decimal number, as ls --json prints it)", arg);
+        cli_usage_error("--cookie: bad cookie '%s' (a decimal number, as ls --json prints it)",
+                        arg);
         return -1;
     }
     *out = v;
@@ -147,11 +159,11 @@ int insp_sel_option(struct insp_sel *s, int opt, const char *arg)
         s->narrowed = 1;
         int rc = cw_diag_filter_addr(&s->f, arg);
         if (rc == -ENOSPC) {
-            cli_error("--addr: too many (at most %d)", CW_DIAG_MAX_ADDRS);
+            cli_usage_error("--addr: too many (at most %d)", CW_DIAG_MAX_ADDRS);
             return -1;
         }
         if (rc < 0) {
-            cli_error("--addr: bad address '%s' (expected a numeric IPv4 or IPv6 address, "
+            cli_usage_error("--addr: bad address '%s' (expected a numeric IPv4 or IPv6 address, "
                       "optionally /LEN)", arg);
             return -1;
         }
@@ -170,7 +182,7 @@ int insp_sel_option(struct insp_sel *s, int opt, const char *arg)
         else if (!strcmp(arg, "proc"))
             s->owners = INSP_OWNERS_PROC;
         else {
-            cli_error("--owners: bad value '%s' (expected auto, bpf or proc)", arg);
+            cli_usage_error("--owners: bad value '%s' (expected auto, bpf or proc)", arg);
             return -1;
         }
         return 1;
@@ -550,9 +562,4 @@ int insp_run(const struct insp_cmd *cmd, int argc, char **argv, struct insp_sel 
     free(v);
     cw_diag_close(&d);   /* after the report: it owns the holders */
     return rc;
-}
-
-void insp_help(const char *usage, const char *what, const char *options)
-{
-    printf("usage: %s\n\n%s\n\noptions:\n%s", usage, what, options);
 }

@@ -54,44 +54,12 @@ enum {
     INSP_OPT_NETNS, INSP_OPT_NO_BPF, INSP_OPT_VERBOSE, INSP_OPT_OWNERS
 };
 
-/* The filter options, for a command's getopt_long table. */
-#define INSP_FILTER_OPTIONS                                       \
-    {"state", required_argument, NULL, INSP_OPT_STATE},           \
-    {"port", required_argument, NULL, INSP_OPT_PORT},             \
-    {"sport", required_argument, NULL, INSP_OPT_SPORT},           \
-    {"dport", required_argument, NULL, INSP_OPT_DPORT},           \
-    {"addr", required_argument, NULL, INSP_OPT_ADDR},             \
-    {"pid", required_argument, NULL, INSP_OPT_PID},               \
-    {"cookie", required_argument, NULL, INSP_OPT_COOKIE},         \
-    {"ipv4", no_argument, NULL, INSP_OPT_V4},                     \
-    {"ipv6", no_argument, NULL, INSP_OPT_V6},                     \
-    {"netns", required_argument, NULL, INSP_OPT_NETNS},           \
-    {"no-bpf", no_argument, NULL, INSP_OPT_NO_BPF},               \
-    {"owners", required_argument, NULL, INSP_OPT_OWNERS},         \
-    {"verbose", no_argument, NULL, INSP_OPT_VERBOSE}
-
 /* The filter options as an option table (stat, ls, kill: their --help
  * and completion come from it), and --state apart: watch has no --state. */
 extern const struct cli_opt insp_filter_opts[];
 extern const struct cli_opt insp_state_opt[];
-
-/* The help text of the filter options but --state, for commands that still
- * write their own help (watch). */
-#define INSP_FILTER_HELP                                                     \
-    "  --port P          local or peer port P (repeat for several)\n"        \
-    "  --sport P         local port P      --dport P   peer port P\n"        \
-    "  --addr A[/LEN]    local or peer address or CIDR prefix (IPv4 or\n"    \
-    "                    IPv6; IPv4 also matches ::ffff:a.b.c.d; repeatable)\n" \
-    "  --pid P           only sockets held by process P (any holder)\n"      \
-    "  --cookie C        only the socket with this kernel cookie\n"          \
-    "  -4, --ipv4        only IPv4      -6, --ipv6   only IPv6\n"            \
-    "  --netns N         self, all, a path (/run/netns/NAME) or a PID\n"     \
-    "                    (default: all namespaces when privileged)\n"        \
-    "  --owners M        how owners are found: bpf (a BPF task_file\n"       \
-    "                    iterator, /proc when it cannot load), proc (read\n"  \
-    "                    /proc/PID/fd), auto (default: bpf; CLOSEWISE_OWNERS)\n" \
-    "  --no-bpf          the same as --owners proc (also CLOSEWISE_NO_BPF=1)\n" \
-    "  --verbose         say on stderr how owners were found\n"
+/* The filters watch takes: not --pid and --cookie. */
+extern const struct cli_opt insp_watch_filter_opts[];
 
 void insp_sel_init(struct insp_sel *s);
 
@@ -169,9 +137,5 @@ char *insp_put_pad(char *p, const char *s, size_t len, int width, int right);
 /* The socket's local or peer address, like cw_sock_addr(); buf has at
  * least 64 bytes. Returns the length. */
 int insp_addr(const struct cw_sock *s, int peer, char *buf);
-
-
-/* Print "--help" for a command: usage line, description, options. */
-void insp_help(const char *usage, const char *what, const char *options);
 
 #endif

@@ -48,89 +48,70 @@ static void on_signal(int sig)
     watch_stop = 1;
 }
 
-static void watch_help(void)
+enum { OPT_INTERVAL = 'i', OPT_OLDER = 'o', OPT_EXIT = 'x', OPT_COUNT = 'c', OPT_JSON = 'j' };
+
+static const struct cli_opt watch_opts_table[] = {
+    {"interval", 0, OPT_INTERVAL, "D", "time between samples (default 1s, at least 10ms)", NULL},
+    {"older-than", 0, OPT_OLDER, "D", "leak threshold (default 60s)", NULL},
+    {"exit-on-leak", 0, OPT_EXIT, NULL, "exit 1 as soon as a socket passes the threshold", NULL},
+    {"count", 0, OPT_COUNT, "N",
+     "stop after N samples and exit 0 (default: run until\ninterrupted)", NULL},
+    {"json", 0, OPT_JSON, NULL,
+     "one JSON object per line and event (appeared, closed,\nleak), for log pipelines", NULL},
+    {NULL, 0, 0, NULL, NULL, NULL}};
+
+const struct cli_spec watch_spec = {
+    "watch",
+    "[filters] [--interval D] [--older-than D]\n"
+    "                       [--exit-on-leak] [--count N] [--json]",
+    "Sample CLOSE_WAIT sockets every interval, follow each one by its kernel\n"
+    "cookie, and print '+' when one appears, '-' when it goes, '!' once it has\n"
+    "been in CLOSE_WAIT longer than --older-than. An age is exact ('in\n"
+    "CLOSE_WAIT for 14m03s since 10:42:17') when BPF saw the socket enter the\n"
+    "state: a running exporter's pinned map, or watch's own program for sockets\n"
+    "that enter while it runs; else tcp_info bounds it ('for at least 3.0s, at\n"
+    "most 6.0s': last ACK <= age <= last data received). --json says which\n"
+    "(\"age_source\": \"bpf\" or \"bounds\").\n"
+    "Durations: 500ms, 2s, 1m30s, 1.5s, 1h (a number needs its unit).",
+    {insp_watch_filter_opts, watch_opts_table, NULL},
+    "Exit status: 0 ok (--count reached or interrupted), 1 a leak with\n"
+    "--exit-on-leak, 2 usage, 3 system error."};
+
+static int watch_option(struct insp_sel *sel, int id, const char *arg)
 {
-    insp_help("closewise watch [filters] [--interval D] [--older-than D] "
-              "[--exit-on-leak] [--count N]",
-              "Sample CLOSE_WAIT sockets every interval, follow each one by its kernel\n"
-              "cookie, and print '+' when one appears, '-' when it goes, '!' once it has\n"
-              "been in CLOSE_WAIT longer than --older-than. An age is exact ('in\n"
-              "CLOSE_WAIT for 14m03s since 10:42:17') when BPF saw the socket enter the\n"
-              "state: a running exporter's pinned map, or watch's own program for sockets\n"
-              "that enter while it runs; else tcp_info bounds it ('for at least 3.0s, at\n"
-              "most 6.0s': last ACK <= age <= last data received). --json says which\n"
-              "(\"age_source\": \"bpf\" or \"bounds\").\n"
-              "Durations: 500ms, 2s, 1m30s, 1.5s, 1h (a number needs its unit).",
-              INSP_FILTER_HELP
-              "  --interval D      time between samples (default 1s)\n"
-              "  --older-than D    leak threshold (default 60s)\n"
-              "  --exit-on-leak    exit 1 as soon as a socket passes the threshold\n"
-              "  --count N         stop after N samples and exit 0 (default: run until\n"
-              "                    interrupted)\n"
-              "  --json            one JSON object per line and event (appeared, closed,\n"
-              "                    leak), for log pipelines\n"
-              "  -h, --help        this help\n");
+    struct watch_opts *o = (struct watch_opts *)sel;
+    switch (id) {
+    case OPT_INTERVAL:
+        return cli_duration("--interval", arg, 10, CLI_DURATION_MAX, &o->interval_ms) < 0
+                   ? CLI_USAGE : CLI_OK;
+    case OPT_OLDER:
+        return cli_duration("--older-than", arg, 0, CLI_DURATION_MAX, &o->older_than_ms) < 0
+                   ? CLI_USAGE : CLI_OK;
+    case OPT_EXIT: o->exit_on_leak = 1; return CLI_OK;
+    case OPT_JSON: watch_json = 1; return CLI_OK;
+    case OPT_COUNT:
+        return cli_count("--count", arg, 1, 1000000000000LL, &o->count) < 0 ? CLI_USAGE
+                                                                              : CLI_OK;
+    default: return CLI_USAGE;
+    }
 }
 
-static int duration_opt(const char *name, const char *arg, long long *out)
+static int watch_check(struct insp_sel *sel)
 {
-    return cli_duration(name, arg, 0, CLI_DURATION_MAX, out) < 0 ? CLI_USAGE : CLI_OK;
+    sel->f.states = CW_STATE_BIT(CW_TCP_CLOSE_WAIT);
+    sel->f.want_info = 1;
+    return CLI_OK;
 }
+
+/* Parsed by the inspectors' runner; the sampling loop is watch's own. */
+static const struct insp_cmd watch_cmd = {&watch_spec, watch_option, watch_check, NULL, NULL};
 
 static int watch_parse(int argc, char **argv, struct watch_opts *o)
 {
-    static const struct option longopts[] = {
-        INSP_FILTER_OPTIONS,
-        {"interval", required_argument, NULL, 'i'},
-        {"older-than", required_argument, NULL, 'o'},
-        {"exit-on-leak", no_argument, NULL, 'x'},
-        {"count", required_argument, NULL, 'c'},
-        {"json", no_argument, NULL, 'j'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
     memset(o, 0, sizeof *o);
-    insp_sel_init(&o->sel);
     o->interval_ms = 1000;
     o->older_than_ms = 60000;
-    optind = 1;
-    opterr = 0;
-    int c, rc = CLI_OK;
-    while (rc == CLI_OK && (c = getopt_long(argc, argv, "46h", longopts, NULL)) != -1) {
-        int r = insp_sel_option(&o->sel, c, optarg);
-        if (r < 0)
-            return CLI_USAGE;
-        if (r > 0) {
-            if (c == INSP_OPT_STATE) {
-                cli_error("watch: follows CLOSE_WAIT sockets only; --state is not allowed");
-                return CLI_USAGE;
-            }
-            continue;
-        }
-        switch (c) {
-        case 'i': rc = duration_opt("--interval", optarg, &o->interval_ms); break;
-        case 'o': rc = duration_opt("--older-than", optarg, &o->older_than_ms); break;
-        case 'x': o->exit_on_leak = 1; break;
-        case 'j': watch_json = 1; break;
-        case 'c':
-            if (cli_count("--count", optarg, 1, 1000000000000LL, &o->count) < 0)
-                return CLI_USAGE;
-            break;
-        case 'h': watch_help(); return -1;
-        default:
-            return cli_getopt_error(argv, longopts);
-        }
-    }
-    if (rc == CLI_OK && o->interval_ms < 10) {
-        cli_error("watch: --interval must be at least 10ms");
-        return CLI_USAGE;
-    }
-    if (rc == CLI_OK && optind < argc) {
-        cli_error("watch: unexpected argument '%s'", argv[optind]);
-        return CLI_USAGE;
-    }
-    o->sel.f.states = CW_STATE_BIT(CW_TCP_CLOSE_WAIT);
-    o->sel.f.want_info = 1;
-    return rc;
+    return insp_parse(&watch_cmd, argc, argv, &o->sel);
 }
 
 static void stamp(void)
@@ -389,12 +370,8 @@ int cmd_watch(int argc, char **argv)
 {
     struct watch_opts o;
     int rc = watch_parse(argc, argv, &o);
-    if (rc)
-        return rc < 0 ? CLI_OK : rc;
-    if (o.sel.pid || o.sel.have_cookie) {
-        cli_error("watch: --pid and --cookie are not supported; use ports or addresses");
-        return CLI_USAGE;
-    }
+    if (rc != CLI_OK)
+        return rc == CLI_HELPED ? CLI_OK : rc;
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;    /* no SA_RESTART: the sleep must end */

@@ -8,80 +8,104 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <regex.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 
-static void probe_help(void)
-{
-    printf("usage: closewise probe [options] -- CMD [ARGS...]\n"
-           "       closewise probe --server HOST:PORT --send DATA [--expect REGEX] [options]\n\n"
-           "Listen on a loopback port and run CMD once per scenario; {host} and {port}\n"
-           "in ARGS (and CW_PROBE_HOST, CW_PROBE_PORT in its environment) say where to\n"
-           "connect. Each connection of CMD is ended the scenario's way, and the kernel\n"
-           "tells whether CMD's process tree closed its socket:\n"
-           "  PASS       every socket was closed within --grace of our FIN or reset\n"
-           "             (exiting counts as closing)\n"
-           "  LEAK       a socket stayed in CLOSE_WAIT, or a reset socket stayed open,\n"
-           "             longer than --grace while its process lived\n"
-           "  HANG       silent: a connection was still open after --hang-limit\n"
-           "  NO-CONNECT CMD never connected\n"
-           "CMD's whole process tree is killed after each run. Its stdin is /dev/null.\n"
-           "The *-when-idle scenarios end the connection only once it has been quiet\n"
-           "for --settle, as an idle timeout does: some clients leak only then.\n\n"
-           "With --server, connect to a server instead and test how it ends\n"
-           "connections (scenarios: closewise probe --server X --list):\n"
-           "  PASS       the reply arrived whole and ended in FIN; the server closed\n"
-           "             after our FIN, reset or silence as it should\n"
-           "  LOST       the reply was cut short: bytes destroyed by a reset, or\n"
-           "             missing (it does not match --expect)\n"
-           "  RST-CLOSE  the reply arrived, then a reset instead of FIN: a peer that\n"
-           "             had not read it yet (Windows) loses it\n"
-           "  LEAK       a local server kept its socket in CLOSE_WAIT, or its\n"
-           "             descriptor, after we closed or reset\n"
-           "  HANG       the server never ended the connection within the limit\n"
-           "  SKIP       nothing to check (a remote server's descriptors)\n"
-           "For a local server, the process holding its socket is named, and with\n"
-           "BPF (root) the close() that reset the connection, as file:line.\n\n"
-           "options:\n"
-           "  -s, --scenario S[,S...]  scenarios to run (default all, in this order)\n"
-           "  -g, --grace D            time the peer has to close (default 2s)\n"
-           "      --hang-limit D       how long silent (idle with --server) waits for\n"
-           "                           the peer to give up (default 10s)\n"
-           "      --settle D           *-when-idle, half-close, reset-mid-request: the\n"
-           "                           quiet time first (default 500ms)\n"
-           "      --drip D             slow-drip: time between bytes (default 100ms)\n"
-           "      --reuse              run CMD once; its N-th connection gets the N-th\n"
-           "                           scenario\n"
-           "      --host ADDR          listen address (default 127.0.0.1)\n"
-           "      --port P             listen port (default: any free port)\n"
-           "      --show-output        pass CMD's stdout and stderr to our stderr\n"
-           "      --no-where           run CMD without libclosewise-trace.so: a LEAK\n"
-           "                           does not name the line that read the end\n"
-           "      --list               list the scenarios and exit\n"
-           "      --server HOST:PORT   test the server there ([::1]:80 for IPv6)\n"
-           "      --send DATA          --server: the request (\\n \\r \\t \\\\ \\xHH; @FILE\n"
-           "                           reads it from FILE)\n"
-           "      --expect REGEX       --server: what a whole reply matches (POSIX\n"
-           "                           extended; ^ and $ also match at line ends)\n"
-           "      --large DATA         --server large-reply: a request whose reply is\n"
-           "                           larger than the socket buffers (default DATA)\n"
-           "      --large-expect REGEX what that reply matches (default --expect)\n"
-           "      --slow-read D        large-reply: time between reads (default 20ms)\n"
-           "      --no-bpf             --server: do not name the close() behind a reset\n"
-           "                           (also CLOSEWISE_NO_BPF=1)\n"
-           "      --repeat N           run everything N times; report each scenario's\n"
-           "                           worst verdict and how many runs saw it\n"
-           "      --format F           text (default), json, junit or tap\n"
-           "      --json               the same as --format json\n"
-           "      --list               list the scenarios (with --server: the server's)\n"
-           "  -h, --help               this help\n\n"
-           "Durations: 500ms, 2s, 1m. Exit: 0 every scenario passed (or was skipped),\n"
-           "1 one did not, 2 usage, 3 system error. See closewise-probe(1).\n");
-}
+enum { OPT_SCENARIO = 's', OPT_GRACE = 'g', OPT_HANG = 256, OPT_DRIP, OPT_REUSE, OPT_HOST,
+       OPT_PORT, OPT_JSON, OPT_SHOW, OPT_LIST, OPT_SETTLE, OPT_FORMAT, OPT_REPEAT, OPT_SERVER,
+       OPT_SEND, OPT_EXPECT, OPT_LARGE, OPT_LARGE_EXPECT, OPT_SLOW, OPT_NOBPF, OPT_NO_WHERE,
+       OPT_WHERE };
+
+/* Options for both modes: scenarios, timing, the report. */
+static const struct cli_opt probe_common_opts[] = {
+    {"scenario", 's', OPT_SCENARIO, "S[,S...]", "scenarios to run (default all, in this order)",
+     "@scenarios"},
+    {"grace", 'g', OPT_GRACE, "D", "time the peer has to close (default 2s)", NULL},
+    {"hang-limit", 0, OPT_HANG, "D",
+     "how long silent (idle with --server) waits for\nthe peer to give up (default 10s)", NULL},
+    {"settle", 0, OPT_SETTLE, "D",
+     "*-when-idle, half-close, reset-mid-request: the\nquiet time first (default 500ms)", NULL},
+    {"drip", 0, OPT_DRIP, "D", "slow-drip: time between bytes (default 100ms)", NULL},
+    {"repeat", 0, OPT_REPEAT, "N",
+     "run everything N times (1 to 1000); report each\nscenario's worst verdict and how many "
+     "runs saw it", NULL},
+    {"format", 0, OPT_FORMAT, "F", "text (default), json, junit or tap", "text json junit tap"},
+    {"json", 0, OPT_JSON, NULL, "the same as --format json", NULL},
+    {"list", 0, OPT_LIST, NULL, "list the scenarios and exit (with --server: the\nserver's)",
+     NULL},
+    {NULL, 0, 0, NULL, NULL, NULL}};
+
+/* Testing a client: CMD after "--". */
+static const struct cli_opt probe_client_opts[] = {
+    {"reuse", 0, OPT_REUSE, NULL,
+     "run CMD once; its N-th connection gets the N-th\nscenario", NULL},
+    {"host", 0, OPT_HOST, "ADDR", "listen address (default 127.0.0.1)", NULL},
+    {"port", 0, OPT_PORT, "P", "listen port (default: any free port)", NULL},
+    {"show-output", 0, OPT_SHOW, NULL, "pass CMD's stdout and stderr to our stderr", NULL},
+    {"where", 0, OPT_WHERE, NULL,
+     "run CMD under libclosewise-trace.so: a LEAK names\nthe line that read the end (default)",
+     NULL},
+    {"no-where", 0, OPT_NO_WHERE, NULL,
+     "run CMD without libclosewise-trace.so: a LEAK\ndoes not name the line that read the end",
+     NULL},
+    {NULL, 0, 0, NULL, NULL, NULL}};
+
+/* Testing a server. */
+static const struct cli_opt probe_server_opts[] = {
+    {"server", 0, OPT_SERVER, "HOST:PORT", "test the server there ([::1]:80 for IPv6)", NULL},
+    {"send", 0, OPT_SEND, "DATA",
+     "--server: the request (\\n \\r \\t \\\\ \\xHH; @FILE\nreads it from FILE)", NULL},
+    {"expect", 0, OPT_EXPECT, "REGEX",
+     "--server: what a whole reply matches (POSIX\nextended; ^ and $ also match at line ends)",
+     NULL},
+    {"large", 0, OPT_LARGE, "DATA",
+     "--server large-reply: a request whose reply is\nlarger than the socket buffers "
+     "(default DATA)", NULL},
+    {"large-expect", 0, OPT_LARGE_EXPECT, "REGEX", "what that reply matches (default --expect)",
+     NULL},
+    {"slow-read", 0, OPT_SLOW, "D", "large-reply: time between reads (default 20ms)", NULL},
+    {"no-bpf", 0, OPT_NOBPF, NULL,
+     "--server: do not name the close() behind a reset\n(also CLOSEWISE_NO_BPF=1)", NULL},
+    {NULL, 0, 0, NULL, NULL, NULL}};
+
+const struct cli_spec probe_spec = {
+    "probe",
+    "[options] -- CMD [ARGS...]\n"
+    "       closewise probe --server HOST:PORT --send DATA [--expect REGEX] [options]",
+    "Listen on a loopback port and run CMD once per scenario; {host} and {port}\n"
+    "in ARGS (and CW_PROBE_HOST, CW_PROBE_PORT in its environment) say where to\n"
+    "connect. Each connection of CMD is ended the scenario's way, and the kernel\n"
+    "tells whether CMD's process tree closed its socket:\n"
+    "  PASS       every socket was closed within --grace of our FIN or reset\n"
+    "             (exiting counts as closing)\n"
+    "  LEAK       a socket stayed in CLOSE_WAIT, or a reset socket stayed open,\n"
+    "             longer than --grace while its process lived\n"
+    "  HANG       silent: a connection was still open after --hang-limit (a\n"
+    "             client that gives up later, or never, is not told apart)\n"
+    "  NO-CONNECT CMD never connected\n"
+    "CMD's whole process tree is killed after each run. Its stdin is /dev/null.\n"
+    "The *-when-idle scenarios end the connection only once it has been quiet\n"
+    "for --settle, as an idle timeout does: some clients leak only then.\n\n"
+    "With --server, connect to a server instead and test how it ends\n"
+    "connections (scenarios: closewise probe --server X --list):\n"
+    "  PASS       the reply arrived whole and ended in FIN; the server closed\n"
+    "             after our FIN, reset or silence as it should\n"
+    "  LOST       the reply was cut short: bytes destroyed by a reset, or\n"
+    "             missing (it does not match --expect)\n"
+    "  RST-CLOSE  the reply arrived, then a reset instead of FIN: a peer that\n"
+    "             had not read it yet (Windows) loses it\n"
+    "  LEAK       a local server kept its socket in CLOSE_WAIT, or its\n"
+    "             descriptor, after we closed or reset\n"
+    "  HANG       the server never ended the connection within the limit\n"
+    "  SKIP       nothing to check (a remote server's descriptors)\n"
+    "For a local server, the process holding its socket is named, and with\n"
+    "BPF (root) the close() that reset the connection, as file:line.",
+    {probe_common_opts, probe_client_opts, probe_server_opts, NULL},
+    "Durations: 500ms, 2s, 1m. Exit: 0 every scenario passed (or was skipped),\n"
+    "1 one did not, 2 usage, 3 system error. See closewise-probe(1)."};
 
 static void list_scenarios(int server)
 {
@@ -93,13 +117,26 @@ static void list_scenarios(int server)
             printf("%-24s %s\n", probe_scenarios[i].name, probe_scenarios[i].what);
 }
 
+/* "unknown scenario 'x'; scenarios: a, b, ..." in one line. */
+static void unknown_scenario(int server, const char *name)
+{
+    char names[2048];
+    size_t len = 0, n = server ? probe_nsscenarios : probe_nscenarios;
+    names[0] = '\0';
+    for (size_t i = 0; i < n && len < sizeof names; i++)
+        len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", i ? ", " : "",
+                                server ? probe_sscenarios[i].name : probe_scenarios[i].name);
+    cli_usage_error("--scenario: unknown %sscenario '%s'; scenarios: %s", server ? "server " : "",
+                    name, names);
+}
+
 /* --scenario, once the mode is known: client scenarios, or with
  * --server the server's. */
 static int parse_list(struct probe_opts *o, const char *arg)
 {
     char buf[1024];
     if (strlen(arg) >= sizeof buf) {
-        cli_error("probe: --scenario list too long");
+        cli_usage_error("--scenario: list too long");
         return -1;
     }
     strcpy(buf, arg);
@@ -108,9 +145,12 @@ static int parse_list(struct probe_opts *o, const char *arg)
     for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
         const void *sc = o->server ? (const void *)probe_sscenario_find(t)
                                    : (const void *)probe_scenario_find(t);
-        if (!sc || n == PROBE_MAX_SCENARIOS) {
-            cli_error("probe: unknown %sscenario '%s' (see 'closewise probe %s--list')",
-                      o->server ? "server " : "", t, o->server ? "--server X " : "");
+        if (!sc) {
+            unknown_scenario(o->server != NULL, t);
+            return -1;
+        }
+        if (n == PROBE_MAX_SCENARIOS) {
+            cli_usage_error("--scenario: more than %d scenarios", PROBE_MAX_SCENARIOS);
             return -1;
         }
         if (o->server)
@@ -119,7 +159,7 @@ static int parse_list(struct probe_opts *o, const char *arg)
             o->list[n++] = sc;
     }
     if (!n)
-        cli_error("probe: --scenario wants a list of names");
+        cli_usage_error("--scenario: wants a list of names");
     if (o->server)
         o->nslist = n;
     else
@@ -149,8 +189,13 @@ static int parse_server(struct probe_opts *o, const char *arg)
         hlen -= 2;
     }
     int port = colon ? cli_parse_port(colon + 1) : -1;
-    if (!hlen || hlen >= sizeof o->shost || port <= 0) {
-        cli_error("probe: bad --server '%s' (expected HOST:PORT, [IPV6]:PORT)", arg);
+    if (hlen && hlen < sizeof o->shost && port <= 0) {
+        cli_usage_error("--server: bad port '%s' in '%s' (expected 1 to 65535)", colon + 1,
+                        arg);
+        return -1;
+    }
+    if (!hlen || hlen >= sizeof o->shost) {
+        cli_usage_error("--server: bad address '%s' (expected HOST:PORT, [IPV6]:PORT)", arg);
         return -1;
     }
     memcpy(o->shost, h, hlen);
@@ -188,7 +233,7 @@ static int read_data_file(const char *name, const char *path, char **out, size_t
         fclose(f);
     if (bad) {
         free(v);
-        cli_error("probe: cannot read %s file '%s'%s", name, path,
+        cli_usage_error("%s: cannot read file '%s'%s", name, path,
                   f ? " (or it is empty)" : "");
         return -1;
     }
@@ -220,13 +265,13 @@ static int parse_data(const char *name, const char *arg, char **out, size_t *len
             p += 3;
         } else {
             free(v);
-            cli_error("probe: bad escape in %s '%s' (\\n \\r \\t \\\\ \\xHH)", name, arg);
+            cli_usage_error("%s: bad escape in '%s' (\\n \\r \\t \\\\ \\xHH)", name, arg);
             return -1;
         }
     }
     if (!v || !n) {
         free(v);
-        cli_error("probe: %s wants some bytes", name);
+        cli_usage_error("%s: wants some bytes", name);
         return -1;
     }
     *out = v;
@@ -241,7 +286,7 @@ static int parse_regex(const char *name, const char *arg, const char **out)
     if (rc != 0) {
         char why[128];
         regerror(rc, &re, why, sizeof why);
-        cli_error("probe: bad %s '%s': %s", name, arg, why);
+        cli_usage_error("%s: bad regex '%s': %s", name, arg, why);
         return -1;
     }
     regfree(&re);
@@ -257,25 +302,18 @@ static int parse_format(struct probe_opts *o, const char *arg)
             o->format = i;
             return 0;
         }
-    cli_error("probe: bad --format '%s' (text, json, junit or tap)", arg);
+    cli_usage_error("--format: bad value '%s' (text, json, junit or tap)", arg);
     return -1;
 }
 
 static int parse_repeat(struct probe_opts *o, const char *arg)
 {
-    char *end;
-    long v = strtol(arg, &end, 10);
-    if (!*arg || *end || v < 1 || v > 1000) {
-        cli_error("probe: bad --repeat '%s' (a count from 1 to 1000)", arg);
+    long long v;
+    if (cli_count("--repeat", arg, 1, 1000, &v) < 0)
         return -1;
-    }
     o->repeat = (int)v;
     return 0;
 }
-
-enum { OPT_HANG = 256, OPT_DRIP, OPT_REUSE, OPT_HOST, OPT_PORT, OPT_JSON, OPT_SHOW,
-       OPT_LIST, OPT_SETTLE, OPT_FORMAT, OPT_REPEAT, OPT_SERVER, OPT_SEND, OPT_EXPECT,
-       OPT_LARGE, OPT_LARGE_EXPECT, OPT_SLOW, OPT_NOBPF, OPT_NO_WHERE, OPT_WHERE };
 
 static int parse_one(struct probe_opts *o, int c, const char *arg)
 {
@@ -303,8 +341,7 @@ static int parse_one(struct probe_opts *o, int c, const char *arg)
     case OPT_WHERE: o->where = 1; return 0;
     case OPT_NO_WHERE: o->where = 0; return 0;
     }
-    cli_error("probe: bad option '%s' (see 'closewise probe --help')", arg ? arg : "?");
-    return -1;
+    return -1;   /* not in the tables: cli_getopt() said so */
 }
 
 /* What only one mode takes. */
@@ -312,26 +349,26 @@ static int check_mode(struct probe_opts *o, int argc, char **argv)
 {
     if (!o->server) {
         if (optind >= argc) {
-            cli_error("probe: no command to test (usage: closewise probe [options] -- CMD ...)");
+            cli_usage_error("no command to test (closewise probe [options] -- CMD ...)");
             return -1;
         }
         if (o->send || o->large || o->expect || o->large_expect) {
-            cli_error("probe: --send, --large and --expect go with --server");
+            cli_usage_error("--send, --large and --expect go with --server");
             return -1;
         }
         o->cmd = argv + optind;
         return 0;
     }
     if (optind < argc) {
-        cli_error("probe: --server tests a server: no command (got '%s')", argv[optind]);
+        cli_usage_error("--server tests a server: no command (got '%s')", argv[optind]);
         return -1;
     }
     if (o->reuse) {
-        cli_error("probe: --reuse is for testing a client, not with --server");
+        cli_usage_error("--reuse is for testing a client, not with --server");
         return -1;
     }
     if (!o->send) {
-        cli_error("probe: --server wants --send DATA (the request to send)");
+        cli_usage_error("--server wants --send DATA (the request to send)");
         return -1;
     }
     return 0;
@@ -340,47 +377,21 @@ static int check_mode(struct probe_opts *o, int argc, char **argv)
 /* Returns 0 to run, 1 after --help/--list, -1 on a usage error. */
 static int parse_args(struct probe_opts *o, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"scenario", required_argument, NULL, 's'},
-        {"grace", required_argument, NULL, 'g'},
-        {"hang-limit", required_argument, NULL, OPT_HANG},
-        {"drip", required_argument, NULL, OPT_DRIP},
-        {"settle", required_argument, NULL, OPT_SETTLE},
-        {"reuse", no_argument, NULL, OPT_REUSE},
-        {"host", required_argument, NULL, OPT_HOST},
-        {"port", required_argument, NULL, OPT_PORT},
-        {"json", no_argument, NULL, OPT_JSON},
-        {"format", required_argument, NULL, OPT_FORMAT},
-        {"repeat", required_argument, NULL, OPT_REPEAT},
-        {"show-output", no_argument, NULL, OPT_SHOW},
-        {"where", no_argument, NULL, OPT_WHERE},
-        {"no-where", no_argument, NULL, OPT_NO_WHERE},
-        {"server", required_argument, NULL, OPT_SERVER},
-        {"send", required_argument, NULL, OPT_SEND},
-        {"expect", required_argument, NULL, OPT_EXPECT},
-        {"large", required_argument, NULL, OPT_LARGE},
-        {"large-expect", required_argument, NULL, OPT_LARGE_EXPECT},
-        {"slow-read", required_argument, NULL, OPT_SLOW},
-        {"no-bpf", no_argument, NULL, OPT_NOBPF},
-        {"list", no_argument, NULL, OPT_LIST},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
-    optind = 1;
-    opterr = 0;
+    struct cli_parser p;
+    const char *arg, *scenarios = NULL;
     int c, list = 0;
-    const char *scenarios = NULL;
-    /* "+": stop at CMD, whose options are its own. */
-    while ((c = getopt_long(argc, argv, "+s:g:h", longopts, NULL)) != -1) {
-        if (c == 'h') {
-            probe_help();
+    /* The usage's "-- CMD" makes the parser stop at CMD, whose options
+     * are its own. */
+    cli_getopt_init(&p, &probe_spec, argc, argv);
+    while ((c = cli_getopt(&p, &arg)) != -1) {
+        if (c == CLI_HELPED)
             return 1;
-        }
         if (c == '?')
-            return cli_getopt_error(argv, longopts), -1;
+            return -1;
         list |= c == OPT_LIST;
         if (c == 's')
-            scenarios = optarg;
-        if (c != OPT_LIST && parse_one(o, c, optarg) < 0)
+            scenarios = arg;
+        if (c != OPT_LIST && parse_one(o, c, arg) < 0)
             return -1;
     }
     if (list) {
@@ -506,7 +517,8 @@ static const char *detail(const struct probe_result *r, char *buf, size_t size)
                  l->closed_late ? "" : ">= ", insp_fmt_ms((uint64_t)l->held_ms, t, sizeof t),
                  l->where[0] ? "; " : "", l->where);
     else if (r->verdict == PROBE_HANG)
-        snprintf(buf, size, "connection still open after %s: the client never gave up",
+        snprintf(buf, size, "no close in the %s the probe waited (--hang-limit): still "
+                 "open when it stopped waiting",
                  insp_fmt_ms((uint64_t)r->hang_ms, t, sizeof t));
     else if (r->verdict == PROBE_NOCONN)
         snprintf(buf, size, "the client never connected");

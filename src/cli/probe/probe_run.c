@@ -641,6 +641,10 @@ static void result_of(const struct run *r, size_t k, struct probe_result *res)
     res->verdict = res->leaks ? PROBE_LEAK
                  : res->hang_ms ? PROBE_HANG
                  : res->conns ? PROBE_PASS : PROBE_NOCONN;
+    /* A close time says how fast the client closed: not for a verdict
+     * that says it did not (it would be another connection's close). */
+    if (res->verdict != PROBE_PASS)
+        res->close_ms = -1;
 }
 
 int probe_open(cw_loop **loop, cw_diag **diag)

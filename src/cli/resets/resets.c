@@ -10,7 +10,6 @@
 #include "../../net/addr.h"
 
 #include <arpa/inet.h>
-#include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -23,30 +22,47 @@ static void on_signal(int sig)
     resets_stop = 1;
 }
 
-static void resets_help(void)
+enum { O_JSON = 256, O_PID, O_COMM, O_CONT, O_REASON, O_ALL, O_DUR, O_COUNT, O_EXIT,
+       O_NOBPF, O_INTERVAL };
+
+static const struct cli_opt resets_opts_table[] = {
+    {"json", 0, O_JSON, NULL, "JSON Lines, one object per event", NULL},
+    {"pid", 0, O_PID, "PID", "only resets caused by this process", NULL},
+    {"comm", 0, O_COMM, "NAME", "only this command name", NULL},
+    {"container", 0, O_CONT, "ID", "only processes whose cgroup path contains ID", NULL},
+    {"reason", 0, O_REASON, "LIST",
+     "only these reasons (comma-separated): unread,\n"
+     "linger0, abort, data-after-close, fin-wait2-linger,\n"
+     "memory, timeout, no-socket, other",
+     "unread linger0 abort data-after-close fin-wait2-linger memory timeout no-socket other"},
+    {"all", 0, O_ALL, NULL, "also resets not caused by a local close (labelled)", NULL},
+    {"duration", 0, O_DUR, "D", "stop after D (500ms, 2s, 1m)", NULL},
+    {"count", 0, O_COUNT, "N", "stop after N resets", NULL},
+    {"exit-on-reset", 0, O_EXIT, NULL, "exit 1 at the first reset (for CI)", NULL},
+    {"no-bpf", 0, O_NOBPF, NULL, "count from /proc/net/netstat (also CLOSEWISE_NO_BPF=1)", NULL},
+    {"interval", 0, O_INTERVAL, "D", "counter sampling interval without BPF (default 1s)", NULL},
+    {NULL, 0, 0, NULL, NULL, NULL}};
+
+const struct cli_spec resets_spec = {
+    "resets", "[options]",
+    "Report each TCP reset that a local close() caused, as it happens: time,\n"
+    "process, cgroup, connection, why the kernel sent RST instead of FIN, the\n"
+    "bytes it destroyed, and the file:line of the close() call. Needs BPF (root);\n"
+    "without it, counts resets from /proc/net/netstat per interval.",
+    {resets_opts_table, NULL},
+    "Exit status: 0 done, 1 a reset with --exit-on-reset, 2 usage, 3 system error.\n"
+    "See closewise-resets(1)."};
+
+/* "unknown reason 'x'; reasons: unread, linger0, ..." in one line. */
+static void unknown_reason(const char *name)
 {
-    printf("usage: closewise resets [options]\n\n"
-           "Report each TCP reset that a local close() caused, as it happens: time,\n"
-           "process, cgroup, connection, why the kernel sent RST instead of FIN, the\n"
-           "bytes it destroyed, and the file:line of the close() call. Needs BPF (root);\n"
-           "without it, counts resets from /proc/net/netstat per interval.\n\n"
-           "options:\n"
-           "      --json            JSON Lines, one object per event\n"
-           "      --pid PID         only resets caused by this process\n"
-           "      --comm NAME       only this command name\n"
-           "      --container ID    only processes whose cgroup path contains ID\n"
-           "      --reason LIST     only these reasons (comma-separated): unread,\n"
-           "                        linger0, abort, data-after-close, fin-wait2-linger,\n"
-           "                        memory, timeout, no-socket, other\n"
-           "      --all             also resets not caused by a local close (labelled)\n"
-           "      --duration D      stop after D (500ms, 2s, 1m)\n"
-           "      --count N         stop after N resets\n"
-           "      --exit-on-reset   exit 1 at the first reset (for CI)\n"
-           "      --no-bpf          count from /proc/net/netstat (also CLOSEWISE_NO_BPF=1)\n"
-           "      --interval D      counter sampling interval without BPF (default 1s)\n"
-           "  -h, --help            this help\n\n"
-           "Exit status: 0 done, 1 a reset with --exit-on-reset, 2 usage, 3 system error.\n"
-           "See closewise-resets(1).\n");
+    char names[512];
+    size_t len = 0;
+    names[0] = '\0';
+    for (uint32_t k = 0; k < CW_RST_KIND_MAX && len < sizeof names; k++)
+        len += (size_t)snprintf(names + len, sizeof names - len, "%s%s", k ? ", " : "",
+                                rst_kind_name(k));
+    cli_usage_error("--reason: unknown reason '%s'; reasons: %s", name, names);
 }
 
 static int parse_reasons(const char *arg, unsigned *mask)
@@ -60,12 +76,14 @@ static int parse_reasons(const char *arg, unsigned *mask)
         while (k < CW_RST_KIND_MAX && strcmp(t, rst_kind_name(k)))
             k++;
         if (k == CW_RST_KIND_MAX) {
-            cli_error("resets: unknown --reason '%s' (see 'closewise resets --help')", t);
+            unknown_reason(t);
             ok = 0;
         }
         *mask |= 1u << k;
     }
     free(copy);
+    if (ok && !*mask)
+        cli_usage_error("--reason: wants a list of reasons");
     return ok && *mask ? 0 : -1;
 }
 
@@ -80,9 +98,6 @@ static int parse_dur(const char *name, const char *arg, long long *out)
         return -1;
     return 0;
 }
-
-enum { O_JSON = 256, O_PID, O_COMM, O_CONT, O_REASON, O_ALL, O_DUR, O_COUNT, O_EXIT,
-       O_NOBPF, O_INTERVAL };
 
 static int handle_opt(int c, const char *arg, struct resets_opts *o)
 {
@@ -110,37 +125,20 @@ static int handle_opt(int c, const char *arg, struct resets_opts *o)
 /* Returns CLI_OK, CLI_USAGE, or -1 after --help. */
 static int resets_parse(int argc, char **argv, struct resets_opts *o)
 {
-    static const struct option longopts[] = {
-        {"json", no_argument, NULL, O_JSON}, {"pid", required_argument, NULL, O_PID},
-        {"comm", required_argument, NULL, O_COMM},
-        {"container", required_argument, NULL, O_CONT},
-        {"reason", required_argument, NULL, O_REASON}, {"all", no_argument, NULL, O_ALL},
-        {"duration", required_argument, NULL, O_DUR},
-        {"count", required_argument, NULL, O_COUNT},
-        {"exit-on-reset", no_argument, NULL, O_EXIT},
-        {"no-bpf", no_argument, NULL, O_NOBPF},
-        {"interval", required_argument, NULL, O_INTERVAL},
-        {"help", no_argument, NULL, 'h'}, {NULL, 0, NULL, 0}};
+    struct cli_parser p;
+    const char *arg;
+    int c;
     memset(o, 0, sizeof *o);
     o->interval_ms = 1000;
-    optind = 1;
-    opterr = 0;
-    int c;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        if (c == 'h') {
-            resets_help();
+    cli_getopt_init(&p, &resets_spec, argc, argv);
+    while ((c = cli_getopt(&p, &arg)) != -1) {
+        if (c == CLI_HELPED)
             return -1;
-        }
-        if (c == '?' || c == ':') {
-            return cli_getopt_error(argv, longopts);
-        }
-        if (handle_opt(c, optarg, o) < 0)
+        if (c == '?' || handle_opt(c, arg, o) < 0)
             return CLI_USAGE;
     }
-    if (optind < argc) {
-        cli_error("resets: unexpected argument '%s'", argv[optind]);
+    if (cli_no_operands(&resets_spec, argc, argv) != CLI_OK)
         return CLI_USAGE;
-    }
     const char *env = getenv("CLOSEWISE_NO_BPF");
     if (env && *env && strcmp(env, "0"))
         o->no_bpf = 1;

@@ -115,15 +115,15 @@ static int set_user(struct client *cl, const char *arg)
     size_t ulen = colon ? (size_t)(colon - arg) : 0;
     if (!colon || ulen == 0 || ulen >= sizeof cl->user ||
         strlen(colon + 1) >= sizeof cl->password || strchr(arg, ' ')) {
-        cli_error("--user: want NAME:PASSWORD (no spaces)");
+        cli_usage_error("--user: want NAME:PASSWORD (no spaces)");
         return -1;
     }
     memcpy(cl->user, arg, ulen);
     cl->user[ulen] = '\0';
     strcpy(cl->password, colon + 1);
     if (!auth_line_ok(cl->user, cl->password)) {
-        cli_error("--user: NAME must be 1-%d bytes and both parts text "
-                  "(see docs/PROTOCOL.md)", CW_PROTO_MAX_USER);
+        cli_usage_error("--user: NAME must be 1-%d bytes and both parts text "
+                        "(see docs/PROTOCOL.md)", CW_PROTO_MAX_USER);
         return -1;
     }
     return 0;
@@ -171,7 +171,7 @@ static int parse_args(struct client *cl, int argc, char **argv)
         return CLI_USAGE;
     }
     if (bmax < bmin) {
-        cli_error("--backoff-max must not be below --backoff-min");
+        cli_usage_error("--backoff-max must not be below --backoff-min");
         return CLI_USAGE;
     }
     cw_backoff_init(&cl->backoff, bmin, bmax);

@@ -65,7 +65,7 @@ static int passwd_parse(int argc, char **argv, const char **prefix, const char *
         } else if (c == OPT_METHOD && !strcmp(arg, "sha512")) {
             *prefix = "$6$";
         } else if (c == OPT_METHOD) {
-            cli_error("--method: bad method '%s' (yescrypt or sha512)", arg);
+            cli_usage_error("--method: bad method '%s' (yescrypt or sha512)", arg);
             return CLI_USAGE;
         } else {
             return CLI_USAGE;
@@ -86,13 +86,13 @@ int cmd_passwd(int argc, char **argv)
         return rc == CLI_HELPED ? CLI_OK : rc;
     const char *user = argv[optind];
     if (!*user || strlen(user) > 64 || strpbrk(user, ": \t")) {
-        cli_error("bad user name '%s' (1-64 characters, no ':' or blanks)", user);
+        cli_usage_error("bad user name '%s' (1-64 characters, no ':' or blanks)", user);
         return CLI_USAGE;
     }
     char pw[1025];
     if (given) {
         if (strlen(given) >= sizeof pw) {
-            cli_error("password too long (max 1024 bytes)");
+            cli_usage_error("--password: too long (max 1024 bytes)");
             return CLI_USAGE;
         }
         strcpy(pw, given);

@@ -10,7 +10,6 @@
 #include "../opts.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,71 +26,56 @@ struct topts {
 
 static volatile sig_atomic_t want_report, got_signal;
 
-static void trace_help(void)
-{
-    printf("usage: closewise trace [options] -- CMD [ARGS...]\n\n"
-           "Run CMD with libclosewise-trace.so preloaded (LD_PRELOAD). When CMD exits,\n"
-           "and whenever closewise gets SIGUSR1, print every TCP socket of CMD's process\n"
-           "tree that read end of stream or a reset and was still open --grace later,\n"
-           "with the stack of the read that returned it and of the read before that,\n"
-           "as file:line (function) (function names only without debug info).\n"
-           "Nothing is printed when no socket leaked. Statically linked programs run\n"
-           "untraced, with a note.\n\n"
-           "options:\n"
-           "  -g, --grace D        time a socket has to be closed after its end\n"
-           "                       (default 100ms)\n"
-           "      --check          exit 1 when a socket leaked\n"
-           "      --json           the report as one JSON document\n"
-           "  -o, --output FILE    write the report to FILE (rewritten at each\n"
-           "                       report) instead of stderr\n"
-           "  -h, --help           this help\n\n"
-           "Exit: CMD's exit code (128+N when killed by signal N), 127 when it cannot\n"
-           "be run; with --check, 1 when a socket leaked; 2 usage, 3 system error.\n"
-           "The report goes to stderr (or --output). SIGTERM and SIGHUP are passed on\n"
-           "to CMD.\n"
-           "See closewise-trace(1).\n");
-}
+static const struct cli_opt trace_opts[] = {
+    {"grace", 'g', 'g', "D",
+     "time a socket has to be closed after its end\n(default 100ms)", NULL},
+    {"check", 0, 'c', NULL, "exit 1 when a socket leaked", NULL},
+    {"json", 0, 'j', NULL, "the report as one JSON document", NULL},
+    {"output", 'o', 'o', "FILE",
+     "write the report to FILE (rewritten at each\nreport) instead of stderr", "@file"},
+    {NULL, 0, 0, NULL, NULL, NULL}};
 
+const struct cli_spec trace_spec = {
+    "trace", "[options] -- CMD [ARGS...]",
+    "Run CMD with libclosewise-trace.so preloaded (LD_PRELOAD). When CMD exits,\n"
+    "and whenever closewise gets SIGUSR1, print every TCP socket of CMD's process\n"
+    "tree that read end of stream or a reset and was still open --grace later,\n"
+    "with the stack of the read that returned it and of the read before that,\n"
+    "as file:line (function) (function names only without debug info).\n"
+    "Nothing is printed when no socket leaked. Statically linked programs run\n"
+    "untraced, with a note.",
+    {trace_opts, NULL},
+    "Exit: CMD's exit code (128+N when killed by signal N), 127 when it cannot\n"
+    "be run; with --check, 1 when a socket leaked; 2 usage, 3 system error.\n"
+    "The report goes to stderr (or --output). SIGTERM and SIGHUP are passed on\n"
+    "to CMD.\n"
+    "See closewise-trace(1)."};
+
+/* Returns 0 to run, 1 after --help, -1 on a usage error. */
 static int parse_args(struct topts *o, int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"grace", required_argument, NULL, 'g'},
-        {"check", no_argument, NULL, 'c'},
-        {"json", no_argument, NULL, 'j'},
-        {"output", required_argument, NULL, 'o'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
-    optind = 1;
-    opterr = 0;
+    struct cli_parser p;
+    const char *arg;
+    long long ms;
     int c;
-    while ((c = getopt_long(argc, argv, "+g:o:h", longopts, NULL)) != -1) {
+    /* The usage's "-- CMD" stops the parser at CMD: its options are its own. */
+    cli_getopt_init(&p, &trace_spec, argc, argv);
+    while ((c = cli_getopt(&p, &arg)) != -1) {
         switch (c) {
-        case 'h':
-            trace_help();
-            return 1;
-        case 'c':
-            o->check = 1;
-            break;
-        case 'j':
-            o->json = 1;
-            break;
-        case 'o':
-            o->output = optarg;
-            break;
-        case 'g': {
-            long long ms;
-            if (cli_duration("--grace", optarg, 0, 3600000, &ms) < 0)
+        case CLI_HELPED: return 1;
+        case 'c': o->check = 1; break;
+        case 'j': o->json = 1; break;
+        case 'o': o->output = arg; break;
+        case 'g':
+            if (cli_duration("--grace", arg, 0, 3600000, &ms) < 0)
                 return -1;
             o->grace_ms = ms;
             break;
-        }
-        default:
-            cli_getopt_error(argv, longopts);
-            return -1;
+        default: return -1;   /* '?': cli_getopt() said why */
         }
     }
     if (optind >= argc) {
-        cli_error("trace: no command to run (usage: closewise trace [options] -- CMD ...)");
+        cli_usage_error("no command to run (closewise trace [options] -- CMD ...)");
         return -1;
     }
     o->cmd = argv + optind;
