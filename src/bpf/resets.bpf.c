@@ -200,7 +200,12 @@ int on_send_reset(struct bpf_raw_tracepoint_args *ctx)
         e->pid = pt >> 32;
         e->tid = (__u32)pt;
         e->cgroup_id = bpf_get_current_cgroup_id();
-        bpf_get_current_comm(e->comm, sizeof e->comm);
+        /* The process's name, as ps shows it, not the closing thread's
+         * ("cw-loop" in a multi-loop server). */
+        struct task_struct *leader =
+            BPF_CORE_READ((struct task_struct *)bpf_get_current_task_btf(), group_leader);
+        if (bpf_core_read_str(e->comm, sizeof e->comm, &leader->comm) < 0)
+            bpf_get_current_comm(e->comm, sizeof e->comm);
         user_stack(e);
     }
     /* Waking the reader costs an interrupt (a VM exit on a virtual
