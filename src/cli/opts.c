@@ -324,7 +324,7 @@ int cli_port(const char *opt, const char *arg, int min, int *out)
 int cli_count(const char *opt, const char *arg, long long min, long long max,
               long long *out)
 {
-    long long v;
+    long long v = 0;
     int rc = decimal(arg, max, &v);
     if (rc == -1) {
         cli_usage_error("%s: bad number '%s' (expected a whole number)", opt, arg);
