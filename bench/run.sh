@@ -14,4 +14,5 @@ sh bench/server-move.sh "$build" || status=1
 sh bench/resets.sh "$build" || status=1
 sh bench/exporter.sh "$build" || status=1
 sh bench/trace.sh "$build" || status=1
+sh bench/authload.sh "$build" || status=1
 exit $status
