@@ -97,8 +97,13 @@ static void expect_eof(int fd, int ms)
 {
     struct pollfd p = {.fd = fd, .events = POLLIN};
     assert_int_equal(poll(&p, 1, ms), 1);
-    char c;
-    assert_int_equal(recv(fd, &c, 1, 0), 0);
+    char got[128];
+    ssize_t n = recv(fd, got, sizeof got - 1, 0);
+    if (n > 0) {
+        got[n] = '\0';
+        fail_msg("expected the server's FIN, got %zd bytes: '%s'", n, got);
+    }
+    assert_int_equal(n, 0);
 }
 
 static int readable(int fd)

@@ -26,6 +26,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -463,6 +464,15 @@ static void drop_check(cw_server *s, cw_stream *st, struct sess *c)
     s->st.auth_cancelled++;
 }
 
+/* The peer has ended the connection and sent nothing more: a FIN with
+ * no bytes before it, or a reset. One peek, once per login. */
+static int peer_left(cw_stream *st)
+{
+    char b;
+    ssize_t k = recv(cw_stream_fd(st), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    return k == 0 || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 static void on_checked(void *data, int ok, const char *user, size_t ulen)
 {
     cw_stream *st = data;
@@ -470,6 +480,13 @@ static void on_checked(void *data, int ok, const char *user, size_t ulen)
     struct sess *c = sess_of(st);
     jm_take(&s->jobs, st);   /* the job ends with this call */
     c->checking = 0;
+    if (peer_left(st)) {
+        /* Its FIN or RST waits in the same loop iteration as the answer:
+         * it left during the check, so no reply; reading its end next
+         * closes the session. */
+        s->st.auth_cancelled++;
+        return;
+    }
     if (!ok) {
         if (cw__throttle_failed(s->thr, c->addr, user, ulen, cw_now_ms()))
             log_table_full(s);
