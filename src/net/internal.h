@@ -77,4 +77,8 @@ int64_t cw__attempt_deadline(int64_t deadline, int left);
 /* Allocate a conn around a connected non-blocking fd (takes ownership). */
 int cw__conn_new(int fd, const struct cw_opts *o, cw_conn **out);
 
+/* The CPUs this process may run on (its affinity mask: taskset, a
+ * container's cpuset), at least 1. */
+int cw__usable_cpus(void);
+
 #endif

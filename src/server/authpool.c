@@ -15,7 +15,6 @@
 #include <crypt.h>
 #include <errno.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,17 +160,6 @@ static void *worker(void *arg)
     pthread_mutex_unlock(&p->mu);
     free(cd);
     return NULL;
-}
-
-/* The CPUs this process may run on (taskset, a container's cpuset), not
- * every CPU online: more threads than that only queue for the same cores. */
-int cw__usable_cpus(void)
-{
-    cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
-        return CPU_COUNT(&set);
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
 }
 
 int cw__authpool_new(cw__auth *auth, int workers, int queue_max,

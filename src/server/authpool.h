@@ -37,9 +37,6 @@ void cw__authpool_free(cw__authpool *p);
 
 int cw__authpool_workers(const cw__authpool *p);
 
-/* The CPUs this process may run on (its affinity mask), at least 1. */
-int cw__usable_cpus(void);
-
 struct cw__authpool_stats {
     uint64_t submitted;   /* jobs accepted into the queue */
     uint64_t busy;        /* submissions refused: queue full */

@@ -2,7 +2,7 @@
  * (docs/PROTOCOL.md, closewise-server(1)). */
 #define _GNU_SOURCE
 #include "../cli.h"
-#include "../../server/authpool.h"
+#include "../../net/internal.h"
 
 #include <errno.h>
 #include <getopt.h>
