@@ -41,7 +41,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sched.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -50,6 +53,17 @@
 
 static int port;
 static volatile int running = 1;
+static int load_nice;   /* nice of the threads that make load (not the echo) */
+
+/* The load threads run at load_nice: their CPU time stands for clients on
+ * other machines, so it should not count against the server's threads in
+ * the scheduler's fairness. Best effort (Linux nices threads one by one). */
+static void load_thread(const char *name)
+{
+    pthread_setname_np(pthread_self(), name);   /* for perf sched */
+    if (load_nice)
+        (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), load_nice);
+}
 
 static int64_t now_ns(void)
 {
@@ -187,6 +201,7 @@ struct login_arg {
 static void *login_main(void *arg)
 {
     struct login_arg *la = arg;
+    load_thread("gen-login");
     int turn = la->id;
     char line[128];
     while (running) {
@@ -234,15 +249,93 @@ static void own_wait(long long *wait_ns, long long *slices)
     fclose(f);
 }
 
+/* ---- slowloris crowd ---- */
+
+/* n connections that never finish a line: "AUTH " and then one byte every
+ * gap_ms each, spread out; one the server closes (login timeout, line too
+ * long, eviction) is dialled again. One thread, non-blocking sends. */
+struct slow {
+    int n, gap_ms;
+    atomic_long bytes, redials;
+};
+
+static void *slow_main(void *arg)
+{
+    struct slow *sl = arg;
+    load_thread("gen-slow");
+    int *fd = calloc((size_t)sl->n, sizeof *fd);
+    int64_t *due = calloc((size_t)sl->n, sizeof *due);
+    if (!fd || !due)
+        die("calloc");
+    int64_t gap = (int64_t)sl->gap_ms * 1000000, t = now_ns();
+    for (int i = 0; i < sl->n; i++) {
+        fd[i] = -1;
+        due[i] = t + gap * i / sl->n;
+    }
+    while (running) {
+        int64_t now = now_ns(), next = now + gap;
+        for (int i = 0; i < sl->n; i++) {
+            if (due[i] > now) {
+                next = due[i] < next ? due[i] : next;
+                continue;
+            }
+            due[i] = now + gap;
+            char sink[256];
+            if (fd[i] >= 0 && recv(fd[i], sink, sizeof sink, MSG_DONTWAIT) >= 0) {
+                close(fd[i]);   /* the server's last line, or its FIN */
+                fd[i] = -1;
+            }
+            if (fd[i] < 0) {
+                fd[i] = dial();
+                if (fd[i] < 0 || send_str(fd[i], "AUTH ") < 0)
+                    continue;
+                atomic_fetch_add(&sl->redials, 1);
+            } else if (send(fd[i], "x", 1, MSG_NOSIGNAL | MSG_DONTWAIT) == 1) {
+                atomic_fetch_add(&sl->bytes, 1);
+            }
+        }
+        int64_t d = next - now_ns();
+        if (d > 0)
+            usleep((useconds_t)(d / 1000));
+    }
+    for (int i = 0; i < sl->n; i++)
+        if (fd[i] >= 0)
+            close(fd[i]);
+    free(fd);
+    free(due);
+    return NULL;
+}
+
 /* ---- echo sessions ---- */
+
+/* One echo's round trip, split at the moment the reply reached our
+ * socket (its kernel receive timestamp): srv = send to arrival (the
+ * request's way in, the server's wake-up and work, the reply's way out),
+ * gen = arrival to our recvmsg returning (this thread's own wake-up). */
+struct echo_sample {
+    int64_t rtt, srv, gen;
+};
+
+struct echo_samples {
+    struct echo_sample *v;
+    size_t n, cap;
+};
 
 struct session {
     int fd;
     int64_t sent;       /* ns of the outstanding request, 0 = none */
+    int64_t sent_rt;    /* the same instant, CLOCK_REALTIME (timestamps) */
     int64_t due;        /* next request */
     size_t got;
     char buf[64];
 };
+
+static int64_t rt_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
 
 static int login_session(const char *auth)
 {
@@ -255,6 +348,9 @@ static int login_session(const char *auth)
         fprintf(stderr, "cw_bench_authload: echo session login failed\n");
         exit(3);
     }
+    int one = 1;
+    if (setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one) < 0)
+        die("SO_TIMESTAMPNS");
     return fd;
 }
 
@@ -266,29 +362,51 @@ static void echo_send(struct session *s, int64_t now, int64_t period, long *lost
     }
     if (s->sent || now < s->due)
         return;
-    int64_t t = now_ns();   /* not now: earlier sends of this round took time */
+    /* not now: earlier sends of this round took time */
+    int64_t t = now_ns(), trt = rt_ns();
     if (send_str(s->fd, "ECHO ping\n") < 0) {
         (*lost)++;
         s->due = now + period;
         return;
     }
     s->sent = t;
+    s->sent_rt = trt;
     s->due += period;
     if (s->due < now)
         s->due = now;   /* fell behind: no burst to catch up */
 }
 
-static void echo_read(struct session *s, struct samples *rtt, int64_t from)
+static void echo_read(struct session *s, struct echo_samples *es, int64_t from)
 {
-    ssize_t r = recv(s->fd, s->buf + s->got, sizeof s->buf - s->got, MSG_DONTWAIT);
+    char cbuf[CMSG_SPACE(sizeof(struct timespec))];
+    struct iovec iov = {s->buf + s->got, sizeof s->buf - s->got};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf,
+                        .msg_controllen = sizeof cbuf};
+    ssize_t r = recvmsg(s->fd, &mh, MSG_DONTWAIT);
+    int64_t now = now_ns(), now_rt = rt_ns();
     if (r <= 0)
         return;
+    int64_t arrived = 0;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+        if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(cm), sizeof ts);
+            arrived = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+        }
     s->got += (size_t)r;
     char *nl;
     while ((nl = memchr(s->buf, '\n', s->got))) {
-        int64_t now = now_ns();
-        if (s->sent && s->sent >= from)
-            add(rtt, now - s->sent);
+        if (s->sent && s->sent >= from) {
+            if (es->n == es->cap) {
+                es->cap = es->cap ? es->cap * 2 : 4096;
+                es->v = realloc(es->v, es->cap * sizeof *es->v);
+                if (!es->v)
+                    die("realloc");
+            }
+            int64_t srv = arrived ? arrived - s->sent_rt : 0;
+            es->v[es->n++] = (struct echo_sample){now - s->sent, srv,
+                                                  arrived ? now_rt - arrived : 0};
+        }
         s->sent = 0;
         size_t used = (size_t)(nl - s->buf) + 1;
         memmove(s->buf, nl + 1, s->got - used);
@@ -296,99 +414,256 @@ static void echo_read(struct session *s, struct samples *rtt, int64_t from)
     }
 }
 
-static int latency(int argc, char **argv)
+/* The echo sessions, on a thread of their own (no login traffic of ours
+ * on it): from is when measuring starts, end when everything stops. */
+struct echo {
+    struct session *ss;
+    int n;
+    int64_t period, from, end;
+    struct echo_samples es;
+    long lost;
+    long long w0, n0, w1, n1;   /* this thread's schedstat, measured part */
+    long long slice_ns;         /* asked for (0: the default), then in effect */
+    int fifo;                   /* asked for SCHED_FIFO, then got it */
+};
+
+/* Ask the kernel for a short time slice (EEVDF, Linux 6.12+): a waking
+ * thread with a shorter slice than the running one preempts it at once
+ * instead of waiting for the runner's protected slice to end. Best
+ * effort; returns the slice in effect (ns), 0 if unknown. */
+static long long short_slice(long long ns)
 {
-    if (argc != 9) {
-        fprintf(stderr, "usage: cw_bench_authload latency PORT SESSIONS RATE "
-                "SECONDS K LOGIN ECHOUSER\n");
-        return 2;
+    struct {
+        uint32_t size, policy;
+        uint64_t flags;
+        int32_t nice;
+        uint32_t prio;
+        uint64_t runtime, deadline, period;
+        uint32_t util_min, util_max;
+    } a = {.size = sizeof a, .policy = SCHED_OTHER};
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    if (ns > 0) {
+        a.runtime = (uint64_t)ns;
+        a.nice = getpriority(PRIO_PROCESS, (id_t)tid);
+        (void)syscall(SYS_sched_setattr, tid, &a, 0);
     }
-    port = atoi(argv[2]);
-    int nsess = atoi(argv[3]), rate = atoi(argv[4]), secs = atoi(argv[5]);
-    int k = atoi(argv[6]);
-    struct creds logins = {0}, echo = {0};
-    if (nsess < 1 || rate < 1 || secs < 1 || k < 0 ||
-        parse_creds(argv[7], &logins) < 0 || parse_creds(argv[8], &echo) < 0) {
-        fprintf(stderr, "cw_bench_authload: bad arguments\n");
-        return 2;
+    memset(&a, 0, sizeof a);
+    if (syscall(SYS_sched_getattr, tid, &a, sizeof a, 0) < 0)
+        return 0;
+    return (long long)a.runtime;
+}
+
+static void *echo_main(void *arg)
+{
+    struct echo *e = arg;
+    pthread_setname_np(pthread_self(), "gen-echo");   /* for perf sched */
+    e->slice_ns = short_slice(e->slice_ns);
+    if (e->fifo) {
+        /* The measuring thread out of the fair class (root only): its own
+         * wake-up no longer waits behind our load threads or the server. */
+        struct sched_param sp = {.sched_priority = 1};
+        e->fifo = pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp) == 0;
     }
-    struct session *ss = calloc((size_t)nsess, sizeof *ss);
     int ep = epoll_create1(EPOLL_CLOEXEC);
-    if (!ss || ep < 0)
-        die("setup");
-    int64_t period = 1000000000LL / rate;
-    int64_t t = now_ns();
-    for (int i = 0; i < nsess; i++) {
-        ss[i].fd = login_session(echo.line[0]);
-        ss[i].due = t + period * i / nsess;   /* spread over one period */
-        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &ss[i]};
-        if (epoll_ctl(ep, EPOLL_CTL_ADD, ss[i].fd, &ev) < 0)
+    if (ep < 0)
+        die("epoll_create1");
+    for (int i = 0; i < e->n; i++) {
+        struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &e->ss[i]};
+        if (epoll_ctl(ep, EPOLL_CTL_ADD, e->ss[i].fd, &ev) < 0)
             die("epoll_ctl");
     }
-    struct login_stats ls = {0};
-    pthread_mutex_init(&ls.mu, NULL);
-    pthread_t th[256];
-    struct login_arg la[256];
-    if (k > 256)
-        k = 256;
-    for (int i = 0; i < k; i++) {
-        la[i] = (struct login_arg){.creds = &logins, .st = &ls, .id = i};
-        if (pthread_create(&th[i], NULL, login_main, &la[i]))
-            die("pthread_create");
-    }
-    /* The first second warms the login pipeline up; then measure. */
-    struct samples rtt = {0};
-    long lost = 0;
-    int64_t from = now_ns() + 1000000000LL;
-    int64_t end = from + (int64_t)secs * 1000000000LL;
-    unsigned long ok0 = 0;
     int base_taken = 0;
-    long long w0 = 0, n0 = 0, w1, n1;
     for (;;) {
         int64_t now = now_ns();
-        if (now >= end)
+        if (now >= e->end)
             break;
-        if (!base_taken && now >= from) {
-            ok0 = atomic_load(&ls.ok) + atomic_load(&ls.bad) + atomic_load(&ls.busy);
+        if (!base_taken && now >= e->from) {
+            own_wait(&e->w0, &e->n0);
             base_taken = 1;
-            own_wait(&w0, &n0);
         }
-        int64_t next = end;
-        for (int i = 0; i < nsess; i++) {
-            echo_send(&ss[i], now, period, &lost);
-            if (!ss[i].sent && ss[i].due < next)
-                next = ss[i].due;
+        int64_t next = e->end;
+        for (int i = 0; i < e->n; i++) {
+            echo_send(&e->ss[i], now, e->period, &e->lost);
+            if (!e->ss[i].sent && e->ss[i].due < next)
+                next = e->ss[i].due;
         }
         int wait_ms = next > now ? (int)((next - now + 999999) / 1000000) : 0;
         struct epoll_event evs[128];
         int n = epoll_wait(ep, evs, 128, wait_ms);
         for (int i = 0; i < n; i++)
-            echo_read(evs[i].data.ptr, &rtt, from);
+            echo_read(evs[i].data.ptr, &e->es, e->from);
     }
-    unsigned long answered = atomic_load(&ls.ok) + atomic_load(&ls.bad) +
-                             atomic_load(&ls.busy) - ok0;
-    own_wait(&w1, &n1);
+    own_wait(&e->w1, &e->n1);
+    close(ep);
+    return NULL;
+}
+
+static int cmp_rtt(const void *a, const void *b)
+{
+    int64_t x = ((const struct echo_sample *)a)->rtt, y = ((const struct echo_sample *)b)->rtt;
+    return (x > y) - (x < y);
+}
+
+/* Percentiles of the round trip and of its two parts; and, over the
+ * slowest 1 % of round trips, the mean of each part: where the tail is. */
+static void echo_report(struct echo *e)
+{
+    struct echo_samples *es = &e->es;
+    struct samples rtt = {0}, srv = {0}, gen = {0};
+    qsort(es->v, es->n, sizeof *es->v, cmp_rtt);
+    double tail_srv = 0, tail_gen = 0;
+    size_t tail0 = es->n - es->n / 100, ntail = 0;
+    for (size_t i = 0; i < es->n; i++) {
+        add(&rtt, es->v[i].rtt);
+        add(&srv, es->v[i].srv);
+        add(&gen, es->v[i].gen);
+        if (i >= tail0) {
+            tail_srv += (double)es->v[i].srv;
+            tail_gen += (double)es->v[i].gen;
+            ntail++;
+        }
+    }
+    qsort(srv.v, srv.n, sizeof *srv.v, cmp64);
+    qsort(gen.v, gen.n, sizeof *gen.v, cmp64);
+    printf("echo_n=%zu echo_p50_us=%.1f echo_p99_us=%.1f echo_p999_us=%.1f "
+           "echo_max_us=%.1f echo_lost=%ld srv_p50_us=%.1f srv_p99_us=%.1f "
+           "srv_max_us=%.1f gen_p50_us=%.1f gen_p99_us=%.1f gen_max_us=%.1f "
+           "tail_srv_us=%.1f tail_gen_us=%.1f gen_wait_us_per_slice=%.0f gen_slice_us=%.0f gen_fifo=%d",
+           rtt.n, pct(&rtt, 0.5) / 1e3, pct(&rtt, 0.99) / 1e3,
+           pct(&rtt, 0.999) / 1e3, rtt.n ? rtt.v[rtt.n - 1] / 1e3 : 0.0, e->lost,
+           pct(&srv, 0.5) / 1e3, pct(&srv, 0.99) / 1e3,
+           srv.n ? srv.v[srv.n - 1] / 1e3 : 0.0, pct(&gen, 0.5) / 1e3,
+           pct(&gen, 0.99) / 1e3, gen.n ? gen.v[gen.n - 1] / 1e3 : 0.0,
+           ntail ? tail_srv / (double)ntail / 1e3 : 0.0,
+           ntail ? tail_gen / (double)ntail / 1e3 : 0.0,
+           e->n1 > e->n0 ? (double)(e->w1 - e->w0) / (double)(e->n1 - e->n0) / 1e3 : 0.0,
+           (double)e->slice_ns / 1e3, e->fifo);
+    free(rtt.v);
+    free(srv.v);
+    free(gen.v);
+}
+
+/* Start k clients logging in with creds (in turn) over and over. */
+static void start_logins(pthread_t *th, struct login_arg *la, int k,
+                         struct creds *creds, struct login_stats *st)
+{
+    pthread_mutex_init(&st->mu, NULL);
+    for (int i = 0; i < k; i++) {
+        la[i] = (struct login_arg){.creds = creds, .st = st, .id = i};
+        if (pthread_create(&th[i], NULL, login_main, &la[i]))
+            die("pthread_create");
+    }
+}
+
+static unsigned long answered(struct login_stats *st)
+{
+    return atomic_load(&st->ok) + atomic_load(&st->bad) + atomic_load(&st->busy);
+}
+
+/* "slow=N", "slowgap=MS", "wrong=N", "wronglogin=LIST", "echoslice=NS"
+ * after the fixed arguments of latency; 0 if all were understood. */
+static int latency_opts(int argc, char **argv, struct slow *sl, int *wrong,
+                        struct creds *bad, long long *slice, int *fifo)
+{
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strncmp(a, "slow=", 5))
+            sl->n = atoi(a + 5);
+        else if (!strncmp(a, "slowgap=", 8))
+            sl->gap_ms = atoi(a + 8);
+        else if (!strncmp(a, "loadnice=", 9))
+            load_nice = atoi(a + 9);
+        else if (!strncmp(a, "echofifo=", 9))
+            *fifo = atoi(a + 9);
+        else if (!strncmp(a, "echoslice=", 10))
+            *slice = atoll(a + 10);
+        else if (!strncmp(a, "wrong=", 6))
+            *wrong = atoi(a + 6);
+        else if (!strncmp(a, "wronglogin=", 11)) {
+            if (parse_creds(a + 11, bad) < 0)
+                return -1;
+        } else
+            return -1;
+    }
+    return sl->n < 0 || sl->gap_ms < 1 || *wrong < 0 || *wrong > 256 ||
+           (*wrong && !bad->n) ? -1 : 0;
+}
+
+static int latency(int argc, char **argv)
+{
+    struct slow sl = {.gap_ms = 1000};
+    struct creds logins = {0}, echo = {0}, bad = {0};
+    int wrong = 0;
+    long long slice = 0;
+    int fifo = 0;
+    if (argc < 9) {
+        fprintf(stderr, "usage: cw_bench_authload latency PORT SESSIONS RATE "
+                "SECONDS K LOGIN ECHOUSER [slow=N] [slowgap=MS] [wrong=N] "
+                "[wronglogin=LIST]\n");
+        return 2;
+    }
+    port = atoi(argv[2]);
+    int nsess = atoi(argv[3]), rate = atoi(argv[4]), secs = atoi(argv[5]);
+    int k = atoi(argv[6]);
+    if (nsess < 1 || rate < 1 || secs < 1 || k < 0 || k > 256 ||
+        parse_creds(argv[7], &logins) < 0 || parse_creds(argv[8], &echo) < 0 ||
+        latency_opts(argc - 9, argv + 9, &sl, &wrong, &bad, &slice, &fifo) < 0) {
+        fprintf(stderr, "cw_bench_authload: bad arguments\n");
+        return 2;
+    }
+    struct echo e = {.n = nsess, .period = 1000000000LL / rate, .slice_ns = slice, .fifo = fifo};
+    e.ss = calloc((size_t)nsess, sizeof *e.ss);
+    if (!e.ss)
+        die("calloc");
+    int64_t t = now_ns();
+    for (int i = 0; i < nsess; i++) {
+        e.ss[i].fd = login_session(echo.line[0]);
+        e.ss[i].due = t + e.period * i / nsess;   /* spread over one period */
+    }
+    static pthread_t th[256], wth[256], slth;
+    static struct login_arg la[256], wla[256];
+    struct login_stats ls = {0}, ws = {0};
+    start_logins(th, la, k, &logins, &ls);
+    start_logins(wth, wla, wrong, &bad, &ws);
+    if (sl.n && pthread_create(&slth, NULL, slow_main, &sl))
+        die("pthread_create");
+    /* The first second warms the login pipeline up; then measure. */
+    e.from = now_ns() + 1000000000LL;
+    e.end = e.from + (int64_t)secs * 1000000000LL;
+    pthread_t eth;
+    if (pthread_create(&eth, NULL, echo_main, &e))
+        die("pthread_create");
+    struct timespec start = {.tv_sec = e.from / 1000000000, .tv_nsec = e.from % 1000000000};
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &start, NULL) == EINTR) {
+    }
+    unsigned long ok0 = answered(&ls), bad0 = answered(&ws);
+    long bytes0 = atomic_load(&sl.bytes), redials0 = atomic_load(&sl.redials);
+    pthread_join(eth, NULL);
+    unsigned long done = answered(&ls) - ok0, wdone = answered(&ws) - bad0;
+    long bytes = atomic_load(&sl.bytes) - bytes0, redials = atomic_load(&sl.redials) - redials0;
     running = 0;
     for (int i = 0; i < k; i++)
         pthread_join(th[i], NULL);
+    for (int i = 0; i < wrong; i++)
+        pthread_join(wth[i], NULL);
+    if (sl.n)
+        pthread_join(slth, NULL);
     for (int i = 0; i < nsess; i++)
-        finish(ss[i].fd);
-    close(ep);
-    qsort(rtt.v, rtt.n, sizeof *rtt.v, cmp64);
+        finish(e.ss[i].fd);
     qsort(ls.rtt.v, ls.rtt.n, sizeof *ls.rtt.v, cmp64);
-    printf("echo_n=%zu echo_p50_us=%.1f echo_p99_us=%.1f echo_p999_us=%.1f "
-           "echo_max_us=%.1f echo_lost=%ld logins=%lu logins_per_s=%.1f "
-           "login_p50_ms=%.1f login_p99_ms=%.1f ok=%lu bad=%lu busy=%lu other=%lu "
-           "gen_wait_us_per_slice=%.0f\n",
-           rtt.n, pct(&rtt, 0.5) / 1e3, pct(&rtt, 0.99) / 1e3,
-           pct(&rtt, 0.999) / 1e3, rtt.n ? rtt.v[rtt.n - 1] / 1e3 : 0.0, lost,
-           answered, (double)answered / secs, pct(&ls.rtt, 0.5) / 1e6,
+    echo_report(&e);
+    printf(" logins=%lu logins_per_s=%.1f login_p50_ms=%.1f login_p99_ms=%.1f "
+           "ok=%lu bad=%lu busy=%lu other=%lu wrong_per_s=%.1f wrong_bad=%lu "
+           "wrong_other=%lu slow_conns=%d slow_bytes_per_s=%.1f slow_redials=%ld\n",
+           done, (double)done / secs, pct(&ls.rtt, 0.5) / 1e6,
            pct(&ls.rtt, 0.99) / 1e6, atomic_load(&ls.ok), atomic_load(&ls.bad),
-           atomic_load(&ls.busy), atomic_load(&ls.other),
-           n1 > n0 ? (double)(w1 - w0) / (double)(n1 - n0) / 1e3 : 0.0);
-    free(rtt.v);
+           atomic_load(&ls.busy), atomic_load(&ls.other), (double)wdone / secs,
+           atomic_load(&ws.bad), atomic_load(&ws.other) + atomic_load(&ws.ok) +
+           atomic_load(&ws.busy), sl.n, (double)bytes / secs, redials);
+    free(e.es.v);
     free(ls.rtt.v);
-    free(ss);
+    free(ws.rtt.v);
+    free(e.ss);
     return 0;
 }
 

@@ -7,25 +7,38 @@
 # 1. latency: 100 logged-in sessions each send ECHO 20 times a second
 #    (cw_bench_authload latency) while K clients log in over and over with
 #    yescrypt (the default of `closewise passwd`) or sha512-crypt: the echo
-#    round trip's p50/p99/p99.9/max. K in CW_AUTHLOAD_K ("0 8 32"), SECS
-#    seconds a run (CW_AUTHLOAD_SECS, 8), RUNS interleaved runs of each
-#    (CW_AUTHLOAD_RUNS, 2).
+#    round trip's p50/p99/p99.9/max, and its p99 split at the reply's
+#    arrival on our socket (kernel receive timestamp): "server side" (our
+#    send to the reply's arrival) and "generator side" (arrival to our
+#    recvmsg returning). K in CW_AUTHLOAD_K ("0 8 32"), SECS seconds a run
+#    (CW_AUTHLOAD_SECS, 6), RUNS interleaved runs of each (CW_AUTHLOAD_RUNS,
+#    2). The "combined" row (issue 11, item 4): 16 clients logging in with
+#    yescrypt and sha512 in turn, 8 clients sending wrong passwords (both
+#    hashes and an unknown user; no throttle, so every one is hashed) and a
+#    slowloris crowd of 300 connections each sending one byte of an
+#    unfinished line a second, all at once.
+#    The "after-idle" mode (sha512 K=32 and combined rows) is the defaults
+#    with the check threads moved to SCHED_IDLE from outside (chrt -i):
+#    the A/B for the check threads' policy (src/server/authpool.c).
 # 2. throughput: yescrypt logins/s with --auth-threads 1 and 2 (16 login
 #    clients, no echo load worth the name), with each core's busy share.
-# CW_AUTHLOAD_NICE=N runs the server and the generator under `nice -n N`
-# (a negative N, as root, keeps other jobs of a shared machine from
-# delaying their wake-ups; the check threads still drop to nice 19).
+# The generator's echo thread asks for SCHED_FIFO (root only; "gen FIFO"
+# says whether it got it): the measuring thread then does not wait behind
+# the generator's own 30-odd load threads, whose CPU stands for clients
+# on other machines. The server keeps the scheduling it chose.
+# CW_AUTHLOAD_NICE=N runs the server and the generator under `nice -n N`.
 # Nothing is pinned (the hashes need both cores); the machine is shared,
 # so every run also records the busy share of each core (from /proc/stat)
 # and the server's own CPU time. Writes the "server under auth load"
 # section of MARKDOWN (default docs/BENCHMARKS.md) between its markers.
+# Takes about 5 minutes with the defaults.
 set -eu
 build=${1:-build-bench}
 md=${2:-docs/BENCHMARKS.md}
 cw=$build/closewise
 gen=$build/bench/cw_bench_authload
 ks=${CW_AUTHLOAD_K:-"0 8 32"}
-secs=${CW_AUTHLOAD_SECS:-8}
+secs=${CW_AUTHLOAD_SECS:-6}
 runs=${CW_AUTHLOAD_RUNS:-2}
 nice_n=${CW_AUTHLOAD_NICE:-0}
 for f in "$cw" "$gen"; do
@@ -84,12 +97,40 @@ field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 mode_args() {
     case $1 in
     before) echo "--auth-threads 0 --workers 1" ;;
-    after) echo "" ;;
+    *) echo "" ;;
     esac
 }
+# after-idle: the check threads to SCHED_IDLE once they exist
+idle_checks() {
+    for t in /proc/$server/task/*; do
+        [ "$(cat "$t/comm" 2>/dev/null)" = cw-auth ] || continue
+        chrt -i -p 0 "$(basename "$t")" > /dev/null 2>&1 || true
+    done
+}
+combined_args="slow=300 slowgap=1000 wrong=8 wronglogin=y:bad-y,s:bad-s,nobody:bad-n"
 
-echo "| mode | hash | K | echo p50 ms | p99 ms | p99.9 ms | max ms | lost | logins/s | login p50 ms | server CPU s | run-queue wait us/slice: server loops, generator | cores busy |" > "$tmp/lat.md"
-echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|" >> "$tmp/lat.md"
+echo "| mode | load | echo p50 ms | p99 ms | p99.9 ms | max ms | p99 server side ms | p99 generator side ms | lost | logins/s | login p50 ms | wrong/s | server CPU s | run-queue wait us/slice: server loops, generator | gen FIFO | cores busy |" > "$tmp/lat.md"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|" >> "$tmp/lat.md"
+# one latency run: MODE LABEL K LOGIN [generator options]
+lat_run() {
+    mode=$1 label=$2 k=$3 login=$4
+    shift 4
+    # shellcheck disable=SC2046
+    start_server $(mode_args "$mode")
+    [ "$mode" = after-idle ] && idle_checks
+    cpustat > "$tmp/s0"
+    c0=$(srv_cpu)
+    w0=$(loopwait)
+    out=$(nice -n "$nice_n" "$gen" latency "$port" 100 20 "$secs" "$k" "$login" e:pw-e echofifo=1 "$@")
+    w1=$(loopwait)
+    c1=$(srv_cpu)
+    cpustat > "$tmp/s1"
+    stop_server
+    echo "$mode $label: $out" >&2
+    ms() { awk -v u="$(field "$out" "$1")" 'BEGIN { printf "%.2f", u / 1000 }'; }
+    cpu=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }')
+    echo "| $mode | $label | $(ms echo_p50_us) | $(ms echo_p99_us) | $(ms echo_p999_us) | $(ms echo_max_us) | $(ms srv_p99_us) | $(ms gen_p99_us) | $(field "$out" echo_lost) | $(field "$out" logins_per_s) | $(field "$out" login_p50_ms) | $(field "$out" wrong_per_s) | $cpu | $(perwake "$w0" "$w1"), $(field "$out" gen_wait_us_per_slice) | $(field "$out" gen_fifo) | $(busy "$tmp/s0" "$tmp/s1") |" >> "$tmp/lat.md"
+}
 r=1
 while [ $r -le "$runs" ]; do
     for k in $ks; do
@@ -97,24 +138,18 @@ while [ $r -le "$runs" ]; do
             [ "$k" = 0 ] && [ "$hash" = sha512 ] && continue
             login=y:pw-y
             [ "$hash" = sha512 ] && login=s:pw-s
-            [ "$k" = 0 ] && hash=-
-            for mode in before after; do
-                # shellcheck disable=SC2046
-                start_server $(mode_args $mode)
-                cpustat > "$tmp/s0"
-                c0=$(srv_cpu)
-                w0=$(loopwait)
-                out=$(nice -n "$nice_n" "$gen" latency "$port" 100 20 "$secs" "$k" "$login" e:pw-e)
-                w1=$(loopwait)
-                c1=$(srv_cpu)
-                cpustat > "$tmp/s1"
-                stop_server
-                echo "$mode $hash K=$k: $out" >&2
-                ms() { awk -v u="$(field "$out" "$1")" 'BEGIN { printf "%.2f", u / 1000 }'; }
-                cpu=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }')
-                echo "| $mode | $hash | $k | $(ms echo_p50_us) | $(ms echo_p99_us) | $(ms echo_p999_us) | $(ms echo_max_us) | $(field "$out" echo_lost) | $(field "$out" logins_per_s) | $(field "$out" login_p50_ms) | $cpu | $(perwake "$w0" "$w1"), $(field "$out" gen_wait_us_per_slice) | $(busy "$tmp/s0" "$tmp/s1") |" >> "$tmp/lat.md"
+            label="$hash K=$k"
+            [ "$k" = 0 ] && label="no logins"
+            modes="before after"
+            [ "$hash" = sha512 ] && [ "$k" = 32 ] && modes="before after after-idle"
+            for mode in $modes; do
+                lat_run "$mode" "$label" "$k" "$login"
             done
         done
+    done
+    for mode in before after after-idle; do
+        # shellcheck disable=SC2086
+        lat_run "$mode" "combined" 16 y:pw-y,s:pw-s $combined_args
     done
     r=$((r + 1))
 done
@@ -150,7 +185,14 @@ load=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "### Echo round trip of 100 logged-in sessions while K clients log in"
     echo
     echo "Each session sends \`ECHO\` 20 times a second (2,000 requests/s in all);"
-    echo "${secs} s a run, $runs runs of each line, interleaved."
+    echo "${secs} s a run, $runs runs of each line, interleaved. \"combined\": 16 clients"
+    echo "logging in with yescrypt and sha512 in turn, 8 clients sending wrong passwords"
+    echo "(no throttle: each is hashed) and 300 slowloris connections (one byte of an"
+    echo "unfinished line a second each), at once. \"after-idle\": the defaults with the"
+    echo "check threads moved to SCHED_IDLE (chrt -i) instead of nice 19. The p99 is"
+    echo "split at the reply's kernel receive timestamp: server side (send to arrival)"
+    echo "and generator side (arrival to recvmsg); \"gen FIFO\" 1: the echo thread ran"
+    echo "SCHED_FIFO, so the generator's own load threads did not delay it."
     echo
     cat "$tmp/lat.md"
     echo
