@@ -3,16 +3,31 @@
  * key=value pairs on stdout.
  *
  *   cw_bench_authload latency PORT SESSIONS RATE SECONDS K LOGIN ECHOUSER
+ *                             [slow=N] [slowgap=MS] [wrong=N] [wronglogin=LIST]
+ *                             [echofifo=1] [echoslice=NS] [loadnice=N]
  *     SESSIONS sessions log in as ECHOUSER ("user:password") and then
  *     each sends "ECHO" RATE times a second (one request outstanding per
  *     session), while K clients log in as LOGIN ("user:password[,...]",
  *     taken in turn) over and over: connect, AUTH, read the reply, then
- *     half-close and read to EOF. Reports the ECHO round trip (p50, p99,
- *     p99.9, max in microseconds), echoes lost (no reply within 5 s),
- *     logins/s, the login round trip (p50, p99 in ms) and how logins were
- *     answered (ok, bad, busy, other), and how long the echo thread itself
- *     waited on a run queue per time slice (a busy machine's share of the
- *     round trip). K = 0: the echo sessions alone.
+ *     half-close and read to EOF. Optional load: N clients sending the
+ *     wrong passwords of wronglogin the same way, and a slowloris crowd of
+ *     N connections each sending one byte of an unfinished AUTH line every
+ *     slowgap ms (1000), dialled again when the server closes them.
+ *     Reports the ECHO round trip (p50, p99, p99.9, max in microseconds)
+ *     and its two parts, split at the reply's kernel receive timestamp
+ *     (SO_TIMESTAMPNS): srv_* from our send to the reply's arrival on our
+ *     socket, gen_* from there to our recvmsg returning, and tail_* the
+ *     mean of each part over the slowest 1 %; echoes lost (no reply
+ *     within 5 s), logins/s, the login round trip (p50, p99 in ms), how
+ *     logins were answered (ok, bad, busy, other), wrong passwords/s, and
+ *     how long the echo thread waited on a run queue per time slice.
+ *     The echo sessions have a thread of their own ("gen-echo"); echofifo=1
+ *     asks SCHED_FIFO for it (root), echoslice a shorter EEVDF slice,
+ *     loadnice a nice for the load threads. K = 0: the echo sessions alone.
+ *
+ *   cw_bench_authload slice NS TID...
+ *     Give threads TID... a time slice of NS (sched_setattr, SCHED_OTHER,
+ *     Linux 6.12+); exit 3 if any kept another. For A/B runs.
  *
  *   cw_bench_authload soak PORT COUNT CONC MAXSECS YES SIX CHEAP
  *     COUNT connections, CONC at a time (one thread each, blocking I/O),
@@ -28,7 +43,7 @@
  *
  * The echo sessions run on one epoll thread; each login client is a
  * thread of its own doing blocking I/O (their latency is not the point,
- * their load is). */
+ * their load is); the slowloris crowd is one thread. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -427,11 +442,12 @@ struct echo {
     int fifo;                   /* asked for SCHED_FIFO, then got it */
 };
 
-/* Ask the kernel for a short time slice (EEVDF, Linux 6.12+): a waking
- * thread with a shorter slice than the running one preempts it at once
- * instead of waiting for the runner's protected slice to end. Best
- * effort; returns the slice in effect (ns), 0 if unknown. */
-static long long short_slice(long long ns)
+/* Ask the kernel for a time slice of ns for thread tid (0: this one;
+ * EEVDF, Linux 6.12+): a waking thread with a shorter slice than the
+ * running one preempts it at once instead of waiting for the runner's
+ * protected slice to end. Best effort; returns the slice in effect (ns),
+ * 0 if unknown. */
+static long long set_slice(pid_t tid, long long ns)
 {
     struct {
         uint32_t size, policy;
@@ -441,10 +457,14 @@ static long long short_slice(long long ns)
         uint64_t runtime, deadline, period;
         uint32_t util_min, util_max;
     } a = {.size = sizeof a, .policy = SCHED_OTHER};
-    pid_t tid = (pid_t)syscall(SYS_gettid);
+    if (!tid)
+        tid = (pid_t)syscall(SYS_gettid);
     if (ns > 0) {
         a.runtime = (uint64_t)ns;
+        errno = 0;
         a.nice = getpriority(PRIO_PROCESS, (id_t)tid);
+        if (errno)
+            return 0;
         (void)syscall(SYS_sched_setattr, tid, &a, 0);
     }
     memset(&a, 0, sizeof a);
@@ -457,7 +477,7 @@ static void *echo_main(void *arg)
 {
     struct echo *e = arg;
     pthread_setname_np(pthread_self(), "gen-echo");   /* for perf sched */
-    e->slice_ns = short_slice(e->slice_ns);
+    e->slice_ns = set_slice(0, e->slice_ns);
     if (e->fifo) {
         /* The measuring thread out of the fair class (root only): its own
          * wake-up no longer waits behind our load threads or the server. */
@@ -928,8 +948,26 @@ static int soak(int argc, char **argv)
     return failed ? 1 : 0;
 }
 
+/* cw_bench_authload slice NS TID...: the A/B of a short slice for the
+ * server's loop threads, applied from outside (bench/authload.sh). */
+static int slice(int argc, char **argv)
+{
+    if (argc < 4) {
+        fprintf(stderr, "usage: cw_bench_authload slice NS TID...\n");
+        return 2;
+    }
+    long long ns = atoll(argv[2]);
+    int rc = 0;
+    for (int i = 3; i < argc; i++)
+        if (set_slice((pid_t)atoi(argv[i]), ns) != ns)
+            rc = 3;   /* not applied: the row says so */
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && !strcmp(argv[1], "slice"))
+        return slice(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "latency"))
         return latency(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "soak"))

@@ -17,9 +17,11 @@
 #    hashes and an unknown user; no throttle, so every one is hashed) and a
 #    slowloris crowd of 300 connections each sending one byte of an
 #    unfinished line a second, all at once.
-#    The "after-idle" mode (sha512 K=32 and combined rows) is the defaults
-#    with the check threads moved to SCHED_IDLE from outside (chrt -i):
-#    the A/B for the check threads' policy (src/server/authpool.c).
+#    Two A/B modes (sha512 K=32 and combined rows), set from outside on a
+#    default server: "after-idle", the check threads moved from nice 19 to
+#    SCHED_IDLE (chrt -i), and "after-slice", the loop threads given a
+#    0.1 ms EEVDF time slice (cw_bench_authload slice), the two candidate
+#    fixes for the tail (docs/BENCHMARKS.md). "before" runs once.
 # 2. throughput: yescrypt logins/s with --auth-threads 1 and 2 (16 login
 #    clients, no echo load worth the name), with each core's busy share.
 # The generator's echo thread asks for SCHED_FIFO (root only; "gen FIFO"
@@ -107,6 +109,18 @@ idle_checks() {
         chrt -i -p 0 "$(basename "$t")" > /dev/null 2>&1 || true
     done
 }
+# after-slice: the loop threads (main, cw-loop) to a 0.1 ms time slice
+# (EEVDF, Linux 6.12+); prints "" or " (not applied)"
+slice_loops() {
+    tids=
+    for t in /proc/$server/task/*; do
+        c=$(cat "$t/comm" 2>/dev/null) || continue
+        [ "$(basename "$t")" = "$server" ] || [ "$c" = cw-loop ] || continue
+        tids="$tids $(basename "$t")"
+    done
+    # shellcheck disable=SC2086
+    "$gen" slice 100000 $tids > /dev/null 2>&1 || echo " (not applied)"
+}
 combined_args="slow=300 slowgap=1000 wrong=8 wronglogin=y:bad-y,s:bad-s,nobody:bad-n"
 
 echo "| mode | load | echo p50 ms | p99 ms | p99.9 ms | max ms | p99 server side ms | p99 generator side ms | lost | logins/s | login p50 ms | wrong/s | server CPU s | run-queue wait us/slice: server loops, generator | gen FIFO | cores busy |" > "$tmp/lat.md"
@@ -118,6 +132,8 @@ lat_run() {
     # shellcheck disable=SC2046
     start_server $(mode_args "$mode")
     [ "$mode" = after-idle ] && idle_checks
+    note=
+    [ "$mode" = after-slice ] && note=$(slice_loops)
     cpustat > "$tmp/s0"
     c0=$(srv_cpu)
     w0=$(loopwait)
@@ -129,10 +145,13 @@ lat_run() {
     echo "$mode $label: $out" >&2
     ms() { awk -v u="$(field "$out" "$1")" 'BEGIN { printf "%.2f", u / 1000 }'; }
     cpu=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }')
-    echo "| $mode | $label | $(ms echo_p50_us) | $(ms echo_p99_us) | $(ms echo_p999_us) | $(ms echo_max_us) | $(ms srv_p99_us) | $(ms gen_p99_us) | $(field "$out" echo_lost) | $(field "$out" logins_per_s) | $(field "$out" login_p50_ms) | $(field "$out" wrong_per_s) | $cpu | $(perwake "$w0" "$w1"), $(field "$out" gen_wait_us_per_slice) | $(field "$out" gen_fifo) | $(busy "$tmp/s0" "$tmp/s1") |" >> "$tmp/lat.md"
+    echo "| $mode$note | $label | $(ms echo_p50_us) | $(ms echo_p99_us) | $(ms echo_p999_us) | $(ms echo_max_us) | $(ms srv_p99_us) | $(ms gen_p99_us) | $(field "$out" echo_lost) | $(field "$out" logins_per_s) | $(field "$out" login_p50_ms) | $(field "$out" wrong_per_s) | $cpu | $(perwake "$w0" "$w1"), $(field "$out" gen_wait_us_per_slice) | $(field "$out" gen_fifo) | $(busy "$tmp/s0" "$tmp/s1") |" >> "$tmp/lat.md"
 }
 r=1
 while [ $r -le "$runs" ]; do
+    # "before" once: its tail is hundreds of ms, one sample says it
+    before=before
+    [ $r -gt 1 ] && before=
     for k in $ks; do
         for hash in yescrypt sha512; do
             [ "$k" = 0 ] && [ "$hash" = sha512 ] && continue
@@ -140,14 +159,14 @@ while [ $r -le "$runs" ]; do
             [ "$hash" = sha512 ] && login=s:pw-s
             label="$hash K=$k"
             [ "$k" = 0 ] && label="no logins"
-            modes="before after"
-            [ "$hash" = sha512 ] && [ "$k" = 32 ] && modes="before after after-idle"
+            modes="$before after"
+            [ "$hash" = sha512 ] && [ "$k" = 32 ] && modes="$modes after-idle after-slice"
             for mode in $modes; do
                 lat_run "$mode" "$label" "$k" "$login"
             done
         done
     done
-    for mode in before after after-idle; do
+    for mode in $before after after-idle after-slice; do
         # shellcheck disable=SC2086
         lat_run "$mode" "combined" 16 y:pw-y,s:pw-s $combined_args
     done
@@ -189,7 +208,9 @@ load=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "logging in with yescrypt and sha512 in turn, 8 clients sending wrong passwords"
     echo "(no throttle: each is hashed) and 300 slowloris connections (one byte of an"
     echo "unfinished line a second each), at once. \"after-idle\": the defaults with the"
-    echo "check threads moved to SCHED_IDLE (chrt -i) instead of nice 19. The p99 is"
+    echo "check threads moved to SCHED_IDLE (chrt -i) instead of nice 19; \"after-slice\":"
+    echo "the defaults with the loop threads given a 0.1 ms time slice (both set from"
+    echo "outside, A/B candidates); \"before\" runs once. The p99 is"
     echo "split at the reply's kernel receive timestamp: server side (send to arrival)"
     echo "and generator side (arrival to recvmsg); \"gen FIFO\" 1: the echo thread ran"
     echo "SCHED_FIFO, so the generator's own load threads did not delay it."
