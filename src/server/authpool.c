@@ -100,30 +100,45 @@ static void job_free(cw__authjob *j)
 
 /* ---- workers ---- */
 
-static void post(cw__authjob *j)
+/* Put a hashed job on its port's done list; 1 if the list was empty, so
+ * the caller must wake the loop (wake_port) once it has let go of the
+ * mutex: one wake-up per batch, since the loop takes the whole list. */
+static int post(cw__authjob *j)
 {
     cw__authport *pt = j->port;
     j->state = J_POSTED;
     int was_empty = pt->done.head == NULL;
     jpush(&pt->done, j);
-    /* One wake-up per batch: the loop takes the whole list. Written under
-     * the mutex, so the port (and its eventfd) cannot be freed meanwhile. */
-    if (was_empty) {
-        uint64_t one = 1;
-        while (write(pt->io.fd, &one, sizeof one) < 0 && errno == EINTR) {
-        }
+    return was_empty;
+}
+
+/* Not under the mutex: a waking loop preempts the check thread right
+ * after the write, and a thread at nice 19 preempted while holding the
+ * mutex leaves every loop that takes it waiting until the thread gets a
+ * core again - milliseconds on a busy machine, and no scheduling policy of
+ * the loops helps (docs/BENCHMARKS.md, "server under auth load"). The
+ * caller keeps pt->running raised meanwhile, so the port and its eventfd
+ * outlive the write (cw__authport_free waits for it). */
+static void wake_port(cw__authpool *p, cw__authport *pt)
+{
+    uint64_t one = 1;
+    while (write(pt->io.fd, &one, sizeof one) < 0 && errno == EINTR) {
     }
+    pthread_mutex_lock(&p->mu);
+    if (--pt->running == 0)
+        pthread_cond_broadcast(&p->idle);
+    pthread_mutex_unlock(&p->mu);
 }
 
 static void *worker(void *arg)
 {
     cw__authpool *p = arg;
     pthread_setname_np(pthread_self(), "cw-auth");   /* for top, perf */
-    /* Hashing yields to the loops: at nice 19 a waking loop thread
-     * preempts a hash at once, so a busy pool adds no scheduling delay
-     * to established sessions (docs/BENCHMARKS.md, "server under auth
-     * load"); unlike SCHED_IDLE, hashes still get a share on a machine
-     * busy with other work. Best effort: Linux nices threads one by one. */
+    /* Hashing yields to the loops: at nice 19 (weight 15 against a
+     * loop's 1024) a check takes little from them; unlike SCHED_IDLE
+     * (weight 3), hashes still get a share on a machine busy with other
+     * work. Best effort: Linux nices threads one by one. Nothing here may
+     * make a loop wait for this thread: see wake_port(). */
     (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), CW_AUTH_NICE);
     struct crypt_data *cd = calloc(1, sizeof *cd);
     pthread_mutex_lock(&p->mu);
@@ -147,14 +162,20 @@ static void *worker(void *arg)
         pthread_mutex_lock(&p->mu);
         p->running--;
         cw__authport *pt = j->port;
-        if (--pt->running == 0)
-            pthread_cond_broadcast(&p->idle);
+        int wake = 0;
         if (j->cancelled) {
             job_free(j);
         } else {
             j->ok = ok;
             j->due_ns = due;
-            post(j);
+            wake = post(j);
+        }
+        if (wake) {
+            pthread_mutex_unlock(&p->mu);
+            wake_port(p, pt);   /* drops pt->running */
+            pthread_mutex_lock(&p->mu);
+        } else if (--pt->running == 0) {
+            pthread_cond_broadcast(&p->idle);
         }
     }
     pthread_mutex_unlock(&p->mu);
