@@ -53,9 +53,10 @@ else()
 endif()
 set(static_client ${CMAKE_CURRENT_BINARY_DIR}/trace_static_client)
 add_custom_command(OUTPUT ${static_client}
-  COMMAND ${CMAKE_C_COMPILER} -g -O0 -static -o ${static_client}
-          ${PROJECT_SOURCE_DIR}/examples/leaky_client.c
-  DEPENDS ${PROJECT_SOURCE_DIR}/examples/leaky_client.c VERBATIM)
+  COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/static_cc.sh ${CMAKE_C_COMPILER} -g -O0 -static
+          -o ${static_client} ${PROJECT_SOURCE_DIR}/examples/leaky_client.c
+  DEPENDS ${PROJECT_SOURCE_DIR}/examples/leaky_client.c ${CMAKE_CURRENT_SOURCE_DIR}/static_cc.sh
+  VERBATIM)
 add_custom_target(trace_clients ALL DEPENDS ${cxx_client} ${static_client})
 
 foreach(t test_trace test_probe)
