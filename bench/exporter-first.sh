@@ -12,36 +12,20 @@
 # Bounded: planting about a minute, each snapshot seconds; every process it
 # starts is ended on exit.
 set -eu
+. "$(dirname "$0")/lib.sh"
 if [ -z "${CW_BENCH_NETNS:-}" ]; then
-    [ "$(id -u)" = 0 ] || { echo "bench/exporter-first.sh: needs root" >&2; exit 3; }
-    exec env CW_BENCH_NETNS=1 unshare -n sh "$0" "$@"
+    [ "$(id -u)" = 0 ] && command -v unshare >/dev/null ||
+        { echo "bench/exporter-first.sh: needs root and unshare" >&2; exit 3; }
+    bench_private_netns 'sysctl -qw net.ipv4.tcp_fin_timeout=3' "$0" "$@"
 fi
 rounds=5
 case "${1:-}" in [0-9]*) rounds=$1; shift ;; esac
 [ $# -ge 1 ] || { echo "usage: bench/exporter-first.sh [ROUNDS] BUILD_DIR..." >&2; exit 2; }
-ip link set lo up
-sysctl -qw net.ipv4.tcp_fin_timeout=3
 ulimit -n 8192
-tmp=$(mktemp -d)
 planter="" exporter=""
-cleanup() {
-    exec 3>&- 2>/dev/null || true
-    [ -n "$exporter" ] && kill "$exporter" 2>/dev/null && wait "$exporter" 2>/dev/null
-    [ -n "$planter" ] && kill "$planter" 2>/dev/null && wait "$planter" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-mkfifo "$tmp/ctl"
+bench_scratch exporter planter
 mkdir "$tmp/tf"
-"$1/bench/cw_bench_plant" 75000 50 25000 <"$tmp/ctl" >"$tmp/plant.out" 2>&1 &
-planter=$!
-exec 3>"$tmp/ctl"
-i=0
-until grep -q ready "$tmp/plant.out"; do
-    i=$((i + 1))
-    [ $i -gt 3000 ] && { echo "bench/exporter-first.sh: planting failed" >&2; exit 3; }
-    sleep 0.1
-done
+bench_plant bench/exporter-first.sh "$1/bench/cw_bench_plant" 75000 50 25000
 echo "# $(ss -tanH | wc -l) sockets; load average $(cut -d' ' -f1-3 /proc/loadavg)"
 value() { awk -v m="$1" '$1 == m { printf "%.1f", $2 * 1000 }' "$tmp/tf/closewise.prom"; }
 for r in $(seq 1 "$rounds"); do
@@ -56,8 +40,7 @@ for r in $(seq 1 "$rounds"); do
             exporter=$!
             until [ -s "$tmp/tf/closewise.prom" ]; do sleep 0.05; done
             hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$exporter/status")
-            kill "$exporter"
-            wait "$exporter" || true
+            bench_stop "$exporter"
             exporter=""
             echo "$b $mode cpu_ms $(value closewise_scrape_cpu_seconds) wall_ms" \
                 "$(value closewise_scrape_duration_seconds) hwm_kib $hwm"

@@ -14,19 +14,9 @@
 # the private namespace), the measurement about 30 s; every process it
 # starts is ended on exit.
 set -eu
+. "$(dirname "$0")/lib.sh"
 
-if [ -z "${CW_BENCH_NETNS:-}" ] && [ "$(id -u)" = 0 ] && command -v unshare >/dev/null &&
-    [ -w /proc/sys/net/ipv4/tcp_child_ehash_entries ]; then
-    old=$(cat /proc/sys/net/ipv4/tcp_child_ehash_entries)
-    trap 'echo "$old" >/proc/sys/net/ipv4/tcp_child_ehash_entries' EXIT INT TERM
-    cat /proc/sys/net/ipv4/tcp_ehash_entries >/proc/sys/net/ipv4/tcp_child_ehash_entries
-    rc=0
-    CW_BENCH_NETNS=private unshare -n sh -c \
-        'ip link set lo up && sysctl -qw net.ipv4.tcp_fin_timeout=3 && exec sh "$0" "$@"' \
-        "$0" "$@" || rc=$?
-    echo "$old" >/proc/sys/net/ipv4/tcp_child_ehash_entries
-    exit $rc
-fi
+bench_private_netns 'sysctl -qw net.ipv4.tcp_fin_timeout=3' "$0" "$@"
 
 build=${1:-build-bench}
 md=${2:-docs/BENCHMARKS.md}
@@ -43,31 +33,11 @@ done
 command -v curl >/dev/null || { echo "bench/exporter.sh: curl is missing" >&2; exit 3; }
 ulimit -n 8192
 
-tmp=$(mktemp -d)
 planter="" exporter=""
-cleanup() {
-    exec 3>&- 2>/dev/null || true
-    [ -n "$exporter" ] && kill "$exporter" 2>/dev/null && wait "$exporter" 2>/dev/null
-    [ -n "$planter" ] && kill "$planter" 2>/dev/null && wait "$planter" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
+bench_scratch exporter planter
 
 echo "exporter: planting $ncw CLOSE_WAIT over $procs processes + $ntw TIME_WAIT..." >&2
-mkfifo "$tmp/ctl"
-"$plant" "$ncw" "$procs" "$ntw" <"$tmp/ctl" >"$tmp/plant.out" 2>"$tmp/plant.err" &
-planter=$!
-exec 3>"$tmp/ctl"
-i=0
-until grep -q ready "$tmp/plant.out"; do
-    i=$((i + 1))
-    if [ $i -gt 3000 ] || ! kill -0 "$planter" 2>/dev/null; then
-        echo "bench/exporter.sh: planting failed:" >&2
-        cat "$tmp/plant.err" >&2
-        exit 3
-    fi
-    sleep 0.1
-done
+bench_plant bench/exporter.sh "$plant" "$ncw" "$procs" "$ntw"
 count() { ss -tanH state "$1" | wc -l; }
 total=$(ss -tanH | wc -l)
 cwn=$(count close-wait)
@@ -79,7 +49,7 @@ echo "exporter: $total sockets ($cwn CLOSE_WAIT, $twn TIME_WAIT)" >&2
 "$cw" exporter --listen 127.0.0.1:0 --interval 2s --netns self >"$tmp/exp.out" 2>"$tmp/exp.err" &
 exporter=$!
 i=0
-until grep -q listening "$tmp/exp.out"; do
+until grep -qs listening "$tmp/exp.out"; do
     i=$((i + 1))
     [ $i -gt 600 ] && { echo "bench/exporter.sh: exporter did not start" >&2; exit 3; }
     sleep 0.1
@@ -113,8 +83,7 @@ hwm=$(awk '/^VmHWM/ { print $2 }' "/proc/$exporter/status")
 rss=$(awk '/^VmRSS/ { print $2 }' "/proc/$exporter/status")
 scrape >"$tmp/m"
 scraped_cw=$(awk '$1 ~ /^closewise_tcp_sockets\{state="close_wait"\}/ { print $2 }' "$tmp/m")
-kill "$exporter"
-wait "$exporter" || true
+bench_stop "$exporter"
 exporter=""
 cat "$tmp/snaps" >&2
 
@@ -171,11 +140,4 @@ section() {
 
 section >"$tmp/section"
 cat "$tmp/section"
-if [ -f "$md" ] && grep -q '<!-- exporter:begin' "$md"; then
-    awk -v f="$tmp/section" '
-        /<!-- exporter:begin/ { while ((getline l < f) > 0) print l; skip = 1; next }
-        /<!-- exporter:end/ { skip = 0; next }
-        !skip' "$md" >"$tmp/md" && cat "$tmp/md" >"$md"
-else
-    { echo; cat "$tmp/section"; } >>"$md"
-fi
+bench_md_section exporter "$tmp/section" "$md"

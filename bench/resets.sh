@@ -18,6 +18,7 @@
 # Environment: CW_BENCH_RUNS (5), CW_BENCH_SECS (3), CW_BENCH_RATE_CONC
 # ("1 4 16 64").
 set -eu
+. "$(dirname "$0")/lib.sh"
 
 build=${1:-build-bench}
 md=${2:-docs/BENCHMARKS.md}
@@ -46,8 +47,8 @@ rpid=""
 stats0=$(sysctl -n kernel.bpf_stats_enabled 2>/dev/null || echo 0)
 cleanup() {
     sysctl -qw kernel.bpf_stats_enabled="$stats0" 2>/dev/null || true
-    [ -n "$rpid" ] && kill "$rpid" 2>/dev/null && wait "$rpid" 2>/dev/null
-    [ -n "$spid" ] && kill "$spid" 2>/dev/null && wait "$spid" 2>/dev/null
+    bench_stop "$rpid"
+    bench_stop "$spid"
     rm -rf "$tmp"
 }
 trap cleanup EXIT INT TERM
@@ -57,30 +58,11 @@ printf 'bench:%s\n' "$hash" >"$tmp/cred"
 
 # Start the server (graceful or linger0) on core $scpu; sets spid, sport.
 start_server() {
-    rm -f "$tmp/port"
     extra=""
     [ "$1" = linger0 ] && extra="--linger0"
     # shellcheck disable=SC2086
-    taskset -c $scpu "$cw" server -q -p 0 --port-file "$tmp/port" -c "$tmp/cred" \
-        --max-auth-failures 0 --max-connections 20000 $extra >/dev/null &
-    spid=$!
-    i=0
-    while [ ! -s "$tmp/port" ]; do
-        i=$((i + 1))
-        if [ $i -gt 100 ] || ! kill -0 "$spid" 2>/dev/null; then
-            echo "bench/resets.sh: server did not start" >&2
-            exit 3
-        fi
-        sleep 0.05
-    done
-    sport=$(cat "$tmp/port")
-    sleep 0.1
-}
-
-stop_server() {
-    kill "$spid" 2>/dev/null || true
-    wait "$spid" 2>/dev/null || true
-    spid=""
+    bench_server_start bench/resets.sh $scpu "$cw" -c "$tmp/cred" \
+        --max-auth-failures 0 --max-connections 20000 $extra
 }
 
 # Attach `closewise resets --json` on core $lcpu; waits until it watches.
@@ -133,9 +115,8 @@ measure() {
                 ev=""
                 [ "$att" = attached ] && ev=$(stop_resets)
                 line="mode=$mode bpf=$att run=$r $out pns=$pns $ev"
-                echo "$line" >>"$tmp/overhead"
-                echo "  $line" >&2
-                stop_server
+                bench_record "$tmp/overhead" "$line"
+                bench_server_stop
             done
         done
         r=$((r + 1))
@@ -154,29 +135,10 @@ measure() {
             END { printf "bpf_ns=%.0f bpf_cnt=%.0f", t, n }')
         line="conc=$c $out $prog $(stop_resets)"
         sysctl -qw kernel.bpf_stats_enabled="$stats0" 2>/dev/null || true
-        echo "$line" >>"$tmp/rate"
-        echo "  $line" >&2
-        stop_server
+        bench_record "$tmp/rate" "$line"
+        bench_server_stop
     done
 }
-
-# stat FILE FILTER KEY: "median min max" of KEY over the matching lines.
-stat() {
-    awk -v f="$2" -v k="$3" '
-        index(" " $0 " ", " " f " ") == 0 { next }
-        { for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) v[n++] = kv[2] + 0 } }
-        END {
-            if (!n) { print "- - -"; exit }
-            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-            m = n % 2 ? v[(n - 1) / 2] : (v[n / 2 - 1] + v[n / 2]) / 2
-            print m, v[0], v[n - 1]
-        }' "$1"
-}
-total() {
-    awk -v f="$2" -v k="$3" 'index(" " $0 " ", " " f " ") { for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) s += kv[2] } } END { print s + 0 }' "$1"
-}
-med() { stat "$@" | awk '{ print $1 }'; }
-fmt() { awk -v m="$1" -v lo="$2" -v hi="$3" -v d="${4:-0}" 'BEGIN { if (m == "-") print "-"; else printf "%.*f (%.*f-%.*f)\n", d, m, d, lo, d, hi }'; }
 
 section() {
     # Per run: server CPU us per connection; per attached run, command CPU us per event.
@@ -210,14 +172,14 @@ section() {
     echo "| server | server CPU us/conn detached | attached | attached / detached (target <= 1.03) | conn/s detached | conn/s attached | events | lost |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|"
     for mode in graceful linger0; do
-        d=$(stat "$tmp/overheadx" "mode=$mode bpf=detached" pus)
-        a=$(stat "$tmp/overheadx" "mode=$mode bpf=attached" pus)
+        d=$(kv_stat "$tmp/overheadx" "mode=$mode bpf=detached" pus)
+        a=$(kv_stat "$tmp/overheadx" "mode=$mode bpf=attached" pus)
         ratio=$(awk -v a="${a%% *}" -v d="${d%% *}" 'BEGIN { printf "%.3f", d ? a / d : 0 }')
-        echo "| $mode | $(fmt $d 2) | $(fmt $a 2) | $ratio |" \
-            "$(fmt $(stat "$tmp/overheadx" "mode=$mode bpf=detached" rate)) |" \
-            "$(fmt $(stat "$tmp/overheadx" "mode=$mode bpf=attached" rate)) |" \
-            "$(total "$tmp/overheadx" "mode=$mode bpf=attached" events) |" \
-            "$(total "$tmp/overheadx" "mode=$mode bpf=attached" lost) |"
+        echo "| $mode | $(kv_fmt $d 2) | $(kv_fmt $a 2) | $ratio |" \
+            "$(kv_fmt $(kv_stat "$tmp/overheadx" "mode=$mode bpf=detached" rate)) |" \
+            "$(kv_fmt $(kv_stat "$tmp/overheadx" "mode=$mode bpf=attached" rate)) |" \
+            "$(kv_total "$tmp/overheadx" "mode=$mode bpf=attached" events) |" \
+            "$(kv_total "$tmp/overheadx" "mode=$mode bpf=attached" lost) |"
     done
     echo
     echo "### Event rate: resets per second without loss"
@@ -231,12 +193,12 @@ section() {
     echo
     echo "| conc | conn/s | events/s | events | lost | command CPU us/event | BPF ns/RST | BPF / linger0 server CPU per conn (detached) |"
     echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
-    base=$(med "$tmp/overheadx" "mode=linger0 bpf=detached" pus)
+    base=$(kv_med "$tmp/overheadx" "mode=linger0 bpf=detached" pus)
     for c in $rate_concs; do
         f="conc=$c"
-        b=$(med "$tmp/ratex" "$f" bns)
-        echo "| $c | $(med "$tmp/ratex" "$f" rate) | $(med "$tmp/ratex" "$f" evs) | $(total "$tmp/ratex" "$f" events) |" \
-            "$(total "$tmp/ratex" "$f" lost) | $(med "$tmp/ratex" "$f" rus) | $b |" \
+        b=$(kv_med "$tmp/ratex" "$f" bns)
+        echo "| $c | $(kv_med "$tmp/ratex" "$f" rate) | $(kv_med "$tmp/ratex" "$f" evs) | $(kv_total "$tmp/ratex" "$f" events) |" \
+            "$(kv_total "$tmp/ratex" "$f" lost) | $(kv_med "$tmp/ratex" "$f" rus) | $b |" \
             "$(awk -v b="$b" -v u="$base" 'BEGIN { if (u + 0 > 0) printf "%.1f%%", b / 10 / u; else print "-" }') |"
     done
     [ -f bench/resets-notes.md ] && { echo; cat bench/resets-notes.md; }
@@ -246,15 +208,5 @@ section() {
 run_date=$(date -u '+%Y-%m-%d %H:%M UTC')
 measure
 section >"$tmp/section.md"
-mkdir -p "$(dirname "$md")"
-[ -f "$md" ] || printf '# Benchmarks\n\nEvery number here comes from `make bench`; each section says what it ran.\n\n' >"$md"
-if grep -q '<!-- resets:begin' "$md"; then
-    awk -v sec="$tmp/section.md" '
-        /<!-- resets:begin/ { while ((getline l < sec) > 0) print l; skip = 1; next }
-        /<!-- resets:end -->/ { skip = 0; next }
-        !skip { print }' "$md" >"$tmp/new.md"
-else
-    { cat "$md"; echo; cat "$tmp/section.md"; } >"$tmp/new.md"
-fi
-cat "$tmp/new.md" >"$md"
+bench_md_section resets "$tmp/section.md" "$md"
 echo "resets: results in $md" >&2

@@ -21,6 +21,7 @@
 # (a kept raw file, BUILD_DIR/bench/server-move-raw: rewrite the section
 # from it, e.g. after editing bench/server-move-notes.md; no measuring).
 set -eu
+. "$(dirname "$0")/lib.sh"
 
 build=${1:-build-bench}
 ref=${2:-149c655}
@@ -35,13 +36,8 @@ for f in "$build/closewise" "$load"; do
     [ -x "$f" ] || { echo "bench/server-move.sh: $f not built" >&2; exit 3; }
 done
 
-tmp=$(mktemp -d)
 spid=""
-cleanup() {
-    [ -n "$spid" ] && kill "$spid" 2>/dev/null && wait "$spid" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
+bench_scratch spid
 ulimit -n "$(ulimit -Hn)"
 
 refbuild=${CW_BENCH_REF_BUILD:-}
@@ -66,23 +62,11 @@ started=$(date -u '+%Y-%m-%d %H:%M UTC')
 
 # start BINARY: the server on core 0; sets spid and sport.
 start() {
-    rm -f "$tmp/port"
-    taskset -c 0 "$1" server -q -p 0 --port-file "$tmp/port" -c "$tmp/cred" \
-        --max-auth-failures 0 --max-connections 20000 >/dev/null &
-    spid=$!
-    i=0
-    until [ -s "$tmp/port" ]; do
-        i=$((i + 1))
-        [ $i -le 100 ] && kill -0 "$spid" 2>/dev/null || { echo "server-move: $1 did not start" >&2; exit 3; }
-        sleep 0.05
-    done
-    sport=$(cat "$tmp/port")
-    sleep 0.1
+    bench_server_start server-move 0 "$1" -c "$tmp/cred" --max-auth-failures 0 \
+        --max-connections 20000
 }
 stop() {
-    kill "$spid" 2>/dev/null || true
-    wait "$spid" 2>/dev/null || true
-    spid=""
+    bench_server_stop
 }
 cpu_ns() { cut -d' ' -f1 "/proc/$spid/schedstat"; }
 
@@ -99,8 +83,7 @@ while [ $r -le "$runs" ]; do
         pns=$(($(cpu_ns) - c0))
         stop
         line="kind=churn which=$which run=$r $out pns=$pns"
-        echo "$line" >>"$tmp/raw"
-        echo "  $line" >&2
+        bench_record "$tmp/raw" "$line"
     done
     r=$((r + 1))
 done
@@ -112,8 +95,7 @@ while [ $r -le "$idle_runs" ]; do
         out=$(taskset -c 1 "$load" idle "$sport" "$idle_n" 5000 "$password" "$spid")
         stop
         line="kind=idle which=$which run=$r $out"
-        echo "$line" >>"$tmp/raw"
-        echo "  $line" >&2
+        bench_record "$tmp/raw" "$line"
     done
     r=$((r + 1))
 done
@@ -214,13 +196,5 @@ errs=$(awk '/^kind=churn/ { for (i = 1; i <= NF; i++) { split($i, kv, "="); if (
     [ -f bench/server-move-notes.md ] && { echo; cat bench/server-move-notes.md; }
     echo "<!-- servermove:end -->"
 } >"$tmp/section.md"
-if grep -q '<!-- servermove:begin' "$md"; then
-    awk -v sec="$tmp/section.md" '
-        /<!-- servermove:begin/ { while ((getline l < sec) > 0) print l; skip = 1; next }
-        /<!-- servermove:end -->/ { skip = 0; next }
-        !skip { print }' "$md" >"$tmp/new.md"
-else
-    { cat "$md"; echo; cat "$tmp/section.md"; } >"$tmp/new.md"
-fi
-cat "$tmp/new.md" >"$md"
+bench_md_section servermove "$tmp/section.md" "$md"
 echo "server-move: results in $md" >&2

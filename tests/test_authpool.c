@@ -71,17 +71,42 @@ static void on_answer(void *data, int ok, const char *user, size_t ulen)
         cw_loop_stop(r->loop);
 }
 
-static cw__authjob *submit(cw__authport *pt, const char *user, const char *pw,
-                           struct rec *r)
+static cw__authjob *submit_cb(cw__authport *pt, const char *user, const char *pw,
+                              struct rec *r, cw__authjob_cb *cb)
 {
     cw__authjob *j = NULL;
     r->in_submit = 1;
-    int rc = cw__authport_submit(pt, user, strlen(user), pw, strlen(pw),
-                                 on_answer, r, &j);
+    int rc = cw__authport_submit(pt, user, strlen(user), pw, strlen(pw), cb, r, &j);
     r->in_submit = 0;
     assert_int_equal(rc, CW_OK);
     assert_non_null(j);
     return j;
+}
+
+static cw__authjob *submit(cw__authport *pt, const char *user, const char *pw,
+                           struct rec *r)
+{
+    return submit_cb(pt, user, pw, r, on_answer);
+}
+
+/* n records whose answers stop loop l once *left of them have come. */
+static void recs_init(struct rec *r, int n, cw_loop *l, int *left)
+{
+    memset(r, 0, (size_t)n * sizeof *r);
+    for (int i = 0; i < n; i++) {
+        r[i].loop = l;
+        r[i].stop_after = left;
+    }
+}
+
+/* The pool's counters, checked to hold no job queued, running or
+ * waiting for its padding. */
+static struct cw__authpool_stats stats_idle(cw__authpool *p)
+{
+    struct cw__authpool_stats st;
+    cw__authpool_stats(p, &st);
+    assert_int_equal(st.queued + st.running + st.deferred, 0);
+    return st;
 }
 
 static void on_guard(cw_loop *l, cw_timer *t)
@@ -103,32 +128,23 @@ static void test_answers(void **state)
     struct fx f;
     fx_open(&f, 2, 0);
     assert_int_equal(cw__authpool_workers(f.p), 2);
-    cw__authpool *p = f.p;
-    cw_loop *l = f.l;
-    cw__authport *pt = f.pt;
     int left = 5;
     struct rec r[5];
-    memset(r, 0, sizeof r);
+    recs_init(r, 5, f.l, &left);
     const char *u[5] = {"yes", "six", "yes", "nobody", "six"};
     const char *pw[5] = {"pw-y", "pw-6", "wrong", "pw-y", ""};
     int want[5] = {1, 1, 0, 0, 0};
-    for (int i = 0; i < 5; i++) {
-        r[i].loop = l;
-        r[i].stop_after = &left;
-        submit(pt, u[i], pw[i], &r[i]);
-    }
-    run_for(l, 60000);
+    for (int i = 0; i < 5; i++)
+        submit(f.pt, u[i], pw[i], &r[i]);
+    run_for(f.l, 60000);
     for (int i = 0; i < 5; i++) {
         assert_int_equal(r[i].done, 1);
         assert_int_equal(r[i].ok, want[i]);
         assert_true(pthread_equal(r[i].thread, pthread_self()));
     }
-    struct cw__authpool_stats st;
-    cw__authpool_stats(p, &st);
+    struct cw__authpool_stats st = stats_idle(f.p);
     assert_int_equal(st.submitted, 5);
     assert_int_equal(st.answered, 5);
-    assert_int_equal(st.queued + st.running + st.deferred, 0);
-    f.pt = pt;
     fx_close(&f);
 }
 
@@ -141,7 +157,6 @@ static void test_padding_on_loop(void **state)
     fx_open(&f, 1, 0);
     cw__authpool *p = f.p;
     cw_loop *l = f.l;
-    cw__authport *pt = f.pt;
     /* warm up (the first check calibrates), then time yescrypt */
     int64_t t0 = 0, yes_ms = 0;
     int left;
@@ -149,7 +164,7 @@ static void test_padding_on_loop(void **state)
         left = 1;
         struct rec w = {.loop = l, .stop_after = &left};
         t0 = cw_now_ms();
-        submit(pt, "yes", "pw-y", &w);
+        submit(f.pt, "yes", "pw-y", &w);
         run_for(l, 60000);
         assert_int_equal(w.done, 1);
         yes_ms = w.at_ms - t0;
@@ -159,7 +174,7 @@ static void test_padding_on_loop(void **state)
         left = 1;
         struct rec r = {.loop = l, .stop_after = &left};
         t0 = cw_now_ms();
-        submit(pt, "six", "pw-6", &r);
+        submit(f.pt, "six", "pw-6", &r);
         /* poll: the hash is done long before the answer is due */
         for (int i = 0; i < 2000 && !deferred_seen && !r.done; i++) {
             struct cw__authpool_stats st;
@@ -179,7 +194,6 @@ static void test_padding_on_loop(void **state)
         assert_true(r.at_ms - t0 >= yes_ms / 4);
     }
     assert_true(deferred_seen);
-    f.pt = pt;
     fx_close(&f);
 }
 
@@ -215,8 +229,9 @@ static void test_cancel_every_state(void **state)
     cw__authpool *p = f.p;
     cw_loop *l = f.l;
     cw__authport *pt = f.pt;
+    int left = 2;
     struct rec r[7];
-    memset(r, 0, sizeof r);
+    recs_init(r, 7, NULL, NULL);
     /* running and queued: the one worker takes the first */
     cw__authjob *j0 = submit(pt, "yes", "pw-y", &r[0]);
     cw__authjob *j1 = submit(pt, "yes", "pw-y", &r[1]);
@@ -245,14 +260,9 @@ static void test_cancel_every_state(void **state)
         r[3].want = 1;   /* answered at once: the machine is slow now */
     /* from a callback: the victim, queued behind a yescrypt hash, is
      * still in the pool (running or queued) when the first answers */
-    int left = 2;
-    r[4].loop = r[6].loop = l;
-    r[4].stop_after = r[6].stop_after = &left;
-    cw__authjob *j4 = NULL;
-    r[4].in_submit = 1;
-    assert_int_equal(cw__authport_submit(pt, "yes", 3, "x", 1, on_answer_cancel,
-                                         &r[4], &j4), CW_OK);
-    r[4].in_submit = 0;
+    recs_init(&r[4], 1, l, &left);
+    recs_init(&r[6], 1, l, &left);
+    submit_cb(pt, "yes", "x", &r[4], on_answer_cancel);
     submit(pt, "yes", "pw-y", &r[6]);
     r[6].want = 1;
     victim = submit(pt, "six", "pw-6", &r[5]);
@@ -263,10 +273,8 @@ static void test_cancel_every_state(void **state)
     for (int i = 0; i < 7; i++)
         if (i != 4)
             assert_int_equal(r[i].done, r[i].want);
-    cw__authpool_stats(p, &st);
-    assert_int_equal(st.queued + st.running + st.deferred, 0);
+    st = stats_idle(p);
     assert_int_equal(st.cancelled + st.answered, st.submitted);
-    f.pt = pt;
     fx_close(&f);
 }
 
@@ -276,17 +284,12 @@ static void test_full_queue(void **state)
 {
     struct fx f;
     fx_open(&f, 1, 2);
-    cw__authpool *p = f.p;
-    cw_loop *l = f.l;
-    cw__authport *pt = f.pt;
     struct rec r[6];
-    memset(r, 0, sizeof r);
     int accepted = 0, busy = 0, left = 0;
+    recs_init(r, 6, f.l, &left);
     for (int i = 0; i < 6; i++) {
         cw__authjob *j;
-        r[i].loop = l;
-        r[i].stop_after = &left;
-        int rc = cw__authport_submit(pt, "yes", 3, "pw-y", 4, on_answer, &r[i], &j);
+        int rc = cw__authport_submit(f.pt, "yes", 3, "pw-y", 4, on_answer, &r[i], &j);
         if (rc == CW_OK) {
             accepted++;
             r[i].want = 1;
@@ -300,13 +303,10 @@ static void test_full_queue(void **state)
     assert_true(accepted >= 2 && accepted <= 3);
     assert_int_equal(accepted + busy, 6);
     left = accepted;
-    run_for(l, 60000);
+    run_for(f.l, 60000);
     for (int i = 0; i < 6; i++)
         assert_int_equal(r[i].done, r[i].want);
-    struct cw__authpool_stats st;
-    cw__authpool_stats(p, &st);
-    assert_int_equal(st.busy, busy);
-    f.pt = pt;
+    assert_int_equal(stats_idle(f.p).busy, busy);
     fx_close(&f);
 }
 
@@ -316,30 +316,23 @@ static void test_port_free_in_flight(void **state)
 {
     struct fx f;
     fx_open(&f, 2, 0);
-    cw__authpool *p = f.p;
-    cw_loop *l = f.l;
-    cw__authport *pt = f.pt;
     struct rec r[8];
-    memset(r, 0, sizeof r);
+    recs_init(r, 8, NULL, NULL);
     for (int i = 0; i < 8; i++)
-        submit(pt, "yes", "pw-y", &r[i]);
+        submit(f.pt, "yes", "pw-y", &r[i]);
     cwt_sleep_ms(5);
-    cw__authport_free(pt);
+    cw__authport_free(f.pt);
     for (int i = 0; i < 8; i++)
         assert_int_equal(r[i].done, 0);
-    struct cw__authpool_stats st;
-    cw__authpool_stats(p, &st);
-    assert_int_equal(st.queued + st.running + st.deferred, 0);
-    assert_int_equal(st.cancelled, 8);
+    assert_int_equal(stats_idle(f.p).cancelled, 8);
     /* a new port on the same pool works */
-    assert_int_equal(cw__authport_new(p, l, &pt), CW_OK);
+    assert_int_equal(cw__authport_new(f.p, f.l, &f.pt), CW_OK);
     int left = 1;
-    struct rec ok = {.loop = l, .stop_after = &left};
-    submit(pt, "six", "pw-6", &ok);
-    run_for(l, 60000);
+    struct rec ok = {.loop = f.l, .stop_after = &left};
+    submit(f.pt, "six", "pw-6", &ok);
+    run_for(f.l, 60000);
     assert_int_equal(ok.done, 1);
     assert_int_equal(ok.ok, 1);
-    f.pt = pt;
     fx_close(&f);
 }
 
@@ -417,10 +410,8 @@ static void test_two_loops_share(void **state)
     cwt_join(t1);
     assert_int_equal(sd[0].answered, SHARED_JOBS);
     assert_int_equal(sd[1].answered, SHARED_JOBS);
-    struct cw__authpool_stats st;
-    cw__authpool_stats(p, &st);
+    struct cw__authpool_stats st = stats_idle(p);
     assert_int_equal(st.cancelled + st.answered, st.submitted);
-    assert_int_equal(st.queued + st.running + st.deferred, 0);
     free(sd);
     cw__authpool_free(p);
     cw__auth_free(a);

@@ -6,7 +6,10 @@
 // cw-test-timeout: 60
 #include "zoo.h"
 
+#include <dlfcn.h>
 #include <poll.h>
+#include <sched.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 
 static struct cw_sock *dump_port(int port, int want_info, int attribute, size_t *n)
@@ -385,6 +388,85 @@ static void test_attribute_many(void **state)
     close(l);
 }
 
+/* Every thread the library starts passes here (the library is linked
+ * into this executable, so its calls bind to this definition first). */
+static atomic_int threads_started;
+
+int pthread_create(pthread_t *th, const pthread_attr_t *attr, void *(*fn)(void *), void *arg)
+{
+    static int (*real)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
+    if (!real)
+        *(void **)&real = dlsym(RTLD_NEXT, "pthread_create");
+    atomic_fetch_add(&threads_started, 1);
+    return real(th, attr, fn, arg);
+}
+
+/* Threads started by one dump of 4 namespaces and one attribution of 601
+ * sockets (both past the point where they run in parallel). */
+static int threads_of_scan(cw_diag *d, int port)
+{
+    struct cw_diag_filter f;
+    struct cw_sock *v = NULL;
+    size_t n = 0;
+    cw_diag_filter_init(&f);
+    f.port = port;
+    atomic_store(&threads_started, 0);
+    assert_true(cw_diag_dump(d, &f, &v, &n) >= 0);
+    assert_int_equal(n, 2 * 300 + 1);
+    assert_int_equal(cw_diag_attribute(d, v, n, NULL), CW_OK);
+    int k = atomic_load(&threads_started);
+    free(v);
+    return k;
+}
+
+/* `taskset -c 0 closewise ls`: the namespace walks and the /proc scan run
+ * on the one CPU the process may use, not a thread per CPU online. */
+static void test_threads_follow_affinity(void **state)
+{
+    (void)state;
+    cpu_set_t all, one;
+    assert_int_equal(sched_getaffinity(0, sizeof all, &all), 0);
+    int home = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+    assert_true(home >= 0);
+    cw_diag *d = NULL;
+    assert_int_equal(cw_diag_open(&d), CW_OK);
+    int ns[3];
+    for (int i = 0; i < 3; i++) {
+        char path[48];
+        assert_int_equal(unshare(CLONE_NEWNET), 0);
+        ns[i] = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+        assert_int_equal(setns(home, CLONE_NEWNET), 0);
+        snprintf(path, sizeof path, "/proc/self/fd/%d", ns[i]);
+        assert_int_equal(cw_diag_add_netns(d, path), 1);
+    }
+    enum { N = 300 };
+    int l = zoo_listen(AF_INET), port = zoo_port_of(l), cl[N], sv[N];
+    for (int i = 0; i < N; i++) {
+        cl[i] = zoo_dial(AF_INET, port, 0);
+        sv[i] = zoo_accept(l);
+    }
+    /* Control: with every CPU allowed, the same scan does start threads
+     * (on a machine with more than one). */
+    int wide = threads_of_scan(d, port);
+    CPU_ZERO(&one);
+    CPU_SET(sched_getcpu(), &one);
+    assert_int_equal(sched_setaffinity(0, sizeof one, &one), 0);
+    int narrow = threads_of_scan(d, port);
+    assert_int_equal(sched_setaffinity(0, sizeof all, &all), 0);
+    if (CPU_COUNT(&all) > 1)
+        assert_true(wide > 0);
+    assert_int_equal(narrow, 0);
+    for (int i = 0; i < N; i++) {
+        close(cl[i]);
+        close(sv[i]);
+    }
+    close(l);
+    assert_int_equal(cw_diag_close(&d), CW_OK);
+    for (int i = 0; i < 3; i++)
+        close(ns[i]);
+    close(home);
+}
+
 /* A dual-stack listener's accepted sockets are IPv6 with IPv4-mapped
  * addresses: a filter on 127.0.0.1 finds them and the IPv4 client side,
  * as does ::ffff:127.0.0.1; CIDR prefixes and port sets narrow as ss's
@@ -664,6 +746,7 @@ int main(void)
         CWT_TEST(test_unreadable_proc_is_unknown),
         CWT_TEST(test_destroy_by_cookie),
         CWT_TEST(test_attribute_many),
+        CWT_TEST(test_threads_follow_affinity),
         CWT_TEST(test_addr_filters_mapped_cidr_ports),
         CWT_TEST(test_every_holder),
         CWT_TEST(test_find_holders),

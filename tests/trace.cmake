@@ -26,7 +26,7 @@ cw_marker_line(reuse_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_stress.c "/* the rea
 cw_marker_line(dup_first_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_stress.c "/* the read before the copies */")
 cw_marker_line(dup_end_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_stress.c "/* the end, through the last copy */")
 
-foreach(helper trace_poller trace_stress)
+foreach(helper trace_poller trace_stress trace_churn)
   add_executable(${helper} ${CMAKE_CURRENT_SOURCE_DIR}/${helper}.c)
   target_link_libraries(${helper} PRIVATE Threads::Threads)
   # They test the trace's bookkeeping by function name: keep their functions
@@ -53,18 +53,20 @@ else()
 endif()
 set(static_client ${CMAKE_CURRENT_BINARY_DIR}/trace_static_client)
 add_custom_command(OUTPUT ${static_client}
-  COMMAND ${CMAKE_C_COMPILER} -g -O0 -static -o ${static_client}
-          ${PROJECT_SOURCE_DIR}/examples/leaky_client.c
-  DEPENDS ${PROJECT_SOURCE_DIR}/examples/leaky_client.c VERBATIM)
+  COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/static_cc.sh ${CMAKE_C_COMPILER} -g -O0 -static
+          -o ${static_client} ${PROJECT_SOURCE_DIR}/examples/leaky_client.c
+  DEPENDS ${PROJECT_SOURCE_DIR}/examples/leaky_client.c ${CMAKE_CURRENT_SOURCE_DIR}/static_cc.sh
+  VERBATIM)
 add_custom_target(trace_clients ALL DEPENDS ${cxx_client} ${static_client})
 
 foreach(t test_trace test_probe)
   if(TARGET ${t})
-    add_dependencies(${t} trace_clients trace_poller trace_stress closewise closewise_trace leaky_client tidy_client)
+    add_dependencies(${t} trace_clients trace_poller trace_stress trace_churn closewise closewise_trace leaky_client tidy_client)
     target_compile_definitions(${t} PRIVATE
       LEAKY_RECV_LINE=${leaky_line} CXX_RECV_LINE=${cxx_line} POLLER_READ_LINE=${poller_line}
       CXX_CLIENT="${cxx_client}" STATIC_CLIENT="${static_client}"
       POLLER=\"$<TARGET_FILE:trace_poller>\" STRESS=\"$<TARGET_FILE:trace_stress>\"
+      CHURN=\"$<TARGET_FILE:trace_churn>\"
       PARENT_READ_LINE=${parent_line} CHILD_READ_LINE=${child_line} REUSE_READ_LINE=${reuse_line}
       DUP_FIRST_LINE=${dup_first_line} DUP_END_LINE=${dup_end_line}
       PY_CLIENT="${CMAKE_CURRENT_SOURCE_DIR}/trace_client.py")

@@ -424,15 +424,16 @@ static int dump_merge(struct dump_ctx *dst, struct dump_ctx *src)
 }
 
 /* Each namespace is one walk of its socket tables in the kernel: with
- * many (containers), the walks run on one thread per core (at most
- * CW__DUMP_THREADS), each with its own buffer and sequence numbers. */
+ * many (containers), the walks run on one thread per core this process
+ * may use (taskset, cpuset; at most CW__DUMP_THREADS), each with its own
+ * buffer and sequence numbers. */
 static int dump_all(cw_diag *d, const struct cw__nsconn **ns, size_t nns,
                     struct dump_ctx *ctx)
 {
     struct dump_job job[CW__DUMP_THREADS];
     pthread_t th[CW__DUMP_THREADS];
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    size_t want = nns < 4 ? 1 : (size_t)(cpus < 1 ? 1 : cpus > CW__DUMP_THREADS ? CW__DUMP_THREADS : cpus);
+    int cpus = cw__usable_cpus();
+    size_t want = nns < 4 ? 1 : (size_t)(cpus > CW__DUMP_THREADS ? CW__DUMP_THREADS : cpus);
     size_t nth = 0;
     /* Buffers first, so that every job knows how many share the work. */
     char *bufs[CW__DUMP_THREADS] = {d->buf};

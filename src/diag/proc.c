@@ -258,15 +258,16 @@ static void *scan_worker(void *arg)
 }
 
 /* Reading /proc/<pid>/fd is path walks in the kernel, which scale with
- * cores: past a few hundred targets, scan with one thread per core (at
- * most SCAN_THREADS), the caller's thread being one of them. */
+ * cores: past a few hundred targets, scan with one thread per core this
+ * process may use (at most SCAN_THREADS), the caller's thread being one
+ * of them. */
 static void scan_all(struct scan *sc)
 {
     pthread_t th[SCAN_THREADS];
     struct worker w[SCAN_THREADS];
     int nth = 1;
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-    int want = sc->it->n < 512 ? 1 : (int)(cpus > SCAN_THREADS ? SCAN_THREADS : cpus);
+    int cpus = cw__usable_cpus();
+    int want = sc->it->n < 512 ? 1 : (cpus > SCAN_THREADS ? SCAN_THREADS : cpus);
     for (int i = 0; i < SCAN_THREADS; i++)
         w[i] = (struct worker){.sc = sc, .h = &sc->hits[i]};
     while (nth < want && pthread_create(&th[nth], NULL, scan_worker, &w[nth]) == 0)

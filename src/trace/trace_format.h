@@ -4,7 +4,9 @@
  * table. Shared by both sides; bump CW_TRACE_VERSION on any change.
  *
  * The record file (named by $CW_TRACE_FILE, appended to with one write()
- * per line by every traced process) holds text lines:
+ * per line by every traced process, which opens it by name for each line:
+ * the reader may put a fresh empty file in its place once it has read it,
+ * which keeps a long trace's file bounded) holds text lines:
  *   P pid ppid table nslots slotsize version   a process started tracing
  *                                              (after exec, or in a fork child)
  *   M pid idx bias path                        module idx of pid: an ELF file

@@ -82,6 +82,21 @@ static int parse_args(struct topts *o, int argc, char **argv)
     return 0;
 }
 
+static int by_inode(const void *a, const void *b)
+{
+    uint32_t x = ((const struct probe_fd *)a)->inode, y = ((const struct probe_fd *)b)->inode;
+    return (x > y) - (x < y);
+}
+
+/* Sorted by inode, then holder (lowest pid, lowest fd first). */
+static int by_inode_pid(const void *a, const void *b)
+{
+    const struct probe_fd *x = a, *y = b;
+    int c = by_inode(a, b);
+    return c ? c : x->pid != y->pid ? (x->pid > y->pid) - (x->pid < y->pid)
+                                    : (x->fd > y->fd) - (x->fd < y->fd);
+}
+
 static void on_usr1(int sig)
 {
     (void)sig;
@@ -107,41 +122,50 @@ static void child(const struct topts *o, const struct trec_launch *l, int traced
     _exit(127);
 }
 
-/* Is socket ino still open in CMD's tree? *pid and *fd get a holder. */
-static int held(uint64_t ino, pid_t *pid, int *fd)
+/* Every socket descriptor of CMD's tree, sorted by inode; < 0 on error. */
+static int tree_sockets(struct probe_fd **fds)
 {
     pid_t *pids;
     int np = probe_tree_pids(&pids);
+    *fds = NULL;
     if (np <= 0) {
         free(np < 0 ? NULL : pids);
-        return 0;
+        return np;
     }
-    struct probe_fd *fds;
-    int nf = probe_tree_fds(pids, (size_t)np, &fds);
+    int nf = probe_tree_fds(pids, (size_t)np, fds);
     free(pids);
-    int found = 0;
-    for (int i = 0; i < nf && !found; i++)
-        if (fds[i].inode == (uint32_t)ino) {
-            *pid = fds[i].pid;
-            *fd = fds[i].fd;
-            found = 1;
-        }
-    free(fds);
-    return found;
+    if (nf > 1)
+        qsort(*fds, (size_t)nf, sizeof **fds, by_inode_pid);
+    return nf;
 }
 
-/* Judge every end whose grace is over. */
+/* Judge every end whose grace is over against one look at the tree's
+ * descriptors (a busy program ends thousands of sockets a second). */
 static void check(struct trec *t, int64_t grace_ms, int64_t now)
 {
+    struct probe_fd *fds = NULL;
+    int nf = -2;
     for (size_t i = 0; i < trec_nends(t); i++) {
         struct trec_end *e = trec_endat(t, i);
         if (e->checked || now < e->t_ms + grace_ms)
             continue;
+        if (nf == -2)
+            nf = tree_sockets(&fds);
+        struct probe_fd key = {.inode = (uint32_t)e->ino};
+        const struct probe_fd *h = nf > 0 ? bsearch(&key, fds, (size_t)nf, sizeof key, by_inode)
+                                          : NULL;
+        while (h && h > fds && h[-1].inode == h->inode)
+            h--;
         e->checked = 1;
-        e->leaked = held(e->ino, &e->holder, &e->holder_fd);
-        if (e->leaked)
+        e->leaked = h != NULL;
+        if (h) {
+            e->holder = h->pid;
+            e->holder_fd = h->fd;
             probe_comm(e->holder, e->comm);
+        }
     }
+    free(fds);
+    trec_drop_closed(t);
 }
 
 static void nap(int64_t ms)

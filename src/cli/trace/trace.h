@@ -71,6 +71,10 @@ void trec_poll(struct trec *t);
 size_t trec_nends(const struct trec *t);
 struct trec_end *trec_endat(struct trec *t, size_t i);
 
+/* Forget the E records checked and found closed in time: a long trace
+ * keeps only the ends it may still report (index order is kept). */
+void trec_drop_closed(struct trec *t);
+
 /* The latest E record for socket inode ino, or NULL. */
 struct trec_end *trec_find(struct trec *t, uint64_t ino);
 

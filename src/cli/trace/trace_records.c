@@ -11,6 +11,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -27,10 +28,27 @@ struct proc {
     int nslots, slotsize, version;
 };
 
-struct trec {
-    int fd;
+/* Every traced process appends a line or two per socket that ends (about
+ * 1 KB with its stacks), so a long trace would grow the file without
+ * bound: once CW__TREC_ROTATE bytes have been read, a fresh empty file
+ * takes the path (rename) and the one read so far is let go. */
+#define CW__TREC_ROTATE (1 << 20)
+
+/* One generation of the record file: its descriptor and the partial line
+ * read at its end (a concurrent append may be seen half written). */
+struct trec_src {
+    int fd;                 /* -1: none */
     char buf[65536];
-    size_t len;             /* a partial line waiting for its end */
+    size_t len;
+    size_t bytes;           /* read from it so far */
+};
+
+struct trec {
+    char path[4096];
+    struct trec_src cur;
+    /* The generation before cur: a writer that opened it just before the
+     * rename appends there, so it is read until the next rotation. */
+    struct trec_src old;
     struct module *mods;
     size_t nmods, capmods;
     struct proc *procs;
@@ -58,9 +76,12 @@ struct trec *trec_open(const char *path)
     struct trec *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
-    t->fd = open(path, O_RDONLY | O_CLOEXEC);
+    t->old.fd = -1;
+    t->cur.fd = strlen(path) < sizeof t->path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+    if (t->cur.fd >= 0)
+        memcpy(t->path, path, strlen(path) + 1);
     t->sym = sym_new();
-    if (t->fd < 0 || !t->sym) {
+    if (t->cur.fd < 0 || !t->sym) {
         trec_free(&t);
         return NULL;
     }
@@ -72,8 +93,10 @@ void trec_free(struct trec **tp)
     struct trec *t = *tp;
     if (!t)
         return;
-    if (t->fd >= 0)
-        close(t->fd);
+    if (t->cur.fd >= 0)
+        close(t->cur.fd);
+    if (t->old.fd >= 0)
+        close(t->old.fd);
     for (size_t i = 0; i < t->nmods; i++)
         free(t->mods[i].path);
     free(t->mods);
@@ -189,27 +212,61 @@ static void on_line(struct trec *t, char *line)
     }
 }
 
-void trec_poll(struct trec *t)
+static void read_src(struct trec *t, struct trec_src *r)
 {
-    for (;;) {
-        ssize_t n = read(t->fd, t->buf + t->len, sizeof t->buf - 1 - t->len);
+    while (r->fd >= 0) {
+        ssize_t n = read(r->fd, r->buf + r->len, sizeof r->buf - 1 - r->len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
             return;
-        t->len += (size_t)n;
-        t->buf[t->len] = '\0';
-        char *p = t->buf, *nl;
-        while ((nl = memchr(p, '\n', t->len - (size_t)(p - t->buf)))) {
+        r->bytes += (size_t)n;
+        r->len += (size_t)n;
+        r->buf[r->len] = '\0';
+        char *p = r->buf, *nl;
+        while ((nl = memchr(p, '\n', r->len - (size_t)(p - r->buf)))) {
             *nl = '\0';
             on_line(t, p);
             p = nl + 1;
         }
-        t->len -= (size_t)(p - t->buf);
-        memmove(t->buf, p, t->len);
-        if (t->len == sizeof t->buf - 1)
-            t->len = 0;   /* a line longer than any the library writes */
+        r->len -= (size_t)(p - r->buf);
+        memmove(r->buf, p, r->len);
+        if (r->len == sizeof r->buf - 1)
+            r->len = 0;   /* a line longer than any the library writes */
     }
+}
+
+/* A fresh empty file at t->path, as writable by every traced process as
+ * the first one (trec_launch_prepare); cur, read to its end, becomes old.
+ * On failure the file just goes on growing. A writer that opened the file
+ * two generations back and has not written yet loses its line. */
+static void rotate(struct trec *t)
+{
+    char tmp[4096 + 16];
+    snprintf(tmp, sizeof tmp, "%s.XXXXXX", t->path);
+    int fd = mkostemp(tmp, O_CLOEXEC);
+    if (fd < 0)
+        return;
+    struct stat sb;
+    if (fstat(t->cur.fd, &sb) < 0 || fchmod(fd, sb.st_mode & 07777) < 0 ||
+        rename(tmp, t->path) < 0) {
+        unlink(tmp);
+        close(fd);
+        return;
+    }
+    if (t->old.fd >= 0)
+        close(t->old.fd);
+    t->old = t->cur;
+    t->cur.fd = fd;
+    t->cur.len = t->cur.bytes = 0;
+}
+
+void trec_poll(struct trec *t)
+{
+    read_src(t, &t->old);
+    read_src(t, &t->cur);
+    if (t->cur.bytes >= CW__TREC_ROTATE)
+        rotate(t);
 }
 
 size_t trec_nends(const struct trec *t)
@@ -220,6 +277,15 @@ size_t trec_nends(const struct trec *t)
 struct trec_end *trec_endat(struct trec *t, size_t i)
 {
     return i < t->nends ? &t->ends[i] : NULL;
+}
+
+void trec_drop_closed(struct trec *t)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < t->nends; i++)
+        if (!t->ends[i].checked || t->ends[i].leaked)
+            t->ends[k++] = t->ends[i];
+    t->nends = k;
 }
 
 struct trec_end *trec_find(struct trec *t, uint64_t ino)
