@@ -419,13 +419,18 @@ static void finish(cw_server *s, cw_stream *st, struct sess *c, const char *text
 
 /* ---- requests ---- */
 
+static uint32_t ms32(int64_t ms)
+{
+    return ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+}
+
 /* From second class to first: off the unauthenticated FIFO; from now on
  * every request buys idle_timeout. */
 static void authenticated(cw_server *s, cw_stream *st, struct sess *c)
 {
     unauth_drop(s, c);
     c->authed = 1;
-    cw_stream_set_deadline(st, cw_now_ms() + s->o.idle_timeout_ms);
+    cw_stream_set_timeout(st, ms32(s->o.idle_timeout_ms));
 }
 
 static void log_table_full(cw_server *s)
@@ -600,10 +605,10 @@ static size_t process(cw_server *s, cw_stream *st, struct sess *c,
         if (!r.consumed)
             break;
         off += r.consumed;
-        /* Before login, lines buy no time. The deadline only moves
-         * later here: the stream's timer is not touched for it. */
+        /* Before login, lines buy no time. After it, the session moves
+         * to the tail of the loop's idle-timeout queue: a list move. */
         if (c->authed && !c->closing)
-            cw_stream_set_deadline(st, cw_now_ms() + s->o.idle_timeout_ms);
+            cw_stream_set_timeout(st, ms32(s->o.idle_timeout_ms));
     }
     return off;
 }
@@ -997,7 +1002,7 @@ static void on_accept(cw_acceptor *a, cw_stream *st, void *data)
     s->nunauth++;
     int64_t first = s->o.login_timeout_ms < s->o.idle_timeout_ms
                     ? s->o.login_timeout_ms : s->o.idle_timeout_ms;
-    cw_stream_set_deadline(st, now + first);
+    cw_stream_set_timeout(st, ms32(first));
 }
 
 /* ---- the server object ---- */
@@ -1052,11 +1057,6 @@ static int new_throttle(cw_server *s)
     if (s->o.auth_v6_net_prefix)
         t.v6_net_prefix = s->o.auth_v6_net_prefix;
     return cw__throttle_new(&t, &s->thr);
-}
-
-static uint32_t ms32(int64_t ms)
-{
-    return ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
 }
 
 static int new_acceptor(cw_server *s)
