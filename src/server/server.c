@@ -981,9 +981,6 @@ static void on_accept(cw_acceptor *a, cw_stream *st, void *data)
 {
     cw_server *s = data;
     struct sess *c = sess_of(st);
-    if (s->o.sndbuf > 0)   /* best effort: else the kernel's autotuning */
-        (void)setsockopt(cw_stream_fd(st), SOL_SOCKET, SO_SNDBUF, &s->o.sndbuf,
-                         sizeof s->o.sndbuf);
     int64_t now = cw_now_ms();
     c->start = (uint32_t)now;
     set_peer(c, cw_acceptor_peer(a, NULL));
@@ -1091,6 +1088,10 @@ static int shard_open(cw_server *s, uint16_t port, int nloops)
     struct cw_opts lo;
     cw_opts_init(&lo);
     lo.reuseport = nloops > 1;
+    /* Accepted sockets inherit the listener's SO_SNDBUF (and its lock
+     * against autotuning): set once here, not a system call per accept.
+     * 0: the kernel's autotuning. */
+    lo.sndbuf = s->o.sndbuf;
     if (rc == CW_OK)
         rc = cw_listen(s->o.host ? s->o.host : "127.0.0.1", port, &lo,
                        s->o.backlog, &s->lis);
