@@ -7,7 +7,10 @@
 # other sections are kept.
 #
 # 1. churn: `cw_bench_load churn` (bench/load.c) at concurrency 64 and 512,
-#    SECS seconds a run, RUNS runs of every server, interleaved.
+#    SECS seconds a run, RUNS runs of every server, interleaved. closewise
+#    runs three ways: as the others (pinned to one core: one loop), and
+#    with `--workers 1` and `--workers 2` (closewise-w1, closewise-w2; w2
+#    may use both cores, which it shares with the load generator).
 # 2. idle: IDLE_N logged-in sessions; server RSS growth per session; then
 #    the clients half-close in random order, RATE/s: FIN-to-FIN latency.
 # 3. after every run: the server's descriptors above its idle count, and
@@ -36,7 +39,7 @@ lcpu=1
 password=bench-password
 nginx_mod=/usr/lib/nginx/modules/ngx_stream_module.so
 
-all="closewise libuv libevent epoll seed linger0 nginx"
+all="closewise closewise-w1 closewise-w2 libuv libevent epoll seed linger0 nginx"
 servers=${CW_BENCH_SERVERS:-$all}
 for f in "$cw" "$load" "$bin/cw_peer_epoll" "$bin/cw_peer_seed"; do
     [ -x "$f" ] || { echo "bench/servers.sh: $f not built" >&2; exit 3; }
@@ -55,7 +58,7 @@ for s in $servers; do
 done
 idle_list=""
 for s in $list; do
-    case $s in linger0|nginx) ;; *) idle_list="$idle_list $s" ;; esac
+    case $s in linger0|nginx|closewise-w*) ;; *) idle_list="$idle_list $s" ;; esac
 done
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -92,6 +95,8 @@ start_server() {
     common="-q -p 0 --port-file $tmp/port -c $tmp/cred --max-auth-failures 0 --max-connections 20000"
     case $1 in
     closewise) taskset -c $scpu "$cw" server $common >/dev/null & ;;
+    closewise-w1) taskset -c $scpu "$cw" server $common --workers 1 >/dev/null & ;;
+    closewise-w2) taskset -c $scpu,$lcpu "$cw" server $common --workers 2 >/dev/null & ;;
     linger0) taskset -c $scpu "$cw" server $common --linger0 >/dev/null & ;;
     libuv) taskset -c $scpu "$bin/cw_peer_uv" "$tmp/port" "$hash" & ;;
     libevent) taskset -c $scpu "$bin/cw_peer_event" "$tmp/port" "$hash" & ;;
@@ -149,14 +154,15 @@ core_ticks() {
 }
 
 # CPU time the server process used so far, in ns: the scheduler's exact
-# runtime (/proc/PID/schedstat) for one-thread servers; for the seed's
+# runtime (/proc/PID/task/*/schedstat, every thread: closewise has its
+# loops and password-check threads, which live as long as it); for the seed's
 # thread-per-connection server, utime + stime of all its threads, dead
 # ones included (/proc/PID/stat, clock ticks).
 proc_cpu_ns() {
     if [ "$1" = seed ]; then
         awk -v hz="$(getconf CLK_TCK)" '{ printf "%.0f\n", ($14 + $15) * 1e9 / hz }' "/proc/$spid/stat"
     else
-        cut -d' ' -f1 "/proc/$spid/schedstat"
+        cat /proc/"$spid"/task/*/schedstat | awk '{ s += $1 } END { printf "%.0f\n", s }'
     fi
 }
 
@@ -270,7 +276,9 @@ sloc() {
 
 what() {
     case $1 in
-    closewise) echo "\`closewise server\` (src/server/server.c on cw_stream/cw_acceptor): parse, crypt(3), reply, SHUT_WR, linger to the client's FIN (30 s cap), close; idle timer per session" ;;
+    closewise) echo "\`closewise server\` (src/server/server.c on cw_stream/cw_acceptor): parse, crypt(3), reply, SHUT_WR, linger to the client's FIN (30 s cap), close; login/idle/linger timeouts on the loop's FIFO queues" ;;
+    closewise-w1) echo "\`closewise server --workers 1\`: the same, one loop (pinned to core $scpu)" ;;
+    closewise-w2) echo "\`closewise server --workers 2\`: two loops with SO_REUSEPORT listeners, on cores $scpu and $lcpu (shared with the load generator)" ;;
     libuv) echo "bench/peers/uv_peer.c: uv_read/uv_write, uv_shutdown, read to EOF, uv_close, lingering uv_timer" ;;
     libevent) echo "bench/peers/event_peer.c: bufferevent; after the flush SHUT_WR, drain to EOF under a read timeout, bufferevent_free" ;;
     epoll) echo "bench/peers/epoll_peer.c: level-triggered epoll, accept/recv/send/shutdown/drain/close, no timers" ;;
@@ -286,7 +294,7 @@ lines() {
     libevent) echo "$(sloc bench/peers/event_peer.c) + peer.h" ;;
     epoll) echo "$(sloc bench/peers/epoll_peer.c) + peer.h" ;;
     seed) echo "$(sloc bench/peers/seed_peer.c) + peer.h" ;;
-    linger0) echo "(closewise)" ;;
+    linger0|closewise-w*) echo "(closewise)" ;;
     nginx) echo "$(nginx_conf 0 | grep -c .) (config)" ;;
     esac
 }
@@ -412,6 +420,14 @@ section() {
             "$(total "$tmp/idle" "$f" ok) / $((idle_n * idle_runs)) |" \
             "$(total "$tmp/idle" "$f" rst)/$(total "$tmp/idle" "$f" lost)/$(total "$tmp/idle" "$f" err) |" \
             "$(maxof "$tmp/idle" "$f" fdleft) | $(maxof "$tmp/idle" "$f" closewait) |"
+    done
+    echo
+    echo "Close p99 of every run, in run order (us): the spread behind the medians above."
+    echo
+    echo "| server | close p99 per run, us |"
+    echo "|---|---|"
+    for s in $idle_list; do
+        echo "| $s | $(awk -v f="server=$s" 'index(" " $0 " ", " " f " ") { for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "close_p99_us") printf "%s%s", sep, kv[2]; sep = ", " } }' "$tmp/idle") |"
     done
     echo
     echo "Targets: closewise close p99 < 1000 us (the seed's client noticed only at its 30 s"
