@@ -1,7 +1,8 @@
 /*
  * closewise/loop.h - a small epoll event loop: readiness watchers that
- * always see a peer's FIN or RST, one timer structure for every deadline,
- * and a clean stop on SIGINT/SIGTERM. Never busy-loops: it sleeps in
+ * always see a peer's FIN or RST, a timer heap for arbitrary deadlines
+ * and FIFO timer queues for fixed timeouts (no heap operation), and a
+ * clean stop on SIGINT/SIGTERM. Never busy-loops: it sleeps in
  * epoll_wait until a watched descriptor is ready or the earliest timer is
  * due.
  *
