@@ -15,8 +15,11 @@
 #    the clients half-close in random order, RATE/s: FIN-to-FIN latency.
 # 3. after every run: the server's descriptors above its idle count, and
 #    CLOSE_WAIT sockets on its port.
+# 4. exact counts per churn connection, closewise against the bare epoll
+#    loop (bench/churn-counts.sh: callgrind instructions, perf system
+#    calls, clock reads), if valgrind and perf are there (~1 minute).
 # The server is pinned to core 0 and the load generator to core 1
-# (taskset). Bounded: about 6 minutes with the defaults; every process it
+# (taskset). Bounded: about 10 minutes with the defaults; every process it
 # starts is ended on exit. Environment: CW_BENCH_RUNS (5), CW_BENCH_SECS
 # (3), CW_BENCH_CONC ("64 512"), CW_BENCH_IDLE_N (10000), CW_BENCH_IDLE_RUNS
 # (3), CW_BENCH_SERVERS (all), CW_BENCH_KEEP (raw results; default
@@ -220,6 +223,14 @@ measure() {
         done
         r=$((r + 1))
     done
+
+    # ---- 4. exact counts ----
+    : >"$tmp/counts"
+    if command -v valgrind >/dev/null && command -v perf >/dev/null; then
+        echo "servers: exact counts per churn connection (callgrind, perf)" >&2
+        sh bench/churn-counts.sh "$build" >"$tmp/counts" || echo "servers: counts failed" >&2
+        sed 's/^/  /' "$tmp/counts" >&2
+    fi
 }
 
 # Raw results are kept in $keep; CW_BENCH_FROM=DIR rewrites the section
@@ -228,6 +239,7 @@ keep=${CW_BENCH_KEEP:-$build/bench/servers-raw}
 mkdir -p "$keep"
 if [ -n "${CW_BENCH_FROM:-}" ]; then
     cp "$CW_BENCH_FROM/churn" "$CW_BENCH_FROM/idle" "$CW_BENCH_FROM/meta" "$tmp/"
+    cp "$CW_BENCH_FROM/counts" "$tmp/" 2>/dev/null || : >"$tmp/counts"
 else
     started=$(date -u '+%Y-%m-%d %H:%M UTC')
     measure
@@ -235,7 +247,7 @@ else
 run_date='$started' load_before='$load_before' runs='$runs' secs='$secs'
 concs='$concs' idle_n='$idle_n' idle_runs='$idle_runs' list='$list' idle_list='$idle_list'
 EOF
-    cp "$tmp/churn" "$tmp/idle" "$tmp/meta" "$keep/"
+    cp "$tmp/churn" "$tmp/idle" "$tmp/meta" "$tmp/counts" "$keep/"
 fi
 . "$tmp/meta"
 
@@ -402,6 +414,20 @@ section() {
         echo "$row $(total "$tmp/churnx" "server=closewise conc=$conc" lost) |"
     done
     echo
+    if [ -s "$tmp/counts" ]; then
+        echo "Exact counts per churn connection, without timing noise (\`sh bench/churn-counts.sh $build\`):"
+        echo "user-space instructions (valgrind callgrind, 2,000 connections at concurrency 8; closewise"
+        echo "with \`--auth-threads 0\`, the path this cheap hash takes natively), system calls (\`perf stat -e"
+        echo "raw_syscalls:sys_enter\` on the server, concurrency 64) and clock reads (clock_gettime calls,"
+        echo "vDSO). Both servers run the same crypt(3), about 35,000 of the instructions."
+        echo
+        echo "| server | instructions/conn | system calls/conn | clock reads/conn |"
+        echo "|---|---:|---:|---:|"
+        awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+               sub(/:.*/, "", v["server"])
+               printf "| %s | %s | %s | %s |\n", v["server"], v["instr_per_conn"], v["sys_per_conn"], v["clock_per_conn"] }' "$tmp/counts"
+        echo
+    fi
     echo "### 2-4. $idle_n idle logged-in sessions: memory, close latency, leftovers ($idle_runs runs)"
     echo
     echo "The load generator logs in $idle_n sessions (\`AUTH bench <right password>\` -> \`OK\`) and"
@@ -427,7 +453,7 @@ section() {
     echo "| server | close p99 per run, us |"
     echo "|---|---|"
     for s in $idle_list; do
-        echo "| $s | $(awk -v f="server=$s" 'index(" " $0 " ", " " f " ") { for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "close_p99_us") printf "%s%s", sep, kv[2]; sep = ", " } }' "$tmp/idle") |"
+        echo "| $s | $(awk -v f="server=$s" 'index(" " $0 " ", " " f " ") { for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "close_p99_us") { printf "%s%s", sep, kv[2]; sep = ", " } } }' "$tmp/idle") |"
     done
     echo
     echo "Targets: closewise close p99 < 1000 us (the seed's client noticed only at its 30 s"
