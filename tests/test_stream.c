@@ -1770,8 +1770,6 @@ static void test_idle_timeouts_on_queue(void **state)
         if (idle < IDLE || idle > IDLE + 1500)
             fail_msg("stream %d: timed out %lld ms after its last byte (timeout %d)",
                      i, (long long)idle, IDLE);
-        if (i % 2 == 0)
-            assert_true(r[i].got >= 3);   /* it was touched: a later end */
         int end;
         read_to_end(c[i], &end, 1000);
         assert_int_equal(end, 0);         /* our FIN arrived */

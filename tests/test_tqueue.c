@@ -191,10 +191,12 @@ static void test_many_random(void **state)
     assert_int_equal(many_fired, MANY);
     for (int i = 0; i < MANY; i++)
         assert_int_equal(items[i].fired, 1);
-    /* generous: a loaded 2-core machine; the point is "not a timeout later" */
+    /* The point is "not a timeout later" (100 ms): usually 1-4 ms, but a
+     * loaded 2-core machine (load average 5.5, valgrind next to it) has
+     * stalled the whole process for 74 ms, so the bound is just under. */
     printf("# %d entries, touched at random: worst lateness %lld ms\n", MANY,
            (long long)worst_late);
-    assert_true(worst_late < 25);
+    assert_true(worst_late < 95);
     cw_tqueue_close(&q[0]);
     cw_tqueue_close(&q[1]);
     free(items);
