@@ -169,6 +169,13 @@ proc_cpu_ns() {
     fi
 }
 
+# Time the server's threads spent runnable but waiting for a core, in ns
+# (/proc/PID/task/*/schedstat, second field): what other work on its core
+# cost its wake-ups; it explains a close-latency tail.
+run_wait_ns() {
+    cat /proc/"$spid"/task/*/schedstat 2>/dev/null | awk '{ s += $2 } END { printf "%.0f\n", s }'
+}
+
 # TCP segments sent machine-wide (on loopback each is also received once).
 out_segs() {
     awk '$1 == "Tcp:" && $2 ~ /^[0-9]/ { print $12 }' /proc/net/snmp
@@ -215,8 +222,10 @@ measure() {
     while [ $r -le "$idle_runs" ]; do
         for s in $idle_list; do
             start_server "$s"
+            w0=$(run_wait_ns)
             out=$(taskset -c $lcpu "$load" idle "$sport" "$idle_n" "$rate" "$password" "$spid")
-            line="server=$s run=$r $out $(leftovers)"
+            wait_us=$(( ($(run_wait_ns) - w0) / 1000 ))
+            line="server=$s run=$r $out wait_us=$wait_us $(leftovers)"
             echo "$line" >>"$tmp/idle"
             echo "  $line" >&2
             stop_server
@@ -448,12 +457,18 @@ section() {
             "$(maxof "$tmp/idle" "$f" fdleft) | $(maxof "$tmp/idle" "$f" closewait) |"
     done
     echo
-    echo "Close p99 of every run, in run order (us): the spread behind the medians above."
+    echo "Close p99 of every run, in run order: the spread behind the medians above, and the time"
+    echo "the server spent runnable but waiting for its core during that run (all its threads,"
+    echo "/proc/PID/task/*/schedstat): other work on the core delays its wake-ups, which is what"
+    echo "a close-latency tail on this machine is made of."
     echo
-    echo "| server | close p99 per run, us |"
-    echo "|---|---|"
+    echo "| server | close p99 per run, us | server's run-queue wait per run, us |"
+    echo "|---|---|---|"
     for s in $idle_list; do
-        echo "| $s | $(awk -v f="server=$s" 'index(" " $0 " ", " " f " ") { for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "close_p99_us") { printf "%s%s", sep, kv[2]; sep = ", " } } }' "$tmp/idle") |"
+        per_run() {
+            awk -v f="server=$s" -v k="$1" 'index(" " $0 " ", " " f " ") { v = "-"; for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) v = kv[2] } printf "%s%s", sep, v; sep = ", " }' "$tmp/idle"
+        }
+        echo "| $s | $(per_run close_p99_us) | $(per_run wait_us) |"
     done
     echo
     echo "Targets: closewise close p99 < 1000 us (the seed's client noticed only at its 30 s"
