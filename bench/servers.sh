@@ -7,13 +7,19 @@
 # other sections are kept.
 #
 # 1. churn: `cw_bench_load churn` (bench/load.c) at concurrency 64 and 512,
-#    SECS seconds a run, RUNS runs of every server, interleaved.
+#    SECS seconds a run, RUNS runs of every server, interleaved. closewise
+#    runs three ways: as the others (pinned to one core: one loop), and
+#    with `--workers 1` and `--workers 2` (closewise-w1, closewise-w2; w2
+#    may use both cores, which it shares with the load generator).
 # 2. idle: IDLE_N logged-in sessions; server RSS growth per session; then
 #    the clients half-close in random order, RATE/s: FIN-to-FIN latency.
 # 3. after every run: the server's descriptors above its idle count, and
 #    CLOSE_WAIT sockets on its port.
+# 4. exact counts per churn connection, closewise against the bare epoll
+#    loop (bench/churn-counts.sh: callgrind instructions, perf system
+#    calls, clock reads), if valgrind and perf are there (~1 minute).
 # The server is pinned to core 0 and the load generator to core 1
-# (taskset). Bounded: about 6 minutes with the defaults; every process it
+# (taskset). Bounded: about 8 minutes with the defaults; every process it
 # starts is ended on exit. Environment: CW_BENCH_RUNS (5), CW_BENCH_SECS
 # (3), CW_BENCH_CONC ("64 512"), CW_BENCH_IDLE_N (10000), CW_BENCH_IDLE_RUNS
 # (3), CW_BENCH_SERVERS (all), CW_BENCH_KEEP (raw results; default
@@ -36,7 +42,7 @@ lcpu=1
 password=bench-password
 nginx_mod=/usr/lib/nginx/modules/ngx_stream_module.so
 
-all="closewise libuv libevent epoll seed linger0 nginx"
+all="closewise closewise-w1 closewise-w2 libuv libevent epoll seed linger0 nginx"
 servers=${CW_BENCH_SERVERS:-$all}
 for f in "$cw" "$load" "$bin/cw_peer_epoll" "$bin/cw_peer_seed"; do
     [ -x "$f" ] || { echo "bench/servers.sh: $f not built" >&2; exit 3; }
@@ -55,7 +61,7 @@ for s in $servers; do
 done
 idle_list=""
 for s in $list; do
-    case $s in linger0|nginx) ;; *) idle_list="$idle_list $s" ;; esac
+    case $s in linger0|nginx|closewise-w*) ;; *) idle_list="$idle_list $s" ;; esac
 done
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -92,6 +98,8 @@ start_server() {
     common="-q -p 0 --port-file $tmp/port -c $tmp/cred --max-auth-failures 0 --max-connections 20000"
     case $1 in
     closewise) taskset -c $scpu "$cw" server $common >/dev/null & ;;
+    closewise-w1) taskset -c $scpu "$cw" server $common --workers 1 >/dev/null & ;;
+    closewise-w2) taskset -c $scpu,$lcpu "$cw" server $common --workers 2 >/dev/null & ;;
     linger0) taskset -c $scpu "$cw" server $common --linger0 >/dev/null & ;;
     libuv) taskset -c $scpu "$bin/cw_peer_uv" "$tmp/port" "$hash" & ;;
     libevent) taskset -c $scpu "$bin/cw_peer_event" "$tmp/port" "$hash" & ;;
@@ -149,15 +157,23 @@ core_ticks() {
 }
 
 # CPU time the server process used so far, in ns: the scheduler's exact
-# runtime (/proc/PID/schedstat) for one-thread servers; for the seed's
+# runtime (/proc/PID/task/*/schedstat, every thread: closewise has its
+# loops and password-check threads, which live as long as it); for the seed's
 # thread-per-connection server, utime + stime of all its threads, dead
 # ones included (/proc/PID/stat, clock ticks).
 proc_cpu_ns() {
     if [ "$1" = seed ]; then
         awk -v hz="$(getconf CLK_TCK)" '{ printf "%.0f\n", ($14 + $15) * 1e9 / hz }' "/proc/$spid/stat"
     else
-        cut -d' ' -f1 "/proc/$spid/schedstat"
+        cat /proc/"$spid"/task/*/schedstat | awk '{ s += $1 } END { printf "%.0f\n", s }'
     fi
+}
+
+# Time the server's threads spent runnable but waiting for a core, in ns
+# (/proc/PID/task/*/schedstat, second field): what other work on its core
+# cost its wake-ups; it explains a close-latency tail.
+run_wait_ns() {
+    cat /proc/"$spid"/task/*/schedstat 2>/dev/null | awk '{ s += $2 } END { printf "%.0f\n", s }'
 }
 
 # TCP segments sent machine-wide (on loopback each is also received once).
@@ -206,14 +222,24 @@ measure() {
     while [ $r -le "$idle_runs" ]; do
         for s in $idle_list; do
             start_server "$s"
+            w0=$(run_wait_ns)
             out=$(taskset -c $lcpu "$load" idle "$sport" "$idle_n" "$rate" "$password" "$spid")
-            line="server=$s run=$r $out $(leftovers)"
+            wait_us=$(( ($(run_wait_ns) - w0) / 1000 ))
+            line="server=$s run=$r $out wait_us=$wait_us $(leftovers)"
             echo "$line" >>"$tmp/idle"
             echo "  $line" >&2
             stop_server
         done
         r=$((r + 1))
     done
+
+    # ---- 4. exact counts ----
+    : >"$tmp/counts"
+    if command -v valgrind >/dev/null && command -v perf >/dev/null; then
+        echo "servers: exact counts per churn connection (callgrind, perf)" >&2
+        sh bench/churn-counts.sh "$build" >"$tmp/counts" || echo "servers: counts failed" >&2
+        sed 's/^/  /' "$tmp/counts" >&2
+    fi
 }
 
 # Raw results are kept in $keep; CW_BENCH_FROM=DIR rewrites the section
@@ -222,6 +248,7 @@ keep=${CW_BENCH_KEEP:-$build/bench/servers-raw}
 mkdir -p "$keep"
 if [ -n "${CW_BENCH_FROM:-}" ]; then
     cp "$CW_BENCH_FROM/churn" "$CW_BENCH_FROM/idle" "$CW_BENCH_FROM/meta" "$tmp/"
+    cp "$CW_BENCH_FROM/counts" "$tmp/" 2>/dev/null || : >"$tmp/counts"
 else
     started=$(date -u '+%Y-%m-%d %H:%M UTC')
     measure
@@ -229,7 +256,7 @@ else
 run_date='$started' load_before='$load_before' runs='$runs' secs='$secs'
 concs='$concs' idle_n='$idle_n' idle_runs='$idle_runs' list='$list' idle_list='$idle_list'
 EOF
-    cp "$tmp/churn" "$tmp/idle" "$tmp/meta" "$keep/"
+    cp "$tmp/churn" "$tmp/idle" "$tmp/meta" "$tmp/counts" "$keep/"
 fi
 . "$tmp/meta"
 
@@ -270,7 +297,9 @@ sloc() {
 
 what() {
     case $1 in
-    closewise) echo "\`closewise server\` (src/server/server.c on cw_stream/cw_acceptor): parse, crypt(3), reply, SHUT_WR, linger to the client's FIN (30 s cap), close; idle timer per session" ;;
+    closewise) echo "\`closewise server\` (src/server/server.c on cw_stream/cw_acceptor): parse, crypt(3), reply, SHUT_WR, linger to the client's FIN (30 s cap), close; login/idle/linger timeouts on the loop's FIFO queues" ;;
+    closewise-w1) echo "\`closewise server --workers 1\`: the same, one loop (pinned to core $scpu)" ;;
+    closewise-w2) echo "\`closewise server --workers 2\`: two loops with SO_REUSEPORT listeners, on cores $scpu and $lcpu (shared with the load generator)" ;;
     libuv) echo "bench/peers/uv_peer.c: uv_read/uv_write, uv_shutdown, read to EOF, uv_close, lingering uv_timer" ;;
     libevent) echo "bench/peers/event_peer.c: bufferevent; after the flush SHUT_WR, drain to EOF under a read timeout, bufferevent_free" ;;
     epoll) echo "bench/peers/epoll_peer.c: level-triggered epoll, accept/recv/send/shutdown/drain/close, no timers" ;;
@@ -286,7 +315,7 @@ lines() {
     libevent) echo "$(sloc bench/peers/event_peer.c) + peer.h" ;;
     epoll) echo "$(sloc bench/peers/epoll_peer.c) + peer.h" ;;
     seed) echo "$(sloc bench/peers/seed_peer.c) + peer.h" ;;
-    linger0) echo "(closewise)" ;;
+    linger0|closewise-w*) echo "(closewise)" ;;
     nginx) echo "$(nginx_conf 0 | grep -c .) (config)" ;;
     esac
 }
@@ -394,6 +423,20 @@ section() {
         echo "$row $(total "$tmp/churnx" "server=closewise conc=$conc" lost) |"
     done
     echo
+    if [ -s "$tmp/counts" ]; then
+        echo "Exact counts per churn connection, without timing noise (\`sh bench/churn-counts.sh $build\`):"
+        echo "user-space instructions (valgrind callgrind, 2,000 connections at concurrency 8; closewise"
+        echo "with \`--auth-threads 0\`, the path this cheap hash takes natively), system calls (\`perf stat -e"
+        echo "raw_syscalls:sys_enter\` on the server, concurrency 64) and clock reads (clock_gettime calls,"
+        echo "vDSO). Both servers run the same crypt(3), about 35,000 of the instructions."
+        echo
+        echo "| server | instructions/conn | system calls/conn | clock reads/conn |"
+        echo "|---|---:|---:|---:|"
+        awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+               sub(/:.*/, "", v["server"])
+               printf "| %s | %s | %s | %s |\n", v["server"], v["instr_per_conn"], v["sys_per_conn"], v["clock_per_conn"] }' "$tmp/counts"
+        echo
+    fi
     echo "### 2-4. $idle_n idle logged-in sessions: memory, close latency, leftovers ($idle_runs runs)"
     echo
     echo "The load generator logs in $idle_n sessions (\`AUTH bench <right password>\` -> \`OK\`) and"
@@ -412,6 +455,20 @@ section() {
             "$(total "$tmp/idle" "$f" ok) / $((idle_n * idle_runs)) |" \
             "$(total "$tmp/idle" "$f" rst)/$(total "$tmp/idle" "$f" lost)/$(total "$tmp/idle" "$f" err) |" \
             "$(maxof "$tmp/idle" "$f" fdleft) | $(maxof "$tmp/idle" "$f" closewait) |"
+    done
+    echo
+    echo "Close p99 of every run, in run order: the spread behind the medians above, and the time"
+    echo "the server spent runnable but waiting for its core during that run (all its threads,"
+    echo "/proc/PID/task/*/schedstat): other work on the core delays its wake-ups, which is what"
+    echo "a close-latency tail on this machine is made of."
+    echo
+    echo "| server | close p99 per run, us | server's run-queue wait per run, us |"
+    echo "|---|---|---|"
+    for s in $idle_list; do
+        per_run() {
+            awk -v f="server=$s" -v k="$1" 'index(" " $0 " ", " " f " ") { v = "-"; for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) v = kv[2] } printf "%s%s", sep, v; sep = ", " }' "$tmp/idle"
+        }
+        echo "| $s | $(per_run close_p99_us) | $(per_run wait_us) |"
     done
     echo
     echo "Targets: closewise close p99 < 1000 us (the seed's client noticed only at its 30 s"

@@ -6,7 +6,7 @@ set -eu
 
 build_pkgs="pkg-config libmnl-dev libcrypt-dev libbpf-dev bpftool clang libdw-dev"
 test_pkgs="libcmocka-dev iproute2 procps clang libclang-rt-14-dev valgrind gdb prometheus curl librsvg2-bin libxml2-utils g++ python3"
-bench_pkgs="libuv1-dev libevent-dev nginx libnginx-mod-stream util-linux net-tools lsof hyperfine"
+bench_pkgs="libuv1-dev libevent-dev nginx libnginx-mod-stream util-linux net-tools lsof hyperfine valgrind linux-perf"
 
 case "${1:-build}" in
 build) want="$build_pkgs" ;;

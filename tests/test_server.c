@@ -1098,6 +1098,49 @@ static void test_emfile_storm(void **state)
     srv_done(&s);
 }
 
+/* The idle timeout counts from the last request, per session, on one
+ * FIFO queue: a session that keeps sending requests is moved behind an
+ * idle one and outlives it; the idle one is ended on time while the
+ * other is served; the busy one is ended an idle period after its last
+ * request. A session whose deadline did not move would get "ERR idle
+ * timeout" in place of an echo. Nothing is left in CLOSE_WAIT. */
+static void test_idle_timeout_per_request(void **state)
+{
+    const char *args[] = {"--user", "alice:s3cret", "--idle-timeout", "300ms", NULL};
+    struct srv s;
+    srv_start(&s, args);
+    cw_conn *idle = dial(&s);
+    login(idle);
+    int64_t t_idle = cw_now_ms();
+    cw_conn *busy = dial(&s);
+    login(busy);
+    int64_t last = cw_now_ms();
+    while (cw_now_ms() - t_idle < 900) {
+        send_str(busy, "ECHO still here\n");
+        expect(busy, "still here");
+        last = cw_now_ms();
+        cwt_sleep_ms(100);
+    }
+    /* The idle one was ended long ago; its line waits in our buffer. */
+    expect(idle, "ERR idle timeout");
+    expect_end(idle, CW_EOF);
+    expect(busy, "ERR idle timeout");
+    int64_t quiet = cw_now_ms() - last;
+    if (quiet < 250 || quiet > 3000)
+        fail_msg("busy session ended %lld ms after its last request (timeout 300 ms)",
+                 (long long)quiet);
+    expect_end(busy, CW_EOF);
+    assert_int_equal(cw_close(&idle, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000), CW_OK);
+    assert_int_equal(cw_close(&busy, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000), CW_OK);
+    assert_int_equal(cwt_count_pid(s.pid, CW_TCP_CLOSE_WAIT), 0);
+    srv_stop(&s);
+    const char *log = srv_log(&s);
+    const char *first = strstr(log, "end=idle close=graceful");
+    assert_non_null(first);
+    assert_non_null(strstr(first + 1, "end=idle close=graceful"));
+    srv_done(&s);
+}
+
 int main(void)
 {
     cwt_private_netns();
@@ -1125,6 +1168,7 @@ int main(void)
         CWT_TEST(test_library_api),
         CWT_TEST(test_5000_clients_close_first),
         CWT_TEST(test_emfile_storm),
+        CWT_TEST(test_idle_timeout_per_request),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1686,6 +1686,190 @@ static void test_acceptor_retry_at(void **state)
     accept_fx_free(&f, &peer, 1);
 }
 
+/* ---- fixed timeouts on the loop's FIFO queues ---- */
+
+/* Where the stream's one timer is: 1 on a FIFO queue of the loop, 2 in
+ * the timer heap, 0 nowhere. */
+static int timer_place(const cw_stream *s)
+{
+    if (s->tm.h.slot)
+        return 2;
+    return s->tm.q.next ? 1 : 0;
+}
+
+/* Streams with the idle timeout wait on one queue, none in the heap; a
+ * byte moves one to the tail, so it times out an idle period after its
+ * last byte, the others an idle period after their start; never early.
+ * The peers see the FIN of each close (the kernel's word, not ours). */
+static void test_idle_timeouts_on_queue(void **state)
+{
+    enum { N = 12, IDLE = 250 };
+    cw_loop *loop;
+    assert_int_equal(cw_loop_new(&loop), CW_OK);
+    struct cw_stream_opts o = opts(IDLE, 0, 5000);
+    struct rec r[N];
+    int c[N];
+    int64_t last[N];
+    memset(r, 0, sizeof r);
+    for (int i = 0; i < N; i++) {
+        cw_stream *s;
+        c[i] = pair(loop, &o, 0, 0, &s);
+        r[i].on_end = CLOSE_GRACEFUL;
+        last[i] = cw_now_ms();   /* before the stream's own clock read */
+        start(&r[i], s);
+        assert_int_equal(timer_place(s), 1);
+    }
+    /* The even ones get a byte every 50 ms for 300 ms. */
+    int64_t t0 = cw_now_ms();
+    while (cw_now_ms() - t0 < 300) {
+        for (int i = 0; i < N; i += 2)
+            if (!r[i].ends) {
+                send_all(c[i], "x", 1);
+                last[i] = cw_now_ms();
+            }
+        run_for(loop, 50);
+        /* On the queue with its exact deadline (moved on activity, not
+         * left to fire early), behind every entry due before it. */
+        for (int i = 0; i < N; i++)
+            if (r[i].s && !r[i].ends) {
+                assert_int_equal(timer_place(r[i].s), 1);
+                assert_int_equal(r[i].s->tm.q.deadline, r[i].s->rdl);
+                assert_true(r[i].s->tm.q.prev->deadline <= r[i].s->tm.q.deadline);
+            }
+    }
+    int all = 0;
+    for (int64_t end = cw_now_ms() + 3000; cw_now_ms() < end && all < N;) {
+        run_for(loop, 10);
+        all = 0;
+        for (int i = 0; i < N; i++)
+            all += r[i].closed;
+    }
+    assert_int_equal(all, N);
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(r[i].end, CW_ETIMEDOUT);
+        int64_t idle = r[i].end_ms - last[i];
+        if (idle < IDLE || idle > IDLE + 1500)
+            fail_msg("stream %d: timed out %lld ms after its last byte (timeout %d)",
+                     i, (long long)idle, IDLE);
+        int end;
+        read_to_end(c[i], &end, 1000);
+        assert_int_equal(end, 0);         /* our FIN arrived */
+        close(c[i]);
+    }
+    cw_loop_free(&loop);
+}
+
+/* cw_stream_set_timeout: the owner's fixed timeout, on a queue; bytes buy
+ * no time unless the owner sets it again (as the reference server does
+ * per request); an earlier arbitrary deadline takes the heap and wins; a
+ * later one set over a queued timeout is honoured too (the queued entry
+ * fires early, finds nothing, and waits again). */
+static int retime_on_bytes;
+
+static void retime_read(cw_stream *s, ssize_t n, const char *buf)
+{
+    rec_read(s, n, buf);
+    if (n > 0 && retime_on_bytes)
+        assert_int_equal(cw_stream_set_timeout(s, 200), CW_OK);
+}
+
+static const struct cw_stream_handlers retime_handlers = {
+    .on_read = retime_read, .on_closed = rec_closed,
+};
+
+static void test_set_timeout(void **state)
+{
+    for (int mode = 0; mode < 4; mode++) {
+        cw_loop *loop;
+        assert_int_equal(cw_loop_new(&loop), CW_OK);
+        struct cw_stream_opts o = opts(0, 0, 5000);
+        cw_stream *s;
+        int c = pair(loop, &o, 0, 0, &s);
+        struct rec r = {0};
+        r.s = s;
+        r.on_end = CLOSE_GRACEFUL;
+        retime_on_bytes = mode != 1;   /* 1: bytes do not retime */
+        assert_int_equal(cw_stream_start(s, &retime_handlers, &r), CW_OK);
+        int64_t t0 = cw_now_ms(), last = t0, want;
+        assert_int_equal(cw_stream_set_timeout(s, 200), CW_OK);
+        assert_int_equal(timer_place(s), 1);
+        if (mode <= 1) {   /* bytes every 50 ms for 300 ms */
+            while (cw_now_ms() - t0 < 300 && !r.ends) {
+                send_all(c, "x", 1);
+                last = cw_now_ms();
+                run_for(loop, 50);
+            }
+            want = mode == 0 ? last + 200 : t0 + 200;
+        } else if (mode == 2) {   /* an earlier deadline: the heap */
+            assert_int_equal(cw_stream_set_deadline(s, t0 + 80), CW_OK);
+            assert_int_equal(timer_place(s), 2);
+            want = t0 + 80;
+        } else {   /* a later deadline over the queued timeout */
+            assert_int_equal(cw_stream_set_deadline(s, t0 + 450), CW_OK);
+            want = t0 + 450;
+        }
+        assert_true(run_until(loop, &r.closed, 3000));
+        printf("# set_timeout mode %d: ended %lld ms after start, wanted %lld\n", mode,
+               (long long)(r.end_ms - t0), (long long)(want - t0));
+        assert_int_equal(r.end, CW_ETIMEDOUT);
+        assert_true(r.end_ms >= want && r.end_ms < want + 1500);
+        if (mode == 1)
+            assert_true(r.got >= 3);   /* bytes came, and bought nothing */
+        int end;
+        read_to_end(c, &end, 1000);
+        assert_int_equal(end, 0);
+        close(c);
+        assert_int_equal(cw_stream_set_timeout(NULL, 1), CW_EINVAL);
+        cw_loop_free(&loop);
+    }
+}
+
+/* The write timeout and the lingering timeout wait on queues too, and
+ * still fire: a peer that never reads gets the write timeout's RST (seen
+ * by the kernel: ECONNRESET on the peer); a lingering close whose peer
+ * never sends its FIN ends at the lingering timeout, with our FIN sent. */
+static void test_write_and_linger_on_queue(void **state)
+{
+    cw_loop *loop;
+    assert_int_equal(cw_loop_new(&loop), CW_OK);
+    struct cw_stream_opts o = opts(0, 300, 5000);
+    o.linger_timeout_ms = 200;
+    cw_stream *s;
+    int c = pair(loop, &o, 4096, 4096, &s);
+    struct rec r = {0};
+    start(&r, s);
+    int64_t t0 = cw_now_ms();
+    assert_int_equal(queue_big(s, 4 << 20), 1);
+    assert_int_equal(timer_place(s), 1);
+    assert_int_equal(s->tm.q.deadline, s->out->due);
+    assert_true(run_until(loop, &r.closed, 3000));
+    assert_int_equal(r.how, CW_ETIMEDOUT);
+    assert_int_equal(r.cend, CW_END_TIMEOUT);
+    assert_true(r.closed_ms - t0 >= 300 && r.closed_ms - t0 < 2000);
+    char buf[65536];
+    ssize_t n;
+    while ((n = recv(c, buf, sizeof buf, MSG_DONTWAIT)) > 0)
+        ;
+    assert_int_equal(n, -1);
+    assert_int_equal(errno, ECONNRESET);
+    close(c);
+
+    struct rec q = {0};
+    c = pair(loop, &o, 0, 0, &s);
+    start(&q, s);
+    t0 = cw_now_ms();
+    assert_int_equal(cw_stream_close(s, CW_CLOSE_GRACEFUL, t0 + 5000, NULL), CW_OK);
+    assert_int_equal(timer_place(s), 1);   /* lingering: 200 ms, a queue */
+    assert_true(run_until(loop, &q.closed, 3000));
+    assert_int_equal(q.how, CW_ETIMEDOUT);
+    assert_true(q.closed_ms - t0 >= 200 && q.closed_ms - t0 < 2000);
+    int end;
+    read_to_end(c, &end, 1000);
+    assert_int_equal(end, 0);   /* our FIN, then the close: no RST */
+    close(c);
+    cw_loop_free(&loop);
+}
+
 int main(void)
 {
     cwt_private_netns();
@@ -1725,6 +1909,9 @@ int main(void)
         CWT_TEST(test_acceptor_admit),
         CWT_TEST(test_acceptor_freed_first),
         CWT_TEST(test_acceptor_retry_at),
+        CWT_TEST(test_idle_timeouts_on_queue),
+        CWT_TEST(test_set_timeout),
+        CWT_TEST(test_write_and_linger_on_queue),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -191,8 +191,12 @@ static void test_many_random(void **state)
     assert_int_equal(many_fired, MANY);
     for (int i = 0; i < MANY; i++)
         assert_int_equal(items[i].fired, 1);
-    /* generous: a loaded 2-core machine; the point is "not a timeout later" */
-    assert_true(worst_late < 25);
+    /* The point is "not a timeout later" (100 ms): usually 1-4 ms, but a
+     * loaded 2-core machine (load average 5.5, valgrind next to it) has
+     * stalled the whole process for 74 ms, so the bound is just under. */
+    printf("# %d entries, touched at random: worst lateness %lld ms\n", MANY,
+           (long long)worst_late);
+    assert_true(worst_late < 95);
     cw_tqueue_close(&q[0]);
     cw_tqueue_close(&q[1]);
     free(items);
@@ -223,6 +227,48 @@ static void test_idle_queue_sleeps(void **state)
     assert_int_equal(cw_loop_free(&l), CW_OK);
 }
 
+/* Queues wake the loop by themselves, with no heap timer of their own:
+ * three queues' heads at 40, 80 and 120 ms fire in due order and on time
+ * while the only heap timer is a guard 3 s away, in a handful of loop
+ * iterations. A queue emptied by removal is forgotten by the loop: its
+ * memory may go without cw_tqueue_close (ASan sees any later use). */
+static void test_queues_wake_the_loop(void **state)
+{
+    reset();
+    cw_loop *l;
+    assert_int_equal(cw_loop_new(&l), CW_OK);
+    cw_tqueue q[3];
+    struct item it[3];
+    memset(it, 0, sizeof it);
+    for (int i = 0; i < 3; i++) {
+        /* added in reverse due order: the loop must look at every head */
+        int k = 2 - i;
+        assert_int_equal(cw_tqueue_init(l, &q[k], 40 * (k + 1), on_due), CW_OK);
+        it[k].id = k;
+        assert_int_equal(cw_tqueue_add(&q[k], &it[k].e), CW_OK);
+        it[k].due = it[k].e.deadline;
+    }
+    cw_tqueue *gone = malloc(sizeof *gone);
+    assert_non_null(gone);
+    struct item g = {.id = 9};
+    assert_int_equal(cw_tqueue_init(l, gone, 20, on_due), CW_OK);
+    assert_int_equal(cw_tqueue_add(gone, &g.e), CW_OK);
+    cw_tqueue_remove(&g.e);
+    free(gone);
+    stop_at = 3;
+    uint64_t before = cw_loop_iterations(l);
+    run_bounded(l, 3000);
+    assert_int_equal(norder, 3);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(order[i], i);
+        assert_true(it[i].fired_at >= it[i].due);
+        if (it[i].fired_at - it[i].due > 100)
+            fail_msg("queue %d fired %lld ms late", i, (long long)(it[i].fired_at - it[i].due));
+    }
+    assert_true(cw_loop_iterations(l) - before <= 8);
+    assert_int_equal(cw_loop_free(&l), CW_OK);
+}
+
 int main(void)
 {
     cwt_private_netns();
@@ -231,6 +277,7 @@ int main(void)
         CWT_TEST(test_callbacks_and_add_at),
         CWT_TEST(test_many_random),
         CWT_TEST(test_idle_queue_sleeps),
+        CWT_TEST(test_queues_wake_the_loop),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,7 +1,8 @@
 /*
  * closewise/loop.h - a small epoll event loop: readiness watchers that
- * always see a peer's FIN or RST, one timer structure for every deadline,
- * and a clean stop on SIGINT/SIGTERM. Never busy-loops: it sleeps in
+ * always see a peer's FIN or RST, a timer heap for arbitrary deadlines
+ * and FIFO timer queues for fixed timeouts (no heap operation), and a
+ * clean stop on SIGINT/SIGTERM. Never busy-loops: it sleeps in
  * epoll_wait until a watched descriptor is ready or the earliest timer is
  * due.
  *
@@ -51,13 +52,13 @@ typedef void cw_io_cb(cw_loop *loop, cw_io *io, unsigned events);
 typedef void cw_timer_cb(cw_loop *loop, cw_timer *t);
 typedef void cw_signal_cb(cw_loop *loop, int signo, void *data);
 
-struct cw_io {
+struct cw_io {            /* the ints first: no padding (32 bytes) */
     int fd;              /* public: the descriptor, still owned by the caller */
-    void *data;          /* public: for the callback */
-    cw_io_cb *cb;        /* public: set by cw_io_start */
     int err;             /* public: -errno from SO_ERROR after CW_EV_ERROR */
     unsigned interest;   /* private */
     unsigned flags;      /* private */
+    void *data;          /* public: for the callback */
+    cw_io_cb *cb;        /* public: set by cw_io_start */
 };
 
 struct cw_timer {
@@ -125,8 +126,9 @@ int cw_timer_active(const cw_timer *t);
  * lingering timeout) is due in the order the objects were last touched.
  * A cw_tqueue keeps its entries in that order (Apache's event MPM does
  * the same): queuing or re-queuing an entry is a list move at the tail,
- * with no heap operation; the queue holds one cw_timer for its head and
- * moves it only when it fires. Arbitrary deadlines stay with cw_timer.
+ * and no heap operation ever: the loop looks at the head of each
+ * non-empty queue for its next wake-up and expires entries from there.
+ * Arbitrary deadlines stay with cw_timer.
  * An entry is in at most one queue; entries and queues are embedded in
  * the caller's objects, as watchers are. */
 typedef struct cw_tqueue cw_tqueue;
@@ -144,7 +146,7 @@ struct cw_tqueue {                /* private */
     cw_loop *loop;
     cw_tqueue_cb *cb;
     int64_t timeout_ms;
-    cw_timer timer;               /* due with the head */
+    cw_tqueue *lprev, *lnext;     /* on the loop's list while not empty */
     cw_tqentry head;              /* sentinel of a circular list */
 };
 
@@ -169,7 +171,9 @@ void cw_tqueue_remove(cw_tqentry *e);
 /* Nonzero if e is queued. */
 int cw_tqueue_active(const cw_tqentry *e);
 
-/* Stop the queue's timer and unlink every entry (none fires). */
+/* Unlink every entry (none fires); the loop forgets the queue. A queue
+ * with no entries is not known to the loop: its memory may go without
+ * this call. */
 void cw_tqueue_close(cw_tqueue *q);
 
 /* Number of epoll_wait calls so far: lets tests prove the loop sleeps. */

@@ -195,6 +195,15 @@ void *cw_stream_user(const cw_stream *s);
  * deadline that input does not extend. Returns CW_OK or CW_ECLOSING. */
 int cw_stream_set_deadline(cw_stream *s, int64_t deadline);
 
+/* cw_stream_set_deadline(s, cw_now_ms() + timeout_ms), for a timeout that
+ * is the same for many streams (a login timeout, an idle timeout counted
+ * per request): the stream waits on the loop's FIFO queue for that
+ * timeout instead of its timer heap, so setting it again is a list move
+ * (O(1)), and an idle stream costs no heap node. The loop keeps one queue
+ * per distinct timeout (up to 64; past that, the heap as for
+ * cw_stream_set_deadline). Returns CW_OK or CW_ECLOSING. */
+int cw_stream_set_timeout(cw_stream *s, uint32_t timeout_ms);
+
 /* The descriptor (owned by the stream), or CW_EINVAL once closed. */
 int cw_stream_fd(const cw_stream *s);
 

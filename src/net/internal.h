@@ -77,6 +77,24 @@ int64_t cw__attempt_deadline(int64_t deadline, int left);
 /* Allocate a conn around a connected non-blocking fd (takes ownership). */
 int cw__conn_new(int fd, const struct cw_opts *o, cw_conn **out);
 
+/* Timer queues (tqueue.c, loop.c). The loop keeps the non-empty ones on
+ * a list: a queue goes on when its first entry arrives, off with its
+ * last. */
+void cw__loop_queue_on(cw_tqueue *q);
+void cw__loop_queue_off(cw_tqueue *q);
+/* The head's deadline (a non-empty queue). */
+int64_t cw__tqueue_head(const cw_tqueue *q);
+/* Unlink and fire the head if it is due at now: 1, else 0. */
+int cw__tqueue_expire_one(cw_tqueue *q, int64_t now);
+/* Queue e at the tail due at deadline if that keeps the queue in order
+ * (O(1)): 1; else 0 and e is left where it was. */
+int cw__tqueue_put(cw_tqueue *q, cw_tqentry *e, int64_t deadline);
+/* The loop's own queue for (timeout_ms, cb), made on first use and freed
+ * with the loop: its index (>= 1) for cw__loop_tq, or 0 when the loop
+ * keeps too many already or is out of memory (use the heap then). */
+int cw__loop_tqueue(cw_loop *l, int64_t timeout_ms, cw_tqueue_cb *cb);
+cw_tqueue *cw__loop_tq(const cw_loop *l, int index);
+
 /* The CPUs this process may run on (its affinity mask: taskset, a
  * container's cpuset), at least 1. */
 int cw__usable_cpus(void);

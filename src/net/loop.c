@@ -1,7 +1,9 @@
 /* loop.c - the event loop: epoll for readiness, a binary min-heap for
- * every deadline, a signalfd for SIGINT/SIGTERM and an eventfd for
- * cw_loop_stop(). One epoll_wait per iteration, whose timeout is the
- * earliest deadline: nothing ever polls in a busy loop. */
+ * arbitrary deadlines, FIFO timer queues for fixed timeouts (tqueue.c;
+ * the loop scans the heads of the non-empty ones), a signalfd for
+ * SIGINT/SIGTERM and an eventfd for cw_loop_stop(). One epoll_wait per
+ * iteration, whose timeout is the earliest deadline: nothing ever polls
+ * in a busy loop. */
 #define _GNU_SOURCE
 #include "internal.h"
 
@@ -15,6 +17,7 @@
 #include <unistd.h>
 
 #define MAX_EVENTS 256
+#define MAX_OWN_QUEUES 64   /* distinct fixed timeouts the loop keeps */
 
 /* cw_io.flags */
 #define IO_ACTIVE 1u
@@ -26,6 +29,9 @@ struct cw_loop {
     uint64_t iterations;
     cw_timer **heap;           /* min-heap on deadline */
     uint32_t nheap, heap_cap;
+    cw_tqueue *queues;         /* the non-empty timer queues */
+    cw_tqueue *own[MAX_OWN_QUEUES];   /* cw__loop_tqueue's, by index - 1 */
+    int nown;
     struct epoll_event events[MAX_EVENTS];
     int nevents, cur;          /* the batch being dispatched */
     cw_io wake;                /* eventfd written by cw_loop_stop */
@@ -123,22 +129,81 @@ int cw_timer_active(const cw_timer *t)
     return t && t->slot != 0;
 }
 
-static void run_timers(cw_loop *l)
+/* ---- timer queues: the loop only tracks which ones have entries ---- */
+
+void cw__loop_queue_on(cw_tqueue *q)
 {
-    int64_t now = cw_now_ms();
-    while (l->nheap && l->heap[0]->deadline <= now && !l->stopping) {
+    cw_loop *l = q->loop;
+    q->lprev = NULL;
+    q->lnext = l->queues;
+    if (l->queues)
+        l->queues->lprev = q;
+    l->queues = q;
+}
+
+void cw__loop_queue_off(cw_tqueue *q)
+{
+    if (q->lprev)
+        q->lprev->lnext = q->lnext;
+    else
+        q->loop->queues = q->lnext;
+    if (q->lnext)
+        q->lnext->lprev = q->lprev;
+    q->lprev = q->lnext = NULL;
+}
+
+int cw__loop_tqueue(cw_loop *l, int64_t timeout_ms, cw_tqueue_cb *cb)
+{
+    for (int i = 0; i < l->nown; i++)
+        if (l->own[i]->timeout_ms == timeout_ms && l->own[i]->cb == cb)
+            return i + 1;
+    if (l->nown == MAX_OWN_QUEUES)
+        return 0;
+    cw_tqueue *q = malloc(sizeof *q);
+    if (!q || cw_tqueue_init(l, q, timeout_ms, cb) < 0) {
+        free(q);
+        return 0;
+    }
+    l->own[l->nown++] = q;
+    return l->nown;
+}
+
+cw_tqueue *cw__loop_tq(const cw_loop *l, int index)
+{
+    return index > 0 && index <= l->nown ? l->own[index - 1] : NULL;
+}
+
+/* Fire one due timer or queue entry; 0 if none is due. Callbacks may
+ * start, stop and queue anything: nothing is cached across a call. */
+static int run_one(cw_loop *l, int64_t now)
+{
+    if (l->nheap && l->heap[0]->deadline <= now) {
         cw_timer *t = l->heap[0];
         cw_timer_stop(l, t);
         t->cb(l, t);
+        return 1;
     }
+    for (cw_tqueue *q = l->queues; q; q = q->lnext)
+        if (cw__tqueue_expire_one(q, now))
+            return 1;
+    return 0;
+}
+
+static void run_timers(cw_loop *l)
+{
+    int64_t now = cw_now_ms();
+    while (!l->stopping && run_one(l, now))
+        ;
 }
 
 /* epoll_wait timeout in ms for the earliest deadline, -1 for none. */
 static int next_timeout(const cw_loop *l)
 {
-    if (!l->nheap)
-        return -1;
-    return cw__poll_timeout(l->heap[0]->deadline);
+    int64_t first = l->nheap ? l->heap[0]->deadline : INT64_MAX;
+    for (const cw_tqueue *q = l->queues; q; q = q->lnext)
+        if (cw__tqueue_head(q) < first)
+            first = cw__tqueue_head(q);
+    return first == INT64_MAX ? -1 : cw__poll_timeout(first);
 }
 
 /* ---- descriptors ---- */
@@ -330,6 +395,8 @@ int cw_loop_free(cw_loop **lp)
     }
     close(l->wake.fd);
     close(l->epfd);
+    for (int i = 0; i < l->nown; i++)
+        free(l->own[i]);
     free(l->heap);
     free(l);
     return CW_OK;

@@ -35,7 +35,9 @@
 #define SHUT (-ESHUTDOWN)
 
 static void on_io(cw_loop *loop, cw_io *io, unsigned events);
-static void on_timer(cw_loop *loop, cw_timer *t);
+static void on_heap_timer(cw_loop *loop, cw_timer *t);
+static void on_queue_timer(cw_loop *loop, cw_tqentry *e);
+static void on_done(cw_loop *loop, cw_tqentry *e);
 static void finish(cw_stream *s, int how, int rst, int why);
 static void settle(cw_stream *s);
 
@@ -51,6 +53,11 @@ void cw_stream_opts_init(struct cw_stream_opts *o)
  * malloc chunk: the reference server's idle session is this struct plus
  * 40 bytes of its own (docs/BENCHMARKS.md, <= 200 bytes per session). */
 _Static_assert(CW__STREAM_SIZE <= 128, "cw_stream grew");
+/* The timer union: one deadline for both, and the heap's slot clear of
+ * the queue links (0 while queued). */
+_Static_assert(offsetof(cw_timer, deadline) == offsetof(cw_tqentry, deadline) &&
+               offsetof(cw_timer, slot) >= sizeof(cw_tqentry),
+               "cw_timer and cw_tqentry no longer overlay");
 
 void cw__sprof_init(struct cw__sprof *p, cw_loop *loop,
                     const struct cw_stream_opts *o)
@@ -65,6 +72,14 @@ void cw__sprof_init(struct cw__sprof *p, cw_loop *loop,
         p->o.write_timeout_ms = 60000;
     if (!p->o.high_water)
         p->o.high_water = 65536;
+    /* One queue per distinct timeout, shared by the loop's streams. */
+    p->q_write = cw__loop_tqueue(loop, p->o.write_timeout_ms, on_queue_timer);
+    p->q_grace = cw__loop_tqueue(loop, p->o.close_grace_ms, on_queue_timer);
+    p->q_linger = p->o.linger_timeout_ms
+                  ? cw__loop_tqueue(loop, p->o.linger_timeout_ms, on_queue_timer) : 0;
+    p->q_idle = p->o.idle_timeout_ms
+                ? cw__loop_tqueue(loop, p->o.idle_timeout_ms, on_queue_timer) : 0;
+    p->q_done = cw__loop_tqueue(loop, 0, on_done);
 }
 
 static struct cw__sprof *P(const cw_stream *s)
@@ -178,7 +193,71 @@ static enum cw_end end_of(int how, int rst, int why)
     }
 }
 
-/* Close the descriptor now; on_closed follows from the timer. */
+/* ---- the one timer: a FIFO queue of the loop, or its heap ---- */
+
+static int tm_in_heap(const cw_stream *s)
+{
+    return s->tm.h.slot != 0;
+}
+
+static int tm_queued(const cw_stream *s)
+{
+    return !tm_in_heap(s) && s->tm.q.next;
+}
+
+static void tm_stop(cw_stream *s)
+{
+    if (tm_in_heap(s)) {
+        cw_timer_stop(loop_of(s), &s->tm.h);
+        s->tm.q.prev = s->tm.q.next = NULL;   /* the heap's data and cb */
+    } else {
+        cw_tqueue_remove(&s->tm.q);
+    }
+}
+
+/* Be due at due, a fixed timeout of the loop's queue qi (0: none) or an
+ * arbitrary deadline. On a queue a deadline is exact, so activity moves
+ * the stream to the tail (O(1)); in the heap it is lazy: a later due
+ * leaves it, it fires early and is re-armed then. A deadline that would
+ * not go at its queue's tail (it was computed from an older time) takes
+ * the heap, so no insert ever walks a queue. */
+static int arm(cw_stream *s, int64_t due, int qi)
+{
+    if (due == INT64_MAX)
+        return CW_OK;   /* a timer left running fires and finds nothing */
+    cw_loop *loop = loop_of(s);
+    if (tm_in_heap(s)) {
+        if (s->tm.h.deadline <= due)
+            return CW_OK;
+    } else if (tm_queued(s) && s->tm.q.deadline == due) {
+        return CW_OK;
+    }
+    cw_tqueue *q = cw__loop_tq(loop, qi);
+    if (q) {
+        if (tm_in_heap(s))
+            tm_stop(s);
+        if (cw__tqueue_put(q, &s->tm.q, due))
+            return CW_OK;
+    }
+    if (tm_queued(s)) {
+        if (s->tm.q.deadline <= due)
+            return CW_OK;
+        cw_tqueue_remove(&s->tm.q);
+    }
+    return cw_timer_start(loop, &s->tm.h, due < 0 ? 0 : due, on_heap_timer);
+}
+
+/* on_closed from the loop's next timer pass: on the loop's list of
+ * deferred calls (the queue with timeout 0), not a heap node. */
+static void arm_done(cw_stream *s)
+{
+    tm_stop(s);
+    cw_tqueue *q = cw__loop_tq(loop_of(s), P(s)->q_done);
+    if (!q || !cw__tqueue_put(q, &s->tm.q, 0))
+        cw_timer_start(loop_of(s), &s->tm.h, 0, on_heap_timer);
+}
+
+/* Close the descriptor now; on_closed follows from the loop. */
 static void finish(cw_stream *s, int how, int rst, int why)
 {
     if (why == CW__END_OWNER && (s->flags & F_BY_GRACE))
@@ -196,7 +275,7 @@ static void finish(cw_stream *s, int how, int rst, int why)
     cw__acceptor_ended(s, why);
     /* Deadline 0 is already due: the callback runs in this iteration's
      * timer pass, after whatever dispatch we are inside has returned. */
-    cw_timer_start(loop_of(s), &s->timer, 0, on_timer);
+    arm_done(s);
 }
 
 static void start_linger(cw_stream *s)
@@ -313,8 +392,10 @@ static void do_read(cw_stream *s)
             return;
         }
         s->t = cw_now_ms();   /* LRU age and grace count from here */
-        if (P(s)->o.idle_timeout_ms)
+        if (P(s)->o.idle_timeout_ms) {
             s->rdl = s->t + P(s)->o.idle_timeout_ms;
+            s->aux = (uint32_t)P(s)->q_idle;
+        }
         cw__acceptor_touch(s);
         if (s->cb.h && s->cb.h->on_read)
             s->cb.h->on_read(s, n, buf);
@@ -331,7 +412,7 @@ int cw_stream_start(cw_stream *s, const struct cw_stream_handlers *h,
     if (s->state != CW__ST_OPEN)
         return CW_ECLOSING;
     s->cb.h = h;
-    s->timer.data = data;
+    s->data = data;
     set_reading(s, 1);
     return CW_OK;
 }
@@ -490,16 +571,30 @@ size_t cw_stream_queued(const cw_stream *s)
 
 /* ---- arming: the watcher and the one timer for the state ---- */
 
-static int64_t open_deadline(const cw_stream *s)
+/* The earliest deadline, and the queue it is a fixed timeout of. */
+struct due {
+    int64_t at;
+    int q;
+};
+
+static void earlier(struct due *d, int64_t at, int q)
 {
-    int64_t due = INT64_MAX;
+    if (at < d->at) {
+        d->at = at;
+        d->q = q;
+    }
+}
+
+static struct due open_deadline(const cw_stream *s)
+{
+    struct due d = {INT64_MAX, 0};
     if (s->out)
-        due = s->out->due;
+        earlier(&d, s->out->due, P(s)->q_write);
     else if (s->flags & F_ENDED)
-        due = s->t + P(s)->o.close_grace_ms;
-    if ((s->flags & (F_READING | F_ENDED)) == F_READING && s->rdl < due)
-        due = s->rdl;
-    return due;
+        earlier(&d, s->t + P(s)->o.close_grace_ms, P(s)->q_grace);
+    if ((s->flags & (F_READING | F_ENDED)) == F_READING)
+        earlier(&d, s->rdl, (int)s->aux);
+    return d;
 }
 
 static unsigned open_interest(const cw_stream *s)
@@ -516,16 +611,18 @@ static void settle(cw_stream *s)
     if (s->state == CW__ST_DONE)
         return;
     unsigned want;
-    int64_t due;
+    struct due d = {INT64_MAX, 0};
     if (s->state == CW__ST_OPEN) {
         want = open_interest(s);
-        due = open_deadline(s);
+        d = open_deadline(s);
     } else if (s->state == CW__ST_FLUSH) {
         want = CW_IO_WRITE;
-        due = s->out->due < s->t ? s->out->due : s->t;
+        earlier(&d, s->out->due, P(s)->q_write);
+        earlier(&d, s->t, 0);   /* the close deadline: the owner's */
     } else {
         want = CW_IO_READ;
-        due = s->rdl < s->t ? s->rdl : s->t;
+        earlier(&d, s->rdl, P(s)->q_linger);
+        earlier(&d, s->t, 0);
     }
     int rc = CW_OK;
     if (s->flags & F_IO_OFF) {
@@ -535,11 +632,8 @@ static void settle(cw_stream *s)
     } else {
         rc = cw_io_set(loop, &s->io, want);
     }
-    /* Lazy timer: moved only when a deadline comes earlier; one that
-     * fires early is re-armed from on_timer. */
-    if (rc == CW_OK && due != INT64_MAX &&
-        (!cw_timer_active(&s->timer) || due < s->timer.deadline))
-        rc = cw_timer_start(loop, &s->timer, due < 0 ? 0 : due, on_timer);
+    if (rc == CW_OK)
+        rc = arm(s, d.at, d.q);
     if (rc < 0)
         finish(s, rc, 1, CW__END_OWNER);
 }
@@ -550,8 +644,10 @@ static void set_reading(cw_stream *s, int on)
         s->flags |= F_READING;
         if (!(s->flags & F_ENDED)) {
             s->t = cw_now_ms();   /* the idle timeout counts from here */
-            if (P(s)->o.idle_timeout_ms)
+            if (P(s)->o.idle_timeout_ms) {
                 s->rdl = s->t + P(s)->o.idle_timeout_ms;
+                s->aux = (uint32_t)P(s)->q_idle;
+            }
         }
     } else if (!on) {
         s->flags &= ~F_READING;
@@ -683,9 +779,8 @@ static void on_open_timer(cw_stream *s, int64_t now)
     }
 }
 
-static void on_timer(cw_loop *loop, cw_timer *t)
+static void on_timer(cw_stream *s)
 {
-    cw_stream *s = (cw_stream *)((char *)t - offsetof(cw_stream, timer));
     if (s->state == CW__ST_DONE) {
         cw_stream_closed_cb *cb = (s->flags & F_OWN_CB) ? s->cb.closed
                                   : s->cb.h ? s->cb.h->on_closed : NULL;
@@ -714,17 +809,39 @@ static void on_timer(cw_loop *loop, cw_timer *t)
     settle(s);
 }
 
+static cw_stream *stream_of_tm(void *tm)
+{
+    return (cw_stream *)((char *)tm - offsetof(cw_stream, tm));
+}
+
+static void on_heap_timer(cw_loop *loop, cw_timer *t)
+{
+    cw_stream *s = stream_of_tm(t);
+    s->tm.q.prev = s->tm.q.next = NULL;   /* the heap's data and cb */
+    on_timer(s);
+}
+
+static void on_queue_timer(cw_loop *loop, cw_tqentry *e)
+{
+    on_timer(stream_of_tm(e));
+}
+
+static void on_done(cw_loop *loop, cw_tqentry *e)
+{
+    on_timer(stream_of_tm(e));
+}
+
 /* ---- accessors ---- */
 
 void *cw_stream_data(const cw_stream *s)
 {
-    return s ? s->timer.data : NULL;
+    return s ? s->data : NULL;
 }
 
 void cw_stream_set_data(cw_stream *s, void *data)
 {
     if (s)
-        s->timer.data = data;
+        s->data = data;
 }
 
 void *cw_stream_user(const cw_stream *s)
@@ -741,6 +858,22 @@ int cw_stream_set_deadline(cw_stream *s, int64_t deadline)
     if (s->state != CW__ST_OPEN)
         return CW_ECLOSING;
     s->rdl = deadline < 0 ? INT64_MAX : deadline;
+    s->aux = 0;   /* arbitrary: the heap */
+    settle(s);
+    return CW_OK;
+}
+
+int cw_stream_set_timeout(cw_stream *s, uint32_t timeout_ms)
+{
+    if (!s)
+        return CW_EINVAL;
+    if (s->state != CW__ST_OPEN)
+        return CW_ECLOSING;
+    cw_loop *loop = loop_of(s);
+    cw_tqueue *q = cw__loop_tq(loop, (int)s->aux);
+    if (!q || q->timeout_ms != timeout_ms || q->cb != on_queue_timer)
+        s->aux = (uint32_t)cw__loop_tqueue(loop, timeout_ms, on_queue_timer);
+    s->rdl = cw_now_ms() + timeout_ms;
     settle(s);
     return CW_OK;
 }

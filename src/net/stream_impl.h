@@ -22,15 +22,28 @@ struct cw__sprof {
     cw_loop *loop;
     cw_acceptor *a;            /* NULL: not from an acceptor (any more) */
     struct cw_stream_opts o;   /* normalized: no 0 for "default" left */
+    /* The loop's FIFO queues (cw__loop_tq indexes; 0: the heap) for the
+     * fixed timeouts, and the one with timeout 0 that delivers on_closed
+     * from the loop: a deferred-callback list. */
+    int q_write, q_grace, q_linger, q_idle, q_done;
+};
+
+/* The stream's one timer: on one of the loop's FIFO queues when the
+ * deadline is a fixed timeout from now (O(1), no heap node), else in the
+ * heap. Both start with the deadline; the heap's slot comes after the
+ * queue links, and is 0 while queued. */
+union cw__stimer {
+    cw_timer h;
+    cw_tqentry q;
 };
 
 /* Kept small: an idle stream is this struct, the owner's user_size bytes
- * right after it, one timer-heap slot and nothing else
- * (docs/BENCHMARKS.md measures it). */
+ * right after it, and nothing else: no heap slot (docs/BENCHMARKS.md
+ * measures it). */
 struct cw_stream {
     cw_io io;              /* io.data: the struct cw__sprof */
-    cw_timer timer;        /* timer.data: the owner's data (cw_stream_data);
-                              one timer for every deadline */
+    union cw__stimer tm;   /* every deadline */
+    void *data;            /* the owner's (cw_stream_data) */
     union {
         const struct cw_stream_handlers *h;
         cw_stream_closed_cb *closed;   /* given to cw_stream_close(): only
@@ -45,7 +58,9 @@ struct cw_stream {
                               owner's); lingering: the lingering timeout */
     /* Bit-fields: the last 8 bytes hold what took 12 (an idle stream
      * plus the reference server's session fit a 192-byte chunk). */
-    uint32_t aux : 22;     /* lingering: bytes drained (saturating: the
+    uint32_t aux : 22;     /* open: the queue of rdl (cw__loop_tq index;
+                              0: rdl is an arbitrary deadline: the heap);
+                              lingering: bytes drained (saturating: the
                               drain stops at CW_DRAIN_MAX anyway); done:
                               the enum cw_end (cw_stream_end) */
     uint32_t state : 2;

@@ -9,6 +9,7 @@
 #include <crypt.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -302,6 +303,20 @@ static int64_t pad_until(cw__auth *a, const char *used, int64_t start)
     return start + a->slow_ns;
 }
 
+/* After a hash: libxcrypt erases its own 30 KiB scratch area (internal)
+ * before it returns, so only the fields before it - the output hash, the
+ * setting and input areas - can still hold anything derived from the
+ * password. Wiping the whole 32 KiB again was most of the user-space
+ * instructions of a churn connection (bench/servers-notes.md). */
+static void wipe(struct crypt_data *cd)
+{
+#ifdef CRYPT_DATA_INTERNAL_SIZE
+    explicit_bzero(cd, offsetof(struct crypt_data, internal));
+#else
+    explicit_bzero(cd, sizeof *cd);
+#endif
+}
+
 int cw__auth_verify(cw__auth *a, struct crypt_data *cd, const char *user,
                     size_t ulen, const char *pass, size_t plen, int64_t *due_ns)
 {
@@ -330,7 +345,7 @@ int cw__auth_verify(cw__auth *a, struct crypt_data *cd, const char *user,
     explicit_bzero(pw, sizeof pw);
     int ok = stored && h && h[0] != '*' && equal_ct(h, stored);
     if (h)
-        explicit_bzero(cd, sizeof *cd);
+        wipe(cd);
     if (setting) {
         pthread_mutex_lock(&a->mu);
         *due_ns = pad_until(a, setting, start);

@@ -419,13 +419,18 @@ static void finish(cw_server *s, cw_stream *st, struct sess *c, const char *text
 
 /* ---- requests ---- */
 
+static uint32_t ms32(int64_t ms)
+{
+    return ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
+}
+
 /* From second class to first: off the unauthenticated FIFO; from now on
  * every request buys idle_timeout. */
 static void authenticated(cw_server *s, cw_stream *st, struct sess *c)
 {
     unauth_drop(s, c);
     c->authed = 1;
-    cw_stream_set_deadline(st, cw_now_ms() + s->o.idle_timeout_ms);
+    cw_stream_set_timeout(st, ms32(s->o.idle_timeout_ms));
 }
 
 static void log_table_full(cw_server *s)
@@ -600,10 +605,10 @@ static size_t process(cw_server *s, cw_stream *st, struct sess *c,
         if (!r.consumed)
             break;
         off += r.consumed;
-        /* Before login, lines buy no time. The deadline only moves
-         * later here: the stream's timer is not touched for it. */
+        /* Before login, lines buy no time. After it, the session moves
+         * to the tail of the loop's idle-timeout queue: a list move. */
         if (c->authed && !c->closing)
-            cw_stream_set_deadline(st, cw_now_ms() + s->o.idle_timeout_ms);
+            cw_stream_set_timeout(st, ms32(s->o.idle_timeout_ms));
     }
     return off;
 }
@@ -976,9 +981,6 @@ static void on_accept(cw_acceptor *a, cw_stream *st, void *data)
 {
     cw_server *s = data;
     struct sess *c = sess_of(st);
-    if (s->o.sndbuf > 0)   /* best effort: else the kernel's autotuning */
-        (void)setsockopt(cw_stream_fd(st), SOL_SOCKET, SO_SNDBUF, &s->o.sndbuf,
-                         sizeof s->o.sndbuf);
     int64_t now = cw_now_ms();
     c->start = (uint32_t)now;
     set_peer(c, cw_acceptor_peer(a, NULL));
@@ -997,7 +999,7 @@ static void on_accept(cw_acceptor *a, cw_stream *st, void *data)
     s->nunauth++;
     int64_t first = s->o.login_timeout_ms < s->o.idle_timeout_ms
                     ? s->o.login_timeout_ms : s->o.idle_timeout_ms;
-    cw_stream_set_deadline(st, now + first);
+    cw_stream_set_timeout(st, ms32(first));
 }
 
 /* ---- the server object ---- */
@@ -1054,11 +1056,6 @@ static int new_throttle(cw_server *s)
     return cw__throttle_new(&t, &s->thr);
 }
 
-static uint32_t ms32(int64_t ms)
-{
-    return ms > UINT32_MAX ? UINT32_MAX : (uint32_t)ms;
-}
-
 static int new_acceptor(cw_server *s)
 {
     struct cw_stream_opts so;
@@ -1091,6 +1088,10 @@ static int shard_open(cw_server *s, uint16_t port, int nloops)
     struct cw_opts lo;
     cw_opts_init(&lo);
     lo.reuseport = nloops > 1;
+    /* Accepted sockets inherit the listener's SO_SNDBUF (and its lock
+     * against autotuning): set once here, not a system call per accept.
+     * 0: the kernel's autotuning. */
+    lo.sndbuf = s->o.sndbuf;
     if (rc == CW_OK)
         rc = cw_listen(s->o.host ? s->o.host : "127.0.0.1", port, &lo,
                        s->o.backlog, &s->lis);
