@@ -269,23 +269,70 @@ int sym_lookup_file(struct sym *s, const char *path, uint64_t bias, uint64_t add
     return describe(m, addr, is_ret, out);
 }
 
-/* The line of a when the module has no .debug_aranges (clang emits none
- * by default, and libdw 0.188 finds no compile unit without them): ask
- * each compile unit whether it covers a. */
-static int line_by_cu(Dwfl_Module *m, Dwarf_Addr a, struct sym_loc *out)
+/* The compile unit holding a (address a of the module less *bias). When
+ * the module has no .debug_aranges (clang emits none by default, and
+ * libdw 0.188 finds no compile unit without them), each compile unit is
+ * asked whether it covers a. */
+static Dwarf_Die *cu_at(Dwfl_Module *m, Dwarf_Addr a, Dwarf_Addr *bias)
 {
-    Dwarf_Addr bias;
-    Dwarf_Die *cu = NULL;
-    while ((cu = dwfl_module_nextcu(m, cu, &bias)))
-        if (dwarf_haspc(cu, a - bias) == 1) {
-            Dwarf_Line *l = dwarf_getsrc_die(cu, a - bias);
-            const char *file = l ? dwarf_linesrc(l, NULL, NULL) : NULL;
-            if (!file || dwarf_lineno(l, &out->line) != 0)
-                return -1;
-            copy(out->file, sizeof out->file, file);
-            return 0;
-        }
-    return -1;
+    Dwarf_Die *cu = dwfl_module_addrdie(m, a, bias);
+    if (cu)
+        return cu;
+    while ((cu = dwfl_module_nextcu(m, cu, bias)))
+        if (dwarf_haspc(cu, a - *bias) == 1)
+            return cu;
+    return NULL;
+}
+
+/* The line of a from its compile unit's line table, for modules where
+ * dwfl_module_getsrc finds none (no .debug_aranges, as above). */
+static int line_by_cu(Dwarf_Die *cu, Dwarf_Addr a, struct sym_loc *out)
+{
+    Dwarf_Line *l = cu ? dwarf_getsrc_die(cu, a) : NULL;
+    const char *file = l ? dwarf_linesrc(l, NULL, NULL) : NULL;
+    if (!file || dwarf_lineno(l, &out->line) != 0)
+        return -1;
+    copy(out->file, sizeof out->file, file);
+    return 0;
+}
+
+/* Whether module m holds libclosewise (the closewise program, or a
+ * program linked with libclosewise.a, or libclosewise.so itself): it
+ * defines cw_version. Asked once per module, kept in its user data. */
+static int holds_libclosewise(Dwfl_Module *m)
+{
+    static char yes, no;
+    void **ud;
+    dwfl_module_info(m, &ud, NULL, NULL, NULL, NULL, NULL, NULL);
+    if (ud && *ud)
+        return *ud == &yes;
+    int found = 0, n = dwfl_module_getsymtab(m);
+    for (int i = 1; i < n && !found; i++) {
+        GElf_Sym sym;
+        GElf_Addr addr;
+        GElf_Word shndx;
+        Elf *elf;
+        Dwarf_Addr bias;
+        const char *name = dwfl_module_getsym_info(m, i, &sym, &addr, &shndx, &elf, &bias);
+        found = name && !strcmp(name, "cw_version") && shndx != SHN_UNDEF;
+    }
+    if (ud)
+        *ud = found ? &yes : &no;
+    return found;
+}
+
+/* libclosewise's core I/O layer: compile units built from src/net/ (the
+ * unit, not the line's file: a header's inline function belongs to the
+ * unit that calls it). The path is as the compiler was given it, or
+ * relative to the unit's directory; the module check keeps out a program
+ * that happens to have a src/net/ of its own. */
+static int core_io(Dwfl_Module *m, Dwarf_Die *cu)
+{
+    const char *name = cu ? dwarf_diename(cu) : NULL;
+    const char *net = name ? strstr(name, "src/net/") : NULL;
+    while (net && net != name && net[-1] != '/')
+        net = strstr(net + 1, "src/net/");
+    return net && !strchr(net + 8, '/') && holds_libclosewise(m);
 }
 
 /* gcc names the copies it makes of a function "session.isra.0",
@@ -317,13 +364,16 @@ static int describe(Dwfl_Module *m, uint64_t addr, int is_ret, struct sym_loc *o
          dwfl_module_addrinfo(m, a, &off, &symbol, NULL, NULL, NULL));
     demangle(out->function, sizeof out->function);
     drop_clone_suffix(out->function);
+    Dwarf_Addr cubias = 0;
+    Dwarf_Die *cu = cu_at(m, a, &cubias);
+    out->lib = core_io(m, cu);
     Dwfl_Line *line = dwfl_module_getsrc(m, a);
     int lineno = 0;
     const char *file = line ? dwfl_lineinfo(line, NULL, &lineno, NULL, NULL, NULL) : NULL;
     if (file) {
         copy(out->file, sizeof out->file, file);
         out->line = lineno;
-    } else if (line_by_cu(m, a, out) < 0) {
+    } else if (line_by_cu(cu, a - cubias, out) < 0) {
         out->line = 0;
     }
     return 0;
@@ -473,6 +523,29 @@ int sym_unwind(struct sym *s, pid_t pid, pid_t tid, const struct sym_regs *regs,
     return 1;
 }
 #endif
+
+int sym_is_runtime(const struct sym_loc *l)
+{
+    static const char *const names[] = {"libc.so", "libc-", "libpthread", "ld-linux",
+                                        "libasan", "libubsan", "libtsan", "liblsan",
+                                        "libclosewise-trace"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strncmp(l->module, names[i], strlen(names[i])))
+            return 1;
+    return 0;
+}
+
+int sym_pick(const struct sym_loc *fr, int n, int *idx, int max)
+{
+    int k = 0;
+    for (int with_lib = 0; with_lib < 2 && k == 0; with_lib++)
+        for (int i = 0; i < n && k < max; i++)
+            if (!sym_is_runtime(&fr[i]) && (with_lib || !fr[i].lib))
+                idx[k++] = i;
+    if (k == 0 && n > 0 && max > 0)
+        idx[k++] = n - 1;
+    return k;
+}
 
 void sym_format(const struct sym_loc *l, char *buf, size_t size)
 {

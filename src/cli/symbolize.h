@@ -23,6 +23,9 @@ struct sym_loc {
     int line;            /* 0 if unknown */
     uint64_t rel;        /* addr as the ELF file numbers it (addr - load bias),
                             for addr2line -e; 0 if unknown */
+    int lib;             /* 1: code of libclosewise's core I/O layer (a compile
+                            unit from src/net/ of a module holding
+                            libclosewise): how the program's call got here */
 };
 
 /* A new symbolizer; NULL when out of memory. The caller frees it with
@@ -62,6 +65,18 @@ int sym_unwind(struct sym *s, pid_t pid, pid_t tid, const struct sym_regs *regs,
 
 /* Drop what is cached about pid (after it exec'ed or exited). */
 void sym_forget(struct sym *s, pid_t pid);
+
+/* Whether the frame is in the C library, the dynamic loader, a sanitizer
+ * runtime or the trace preload: how a call is carried out, not where. */
+int sym_is_runtime(const struct sym_loc *l);
+
+/* Which frames of a stack (fr[0] innermost) to name: up to max indices
+ * into idx, innermost first, of the program's own frames, leaving out the
+ * runtime's (sym_is_runtime) and libclosewise's core I/O layer (lib), so
+ * that the first one named is the line that asked for the call. A stack
+ * with no such frame names its library frames; one with runtime frames
+ * only, its outermost. Returns how many (0 when n or max is 0). */
+int sym_pick(const struct sym_loc *fr, int n, int *idx, int max);
 
 /* "file:line (function)" with the file's basename, or what is known:
  * "function (module)", "0xaddr (module+0xrel)" (a module loaded where its

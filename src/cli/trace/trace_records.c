@@ -240,18 +240,6 @@ int trec_started(const struct trec *t, pid_t pid)
 
 /* ---- symbolizing ---- */
 
-/* Frames of these modules are the machinery, not the program's code. */
-static int runtime_module(const char *base)
-{
-    static const char *const names[] = {"libclosewise-trace", "libasan", "libubsan",
-                                        "libtsan", "liblsan", "libc.so", "libc-",
-                                        "libpthread", "ld-linux"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (!strncmp(base, names[i], strlen(names[i])))
-            return 1;
-    return 0;
-}
-
 static void frame(struct trec *t, const struct trec_stack *s, int i, struct sym_loc *loc)
 {
     if (s->mod[i] < 0) {
@@ -263,17 +251,17 @@ static void frame(struct trec *t, const struct trec_stack *s, int i, struct sym_
     sym_lookup_file(t->sym, m->path, m->bias, s->pc[i], 1, loc);
 }
 
-/* The index of the first frame of the program's own code (0 if all are
- * the runtime's). */
+/* The index of the frame to name: the program's own code that asked
+ * (sym_pick: not the runtime's, not libclosewise's core I/O); 0 if all
+ * are the runtime's. */
 static int first_own(struct trec *t, const struct trec_stack *s)
 {
-    for (int i = 0; i < s->n; i++) {
-        struct sym_loc loc;
-        frame(t, s, i, &loc);
-        if (!loc.module[0] || !runtime_module(loc.module))
-            return i;
-    }
-    return 0;
+    struct sym_loc loc[CW_TRACE_DEPTH];
+    int n = s->n < CW_TRACE_DEPTH ? s->n : CW_TRACE_DEPTH, first = 0;
+    for (int i = 0; i < n; i++)
+        frame(t, s, i, &loc[i]);
+    sym_pick(loc, n, &first, 1);
+    return n && sym_is_runtime(&loc[first]) ? 0 : first;
 }
 
 void trec_site(struct trec *t, pid_t pid, const struct trec_stack *s, char *buf, size_t size)
@@ -333,16 +321,13 @@ int trec_last_read(struct trec *t, pid_t pid, int fd, uint64_t ino, char *buf, s
         (ino && s.ino != ino))
         return -1;
     int n = s.nlast < CW_TRACE_DEPTH ? s.nlast : CW_TRACE_DEPTH;
-    struct sym_loc loc, first;
-    for (int i = 0; i < n; i++) {
-        int rc = sym_lookup(t->sym, pid, s.last[i], 1, &loc);
-        if (i == 0)
-            first = loc;
-        if (rc == 0 && !runtime_module(loc.module)) {
-            sym_format(&loc, buf, size);
-            return 0;
-        }
-    }
-    sym_format(&first, buf, size);
+    struct sym_loc loc[CW_TRACE_DEPTH];
+    int m = 0, named = 0;
+    for (int i = 0; i < n; i++)   /* the innermost frame, and those still mapped */
+        m += sym_lookup(t->sym, pid, s.last[i], 1, &loc[m]) == 0 || m == 0;
+    sym_pick(loc, m, &named, 1);
+    if (sym_is_runtime(&loc[named]))
+        named = 0;   /* nothing of the program's: the innermost frame */
+    sym_format(&loc[named], buf, size);
     return 0;
 }
