@@ -18,7 +18,7 @@
 
 #define SYM_CACHE 8
 #define SYM_FILES 16   /* modules of recorded stacks, by path and bias */
-#define SYM_MEMO 1024   /* symbolized addresses: a server closes from few sites */
+#define SYM_MEMO 512    /* symbolized addresses: a server closes from few sites */
 
 /* What the unwinder's callbacks see of the current event. */
 struct sample {
@@ -32,7 +32,7 @@ struct memo {
     pid_t pid;
     uint64_t addr;
     int is_ret, rc;
-    struct sym_loc loc;
+    struct sym_loc loc[SYM_INLINE];
 };
 
 struct sym {
@@ -190,29 +190,33 @@ static size_t memo_slot(pid_t pid, uint64_t addr)
     return (size_t)(h >> 54) % SYM_MEMO;
 }
 
-int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out)
+int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out,
+               int max)
 {
     struct memo *m = &s->memo[memo_slot(pid, addr)];
+    if (max < 1)
+        return 0;
     if (m->pid != pid || m->addr != addr || m->is_ret != is_ret) {
         /* Failures are kept too (until the map is re-read): a frame
          * chain broken the same way every time must stay cheap. */
-        m->rc = lookup(s, pid, addr, is_ret, &m->loc);
+        m->rc = lookup(s, pid, addr, is_ret, m->loc);
         m->pid = pid;
         m->addr = addr;
         m->is_ret = is_ret;
     }
-    *out = m->loc;
-    return m->rc;
+    int n = m->rc < 0 ? 1 : m->rc < max ? m->rc : max;
+    memcpy(out, m->loc, (size_t)n * sizeof *out);
+    return m->rc < 0 ? -1 : n;
 }
 
-static int describe(Dwfl_Module *m, uint64_t addr, int is_ret, struct sym_loc *out);
+static int describe(Dwfl_Module *m, uint64_t addr, int is_ret, struct sym_loc *out, int max);
 
 static int lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out)
 {
     memset(out, 0, sizeof *out);
     out->addr = addr;
     Dwfl_Module *m = module_of(s, pid, addr);
-    return m ? describe(m, addr, is_ret, out) : -1;
+    return m ? describe(m, addr, is_ret, out, SYM_INLINE) : -1;
 }
 
 /* ---- ELF files named by path and load bias (the process may be gone) ---- */
@@ -255,8 +259,10 @@ static Dwfl *file_dwfl(struct sym *s, const char *path, uint64_t bias)
 }
 
 int sym_lookup_file(struct sym *s, const char *path, uint64_t bias, uint64_t addr,
-                    int is_ret, struct sym_loc *out)
+                    int is_ret, struct sym_loc *out, int max)
 {
+    if (max < 1)
+        return 0;
     memset(out, 0, sizeof *out);
     out->addr = addr;
     Dwfl *d = file_dwfl(s, path, bias);
@@ -266,7 +272,7 @@ int sym_lookup_file(struct sym *s, const char *path, uint64_t bias, uint64_t add
         copy(out->module, sizeof out->module, base ? base + 1 : path);
         return -1;
     }
-    return describe(m, addr, is_ret, out);
+    return describe(m, addr, is_ret, out, max);
 }
 
 /* The compile unit holding a (address a of the module less *bias). When
@@ -349,7 +355,47 @@ static void drop_clone_suffix(char *name)
             }
 }
 
-static int describe(Dwfl_Module *m, uint64_t addr, int is_ret, struct sym_loc *out)
+/* The source file numbered idx in cu's file table ("" if unknown). */
+static const char *cu_file(Dwarf_Die *cu, Dwarf_Word idx)
+{
+    Dwarf_Files *files;
+    size_t n;
+    const char *name = NULL;
+    if (dwarf_getsrcfiles(cu, &files, &n) == 0 && idx < n)
+        name = dwarf_filesrc(files, idx, NULL, NULL);
+    return name ? name : "";
+}
+
+/* Functions inlined at pc of cu, innermost first: each takes the name of
+ * out[k] (whose file:line is inside it), and out[k + 1] the line of its
+ * call, in the function it was inlined into. Returns the index of the
+ * frame left for the function all of them ended up in. */
+static int inlined(Dwarf_Die *cu, Dwarf_Addr pc, struct sym_loc *out, int max)
+{
+    Dwarf_Die *scopes = NULL;
+    int ns = cu ? dwarf_getscopes(cu, pc, &scopes) : -1, k = 0;
+    for (int i = 0; i < ns && k + 1 < max; i++) {
+        Dwarf_Attribute attr;
+        Dwarf_Word file, line;
+        const char *name = dwarf_diename(&scopes[i]);
+        if (dwarf_tag(&scopes[i]) != DW_TAG_inlined_subroutine || !name ||
+            dwarf_formudata(dwarf_attr(&scopes[i], DW_AT_call_file, &attr), &file) != 0 ||
+            dwarf_formudata(dwarf_attr(&scopes[i], DW_AT_call_line, &attr), &line) != 0)
+            continue;
+        copy(out[k].function, sizeof out[k].function, name);
+        out[k + 1] = out[k];
+        k++;
+        copy(out[k].file, sizeof out[k].file, cu_file(cu, file));
+        out[k].line = (int)line;
+    }
+    free(scopes);
+    return k;
+}
+
+/* The frames of one address: functions inlined there, innermost first,
+ * then the function that holds the code (its name from the symbol table,
+ * so a binary without debug info still gets one). Returns how many. */
+static int describe(Dwfl_Module *m, uint64_t addr, int is_ret, struct sym_loc *out, int max)
 {
     uint64_t a = is_ret && addr ? addr - 1 : addr;
     const char *name = dwfl_module_info(m, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
@@ -358,12 +404,6 @@ static int describe(Dwfl_Module *m, uint64_t addr, int is_ret, struct sym_loc *o
     Dwarf_Addr bias;
     if (dwfl_module_getelf(m, &bias))
         out->rel = addr - bias;
-    GElf_Off off;
-    GElf_Sym symbol;
-    copy(out->function, sizeof out->function,
-         dwfl_module_addrinfo(m, a, &off, &symbol, NULL, NULL, NULL));
-    demangle(out->function, sizeof out->function);
-    drop_clone_suffix(out->function);
     Dwarf_Addr cubias = 0;
     Dwarf_Die *cu = cu_at(m, a, &cubias);
     out->lib = core_io(m, cu);
@@ -376,7 +416,14 @@ static int describe(Dwfl_Module *m, uint64_t addr, int is_ret, struct sym_loc *o
     } else if (line_by_cu(cu, a - cubias, out) < 0) {
         out->line = 0;
     }
-    return 0;
+    int k = inlined(cu, a - cubias, out, max);
+    GElf_Off off;
+    GElf_Sym symbol;
+    copy(out[k].function, sizeof out[k].function,
+         dwfl_module_addrinfo(m, a, &off, &symbol, NULL, NULL, NULL));
+    demangle(out[k].function, sizeof out[k].function);
+    drop_clone_suffix(out[k].function);
+    return k + 1;
 }
 
 /* ---- unwinding a copied user stack with the modules' CFI ---- */
@@ -494,18 +541,23 @@ void sym_forget(struct sym *s, pid_t pid)
     (void)pid;
 }
 
-int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out)
+int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out,
+               int max)
 {
     (void)s; (void)pid; (void)is_ret;
+    if (max < 1)
+        return 0;
     memset(out, 0, sizeof *out);
     out->addr = addr;
     return -1;
 }
 
 int sym_lookup_file(struct sym *s, const char *path, uint64_t bias, uint64_t addr,
-                    int is_ret, struct sym_loc *out)
+                    int is_ret, struct sym_loc *out, int max)
 {
     (void)s; (void)bias; (void)is_ret;
+    if (max < 1)
+        return 0;
     memset(out, 0, sizeof *out);
     out->addr = addr;
     const char *base = strrchr(path, '/');

@@ -33,20 +33,30 @@ struct sym_loc {
 struct sym *sym_new(void);
 void sym_free(struct sym **s);
 
-/* Describe addr in process pid's address space. For a return address
- * (is_ret = 1) the line is the one of the call, not of the instruction
- * after it. Returns 0 if the address is in a known module (out->module
- * set; function/file/line as far as known), -1 if the process or the
- * module is gone. */
-int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out);
+/* At most this many frames for one address: functions inlined into one
+ * another there, then the function that holds the code. */
+#define SYM_INLINE 4
+
+/* Describe addr in process pid's address space, as up to max frames
+ * innermost first: each function inlined at addr (named with the line
+ * inside it), then the one it was inlined into with the line of the call
+ * (from the debug info's inline scopes), down to the function that holds
+ * the code. For a return address (is_ret = 1) the line is the one of the
+ * call, not of the instruction after it. Returns how many frames (>= 1
+ * when max >= 1) if the address is in a known module (module set;
+ * function/file/line as far as known), -1 if the process or the module
+ * is gone (out[0] holds addr). */
+int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out,
+               int max);
 
 /* Describe addr as an address of the ELF file path loaded at bias (its
  * load bias: runtime address minus the file's virtual address), for
  * stacks a process recorded itself and that outlive it (`closewise trace`,
- * `probe --where`). Returns 0 if the file has addr (out as for
- * sym_lookup), -1 if not or unreadable (out->module still named). */
+ * `probe --where`). Returns how many frames if the file has addr (out
+ * and max as for sym_lookup), -1 if not or unreadable (out->module still
+ * named). */
 int sym_lookup_file(struct sym *s, const char *path, uint64_t bias, uint64_t addr,
-                    int is_ret, struct sym_loc *out);
+                    int is_ret, struct sym_loc *out, int max);
 
 /* The user registers of a thread at a moment (x86-64: the ones a call
  * frame rule may use). */

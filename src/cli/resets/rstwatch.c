@@ -38,11 +38,12 @@ int rst_frames(struct sym *s, const struct cw_rst_event *e, struct sym_loc *out,
     int np = sym_unwind(s, (pid_t)e->pid, (pid_t)e->tid, &r, e->stack, len, pcs,
                         max < RST_MAX_FRAMES ? max : RST_MAX_FRAMES);
     int n = 0;
-    for (int i = 0; i < np; i++)
-        if (sym_lookup(s, (pid_t)e->pid, pcs[i], i > 0, &out[n++]) < 0 && i > 0) {
-            n--;
+    for (int i = 0; i < np && n < max; i++) {
+        int k = sym_lookup(s, (pid_t)e->pid, pcs[i], i > 0, &out[n], max - n);
+        if (k < 0 && i > 0)
             break;
-        }
+        n += k < 0 ? 1 : k;   /* an inlined call is a frame of its own */
+    }
     return n;
 }
 

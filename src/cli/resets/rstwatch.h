@@ -53,9 +53,9 @@ const char *rst_kind_name(uint32_t kind);
 
 /* The user stack of the close() behind e, unwound from the event's copy
  * of the stack and symbolized while e->pid still lives: up to max frames
- * into out, innermost first; returns how many (0 for a reset without a
- * local process). A frame outside every module ends it: the unwinder went
- * astray. */
+ * into out, innermost first, inlined calls included (sym_lookup); returns
+ * how many (0 for a reset without a local process). A frame outside every
+ * module ends it: the unwinder went astray. */
 int rst_frames(struct sym *s, const struct cw_rst_event *e, struct sym_loc *out, int max);
 
 /* "file:line (function)" of the line that asked for the close() (the
