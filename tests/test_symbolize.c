@@ -5,7 +5,8 @@
  * __LINE__, not written here); code of libclosewise's core I/O layer
  * (linked in from src/net/) is marked as the library's and this file's
  * is not; sym_pick names the caller, not the C library or libclosewise,
- * and falls back when nothing else is there. */
+ * names a function gcc split in two once, and falls back when nothing
+ * else is there. */
 #define _GNU_SOURCE
 #include "cwtest.h"
 
@@ -132,6 +133,15 @@ static void test_pick(void **state)
     assert_int_equal(sym_pick(st, 0, idx, 4), 0);
     assert_int_equal(sym_pick(st, 8, idx, 0), 0);
     assert_true(sym_is_runtime(&st[0]) && sym_is_runtime(&st[1]));
+    /* gcc's finish.part.0 called from finish's entry: one function, named once. */
+    struct sym_loc split[] = {loc("libc.so.6", "__close", 0), loc("closewise", "finish", 0),
+                              loc("closewise", "finish", 0), loc("closewise", "on_checked", 0)};
+    split[1].split = 1;
+    assert_int_equal(sym_pick(split, 4, idx, 4), 2);
+    assert_int_equal(idx[0], 1);
+    assert_int_equal(idx[1], 3);
+    split[1].split = 0;   /* recursion stays */
+    assert_int_equal(sym_pick(split, 4, idx, 4), 3);
     struct sym_loc trace = loc("libclosewise-trace.so", "read", 0);
     assert_true(sym_is_runtime(&trace));
     assert_false(sym_is_runtime(&st[2]));

@@ -343,13 +343,14 @@ static int core_io(Dwfl_Module *m, Dwarf_Die *cu)
 
 /* gcc names the copies it makes of a function "session.isra.0",
  * "run.part.1", "f.constprop.0", "g.cold": the user wrote "session". */
-static void drop_clone_suffix(char *name)
+static void drop_clone_suffix(char *name, int *split)
 {
-    static const char *const kinds[] = {".isra.", ".part.", ".constprop.", ".cold",
+    static const char *const kinds[] = {".part.", ".isra.", ".constprop.", ".cold",
                                         ".lto_priv.", ".localalias"};
     for (char *dot = strchr(name, '.'); dot; dot = strchr(dot + 1, '.'))
         for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
             if (!strncmp(dot, kinds[i], strlen(kinds[i]))) {
+                *split = i == 0;
                 *dot = '\0';
                 return;
             }
@@ -422,7 +423,7 @@ static int describe(Dwfl_Module *m, uint64_t addr, int is_ret, struct sym_loc *o
     copy(out[k].function, sizeof out[k].function,
          dwfl_module_addrinfo(m, a, &off, &symbol, NULL, NULL, NULL));
     demangle(out[k].function, sizeof out[k].function);
-    drop_clone_suffix(out[k].function);
+    drop_clone_suffix(out[k].function, &out[k].split);
     return k + 1;
 }
 
@@ -587,12 +588,20 @@ int sym_is_runtime(const struct sym_loc *l)
     return 0;
 }
 
+/* Whether fr[i] is the entry of the function whose split-off part fr[i - 1]
+ * is: one function the user wrote, already named. */
+static int split_entry(const struct sym_loc *fr, int i)
+{
+    return i > 0 && fr[i - 1].split && !strcmp(fr[i - 1].function, fr[i].function) &&
+           !strcmp(fr[i - 1].file, fr[i].file) && !strcmp(fr[i - 1].module, fr[i].module);
+}
+
 int sym_pick(const struct sym_loc *fr, int n, int *idx, int max)
 {
     int k = 0;
     for (int with_lib = 0; with_lib < 2 && k == 0; with_lib++)
         for (int i = 0; i < n && k < max; i++)
-            if (!sym_is_runtime(&fr[i]) && (with_lib || !fr[i].lib))
+            if (!sym_is_runtime(&fr[i]) && (with_lib || !fr[i].lib) && !split_entry(fr, i))
                 idx[k++] = i;
     if (k == 0 && n > 0 && max > 0)
         idx[k++] = n - 1;

@@ -26,6 +26,8 @@ struct sym_loc {
     int lib;             /* 1: code of libclosewise's core I/O layer (a compile
                             unit from src/net/ of a module holding
                             libclosewise): how the program's call got here */
+    int split;           /* 1: a part gcc split off function (f.part.N), called
+                            from f's own entry, the next frame */
 };
 
 /* A new symbolizer; NULL when out of memory. The caller frees it with
@@ -83,7 +85,8 @@ int sym_is_runtime(const struct sym_loc *l);
 /* Which frames of a stack (fr[0] innermost) to name: up to max indices
  * into idx, innermost first, of the program's own frames, leaving out the
  * runtime's (sym_is_runtime) and libclosewise's core I/O layer (lib), so
- * that the first one named is the line that asked for the call. A stack
+ * that the first one named is the line that asked for the call, and the
+ * entry frame of a function gcc split in two (split). A stack
  * with no such frame names its library frames; one with runtime frames
  * only, its outermost. Returns how many (0 when n or max is 0). */
 int sym_pick(const struct sym_loc *fr, int n, int *idx, int max);
