@@ -421,9 +421,15 @@ static void bad_login_with_junk(int port)
     ssize_t w;
     while (off < sizeof junk && (w = send(fd, junk + off, sizeof junk - off, MSG_NOSIGNAL)) > 0)
         off += (size_t)w;
+    /* Until the server's reply and its RST (or FIN): a loaded machine may
+     * take seconds to check the password, and a client that left first
+     * would get no reply and no reset at all. */
     char buf[4096];
-    while (cwt_read_all(fd, buf, sizeof buf, 3000) > 0)
-        ;
+    int64_t end = cw_now_ms() + 20000;
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    ssize_t r = 1;
+    while (r > 0 && poll(&pf, 1, (int)(end - cw_now_ms() > 0 ? end - cw_now_ms() : 0)) == 1)
+        r = read(fd, buf, sizeof buf);
     close(fd);
 }
 
@@ -480,10 +486,10 @@ static void test_server_close_modes(void **state)
     const char *modes[] = {"plain", "linger0"};
     for (int i = 0; i < 2; i++) {
         assert_int_equal(server_mode(modes[i], one, out, sizeof out, &sp), 0);
-        expect_server_stack(out);
         char reason[32];
         if (!*out)
             fail_msg("--close-mode %s: no reset reported", modes[i]);
+        expect_server_stack(out);
         assert_int_equal(json_int(out, "pid"), sp);
         json_str(out, "reason", reason, sizeof reason);
         /* With unread input the kernel reports TCP_ABORT_ON_CLOSE even
@@ -496,10 +502,8 @@ static void test_server_close_modes(void **state)
     const char *text[] = {"--count", "1", "--duration", "15s", NULL};
     assert_int_equal(server_mode("linger0", text, out, sizeof out, &sp), 0);
     char want[64];
-    snprintf(want, sizeof want, " (closewise) ");
-    assert_non_null(strstr(out, want));
     snprintf(want, sizeof want, " at server.c:%d (", SERVER_CLOSE_LINE);
-    if (!strstr(out, want))
+    if (!strstr(out, " (closewise) ") || !strstr(out, want))
         fail_msg("expected '%s' in: %s", want, out);
     assert_null(strstr(out, "stream.c"));
     const char *quiet[] = {"--exit-on-reset", "--duration", "2s", NULL};
