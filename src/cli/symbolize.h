@@ -26,8 +26,8 @@ struct sym_loc {
     int lib;             /* 1: code of libclosewise's core I/O layer (a compile
                             unit from src/net/ of a module holding
                             libclosewise): how the program's call got here */
-    int split;           /* 1: a part gcc split off function (f.part.N), called
-                            from f's own entry, the next frame */
+    int split;           /* 1: a part gcc split off a function f (f.part.N),
+                            called from f's own entry: the next frame */
 };
 
 /* A new symbolizer; NULL when out of memory. The caller frees it with
