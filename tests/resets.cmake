@@ -7,3 +7,12 @@ set_property(TARGET resets_helper PROPERTY LINK_OPTIONS "")
 if(TARGET test_resets)
   add_dependencies(test_resets resets_helper closewise)
 endif()
+
+# resets_lib_helper: a program whose close() happens inside libclosewise.so
+# (built like the project, sanitizers and all: their frames are skipped).
+add_executable(resets_lib_helper ${CMAKE_CURRENT_SOURCE_DIR}/resets_lib_helper.c)
+target_link_libraries(resets_lib_helper PRIVATE closewise_shared)
+target_compile_options(resets_lib_helper PRIVATE -g)
+if(TARGET test_resets)
+  add_dependencies(test_resets resets_lib_helper)
+endif()

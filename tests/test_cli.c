@@ -197,12 +197,30 @@ static void test_every_command_one_voice(void **state)
     assert_non_null(strstr(r.err, "--reason: unknown reason 'nope'; reasons: "));
     assert_non_null(strstr(r.err, "linger0"));
     /* Operands where none are taken, and a missing CMD. */
-    static const char *const no_operands[] = {"watch", "demo", "exporter", "resets"};
+    static const char *const no_operands[] = {"watch", "demo", "exporter", "resets", "server"};
     for (size_t i = 0; i < sizeof no_operands / sizeof no_operands[0]; i++) {
         RUN(&r, no_operands[i], "extra");
         expect_usage(&r, no_operands[i], "operand");
         assert_non_null(strstr(r.err, "unexpected argument 'extra'"));
     }
+    /* server's own checks, after the table's: one line, the hint, exit 2. */
+    static const char *const server_bad[][4] = {
+        {"--close-mode", "rst", "bad --close-mode 'rst' (graceful, linger0 or plain)", NULL},
+        {"--user", "alice", "--user wants NAME:PASSWORD", NULL},
+        {"--auth-v6-prefix", "129", "--auth-v6-prefix: '129' is out of range (1 to 128)", NULL},
+        {"--workers", "0", "--workers: '0' is out of range (1 to ", NULL},
+        {"--port", "0", "no users: give --credentials FILE or --user NAME:PASSWORD", NULL},
+    };
+    for (size_t i = 0; i < sizeof server_bad / sizeof server_bad[0]; i++) {
+        RUN(&r, "server", server_bad[i][0], server_bad[i][1]);
+        expect_usage(&r, "server", server_bad[i][0]);
+        if (!strstr(r.err, server_bad[i][2]))
+            fail_msg("server %s %s: '%s'", server_bad[i][0], server_bad[i][1], r.err);
+        expect_hint(&r, "server");
+    }
+    RUN(&r, "server", "-u", "a:b", "--auth-v6-prefix", "48", "--auth-v6-net-prefix", "56");
+    expect_usage(&r, "server", "net prefix longer");
+    assert_non_null(strstr(r.err, "--auth-v6-net-prefix 56 is longer than --auth-v6-prefix 48"));
     RUN(&r, "trace");
     expect_usage(&r, "trace", "no command");
     RUN(&r, "probe");
@@ -282,14 +300,72 @@ static void help_options(const char *help, char *set, size_t size)
     }
 }
 
-static const char *const all_cmds[] = {"stat", "ls", "kill", "client", "passwd", "watch",
-                                       "demo", "probe", "exporter", "resets", "trace"};
+static const char *const all_cmds[] = {"server", "stat", "ls", "kill", "client", "passwd",
+                                       "watch", "demo", "probe", "exporter", "resets",
+                                       "trace"};
+
+/* Whether text has word (an option) not followed by more of a name. */
+static int has_word(const char *text, const char *word)
+{
+    size_t n = strlen(word);
+    for (const char *p = text; (p = strstr(p, word)); p++)
+        if ((p == text || !strchr("abcdefghijklmnopqrstuvwxyz0123456789-", p[-1]) ||
+             p[-1] == ' ') &&
+            !strchr("abcdefghijklmnopqrstuvwxyz0123456789-", p[n] ? p[n] : ' '))
+            return 1;
+    return 0;
+}
+
+/* man/closewise-CMD.1 against the table: its OPTIONS section names every
+ * option the command takes (as --name, or -L for one with a letter, as
+ * help shows it), and every option it describes (a .TP tag) is taken. */
+static void check_man(const char *cmd, const char *taken, const char *help)
+{
+    static char man[131072];
+    char path[256], sect[65536];
+    snprintf(path, sizeof path, CW_SOURCE_DIR "/man/closewise-%s.1", cmd);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        fail_msg("%s: no man page %s", cmd, path);
+    size_t n = fread(man, 1, sizeof man - 1, f);
+    man[n] = '\0';
+    fclose(f);
+    const char *a = strstr(man, "\n.SH OPTIONS\n"), *b = a ? strstr(a + 1, "\n.SH ") : NULL;
+    if (!a)
+        fail_msg("%s: no OPTIONS section in %s", cmd, path);
+    size_t k = 0;
+    for (const char *p = a; *p && p != b && k < sizeof sect - 1; p++)
+        if (!(p[0] == '\\' && p[1] == '-'))   /* roff's \- is a plain - here */
+            sect[k++] = *p;
+    sect[k] = '\0';
+    char buf[2048], word[80];
+    for (char *o = strtok(strcpy(buf, taken), " "); o; o = strtok(NULL, " ")) {
+        snprintf(word, sizeof word, ", %s", o);
+        const char *l = strstr(help, word);
+        char letter[4] = {0};
+        if (l && l - help >= 2 && l[-2] == '-')
+            snprintf(letter, sizeof letter, "-%c", l[-1]);
+        if (!has_word(sect, o) && !(letter[0] && has_word(sect, letter)))
+            fail_msg("%s takes %s, which %s does not describe", cmd, o, path);
+    }
+    for (const char *p = sect; (p = strstr(p, "\n.TP\n")); p++) {
+        const char *tag = p + 5;
+        size_t len = strcspn(tag, "\n");
+        for (const char *o = strstr(tag, "--"); o && o < tag + len; o = strstr(o + 2, "--")) {
+            size_t w = 2 + strspn(o + 2, "abcdefghijklmnopqrstuvwxyz0123456789-");
+            snprintf(word, sizeof word, " %.*s ", (int)w, o);
+            if (strcmp(word, " --help ") && !strstr(taken, word))
+                fail_msg("%s describes %s, which %s does not take", path, word, cmd);
+        }
+    }
+}
 
 /* --help lists exactly what the command accepts: each option --help names
  * is parsed (a flag, or a valued option taking "--bogus" as its value; the
  * second "--bogus" stops the run either way), and each option the parser
- * has (completion reads the same table) is in --help. watch does not list
- * --state, --pid or --cookie, which it refuses. */
+ * has (completion reads the same table) is in --help, and the man page
+ * describes the same set. watch does not list --state, --pid or --cookie,
+ * which it refuses. */
 static void test_help_matches_parser(void **state)
 {
     struct res r, h;
@@ -319,6 +395,7 @@ static void test_help_matches_parser(void **state)
         }
         if (n < 2)
             fail_msg("%s: completion offers %d options", cmd, n);
+        check_man(cmd, listed, h.out);
         /* Every help fits 80 columns. */
         for (char *p = h.out; *p;) {
             size_t len = strcspn(p, "\n");
@@ -494,6 +571,8 @@ static void test_completion(void **state)
         {"resets", "--exit", "--exit-on-reset\n"},
         {"trace", "--gr", "--grace\n"},
         {"watch", "--older", "--older-than\n"},
+        {"server", "--lingering-t", "--lingering-time\n--lingering-timeout\n"},
+        {"server", "--auth-v", "--auth-v6-prefix\n--auth-v6-net-prefix\n"},
     };
     for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
         RUN(&r, "__complete", opts[i].cmd, opts[i].prefix);

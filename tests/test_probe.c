@@ -608,15 +608,17 @@ static void large_request(char *path)
 static void probe_closewise_server(struct probe *p, const char *mode, const char *scenarios,
                                    struct srv *s, const char *large)
 {
+    /* Timeouts long enough that a loaded machine still answers the request
+     * first (400 ms once ended a run with "ERR login timeout"). */
     char *sv[] = {BIN, "server", "-q", "--port", "0", "--user", "alice:s3cret",
-                  "--close-mode", (char *)mode, "--idle-timeout", "400ms", "--login-timeout",
-                  "400ms", NULL};
+                  "--close-mode", (char *)mode, "--idle-timeout", "1500ms", "--login-timeout",
+                  "1500ms", NULL};
     srv_start(s, sv);
     char at[300];
     snprintf(at, sizeof at, "@%s", large);
     char *args[] = {"--json", "--server", s->addr, "--send", "QUIT\\n", "--expect", "^BYE$",
                     "--large", at, "--large-expect", "^BYE$", "--scenario",
-                    (char *)scenarios, "--grace", "1s", "--hang-limit", "3s", "--settle",
+                    (char *)scenarios, "--grace", "1s", "--hang-limit", "6s", "--settle",
                     "100ms", NULL};
     probe(p, args);
 }
@@ -626,16 +628,16 @@ static int bpf_traced(const struct probe *p)
     return strstr(p->out, "resets traced with BPF") != NULL;
 }
 
-/* The server's close() that sent the reset is named, when BPF works. */
+/* The server's close() that sent the reset is named, when BPF works: the
+ * server.c line that asked for it (marked in src/server/server.c), not
+ * the library's close() in cw_stream_close() under it. */
 static void expect_reset_by(const char *line, pid_t server, int bpf)
 {
-    char want[64];
+    char want[64], at[64];
     snprintf(want, sizeof want, "\"reset_by\": \"pid %d (closewise) ", (int)server);
-    /* The server closes through cw_stream_close(): the close() is the
-     * library's (stream.c) or the server's own, never unnamed. */
-    if (bpf && (!strstr(line, want) ||
-                (!strstr(line, " at server.c:") && !strstr(line, " at stream.c:"))))
-        fail_msg("expected %s... at server.c:LINE or stream.c:LINE in %s", want, line);
+    snprintf(at, sizeof at, " at server.c:%d (", SERVER_CLOSE_LINE);
+    if (bpf && (!strstr(line, want) || !strstr(line, at)))
+        fail_msg("expected %s...%s in %s", want, at, line);
     if (!bpf)
         assert_non_null(strstr(line, "not named without BPF"));
 }
@@ -657,7 +659,7 @@ static void test_server_mode_closewise_server(void **state)
     assert_true(field(line, "reply_bytes") > 256 * 1000);
     assert_non_null(strstr(line, "\"end\": \"fin\""));
     scenario(&p, "idle", line, sizeof line);   /* its login timeout */
-    assert_true(field(line, "end_ms") >= 300 && field(line, "end_ms") < 3000);
+    assert_true(field(line, "end_ms") >= 1400 && field(line, "end_ms") < 6000);
     scenario(&p, "reset-mid-request", line, sizeof line);
     assert_true(field(line, "server_pid") == s.pid);
 

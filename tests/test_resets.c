@@ -65,10 +65,12 @@ static int stack_line_in(const char *line, const char *base)
     return p ? atoi(p + strlen(pat)) : 0;
 }
 
-/* Line number of "RESETS-MARK <name>" in the helper's source. */
-static int marker_line(const char *name)
+/* Line number of "RESETS-MARK <name>" in a helper's source. */
+static int marker_line_in(const char *file, const char *name)
 {
-    FILE *f = fopen(CW_SOURCE_DIR "/tests/resets_helper.c", "r");
+    char path[256];
+    snprintf(path, sizeof path, CW_SOURCE_DIR "/tests/%s", file);
+    FILE *f = fopen(path, "r");
     assert_non_null(f);
     char buf[512], want[64];
     snprintf(want, sizeof want, "RESETS-MARK %s ", name);
@@ -80,6 +82,11 @@ static int marker_line(const char *name)
     fclose(f);
     assert_true(found);
     return n;
+}
+
+static int marker_line(const char *name)
+{
+    return marker_line_in("resets_helper.c", name);
 }
 
 /* ---- our BPF programs, by id: other instances may run meanwhile (the
@@ -241,15 +248,20 @@ struct helper {
     struct helper_run run;
 };
 
-static void helper_start(struct helper *h)
+static void helper_start_prog(struct helper *h, const char *prog)
 {
-    char *argv[] = {CW_BUILD_DIR "/tests/resets_helper", NULL};
+    char *argv[] = {(char *)prog, NULL};
     char line[256];
     memset(h, 0, sizeof *h);
     h->pid = cwt_spawn3(argv, &h->in, &h->out, NULL);
     assert_true(cwt_read_line(h->out, line, sizeof line, 5000) > 0);
     assert_int_equal(atoi(line + 6), h->pid);
     snprintf(h->pidarg, sizeof h->pidarg, "%d", (int)h->pid);
+}
+
+static void helper_start(struct helper *h)
+{
+    helper_start_prog(h, CW_BUILD_DIR "/tests/resets_helper");
 }
 
 /* Let it close its three connections; returns once it has. */
@@ -355,6 +367,44 @@ static void test_filters_and_text(void **state)
     helper_end(&hp);
 }
 
+/* A program linked with libclosewise.so resets a connection through
+ * cw_close(): the line named is the program's call, not the library's
+ * close() (conn.c) under it, and the call sits in an inlined function,
+ * named as such with the line that called it; the JSON stack keeps the
+ * library's frames. */
+static void test_library_caller(void **state)
+{
+    if (!bpf_ok)
+        skip();
+    static char out[65536];
+    char want[128], line[256];
+    for (int json = 0; json < 2; json++) {
+        struct helper hp;
+        helper_start_prog(&hp, CW_BUILD_DIR "/tests/resets_lib_helper");
+        const char *args[] = {"--pid", hp.pidarg, "--count", "1", "--duration", "15s",
+                              json ? "--json" : NULL, NULL};
+        struct cmd c = resets_start(args);
+        assert_int_equal(write(hp.in, "go\n", 3), 3);
+        while (cwt_read_line(hp.out, line, sizeof line, 10000) >= 0 && strcmp(line, "done"))
+            ;
+        assert_int_equal(resets_finish(&c, out, sizeof out), 0);
+        helper_end(&hp);
+        int drop = marker_line_in("resets_lib_helper.c", "drop");
+        if (json) {
+            assert_non_null(strstr(out, "\"module\":\"libclosewise.so"));
+            assert_non_null(strstr(out, "/src/net/conn.c\",\"line\":"));
+            assert_non_null(strstr(out, ",\"library\":true}"));
+            assert_int_equal(stack_line_in(out, "resets_lib_helper.c"), drop);
+            continue;
+        }
+        /* drop() is inlined into serve(): both are named, each with its line. */
+        snprintf(want, sizeof want, " at resets_lib_helper.c:%d (drop) < resets_lib_helper.c:%d "
+                 "(serve) < ", drop, marker_line_in("resets_lib_helper.c", "call"));
+        if (!strstr(out, want) || strstr(out, "conn.c"))
+            fail_msg("expected '%s' and no conn.c in: %s", want, out);
+    }
+}
+
 /* ---- closewise server in its three close modes ---- */
 
 /* A client whose request is followed by 64 KiB the server never reads. */
@@ -371,13 +421,20 @@ static void bad_login_with_junk(int port)
     ssize_t w;
     while (off < sizeof junk && (w = send(fd, junk + off, sizeof junk - off, MSG_NOSIGNAL)) > 0)
         off += (size_t)w;
+    /* Until the server's reply and its RST (or FIN): a loaded machine may
+     * take seconds to check the password, and a client that left first
+     * would get no reply and no reset at all. */
     char buf[4096];
-    while (cwt_read_all(fd, buf, sizeof buf, 3000) > 0)
-        ;
+    int64_t end = cw_now_ms() + 20000;
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    ssize_t r = 1;
+    while (r > 0 && poll(&pf, 1, (int)(end - cw_now_ms() > 0 ? end - cw_now_ms() : 0)) == 1)
+        r = read(fd, buf, sizeof buf);
     close(fd);
 }
 
-/* Runs one server mode; returns the command's output in out. */
+/* Runs one server mode with resets' extra arguments; returns the
+ * command's output in out. */
 static int server_mode(const char *mode, const char *const *extra, char *out, size_t size,
                        pid_t *server_pid)
 {
@@ -391,8 +448,8 @@ static int server_mode(const char *mode, const char *const *extra, char *out, si
     assert_non_null(colon);
     int port = atoi(colon + 1);
     snprintf(pidarg, sizeof pidarg, "%d", (int)sp);
-    const char *args[12] = {"--json", "--pid", pidarg};
-    int n = 3;
+    const char *args[12] = {"--pid", pidarg};
+    int n = 2;
     for (; *extra; extra++)
         args[n++] = *extra;
     args[n] = NULL;
@@ -405,19 +462,34 @@ static int server_mode(const char *mode, const char *const *extra, char *out, si
     return rc;
 }
 
+/* The JSON stack keeps every frame: the library's own (src/net/, marked
+ * "library":true) and the server's line that asked for the close(). */
+static void expect_server_stack(const char *ev)
+{
+    const char *lib = strstr(ev, "/src/net/stream.c\",\"line\":");
+    if (!lib || strncmp(strstr(lib, ",\"library\":"), ",\"library\":true}", 16))
+        fail_msg("no stream.c frame marked library in %s", ev);
+    if (stack_line_in(ev, "server.c") != SERVER_CLOSE_LINE)
+        fail_msg("expected the close() at server.c:%d in %s", SERVER_CLOSE_LINE, ev);
+    const char *srv = strstr(ev, "/src/server/server.c\",\"line\":");
+    if (!srv || strncmp(strstr(srv, ",\"library\":"), ",\"library\":false}", 17))
+        fail_msg("server.c frame marked library in %s", ev);
+}
+
 static void test_server_close_modes(void **state)
 {
     if (!bpf_ok)
         skip();
     static char out[65536];
     pid_t sp;
-    const char *one[] = {"--count", "1", "--duration", "15s", NULL};
+    const char *one[] = {"--json", "--count", "1", "--duration", "15s", NULL};
     const char *modes[] = {"plain", "linger0"};
     for (int i = 0; i < 2; i++) {
         assert_int_equal(server_mode(modes[i], one, out, sizeof out, &sp), 0);
         char reason[32];
         if (!*out)
             fail_msg("--close-mode %s: no reset reported", modes[i]);
+        expect_server_stack(out);
         assert_int_equal(json_int(out, "pid"), sp);
         json_str(out, "reason", reason, sizeof reason);
         /* With unread input the kernel reports TCP_ABORT_ON_CLOSE even
@@ -426,6 +498,14 @@ static void test_server_close_modes(void **state)
             fail_msg("--close-mode %s: reason %s", modes[i], reason);
         assert_non_null(strstr(out, "\"module\":\"closewise\""));
     }
+    /* The text names the server's line, not the library's close() under it. */
+    const char *text[] = {"--count", "1", "--duration", "15s", NULL};
+    assert_int_equal(server_mode("linger0", text, out, sizeof out, &sp), 0);
+    char want[64];
+    snprintf(want, sizeof want, " at server.c:%d (", SERVER_CLOSE_LINE);
+    if (!strstr(out, " (closewise) ") || !strstr(out, want))
+        fail_msg("expected '%s' in: %s", want, out);
+    assert_null(strstr(out, "stream.c"));
     const char *quiet[] = {"--exit-on-reset", "--duration", "2s", NULL};
     assert_int_equal(server_mode("graceful", quiet, out, sizeof out, &sp), 0);
     assert_string_equal(out, "");
@@ -579,6 +659,7 @@ int main(void)
         CWT_TEST(test_helper_closes),
         CWT_TEST(test_filters_and_text),
         CWT_TEST(test_server_close_modes),
+        CWT_TEST(test_library_caller),
         CWT_TEST(test_ipv6),
         CWT_TEST(test_counter_fallback),
         CWT_TEST(test_bad_usage),

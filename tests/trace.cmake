@@ -72,3 +72,14 @@ foreach(t test_trace test_probe)
       PY_CLIENT="${CMAKE_CURRENT_SOURCE_DIR}/trace_client.py")
   endif()
 endforeach()
+
+# The reference server's close() of a final line: what resets, demo and
+# probe --server name behind a plain or linger0 close's RST (the line after
+# the marker; the library's own close() below it is not named).
+cw_marker_line(server_mark ${PROJECT_SOURCE_DIR}/src/server/server.c "/* cw-mark: the close() of a final line")
+math(EXPR server_close_line "${server_mark} + 1")
+foreach(t test_probe test_demo test_resets)
+  if(TARGET ${t})
+    target_compile_definitions(${t} PRIVATE SERVER_CLOSE_LINE=${server_close_line})
+  endif()
+endforeach()

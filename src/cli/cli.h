@@ -20,7 +20,7 @@ struct cli_command {
     const char *name;
     const char *summary;
     int (*run)(int argc, char **argv);   /* argv[0] is the subcommand name */
-    const struct cli_spec *spec;          /* its options, when it has a table */
+    const struct cli_spec *spec;          /* its options (opts.h) */
 };
 
 /* `closewise __complete WORD...`: completion candidates for shells, one

@@ -3,15 +3,13 @@
  * command line and print --help. The bash and zsh scripts in
  * contrib/completion/ only ask this, so they never list an option a
  * command rejects. The last WORD is the one being completed ("" for a new
- * one). A command without a table yet is asked for its --help. */
+ * one). */
 #define _GNU_SOURCE
 #include "cli.h"
 #include "probe/probe.h"
 
 #include <closewise/diag.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 static void offer(const char *cand, const char *prefix)
 {
@@ -87,44 +85,6 @@ static const struct cli_opt *find_opt(const struct cli_spec *spec, const char *w
     return NULL;
 }
 
-/* A command without a table: the long options its --help names. */
-static void offer_from_help(const char *cmd, const char *prefix)
-{
-    int fd[2];
-    if (pipe(fd) < 0)
-        return;
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fd[1], STDOUT_FILENO);
-        close(fd[0]);
-        close(fd[1]);
-        execl("/proc/self/exe", "closewise", cmd, "--help", (char *)NULL);
-        _exit(127);
-    }
-    close(fd[1]);
-    FILE *f = pid > 0 ? fdopen(fd[0], "r") : NULL;
-    char line[512], seen[4096] = " ";
-    while (f && fgets(line, sizeof line, f))
-        for (char *p = strstr(line, "--"); p; p = strstr(p + 2, "--")) {
-            size_t n = 2 + strspn(p + 2, "abcdefghijklmnopqrstuvwxyz0123456789-");
-            char opt[64], key[68];
-            if (n <= 2 || n >= sizeof opt || (p > line && p[-1] != ' ' && p[-1] != '['))
-                continue;
-            snprintf(opt, sizeof opt, "%.*s", (int)n, p);
-            snprintf(key, sizeof key, " %s ", opt);
-            if (strstr(seen, key) || strlen(seen) + strlen(key) >= sizeof seen)
-                continue;
-            strcat(seen, key + 1);
-            offer(opt, prefix);
-        }
-    if (f)
-        fclose(f);
-    else
-        close(fd[0]);
-    if (pid > 0)
-        waitpid(pid, NULL, 0);
-}
-
 int cli_complete(const struct cli_command *cmds, int argc, char **argv)
 {
     const char *cur = argc > 0 ? argv[argc - 1] : "";
@@ -159,10 +119,6 @@ int cli_complete(const struct cli_command *cmds, int argc, char **argv)
     }
     if (cur[0] != '-' && cur[0])
         return CLI_OK;
-    if (!cmd->spec) {
-        offer_from_help(cmd->name, cur);
-        return CLI_OK;
-    }
     char buf[80];
     for (int t = 0; t < 4 && cmd->spec->tables[t]; t++)
         for (const struct cli_opt *o = cmd->spec->tables[t]; o->name; o++) {

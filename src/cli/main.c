@@ -4,14 +4,16 @@
 
 #include <string.h>
 
-extern const struct cli_spec stat_spec, ls_spec, kill_spec, client_spec, passwd_spec;
+extern const struct cli_spec server_spec, stat_spec, ls_spec, kill_spec, client_spec,
+    passwd_spec;
 extern const struct cli_spec watch_spec, demo_spec, probe_spec, resets_spec, trace_spec,
     exporter_spec;
 
-/* Subcommands register here; each lives in src/cli/<family>/<name>.c. A
- * spec, where a command has one, gives completion its options. */
+/* Subcommands register here; each lives in src/cli/<family>/<name>.c. Its
+ * spec (option table) gives completion its options. */
 static const struct cli_command cli_commands[] = {
-    {"server", "run the reference auth server (ends connections correctly)", cmd_server, NULL},
+    {"server", "run the reference auth server (ends connections correctly)", cmd_server,
+     &server_spec},
     {"passwd", "make a credentials line for closewise server", cmd_passwd, &passwd_spec},
     {"stat", "count TCP states; name the processes holding CLOSE_WAIT sockets", cmd_stat,
      &stat_spec},

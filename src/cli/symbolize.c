@@ -18,7 +18,7 @@
 
 #define SYM_CACHE 8
 #define SYM_FILES 16   /* modules of recorded stacks, by path and bias */
-#define SYM_MEMO 1024   /* symbolized addresses: a server closes from few sites */
+#define SYM_MEMO 512    /* symbolized addresses: a server closes from few sites */
 
 /* What the unwinder's callbacks see of the current event. */
 struct sample {
@@ -32,7 +32,7 @@ struct memo {
     pid_t pid;
     uint64_t addr;
     int is_ret, rc;
-    struct sym_loc loc;
+    struct sym_loc loc[SYM_INLINE];
 };
 
 struct sym {
@@ -190,29 +190,33 @@ static size_t memo_slot(pid_t pid, uint64_t addr)
     return (size_t)(h >> 54) % SYM_MEMO;
 }
 
-int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out)
+int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out,
+               int max)
 {
     struct memo *m = &s->memo[memo_slot(pid, addr)];
+    if (max < 1)
+        return 0;
     if (m->pid != pid || m->addr != addr || m->is_ret != is_ret) {
         /* Failures are kept too (until the map is re-read): a frame
          * chain broken the same way every time must stay cheap. */
-        m->rc = lookup(s, pid, addr, is_ret, &m->loc);
+        m->rc = lookup(s, pid, addr, is_ret, m->loc);
         m->pid = pid;
         m->addr = addr;
         m->is_ret = is_ret;
     }
-    *out = m->loc;
-    return m->rc;
+    int n = m->rc < 0 ? 1 : m->rc < max ? m->rc : max;
+    memcpy(out, m->loc, (size_t)n * sizeof *out);
+    return m->rc < 0 ? -1 : n;
 }
 
-static int describe(Dwfl_Module *m, uint64_t addr, int is_ret, struct sym_loc *out);
+static int describe(Dwfl_Module *m, uint64_t addr, int is_ret, struct sym_loc *out, int max);
 
 static int lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out)
 {
     memset(out, 0, sizeof *out);
     out->addr = addr;
     Dwfl_Module *m = module_of(s, pid, addr);
-    return m ? describe(m, addr, is_ret, out) : -1;
+    return m ? describe(m, addr, is_ret, out, SYM_INLINE) : -1;
 }
 
 /* ---- ELF files named by path and load bias (the process may be gone) ---- */
@@ -255,8 +259,10 @@ static Dwfl *file_dwfl(struct sym *s, const char *path, uint64_t bias)
 }
 
 int sym_lookup_file(struct sym *s, const char *path, uint64_t bias, uint64_t addr,
-                    int is_ret, struct sym_loc *out)
+                    int is_ret, struct sym_loc *out, int max)
 {
+    if (max < 1)
+        return 0;
     memset(out, 0, sizeof *out);
     out->addr = addr;
     Dwfl *d = file_dwfl(s, path, bias);
@@ -266,43 +272,131 @@ int sym_lookup_file(struct sym *s, const char *path, uint64_t bias, uint64_t add
         copy(out->module, sizeof out->module, base ? base + 1 : path);
         return -1;
     }
-    return describe(m, addr, is_ret, out);
+    return describe(m, addr, is_ret, out, max);
 }
 
-/* The line of a when the module has no .debug_aranges (clang emits none
- * by default, and libdw 0.188 finds no compile unit without them): ask
- * each compile unit whether it covers a. */
-static int line_by_cu(Dwfl_Module *m, Dwarf_Addr a, struct sym_loc *out)
+/* The compile unit holding a (address a of the module less *bias). When
+ * the module has no .debug_aranges (clang emits none by default, and
+ * libdw 0.188 finds no compile unit without them), each compile unit is
+ * asked whether it covers a. */
+static Dwarf_Die *cu_at(Dwfl_Module *m, Dwarf_Addr a, Dwarf_Addr *bias)
 {
-    Dwarf_Addr bias;
-    Dwarf_Die *cu = NULL;
-    while ((cu = dwfl_module_nextcu(m, cu, &bias)))
-        if (dwarf_haspc(cu, a - bias) == 1) {
-            Dwarf_Line *l = dwarf_getsrc_die(cu, a - bias);
-            const char *file = l ? dwarf_linesrc(l, NULL, NULL) : NULL;
-            if (!file || dwarf_lineno(l, &out->line) != 0)
-                return -1;
-            copy(out->file, sizeof out->file, file);
-            return 0;
-        }
-    return -1;
+    Dwarf_Die *cu = dwfl_module_addrdie(m, a, bias);
+    if (cu)
+        return cu;
+    while ((cu = dwfl_module_nextcu(m, cu, bias)))
+        if (dwarf_haspc(cu, a - *bias) == 1)
+            return cu;
+    return NULL;
+}
+
+/* The line of a from its compile unit's line table, for modules where
+ * dwfl_module_getsrc finds none (no .debug_aranges, as above). */
+static int line_by_cu(Dwarf_Die *cu, Dwarf_Addr a, struct sym_loc *out)
+{
+    Dwarf_Line *l = cu ? dwarf_getsrc_die(cu, a) : NULL;
+    const char *file = l ? dwarf_linesrc(l, NULL, NULL) : NULL;
+    if (!file || dwarf_lineno(l, &out->line) != 0)
+        return -1;
+    copy(out->file, sizeof out->file, file);
+    return 0;
+}
+
+/* Whether module m holds libclosewise (the closewise program, or a
+ * program linked with libclosewise.a, or libclosewise.so itself): it
+ * defines cw_version. Asked once per module, kept in its user data. */
+static int holds_libclosewise(Dwfl_Module *m)
+{
+    static char yes, no;
+    void **ud;
+    dwfl_module_info(m, &ud, NULL, NULL, NULL, NULL, NULL, NULL);
+    if (ud && *ud)
+        return *ud == &yes;
+    int found = 0, n = dwfl_module_getsymtab(m);
+    for (int i = 1; i < n && !found; i++) {
+        GElf_Sym sym;
+        GElf_Addr addr;
+        GElf_Word shndx;
+        Elf *elf;
+        Dwarf_Addr bias;
+        const char *name = dwfl_module_getsym_info(m, i, &sym, &addr, &shndx, &elf, &bias);
+        found = name && !strcmp(name, "cw_version") && shndx != SHN_UNDEF;
+    }
+    if (ud)
+        *ud = found ? &yes : &no;
+    return found;
+}
+
+/* libclosewise's core I/O layer: compile units built from src/net/ (the
+ * unit, not the line's file: a header's inline function belongs to the
+ * unit that calls it). The path is as the compiler was given it, or
+ * relative to the unit's directory; the module check keeps out a program
+ * that happens to have a src/net/ of its own. */
+static int core_io(Dwfl_Module *m, Dwarf_Die *cu)
+{
+    const char *name = cu ? dwarf_diename(cu) : NULL;
+    const char *net = name ? strstr(name, "src/net/") : NULL;
+    while (net && net != name && net[-1] != '/')
+        net = strstr(net + 1, "src/net/");
+    return net && !strchr(net + 8, '/') && holds_libclosewise(m);
 }
 
 /* gcc names the copies it makes of a function "session.isra.0",
  * "run.part.1", "f.constprop.0", "g.cold": the user wrote "session". */
-static void drop_clone_suffix(char *name)
+static void drop_clone_suffix(char *name, int *split)
 {
-    static const char *const kinds[] = {".isra.", ".part.", ".constprop.", ".cold",
+    static const char *const kinds[] = {".part.", ".isra.", ".constprop.", ".cold",
                                         ".lto_priv.", ".localalias"};
     for (char *dot = strchr(name, '.'); dot; dot = strchr(dot + 1, '.'))
         for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++)
             if (!strncmp(dot, kinds[i], strlen(kinds[i]))) {
+                *split = i == 0;
                 *dot = '\0';
                 return;
             }
 }
 
-static int describe(Dwfl_Module *m, uint64_t addr, int is_ret, struct sym_loc *out)
+/* The source file numbered idx in cu's file table ("" if unknown). */
+static const char *cu_file(Dwarf_Die *cu, Dwarf_Word idx)
+{
+    Dwarf_Files *files;
+    size_t n;
+    const char *name = NULL;
+    if (dwarf_getsrcfiles(cu, &files, &n) == 0 && idx < n)
+        name = dwarf_filesrc(files, idx, NULL, NULL);
+    return name ? name : "";
+}
+
+/* Functions inlined at pc of cu, innermost first: each takes the name of
+ * out[k] (whose file:line is inside it), and out[k + 1] the line of its
+ * call, in the function it was inlined into. Returns the index of the
+ * frame left for the function all of them ended up in. */
+static int inlined(Dwarf_Die *cu, Dwarf_Addr pc, struct sym_loc *out, int max)
+{
+    Dwarf_Die *scopes = NULL;
+    int ns = cu ? dwarf_getscopes(cu, pc, &scopes) : -1, k = 0;
+    for (int i = 0; i < ns && k + 1 < max; i++) {
+        Dwarf_Attribute attr;
+        Dwarf_Word file, line;
+        const char *name = dwarf_diename(&scopes[i]);
+        if (dwarf_tag(&scopes[i]) != DW_TAG_inlined_subroutine || !name ||
+            dwarf_formudata(dwarf_attr(&scopes[i], DW_AT_call_file, &attr), &file) != 0 ||
+            dwarf_formudata(dwarf_attr(&scopes[i], DW_AT_call_line, &attr), &line) != 0)
+            continue;
+        copy(out[k].function, sizeof out[k].function, name);
+        out[k + 1] = out[k];
+        k++;
+        copy(out[k].file, sizeof out[k].file, cu_file(cu, file));
+        out[k].line = (int)line;
+    }
+    free(scopes);
+    return k;
+}
+
+/* The frames of one address: functions inlined there, innermost first,
+ * then the function that holds the code (its name from the symbol table,
+ * so a binary without debug info still gets one). Returns how many. */
+static int describe(Dwfl_Module *m, uint64_t addr, int is_ret, struct sym_loc *out, int max)
 {
     uint64_t a = is_ret && addr ? addr - 1 : addr;
     const char *name = dwfl_module_info(m, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
@@ -311,22 +405,26 @@ static int describe(Dwfl_Module *m, uint64_t addr, int is_ret, struct sym_loc *o
     Dwarf_Addr bias;
     if (dwfl_module_getelf(m, &bias))
         out->rel = addr - bias;
-    GElf_Off off;
-    GElf_Sym symbol;
-    copy(out->function, sizeof out->function,
-         dwfl_module_addrinfo(m, a, &off, &symbol, NULL, NULL, NULL));
-    demangle(out->function, sizeof out->function);
-    drop_clone_suffix(out->function);
+    Dwarf_Addr cubias = 0;
+    Dwarf_Die *cu = cu_at(m, a, &cubias);
+    out->lib = core_io(m, cu);
     Dwfl_Line *line = dwfl_module_getsrc(m, a);
     int lineno = 0;
     const char *file = line ? dwfl_lineinfo(line, NULL, &lineno, NULL, NULL, NULL) : NULL;
     if (file) {
         copy(out->file, sizeof out->file, file);
         out->line = lineno;
-    } else if (line_by_cu(m, a, out) < 0) {
+    } else if (line_by_cu(cu, a - cubias, out) < 0) {
         out->line = 0;
     }
-    return 0;
+    int k = inlined(cu, a - cubias, out, max);
+    GElf_Off off;
+    GElf_Sym symbol;
+    copy(out[k].function, sizeof out[k].function,
+         dwfl_module_addrinfo(m, a, &off, &symbol, NULL, NULL, NULL));
+    demangle(out[k].function, sizeof out[k].function);
+    drop_clone_suffix(out[k].function, &out[k].split);
+    return k + 1;
 }
 
 /* ---- unwinding a copied user stack with the modules' CFI ---- */
@@ -444,18 +542,23 @@ void sym_forget(struct sym *s, pid_t pid)
     (void)pid;
 }
 
-int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out)
+int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out,
+               int max)
 {
     (void)s; (void)pid; (void)is_ret;
+    if (max < 1)
+        return 0;
     memset(out, 0, sizeof *out);
     out->addr = addr;
     return -1;
 }
 
 int sym_lookup_file(struct sym *s, const char *path, uint64_t bias, uint64_t addr,
-                    int is_ret, struct sym_loc *out)
+                    int is_ret, struct sym_loc *out, int max)
 {
     (void)s; (void)bias; (void)is_ret;
+    if (max < 1)
+        return 0;
     memset(out, 0, sizeof *out);
     out->addr = addr;
     const char *base = strrchr(path, '/');
@@ -473,6 +576,37 @@ int sym_unwind(struct sym *s, pid_t pid, pid_t tid, const struct sym_regs *regs,
     return 1;
 }
 #endif
+
+int sym_is_runtime(const struct sym_loc *l)
+{
+    static const char *const names[] = {"libc.so", "libc-", "libpthread", "ld-linux",
+                                        "libasan", "libubsan", "libtsan", "liblsan",
+                                        "libclosewise-trace"};
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strncmp(l->module, names[i], strlen(names[i])))
+            return 1;
+    return 0;
+}
+
+/* Whether fr[i] is the entry of the function whose split-off part fr[i - 1]
+ * is: one function the user wrote, already named. */
+static int split_entry(const struct sym_loc *fr, int i)
+{
+    return i > 0 && fr[i - 1].split && !strcmp(fr[i - 1].function, fr[i].function) &&
+           !strcmp(fr[i - 1].file, fr[i].file) && !strcmp(fr[i - 1].module, fr[i].module);
+}
+
+int sym_pick(const struct sym_loc *fr, int n, int *idx, int max)
+{
+    int k = 0;
+    for (int with_lib = 0; with_lib < 2 && k == 0; with_lib++)
+        for (int i = 0; i < n && k < max; i++)
+            if (!sym_is_runtime(&fr[i]) && (with_lib || !fr[i].lib) && !split_entry(fr, i))
+                idx[k++] = i;
+    if (k == 0 && n > 0 && max > 0)
+        idx[k++] = n - 1;
+    return k;
+}
 
 void sym_format(const struct sym_loc *l, char *buf, size_t size)
 {

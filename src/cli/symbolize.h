@@ -23,6 +23,11 @@ struct sym_loc {
     int line;            /* 0 if unknown */
     uint64_t rel;        /* addr as the ELF file numbers it (addr - load bias),
                             for addr2line -e; 0 if unknown */
+    int lib;             /* 1: code of libclosewise's core I/O layer (a compile
+                            unit from src/net/ of a module holding
+                            libclosewise): how the program's call got here */
+    int split;           /* 1: a part gcc split off a function f (f.part.N),
+                            called from f's own entry: the next frame */
 };
 
 /* A new symbolizer; NULL when out of memory. The caller frees it with
@@ -30,20 +35,30 @@ struct sym_loc {
 struct sym *sym_new(void);
 void sym_free(struct sym **s);
 
-/* Describe addr in process pid's address space. For a return address
- * (is_ret = 1) the line is the one of the call, not of the instruction
- * after it. Returns 0 if the address is in a known module (out->module
- * set; function/file/line as far as known), -1 if the process or the
- * module is gone. */
-int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out);
+/* At most this many frames for one address: functions inlined into one
+ * another there, then the function that holds the code. */
+#define SYM_INLINE 4
+
+/* Describe addr in process pid's address space, as up to max frames
+ * innermost first: each function inlined at addr (named with the line
+ * inside it), then the one it was inlined into with the line of the call
+ * (from the debug info's inline scopes), down to the function that holds
+ * the code. For a return address (is_ret = 1) the line is the one of the
+ * call, not of the instruction after it. Returns how many frames (>= 1
+ * when max >= 1) if the address is in a known module (module set;
+ * function/file/line as far as known), -1 if the process or the module
+ * is gone (out[0] holds addr). */
+int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out,
+               int max);
 
 /* Describe addr as an address of the ELF file path loaded at bias (its
  * load bias: runtime address minus the file's virtual address), for
  * stacks a process recorded itself and that outlive it (`closewise trace`,
- * `probe --where`). Returns 0 if the file has addr (out as for
- * sym_lookup), -1 if not or unreadable (out->module still named). */
+ * `probe --where`). Returns how many frames if the file has addr (out
+ * and max as for sym_lookup), -1 if not or unreadable (out->module still
+ * named). */
 int sym_lookup_file(struct sym *s, const char *path, uint64_t bias, uint64_t addr,
-                    int is_ret, struct sym_loc *out);
+                    int is_ret, struct sym_loc *out, int max);
 
 /* The user registers of a thread at a moment (x86-64: the ones a call
  * frame rule may use). */
@@ -62,6 +77,19 @@ int sym_unwind(struct sym *s, pid_t pid, pid_t tid, const struct sym_regs *regs,
 
 /* Drop what is cached about pid (after it exec'ed or exited). */
 void sym_forget(struct sym *s, pid_t pid);
+
+/* Whether the frame is in the C library, the dynamic loader, a sanitizer
+ * runtime or the trace preload: how a call is carried out, not where. */
+int sym_is_runtime(const struct sym_loc *l);
+
+/* Which frames of a stack (fr[0] innermost) to name: up to max indices
+ * into idx, innermost first, of the program's own frames, leaving out the
+ * runtime's (sym_is_runtime) and libclosewise's core I/O layer (lib), so
+ * that the first one named is the line that asked for the call, and the
+ * entry frame of a function gcc split in two (split). A stack
+ * with no such frame names its library frames; one with runtime frames
+ * only, its outermost. Returns how many (0 when n or max is 0). */
+int sym_pick(const struct sym_loc *fr, int n, int *idx, int max);
 
 /* "file:line (function)" with the file's basename, or what is known:
  * "function (module)", "0xaddr (module+0xrel)" (a module loaded where its

@@ -414,6 +414,7 @@ static void finish(cw_server *s, cw_stream *st, struct sess *c, const char *text
     unauth_drop(s, c);
     int how = graceful ? CW_CLOSE_GRACEFUL
               : s->o.close_mode == CW_SERVER_LINGER0 ? CW_CLOSE_ABORT : CW_CLOSE_PLAIN;
+    /* cw-mark: the close() of a final line; tests expect the next line */
     cw_stream_close(st, how, cw_now_ms() + s->o.lingering_time_ms, NULL);
 }
 

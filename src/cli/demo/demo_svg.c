@@ -244,7 +244,9 @@ static void rst_note(FILE *f, const struct demo *d, double y, const struct demo_
         snprintf(s, sizeof s, "RST sent by the server's close() at %s", c->where[0].at);
     else
         return;
-    text_at(f, BAR_X, y, "class=\"rst-line\" font-size=\"11\" fill=\"" C_NOTE "\"", s);
+    /* Clear of the 0% axis line, and haloed where the grid lines cross it. */
+    text_at(f, BAR_X + 8, y, "class=\"rst-line\" font-size=\"11\" " HALO "fill=\"" C_NOTE "\"",
+            s);
 }
 
 static void part2_axis(FILE *f, double top, double bottom)
@@ -272,7 +274,9 @@ static void part2(FILE *f, const struct demo *d, double top)
     snprintf(s, sizeof s, "Part 2: is the \"wrong password\" reply delivered? (%d logins per bar)",
              d->logins);
     text_at(f, 20, top, "font-size=\"14\" font-weight=\"bold\"", s);
-    double y = top + 22, first = y;
+    double y = top + 22;
+    /* The axis and grid first: bars and words are drawn over them. */
+    part2_axis(f, y - 6, y + 3 * 74 - 14);
     for (int m = 0; m < 3; m++) {
         const struct demo_case *shortc = case_named(d, modes[m][1]);
         const struct demo_case *longc = case_named(d, modes[m][2]);
@@ -282,7 +286,6 @@ static void part2(FILE *f, const struct demo *d, double top)
         rst_note(f, d, y + 56, shortc);
         y += 74;
     }
-    part2_axis(f, first - 6, y - 14);
     text_at(f, 20, y + 42, "font-size=\"11\" fill=\"" C_NOTE "\"",
             "A short reply that already reached the client survives a RST on Linux; on Windows, "
             "the seed's platform, the RST discards unread data too.");

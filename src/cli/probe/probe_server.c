@@ -30,7 +30,6 @@
 /* large-reply: our receive buffer, so the reply waits in the server's. */
 #define SLOW_RCVBUF 4096
 #define MAX_RESETS 32
-#define MAX_FRAMES 32
 
 enum sphase { SP_DIAL, SP_SETTLE, SP_READ, SP_FDS, SP_RESET_WAIT, SP_DONE };
 
@@ -145,38 +144,14 @@ static int server_sock(struct srun *r, int lport, struct cw_sock *out)
 
 /* --- the close() that reset it (BPF) --- */
 
-/* Frames inside the C library or a sanitizer are how close() is reached,
- * not where. */
-static int is_plumbing(const struct sym_loc *l)
-{
-    return !strncmp(l->module, "libc.so", 7) || !strncmp(l->module, "libc-", 5) ||
-           !strncmp(l->module, "libasan", 7) || !strncmp(l->module, "libpthread", 10);
-}
-
-/* "at server.c:217 (conn_free) < server.c:540 (settle)" from the event's
- * copy of the closer's stack. */
+/* " at server.c:417 (finish) < server.c:540 (settle)": the line that asked
+ * for the close(), from the event's copy of the closer's stack. */
 static void where_of(struct srun *r, const struct cw_rst_event *e, char *buf, size_t size)
 {
-    uint64_t pcs[MAX_FRAMES];
-    struct sym_regs regs = {.ip = e->ip, .sp = e->sp, .bp = e->bp, .bx = e->bx,
-                            .r12 = e->r12, .r13 = e->r13, .r14 = e->r14, .r15 = e->r15};
-    size_t len = e->stack_len <= sizeof e->stack ? e->stack_len : 0;
-    int np = r->sym && e->ip ? sym_unwind(r->sym, (pid_t)e->pid, (pid_t)e->tid, &regs,
-                                          e->stack, len, pcs, MAX_FRAMES) : 0;
-    size_t used = 0;
+    char at[400];
     buf[0] = '\0';
-    for (int i = 0, shown = 0; i < np && shown < 2; i++) {
-        struct sym_loc l;
-        if (sym_lookup(r->sym, (pid_t)e->pid, pcs[i], i > 0, &l) < 0)
-            break;
-        if (is_plumbing(&l) && i + 1 < np)
-            continue;
-        char f[320];
-        sym_format(&l, f, sizeof f);
-        used += (size_t)snprintf(buf + used, size - used, "%s%s", shown++ ? " < " : " at ", f);
-        if (used >= size)
-            break;
-    }
+    if (r->sym && rst_where(r->sym, e, 2, at, sizeof at)[0])
+        snprintf(buf, size, " at %s", at);
 }
 
 static int on_reset(void *arg, const struct cw_rst_event *e)

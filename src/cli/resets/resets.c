@@ -268,12 +268,11 @@ static void print_text(struct ctx *c, const struct cw_rst_event *e, const char *
                cont[0] ? cont : cg[0] ? cg : "-", l, p, why, e->unsent, e->unread);
     else
         printf("%s [not a local close] %s > %s %s", t, l, p, why);
-    int i = 0, shown = 0;
-    while (i < nf - 1 && rst_is_plumbing(&fr[i]))
-        i++;
-    for (; i < nf && shown < 4; i++, shown++) {
-        sym_format(&fr[i], f, sizeof f);
-        printf("%s%s", shown ? " < " : " at ", f);
+    int idx[4];
+    int np = sym_pick(fr, nf, idx, 4);
+    for (int i = 0; i < np; i++) {
+        sym_format(&fr[idx[i]], f, sizeof f);
+        printf("%s%s", i ? " < " : " at ", f);
     }
     putchar('\n');
     (void)c;
@@ -295,7 +294,7 @@ static void json_frame(const struct sym_loc *l)
     cli_json_str(stdout, l->function);
     printf(",\"file\":");
     cli_json_str(stdout, l->file);
-    printf(",\"line\":%d}", l->line);
+    printf(",\"line\":%d,\"library\":%s}", l->line, l->lib ? "true" : "false");
 }
 
 static void print_json(const struct cw_rst_event *e, const char *t, const char *cg,

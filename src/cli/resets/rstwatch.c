@@ -38,33 +38,28 @@ int rst_frames(struct sym *s, const struct cw_rst_event *e, struct sym_loc *out,
     int np = sym_unwind(s, (pid_t)e->pid, (pid_t)e->tid, &r, e->stack, len, pcs,
                         max < RST_MAX_FRAMES ? max : RST_MAX_FRAMES);
     int n = 0;
-    for (int i = 0; i < np; i++)
-        if (sym_lookup(s, (pid_t)e->pid, pcs[i], i > 0, &out[n++]) < 0 && i > 0) {
-            n--;
+    for (int i = 0; i < np && n < max; i++) {
+        int k = sym_lookup(s, (pid_t)e->pid, pcs[i], i > 0, &out[n], max - n);
+        if (k < 0 && i > 0)
             break;
-        }
+        n += k < 0 ? 1 : k;   /* an inlined call is a frame of its own */
+    }
     return n;
-}
-
-int rst_is_plumbing(const struct sym_loc *l)
-{
-    return !strncmp(l->module, "libc.so", 7) || !strncmp(l->module, "libc-", 5) ||
-           !strncmp(l->module, "libasan", 7) || !strncmp(l->module, "libpthread", 10);
 }
 
 char *rst_where(struct sym *s, const struct cw_rst_event *e, int depth, char *buf,
                 size_t size)
 {
     struct sym_loc fr[RST_MAX_FRAMES];
-    int nf = rst_frames(s, e, fr, RST_MAX_FRAMES), i = 0;
+    int idx[RST_MAX_FRAMES];
+    int nf = rst_frames(s, e, fr, RST_MAX_FRAMES);
+    int np = sym_pick(fr, nf, idx, depth < RST_MAX_FRAMES ? depth : RST_MAX_FRAMES);
     size_t off = 0;
     buf[0] = '\0';
-    while (i < nf - 1 && rst_is_plumbing(&fr[i]))
-        i++;
-    for (int shown = 0; i < nf && shown < depth && off < size; i++, shown++) {
+    for (int i = 0; i < np && off < size; i++) {
         char f[400];
-        sym_format(&fr[i], f, sizeof f);
-        int k = snprintf(buf + off, size - off, "%s%s", shown ? " < " : "", f);
+        sym_format(&fr[idx[i]], f, sizeof f);
+        int k = snprintf(buf + off, size - off, "%s%s", i ? " < " : "", f);
         off += k > 0 ? (size_t)k : 0;
     }
     return buf;

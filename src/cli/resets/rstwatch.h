@@ -53,17 +53,14 @@ const char *rst_kind_name(uint32_t kind);
 
 /* The user stack of the close() behind e, unwound from the event's copy
  * of the stack and symbolized while e->pid still lives: up to max frames
- * into out, innermost first; returns how many (0 for a reset without a
- * local process). A frame outside every module ends it: the unwinder went
- * astray. */
+ * into out, innermost first, inlined calls included (sym_lookup); returns
+ * how many (0 for a reset without a local process). A frame outside every
+ * module ends it: the unwinder went astray. */
 int rst_frames(struct sym *s, const struct cw_rst_event *e, struct sym_loc *out, int max);
 
-/* Frames inside the C library or a sanitizer's interceptor are how
- * close() is reached, not where: 1 for those. */
-int rst_is_plumbing(const struct sym_loc *l);
-
-/* "file:line (function)" of the first frame of the close() that is not
- * plumbing, then " < " and its callers, at most depth frames, into buf;
+/* "file:line (function)" of the line that asked for the close() (the
+ * first frame sym_pick names: neither the C library nor libclosewise's
+ * own close), then " < " and its callers, at most depth frames, into buf;
  * "" when the stack is unknown. Returns buf. */
 char *rst_where(struct sym *s, const struct cw_rst_event *e, int depth, char *buf,
                 size_t size);

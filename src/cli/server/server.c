@@ -5,95 +5,71 @@
 #include "../../net/internal.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
-static void server_usage(FILE *f)
-{
-    fprintf(f,
-        "usage: closewise server [options]\n\n"
-        "Serve the closewise line protocol (AUTH, ECHO, QUIT) and end every\n"
-        "connection correctly. Prints \"listening on ADDR:PORT\" first on stdout;\n"
-        "one line per ended connection goes to stderr.\n\n"
-        "options:\n"
-        "  -l, --listen ADDR          address to listen on (default 127.0.0.1;\n"
-        "                             \"::\" or \"*\" for every address)\n"
-        "  -p, --port PORT            port (default 7007; 0 = ephemeral)\n"
-        "      --port-file FILE       write the bound port to FILE\n"
-        "  -c, --credentials FILE     user:crypt-hash lines (closewise passwd)\n"
-        "  -u, --user NAME:PASSWORD   add a user, hashed at start-up (demos, tests)\n"
-        "      --idle-timeout DUR     close sessions idle this long (default 30s)\n"
-        "      --lingering-time DUR   cap on a graceful close (default 30s)\n"
-        "      --lingering-timeout DUR  max wait for the peer while lingering (5s)\n"
-        "      --write-timeout DUR    reset a reply stuck this long (default 10s)\n"
-        "      --max-connections N    accept pauses at N connections (1024)\n"
-        "      --close-mode MODE      graceful (default), linger0 or plain\n"
-        "      --linger0              same as --close-mode linger0 (the trap)\n"
-        "      --login-timeout DUR    log in within this of connecting (10s)\n"
-        "      --max-unauthenticated N  sessions not logged in at once (half of\n"
-        "                             --max-connections); the oldest gives way\n"
-        "      --sndbuf BYTES         SO_SNDBUF of client sockets (65536; 0 =\n"
-        "                             kernel autotuning)\n"
-        "      --max-auth-failures N  failed logins per address and account in\n"
-        "                             a window (5; 0 = no throttle)\n"
-        "      --max-net-failures N   per IPv6 network (4 x --max-auth-failures)\n"
-        "      --max-account-failures N  per account, from anywhere (4 x ...)\n"
-        "      --auth-v6-prefix BITS  an IPv6 client address is this prefix (64)\n"
-        "      --auth-v6-net-prefix BITS  an IPv6 network is this prefix (48)\n"
-        "      --auth-window DUR      throttle window (default 60s)\n"
-        "      --workers N            event loops, each with its own listener\n"
-        "                             (SO_REUSEPORT; default: one per CPU)\n"
-        "      --auth-threads N       threads checking passwords off the loops\n"
-        "                             (default: one per CPU; 0 = on the loop,\n"
-        "                             which stops for every hash: to compare)\n"
-        "      --auth-queue N         checks waiting for a thread at most; more\n"
-        "                             logins get \"ERR busy\" (256 per thread)\n"
-        "  -q, --quiet                no per-connection log lines\n"
-        "  -h, --help                 this help\n\n"
-        "Durations: 500ms, 1.5s, 2m30s (a number needs its unit). SIGINT/SIGTERM stop the\n"
-        "server cleanly. See closewise-server(1).\n");
-}
-
 enum {
+    OPT_LISTEN = 'l', OPT_PORT = 'p', OPT_CREDS = 'c', OPT_USER = 'u', OPT_QUIET = 'q',
     OPT_PORT_FILE = 256, OPT_IDLE, OPT_LTIME, OPT_LTIMEOUT, OPT_WTIMEOUT,
     OPT_MAXCONN, OPT_CLOSE_MODE, OPT_LINGER0, OPT_MAXFAIL, OPT_AUTHWIN,
     OPT_LOGIN, OPT_MAXUNAUTH, OPT_SNDBUF, OPT_NETFAIL, OPT_ACCTFAIL, OPT_V6,
     OPT_V6NET, OPT_WORKERS, OPT_AUTH_THREADS, OPT_AUTH_QUEUE
 };
 
-static const struct option long_opts[] = {
-    {"listen", required_argument, NULL, 'l'},
-    {"port", required_argument, NULL, 'p'},
-    {"port-file", required_argument, NULL, OPT_PORT_FILE},
-    {"credentials", required_argument, NULL, 'c'},
-    {"user", required_argument, NULL, 'u'},
-    {"idle-timeout", required_argument, NULL, OPT_IDLE},
-    {"lingering-time", required_argument, NULL, OPT_LTIME},
-    {"lingering-timeout", required_argument, NULL, OPT_LTIMEOUT},
-    {"write-timeout", required_argument, NULL, OPT_WTIMEOUT},
-    {"max-connections", required_argument, NULL, OPT_MAXCONN},
-    {"close-mode", required_argument, NULL, OPT_CLOSE_MODE},
-    {"linger0", no_argument, NULL, OPT_LINGER0},
-    {"max-auth-failures", required_argument, NULL, OPT_MAXFAIL},
-    {"auth-window", required_argument, NULL, OPT_AUTHWIN},
-    {"login-timeout", required_argument, NULL, OPT_LOGIN},
-    {"max-unauthenticated", required_argument, NULL, OPT_MAXUNAUTH},
-    {"sndbuf", required_argument, NULL, OPT_SNDBUF},
-    {"max-net-failures", required_argument, NULL, OPT_NETFAIL},
-    {"max-account-failures", required_argument, NULL, OPT_ACCTFAIL},
-    {"auth-v6-prefix", required_argument, NULL, OPT_V6},
-    {"auth-v6-net-prefix", required_argument, NULL, OPT_V6NET},
-    {"workers", required_argument, NULL, OPT_WORKERS},
-    {"auth-threads", required_argument, NULL, OPT_AUTH_THREADS},
-    {"auth-queue", required_argument, NULL, OPT_AUTH_QUEUE},
-    {"quiet", no_argument, NULL, 'q'},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0}
-};
+static const struct cli_opt server_opts[] = {
+    {"listen", 'l', OPT_LISTEN, "ADDR",
+     "address to listen on (default 127.0.0.1; \"::\" or\n\"*\" for every address)", NULL},
+    {"port", 'p', OPT_PORT, "PORT", "port (default 7007; 0 = ephemeral)", NULL},
+    {"port-file", 0, OPT_PORT_FILE, "FILE", "write the bound port to FILE", "@file"},
+    {"credentials", 'c', OPT_CREDS, "FILE", "user:crypt-hash lines (closewise passwd)", "@file"},
+    {"user", 'u', OPT_USER, "NAME:PASSWORD",
+     "add a user, hashed at start-up (demos, tests)", NULL},
+    {"idle-timeout", 0, OPT_IDLE, "DUR", "close sessions idle this long (default 30s)", NULL},
+    {"lingering-time", 0, OPT_LTIME, "DUR", "cap on a graceful close (default 30s)", NULL},
+    {"lingering-timeout", 0, OPT_LTIMEOUT, "DUR",
+     "max wait for the peer while lingering (default 5s)", NULL},
+    {"write-timeout", 0, OPT_WTIMEOUT, "DUR",
+     "reset a reply stuck this long (default 10s)", NULL},
+    {"max-connections", 0, OPT_MAXCONN, "N", "accept pauses at N connections (1024)", NULL},
+    {"close-mode", 0, OPT_CLOSE_MODE, "MODE", "graceful (default), linger0 or plain",
+     "graceful linger0 plain"},
+    {"linger0", 0, OPT_LINGER0, NULL, "same as --close-mode linger0 (the trap)", NULL},
+    {"login-timeout", 0, OPT_LOGIN, "DUR", "log in within this of connecting (10s)", NULL},
+    {"max-unauthenticated", 0, OPT_MAXUNAUTH, "N",
+     "sessions not logged in at once (half of\n--max-connections); the oldest gives way", NULL},
+    {"sndbuf", 0, OPT_SNDBUF, "BYTES",
+     "SO_SNDBUF of client sockets (65536; 0 = kernel\nautotuning)", NULL},
+    {"max-auth-failures", 0, OPT_MAXFAIL, "N",
+     "failed logins per address and account in a\nwindow (5; 0 = no throttle)", NULL},
+    {"max-net-failures", 0, OPT_NETFAIL, "N",
+     "per IPv6 network (4 x --max-auth-failures)", NULL},
+    {"max-account-failures", 0, OPT_ACCTFAIL, "N",
+     "per account, from anywhere (4 x\n--max-auth-failures)", NULL},
+    {"auth-v6-prefix", 0, OPT_V6, "BITS", "an IPv6 client address is this prefix (64)", NULL},
+    {"auth-v6-net-prefix", 0, OPT_V6NET, "BITS", "an IPv6 network is this prefix (48)", NULL},
+    {"auth-window", 0, OPT_AUTHWIN, "DUR", "throttle window (default 60s)", NULL},
+    {"workers", 0, OPT_WORKERS, "N",
+     "event loops, each with its own listener\n(SO_REUSEPORT; default: one per CPU)", NULL},
+    {"auth-threads", 0, OPT_AUTH_THREADS, "N",
+     "threads checking passwords off the loops\n(default: one per CPU; 0 = on the loop, "
+     "which\nstops for every hash: to compare)", NULL},
+    {"auth-queue", 0, OPT_AUTH_QUEUE, "N",
+     "checks waiting for a thread at most; more logins\nget \"ERR busy\" (256 per thread)",
+     NULL},
+    {"quiet", 'q', OPT_QUIET, NULL, "no per-connection log lines", NULL},
+    {NULL, 0, 0, NULL, NULL, NULL}};
+
+const struct cli_spec server_spec = {
+    "server", "(--credentials FILE | --user NAME:PASSWORD) [options]",
+    "Serve the closewise line protocol (AUTH, ECHO, QUIT) and end every\n"
+    "connection correctly. Prints \"listening on ADDR:PORT\" first on stdout;\n"
+    "one line per ended connection goes to stderr.",
+    {server_opts, NULL},
+    "Durations: 500ms, 1.5s, 2m30s (a number needs its unit). SIGINT/SIGTERM\n"
+    "stop the server cleanly. See closewise-server(1)."};
 
 #define MAX_USERS 64
 
@@ -105,36 +81,23 @@ struct server_args {
     int nusers;
 };
 
-static int parse_dur(const char *name, const char *arg, int64_t *out, int allow0)
+/* Durations: at least 1 ms, or 0 too where 0 means "no wait". */
+static int parse_dur(int opt, const char *arg, int64_t *out, int allow0)
 {
-    char opt[64];
     long long v;
-    snprintf(opt, sizeof opt, "--%s", name);
-    if (cli_duration(opt, arg, allow0 ? 0 : 1, CLI_DURATION_MAX, &v) < 0)
+    if (cli_duration(cli_opt_name(&server_spec, opt), arg, allow0 ? 0 : 1, CLI_DURATION_MAX,
+                     &v) < 0)
         return -1;
     *out = v;
     return 0;
 }
 
-static int parse_count(const char *name, const char *arg, int *out, int min)
+static int parse_count(int opt, const char *arg, int *out, int min, int max)
 {
-    char opt[64];
     long long v;
-    snprintf(opt, sizeof opt, "--%s", name);
-    if (cli_count(opt, arg, min, 10000000, &v) < 0)
+    if (cli_count(cli_opt_name(&server_spec, opt), arg, min, max, &v) < 0)
         return -1;
     *out = (int)v;
-    return 0;
-}
-
-static int parse_bits(const char *name, const char *arg, int *out)
-{
-    if (parse_count(name, arg, out, 1) < 0)
-        return -1;
-    if (*out > 128) {
-        cli_error("server: --%s wants 1 to 128 bits, not '%s'", name, arg);
-        return -1;
-    }
     return 0;
 }
 
@@ -147,86 +110,96 @@ static int parse_mode(const char *arg, enum cw_server_close *out)
     else if (!strcmp(arg, "plain"))
         *out = CW_SERVER_PLAIN;
     else {
-        cli_error("server: bad --close-mode '%s' (graceful, linger0 or plain)", arg);
+        cli_usage_error("bad --close-mode '%s' (graceful, linger0 or plain)", arg);
         return -1;
     }
     return 0;
 }
 
-/* Returns -1 to exit with CLI_USAGE, 1 for --help, 0 to run. */
+static int add_user_arg(struct server_args *a, char *arg)
+{
+    if (a->nusers == MAX_USERS || !strchr(arg, ':')) {
+        cli_usage_error(a->nusers == MAX_USERS ? "too many --user options (at most 64)"
+                                               : "--user wants NAME:PASSWORD");
+        return -1;
+    }
+    a->users[a->nusers++] = arg;
+    return 0;
+}
+
+/* One option: 0, or -1 after its error. */
+static int parse_one(struct server_args *a, int opt, char *arg)
+{
+    struct cw_server_opts *o = &a->o;
+    int port, threads, rc;
+    enum { MAXN = 10000000 };
+    switch (opt) {
+    case OPT_LISTEN: o->host = strcmp(arg, "*") ? arg : "::"; return 0;
+    case OPT_PORT:
+        if (cli_port("--port", arg, 0, &port) < 0)
+            return -1;
+        o->port = (uint16_t)port;
+        return 0;
+    case OPT_PORT_FILE: a->port_file = arg; return 0;
+    case OPT_CREDS: a->credentials = arg; return 0;
+    case OPT_USER: return add_user_arg(a, arg);
+    case OPT_IDLE: return parse_dur(opt, arg, &o->idle_timeout_ms, 0);
+    case OPT_LTIME: return parse_dur(opt, arg, &o->lingering_time_ms, 1);
+    case OPT_LTIMEOUT: return parse_dur(opt, arg, &o->lingering_timeout_ms, 1);
+    case OPT_WTIMEOUT: return parse_dur(opt, arg, &o->write_timeout_ms, 0);
+    case OPT_LOGIN: return parse_dur(opt, arg, &o->login_timeout_ms, 0);
+    case OPT_AUTHWIN: return parse_dur(opt, arg, &o->auth_window_ms, 0);
+    case OPT_MAXCONN: return parse_count(opt, arg, &o->max_conns, 1, MAXN);
+    case OPT_MAXUNAUTH: return parse_count(opt, arg, &o->max_unauth, 1, MAXN);
+    case OPT_SNDBUF: return parse_count(opt, arg, &o->sndbuf, 0, MAXN);
+    case OPT_MAXFAIL: return parse_count(opt, arg, &o->auth_max_failures, 0, MAXN);
+    case OPT_NETFAIL: return parse_count(opt, arg, &o->auth_net_max_failures, 1, MAXN);
+    case OPT_ACCTFAIL: return parse_count(opt, arg, &o->auth_account_max_failures, 1, MAXN);
+    case OPT_V6: return parse_count(opt, arg, &o->auth_v6_prefix, 1, 128);
+    case OPT_V6NET: return parse_count(opt, arg, &o->auth_v6_net_prefix, 1, 128);
+    case OPT_WORKERS: return parse_count(opt, arg, &o->workers, 1, MAXN);
+    case OPT_AUTH_THREADS:
+        rc = parse_count(opt, arg, &threads, 0, MAXN);
+        o->auth_threads = threads ? threads : -1;   /* -1: checks on the loop */
+        return rc;
+    case OPT_AUTH_QUEUE: return parse_count(opt, arg, &o->auth_queue, 1, MAXN);
+    case OPT_CLOSE_MODE: return parse_mode(arg, &o->close_mode);
+    case OPT_LINGER0: o->close_mode = CW_SERVER_LINGER0; return 0;
+    case OPT_QUIET: o->log = NULL; return 0;
+    }
+    return -1;
+}
+
+/* Returns CLI_OK to run, CLI_HELPED after --help, CLI_USAGE after an error. */
 static int parse_args(int argc, char **argv, struct server_args *a)
 {
     cw_server_opts_init(&a->o);
     a->o.port = 7007;
     a->o.log = stderr;
     a->o.workers = cw__usable_cpus();   /* one loop per CPU it may use */
-    int c, port, threads;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, ":l:p:c:u:qh", long_opts, NULL)) != -1) {
-        int bad = 0;
-        switch (c) {
-        case 'l': a->o.host = strcmp(optarg, "*") ? optarg : "::"; break;
-        case 'p':
-            if (cli_port("--port", optarg, 0, &port) < 0)
-                return -1;
-            a->o.port = (uint16_t)port;
-            break;
-        case OPT_PORT_FILE: a->port_file = optarg; break;
-        case 'c': a->credentials = optarg; break;
-        case 'u':
-            if (a->nusers == MAX_USERS || !strchr(optarg, ':')) {
-                cli_error(a->nusers == MAX_USERS ? "server: too many --user options"
-                                                 : "server: --user wants NAME:PASSWORD");
-                return -1;
-            }
-            a->users[a->nusers++] = optarg;
-            break;
-        case OPT_IDLE: bad = parse_dur("idle-timeout", optarg, &a->o.idle_timeout_ms, 0); break;
-        case OPT_LTIME: bad = parse_dur("lingering-time", optarg, &a->o.lingering_time_ms, 1); break;
-        case OPT_LTIMEOUT: bad = parse_dur("lingering-timeout", optarg, &a->o.lingering_timeout_ms, 1); break;
-        case OPT_WTIMEOUT: bad = parse_dur("write-timeout", optarg, &a->o.write_timeout_ms, 0); break;
-        case OPT_MAXCONN: bad = parse_count("max-connections", optarg, &a->o.max_conns, 1); break;
-        case OPT_CLOSE_MODE: bad = parse_mode(optarg, &a->o.close_mode); break;
-        case OPT_LINGER0: a->o.close_mode = CW_SERVER_LINGER0; break;
-        case OPT_MAXFAIL: bad = parse_count("max-auth-failures", optarg, &a->o.auth_max_failures, 0); break;
-        case OPT_AUTHWIN: bad = parse_dur("auth-window", optarg, &a->o.auth_window_ms, 0); break;
-        case OPT_LOGIN: bad = parse_dur("login-timeout", optarg, &a->o.login_timeout_ms, 0); break;
-        case OPT_MAXUNAUTH: bad = parse_count("max-unauthenticated", optarg, &a->o.max_unauth, 1); break;
-        case OPT_SNDBUF: bad = parse_count("sndbuf", optarg, &a->o.sndbuf, 0); break;
-        case OPT_NETFAIL: bad = parse_count("max-net-failures", optarg, &a->o.auth_net_max_failures, 1); break;
-        case OPT_ACCTFAIL: bad = parse_count("max-account-failures", optarg, &a->o.auth_account_max_failures, 1); break;
-        case OPT_V6: bad = parse_bits("auth-v6-prefix", optarg, &a->o.auth_v6_prefix); break;
-        case OPT_V6NET: bad = parse_bits("auth-v6-net-prefix", optarg, &a->o.auth_v6_net_prefix); break;
-        case OPT_WORKERS: bad = parse_count("workers", optarg, &a->o.workers, 1); break;
-        case OPT_AUTH_THREADS:
-            bad = parse_count("auth-threads", optarg, &threads, 0);
-            a->o.auth_threads = threads ? threads : -1;
-            break;
-        case OPT_AUTH_QUEUE: bad = parse_count("auth-queue", optarg, &a->o.auth_queue, 1); break;
-        case 'q': a->o.log = NULL; break;
-        case 'h': return 1;
-        default:
-            return cli_getopt_error(argv, long_opts), -1;
-        }
-        if (bad)
-            return -1;
+    struct cli_parser p;
+    const char *arg;
+    int opt;
+    cli_getopt_init(&p, &server_spec, argc, argv);
+    while ((opt = cli_getopt(&p, &arg)) != -1) {
+        if (opt == CLI_HELPED)
+            return CLI_HELPED;
+        /* --user's value is wiped from argv later: it is argv's own string. */
+        if (opt == '?' || parse_one(a, opt, (char *)arg) < 0)
+            return CLI_USAGE;
     }
-    if (optind < argc) {
-        cli_error("server: unexpected argument '%s'", argv[optind]);
-        return -1;
-    }
+    if (cli_no_operands(&server_spec, argc, argv) != CLI_OK)
+        return CLI_USAGE;
     int a6 = a->o.auth_v6_prefix, n6 = a->o.auth_v6_net_prefix;
     if (n6 > a6) {
-        cli_error("server: --auth-v6-net-prefix %d is longer than --auth-v6-prefix %d",
-                  n6, a6);
-        return -1;
+        cli_usage_error("--auth-v6-net-prefix %d is longer than --auth-v6-prefix %d", n6, a6);
+        return CLI_USAGE;
     }
     if (!a->credentials && a->nusers == 0) {
-        cli_error("server: no users: give --credentials FILE or --user NAME:PASSWORD");
-        return -1;
+        cli_usage_error("no users: give --credentials FILE or --user NAME:PASSWORD");
+        return CLI_USAGE;
     }
-    return 0;
+    return CLI_OK;
 }
 
 static int add_users(cw_server *s, struct server_args *a)
@@ -318,11 +291,8 @@ int cmd_server(int argc, char **argv)
     struct server_args a;
     memset(&a, 0, sizeof a);
     int p = parse_args(argc, argv, &a);
-    if (p) {
-        if (p > 0)
-            server_usage(stdout);
-        return p > 0 ? CLI_OK : CLI_USAGE;
-    }
+    if (p != CLI_OK)
+        return p == CLI_HELPED ? CLI_OK : CLI_USAGE;
     raise_nofile();
     /* A log reader that went away must not kill the server: log writes
      * then fail quietly (sockets already use MSG_NOSIGNAL). */

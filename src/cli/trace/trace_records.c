@@ -306,40 +306,35 @@ int trec_started(const struct trec *t, pid_t pid)
 
 /* ---- symbolizing ---- */
 
-/* Frames of these modules are the machinery, not the program's code. */
-static int runtime_module(const char *base)
+/* Frames of a recorded stack once inlined calls are frames of their own. */
+#define TREC_FRAMES (2 * CW_TRACE_DEPTH)
+
+/* The recorded stack as frames, inlined calls included: up to max into
+ * loc; returns how many. */
+static int frames_of(struct trec *t, const struct trec_stack *s, struct sym_loc *loc, int max)
 {
-    static const char *const names[] = {"libclosewise-trace", "libasan", "libubsan",
-                                        "libtsan", "liblsan", "libc.so", "libc-",
-                                        "libpthread", "ld-linux"};
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
-        if (!strncmp(base, names[i], strlen(names[i])))
-            return 1;
-    return 0;
+    int n = 0;
+    for (int i = 0; i < s->n && n < max; i++) {
+        if (s->mod[i] < 0) {
+            memset(&loc[n], 0, sizeof loc[n]);
+            loc[n++].addr = s->pc[i];
+            continue;
+        }
+        const struct module *m = &t->mods[s->mod[i]];
+        int k = sym_lookup_file(t->sym, m->path, m->bias, s->pc[i], 1, &loc[n], max - n);
+        n += k < 0 ? 1 : k;
+    }
+    return n;
 }
 
-static void frame(struct trec *t, const struct trec_stack *s, int i, struct sym_loc *loc)
+/* The index of the frame to name: the program's own code that asked
+ * (sym_pick: not the runtime's, not libclosewise's core I/O); 0 if all
+ * are the runtime's. */
+static int first_own(const struct sym_loc *loc, int n)
 {
-    if (s->mod[i] < 0) {
-        memset(loc, 0, sizeof *loc);
-        loc->addr = s->pc[i];
-        return;
-    }
-    const struct module *m = &t->mods[s->mod[i]];
-    sym_lookup_file(t->sym, m->path, m->bias, s->pc[i], 1, loc);
-}
-
-/* The index of the first frame of the program's own code (0 if all are
- * the runtime's). */
-static int first_own(struct trec *t, const struct trec_stack *s)
-{
-    for (int i = 0; i < s->n; i++) {
-        struct sym_loc loc;
-        frame(t, s, i, &loc);
-        if (!loc.module[0] || !runtime_module(loc.module))
-            return i;
-    }
-    return 0;
+    int first = 0;
+    sym_pick(loc, n, &first, 1);
+    return n && sym_is_runtime(&loc[first]) ? 0 : first;
 }
 
 void trec_site(struct trec *t, pid_t pid, const struct trec_stack *s, char *buf, size_t size)
@@ -349,20 +344,18 @@ void trec_site(struct trec *t, pid_t pid, const struct trec_stack *s, char *buf,
         snprintf(buf, size, "an unknown place (no stack)");
         return;
     }
-    struct sym_loc loc;
-    frame(t, s, first_own(t, s), &loc);
-    sym_format(&loc, buf, size);
+    struct sym_loc loc[TREC_FRAMES];
+    int n = frames_of(t, s, loc, TREC_FRAMES);
+    sym_format(&loc[first_own(loc, n)], buf, size);
 }
 
 int trec_frames(struct trec *t, const struct trec_stack *s, trec_text *out)
 {
-    int n = 0;
-    for (int k = first_own(t, s); k < s->n && n < CW_TRACE_DEPTH; k++) {
-        struct sym_loc loc;
-        frame(t, s, k, &loc);
-        sym_format(&loc, out[n++], sizeof out[0]);
-    }
-    return n;
+    struct sym_loc loc[TREC_FRAMES];
+    int n = frames_of(t, s, loc, TREC_FRAMES), k = 0;
+    for (int i = first_own(loc, n); i < n && k < CW_TRACE_DEPTH; i++)
+        sym_format(&loc[i], out[k++], sizeof out[0]);
+    return k;
 }
 
 /* ---- a live process's table ---- */
@@ -399,16 +392,12 @@ int trec_last_read(struct trec *t, pid_t pid, int fd, uint64_t ino, char *buf, s
         (ino && s.ino != ino))
         return -1;
     int n = s.nlast < CW_TRACE_DEPTH ? s.nlast : CW_TRACE_DEPTH;
-    struct sym_loc loc, first;
-    for (int i = 0; i < n; i++) {
-        int rc = sym_lookup(t->sym, pid, s.last[i], 1, &loc);
-        if (i == 0)
-            first = loc;
-        if (rc == 0 && !runtime_module(loc.module)) {
-            sym_format(&loc, buf, size);
-            return 0;
-        }
+    struct sym_loc loc[TREC_FRAMES];
+    int m = 0;
+    for (int i = 0; i < n && m < TREC_FRAMES; i++) {   /* the innermost, and those mapped */
+        int k = sym_lookup(t->sym, pid, s.last[i], 1, &loc[m], TREC_FRAMES - m);
+        m += k > 0 ? k : m == 0;
     }
-    sym_format(&first, buf, size);
+    sym_format(&loc[first_own(loc, m)], buf, size);
     return 0;
 }
