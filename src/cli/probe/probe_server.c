@@ -148,10 +148,14 @@ static int server_sock(struct srun *r, int lport, struct cw_sock *out)
  * for the close(), from the event's copy of the closer's stack. */
 static void where_of(struct srun *r, const struct cw_rst_event *e, char *buf, size_t size)
 {
-    char at[400];
+    static const char pre[] = " at ";
     buf[0] = '\0';
-    if (r->sym && rst_where(r->sym, e, 2, at, sizeof at)[0])
-        snprintf(buf, size, " at %s", at);
+    if (!r->sym || size <= sizeof pre)
+        return;
+    if (rst_where(r->sym, e, 2, buf + sizeof pre - 1, size - (sizeof pre - 1))[0])
+        memcpy(buf, pre, sizeof pre - 1);
+    else
+        buf[0] = '\0';
 }
 
 static int on_reset(void *arg, const struct cw_rst_event *e)
