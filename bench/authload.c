@@ -25,6 +25,13 @@
  *     asks SCHED_FIFO for it (root), echoslice a shorter EEVDF slice,
  *     loadnice a nice for the load threads. K = 0: the echo sessions alone.
  *
+ *   cw_bench_authload floor PORTFILE
+ *     The machine's floor for the latency rows: a bare epoll line server
+ *     on one thread (no timers, no hashing: "AUTH ..." gets "OK", "ECHO x"
+ *     gets "x") until SIGTERM; its port goes to PORTFILE. The echo round
+ *     trip measured against it is what this machine's loopback and
+ *     wake-ups cost, the least any server could show.
+ *
  *   cw_bench_authload slice NS TID...
  *     Give threads TID... a time slice of NS (sched_setattr, SCHED_OTHER,
  *     Linux 6.12+); exit 3 if any kept another. For A/B runs.
@@ -57,6 +64,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -948,6 +956,100 @@ static int soak(int argc, char **argv)
     return failed ? 1 : 0;
 }
 
+/* ---- floor: the least an echo costs on this machine ---- */
+
+struct fconn {
+    int fd;
+    size_t n;
+    char buf[512];
+};
+
+static volatile sig_atomic_t floor_stop;
+static void on_term(int sig)
+{
+    (void)sig;
+    floor_stop = 1;
+}
+
+/* Answer every whole line in c->buf; 0, or -1 to drop the connection. */
+static int floor_lines(struct fconn *c)
+{
+    char *nl;
+    while ((nl = memchr(c->buf, '\n', c->n))) {
+        size_t len = (size_t)(nl - c->buf) + 1;
+        const char *out = "ERR\n";
+        size_t olen = 4;
+        if (len >= 5 && !memcmp(c->buf, "AUTH ", 5)) {
+            out = "OK\n";
+            olen = 3;
+        } else if (len >= 5 && !memcmp(c->buf, "ECHO ", 5)) {
+            out = c->buf + 5;
+            olen = len - 5;
+        }
+        if (send(c->fd, out, olen, MSG_NOSIGNAL) != (ssize_t)olen)
+            return -1;
+        memmove(c->buf, c->buf + len, c->n - len);
+        c->n -= len;
+    }
+    return c->n == sizeof c->buf ? -1 : 0;
+}
+
+static int floor_server(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: cw_bench_authload floor PORTFILE\n");
+        return 2;
+    }
+    signal(SIGTERM, on_term);
+    int ls = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof a;
+    if (ls < 0 || bind(ls, (struct sockaddr *)&a, sizeof a) < 0 || listen(ls, 4096) < 0 ||
+        getsockname(ls, (struct sockaddr *)&a, &al) < 0)
+        die("listen");
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    if (ep < 0 || epoll_ctl(ep, EPOLL_CTL_ADD, ls, &ev) < 0)
+        die("epoll");
+    FILE *pf = fopen(argv[2], "w");
+    if (!pf || fprintf(pf, "%d\n", ntohs(a.sin_port)) < 0 || fclose(pf) != 0)
+        die(argv[2]);
+    struct epoll_event evs[64];
+    while (!floor_stop) {
+        int n = epoll_wait(ep, evs, 64, 200);
+        for (int i = 0; i < n; i++) {
+            struct fconn *c = evs[i].data.ptr;
+            if (!c) {
+                int fd = accept4(ls, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (fd < 0)
+                    continue;
+                int one = 1;
+                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+                c = calloc(1, sizeof *c);
+                if (!c)
+                    die("calloc");
+                c->fd = fd;
+                ev = (struct epoll_event){.events = EPOLLIN, .data.ptr = c};
+                if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+                    die("epoll_ctl");
+                continue;
+            }
+            ssize_t r = recv(c->fd, c->buf + c->n, sizeof c->buf - c->n, 0);
+            if (r < 0 && (errno == EAGAIN || errno == EINTR))
+                continue;
+            if (r > 0) {
+                c->n += (size_t)r;
+                if (floor_lines(c) == 0)
+                    continue;
+            }
+            close(c->fd);   /* EOF, error or an overlong line */
+            free(c);
+        }
+    }
+    return 0;
+}
+
 /* cw_bench_authload slice NS TID...: the A/B of a short slice for the
  * server's loop threads, applied from outside (bench/authload.sh). */
 static int slice(int argc, char **argv)
@@ -972,6 +1074,8 @@ int main(int argc, char **argv)
         return latency(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "soak"))
         return soak(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "floor"))
+        return floor_server(argc, argv);
     fprintf(stderr, "usage: cw_bench_authload latency ... (see bench/authload.c)\n");
     return 2;
 }

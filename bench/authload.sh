@@ -21,7 +21,9 @@
 #    default server: "after-idle", the check threads moved from nice 19 to
 #    SCHED_IDLE (chrt -i), and "after-slice", the loop threads given a
 #    0.1 ms EEVDF time slice (cw_bench_authload slice), the two candidate
-#    fixes for the tail (docs/BENCHMARKS.md). "before" runs once.
+#    fixes for the tail (docs/BENCHMARKS.md). "before" runs once. With no
+#    logins, a "floor" row: the same echo load against a bare one-thread
+#    epoll echo (cw_bench_authload floor), what the machine itself costs.
 # 2. throughput: yescrypt logins/s with --auth-threads 1 and 2 (16 login
 #    clients, no echo load worth the name), with each core's busy share.
 # The generator's echo thread asks for SCHED_FIFO (root only; "gen FIFO"
@@ -60,6 +62,15 @@ trap cleanup EXIT INT TERM
 
 start_server() {
     rm -f "$tmp/port"
+    if [ "${1:-}" = floor ]; then
+        # the machine's floor: a bare epoll echo on one thread, no hashing
+        nice -n "$nice_n" "$gen" floor "$tmp/port" > /dev/null 2>&1 &
+        server=$!
+        i=0
+        while [ ! -s "$tmp/port" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+        port=$(cat "$tmp/port")
+        return
+    fi
     # No throttle: every login here is right, from one address.
     nice -n "$nice_n" "$cw" server -p 0 --port-file "$tmp/port" -c "$tmp/creds" -q \
         --max-connections 4096 --max-auth-failures 0 "$@" > /dev/null 2>&1 &
@@ -99,6 +110,7 @@ field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 mode_args() {
     case $1 in
     before) echo "--auth-threads 0 --workers 1" ;;
+    floor) echo floor ;;
     *) echo "" ;;
     esac
 }
@@ -160,6 +172,7 @@ while [ $r -le "$runs" ]; do
             label="$hash K=$k"
             [ "$k" = 0 ] && label="no logins"
             modes="$before after"
+            [ "$k" = 0 ] && modes="floor $modes"
             [ "$hash" = sha512 ] && [ "$k" = 32 ] && modes="$modes after-idle after-slice"
             for mode in $modes; do
                 lat_run "$mode" "$label" "$k" "$login"
@@ -210,7 +223,10 @@ load=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "unfinished line a second each), at once. \"after-idle\": the defaults with the"
     echo "check threads moved to SCHED_IDLE (chrt -i) instead of nice 19; \"after-slice\":"
     echo "the defaults with the loop threads given a 0.1 ms time slice (both set from"
-    echo "outside, A/B candidates); \"before\" runs once. The p99 is"
+    echo "outside, A/B candidates); \"before\" runs once. \"floor\": the same echo"
+    echo "load against a bare one-thread epoll echo (\`cw_bench_authload floor\`: no"
+    echo "timers, no hashing), the least this machine's loopback and wake-ups cost"
+    echo "in this run. The p99 is"
     echo "split at the reply's kernel receive timestamp: server side (send to arrival)"
     echo "and generator side (arrival to recvmsg); \"gen FIFO\" 1: the echo thread ran"
     echo "SCHED_FIFO, so the generator's own load threads did not delay it."
