@@ -135,8 +135,17 @@ static __always_inline void user_stack(struct cw_rst_event *e)
     e->ip = PT_REGS_IP_CORE(regs);
     e->sp = PT_REGS_SP_CORE(regs);
 #endif
-    if (bpf_probe_read_user(e->stack, CW_RST_STACK_BYTES, (void *)e->sp) == 0)
+    if (bpf_probe_read_user(e->stack, CW_RST_STACK_BYTES, (void *)e->sp) == 0) {
         e->stack_len = CW_RST_STACK_BYTES;
+        return;
+    }
+    /* The long copy crossed the end of the stack mapping, which is then
+     * the next page boundary: copy up to it, every frame there is. (A
+     * fixed shorter copy lost the outer frames whenever the stack's
+     * random start put close() within 2 KiB of the top.) */
+    __u32 len = (4096 - (__u32)(e->sp & 4095)) & (CW_RST_STACK_BYTES - 1);
+    if (len && bpf_probe_read_user(e->stack, len, (void *)e->sp) == 0)
+        e->stack_len = len;
     else if (bpf_probe_read_user(e->stack, CW_RST_STACK_BYTES / 8, (void *)e->sp) == 0)
         e->stack_len = CW_RST_STACK_BYTES / 8;
 }
