@@ -25,6 +25,7 @@
 # (3), CW_BENCH_SERVERS (all), CW_BENCH_KEEP (raw results; default
 # BUILD_DIR/bench/servers-raw), CW_BENCH_FROM (a kept run: no measuring).
 set -eu
+. "$(dirname "$0")/lib.sh"
 
 build=${1:-build-bench}
 md=${2:-docs/BENCHMARKS.md}
@@ -262,27 +263,6 @@ fi
 
 # ---- Markdown ----
 
-# stat FILE FILTER KEY: "median min max" of KEY over the lines matching.
-stat() {
-    awk -v f="$2" -v k="$3" '
-        index(" " $0 " ", " " f " ") == 0 { next }
-        { for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) v[n++] = kv[2] + 0 } }
-        END {
-            if (!n) { print "- - -"; exit }
-            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-            m = n % 2 ? v[(n - 1) / 2] : (v[n / 2 - 1] + v[n / 2]) / 2
-            print m, v[0], v[n - 1]
-        }' "$1"
-}
-# total FILE FILTER KEY / max FILE FILTER KEY
-total() {
-    awk -v f="$2" -v k="$3" 'index(" " $0 " ", " " f " ") { for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) s += kv[2] } } END { print s + 0 }' "$1"
-}
-maxof() {
-    awk -v f="$2" -v k="$3" 'index(" " $0 " ", " " f " ") { for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k && kv[2] + 0 > m) m = kv[2] + 0 } } END { print m + 0 }' "$1"
-}
-med() { stat "$@" | awk '{ print $1 }'; }
-fmt() { awk -v m="$1" -v lo="$2" -v hi="$3" -v d="${4:-0}" 'BEGIN { if (m == "-") print "-"; else printf "%.*f (%.*f-%.*f)\n", d, m, d, lo, d, hi }'; }
 div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0 || a == "-" || b == "-") print "-"; else printf "%.2f", a / b }'; }
 
 # Non-blank, non-comment lines of C sources.
@@ -322,8 +302,8 @@ lines() {
 
 # best_of CONC KEY max|min: the better median of libuv and libevent.
 best_of() {
-    u=$(med "$tmp/churnx" "server=libuv conc=$1" "$2")
-    e=$(med "$tmp/churnx" "server=libevent conc=$1" "$2")
+    u=$(kv_med "$tmp/churnx" "server=libuv conc=$1" "$2")
+    e=$(kv_med "$tmp/churnx" "server=libevent conc=$1" "$2")
     awk -v a="$u" -v b="$e" -v w="$3" 'BEGIN {
         if (a == "-") a = b; if (b == "-") b = a; if (a == "-") { print "-"; exit }
         if ((w == "max") == (a + 0 > b + 0)) print a; else print b }'
@@ -380,10 +360,10 @@ section() {
     for conc in $concs; do
         for s in $list; do
             f="server=$s conc=$conc"
-            echo "| $s | $conc | $(fmt $(stat "$tmp/churnx" "$f" rate)) | $(fmt $(stat "$tmp/churnx" "$f" p50_us)) |" \
-                "$(fmt $(stat "$tmp/churnx" "$f" p99_us)) | $(fmt $(stat "$tmp/churnx" "$f" p999_us)) |" \
-                "$(total "$tmp/churnx" "$f" ok) | $(total "$tmp/churnx" "$f" rst) | $(total "$tmp/churnx" "$f" lost) |" \
-                "$(total "$tmp/churnx" "$f" err) | $(maxof "$tmp/churnx" "$f" fdleft) | $(maxof "$tmp/churnx" "$f" closewait) |"
+            echo "| $s | $conc | $(kv_fmt $(kv_stat "$tmp/churnx" "$f" rate)) | $(kv_fmt $(kv_stat "$tmp/churnx" "$f" p50_us)) |" \
+                "$(kv_fmt $(kv_stat "$tmp/churnx" "$f" p99_us)) | $(kv_fmt $(kv_stat "$tmp/churnx" "$f" p999_us)) |" \
+                "$(kv_total "$tmp/churnx" "$f" ok) | $(kv_total "$tmp/churnx" "$f" rst) | $(kv_total "$tmp/churnx" "$f" lost) |" \
+                "$(kv_total "$tmp/churnx" "$f" err) | $(kv_max "$tmp/churnx" "$f" fdleft) | $(kv_max "$tmp/churnx" "$f" closewait) |"
         done
     done
     echo
@@ -401,9 +381,9 @@ section() {
     for conc in $concs; do
         for s in $list; do
             f="server=$s conc=$conc"
-            echo "| $s | $conc | $(fmt $(stat "$tmp/churnx" "$f" pus) 1) | $(fmt $(stat "$tmp/churnx" "$f" pcap)) |" \
-                "$(med "$tmp/churnx" "$f" busy) | $(fmt $(stat "$tmp/churnx" "$f" us) 1) | $(med "$tmp/churnx" "$f" lbusy) |" \
-                "$(med "$tmp/churnx" "$f" spc) |"
+            echo "| $s | $conc | $(kv_fmt $(kv_stat "$tmp/churnx" "$f" pus) 1) | $(kv_fmt $(kv_stat "$tmp/churnx" "$f" pcap)) |" \
+                "$(kv_med "$tmp/churnx" "$f" busy) | $(kv_fmt $(kv_stat "$tmp/churnx" "$f" us) 1) | $(kv_med "$tmp/churnx" "$f" lbusy) |" \
+                "$(kv_med "$tmp/churnx" "$f" spc) |"
         done
     done
     echo
@@ -414,13 +394,13 @@ section() {
     for conc in $concs; do
         row="| $conc |"
         for k in rate pcap; do
-            row="$row $(div "$(med "$tmp/churnx" "server=closewise conc=$conc" $k)" "$(best_of "$conc" $k max)") |"
+            row="$row $(div "$(kv_med "$tmp/churnx" "server=closewise conc=$conc" $k)" "$(best_of "$conc" $k max)") |"
         done
         for k in rate pcap; do
-            row="$row $(div "$(med "$tmp/churnx" "server=closewise conc=$conc" $k)" "$(med "$tmp/churnx" "server=epoll conc=$conc" $k)") |"
+            row="$row $(div "$(kv_med "$tmp/churnx" "server=closewise conc=$conc" $k)" "$(kv_med "$tmp/churnx" "server=epoll conc=$conc" $k)") |"
         done
-        row="$row $(div "$(med "$tmp/churnx" "server=closewise conc=$conc" p99_us)" "$(best_of "$conc" p99_us min)") |"
-        echo "$row $(total "$tmp/churnx" "server=closewise conc=$conc" lost) |"
+        row="$row $(div "$(kv_med "$tmp/churnx" "server=closewise conc=$conc" p99_us)" "$(best_of "$conc" p99_us min)") |"
+        echo "$row $(kv_total "$tmp/churnx" "server=closewise conc=$conc" lost) |"
     done
     echo
     if [ -s "$tmp/counts" ]; then
@@ -450,11 +430,11 @@ section() {
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     for s in $idle_list; do
         f="server=$s"
-        echo "| $s | $(fmt $(stat "$tmp/idle" "$f" bytes_per_session)) | $(fmt $(stat "$tmp/idle" "$f" close_p50_us)) |" \
-            "$(fmt $(stat "$tmp/idle" "$f" close_p99_us)) | $(fmt $(stat "$tmp/idle" "$f" close_max_us)) |" \
-            "$(total "$tmp/idle" "$f" ok) / $((idle_n * idle_runs)) |" \
-            "$(total "$tmp/idle" "$f" rst)/$(total "$tmp/idle" "$f" lost)/$(total "$tmp/idle" "$f" err) |" \
-            "$(maxof "$tmp/idle" "$f" fdleft) | $(maxof "$tmp/idle" "$f" closewait) |"
+        echo "| $s | $(kv_fmt $(kv_stat "$tmp/idle" "$f" bytes_per_session)) | $(kv_fmt $(kv_stat "$tmp/idle" "$f" close_p50_us)) |" \
+            "$(kv_fmt $(kv_stat "$tmp/idle" "$f" close_p99_us)) | $(kv_fmt $(kv_stat "$tmp/idle" "$f" close_max_us)) |" \
+            "$(kv_total "$tmp/idle" "$f" ok) / $((idle_n * idle_runs)) |" \
+            "$(kv_total "$tmp/idle" "$f" rst)/$(kv_total "$tmp/idle" "$f" lost)/$(kv_total "$tmp/idle" "$f" err) |" \
+            "$(kv_max "$tmp/idle" "$f" fdleft) | $(kv_max "$tmp/idle" "$f" closewait) |"
     done
     echo
     echo "Close p99 of every run, in run order: the spread behind the medians above, and the time"
@@ -472,8 +452,8 @@ section() {
     done
     echo
     echo "Targets: closewise close p99 < 1000 us (the seed's client noticed only at its 30 s"
-    echo "receive timeout): $(med "$tmp/idle" "server=closewise" close_p99_us) us;"
-    echo "RSS per session < 1024 bytes: $(med "$tmp/idle" "server=closewise" bytes_per_session) bytes;"
+    echo "receive timeout): $(kv_med "$tmp/idle" "server=closewise" close_p99_us) us;"
+    echo "RSS per session < 1024 bytes: $(kv_med "$tmp/idle" "server=closewise" bytes_per_session) bytes;"
     echo "descriptors and CLOSE_WAIT left by graceful servers after every run: see the *left* columns"
     echo "(fds left = open descriptors 0.5 s after the run minus those before it)."
     [ -f bench/servers-notes.md ] && { echo; cat bench/servers-notes.md; }
