@@ -5,10 +5,12 @@
  *   cw_bench_authload latency PORT SESSIONS RATE SECONDS K LOGIN ECHOUSER
  *                             [slow=N] [slowgap=MS] [wrong=N] [wronglogin=LIST]
  *                             [echofifo=1] [echoslice=NS] [loadnice=N]
+ *                             [instep=1]
  *     SESSIONS sessions log in as ECHOUSER ("user:password") and then
  *     each sends "ECHO" RATE times a second (one request outstanding per
- *     session), while K clients log in as LOGIN ("user:password[,...]",
- *     taken in turn) over and over: connect, AUTH, read the reply, then
+ *     session; the requests spread evenly over each period, or all at
+ *     its start with instep=1), while K clients log in as LOGIN
+ *     ("user:password[,...]", taken in turn) over and over: connect, AUTH, read the reply, then
  *     half-close and read to EOF. Optional load: N clients sending the
  *     wrong passwords of wronglogin the same way, and a slowloris crowd of
  *     N connections each sending one byte of an unfinished AUTH line every
@@ -77,6 +79,10 @@
 static int port;
 static volatile int running = 1;
 static int load_nice;   /* nice of the threads that make load (not the echo) */
+/* instep=1: every echo session sends at the same moment of each period
+ * (100 requests in one burst) instead of spread over it: what queueing
+ * behind a burst costs, the server's per-request cost times its share. */
+static int in_step;
 
 /* The load threads run at load_nice: their CPU time stands for clients on
  * other machines, so it should not count against the server's threads in
@@ -394,9 +400,12 @@ static void echo_send(struct session *s, int64_t now, int64_t period, long *lost
     }
     s->sent = t;
     s->sent_rt = trt;
-    s->due += period;
-    if (s->due < now)
-        s->due = now;   /* fell behind: no burst to catch up */
+    /* Fell behind: skip the missed turns instead of sending them in a
+     * burst, and keep this session's phase, so the sessions stay spread
+     * over the period rather than drifting into step with each other. */
+    do
+        s->due += period;
+    while (s->due <= now);
 }
 
 static void echo_read(struct session *s, struct echo_samples *es, int64_t from)
@@ -500,6 +509,13 @@ static void *echo_main(void *arg)
         if (epoll_ctl(ep, EPOLL_CTL_ADD, e->ss[i].fd, &ev) < 0)
             die("epoll_ctl");
     }
+    /* Spread the first requests over one period from now (unless instep).
+     * The sessions logged in long before (the logins, the warm-up second),
+     * so due times set then were all past and fired together: every
+     * session ran in step for the whole run, 100 requests in one burst. */
+    int64_t start = now_ns();
+    for (int i = 0; i < e->n; i++)
+        e->ss[i].due = start + (in_step ? 0 : e->period * i / e->n);
     int base_taken = 0;
     for (;;) {
         int64_t now = now_ns();
@@ -515,9 +531,12 @@ static void *echo_main(void *arg)
             if (!e->ss[i].sent && e->ss[i].due < next)
                 next = e->ss[i].due;
         }
-        int wait_ms = next > now ? (int)((next - now + 999999) / 1000000) : 0;
+        /* A timeout in nanoseconds: epoll_wait's whole milliseconds would
+         * send the requests due within one millisecond together. */
+        int64_t wait = next > now ? next - now : 0;
+        struct timespec ts = {.tv_sec = wait / 1000000000, .tv_nsec = wait % 1000000000};
         struct epoll_event evs[128];
-        int n = epoll_wait(ep, evs, 128, wait_ms);
+        int n = epoll_pwait2(ep, evs, 128, &ts, NULL);
         for (int i = 0; i < n; i++)
             echo_read(evs[i].data.ptr, &e->es, e->from);
     }
@@ -603,6 +622,8 @@ static int latency_opts(int argc, char **argv, struct slow *sl, int *wrong,
             load_nice = atoi(a + 9);
         else if (!strncmp(a, "echofifo=", 9))
             *fifo = atoi(a + 9);
+        else if (!strncmp(a, "instep=", 7))
+            in_step = atoi(a + 7);
         else if (!strncmp(a, "echoslice=", 10))
             *slice = atoll(a + 10);
         else if (!strncmp(a, "wrong=", 6))
@@ -643,10 +664,8 @@ static int latency(int argc, char **argv)
     e.ss = calloc((size_t)nsess, sizeof *e.ss);
     if (!e.ss)
         die("calloc");
-    int64_t t = now_ns();
     for (int i = 0; i < nsess; i++) {
         e.ss[i].fd = login_session(echo.line[0]);
-        e.ss[i].due = t + e.period * i / nsess;   /* spread over one period */
     }
     static pthread_t th[256], wth[256], slth;
     static struct login_arg la[256], wla[256];

@@ -16,7 +16,10 @@
 #    yescrypt and sha512 in turn, 8 clients sending wrong passwords (both
 #    hashes and an unknown user; no throttle, so every one is hashed) and a
 #    slowloris crowd of 300 connections each sending one byte of an
-#    unfinished line a second, all at once.
+#    unfinished line a second, all at once. The sessions' requests are
+#    spread evenly over each 50 ms period; the "in step" row sends all
+#    100 at the start of each period (a burst: what queueing behind 99
+#    others costs).
 #    Two A/B modes (sha512 K=32 and combined rows), set from outside on a
 #    default server: "after-idle", the check threads moved from nice 19 to
 #    SCHED_IDLE (chrt -i), and "after-slice", the loop threads given a
@@ -183,6 +186,9 @@ while [ $r -le "$runs" ]; do
         # shellcheck disable=SC2086
         lat_run "$mode" "combined" 16 y:pw-y,s:pw-s $combined_args
     done
+    for mode in floor after; do
+        lat_run "$mode" "no logins, in step" 0 y:pw-y instep=1
+    done
     r=$((r + 1))
 done
 
@@ -220,7 +226,10 @@ load=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "${secs} s a run, $runs runs of each line, interleaved. \"combined\": 16 clients"
     echo "logging in with yescrypt and sha512 in turn, 8 clients sending wrong passwords"
     echo "(no throttle: each is hashed) and 300 slowloris connections (one byte of an"
-    echo "unfinished line a second each), at once. \"after-idle\": the defaults with the"
+    echo "unfinished line a second each), at once. The requests of the 100 sessions"
+    echo "are spread evenly over each 50 ms period; \"in step\": all 100 sent at the"
+    echo "start of each period, one burst (what waiting behind 99 others costs)."
+    echo "\"after-idle\": the defaults with the"
     echo "check threads moved to SCHED_IDLE (chrt -i) instead of nice 19; \"after-slice\":"
     echo "the defaults with the loop threads given a 0.1 ms time slice (both set from"
     echo "outside, A/B candidates); \"before\" runs once. \"floor\": the same echo"
