@@ -11,12 +11,32 @@
  *     connection ended: ok (line, then EOF), rst (line, then a reset),
  *     lost (the line did not arrive whole), err (connect or other error).
  *
- *   cw_bench_load idle PORT COUNT RATE PASSWORD SERVER_PID
+ *   cw_bench_load idle PORT COUNT RATE PASSWORD SERVER_PID [CLOSELOG]
  *     Log COUNT sessions in ("OK") and keep them idle; the server's RSS
  *     growth per session is measured. Then every client half-closes
- *     (shutdown SHUT_WR), in random order, RATE per second: the time from
- *     a client's FIN to the server's FIN arriving (EOF) is the close
- *     latency.
+ *     (shutdown SHUT_WR), in random order, one at a time RATE per second:
+ *     the i-th at its own due time start + i / RATE, from a timerfd (a
+ *     millisecond loop timer would send them in bunches). The time from
+ *     just before a client's shutdown() to the EOF of the server's FIN
+ *     reaching our loop is the close latency (CLOCK_MONOTONIC). Also
+ *     reported: how late shutdowns left against their due time
+ *     (pace_late_*) and the most left on one wake-up (pace_max_batch),
+ *     which say whether the closes were really spread. CLOSELOG: a file
+ *     that gets one line per session closed, "PORT T_SHUTDOWN T_EOF" (our
+ *     port, CLOCK_MONOTONIC ns), to be split against a kernel trace
+ *     (bench/servers.sh).
+ *
+ *   cw_bench_load closesplit SERVER_PORT CLOSELOG < TRACE
+ *     Split each close latency of an idle run in three, from the kernel's
+ *     TCP state changes during it (TRACE: `perf script --ns -F time,trace`
+ *     of sock:inet_sock_set_state recorded with -k CLOCK_MONOTONIC): srv,
+ *     from our FIN reaching the server's socket (ESTABLISHED -> CLOSE_WAIT)
+ *     to the server's FIN leaving it (CLOSE_WAIT -> LAST_ACK), which is
+ *     the server's wake-up and work alone; net, the two FINs' way through
+ *     loopback; gen, the rest (our shutdown() entering the kernel, and the
+ *     server's FIN reaching our loop: this process's wake-up). Prints
+ *     p50/p99/max of each part, and tail_*: each part's mean over the
+ *     slowest 1 % of closes, where the tail comes from.
  *
  *   cw_bench_load hash PASSWORD   print a cheap crypt(3) hash (see below)
  *   cw_bench_load freeport        print a loopback port free right now
@@ -33,6 +53,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,6 +68,11 @@ static const char OK_LINE[] = "OK\n";
 
 enum phase { P_CONNECTING, P_SENT, P_IDLE, P_CLOSING };
 
+struct close_rec {
+    int64_t t0, t1;             /* ns: our shutdown(), the EOF; 0: none */
+    uint16_t port;
+};
+
 /* One client connection on a cw_stream; freed by its on_closed. */
 struct lconn {
     struct bench *b;
@@ -54,6 +80,7 @@ struct lconn {
     int64_t t0;                 /* ns: connect in churn, shutdown in idle */
     uint32_t got;
     int idx;                    /* idle mode: position in b->conns */
+    uint16_t lport;             /* idle mode: our port (CLOSELOG) */
     uint8_t phase;
     char buf[REPLY_MAX];
 };
@@ -76,8 +103,13 @@ struct bench {
     /* idle */
     struct lconn **conns;
     int count, opened, authed, next_close, closed;
-    double rate, owed;
-    int64_t close_start;
+    double rate;
+    int64_t close_start;        /* ns: the first shutdown's due time */
+    cw_io pace;                 /* timerfd: the next shutdown's due time */
+    uint32_t *late;             /* per shutdown: us after its due time */
+    int nlate, max_batch;
+    struct close_rec *recs;     /* CLOSELOG: per session, in close order */
+    const char *closelog;
     cw_timer tick;
     long rss_before, rss_after;
     int server_pid;
@@ -101,10 +133,13 @@ static void die(const char *what)
     exit(3);
 }
 
-static void record(struct bench *b, int64_t t0)
+/* Returns the time it took as the end. */
+static int64_t record(struct bench *b, int64_t t0)
 {
+    int64_t t1 = now_ns();
     if (b->nlat < b->cap)
-        b->lat[b->nlat++] = (uint32_t)((now_ns() - t0) / 1000);
+        b->lat[b->nlat++] = (uint32_t)((t1 - t0) / 1000);
+    return t1;
 }
 
 static int cmp_u32(const void *x, const void *y)
@@ -113,13 +148,25 @@ static int cmp_u32(const void *x, const void *y)
     return a < c ? -1 : a > c;
 }
 
-/* Nearest-rank percentile of the sorted latencies. */
+/* Rows of four, by the first. */
+static int cmp_i64x4(const void *x, const void *y)
+{
+    int64_t a = *(const int64_t *)x, c = *(const int64_t *)y;
+    return a < c ? -1 : a > c;
+}
+
+/* Nearest-rank percentile of n sorted values. */
+static unsigned upct(const uint32_t *v, uint64_t n, double q)
+{
+    if (!n)
+        return 0;
+    uint64_t i = (uint64_t)(q * (double)n + 0.999999);
+    return v[i ? i - 1 : 0];
+}
+
 static unsigned pct(const struct bench *b, double q)
 {
-    if (!b->nlat)
-        return 0;
-    uint64_t i = (uint64_t)(q * (double)b->nlat + 0.999999);
-    return b->lat[i ? i - 1 : 0];
+    return upct(b->lat, b->nlat, q);
 }
 
 /* ---- one connection ---- */
@@ -309,7 +356,21 @@ static void open_more(struct bench *b)
     }
 }
 
-static void on_tick(cw_loop *loop, cw_timer *t);
+static void on_pace(cw_loop *loop, cw_io *io, unsigned events);
+
+static int64_t close_due(const struct bench *b, int i)
+{
+    return b->close_start + (int64_t)((double)i * 1e9 / b->rate);
+}
+
+static void pace_arm(struct bench *b)
+{
+    int64_t due = close_due(b, b->next_close);
+    struct itimerspec its = {.it_value = {.tv_sec = due / 1000000000,
+                                          .tv_nsec = due % 1000000000}};
+    if (timerfd_settime(b->pace.fd, TFD_TIMER_ABSTIME, &its, NULL) < 0)
+        die("timerfd_settime");
+}
 
 static void start_closing(struct bench *b)
 {
@@ -323,28 +384,59 @@ static void start_closing(struct bench *b)
     for (int i = 0; i < b->count; i++)
         if (b->conns[i])          /* NULL: ended early, already counted */
             b->conns[i]->idx = i;
-    b->close_start = now_ns();
-    cw_timer_start(b->loop, &b->tick, cw_now_ms() + 1, on_tick);
+    b->pace.fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (b->pace.fd < 0 || cw_io_start(b->loop, &b->pace, CW_IO_READ, on_pace) < 0)
+        die("timerfd");
+    b->close_start = now_ns() + 1000000;
+    pace_arm(b);
 }
 
-/* Half-close as many sessions as the rate owes since the start: a steady
- * pace whatever the timer's jitter. */
-static void on_tick(cw_loop *loop, cw_timer *t)
+static void shut_one(struct bench *b, struct lconn *c)
 {
-    struct bench *b = t->data;
-    double due = (double)(now_ns() - b->close_start) / 1e9 * b->rate;
-    while (b->next_close < b->count && b->next_close < (int)due) {
-        struct lconn *c = b->conns[b->next_close++];
-        if (!c)
-            continue;
-        c->phase = P_CLOSING;
-        c->got = 0;
-        c->t0 = now_ns();
-        if (cw_stream_shutdown(c->s) < 0)
-            die("shutdown");
+    c->phase = P_CLOSING;
+    c->got = 0;
+    if (b->recs) {
+        struct sockaddr_in a;
+        socklen_t len = sizeof a;
+        if (getsockname(cw_stream_fd(c->s), (struct sockaddr *)&a, &len) == 0)
+            b->recs[c->idx].port = ntohs(a.sin_port);
     }
-    if (b->next_close < b->count)
-        cw_timer_start(loop, t, cw_now_ms() + 1, on_tick);
+    c->t0 = now_ns();
+    if (b->recs)
+        b->recs[c->idx].t0 = c->t0;
+    if (cw_stream_shutdown(c->s) < 0)
+        die("shutdown");
+}
+
+/* Half-close every session whose due time has come: one per wake-up when
+ * we keep pace, more only when this process woke late (counted). */
+static void on_pace(cw_loop *loop, cw_io *io, unsigned events)
+{
+    struct bench *b = io->data;
+    uint64_t ticks;
+    if (read(io->fd, &ticks, sizeof ticks) < 0 && errno != EAGAIN)
+        die("timerfd read");
+    int batch = 0;
+    while (b->next_close < b->count) {
+        int64_t due = close_due(b, b->next_close), now = now_ns();
+        if (due > now)
+            break;
+        b->late[b->nlate++] = (uint32_t)((now - due) / 1000);
+        struct lconn *c = b->conns[b->next_close++];
+        if (c) {
+            shut_one(b, c);
+            batch++;
+        }
+    }
+    if (batch > b->max_batch)
+        b->max_batch = batch;
+    if (b->next_close < b->count) {
+        pace_arm(b);
+    } else {
+        cw_io_stop(loop, io);
+        close(io->fd);
+        io->fd = -1;
+    }
 }
 
 static void on_settled(cw_loop *loop, cw_timer *t)
@@ -372,9 +464,12 @@ static void idle_ended(struct bench *b, struct lconn *c, enum cw_end how)
         b->lost++;
     else if (how == CW_END_RESET)
         b->rst++;
-    else if (how == CW_END_EOF)
-        b->ok++, record(b, c->t0);
-    else
+    else if (how == CW_END_EOF) {
+        b->ok++;
+        int64_t t1 = record(b, c->t0);
+        if (b->recs)
+            b->recs[c->idx].t1 = t1;
+    } else
         b->err++;
     b->conns[c->idx] = NULL;
 }
@@ -397,7 +492,8 @@ static void setup(struct bench *b, int port, const char *password)
     b->req_len = (size_t)snprintf(b->req, sizeof b->req, "AUTH bench %s\n", password);
     if (cw_loop_new(&b->loop) < 0)
         die("cw_loop_new");
-    b->end_timer.data = b->retry_timer.data = b->tick.data = b;
+    b->end_timer.data = b->retry_timer.data = b->tick.data = b->pace.data = b;
+    b->pace.fd = -1;
 }
 
 /* Connections still open (only after a failed run) die with the process. */
@@ -405,7 +501,11 @@ static void teardown(struct bench *b)
 {
     fflush(stdout);
     cw_loop_free(&b->loop);
+    if (b->pace.fd >= 0)
+        close(b->pace.fd);
     free(b->lat);
+    free(b->late);
+    free(b->recs);
     free(b->conns);
 }
 
@@ -451,11 +551,25 @@ static int churn(int argc, char **argv)
     return 0;
 }
 
+/* CLOSELOG: one line per session closed, in close order. */
+static void write_closelog(const struct bench *b)
+{
+    FILE *f = fopen(b->closelog, "we");
+    if (!f)
+        die(b->closelog);
+    for (int i = 0; i < b->count; i++)
+        if (b->recs[i].t0 && b->recs[i].t1)
+            fprintf(f, "%u %lld %lld\n", b->recs[i].port,
+                    (long long)b->recs[i].t0, (long long)b->recs[i].t1);
+    if (fclose(f) != 0)
+        die(b->closelog);
+}
+
 static int idle(int argc, char **argv)
 {
     struct bench b = {0};
-    if (argc != 7) {
-        fprintf(stderr, "usage: cw_bench_load idle PORT COUNT RATE PASSWORD SERVER_PID\n");
+    if (argc != 7 && argc != 8) {
+        fprintf(stderr, "usage: cw_bench_load idle PORT COUNT RATE PASSWORD SERVER_PID [CLOSELOG]\n");
         return 2;
     }
     setup(&b, atoi(argv[2]), argv[5]);
@@ -470,7 +584,11 @@ static int idle(int argc, char **argv)
     b.conns = calloc((size_t)b.count, sizeof *b.conns);
     b.cap = (uint64_t)b.count;
     b.lat = malloc(b.cap * sizeof *b.lat);
-    if (!b.conns || !b.lat)
+    b.late = malloc(b.cap * sizeof *b.late);
+    b.closelog = argc == 8 ? argv[7] : NULL;
+    if (b.closelog)
+        b.recs = calloc((size_t)b.count, sizeof *b.recs);
+    if (!b.conns || !b.lat || !b.late || (b.closelog && !b.recs))
         die("malloc");
     b.expect = OK_LINE;
     b.expect_len = sizeof OK_LINE - 1;
@@ -483,17 +601,136 @@ static int idle(int argc, char **argv)
     open_more(&b);
     cw_loop_run(b.loop);
     qsort(b.lat, b.nlat, sizeof *b.lat, cmp_u32);
+    qsort(b.late, (size_t)b.nlate, sizeof *b.late, cmp_u32);
+    if (b.closelog)
+        write_closelog(&b);
     long grow = b.rss_after - b.rss_before;
     printf("sessions=%d authed=%d rss_before_kb=%ld rss_after_kb=%ld "
            "bytes_per_session=%.0f close_p50_us=%u close_p99_us=%u close_max_us=%u "
-           "ok=%llu rst=%llu lost=%llu err=%llu unfinished=%d\n",
+           "ok=%llu rst=%llu lost=%llu err=%llu unfinished=%d "
+           "pace_late_p50_us=%u pace_late_p99_us=%u pace_late_max_us=%u pace_max_batch=%d\n",
            b.count, b.authed, b.rss_before, b.rss_after,
            b.authed ? (double)grow * 1024 / b.authed : 0.0, pct(&b, 0.50),
            pct(&b, 0.99), b.nlat ? b.lat[b.nlat - 1] : 0,
            (unsigned long long)b.ok, (unsigned long long)b.rst,
            (unsigned long long)b.lost, (unsigned long long)b.err,
-           b.count - b.closed);
+           b.count - b.closed, upct(b.late, (uint64_t)b.nlate, 0.50),
+           upct(b.late, (uint64_t)b.nlate, 0.99),
+           b.nlate ? b.late[b.nlate - 1] : 0, b.max_batch);
     teardown(&b);
+    return 0;
+}
+
+/* ---- the close latency split at kernel state changes ---- */
+
+/* Kernel times of one connection's close, ns; 0: not seen. */
+struct fin_times {
+    int64_t our_fin, srv_got, srv_fin, we_got;
+};
+
+struct part_samples {
+    uint32_t *v;
+    uint64_t n;
+};
+
+static const char *field(const char *line, const char *key)
+{
+    const char *p = strstr(line, key);
+    return p ? p + strlen(key) : NULL;
+}
+
+/* One line of the trace into t[port]. */
+static void trace_line(const char *line, unsigned sport_srv, struct fin_times *t)
+{
+    long long sec;
+    char frac[16];
+    const char *sp = field(line, " sport="), *dp = field(line, " dport=");
+    const char *os = field(line, " oldstate=TCP_"), *ns = field(line, " newstate=TCP_");
+    if (sscanf(line, " %lld.%9[0-9]:", &sec, frac) != 2 || !sp || !dp || !os || !ns)
+        return;
+    int64_t ts = sec * 1000000000LL;
+    size_t fl = strlen(frac);
+    ts += strtoll(frac, NULL, 10) * (fl == 9 ? 1 : fl == 6 ? 1000 : 0);
+    unsigned src = (unsigned)atoi(sp), dst = (unsigned)atoi(dp);
+    int from_est = !strncmp(os, "ESTABLISHED ", 12);
+    if (dst == sport_srv && src < 65536) {            /* our socket */
+        struct fin_times *c = &t[src];
+        if (from_est && !strncmp(ns, "FIN_WAIT1", 9))
+            c->our_fin = ts;
+        else if (!c->we_got && (!strncmp(os, "FIN_WAIT1 ", 10) || !strncmp(os, "FIN_WAIT2 ", 10)) &&
+                 strncmp(ns, "FIN_WAIT2", 9))     /* the server's FIN came */
+            c->we_got = ts;
+    } else if (src == sport_srv && dst < 65536) {     /* the server's */
+        struct fin_times *c = &t[dst];
+        if (from_est && !strncmp(ns, "CLOSE_WAIT", 10))
+            c->srv_got = ts;
+        else if (!strncmp(os, "CLOSE_WAIT ", 11))
+            c->srv_fin = ts;
+    }
+}
+
+static void part_add(struct part_samples *p, int64_t ns)
+{
+    p->v[p->n++] = ns > 0 ? (uint32_t)(ns / 1000) : 0;
+}
+
+static int closesplit(int argc, char **argv)
+{
+    if (argc != 4) {
+        fprintf(stderr, "usage: cw_bench_load closesplit SERVER_PORT CLOSELOG < TRACE\n");
+        return 2;
+    }
+    unsigned sport_srv = (unsigned)atoi(argv[2]);
+    FILE *log = fopen(argv[3], "re");
+    struct fin_times *t = calloc(65536, sizeof *t);
+    if (!log || !t)
+        die(argv[3]);
+    char line[1024];
+    while (fgets(line, sizeof line, stdin))
+        trace_line(line, sport_srv, t);
+    size_t cap = 65536;
+    struct part_samples tot = {malloc(cap * 4), 0}, srv = {malloc(cap * 4), 0},
+                        net = {malloc(cap * 4), 0}, gen = {malloc(cap * 4), 0};
+    int64_t (*tail)[4] = malloc(cap * sizeof *tail);
+    if (!tot.v || !srv.v || !net.v || !gen.v || !tail)
+        die("malloc");
+    unsigned port;
+    long long t0, t1;
+    uint64_t logged = 0;
+    while (fscanf(log, "%u %lld %lld", &port, &t0, &t1) == 3 && tot.n < cap) {
+        logged++;
+        const struct fin_times *c = &t[port & 0xffff];
+        if (!c->our_fin || !c->srv_got || !c->srv_fin || !c->we_got)
+            continue;
+        int64_t s = c->srv_fin - c->srv_got;
+        int64_t n = (c->srv_got - c->our_fin) + (c->we_got - c->srv_fin);
+        int64_t all = t1 - t0;
+        tail[tot.n][0] = all, tail[tot.n][1] = s, tail[tot.n][2] = n, tail[tot.n][3] = all - s - n;
+        part_add(&tot, all), part_add(&srv, s), part_add(&net, n), part_add(&gen, all - s - n);
+    }
+    fclose(log);
+    /* The slowest 1 % by total, then each part sorted for percentiles. */
+    qsort(tail, tot.n, sizeof *tail, cmp_i64x4);
+    uint64_t from = tot.n - tot.n / 100;
+    double ts[3] = {0};
+    for (uint64_t i = from; i < tot.n; i++)
+        for (int k = 0; k < 3; k++)
+            ts[k] += (double)tail[i][k + 1] / 1000;
+    uint64_t nt = tot.n - from;
+    struct part_samples *parts[] = {&srv, &net, &gen};
+    const char *names[] = {"srv", "net", "gen"};
+    printf("traced=%llu/%llu", (unsigned long long)tot.n, (unsigned long long)logged);
+    for (int k = 0; k < 3; k++) {
+        struct part_samples *p = parts[k];
+        qsort(p->v, p->n, sizeof *p->v, cmp_u32);
+        printf(" close_%s_p50_us=%u close_%s_p99_us=%u close_%s_max_us=%u", names[k],
+               upct(p->v, p->n, 0.5), names[k], upct(p->v, p->n, 0.99), names[k],
+               p->n ? p->v[p->n - 1] : 0);
+    }
+    for (int k = 0; k < 3; k++)
+        printf(" tail_%s_us=%.0f", names[k], nt ? ts[k] / (double)nt : 0.0);
+    printf("\n");
+    free(t), free(tot.v), free(srv.v), free(net.v), free(gen.v), free(tail);
     return 0;
 }
 
@@ -536,10 +773,12 @@ int main(int argc, char **argv)
         return churn(argc, argv);
     if (!strcmp(mode, "idle"))
         return idle(argc, argv);
+    if (!strcmp(mode, "closesplit"))
+        return closesplit(argc, argv);
     if (!strcmp(mode, "hash"))
         return hash(argc, argv);
     if (!strcmp(mode, "freeport"))
         return freeport();
-    fprintf(stderr, "usage: cw_bench_load churn|idle|hash|freeport ... (see bench/load.c)\n");
+    fprintf(stderr, "usage: cw_bench_load churn|idle|closesplit|hash|freeport ... (see bench/load.c)\n");
     return 2;
 }
