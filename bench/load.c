@@ -24,19 +24,7 @@
  *     which say whether the closes were really spread. CLOSELOG: a file
  *     that gets one line per session closed, "PORT T_SHUTDOWN T_EOF" (our
  *     port, CLOCK_MONOTONIC ns), to be split against a kernel trace
- *     (bench/servers.sh).
- *
- *   cw_bench_load closesplit SERVER_PORT CLOSELOG < TRACE
- *     Split each close latency of an idle run in three, from the kernel's
- *     TCP state changes during it (TRACE: `perf script --ns -F time,trace`
- *     of sock:inet_sock_set_state recorded with -k CLOCK_MONOTONIC): srv,
- *     from our FIN reaching the server's socket (ESTABLISHED -> CLOSE_WAIT)
- *     to the server's FIN leaving it (CLOSE_WAIT -> LAST_ACK), which is
- *     the server's wake-up and work alone; net, the two FINs' way through
- *     loopback; gen, the rest (our shutdown() entering the kernel, and the
- *     server's FIN reaching our loop: this process's wake-up). Prints
- *     p50/p99/max of each part, and tail_*: each part's mean over the
- *     slowest 1 % of closes, where the tail comes from.
+ *     (bench/closesplit.c).
  *
  *   cw_bench_load hash PASSWORD   print a cheap crypt(3) hash (see below)
  *   cw_bench_load freeport        print a loopback port free right now
@@ -148,12 +136,6 @@ static int cmp_u32(const void *x, const void *y)
     return a < c ? -1 : a > c;
 }
 
-/* Rows of four, by the first. */
-static int cmp_i64x4(const void *x, const void *y)
-{
-    int64_t a = *(const int64_t *)x, c = *(const int64_t *)y;
-    return a < c ? -1 : a > c;
-}
 
 /* Nearest-rank percentile of n sorted values. */
 static unsigned upct(const uint32_t *v, uint64_t n, double q)
@@ -621,119 +603,6 @@ static int idle(int argc, char **argv)
     return 0;
 }
 
-/* ---- the close latency split at kernel state changes ---- */
-
-/* Kernel times of one connection's close, ns; 0: not seen. */
-struct fin_times {
-    int64_t our_fin, srv_got, srv_fin, we_got;
-};
-
-struct part_samples {
-    uint32_t *v;
-    uint64_t n;
-};
-
-static const char *field(const char *line, const char *key)
-{
-    const char *p = strstr(line, key);
-    return p ? p + strlen(key) : NULL;
-}
-
-/* One line of the trace into t[port]. */
-static void trace_line(const char *line, unsigned sport_srv, struct fin_times *t)
-{
-    long long sec;
-    char frac[16];
-    const char *sp = field(line, " sport="), *dp = field(line, " dport=");
-    const char *os = field(line, " oldstate=TCP_"), *ns = field(line, " newstate=TCP_");
-    if (sscanf(line, " %lld.%9[0-9]:", &sec, frac) != 2 || !sp || !dp || !os || !ns)
-        return;
-    int64_t ts = sec * 1000000000LL;
-    size_t fl = strlen(frac);
-    ts += strtoll(frac, NULL, 10) * (fl == 9 ? 1 : fl == 6 ? 1000 : 0);
-    unsigned src = (unsigned)atoi(sp), dst = (unsigned)atoi(dp);
-    int from_est = !strncmp(os, "ESTABLISHED ", 12);
-    if (dst == sport_srv && src < 65536) {            /* our socket */
-        struct fin_times *c = &t[src];
-        if (from_est && !strncmp(ns, "FIN_WAIT1", 9))
-            c->our_fin = ts;
-        else if (!c->we_got && (!strncmp(os, "FIN_WAIT1 ", 10) || !strncmp(os, "FIN_WAIT2 ", 10)) &&
-                 strncmp(ns, "FIN_WAIT2", 9))     /* the server's FIN came */
-            c->we_got = ts;
-    } else if (src == sport_srv && dst < 65536) {     /* the server's */
-        struct fin_times *c = &t[dst];
-        if (from_est && !strncmp(ns, "CLOSE_WAIT", 10))
-            c->srv_got = ts;
-        else if (!strncmp(os, "CLOSE_WAIT ", 11))
-            c->srv_fin = ts;
-    }
-}
-
-static void part_add(struct part_samples *p, int64_t ns)
-{
-    p->v[p->n++] = ns > 0 ? (uint32_t)(ns / 1000) : 0;
-}
-
-static int closesplit(int argc, char **argv)
-{
-    if (argc != 4) {
-        fprintf(stderr, "usage: cw_bench_load closesplit SERVER_PORT CLOSELOG < TRACE\n");
-        return 2;
-    }
-    unsigned sport_srv = (unsigned)atoi(argv[2]);
-    FILE *log = fopen(argv[3], "re");
-    struct fin_times *t = calloc(65536, sizeof *t);
-    if (!log || !t)
-        die(argv[3]);
-    char line[1024];
-    while (fgets(line, sizeof line, stdin))
-        trace_line(line, sport_srv, t);
-    size_t cap = 65536;
-    struct part_samples tot = {malloc(cap * 4), 0}, srv = {malloc(cap * 4), 0},
-                        net = {malloc(cap * 4), 0}, gen = {malloc(cap * 4), 0};
-    int64_t (*tail)[4] = malloc(cap * sizeof *tail);
-    if (!tot.v || !srv.v || !net.v || !gen.v || !tail)
-        die("malloc");
-    unsigned port;
-    long long t0, t1;
-    uint64_t logged = 0;
-    while (fscanf(log, "%u %lld %lld", &port, &t0, &t1) == 3 && tot.n < cap) {
-        logged++;
-        const struct fin_times *c = &t[port & 0xffff];
-        if (!c->our_fin || !c->srv_got || !c->srv_fin || !c->we_got)
-            continue;
-        int64_t s = c->srv_fin - c->srv_got;
-        int64_t n = (c->srv_got - c->our_fin) + (c->we_got - c->srv_fin);
-        int64_t all = t1 - t0;
-        tail[tot.n][0] = all, tail[tot.n][1] = s, tail[tot.n][2] = n, tail[tot.n][3] = all - s - n;
-        part_add(&tot, all), part_add(&srv, s), part_add(&net, n), part_add(&gen, all - s - n);
-    }
-    fclose(log);
-    /* The slowest 1 % by total, then each part sorted for percentiles. */
-    qsort(tail, tot.n, sizeof *tail, cmp_i64x4);
-    uint64_t from = tot.n - tot.n / 100;
-    double ts[3] = {0};
-    for (uint64_t i = from; i < tot.n; i++)
-        for (int k = 0; k < 3; k++)
-            ts[k] += (double)tail[i][k + 1] / 1000;
-    uint64_t nt = tot.n - from;
-    struct part_samples *parts[] = {&srv, &net, &gen};
-    const char *names[] = {"srv", "net", "gen"};
-    printf("traced=%llu/%llu", (unsigned long long)tot.n, (unsigned long long)logged);
-    for (int k = 0; k < 3; k++) {
-        struct part_samples *p = parts[k];
-        qsort(p->v, p->n, sizeof *p->v, cmp_u32);
-        printf(" close_%s_p50_us=%u close_%s_p99_us=%u close_%s_max_us=%u", names[k],
-               upct(p->v, p->n, 0.5), names[k], upct(p->v, p->n, 0.99), names[k],
-               p->n ? p->v[p->n - 1] : 0);
-    }
-    for (int k = 0; k < 3; k++)
-        printf(" tail_%s_us=%.0f", names[k], nt ? ts[k] / (double)nt : 0.0);
-    printf("\n");
-    free(t), free(tot.v), free(srv.v), free(net.v), free(gen.v), free(tail);
-    return 0;
-}
-
 /* BSDi extended DES with one iteration: a crypt(3) hash that costs about
  * half a microsecond, so that the churn benchmark measures connection
  * handling rather than password hashing (sha512-crypt at its minimum of
@@ -773,12 +642,10 @@ int main(int argc, char **argv)
         return churn(argc, argv);
     if (!strcmp(mode, "idle"))
         return idle(argc, argv);
-    if (!strcmp(mode, "closesplit"))
-        return closesplit(argc, argv);
     if (!strcmp(mode, "hash"))
         return hash(argc, argv);
     if (!strcmp(mode, "freeport"))
         return freeport();
-    fprintf(stderr, "usage: cw_bench_load churn|idle|closesplit|hash|freeport ... (see bench/load.c)\n");
+    fprintf(stderr, "usage: cw_bench_load churn|idle|hash|freeport ... (see bench/load.c)\n");
     return 2;
 }

@@ -17,7 +17,8 @@
 #    kernel's TCP state changes on the server's port are recorded during
 #    the run (sock:inet_sock_set_state) and every close is split into the
 #    server's part (our FIN in -> its FIN out, at its socket), loopback,
-#    and the load generator's own part (`cw_bench_load closesplit`).
+#    and the load generator's own part, and the run-queue wait inside each
+#    (sched_switch/sched_wakeup; bench/closesplit.c).
 # 3. after every run: the server's descriptors above its idle count, and
 #    CLOSE_WAIT sockets on its port.
 # 4. exact counts per churn connection, closewise against the bare epoll
@@ -58,7 +59,7 @@ nginx_mod=/usr/lib/nginx/modules/ngx_stream_module.so
 
 all="closewise closewise-w1 closewise-w2 libuv libevent epoll seed linger0 nginx"
 servers=${CW_BENCH_SERVERS:-$all}
-for f in "$cw" "$load" "$bin/cw_peer_epoll" "$bin/cw_peer_seed"; do
+for f in "$cw" "$load" "$bin/cw_peer_epoll" "$bin/cw_peer_seed" "$bin/cw_bench_closesplit"; do
     [ -x "$f" ] || { echo "bench/servers.sh: $f not built" >&2; exit 3; }
 done
 have() {
@@ -204,15 +205,24 @@ trace_ok() {
         perf record -q -a -e sock:inet_sock_set_state -o "$tmp/probe.data" true >/dev/null 2>&1
 }
 
-# Record the kernel's TCP state changes on the server's port, with times on
-# CLOCK_MONOTONIC (the load generator's clock), until trace_split; sets
-# tpid. The filter runs in the kernel: other sockets cost nothing. The
-# logins come first, so perf is ready long before the first close.
+# Record the kernel's TCP state changes on the server's port, and the
+# scheduler's switches and wake-ups of the server's threads and of the load
+# generator, with times on CLOCK_MONOTONIC (the load generator's clock),
+# until trace_stop; sets tpid. The filters run in the kernel: other
+# sockets and tasks cost nothing. The logins come first, so perf is ready
+# long before the first close.
 trace_start() {
     tpid=""
     [ "$tracing" = 1 ] || return 0
+    sw='prev_comm == "cw_bench_load" || next_comm == "cw_bench_load"'
+    wk='comm == "cw_bench_load"'
+    for t in $(ls "/proc/$spid/task"); do
+        sw="$sw || prev_pid == $t || next_pid == $t"
+        wk="$wk || pid == $t"
+    done
     perf record -q -a -k CLOCK_MONOTONIC -e sock:inet_sock_set_state \
-        --filter "sport == $sport || dport == $sport" -o "$tmp/fin.data" >/dev/null 2>&1 &
+        --filter "sport == $sport || dport == $sport" -e sched:sched_switch --filter "$sw" \
+        -e sched:sched_wakeup --filter "$wk" -o "$tmp/fin.data" >/dev/null 2>&1 &
     tpid=$!
 }
 
@@ -227,8 +237,8 @@ trace_stop() {
 # The close split's key=value fields from the recording (nothing without).
 trace_split() {
     [ -s "$tmp/fin.data" ] || return 0
-    perf script -i "$tmp/fin.data" --ns -F time,trace 2>/dev/null |
-        "$load" closesplit "$sport" "$tmp/closelog" || echo "traced=0"
+    perf script -i "$tmp/fin.data" --ns -F tid,time,event,trace 2>/dev/null |
+        "$bin/cw_bench_closesplit" "$sport" "$tmp/closelog" || echo "traced=0"
     rm -f "$tmp/fin.data" "$tmp/closelog"
 }
 
@@ -394,26 +404,31 @@ idle_tables() {
     echo "server's part alone, from the client's FIN reaching the server's socket to the server's"
     echo "FIN leaving it (kernel TCP state changes ESTABLISHED -> CLOSE_WAIT -> LAST_ACK, recorded"
     echo "with \`perf record -e sock:inet_sock_set_state\` during the run and matched to each"
-    echo "client's port: \`cw_bench_load closesplit\`); *generator p99*: the load generator's own"
+    echo "client's port: bench/closesplit.c); *generator p99*: the load generator's own"
     echo "part (its shutdown() entering the kernel, and the server's FIN reaching its loop: its"
     echo "wake-up); the loopback's part is the rest. *slowest 1 %*: the mean of each part,"
     echo "server / loopback / generator, over the slowest 1 % of closes: where the tail comes"
-    echo "from. *run-queue wait*: the time the server's threads spent runnable but waiting for"
-    echo "core $scpu during the whole run (/proc/PID/task/*/schedstat). *pacing*: how late the"
+    echo "from; *of it waiting for a core*: how much of the server's and of the generator's part"
+    echo "that process was runnable but not running (woken or preempted until switched in:"
+    echo "sched_wakeup and sched_switch in the same trace), and the task that had the server's"
+    echo "core when the longest of those waits ended (swapper: the core was idle and waking"
+    echo "up). *run-queue wait*: the time the server's threads spent runnable but waiting for"
+    echo "core $scpu during the whole run, logins included (/proc/PID/task/*/schedstat). *pacing*: how late the"
     echo "generator's shutdowns left against their due times (p99, us) and the most it sent on"
     echo "one wake-up: 1 means the closes were really spread."
     echo
-    echo "| server | run | close p50 us | close p99 us | server p99 us | generator p99 us | slowest 1 %: server / loopback / generator us | run-queue wait us | pacing: late p99 us, max per wake-up |"
-    echo "|---|---:|---:|---:|---:|---:|---|---:|---|"
+    echo "| server | run | close p50 us | close p99 us | server p99 us | generator p99 us | slowest 1 %: server / loopback / generator us | of it waiting for a core: server (behind) / generator us | run-queue wait us | pacing: late p99 us, max per wake-up |"
+    echo "|---|---:|---:|---:|---:|---:|---|---|---:|---|"
     for s in $idle_list; do
         awk -v f="server=$s" 'index(" " $0 " ", " " f " ") {
             delete v; for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
             d = "-"
-            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s, %s |\n", v["server"], v["run"],
+            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s, %s |\n", v["server"], v["run"],
                 v["close_p50_us"], v["close_p99_us"],
                 ("close_srv_p99_us" in v) ? v["close_srv_p99_us"] : d,
                 ("close_gen_p99_us" in v) ? v["close_gen_p99_us"] : d,
                 ("tail_srv_us" in v) ? v["tail_srv_us"] " / " v["tail_net_us"] " / " v["tail_gen_us"] : d,
+                ("tail_srv_wait_us" in v) ? v["tail_srv_wait_us"] " (" v["tail_srv_behind"] ") / " v["tail_gen_wait_us"] : d,
                 v["wait_us"], ("pace_late_p99_us" in v) ? v["pace_late_p99_us"] : d,
                 ("pace_max_batch" in v) ? v["pace_max_batch"] : d }' "$tmp/idle"
     done
