@@ -260,7 +260,7 @@ static void report(const struct trace *t, struct close_row *r, size_t n, size_t 
     print_part("net", r, n, offsetof(struct close_row, net));
     print_part("gen", r, n, offsetof(struct close_row, gen));
     qsort(r, n, sizeof *r, by_all);
-    size_t from = n - n / 100, nt = n - from;
+    size_t nt = n ? (n / 100 ? n / 100 : 1) : 0, from = n - nt;   /* at least one */
     double s = 0, ne = 0, g = 0, sw = 0, gw = 0;
     struct tally tl[32] = {{{0}, 0}};
     int ntl = 0;
