@@ -19,11 +19,14 @@
  *        FIN reaching our loop (the generator's wake-up).
  * And inside srv and gen, how long that process's thread was runnable but
  * not running (its run-queue wait: woken, or preempted, until switched
- * in), and which task ran on the core when that wait ended.
+ * in), and which task ran on the core when that wait ended; and how long
+ * the server's thread was on a core inside srv (its own work then: this
+ * close's, or others' ahead of it).
  * Prints key=value pairs: p50/p99/max of each part; over the slowest 1 %
  * of closes, the mean of each part (tail_*_us) and of each wait
- * (tail_srv_wait_us, tail_gen_wait_us), and the task the server waited
- * behind longest there (tail_srv_behind). */
+ * (tail_srv_wait_us, tail_gen_wait_us), the task the server waited
+ * behind longest there (tail_srv_behind), and the server's time on a core
+ * (tail_srv_run_us). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stddef.h>
@@ -41,10 +44,11 @@ struct fin_times {
     int srv_tid, gen_tid;       /* who made the server's FIN and ours */
 };
 
-/* A thread runnable but not running, [from, to), and who ran at its end. */
+/* A thread runnable but not running (or, run set, running), [from, to),
+ * and who ran at the end of a wait. */
 struct wait {
     int64_t from, to;
-    int tid;
+    int tid, run;
     char behind[16];
 };
 
@@ -54,6 +58,7 @@ struct thread {
     int tid;
     int running;
     int64_t since;              /* 0: not waiting */
+    int64_t on;                 /* switched in at; 0: unknown */
 };
 
 struct trace {
@@ -141,6 +146,18 @@ static void switched_in(struct trace *t, int tid, int64_t ts, const char *behind
     }
     th->since = 0;
     th->running = 1;
+    th->on = ts;
+}
+
+static void switched_out(struct trace *t, int tid, int64_t ts)
+{
+    struct thread *th = thread(t, tid);
+    if (!th)
+        return;
+    if (th->on && t->nw < MAX_WAITS)
+        t->w[t->nw++] = (struct wait){.from = th->on, .to = ts, .tid = tid, .run = 1};
+    th->running = 0;
+    th->since = th->on = 0;
 }
 
 static void sched_event(struct trace *t, const char *ev, const char *line, int64_t ts)
@@ -155,11 +172,7 @@ static void sched_event(struct trace *t, const char *ev, const char *line, int64
     const char *next = field(line, " next_pid="), *pcomm = field(line, "prev_comm=");
     if (!prev || !state || !next || !pcomm)
         return;
-    struct thread *out = thread(t, atoi(prev));
-    if (out) {
-        out->running = 0;
-        out->since = 0;
-    }
+    switched_out(t, atoi(prev), ts);
     if (state[0] == 'R')                             /* preempted: still runnable */
         wait_begin(t, atoi(prev), ts);
     switched_in(t, atoi(next), ts, pcomm);
@@ -182,20 +195,20 @@ static void read_trace(struct trace *t, FILE *in, unsigned srv_port)
     }
 }
 
-/* How long tid waited for a core within [a, b); *behind gets, per task
- * name, the wait it ended (added into the tally). */
+/* How long tid waited for a core (run 0) or ran (run 1) within [a, b); tl
+ * gets, per task name, the waits it ended. */
 struct tally {
     char name[16];
     int64_t ns;
 };
 
-static int64_t waited(const struct trace *t, int tid, int64_t a, int64_t b,
+static int64_t waited(const struct trace *t, int tid, int run, int64_t a, int64_t b,
                       struct tally *tl, int *ntl, int maxtl)
 {
     int64_t sum = 0;
     for (size_t i = 0; i < t->nw; i++) {
         const struct wait *w = &t->w[i];
-        if (w->tid != tid || w->to <= a || w->from >= b)
+        if (w->tid != tid || w->run != run || w->to <= a || w->from >= b)
             continue;
         int64_t d = (w->to < b ? w->to : b) - (w->from > a ? w->from : a);
         sum += d;
@@ -261,14 +274,15 @@ static void report(const struct trace *t, struct close_row *r, size_t n, size_t 
     print_part("gen", r, n, offsetof(struct close_row, gen));
     qsort(r, n, sizeof *r, by_all);
     size_t nt = n ? (n / 100 ? n / 100 : 1) : 0, from = n - nt;   /* at least one */
-    double s = 0, ne = 0, g = 0, sw = 0, gw = 0;
+    double s = 0, ne = 0, g = 0, sw = 0, gw = 0, sr = 0;
     struct tally tl[32] = {{{0}, 0}};
     int ntl = 0;
     for (size_t i = from; i < n; i++) {
         const struct fin_times *c = &t->fin[r[i].port];
         s += (double)r[i].srv, ne += (double)r[i].net, g += (double)r[i].gen;
-        sw += (double)waited(t, c->srv_tid, c->srv_got, c->srv_fin, tl, &ntl, 32);
-        gw += (double)waited(t, c->gen_tid, c->we_got, r[i].t1, NULL, NULL, 0);
+        sw += (double)waited(t, c->srv_tid, 0, c->srv_got, c->srv_fin, tl, &ntl, 32);
+        sr += (double)waited(t, c->srv_tid, 1, c->srv_got, c->srv_fin, NULL, NULL, 0);
+        gw += (double)waited(t, c->gen_tid, 0, c->we_got, r[i].t1, NULL, NULL, 0);
     }
     int top = -1;
     for (int k = 0; k < ntl; k++)
@@ -276,8 +290,8 @@ static void report(const struct trace *t, struct close_row *r, size_t n, size_t 
             top = k;
     double d = nt ? (double)nt * 1000 : 1;
     printf(" tail_srv_us=%.0f tail_net_us=%.0f tail_gen_us=%.0f tail_srv_wait_us=%.0f"
-           " tail_gen_wait_us=%.0f tail_srv_behind=%s\n", s / d, ne / d, g / d, sw / d, gw / d,
-           top >= 0 && tl[top].ns > 0 ? tl[top].name : "-");
+           " tail_gen_wait_us=%.0f tail_srv_behind=%s tail_srv_run_us=%.0f\n", s / d, ne / d, g / d,
+           sw / d, gw / d, top >= 0 && tl[top].ns > 0 ? tl[top].name : "-", sr / d);
 }
 
 int main(int argc, char **argv)

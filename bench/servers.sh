@@ -408,27 +408,29 @@ idle_tables() {
     echo "part (its shutdown() entering the kernel, and the server's FIN reaching its loop: its"
     echo "wake-up); the loopback's part is the rest. *slowest 1 %*: the mean of each part,"
     echo "server / loopback / generator, over the slowest 1 % of closes: where the tail comes"
-    echo "from; *of it waiting for a core*: how much of the server's and of the generator's part"
-    echo "that process was runnable but not running (woken or preempted until switched in:"
-    echo "sched_wakeup and sched_switch in the same trace), and the task that had the server's"
-    echo "core when the longest of those waits ended (swapper: the core was idle and waking"
-    echo "up). *run-queue wait*: the time the server's threads spent runnable but waiting for"
+    echo "from; *server's part there*: how much of it the server was runnable but not running"
+    echo "(woken or preempted until switched in: sched_wakeup and sched_switch in the same"
+    echo "trace), with the task that had core $scpu when the longest of those waits ended"
+    echo "(swapper: the core was idle and waking up), and how much it was on its core (its work:"
+    echo "this close, or other closes ahead of it); *generator waiting*: the same wait for the"
+    echo "generator inside its part. *run-queue wait*: the time the server's threads spent runnable but waiting for"
     echo "core $scpu during the whole run, logins included (/proc/PID/task/*/schedstat). *pacing*: how late the"
     echo "generator's shutdowns left against their due times (p99, us) and the most it sent on"
     echo "one wake-up: 1 means the closes were really spread."
     echo
-    echo "| server | run | close p50 us | close p99 us | server p99 us | generator p99 us | slowest 1 %: server / loopback / generator us | of it waiting for a core: server (behind) / generator us | run-queue wait us | pacing: late p99 us, max per wake-up |"
-    echo "|---|---:|---:|---:|---:|---:|---|---|---:|---|"
+    echo "| server | run | close p50 us | close p99 us | server p99 us | generator p99 us | slowest 1 %: server / loopback / generator us | server's part there: waiting for core (behind) / on core us | generator waiting us | run-queue wait us | pacing: late p99 us, max per wake-up |"
+    echo "|---|---:|---:|---:|---:|---:|---|---|---:|---:|---|"
     for s in $idle_list; do
         awk -v f="server=$s" 'index(" " $0 " ", " " f " ") {
             delete v; for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
             d = "-"
-            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s, %s |\n", v["server"], v["run"],
+            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s, %s |\n", v["server"], v["run"],
                 v["close_p50_us"], v["close_p99_us"],
                 ("close_srv_p99_us" in v) ? v["close_srv_p99_us"] : d,
                 ("close_gen_p99_us" in v) ? v["close_gen_p99_us"] : d,
                 ("tail_srv_us" in v) ? v["tail_srv_us"] " / " v["tail_net_us"] " / " v["tail_gen_us"] : d,
-                ("tail_srv_wait_us" in v) ? v["tail_srv_wait_us"] " (" v["tail_srv_behind"] ") / " v["tail_gen_wait_us"] : d,
+                ("tail_srv_wait_us" in v) ? v["tail_srv_wait_us"] " (" v["tail_srv_behind"] ") / " v["tail_srv_run_us"] : d,
+                ("tail_gen_wait_us" in v) ? v["tail_gen_wait_us"] : d,
                 v["wait_us"], ("pace_late_p99_us" in v) ? v["pace_late_p99_us"] : d,
                 ("pace_max_batch" in v) ? v["pace_max_batch"] : d }' "$tmp/idle"
     done
