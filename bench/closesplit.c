@@ -1,7 +1,7 @@
 /* closesplit.c - cw_bench_closesplit: where the close latency of
  * `cw_bench_load idle` goes, from a kernel trace of the run (bench/servers.sh).
  *
- *   cw_bench_closesplit SERVER_PORT CLOSELOG < TRACE
+ *   cw_bench_closesplit SERVER_PORT CLOSELOG [SERVER_TID...] < TRACE
  *
  * CLOSELOG: the generator's "PORT T_SHUTDOWN T_EOF" lines (CLOCK_MONOTONIC
  * ns). TRACE: `perf script --ns -F tid,time,event,trace` of a recording
@@ -25,7 +25,8 @@
  * Prints key=value pairs: p50/p99/max of each part; over the slowest 1 %
  * of closes, the mean of each part (tail_*_us) and of each wait
  * (tail_srv_wait_us, tail_gen_wait_us), the task the server waited
- * behind longest there (tail_srv_behind), and the server's time on a core
+ * behind longest there (tail_srv_behind; "self:" + its name when it is one
+ * of SERVER_TID..., the server's own threads), and the server's time on a core
  * (tail_srv_run_us). */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -49,7 +50,7 @@ struct fin_times {
 struct wait {
     int64_t from, to;
     int tid, run;
-    char behind[16];
+    char behind[24];
 };
 
 /* The threads the trace follows (a handful: the filter keeps two
@@ -62,6 +63,8 @@ struct thread {
 };
 
 struct trace {
+    char **self;                /* the server's thread ids (argv) */
+    int nself;
     struct fin_times *fin;
     struct wait *w;
     size_t nw;
@@ -133,8 +136,9 @@ static void wait_begin(struct trace *t, int tid, int64_t ts)
         th->since = ts;
 }
 
-/* Switched in at ts: a wait, if any, ends; behind ran until then. */
-static void switched_in(struct trace *t, int tid, int64_t ts, const char *behind)
+/* Switched in at ts: a wait, if any, ends; behind (thread prev) ran until
+ * then. */
+static void switched_in(struct trace *t, int tid, int64_t ts, const char *behind, int prev)
 {
     struct thread *th = thread(t, tid);
     if (!th)
@@ -142,7 +146,11 @@ static void switched_in(struct trace *t, int tid, int64_t ts, const char *behind
     if (th->since && t->nw < MAX_WAITS) {
         struct wait *w = &t->w[t->nw++];
         *w = (struct wait){.from = th->since, .to = ts, .tid = tid};
-        snprintf(w->behind, sizeof w->behind, "%.*s", (int)strcspn(behind, " "), behind);
+        int self = 0;
+        for (int i = 0; i < t->nself; i++)
+            self |= atoi(t->self[i]) == prev;
+        snprintf(w->behind, sizeof w->behind, "%s%.*s", self ? "self:" : "",
+                 (int)strcspn(behind, " "), behind);
     }
     th->since = 0;
     th->running = 1;
@@ -175,7 +183,7 @@ static void sched_event(struct trace *t, const char *ev, const char *line, int64
     switched_out(t, atoi(prev), ts);
     if (state[0] == 'R')                             /* preempted: still runnable */
         wait_begin(t, atoi(prev), ts);
-    switched_in(t, atoi(next), ts, pcomm);
+    switched_in(t, atoi(next), ts, pcomm, atoi(prev));
 }
 
 static void read_trace(struct trace *t, FILE *in, unsigned srv_port)
@@ -198,7 +206,7 @@ static void read_trace(struct trace *t, FILE *in, unsigned srv_port)
 /* How long tid waited for a core (run 0) or ran (run 1) within [a, b); tl
  * gets, per task name, the waits it ended. */
 struct tally {
-    char name[16];
+    char name[24];
     int64_t ns;
 };
 
@@ -296,13 +304,14 @@ static void report(const struct trace *t, struct close_row *r, size_t n, size_t 
 
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: cw_bench_closesplit SERVER_PORT CLOSELOG < TRACE\n");
+    if (argc < 3) {
+        fprintf(stderr, "usage: cw_bench_closesplit SERVER_PORT CLOSELOG [SERVER_TID...] < TRACE\n");
         return 2;
     }
     unsigned srv_port = (unsigned)atoi(argv[1]);
     FILE *log = fopen(argv[2], "re");
-    struct trace t = {.fin = calloc(NPORT, sizeof *t.fin), .w = malloc(MAX_WAITS * sizeof *t.w)};
+    struct trace t = {.self = argv + 3, .nself = argc - 3, .fin = calloc(NPORT, sizeof *t.fin),
+                      .w = malloc(MAX_WAITS * sizeof *t.w)};
     struct close_row *r = malloc(NPORT * sizeof *r);
     if (!log || !t.fin || !t.w || !r)
         die(argv[2]);

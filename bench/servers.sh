@@ -83,6 +83,7 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 tmp=$(mktemp -d)
 spid=""
 tpid=""
+stids=""
 cleanup() {
     [ -n "$tpid" ] && kill -INT "$tpid" 2>/dev/null && wait "$tpid" 2>/dev/null
     [ -n "$spid" ] && kill "$spid" 2>/dev/null && wait "$spid" 2>/dev/null
@@ -216,7 +217,8 @@ trace_start() {
     [ "$tracing" = 1 ] || return 0
     sw='prev_comm == "cw_bench_load" || next_comm == "cw_bench_load"'
     wk='comm == "cw_bench_load"'
-    for t in $(ls "/proc/$spid/task"); do
+    stids=$(ls "/proc/$spid/task")
+    for t in $stids; do
         sw="$sw || prev_pid == $t || next_pid == $t"
         wk="$wk || pid == $t"
     done
@@ -238,7 +240,7 @@ trace_stop() {
 trace_split() {
     [ -s "$tmp/fin.data" ] || return 0
     perf script -i "$tmp/fin.data" --ns -F tid,time,event,trace 2>/dev/null |
-        "$bin/cw_bench_closesplit" "$sport" "$tmp/closelog" || echo "traced=0"
+        "$bin/cw_bench_closesplit" "$sport" "$tmp/closelog" $stids || echo "traced=0"
     rm -f "$tmp/fin.data" "$tmp/closelog"
 }
 
@@ -411,7 +413,8 @@ idle_tables() {
     echo "from; *server's part there*: how much of it the server was runnable but not running"
     echo "(woken or preempted until switched in: sched_wakeup and sched_switch in the same"
     echo "trace), with the task that had core $scpu when the longest of those waits ended"
-    echo "(swapper: the core was idle and waking up), and how much it was on its core (its work:"
+    echo "(swapper: the core was idle and waking up; self: one of the server's own threads),"
+    echo "and how much it was on its core (its work:"
     echo "this close, or other closes ahead of it); *generator waiting*: the same wait for the"
     echo "generator inside its part. *run-queue wait*: the time the server's threads spent runnable but waiting for"
     echo "core $scpu during the whole run, logins included (/proc/PID/task/*/schedstat). *pacing*: how late the"
