@@ -68,7 +68,6 @@ struct lconn {
     int64_t t0;                 /* ns: connect in churn, shutdown in idle */
     uint32_t got;
     int idx;                    /* idle mode: position in b->conns */
-    uint16_t lport;             /* idle mode: our port (CLOSELOG) */
     uint8_t phase;
     char buf[REPLY_MAX];
 };
@@ -121,7 +120,7 @@ static void die(const char *what)
     exit(3);
 }
 
-/* Returns the time it took as the end. */
+/* Returns the end time it measured to (ns). */
 static int64_t record(struct bench *b, int64_t t0)
 {
     int64_t t1 = now_ns();
@@ -135,7 +134,6 @@ static int cmp_u32(const void *x, const void *y)
     uint32_t a = *(const uint32_t *)x, c = *(const uint32_t *)y;
     return a < c ? -1 : a > c;
 }
-
 
 /* Nearest-rank percentile of n sorted values. */
 static unsigned upct(const uint32_t *v, uint64_t n, double q)
