@@ -53,10 +53,12 @@ struct wait {
     char behind[24];
 };
 
-/* The threads the trace follows (a handful: the filter keeps two
- * processes): on a core, waiting for one since a time, or asleep. */
+/* The threads the trace follows (the filter keeps the generator and the
+ * processes named as the server: the seed's has one per connection): on a
+ * core, waiting for one since a time, or asleep. */
+#define NTHREAD 65536           /* a hash table: more threads are not followed */
 struct thread {
-    int tid;
+    int key;                    /* tid + 1; 0: free slot */
     int running;
     int64_t since;              /* 0: not waiting */
     int64_t on;                 /* switched in at; 0: unknown */
@@ -68,7 +70,7 @@ struct trace {
     struct fin_times *fin;
     struct wait *w;
     size_t nw;
-    struct thread th[64];
+    struct thread *th;          /* NTHREAD slots */
     int nth;
 };
 
@@ -116,15 +118,27 @@ static void tcp_event(struct trace *t, const char *line, int tid, int64_t ts, un
     }
 }
 
+/* tid's slot; add: make one if there is none (NULL when full). */
+static struct thread *thread_find(struct trace *t, int tid, int add)
+{
+    unsigned h = ((unsigned)tid * 2654435761u) % NTHREAD;
+    for (unsigned n = 0; n < NTHREAD; n++, h = (h + 1) % NTHREAD) {
+        if (t->th[h].key == tid + 1)
+            return &t->th[h];
+        if (!t->th[h].key) {
+            if (!add || t->nth == NTHREAD / 2)
+                return NULL;
+            t->nth++;
+            t->th[h] = (struct thread){.key = tid + 1};
+            return &t->th[h];
+        }
+    }
+    return NULL;
+}
+
 static struct thread *thread(struct trace *t, int tid)
 {
-    for (int i = 0; i < t->nth; i++)
-        if (t->th[i].tid == tid)
-            return &t->th[i];
-    if (t->nth == (int)(sizeof t->th / sizeof t->th[0]))
-        return NULL;
-    t->th[t->nth] = (struct thread){.tid = tid};
-    return &t->th[t->nth++];
+    return thread_find(t, tid, 1);
 }
 
 /* Runnable from ts on, unless on a core (a wake-up of a running thread
@@ -274,7 +288,7 @@ static void print_part(const char *name, struct close_row *r, size_t n, size_t o
     free(v);
 }
 
-static void report(const struct trace *t, struct close_row *r, size_t n, size_t logged)
+static void report(struct trace *t, struct close_row *r, size_t n, size_t logged)
 {
     printf("traced=%zu/%zu", n, logged);
     print_part("srv", r, n, offsetof(struct close_row, srv));
@@ -284,9 +298,10 @@ static void report(const struct trace *t, struct close_row *r, size_t n, size_t 
     size_t nt = n ? (n / 100 ? n / 100 : 1) : 0, from = n - nt;   /* at least one */
     double s = 0, ne = 0, g = 0, sw = 0, gw = 0, sr = 0;
     struct tally tl[32] = {{{0}, 0}};
-    int ntl = 0;
+    int ntl = 0, seen = 0;
     for (size_t i = from; i < n; i++) {
         const struct fin_times *c = &t->fin[r[i].port];
+        seen += thread_find(t, c->srv_tid, 0) != NULL;
         s += (double)r[i].srv, ne += (double)r[i].net, g += (double)r[i].gen;
         sw += (double)waited(t, c->srv_tid, 0, c->srv_got, c->srv_fin, tl, &ntl, 32);
         sr += (double)waited(t, c->srv_tid, 1, c->srv_got, c->srv_fin, NULL, NULL, 0);
@@ -297,9 +312,11 @@ static void report(const struct trace *t, struct close_row *r, size_t n, size_t 
         if (top < 0 || tl[k].ns > tl[top].ns)
             top = k;
     double d = nt ? (double)nt * 1000 : 1;
-    printf(" tail_srv_us=%.0f tail_net_us=%.0f tail_gen_us=%.0f tail_srv_wait_us=%.0f"
-           " tail_gen_wait_us=%.0f tail_srv_behind=%s tail_srv_run_us=%.0f\n", s / d, ne / d, g / d,
-           sw / d, gw / d, top >= 0 && tl[top].ns > 0 ? tl[top].name : "-", sr / d);
+    printf(" tail_srv_us=%.0f tail_net_us=%.0f tail_gen_us=%.0f", s / d, ne / d, g / d);
+    if (seen)   /* else the server's threads were not in the trace: no numbers */
+        printf(" tail_srv_wait_us=%.0f tail_gen_wait_us=%.0f tail_srv_behind=%s tail_srv_run_us=%.0f",
+               sw / d, gw / d, top >= 0 && tl[top].ns > 0 ? tl[top].name : "-", sr / d);
+    printf("\n");
 }
 
 int main(int argc, char **argv)
@@ -311,9 +328,9 @@ int main(int argc, char **argv)
     unsigned srv_port = (unsigned)atoi(argv[1]);
     FILE *log = fopen(argv[2], "re");
     struct trace t = {.self = argv + 3, .nself = argc - 3, .fin = calloc(NPORT, sizeof *t.fin),
-                      .w = malloc(MAX_WAITS * sizeof *t.w)};
+                      .w = malloc(MAX_WAITS * sizeof *t.w), .th = calloc(NTHREAD, sizeof *t.th)};
     struct close_row *r = malloc(NPORT * sizeof *r);
-    if (!log || !t.fin || !t.w || !r)
+    if (!log || !t.fin || !t.w || !t.th || !r)
         die(argv[2]);
     read_trace(&t, stdin, srv_port);
     unsigned port;
@@ -334,6 +351,7 @@ int main(int argc, char **argv)
     report(&t, r, n, logged);
     free(t.fin);
     free(t.w);
+    free(t.th);
     free(r);
     return 0;
 }

@@ -215,13 +215,12 @@ trace_ok() {
 trace_start() {
     tpid=""
     [ "$tracing" = 1 ] || return 0
-    sw='prev_comm == "cw_bench_load" || next_comm == "cw_bench_load"'
-    wk='comm == "cw_bench_load"'
+    # By name: the seed's threads are born per connection. Other processes
+    # of the same name cost some events; closesplit keys on thread ids.
+    scomm=$(cat "/proc/$spid/comm")
+    sw="prev_comm == \"cw_bench_load\" || next_comm == \"cw_bench_load\" || prev_comm == \"$scomm\" || next_comm == \"$scomm\""
+    wk="comm == \"cw_bench_load\" || comm == \"$scomm\""
     stids=$(ls "/proc/$spid/task")
-    for t in $stids; do
-        sw="$sw || prev_pid == $t || next_pid == $t"
-        wk="$wk || pid == $t"
-    done
     perf record -q -a -k CLOCK_MONOTONIC -e sock:inet_sock_set_state \
         --filter "sport == $sport || dport == $sport" -e sched:sched_switch --filter "$sw" \
         -e sched:sched_wakeup --filter "$wk" -o "$tmp/fin.data" >/dev/null 2>&1 &
