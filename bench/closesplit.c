@@ -26,8 +26,9 @@
  * of closes, the mean of each part (tail_*_us) and of each wait
  * (tail_srv_wait_us, tail_gen_wait_us), the task the server waited
  * behind longest there (tail_srv_behind; "self:" + its name when it is one
- * of SERVER_TID..., the server's own threads), and the server's time on a core
- * (tail_srv_run_us). */
+ * of SERVER_TID..., the server's own threads), and each one's time on a
+ * core, from the FIN's arrival at its socket (tail_srv_run_us,
+ * tail_gen_run_us). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stddef.h>
@@ -296,7 +297,7 @@ static void report(struct trace *t, struct close_row *r, size_t n, size_t logged
     print_part("gen", r, n, offsetof(struct close_row, gen));
     qsort(r, n, sizeof *r, by_all);
     size_t nt = n ? (n / 100 ? n / 100 : 1) : 0, from = n - nt;   /* at least one */
-    double s = 0, ne = 0, g = 0, sw = 0, gw = 0, sr = 0;
+    double s = 0, ne = 0, g = 0, sw = 0, gw = 0, sr = 0, gr = 0;
     struct tally tl[32] = {{{0}, 0}};
     int ntl = 0, seen = 0;
     for (size_t i = from; i < n; i++) {
@@ -306,6 +307,7 @@ static void report(struct trace *t, struct close_row *r, size_t n, size_t logged
         sw += (double)waited(t, c->srv_tid, 0, c->srv_got, c->srv_fin, tl, &ntl, 32);
         sr += (double)waited(t, c->srv_tid, 1, c->srv_got, c->srv_fin, NULL, NULL, 0);
         gw += (double)waited(t, c->gen_tid, 0, c->we_got, r[i].t1, NULL, NULL, 0);
+        gr += (double)waited(t, c->gen_tid, 1, c->we_got, r[i].t1, NULL, NULL, 0);
     }
     int top = -1;
     for (int k = 0; k < ntl; k++)
@@ -314,8 +316,9 @@ static void report(struct trace *t, struct close_row *r, size_t n, size_t logged
     double d = nt ? (double)nt * 1000 : 1;
     printf(" tail_srv_us=%.0f tail_net_us=%.0f tail_gen_us=%.0f", s / d, ne / d, g / d);
     if (seen)   /* else the server's threads were not in the trace: no numbers */
-        printf(" tail_srv_wait_us=%.0f tail_gen_wait_us=%.0f tail_srv_behind=%s tail_srv_run_us=%.0f",
-               sw / d, gw / d, top >= 0 && tl[top].ns > 0 ? tl[top].name : "-", sr / d);
+        printf(" tail_srv_wait_us=%.0f tail_gen_wait_us=%.0f tail_srv_behind=%s tail_srv_run_us=%.0f"
+               " tail_gen_run_us=%.0f",
+               sw / d, gw / d, top >= 0 && tl[top].ns > 0 ? tl[top].name : "-", sr / d, gr / d);
     printf("\n");
 }
 

@@ -16,12 +16,16 @@
  *     growth per session is measured. Then every client half-closes
  *     (shutdown SHUT_WR), in random order, one at a time RATE per second:
  *     the i-th at its own due time start + i / RATE, from a timerfd (a
- *     millisecond loop timer would send them in bunches). The time from
- *     just before a client's shutdown() to the EOF of the server's FIN
- *     reaching our loop is the close latency (CLOCK_MONOTONIC). Also
- *     reported: how late shutdowns left against their due time
- *     (pace_late_*) and the most left on one wake-up (pace_max_batch),
- *     which say whether the closes were really spread. CLOSELOG: a file
+ *     millisecond loop timer would send them in bunches); when we wake up
+ *     later than 1 / RATE, the rest of the schedule moves by the delay
+ *     rather than closes going out back to back. The time from just
+ *     before a client's shutdown() to the EOF of the server's FIN reaching
+ *     our loop is the close latency (CLOCK_MONOTONIC); our own work (the
+ *     shutdown()s and close()s) waits until every event of a loop
+ *     iteration had its time read. Also reported: how late shutdowns left
+ *     against their due time (pace_late_*) and how often the schedule
+ *     moved (pace_moved), which say whether the closes were spread as
+ *     asked. CLOSELOG: a file
  *     that gets one line per session closed, "PORT T_SHUTDOWN T_EOF" (our
  *     port, CLOCK_MONOTONIC ns), to be split against a kernel trace
  *     (bench/closesplit.c).
@@ -93,8 +97,11 @@ struct bench {
     double rate;
     int64_t close_start;        /* ns: the first shutdown's due time */
     cw_io pace;                 /* timerfd: the next shutdown's due time */
+    cw_timer after;             /* due now: runs after this iteration's events */
+    cw_stream **ended;          /* sessions whose EOF came, to close */
+    int nended;
     uint32_t *late;             /* per shutdown: us after its due time */
-    int nlate, max_batch;
+    int nlate, moved;           /* moved: schedule shifted by a late wake-up */
     struct close_rec *recs;     /* CLOSELOG: per session, in close order */
     const char *closelog;
     cw_timer tick;
@@ -157,6 +164,7 @@ static void churn_done(struct bench *b);
 static void churn_check_over(struct bench *b);
 static void idle_ended(struct bench *b, struct lconn *c, enum cw_end how);
 static void idle_bytes(struct bench *b, struct lconn *c);
+static void idle_defer_close(struct bench *b, cw_stream *s);
 
 /* How a churn connection ended: ok (the whole line, then the server's
  * FIN), rst (the whole line, then a reset), lost (not the whole line). */
@@ -188,16 +196,16 @@ static void on_read(cw_stream *s, ssize_t n, const char *buf)
         return;
     }
     enum cw_end how = cw_end_of_read(n);
-    if (b->idle_mode)
+    if (b->idle_mode) {
         idle_ended(b, c, how);
-    else
-        churn_ended(b, c, how);
+        idle_defer_close(b, s);
+        return;
+    }
+    churn_ended(b, c, how);
     /* After the server's FIN this is a plain close; after an error, a RST. */
     cw_stream_close(s, CW_CLOSE_GRACEFUL, cw_now_ms() + CLOSE_MS, NULL);
-    if (!b->idle_mode) {
-        b->closing++;
-        churn_done(b);   /* the next connection starts now, as a client would */
-    }
+    b->closing++;
+    churn_done(b);   /* the next connection starts now, as a client would */
 }
 
 /* The loop stops only once every stream had its on_closed. */
@@ -388,35 +396,67 @@ static void shut_one(struct bench *b, struct lconn *c)
         die("shutdown");
 }
 
-/* Half-close every session whose due time has come: one per wake-up when
- * we keep pace, more only when this process woke late (counted). */
+/* Half-close the session whose due time has come: one per wake-up. A
+ * wake-up later than one interval moves the rest of the schedule by that
+ * delay (counted) instead of sending the missed closes back to back: a
+ * bunch would measure the server's queue behind our own stall. */
+static void pace_due(struct bench *b)
+{
+    int64_t now = now_ns(), gap = (int64_t)(1e9 / b->rate);
+    while (b->next_close < b->count && close_due(b, b->next_close) <= now) {
+        int64_t late = now - close_due(b, b->next_close);
+        struct lconn *c = b->conns[b->next_close++];
+        if (!c)
+            continue;             /* ended early: not a close to make */
+        b->late[b->nlate++] = (uint32_t)(late / 1000);
+        if (late > gap) {
+            b->close_start += late;
+            b->moved++;
+        }
+        shut_one(b, c);
+        break;
+    }
+    if (b->next_close < b->count) {
+        pace_arm(b);
+    } else if (b->pace.fd >= 0) {
+        cw_io_stop(b->loop, &b->pace);
+        close(b->pace.fd);
+        b->pace.fd = -1;
+    }
+}
+
+/* Our own work waits until every event of this loop iteration was seen:
+ * an EOF that came in the same epoll_wait as the timerfd, or after another
+ * EOF, gets its time read before our shutdown()s and close()s, which on
+ * loopback carry the server's side of each FIN too (tens of us each). */
+static void on_after(cw_loop *loop, cw_timer *t)
+{
+    struct bench *b = t->data;
+    if (b->pace.fd >= 0)
+        pace_due(b);
+    while (b->nended > 0)   /* after the server's FIN: a plain close */
+        cw_stream_close(b->ended[--b->nended], CW_CLOSE_GRACEFUL, cw_now_ms() + CLOSE_MS, NULL);
+}
+
+static void after_events(struct bench *b)
+{
+    if (!cw_timer_active(&b->after))
+        cw_timer_start(b->loop, &b->after, cw_now_ms(), on_after);
+}
+
+static void idle_defer_close(struct bench *b, cw_stream *s)
+{
+    b->ended[b->nended++] = s;
+    after_events(b);
+}
+
 static void on_pace(cw_loop *loop, cw_io *io, unsigned events)
 {
     struct bench *b = io->data;
     uint64_t ticks;
     if (read(io->fd, &ticks, sizeof ticks) < 0 && errno != EAGAIN)
         die("timerfd read");
-    int batch = 0;
-    while (b->next_close < b->count) {
-        int64_t due = close_due(b, b->next_close), now = now_ns();
-        if (due > now)
-            break;
-        b->late[b->nlate++] = (uint32_t)((now - due) / 1000);
-        struct lconn *c = b->conns[b->next_close++];
-        if (c) {
-            shut_one(b, c);
-            batch++;
-        }
-    }
-    if (batch > b->max_batch)
-        b->max_batch = batch;
-    if (b->next_close < b->count) {
-        pace_arm(b);
-    } else {
-        cw_io_stop(loop, io);
-        close(io->fd);
-        io->fd = -1;
-    }
+    after_events(b);
 }
 
 static void on_settled(cw_loop *loop, cw_timer *t)
@@ -472,7 +512,7 @@ static void setup(struct bench *b, int port, const char *password)
     b->req_len = (size_t)snprintf(b->req, sizeof b->req, "AUTH bench %s\n", password);
     if (cw_loop_new(&b->loop) < 0)
         die("cw_loop_new");
-    b->end_timer.data = b->retry_timer.data = b->tick.data = b->pace.data = b;
+    b->end_timer.data = b->retry_timer.data = b->tick.data = b->pace.data = b->after.data = b;
     b->pace.fd = -1;
 }
 
@@ -485,6 +525,7 @@ static void teardown(struct bench *b)
         close(b->pace.fd);
     free(b->lat);
     free(b->late);
+    free(b->ended);
     free(b->recs);
     free(b->conns);
 }
@@ -565,10 +606,11 @@ static int idle(int argc, char **argv)
     b.cap = (uint64_t)b.count;
     b.lat = malloc(b.cap * sizeof *b.lat);
     b.late = malloc(b.cap * sizeof *b.late);
+    b.ended = malloc(b.cap * sizeof *b.ended);
     b.closelog = argc == 8 ? argv[7] : NULL;
     if (b.closelog)
         b.recs = calloc((size_t)b.count, sizeof *b.recs);
-    if (!b.conns || !b.lat || !b.late || (b.closelog && !b.recs))
+    if (!b.conns || !b.lat || !b.late || !b.ended || (b.closelog && !b.recs))
         die("malloc");
     b.expect = OK_LINE;
     b.expect_len = sizeof OK_LINE - 1;
@@ -588,7 +630,7 @@ static int idle(int argc, char **argv)
     printf("sessions=%d authed=%d rss_before_kb=%ld rss_after_kb=%ld "
            "bytes_per_session=%.0f close_p50_us=%u close_p99_us=%u close_max_us=%u "
            "ok=%llu rst=%llu lost=%llu err=%llu unfinished=%d "
-           "pace_late_p50_us=%u pace_late_p99_us=%u pace_late_max_us=%u pace_max_batch=%d\n",
+           "pace_late_p50_us=%u pace_late_p99_us=%u pace_late_max_us=%u pace_moved=%d\n",
            b.count, b.authed, b.rss_before, b.rss_after,
            b.authed ? (double)grow * 1024 / b.authed : 0.0, pct(&b, 0.50),
            pct(&b, 0.99), b.nlat ? b.lat[b.nlat - 1] : 0,
@@ -596,7 +638,7 @@ static int idle(int argc, char **argv)
            (unsigned long long)b.lost, (unsigned long long)b.err,
            b.count - b.closed, upct(b.late, (uint64_t)b.nlate, 0.50),
            upct(b.late, (uint64_t)b.nlate, 0.99),
-           b.nlate ? b.late[b.nlate - 1] : 0, b.max_batch);
+           b.nlate ? b.late[b.nlate - 1] : 0, b.moved);
     teardown(&b);
     return 0;
 }

@@ -210,21 +210,41 @@ trace_ok() {
 # scheduler's switches and wake-ups of the server's threads and of the load
 # generator, with times on CLOCK_MONOTONIC (the load generator's clock),
 # until trace_stop; sets tpid. The filters run in the kernel: other
-# sockets and tasks cost nothing. The logins come first, so perf is ready
-# long before the first close.
+# sockets and tasks cost nothing. perf starts with its events off and we
+# wait for its ack of "enable" (on a busy machine its start took seconds,
+# and most of a run went unrecorded); no task synthesis (not needed for
+# tracepoints, and slow). Not ready in 20 s: no trace for this run.
 trace_start() {
     tpid=""
     [ "$tracing" = 1 ] || return 0
-    # By name: the seed's threads are born per connection. Other processes
-    # of the same name cost some events; closesplit keys on thread ids.
-    scomm=$(cat "/proc/$spid/comm")
-    sw="prev_comm == \"cw_bench_load\" || next_comm == \"cw_bench_load\" || prev_comm == \"$scomm\" || next_comm == \"$scomm\""
-    wk="comm == \"cw_bench_load\" || comm == \"$scomm\""
+    # The server's threads by id (they exist from the start), except the
+    # seed's, born per connection: by name (no other process has it).
+    # closewise by name would also follow any other closewise on the machine.
     stids=$(ls "/proc/$spid/task")
-    perf record -q -a -k CLOCK_MONOTONIC -e sock:inet_sock_set_state \
-        --filter "sport == $sport || dport == $sport" -e sched:sched_switch --filter "$sw" \
-        -e sched:sched_wakeup --filter "$wk" -o "$tmp/fin.data" >/dev/null 2>&1 &
+    scomm=$(cat "/proc/$spid/comm")
+    sw='prev_comm == "cw_bench_load" || next_comm == "cw_bench_load"'
+    wk='comm == "cw_bench_load"'
+    if [ "$scomm" = cw_peer_seed ]; then
+        sw="$sw || prev_comm == \"$scomm\" || next_comm == \"$scomm\""
+        wk="$wk || comm == \"$scomm\""
+    else
+        for t in $stids; do
+            sw="$sw || prev_pid == $t || next_pid == $t"
+            wk="$wk || pid == $t"
+        done
+    fi
+    rm -f "$tmp/pctl" "$tmp/pack"
+    mkfifo "$tmp/pctl" "$tmp/pack"
+    perf record -a --synth=no -m 1024 -D -1 --control "fifo:$tmp/pctl,$tmp/pack" -k CLOCK_MONOTONIC \
+        -e sock:inet_sock_set_state --filter "sport == $sport || dport == $sport" \
+        -e sched:sched_switch --filter "$sw" -e sched:sched_wakeup --filter "$wk" \
+        -o "$tmp/fin.data" >/dev/null 2>"$tmp/perf.err" &
     tpid=$!
+    if ! timeout 20 sh -c "echo enable >\"$tmp/pctl\" && read a <\"$tmp/pack\"" 2>/dev/null; then
+        echo "servers: perf did not start recording; no close split for this run" >&2
+        trace_stop
+        rm -f "$tmp/fin.data"
+    fi
 }
 
 # Stop the recording (in this shell: perf is its child, to wait for).
@@ -238,6 +258,9 @@ trace_stop() {
 # The close split's key=value fields from the recording (nothing without).
 trace_split() {
     [ -s "$tmp/fin.data" ] || return 0
+    # perf says how much it lost (a busy machine): kept with the numbers.
+    lost=$(sed -n 's/.*lost \([0-9]*\) chunks.*/\1/p' "$tmp/perf.err" | head -1)
+    printf 'trace_lost_chunks=%s ' "${lost:-0}"
     perf script -i "$tmp/fin.data" --ns -F tid,time,event,trace 2>/dev/null |
         "$bin/cw_bench_closesplit" "$sport" "$tmp/closelog" $stids || echo "traced=0"
     rm -f "$tmp/fin.data" "$tmp/closelog"
@@ -385,7 +408,8 @@ idle_tables() {
     echo "The load generator logs in $idle_n sessions (\`AUTH bench <right password>\` -> \`OK\`) and"
     echo "keeps them idle; the server's RSS (VmRSS) is read before the first connection and 0.5 s"
     echo "after the last login. Then the clients half-close (shutdown SHUT_WR) in random order,"
-    echo "one every $((1000000 / rate)) us ($rate per second), each at its own due time (a timerfd);"
+    echo "one every $((1000000 / rate)) us ($rate per second), each at its own due time (a timerfd),"
+    echo "never two back to back;"
     echo "close latency is the time from just before a client's shutdown() to the EOF of the"
     echo "server's FIN reaching the client's loop (the server noticed and closed). Kernel socket"
     echo "memory is not in RSS and is the same for every server."
@@ -417,16 +441,18 @@ idle_tables() {
     echo "this close, or other closes ahead of it); *generator waiting*: the same wait for the"
     echo "generator inside its part. *run-queue wait*: the time the server's threads spent runnable but waiting for"
     echo "core $scpu during the whole run, logins included (/proc/PID/task/*/schedstat). *pacing*: how late the"
-    echo "generator's shutdowns left against their due times (p99, us) and the most it sent on"
-    echo "one wake-up: 1 means the closes were really spread."
+    echo "generator's shutdowns left against their due times (p99, us), and how many times it woke"
+    echo "later than one interval and moved the rest of its schedule (it never sends the missed"
+    echo "closes back to back). *traced*: closes found in the trace, of those made, and the"
+    echo "chunks of events perf lost (0 unless the machine was too busy for it)."
     echo
-    echo "| server | run | close p50 us | close p99 us | server p99 us | generator p99 us | slowest 1 %: server / loopback / generator us | server's part there: waiting for core (behind) / on core us | generator waiting us | run-queue wait us | pacing: late p99 us, max per wake-up |"
-    echo "|---|---:|---:|---:|---:|---:|---|---|---:|---:|---|"
+    echo "| server | run | close p50 us | close p99 us | server p99 us | generator p99 us | slowest 1 %: server / loopback / generator us | server's part there: waiting for core (behind) / on core us | generator waiting us | run-queue wait us | pacing: late p99 us, moved | traced |"
+    echo "|---|---:|---:|---:|---:|---:|---|---|---:|---:|---|---:|"
     for s in $idle_list; do
         awk -v f="server=$s" 'index(" " $0 " ", " " f " ") {
             delete v; for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
             d = "-"
-            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s, %s |\n", v["server"], v["run"],
+            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s, %s | %s |\n", v["server"], v["run"],
                 v["close_p50_us"], v["close_p99_us"],
                 ("close_srv_p99_us" in v) ? v["close_srv_p99_us"] : d,
                 ("close_gen_p99_us" in v) ? v["close_gen_p99_us"] : d,
@@ -434,7 +460,8 @@ idle_tables() {
                 ("tail_srv_wait_us" in v) ? v["tail_srv_wait_us"] " (" v["tail_srv_behind"] ") / " v["tail_srv_run_us"] : d,
                 ("tail_gen_wait_us" in v) ? v["tail_gen_wait_us"] : d,
                 v["wait_us"], ("pace_late_p99_us" in v) ? v["pace_late_p99_us"] : d,
-                ("pace_max_batch" in v) ? v["pace_max_batch"] : d }' "$tmp/idle"
+                ("pace_moved" in v) ? v["pace_moved"] : d,
+                ("traced" in v) ? v["traced"] ", lost " v["trace_lost_chunks"] : d }' "$tmp/idle"
     done
     echo
     echo "Targets: closewise close p99 < 1000 us (the seed's client noticed only at its 30 s"
