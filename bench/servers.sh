@@ -25,8 +25,9 @@
 #    loop (bench/churn-counts.sh: callgrind instructions, perf system
 #    calls, clock reads), if valgrind and perf are there (~1 minute).
 # The server is pinned to core 0 and the load generator to core 1
-# (taskset). Bounded: about 8 minutes with the defaults; every process it
-# starts is ended on exit. Environment: CW_BENCH_RUNS (5), CW_BENCH_SECS
+# (taskset). Bounded: about 9 minutes with the defaults (the close trace
+# adds a few seconds per idle run); every process it starts is ended on
+# exit. Environment: CW_BENCH_RUNS (5), CW_BENCH_SECS
 # (3), CW_BENCH_CONC ("64 512"), CW_BENCH_IDLE_N (10000), CW_BENCH_IDLE_RUNS
 # (3), CW_BENCH_SERVERS (all), CW_BENCH_KEEP (raw results; default
 # BUILD_DIR/bench/servers-raw), CW_BENCH_FROM (a kept run: no measuring),
