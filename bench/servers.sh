@@ -462,7 +462,7 @@ idle_tables() {
                 ("tail_gen_wait_us" in v) ? v["tail_gen_wait_us"] : d,
                 v["wait_us"], ("pace_late_p99_us" in v) ? v["pace_late_p99_us"] : d,
                 ("pace_moved" in v) ? v["pace_moved"] : d,
-                ("traced" in v) ? v["traced"] ", lost " v["trace_lost_chunks"] : d }' "$tmp/idle"
+                ("traced" in v) ? v["traced"] ", lost " (("trace_lost_chunks" in v) ? v["trace_lost_chunks"] : d) : d }' "$tmp/idle"
     done
     echo
     echo "Targets: closewise close p99 < 1000 us (the seed's client noticed only at its 30 s"
