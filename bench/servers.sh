@@ -412,8 +412,9 @@ idle_tables() {
     echo "one every $((1000000 / rate)) us ($rate per second), each at its own due time (a timerfd),"
     echo "never two back to back;"
     echo "close latency is the time from just before a client's shutdown() to the EOF of the"
-    echo "server's FIN reaching the client's loop (the server noticed and closed). Kernel socket"
-    echo "memory is not in RSS and is the same for every server."
+    echo "server's FIN reaching the client's loop (the server noticed and closed); the generator"
+    echo "makes its own shutdown() and close() calls only after every EOF of a loop iteration had"
+    echo "its time read. Kernel socket memory is not in RSS and is the same for every server."
     echo
     echo "| server | RSS growth per session, bytes | close p50 us | close p99 us | close max us | sessions closed by FIN | rst/lost/err | fds left | CLOSE_WAIT left |"
     echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
