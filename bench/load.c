@@ -11,12 +11,24 @@
  *     connection ended: ok (line, then EOF), rst (line, then a reset),
  *     lost (the line did not arrive whole), err (connect or other error).
  *
- *   cw_bench_load idle PORT COUNT RATE PASSWORD SERVER_PID
+ *   cw_bench_load idle PORT COUNT RATE PASSWORD SERVER_PID [CLOSELOG]
  *     Log COUNT sessions in ("OK") and keep them idle; the server's RSS
  *     growth per session is measured. Then every client half-closes
- *     (shutdown SHUT_WR), in random order, RATE per second: the time from
- *     a client's FIN to the server's FIN arriving (EOF) is the close
- *     latency.
+ *     (shutdown SHUT_WR), in random order, one at a time RATE per second:
+ *     the i-th at its own due time start + i / RATE, from a timerfd (a
+ *     millisecond loop timer would send them in bunches); when we wake up
+ *     later than 1 / RATE, the rest of the schedule moves by the delay
+ *     rather than closes going out back to back. The time from just
+ *     before a client's shutdown() to the EOF of the server's FIN reaching
+ *     our loop is the close latency (CLOCK_MONOTONIC); our own work (the
+ *     shutdown()s and close()s) waits until every event of a loop
+ *     iteration had its time read. Also reported: how late shutdowns left
+ *     against their due time (pace_late_*) and how often the schedule
+ *     moved (pace_moved), which say whether the closes were spread as
+ *     asked. CLOSELOG: a file
+ *     that gets one line per session closed, "PORT T_SHUTDOWN T_EOF" (our
+ *     port, CLOCK_MONOTONIC ns), to be split against a kernel trace
+ *     (bench/closesplit.c).
  *
  *   cw_bench_load hash PASSWORD   print a cheap crypt(3) hash (see below)
  *   cw_bench_load freeport        print a loopback port free right now
@@ -33,6 +45,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,6 +59,11 @@ static const char ERR_LINE[] = "ERR bad credentials\n";
 static const char OK_LINE[] = "OK\n";
 
 enum phase { P_CONNECTING, P_SENT, P_IDLE, P_CLOSING };
+
+struct close_rec {
+    int64_t t0, t1;             /* ns: our shutdown(), the EOF; 0: none */
+    uint16_t port;
+};
 
 /* One client connection on a cw_stream; freed by its on_closed. */
 struct lconn {
@@ -76,8 +94,16 @@ struct bench {
     /* idle */
     struct lconn **conns;
     int count, opened, authed, next_close, closed;
-    double rate, owed;
-    int64_t close_start;
+    double rate;
+    int64_t close_start;        /* ns: the first shutdown's due time */
+    cw_io pace;                 /* timerfd: the next shutdown's due time */
+    cw_timer after;             /* due now: runs after this iteration's events */
+    cw_stream **ended;          /* sessions whose EOF came, to close */
+    int nended;
+    uint32_t *late;             /* per shutdown: us after its due time */
+    int nlate, moved;           /* moved: schedule shifted by a late wake-up */
+    struct close_rec *recs;     /* CLOSELOG: per session, in close order */
+    const char *closelog;
     cw_timer tick;
     long rss_before, rss_after;
     int server_pid;
@@ -101,10 +127,13 @@ static void die(const char *what)
     exit(3);
 }
 
-static void record(struct bench *b, int64_t t0)
+/* Returns the end time it measured to (ns). */
+static int64_t record(struct bench *b, int64_t t0)
 {
+    int64_t t1 = now_ns();
     if (b->nlat < b->cap)
-        b->lat[b->nlat++] = (uint32_t)((now_ns() - t0) / 1000);
+        b->lat[b->nlat++] = (uint32_t)((t1 - t0) / 1000);
+    return t1;
 }
 
 static int cmp_u32(const void *x, const void *y)
@@ -113,13 +142,18 @@ static int cmp_u32(const void *x, const void *y)
     return a < c ? -1 : a > c;
 }
 
-/* Nearest-rank percentile of the sorted latencies. */
+/* Nearest-rank percentile of n sorted values. */
+static unsigned upct(const uint32_t *v, uint64_t n, double q)
+{
+    if (!n)
+        return 0;
+    uint64_t i = (uint64_t)(q * (double)n + 0.999999);
+    return v[i ? i - 1 : 0];
+}
+
 static unsigned pct(const struct bench *b, double q)
 {
-    if (!b->nlat)
-        return 0;
-    uint64_t i = (uint64_t)(q * (double)b->nlat + 0.999999);
-    return b->lat[i ? i - 1 : 0];
+    return upct(b->lat, b->nlat, q);
 }
 
 /* ---- one connection ---- */
@@ -130,6 +164,7 @@ static void churn_done(struct bench *b);
 static void churn_check_over(struct bench *b);
 static void idle_ended(struct bench *b, struct lconn *c, enum cw_end how);
 static void idle_bytes(struct bench *b, struct lconn *c);
+static void idle_defer_close(struct bench *b, cw_stream *s);
 
 /* How a churn connection ended: ok (the whole line, then the server's
  * FIN), rst (the whole line, then a reset), lost (not the whole line). */
@@ -161,16 +196,16 @@ static void on_read(cw_stream *s, ssize_t n, const char *buf)
         return;
     }
     enum cw_end how = cw_end_of_read(n);
-    if (b->idle_mode)
+    if (b->idle_mode) {
         idle_ended(b, c, how);
-    else
-        churn_ended(b, c, how);
+        idle_defer_close(b, s);
+        return;
+    }
+    churn_ended(b, c, how);
     /* After the server's FIN this is a plain close; after an error, a RST. */
     cw_stream_close(s, CW_CLOSE_GRACEFUL, cw_now_ms() + CLOSE_MS, NULL);
-    if (!b->idle_mode) {
-        b->closing++;
-        churn_done(b);   /* the next connection starts now, as a client would */
-    }
+    b->closing++;
+    churn_done(b);   /* the next connection starts now, as a client would */
 }
 
 /* The loop stops only once every stream had its on_closed. */
@@ -309,7 +344,21 @@ static void open_more(struct bench *b)
     }
 }
 
-static void on_tick(cw_loop *loop, cw_timer *t);
+static void on_pace(cw_loop *loop, cw_io *io, unsigned events);
+
+static int64_t close_due(const struct bench *b, int i)
+{
+    return b->close_start + (int64_t)((double)i * 1e9 / b->rate);
+}
+
+static void pace_arm(struct bench *b)
+{
+    int64_t due = close_due(b, b->next_close);
+    struct itimerspec its = {.it_value = {.tv_sec = due / 1000000000,
+                                          .tv_nsec = due % 1000000000}};
+    if (timerfd_settime(b->pace.fd, TFD_TIMER_ABSTIME, &its, NULL) < 0)
+        die("timerfd_settime");
+}
 
 static void start_closing(struct bench *b)
 {
@@ -323,28 +372,91 @@ static void start_closing(struct bench *b)
     for (int i = 0; i < b->count; i++)
         if (b->conns[i])          /* NULL: ended early, already counted */
             b->conns[i]->idx = i;
-    b->close_start = now_ns();
-    cw_timer_start(b->loop, &b->tick, cw_now_ms() + 1, on_tick);
+    b->pace.fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (b->pace.fd < 0 || cw_io_start(b->loop, &b->pace, CW_IO_READ, on_pace) < 0)
+        die("timerfd");
+    b->close_start = now_ns() + 1000000;
+    pace_arm(b);
 }
 
-/* Half-close as many sessions as the rate owes since the start: a steady
- * pace whatever the timer's jitter. */
-static void on_tick(cw_loop *loop, cw_timer *t)
+static void shut_one(struct bench *b, struct lconn *c)
 {
-    struct bench *b = t->data;
-    double due = (double)(now_ns() - b->close_start) / 1e9 * b->rate;
-    while (b->next_close < b->count && b->next_close < (int)due) {
+    c->phase = P_CLOSING;
+    c->got = 0;
+    if (b->recs) {
+        struct sockaddr_in a;
+        socklen_t len = sizeof a;
+        if (getsockname(cw_stream_fd(c->s), (struct sockaddr *)&a, &len) == 0)
+            b->recs[c->idx].port = ntohs(a.sin_port);
+    }
+    c->t0 = now_ns();
+    if (b->recs)
+        b->recs[c->idx].t0 = c->t0;
+    if (cw_stream_shutdown(c->s) < 0)
+        die("shutdown");
+}
+
+/* Half-close the session whose due time has come: one per wake-up. A
+ * wake-up later than one interval moves the rest of the schedule by that
+ * delay (counted) instead of sending the missed closes back to back: a
+ * bunch would measure the server's queue behind our own stall. */
+static void pace_due(struct bench *b)
+{
+    int64_t now = now_ns(), gap = (int64_t)(1e9 / b->rate);
+    while (b->next_close < b->count && close_due(b, b->next_close) <= now) {
+        int64_t late = now - close_due(b, b->next_close);
         struct lconn *c = b->conns[b->next_close++];
         if (!c)
-            continue;
-        c->phase = P_CLOSING;
-        c->got = 0;
-        c->t0 = now_ns();
-        if (cw_stream_shutdown(c->s) < 0)
-            die("shutdown");
+            continue;             /* ended early: not a close to make */
+        b->late[b->nlate++] = (uint32_t)(late / 1000);
+        if (late > gap) {
+            b->close_start += late;
+            b->moved++;
+        }
+        shut_one(b, c);
+        break;
     }
-    if (b->next_close < b->count)
-        cw_timer_start(loop, t, cw_now_ms() + 1, on_tick);
+    if (b->next_close < b->count) {
+        pace_arm(b);
+    } else if (b->pace.fd >= 0) {
+        cw_io_stop(b->loop, &b->pace);
+        close(b->pace.fd);
+        b->pace.fd = -1;
+    }
+}
+
+/* Our own work waits until every event of this loop iteration was seen:
+ * an EOF that came in the same epoll_wait as the timerfd, or after another
+ * EOF, gets its time read before our shutdown()s and close()s, which on
+ * loopback carry the server's side of each FIN too (tens of us each). */
+static void on_after(cw_loop *loop, cw_timer *t)
+{
+    struct bench *b = t->data;
+    if (b->pace.fd >= 0)
+        pace_due(b);
+    while (b->nended > 0)   /* after the server's FIN: a plain close */
+        cw_stream_close(b->ended[--b->nended], CW_CLOSE_GRACEFUL, cw_now_ms() + CLOSE_MS, NULL);
+}
+
+static void after_events(struct bench *b)
+{
+    if (!cw_timer_active(&b->after))
+        cw_timer_start(b->loop, &b->after, cw_now_ms(), on_after);
+}
+
+static void idle_defer_close(struct bench *b, cw_stream *s)
+{
+    b->ended[b->nended++] = s;
+    after_events(b);
+}
+
+static void on_pace(cw_loop *loop, cw_io *io, unsigned events)
+{
+    struct bench *b = io->data;
+    uint64_t ticks;
+    if (read(io->fd, &ticks, sizeof ticks) < 0 && errno != EAGAIN)
+        die("timerfd read");
+    after_events(b);
 }
 
 static void on_settled(cw_loop *loop, cw_timer *t)
@@ -372,9 +484,12 @@ static void idle_ended(struct bench *b, struct lconn *c, enum cw_end how)
         b->lost++;
     else if (how == CW_END_RESET)
         b->rst++;
-    else if (how == CW_END_EOF)
-        b->ok++, record(b, c->t0);
-    else
+    else if (how == CW_END_EOF) {
+        b->ok++;
+        int64_t t1 = record(b, c->t0);
+        if (b->recs)
+            b->recs[c->idx].t1 = t1;
+    } else
         b->err++;
     b->conns[c->idx] = NULL;
 }
@@ -397,7 +512,8 @@ static void setup(struct bench *b, int port, const char *password)
     b->req_len = (size_t)snprintf(b->req, sizeof b->req, "AUTH bench %s\n", password);
     if (cw_loop_new(&b->loop) < 0)
         die("cw_loop_new");
-    b->end_timer.data = b->retry_timer.data = b->tick.data = b;
+    b->end_timer.data = b->retry_timer.data = b->tick.data = b->pace.data = b->after.data = b;
+    b->pace.fd = -1;
 }
 
 /* Connections still open (only after a failed run) die with the process. */
@@ -405,7 +521,12 @@ static void teardown(struct bench *b)
 {
     fflush(stdout);
     cw_loop_free(&b->loop);
+    if (b->pace.fd >= 0)
+        close(b->pace.fd);
     free(b->lat);
+    free(b->late);
+    free(b->ended);
+    free(b->recs);
     free(b->conns);
 }
 
@@ -451,11 +572,25 @@ static int churn(int argc, char **argv)
     return 0;
 }
 
+/* CLOSELOG: one line per session closed, in close order. */
+static void write_closelog(const struct bench *b)
+{
+    FILE *f = fopen(b->closelog, "we");
+    if (!f)
+        die(b->closelog);
+    for (int i = 0; i < b->count; i++)
+        if (b->recs[i].t0 && b->recs[i].t1)
+            fprintf(f, "%u %lld %lld\n", b->recs[i].port,
+                    (long long)b->recs[i].t0, (long long)b->recs[i].t1);
+    if (fclose(f) != 0)
+        die(b->closelog);
+}
+
 static int idle(int argc, char **argv)
 {
     struct bench b = {0};
-    if (argc != 7) {
-        fprintf(stderr, "usage: cw_bench_load idle PORT COUNT RATE PASSWORD SERVER_PID\n");
+    if (argc != 7 && argc != 8) {
+        fprintf(stderr, "usage: cw_bench_load idle PORT COUNT RATE PASSWORD SERVER_PID [CLOSELOG]\n");
         return 2;
     }
     setup(&b, atoi(argv[2]), argv[5]);
@@ -470,7 +605,12 @@ static int idle(int argc, char **argv)
     b.conns = calloc((size_t)b.count, sizeof *b.conns);
     b.cap = (uint64_t)b.count;
     b.lat = malloc(b.cap * sizeof *b.lat);
-    if (!b.conns || !b.lat)
+    b.late = malloc(b.cap * sizeof *b.late);
+    b.ended = malloc(b.cap * sizeof *b.ended);
+    b.closelog = argc == 8 ? argv[7] : NULL;
+    if (b.closelog)
+        b.recs = calloc((size_t)b.count, sizeof *b.recs);
+    if (!b.conns || !b.lat || !b.late || !b.ended || (b.closelog && !b.recs))
         die("malloc");
     b.expect = OK_LINE;
     b.expect_len = sizeof OK_LINE - 1;
@@ -483,16 +623,22 @@ static int idle(int argc, char **argv)
     open_more(&b);
     cw_loop_run(b.loop);
     qsort(b.lat, b.nlat, sizeof *b.lat, cmp_u32);
+    qsort(b.late, (size_t)b.nlate, sizeof *b.late, cmp_u32);
+    if (b.closelog)
+        write_closelog(&b);
     long grow = b.rss_after - b.rss_before;
     printf("sessions=%d authed=%d rss_before_kb=%ld rss_after_kb=%ld "
            "bytes_per_session=%.0f close_p50_us=%u close_p99_us=%u close_max_us=%u "
-           "ok=%llu rst=%llu lost=%llu err=%llu unfinished=%d\n",
+           "ok=%llu rst=%llu lost=%llu err=%llu unfinished=%d "
+           "pace_late_p50_us=%u pace_late_p99_us=%u pace_late_max_us=%u pace_moved=%d\n",
            b.count, b.authed, b.rss_before, b.rss_after,
            b.authed ? (double)grow * 1024 / b.authed : 0.0, pct(&b, 0.50),
            pct(&b, 0.99), b.nlat ? b.lat[b.nlat - 1] : 0,
            (unsigned long long)b.ok, (unsigned long long)b.rst,
            (unsigned long long)b.lost, (unsigned long long)b.err,
-           b.count - b.closed);
+           b.count - b.closed, upct(b.late, (uint64_t)b.nlate, 0.50),
+           upct(b.late, (uint64_t)b.nlate, 0.99),
+           b.nlate ? b.late[b.nlate - 1] : 0, b.moved);
     teardown(&b);
     return 0;
 }

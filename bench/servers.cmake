@@ -29,3 +29,6 @@ if(CW_TESTS)
   add_test(NAME bench_smoke COMMAND sh ${CMAKE_CURRENT_LIST_DIR}/smoke.sh ${CMAKE_BINARY_DIR})
   set_tests_properties(bench_smoke PROPERTIES TIMEOUT 60)
 endif()
+# The close latency's split at kernel events (bench/servers.sh, with perf).
+add_executable(cw_bench_closesplit ${CMAKE_CURRENT_LIST_DIR}/closesplit.c)
+set_target_properties(cw_bench_closesplit PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bench)

@@ -12,18 +12,31 @@
 #    with `--workers 1` and `--workers 2` (closewise-w1, closewise-w2; w2
 #    may use both cores, which it shares with the load generator).
 # 2. idle: IDLE_N logged-in sessions; server RSS growth per session; then
-#    the clients half-close in random order, RATE/s: FIN-to-FIN latency.
+#    the clients half-close in random order, one every 1/RATE s (each at
+#    its own due time, from a timerfd): FIN-to-FIN latency. With perf, the
+#    kernel's TCP state changes on the server's port are recorded during
+#    the run (sock:inet_sock_set_state) and every close is split into the
+#    server's part (our FIN in -> its FIN out, at its socket), loopback,
+#    and the load generator's own part, and the run-queue wait inside each
+#    (sched_switch/sched_wakeup; bench/closesplit.c).
 # 3. after every run: the server's descriptors above its idle count, and
 #    CLOSE_WAIT sockets on its port.
 # 4. exact counts per churn connection, closewise against the bare epoll
 #    loop (bench/churn-counts.sh: callgrind instructions, perf system
 #    calls, clock reads), if valgrind and perf are there (~1 minute).
 # The server is pinned to core 0 and the load generator to core 1
-# (taskset). Bounded: about 8 minutes with the defaults; every process it
-# starts is ended on exit. Environment: CW_BENCH_RUNS (5), CW_BENCH_SECS
+# (taskset). Bounded: about 9 minutes with the defaults (the close trace
+# adds a few seconds per idle run); every process it starts is ended on
+# exit. Environment: CW_BENCH_RUNS (5), CW_BENCH_SECS
 # (3), CW_BENCH_CONC ("64 512"), CW_BENCH_IDLE_N (10000), CW_BENCH_IDLE_RUNS
 # (3), CW_BENCH_SERVERS (all), CW_BENCH_KEEP (raw results; default
-# BUILD_DIR/bench/servers-raw), CW_BENCH_FROM (a kept run: no measuring).
+# BUILD_DIR/bench/servers-raw), CW_BENCH_FROM (a kept run: no measuring),
+# CW_BENCH_SPLIT (1; 0: no kernel trace), CW_BENCH_PARTS ("churn idle
+# counts"). The close latency alone (about 1 minute per 3 runs of 3
+# servers), written to BUILD_DIR/bench/servers-idle.md and stdout, not to
+# MARKDOWN:
+#   CW_BENCH_PARTS=idle CW_BENCH_SERVERS="closewise libuv epoll" \
+#     sh bench/servers.sh build-bench
 set -eu
 . "$(dirname "$0")/lib.sh"
 
@@ -37,6 +50,8 @@ secs=${CW_BENCH_SECS:-3}
 concs=${CW_BENCH_CONC:-"64 512"}
 idle_n=${CW_BENCH_IDLE_N:-10000}
 idle_runs=${CW_BENCH_IDLE_RUNS:-3}
+parts=${CW_BENCH_PARTS:-"churn idle counts"}
+split=${CW_BENCH_SPLIT:-1}
 rate=5000
 scpu=0
 lcpu=1
@@ -45,7 +60,7 @@ nginx_mod=/usr/lib/nginx/modules/ngx_stream_module.so
 
 all="closewise closewise-w1 closewise-w2 libuv libevent epoll seed linger0 nginx"
 servers=${CW_BENCH_SERVERS:-$all}
-for f in "$cw" "$load" "$bin/cw_peer_epoll" "$bin/cw_peer_seed"; do
+for f in "$cw" "$load" "$bin/cw_peer_epoll" "$bin/cw_peer_seed" "$bin/cw_bench_closesplit"; do
     [ -x "$f" ] || { echo "bench/servers.sh: $f not built" >&2; exit 3; }
 done
 have() {
@@ -68,7 +83,10 @@ done
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 tmp=$(mktemp -d)
 spid=""
+tpid=""
+stids=""
 cleanup() {
+    [ -n "$tpid" ] && kill -INT "$tpid" 2>/dev/null && wait "$tpid" 2>/dev/null
     [ -n "$spid" ] && kill "$spid" 2>/dev/null && wait "$spid" 2>/dev/null
     rm -rf "$tmp"
 }
@@ -182,12 +200,82 @@ out_segs() {
     awk '$1 == "Tcp:" && $2 ~ /^[0-9]/ { print $12 }' /proc/net/snmp
 }
 
+# Whether the close split can run: perf, allowed to record a tracepoint
+# on every CPU (root, or perf_event_paranoid permitting).
+trace_ok() {
+    [ "$split" = 1 ] && command -v perf >/dev/null &&
+        perf record -q -a -e sock:inet_sock_set_state -o "$tmp/probe.data" true >/dev/null 2>&1
+}
+
+# Record the kernel's TCP state changes on the server's port, and the
+# scheduler's switches and wake-ups of the server's threads and of the load
+# generator, with times on CLOCK_MONOTONIC (the load generator's clock),
+# until trace_stop; sets tpid. The filters run in the kernel: other
+# sockets and tasks cost nothing. perf starts with its events off and we
+# wait for its ack of "enable" (on a busy machine its start took seconds,
+# and most of a run went unrecorded); no task synthesis (not needed for
+# tracepoints, and slow). Not ready in 20 s: no trace for this run.
+trace_start() {
+    tpid=""
+    [ "$tracing" = 1 ] || return 0
+    # The server's threads by id (they exist from the start), except the
+    # seed's, born per connection: by name (no other process has it).
+    # closewise by name would also follow any other closewise on the machine.
+    stids=$(ls "/proc/$spid/task")
+    scomm=$(cat "/proc/$spid/comm")
+    sw='prev_comm == "cw_bench_load" || next_comm == "cw_bench_load"'
+    wk='comm == "cw_bench_load"'
+    if [ "$scomm" = cw_peer_seed ]; then
+        sw="$sw || prev_comm == \"$scomm\" || next_comm == \"$scomm\""
+        wk="$wk || comm == \"$scomm\""
+    else
+        for t in $stids; do
+            sw="$sw || prev_pid == $t || next_pid == $t"
+            wk="$wk || pid == $t"
+        done
+    fi
+    rm -f "$tmp/pctl" "$tmp/pack"
+    mkfifo "$tmp/pctl" "$tmp/pack"
+    perf record -a --synth=no -m 1024 -D -1 --control "fifo:$tmp/pctl,$tmp/pack" -k CLOCK_MONOTONIC \
+        -e sock:inet_sock_set_state --filter "sport == $sport || dport == $sport" \
+        -e sched:sched_switch --filter "$sw" -e sched:sched_wakeup --filter "$wk" \
+        -o "$tmp/fin.data" >/dev/null 2>"$tmp/perf.err" &
+    tpid=$!
+    if ! timeout 20 sh -c "echo enable >\"$tmp/pctl\" && read a <\"$tmp/pack\"" 2>/dev/null; then
+        echo "servers: perf did not start recording; no close split for this run" >&2
+        trace_stop
+        rm -f "$tmp/fin.data"
+    fi
+}
+
+# Stop the recording (in this shell: perf is its child, to wait for).
+trace_stop() {
+    [ -n "$tpid" ] || return 0
+    kill -INT "$tpid" 2>/dev/null || true
+    wait "$tpid" 2>/dev/null || true
+    tpid=""
+}
+
+# The close split's key=value fields from the recording (nothing without).
+trace_split() {
+    [ -s "$tmp/fin.data" ] || return 0
+    # perf says how much it lost (a busy machine): kept with the numbers.
+    lost=$(sed -n 's/.*lost \([0-9]*\) chunks.*/\1/p' "$tmp/perf.err" | head -1)
+    printf 'trace_lost_chunks=%s ' "${lost:-0}"
+    perf script -i "$tmp/fin.data" --ns -F tid,time,event,trace 2>/dev/null |
+        "$bin/cw_bench_closesplit" "$sport" "$tmp/closelog" $stids || echo "traced=0"
+    rm -f "$tmp/fin.data" "$tmp/closelog"
+}
+
 measure() {
+    tracing=0
+    case " $parts " in *" idle "*) trace_ok && tracing=1 ;; esac
+    [ "$split" = 1 ] && [ $tracing = 0 ] && echo "servers: no perf trace (perf missing or not allowed): close latency not split" >&2
     # ---- 1. churn ----
 
-    echo "servers: churn, $runs runs x ($list) x conc ($concs), ${secs}s each" >&2
     : >"$tmp/churn"
-    r=1
+    case " $parts " in *" churn "*) r=1 ;; *) r=$((runs + 1)) ;; esac
+    [ $r = 1 ] && echo "servers: churn, $runs runs x ($list) x conc ($concs), ${secs}s each" >&2
     while [ $r -le "$runs" ]; do
         for conc in $concs; do
             # Rotate the order each run: no server always goes first.
@@ -217,16 +305,18 @@ measure() {
 
     # ---- 2. idle sessions: memory and close latency ----
 
-    echo "servers: idle, $idle_runs runs x ($idle_list), $idle_n sessions" >&2
     : >"$tmp/idle"
-    r=1
+    case " $parts " in *" idle "*) r=1 ;; *) r=$((idle_runs + 1)) ;; esac
+    [ $r = 1 ] && echo "servers: idle, $idle_runs runs x ($idle_list), $idle_n sessions" >&2
     while [ $r -le "$idle_runs" ]; do
         for s in $idle_list; do
             start_server "$s"
+            trace_start
             w0=$(run_wait_ns)
-            out=$(taskset -c $lcpu "$load" idle "$sport" "$idle_n" "$rate" "$password" "$spid")
+            out=$(taskset -c $lcpu "$load" idle "$sport" "$idle_n" "$rate" "$password" "$spid" "$tmp/closelog")
             wait_us=$(( ($(run_wait_ns) - w0) / 1000 ))
-            line="server=$s run=$r $out wait_us=$wait_us $(leftovers)"
+            trace_stop
+            line="server=$s run=$r $out wait_us=$wait_us $(trace_split) $(leftovers)"
             echo "$line" >>"$tmp/idle"
             echo "  $line" >&2
             stop_server
@@ -236,6 +326,7 @@ measure() {
 
     # ---- 4. exact counts ----
     : >"$tmp/counts"
+    case " $parts " in *" counts "*) ;; *) return 0 ;; esac
     if command -v valgrind >/dev/null && command -v perf >/dev/null; then
         echo "servers: exact counts per churn connection (callgrind, perf)" >&2
         sh bench/churn-counts.sh "$build" >"$tmp/counts" || echo "servers: counts failed" >&2
@@ -246,6 +337,7 @@ measure() {
 # Raw results are kept in $keep; CW_BENCH_FROM=DIR rewrites the section
 # from a kept run instead of measuring again (e.g. after editing the notes).
 keep=${CW_BENCH_KEEP:-$build/bench/servers-raw}
+case " $parts " in *" churn "*) ;; *) keep=${CW_BENCH_KEEP:-$build/bench/servers-raw-$(echo $parts | tr ' ' -)} ;; esac
 mkdir -p "$keep"
 if [ -n "${CW_BENCH_FROM:-}" ]; then
     cp "$CW_BENCH_FROM/churn" "$CW_BENCH_FROM/idle" "$CW_BENCH_FROM/meta" "$tmp/"
@@ -256,6 +348,7 @@ else
     cat >"$tmp/meta" <<EOF
 run_date='$started' load_before='$load_before' runs='$runs' secs='$secs'
 concs='$concs' idle_n='$idle_n' idle_runs='$idle_runs' list='$list' idle_list='$idle_list'
+parts='$parts'
 EOF
     cp "$tmp/churn" "$tmp/idle" "$tmp/meta" "$tmp/counts" "$keep/"
 fi
@@ -307,6 +400,78 @@ best_of() {
     awk -v a="$u" -v b="$e" -v w="$3" 'BEGIN {
         if (a == "-") a = b; if (b == "-") b = a; if (a == "-") { print "-"; exit }
         if ((w == "max") == (a + 0 > b + 0)) print a; else print b }'
+}
+
+# The idle section's tables (also the whole output of CW_BENCH_PARTS=idle).
+idle_tables() {
+    echo "### 2-4. $idle_n idle logged-in sessions: memory, close latency, leftovers ($idle_runs runs)"
+    echo
+    echo "The load generator logs in $idle_n sessions (\`AUTH bench <right password>\` -> \`OK\`) and"
+    echo "keeps them idle; the server's RSS (VmRSS) is read before the first connection and 0.5 s"
+    echo "after the last login. Then the clients half-close (shutdown SHUT_WR) in random order,"
+    echo "one every $((1000000 / rate)) us ($rate per second), each at its own due time (a timerfd),"
+    echo "never two back to back;"
+    echo "close latency is the time from just before a client's shutdown() to the EOF of the"
+    echo "server's FIN reaching the client's loop (the server noticed and closed); the generator"
+    echo "makes its own shutdown() and close() calls only after every EOF of a loop iteration had"
+    echo "its time read. Kernel socket memory is not in RSS and is the same for every server."
+    echo
+    echo "| server | RSS growth per session, bytes | close p50 us | close p99 us | close max us | sessions closed by FIN | rst/lost/err | fds left | CLOSE_WAIT left |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+    for s in $idle_list; do
+        f="server=$s"
+        echo "| $s | $(kv_fmt $(kv_stat "$tmp/idle" "$f" bytes_per_session)) | $(kv_fmt $(kv_stat "$tmp/idle" "$f" close_p50_us)) |" \
+            "$(kv_fmt $(kv_stat "$tmp/idle" "$f" close_p99_us)) | $(kv_fmt $(kv_stat "$tmp/idle" "$f" close_max_us)) |" \
+            "$(kv_total "$tmp/idle" "$f" ok) / $((idle_n * idle_runs)) |" \
+            "$(kv_total "$tmp/idle" "$f" rst)/$(kv_total "$tmp/idle" "$f" lost)/$(kv_total "$tmp/idle" "$f" err) |" \
+            "$(kv_max "$tmp/idle" "$f" fdleft) | $(kv_max "$tmp/idle" "$f" closewait) |"
+    done
+    echo
+    echo "Every run, in run order (the spread behind the medians above). *server p99*: the"
+    echo "server's part alone, from the client's FIN reaching the server's socket to the server's"
+    echo "FIN leaving it (kernel TCP state changes ESTABLISHED -> CLOSE_WAIT -> LAST_ACK, recorded"
+    echo "with \`perf record -e sock:inet_sock_set_state\` during the run and matched to each"
+    echo "client's port: bench/closesplit.c); *generator p99*: the load generator's own"
+    echo "part (its shutdown() entering the kernel, and the server's FIN reaching its loop: its"
+    echo "wake-up); the loopback's part is the rest. *slowest 1 %*: the mean of each part,"
+    echo "server / loopback / generator, over the slowest 1 % of closes: where the tail comes"
+    echo "from; *server's part there*: how much of it the server was runnable but not running"
+    echo "(woken or preempted until switched in: sched_wakeup and sched_switch in the same"
+    echo "trace), with the task that had core $scpu when the longest of those waits ended"
+    echo "(swapper: the core was idle and waking up; self: one of the server's own threads),"
+    echo "and how much it was on its core (its work:"
+    echo "this close, or other closes ahead of it); *generator waiting*: the same wait for the"
+    echo "generator inside its part. *run-queue wait*: the time the server's threads spent runnable but waiting for"
+    echo "core $scpu during the whole run, logins included (/proc/PID/task/*/schedstat). *pacing*: how late the"
+    echo "generator's shutdowns left against their due times (p99, us), and how many times it woke"
+    echo "later than one interval and moved the rest of its schedule (it never sends the missed"
+    echo "closes back to back). *traced*: closes found in the trace, of those made, and the"
+    echo "chunks of events perf lost (0 unless the machine was too busy for it)."
+    echo
+    echo "| server | run | close p50 us | close p99 us | server p99 us | generator p99 us | slowest 1 %: server / loopback / generator us | server's part there: waiting for core (behind) / on core us | generator waiting us | run-queue wait us | pacing: late p99 us, moved | traced |"
+    echo "|---|---:|---:|---:|---:|---:|---|---|---:|---:|---|---:|"
+    for s in $idle_list; do
+        awk -v f="server=$s" 'index(" " $0 " ", " " f " ") {
+            delete v; for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+            d = "-"
+            printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s, %s | %s |\n", v["server"], v["run"],
+                v["close_p50_us"], v["close_p99_us"],
+                ("close_srv_p99_us" in v) ? v["close_srv_p99_us"] : d,
+                ("close_gen_p99_us" in v) ? v["close_gen_p99_us"] : d,
+                ("tail_srv_us" in v) ? v["tail_srv_us"] " / " v["tail_net_us"] " / " v["tail_gen_us"] : d,
+                ("tail_srv_wait_us" in v) ? v["tail_srv_wait_us"] " (" v["tail_srv_behind"] ") / " v["tail_srv_run_us"] : d,
+                ("tail_gen_wait_us" in v) ? v["tail_gen_wait_us"] : d,
+                v["wait_us"], ("pace_late_p99_us" in v) ? v["pace_late_p99_us"] : d,
+                ("pace_moved" in v) ? v["pace_moved"] : d,
+                ("traced" in v) ? v["traced"] ", lost " (("trace_lost_chunks" in v) ? v["trace_lost_chunks"] : d) : d }' "$tmp/idle"
+    done
+    echo
+    echo "Targets: closewise close p99 < 1000 us (the seed's client noticed only at its 30 s"
+    echo "receive timeout): $(kv_fmt $(kv_stat "$tmp/idle" "server=closewise" close_p99_us)) us (median (min-max) of the runs),"
+    echo "the server's part $(kv_fmt $(kv_stat "$tmp/idle" "server=closewise" close_srv_p99_us)) us;"
+    echo "RSS per session < 1024 bytes: $(kv_med "$tmp/idle" "server=closewise" bytes_per_session) bytes;"
+    echo "descriptors and CLOSE_WAIT left by graceful servers after every run: see the *left* columns"
+    echo "(fds left = open descriptors 0.5 s after the run minus those before it)."
 }
 
 section() {
@@ -417,49 +582,20 @@ section() {
                printf "| %s | %s | %s | %s |\n", v["server"], v["instr_per_conn"], v["sys_per_conn"], v["clock_per_conn"] }' "$tmp/counts"
         echo
     fi
-    echo "### 2-4. $idle_n idle logged-in sessions: memory, close latency, leftovers ($idle_runs runs)"
-    echo
-    echo "The load generator logs in $idle_n sessions (\`AUTH bench <right password>\` -> \`OK\`) and"
-    echo "keeps them idle; the server's RSS (VmRSS) is read before the first connection and 0.5 s"
-    echo "after the last login. Then the clients half-close (shutdown SHUT_WR) in random order,"
-    echo "$rate per second; close latency is the time from a client's shutdown() to the EOF of"
-    echo "the server's FIN at that client (the server noticed and closed). Kernel socket memory is"
-    echo "not in RSS and is the same for every server."
-    echo
-    echo "| server | RSS growth per session, bytes | close p50 us | close p99 us | close max us | sessions closed by FIN | rst/lost/err | fds left | CLOSE_WAIT left |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
-    for s in $idle_list; do
-        f="server=$s"
-        echo "| $s | $(kv_fmt $(kv_stat "$tmp/idle" "$f" bytes_per_session)) | $(kv_fmt $(kv_stat "$tmp/idle" "$f" close_p50_us)) |" \
-            "$(kv_fmt $(kv_stat "$tmp/idle" "$f" close_p99_us)) | $(kv_fmt $(kv_stat "$tmp/idle" "$f" close_max_us)) |" \
-            "$(kv_total "$tmp/idle" "$f" ok) / $((idle_n * idle_runs)) |" \
-            "$(kv_total "$tmp/idle" "$f" rst)/$(kv_total "$tmp/idle" "$f" lost)/$(kv_total "$tmp/idle" "$f" err) |" \
-            "$(kv_max "$tmp/idle" "$f" fdleft) | $(kv_max "$tmp/idle" "$f" closewait) |"
-    done
-    echo
-    echo "Close p99 of every run, in run order: the spread behind the medians above, and the time"
-    echo "the server spent runnable but waiting for its core during that run (all its threads,"
-    echo "/proc/PID/task/*/schedstat): other work on the core delays its wake-ups, which is what"
-    echo "a close-latency tail on this machine is made of."
-    echo
-    echo "| server | close p99 per run, us | server's run-queue wait per run, us |"
-    echo "|---|---|---|"
-    for s in $idle_list; do
-        per_run() {
-            awk -v f="server=$s" -v k="$1" 'index(" " $0 " ", " " f " ") { v = "-"; for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[1] == k) v = kv[2] } printf "%s%s", sep, v; sep = ", " }' "$tmp/idle"
-        }
-        echo "| $s | $(per_run close_p99_us) | $(per_run wait_us) |"
-    done
-    echo
-    echo "Targets: closewise close p99 < 1000 us (the seed's client noticed only at its 30 s"
-    echo "receive timeout): $(kv_med "$tmp/idle" "server=closewise" close_p99_us) us;"
-    echo "RSS per session < 1024 bytes: $(kv_med "$tmp/idle" "server=closewise" bytes_per_session) bytes;"
-    echo "descriptors and CLOSE_WAIT left by graceful servers after every run: see the *left* columns"
-    echo "(fds left = open descriptors 0.5 s after the run minus those before it)."
+    idle_tables
     [ -f bench/servers-notes.md ] && { echo; cat bench/servers-notes.md; }
     echo "<!-- servers:end -->"
 }
 
+case " $parts " in
+*" churn "*) ;;
+*)  # A partial run does not replace the section of a full one.
+    idle_tables >"$build/bench/servers-idle.md"
+    cat "$build/bench/servers-idle.md"
+    echo "servers: results in $build/bench/servers-idle.md (raw: $keep/idle); $md unchanged" >&2
+    exit 0
+    ;;
+esac
 section >"$tmp/section.md"
 mkdir -p "$(dirname "$md")"
 [ -f "$md" ] || printf '# Benchmarks\n\nEvery number here comes from `make bench`; each section says what it ran.\n\n' >"$md"
