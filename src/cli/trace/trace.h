@@ -78,6 +78,15 @@ void trec_drop_closed(struct trec *t);
 /* The latest E record for socket inode ino, or NULL. */
 struct trec_end *trec_find(struct trec *t, uint64_t ino);
 
+/* What the reader holds about the traced processes: process entries,
+ * module lists (one per process image), module entries; now and at most
+ * at once. For tests and for CLOSEWISE_TRACE_DEBUG. */
+struct trec_stats {
+    size_t procs, lists, mods;
+    size_t procs_max, lists_max, mods_max;
+};
+void trec_stats(const struct trec *t, struct trec_stats *out);
+
 /* Has pid (or any process, pid 0) started tracing (a P record)? */
 int trec_started(const struct trec *t, pid_t pid);
 

@@ -56,6 +56,7 @@ struct trec {
     struct trec_end *ends;
     size_t nends, capends;
     struct sym *sym;
+    struct trec_stats stats;
 };
 
 static int grow(void **v, size_t *cap, size_t n, size_t size)
@@ -261,12 +262,31 @@ static void rotate(struct trec *t)
     t->cur.len = t->cur.bytes = 0;
 }
 
+static void count(struct trec *t)
+{
+    struct trec_stats *st = &t->stats;
+    st->procs = t->nprocs;
+    st->mods = t->nmods;
+    st->lists = 0;
+    for (size_t i = 0; i < t->nmods; i++)
+        st->lists += t->mods[i].idx == 0;
+    st->procs_max = st->procs > st->procs_max ? st->procs : st->procs_max;
+    st->lists_max = st->lists > st->lists_max ? st->lists : st->lists_max;
+    st->mods_max = st->mods > st->mods_max ? st->mods : st->mods_max;
+}
+
 void trec_poll(struct trec *t)
 {
     read_src(t, &t->old);
     read_src(t, &t->cur);
     if (t->cur.bytes >= CW__TREC_ROTATE)
         rotate(t);
+    count(t);
+}
+
+void trec_stats(const struct trec *t, struct trec_stats *out)
+{
+    *out = t->stats;
 }
 
 size_t trec_nends(const struct trec *t)
