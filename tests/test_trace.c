@@ -326,6 +326,49 @@ static void test_reused_number(void **state)
     stress_leak(&r, "reuse", "reuse", REUSE_READ_LINE, 0);
 }
 
+/* A fork-per-connection server (trace_forker: inetd's shape) serving
+ * 2,000 connections, each read to the end by a child that then closes and
+ * exits. The tracer holds the module lists of the processes alive and of
+ * the last moments' dead ones, not of every child it ever saw (2,000 lists
+ * before), and one entry per module file, not per child; yet the two
+ * sockets the parent forgot are named at the read of their child, which
+ * died long before the report (the first one 2,000 children earlier). */
+static void test_fork_per_connection_server(void **state)
+{
+    (void)state;
+    char want[128];
+    struct run r;
+    char *argv[] = {BIN, "trace", "--", FORKER, "2000", NULL};
+    setenv("CLOSEWISE_TRACE_DEBUG", "1", 1);
+    run(&r, argv);
+    unsetenv("CLOSEWISE_TRACE_DEBUG");
+    if (r.status != 0)
+        fail_msg("trace_forker: status %d, out:\n%s\nerr:\n%s", r.status, r.out, r.err);
+    snprintf(want, sizeof want, "end of stream returned by read() at trace_forker.c:%d (drain)",
+             FORKER_READ_LINE);
+    /* Both forgotten sockets, and any a stalled child held past --grace:
+     * every report names the child's read. */
+    int reports = 0;
+    for (const char *p = strstr(r.err, "closewise trace: pid "); p;
+         p = strstr(p + 1, "closewise trace: pid ")) {
+        const char *eol = strchr(p, '\n');
+        const char *w = strstr(p, want);
+        if (!w || (eol && w > eol))
+            fail_msg("a report without %s:\n%s", want, r.err);
+        reports++;
+    }
+    const char *held = strstr(r.err, "closewise trace: held ");
+    size_t procs, lists, mods, procs_max, lists_max, mods_max;
+    if (reports < 2 || !held ||
+        sscanf(held, "closewise trace: held %zu processes, %zu module lists, %zu modules "
+               "(at most %zu, %zu, %zu)", &procs, &lists, &mods, &procs_max, &lists_max,
+               &mods_max) != 6)
+        fail_msg("%d reports, out:\n%s\nerr:\n%s", reports, r.out, r.err);
+    if (lists_max > 500 || procs_max > 500 || mods_max > 16)
+        fail_msg("held at most %zu processes, %zu module lists, %zu module files for 2,000 "
+                 "forked connections", procs_max, lists_max, mods_max);
+}
+
 /* probe --where, both kinds: the leaky example's recv() that returned 0,
  * and a multithreaded client that never reads our FIN: its last read. */
 /* A traced program that reads end of stream and closes properly on
@@ -423,6 +466,7 @@ int main(void)
         CWT_TEST(test_history_follows_copies),
         CWT_TEST(test_reused_number),
         CWT_TEST(test_long_trace_stays_bounded),
+        CWT_TEST(test_fork_per_connection_server),
         CWT_TEST(test_probe_where),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

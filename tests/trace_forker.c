@@ -5,7 +5,12 @@
  * copy of the accepted socket on the first and the last connection (the
  * classic fork-server leak): the socket stays open after its child, the
  * one that read the end, is gone, and the tracer must still name the
- * child's read. Every other connection ends cleanly.
+ * child's read. Every other connection ends cleanly. Traced, the first
+ * child first reads another connection to its end, and is given time to
+ * be seen by the tracer (its parent) with the modules of that stack; then
+ * the tracer is stopped while the child reads the kept socket's end (a
+ * line naming no new module) and exits, and let go on 1.1 s later: it
+ * learns the child is dead before it has read the child's last line.
  *
  * usage: trace_forker N
  * prints: "tracer_hwm_kb=KB tracer_rss_kb=KB tracer_cpu_ms=MS" (its parent's,
@@ -14,6 +19,7 @@
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,42 +65,71 @@ static int fail(const char *what)
     return 1;
 }
 
-static void serve(int s)
+static void drain(int s)
 {
     char b[64];
     while (read(s, b, sizeof b) > 0)   /* the child's read to the end */
         ;
     close(s);
-    _exit(0);
 }
 
-/* One connection; keep: the parent forgets to close its copy. */
-static int one(int l, const struct sockaddr_in *a, int keep)
+static int dial(int l, const struct sockaddr_in *a, int *c, int *s)
 {
-    int c = socket(AF_INET, SOCK_STREAM, 0);
-    if (c < 0 || connect(c, (const struct sockaddr *)a, sizeof *a) < 0)
+    *c = socket(AF_INET, SOCK_STREAM, 0);
+    if (*c < 0 || connect(*c, (const struct sockaddr *)a, sizeof *a) < 0)
         return fail("connect");
-    int s = accept(l, NULL, NULL);
-    if (s < 0)
-        return fail("accept");
+    *s = accept(l, NULL, NULL);
+    return *s < 0 ? fail("accept") : 0;
+}
+
+static void reset_close(int c)
+{
+    /* A reset, not a FIN: no TIME_WAIT, so many thousands fit the ports. */
+    struct linger lg = {.l_onoff = 1, .l_linger = 0};
+    setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(c);
+}
+
+/* One connection; keep: the parent forgets to close its copy; hold: the
+ * tracer is held up as said above. */
+static int one(int l, const struct sockaddr_in *a, int keep, int hold)
+{
+    int c, s, c2 = -1, s2 = -1;
+    if (dial(l, a, &c, &s) || (hold && (dial(l, a, &c2, &s2) || shutdown(c2, SHUT_WR) < 0)))
+        return 1;
     pid_t pid = fork();
     if (pid < 0)
         return fail("fork");
     if (pid == 0) {
         close(c);
         close(l);
-        serve(s);
+        if (hold) {
+            close(c2);
+            drain(s2);
+        }
+        drain(s);
+        _exit(0);
     }
     if (!keep)
         close(s);
+    if (hold)
+        close(s2);
+    if (hold) {
+        usleep(300000);
+        kill(getppid(), SIGSTOP);
+    }
     int st;
-    if (write(c, "hi\n", 3) != 3 || shutdown(c, SHUT_WR) < 0 || waitpid(pid, &st, 0) != pid ||
-        !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    int bad = write(c, "hi\n", 3) != 3 || shutdown(c, SHUT_WR) < 0 ||
+              waitpid(pid, &st, 0) != pid || !WIFEXITED(st) || WEXITSTATUS(st) != 0;
+    if (hold) {
+        usleep(1100000);
+        kill(getppid(), SIGCONT);
+    }
+    if (bad)
         return fail("child");
-    /* A reset, not a FIN: no TIME_WAIT, so many thousands fit the ports. */
-    struct linger lg = {.l_onoff = 1, .l_linger = 0};
-    setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    close(c);
+    if (hold)
+        reset_close(c2);
+    reset_close(c);
     return 0;
 }
 
@@ -111,8 +146,9 @@ int main(int argc, char **argv)
     if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 16) < 0 ||
         getsockname(l, (struct sockaddr *)&a, &alen) < 0)
         return fail("listen");
+    int traced = getenv("CW_TRACE_FILE") != NULL;
     for (long i = 0; i < n; i++)
-        if (one(l, &a, i == 0 || i == n - 1))
+        if (one(l, &a, i == 0 || i == n - 1, i == 0 && traced))
             return 1;
     close(l);
     /* The tracer reads the last lines and judges them within its grace. */

@@ -36,10 +36,13 @@ void trec_launch_done(struct trec_launch *l);
 
 /* --- records (trace_records.c) --- */
 
+struct trec_mod;   /* an ELF file at a load bias, shared by the processes mapping it */
+
 struct trec_stack {
     int n;
     uint64_t pc[CW_TRACE_DEPTH];
-    int mod[CW_TRACE_DEPTH];   /* M index of the recording pid, -1 none */
+    struct trec_mod *mod[CW_TRACE_DEPTH];   /* held while the stack is: the
+                                               module of pc, NULL unknown */
 };
 
 /* An E record: a read returned end of stream or a reset. */
