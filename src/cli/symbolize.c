@@ -155,6 +155,11 @@ static Dwfl_Module *module_of(struct sym *s, pid_t pid, uint64_t addr)
     return d ? dwfl_addrmodule(d, addr) : NULL;
 }
 
+int sym_has(struct sym *s, pid_t pid, uint64_t addr)
+{
+    return module_of(s, pid, addr) != NULL;
+}
+
 static void copy(char *dst, size_t size, const char *src)
 {
     snprintf(dst, size, "%s", src ? src : "");
@@ -540,6 +545,12 @@ void sym_forget(struct sym *s, pid_t pid)
 {
     (void)s;
     (void)pid;
+}
+
+int sym_has(struct sym *s, pid_t pid, uint64_t addr)
+{
+    (void)s; (void)pid; (void)addr;
+    return 0;
 }
 
 int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out,

@@ -51,6 +51,10 @@ void sym_free(struct sym **s);
 int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out,
                int max);
 
+/* Whether addr is in a module of process pid's map (cached, or read now):
+ * whether pid's map can name it. */
+int sym_has(struct sym *s, pid_t pid, uint64_t addr);
+
 /* Describe addr as an address of the ELF file path loaded at bias (its
  * load bias: runtime address minus the file's virtual address), for
  * stacks a process recorded itself and that outlive it (`closewise trace`,
