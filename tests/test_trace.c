@@ -358,7 +358,7 @@ static void test_fork_per_connection_server(void **state)
         reports++;
     }
     const char *held = strstr(r.err, "closewise trace: held ");
-    size_t procs, lists, mods, procs_max, lists_max, mods_max;
+    size_t procs = 0, lists = 0, mods = 0, procs_max = 0, lists_max = 0, mods_max = 0;
     if (reports < 2 || !held ||
         sscanf(held, "closewise trace: held %zu processes, %zu module lists, %zu modules "
                "(at most %zu, %zu, %zu)", &procs, &lists, &mods, &procs_max, &lists_max,
