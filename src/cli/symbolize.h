@@ -82,6 +82,15 @@ int sym_unwind(struct sym *s, pid_t pid, pid_t tid, const struct sym_regs *regs,
 /* Drop what is cached about pid (after it exec'ed or exited). */
 void sym_forget(struct sym *s, pid_t pid);
 
+/* Let go of the maps of processes found exited at the previous call, and
+ * mark those exited now (a zombie counts as alive until reaped). A map is
+ * read on first sight and kept, so that a process's events read after it
+ * exited are still named: call this between batches that read every event
+ * sent before them, and each exited process's events have all been read
+ * when its map goes. Without it, maps stay until SYM_CACHE others push
+ * them out (each holds its modules' debug info: 18 MB with libc's). */
+void sym_sweep(struct sym *s);
+
 /* Whether the frame is in the C library, the dynamic loader, a sanitizer
  * runtime or the trace preload: how a call is carried out, not where. */
 int sym_is_runtime(const struct sym_loc *l);
