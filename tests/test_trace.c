@@ -330,9 +330,10 @@ static void test_reused_number(void **state)
  * 2,000 connections, each read to the end by a child that then closes and
  * exits. The tracer holds the module lists of the processes alive and of
  * the last moments' dead ones, not of every child it ever saw (2,000 lists
- * before), and one entry per module file, not per child; yet the two
- * sockets the parent forgot are named at the read of their child, which
- * died long before the report (the first one 2,000 children earlier). */
+ * before), and one entry per module file, not per child (the stacks of
+ * the leaked sockets hold theirs); yet the two sockets the parent forgot
+ * are named at the read of their child, which died long before the
+ * report (the first one 2,000 children earlier). */
 static void test_fork_per_connection_server(void **state)
 {
     (void)state;
@@ -364,9 +365,14 @@ static void test_fork_per_connection_server(void **state)
                "(at most %zu, %zu, %zu)", &procs, &lists, &mods, &procs_max, &lists_max,
                &mods_max) != 6)
         fail_msg("%d reports, out:\n%s\nerr:\n%s", reports, r.out, r.err);
-    if (lists_max > 500 || procs_max > 500 || mods_max > 16)
-        fail_msg("held at most %zu processes, %zu module lists, %zu module files for 2,000 "
-                 "forked connections", procs_max, lists_max, mods_max);
+    /* At the end only the processes alive are held (none: the server has
+     * exited; before, all 2,001). At most at once, a second's worth of
+     * dead children and the backlog of a stalled tracer (up to 240 seen
+     * under load). */
+    if (lists > 4 || procs > 4 || mods > 8 || lists_max > 1000 || mods_max > 16)
+        fail_msg("held %zu processes, %zu module lists, %zu module files at the end (at most "
+                 "%zu, %zu, %zu) for 2,000 forked connections", procs, lists, mods, procs_max,
+                 lists_max, mods_max);
 }
 
 /* probe --where, both kinds: the leaky example's recv() that returned 0,

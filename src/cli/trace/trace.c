@@ -256,7 +256,7 @@ static int trace_main(const struct topts *o)
     int status = watch(o, &rep, t, pid);
     char note[320] = "";
     if (t) {
-        trec_poll(t);
+        trec_settle(t);
         if (!trec_started(t, 0) && !(WIFEXITED(status) && WEXITSTATUS(status) == 127)) {
             snprintf(note, sizeof note, "%s did not load libclosewise-trace.so (setuid, "
                      "or a static interpreter?)", o->cmd[0]);

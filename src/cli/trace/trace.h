@@ -70,6 +70,11 @@ void trec_free(struct trec **t);
 /* Read the lines added since the last call. */
 void trec_poll(struct trec *t);
 
+/* Read the lines added since the last call, and let go of every process
+ * that has exited by now (at the end of a trace: trec_poll lets them go
+ * about a second after). */
+void trec_settle(struct trec *t);
+
 /* The E records read so far, in file order. */
 size_t trec_nends(const struct trec *t);
 struct trec_end *trec_endat(struct trec *t, size_t i);

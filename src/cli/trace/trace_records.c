@@ -445,6 +445,13 @@ void trec_poll(struct trec *t)
         rotate(t);
 }
 
+void trec_settle(struct trec *t)
+{
+    trec_poll(t);          /* what is left, and the pending sweep */
+    t->checked_ms = 0;     /* a check now, whenever the last one was */
+    trec_poll(t);
+}
+
 void trec_stats(const struct trec *t, struct trec_stats *out)
 {
     *out = t->stats;
