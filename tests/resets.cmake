@@ -16,3 +16,10 @@ target_compile_options(resets_lib_helper PRIVATE -g)
 if(TARGET test_resets)
   add_dependencies(test_resets resets_lib_helper)
 endif()
+
+# trace_forker (tests/trace.cmake) in rst mode: a fork-per-connection server
+# whose children reset and exit at once.
+if(TARGET test_resets)
+  add_dependencies(test_resets trace_forker)
+  target_compile_definitions(test_resets PRIVATE FORKER="$<TARGET_FILE:trace_forker>")
+endif()

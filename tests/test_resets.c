@@ -367,6 +367,42 @@ static void test_filters_and_text(void **state)
     helper_end(&hp);
 }
 
+/* A fork-per-connection server (tests/trace_forker.c, rst mode): each of
+ * 300 children closes its connection with unread input and exits at
+ * once, before the command reads the event. Every reset still names the
+ * child's close(), read in the parent's map (none did when the child's
+ * own map was needed: it is gone by then). */
+static void test_fork_per_connection_children(void **state)
+{
+    if (!bpf_ok)
+        skip();
+    /* (The tracer's tests run trace_forker too, in their own network
+     * namespace but under the same tracepoint: their resets are linger0.) */
+    const char *args[] = {"--comm", "trace_forker", "--reason", "unread", "--count", "300",
+                          "--duration", "60s", NULL};
+    struct cmd c = resets_start(args);
+    char *argv[] = {(char *)FORKER, (char *)"300", (char *)"rst", NULL};
+    int fo;
+    static char out[1 << 18];
+    pid_t fp = cwt_spawn(argv, &fo);
+    cwt_read_all(fo, out, sizeof out, 60000);
+    close(fo);
+    int st = cwt_wait(fp, 10000);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_int_equal(resets_finish(&c, out, sizeof out), 0);
+    char want[128];
+    snprintf(want, sizeof want, " at trace_forker.c:%d (one)",
+             marker_line_in("trace_forker.c", "forker-close"));
+    int events = 0, named = 0;
+    for (char *l = out, *nl; (nl = strchr(l, '\n')); l = nl + 1) {
+        *nl = '\0';
+        events++;
+        named += strstr(l, want) != NULL;
+    }
+    if (events != 300 || named != 300)
+        fail_msg("%d resets, %d naming%s; the first: %.400s", events, named, want, out);
+}
+
 /* A program linked with libclosewise.so resets a connection through
  * cw_close(): the line named is the program's call, not the library's
  * close() (conn.c) under it, and the call sits in an inlined function,
@@ -660,6 +696,7 @@ int main(void)
         CWT_TEST(test_filters_and_text),
         CWT_TEST(test_server_close_modes),
         CWT_TEST(test_library_caller),
+        CWT_TEST(test_fork_per_connection_children),
         CWT_TEST(test_ipv6),
         CWT_TEST(test_counter_fallback),
         CWT_TEST(test_bad_usage),

@@ -13,7 +13,9 @@
 /* The CLI is a program, not a library: its sources are compiled in. */
 #include "../src/cli/symbolize.c"
 
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static int inner_line, call_line;
@@ -147,6 +149,53 @@ static void test_pick(void **state)
     assert_false(sym_is_runtime(&st[2]));
 }
 
+/* Whether s holds a map of pid. */
+static int held(const struct sym *s, pid_t pid)
+{
+#if CW_HAVE_DW
+    for (int i = 0; i < SYM_CACHE; i++)
+        if (s->e[i].dwfl && s->e[i].pid == pid)
+            return 1;
+#endif
+    (void)s;
+    (void)pid;
+    return 0;
+}
+
+/* sym_sweep: a process's map, read on first sight, stays while it lives
+ * (a zombie too), and through one more sweep once it has exited (its last
+ * events are read after it is gone, and named from that map); the next
+ * sweep lets it go. A live process's map stays. */
+static void test_sweep_lets_exited_go(void **state)
+{
+    struct sym *s = sym_new();
+    struct sym_loc fr[SYM_INLINE];
+    uint64_t pc = (uint64_t)(uintptr_t)&outer;   /* the child's too: our image */
+    pid_t child = fork();
+    if (child == 0) {
+        pause();
+        _exit(0);
+    }
+    assert_true(child > 0);
+    assert_true(sym_lookup(s, child, pc, 0, fr, SYM_INLINE) >= 1);
+    assert_string_equal(fr[0].function, "outer");
+    assert_true(sym_lookup(s, getpid(), pc, 0, fr, SYM_INLINE) >= 1);
+    kill(child, SIGKILL);
+    sym_sweep(s);
+    sym_sweep(s);
+    assert_true(held(s, child));   /* a zombie, alive until reaped */
+    assert_int_equal(waitpid(child, NULL, 0), child);
+    sym_sweep(s);
+    assert_true(held(s, child));
+    assert_true(sym_lookup(s, child, pc + 1, 0, fr, SYM_INLINE) >= 1);   /* after its exit */
+    assert_string_equal(fr[0].function, "outer");
+    sym_sweep(s);
+    assert_false(held(s, child));
+    assert_int_equal(sym_lookup(s, child, pc + 2, 0, fr, SYM_INLINE), -1);
+    assert_true(held(s, getpid()));
+    sym_free(&s);
+}
+
 int main(void)
 {
     cwt_private_netns();
@@ -158,6 +207,7 @@ int main(void)
         CWT_TEST(test_inlined_call),
         CWT_TEST(test_library_frames),
         CWT_TEST(test_pick),
+        CWT_TEST(test_sweep_lets_exited_go),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

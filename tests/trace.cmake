@@ -25,8 +25,9 @@ cw_marker_line(child_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_stress.c "/* the chi
 cw_marker_line(reuse_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_stress.c "/* the read on a reused number */")
 cw_marker_line(dup_first_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_stress.c "/* the read before the copies */")
 cw_marker_line(dup_end_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_stress.c "/* the end, through the last copy */")
+cw_marker_line(forker_line ${CMAKE_CURRENT_SOURCE_DIR}/trace_forker.c "/* the child's read to the end */")
 
-foreach(helper trace_poller trace_stress trace_churn)
+foreach(helper trace_poller trace_stress trace_churn trace_forker)
   add_executable(${helper} ${CMAKE_CURRENT_SOURCE_DIR}/${helper}.c)
   target_link_libraries(${helper} PRIVATE Threads::Threads)
   # They test the trace's bookkeeping by function name: keep their functions
@@ -36,7 +37,7 @@ foreach(helper trace_poller trace_stress trace_churn)
 endforeach()
 # file:line needs debug info whatever the build type (without it the
 # answer is the function's name, tested by nothing here).
-foreach(prog trace_poller trace_stress leaky_client tidy_client)
+foreach(prog trace_poller trace_stress trace_forker leaky_client tidy_client)
   target_compile_options(${prog} PRIVATE -g)
 endforeach()
 
@@ -61,12 +62,13 @@ add_custom_target(trace_clients ALL DEPENDS ${cxx_client} ${static_client})
 
 foreach(t test_trace test_probe)
   if(TARGET ${t})
-    add_dependencies(${t} trace_clients trace_poller trace_stress trace_churn closewise closewise_trace leaky_client tidy_client)
+    add_dependencies(${t} trace_clients trace_poller trace_stress trace_churn trace_forker closewise closewise_trace leaky_client tidy_client)
     target_compile_definitions(${t} PRIVATE
       LEAKY_RECV_LINE=${leaky_line} CXX_RECV_LINE=${cxx_line} POLLER_READ_LINE=${poller_line}
       CXX_CLIENT="${cxx_client}" STATIC_CLIENT="${static_client}"
       POLLER=\"$<TARGET_FILE:trace_poller>\" STRESS=\"$<TARGET_FILE:trace_stress>\"
-      CHURN=\"$<TARGET_FILE:trace_churn>\"
+      CHURN=\"$<TARGET_FILE:trace_churn>\" FORKER=\"$<TARGET_FILE:trace_forker>\"
+      FORKER_READ_LINE=${forker_line}
       PARENT_READ_LINE=${parent_line} CHILD_READ_LINE=${child_line} REUSE_READ_LINE=${reuse_line}
       DUP_FIRST_LINE=${dup_first_line} DUP_END_LINE=${dup_end_line}
       PY_CLIENT="${CMAKE_CURRENT_SOURCE_DIR}/trace_client.py")

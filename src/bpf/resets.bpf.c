@@ -216,6 +216,14 @@ int on_send_reset(struct bpf_raw_tracepoint_args *ctx)
         if (bpf_core_read_str(e->comm, sizeof e->comm, &leader->comm) < 0)
             bpf_get_current_comm(e->comm, sizeof e->comm);
         user_stack(e);
+        /* A fork-per-connection child often exits right after its close,
+         * before user space reads its map: its parent's serves while
+         * both still run the image of the fork (exec opens the file anew,
+         * so the same struct file means no exec on either side). */
+        struct task_struct *parent = BPF_CORE_READ(leader, real_parent);
+        struct file *exe = BPF_CORE_READ(leader, mm, exe_file);
+        e->ppid = BPF_CORE_READ(parent, tgid);
+        e->parent_image = exe && exe == BPF_CORE_READ(parent, mm, exe_file);
     }
     /* Waking the reader costs an interrupt (a VM exit on a virtual
      * machine: ~1 us more per event), so at a high rate the reader polls

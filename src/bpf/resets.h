@@ -49,6 +49,10 @@ struct cw_rst_event {
     char comm[16];
     __u32 stack_len;        /* bytes of stack[] copied, 0 if unreadable */
     __u32 peer_fin;         /* 1: the peer's FIN had arrived (SOCK_DONE) */
+    __u32 ppid;             /* the closer's parent process */
+    __u32 parent_image;     /* 1: neither has exec'ed since the fork (the
+                               same executable file open): the parent's
+                               module map is the closer's */
     __u8 stack[CW_RST_STACK_BYTES];
 };
 

@@ -14,6 +14,8 @@
 #if CW_HAVE_DW
 #include <dlfcn.h>
 #include <dwarf.h>
+#include <errno.h>
+#include <signal.h>
 #include <elfutils/libdwfl.h>
 
 #define SYM_CACHE 8
@@ -43,6 +45,7 @@ struct sym {
         Dwfl *dwfl;
         unsigned long used;
         time_t made;        /* when the map was read */
+        int exited;         /* found gone by the last sym_sweep */
     } e[SYM_CACHE];
     struct {                /* ELF files by path and load bias */
         char path[512];
@@ -111,6 +114,15 @@ static Dwfl *report(struct sym *s, pid_t pid)
     return d;
 }
 
+void sym_sweep(struct sym *s)
+{
+    for (int i = 0; i < SYM_CACHE; i++)
+        if (s->e[i].dwfl && s->e[i].exited)
+            sym_forget(s, s->e[i].pid);
+    for (int i = 0; i < SYM_CACHE; i++)
+        s->e[i].exited = s->e[i].dwfl && kill(s->e[i].pid, 0) < 0 && errno == ESRCH;
+}
+
 /* The cached map of pid, made on first use; the least recently used
  * entry makes room. */
 static Dwfl *dwfl_of(struct sym *s, pid_t pid)
@@ -132,6 +144,7 @@ static Dwfl *dwfl_of(struct sym *s, pid_t pid)
     s->e[victim].pid = pid;
     s->e[victim].dwfl = d;
     s->e[victim].made = time(NULL);
+    s->e[victim].exited = 0;
     s->e[victim].used = ++s->tick;
     return d;
 }
@@ -153,6 +166,11 @@ static Dwfl_Module *module_of(struct sym *s, pid_t pid, uint64_t addr)
     sym_forget(s, pid);
     d = dwfl_of(s, pid);
     return d ? dwfl_addrmodule(d, addr) : NULL;
+}
+
+int sym_has(struct sym *s, pid_t pid, uint64_t addr)
+{
+    return module_of(s, pid, addr) != NULL;
 }
 
 static void copy(char *dst, size_t size, const char *src)
@@ -540,6 +558,17 @@ void sym_forget(struct sym *s, pid_t pid)
 {
     (void)s;
     (void)pid;
+}
+
+void sym_sweep(struct sym *s)
+{
+    (void)s;
+}
+
+int sym_has(struct sym *s, pid_t pid, uint64_t addr)
+{
+    (void)s; (void)pid; (void)addr;
+    return 0;
 }
 
 int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out,

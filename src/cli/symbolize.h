@@ -51,6 +51,10 @@ void sym_free(struct sym **s);
 int sym_lookup(struct sym *s, pid_t pid, uint64_t addr, int is_ret, struct sym_loc *out,
                int max);
 
+/* Whether addr is in a module of process pid's map (cached, or read now):
+ * whether pid's map can name it. */
+int sym_has(struct sym *s, pid_t pid, uint64_t addr);
+
 /* Describe addr as an address of the ELF file path loaded at bias (its
  * load bias: runtime address minus the file's virtual address), for
  * stacks a process recorded itself and that outlive it (`closewise trace`,
@@ -77,6 +81,15 @@ int sym_unwind(struct sym *s, pid_t pid, pid_t tid, const struct sym_regs *regs,
 
 /* Drop what is cached about pid (after it exec'ed or exited). */
 void sym_forget(struct sym *s, pid_t pid);
+
+/* Let go of the maps of processes found exited at the previous call, and
+ * mark those exited now (a zombie counts as alive until reaped). A map is
+ * read on first sight and kept, so that a process's events read after it
+ * exited are still named: call this between batches that read every event
+ * sent before them, and each exited process's events have all been read
+ * when its map goes. Without it, maps stay until SYM_CACHE others push
+ * them out (each holds its modules' debug info: 18 MB with libc's). */
+void sym_sweep(struct sym *s);
 
 /* Whether the frame is in the C library, the dynamic loader, a sanitizer
  * runtime or the trace preload: how a call is carried out, not where. */

@@ -407,6 +407,7 @@ static int bpf_loop(struct rst_watch *w, const struct resets_opts *o, int64_t de
         int64_t left = deadline == CW_NEVER ? 100 : deadline - cw_now_ms();
         if (left <= 0)
             break;
+        sym_sweep(c.sym);   /* each poll reads every event sent before it */
         int n = rst_watch_poll(w, left < 100 ? (int)left : 100, on_event, &c);
         fflush(stdout);   /* a batch per poll: at most 100 ms late */
         report_drops(w, &reported);

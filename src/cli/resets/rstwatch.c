@@ -35,11 +35,18 @@ int rst_frames(struct sym *s, const struct cw_rst_event *e, struct sym_loc *out,
     struct sym_regs r = {.ip = e->ip, .sp = e->sp, .bp = e->bp, .bx = e->bx,
                          .r12 = e->r12, .r13 = e->r13, .r14 = e->r14, .r15 = e->r15};
     size_t len = e->stack_len <= sizeof e->stack ? e->stack_len : 0;
-    int np = sym_unwind(s, (pid_t)e->pid, (pid_t)e->tid, &r, e->stack, len, pcs,
+    /* A fork child still running its parent's image is read in the
+     * parent's map: one map for all the children of a fork-per-connection
+     * server (each child's own would be read, and its debug info loaded,
+     * anew), and there when the child has exited right after its close. */
+    pid_t map = (pid_t)e->pid;
+    if (e->parent_image && e->ppid && sym_has(s, (pid_t)e->ppid, e->ip))
+        map = (pid_t)e->ppid;
+    int np = sym_unwind(s, map, (pid_t)e->tid, &r, e->stack, len, pcs,
                         max < RST_MAX_FRAMES ? max : RST_MAX_FRAMES);
     int n = 0;
     for (int i = 0; i < np && n < max; i++) {
-        int k = sym_lookup(s, (pid_t)e->pid, pcs[i], i > 0, &out[n], max - n);
+        int k = sym_lookup(s, map, pcs[i], i > 0, &out[n], max - n);
         if (k < 0 && i > 0)
             break;
         n += k < 0 ? 1 : k;   /* an inlined call is a frame of its own */

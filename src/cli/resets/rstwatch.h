@@ -52,7 +52,8 @@ void rst_watch_stop(struct rst_watch **w);
 const char *rst_kind_name(uint32_t kind);
 
 /* The user stack of the close() behind e, unwound from the event's copy
- * of the stack and symbolized while e->pid still lives: up to max frames
+ * of the stack and symbolized while e->pid still lives (or, for a fork
+ * child on its parent's image, in the parent's map): up to max frames
  * into out, innermost first, inlined calls included (sym_lookup); returns
  * how many (0 for a reset without a local process). A frame outside every
  * module ends it: the unwinder went astray. */

@@ -256,7 +256,7 @@ static int trace_main(const struct topts *o)
     int status = watch(o, &rep, t, pid);
     char note[320] = "";
     if (t) {
-        trec_poll(t);
+        trec_settle(t);
         if (!trec_started(t, 0) && !(WIFEXITED(status) && WEXITSTATUS(status) == 127)) {
             snprintf(note, sizeof note, "%s did not load libclosewise-trace.so (setuid, "
                      "or a static interpreter?)", o->cmd[0]);
@@ -265,6 +265,13 @@ static int trace_main(const struct topts *o)
         }
     }
     int leaks = trace_report(t, &rep, &status);
+    if (t && getenv("CLOSEWISE_TRACE_DEBUG")) {
+        struct trec_stats st;
+        trec_stats(t, &st);
+        cli_error("trace: held %zu processes, %zu module lists, %zu modules (at most %zu, "
+                  "%zu, %zu)", st.procs, st.lists, st.mods, st.procs_max, st.lists_max,
+                  st.mods_max);
+    }
     trec_free(&t);
     trec_launch_done(&l);
     if (leaks < 0)

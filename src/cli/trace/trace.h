@@ -36,10 +36,13 @@ void trec_launch_done(struct trec_launch *l);
 
 /* --- records (trace_records.c) --- */
 
+struct trec_mod;   /* an ELF file at a load bias, shared by the processes mapping it */
+
 struct trec_stack {
     int n;
     uint64_t pc[CW_TRACE_DEPTH];
-    int mod[CW_TRACE_DEPTH];   /* M index of the recording pid, -1 none */
+    struct trec_mod *mod[CW_TRACE_DEPTH];   /* held while the stack is: the
+                                               module of pc, NULL unknown */
 };
 
 /* An E record: a read returned end of stream or a reset. */
@@ -67,6 +70,11 @@ void trec_free(struct trec **t);
 /* Read the lines added since the last call. */
 void trec_poll(struct trec *t);
 
+/* Read the lines added since the last call, and let go of every process
+ * that has exited by now (at the end of a trace: trec_poll lets them go
+ * about a second after). */
+void trec_settle(struct trec *t);
+
 /* The E records read so far, in file order. */
 size_t trec_nends(const struct trec *t);
 struct trec_end *trec_endat(struct trec *t, size_t i);
@@ -77,6 +85,15 @@ void trec_drop_closed(struct trec *t);
 
 /* The latest E record for socket inode ino, or NULL. */
 struct trec_end *trec_find(struct trec *t, uint64_t ino);
+
+/* What the reader holds about the traced processes: process entries,
+ * module lists (one per process image), module entries; now and at most
+ * at once. For tests and for CLOSEWISE_TRACE_DEBUG. */
+struct trec_stats {
+    size_t procs, lists, mods;
+    size_t procs_max, lists_max, mods_max;
+};
+void trec_stats(const struct trec *t, struct trec_stats *out);
 
 /* Has pid (or any process, pid 0) started tracing (a P record)? */
 int trec_started(const struct trec *t, pid_t pid);
