@@ -51,41 +51,29 @@ nice_n=${CW_AUTHLOAD_NICE:-0}
 for f in "$cw" "$gen"; do
     [ -x "$f" ] || { echo "authload: $f not built" >&2; exit 3; }
 done
-tmp=$(mktemp -d)
-server=
-cleanup() {
-    [ -n "$server" ] && kill -KILL "$server" 2>/dev/null || true
-    rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
+. "$(dirname "$0")/lib.sh"
+spid=
+bench_scratch spid
 
 "$cw" passwd --password pw-y y > "$tmp/creds"
 "$cw" passwd -m sha512 --password pw-s s >> "$tmp/creds"
 "$cw" passwd -m sha512 --password pw-e e >> "$tmp/creds"
 
+# start_server [floor | SERVER ARGS...]: sets spid and sport
 start_server() {
     rm -f "$tmp/port"
+    what="$cw server"
     if [ "${1:-}" = floor ]; then
         # the machine's floor: a bare epoll echo on one thread, no hashing
+        what="$gen floor"
         nice -n "$nice_n" "$gen" floor "$tmp/port" > /dev/null 2>&1 &
-        server=$!
-        i=0
-        while [ ! -s "$tmp/port" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-        port=$(cat "$tmp/port")
-        return
+    else
+        # No throttle: every login here is right, from one address.
+        nice -n "$nice_n" "$cw" server -p 0 --port-file "$tmp/port" -c "$tmp/creds" -q \
+            --max-connections 4096 --max-auth-failures 0 "$@" > /dev/null 2>&1 &
     fi
-    # No throttle: every login here is right, from one address.
-    nice -n "$nice_n" "$cw" server -p 0 --port-file "$tmp/port" -c "$tmp/creds" -q \
-        --max-connections 4096 --max-auth-failures 0 "$@" > /dev/null 2>&1 &
-    server=$!
-    i=0
-    while [ ! -s "$tmp/port" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-    port=$(cat "$tmp/port")
-}
-stop_server() {
-    kill -TERM "$server"
-    wait "$server" || true
-    server=
+    spid=$!
+    bench_port_wait "authload: $what" 200 || exit 3
 }
 # "cpu0 busy% cpu1 busy%" between two /proc/stat snapshots
 cpustat() { grep '^cpu[0-9]' /proc/stat; }
@@ -96,13 +84,13 @@ busy() {
            printf "%s%s %.0f%%", sep, $1, d ? 100 * (d - di) / d : 0; sep = ", " }
          END { print "" }' "$1" "$2"
 }
-srv_cpu() { awk '{ print $14 + $15 }' "/proc/$server/stat"; }   # ticks
+srv_cpu() { awk '{ print $14 + $15 }' "/proc/$spid/stat"; }   # ticks
 # The loop threads' (main, cw-loop) time waiting on a run queue and their
 # number of time slices, from the kernel's schedstat: "wait_ns slices".
 loopwait() {
-    for t in /proc/$server/task/*; do
+    for t in /proc/$spid/task/*; do
         c=$(cat "$t/comm" 2>/dev/null) || continue
-        [ "$(basename "$t")" = "$server" ] || [ "$c" = cw-loop ] || continue
+        [ "$(basename "$t")" = "$spid" ] || [ "$c" = cw-loop ] || continue
         cat "$t/schedstat"
     done | awk '{ w += $2; n += $3 } END { print w + 0, n + 0 }'
 }
@@ -119,7 +107,7 @@ mode_args() {
 }
 # after-idle: the check threads to SCHED_IDLE once they exist
 idle_checks() {
-    for t in /proc/$server/task/*; do
+    for t in /proc/$spid/task/*; do
         [ "$(cat "$t/comm" 2>/dev/null)" = cw-auth ] || continue
         chrt -i -p 0 "$(basename "$t")" > /dev/null 2>&1 || true
     done
@@ -128,9 +116,9 @@ idle_checks() {
 # (EEVDF, Linux 6.12+); prints "" or " (not applied)"
 slice_loops() {
     tids=
-    for t in /proc/$server/task/*; do
+    for t in /proc/$spid/task/*; do
         c=$(cat "$t/comm" 2>/dev/null) || continue
-        [ "$(basename "$t")" = "$server" ] || [ "$c" = cw-loop ] || continue
+        [ "$(basename "$t")" = "$spid" ] || [ "$c" = cw-loop ] || continue
         tids="$tids $(basename "$t")"
     done
     # shellcheck disable=SC2086
@@ -152,11 +140,11 @@ lat_run() {
     cpustat > "$tmp/s0"
     c0=$(srv_cpu)
     w0=$(loopwait)
-    out=$(nice -n "$nice_n" "$gen" latency "$port" 100 20 "$secs" "$k" "$login" e:pw-e echofifo=1 "$@")
+    out=$(nice -n "$nice_n" "$gen" latency "$sport" 100 20 "$secs" "$k" "$login" e:pw-e echofifo=1 "$@")
     w1=$(loopwait)
     c1=$(srv_cpu)
     cpustat > "$tmp/s1"
-    stop_server
+    bench_server_stop
     echo "$mode $label: $out" >&2
     ms() { awk -v u="$(field "$out" "$1")" 'BEGIN { printf "%.2f", u / 1000 }'; }
     cpu=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }')
@@ -198,10 +186,10 @@ for threads in 1 2 1 2; do
     start_server --auth-threads "$threads"
     cpustat > "$tmp/s0"
     c0=$(srv_cpu)
-    out=$(nice -n "$nice_n" "$gen" latency "$port" 1 1 "$secs" 16 y:pw-y e:pw-e)
+    out=$(nice -n "$nice_n" "$gen" latency "$sport" 1 1 "$secs" 16 y:pw-y e:pw-e)
     c1=$(srv_cpu)
     cpustat > "$tmp/s1"
-    stop_server
+    bench_server_stop
     echo "threads=$threads: $out" >&2
     cpu=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }')
     echo "| $threads | $(field "$out" logins_per_s) | $(field "$out" login_p50_ms) | $(field "$out" login_p99_ms) | $cpu | $(busy "$tmp/s0" "$tmp/s1") |" >> "$tmp/tp.md"
@@ -251,14 +239,5 @@ load=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "<!-- authload:end -->"
 } > "$tmp/section.md"
 cat "$tmp/section.md"
-[ -f "$md" ] || printf '# Benchmarks\n\n' > "$md"
-if grep -q '<!-- authload:begin' "$md"; then
-    awk -v sec="$tmp/section.md" '
-        /<!-- authload:begin/ { while ((getline l < sec) > 0) print l; skip = 1; next }
-        /<!-- authload:end -->/ { skip = 0; next }
-        !skip { print }' "$md" > "$tmp/new.md"
-else
-    { cat "$md"; echo; cat "$tmp/section.md"; } > "$tmp/new.md"
-fi
-cat "$tmp/new.md" > "$md"
+bench_md_section authload "$tmp/section.md" "$md"
 echo "authload: results in $md" >&2

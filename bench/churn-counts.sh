@@ -23,13 +23,9 @@ password=bench-password
 for f in "$load" "$peer"; do
     [ -x "$f" ] || { echo "bench/churn-counts.sh: $f not built" >&2; exit 3; }
 done
-tmp=$(mktemp -d)
+. "$(dirname "$0")/lib.sh"
 spid=""
-cleanup() {
-    [ -n "$spid" ] && kill "$spid" 2>/dev/null && wait "$spid" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
+bench_scratch spid
 ulimit -n "$(ulimit -Hn)"
 hash=$("$load" hash "$password")
 printf 'bench:%s\n' "$hash" >"$tmp/cred"
@@ -50,19 +46,8 @@ start() {
             --max-auth-failures 0 --max-connections 20000 $threads >/dev/null 2>"$tmp/err" &
     fi
     spid=$!
-    i=0
-    until [ -s "$tmp/port" ]; do
-        i=$((i + 1))
-        [ $i -le 300 ] && kill -0 "$spid" 2>/dev/null || { echo "churn-counts: $bin did not start" >&2; cat "$tmp/err" >&2; exit 3; }
-        sleep 0.1
-    done
-    sport=$(cat "$tmp/port")
+    bench_port_wait "churn-counts: $bin" 600 "$tmp/err" || exit 3   # valgrind: slow
     sleep 0.3
-}
-stop() {
-    kill "$spid" 2>/dev/null || true
-    wait "$spid" 2>/dev/null || true
-    spid=""
 }
 
 # callgrind KIND BIN N: total instructions and clock_gettime calls.
@@ -70,7 +55,7 @@ callgrind() {
     threads=--auth-threads\ 0
     start "$1" "$2" valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out"
     taskset -c 1 "$load" churn "$sport" 8 300 "$3" wrong-password >/dev/null
-    stop
+    bench_server_stop
     ir=$(sed -n 's/.*Collected : \([0-9]*\).*/\1/p' "$tmp/err")
     # Calls whose callee is clock_gettime: ids map to names on first use.
     calls=$(awk '
@@ -90,7 +75,7 @@ syscalls() {
     taskset -c 1 "$load" churn "$sport" 64 300 "$n2" wrong-password >"$tmp/churn"
     kill -INT $ppid
     wait $ppid 2>/dev/null || true
-    stop
+    bench_server_stop
     conns=$(sed -n 's/.*conns=\([0-9]*\).*/\1/p' "$tmp/churn")
     awk -F, -v c="$conns" '/raw_syscalls/ { printf "%.2f\n", $1 / c }' "$tmp/perf"
 }

@@ -88,17 +88,26 @@ bench_server_start() {
     rm -f "$tmp/port"
     taskset -c "$_cpu" "$_bin" server -q -p 0 --port-file "$tmp/port" "$@" >/dev/null &
     spid=$!
+    bench_port_wait "$_name: $_bin server" 100 || exit 3
+    sleep 0.1
+}
+
+# bench_port_wait WHAT TICKS [ERRFILE] - wait for the server spid, started
+# with --port-file $tmp/port (rm'ed before), to write its port; sets sport.
+# Polls every 0.05 s, TICKS times at most. When spid ends or the time is
+# up: "WHAT did not start" and ERRFILE (its stderr) on stderr, returns 1.
+bench_port_wait() {
     _i=0
     until [ -s "$tmp/port" ]; do
         _i=$((_i + 1))
-        if [ $_i -gt 100 ] || ! kill -0 "$spid" 2>/dev/null; then
-            echo "$_name: $_bin server did not start" >&2
-            exit 3
+        if [ $_i -gt "$2" ] || ! kill -0 "$spid" 2>/dev/null; then
+            echo "$1 did not start" >&2
+            [ -z "${3:-}" ] || cat "$3" >&2
+            return 1
         fi
         sleep 0.05
     done
     sport=$(cat "$tmp/port")
-    sleep 0.1
 }
 
 bench_server_stop() {

@@ -65,6 +65,12 @@ static void forget_child(pid_t pid)
             spawned[i] = spawned[--nspawned];
 }
 
+void cwt_track(pid_t pid)
+{
+    if (nspawned < (int)(sizeof spawned / sizeof spawned[0]))
+        spawned[nspawned++] = pid;
+}
+
 static void reap_children(void)
 {
     while (nspawned > 0) {
@@ -365,8 +371,7 @@ pid_t cwt_spawn3(char *const argv[], int *in_fd, int *out_fd, int *err_fd)
         execv(argv[0], argv);
         _exit(127);
     }
-    if (nspawned < (int)(sizeof spawned / sizeof spawned[0]))
-        spawned[nspawned++] = pid;
+    cwt_track(pid);
     if (in_fd) {
         close(p[0][0]);
         *in_fd = p[0][1];

@@ -92,6 +92,11 @@ int cwt_kill(pid_t pid);
  * killing it on timeout. */
 int cwt_wait(pid_t pid, int timeout_ms);
 
+/* A child the test forked itself (not with cwt_spawn): teardown kills and
+ * reaps it unless cwt_wait or cwt_kill did, so that a failed assertion
+ * leaves no server running into the next test, or past the test binary. */
+void cwt_track(pid_t pid);
+
 /* Sleep for ms milliseconds. */
 void cwt_sleep_ms(int ms);
 

@@ -118,16 +118,17 @@ static int post(cw__authjob *j)
  * core again - milliseconds on a busy machine, and no scheduling policy of
  * the loops helps (docs/BENCHMARKS.md, "server under auth load"). The
  * caller keeps pt->running raised meanwhile, so the port and its eventfd
- * outlive the write (cw__authport_free waits for it). */
-static void wake_port(cw__authpool *p, cw__authport *pt)
+ * outlive the write (cw__authport_free waits for it), and drops it only
+ * when it has the mutex again, as it needs to for its next job anyway.
+ * An atomic pt->running would save no lock: the worker takes the mutex
+ * right after the write all the same; and decremented outside the mutex,
+ * its broadcast could fall between cw__authport_free's check and its
+ * wait, which would then sleep forever. */
+static void wake_port(cw__authport *pt)
 {
     uint64_t one = 1;
     while (write(pt->io.fd, &one, sizeof one) < 0 && errno == EINTR) {
     }
-    pthread_mutex_lock(&p->mu);
-    if (--pt->running == 0)
-        pthread_cond_broadcast(&p->idle);
-    pthread_mutex_unlock(&p->mu);
 }
 
 static void *worker(void *arg)
@@ -172,11 +173,11 @@ static void *worker(void *arg)
         }
         if (wake) {
             pthread_mutex_unlock(&p->mu);
-            wake_port(p, pt);   /* drops pt->running */
+            wake_port(pt);
             pthread_mutex_lock(&p->mu);
-        } else if (--pt->running == 0) {
-            pthread_cond_broadcast(&p->idle);
         }
+        if (--pt->running == 0)   /* pt may be freed once this is seen */
+            pthread_cond_broadcast(&p->idle);
     }
     pthread_mutex_unlock(&p->mu);
     free(cd);
