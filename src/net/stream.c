@@ -888,9 +888,18 @@ int cw_stream_set_timeout(cw_stream *s, uint32_t timeout_ms)
         return CW_ECLOSING;
     cw_loop *loop = loop_of(s);
     cw_tqueue *q = cw__loop_tq(loop, (int)s->aux);
-    if (!q || q->timeout_ms != timeout_ms || q->cb != on_queue_timer)
+    if (!q || q->timeout_ms != timeout_ms || q->cb != on_queue_timer) {
         s->aux = (uint32_t)cw__loop_tqueue(loop, timeout_ms, on_queue_timer);
+        q = cw__loop_tq(loop, (int)s->aux);
+    }
     s->rdl = cw_now_ms() + timeout_ms;
+    /* The usual call, a request renewing the idle timeout of a stream
+     * that only reads: the watcher stays as it is and the one deadline is
+     * rdl on q, so settle() would come to this same move to q's tail. */
+    if (q && s->state == CW__ST_OPEN && !s->out && !tm_in_heap(s) &&
+        (s->flags & (F_READING | F_ENDED | F_IO_OFF)) == F_READING &&
+        s->io.interest == CW_IO_READ && cw__tqueue_put(q, &s->tm.q, s->rdl))
+        return CW_OK;
     settle(s);
     return CW_OK;
 }
