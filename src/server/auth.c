@@ -342,7 +342,7 @@ int cw__auth_verify(cw__auth *a, struct crypt_data *cd, const char *user,
     pthread_mutex_unlock(&a->mu);
     start = now_ns();   /* calibration is not the user's cost */
     const char *h = setting ? crypt_rn(pw, setting, cd, sizeof *cd) : NULL;
-    explicit_bzero(pw, sizeof pw);
+    explicit_bzero(pw, plen + 1);   /* what was copied: not all 1100 bytes */
     int ok = stored && h && h[0] != '*' && equal_ct(h, stored);
     if (h)
         wipe(cd);
