@@ -94,15 +94,27 @@ static void srv_stop(struct srv *s)
 }
 
 /* The whole log (valid until the next call). */
+/* The whole log, however long: a flood's log passed 4 MiB once the server
+ * got faster, and a log cut there lost the stats line at its end. The
+ * buffer is reused by the next call. */
 static char *srv_log(struct srv *s)
 {
-    static char buf[4 << 20];
+    static char *buf;
+    static size_t cap;
     int fd = open(s->log, O_RDONLY | O_CLOEXEC);
     assert_true(fd >= 0);
     size_t len = 0;
-    ssize_t n;
-    while (len < sizeof buf - 1 && (n = read(fd, buf + len, sizeof buf - 1 - len)) > 0)
+    for (;;) {
+        if (cap - len < 65536) {
+            cap = cap ? cap * 2 : 4 << 20;
+            buf = realloc(buf, cap);
+            assert_non_null(buf);
+        }
+        ssize_t n = read(fd, buf + len, cap - 1 - len);
+        if (n <= 0)
+            break;
         len += (size_t)n;
+    }
     close(fd);
     buf[len] = '\0';
     return buf;
