@@ -15,7 +15,7 @@
 
 static int check(cw__auth *a, const char *user, const char *pw)
 {
-    return cw__auth_check(a, user, strlen(user), pw, strlen(pw));
+    return cw__auth_check(a, NULL, user, strlen(user), pw, strlen(pw));
 }
 
 static void test_hashes(void **state)

@@ -155,6 +155,39 @@ static void test_length_limit(void **state)
     free(p);
 }
 
+/* Every byte value at every place of a line, on both sides of the 8-byte
+ * words the scan checks at once: printable ASCII and tab are text, "\n"
+ * ends the line there, "\r" only before it, anything else (controls, DEL, a byte
+ * >= 0x80 with no valid UTF-8 sequence around it) is refused. */
+static void test_every_byte_everywhere(void **state)
+{
+    for (size_t at = 5; at < 29; at++) {
+        for (int b = 0; b < 256; b++) {
+            char line[31];
+            memset(line, 'a', sizeof line);
+            memcpy(line, "ECHO ", 5);
+            line[29] = '\n';
+            line[at] = (char)b;
+            struct cw_req r;
+            enum cw_req_type t = cw__proto_parse(line, 30, &r);
+            if (b == '\n') {
+                assert_int_equal(t, CW_REQ_ECHO);
+                assert_int_equal(r.consumed, at + 1);
+                assert_int_equal(r.text_len, at - 5);
+            } else if (b == '\r' && at == 28) {   /* "\r\n" */
+                assert_int_equal(t, CW_REQ_ECHO);
+                assert_int_equal(r.text_len, 23);
+            } else if ((b >= 0x20 && b < 0x7F) || b == '\t') {
+                assert_int_equal(t, CW_REQ_ECHO);
+                assert_int_equal(r.consumed, 30);
+                assert_int_equal(r.text_len, 24);
+            } else {
+                assert_int_equal(t, CW_REQ_BAD);
+            }
+        }
+    }
+}
+
 /* Pipelined requests: consumed walks the buffer exactly. */
 static void test_pipelined(void **state)
 {
@@ -181,6 +214,7 @@ int main(void)
         cmocka_unit_test(test_bad_bytes),
         cmocka_unit_test(test_length_limit),
         cmocka_unit_test(test_pipelined),
+        cmocka_unit_test(test_every_byte_everywhere),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

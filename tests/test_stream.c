@@ -36,6 +36,8 @@ struct rec {
     enum act on_data, on_end, on_drain;
     int close_rc;           /* what the close from a callback returned */
     int after_close_write;  /* cw_stream_write after that close */
+    cw_loop *loop;          /* if set: the iterations of the last bytes and of the end */
+    uint64_t data_it, end_it;
 };
 
 static void act(struct rec *r, enum act a)
@@ -60,12 +62,16 @@ static void rec_read(cw_stream *s, ssize_t n, const char *buf)
     if (n > 0) {
         assert_int_equal(r->ends, 0);   /* no bytes after the end */
         r->got += (size_t)n;
+        if (r->loop)
+            r->data_it = cw_loop_iterations(r->loop);
         act(r, r->on_data);
     } else {
         assert_null(buf);
         r->ends++;
         r->end = (int)n;
         r->end_ms = cw_now_ms();
+        if (r->loop)
+            r->end_it = cw_loop_iterations(r->loop);
         act(r, r->on_end);
     }
 }
@@ -358,6 +364,61 @@ static void test_peer_fin_while_reading(void **state)
     int end;
     assert_int_equal(read_to_end(c, &end, 2000), 0);
     assert_int_equal(end, 0);
+    close(c);
+    cw_loop_free(&loop);
+}
+
+/* The last bytes and the FIN in one segment (the peer corks, as the
+ * reference server does for its last line), then nothing: the stream
+ * reads one short read's worth, yet the end is not left for later
+ * traffic or another loop pass: the bytes, then the end, in the same
+ * dispatch. */
+static void test_data_and_fin_in_one_segment(void **state)
+{
+    cw_loop *loop;
+    cw_stream *s;
+    struct rec r = {.on_end = CLOSE_GRACEFUL};
+    int c = fixture(&loop, &s, &r, opts(0, 0, 5000), 0, 0);
+    r.loop = loop;
+    run_for(loop, 10);
+    assert_int_equal(send(c, "hello", 5, MSG_MORE | MSG_NOSIGNAL), 5);
+    shutdown(c, SHUT_WR);   /* the FIN rides on the corked bytes */
+    assert_true(run_until(loop, &r.closed, 3000));
+    assert_int_equal(r.got, 5);
+    assert_int_equal(r.ends, 1);
+    assert_int_equal(r.end, CW_EOF);
+    assert_int_equal(r.data_it, r.end_it);
+    assert_int_equal(r.how, CW_OK);
+    int end;
+    assert_int_equal(read_to_end(c, &end, 2000), 0);
+    assert_int_equal(end, 0);
+    close(c);
+    cw_loop_free(&loop);
+}
+
+/* The stream takes its descriptor out of the loop's epoll set before
+ * close(): close() alone does that only when no other descriptor refers
+ * to the socket, and one may (the owner's dup of cw_stream_fd(), a
+ * fork or posix_spawn child not yet past exec). Left in the set, the
+ * socket - at EOF, readable for ever - would report events pointing at
+ * the freed stream. */
+static void test_dup_outlives_stream(void **state)
+{
+    cw_loop *loop;
+    cw_stream *s;
+    struct rec r = {.on_end = CLOSE_GRACEFUL};
+    int c = fixture(&loop, &s, &r, opts(0, 0, 5000), 0, 0);
+    int d = dup(cw_stream_fd(s));
+    assert_true(d >= 0);
+    send_all(c, "x", 1);
+    shutdown(c, SHUT_WR);
+    assert_true(run_until(loop, &r.closed, 3000));
+    assert_int_equal(r.how, CW_OK);
+    /* Freed; its socket lives on in d, readable at EOF. */
+    uint64_t it = cw_loop_iterations(loop);
+    run_for(loop, 100);
+    assert_true(cw_loop_iterations(loop) - it < 10);
+    close(d);
     close(c);
     cw_loop_free(&loop);
 }
@@ -1895,6 +1956,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_peer_fin_while_reading),
         CWT_TEST(test_peer_fin_while_paused),
+        CWT_TEST(test_data_and_fin_in_one_segment),
+        CWT_TEST(test_dup_outlives_stream),
         CWT_TEST(test_peer_fin_while_writes_queued),
         CWT_TEST(test_shutdown_after_queued_reply),
         CWT_TEST(test_rst_mid_write),

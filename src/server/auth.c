@@ -342,7 +342,7 @@ int cw__auth_verify(cw__auth *a, struct crypt_data *cd, const char *user,
     pthread_mutex_unlock(&a->mu);
     start = now_ns();   /* calibration is not the user's cost */
     const char *h = setting ? crypt_rn(pw, setting, cd, sizeof *cd) : NULL;
-    explicit_bzero(pw, sizeof pw);
+    explicit_bzero(pw, plen + 1);   /* what was copied: not all 1100 bytes */
     int ok = stored && h && h[0] != '*' && equal_ct(h, stored);
     if (h)
         wipe(cd);
@@ -354,15 +354,15 @@ int cw__auth_verify(cw__auth *a, struct crypt_data *cd, const char *user,
     return ok;
 }
 
-int cw__auth_check(cw__auth *a, const char *user, size_t ulen,
-                   const char *pass, size_t plen)
+int cw__auth_check(cw__auth *a, struct crypt_data *cd, const char *user,
+                   size_t ulen, const char *pass, size_t plen)
 {
-    struct crypt_data *cd = malloc(sizeof *cd);
-    if (!cd)
+    struct crypt_data *own = cd ? NULL : malloc(sizeof *own);
+    if (!cd && !(cd = own))
         return 0;
     int64_t until;
     int ok = cw__auth_verify(a, cd, user, ulen, pass, plen, &until);
-    free(cd);
+    free(own);
     /* Every check ends with one timed sleep, also one whose hash already
      * took the whole cost: on a busy machine a sleeper wakes late, and if
      * only padded checks slept, that lateness would tell them apart. */

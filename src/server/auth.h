@@ -30,10 +30,12 @@ int cw__auth_count(cw__auth *a);
  * present (each distinct method is timed once after the users change),
  * and every check is padded to that method's running cost, so neither
  * existence nor a user's method shows in the time taken; the comparison
- * is constant-time. Blocks for one hash plus the padding. Returns 1 for
- * good credentials, 0 for bad ones. */
-int cw__auth_check(cw__auth *a, const char *user, size_t ulen,
-                   const char *pass, size_t plen);
+ * is constant-time. Blocks for one hash plus the padding. cd: the
+ * caller's crypt_data (32 KiB, one per thread: a loop checking on itself
+ * keeps one), NULL to use a fresh one. Returns 1 for good credentials, 0
+ * for bad ones. */
+int cw__auth_check(cw__auth *a, struct crypt_data *cd, const char *user,
+                   size_t ulen, const char *pass, size_t plen);
 
 /* The same check without the wait: hashes with the caller's crypt_data
  * (32 KiB; one per thread) and stores in *due_ns the CLOCK_MONOTONIC time

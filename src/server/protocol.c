@@ -7,6 +7,7 @@
 #include "protocol.h"
 #include "../net/utf8.h"
 
+#include <stdint.h>
 #include <string.h>
 
 /* Length of a well-formed UTF-8 sequence at p (2..4), 0 if it is a valid
@@ -19,6 +20,20 @@ static int utf8_seq(const unsigned char *p, size_t avail)
     return cw__utf8_seq(p, avail);
 }
 
+/* Are the 8 bytes at p all printable ASCII (0x20..0x7E), the bytes the
+ * loop below would only step over? Word-at-a-time tests (exact for "any
+ * byte": a borrow or carry only starts at a byte that already matches):
+ * a byte below 0x20, or above 0x7E. */
+static int plain8(const unsigned char *p)
+{
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    uint64_t x;
+    memcpy(&x, p, sizeof x);
+    uint64_t below = (x - 0x20 * ones) & ~x & high;
+    uint64_t above = ((x + ones) | x) & high;
+    return !(below | above);
+}
+
 /* Validate bytes up to the first "\n" or the window end. Returns 1 with
  * *eol set when a "\n" was found, 0 when more bytes are needed (*scanned
  * tells how many were accepted), -1 for a byte that is not text. */
@@ -28,6 +43,12 @@ static int scan_line(const unsigned char *p, size_t len, size_t *eol,
     size_t limit = len < CW_PROTO_MAX_LINE + 2 ? len : CW_PROTO_MAX_LINE + 2;
     size_t i = 0;
     while (i < limit) {
+        /* Plain text eight bytes at a time: the byte loop cost ~7
+         * instructions a byte, most of the parse of every request. */
+        if (limit - i >= 8 && plain8(p + i)) {
+            i += 8;
+            continue;
+        }
         unsigned char c = p[i];
         if (c == '\n') {
             *eol = i;

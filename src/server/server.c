@@ -529,17 +529,23 @@ static void start_check(cw_server *s, cw_stream *st, struct sess *c,
     finish(s, st, c, "ERR busy", rc == -EBUSY ? END_BUSY : END_ERROR);
 }
 
-/* A check on the loop, answered at once: no padding sleep, which would
- * hold every session of the loop (100 us or more per login: the churn
- * benchmark's loop spent most of its time asleep, at a quarter of the
- * peers' connections/s). Only methods cheaper than INLINE_CHECK_NS come
- * here, so what an answer's time could tell apart is under 20 us: an
- * unknown user is hashed with the costliest method present, like a known
- * user of that method. 0 (refused) without memory for the hash. */
+/* A check on the loop, with the loop's own crypt_data (32 KiB: not a
+ * malloc per login). With check threads it is answered at once: no
+ * padding sleep, which would hold every session of the loop (100 us or
+ * more per login: the churn benchmark's loop spent most of its time
+ * asleep, at a quarter of the peers' connections/s). Only methods cheaper
+ * than INLINE_CHECK_NS come here then, so what an answer's time could
+ * tell apart is under 20 us: an unknown user is hashed with the costliest
+ * method present, like a known user of that method. Without threads
+ * (--auth-threads 0, the blocking mode) every check comes here and is
+ * padded by a sleep. 0 (refused) without memory for the hash. */
 static int check_on_loop(cw_server *s, const struct cw_req *r)
 {
     if (!s->cd && !(s->cd = calloc(1, sizeof *s->cd)))
         return 0;
+    if (!s->pool)   /* --auth-threads 0: padded, with a sleep on the loop */
+        return cw__auth_check(s->auth, s->cd, r->user, r->user_len, r->pass,
+                              r->pass_len);
     int64_t due_ns;   /* the pad, not waited for (above) */
     return cw__auth_verify(s->auth, s->cd, r->user, r->user_len, r->pass,
                            r->pass_len, &due_ns);
@@ -567,8 +573,7 @@ static void handle_auth(cw_server *s, cw_stream *st, struct sess *c,
         start_check(s, st, c, r);
         return;
     }
-    int ok = s->pool ? check_on_loop(s, r)
-                     : cw__auth_check(s->auth, r->user, r->user_len, r->pass, r->pass_len);
+    int ok = check_on_loop(s, r);
     if (ok == 1) {
         authenticated(s, st, c);
         reply_str(st, c, "OK");
