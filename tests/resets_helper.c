@@ -23,6 +23,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include "lo_listen.h"
 
 static void die(const char *what)
 {
@@ -33,11 +34,9 @@ static void die(const char *what)
 /* A connected pair: *srv is the accepted side, *cli the client. */
 static void pair(int *srv, int *cli, int small_rcvbuf)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof a;
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) || listen(l, 1) ||
-        getsockname(l, (struct sockaddr *)&a, &len))
+    struct sockaddr_in a;
+    int l = lo_listen(&a, 1);
+    if (l < 0)
         die("listen");
     *cli = socket(AF_INET, SOCK_STREAM, 0);
     int v = 4096;

@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "lo_listen.h"
 
 static long hwm_kb(pid_t pid)
 {
@@ -67,11 +68,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: trace_churn N (traced: $CW_TRACE_FILE set)\n");
         return 2;
     }
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof a;
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 16) < 0 ||
-        getsockname(l, (struct sockaddr *)&a, &alen) < 0)
+    struct sockaddr_in a;
+    int l = lo_listen(&a, 16);
+    if (l < 0)
         return fail("listen");
     long long record_max = 0;
     long base = 0;

@@ -29,6 +29,7 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include "lo_listen.h"
 
 static long status_kb(pid_t pid, const char *field)
 {
@@ -153,11 +154,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: trace_forker N [rst] (N >= 2)\n");
         return 2;
     }
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof a;
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-    if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 16) < 0 ||
-        getsockname(l, (struct sockaddr *)&a, &alen) < 0)
+    struct sockaddr_in a;
+    int l = lo_listen(&a, 16);
+    if (l < 0)
         return fail("listen");
     int traced = getenv("CW_TRACE_FILE") != NULL;
     for (long i = 0; i < n; i++)
