@@ -32,6 +32,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "lo_listen.h"
+
 static const char *host, *port;
 static int quiet = -1;   /* a loopback connection nobody writes to */
 
@@ -112,15 +114,12 @@ static void *worker(void *arg)
 
 static int threads(void)
 {
-    int l = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_storage ss = {.ss_family = AF_INET};
-    socklen_t len = sizeof ss;
-    if (l < 0 || bind(l, (struct sockaddr *)&ss, sizeof(struct sockaddr_in)) < 0 ||
-        listen(l, 1) < 0 || getsockname(l, (struct sockaddr *)&ss, &len) < 0)
+    struct sockaddr_in a;
+    int l = lo_listen(&a, 1);
+    if (l < 0)
         return fail("listen", errno, 0);
-    ((struct sockaddr_in *)&ss)->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     quiet = socket(AF_INET, SOCK_STREAM, 0);
-    if (connect(quiet, (struct sockaddr *)&ss, len) < 0)
+    if (connect(quiet, (struct sockaddr *)&a, sizeof a) < 0)
         return fail("connect to ourselves", errno, 0);
     int peer = accept(l, NULL, NULL);
     pthread_t t[4];
