@@ -83,6 +83,10 @@ callgrind() {
 perf_per_conn() {
     threads=
     start "$1" "$2"
+    # One login first: closewise times its first check to choose between
+    # the loop and the check threads, and a uprobe's trap in that timing
+    # would send every check to the threads.
+    taskset -c 1 "$load" churn "$sport" 1 300 1 wrong-password >/dev/null
     perf stat -e "$3" -p "$spid" -x, -o "$tmp/perf" &
     ppid=$!
     sleep 0.3
