@@ -97,10 +97,10 @@ cw_tqueue *cw__loop_tq(const cw_loop *l, int index);
 
 /* The loop's time (cw_now_ms() scale), read once per pass: after
  * epoll_wait returns, and again before the timers run. Inside a pass
- * (any callback of the loop) deadlines are computed from it: the earliest
- * it can be is the start of the pass, so a fixed timeout may end up to
- * one pass's work early, never late. Outside a pass (before the first
- * run, between runs, no loop running) it is the real clock. */
+ * (any callback of the loop) deadlines are computed from it, so one
+ * computed late in a pass is early by at most the pass's work so far.
+ * Outside a pass (before the first run, between runs, no loop running)
+ * it is the real clock. */
 int64_t cw__loop_now(const cw_loop *l);
 /* Read the clock again for the rest of the pass: after work that may
  * have taken long on the loop (a password check run on it). */

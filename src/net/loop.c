@@ -28,7 +28,7 @@ struct cw_loop {
     int epfd;
     volatile int stopping;
     int in_pass;               /* dispatching events or running timers */
-    int64_t now;               /* cw_now_ms() when this pass began */
+    int64_t now;               /* the pass's time: cw__loop_now() */
     uint64_t iterations;
     cw_timer **heap;           /* min-heap on deadline */
     uint32_t nheap, heap_cap;
