@@ -9,8 +9,20 @@
 #          on the server over N2 connections at concurrency 64);
 #   clock: clock_gettime calls per connection (the vDSO: no system call;
 #          counted by callgrind as calls of __vdso_clock_gettime / clock_gettime).
+#   kernel work in the server's context, per connection, in the same perf
+#   run as sys (tracepoints: exact counts, no timing): ctxsw (the server
+#          went to sleep: sched_switch), hrtimer (hrtimer_start: epoll_wait
+#          with a timeout arms one per sleep), slab (kmem_cache_alloc),
+#          xmit (packets sent from the server's context: net_dev_xmit).
+#   In the default mode (check threads started, the cheap hash checked on
+#   the loop), when perf can put uprobes on libc (one more run, N2
+#   connections; the probes are removed on exit): clock_native
+#          (clock_gettime calls), locks (pthread_mutex_lock calls) and
+#          cancel (__pthread_disable_asynccancel: glibc's cancellation
+#          wrapper around a blocking-capable system call, paid only by a
+#          process with threads).
 # One line per server on stdout, key=value. Needs valgrind and perf (root or
-# perf_event_paranoid <= 1 for the tracepoint). About 1-2 minutes.
+# perf_event_paranoid <= 1 for the tracepoints). About 1-2 minutes.
 # Environment: CW_COUNT_N1 (500), CW_COUNT_N2 (2500).
 set -eu
 
@@ -65,11 +77,17 @@ callgrind() {
     echo "$ir $calls"
 }
 
-# syscalls KIND BIN: system calls per connection over N2 connections.
-syscalls() {
+# perf_per_conn KIND BIN EVENTS NAMES: one run of N2 connections at
+# concurrency 64 (default mode) under `perf stat -e EVENTS` on the server;
+# prints NAME=count/connection for each event, in order.
+perf_per_conn() {
     threads=
     start "$1" "$2"
-    perf stat -e raw_syscalls:sys_enter -p "$spid" -x, -o "$tmp/perf" &
+    # One login first: closewise times its first check to choose between
+    # the loop and the check threads, and a uprobe's trap in that timing
+    # would send every check to the threads.
+    taskset -c 1 "$load" churn "$sport" 1 300 1 wrong-password >/dev/null
+    perf stat -e "$3" -p "$spid" -x, -o "$tmp/perf" &
     ppid=$!
     sleep 0.3
     taskset -c 1 "$load" churn "$sport" 64 300 "$n2" wrong-password >"$tmp/churn"
@@ -77,15 +95,34 @@ syscalls() {
     wait $ppid 2>/dev/null || true
     bench_server_stop
     conns=$(sed -n 's/.*conns=\([0-9]*\).*/\1/p' "$tmp/churn")
-    awk -F, -v c="$conns" '/raw_syscalls/ { printf "%.2f\n", $1 / c }' "$tmp/perf"
+    awk -F, -v c="$conns" -v names="$4" 'BEGIN { split(names, n, " ") }
+        /^[0-9]/ { printf "%s%s=%.2f", i ? " " : "", n[++i], $1 / c }
+        END { print "" }' "$tmp/perf"
 }
+
+kernel_events=raw_syscalls:sys_enter,sched:sched_switch,timer:hrtimer_start,kmem:kmem_cache_alloc,net:net_dev_xmit
+kernel_names="sys_per_conn ctxsw hrtimer slab xmit"
+
+# Uprobes on libc for the native counts, if perf can place them.
+libc=$(ldd "$peer" | awk '/libc\.so/ { print $3 }')
+probes=""
+if [ -n "$libc" ] && perf probe -q -x "$libc" -a cwcount:clock=clock_gettime \
+        -a cwcount:lock=pthread_mutex_lock \
+        -a cwcount:cancel=__pthread_disable_asynccancel 2>/dev/null; then
+    probes=cwcount:clock,cwcount:lock,cwcount:cancel
+    trap 'perf probe -q -d "cwcount:*" 2>/dev/null; _bench_cleanup' EXIT INT TERM
+else
+    perf probe -q -d "cwcount:*" 2>/dev/null || true
+fi
 
 count() {   # KIND BIN LABEL
     a=$(callgrind "$1" "$2" "$n1")
     b=$(callgrind "$1" "$2" "$n2")
-    sys=$(syscalls "$1" "$2")
-    echo "$a $b" | awk -v l="$3" -v d=$((n2 - n1)) -v s="$sys" '{
-        printf "server=%s instr_per_conn=%.0f clock_per_conn=%.2f sys_per_conn=%s\n", l, ($3 - $1) / d, ($4 - $2) / d, s }'
+    k=$(perf_per_conn "$1" "$2" "$kernel_events" "$kernel_names")
+    u=""
+    [ -n "$probes" ] && u=" $(perf_per_conn "$1" "$2" "$probes" "clock_native locks cancel")"
+    echo "$a $b" | awk -v l="$3" -v d=$((n2 - n1)) -v k="$k$u" '{
+        printf "server=%s instr_per_conn=%.0f clock_per_conn=%.2f %s\n", l, ($3 - $1) / d, ($4 - $2) / d, k }'
 }
 
 count epoll "$peer" epoll

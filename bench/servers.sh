@@ -188,6 +188,15 @@ proc_cpu_ns() {
     fi
 }
 
+# The server's user and system clock ticks (/proc/PID/stat: every thread,
+# dead ones included; sampled at the tick, so only the split is used) and
+# how many times its threads were switched in (/proc/PID/task/*/schedstat,
+# third field: one per wake-up, plus preemptions).
+proc_split() {
+    awk '{ printf "%d %d ", $14, $15 }' "/proc/$spid/stat"
+    cat /proc/"$spid"/task/*/schedstat | awk '{ s += $3 } END { printf "%d\n", s }'
+}
+
 # Time the server's threads spent runnable but waiting for a core, in ns
 # (/proc/PID/task/*/schedstat, second field): what other work on its core
 # cost its wake-ups; it explains a close-latency tail.
@@ -287,11 +296,14 @@ measure() {
                 ticks0=$(core_ticks)
                 segs0=$(out_segs)
                 pcpu0=$(proc_cpu_ns "$s")
+                split0=$(proc_split)
                 out=$(taskset -c $lcpu "$load" churn "$sport" "$conc" "$secs" 50000000 wrong-password)
                 segs=$(($(out_segs) - segs0))
                 pns=$(($(proc_cpu_ns "$s") - pcpu0))
-                busy=$(echo "$ticks0 $(core_ticks)" | awk -v segs=$segs -v pns=$pns '{
-                    printf "segs=%.0f pns=%.0f ", segs, pns;   # %d stops at 2^31 in mawk
+                split=$(echo "$split0 $(proc_split)" | awk '{
+                    printf "uticks=%d sticks=%d slices=%d", $4 - $1, $5 - $2, $6 - $3 }')
+                busy=$(echo "$ticks0 $(core_ticks)" | awk -v segs=$segs -v pns=$pns -v sp="$split" '{
+                    printf "%s segs=%.0f pns=%.0f ", sp, segs, pns;   # %d stops at 2^31 in mawk
                     printf "busy=%.1f lbusy=%.1f", ($5 - $1) ? 100 * ($5 - $1) / ($6 - $2) : 0, ($7 - $3) ? 100 * ($7 - $3) / ($8 - $4) : 0 }')
                 line="server=$s conc=$conc run=$r $out $(leftovers) $busy"
                 echo "$line" >>"$tmp/churn"
@@ -479,8 +491,10 @@ section() {
     awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
            us = v["conns"] ? v["busy"] * v["secs"] * 10000 / v["conns"] : 0
            pus = v["conns"] ? v["pns"] / 1000 / v["conns"] : 0
-           printf "%s us=%.2f cap=%.0f spc=%.2f pus=%.2f pcap=%.0f\n", $0, us, us ? 1e6 / us : 0,
-               v["conns"] ? v["segs"] / v["conns"] : 0, pus, pus ? 1e6 / pus : 0 }' "$tmp/churn" >"$tmp/churnx"
+           t = v["uticks"] + v["sticks"]
+           printf "%s us=%.2f cap=%.0f spc=%.2f pus=%.2f pcap=%.0f kus=%.2f wpc=%.2f\n", $0, us, us ? 1e6 / us : 0,
+               v["conns"] ? v["segs"] / v["conns"] : 0, pus, pus ? 1e6 / pus : 0,
+               t ? pus * v["sticks"] / t : 0, v["conns"] ? v["slices"] / v["conns"] : 0 }' "$tmp/churn" >"$tmp/churnx"
     echo "<!-- servers:begin (written by bench/servers.sh; edits here are overwritten) -->"
     echo "## Servers: closewise vs libuv, libevent, bare epoll, the seed's design, nginx"
     echo
@@ -539,16 +553,19 @@ section() {
     echo "packet on the sending core, so each core also carries part of the other side's kernel"
     echo "work; when the load generator's core is at ~100%, conn/s is the load generator's limit"
     echo "and capacity is what tells the servers apart. *segments*: TCP segments sent per"
-    echo "connection, both directions (machine-wide counter)."
+    echo "connection, both directions (machine-wide counter). *kernel*: the part of the server's"
+    echo "CPU spent in the kernel (its CPU per connection times its system share of the clock ticks,"
+    echo "/proc/PID/stat); *runs/conn*: how often its threads were switched in per connection (a"
+    echo "wake-up from sleep, or a preemption; /proc/PID/task/*/schedstat)."
     echo
-    echo "| server | conc | server CPU us/conn | capacity conn/s | core $scpu (server) busy % | core $scpu us/conn | core $lcpu (load) busy % | segments/conn |"
-    echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| server | conc | server CPU us/conn | capacity conn/s | core $scpu (server) busy % | core $scpu us/conn | core $lcpu (load) busy % | segments/conn | kernel us/conn | runs/conn |"
+    echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     for conc in $concs; do
         for s in $list; do
             f="server=$s conc=$conc"
             echo "| $s | $conc | $(kv_fmt $(kv_stat "$tmp/churnx" "$f" pus) 1) | $(kv_fmt $(kv_stat "$tmp/churnx" "$f" pcap)) |" \
                 "$(kv_med "$tmp/churnx" "$f" busy) | $(kv_fmt $(kv_stat "$tmp/churnx" "$f" us) 1) | $(kv_med "$tmp/churnx" "$f" lbusy) |" \
-                "$(kv_med "$tmp/churnx" "$f" spc) |"
+                "$(kv_med "$tmp/churnx" "$f" spc) | $(kv_fmt $(kv_stat "$tmp/churnx" "$f" kus) 1) | $(kv_med "$tmp/churnx" "$f" wpc) |"
         done
     done
     echo
@@ -571,15 +588,24 @@ section() {
     if [ -s "$tmp/counts" ]; then
         echo "Exact counts per churn connection, without timing noise (\`sh bench/churn-counts.sh $build\`):"
         echo "user-space instructions (valgrind callgrind, 2,000 connections at concurrency 8; closewise"
-        echo "with \`--auth-threads 0\`, the path this cheap hash takes natively), system calls (\`perf stat -e"
+        echo "with \`--auth-threads 0\`: under valgrind the cheap hash is timed slow and would go to the check threads),"
+        echo "system calls (\`perf stat -e"
         echo "raw_syscalls:sys_enter\` on the server, concurrency 64) and clock reads (clock_gettime calls,"
-        echo "vDSO). Both servers run the same crypt(3), about 35,000 of the instructions."
+        echo "vDSO; callgrind in the blocking mode, and natively in the default mode with a uprobe on libc)."
+        echo "Both servers run the same crypt(3), about 35,000 of the instructions. In the server's context,"
+        echo "per connection (tracepoints, default mode): *sleeps* (sched_switch), *hrtimers* (one per"
+        echo "epoll_wait that sleeps with a timeout), *slab* allocations; with the uprobes: *locks*"
+        echo "(pthread_mutex_lock) and *cancellation wrappers* (glibc's, around each blocking-capable system"
+        echo "call of a process that has threads)."
         echo
-        echo "| server | instructions/conn | system calls/conn | clock reads/conn |"
-        echo "|---|---:|---:|---:|"
-        awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+        echo "| server | instructions/conn | system calls/conn | clock reads/conn (default; blocking) | sleeps/conn | hrtimers/conn | slab/conn | locks/conn | cancellation wrappers/conn |"
+        echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        awk '{ delete v; for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
                sub(/:.*/, "", v["server"])
-               printf "| %s | %s | %s | %s |\n", v["server"], v["instr_per_conn"], v["sys_per_conn"], v["clock_per_conn"] }' "$tmp/counts"
+               n = "clock_native" in v ? v["clock_native"] "; " : ""
+               printf "| %s | %s | %s | %s%s | %s | %s | %s | %s | %s |\n", v["server"], v["instr_per_conn"],
+                   v["sys_per_conn"], n, v["clock_per_conn"], v["ctxsw"], v["hrtimer"], v["slab"],
+                   "locks" in v ? v["locks"] : "-", "cancel" in v ? v["cancel"] : "-" }' "$tmp/counts"
         echo
     fi
     idle_tables

@@ -1950,6 +1950,89 @@ static void test_write_and_linger_on_queue(void **state)
     cw_loop_free(&loop);
 }
 
+/* ---- the loop's time: one clock read per pass (cw__loop_now) ---- */
+
+struct late_sender {
+    int fd, delay_ms;
+    int64_t sent_ms;
+};
+
+static void *send_late(void *arg)
+{
+    struct late_sender *ls = arg;
+    usleep((useconds_t)ls->delay_ms * 1000);
+    ls->sent_ms = cw_now_ms();
+    send_all(ls->fd, "x", 1);
+    return NULL;
+}
+
+/* A loop that has run one pass, and a stream on it with no timeout yet
+ * whose owner closes gracefully at its end; returns the plain peer. */
+static int pass_fixture(cw_loop **loop, struct rec *r,
+                        const struct cw_stream_handlers *h)
+{
+    assert_int_equal(cw_loop_new(loop), CW_OK);
+    struct cw_stream_opts o = opts(0, 0, 5000);
+    int c = pair(*loop, &o, 0, 0, &r->s);
+    r->on_end = CLOSE_GRACEFUL;
+    assert_int_equal(cw_stream_start(r->s, h, r), CW_OK);
+    run_for(*loop, 10);   /* a pass: the loop has a time of its own */
+    return c;
+}
+
+/* r's stream ended by its timeout, no sooner than want_ms after since
+ * (what) and no later than 1.5 s after that; then the peer reads our FIN
+ * and closes, and the stream is freed with the loop. */
+static void pass_fixture_end(cw_loop *loop, struct rec *r, int c, int64_t since,
+                             const char *what)
+{
+    printf("# timeout ended %lld ms after %s (200 wanted)\n",
+           (long long)(r->end_ms - since), what);
+    assert_int_equal(r->ends, 1);
+    assert_int_equal(r->end, CW_ETIMEDOUT);
+    assert_true(r->end_ms - since >= 200 && r->end_ms - since < 1700);
+    int end;
+    read_to_end(c, &end, 1000);
+    close(c);
+    assert_true(run_until(loop, &r->closed, 5000));
+    cw_loop_free(&loop);
+}
+
+/* The loop sleeps in epoll_wait until a byte comes 300 ms later; the byte
+ * renews a 200 ms timeout. Computed from a time read before the sleep,
+ * that timeout would be over at once: the pass's time must be read after
+ * epoll_wait returns. */
+static void test_loop_time_read_after_wakeup(void **state)
+{
+    cw_loop *loop;
+    struct rec r = {0};
+    retime_on_bytes = 1;
+    int c = pass_fixture(&loop, &r, &retime_handlers);
+    struct late_sender ls = {c, 300, 0};
+    pthread_t t = cwt_thread(send_late, &ls);
+    /* One timer only (run_until would tick every 2 ms): the loop sleeps
+     * until the byte. */
+    run_for(loop, 1900);
+    cwt_join(t);
+    assert_true(r.got == 1);
+    pass_fixture_end(loop, &r, c, ls.sent_ms, "the byte");
+}
+
+/* Outside a pass (no loop running) a stream reads the real clock: a
+ * timeout set 300 ms after the loop last ran counts from the call, not
+ * from that old pass. */
+static void test_loop_time_outside_a_pass(void **state)
+{
+    cw_loop *loop;
+    struct rec r = {0};
+    int c = pass_fixture(&loop, &r, &rec_handlers);
+    usleep(300 * 1000);
+    int64_t t0 = cw_now_ms();
+    assert_int_equal(cw_stream_set_timeout(r.s, 200), CW_OK);
+    assert_true(run_until(loop, &r.ends, 3000));
+    pass_fixture_end(loop, &r, c, t0, "the call");
+}
+
 int main(void)
 {
     cwt_private_netns();
@@ -1994,6 +2077,8 @@ int main(void)
         CWT_TEST(test_idle_timeouts_on_queue),
         CWT_TEST(test_set_timeout),
         CWT_TEST(test_write_and_linger_on_queue),
+        CWT_TEST(test_loop_time_read_after_wakeup),
+        CWT_TEST(test_loop_time_outside_a_pass),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -189,7 +189,7 @@ static void pause_accept(cw_acceptor *a, int err)
         if (a->on_pause)
             a->on_pause(a, a->data, err);
     }
-    int64_t at = cw_now_ms() + ACCEPT_BACKOFF_MS;
+    int64_t at = cw__loop_now(a->prof.loop) + ACCEPT_BACKOFF_MS;
     if (a->retry_at && a->retry_at < at)
         at = a->retry_at;
     a->retry_at = 0;
@@ -361,7 +361,7 @@ cw_stream *cw_acceptor_idlest(cw_acceptor *a, uint32_t min_idle_ms)
     if (!a || a->freed)
         return NULL;
     cw_stream *s = a->active.head;
-    int64_t now = cw_now_ms();
+    int64_t now = cw__loop_now(a->prof.loop);
     if (!s || s->state != CW__ST_OPEN || s->out || now - s->t < (int64_t)min_idle_ms)
         return NULL;
     return s;

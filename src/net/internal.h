@@ -95,6 +95,17 @@ int cw__tqueue_put(cw_tqueue *q, cw_tqentry *e, int64_t deadline);
 int cw__loop_tqueue(cw_loop *l, int64_t timeout_ms, cw_tqueue_cb *cb);
 cw_tqueue *cw__loop_tq(const cw_loop *l, int index);
 
+/* The loop's time (cw_now_ms() scale), read once per pass: after
+ * epoll_wait returns, and again before the timers run. Inside a pass
+ * (any callback of the loop) deadlines are computed from it, so one
+ * computed late in a pass is early by at most the pass's work so far.
+ * Outside a pass (before the first run, between runs, no loop running)
+ * it is the real clock. */
+int64_t cw__loop_now(const cw_loop *l);
+/* Read the clock again for the rest of the pass: after work that may
+ * have taken long on the loop (a password check run on it). */
+void cw__loop_update_time(cw_loop *l);
+
 /* The CPUs this process may run on (its affinity mask: taskset, a
  * container's cpuset), at least 1. */
 int cw__usable_cpus(void);

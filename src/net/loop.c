@@ -8,6 +8,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,8 @@
 struct cw_loop {
     int epfd;
     volatile int stopping;
+    int in_pass;               /* dispatching events or running timers */
+    int64_t now;               /* the pass's time: cw__loop_now() */
     uint64_t iterations;
     cw_timer **heap;           /* min-heap on deadline */
     uint32_t nheap, heap_cap;
@@ -189,21 +192,43 @@ static int run_one(cw_loop *l, int64_t now)
     return 0;
 }
 
+/* The time is read again here, not taken from before the dispatch: a
+ * timer that fell due while events were handled fires in this pass, not
+ * after one more epoll_wait. Callbacks see this same time, so a stream
+ * fired as due finds itself due. */
 static void run_timers(cw_loop *l)
 {
-    int64_t now = cw_now_ms();
+    int64_t now = l->now = cw_now_ms();
     while (!l->stopping && run_one(l, now))
         ;
 }
 
-/* epoll_wait timeout in ms for the earliest deadline, -1 for none. */
+/* ---- the loop's time ---- */
+
+int64_t cw__loop_now(const cw_loop *l)
+{
+    return l->in_pass ? l->now : cw_now_ms();
+}
+
+void cw__loop_update_time(cw_loop *l)
+{
+    if (l->in_pass)
+        l->now = cw_now_ms();
+}
+
+/* epoll_wait timeout in ms for the earliest deadline, -1 for none. From
+ * the time the timer pass read: what its callbacks took is the most a
+ * deadline can be late by. */
 static int next_timeout(const cw_loop *l)
 {
     int64_t first = l->nheap ? l->heap[0]->deadline : INT64_MAX;
     for (const cw_tqueue *q = l->queues; q; q = q->lnext)
         if (cw__tqueue_head(q) < first)
             first = cw__tqueue_head(q);
-    return first == INT64_MAX ? -1 : cw__poll_timeout(first);
+    if (first == INT64_MAX)
+        return -1;
+    int64_t left = first - l->now;
+    return left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
 }
 
 /* ---- descriptors ---- */
@@ -423,14 +448,22 @@ int cw_loop_run(cw_loop *l)
     if (!l)
         return CW_EINVAL;
     l->stopping = 0;
+    l->now = cw_now_ms();   /* for the first timeout */
     while (!l->stopping) {
         int n = epoll_wait(l->epfd, l->events, MAX_EVENTS, next_timeout(l));
         l->iterations++;
         if (n < 0) {
-            if (errno == EINTR)
+            int err = errno;
+            l->now = cw_now_ms();   /* the next timeout counts from here */
+            if (err == EINTR)
                 continue;
-            return -errno;
+            return -err;
         }
+        /* One clock read for the whole batch: streams, the acceptor and
+         * their owners take the pass's time (cw__loop_now) instead of
+         * reading the clock at every step of every connection. */
+        l->now = cw_now_ms();
+        l->in_pass = 1;
         l->nevents = n;
         for (l->cur = 0; l->cur < n; l->cur++) {
             cw_io *io = l->events[l->cur].data.ptr;
@@ -439,6 +472,7 @@ int cw_loop_run(cw_loop *l)
         }
         l->nevents = l->cur = 0;
         run_timers(l);
+        l->in_pass = 0;
     }
     return CW_OK;
 }

@@ -92,6 +92,13 @@ static cw_loop *loop_of(const cw_stream *s)
     return P(s)->loop;
 }
 
+/* The loop's time: one clock read per loop pass, shared by every stream
+ * the pass touches (cw__loop_now). */
+static int64_t loop_now(const cw_stream *s)
+{
+    return cw__loop_now(P(s)->loop);
+}
+
 int cw__stream_new(cw_loop *loop, int fd, const struct cw_stream_opts *o,
                    struct cw__sprof *prof, cw_stream **out)
 {
@@ -119,7 +126,7 @@ int cw__stream_new(cw_loop *loop, int fd, const struct cw_stream_opts *o,
         *out = s;
         return CW_OK;
     }
-    s->t = cw_now_ms();
+    s->t = cw__loop_now(loop);
     /* Watched from the start, reads or not: a peer that closes before the
      * owner starts reading is still noticed. */
     int rc = cw_io_start(loop, &s->io, 0, on_io);
@@ -137,7 +144,7 @@ void cw__stream_watch(cw_stream *s)
     if (s->state != CW__ST_OPEN || !(s->flags & F_IO_OFF) || (s->flags & F_ENDED))
         return;
     if (!s->t)
-        s->t = cw_now_ms();   /* not started: its age counts from here */
+        s->t = loop_now(s);   /* not started: its age counts from here */
     int rc = cw_io_start(loop_of(s), &s->io, 0, on_io);
     if (rc == CW_OK)
         s->flags &= ~F_IO_OFF;
@@ -300,7 +307,7 @@ static void start_linger(cw_stream *s)
     s->state = CW__ST_LINGER;
     s->aux = 0;
     uint32_t lt = P(s)->o.linger_timeout_ms;
-    s->rdl = lt ? cw_now_ms() + lt : INT64_MAX;
+    s->rdl = lt ? loop_now(s) + lt : INT64_MAX;
 }
 
 /* Graceful close: flush, then linger. s->t holds the close deadline. */
@@ -344,7 +351,7 @@ int cw_stream_close(cw_stream *s, int how, int64_t deadline,
         finish(s, CW_OK, 0, CW__END_PLAIN);
         return CW_OK;
     }
-    s->t = deadline < 0 ? cw_now_ms() + CLOSE_DEFAULT_MS : deadline;
+    s->t = deadline < 0 ? loop_now(s) + CLOSE_DEFAULT_MS : deadline;
     begin_close(s, CW__END_OWNER);
     /* Arm the close's watcher and deadline now: called outside the
      * stream's own callbacks, nothing else would. */
@@ -379,7 +386,7 @@ static void deliver_end(cw_stream *s, int rc)
         rc = CW_ERESET;
     s->result = rc;
     s->flags |= F_DELIVERED | F_ENDED;
-    s->t = cw_now_ms();   /* the grace period starts */
+    s->t = loop_now(s);   /* the grace period starts */
     if (s->cb.h && s->cb.h->on_read)
         s->cb.h->on_read(s, rc, NULL);
 }
@@ -406,7 +413,7 @@ static void do_read(cw_stream *s, unsigned events)
             deliver_end(s, (int)n);
             return;
         }
-        s->t = cw_now_ms();   /* LRU age and grace count from here */
+        s->t = loop_now(s);   /* LRU age and grace count from here */
         if (P(s)->o.idle_timeout_ms) {
             s->rdl = s->t + P(s)->o.idle_timeout_ms;
             s->aux = (uint32_t)P(s)->q_idle;
@@ -448,7 +455,7 @@ static void write_failed(cw_stream *s, int rc)
      * that cannot come: reading resumes, so it gets what the peer sent
      * before the end, then the end itself. */
     s->flags |= F_ENDED | F_READING;
-    s->t = cw_now_ms();
+    s->t = loop_now(s);
     drop_queue(s);
 }
 
@@ -465,7 +472,7 @@ static void flush(cw_stream *s)
             return;
         }
         q->off += (size_t)n;
-        q->due = cw_now_ms() + P(s)->o.write_timeout_ms;   /* progress:
+        q->due = loop_now(s) + P(s)->o.write_timeout_ms;   /* progress:
                                                  nginx send_timeout */
     }
     if (q && q->shut)
@@ -474,7 +481,7 @@ static void flush(cw_stream *s)
     if (s->state != CW__ST_OPEN)
         return;   /* closing: s->t is the close deadline */
     if (s->flags & F_ENDED)
-        s->t = cw_now_ms();   /* the grace period counts from here */
+        s->t = loop_now(s);   /* the grace period counts from here */
     if (s->flags & F_FULL) {
         s->flags &= ~F_FULL;
         if (s->cb.h && s->cb.h->on_drain)
@@ -501,7 +508,7 @@ static int enqueue(cw_stream *s, const char *p, size_t len)
         if (!q) {
             nq->off = nq->len = 0;
             nq->shut = 0;
-            nq->due = cw_now_ms() + P(s)->o.write_timeout_ms;
+            nq->due = loop_now(s) + P(s)->o.write_timeout_ms;
         }
         nq->cap = cap;
         s->out = q = nq;
@@ -521,7 +528,7 @@ static int write_flags(cw_stream *s, const void *buf, size_t len, int more)
     if (s->werr)
         return s->werr;
     if (s->flags & F_ENDED)
-        s->t = cw_now_ms();   /* the owner acts: no grace close yet */
+        s->t = loop_now(s);   /* the owner acts: no grace close yet */
     const char *p = buf;
     if (!s->out && len) {
         ssize_t n;
@@ -660,7 +667,7 @@ static void set_reading(cw_stream *s, int on)
     if (on && !(s->flags & F_READING)) {
         s->flags |= F_READING;
         if (!(s->flags & F_ENDED)) {
-            s->t = cw_now_ms();   /* the idle timeout counts from here */
+            s->t = loop_now(s);   /* the idle timeout counts from here */
             if (P(s)->o.idle_timeout_ms) {
                 s->rdl = s->t + P(s)->o.idle_timeout_ms;
                 s->aux = (uint32_t)P(s)->q_idle;
@@ -715,7 +722,7 @@ static void peer_ended(cw_stream *s, unsigned events)
     if (!(s->flags & F_ENDED)) {
         s->flags |= F_ENDED;
         if (!s->out)
-            s->t = cw_now_ms();
+            s->t = loop_now(s);
     }
     if (fully_shut(s->io.fd)) {
         /* Nothing can be sent any more, and the bytes still unread wait
@@ -753,7 +760,7 @@ static void on_linger_io(cw_stream *s, unsigned events)
     s->aux = total > CW__AUX_MAX ? CW__AUX_MAX : (uint32_t)total;
     uint32_t lt = P(s)->o.linger_timeout_ms;
     if (lt && rc == -EAGAIN)
-        s->rdl = cw_now_ms() + lt;   /* nginx lingering_timeout: per read */
+        s->rdl = loop_now(s) + lt;   /* nginx lingering_timeout: per read */
     if (rc == CW_EOF)
         finish(s, CW_OK, 0, CW__END_OWNER);
     else if (rc == CW_ETOOLONG)
@@ -809,7 +816,7 @@ static void on_timer(cw_stream *s)
             cw__acceptor_put(a);   /* the options were the acceptor's */
         return;
     }
-    int64_t now = cw_now_ms();
+    int64_t now = loop_now(s);
     if (s->state == CW__ST_OPEN) {
         on_open_timer(s, now);
     } else if (s->state == CW__ST_FLUSH) {
@@ -892,7 +899,7 @@ int cw_stream_set_timeout(cw_stream *s, uint32_t timeout_ms)
         s->aux = (uint32_t)cw__loop_tqueue(loop, timeout_ms, on_queue_timer);
         q = cw__loop_tq(loop, (int)s->aux);
     }
-    s->rdl = cw_now_ms() + timeout_ms;
+    s->rdl = loop_now(s) + timeout_ms;
     /* The usual call, a request renewing the idle timeout of a stream
      * that only reads: the watcher stays as it is and the one deadline is
      * rdl on q, so settle() would come to this same move to q's tail. */

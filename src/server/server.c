@@ -109,12 +109,6 @@ struct sess {
 _Static_assert(CW__STREAM_SIZE + sizeof(struct sess) <= 168,
                "an idle session outgrew its 176-byte malloc chunk");
 
-/* Milliseconds since the session was accepted. */
-static uint32_t age_ms(const struct sess *c)
-{
-    return (uint32_t)cw_now_ms() - c->start;
-}
-
 static const char *reason_name(const struct sess *c)
 {
     if (c->reason == R_WRITE)
@@ -258,6 +252,18 @@ struct cw_server {
     char scratch[SCRATCH_SIZE];
 };
 
+/* The loop's time (one clock read per loop pass, src/net/loop.c). */
+static int64_t now_ms(const cw_server *s)
+{
+    return cw__loop_now(s->loop);
+}
+
+/* Milliseconds since the session was accepted. */
+static uint32_t age_ms(const cw_server *s, const struct sess *c)
+{
+    return (uint32_t)now_ms(s) - c->start;
+}
+
 /* ---- the unauthenticated FIFO ---- */
 
 static struct fent *fifo_head(struct fifo *f);
@@ -332,7 +338,7 @@ static void log_end(cw_server *s, const struct sess *c, enum cw_end how)
         return;
     char peer[64];
     format_peer(c, peer, sizeof peer);
-    long long ms = age_ms(c);
+    long long ms = age_ms(s, c);
     char detail[80] = "";
     if (c->end == END_EVICTED)
         snprintf(detail, sizeof detail, " reason=%s login=%s", reason_name(c),
@@ -417,7 +423,7 @@ static void finish(cw_server *s, cw_stream *st, struct sess *c, const char *text
     int how = graceful ? CW_CLOSE_GRACEFUL
               : s->o.close_mode == CW_SERVER_LINGER0 ? CW_CLOSE_ABORT : CW_CLOSE_PLAIN;
     /* cw-mark: the close() of a final line; tests expect the next line */
-    cw_stream_close(st, how, cw_now_ms() + s->o.lingering_time_ms, NULL);
+    cw_stream_close(st, how, now_ms(s) + s->o.lingering_time_ms, NULL);
 }
 
 /* ---- requests ---- */
@@ -496,7 +502,7 @@ static void on_checked(void *data, int ok, const char *user, size_t ulen)
         return;
     }
     if (!ok) {
-        if (cw__throttle_failed(s->thr, c->addr, user, ulen, cw_now_ms()))
+        if (cw__throttle_failed(s->thr, c->addr, user, ulen, now_ms(s)))
             log_table_full(s);
         finish(s, st, c, "ERR bad credentials", END_AUTH_FAILED);
         return;
@@ -543,9 +549,15 @@ static int check_on_loop(cw_server *s, const struct cw_req *r)
 {
     if (!s->cd && !(s->cd = calloc(1, sizeof *s->cd)))
         return 0;
-    if (!s->pool)   /* --auth-threads 0: padded, with a sleep on the loop */
-        return cw__auth_check(s->auth, s->cd, r->user, r->user_len, r->pass,
-                              r->pass_len);
+    if (!s->pool) {   /* --auth-threads 0: padded, with a sleep on the loop */
+        int ok = cw__auth_check(s->auth, s->cd, r->user, r->user_len, r->pass,
+                                r->pass_len);
+        /* The check held the loop (up to a yescrypt hash and its pad):
+         * deadlines set after it count from now, not from the pass's
+         * start. */
+        cw__loop_update_time(s->loop);
+        return ok;
+    }
     int64_t due_ns;   /* the pad, not waited for (above) */
     return cw__auth_verify(s->auth, s->cd, r->user, r->user_len, r->pass,
                            r->pass_len, &due_ns);
@@ -558,7 +570,7 @@ static void handle_auth(cw_server *s, cw_stream *st, struct sess *c,
         reply_str(st, c, "ERR already authenticated");
         return;
     }
-    int64_t now = cw_now_ms();
+    int64_t now = now_ms(s);
     enum cw__thr v = cw__throttle_check(s->thr, c->addr, r->user, r->user_len, now);
     if (v != CW__THR_OK) {
         s->st.throttled++;
@@ -674,7 +686,7 @@ static void serve(cw_server *s, cw_stream *st, struct sess *c, const char *buf,
 static void on_peer_end(cw_server *s, cw_stream *st, struct sess *c, ssize_t rc)
 {
     if (rc == CW_ETIMEDOUT) {   /* our deadline: the login's or the idle one */
-        if (!c->authed && age_ms(c) >= s->o.login_timeout_ms) {
+        if (!c->authed && age_ms(s, c) >= s->o.login_timeout_ms) {
             s->st.login_timeouts++;
             finish(s, st, c, "ERR login timeout", END_LOGIN_TIMEOUT);
         } else {
@@ -805,7 +817,7 @@ static void hold_accept(cw_server *s, int64_t retry_at, const char *why)
         s->pause_logged = 0;
         s->st.accept_paused++;
     }
-    int64_t now = cw_now_ms();
+    int64_t now = now_ms(s);
     if (s->o.log && why && !s->pause_logged &&
         (s->pause_log_ms == 0 || now - s->pause_log_ms >= 1000)) {
         fprintf(s->o.log, "closewise-server: accept paused: %s\n", why);
@@ -848,7 +860,7 @@ static void resume_accept(cw_server *s)
 static void on_acceptor_pause(cw_acceptor *a, void *data, int err)
 {
     cw_server *s = data;
-    int64_t now = cw_now_ms();
+    int64_t now = now_ms(s);
     if (s->o.log && (s->pause_log_ms == 0 || now - s->pause_log_ms >= 1000)) {
         fprintf(s->o.log, "closewise-server: accept paused: %s\n", strerror(-err));
         fflush(s->o.log);
@@ -898,11 +910,11 @@ static void evict(cw_server *s, cw_stream *st, enum evict why)
 static cw_stream *unauth_victim(cw_server *s, int grace, int64_t *when)
 {
     struct fent *h = fifo_head(&s->unauth);
-    int64_t now = cw_now_ms();
+    int64_t now = now_ms(s);
     *when = CW_NEVER;
     if (!h)
         return NULL;
-    uint32_t age = age_ms(sess_of(h->st));
+    uint32_t age = age_ms(s, sess_of(h->st));
     int64_t wait = grace && age < UNAUTH_GRACE_MS ? UNAUTH_GRACE_MS - age : 0;
     if ((uint32_t)cw_loop_iterations(s->loop) - h->gen >= 2 && !wait)
         return h->st;
@@ -1006,7 +1018,7 @@ static void on_accept(cw_acceptor *a, cw_stream *st, void *data)
 {
     cw_server *s = data;
     struct sess *c = sess_of(st);
-    int64_t now = cw_now_ms();
+    int64_t now = now_ms(s);
     c->start = (uint32_t)now;
     set_peer(c, cw_acceptor_peer(a, NULL));
     s->live++;
