@@ -80,8 +80,15 @@ struct cw__authpool {
     int nthreads;               /* check threads, then as many rescuers */
     int started;                /* threads created (joined by free) */
     int rescue_asleep;          /* rescuers in an untimed wait */
+    int watching;               /* rescuers in a timed wait: 0 or 1 */
+    int warm;                   /* a rescuer hashed the first job */
     int idle_checks;            /* check threads that got SCHED_IDLE */
     uint64_t progress;          /* jobs started + finished by check threads */
+    struct watch {              /* since when the rescuers watch */
+        int64_t at, cpu;        /* monotonic time; check threads' CPU time */
+        uint64_t progress;
+        int on;
+    } watch;
     pthread_t *threads;
     clockid_t *clocks;          /* the check threads' CPU clocks */
     cw__auth *auth;
@@ -176,14 +183,17 @@ static cw__authjob *start_next(cw__authpool *p)
     return j;
 }
 
+/* Who hashes a job. */
+enum { BY_CHECK, BY_RESCUER, BY_WARMUP };
+
 /* The first answer of a RUNNING job: post it; 1 if the loop must be woken
  * (pt->posting is raised then). */
 static int first_answer(cw__authpool *p, cw__authjob *j, int ok, int64_t due,
-                        int rescuer)
+                        int by)
 {
     junlink(&p->active, j);
     p->running--;
-    p->st.rescued += rescuer;
+    p->st.rescued += by == BY_RESCUER;
     j->ok = ok;
     j->due_ns = due;
     int wake = post(j);
@@ -195,20 +205,20 @@ static int first_answer(cw__authpool *p, cw__authjob *j, int ok, int64_t due,
  * hash runs without it. Nothing here may make a loop wait for this
  * thread: see wake_port(). */
 static void run_job(cw__authpool *p, cw__authjob *j, struct crypt_data *cd,
-                    int rescuer)
+                    int by)
 {
     j->runners++;
-    j->rescued |= rescuer;
-    p->progress += !rescuer;
+    j->rescued |= by != BY_CHECK;
+    p->progress += by == BY_CHECK;
     pthread_mutex_unlock(&p->mu);
     int64_t due = 0;
     /* Without its 32 KiB the worker still answers: "bad", at once. */
     int ok = cd ? cw__auth_verify(p->auth, cd, j->buf, j->ulen,
                                   j->buf + j->ulen, j->plen, &due) : 0;
     pthread_mutex_lock(&p->mu);
-    p->progress += !rescuer;
+    p->progress += by == BY_CHECK;
     cw__authport *pt = j->port;
-    int wake = j->state == J_RUNNING && first_answer(p, j, ok, due, rescuer);
+    int wake = j->state == J_RUNNING && first_answer(p, j, ok, due, by);
     if (--j->runners == 0) {   /* the password is read by no one now */
         explicit_bzero(j->buf + j->ulen, j->plen);
         if (j->state == J_ORPHAN)
@@ -243,11 +253,11 @@ static void *worker(void *arg)
     pthread_mutex_lock(&p->mu);
     p->idle_checks += idle;
     for (;;) {
-        while (!p->stop && !p->queue.head)
+        while (!p->stop && (!p->queue.head || !p->warm))
             pthread_cond_wait(&p->work, &p->mu);
         if (p->stop)
             break;
-        run_job(p, start_next(p), cd, 0);
+        run_job(p, start_next(p), cd, BY_CHECK);
     }
     pthread_mutex_unlock(&p->mu);
     free(cd);
@@ -286,60 +296,84 @@ static cw__authjob *rescuable(cw__authpool *p, int take)
 
 #define RESCUE_NS (RESCUE_MS * 1000000LL)
 
-/* Where a rescuer's watch began. */
-struct watch {
-    int64_t at, cpu;   /* monotonic time; the check threads' CPU time */
-    uint64_t progress;
-    int on;
-};
-
 /* Since the watch began, RESCUE_MS or more: no check started or finished
  * and the check threads ran less than 1/RESCUE_SHARE of the time each (so
  * a hash longer than RESCUE_MS on a free core is no stall). */
-static int stalled(const cw__authpool *p, const struct watch *w, int64_t now,
-                   int64_t cpu)
+static int stalled(const cw__authpool *p, int64_t now, int64_t cpu)
 {
+    const struct watch *w = &p->watch;
     int64_t span = now - w->at;
     return w->on && span >= RESCUE_NS && p->progress == w->progress &&
            (cpu - w->cpu) * RESCUE_SHARE < span * p->nthreads;
 }
 
-/* Rescuers: nice 19, asleep while there is nothing to rescue (submit
- * wakes them, at most once per RESCUE_MS: after a wake they watch that
- * long), else awake once per RESCUE_MS to look for a stall. After a
- * rescued hash the watch goes on: if the checks are still stalled, the
- * next job is taken at once. The clocks are read without the mutex: a
- * nice-19 thread preempted while holding it would make the loops wait. */
+/* A rescuer's first job, the pool's first: its hash calibrates auth.c's
+ * costs (under auth's mutex, a few hashes long), which a starved
+ * SCHED_IDLE thread would drag out for seconds with every other check,
+ * and the loops' cost look-ups, waiting behind it. The check threads wait
+ * for it (pool->warm). Credentials added later are calibrated by
+ * whichever thread comes first. */
+static void warm_up(cw__authpool *p, struct crypt_data *cd)
+{
+    if (cd && p->queue.head)
+        run_job(p, start_next(p), cd, BY_WARMUP);
+    p->warm = 1;
+    pthread_cond_broadcast(&p->work);
+}
+
+/* Wait on the rescue condition: untimed while another rescuer watches
+ * or nothing could be rescued (submit wakes one rescuer when none
+ * watches, so a wake costs the loop a futex call at most once per
+ * RESCUE_MS), else as the watcher until the watch is RESCUE_MS old. */
+static void rescue_wait(cw__authpool *p, int64_t now, int64_t cpu)
+{
+    if (p->watching || !rescuable(p, 0)) {
+        if (!rescuable(p, 0))
+            p->watch.on = 0;
+        p->rescue_asleep++;
+        pthread_cond_wait(&p->rescue, &p->mu);
+        p->rescue_asleep--;
+        return;
+    }
+    if (!p->watch.on || now - p->watch.at >= RESCUE_NS)
+        p->watch = (struct watch){.at = now, .cpu = cpu, .progress = p->progress, .on = 1};
+    int64_t due = p->watch.at + RESCUE_NS;
+    struct timespec ts = {.tv_sec = due / 1000000000, .tv_nsec = due % 1000000000};
+    p->watching++;
+    pthread_cond_timedwait(&p->rescue, &p->mu, &ts);
+    p->watching--;
+}
+
+/* Rescuers: nice 19, one of them watching for a stall while there is
+ * work, the others asleep. On a stall a rescuer takes a job and wakes
+ * another, which finds the same stall; after a rescued hash the watch
+ * goes on, so while the checks stay stalled the next job is taken at
+ * once. The clocks are read without the mutex: a thread preempted while
+ * holding it would make the loops wait. */
 static void *rescuer(void *arg)
 {
     cw__authpool *p = arg;
     thread_setup("cw-auth-rescue");
-    struct crypt_data *cd = NULL;   /* at the first rescue */
-    struct watch w = {0};
+    struct crypt_data *cd = calloc(1, sizeof *cd);   /* NULL: never hashes */
+    int64_t now = clock_ns(CLOCK_MONOTONIC), cpu = checks_cpu_ns(p);
     pthread_mutex_lock(&p->mu);
     while (!p->stop) {
-        if (!rescuable(p, 0)) {
-            w.on = 0;
-            p->rescue_asleep++;
-            pthread_cond_wait(&p->rescue, &p->mu);
-            p->rescue_asleep--;
+        if (!p->warm && (p->queue.head || !cd)) {
+            warm_up(p, cd);
             continue;
+        }
+        cw__authjob *j;
+        if (cd && stalled(p, now, cpu) && (j = rescuable(p, 1))) {
+            if (p->rescue_asleep && rescuable(p, 0))
+                pthread_cond_signal(&p->rescue);
+            run_job(p, j, cd, BY_RESCUER);
+        } else {
+            rescue_wait(p, now, cpu);
         }
         pthread_mutex_unlock(&p->mu);
-        if (!cd)
-            cd = calloc(1, sizeof *cd);   /* NULL: watch, never rescue */
-        int64_t now = clock_ns(CLOCK_MONOTONIC), cpu = checks_cpu_ns(p);
+        now = clock_ns(CLOCK_MONOTONIC);
+        cpu = checks_cpu_ns(p);
         pthread_mutex_lock(&p->mu);
-        cw__authjob *j;
-        if (cd && !p->stop && stalled(p, &w, now, cpu) && (j = rescuable(p, 1))) {
-            run_job(p, j, cd, 1);
-            continue;
-        }
-        if (!w.on || now - w.at >= RESCUE_NS)
-            w = (struct watch){.at = now, .cpu = cpu, .progress = p->progress, .on = 1};
-        int64_t due = w.at + RESCUE_NS;
-        struct timespec ts = {.tv_sec = due / 1000000000, .tv_nsec = due % 1000000000};
-        pthread_cond_timedwait(&p->rescue, &p->mu, &ts);
     }
     pthread_mutex_unlock(&p->mu);
     free(cd);
@@ -630,9 +664,9 @@ int cw__authport_submit(cw__authport *pt, const char *user, size_t ulen,
     p->queued++;
     p->st.submitted++;
     pthread_cond_signal(&p->work);
-    /* At most once per RESCUE_MS: a woken rescuer watches that long. */
-    if (p->rescue_asleep)
-        pthread_cond_broadcast(&p->rescue);
+    /* One rescuer: the pool's first job, or the watch for stalls. */
+    if (p->rescue_asleep && !p->watching)
+        pthread_cond_signal(&p->rescue);
     pthread_mutex_unlock(&p->mu);
     *job = j;
     return CW_OK;
