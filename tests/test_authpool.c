@@ -5,6 +5,8 @@
  * and two loops sharing one pool. Real threads and real crypt(3): run it
  * under helgrind too (scripts/valgrind.sh does). */
 // cw-test-timeout: 240
+// cw-test-serial: test_rescue_when_starved keeps every core busy on purpose,
+// which would starve the checks of tests running beside it.
 #include "cwtest.h"
 #include "../src/server/auth.h"
 #include "../src/server/authpool.h"
