@@ -47,6 +47,7 @@
 #define CW_AUTH_NICE 19
 #define RESCUE_MS 100        /* how long the checks may stall */
 #define RESCUE_SHARE 32      /* stalled: they ran < 1/32 of that, per thread */
+#define BUSY_MS 10000        /* then the rescuers do every check this long */
 
 enum { J_QUEUED, J_RUNNING, J_POSTED, J_BATCH, J_DEFERRED, J_ORPHAN };
 
@@ -74,6 +75,7 @@ struct cw__authpool {
     pthread_cond_t work;        /* a job was queued, or stop */
     pthread_cond_t idle;        /* a port's last running job finished */
     pthread_cond_t rescue;      /* rescuers wait here */
+    pthread_cond_t park;        /* check threads wait here while busy */
     struct jlist queue;
     struct jlist active;        /* RUNNING, oldest first */
     int queued, queue_max, running, stop;
@@ -82,6 +84,8 @@ struct cw__authpool {
     int rescue_asleep;          /* rescuers in an untimed wait */
     int watching;               /* rescuers in a timed wait: 0 or 1 */
     int warm;                   /* a rescuer hashed the first job */
+    int busy;                   /* the checks stalled: rescuers do them all */
+    int64_t busy_until;         /* ... until then (monotonic ns) */
     int idle_checks;            /* check threads that got SCHED_IDLE */
     uint64_t progress;          /* jobs started + finished by check threads */
     struct watch {              /* since when the rescuers watch */
@@ -253,8 +257,8 @@ static void *worker(void *arg)
     pthread_mutex_lock(&p->mu);
     p->idle_checks += idle;
     for (;;) {
-        while (!p->stop && (!p->queue.head || !p->warm))
-            pthread_cond_wait(&p->work, &p->mu);
+        while (!p->stop && (!p->queue.head || !p->warm || p->busy))
+            pthread_cond_wait(p->busy ? &p->park : &p->work, &p->mu);
         if (p->stop)
             break;
         run_job(p, start_next(p), cd, BY_CHECK);
@@ -270,6 +274,12 @@ static int64_t clock_ns(clockid_t c)
     if (clock_gettime(c, &ts) < 0)
         return 0;
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void timed_wait(pthread_cond_t *c, pthread_mutex_t *mu, int64_t due)
+{
+    struct timespec ts = {.tv_sec = due / 1000000000, .tv_nsec = due % 1000000000};
+    pthread_cond_timedwait(c, mu, &ts);
 }
 
 /* CPU time of all check threads (their clocks are fixed once the
@@ -337,19 +347,46 @@ static void rescue_wait(cw__authpool *p, int64_t now, int64_t cpu)
     }
     if (!p->watch.on || now - p->watch.at >= RESCUE_NS)
         p->watch = (struct watch){.at = now, .cpu = cpu, .progress = p->progress, .on = 1};
-    int64_t due = p->watch.at + RESCUE_NS;
-    struct timespec ts = {.tv_sec = due / 1000000000, .tv_nsec = due % 1000000000};
     p->watching++;
-    pthread_cond_timedwait(&p->rescue, &p->mu, &ts);
+    timed_wait(&p->rescue, &p->mu, p->watch.at + RESCUE_NS);
     p->watching--;
 }
 
+/* A stall means other programs keep every core busy. Then a SCHED_IDLE
+ * thread is not only slow: preempted while it holds the pool's or auth's
+ * mutex, it makes the loops wait for it - up to 0.39 s measured with a
+ * busy loop on each core. So for BUSY_MS the rescuers do every check, as
+ * nice-19 check threads did before, and the check threads wait holding
+ * nothing (park). Then they are tried again. */
+static void busy_begin(cw__authpool *p, int64_t now)
+{
+    p->busy = 1;
+    p->busy_until = now + BUSY_MS * 1000000LL;
+    p->watch.on = 0;
+    pthread_cond_broadcast(&p->work);     /* check threads: to park */
+    pthread_cond_broadcast(&p->rescue);   /* every rescuer: to work */
+}
+
+/* One step of a rescuer while busy. */
+static void busy_turn(cw__authpool *p, struct crypt_data *cd, int64_t now)
+{
+    if (now >= p->busy_until) {
+        p->busy = 0;
+        pthread_cond_broadcast(&p->park);
+        return;
+    }
+    cw__authjob *j = cd ? rescuable(p, 1) : NULL;
+    if (j)
+        run_job(p, j, cd, BY_RESCUER);
+    else   /* submit broadcasts work while busy */
+        timed_wait(&p->work, &p->mu, p->busy_until);
+}
+
 /* Rescuers: nice 19, one of them watching for a stall while there is
- * work, the others asleep. On a stall a rescuer takes a job and wakes
- * another, which finds the same stall; after a rescued hash the watch
- * goes on, so while the checks stay stalled the next job is taken at
- * once. The clocks are read without the mutex: a thread preempted while
- * holding it would make the loops wait. */
+ * work, the others asleep. On a stall every rescuer goes to work (see
+ * busy_begin), jobs that starved check threads hold first. The clocks
+ * are read without the mutex: a thread preempted while holding it would
+ * make the loops wait. */
 static void *rescuer(void *arg)
 {
     cw__authpool *p = arg;
@@ -363,9 +400,10 @@ static void *rescuer(void *arg)
             continue;
         }
         cw__authjob *j;
-        if (cd && stalled(p, now, cpu) && (j = rescuable(p, 1))) {
-            if (p->rescue_asleep && rescuable(p, 0))
-                pthread_cond_signal(&p->rescue);
+        if (p->busy) {
+            busy_turn(p, cd, now);
+        } else if (cd && stalled(p, now, cpu) && (j = rescuable(p, 1))) {
+            busy_begin(p, now);
             run_job(p, j, cd, BY_RESCUER);
         } else {
             rescue_wait(p, now, cpu);
@@ -402,11 +440,12 @@ int cw__authpool_new(cw__auth *auth, int workers, int queue_max,
     p->auth = auth;
     p->queue_max = queue_max ? queue_max : 256 * n;
     pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->work, NULL);
     pthread_cond_init(&p->idle, NULL);
+    pthread_cond_init(&p->park, NULL);
     pthread_condattr_t ca;   /* rescuers wait for a CLOCK_MONOTONIC time */
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->work, &ca);
     pthread_cond_init(&p->rescue, &ca);
     pthread_condattr_destroy(&ca);
     /* Workers inherit the creator's mask: block everything there, so a
@@ -443,6 +482,7 @@ void cw__authpool_free(cw__authpool *p)
     p->stop = 1;
     pthread_cond_broadcast(&p->work);
     pthread_cond_broadcast(&p->rescue);
+    pthread_cond_broadcast(&p->park);
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; i < p->started; i++)
         pthread_join(p->threads[i], NULL);
@@ -452,6 +492,7 @@ void cw__authpool_free(cw__authpool *p)
         junlink(&p->queue, j);
         job_free(j);
     }
+    pthread_cond_destroy(&p->park);
     pthread_cond_destroy(&p->rescue);
     pthread_cond_destroy(&p->idle);
     pthread_cond_destroy(&p->work);
@@ -663,9 +704,12 @@ int cw__authport_submit(cw__authport *pt, const char *user, size_t ulen,
     jpush(&p->queue, j);
     p->queued++;
     p->st.submitted++;
-    pthread_cond_signal(&p->work);
+    if (p->busy)   /* rescuers and parked-to-be check threads wait on it */
+        pthread_cond_broadcast(&p->work);
+    else
+        pthread_cond_signal(&p->work);
     /* One rescuer: the pool's first job, or the watch for stalls. */
-    if (p->rescue_asleep && !p->watching)
+    if (!p->busy && p->rescue_asleep && !p->watching)
         pthread_cond_signal(&p->rescue);
     pthread_mutex_unlock(&p->mu);
     *job = j;
