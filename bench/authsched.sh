@@ -57,10 +57,12 @@ start() {
     bench_port_wait "authsched: $1 server" 200 "$tmp/srv.log" || exit 3
 }
 rescued() { sed -n 's/.*auth-rescued=\([0-9]*\).*/\1/p' "$tmp/srv.log" | tail -1; }
-# time slices of the rescue threads so far (about one per wake-up)
+# the rescue threads' sleeps so far (voluntary context switches: one per
+# wait, so about one per wake-up)
 rescuer_slices() {
     for t in /proc/$spid/task/*; do
-        [ "$(cat "$t/comm" 2>/dev/null)" = cw-auth-rescue ] && cut -d' ' -f3 "$t/schedstat"
+        [ "$(cat "$t/comm" 2>/dev/null)" = cw-auth-rescue ] &&
+            sed -n 's/^voluntary_ctxt_switches:[^0-9]*//p' "$t/status"
     done | awk '{ n += $1 } END { print n + 0 }'
 }
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
@@ -129,11 +131,11 @@ load=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "<!-- authsched:begin (written by bench/authsched.sh; edits here are overwritten) -->"
     echo "### Check threads' scheduling: nice 19 (old) against SCHED_IDLE with rescuers (new)"
     echo
-    echo "\`sh bench/authsched.sh $new $2\` ($(date -u +%Y-%m-%d %H:%M) UTC, $(nproc) cores,"
+    echo "\`sh bench/authsched.sh $new ${2:-5dcfeb7}\` ($(date -u "+%Y-%m-%d %H:%M") UTC, $(nproc) cores,"
     echo "load average at the end $load); old: \`$old\`. Each cell: median (min-max)"
     echo "of $runs runs of ${secs} s, old and new interleaved. \"rescued\": checks the"
     echo "server's rescue threads answered (stats line, all runs); \"rescuer wakes/s\": their"
-    echo "time slices per second (schedstat). \"starved\": a nice-0 busy loop pinned to"
+    echo "sleeps per second (voluntary context switches). \"starved\": a nice-0 busy loop pinned to"
     echo "each core, 4 clients logging in with yescrypt and one sha512 echo session."
     echo
     echo "| load | build | echo p99 ms | p99 server side ms | logins/s | login p50 ms | login p99 ms | rescued | rescuer wakes/s |"
