@@ -46,7 +46,7 @@ struct cw__authpool_stats {
     uint64_t rescued;     /* hashed by a rescuer: the check threads were
                              starved (authpool.c) */
     int queued;           /* waiting for a worker now */
-    int running;          /* being hashed now */
+    int running;          /* being hashed now, for an answer */
     int deferred;         /* hashed, answer held by the padding */
     int idle_threads;     /* check threads running SCHED_IDLE (the rest
                              run at nice 19) */
@@ -58,9 +58,10 @@ void cw__authpool_stats(cw__authpool *p, struct cw__authpool_stats *st);
  * loop's thread). */
 int cw__authport_new(cw__authpool *p, cw_loop *loop, cw__authport **out);
 
-/* Cancel every job of this port that has not answered, wait for the
- * worker hashing one of them to finish (at most one hash), stop the
- * watcher and free. From the loop's thread. */
+/* Cancel every job of this port that has not answered (a hash cannot be
+ * stopped: its thread frees the job when done, touching no port), wait
+ * for a thread that is writing this port's eventfd, stop the watcher and
+ * free. From the loop's thread. */
 void cw__authport_free(cw__authport *pt);
 
 /* Queue a check of user/pass (both copied; the password copy is wiped
