@@ -23,10 +23,16 @@
  * behind it waited as long. So as many rescuers, at nice 19 (weight 15),
  * sleep beside them and hash only while the check threads are starved:
  * work waiting, and for RESCUE_MS no check started or finished and the
- * check threads got less than 1/RESCUE_SHARE of a core each. Then a
- * rescuer hashes again a job a starved check thread holds (the first
- * answer counts), or takes one from the queue. An idle machine never
- * wakes them; a saturated one answers logins at about nice-19 speed. */
+ * check threads got less than 1/RESCUE_SHARE of a core each. Then, for
+ * BUSY_MS, the rescuers hash again the jobs starved check threads hold
+ * (the first answer counts) and do every other check, while the check
+ * threads wait holding no lock (see busy_begin). An idle machine only
+ * wakes one rescuer, once per RESCUE_MS while checks run; a saturated one
+ * answers logins at about nice-19 speed.
+ * Left open: a check thread that was hashing when the machine got busy
+ * still takes this mutex and auth.c's when its hash ends, and preempted
+ * there it makes a loop wait (docs/BENCHMARKS.md, "The check threads'
+ * policy"). */
 #define _GNU_SOURCE
 #include "../net/internal.h"
 #include "authpool.h"
