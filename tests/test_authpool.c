@@ -5,13 +5,29 @@
  * and two loops sharing one pool. Real threads and real crypt(3): run it
  * under helgrind too (scripts/valgrind.sh does). */
 // cw-test-timeout: 240
+// cw-test-serial: test_rescue_when_starved keeps every core busy on purpose,
+// which would starve the checks of tests running beside it.
 #include "cwtest.h"
 #include "../src/server/auth.h"
 #include "../src/server/authpool.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#if defined(__x86_64__) || defined(__aarch64__)
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/syscall.h>
+#define HAVE_SECCOMP_TEST 1
+#endif
 
 /* Hashes made once: yescrypt (the default, slow) and cheap sha512. */
 static char yes_hash[256], six_hash[256];
@@ -417,6 +433,216 @@ static void test_two_loops_share(void **state)
     cw__auth_free(a);
 }
 
+/* ---- scheduling: SCHED_IDLE checks, nice-19 rescuers ---- */
+
+/* The pool threads of this process as the kernel sees them: how many
+ * "cw-auth" threads run policy check_policy and "cw-auth-rescue" ones
+ * run SCHED_OTHER at nice 19 (sched_getscheduler, getpriority on each
+ * tid). Returns the number of check threads; *rescuers the others. */
+static int count_threads(int check_policy, int check_nice, int *rescuers)
+{
+    DIR *d = opendir("/proc/self/task");
+    assert_non_null(d);
+    int checks = 0;
+    *rescuers = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[300], comm[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue;   /* gone meanwhile */
+        if (!fgets(comm, sizeof comm, f))
+            comm[0] = '\0';
+        fclose(f);
+        pid_t tid = atoi(e->d_name);
+        errno = 0;
+        int nice = getpriority(PRIO_PROCESS, (id_t)tid);
+        assert_int_equal(errno, 0);
+        if (!strcmp(comm, "cw-auth\n")) {
+            assert_int_equal(sched_getscheduler(tid), check_policy);
+            if (check_policy != SCHED_IDLE)
+                assert_int_equal(nice, check_nice);
+            checks++;
+        } else if (!strcmp(comm, "cw-auth-rescue\n")) {
+            assert_int_equal(sched_getscheduler(tid), SCHED_OTHER);
+            assert_int_equal(nice, 19);
+            (*rescuers)++;
+        }
+    }
+    closedir(d);
+    return checks;
+}
+
+/* One check answered: the pool works whatever its threads' policy. */
+static void answer_one(struct fx *f)
+{
+    int left = 1;
+    struct rec r = {.loop = f->l, .stop_after = &left};
+    submit(f->pt, "six", "pw-6", &r);
+    run_for(f->l, 60000);
+    assert_int_equal(r.done, 1);
+    assert_int_equal(r.ok, 1);
+}
+
+/* The check threads run SCHED_IDLE, the rescuers nice 19, one each. */
+static void test_thread_policy(void **state)
+{
+    struct fx f;
+    fx_open(&f, 2, 0);
+    answer_one(&f);   /* every thread has set itself up by now */
+    for (int i = 0; i < 1000; i++) {
+        struct cw__authpool_stats st;
+        cw__authpool_stats(f.p, &st);
+        if (st.idle_threads == 2)
+            break;
+        cwt_sleep_ms(1);
+    }
+    int rescuers, checks = count_threads(SCHED_IDLE, 0, &rescuers);
+    assert_int_equal(checks, 2);
+    assert_int_equal(rescuers, 2);
+    struct cw__authpool_stats st = stats_idle(f.p);
+    assert_int_equal(st.idle_threads, 2);
+    fx_close(&f);
+}
+
+#ifdef HAVE_SECCOMP_TEST
+/* Refuse every scheduling-policy change with EPERM, as a container's
+ * seccomp profile may: this thread and the threads it creates. */
+static int refuse_sched_policy(void)
+{
+#ifdef __x86_64__
+    const unsigned arch = AUDIT_ARCH_X86_64;
+#else
+    const unsigned arch = AUDIT_ARCH_AARCH64;
+#endif
+    struct sock_filter code[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, arch, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_sched_setscheduler, 2, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SYS_sched_setattr, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+    };
+    struct sock_fprog prog = {.len = sizeof code / sizeof code[0], .filter = code};
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return -1;
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog);
+}
+#endif
+
+static int under_valgrind(void)
+{
+    const char *pre = getenv("LD_PRELOAD");
+    return pre && strstr(pre, "valgrind");
+}
+
+/* Where SCHED_IDLE is refused the check threads fall back to nice 19 and
+ * answer as before. In a child process, whose seccomp filter dies with
+ * it. */
+static void test_policy_refused(void **state)
+{
+#ifdef HAVE_SECCOMP_TEST
+    if (under_valgrind()) {   /* it runs the filter on its own calls */
+        printf("# skipped under valgrind\n");
+        return;
+    }
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(60);
+        if (refuse_sched_policy() < 0)
+            _exit(3);
+        struct sched_param sp = {0};
+        if (sched_setscheduler(0, SCHED_IDLE, &sp) == 0 || errno != EPERM)
+            _exit(4);   /* the filter does not work here */
+        struct fx f;
+        fx_open(&f, 2, 0);
+        answer_one(&f);
+        int rescuers, checks = count_threads(SCHED_OTHER, 19, &rescuers);
+        struct cw__authpool_stats st;
+        cw__authpool_stats(f.p, &st);
+        fx_close(&f);
+        _exit(checks == 2 && rescuers == 2 && st.idle_threads == 0 ? 0 : 5);
+    }
+    cwt_track(pid);
+    assert_int_equal(cwt_wait(pid, 60000), 0);
+#else
+    printf("# skipped: no seccomp filter for this architecture here\n");
+#endif
+}
+
+/* A nice-0 busy loop pinned to each CPU this process may use: child
+ * processes that end with cwt_kill, with this test (PDEATHSIG, and
+ * teardown kills tracked children), or after 30 s by themselves. */
+static int burners_start(pid_t *pids, int max)
+{
+    cpu_set_t set;
+    assert_int_equal(sched_getaffinity(0, sizeof set, &set), 0);
+    int n = 0;
+    for (int cpu = 0; cpu < CPU_SETSIZE && n < max; cpu++) {
+        if (!CPU_ISSET(cpu, &set))
+            continue;
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            alarm(30);
+            cpu_set_t one;
+            CPU_ZERO(&one);
+            CPU_SET(cpu, &one);
+            sched_setaffinity(0, sizeof one, &one);
+            for (volatile unsigned long spin = 0;; spin++) {
+            }
+        }
+        cwt_track(pid);
+        pids[n++] = pid;
+    }
+    return n;
+}
+
+/* A machine kept busy by other programs (a nice-0 busy loop on every
+ * core) starves the SCHED_IDLE check thread: a yescrypt check took 11.5 s
+ * there (20 ms of CPU at 0.17 % of a core) without the rescuers. A
+ * rescuer hashes it at nice 19 instead, in 2-5 s on this 2-core machine
+ * under load 6: well within the server's 10 s login timeout, which is the
+ * bound that matters to the client. */
+static void test_rescue_when_starved(void **state)
+{
+    if (under_valgrind()) {   /* one thread at a time: a starved thread holds them all */
+        printf("# skipped under valgrind\n");
+        return;
+    }
+    struct fx f;
+    fx_open(&f, 1, 0);
+    answer_one(&f);   /* calibrated now, not under the burners */
+    pid_t burners[CPU_SETSIZE];
+    int nb = burners_start(burners, CPU_SETSIZE);
+    cwt_sleep_ms(20);
+    int left = 1;
+    struct rec r = {.loop = f.l, .stop_after = &left};
+    int64_t t0 = cw_now_ms();
+    submit(f.pt, "yes", "pw-y", &r);
+    run_for(f.l, 30000);
+    int64_t took = cw_now_ms() - t0;
+    struct cw__authpool_stats st;
+    cw__authpool_stats(f.p, &st);
+    for (int i = 0; i < nb; i++)
+        cwt_kill(burners[i]);
+    print_message("# starved: yescrypt check answered after %lld ms, %llu rescued\n",
+                  (long long)took, (unsigned long long)st.rescued);
+    assert_int_equal(r.done, 1);
+    assert_int_equal(r.ok, 1);
+    assert_int_equal(st.rescued, 1);
+    assert_true(took < 10000);
+    fx_close(&f);   /* the check thread's own hash ends now, at full speed */
+}
+
 static void test_bad_args(void **state)
 {
     cw__authpool *p;
@@ -445,6 +671,9 @@ int main(void)
         CWT_TEST(test_full_queue),
         CWT_TEST(test_port_free_in_flight),
         CWT_TEST(test_two_loops_share),
+        CWT_TEST(test_thread_policy),
+        CWT_TEST(test_policy_refused),
+        CWT_TEST(test_rescue_when_starved),
         CWT_TEST(test_bad_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

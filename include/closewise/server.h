@@ -113,6 +113,9 @@ struct cw_server_stats {
     uint64_t auth_busy;         /* "ERR busy": the check queue was full */
     uint64_t auth_cancelled;    /* checks dropped: the session ended
                                    first (peer left, timeout, shutdown) */
+    uint64_t auth_rescued;      /* checks answered by a nice-19 rescue
+                                   thread: the SCHED_IDLE check threads
+                                   were starved by other programs */
 };
 
 /* Fill *o with the defaults above. */

@@ -26,7 +26,8 @@ typedef struct cw__authjob cw__authjob;
  * invalid from the start of this call (do not cancel it). */
 typedef void cw__authjob_cb(void *data, int ok, const char *user, size_t ulen);
 
-/* workers threads (0 = one per online CPU), at most queue_max checks
+/* workers check threads (0 = one per online CPU) and as many rescuers
+ * (authpool.c says when they run), at most queue_max checks
  * waiting for a worker (0 = 256 per worker: a yescrypt backlog clears within the default login timeout). auth must outlive the pool.
  * The threads block every signal: SIGTERM stays the loop's business. */
 int cw__authpool_new(cw__auth *auth, int workers, int queue_max,
@@ -42,9 +43,13 @@ struct cw__authpool_stats {
     uint64_t busy;        /* submissions refused: queue full */
     uint64_t cancelled;   /* jobs cancelled before their answer */
     uint64_t answered;    /* callbacks run */
+    uint64_t rescued;     /* hashed by a rescuer: the check threads were
+                             starved (authpool.c) */
     int queued;           /* waiting for a worker now */
-    int running;          /* being hashed now */
+    int running;          /* being hashed now, for an answer */
     int deferred;         /* hashed, answer held by the padding */
+    int idle_threads;     /* check threads running SCHED_IDLE (the rest
+                             run at nice 19) */
 };
 /* Safe from any thread. */
 void cw__authpool_stats(cw__authpool *p, struct cw__authpool_stats *st);
@@ -53,9 +58,10 @@ void cw__authpool_stats(cw__authpool *p, struct cw__authpool_stats *st);
  * loop's thread). */
 int cw__authport_new(cw__authpool *p, cw_loop *loop, cw__authport **out);
 
-/* Cancel every job of this port that has not answered, wait for the
- * worker hashing one of them to finish (at most one hash), stop the
- * watcher and free. From the loop's thread. */
+/* Cancel every job of this port that has not answered (a hash cannot be
+ * stopped: its thread frees the job when done, touching no port), wait
+ * for a thread that is writing this port's eventfd, stop the watcher and
+ * free. From the loop's thread. */
 void cw__authport_free(cw__authport *pt);
 
 /* Queue a check of user/pass (both copied; the password copy is wiped

@@ -1368,6 +1368,11 @@ int cw_server_stats(const cw_server *s, struct cw_server_stats *st)
 #undef CW_SUM
     }
     st->throttle_overflow = cw__throttle_overflowed(s->thr);
+    if (s->pool) {   /* one pool for every loop */
+        struct cw__authpool_stats ps;
+        cw__authpool_stats(s->pool, &ps);
+        st->auth_rescued = ps.rescued;
+    }
     return CW_OK;
 }
 
