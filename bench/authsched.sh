@@ -1,45 +1,32 @@
 #!/bin/sh
-# bench/authsched.sh [NEW_BUILD [OLD [MARKDOWN]]] - the password-check
-# threads' scheduling, A/B in one run: OLD (a build directory, or a git
-# revision that is built here in Release into build-authsched-REV; default
-# 5dcfeb7, check threads at nice 19) against NEW_BUILD (default
-# build-bench: check threads at SCHED_IDLE with nice-19 rescuers,
+# bench/authsched.sh [BUILD [MARKDOWN]] - the password-check threads'
+# scheduling, A/B in one run of one build: `closewise server` with its
+# default --auth-priority nice (check threads at nice 19) against
+# --auth-priority idle (SCHED_IDLE with nice-19 rescuers,
 # src/server/authpool.c).
 # 1. echo: the echo round trip of 100 logged-in sessions (20 ECHO/s each)
 #    while K clients log in over and over (cw_bench_authload latency, as in
 #    bench/authload.sh): sha512 K=4 and K=8 (the rows the policy is for),
 #    yescrypt K=8 and K=32. RUNS runs of SECS s (CW_AUTHSCHED_RUNS, 3;
-#    CW_AUTHSCHED_SECS, 6), old and new interleaved, which goes first
+#    CW_AUTHSCHED_SECS, 6), the two policies interleaved, which goes first
 #    alternating. Also the server's auth-rescued count (stats line) and
 #    how often its rescue threads woke: they should sleep here.
 # 2. starvation: a nice-0 busy loop pinned to each core (other programs
 #    keeping the machine busy), 4 clients logging in with yescrypt for
-#    SECS s, RUNS runs each: logins/s, login p50/p99, rescued checks.
+#    SECS s, RUNS runs each: logins/s, login p50/p99, rescued checks, and
+#    the echo p99 of one session (where a loop waits for a starved check
+#    thread's lock).
 # Writes the "authsched" section of MARKDOWN (default docs/BENCHMARKS.md)
-# between its markers. Takes about 6 minutes with the defaults (plus the
-# old build's, once).
+# between its markers. Takes about 6 minutes with the defaults.
 set -eu
 new=${1:-build-bench}
-old=${2:-5dcfeb7}
-md=${3:-docs/BENCHMARKS.md}
+md=${2:-docs/BENCHMARKS.md}
 runs=${CW_AUTHSCHED_RUNS:-3}
 secs=${CW_AUTHSCHED_SECS:-6}
 . "$(dirname "$0")/lib.sh"
 spid=
 bench_scratch spid
-if [ ! -x "$old/closewise" ]; then
-    rev=$old
-    old=build-authsched-$rev
-    if [ ! -x "$old/closewise" ]; then
-        echo "authsched: building $rev in $old" >&2
-        mkdir -p "$tmp/src"
-        git archive "$rev" | tar -x -C "$tmp/src" || { echo "authsched: no revision $rev" >&2; exit 2; }
-        cmake -S "$tmp/src" -B "$old" -DCMAKE_BUILD_TYPE=Release -DCW_TESTS=OFF > /dev/null &&
-            cmake --build "$old" -j2 > "$tmp/build.log" 2>&1 ||
-            { cat "$tmp/build.log" >&2; exit 3; }
-    fi
-fi
-for f in "$new/closewise" "$new/bench/cw_bench_authload" "$old/closewise"; do
+for f in "$new/closewise" "$new/bench/cw_bench_authload"; do
     [ -x "$f" ] || { echo "authsched: $f not built" >&2; exit 3; }
 done
 gen=$new/bench/cw_bench_authload
@@ -48,10 +35,10 @@ gen=$new/bench/cw_bench_authload
 "$new/closewise" passwd -m sha512 --password pw-s s >> "$tmp/creds"
 "$new/closewise" passwd -m sha512 --password pw-e e >> "$tmp/creds"
 
-# start BUILD: the server with its log (and exit stats line) kept
+# start POLICY: the server with its log (and exit stats line) kept
 start() {
     rm -f "$tmp/port"
-    "$1/closewise" server -p 0 --port-file "$tmp/port" -c "$tmp/creds" \
+    "$new/closewise" server -p 0 --port-file "$tmp/port" -c "$tmp/creds" --auth-priority "$1" \
         --max-connections 4096 --max-auth-failures 0 > /dev/null 2> "$tmp/srv.log" &
     spid=$!
     bench_port_wait "authsched: $1 server" 200 "$tmp/srv.log" || exit 3
@@ -66,17 +53,17 @@ rescuer_slices() {
     done | awk '{ n += $1 } END { print n + 0 }'
 }
 field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
-# one run: BUILDNAME BUILD ROW K LOGIN SESSIONS RATE
+# one run: POLICY ROW K LOGIN SESSIONS RATE
 run() {
-    name=$1 build=$2 row=$3 k=$4 login=$5
-    start "$build"
+    name=$1 row=$2 k=$3 login=$4
+    start "$name"
     w0=$(rescuer_slices)
-    out=$(timeout $((secs + 120)) "$gen" latency "$sport" "$6" "$7" "$secs" "$k" "$login" e:pw-e echofifo=1) ||
+    out=$(timeout $((secs + 120)) "$gen" latency "$sport" "$5" "$6" "$secs" "$k" "$login" e:pw-e echofifo=1) ||
         out="logins_per_s=0 timed_out=1"
     w1=$(rescuer_slices)
     bench_server_stop
     r=$(rescued)
-    line="build=$name row=$row echo_p99_us=$(field "$out" echo_p99_us) srv_p99_us=$(field "$out" srv_p99_us) logins_per_s=$(field "$out" logins_per_s) login_p50_ms=$(field "$out" login_p50_ms) login_p99_ms=$(field "$out" login_p99_ms) rescued=${r:-0} rescue_wakes_per_s=$(awk -v d=$((w1 - w0)) -v s="$secs" 'BEGIN { printf "%.1f", d / (s + 1) }')"
+    line="policy=$name row=$row echo_p99_us=$(field "$out" echo_p99_us) srv_p99_us=$(field "$out" srv_p99_us) logins_per_s=$(field "$out" logins_per_s) login_p50_ms=$(field "$out" login_p50_ms) login_p99_ms=$(field "$out" login_p99_ms) rescued=${r:-0} rescue_wakes_per_s=$(awk -v d=$((w1 - w0)) -v s="$secs" 'BEGIN { printf "%.1f", d / (s + 1) }')"
     bench_record "$tmp/rows" "$line"
 }
 rows="sha512-K4:4:s:pw-s sha512-K8:8:s:pw-s yescrypt-K8:8:y:pw-y yescrypt-K32:32:y:pw-y"
@@ -85,12 +72,10 @@ while [ $i -le "$runs" ]; do
     for spec in $rows; do
         row=${spec%%:*} rest=${spec#*:}
         k=${rest%%:*} login=${rest#*:}
-        order="old new"
-        [ $((i % 2)) = 0 ] && order="new old"
+        order="nice idle"
+        [ $((i % 2)) = 0 ] && order="idle nice"
         for b in $order; do
-            dir=$old
-            [ $b = new ] && dir=$new
-            run $b "$dir" "$row" "$k" "$login" 100 20
+            run $b "$row" "$k" "$login" 100 20
         done
     done
     i=$((i + 1))
@@ -112,38 +97,36 @@ burn_stop() {
 trap 'burn_stop; _bench_cleanup' EXIT INT TERM
 i=1
 while [ $i -le "$runs" ]; do
-    order="old new"
-    [ $((i % 2)) = 0 ] && order="new old"
+    order="nice idle"
+    [ $((i % 2)) = 0 ] && order="idle nice"
     for b in $order; do
-        dir=$old
-        [ $b = new ] && dir=$new
         burn_start
-        run $b "$dir" starved 4 y:pw-y 1 1
+        run $b starved 4 y:pw-y 1 1
         burn_stop
     done
     i=$((i + 1))
 done
 
-cell() { kv_fmt $(kv_stat "$tmp/rows" "build=$1 row=$2" "$3") "${4:-0}"; }
-ms() { kv_stat "$tmp/rows" "build=$1 row=$2" "$3" | awk '{ for (i = 1; i <= 3; i++) $i = $i == "-" ? "-" : $i / 1000; print }'; }
+cell() { kv_fmt $(kv_stat "$tmp/rows" "policy=$1 row=$2" "$3") "${4:-0}"; }
+ms() { kv_stat "$tmp/rows" "policy=$1 row=$2" "$3" | awk '{ for (i = 1; i <= 3; i++) $i = $i == "-" ? "-" : $i / 1000; print }'; }
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 {
     echo "<!-- authsched:begin (written by bench/authsched.sh; edits here are overwritten) -->"
-    echo "### Check threads' scheduling: nice 19 (old) against SCHED_IDLE with rescuers (new)"
+    echo "### Check threads' scheduling: --auth-priority nice (default) against idle"
     echo
-    echo "\`sh bench/authsched.sh $new ${2:-5dcfeb7}\` ($(date -u "+%Y-%m-%d %H:%M") UTC, $(nproc) cores,"
-    echo "load average at the end $load); old: \`$old\`. Each cell: median (min-max)"
-    echo "of $runs runs of ${secs} s, old and new interleaved. \"rescued\": checks the"
+    echo "\`sh bench/authsched.sh $new\` ($(date -u "+%Y-%m-%d %H:%M") UTC, $(nproc) cores,"
+    echo "load average at the end $load). Each cell: median (min-max)"
+    echo "of $runs runs of ${secs} s, the two policies interleaved. \"rescued\": checks the"
     echo "server's rescue threads answered (stats line, all runs); \"rescuer wakes/s\": their"
     echo "sleeps per second (voluntary context switches). \"starved\": a nice-0 busy loop pinned to"
     echo "each core, 4 clients logging in with yescrypt and one sha512 echo session."
     echo
-    echo "| load | build | echo p99 ms | p99 server side ms | logins/s | login p50 ms | login p99 ms | rescued | rescuer wakes/s |"
+    echo "| load | --auth-priority | echo p99 ms | p99 server side ms | logins/s | login p50 ms | login p99 ms | rescued | rescuer wakes/s |"
     echo "|---|---|---|---|---|---|---|---|---|"
     for spec in $rows starved; do
         row=${spec%%:*}
-        for b in old new; do
-            echo "| $row | $b | $(kv_fmt $(ms $b "$row" echo_p99_us) 2) | $(kv_fmt $(ms $b "$row" srv_p99_us) 2) | $(cell $b "$row" logins_per_s 1) | $(cell $b "$row" login_p50_ms) | $(cell $b "$row" login_p99_ms) | $(kv_total "$tmp/rows" "build=$b row=$row" rescued) | $(cell $b "$row" rescue_wakes_per_s 1) |"
+        for b in nice idle; do
+            echo "| $row | $b | $(kv_fmt $(ms $b "$row" echo_p99_us) 2) | $(kv_fmt $(ms $b "$row" srv_p99_us) 2) | $(cell $b "$row" logins_per_s 1) | $(cell $b "$row" login_p50_ms) | $(cell $b "$row" login_p99_ms) | $(kv_total "$tmp/rows" "policy=$b row=$row" rescued) | $(cell $b "$row" rescue_wakes_per_s 1) |"
         done
     done
     echo

@@ -15,4 +15,5 @@ sh bench/resets.sh "$build" || status=1
 sh bench/exporter.sh "$build" || status=1
 sh bench/trace.sh "$build" || status=1
 sh bench/authload.sh "$build" || status=1
+sh bench/authsched.sh "$build" || status=1
 exit $status

@@ -49,12 +49,18 @@ struct fx {
     cw__authport *pt;
 };
 
-static void fx_open(struct fx *f, int workers, int queue)
+/* idle: the check threads at SCHED_IDLE (--auth-priority idle). */
+static void fx_open_policy(struct fx *f, int workers, int queue, int idle)
 {
     f->a = new_auth();
-    assert_int_equal(cw__authpool_new(f->a, workers, queue, &f->p), CW_OK);
+    assert_int_equal(cw__authpool_new(f->a, workers, queue, idle, &f->p), CW_OK);
     assert_int_equal(cw_loop_new(&f->l), CW_OK);
     assert_int_equal(cw__authport_new(f->p, f->l, &f->pt), CW_OK);
+}
+
+static void fx_open(struct fx *f, int workers, int queue)
+{
+    fx_open_policy(f, workers, queue, 0);
 }
 
 static void fx_close(struct fx *f)
@@ -416,7 +422,7 @@ static void test_two_loops_share(void **state)
     assert_int_equal(cw_passwd_hash("pw-6", "$6$rounds=1000$", cheap, sizeof cheap), CW_OK);
     assert_int_equal(cw__auth_add_hash(a, "six", cheap), CW_OK);
     cw__authpool *p;
-    assert_int_equal(cw__authpool_new(a, 2, SHARED_JOBS * 2, &p), CW_OK);
+    assert_int_equal(cw__authpool_new(a, 2, SHARED_JOBS * 2, 0, &p), CW_OK);
     struct side *sd = calloc(2, sizeof *sd);
     assert_non_null(sd);
     sd[0].pool = sd[1].pool = p;
@@ -487,11 +493,20 @@ static void answer_one(struct fx *f)
     assert_int_equal(r.ok, 1);
 }
 
-/* The check threads run SCHED_IDLE, the rescuers nice 19, one each. */
+/* Asked for idle, the check threads run SCHED_IDLE, the rescuers nice
+ * 19, one each; by default all run nice 19. */
 static void test_thread_policy(void **state)
 {
     struct fx f;
     fx_open(&f, 2, 0);
+    answer_one(&f);
+    int rescuers, checks = count_threads(SCHED_OTHER, 19, &rescuers);
+    assert_int_equal(checks, 2);
+    assert_int_equal(rescuers, 2);
+    assert_int_equal(stats_idle(f.p).idle_threads, 0);
+    fx_close(&f);
+
+    fx_open_policy(&f, 2, 0, 1);
     answer_one(&f);   /* every thread has set itself up by now */
     for (int i = 0; i < 1000; i++) {
         struct cw__authpool_stats st;
@@ -500,7 +515,7 @@ static void test_thread_policy(void **state)
             break;
         cwt_sleep_ms(1);
     }
-    int rescuers, checks = count_threads(SCHED_IDLE, 0, &rescuers);
+    checks = count_threads(SCHED_IDLE, 0, &rescuers);
     assert_int_equal(checks, 2);
     assert_int_equal(rescuers, 2);
     struct cw__authpool_stats st = stats_idle(f.p);
@@ -562,7 +577,7 @@ static void test_policy_refused(void **state)
         if (sched_setscheduler(0, SCHED_IDLE, &sp) == 0 || errno != EPERM)
             _exit(4);   /* the filter does not work here */
         struct fx f;
-        fx_open(&f, 2, 0);
+        fx_open_policy(&f, 2, 0, 1);
         answer_one(&f);
         int rescuers, checks = count_threads(SCHED_OTHER, 19, &rescuers);
         struct cw__authpool_stats st;
@@ -619,7 +634,7 @@ static void test_rescue_when_starved(void **state)
         return;
     }
     struct fx f;
-    fx_open(&f, 1, 0);
+    fx_open_policy(&f, 1, 0, 1);
     answer_one(&f);   /* calibrated now, not under the burners */
     pid_t burners[CPU_SETSIZE];
     int nb = burners_start(burners, CPU_SETSIZE);
@@ -646,10 +661,10 @@ static void test_rescue_when_starved(void **state)
 static void test_bad_args(void **state)
 {
     cw__authpool *p;
-    assert_int_equal(cw__authpool_new(NULL, 1, 0, &p), CW_EINVAL);
+    assert_int_equal(cw__authpool_new(NULL, 1, 0, 0, &p), CW_EINVAL);
     cw__auth *a = new_auth();
-    assert_int_equal(cw__authpool_new(a, -1, 0, &p), CW_EINVAL);
-    assert_int_equal(cw__authpool_new(a, 0, 0, &p), CW_OK);   /* CPUs */
+    assert_int_equal(cw__authpool_new(a, -1, 0, 0, &p), CW_EINVAL);
+    assert_int_equal(cw__authpool_new(a, 0, 0, 1, &p), CW_OK);   /* CPUs */
     assert_true(cw__authpool_workers(p) >= 1);
     assert_int_equal(cw__authport_new(p, NULL, NULL), CW_EINVAL);
     cw__authjob_cancel(NULL);

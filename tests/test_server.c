@@ -6,6 +6,7 @@
 #include "cwtest.h"
 
 #include <dirent.h>
+#include <sched.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -919,6 +920,7 @@ static void test_cli_usage(void **state)
         {BIN, "server", "-u", "a:b", "--auth-v6-prefix", "40", "--auth-v6-net-prefix",
          "48", NULL},
         {BIN, "server", "-u", "a:b", "--max-account-failures", "x", NULL},
+        {BIN, "server", "-u", "a:b", "--auth-priority", "low", NULL},
     };
     for (size_t i = 0; i < sizeof bad_new / sizeof bad_new[0]; i++)
         assert_int_equal(run_cli(bad_new[i], out, sizeof out), 2);
@@ -943,6 +945,64 @@ static void test_clean_stop(void **state)
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
     assert_non_null(strstr(srv_log(&s), "end=shutdown close=graceful"));
+    srv_done(&s);
+}
+
+/* The server's password-check threads ("cw-auth") as the kernel reports
+ * them, read until each has set its policy (at most 5 s): how many run
+ * want_policy (SCHED_OTHER: at nice 19); -1 if one still runs another. */
+static int auth_threads_in(pid_t pid, int want_policy)
+{
+    int n = -1;
+    for (int tries = 0; tries < 500 && n < 0; tries++) {
+        if (tries)
+            cwt_sleep_ms(10);
+        char dir[64];
+        snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
+        DIR *d = opendir(dir);
+        assert_non_null(d);
+        n = 0;
+        struct dirent *e;
+        while ((e = readdir(d)) && n >= 0) {
+            char path[384], comm[32] = "";
+            snprintf(path, sizeof path, "%s/%s/comm", dir, e->d_name);
+            FILE *f = e->d_name[0] == '.' ? NULL : fopen(path, "re");
+            if (!f)
+                continue;
+            if (!fgets(comm, sizeof comm, f))
+                comm[0] = '\0';
+            fclose(f);
+            if (strcmp(comm, "cw-auth\n"))
+                continue;
+            pid_t tid = atoi(e->d_name);
+            errno = 0;
+            int nice = getpriority(PRIO_PROCESS, (id_t)tid);
+            int ok = sched_getscheduler(tid) == want_policy &&
+                     (want_policy != SCHED_OTHER || (errno == 0 && nice == 19));
+            n = ok ? n + 1 : -1;
+        }
+        closedir(d);
+    }
+    return n;
+}
+
+/* --auth-priority: nice 19 by default, SCHED_IDLE when asked. */
+static void test_auth_priority(void **state)
+{
+    const char *const idle_args[] = {"--user", "alice:s3cret", "--auth-threads", "2",
+                                     "--auth-priority", "idle", NULL};
+    const char *const nice_args[] = {"--user", "alice:s3cret", "--auth-threads", "2", NULL};
+    struct srv s;
+    srv_start(&s, nice_args);
+    assert_int_equal(auth_threads_in(s.pid, SCHED_OTHER), 2);
+    srv_stop(&s);
+    srv_done(&s);
+    srv_start(&s, idle_args);
+    assert_int_equal(auth_threads_in(s.pid, SCHED_IDLE), 2);
+    cw_conn *c = dial(&s);
+    login(c);   /* and they still answer */
+    assert_int_equal(cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000), CW_OK);
+    srv_stop(&s);
     srv_done(&s);
 }
 
@@ -1188,6 +1248,7 @@ int main(void)
         CWT_TEST(test_credentials_file),
         CWT_TEST(test_cli_usage),
         CWT_TEST(test_clean_stop),
+        CWT_TEST(test_auth_priority),
         CWT_TEST(test_library_api),
         CWT_TEST(test_5000_clients_close_first),
         CWT_TEST(test_emfile_storm),

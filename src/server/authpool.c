@@ -11,7 +11,8 @@
  * no list, and its last hashing thread frees it. Otherwise a cancel frees
  * the job at once.
  *
- * Two kinds of threads hash. Check threads run SCHED_IDLE: the kernel's
+ * Two kinds of threads hash. Check threads run SCHED_IDLE when the server
+ * asks (--auth-priority idle), else nice 19. SCHED_IDLE helps: the kernel's
  * wake-up placement counts a core running only SCHED_IDLE tasks as idle
  * (select_idle_sibling, sched_idle_cpu), so woken loops go to the core a
  * check is hashing on instead of queueing behind one another on the other
@@ -29,10 +30,12 @@
  * threads wait holding no lock (see busy_begin). An idle machine only
  * wakes one rescuer, once per RESCUE_MS while checks run; a saturated one
  * answers logins at about nice-19 speed.
- * Left open: a check thread that was hashing when the machine got busy
- * still takes this mutex and auth.c's when its hash ends, and preempted
- * there it makes a loop wait (docs/BENCHMARKS.md, "The check threads'
- * policy"). */
+ * Left open, and why SCHED_IDLE is not the default: a check thread that
+ * was hashing when the machine got busy still takes this mutex and
+ * auth.c's when its hash ends, and preempted there it makes a loop wait
+ * (16-126 ms measured; echo p99 26.9 ms against 1.15 at nice 19:
+ * docs/BENCHMARKS.md, "The check threads' policy"). At nice 19 such a
+ * wait stays under 0.11 ms. */
 #define _GNU_SOURCE
 #include "../net/internal.h"
 #include "authpool.h"
@@ -92,6 +95,7 @@ struct cw__authpool {
     int warm;                   /* a rescuer hashed the first job */
     int busy;                   /* the checks stalled: rescuers do them all */
     int64_t busy_until;         /* ... until then (monotonic ns) */
+    int want_idle;              /* check threads should run SCHED_IDLE */
     int idle_checks;            /* check threads that got SCHED_IDLE */
     uint64_t progress;          /* jobs started + finished by check threads */
     struct watch {              /* since when the rescuers watch */
@@ -250,15 +254,15 @@ static void thread_setup(const char *name)
     (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), CW_AUTH_NICE);
 }
 
-/* Check threads: SCHED_IDLE, or nice 19 where that is refused (a seccomp
- * profile, say): then they work as they did before SCHED_IDLE, and the
- * rescuers add nice-19 threads only on a saturated machine. */
+/* Check threads: SCHED_IDLE when asked for, else or where that is refused
+ * (a seccomp profile, say) nice 19; the rescuers then add nice-19
+ * threads only on a saturated machine. */
 static void *worker(void *arg)
 {
     cw__authpool *p = arg;
     thread_setup("cw-auth");
     struct sched_param sp = {0};
-    int idle = sched_setscheduler(0, SCHED_IDLE, &sp) == 0;   /* this thread */
+    int idle = p->want_idle && sched_setscheduler(0, SCHED_IDLE, &sp) == 0;   /* this thread */
     struct crypt_data *cd = calloc(1, sizeof *cd);
     pthread_mutex_lock(&p->mu);
     p->idle_checks += idle;
@@ -424,7 +428,7 @@ static void *rescuer(void *arg)
     return NULL;
 }
 
-int cw__authpool_new(cw__auth *auth, int workers, int queue_max,
+int cw__authpool_new(cw__auth *auth, int workers, int queue_max, int idle,
                      cw__authpool **out)
 {
     if (!auth || !out || workers < 0 || queue_max < 0)
@@ -443,6 +447,7 @@ int cw__authpool_new(cw__auth *auth, int workers, int queue_max,
         return -ENOMEM;
     }
     p->nthreads = n;
+    p->want_idle = idle != 0;
     p->auth = auth;
     p->queue_max = queue_max ? queue_max : 256 * n;
     pthread_mutex_init(&p->mu, NULL);

@@ -27,10 +27,12 @@ typedef struct cw__authjob cw__authjob;
 typedef void cw__authjob_cb(void *data, int ok, const char *user, size_t ulen);
 
 /* workers check threads (0 = one per online CPU) and as many rescuers
- * (authpool.c says when they run), at most queue_max checks
- * waiting for a worker (0 = 256 per worker: a yescrypt backlog clears within the default login timeout). auth must outlive the pool.
+ * (authpool.c says when they run), at most queue_max checks waiting for
+ * a worker (0 = 256 per worker: a yescrypt backlog clears within the
+ * default login timeout). idle: the check threads run SCHED_IDLE, else
+ * at nice 19 (authpool.c weighs the two). auth must outlive the pool.
  * The threads block every signal: SIGTERM stays the loop's business. */
-int cw__authpool_new(cw__auth *auth, int workers, int queue_max,
+int cw__authpool_new(cw__auth *auth, int workers, int queue_max, int idle,
                      cw__authpool **out);
 
 /* Stop and join the workers. Free every port first. */

@@ -1180,7 +1180,8 @@ int cw_server_new(const struct cw_server_opts *opts, cw_server **out)
     if (rc == CW_OK)
         rc = new_throttle(s);
     if (rc == CW_OK && s->o.auth_threads >= 0)
-        rc = cw__authpool_new(s->auth, s->o.auth_threads, s->o.auth_queue, &s->pool);
+        rc = cw__authpool_new(s->auth, s->o.auth_threads, s->o.auth_queue,
+                              s->o.auth_idle, &s->pool);
     if (rc == CW_OK)
         rc = shard_open(s, s->o.port, nloops);
     if (rc == CW_OK && nloops > 1)

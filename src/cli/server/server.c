@@ -16,7 +16,8 @@ enum {
     OPT_PORT_FILE = 256, OPT_IDLE, OPT_LTIME, OPT_LTIMEOUT, OPT_WTIMEOUT,
     OPT_MAXCONN, OPT_CLOSE_MODE, OPT_LINGER0, OPT_MAXFAIL, OPT_AUTHWIN,
     OPT_LOGIN, OPT_MAXUNAUTH, OPT_SNDBUF, OPT_NETFAIL, OPT_ACCTFAIL, OPT_V6,
-    OPT_V6NET, OPT_WORKERS, OPT_AUTH_THREADS, OPT_AUTH_QUEUE
+    OPT_V6NET, OPT_WORKERS, OPT_AUTH_THREADS, OPT_AUTH_QUEUE,
+    OPT_AUTH_PRIO
 };
 
 static const struct cli_opt server_opts[] = {
@@ -59,6 +60,9 @@ static const struct cli_opt server_opts[] = {
     {"auth-queue", 0, OPT_AUTH_QUEUE, "N",
      "checks waiting for a thread at most; more logins\nget \"ERR busy\" (256 per thread)",
      NULL},
+    {"auth-priority", 0, OPT_AUTH_PRIO, "nice|idle",
+     "the check threads' scheduling: nice (19, default)\nor idle (SCHED_IDLE: lower echo latency "
+     "while\nlogins hash, on a machine the server has to itself)", NULL},
     {"quiet", 'q', OPT_QUIET, NULL, "no per-connection log lines", NULL},
     {NULL, 0, 0, NULL, NULL, NULL}};
 
@@ -163,6 +167,13 @@ static int parse_one(struct server_args *a, int opt, char *arg)
         o->auth_threads = threads ? threads : -1;   /* -1: checks on the loop */
         return rc;
     case OPT_AUTH_QUEUE: return parse_count(opt, arg, &o->auth_queue, 1, MAXN);
+    case OPT_AUTH_PRIO:
+        if (strcmp(arg, "nice") && strcmp(arg, "idle")) {
+            cli_usage_error("bad --auth-priority '%s' (nice or idle)", arg);
+            return -1;
+        }
+        o->auth_idle = !strcmp(arg, "idle");
+        return 0;
     case OPT_CLOSE_MODE: return parse_mode(arg, &o->close_mode);
     case OPT_LINGER0: o->close_mode = CW_SERVER_LINGER0; return 0;
     case OPT_QUIET: o->log = NULL; return 0;
