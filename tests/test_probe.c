@@ -609,10 +609,13 @@ static void probe_closewise_server(struct probe *p, const char *mode, const char
                                    struct srv *s, const char *large)
 {
     /* Timeouts long enough that a loaded machine still answers the request
-     * first (400 ms once ended a run with "ERR login timeout"). */
+     * first (400 ms once ended a run with "ERR login timeout"). Checks on
+     * the loop: the default nice-19 check threads, starved by a machine
+     * busy with nice-0 work, once kept large-reply's login unanswered past
+     * the 6 s hang limit (HANG, 0 bytes); the probe is under test here. */
     char *sv[] = {BIN, "server", "-q", "--port", "0", "--user", "alice:s3cret",
                   "--close-mode", (char *)mode, "--idle-timeout", "1500ms", "--login-timeout",
-                  "1500ms", NULL};
+                  "1500ms", "--auth-threads", "0", NULL};
     srv_start(s, sv);
     char at[300];
     snprintf(at, sizeof at, "@%s", large);
