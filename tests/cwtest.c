@@ -341,6 +341,9 @@ int cwt_wait(pid_t pid, int timeout_ms)
         }
         cwt_sleep_ms(10);
     }
+    /* Say so: the caller's WEXITSTATUS(-1) reads as "exit 255". */
+    fprintf(stderr, "cwtest: pid %d still running after %d ms: killed\n", (int)pid,
+            timeout_ms);
     cwt_kill(pid);
     return -1;
 }
@@ -352,6 +355,20 @@ void cwt_sleep_ms(int ms)
         ;
 }
 
+pid_t cwt_fork(void)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    /* The parent may have died before prctl: then it never signals us,
+     * and we have been re-parented. */
+    if (pid == 0) {
+        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+    }
+    return pid;
+}
+
 pid_t cwt_spawn3(char *const argv[], int *in_fd, int *out_fd, int *err_fd)
 {
     int p[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
@@ -359,7 +376,7 @@ pid_t cwt_spawn3(char *const argv[], int *in_fd, int *out_fd, int *err_fd)
     for (int i = 0; i < 3; i++)
         if (want[i])
             assert_int_equal(pipe2(p[i], O_CLOEXEC), 0);
-    pid_t pid = fork();
+    pid_t pid = cwt_fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         if (in_fd)

@@ -226,8 +226,13 @@ static void test_leave_during_check(void **state)
     int warm = raw_dial(&s);   /* the first check calibrates: get it done */
     put(warm, "AUTH y pw-y\n");
     assert_true(get(warm, line, sizeof line, 30000) >= 0);
+    struct sockaddr_in wa;
+    socklen_t wlen = sizeof wa;
+    assert_int_equal(getsockname(warm, (struct sockaddr *)&wa, &wlen), 0);
     close(warm);
-    cwt_sleep_ms(200);
+    /* the base count once the server closed its side (gone from the
+     * kernel's table), not after a guessed sleep */
+    assert_int_equal(cwt_wait_count(0, s.port, ntohs(wa.sin_port), 0, 10000), 0);
     int base = cwt_fd_count_pid(s.pid);
     int block[6];
     for (int i = 0; i < 6; i++) {

@@ -1080,7 +1080,7 @@ static pid_t many_peers(int port, int *ready_fd)
 {
     int p[2];
     assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-    pid_t pid = fork();
+    pid_t pid = cwt_fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         close(p[0]);
