@@ -335,6 +335,7 @@ enum fake_mode {
     FAKE_OK_RESET,     /* OK, then RST */
     FAKE_BUSY,         /* ERR server busy instead of OK */
     FAKE_OK_BUSY,      /* OK, ERR server busy, FIN */
+    FAKE_OK_BUSY_SLOW, /* the same, its FIN 300 ms after the line */
     FAKE_OK_LONG,      /* OK, a 3000-byte line */
     FAKE_OK_IDLE,      /* OK, ERR idle timeout, FIN */
     FAKE_THROTTLED,    /* ERR too many failures */
@@ -376,7 +377,8 @@ static void fake_serve(struct fake *f, cw_conn *c)
     static const char *const says[] = {
         [FAKE_ECHO] = "OK\n", [FAKE_ONE_ANSWER] = "OK\n", [FAKE_OK_CLOSE] = "OK\n",
         [FAKE_OK_RESET] = "OK\n", [FAKE_BUSY] = "ERR server busy\n",
-        [FAKE_OK_BUSY] = "OK\nERR server busy\n", [FAKE_OK_LONG] = "OK\n",
+        [FAKE_OK_BUSY] = "OK\nERR server busy\n",
+        [FAKE_OK_BUSY_SLOW] = "OK\nERR server busy\n", [FAKE_OK_LONG] = "OK\n",
         [FAKE_OK_IDLE] = "OK\nERR idle timeout\n",
         [FAKE_THROTTLED] = "ERR too many failures\n"};
     char line[4096];
@@ -395,6 +397,8 @@ static void fake_serve(struct fake *f, cw_conn *c)
         fake_say(c, longline);
         fake_say(c, "\n");
     }
+    if (f->mode == FAKE_OK_BUSY_SLOW)
+        cwt_sleep_ms(300);   /* a loaded server, between its line and FIN */
     if (f->mode == FAKE_OK_RESET) {
         /* let the client read OK (or send its message) before the RST */
         cw_readline(c, line, sizeof line, cw_now_ms() + 50);
@@ -465,7 +469,7 @@ static int run_against(struct fake *f, char *extra[], char *err, size_t size,
 static void test_hostile_servers_exhaust_the_budget(void **state)
 {
     static const enum fake_mode modes[] = {FAKE_OK_CLOSE, FAKE_OK_RESET, FAKE_BUSY,
-                                           FAKE_OK_BUSY, FAKE_OK_LONG};
+                                           FAKE_OK_BUSY, FAKE_OK_BUSY_SLOW, FAKE_OK_LONG};
     for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
         for (int counted = 0; counted < 2; counted++) {
             char *extra[] = {"--max-retries", "3", "--backoff-min", "40ms",
