@@ -43,6 +43,33 @@ void cwt_run(void **state)
     c->returned = 1;
 }
 
+/* Which descriptors were open at setup, so that teardown can close what
+ * a failed test left open: its sockets would otherwise fail every later
+ * test's CLOSE_WAIT check (one login timeout under load showed up as
+ * "N socket(s) left in CLOSE_WAIT" in each test after it). */
+#define CWT_MAX_FD 4096
+static unsigned char open_at_setup[CWT_MAX_FD / 8];
+
+static void note_open_fds(void)
+{
+    memset(open_at_setup, 0, sizeof open_at_setup);
+    for (int fd = 0; fd < CWT_MAX_FD; fd++)
+        if (fcntl(fd, F_GETFD) >= 0)
+            open_at_setup[fd / 8] |= (unsigned char)(1u << (fd % 8));
+}
+
+static void close_new_fds(void)
+{
+    int n = 0;
+    for (int fd = 3; fd < CWT_MAX_FD; fd++)
+        if (!(open_at_setup[fd / 8] & (1u << (fd % 8))) && fcntl(fd, F_GETFD) >= 0) {
+            close(fd);
+            n++;
+        }
+    if (n)
+        fprintf(stderr, "cwtest: closed %d descriptor(s) the failed test left open\n", n);
+}
+
 int cwt_setup(void **state)
 {
     struct cwt_case *c = *state;
@@ -50,6 +77,7 @@ int cwt_setup(void **state)
         c->returned = 0;
     signal(SIGPIPE, SIG_DFL);   /* a SIGPIPE must kill us, so tests see it */
     fds_at_setup = cwt_fd_count();
+    note_open_fds();
     return 0;
 }
 
@@ -103,6 +131,7 @@ int cwt_teardown(void **state)
         /* The body failed and jumped here: its descriptors are still open
          * by design, and a leak report would only hide the real failure. */
         fprintf(stderr, "cwtest: test failed: descriptor and CLOSE_WAIT checks skipped\n");
+        close_new_fds();
         return 0;
     }
     int now = cwt_fd_count();
@@ -341,6 +370,9 @@ int cwt_wait(pid_t pid, int timeout_ms)
         }
         cwt_sleep_ms(10);
     }
+    /* Say so: the caller's WEXITSTATUS(-1) reads as "exit 255". */
+    fprintf(stderr, "cwtest: pid %d still running after %d ms: killed\n", (int)pid,
+            timeout_ms);
     cwt_kill(pid);
     return -1;
 }
@@ -352,6 +384,20 @@ void cwt_sleep_ms(int ms)
         ;
 }
 
+pid_t cwt_fork(void)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    /* The parent may have died before prctl: then it never signals us,
+     * and we have been re-parented. */
+    if (pid == 0) {
+        (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+    }
+    return pid;
+}
+
 pid_t cwt_spawn3(char *const argv[], int *in_fd, int *out_fd, int *err_fd)
 {
     int p[3][2] = {{-1, -1}, {-1, -1}, {-1, -1}};
@@ -359,7 +405,7 @@ pid_t cwt_spawn3(char *const argv[], int *in_fd, int *out_fd, int *err_fd)
     for (int i = 0; i < 3; i++)
         if (want[i])
             assert_int_equal(pipe2(p[i], O_CLOEXEC), 0);
-    pid_t pid = fork();
+    pid_t pid = cwt_fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         if (in_fd)

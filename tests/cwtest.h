@@ -77,6 +77,11 @@ int cwt_peer_port(const cw_conn *c);
 pthread_t cwt_thread(void *(*fn)(void *), void *arg);
 void *cwt_join(pthread_t t);
 
+/* fork(), with the child set to die (SIGKILL) with this process, so that
+ * a test killed by CTest's timeout or a signal leaves no server behind.
+ * The signal comes when the forking thread ends: fork from main(). */
+pid_t cwt_fork(void);
+
 /* Run a program (argv[0] is a path) with stdout on a pipe; returns the pid
  * and stores the read end in *out_fd (-1 to inherit stdout). */
 pid_t cwt_spawn(char *const argv[], int *out_fd);

@@ -35,7 +35,7 @@ static void run_to(struct res *r, const char *stdout_path, const char *const *ar
     int out[2], err[2];
     assert_int_equal(pipe2(out, O_CLOEXEC), 0);
     assert_int_equal(pipe2(err, O_CLOEXEC), 0);
-    pid_t pid = fork();
+    pid_t pid = cwt_fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         int in = open("/dev/null", O_RDONLY);

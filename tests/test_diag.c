@@ -273,7 +273,7 @@ static void test_unreadable_proc_is_unknown(void **state)
     zoo_plant(&z, AF_INET);
     int p[2];
     assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-    pid_t pid = fork();
+    pid_t pid = cwt_fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         char out[64] = "setuid failed";
@@ -666,7 +666,7 @@ static void test_exited_during_scan(void **state)
     k.cport = zoo_port_of(c);
     int ctl[2];
     assert_int_equal(pipe2(ctl, O_CLOEXEC), 0);
-    pid_t pid = fork();
+    pid_t pid = cwt_fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         close(ctl[1]);

@@ -71,7 +71,7 @@ static void test_dial_tries_every_address(void **state)
     const char text[] = "::1 cwtest-dual\n127.0.0.1 cwtest-dual\n";
     assert_int_equal(write(fd, text, sizeof text - 1), (ssize_t)sizeof text - 1);
     close(fd);
-    pid_t pid = fork();
+    pid_t pid = cwt_fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         if (unshare(CLONE_NEWNS) < 0 ||

@@ -156,7 +156,7 @@ static void plant(struct plant *p, int n, int gap_ms, int64_t *t_fin)
     int ctl[2], ready[2];
     assert_int_equal(pipe2(ctl, O_CLOEXEC), 0);
     assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
-    p->pid = fork();
+    p->pid = cwt_fork();
     assert_true(p->pid >= 0);
     if (p->pid == 0) {
         /* keep only what this holder needs: an inherited end of an earlier
@@ -983,7 +983,7 @@ static int ns_plant(struct plant *p, int n)
     int ctl[2], ready[2];
     assert_int_equal(pipe2(ctl, O_CLOEXEC), 0);
     assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
-    p->pid = fork();
+    p->pid = cwt_fork();
     assert_true(p->pid >= 0);
     if (p->pid == 0) {
         close(ctl[1]);

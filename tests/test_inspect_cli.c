@@ -42,7 +42,7 @@ static struct run run_cli_as(int uid, int timeout_ms, const char *const *args)
     int o[2], e[2];
     assert_int_equal(pipe2(o, O_CLOEXEC), 0);
     assert_int_equal(pipe2(e, O_CLOEXEC), 0);
-    pid_t pid = fork();
+    pid_t pid = cwt_fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         dup2(o[1], 1);
@@ -415,7 +415,7 @@ static void test_json_escaping(void **state)
     int ctl[2], rd[2];
     assert_int_equal(pipe2(ctl, O_CLOEXEC), 0);
     assert_int_equal(pipe2(rd, O_CLOEXEC), 0);
-    pid_t pid = fork();
+    pid_t pid = cwt_fork();
     assert_true(pid >= 0);
     if (pid == 0) {
         close(ctl[1]);
@@ -550,7 +550,7 @@ static void leak_plant(struct leak *k, int close_wait)
     int ctl[2], res[2];
     assert_int_equal(pipe2(ctl, O_CLOEXEC), 0);
     assert_int_equal(pipe2(res, O_CLOEXEC), 0);
-    k->pid = fork();
+    k->pid = cwt_fork();
     assert_true(k->pid >= 0);
     if (k->pid == 0) {
         close(ctl[1]);
@@ -962,7 +962,7 @@ static void ns_start(struct nsholder *h, const char *name)
     }
     assert_int_equal(pipe2(ctl, O_CLOEXEC), 0);
     assert_int_equal(pipe2(res, O_CLOEXEC), 0);
-    h->pid = fork();
+    h->pid = cwt_fork();
     assert_true(h->pid >= 0);
     if (h->pid == 0) {
         close(ctl[1]);
@@ -1393,7 +1393,7 @@ static void test_many_holders(void **state)
     pid_t kid[KIDS];
     assert_int_equal(pipe2(ctl, O_CLOEXEC), 0);
     for (int i = 0; i < KIDS; i++) {
-        kid[i] = fork();
+        kid[i] = cwt_fork();
         assert_true(kid[i] >= 0);
         if (kid[i] == 0) {
             close(ctl[1]);

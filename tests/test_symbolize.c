@@ -171,7 +171,7 @@ static void test_sweep_lets_exited_go(void **state)
     struct sym *s = sym_new();
     struct sym_loc fr[SYM_INLINE];
     uint64_t pc = (uint64_t)(uintptr_t)&outer;   /* the child's too: our image */
-    pid_t child = fork();
+    pid_t child = cwt_fork();
     if (child == 0) {
         pause();
         _exit(0);

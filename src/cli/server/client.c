@@ -409,9 +409,14 @@ static int echo(struct client *cl, const char *msg, char *why, size_t size)
         snprintf(why, size, "connection ended: %s", cw_strerror((int)r));
         return 0;
     }
-    /* An ERR line followed by the server's FIN ended the session (idle
-     * timeout, shutdown): the message was not echoed. */
-    if (strncmp(line, "ERR ", 4) == 0 && peer_closes_within(cl->conn, 100)) {
+    /* An ERR line ended the session (idle timeout, shutdown): the message
+     * was not echoed. An echo is the message itself, so an ERR line that
+     * differs is the server's, however late its FIN (a loaded server's
+     * came after 100 ms, and the line passed for an answer that refilled
+     * the retry budget). Only a message that reads like an ERR line needs
+     * the FIN to tell. */
+    if (strncmp(line, "ERR ", 4) == 0 &&
+        (strcmp(line, msg) != 0 || peer_closes_within(cl->conn, 100))) {
         snprintf(why, size, "%s: server said '%s', then closed",
                  is_final(line) ? "message refused" : "connection ended", line);
         return is_final(line) ? REFUSED : 0;
