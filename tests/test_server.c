@@ -2,7 +2,10 @@
  * every bad input, idle close, close modes, throttling, credentials files,
  * clean stop, 5,000 clients that close first, and a descriptor storm.
  * The kernel's TCP table and /proc are the oracle. */
-// cw-test-timeout: 240
+// cw-test-timeout: 600
+/* 600, not 240: about 26 s on a quiet machine, 150 s beside two nice-0
+ * busy loops, and at load 10-13 each of its ~90 logins can take 4-20 s
+ * (nice-19 check threads, starved: SLOW_MS). */
 #include "cwtest.h"
 
 #include <dirent.h>
@@ -21,6 +24,15 @@
 #include <unistd.h>
 
 #define BIN CW_BUILD_DIR "/closewise"
+
+/* A bound against a hang, not an expectation of speed: the server checks
+ * passwords on nice-19 threads (the documented default), which nice-0
+ * work starves: on a machine at load 10-13 a yescrypt login took 4-20 s,
+ * the first of a server longer (it calibrates each method). Waits that
+ * can include a password check, or a loaded machine's scheduling, use
+ * this; it stays well under the file's cw-test-timeout. A case whose
+ * subject is a time says so and keeps its own bound. */
+#define SLOW_MS 60000
 
 struct srv {
     pid_t pid;
@@ -47,7 +59,7 @@ static void srv_start_limit(struct srv *s, int nofile, const char *const *args)
     assert_true(logfd >= 0);
     int p[2];
     assert_int_equal(pipe2(p, O_CLOEXEC), 0);
-    s->pid = fork();
+    s->pid = cwt_fork();   /* the server dies with the test */
     assert_true(s->pid >= 0);
     if (s->pid == 0) {
         dup2(p[1], STDOUT_FILENO);
@@ -86,11 +98,12 @@ static void srv_start(struct srv *s, const char *const *args)
     srv_start_limit(s, 0, args);
 }
 
-/* SIGTERM, expect a clean exit 0 within 5 s. */
+/* SIGTERM, expect a clean exit 0 (joining a check thread in the middle
+ * of a hash can take a starved thread's time). */
 static void srv_stop(struct srv *s)
 {
     kill(s->pid, SIGTERM);
-    int st = cwt_wait(s->pid, 5000);
+    int st = cwt_wait(s->pid, SLOW_MS);
     close(s->out);
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);
@@ -130,7 +143,7 @@ static cw_conn *dial_host(struct srv *s, const char *host)
 {
     cw_conn *c = NULL;
     assert_int_equal(cw_dial(host, (uint16_t)s->port, NULL,
-                             cw_now_ms() + 5000, &c), CW_OK);
+                             cw_now_ms() + SLOW_MS, &c), CW_OK);
     return c;
 }
 
@@ -141,14 +154,15 @@ static cw_conn *dial(struct srv *s)
 
 static void send_str(cw_conn *c, const char *text)
 {
-    assert_int_equal(cw_send_all(c, text, strlen(text), cw_now_ms() + 5000), CW_OK);
+    assert_int_equal(cw_send_all(c, text, strlen(text), cw_now_ms() + SLOW_MS), CW_OK);
 }
 
-/* Read one line and compare. */
+/* Read one line and compare. Not a bound on the reply's speed: the line
+ * may be the answer to a password check (SLOW_MS). */
 static void expect(cw_conn *c, const char *want)
 {
     char buf[2048];
-    ssize_t n = cw_readline(c, buf, sizeof buf, cw_now_ms() + 5000);
+    ssize_t n = cw_readline(c, buf, sizeof buf, cw_now_ms() + SLOW_MS);
     if (n < 0)
         fail_msg("expected \"%s\", got %s", want, cw_strerror((int)n));
     assert_string_equal(buf, want);
@@ -158,7 +172,7 @@ static void expect(cw_conn *c, const char *want)
 static void expect_end(cw_conn *c, int want)
 {
     char buf[64];
-    ssize_t n = cw_readline(c, buf, sizeof buf, cw_now_ms() + 5000);
+    ssize_t n = cw_readline(c, buf, sizeof buf, cw_now_ms() + SLOW_MS);
     if (n >= 0)
         fail_msg("expected %s, got line \"%s\"", cw_strerror(want), buf);
     assert_int_equal(n, want);
@@ -271,11 +285,19 @@ static void test_idle_close_delivers_message(void **state)
     struct srv s;
     srv_start(&s, args);
     cw_conn *c = dial(&s);
+    int64_t t_auth = cw_now_ms();
     login(c);
     int64_t t0 = cw_now_ms();
     expect(c, "ERR idle timeout");
-    int64_t took = cw_now_ms() - t0;
-    assert_true(took >= 250 && took < 3000);
+    int64_t took = cw_now_ms() - t0, since_auth = cw_now_ms() - t_auth;
+    /* Not early: counted from before the AUTH was sent, which no server
+     * that arms the timer at the login can beat (counted from our reading
+     * of "OK", the 250 ms bound failed once beside two busy loops).
+     * Late only by a loaded machine's scheduling: the default idle timeout
+     * (30 s), or none, would still fail. */
+    if (since_auth < 300 || took >= 10000)
+        fail_msg("idle timeout (300 ms) %lld ms after the OK, %lld after the AUTH",
+                 (long long)took, (long long)since_auth);
     expect_end(c, CW_EOF);
     /* The server is lingering for our FIN: after our close nothing of this
      * connection is left in CLOSE_WAIT anywhere. */
@@ -298,12 +320,12 @@ static int bad_login_with_junk(struct srv *s)
     static char junk[65536];
     memset(junk, 'j', sizeof junk);
     memcpy(junk, "AUTH alice wrong\n", 17);
-    int rc = cw_send_all(c, junk, sizeof junk, cw_now_ms() + 5000);
+    int rc = cw_send_all(c, junk, sizeof junk, cw_now_ms() + SLOW_MS);
     char buf[128];
-    ssize_t n = cw_readline(c, buf, sizeof buf, cw_now_ms() + 5000);
+    ssize_t n = cw_readline(c, buf, sizeof buf, cw_now_ms() + SLOW_MS);
     if (n >= 0) {
         assert_string_equal(buf, "ERR bad credentials");
-        n = cw_readline(c, buf, sizeof buf, cw_now_ms() + 5000);
+        n = cw_readline(c, buf, sizeof buf, cw_now_ms() + SLOW_MS);
     }
     cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
     return rc < 0 ? rc : (int)n;
@@ -348,12 +370,15 @@ static void test_lingering_is_bounded(void **state)
     int64_t t0 = cw_now_ms();
     /* keep sending: each byte restarts lingering_timeout, not lingering_time */
     int sent = 0;
-    while (cw_now_ms() - t0 < 3000 && cw_send_all(c, "z", 1, cw_now_ms() + 500) == CW_OK) {
+    /* The upper bounds leave a loaded machine's scheduling room; the
+     * default lingering time (30 s), or a timeout each byte restarts,
+     * would still reach them. */
+    while (cw_now_ms() - t0 < 10000 && cw_send_all(c, "z", 1, cw_now_ms() + 500) == CW_OK) {
         sent++;
         cwt_sleep_ms(100);
     }
     int64_t took = cw_now_ms() - t0;
-    assert_true(took >= 800 && took < 2900);
+    assert_true(took >= 800 && took < 9900);
     assert_true(sent >= 5);
     cw_close(&c, CW_CLOSE_ABORT, CW_NEVER);
     srv_stop(&s);
@@ -414,7 +439,7 @@ static void test_max_connections(void **state)
     /* c's read timed out, which is sticky on the conn: read the reply raw */
     int64_t t0 = cw_now_ms();
     ssize_t n = 0;
-    while (n <= 0 && cw_now_ms() - t0 < 5000) {
+    while (n <= 0 && cw_now_ms() - t0 < SLOW_MS) {   /* a password check */
         n = recv(cw_conn_fd(c), buf, sizeof buf - 1, MSG_DONTWAIT);
         if (n <= 0)
             cwt_sleep_ms(10);
@@ -530,7 +555,9 @@ static void test_write_timeout(void **state)
     while (rc == CW_OK && cw_now_ms() - t0 < 10000)
         rc = cw_send_all(c, line, sizeof line, cw_now_ms() + 10000);
     assert_true(rc == CW_ERESET || rc == -EPIPE);
-    assert_true(cw_now_ms() - t0 < 5000);
+    /* Room for a loaded machine; the default write timeout (10 s) would
+     * still fail it. */
+    assert_true(cw_now_ms() - t0 < 8000);
     cw_close(&c, CW_CLOSE_ABORT, CW_NEVER);
     srv_stop(&s);
     assert_non_null(strstr(srv_log(&s), "end=timeout reason=write close=abort"));
@@ -589,16 +616,19 @@ static void test_login_timeout(void **state)
     ssize_t n;
     for (;;) {
         send_str(c, "ECHO keepalive\n");
-        n = cw_readline(c, buf, sizeof buf, cw_now_ms() + 5000);
+        n = cw_readline(c, buf, sizeof buf, cw_now_ms() + SLOW_MS);
         assert_true(n >= 0);
         if (strcmp(buf, "ERR not authenticated") != 0)
             break;
-        assert_true(cw_now_ms() - t0 < 3000);
+        assert_true(cw_now_ms() - t0 < 15000);
         cwt_sleep_ms(100);
     }
     int64_t took = cw_now_ms() - t0;
     assert_string_equal(buf, "ERR login timeout");
-    assert_true(took >= 350 && took < 2000);
+    /* No password check in this wait (only the loop's timer): the upper
+     * bound leaves a loaded machine's scheduling room. Lines that bought
+     * time would never end, or, with the idle timeout (30 s), too late. */
+    assert_true(took >= 350 && took < 10000);
     expect_end(c, CW_EOF);
     cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
     cwt_sleep_ms(200);   /* the logged-in session, idle 600 ms, is alive */
@@ -702,19 +732,29 @@ static int cmp_int(const void *a, const void *b)
 /* A flood of 150 unauthenticated line-senders against --max-connections
  * 64 (nofile > 0: with RLIMIT_NOFILE that low, so that descriptors run
  * out first). Ten sessions logged in before the flood stay idle through
- * it and are never evicted; a legitimate client logs in within 1 s every
- * time; the flood's connections are evicted, logged and counted. */
+ * it and are never evicted; a legitimate client logs in every time, well
+ * before a flood session's login deadline; the flood's connections are
+ * evicted, logged and counted.
+ * The login deadline (120 s) is what a newcomer would wait for if the
+ * server did not evict the flood for it: that, not a speed, is what the
+ * logins' bound (SLOW_MS, 60 s) tells apart. A login took under 1 s on a
+ * quiet machine (printed below), 4-20 s at load 10-13, where the check
+ * threads (nice 19) are starved: a bound of seconds failed there. The
+ * idle timeout is as long so that the kept sessions outlast slow logins. */
 static void flood_case(int nofile, const char *reason)
 {
     const char *args[] = {"--user", "alice:s3cret", "--max-connections", "64",
-                          "--login-timeout", "10s", "--workers", "1", NULL};
+                          "--login-timeout", "120s", "--idle-timeout", "600s",
+                          "--workers", "1", NULL};
     struct srv s;
     srv_start_limit(&s, nofile, args);
     cw_conn *keep[KEEP];
-    for (int i = 0; i < KEEP; i++) {
+    for (int i = 0; i < KEEP; i++) {   /* their checks run side by side */
         keep[i] = dial(&s);
-        login(keep[i]);
+        send_str(keep[i], "AUTH alice s3cret\n");
     }
+    for (int i = 0; i < KEEP; i++)
+        expect(keep[i], "OK");
     /* Not on the stack: a failed assertion leaves this frame while the
      * thread still runs (then it is leaked, as the failed test's). */
     struct flood *f = calloc(1, sizeof *f);
@@ -729,7 +769,7 @@ static void flood_case(int nofile, const char *reason)
         cw_conn *c = dial(&s);
         send_str(c, "AUTH alice s3cret\n");
         char buf[64];
-        ssize_t n = cw_readline(c, buf, sizeof buf, t0 + 5000);
+        ssize_t n = cw_readline(c, buf, sizeof buf, t0 + SLOW_MS);
         ms[i] = (int)(cw_now_ms() - t0);
         if (n < 0 || strcmp(buf, "OK") != 0)
             fail_msg("login %d under the flood: %s after %d ms", i,
@@ -757,7 +797,8 @@ static void flood_case(int nofile, const char *reason)
                   "of logged-in sessions; login p50 %d ms, max %d ms over %d\n",
                   reason, connects, evicted, count_str(log, want), reason,
                   count_str(log, "login=yes"), ms[LOGINS / 2], ms[LOGINS - 1], LOGINS);
-    assert_true(ms[LOGINS - 1] < 1000);
+    /* Every login above answered within SLOW_MS, half the flood's login
+     * deadline (the fail_msg in the loop is this case's bound). */
     assert_true(count_str(log, want) > 0);
     assert_int_equal(count_str(log, "login=yes"), 0);
     /* the exit stats agree with the per-connection lines */
@@ -949,12 +990,12 @@ static void test_clean_stop(void **state)
 }
 
 /* The server's password-check threads ("cw-auth") as the kernel reports
- * them, read until each has set its policy (at most 5 s): how many run
+ * them, read until each has set its policy (at most 30 s): how many run
  * want_policy (SCHED_OTHER: at nice 19); -1 if one still runs another. */
 static int auth_threads_in(pid_t pid, int want_policy)
 {
     int n = -1;
-    for (int tries = 0; tries < 500 && n < 0; tries++) {
+    for (int tries = 0; tries < 3000 && n < 0; tries++) {   /* 30 s: starved threads */
         if (tries)
             cwt_sleep_ms(10);
         char dir[64];
@@ -1093,7 +1134,7 @@ static long cpu_ticks(pid_t pid)
 #define NCLIENTS 5000
 
 /* The seed, at scale and reversed: 5,000 clients connect, then all close
- * first. A second later the server holds no CLOSE_WAIT socket and no
+ * first. Soon after the server holds no CLOSE_WAIT socket and no
  * descriptor for them, by the kernel's account. */
 static void test_5000_clients_close_first(void **state)
 {
@@ -1125,11 +1166,17 @@ static void test_5000_clients_close_first(void **state)
     for (int i = 0; i < NCLIENTS; i++)
         close(fds[i]);
     free(fds);
-    cwt_sleep_ms(1000);
+    /* Until the server has closed them all, not a fixed second: a loaded
+     * machine gives its loop less than a second's CPU in one. A leak
+     * stays, and fails after the wait. */
+    t0 = cw_now_ms();
+    while ((cwt_count(CW_TCP_CLOSE_WAIT, s.port, 0) > 0 ||
+            cwt_fd_count_pid(s.pid) > base) && cw_now_ms() - t0 < 30000)
+        cwt_sleep_ms(50);
     int cw_held = cwt_count_pid(s.pid, CW_TCP_CLOSE_WAIT);
     int cw_port = cwt_count(CW_TCP_CLOSE_WAIT, s.port, 0);
-    print_message("after 1 s: %d CLOSE_WAIT held by the server, %d on its port\n",
-                  cw_held, cw_port);
+    print_message("after %lld ms: %d CLOSE_WAIT held by the server, %d on its port\n",
+                  (long long)(cw_now_ms() - t0), cw_held, cw_port);
     assert_int_equal(cw_held, 0);
     assert_int_equal(cw_port, 0);
     assert_int_equal(cwt_fd_count_pid(s.pid), base);
@@ -1194,11 +1241,13 @@ static void test_idle_timeout_per_request(void **state)
     srv_start(&s, args);
     cw_conn *idle = dial(&s);
     login(idle);
-    int64_t t_idle = cw_now_ms();
     cw_conn *busy = dial(&s);
     login(busy);
-    int64_t last = cw_now_ms();
-    while (cw_now_ms() - t_idle < 900) {
+    /* Timed from busy's login, not idle's: a login can take seconds on a
+     * loaded machine (SLOW_MS), and busy must keep its session three idle
+     * periods by requests alone. (There idle may end before this loop.) */
+    int64_t t0 = cw_now_ms(), last = t0;
+    while (cw_now_ms() - t0 < 900) {
         send_str(busy, "ECHO still here\n");
         expect(busy, "still here");
         last = cw_now_ms();
@@ -1209,7 +1258,7 @@ static void test_idle_timeout_per_request(void **state)
     expect_end(idle, CW_EOF);
     expect(busy, "ERR idle timeout");
     int64_t quiet = cw_now_ms() - last;
-    if (quiet < 250 || quiet > 3000)
+    if (quiet < 250 || quiet > 10000)   /* room for load; not the default 30 s */
         fail_msg("busy session ended %lld ms after its last request (timeout 300 ms)",
                  (long long)quiet);
     expect_end(busy, CW_EOF);
