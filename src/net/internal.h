@@ -28,6 +28,8 @@ struct cw_listener {
 /* Milliseconds poll() should wait for an absolute deadline: -1 forever,
  * 0 when it has passed. */
 int cw__poll_timeout(int64_t deadline);
+/* The same, counted from now (a loop's pass time). */
+int cw__timeout_at(int64_t deadline, int64_t now);
 
 /* The earlier of two deadlines, treating CW_NEVER as infinity. */
 int64_t cw__min_deadline(int64_t a, int64_t b);

@@ -8,14 +8,19 @@
 #include <poll.h>
 #include <sys/socket.h>
 
-int cw__poll_timeout(int64_t deadline)
+int cw__timeout_at(int64_t deadline, int64_t now)
 {
     if (deadline < 0)
         return -1;
-    int64_t left = deadline - cw_now_ms();
+    int64_t left = deadline - now;
     if (left <= 0)
         return 0;
     return left > INT_MAX ? INT_MAX : (int)left;
+}
+
+int cw__poll_timeout(int64_t deadline)
+{
+    return cw__timeout_at(deadline, cw_now_ms());
 }
 
 int64_t cw__min_deadline(int64_t a, int64_t b)

@@ -8,7 +8,6 @@
 #include "internal.h"
 
 #include <errno.h>
-#include <limits.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -225,10 +224,7 @@ static int next_timeout(const cw_loop *l)
     for (const cw_tqueue *q = l->queues; q; q = q->lnext)
         if (cw__tqueue_head(q) < first)
             first = cw__tqueue_head(q);
-    if (first == INT64_MAX)
-        return -1;
-    int64_t left = first - l->now;
-    return left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
+    return first == INT64_MAX ? -1 : cw__timeout_at(first, l->now);
 }
 
 /* ---- descriptors ---- */
