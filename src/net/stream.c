@@ -282,8 +282,9 @@ static void finish(cw_stream *s, int how, int rst, int why)
      * cannot know that none does (a dup of cw_stream_fd() or of an
      * adopted fd, a fork or posix_spawn child before its exec). Left in
      * the set, the socket would report events pointing at this stream
-     * after it is freed (test_dup_outlives_stream). */
-    cw_io_stop(loop_of(s), &s->io);
+     * after it is freed (test_dup_outlives_stream). The memory stays
+     * until on_closed, from the timer pass: no search of the batch. */
+    cw__io_stop_kept(loop_of(s), &s->io);
     drop_queue(s);
     if (rst)
         cw__set_linger0(s->io.fd);
