@@ -13,14 +13,15 @@
 # Prints one line per run (stderr), then per server the medians with
 # min-max, and per closewise build the ratio to epoll of the same round:
 # median, quartiles and min-max over the rounds. Environment: CW_AB_ROUNDS
-# (15), CW_AB_SECS (2), CW_AB_CONC (64), CW_AB_ARGS (more `closewise
-# server` options). About ROUNDS x servers x (SECS + 1.5) seconds.
+# (15), CW_AB_SECS (2), CW_AB_CONC (concurrencies, "64"; e.g. "64 512"),
+# CW_AB_ARGS (more `closewise server` options). About ROUNDS x servers x
+# concurrencies x (SECS + 1.5) seconds.
 set -eu
 . "$(dirname "$0")/lib.sh"
 
 rounds=${CW_AB_ROUNDS:-15}
 secs=${CW_AB_SECS:-2}
-conc=${CW_AB_CONC:-64}
+concs=${CW_AB_CONC:-64}
 extra=${CW_AB_ARGS:-}
 first=$1
 load=$first/bench/cw_bench_load
@@ -61,19 +62,19 @@ usage() {
     awk '{ printf "%d %d\n", $14, $15 }' "/proc/$spid/stat"
 }
 
-run() {   # NAME ROUND
+run() {   # NAME ROUND CONC
     start "$1"
     taskset -c 1 "$load" churn "$sport" 8 10 300 wrong-password >/dev/null
     u0=$(usage)
-    out=$(taskset -c 1 "$load" churn "$sport" "$conc" "$secs" 50000000 wrong-password)
+    out=$(taskset -c 1 "$load" churn "$sport" "$3" "$secs" 50000000 wrong-password)
     u1=$(usage)
     bench_server_stop
-    echo "$u0 $u1 $out" | awk -v s="$1" -v r="$2" '{
+    echo "$u0 $u1 $out" | awk -v s="$1" -v r="$2" -v conc="$3" '{
         for (i = 9; i <= NF; i++) { split($i, kv, "="); if (kv[1] == "conns") c = kv[2] }
         cpu = ($5 - $1) / 1000 / c; t = ($7 - $3) + ($8 - $4)
         k = t ? cpu * ($8 - $4) / t : 0
-        printf "server=%s round=%d conns=%d cpu_us=%.2f kernel_us=%.2f user_us=%.2f runs=%.3f\n",
-            s, r, c, cpu, k, cpu - k, ($6 - $2) / c }'
+        printf "server=%s conc=%d round=%d conns=%d cpu_us=%.2f kernel_us=%.2f user_us=%.2f runs=%.3f\n",
+            s, conc, r, c, cpu, k, cpu - k, ($6 - $2) / c }'
 }
 
 names="epoll $*"
@@ -83,31 +84,36 @@ while [ $r -le "$rounds" ]; do
     set -- $names
     k=$(( (r - 1) % $# ))
     while [ $k -gt 0 ]; do s=$1; shift; set -- "$@" "$s"; k=$((k - 1)); done
-    for s in "$@"; do
-        line=$(run "$s" $r)
-        echo "$line" >>"$tmp/runs"
-        echo "  $line" >&2
+    for conc in $concs; do
+        for s in "$@"; do
+            line=$(run "$s" $r "$conc")
+            echo "$line" >>"$tmp/runs"
+            echo "  $line" >&2
+        done
     done
     r=$((r + 1))
 done
 
-echo "churn-ab: $rounds rounds, concurrency $conc, ${secs}s a run; us per connection, median (min-max)"
-for s in $names; do
-    printf '%-28s cpu %s  kernel %s  user %s  runs/conn %s\n' "$s" \
-        "$(kv_fmt $(kv_stat "$tmp/runs" "server=$s" cpu_us) 2)" \
-        "$(kv_fmt $(kv_stat "$tmp/runs" "server=$s" kernel_us) 2)" \
-        "$(kv_fmt $(kv_stat "$tmp/runs" "server=$s" user_us) 2)" \
-        "$(kv_fmt $(kv_stat "$tmp/runs" "server=$s" runs) 3)"
-done
-# Ratios to epoll within each round: median, quartiles, min-max.
-for s in ${names#epoll }; do
-    awk -v s="$s" '
-        { split($1, a, "="); split($2, b, "="); split($4, c, "=")
-          if (a[2] == "epoll") e[b[2]] = c[2]; else if (a[2] == s) x[b[2]] = c[2] }
-        END {
-            for (r in x) if (r in e) v[n++] = x[r] / e[r]
-            for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-            m = n % 2 ? v[(n - 1) / 2] : (v[n / 2 - 1] + v[n / 2]) / 2
-            printf "ratio %s / epoll: median %.3f, quartiles %.3f-%.3f, min-max %.3f-%.3f (%d rounds)\n",
-                s, m, v[int((n - 1) / 4)], v[int(3 * (n - 1) / 4 + 0.5)], v[0], v[n - 1], n }' "$tmp/runs"
+for conc in $concs; do
+    echo "churn-ab: $rounds rounds, concurrency $conc, ${secs}s a run; us per connection, median (min-max)"
+    for s in $names; do
+        printf '%-28s cpu %s  kernel %s  user %s  runs/conn %s\n' "$s" \
+            "$(kv_fmt $(kv_stat "$tmp/runs" "server=$s conc=$conc" cpu_us) 2)" \
+            "$(kv_fmt $(kv_stat "$tmp/runs" "server=$s conc=$conc" kernel_us) 2)" \
+            "$(kv_fmt $(kv_stat "$tmp/runs" "server=$s conc=$conc" user_us) 2)" \
+            "$(kv_fmt $(kv_stat "$tmp/runs" "server=$s conc=$conc" runs) 3)"
+    done
+    # Ratios to epoll within each round: median, quartiles, min-max.
+    for s in ${names#epoll }; do
+        awk -v s="$s" -v conc="$conc" '
+            { split($1, a, "="); split($2, q, "="); split($3, b, "="); split($5, c, "=")
+              if (q[2] != conc) next
+              if (a[2] == "epoll") e[b[2]] = c[2]; else if (a[2] == s) x[b[2]] = c[2] }
+            END {
+                for (r in x) if (r in e) v[n++] = x[r] / e[r]
+                for (i = 0; i < n; i++) for (j = i + 1; j < n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
+                m = n % 2 ? v[(n - 1) / 2] : (v[n / 2 - 1] + v[n / 2]) / 2
+                printf "ratio %s / epoll at %d: median %.3f, quartiles %.3f-%.3f, min-max %.3f-%.3f (%d rounds)\n",
+                    s, conc, m, v[int((n - 1) / 4)], v[int(3 * (n - 1) / 4 + 0.5)], v[0], v[n - 1], n }' "$tmp/runs"
+    done
 done
