@@ -933,6 +933,81 @@ static void test_close_inside_drain_callback(void **state)
     cw_loop_free(&loop);
 }
 
+/* Two streams readable in the same epoll batch; whichever is dispatched
+ * first aborts the other, whose event is still ahead in the batch. The
+ * aborted one must get nothing more than its on_closed, once, and its
+ * memory must outlive the batch (the loop skips its event instead of
+ * searching for it at close: ASan sees a use after free otherwise). */
+struct batch_pair {
+    struct rec r[2];
+    int reads_after_abort;
+    int aborted;          /* index of the stream closed by the other, or -1 */
+};
+
+static struct batch_pair *bp_of;
+
+static void bp_read(cw_stream *s, ssize_t n, const char *buf)
+{
+    struct batch_pair *bp = bp_of;
+    int me = cw_stream_data(s) == &bp->r[1];
+    if (bp->aborted == me) {
+        bp->reads_after_abort++;
+        return;
+    }
+    if (n > 0 && bp->aborted < 0 && bp->r[!me].s) {
+        bp->aborted = !me;
+        assert_int_equal(cw_stream_close(bp->r[!me].s, CW_CLOSE_ABORT, 0, NULL), CW_OK);
+    }
+    rec_read(s, n, buf);
+}
+
+static const struct cw_stream_handlers bp_handlers = {
+    .on_read = bp_read, .on_closed = rec_closed,
+};
+
+static void test_close_other_in_same_batch(void **state)
+{
+    cw_loop *loop;
+    assert_int_equal(cw_loop_new(&loop), CW_OK);
+    struct batch_pair bp = {.aborted = -1};
+    bp_of = &bp;
+    cw_stream *s[2];
+    int c[2];
+    for (int i = 0; i < 2; i++) {
+        c[i] = pair(loop, NULL, 0, 0, &s[i]);
+        bp.r[i].s = s[i];
+        bp.r[i].loop = loop;
+        assert_int_equal(cw_stream_start(s[i], &bp_handlers, &bp.r[i]), CW_OK);
+    }
+    /* Both readable before the loop's first epoll_wait: one batch. */
+    for (int i = 0; i < 2; i++)
+        send_all(c[i], "x", 1);
+    uint64_t it0 = cw_loop_iterations(loop);
+    int64_t deadline = cw_now_ms() + 3000;
+    while (!(bp.aborted >= 0 && bp.r[bp.aborted].closed) && cw_now_ms() < deadline)
+        run_for(loop, 10);
+    assert_true(bp.aborted == 0 || bp.aborted == 1);
+    int v = bp.aborted, k = !v;
+    /* The first dispatched read its byte in the loop's first pass. */
+    assert_int_equal(bp.r[k].data_it, it0 + 1);
+    assert_int_equal(bp.r[k].got, 1);
+    assert_int_equal(bp.r[v].got, 0);
+    assert_int_equal(bp.reads_after_abort, 0);
+    assert_int_equal(bp.r[v].closed, 1);
+    assert_int_equal(bp.r[v].how, CW_OK);
+    assert_int_equal(bp.r[v].cend, CW_END_ABORT);
+    /* The kernel's side: the aborted stream's peer is reset. */
+    int end;
+    read_to_end(c[v], &end, 3000);
+    assert_int_equal(end, -ECONNRESET);
+    cw_stream_close(bp.r[k].s, CW_CLOSE_ABORT, 0, NULL);
+    run_for(loop, 10);
+    assert_int_equal(bp.r[k].closed, 1);
+    close(c[0]);
+    close(c[1]);
+    cw_loop_free(&loop);
+}
+
 static void close_in_accept(cw_acceptor *a, cw_stream *s, void *data)
 {
     int *n = data;
@@ -2075,6 +2150,7 @@ int main(void)
         CWT_TEST(test_close_inside_read_callback),
         CWT_TEST(test_close_inside_terminal_callbacks),
         CWT_TEST(test_close_inside_drain_callback),
+        CWT_TEST(test_close_other_in_same_batch),
         CWT_TEST(test_close_inside_accept_callback),
         CWT_TEST(test_close_inside_dial_callback),
         CWT_TEST(test_owner_ignores_eof),

@@ -104,6 +104,14 @@ cw_tqueue *cw__loop_tq(const cw_loop *l, int index);
  * Outside a pass (before the first run, between runs, no loop running)
  * it is the real clock. */
 int64_t cw__loop_now(const cw_loop *l);
+
+/* cw_io_stop for an owner that keeps io's memory until the loop's current
+ * pass is over (a stream: freed from the timer pass): events of the
+ * current batch for it are skipped at dispatch, instead of searched for
+ * and erased here (a search of up to MAX_EVENTS per close, so O(n^2) for
+ * a batch of closes). io must not be started again in this pass. */
+void cw__io_stop_kept(cw_loop *l, cw_io *io);
+
 /* Read the clock again for the rest of the pass: after work that may
  * have taken long on the loop (a password check run on it). */
 void cw__loop_update_time(cw_loop *l);

@@ -280,14 +280,21 @@ int cw_io_stop(cw_loop *l, cw_io *io)
         return CW_EINVAL;
     if (!(io->flags & IO_ACTIVE))
         return CW_OK;
-    io->flags &= ~IO_ACTIVE;
-    epoll_ctl(l->epfd, EPOLL_CTL_DEL, io->fd, NULL);
+    cw__io_stop_kept(l, io);
     /* The watcher may be freed right after this: forget any event of the
      * current batch that still points at it. */
     for (int i = l->cur + 1; i < l->nevents; i++)
         if (l->events[i].data.ptr == io)
             l->events[i].data.ptr = NULL;
     return CW_OK;
+}
+
+void cw__io_stop_kept(cw_loop *l, cw_io *io)
+{
+    if (!(io->flags & IO_ACTIVE))
+        return;
+    io->flags &= ~IO_ACTIVE;
+    epoll_ctl(l->epfd, EPOLL_CTL_DEL, io->fd, NULL);
 }
 
 int cw_io_active(const cw_io *io)
@@ -463,7 +470,9 @@ int cw_loop_run(cw_loop *l)
         l->nevents = n;
         for (l->cur = 0; l->cur < n; l->cur++) {
             cw_io *io = l->events[l->cur].data.ptr;
-            if (io)
+            /* Inactive: stopped earlier in this batch by an owner that
+             * keeps its memory until the pass is over (cw__io_stop_kept). */
+            if (io && (io->flags & IO_ACTIVE))
                 dispatch(l, io, l->events[l->cur].events);
         }
         l->nevents = l->cur = 0;
