@@ -230,8 +230,25 @@ static void on_answer_cancel(void *data, int ok, const char *user, size_t ulen)
     victim = NULL;
 }
 
-static void wait_idle(cw__authpool *p, int posted)
+/* Jobs go to threads from a loop (at submit, or when a thread's answer
+ * arrives: authpool.c): run l one iteration at a time until nothing is
+ * queued. An answer posted after that waits until l runs again. */
+static void dispatch_all(cw__authpool *p, cw_loop *l)
 {
+    for (int i = 0; i < 20000; i++) {
+        struct cw__authpool_stats st;
+        cw__authpool_stats(p, &st);
+        if (st.queued == 0)
+            return;
+        cwt_sleep_ms(1);
+        run_for(l, 0);
+    }
+    fail_msg("jobs stayed queued");
+}
+
+static void wait_idle(cw__authpool *p, cw_loop *l, int posted)
+{
+    dispatch_all(p, l);
     for (int i = 0; i < 20000; i++) {
         struct cw__authpool_stats st;
         cw__authpool_stats(p, &st);
@@ -263,16 +280,17 @@ static void test_cancel_every_state(void **state)
         if (st.running == 1)
             break;
         cwt_sleep_ms(1);
+        run_for(l, 0);   /* the first check waits for the calibration's post */
     }
     cw__authjob_cancel(j1);   /* queued */
     cw__authjob_cancel(j0);   /* running: the worker frees it */
     /* posted: hashed, not yet taken by the loop */
     cw__authjob *j2 = submit(pt, "six", "pw-6", &r[2]);
-    wait_idle(p, 1);
+    wait_idle(p, l, 1);
     cw__authjob_cancel(j2);
     /* deferred: a sha512 answer waits for the yescrypt-sized padding */
     cw__authjob *j3 = submit(pt, "six", "pw-6", &r[3]);
-    wait_idle(p, 1);
+    wait_idle(p, l, 1);
     run_for(l, 0);
     struct cw__authpool_stats st;
     cw__authpool_stats(p, &st);
