@@ -244,13 +244,13 @@ static void post(struct worker *w, cw__authjob *j)
     n->slot = w->slot;
     atomic_store_explicit(&j->hashed, 1, memory_order_relaxed);
     atomic_store_explicit(&w->busy, 0, memory_order_release);
-    HB(j);
     struct post *head = atomic_load_explicit(&pt->done, memory_order_relaxed);
-    do
+    do {
         n->next = head;
-    while (!atomic_compare_exchange_weak_explicit(&pt->done, &head, n,
-                                                  memory_order_release,
-                                                  memory_order_relaxed));
+        HB(n);
+    } while (!atomic_compare_exchange_weak_explicit(&pt->done, &head, n,
+                                                    memory_order_release,
+                                                    memory_order_relaxed));
     uint64_t one = 1;
     while (write(pt->io.fd, &one, sizeof one) < 0 && errno == EINTR) {
     }
@@ -442,6 +442,7 @@ static void take_posts(cw__authpool *p, cw__authport *pt)
     struct post *n = atomic_exchange_explicit(&pt->done, NULL, memory_order_acquire);
     struct post *fifo = NULL;
     while (n) {
+        HA(n);
         struct post *next = n->next;
         n->next = fifo;
         fifo = n;
@@ -449,7 +450,6 @@ static void take_posts(cw__authpool *p, cw__authport *pt)
     }
     while (fifo) {
         struct post *next = fifo->next;   /* fifo's job may be freed */
-        HA(fifo->job);
         take(p, pt, fifo->job, fifo->slot);
         fifo = next;
     }
