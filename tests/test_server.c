@@ -1078,13 +1078,13 @@ static void test_auth_threads_lazy(void **state)
     unlink(path);
 }
 
-/* --auth-priority: nice 19 by default, SCHED_IDLE when asked; the
+/* --auth-priority: SCHED_IDLE by default, nice 19 when asked; the
  * threads start with the first (yescrypt) login. */
 static void test_auth_priority(void **state)
 {
-    const char *const idle_args[] = {"--user", "alice:s3cret", "--auth-threads", "2",
-                                     "--auth-priority", "idle", NULL};
-    const char *const nice_args[] = {"--user", "alice:s3cret", "--auth-threads", "2", NULL};
+    const char *const idle_args[] = {"--user", "alice:s3cret", "--auth-threads", "2", NULL};
+    const char *const nice_args[] = {"--user", "alice:s3cret", "--auth-threads", "2",
+                                     "--auth-priority", "nice", NULL};
     struct srv s;
     srv_start(&s, nice_args);
     assert_int_equal(auth_threads_any(s.pid), 0);
@@ -1096,6 +1096,7 @@ static void test_auth_priority(void **state)
     srv_stop(&s);
     srv_done(&s);
     srv_start(&s, idle_args);
+    assert_int_equal(auth_threads_any(s.pid), 0);
     c = dial(&s);
     login(c);   /* they start, and answer */
     assert_int_equal(auth_threads_in(s.pid, SCHED_IDLE), 2);

@@ -27,8 +27,8 @@
  * server: a server whose checks all run on the loop (DES, MD5: auth.c
  * calibrates those in place) never creates one.
  *
- * Two kinds of threads hash. Check threads run SCHED_IDLE when the server
- * asks (--auth-priority idle), else nice 19. SCHED_IDLE helps: the
+ * Two kinds of threads hash. Check threads run SCHED_IDLE by default
+ * (--auth-priority nice: nice 19). SCHED_IDLE helps: the
  * kernel's wake-up placement counts a core running only SCHED_IDLE tasks
  * as idle (select_idle_sibling, sched_idle_cpu), so woken loops go to the
  * core a check is hashing on instead of queueing behind one another on
@@ -42,7 +42,11 @@
  * 1/RESCUE_SHARE of a core for RESCUE_MS is handed to a rescuer as well
  * (the first answer counts), and for BUSY_MS the rescuers take every
  * check. The first check calibrates auth.c's costs: a few hashes on a
- * rescuer, results published by the loop. */
+ * rescuer, results published by the loop. SCHED_IDLE was opt-in while
+ * the check threads took the loops' locks: one starved inside them made
+ * a loop wait 16-126 ms; a starved thread now holds nothing a loop
+ * needs (test_authpool: test_threads_take_no_auth_lock,
+ * test_starved_checks_never_block_loop). */
 #define _GNU_SOURCE
 #include "../net/internal.h"
 #include "authpool.h"
@@ -141,7 +145,8 @@ struct cw__authpool {
     struct jlist active;        /* RUNNING, session still waiting */
     int queued, queue_max;
     int nthreads;               /* check threads, then as many rescuers */
-    int started;                /* threads created (joined by free) */
+    int started;                /* threads created in pairs */
+    int start_tried;            /* once: a pair that failed is left out */
     int want_idle;
     _Atomic int idle_checks;    /* check threads that got SCHED_IDLE */
     _Atomic int stop;
@@ -385,9 +390,13 @@ static void dispatch(cw__authpool *p, cw__authport *pt, int64_t now)
 }
 
 /* Start every thread, with all signals blocked (they inherit the mask:
- * SIGTERM stays the loops'). A pair that cannot start is left out. */
+ * SIGTERM stays the loops'). Tried once: the pairs that started serve;
+ * none started, every costly check is refused (-EAGAIN and the like). */
 static int start_threads(cw__authpool *p)
 {
+    if (p->start_tried)
+        return p->started ? CW_OK : -EAGAIN;
+    p->start_tried = 1;
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -698,7 +707,7 @@ int cw__authport_submit(cw__authport *pt, const char *user, size_t ulen,
     pthread_mutex_lock(&p->mu);
     int rc = p->queued >= p->queue_max ? -EBUSY : CW_OK;
     if (rc == CW_OK && !p->started)
-        rc = start_threads(p);
+        rc = start_threads(p);   /* the first check that needs them */
     if (rc < 0) {
         p->st.busy += rc == -EBUSY;
         pthread_mutex_unlock(&p->mu);
