@@ -1,9 +1,9 @@
 #!/bin/sh
 # bench/authsched.sh [BUILD [MARKDOWN]] - the password-check threads'
 # scheduling, A/B in one run of one build: `closewise server` with its
-# default --auth-priority nice (check threads at nice 19) against
-# --auth-priority idle (SCHED_IDLE with nice-19 rescuers,
-# src/server/authpool.c).
+# default --auth-priority idle (SCHED_IDLE with nice-19 rescuers,
+# src/server/authpool.c) against --auth-priority nice (check threads at
+# nice 19).
 # 1. echo: the echo round trip of 100 logged-in sessions (20 ECHO/s each)
 #    while K clients log in over and over (cw_bench_authload latency, as in
 #    bench/authload.sh): sha512 K=4 and K=8 (the rows the policy is for),
@@ -112,7 +112,7 @@ ms() { kv_stat "$tmp/rows" "policy=$1 row=$2" "$3" | awk '{ for (i = 1; i <= 3; 
 load=$(cut -d' ' -f1-3 /proc/loadavg)
 {
     echo "<!-- authsched:begin (written by bench/authsched.sh; edits here are overwritten) -->"
-    echo "### Check threads' scheduling: --auth-priority nice (default) against idle"
+    echo "### Check threads' scheduling: --auth-priority idle (default) against nice"
     echo
     echo "\`sh bench/authsched.sh $new\` ($(date -u "+%Y-%m-%d %H:%M") UTC, $(nproc) cores,"
     echo "load average at the end $load). Each cell: median (min-max)"

@@ -11,7 +11,9 @@
 #include "../src/server/auth.h"
 #include "../src/server/authpool.h"
 
+#include <crypt.h>
 #include <dirent.h>
+#include <stdatomic.h>
 #include <errno.h>
 #include <sched.h>
 #include <signal.h>
@@ -230,8 +232,25 @@ static void on_answer_cancel(void *data, int ok, const char *user, size_t ulen)
     victim = NULL;
 }
 
-static void wait_idle(cw__authpool *p, int posted)
+/* Jobs go to threads from a loop (at submit, or when a thread's answer
+ * arrives: authpool.c): run l one iteration at a time until nothing is
+ * queued. An answer posted after that waits until l runs again. */
+static void dispatch_all(cw__authpool *p, cw_loop *l)
 {
+    for (int i = 0; i < 20000; i++) {
+        struct cw__authpool_stats st;
+        cw__authpool_stats(p, &st);
+        if (st.queued == 0)
+            return;
+        cwt_sleep_ms(1);
+        run_for(l, 0);
+    }
+    fail_msg("jobs stayed queued");
+}
+
+static void wait_idle(cw__authpool *p, cw_loop *l, int posted)
+{
+    dispatch_all(p, l);
     for (int i = 0; i < 20000; i++) {
         struct cw__authpool_stats st;
         cw__authpool_stats(p, &st);
@@ -263,16 +282,17 @@ static void test_cancel_every_state(void **state)
         if (st.running == 1)
             break;
         cwt_sleep_ms(1);
+        run_for(l, 0);   /* the first check waits for the calibration's post */
     }
     cw__authjob_cancel(j1);   /* queued */
     cw__authjob_cancel(j0);   /* running: the worker frees it */
     /* posted: hashed, not yet taken by the loop */
     cw__authjob *j2 = submit(pt, "six", "pw-6", &r[2]);
-    wait_idle(p, 1);
+    wait_idle(p, l, 1);
     cw__authjob_cancel(j2);
     /* deferred: a sha512 answer waits for the yescrypt-sized padding */
     cw__authjob *j3 = submit(pt, "six", "pw-6", &r[3]);
-    wait_idle(p, 1);
+    wait_idle(p, l, 1);
     run_for(l, 0);
     struct cw__authpool_stats st;
     cw__authpool_stats(p, &st);
@@ -658,6 +678,148 @@ static void test_rescue_when_starved(void **state)
     fx_close(&f);   /* the check thread's own hash ends now, at full speed */
 }
 
+/* ---- check threads take no lock a loop takes ---- */
+
+struct holder {
+    cw__auth *a;
+    char setting[128];
+    _Atomic int done;
+};
+
+/* Adds a user whose bcrypt hash (cost 14, ~1 s here) auth.c checks
+ * while it holds the table's mutex, the one loops take. */
+static void *hold_auth(void *arg)
+{
+    struct holder *h = arg;
+    cw__auth_add_hash(h->a, "slowpoke", h->setting);
+    atomic_store(&h->done, 1);
+    return NULL;
+}
+
+/* A check thread hashes and posts while auth.c's mutex is held all along
+ * (a slow cw__auth_add_hash, 300 sha512 hashes long: room for a nice-19
+ * thread on a loaded machine): it needs no lock a loop takes. Before, it took that mutex to look the user up and to
+ * compute the padding, and a check thread starved while holding it made
+ * the loops wait (docs/BENCHMARKS.md, "The check threads' policy"). */
+static void test_threads_take_no_auth_lock(void **state)
+{
+    if (under_valgrind()) {   /* 50 s of bcrypt there */
+        printf("# skipped under valgrind\n");
+        return;
+    }
+    struct fx f;
+    fx_open(&f, 1, 0);
+    answer_one(&f);   /* calibrated, threads started */
+    struct holder *h = calloc(1, sizeof *h);
+    assert_non_null(h);
+    h->a = f.a;
+    assert_non_null(crypt_gensalt_rn("$2b$", 14, NULL, 0, h->setting, sizeof h->setting));
+    int left = 1;
+    struct rec r = {.loop = f.l, .stop_after = &left};
+    submit(f.pt, "six", "pw-6", &r);   /* handed to the idle thread at once */
+    pthread_t t = cwt_thread(hold_auth, h);
+    int hashed_first = 0;
+    for (int i = 0; i < 60000 && !atomic_load(&h->done); i++) {
+        struct cw__authpool_stats st;
+        cw__authpool_stats(f.p, &st);   /* takes only the pool's mutex */
+        if (st.queued == 0 && st.running == 0) {
+            hashed_first = !atomic_load(&h->done);
+            break;
+        }
+        cwt_sleep_ms(1);
+    }
+    cwt_join(t);
+    run_for(f.l, 60000);
+    if (!hashed_first) {
+        struct cw__authpool_stats st;
+        cw__authpool_stats(f.p, &st);
+        print_message("# not hashed while auth.c's mutex was held: queued %d running %d\n",
+                      st.queued, st.running);
+    }
+    assert_true(hashed_first);
+    assert_int_equal(r.done, 1);
+    assert_int_equal(r.ok, 1);
+    free(h);
+    fx_close(&f);
+}
+
+/* Logins keep coming while the SCHED_IDLE check threads are starved (a
+ * nice-0 busy loop on every core): the loop's calls into the pool never
+ * wait for a starved thread, and the loop keeps its pace. The bound is
+ * generous (a loop at nice 0 shares its core with a busy loop); the
+ * inversion this guards against lasted 16-390 ms, up to seconds. */
+#define STORM_SLOTS 8
+struct storm {
+    struct fx *f;
+    cw_timer tick;
+    cw__authjob *job[STORM_SLOTS];
+    int n, answered;
+    int64_t last_ns, max_gap_ns, max_call_ns, end_ms;
+};
+
+static void on_storm_answer(void *data, int ok, const char *user, size_t ulen)
+{
+    cw__authjob **slot = data;
+    *slot = NULL;
+}
+
+static void on_storm_tick(cw_loop *l, cw_timer *t)
+{
+    struct storm *s = t->data;
+    int64_t now = cw__auth_now_ns();
+    if (s->last_ns && now - s->last_ns > s->max_gap_ns)
+        s->max_gap_ns = now - s->last_ns;
+    cw__authjob **slot = &s->job[s->n++ % STORM_SLOTS];
+    int64_t t0 = cw__auth_now_ns();
+    if (*slot) {
+        cw__authjob_cancel(*slot);
+        *slot = NULL;
+    } else {
+        int rc = cw__authport_submit(s->f->pt, "six", 3, "pw-6", 4, on_storm_answer,
+                                     slot, slot);
+        assert_int_equal(rc, CW_OK);
+    }
+    int64_t took = cw__auth_now_ns() - t0;
+    if (took > s->max_call_ns)
+        s->max_call_ns = took;
+    s->last_ns = cw__auth_now_ns();
+    if (cw_now_ms() >= s->end_ms)
+        cw_loop_stop(l);
+    else
+        cw_timer_start(l, t, cw_now_ms() + 2, on_storm_tick);
+}
+
+static void test_starved_checks_never_block_loop(void **state)
+{
+    if (under_valgrind()) {   /* one thread at a time: a starved thread holds them all */
+        printf("# skipped under valgrind\n");
+        return;
+    }
+    struct fx f;
+    fx_open_policy(&f, 2, 0, 1);
+    answer_one(&f);
+    pid_t burners[CPU_SETSIZE];
+    int nb = burners_start(burners, CPU_SETSIZE);
+    struct storm *s = calloc(1, sizeof *s);
+    assert_non_null(s);
+    s->f = &f;
+    s->end_ms = cw_now_ms() + 3000;
+    s->tick.data = s;
+    cw_timer_start(f.l, &s->tick, cw_now_ms(), on_storm_tick);
+    assert_int_equal(cw_loop_run(f.l), CW_OK);
+    for (int i = 0; i < nb; i++)
+        cwt_kill(burners[i]);
+    for (int i = 0; i < STORM_SLOTS; i++)
+        cw__authjob_cancel(s->job[i]);
+    print_message("# starved checks: %d ticks, longest pool call %.2f ms, longest gap %.2f ms\n",
+                  s->n, s->max_call_ns / 1e6, s->max_gap_ns / 1e6);
+    assert_true(s->n >= 100);
+    assert_true(s->max_call_ns < 100 * 1000000LL);
+    assert_true(s->max_gap_ns < 250 * 1000000LL);
+    free(s);
+    fx_close(&f);
+}
+
 static void test_bad_args(void **state)
 {
     cw__authpool *p;
@@ -689,6 +851,8 @@ int main(void)
         CWT_TEST(test_thread_policy),
         CWT_TEST(test_policy_refused),
         CWT_TEST(test_rescue_when_starved),
+        CWT_TEST(test_threads_take_no_auth_lock),
+        CWT_TEST(test_starved_checks_never_block_loop),
         CWT_TEST(test_bad_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

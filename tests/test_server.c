@@ -1027,21 +1027,79 @@ static int auth_threads_in(pid_t pid, int want_policy)
     return n;
 }
 
-/* --auth-priority: nice 19 by default, SCHED_IDLE when asked. */
+/* Threads of pid whose name starts with "cw-auth": check threads and
+ * rescuers. */
+static int auth_threads_any(pid_t pid)
+{
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char path[384], comm[32] = "";
+        snprintf(path, sizeof path, "%s/%s/comm", dir, e->d_name);
+        FILE *f = e->d_name[0] == '.' ? NULL : fopen(path, "re");
+        if (!f)
+            continue;
+        if (fgets(comm, sizeof comm, f) && !strncmp(comm, "cw-auth", 7))
+            n++;
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}
+
+/* The check threads start with the first check that goes to them: not
+ * with the server, and never where every check runs on the loop (DES,
+ * as in the churn benchmark: microseconds). */
+static void test_auth_threads_lazy(void **state)
+{
+    char path[] = "/tmp/cwtest-creds-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    dprintf(fd, "dan:_/...abcdfsfCUuMO5hc\n");   /* BSDi DES, 1 round, "s3cret" */
+    close(fd);
+    const char *const args[] = {"--credentials", path, "--auth-threads", "2", NULL};
+    struct srv s;
+    srv_start(&s, args);
+    const char *const tries[] = {"AUTH dan s3cret\n", "AUTH dan wrong\n", "AUTH nobody x\n"};
+    const char *const want[] = {"OK", "ERR bad credentials", "ERR bad credentials"};
+    for (int i = 0; i < 3; i++) {
+        cw_conn *c = dial(&s);
+        send_str(c, tries[i]);
+        expect(c, want[i]);
+        cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
+    }
+    assert_int_equal(auth_threads_any(s.pid), 0);
+    srv_stop(&s);
+    srv_done(&s);
+    unlink(path);
+}
+
+/* --auth-priority: SCHED_IDLE by default, nice 19 when asked; the
+ * threads start with the first (yescrypt) login. */
 static void test_auth_priority(void **state)
 {
-    const char *const idle_args[] = {"--user", "alice:s3cret", "--auth-threads", "2",
-                                     "--auth-priority", "idle", NULL};
-    const char *const nice_args[] = {"--user", "alice:s3cret", "--auth-threads", "2", NULL};
+    const char *const idle_args[] = {"--user", "alice:s3cret", "--auth-threads", "2", NULL};
+    const char *const nice_args[] = {"--user", "alice:s3cret", "--auth-threads", "2",
+                                     "--auth-priority", "nice", NULL};
     struct srv s;
     srv_start(&s, nice_args);
+    assert_int_equal(auth_threads_any(s.pid), 0);
+    cw_conn *c = dial(&s);
+    login(c);
+    assert_int_equal(cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000), CW_OK);
     assert_int_equal(auth_threads_in(s.pid, SCHED_OTHER), 2);
+    assert_int_equal(auth_threads_any(s.pid), 4);   /* and two rescuers */
     srv_stop(&s);
     srv_done(&s);
     srv_start(&s, idle_args);
+    assert_int_equal(auth_threads_any(s.pid), 0);
+    c = dial(&s);
+    login(c);   /* they start, and answer */
     assert_int_equal(auth_threads_in(s.pid, SCHED_IDLE), 2);
-    cw_conn *c = dial(&s);
-    login(c);   /* and they still answer */
     assert_int_equal(cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000), CW_OK);
     srv_stop(&s);
     srv_done(&s);
@@ -1298,6 +1356,7 @@ int main(void)
         CWT_TEST(test_cli_usage),
         CWT_TEST(test_clean_stop),
         CWT_TEST(test_auth_priority),
+        CWT_TEST(test_auth_threads_lazy),
         CWT_TEST(test_library_api),
         CWT_TEST(test_5000_clients_close_first),
         CWT_TEST(test_emfile_storm),

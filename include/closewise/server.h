@@ -87,13 +87,13 @@ struct cw_server_opts {
     int auth_queue;             /* checks waiting for a thread at most;
                                    a login beyond gets "ERR busy" and a
                                    graceful close (0 = 256 per thread) */
-    int auth_idle;              /* 1: those threads run SCHED_IDLE, which
-                                   keeps woken loops off each other's core
-                                   (lower echo latency while logins hash)
-                                   but lets a check thread starved by
-                                   other programs hold a lock a loop
-                                   needs; 0: nice 19 (man closewise-server,
-                                   --auth-priority) */
+    int auth_idle;              /* 1 (cw_server_opts_init): those threads
+                                   run SCHED_IDLE, which keeps woken loops
+                                   off each other's core (lower echo
+                                   latency while logins hash); nice-19
+                                   rescuers take over checks other
+                                   programs starve; 0: nice 19
+                                   (man closewise-server, --auth-priority) */
     int workers;                /* event loops, each with its own
                                    SO_REUSEPORT listener (0 = 1) */
 };

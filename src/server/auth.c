@@ -17,16 +17,19 @@
 
 #define MAX_USER 64
 #define SLEEP_FLOOR_NS 100000   /* cw__auth_check: the shortest final sleep */
-#define MAX_METHODS 32   /* distinct method+cost settings timed at most */
+#define PAD_CPU_SHARE 4         /* cw__auth_pad: a sample counts at most this
+                                   many times its CPU time */
 
 struct user {
     char name[MAX_USER + 1];
     char *hash;
 };
 
-/* Worker threads check passwords at once (authpool.c): the table, the
- * calibration and the running cost are guarded by mu, held only around
- * table reads and bookkeeping, never around a hash. */
+/* The table, the calibration and the running cost are guarded by mu,
+ * which only event loops (and whoever adds users) take, only around
+ * table reads and bookkeeping, never around a hash: the check threads of
+ * authpool.c run cw__auth_hash and cw__auth_calib_run alone, which read
+ * only strings that never change, and take no lock at all. */
 struct cw__auth {
     pthread_mutex_t mu;
     struct user *users;
@@ -34,7 +37,9 @@ struct cw__auth {
     char *dummy;              /* setting for unknown users, no users */
     struct crypt_data *cd;    /* 32 KiB, for calls under mu: allocated
                                  once, not per call */
-    int calibrated;           /* users unchanged since the last timing */
+    unsigned gen;             /* users added so far */
+    unsigned cal_gen;         /* gen when last calibrated (calibrated:
+                                 cal_gen == gen) */
     const char *slowest;      /* hash of the costliest method present */
     size_t slowest_len;       /* its method prefix (method_len) */
     int64_t slow_ns;          /* running cost of that method */
@@ -79,6 +84,7 @@ int cw__auth_new(cw__auth **out)
         return -ENOMEM;
     }
     pthread_mutex_init(&a->mu, NULL);
+    a->cal_gen = a->gen - 1;   /* not calibrated */
     *out = a;
     return CW_OK;
 }
@@ -138,7 +144,7 @@ static int add_hash(cw__auth *a, const char *user, const char *hash)
     struct user *u = &a->users[a->nusers++];
     strcpy(u->name, user);
     u->hash = copy;
-    a->calibrated = 0;
+    a->gen++;
     return CW_OK;
 }
 
@@ -215,6 +221,14 @@ static int64_t now_ns(void)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+static int64_t thread_cpu_ns(void)
+{
+    struct timespec ts;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) < 0)
+        return 0;
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /* The part of a hash that fixes its cost: method and parameters without
  * salt and digest ("$6$rounds=5000$", "$y$j9T$", "$2b$10$"; "" for DES). */
 static size_t method_len(const char *hash)
@@ -231,12 +245,12 @@ static size_t method_len(const char *hash)
 }
 
 /* Cheapest of three runs: spikes from other work only ever add time. */
-static int64_t cost_of(cw__auth *a, const char *setting)
+static int64_t cost_of(struct crypt_data *cd, const char *setting)
 {
     int64_t best = INT64_MAX;
     for (int i = 0; i < 3; i++) {
         int64_t t0 = now_ns();
-        crypt_rn("closewise-calibration", setting, a->cd, sizeof *a->cd);
+        crypt_rn("closewise-calibration", setting, cd, sizeof *cd);
         int64_t d = now_ns() - t0;
         if (d < best)
             best = d;
@@ -244,63 +258,137 @@ static int64_t cost_of(cw__auth *a, const char *setting)
     return best;
 }
 
-/* Time each distinct method and remember the costliest: unknown users
- * are hashed with it, and every check is padded to its cost. */
-static void calibrate(cw__auth *a)
+/* Methods that cost microseconds (traditional DES, BSDi extended DES of
+ * at most 1024 rounds, MD5, NTHASH): calibrated on the asking loop
+ * itself, so a server with only these never starts a check thread. */
+static int cheap_method(const char *hash)
 {
-    a->calibrated = 1;
-    if (a->nusers == 0 && !a->dummy) {
-        char h[CRYPT_OUTPUT_SIZE];
-        if (cw_passwd_hash("closewise-dummy", NULL, h, sizeof h) == CW_OK)
-            a->dummy = strdup(h);
+    static const char b64[] = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    if (hash[0] == '_') {   /* "_" then the rounds: 4 chars, 6 bits each, low first */
+        unsigned long rounds = 0;
+        for (int i = 4; i >= 1; i--) {
+            const char *c = hash[i] ? strchr(b64, hash[i]) : NULL;
+            if (!c)
+                return 0;
+            rounds = rounds << 6 | (unsigned long)(c - b64);
+        }
+        return rounds <= 1024;
     }
-    a->slowest = a->nusers ? a->users[0].hash : a->dummy;
-    a->slow_ns = 0;
-    if (!a->slowest)
-        return;
-    a->slowest_len = method_len(a->slowest);
-    const char *seen[MAX_METHODS];
-    int nseen = 0;
-    for (int i = -1; i < a->nusers; i++) {
-        const char *h = i < 0 ? a->slowest : a->users[i].hash;
+    return hash[0] != '$' || !strncmp(hash, "$1$", 3) || !strncmp(hash, "$3$", 3);
+}
+
+/* Which settings to time: each distinct method present once (under mu).
+ * The strings outlive the calibration: hashes are never freed or changed
+ * while the table lives. */
+int cw__auth_calib_prepare(cw__auth *a, struct cw__authcal *c)
+{
+    memset(c, 0, sizeof *c);
+    pthread_mutex_lock(&a->mu);
+    c->gen = a->gen;
+    int need = a->cal_gen != a->gen;
+    c->need_dummy = a->nusers == 0 && !a->dummy;
+    for (int i = -1; i < a->nusers && c->n < CW__AUTH_METHODS; i++) {
+        const char *h = i < 0 ? a->dummy : a->users[i].hash;
+        if (!h)
+            continue;
         size_t m = method_len(h);
         int known = 0;
-        for (int j = 0; j < nseen && !known; j++)
-            known = method_len(seen[j]) == m && !strncmp(seen[j], h, m);
-        if (known || nseen == MAX_METHODS)
-            continue;
-        seen[nseen++] = h;
-        int64_t c = cost_of(a, h);
-        if (c > a->slow_ns) {
-            a->slow_ns = a->calib_ns = c;
-            a->slowest = h;
-            a->slowest_len = m;
+        for (int j = 0; j < c->n && !known; j++)
+            known = method_len(c->setting[j]) == m && !strncmp(c->setting[j], h, m);
+        if (!known)
+            c->setting[c->n++] = h;
+    }
+    pthread_mutex_unlock(&a->mu);
+    return need;
+}
+
+/* The hashes, on any thread, holding no lock: a thread preempted here
+ * delays no loop (authpool.c). cd: the caller's. */
+void cw__auth_calib_run(struct cw__authcal *c, struct crypt_data *cd)
+{
+    if (c->need_dummy && cw_passwd_hash("closewise-dummy", NULL, c->dummy,
+                                        sizeof c->dummy) != CW_OK)
+        c->dummy[0] = '\0';
+    for (int i = 0; i < c->n; i++)
+        c->ns[i] = cost_of(cd, c->setting[i]);
+    if (c->dummy[0])
+        c->dummy_ns = cost_of(cd, c->dummy);
+    explicit_bzero(cd, sizeof *cd);
+}
+
+/* Remember the costliest method: unknown users are hashed with it, and
+ * every check is padded to its cost. Dropped if users were added since
+ * prepare: the next check calibrates again. */
+void cw__auth_calib_publish(cw__auth *a, const struct cw__authcal *c)
+{
+    pthread_mutex_lock(&a->mu);
+    if (c->gen == a->gen) {
+        if (c->dummy[0] && !a->dummy)
+            a->dummy = strdup(c->dummy);
+        a->slowest = a->nusers ? a->users[0].hash : a->dummy;
+        a->slow_ns = a->calib_ns = 0;
+        for (int i = 0; i <= c->n; i++) {
+            const char *h = i < c->n ? c->setting[i] : a->dummy;
+            int64_t ns = i < c->n ? c->ns[i] : c->dummy_ns;
+            if (h && (i < c->n || c->dummy[0]) && ns > a->slow_ns) {
+                a->slow_ns = a->calib_ns = ns;
+                a->slowest = h;
+            }
         }
+        a->slowest_len = a->slowest ? method_len(a->slowest) : 0;
+        a->cal_gen = a->gen;
+    }
+    pthread_mutex_unlock(&a->mu);
+}
+
+int cw__auth_calibrated(cw__auth *a)
+{
+    pthread_mutex_lock(&a->mu);
+    int ok = a->cal_gen == a->gen;
+    pthread_mutex_unlock(&a->mu);
+    return ok;
+}
+
+/* Calibrate on the calling thread (which blocks for a few hashes); cd: a
+ * crypt_data of the caller's. */
+static void calibrate_here(cw__auth *a, struct crypt_data *cd)
+{
+    struct cw__authcal c;
+    if (cw__auth_calib_prepare(a, &c)) {
+        cw__auth_calib_run(&c, cd);
+        cw__auth_calib_publish(a, &c);
     }
 }
 
 static int is_slowest(const cw__auth *a, const char *hash)
 {
     size_t m = method_len(hash);
-    return m == a->slowest_len && !strncmp(hash, a->slowest, m);
+    return a->slowest && m == a->slowest_len && !strncmp(hash, a->slowest, m);
 }
 
-/* Track the costliest method's recent high cost and return when a check
- * that started at start may answer: start + that cost. The estimate rises
- * fast and falls slowly, so it sits near the top of what that method
- * takes now (a loaded machine makes it slower): checks of that method are
- * padded to it nearly always, and cheaper methods stay indistinguishable
- * under load too. Called with mu held. */
-static int64_t pad_until(cw__auth *a, const char *used, int64_t start)
+int cw__auth_lookup(cw__auth *a, const char *user, size_t ulen, size_t plen,
+                    struct cw__authset *set)
 {
-    int64_t took = now_ns() - start;
-    if (used == a->slowest || is_slowest(a, used)) {
-        if (took > a->slow_ns)
-            a->slow_ns += (took - a->slow_ns) / 4;
-        else
-            a->slow_ns -= (a->slow_ns - took) / 32;
-    }
-    return start + a->slow_ns;
+    set->setting = set->stored = NULL;
+    set->reject = ulen > MAX_USER || plen >= CW__AUTH_MAX_PASS;
+    if (set->reject)
+        return 0;
+    pthread_mutex_lock(&a->mu);
+    for (int i = 0; i < a->nusers && !set->stored; i++)
+        if (strlen(a->users[i].name) == ulen && !memcmp(a->users[i].name, user, ulen))
+            set->stored = a->users[i].hash;
+    set->setting = set->stored ? set->stored
+                               : a->cal_gen == a->gen ? a->slowest : NULL;
+    pthread_mutex_unlock(&a->mu);
+    return 0;
+}
+
+const char *cw__auth_slowest(cw__auth *a)
+{
+    pthread_mutex_lock(&a->mu);
+    const char *h = a->cal_gen == a->gen ? a->slowest : NULL;
+    pthread_mutex_unlock(&a->mu);
+    return h;
 }
 
 /* After a hash: libxcrypt erases its own 30 KiB scratch area (internal)
@@ -317,40 +405,77 @@ static void wipe(struct crypt_data *cd)
 #endif
 }
 
+int cw__auth_hash(struct crypt_data *cd, const struct cw__authset *set,
+                  const char *pass, struct cw__authtime *tm)
+{
+    tm->t0 = tm->t1 = now_ns();
+    tm->cpu = 0;
+    if (set->reject || !set->setting)
+        return 0;
+    int64_t c0 = thread_cpu_ns();
+    const char *h = crypt_rn(pass, set->setting, cd, sizeof *cd);
+    int ok = set->stored && h && h[0] != '*' && equal_ct(h, set->stored);
+    if (h)
+        wipe(cd);
+    tm->cpu = thread_cpu_ns() - c0;
+    tm->t1 = now_ns();
+    return ok;
+}
+
+/* When a check hashed at tm may answer: its start plus the costliest
+ * method's recent high cost, which rises fast and falls slowly, so it
+ * sits near the top of what that method takes now (a loaded machine makes
+ * it slower): checks of that method are padded to it nearly always, and
+ * cheaper methods stay indistinguishable under load too. A sample counts
+ * its wall time, but at most PAD_CPU_SHARE times the CPU time the hash
+ * took: waiting for a core slows every method alike up to that share, so
+ * the padding follows a busy machine; beyond it the thread was starved
+ * (a SCHED_IDLE check thread waited seconds for a core, authpool.c), and
+ * one such sample, counted whole, padded every later login by a quarter
+ * of it. A starved check is late whatever its method, and unknown users
+ * use the costliest method (the one the estimate tracks), so what the
+ * cap gives up is only telling a cheap method's user from a costly one's
+ * while the machine starves the checks. Loops only: under mu. */
+int64_t cw__auth_pad(cw__auth *a, const char *setting, const struct cw__authtime *tm)
+{
+    if (!setting)
+        return tm->t1;
+    int64_t took = tm->t1 - tm->t0;
+    if (tm->cpu > 0 && took > tm->cpu * PAD_CPU_SHARE)
+        took = tm->cpu * PAD_CPU_SHARE;
+    pthread_mutex_lock(&a->mu);
+    if (setting == a->slowest || is_slowest(a, setting)) {
+        if (took > a->slow_ns)
+            a->slow_ns += (took - a->slow_ns) / 4;
+        else
+            a->slow_ns -= (a->slow_ns - took) / 32;
+    }
+    int64_t due = tm->t0 + a->slow_ns;
+    pthread_mutex_unlock(&a->mu);
+    return due;
+}
+
 int cw__auth_verify(cw__auth *a, struct crypt_data *cd, const char *user,
                     size_t ulen, const char *pass, size_t plen, int64_t *due_ns)
 {
-    char name[MAX_USER + 1], pw[1100];
-    int64_t start = now_ns();
-    *due_ns = start;
-    if (ulen > MAX_USER || plen >= sizeof pw)
+    char pw[CW__AUTH_MAX_PASS];
+    *due_ns = now_ns();
+    struct cw__authset set;
+    cw__auth_lookup(a, user, ulen, plen, &set);
+    if (set.reject)
         return 0;
-    memcpy(name, user, ulen);
-    name[ulen] = '\0';
+    if (!set.stored && !set.setting) {   /* not calibrated yet */
+        calibrate_here(a, cd);
+        set.setting = cw__auth_slowest(a);
+    } else if (!cw__auth_calibrated(a)) {
+        calibrate_here(a, cd);
+    }
     memcpy(pw, pass, plen);
     pw[plen] = '\0';
-    /* The hash strings are never freed or changed while the table lives
-     * (users are only added), so they may be read after unlocking. */
-    pthread_mutex_lock(&a->mu);
-    if (!a->calibrated)
-        calibrate(a);
-    const char *stored = NULL;
-    for (int i = 0; i < a->nusers; i++)
-        if (!strcmp(a->users[i].name, name))
-            stored = a->users[i].hash;
-    const char *setting = stored ? stored : a->slowest;
-    pthread_mutex_unlock(&a->mu);
-    start = now_ns();   /* calibration is not the user's cost */
-    const char *h = setting ? crypt_rn(pw, setting, cd, sizeof *cd) : NULL;
-    explicit_bzero(pw, plen + 1);   /* what was copied: not all 1100 bytes */
-    int ok = stored && h && h[0] != '*' && equal_ct(h, stored);
-    if (h)
-        wipe(cd);
-    if (setting) {
-        pthread_mutex_lock(&a->mu);
-        *due_ns = pad_until(a, setting, start);
-        pthread_mutex_unlock(&a->mu);
-    }
+    struct cw__authtime tm;
+    int ok = cw__auth_hash(cd, &set, pw, &tm);
+    explicit_bzero(pw, plen + 1);   /* what was copied: not all of it */
+    *due_ns = cw__auth_pad(a, set.setting, &tm);
     return ok;
 }
 
@@ -375,11 +500,32 @@ int cw__auth_check(cw__auth *a, struct crypt_data *cd, const char *user,
     return ok;
 }
 
+/* Where every method present is cheap, calibrating costs microseconds:
+ * done here, on the asking loop. */
+static int all_cheap(cw__auth *a)
+{
+    int cheap = a->nusers > 0;
+    for (int i = 0; i < a->nusers && cheap; i++)
+        cheap = cheap_method(a->users[i].hash);
+    return cheap;
+}
+
 int64_t cw__auth_cost_ns(cw__auth *a)
 {
     pthread_mutex_lock(&a->mu);
-    int64_t ns = a->calibrated ? a->calib_ns : INT64_MAX;
+    int calibrated = a->cal_gen == a->gen, cheap = !calibrated && all_cheap(a);
+    int64_t ns = calibrated ? a->calib_ns : INT64_MAX;
     pthread_mutex_unlock(&a->mu);
+    if (cheap) {
+        struct crypt_data *cd = calloc(1, sizeof *cd);
+        if (cd) {
+            calibrate_here(a, cd);
+            free(cd);
+        }
+        pthread_mutex_lock(&a->mu);
+        ns = a->cal_gen == a->gen ? a->calib_ns : INT64_MAX;
+        pthread_mutex_unlock(&a->mu);
+    }
     return ns;
 }
 

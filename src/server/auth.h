@@ -25,8 +25,9 @@ int cw__auth_load(cw__auth *a, const char *path, int *bad_line);
 
 int cw__auth_count(cw__auth *a);
 
-/* Check a login. Safe from several threads at once (authpool.c runs it
- * on workers); users may be added meanwhile. An unknown user is hashed with the costliest method
+/* Check a login on the calling thread (a loop: the blocking mode, or
+ * methods cheap enough to run there). Safe from several threads at
+ * once; users may be added meanwhile. An unknown user is hashed with the costliest method
  * present (each distinct method is timed once after the users change),
  * and every check is padded to that method's running cost, so neither
  * existence nor a user's method shows in the time taken; the comparison
@@ -46,10 +47,59 @@ int cw__auth_verify(cw__auth *a, struct crypt_data *cd, const char *user,
                     size_t ulen, const char *pass, size_t plen,
                     int64_t *due_ns);
 
+/* ---- the parts of a check, for authpool.c ----
+ * On a loop: cw__auth_lookup when the check is asked for, cw__auth_pad
+ * when its hash is done. On a check thread, holding no lock:
+ * cw__auth_hash. Calibration (timing each method present, a few hashes)
+ * the same way: prepare on a loop, run anywhere, publish on a loop. */
+
+#define CW__AUTH_MAX_PASS 1100   /* longer passwords are refused unhashed */
+#define CW__AUTH_METHODS 32      /* distinct methods timed at most */
+
+/* What to hash a password with: the user's stored hash (NULL: unknown
+ * user) and the setting, which is the stored hash or, for an unknown
+ * user, the costliest method present (NULL until calibrated:
+ * cw__auth_slowest then). reject: refused without a hash (name or
+ * password too long). The strings live as long as the table. */
+struct cw__authset {
+    const char *setting, *stored;
+    int reject;
+};
+int cw__auth_lookup(cw__auth *a, const char *user, size_t ulen, size_t plen,
+                    struct cw__authset *set);
+/* The setting for unknown users, NULL until calibrated. */
+const char *cw__auth_slowest(cw__auth *a);
+
+/* When a hash ran (CLOCK_MONOTONIC ns) and the CPU time it took. */
+struct cw__authtime {
+    int64_t t0, t1, cpu;
+};
+/* Hash pass (NUL-terminated) with set's setting, compare in constant
+ * time; 1 for good credentials. Touches no table and no lock. */
+int cw__auth_hash(struct crypt_data *cd, const struct cw__authset *set,
+                  const char *pass, struct cw__authtime *tm);
+/* The time before which a check hashed at tm with setting may not
+ * answer; updates the running cost (auth.c says how). */
+int64_t cw__auth_pad(cw__auth *a, const char *setting, const struct cw__authtime *tm);
+
+struct cw__authcal {
+    unsigned gen;
+    int n, need_dummy;
+    const char *setting[CW__AUTH_METHODS];
+    int64_t ns[CW__AUTH_METHODS], dummy_ns;
+    char dummy[128];
+};
+/* 1 if the table needs calibrating: c then holds what to time. */
+int cw__auth_calib_prepare(cw__auth *a, struct cw__authcal *c);
+void cw__auth_calib_run(struct cw__authcal *c, struct crypt_data *cd);
+void cw__auth_calib_publish(cw__auth *a, const struct cw__authcal *c);
+int cw__auth_calibrated(cw__auth *a);
+
 /* What a check costs (the costliest method present, as timed when the
  * users last changed: every check is padded to about that), in ns, or
- * INT64_MAX until a check has timed them (never here: this is called on
- * an event loop, and timing takes a few hashes). */
+ * INT64_MAX until calibrated. Calibrates here only where every method
+ * present costs microseconds (DES, MD5): this is called on an event
+ * loop. */
 int64_t cw__auth_cost_ns(cw__auth *a);
 
 /* CLOCK_MONOTONIC in ns: the scale of cw__auth_verify's *due_ns. */

@@ -1,50 +1,63 @@
 /* authpool.c - worker threads for crypt(3), answers posted back to the
  * asking loop through an eventfd.
  *
- * A job moves QUEUED (pool queue) -> RUNNING (the pool's active list:
- * one or two threads hash it) -> POSTED (its port's done list) -> BATCH
- * (taken by the loop) -> DEFERRED (a loop timer holds the answer until
- * auth.c's padding is over) -> answered. Every move before BATCH happens
- * under the pool mutex; BATCH and DEFERRED belong to the loop thread
- * alone. The first thread to finish a job posts it; a job still hashed by
- * another thread when it is answered or cancelled becomes an ORPHAN, on
- * no list, and its last hashing thread frees it. Otherwise a cancel frees
- * the job at once.
+ * The check threads run crypt_rn and take no lock a loop takes. Before,
+ * a check thread took the pool's mutex and auth.c's when its hash ended;
+ * preempted there (SCHED_IDLE, starved by busy nice-0 programs on every
+ * core) it made a loop wait 16-126 ms for it (docs/BENCHMARKS.md, "The
+ * check threads' policy"). Now everything but the hash happens on the
+ * loops: auth.c's look-up of the user's hash when the check is submitted
+ * (cw__auth_lookup), its padding when the answer arrives (cw__auth_pad),
+ * the queue and the choice of thread under pool->mu, which only loops
+ * take. A loop hands a job to an idle thread through the thread's
+ * mailbox (an atomic pointer and a futex); the thread hashes, marks
+ * itself idle, pushes the job on its port's lock-free stack (one CAS; the
+ * loop takes the whole stack with one exchange) and writes the port's
+ * eventfd. The loop that takes the answer then hands out the next queued
+ * job. The only thing a thread can still delay is the answer of the job
+ * it holds.
  *
- * Two kinds of threads hash. Check threads run SCHED_IDLE when the server
- * asks (--auth-priority idle), else nice 19. SCHED_IDLE helps: the kernel's
- * wake-up placement counts a core running only SCHED_IDLE tasks as idle
- * (select_idle_sibling, sched_idle_cpu), so woken loops go to the core a
- * check is hashing on instead of queueing behind one another on the other
- * core; at nice 19 that core counts as busy, and with two loops and two
- * checks the echo p99 was 1.1-1.9 ms (docs/BENCHMARKS.md, "server under
- * auth load"). But SCHED_IDLE has weight 3 against a nice-0 task's 1024,
- * and an unprivileged thread cannot leave it again: on a machine kept
- * busy by other programs a yescrypt check took 11 s and the checks queued
- * behind it waited as long. So as many rescuers, at nice 19 (weight 15),
- * sleep beside them and hash only while the check threads are starved:
- * work waiting, and for RESCUE_MS no check started or finished and the
- * check threads got less than 1/RESCUE_SHARE of a core each. Then, for
- * BUSY_MS, the rescuers hash again the jobs starved check threads hold
- * (the first answer counts) and do every other check, while the check
- * threads wait holding no lock (see busy_begin). An idle machine only
- * wakes one rescuer, once per RESCUE_MS while checks run; a saturated one
- * answers logins at about nice-19 speed.
- * Left open, and why SCHED_IDLE is not the default: a check thread that
- * was hashing when the machine got busy still takes this mutex and
- * auth.c's when its hash ends, and preempted there it makes a loop wait
- * (16-126 ms measured; echo p99 26.9 ms against 1.15 at nice 19:
- * docs/BENCHMARKS.md, "The check threads' policy"). At nice 19 such a
- * wait stays under 0.11 ms. */
+ * Bookkeeping of a job (its state, its runners, whether its session let
+ * go of it) is under pool->mu or, once its answer is taken (DONE,
+ * DEFERRED), its port's loop's alone. A job's session lets go when its
+ * callback starts or it cancels; a job still held by a thread then stays
+ * until the thread's post arrives (the loop frees it on receipt).
+ *
+ * Threads start with the first check that goes to them, not with the
+ * server: a server whose checks all run on the loop (DES, MD5: auth.c
+ * calibrates those in place) never creates one.
+ *
+ * Two kinds of threads hash. Check threads run SCHED_IDLE by default
+ * (--auth-priority nice: nice 19). SCHED_IDLE helps: the
+ * kernel's wake-up placement counts a core running only SCHED_IDLE tasks
+ * as idle (select_idle_sibling, sched_idle_cpu), so woken loops go to the
+ * core a check is hashing on instead of queueing behind one another on
+ * the other core; at nice 19 that core counts as busy (echo p99 1.1-1.9 ms
+ * with sha512 logins: docs/BENCHMARKS.md, "server under auth load"). But
+ * SCHED_IDLE has weight 3 against a nice-0 task's 1024, and an
+ * unprivileged thread cannot leave it again: on a machine kept busy by
+ * other programs a yescrypt check took 11 s. So as many rescuers sleep
+ * at nice 19 (weight 15). Each loop watches its checks on a timer while
+ * it has any in flight: a check whose thread got less than
+ * 1/RESCUE_SHARE of a core for RESCUE_MS is handed to a rescuer as well
+ * (the first answer counts), and for BUSY_MS the rescuers take every
+ * check. The first check calibrates auth.c's costs: a few hashes on a
+ * rescuer, results published by the loop. SCHED_IDLE was opt-in while
+ * the check threads took the loops' locks: one starved inside them made
+ * a loop wait 16-126 ms; a starved thread now holds nothing a loop
+ * needs (test_authpool: test_threads_take_no_auth_lock,
+ * test_starved_checks_never_block_loop). */
 #define _GNU_SOURCE
 #include "../net/internal.h"
 #include "authpool.h"
 
 #include <crypt.h>
 #include <errno.h>
+#include <linux/futex.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -53,58 +66,94 @@
 #include <time.h>
 #include <unistd.h>
 
-#define CW_AUTH_NICE 19
-#define RESCUE_MS 100        /* how long the checks may stall */
-#define RESCUE_SHARE 32      /* stalled: they ran < 1/32 of that, per thread */
-#define BUSY_MS 10000        /* then the rescuers do every check this long */
+/* helgrind knows mutexes, not C11 atomics: the hand-offs below tell it
+ * what they order; the atomic words themselves are left unchecked. */
+#if defined(__has_include)
+#if __has_include(<valgrind/helgrind.h>)
+#include <valgrind/helgrind.h>
+#define HB(x) ANNOTATE_HAPPENS_BEFORE(x)
+#define HA(x) ANNOTATE_HAPPENS_AFTER(x)
+#define HG_ATOMIC(x) VALGRIND_HG_DISABLE_CHECKING(&(x), sizeof(x))
+#endif
+#endif
+#ifndef HB
+#define HB(x) ((void)(x))
+#define HA(x) ((void)(x))
+#define HG_ATOMIC(x) ((void)0)
+#endif
 
-enum { J_QUEUED, J_RUNNING, J_POSTED, J_BATCH, J_DEFERRED, J_ORPHAN };
+#define CW_AUTH_NICE 19
+#define RESCUE_MS 100        /* how long a check may stall */
+#define RESCUE_SHARE 32      /* stalled: its thread ran < 1/32 of that */
+#define BUSY_MS 10000        /* then the rescuers do every check this long */
+#define RESCUE_NS (RESCUE_MS * 1000000LL)
+
+enum { J_QUEUED, J_RUNNING, J_DONE, J_DEFERRED };
+enum { K_CHECK, K_CALIB };
 
 struct jlist {
     cw__authjob *head, *tail;
 };
 
+struct worker {
+    _Atomic(cw__authjob *) mbox;   /* a loop puts a job, the thread takes it */
+    _Atomic uint32_t seq;          /* futex word: bumped per job and at stop */
+    _Atomic int busy;              /* 1 from a hand-off until hashed */
+    cw__authpool *pool;
+    pthread_t thread;
+    clockid_t clock;               /* its CPU clock */
+    int slot;                      /* 0: check thread, 1: rescuer */
+    int live;                      /* created: joined by free */
+};
+
+/* A job on its port's stack: one per slot, so a check thread and a
+ * rescuer can both post the same job. */
+struct post {
+    struct post *next;
+    cw__authjob *job;
+    int slot;
+};
+
+struct result {
+    struct cw__authtime tm;
+    int ok;
+};
+
 struct cw__authjob {
-    cw__authjob *prev, *next;   /* on the list of its state */
+    cw__authjob *prev, *next;   /* queue or active (pool->mu); batch or
+                                   deferred (the port's loop) */
     cw__authport *port;
     cw__authjob_cb *cb;
     void *data;
+    struct worker *w[2];        /* who hashes it, per slot */
+    struct post posts[2];
+    struct result res[2];       /* written by the slot's thread */
+    _Atomic int hashed;         /* a thread has finished hashing it */
+    struct cw__authset set;     /* set before the hand-off, then read-only */
+    struct cw__authcal *cal;    /* K_CALIB */
     cw_timer pad;               /* DEFERRED: answers at the due time */
-    int64_t due_ns;
-    int ok;
-    uint8_t state;
-    uint8_t runners;            /* threads hashing it, under pool->mu */
-    uint8_t rescued;            /* a rescuer hashes it: not again */
+    int64_t due_ns, watch_at, watch_cpu;
+    int answer;                 /* the slot whose result answers */
+    uint8_t kind, state, runners, released, rescued;
     uint16_t ulen, plen;
-    char buf[];                 /* user, then password */
+    char buf[];                 /* user, then password and a NUL */
 };
 
 struct cw__authpool {
-    pthread_mutex_t mu;
-    pthread_cond_t work;        /* a job was queued, or stop */
-    pthread_cond_t idle;        /* a port's last running job finished */
-    pthread_cond_t rescue;      /* rescuers wait here */
-    pthread_cond_t park;        /* check threads wait here while busy */
+    pthread_mutex_t mu;         /* loops only: never held by a thread that hashes */
     struct jlist queue;
-    struct jlist active;        /* RUNNING, oldest first */
-    int queued, queue_max, running, stop;
+    struct jlist active;        /* RUNNING, session still waiting */
+    int queued, queue_max;
     int nthreads;               /* check threads, then as many rescuers */
-    int started;                /* threads created (joined by free) */
-    int rescue_asleep;          /* rescuers in an untimed wait */
-    int watching;               /* rescuers in a timed wait: 0 or 1 */
-    int warm;                   /* a rescuer hashed the first job */
-    int busy;                   /* the checks stalled: rescuers do them all */
-    int64_t busy_until;         /* ... until then (monotonic ns) */
-    int want_idle;              /* check threads should run SCHED_IDLE */
-    int idle_checks;            /* check threads that got SCHED_IDLE */
-    uint64_t progress;          /* jobs started + finished by check threads */
-    struct watch {              /* since when the rescuers watch */
-        int64_t at, cpu;        /* monotonic time; check threads' CPU time */
-        uint64_t progress;
-        int on;
-    } watch;
-    pthread_t *threads;
-    clockid_t *clocks;          /* the check threads' CPU clocks */
+    int started;                /* threads created in pairs */
+    int start_tried;            /* once: a pair that failed is left out */
+    int want_idle;
+    _Atomic int idle_checks;    /* check threads that got SCHED_IDLE */
+    _Atomic int stop;
+    int64_t busy_until;         /* the rescuers do every check until then */
+    cw__authjob *calib;         /* the calibration job in flight */
+    cw__authport *dead;         /* freed ports a thread may still post to */
+    struct worker *w;           /* nthreads check threads, then rescuers */
     cw__auth *auth;
     struct cw__authpool_stats st;
 };
@@ -112,11 +161,14 @@ struct cw__authpool {
 struct cw__authport {
     cw__authpool *pool;
     cw_loop *loop;
-    cw_io io;                   /* eventfd: the workers post, we read */
-    struct jlist done;          /* POSTED, under pool->mu */
-    int posting;                /* threads writing its eventfd, under pool->mu */
-    struct jlist batch;         /* BATCH, loop thread only */
+    cw_io io;                   /* eventfd: the threads post, we read */
+    _Atomic(struct post *) done;   /* posted jobs: a lock-free stack */
+    _Atomic int refs;           /* 1 while live + 1 per job a thread holds */
+    cw__authport *next_dead;
+    struct jlist batch;         /* DONE, loop thread only */
     struct jlist deferred;      /* DEFERRED, loop thread only */
+    cw_timer watch;             /* while its checks are in flight */
+    int inflight;               /* its jobs QUEUED or RUNNING */
 };
 
 /* ---- lists ---- */
@@ -130,6 +182,17 @@ static void jpush(struct jlist *l, cw__authjob *j)
     else
         l->head = j;
     l->tail = j;
+}
+
+static void jpush_front(struct jlist *l, cw__authjob *j)
+{
+    j->prev = NULL;
+    j->next = l->head;
+    if (l->head)
+        l->head->prev = j;
+    else
+        l->tail = j;
+    l->head = j;
 }
 
 static void junlink(struct jlist *l, cw__authjob *j)
@@ -148,134 +211,8 @@ static void junlink(struct jlist *l, cw__authjob *j)
 static void job_free(cw__authjob *j)
 {
     explicit_bzero(j->buf, (size_t)j->ulen + j->plen);
+    free(j->cal);
     free(j);
-}
-
-/* ---- workers ---- */
-
-/* Put a hashed job on its port's done list; 1 if the list was empty, so
- * the caller must wake the loop (wake_port) once it has let go of the
- * mutex: one wake-up per batch, since the loop takes the whole list. */
-static int post(cw__authjob *j)
-{
-    cw__authport *pt = j->port;
-    j->state = J_POSTED;
-    int was_empty = pt->done.head == NULL;
-    jpush(&pt->done, j);
-    return was_empty;
-}
-
-/* Not under the mutex: a waking loop preempts the check thread right
- * after the write, and a hashing thread (SCHED_IDLE or nice 19)
- * preempted while holding the mutex leaves every loop that takes it
- * waiting until the thread gets a core again - milliseconds to seconds on
- * a busy machine, and no scheduling policy of the loops helps
- * (docs/BENCHMARKS.md, "server under auth load"). The caller keeps
- * pt->posting raised meanwhile, so the port and its eventfd outlive the
- * write (cw__authport_free waits for it), and drops it only when it has
- * the mutex again, as it needs to for its next job anyway. An atomic
- * pt->posting would save no lock: the thread takes the mutex right after
- * the write all the same; and decremented outside the mutex, its
- * broadcast could fall between cw__authport_free's check and its wait,
- * which would then sleep forever. */
-static void wake_port(cw__authport *pt)
-{
-    uint64_t one = 1;
-    while (write(pt->io.fd, &one, sizeof one) < 0 && errno == EINTR) {
-    }
-}
-
-/* The queue's head becomes RUNNING. */
-static cw__authjob *start_next(cw__authpool *p)
-{
-    cw__authjob *j = p->queue.head;
-    junlink(&p->queue, j);
-    p->queued--;
-    p->running++;
-    j->state = J_RUNNING;
-    jpush(&p->active, j);
-    return j;
-}
-
-/* Who hashes a job. */
-enum { BY_CHECK, BY_RESCUER, BY_WARMUP };
-
-/* The first answer of a RUNNING job: post it; 1 if the loop must be woken
- * (pt->posting is raised then). */
-static int first_answer(cw__authpool *p, cw__authjob *j, int ok, int64_t due,
-                        int by)
-{
-    junlink(&p->active, j);
-    p->running--;
-    p->st.rescued += by == BY_RESCUER;
-    j->ok = ok;
-    j->due_ns = due;
-    int wake = post(j);
-    j->port->posting += wake;
-    return wake;
-}
-
-/* Hash j as one of its runners. Called and returns with p->mu held; the
- * hash runs without it. Nothing here may make a loop wait for this
- * thread: see wake_port(). */
-static void run_job(cw__authpool *p, cw__authjob *j, struct crypt_data *cd,
-                    int by)
-{
-    j->runners++;
-    j->rescued |= by != BY_CHECK;
-    p->progress += by == BY_CHECK;
-    pthread_mutex_unlock(&p->mu);
-    int64_t due = 0;
-    /* Without its 32 KiB the worker still answers: "bad", at once. */
-    int ok = cd ? cw__auth_verify(p->auth, cd, j->buf, j->ulen,
-                                  j->buf + j->ulen, j->plen, &due) : 0;
-    pthread_mutex_lock(&p->mu);
-    p->progress += by == BY_CHECK;
-    cw__authport *pt = j->port;
-    int wake = j->state == J_RUNNING && first_answer(p, j, ok, due, by);
-    if (--j->runners == 0) {   /* the password is read by no one now */
-        explicit_bzero(j->buf + j->ulen, j->plen);
-        if (j->state == J_ORPHAN)
-            job_free(j);
-    }
-    if (wake) {   /* j may be answered and freed from here on */
-        pthread_mutex_unlock(&p->mu);
-        wake_port(pt);
-        pthread_mutex_lock(&p->mu);
-        if (--pt->posting == 0)   /* pt may be freed once this is seen */
-            pthread_cond_broadcast(&p->idle);
-    }
-}
-
-static void thread_setup(const char *name)
-{
-    pthread_setname_np(pthread_self(), name);   /* for top, perf */
-    /* Best effort: Linux nices threads one by one. */
-    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), CW_AUTH_NICE);
-}
-
-/* Check threads: SCHED_IDLE when asked for, else or where that is refused
- * (a seccomp profile, say) nice 19; the rescuers then add nice-19
- * threads only on a saturated machine. */
-static void *worker(void *arg)
-{
-    cw__authpool *p = arg;
-    thread_setup("cw-auth");
-    struct sched_param sp = {0};
-    int idle = p->want_idle && sched_setscheduler(0, SCHED_IDLE, &sp) == 0;   /* this thread */
-    struct crypt_data *cd = calloc(1, sizeof *cd);
-    pthread_mutex_lock(&p->mu);
-    p->idle_checks += idle;
-    for (;;) {
-        while (!p->stop && (!p->queue.head || !p->warm || p->busy))
-            pthread_cond_wait(p->busy ? &p->park : &p->work, &p->mu);
-        if (p->stop)
-            break;
-        run_job(p, start_next(p), cd, BY_CHECK);
-    }
-    pthread_mutex_unlock(&p->mu);
-    free(cd);
-    return NULL;
 }
 
 static int64_t clock_ns(clockid_t c)
@@ -286,274 +223,258 @@ static int64_t clock_ns(clockid_t c)
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static void timed_wait(pthread_cond_t *c, pthread_mutex_t *mu, int64_t due)
+/* ---- the threads: hash, post, nothing else ---- */
+
+static void futex_wait(_Atomic uint32_t *word, uint32_t seen)
 {
-    struct timespec ts = {.tv_sec = due / 1000000000, .tv_nsec = due % 1000000000};
-    pthread_cond_timedwait(c, mu, &ts);
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, seen, NULL, NULL, 0);
 }
 
-/* CPU time of all check threads (their clocks are fixed once the
- * threads exist). */
-static int64_t checks_cpu_ns(const cw__authpool *p)
+static void futex_wake(_Atomic uint32_t *word)
 {
-    int64_t ns = 0;
-    for (int i = 0; i < p->nthreads; i++)
-        ns += clock_ns(p->clocks[i]);
-    return ns;
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
-/* What a rescuer would hash: the oldest job only a check thread hashes,
- * else the queue's head (NULL: nothing). take: make it RUNNING. */
-static cw__authjob *rescuable(cw__authpool *p, int take)
+/* The thread marks itself idle before it posts, so the loop woken by the
+ * post can hand it the next job at once; it must not touch j once j is
+ * on the stack (the loop may free it), nor pt once its reference is
+ * dropped. The eventfd is written for every post: a thread preempted
+ * between its push and its write must not hold back another thread's
+ * answer behind its own. */
+static void post(struct worker *w, cw__authjob *j)
 {
-    for (cw__authjob *j = p->active.head; j; j = j->next)
-        if (!j->rescued)
-            return j;
-    if (!p->queue.head)
-        return NULL;
-    return take ? start_next(p) : p->queue.head;
-}
-
-#define RESCUE_NS (RESCUE_MS * 1000000LL)
-
-/* Since the watch began, RESCUE_MS or more: no check started or finished
- * and the check threads ran less than 1/RESCUE_SHARE of the time each (so
- * a hash longer than RESCUE_MS on a free core is no stall). */
-static int stalled(const cw__authpool *p, int64_t now, int64_t cpu)
-{
-    const struct watch *w = &p->watch;
-    int64_t span = now - w->at;
-    return w->on && span >= RESCUE_NS && p->progress == w->progress &&
-           (cpu - w->cpu) * RESCUE_SHARE < span * p->nthreads;
-}
-
-/* A rescuer's first job, the pool's first: its hash calibrates auth.c's
- * costs (under auth's mutex, a few hashes long), which a starved
- * SCHED_IDLE thread would drag out for seconds with every other check,
- * and the loops' cost look-ups, waiting behind it. The check threads wait
- * for it (pool->warm). Credentials added later are calibrated by
- * whichever thread comes first. */
-static void warm_up(cw__authpool *p, struct crypt_data *cd)
-{
-    if (cd && p->queue.head)
-        run_job(p, start_next(p), cd, BY_WARMUP);
-    p->warm = 1;
-    pthread_cond_broadcast(&p->work);
-}
-
-/* Wait on the rescue condition: untimed while another rescuer watches
- * or nothing could be rescued (submit wakes one rescuer when none
- * watches, so a wake costs the loop a futex call at most once per
- * RESCUE_MS), else as the watcher until the watch is RESCUE_MS old. */
-static void rescue_wait(cw__authpool *p, int64_t now, int64_t cpu)
-{
-    if (p->watching || !rescuable(p, 0)) {
-        if (!rescuable(p, 0))
-            p->watch.on = 0;
-        p->rescue_asleep++;
-        pthread_cond_wait(&p->rescue, &p->mu);
-        p->rescue_asleep--;
-        return;
+    cw__authport *pt = j->port;
+    struct post *n = &j->posts[w->slot];
+    n->job = j;
+    n->slot = w->slot;
+    atomic_store_explicit(&j->hashed, 1, memory_order_relaxed);
+    atomic_store_explicit(&w->busy, 0, memory_order_release);
+    struct post *head = atomic_load_explicit(&pt->done, memory_order_relaxed);
+    do {
+        n->next = head;
+        HB(n);
+    } while (!atomic_compare_exchange_weak_explicit(&pt->done, &head, n,
+                                                    memory_order_release,
+                                                    memory_order_relaxed));
+    uint64_t one = 1;
+    while (write(pt->io.fd, &one, sizeof one) < 0 && errno == EINTR) {
     }
-    if (!p->watch.on || now - p->watch.at >= RESCUE_NS)
-        p->watch = (struct watch){.at = now, .cpu = cpu, .progress = p->progress, .on = 1};
-    p->watching++;
-    timed_wait(&p->rescue, &p->mu, p->watch.at + RESCUE_NS);
-    p->watching--;
+    HB(pt);
+    atomic_fetch_sub_explicit(&pt->refs, 1, memory_order_release);
 }
 
-/* A stall means other programs keep every core busy. Then a SCHED_IDLE
- * thread is not only slow: preempted while it holds the pool's or auth's
- * mutex, it makes the loops wait for it - up to 0.39 s measured with a
- * busy loop on each core. So for BUSY_MS the rescuers do every check, as
- * nice-19 check threads did before, and the check threads wait holding
- * nothing (park). Then they are tried again. */
-static void busy_begin(cw__authpool *p, int64_t now)
+static void run(struct worker *w, cw__authjob *j, struct crypt_data *cd)
 {
-    p->busy = 1;
-    p->busy_until = now + BUSY_MS * 1000000LL;
-    p->watch.on = 0;
-    pthread_cond_broadcast(&p->work);     /* check threads: to park */
-    pthread_cond_broadcast(&p->rescue);   /* every rescuer: to work */
-}
-
-/* One step of a rescuer while busy. */
-static void busy_turn(cw__authpool *p, struct crypt_data *cd, int64_t now)
-{
-    if (now >= p->busy_until) {
-        p->busy = 0;
-        pthread_cond_broadcast(&p->park);
-        return;
+    struct result *r = &j->res[w->slot];
+    if (j->kind == K_CALIB) {
+        if (cd)
+            cw__auth_calib_run(j->cal, cd);
+    } else if (cd) {   /* without its 32 KiB the thread answers "bad" */
+        r->ok = cw__auth_hash(cd, &j->set, j->buf + j->ulen, &r->tm);
+    } else {
+        r->tm.t0 = r->tm.t1 = cw__auth_now_ns();
     }
-    cw__authjob *j = cd ? rescuable(p, 1) : NULL;
-    if (j)
-        run_job(p, j, cd, BY_RESCUER);
-    else   /* submit broadcasts work while busy */
-        timed_wait(&p->work, &p->mu, p->busy_until);
+    post(w, j);
 }
 
-/* Rescuers: nice 19, one of them watching for a stall while there is
- * work, the others asleep. On a stall every rescuer goes to work (see
- * busy_begin), jobs that starved check threads hold first. The clocks
- * are read without the mutex: a thread preempted while holding it would
- * make the loops wait. */
-static void *rescuer(void *arg)
+static void *thread_main(void *arg)
 {
-    cw__authpool *p = arg;
-    thread_setup("cw-auth-rescue");
-    struct crypt_data *cd = calloc(1, sizeof *cd);   /* NULL: never hashes */
-    int64_t now = clock_ns(CLOCK_MONOTONIC), cpu = checks_cpu_ns(p);
-    pthread_mutex_lock(&p->mu);
-    while (!p->stop) {
-        if (!p->warm && (p->queue.head || !cd)) {
-            warm_up(p, cd);
+    struct worker *w = arg;
+    cw__authpool *p = w->pool;
+    pthread_setname_np(pthread_self(), w->slot ? "cw-auth-rescue" : "cw-auth");
+    /* Best effort: Linux nices threads one by one. */
+    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), CW_AUTH_NICE);
+    /* Check threads: SCHED_IDLE when asked for, else or where that is
+     * refused (a seccomp profile, say) nice 19. */
+    struct sched_param sp = {0};
+    if (!w->slot && p->want_idle && sched_setscheduler(0, SCHED_IDLE, &sp) == 0)
+        atomic_fetch_add(&p->idle_checks, 1);
+    struct crypt_data *cd = calloc(1, sizeof *cd);
+    for (;;) {
+        uint32_t seen = atomic_load_explicit(&w->seq, memory_order_acquire);
+        cw__authjob *j = atomic_exchange_explicit(&w->mbox, NULL, memory_order_acquire);
+        if (j) {
+            HA(j);
+            run(w, j, cd);
             continue;
         }
-        cw__authjob *j;
-        if (p->busy) {
-            busy_turn(p, cd, now);
-        } else if (cd && stalled(p, now, cpu) && (j = rescuable(p, 1))) {
-            busy_begin(p, now);
-            run_job(p, j, cd, BY_RESCUER);
-        } else {
-            rescue_wait(p, now, cpu);
-        }
-        pthread_mutex_unlock(&p->mu);
-        now = clock_ns(CLOCK_MONOTONIC);
-        cpu = checks_cpu_ns(p);
-        pthread_mutex_lock(&p->mu);
+        if (atomic_load(&p->stop))
+            break;
+        futex_wait(&w->seq, seen);
     }
-    pthread_mutex_unlock(&p->mu);
     free(cd);
     return NULL;
 }
 
-int cw__authpool_new(cw__auth *auth, int workers, int queue_max, int idle,
-                     cw__authpool **out)
+/* ---- hand-offs, on a loop under p->mu ---- */
+
+static void give(struct worker *w, cw__authjob *j)
 {
-    if (!auth || !out || workers < 0 || queue_max < 0)
-        return CW_EINVAL;
-    *out = NULL;
-    cw__authpool *p = calloc(1, sizeof *p);
-    if (!p)
-        return -ENOMEM;
-    int n = workers ? workers : cw__usable_cpus();
-    p->threads = calloc((size_t)n * 2, sizeof *p->threads);   /* + rescuers */
-    p->clocks = calloc((size_t)n, sizeof *p->clocks);
-    if (!p->threads || !p->clocks) {
-        free(p->threads);
-        free(p->clocks);
-        free(p);
-        return -ENOMEM;
+    j->w[w->slot] = w;
+    j->runners++;
+    j->watch_at = 0;
+    atomic_fetch_add_explicit(&j->port->refs, 1, memory_order_relaxed);
+    atomic_store_explicit(&w->busy, 1, memory_order_relaxed);
+    HB(j);
+    atomic_store_explicit(&w->mbox, j, memory_order_release);
+    atomic_fetch_add_explicit(&w->seq, 1, memory_order_release);
+    futex_wake(&w->seq);
+}
+
+/* An idle thread of the slot's kind, or NULL. */
+static struct worker *idle_worker(cw__authpool *p, int slot)
+{
+    int per = p->started / 2;   /* threads start in pairs */
+    for (int i = 0; i < per; i++) {
+        struct worker *w = &p->w[slot * p->nthreads + i];
+        if (!atomic_load_explicit(&w->busy, memory_order_acquire))
+            return w;
     }
-    p->nthreads = n;
-    p->want_idle = idle != 0;
-    p->auth = auth;
-    p->queue_max = queue_max ? queue_max : 256 * n;
-    pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->idle, NULL);
-    pthread_cond_init(&p->park, NULL);
-    pthread_condattr_t ca;   /* rescuers wait for a CLOCK_MONOTONIC time */
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&p->work, &ca);
-    pthread_cond_init(&p->rescue, &ca);
-    pthread_condattr_destroy(&ca);
-    /* Workers inherit the creator's mask: block everything there, so a
-     * SIGTERM meant for the loop's signalfd never lands on a worker. */
+    return NULL;
+}
+
+/* A calibration, first in the queue, when auth.c's table needs one and
+ * none is in flight; 1 while one is (checks wait for it: their padding
+ * and unknown users' setting come from it). */
+static int calibrating(cw__authpool *p, cw__authport *pt)
+{
+    if (p->calib)
+        return 1;
+    if (cw__auth_calibrated(p->auth))
+        return 0;
+    cw__authjob *j = calloc(1, sizeof *j);
+    struct cw__authcal *c = calloc(1, sizeof *c);
+    if (!j || !c || !cw__auth_calib_prepare(p->auth, c)) {
+        free(j);
+        free(c);
+        return 0;   /* no memory: checks go on, padded as they come */
+    }
+    j->kind = K_CALIB;
+    j->cal = c;
+    j->port = pt;
+    j->state = J_QUEUED;
+    jpush_front(&p->queue, j);
+    p->calib = j;
+    return 1;
+}
+
+/* Hand out queued jobs to idle threads: the calibration to a rescuer
+ * (nice 19: a starved SCHED_IDLE thread would hold every check behind
+ * it), checks to check threads, or to rescuers while the checks are
+ * starved (busy_until). */
+static void dispatch(cw__authpool *p, cw__authport *pt, int64_t now)
+{
+    int cal = calibrating(p, pt);
+    while (p->queue.head) {
+        cw__authjob *j = p->queue.head;
+        struct worker *w;
+        if (j->kind == K_CALIB) {
+            if (!(w = idle_worker(p, 1)) && !(w = idle_worker(p, 0)))
+                return;
+        } else {
+            if (cal)
+                return;
+            int slot = now < p->busy_until;
+            if (!(w = idle_worker(p, slot)))
+                return;
+            if (!j->set.setting && !j->set.reject)
+                j->set.setting = cw__auth_slowest(p->auth);
+        }
+        junlink(&p->queue, j);
+        p->queued -= j->kind == K_CHECK;
+        j->state = J_RUNNING;
+        if (j->kind == K_CHECK)
+            jpush(&p->active, j);
+        give(w, j);
+    }
+}
+
+/* Start every thread, with all signals blocked (they inherit the mask:
+ * SIGTERM stays the loops'). Tried once: the pairs that started serve;
+ * none started, every costly check is refused (-EAGAIN and the like). */
+static int start_threads(cw__authpool *p)
+{
+    if (p->start_tried)
+        return p->started ? CW_OK : -EAGAIN;
+    p->start_tried = 1;
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = 0;
-    for (; p->started < 2 * n; p->started++) {
-        int i = p->started;
-        rc = pthread_create(&p->threads[i], NULL, i < n ? worker : rescuer, p);
-        if (rc)
-            break;
-        /* the rescuers start once every check thread's clock is known */
-        if (i < n && (rc = pthread_getcpuclockid(p->threads[i], &p->clocks[i])) != 0) {
-            p->started++;
-            break;
+    for (int i = 0; i < p->nthreads && !rc; i++) {
+        struct worker *pair[2] = {&p->w[i], &p->w[p->nthreads + i]};
+        for (int k = 0; k < 2 && !rc; k++) {
+            if ((rc = pthread_create(&pair[k]->thread, NULL, thread_main, pair[k])))
+                break;
+            pair[k]->live = 1;
+            if (pthread_getcpuclockid(pair[k]->thread, &pair[k]->clock))
+                pair[k]->clock = CLOCK_MONOTONIC;   /* never looks stalled */
         }
+        if (!rc)
+            p->started += 2;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc) {
-        cw__authpool_free(p);
-        return -rc;
-    }
-    *out = p;
-    return CW_OK;
-}
-
-void cw__authpool_free(cw__authpool *p)
-{
-    if (!p)
-        return;
-    pthread_mutex_lock(&p->mu);
-    p->stop = 1;
-    pthread_cond_broadcast(&p->work);
-    pthread_cond_broadcast(&p->rescue);
-    pthread_cond_broadcast(&p->park);
-    pthread_mutex_unlock(&p->mu);
-    for (int i = 0; i < p->started; i++)
-        pthread_join(p->threads[i], NULL);
-    /* Ports were freed first, so the queue is empty; be safe anyway. */
-    while (p->queue.head) {
-        cw__authjob *j = p->queue.head;
-        junlink(&p->queue, j);
-        job_free(j);
-    }
-    pthread_cond_destroy(&p->park);
-    pthread_cond_destroy(&p->rescue);
-    pthread_cond_destroy(&p->idle);
-    pthread_cond_destroy(&p->work);
-    pthread_mutex_destroy(&p->mu);
-    free(p->clocks);
-    free(p->threads);
-    free(p);
-}
-
-int cw__authpool_workers(const cw__authpool *p)
-{
-    return p ? p->nthreads : CW_EINVAL;
-}
-
-void cw__authpool_stats(cw__authpool *p, struct cw__authpool_stats *st)
-{
-    pthread_mutex_lock(&p->mu);
-    *st = p->st;
-    st->queued = p->queued;
-    st->running = p->running;
-    st->idle_threads = p->idle_checks;
-    pthread_mutex_unlock(&p->mu);
+    return p->started ? CW_OK : -rc;
 }
 
 /* ---- the loop's side ---- */
 
-/* Off the loop's lists: freed now, or an ORPHAN its last runner frees.
- * Under p->mu. 1: the caller frees it (once it lets go of the mutex). */
-static int release(cw__authjob *j)
+/* A post taken from the stack (under p->mu): the job's first answer goes
+ * to the batch; a job its session let go of is freed with its last post. */
+static void take(cw__authpool *p, cw__authport *pt, cw__authjob *j, int slot)
 {
-    if (j->runners) {
-        j->state = J_ORPHAN;
-        return 0;
+    j->runners--;
+    if (j->kind == K_CALIB) {
+        if (p->calib == j) {
+            p->calib = NULL;
+            cw__auth_calib_publish(p->auth, j->cal);
+        }
+    } else if (!j->released && j->state == J_RUNNING) {
+        junlink(&p->active, j);
+        pt->inflight--;
+        j->answer = slot;
+        p->st.rescued += slot == 1;
+        j->state = J_DONE;
+        jpush(&pt->batch, j);
     }
-    return 1;
+    if (j->runners)
+        return;
+    if (j->released || j->kind == K_CALIB)
+        job_free(j);
+    else   /* the password is read by no one now */
+        explicit_bzero(j->buf + j->ulen, j->plen);
+}
+
+/* The port's posts, oldest first. */
+static void take_posts(cw__authpool *p, cw__authport *pt)
+{
+    struct post *n = atomic_exchange_explicit(&pt->done, NULL, memory_order_acquire);
+    struct post *fifo = NULL;
+    while (n) {
+        HA(n);
+        struct post *next = n->next;
+        n->next = fifo;
+        fifo = n;
+        n = next;
+    }
+    while (fifo) {
+        struct post *next = fifo->next;   /* fifo's job may be freed */
+        take(p, pt, fifo->job, fifo->slot);
+        fifo = next;
+    }
 }
 
 static void answer(cw__authport *pt, cw__authjob *j, struct jlist *from)
 {
+    cw__authpool *p = pt->pool;
     junlink(from, j);
-    pthread_mutex_lock(&pt->pool->mu);
-    pt->pool->st.answered++;
-    pt->pool->st.deferred -= j->state == J_DEFERRED;
-    pthread_mutex_unlock(&pt->pool->mu);
-    /* A runner still hashing j reads only its password, never the user
-     * name the callback reads, and frees nothing until it is released. */
-    j->cb(j->data, j->ok, j->buf, j->ulen);
-    pthread_mutex_lock(&pt->pool->mu);
-    int mine = release(j);
-    pthread_mutex_unlock(&pt->pool->mu);
+    pthread_mutex_lock(&p->mu);
+    p->st.answered++;
+    p->st.deferred -= j->state == J_DEFERRED;
+    j->released = 1;
+    int mine = j->runners == 0;   /* else freed with the rescue's post */
+    pthread_mutex_unlock(&p->mu);
+    j->cb(j->data, j->res[j->answer].ok, j->buf, j->ulen);
     if (mine)
         job_free(j);
 }
@@ -568,13 +489,13 @@ static void on_pad(cw_loop *loop, cw_timer *t)
  * in whole milliseconds, rounded up, so it is never early. */
 static void settle_job(cw__authport *pt, cw__authjob *j)
 {
-    if (j->due_ns > cw__auth_now_ns()) {
+    int64_t due = cw__auth_pad(pt->pool->auth, j->set.setting, &j->res[j->answer].tm);
+    if (due > cw__auth_now_ns()) {
         j->pad.data = j;
-        if (cw_timer_start(pt->loop, &j->pad, (j->due_ns + 999999) / 1000000,
-                           on_pad) == CW_OK) {
+        if (cw_timer_start(pt->loop, &j->pad, (due + 999999) / 1000000, on_pad) == CW_OK) {
             junlink(&pt->batch, j);
             jpush(&pt->deferred, j);
-            pthread_mutex_lock(&pt->pool->mu);   /* a runner reads state */
+            pthread_mutex_lock(&pt->pool->mu);
             j->state = J_DEFERRED;
             pt->pool->st.deferred++;
             pthread_mutex_unlock(&pt->pool->mu);
@@ -588,19 +509,72 @@ static void settle_job(cw__authport *pt, cw__authjob *j)
 static void on_posted(cw_loop *loop, cw_io *io, unsigned events)
 {
     cw__authport *pt = io->data;
+    cw__authpool *p = pt->pool;
     uint64_t v;
     while (read(io->fd, &v, sizeof v) < 0 && errno == EINTR) {
     }
-    pthread_mutex_lock(&pt->pool->mu);
-    for (cw__authjob *j = pt->done.head; j; j = j->next)
-        j->state = J_BATCH;
-    pt->batch = pt->done;
-    pt->done.head = pt->done.tail = NULL;
-    pthread_mutex_unlock(&pt->pool->mu);
+    pthread_mutex_lock(&p->mu);
+    take_posts(p, pt);
+    dispatch(p, pt, cw__auth_now_ns());   /* the posting threads are idle */
+    pthread_mutex_unlock(&p->mu);
     /* A callback may cancel a job further down the batch: it unlinks
      * itself, so take the head each time. */
     while (pt->batch.head)
         settle_job(pt, pt->batch.head);
+}
+
+/* Its job has been on a check thread for RESCUE_MS and the thread ran
+ * less than 1/RESCUE_SHARE of that (a hash longer than RESCUE_MS on a
+ * free core is no stall): other programs starve it. */
+static int stalled(cw__authjob *j, int64_t now)
+{
+    int64_t cpu = clock_ns(j->w[0]->clock);
+    if (!j->watch_at || now - j->watch_at >= 2 * RESCUE_NS) {
+        j->watch_at = now;   /* first look, or a late timer: start over */
+        j->watch_cpu = cpu;
+        return 0;
+    }
+    int64_t span = now - j->watch_at;
+    if (span < RESCUE_NS)
+        return 0;
+    int starved = (cpu - j->watch_cpu) * RESCUE_SHARE < span;
+    j->watch_at = now;
+    j->watch_cpu = cpu;
+    return starved;
+}
+
+static void watch_start(cw__authport *pt);
+
+/* Every RESCUE_MS while the port has checks in flight: hand this port's
+ * stalled checks to rescuers too, and whatever is queued to idle threads
+ * (a thread whose post went to a freed port told no loop it is idle). */
+static void on_watch(cw_loop *loop, cw_timer *t)
+{
+    cw__authport *pt = t->data;
+    cw__authpool *p = pt->pool;
+    int64_t now = cw__auth_now_ns();
+    pthread_mutex_lock(&p->mu);
+    for (cw__authjob *j = p->active.head; j; j = j->next) {
+        if (j->port != pt || !j->w[0] || j->w[1] ||
+            atomic_load_explicit(&j->hashed, memory_order_relaxed) || !stalled(j, now))
+            continue;
+        struct worker *w = idle_worker(p, 1);
+        if (!w)
+            break;
+        p->busy_until = now + BUSY_MS * 1000000LL;
+        give(w, j);
+    }
+    dispatch(p, pt, now);
+    pthread_mutex_unlock(&p->mu);
+    watch_start(pt);
+}
+
+static void watch_start(cw__authport *pt)
+{
+    if (pt->inflight > 0 && !cw_timer_active(&pt->watch)) {
+        pt->watch.data = pt;
+        cw_timer_start(pt->loop, &pt->watch, cw_now_ms() + RESCUE_MS, on_watch);
+    }
 }
 
 int cw__authport_new(cw__authpool *p, cw_loop *loop, cw__authport **out)
@@ -613,6 +587,10 @@ int cw__authport_new(cw__authpool *p, cw_loop *loop, cw__authport **out)
         return -ENOMEM;
     pt->pool = p;
     pt->loop = loop;
+    atomic_init(&pt->done, NULL);
+    atomic_init(&pt->refs, 1);
+    HG_ATOMIC(pt->done);
+    HG_ATOMIC(pt->refs);
     pt->io.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     pt->io.data = pt;
     int rc = pt->io.fd < 0 ? -errno : cw_io_start(loop, &pt->io, CW_IO_READ, on_posted);
@@ -626,55 +604,82 @@ int cw__authport_new(cw__authpool *p, cw_loop *loop, cw__authport **out)
     return CW_OK;
 }
 
+/* Freed ports no thread holds a job of any more: their last posts (jobs
+ * let go of) and the port itself. Under p->mu. */
+static void reap(cw__authpool *p)
+{
+    for (cw__authport **d = &p->dead; *d;) {
+        cw__authport *pt = *d;
+        if (atomic_load_explicit(&pt->refs, memory_order_acquire)) {
+            d = &pt->next_dead;
+            continue;
+        }
+        HA(pt);
+        *d = pt->next_dead;
+        take_posts(p, pt);
+        close(pt->io.fd);
+        free(pt);
+    }
+}
+
 static void drop_list(cw__authpool *p, struct jlist *l, cw_loop *loop)
 {
     while (l->head) {
         cw__authjob *j = l->head;
         junlink(l, j);
-        p->st.cancelled++;
+        p->st.cancelled += j->kind == K_CHECK;
         p->st.deferred -= j->state == J_DEFERRED;
         cw_timer_stop(loop, &j->pad);
-        if (release(j))
+        j->released = 1;
+        if (!j->runners)
             job_free(j);
     }
 }
 
+/* Jobs a thread holds stay: the port joins p->dead, its eventfd open for
+ * their posts, until the last one is in (reap). Nothing here waits for a
+ * thread. */
 void cw__authport_free(cw__authport *pt)
 {
     if (!pt)
         return;
     cw__authpool *p = pt->pool;
+    cw_timer_stop(pt->loop, &pt->watch);
+    cw_io_stop(pt->loop, &pt->io);
     pthread_mutex_lock(&p->mu);
     for (cw__authjob *j = p->queue.head, *next; j; j = next) {
         next = j->next;
         if (j->port != pt)
             continue;
         junlink(&p->queue, j);
-        p->queued--;
-        p->st.cancelled++;
+        p->queued -= j->kind == K_CHECK;
+        p->st.cancelled += j->kind == K_CHECK;
+        if (p->calib == j)
+            p->calib = NULL;
         job_free(j);
     }
-    /* Hashes cannot be stopped: their jobs become orphans. Only a write to
-     * the eventfd is waited for, not a hash a starved thread may take
-     * seconds over. */
+    if (p->calib && p->calib->port == pt) {   /* another port calibrates anew */
+        p->calib->released = 1;
+        p->calib = NULL;
+    }
+    take_posts(p, pt);
+    struct jlist mine = {0};
     for (cw__authjob *j = p->active.head, *next; j; j = next) {
         next = j->next;
-        if (j->port != pt)
-            continue;
-        junlink(&p->active, j);
-        p->running--;
-        p->st.cancelled++;
-        j->state = J_ORPHAN;
+        if (j->port == pt) {
+            junlink(&p->active, j);
+            jpush(&mine, j);
+        }
     }
-    while (pt->posting)
-        pthread_cond_wait(&p->idle, &p->mu);
-    drop_list(p, &pt->done, pt->loop);
+    drop_list(p, &mine, pt->loop);
     drop_list(p, &pt->batch, pt->loop);
     drop_list(p, &pt->deferred, pt->loop);
+    pt->next_dead = p->dead;
+    p->dead = pt;
+    HB(pt);
+    atomic_fetch_sub_explicit(&pt->refs, 1, memory_order_release);
+    reap(p);
     pthread_mutex_unlock(&p->mu);
-    cw_io_stop(pt->loop, &pt->io);
-    close(pt->io.fd);
-    free(pt);
 }
 
 int cw__authport_submit(cw__authport *pt, const char *user, size_t ulen,
@@ -686,16 +691,12 @@ int cw__authport_submit(cw__authport *pt, const char *user, size_t ulen,
         return CW_EINVAL;
     *job = NULL;
     cw__authpool *p = pt->pool;
-    pthread_mutex_lock(&p->mu);
-    int full = p->queued >= p->queue_max;
-    if (full)
-        p->st.busy++;
-    pthread_mutex_unlock(&p->mu);
-    if (full)
-        return -EBUSY;
-    cw__authjob *j = calloc(1, sizeof *j + ulen + plen);
+    cw__authjob *j = calloc(1, sizeof *j + ulen + plen + 1);
     if (!j)
         return -ENOMEM;
+    HG_ATOMIC(j->hashed);
+    cw__auth_lookup(p->auth, user, ulen, plen, &j->set);
+    j->kind = K_CHECK;
     j->port = pt;
     j->cb = cb;
     j->data = data;
@@ -704,25 +705,23 @@ int cw__authport_submit(cw__authport *pt, const char *user, size_t ulen,
     memcpy(j->buf, user, ulen);
     memcpy(j->buf + ulen, pass, plen);
     pthread_mutex_lock(&p->mu);
-    /* Checked again: another loop may have filled the queue meanwhile. */
-    if (p->queued >= p->queue_max) {
-        p->st.busy++;
+    int rc = p->queued >= p->queue_max ? -EBUSY : CW_OK;
+    if (rc == CW_OK && !p->started)
+        rc = start_threads(p);   /* the first check that needs them */
+    if (rc < 0) {
+        p->st.busy += rc == -EBUSY;
         pthread_mutex_unlock(&p->mu);
         job_free(j);
-        return -EBUSY;
+        return rc;
     }
     j->state = J_QUEUED;
     jpush(&p->queue, j);
     p->queued++;
     p->st.submitted++;
-    if (p->busy)   /* rescuers and parked-to-be check threads wait on it */
-        pthread_cond_broadcast(&p->work);
-    else
-        pthread_cond_signal(&p->work);
-    /* One rescuer: the pool's first job, or the watch for stalls. */
-    if (!p->busy && p->rescue_asleep && !p->watching)
-        pthread_cond_signal(&p->rescue);
+    pt->inflight++;
+    dispatch(p, pt, cw__auth_now_ns());
     pthread_mutex_unlock(&p->mu);
+    watch_start(pt);
     *job = j;
     return CW_OK;
 }
@@ -739,15 +738,13 @@ void cw__authjob_cancel(cw__authjob *j)
     case J_QUEUED:
         junlink(&p->queue, j);
         p->queued--;
+        pt->inflight--;
         break;
     case J_RUNNING:
         junlink(&p->active, j);
-        p->running--;
+        pt->inflight--;
         break;
-    case J_POSTED:
-        junlink(&pt->done, j);
-        break;
-    case J_BATCH:
+    case J_DONE:
         junlink(&pt->batch, j);
         break;
     case J_DEFERRED:
@@ -756,8 +753,94 @@ void cw__authjob_cancel(cw__authjob *j)
         cw_timer_stop(pt->loop, &j->pad);
         break;
     }
-    int mine = release(j);
+    j->released = 1;
+    int mine = j->runners == 0;   /* else freed with its last post */
     pthread_mutex_unlock(&p->mu);
     if (mine)
         job_free(j);
+}
+
+/* ---- the pool ---- */
+
+int cw__authpool_new(cw__auth *auth, int workers, int queue_max, int idle,
+                     cw__authpool **out)
+{
+    if (!auth || !out || workers < 0 || queue_max < 0)
+        return CW_EINVAL;
+    *out = NULL;
+    cw__authpool *p = calloc(1, sizeof *p);
+    int n = workers ? workers : cw__usable_cpus();
+    if (p)
+        p->w = calloc((size_t)n * 2, sizeof *p->w);
+    if (!p || !p->w) {
+        free(p);
+        return -ENOMEM;
+    }
+    p->nthreads = n;
+    p->want_idle = idle != 0;
+    p->auth = auth;
+    p->queue_max = queue_max ? queue_max : 256 * n;
+    atomic_init(&p->stop, 0);
+    atomic_init(&p->idle_checks, 0);
+    HG_ATOMIC(p->stop);
+    HG_ATOMIC(p->idle_checks);
+    for (int i = 0; i < 2 * n; i++) {
+        struct worker *w = &p->w[i];
+        w->pool = p;
+        w->slot = i >= n;
+        atomic_init(&w->mbox, NULL);
+        atomic_init(&w->seq, 0);
+        atomic_init(&w->busy, 0);
+        HG_ATOMIC(w->mbox);
+        HG_ATOMIC(w->seq);
+        HG_ATOMIC(w->busy);
+    }
+    pthread_mutex_init(&p->mu, NULL);
+    *out = p;
+    return CW_OK;
+}
+
+void cw__authpool_free(cw__authpool *p)
+{
+    if (!p)
+        return;
+    atomic_store(&p->stop, 1);
+    for (int i = 0; i < 2 * p->nthreads; i++) {
+        if (!p->w[i].live)
+            continue;
+        atomic_fetch_add_explicit(&p->w[i].seq, 1, memory_order_release);
+        futex_wake(&p->w[i].seq);
+    }
+    for (int i = 0; i < 2 * p->nthreads; i++)
+        if (p->w[i].live)
+            pthread_join(p->w[i].thread, NULL);
+    pthread_mutex_lock(&p->mu);
+    reap(p);   /* every thread is gone: every freed port goes */
+    /* Ports were freed first, so the queue is empty; be safe anyway. */
+    while (p->queue.head) {
+        cw__authjob *j = p->queue.head;
+        junlink(&p->queue, j);
+        job_free(j);
+    }
+    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_destroy(&p->mu);
+    free(p->w);
+    free(p);
+}
+
+int cw__authpool_workers(const cw__authpool *p)
+{
+    return p ? p->nthreads : CW_EINVAL;
+}
+
+void cw__authpool_stats(cw__authpool *p, struct cw__authpool_stats *st)
+{
+    pthread_mutex_lock(&p->mu);
+    *st = p->st;
+    st->queued = p->queued;
+    st->running = 0;
+    for (cw__authjob *j = p->active.head; j; j = j->next)
+        st->running += !atomic_load_explicit(&j->hashed, memory_order_relaxed);
+    st->idle_threads = atomic_load(&p->idle_checks);
+    pthread_mutex_unlock(&p->mu);
 }

@@ -27,15 +27,17 @@ typedef struct cw__authjob cw__authjob;
 typedef void cw__authjob_cb(void *data, int ok, const char *user, size_t ulen);
 
 /* workers check threads (0 = one per online CPU) and as many rescuers
- * (authpool.c says when they run), at most queue_max checks waiting for
- * a worker (0 = 256 per worker: a yescrypt backlog clears within the
- * default login timeout). idle: the check threads run SCHED_IDLE, else
- * at nice 19 (authpool.c weighs the two). auth must outlive the pool.
- * The threads block every signal: SIGTERM stays the loop's business. */
+ * (authpool.c says when they run), started with the first submitted
+ * check, at most queue_max checks waiting for a worker (0 = 256 per
+ * worker: a yescrypt backlog clears within the default login timeout).
+ * idle: the check threads run SCHED_IDLE, else at nice 19 (authpool.c
+ * weighs the two). auth must outlive the pool. The threads block every
+ * signal: SIGTERM stays the loop's business. */
 int cw__authpool_new(cw__auth *auth, int workers, int queue_max, int idle,
                      cw__authpool **out);
 
-/* Stop and join the workers. Free every port first. */
+/* Stop and join the workers (a starved one is waited for). Free every
+ * port first. */
 void cw__authpool_free(cw__authpool *p);
 
 int cw__authpool_workers(const cw__authpool *p);
@@ -60,10 +62,11 @@ void cw__authpool_stats(cw__authpool *p, struct cw__authpool_stats *st);
  * loop's thread). */
 int cw__authport_new(cw__authpool *p, cw_loop *loop, cw__authport **out);
 
-/* Cancel every job of this port that has not answered (a hash cannot be
- * stopped: its thread frees the job when done, touching no port), wait
- * for a thread that is writing this port's eventfd, stop the watcher and
- * free. From the loop's thread. */
+/* Cancel every job of this port that has not answered and stop the
+ * watcher. From the loop's thread; waits for no thread: a hash cannot be
+ * stopped, so the port's eventfd and memory stay with the pool until the
+ * threads hashing its jobs have posted them (freed then, or with the
+ * pool). */
 void cw__authport_free(cw__authport *pt);
 
 /* Queue a check of user/pass (both copied; the password copy is wiped

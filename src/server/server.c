@@ -1057,6 +1057,7 @@ void cw_server_opts_init(struct cw_server_opts *o)
     o->sndbuf = 65536;
     o->auth_v6_prefix = 64;
     o->auth_v6_net_prefix = 48;
+    o->auth_idle = 1;   /* the check threads take no lock a loop takes */
 }
 
 static int check_opts(const struct cw_server_opts *o)

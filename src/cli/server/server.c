@@ -61,8 +61,8 @@ static const struct cli_opt server_opts[] = {
      "checks waiting for a thread at most; more logins\nget \"ERR busy\" (256 per thread)",
      NULL},
     {"auth-priority", 0, OPT_AUTH_PRIO, "nice|idle",
-     "the check threads' scheduling: nice (19, default)\nor idle (SCHED_IDLE: lower echo latency "
-     "while\nlogins hash, on a machine the server has to itself)", NULL},
+     "the check threads' scheduling: idle (SCHED_IDLE,\ndefault: lower echo latency while logins "
+     "hash)\nor nice (19)", NULL},
     {"quiet", 'q', OPT_QUIET, NULL, "no per-connection log lines", NULL},
     {NULL, 0, 0, NULL, NULL, NULL}};
 
