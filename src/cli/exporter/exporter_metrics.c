@@ -86,6 +86,7 @@ struct xm {
     size_t ndst, dcap;        /* open addressing on (family, addr, port) */
     int port_lo, port_hi;     /* ephemeral range, 0 0 if unreadable */
     int64_t now;
+    struct timespec wall;     /* CLOCK_REALTIME read with now */
     int have_netstat;
     unsigned long long abort_val[NABORTS];
     uint64_t listening[65536 / 64];   /* bitmap of local ports in LISTEN */
@@ -963,9 +964,12 @@ static void render_rest(xm *m, struct xbuf *b, double wall_s, double cpu_s)
                   (unsigned long long)m->errors[i]);
     xb_head(b, "closewise_snapshots_total", "counter", "Snapshots taken since start.");
     xb_printf(b, "closewise_snapshots_total %llu\n", (unsigned long long)m->refreshes);
+    /* The moment the ages are taken at, to the millisecond: a scrape may
+     * come an interval or more later, and whole seconds would hide that. */
     xb_head(b, "closewise_snapshot_timestamp_seconds", "gauge",
-            "Unix time of the last snapshot.");
-    xb_printf(b, "closewise_snapshot_timestamp_seconds %lld\n", (long long)time(NULL));
+            "Unix time of the last snapshot (the moment its ages are taken at).");
+    xb_printf(b, "closewise_snapshot_timestamp_seconds %lld.%03ld\n",
+              (long long)m->wall.tv_sec, m->wall.tv_nsec / 1000000);
 }
 
 static double cpu_now(void)
@@ -981,6 +985,7 @@ int xm_refresh(xm *m, struct xbuf *b)
     clock_gettime(CLOCK_MONOTONIC, &w0);
     double c0 = cpu_now();
     m->now = cw_now_ms();
+    clock_gettime(CLOCK_REALTIME, &m->wall);
     m->refreshes++;
     m->exact_loaded = 0;
     memset(m->states, 0, sizeof m->states);
