@@ -407,7 +407,8 @@ static void age_bounds(int port, const struct plant *p, double *lo, double *hi)
 
 /* Without BPF the bounds contain the true age. A socket stuck before the
  * exporter started gets tcp_info's: lastack <= age <= lastrcv, as far
- * apart as its data and its FIN (a second or more). One that entered
+ * apart as its data and its FIN (a second or more), plus the dump's
+ * duration. One that entered
  * CLOSE_WAIT later is bounded by the snapshots before and after: as far
  * apart as two snapshots (100 ms, later under load), less than its own
  * data-to-FIN gap (1.5 s or more), which tcp_info would have given. */
@@ -424,12 +425,14 @@ static void test_age_bounds(void **state)
     plant(&after, 1, 1500, &t_fin);
     double lo, hi;
     age_bounds(x.port, &before, &lo, &hi);
-    /* the data-to-FIN gap, as the test saw it; two jiffies of slack */
+    /* the data-to-FIN gap, as the test saw it (two jiffies of slack), and
+     * the exporter's first dump, as long as it took (the kernel's
+     * tcp_info is from some moment within it): room for a loaded one */
     double gap_min = (before.t_fin - before.t_data1) / 1000.0 - 0.02;
     double gap_max = (before.t_cw - before.t_data0) / 1000.0 + 0.02;
     print_message("width %.3f, data-to-FIN gap in [%.3f, %.3f]\n", hi - lo, gap_min,
                   gap_max);
-    assert_true(hi - lo >= gap_min && hi - lo <= gap_max);
+    assert_true(hi - lo >= gap_min && hi - lo <= gap_max + 1.0);
     /* a snapshot after the second FIN: its series appears */
     char prefix[128];
     snprintf(prefix, sizeof prefix, "closewise_close_wait_oldest_seconds{pid=\"%d\"",
