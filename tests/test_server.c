@@ -1025,12 +1025,14 @@ static void test_clean_stop(void **state)
 }
 
 /* The server's password-check threads ("cw-auth") as the kernel reports
- * them, read until each has set its policy (at most 30 s): how many run
- * want_policy (SCHED_OTHER: at nice 19); -1 if one still runs another. */
-static int auth_threads_in(pid_t pid, int want_policy)
+ * them, read until want of them have set their policy (at most 30 s): how
+ * many run want_policy (SCHED_OTHER: at nice 19); -1 if one still runs
+ * another. A thread that has not run yet has no name: 0 of 2 were seen
+ * once at load 10-13, right after the server said it was listening. */
+static int auth_threads_in(pid_t pid, int want_policy, int want)
 {
     int n = -1;
-    for (int tries = 0; tries < 3000 && n < 0; tries++) {   /* 30 s: starved threads */
+    for (int tries = 0; tries < 3000 && n != want; tries++) {   /* 30 s: starved threads */
         if (tries)
             cwt_sleep_ms(10);
         char dir[64];
@@ -1070,11 +1072,11 @@ static void test_auth_priority(void **state)
     const char *const nice_args[] = {USERS, "--auth-threads", "2", NULL};
     struct srv s;
     srv_start(&s, nice_args);
-    assert_int_equal(auth_threads_in(s.pid, SCHED_OTHER), 2);
+    assert_int_equal(auth_threads_in(s.pid, SCHED_OTHER, 2), 2);
     srv_stop(&s);
     srv_done(&s);
     srv_start(&s, idle_args);
-    assert_int_equal(auth_threads_in(s.pid, SCHED_IDLE), 2);
+    assert_int_equal(auth_threads_in(s.pid, SCHED_IDLE, 2), 2);
     cw_conn *c = dial(&s);
     login(c);   /* and they still answer */
     assert_int_equal(cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000), CW_OK);
