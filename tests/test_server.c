@@ -3,9 +3,11 @@
  * clean stop, 5,000 clients that close first, and a descriptor storm.
  * The kernel's TCP table and /proc are the oracle. */
 // cw-test-timeout: 600
-/* 600, not 240: about 26 s on a quiet machine, 150 s beside two nice-0
- * busy loops, and at load 10-13 each of its ~90 logins can take 4-20 s
- * (nice-19 check threads, starved: SLOW_MS). */
+/* 600, not 240: about 23 s on a quiet machine, 65-76 s beside four nice-0
+ * busy loops, where a login with the default method (yescrypt, a few
+ * cases) takes 4-20 s on the starved nice-19 check threads (SLOW_MS);
+ * before most cases used cheap sha512 users (USERS) the file needed
+ * 394 s there, and more in the suite. */
 #include "cwtest.h"
 
 #include <dirent.h>
@@ -516,8 +518,8 @@ static void test_backpressure(void **state)
 {
     /* The whole exchange outlasts the write timeout (its pauses alone add
      * up to 3 s); a slow reader that keeps reading must not be taken for
-     * one that stopped. 2 s, not 1 s: a reader starved for a second, at
-     * load 10-13, is one that stopped. */
+     * one that stopped. 2 s, not 1 s: at load 10-13 this reader can be
+     * off the CPU for a second, and the server would rightly reset it. */
     const char *args[] = {USERS, "--write-timeout", "2s", NULL};
     struct srv s;
     srv_start(&s, args);
