@@ -566,6 +566,75 @@ static void test_kernel_timeout_is_reported(void **state)
            cw_strerror(r.end));
     assert_int_equal(r.ends, 1);
     assert_int_equal(r.end, CW_ETIMEDOUT);
+    /* The owner's close reports it too: no reset came. */
+    assert_int_equal(r.how, CW_ETIMEDOUT);
+    close(c);
+    cw_loop_free(&loop);
+}
+
+/* The race behind a rare CW_EOF in test_kernel_timeout_is_reported
+ * (valgrind, load 12): the loop collects EPOLLOUT, and before the stream
+ * gets to flush, the kernel gives up (TCP_USER_TIMEOUT). The flush's
+ * send() then takes the kernel's error (sk_err is read once), and the
+ * recv() after it says a plain 0. The end must still be the timeout, not
+ * a FIN the peer never sent. A watcher dispatched first in the same pass
+ * plays the stalled loop: it waits for the kernel's abort. */
+struct stall {
+    cw_io io;
+    cw_stream *s;
+    size_t queued;   /* the stream's queue when the pass began */
+    int ran, err;
+};
+
+static void on_stall(cw_loop *loop, cw_io *io, unsigned events)
+{
+    struct stall *st = io->data;
+    char b;
+    assert_int_equal(read(io->fd, &b, 1), 1);
+    cw_io_stop(loop, io);
+    st->ran = 1;
+    /* The stream has not been dispatched in this pass yet. */
+    assert_int_equal(cw_stream_queued(st->s), st->queued);
+    int fd = cw_stream_fd(st->s), ut = 1;
+    assert_int_equal(setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &ut, sizeof ut), 0);
+    /* poll() shows the error without taking it. */
+    struct pollfd p = {.fd = fd, .events = 0};
+    assert_int_equal(poll(&p, 1, 20000), 1);
+    st->err = p.revents & POLLERR;
+}
+
+static void test_kernel_timeout_taken_by_flush(void **state)
+{
+    cw_loop *loop;
+    cw_stream *s;
+    struct rec r = {.on_end = CLOSE_GRACEFUL};
+    int c = fixture(&loop, &s, &r, opts(0, 30000, 5000), 32768, 65536);
+    assert_int_equal(queue_big(s, 1024 * 1024), 1);
+    run_for(loop, 100);   /* zero window, the stream's watcher quiet */
+    struct stall st = {.s = s, .queued = cw_stream_queued(s)};
+    int pp[2];
+    assert_int_equal(pipe2(pp, O_CLOEXEC), 0);
+    st.io.fd = pp[0];
+    st.io.data = &st;
+    assert_int_equal(cw_io_start(loop, &st.io, CW_IO_READ, on_stall), CW_OK);
+    /* The stall's event first, then the stream's: the peer reads, the
+     * window opens, the kernel sends and frees room, and stays with
+     * unsent bytes against the window that closes again. */
+    assert_int_equal(write(pp[1], "x", 1), 1);
+    char buf[65536];
+    assert_true(recv(c, buf, sizeof buf, MSG_DONTWAIT) > 0);
+    struct pollfd p = {.fd = cw_stream_fd(s), .events = POLLOUT};
+    assert_int_equal(poll(&p, 1, 5000), 1);
+    assert_true(run_until(loop, &r.closed, 30000));
+    printf("# the kernel's timeout taken by the flush's send: %s\n",
+           cw_strerror(r.end));
+    assert_true(st.ran);
+    assert_true(st.err);
+    assert_int_equal(r.ends, 1);
+    assert_int_equal(r.end, CW_ETIMEDOUT);
+    assert_int_equal(r.how, CW_ETIMEDOUT);
+    close(pp[0]);
+    close(pp[1]);
     close(c);
     cw_loop_free(&loop);
 }
@@ -2140,6 +2209,7 @@ int main(void)
         CWT_TEST(test_shutdown_after_queued_reply),
         CWT_TEST(test_rst_mid_write),
         CWT_TEST(test_kernel_timeout_is_reported),
+        CWT_TEST(test_kernel_timeout_taken_by_flush),
         CWT_TEST(test_write_timeout_resets_and_frees),
         CWT_TEST(test_write_timeout_restarts_on_progress),
         CWT_TEST(test_idle_deadline),

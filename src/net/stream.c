@@ -387,11 +387,13 @@ static void deliver_end(cw_stream *s, int rc)
 {
     /* The loop's SO_ERROR read after EPOLLERR, or a failed send, may have
      * taken the kernel's error (a reset, a keepalive or user timeout),
-     * after which recv() says a plain 0: the error is what happened. */
+     * after which recv() says a plain 0: the error is what happened. A
+     * send takes it when the kernel gives up between the loop's wait and
+     * the flush (test_kernel_timeout_taken_by_flush). */
     if (rc == CW_EOF && s->result < 0)
         rc = s->result;
-    else if (rc == CW_EOF && s->werr == CW_ERESET)
-        rc = CW_ERESET;
+    else if (rc == CW_EOF && s->werr < 0 && s->werr != SHUT)
+        rc = s->werr;
     s->result = rc;
     s->flags |= F_DELIVERED | F_ENDED;
     s->t = loop_now(s);   /* the grace period starts */
@@ -723,8 +725,6 @@ static int fully_shut(int fd)
 /* The peer closed or reset while we were not reading it. */
 static void peer_ended(cw_stream *s, unsigned events)
 {
-    if (events & CW_EV_ERROR && s->io.err && !s->result)
-        s->result = s->io.err;   /* SO_ERROR was consumed: keep it */
     if (!(events & (CW_EV_HUP | CW_EV_ERROR)))
         return;
     if (!(s->flags & F_ENDED)) {
@@ -744,13 +744,15 @@ static void peer_ended(cw_stream *s, unsigned events)
 
 static void on_open_io(cw_stream *s, unsigned events)
 {
+    /* Before the flush: its send() then says EPIPE, which write_failed
+     * turns into this error, not a reset that never came. */
+    if (events & CW_EV_ERROR && s->io.err && !s->result)
+        s->result = s->io.err;   /* SO_ERROR was consumed: keep it */
     if ((events & (CW_EV_WRITE | CW_EV_ERROR | CW_EV_HUP)) && s->out)
         flush(s);
     if (s->state != CW__ST_OPEN)
         return;
     if (open_interest(s) & CW_IO_READ) {
-        if (events & CW_EV_ERROR && s->io.err && !s->result)
-            s->result = s->io.err;
         do_read(s, events);
     } else {
         peer_ended(s, events);

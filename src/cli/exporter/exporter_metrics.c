@@ -27,8 +27,8 @@
 #include <time.h>
 
 /* A CLOSE_WAIT socket followed by cookie. Its age lies within
- * [lo0, hi0] (hi0 unknown unless has_hi) at t_first, and grows with the
- * clock from there. */
+ * [lo0, hi0] (hi0 unknown unless has_hi) at t_first, the end of the dump
+ * that found it, and grows with the clock from there. */
 struct track {
     uint64_t cookie;
     int64_t t_first;
@@ -85,7 +85,8 @@ struct xm {
     struct dest *dst;
     size_t ndst, dcap;        /* open addressing on (family, addr, port) */
     int port_lo, port_hi;     /* ephemeral range, 0 0 if unreadable */
-    int64_t now;
+    int64_t now;              /* the snapshot's moment: its ages are as of now */
+    struct timespec wall;     /* CLOCK_REALTIME read with now */
     int have_netstat;
     unsigned long long abort_val[NABORTS];
     uint64_t listening[65536 / 64];   /* bitmap of local ports in LISTEN */
@@ -515,8 +516,13 @@ static void on_close_wait(const struct cw_sock *s, void *arg)
     c->nq++;
 }
 
-static void track_init(xm *m, struct track *t, const struct rec *r, int64_t now)
+/* A dump takes time (hundreds of ms under load), and the kernel measured
+ * each socket's tcp_info somewhere within it: the lower bounds count from
+ * its end (now), the upper ones from its start (d0), so that neither is
+ * ever wrong. */
+static void track_init(xm *m, struct track *t, const struct rec *r, int64_t d0)
 {
+    int64_t now = m->now;
     memset(t, 0, sizeof *t);
     t->cookie = r->cookie;
     t->inode = r->inode;
@@ -537,7 +543,7 @@ static void track_init(xm *m, struct track *t, const struct rec *r, int64_t now)
         t->has_hi = 1;
     } else if (r->has_info) {
         t->lo0 = r->lo;
-        t->hi0 = r->hi;
+        t->hi0 = r->hi + (uint32_t)(now - d0);
         t->has_hi = 1;
     }
 }
@@ -630,7 +636,7 @@ static void attribute_new(xm *m, struct collect *c)
 /* Merge the dump (sorted by cookie here; the dump is not atomic, so a
  * socket can come twice) into the tracks: new cookies entered CLOSE_WAIT,
  * missing ones left it. */
-static int close_wait_refresh(xm *m, struct collect *c)
+static int close_wait_refresh(xm *m, struct collect *c, int64_t d0)
 {
     if (rec_sort(c->r, c->n) < 0)
         return -ENOMEM;
@@ -648,7 +654,7 @@ static int close_wait_refresh(xm *m, struct collect *c)
         if (j < m->nt && m->t[j].cookie == c->r[i].cookie) {
             nt[k++] = m->t[j++];
         } else {
-            track_init(m, &nt[k++], &c->r[i], m->now);
+            track_init(m, &nt[k++], &c->r[i], d0);
             m->entered++;
         }
     }
@@ -683,6 +689,12 @@ static void on_connected(const struct cw_sock *s, void *arg)
         count_sock(c->m, s);
 }
 
+static void snapshot_time(xm *m)
+{
+    m->now = cw_now_ms();
+    clock_gettime(CLOCK_REALTIME, &m->wall);
+}
+
 /* Two streamed dumps, so that memory does not grow with the socket
  * count: the listeners first (only the listening table is walked), which
  * tell client ends from server ends; then every other state, CLOSE_WAIT
@@ -705,12 +717,15 @@ static void dump_states(xm *m)
      * the kernel a socket lock per socket. */
     f.want_info = !m->prev;
     struct collect c = {.m = m};
-    if (cw_diag_dump_each(m->d, &f, on_connected, &c) < 0 || c.oom)
+    int64_t d0 = cw_now_ms();
+    int rc = cw_diag_dump_each(m->d, &f, on_connected, &c);
+    snapshot_time(m);   /* every socket of the snapshot was seen by now */
+    if (rc < 0 || c.oom)
         m->errors[ERR_DUMP]++;   /* keep the tracks: ages go on */
-    else if (close_wait_refresh(m, &c) < 0)
+    else if (close_wait_refresh(m, &c, d0) < 0)
         m->errors[ERR_DUMP]++;
     else
-        m->prev = m->now;
+        m->prev = d0;   /* a socket not in CLOSE_WAIT then entered after it */
     free(c.r);
     free(c.queued);
 }
@@ -963,9 +978,12 @@ static void render_rest(xm *m, struct xbuf *b, double wall_s, double cpu_s)
                   (unsigned long long)m->errors[i]);
     xb_head(b, "closewise_snapshots_total", "counter", "Snapshots taken since start.");
     xb_printf(b, "closewise_snapshots_total %llu\n", (unsigned long long)m->refreshes);
+    /* The moment the ages are taken at, to the millisecond: a scrape may
+     * come an interval or more later, and whole seconds would hide that. */
     xb_head(b, "closewise_snapshot_timestamp_seconds", "gauge",
-            "Unix time of the last snapshot.");
-    xb_printf(b, "closewise_snapshot_timestamp_seconds %lld\n", (long long)time(NULL));
+            "Unix time of the last snapshot (the moment its ages are taken at).");
+    xb_printf(b, "closewise_snapshot_timestamp_seconds %lld.%03ld\n",
+              (long long)m->wall.tv_sec, m->wall.tv_nsec / 1000000);
 }
 
 static double cpu_now(void)
@@ -980,7 +998,7 @@ int xm_refresh(xm *m, struct xbuf *b)
     struct timespec w0, w1;
     clock_gettime(CLOCK_MONOTONIC, &w0);
     double c0 = cpu_now();
-    m->now = cw_now_ms();
+    snapshot_time(m);   /* moved to the dump's end when there is one */
     m->refreshes++;
     m->exact_loaded = 0;
     memset(m->states, 0, sizeof m->states);
