@@ -16,6 +16,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -689,7 +690,7 @@ static void test_login_timeout(void **state)
 struct flood {
     int port;
     pid_t server;
-    volatile int stop;
+    atomic_int stop;   /* set by the test, read by the flood thread */
     long connects;
 };
 
@@ -713,7 +714,7 @@ static void *flood_run(void *arg)
     int64_t next_send = 0;
     for (int i = 0; i < FLOOD; i++)
         fds[i] = -1;
-    while (!f->stop) {
+    while (!atomic_load(&f->stop)) {
         int send_now = cw_now_ms() >= next_send;
         if (send_now && kill(f->server, 0) < 0)
             break;
@@ -818,7 +819,7 @@ static void flood_case(int nofile, const char *reason)
         send_str(keep[i], "ECHO kept\n");
         expect(keep[i], "kept");
     }
-    f->stop = 1;
+    atomic_store(&f->stop, 1);
     cwt_join(t);
     long connects = f->connects;
     free(f);
