@@ -241,6 +241,8 @@ static void futex_wake(_Atomic uint32_t *word)
  * dropped. The eventfd is written for every post: a thread preempted
  * between its push and its write must not hold back another thread's
  * answer behind its own. */
+void (*cw__authpool_post_hook)(int slot, int stage);
+
 static void post(struct worker *w, cw__authjob *j)
 {
     cw__authport *pt = j->port;
@@ -249,6 +251,8 @@ static void post(struct worker *w, cw__authjob *j)
     n->slot = w->slot;
     atomic_store_explicit(&j->hashed, 1, memory_order_relaxed);
     atomic_store_explicit(&w->busy, 0, memory_order_release);
+    if (cw__authpool_post_hook)
+        cw__authpool_post_hook(w->slot, 0);
     struct post *head = atomic_load_explicit(&pt->done, memory_order_relaxed);
     do {
         n->next = head;
@@ -256,6 +260,8 @@ static void post(struct worker *w, cw__authjob *j)
     } while (!atomic_compare_exchange_weak_explicit(&pt->done, &head, n,
                                                     memory_order_release,
                                                     memory_order_relaxed));
+    if (cw__authpool_post_hook)
+        cw__authpool_post_hook(w->slot, 1);
     uint64_t one = 1;
     while (write(pt->io.fd, &one, sizeof one) < 0 && errno == EINTR) {
     }
@@ -545,18 +551,22 @@ static int stalled(cw__authjob *j, int64_t now)
 
 static void watch_start(cw__authport *pt);
 
-/* Every RESCUE_MS while the port has checks in flight: hand this port's
- * stalled checks to rescuers too, and whatever is queued to idle threads
- * (a thread whose post went to a freed port told no loop it is idle). */
+/* Every RESCUE_MS while the port has checks in flight: take posts whose
+ * thread was starved between its push and its eventfd write, hand this
+ * port's stalled checks to rescuers too, and whatever is queued to idle
+ * threads (a thread whose post went to a freed port told no loop it is
+ * idle). A check whose thread has hashed but not pushed yet is rescued
+ * like any other: stalled() sees no CPU from a thread starved in post(),
+ * and the first answer counts (take() ignores the second). */
 static void on_watch(cw_loop *loop, cw_timer *t)
 {
     cw__authport *pt = t->data;
     cw__authpool *p = pt->pool;
     int64_t now = cw__auth_now_ns();
     pthread_mutex_lock(&p->mu);
+    take_posts(p, pt);
     for (cw__authjob *j = p->active.head; j; j = j->next) {
-        if (j->port != pt || !j->w[0] || j->w[1] ||
-            atomic_load_explicit(&j->hashed, memory_order_relaxed) || !stalled(j, now))
+        if (j->port != pt || !j->w[0] || j->w[1] || !stalled(j, now))
             continue;
         struct worker *w = idle_worker(p, 1);
         if (!w)
@@ -567,6 +577,8 @@ static void on_watch(cw_loop *loop, cw_timer *t)
     dispatch(p, pt, now);
     pthread_mutex_unlock(&p->mu);
     watch_start(pt);
+    while (pt->batch.head)
+        settle_job(pt, pt->batch.head);
 }
 
 static void watch_start(cw__authport *pt)

@@ -82,4 +82,10 @@ int cw__authport_submit(cw__authport *pt, const char *user, size_t ulen,
  * loop thread; a connection that closes mid-check calls this. */
 void cw__authjob_cancel(cw__authjob *j);
 
+/* Tests only: when set, a thread calls it in its post of a job, with
+ * stage 0 once hashed (job not on the port's stack yet) and stage 1 once
+ * on the stack (eventfd not written yet), to play a thread starved there.
+ * Set it before the pool's threads start. */
+extern void (*cw__authpool_post_hook)(int slot, int stage);
+
 #endif
