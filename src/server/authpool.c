@@ -375,7 +375,10 @@ static void dispatch(cw__authpool *p, cw__authport *pt, int64_t now)
         cw__authjob *j = p->queue.head;
         struct worker *w;
         if (j->kind == K_CALIB) {
-            if (!(w = idle_worker(p, 1)) && !(w = idle_worker(p, 0)))
+            /* A rescuer only: a calibration is not in p->active, so no
+             * watch would rescue it from a starved check thread, and
+             * every check waits behind it. */
+            if (!(w = idle_worker(p, 1)))
                 return;
         } else {
             if (cal)
