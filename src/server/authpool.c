@@ -353,7 +353,8 @@ static int calibrating(cw__authpool *p, cw__authport *pt)
     if (!j || !c || !cw__auth_calib_prepare(p->auth, c)) {
         free(j);
         free(c);
-        return 0;   /* no memory: checks go on, padded as they come */
+        return 0;   /* no memory: known users' checks go on, padded as
+                       they come; unknown users' wait (dispatch) */
     }
     j->kind = K_CALIB;
     j->cal = c;
@@ -386,8 +387,17 @@ static void dispatch(cw__authpool *p, cw__authport *pt, int64_t now)
             int slot = now < p->busy_until;
             if (!(w = idle_worker(p, slot)))
                 return;
-            if (!j->set.setting && !j->set.reject)
-                j->set.setting = cw__auth_slowest(p->auth);
+            if (!j->set.setting && !j->set.reject &&
+                !(j->set.setting = cw__auth_slowest(p->auth)) &&
+                !cw__auth_calibrated(p->auth)) {
+                /* A user added since calibrating() looked, or no memory
+                 * for a calibration: an unknown user's check waits for
+                 * one (queued now, or tried again on the next watch
+                 * tick), never answered faster than a known one. */
+                if (!(cal = calibrating(p, pt)) || p->queue.head == j)
+                    return;   /* none queued in front of it now */
+                continue;
+            }
         }
         junlink(&p->queue, j);
         p->queued -= j->kind == K_CHECK;
