@@ -87,6 +87,7 @@
 #define RESCUE_SHARE 32      /* stalled: its thread ran < 1/32 of that */
 #define BUSY_MS 10000        /* then the rescuers do every check this long */
 #define RESCUE_NS (RESCUE_MS * 1000000LL)
+#define START_RETRY_NS 1000000000LL   /* a failed thread start, again */
 
 enum { J_QUEUED, J_RUNNING, J_DONE, J_DEFERRED };
 enum { K_CHECK, K_CALIB };
@@ -146,7 +147,7 @@ struct cw__authpool {
     int queued, queue_max;
     int nthreads;               /* check threads, then as many rescuers */
     int started;                /* threads created in pairs */
-    int start_tried;            /* once: a pair that failed is left out */
+    int64_t start_retry_at;     /* a failed start is tried again then */
     int want_idle;
     _Atomic int idle_checks;    /* check threads that got SCHED_IDLE */
     _Atomic int stop;
@@ -408,21 +409,28 @@ static void dispatch(cw__authpool *p, cw__authport *pt, int64_t now)
     }
 }
 
-/* Start every thread, with all signals blocked (they inherit the mask:
- * SIGTERM stays the loops'). Tried once: the pairs that started serve;
- * none started, every costly check is refused (-EAGAIN and the like). */
-static int start_threads(cw__authpool *p)
+/* Start the missing threads, with all signals blocked (they inherit the
+ * mask: SIGTERM stays the loops'). The pairs that started serve; none
+ * started, every costly check is refused (-EAGAIN and the like). A
+ * failed start (EAGAIN: a thread limit reached for a moment) is tried
+ * again with a later check, at most once per START_RETRY_NS: one
+ * failure at the first costly login must not refuse threaded checks for
+ * the server's life, nor every check pay for a pthread_create. */
+static int start_threads(cw__authpool *p, int64_t now)
 {
-    if (p->start_tried)
+    if (p->started == 2 * p->nthreads)
+        return CW_OK;
+    if (now < p->start_retry_at)
         return p->started ? CW_OK : -EAGAIN;
-    p->start_tried = 1;
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = 0;
-    for (int i = 0; i < p->nthreads && !rc; i++) {
+    for (int i = p->started / 2; i < p->nthreads && !rc; i++) {
         struct worker *pair[2] = {&p->w[i], &p->w[p->nthreads + i]};
         for (int k = 0; k < 2 && !rc; k++) {
+            if (pair[k]->live)   /* its partner failed last time */
+                continue;
             if ((rc = pthread_create(&pair[k]->thread, NULL, thread_main, pair[k])))
                 break;
             pair[k]->live = 1;
@@ -433,6 +441,8 @@ static int start_threads(cw__authpool *p)
             p->started += 2;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc)
+        p->start_retry_at = now + START_RETRY_NS;
     return p->started ? CW_OK : -rc;
 }
 
@@ -731,8 +741,8 @@ int cw__authport_submit(cw__authport *pt, const char *user, size_t ulen,
     memcpy(j->buf + ulen, pass, plen);
     pthread_mutex_lock(&p->mu);
     int rc = p->queued >= p->queue_max ? -EBUSY : CW_OK;
-    if (rc == CW_OK && !p->started)
-        rc = start_threads(p);   /* the first check that needs them */
+    if (rc == CW_OK && p->started < 2 * p->nthreads)
+        rc = start_threads(p, cw__auth_now_ns());   /* the first check that needs them */
     if (rc < 0) {
         p->st.busy += rc == -EBUSY;
         pthread_mutex_unlock(&p->mu);
