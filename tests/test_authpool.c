@@ -678,6 +678,67 @@ static void test_rescue_when_starved(void **state)
     fx_close(&f);   /* the check thread's own hash ends now, at full speed */
 }
 
+/* ---- a thread starved inside its post ---- */
+
+static _Atomic int block_stage = -1;   /* the threads stop there */
+static _Atomic int block_slots;        /* 1: check threads, 3: rescuers too */
+static _Atomic int blocked;
+
+/* Plays a thread starved in post(): it sleeps, using no CPU. */
+static void post_hook(int slot, int stage)
+{
+    if (!(atomic_load(&block_slots) & (1 << slot)) || atomic_load(&block_stage) != stage)
+        return;
+    atomic_store(&blocked, 1);
+    while (atomic_load(&block_stage) == stage)
+        cwt_sleep_ms(5);
+}
+
+/* One check whose check thread stops at stage: answered within 5 s;
+ * returns how many were rescued. The thread then posts late: the second
+ * answer is ignored and the job freed once (ASan, stats). */
+static uint64_t starved_in_post(int stage, int slots)
+{
+    cw__authpool_post_hook = post_hook;   /* before the threads start */
+    struct fx f;
+    fx_open(&f, 1, 0);
+    answer_one(&f);   /* calibrated */
+    atomic_store(&blocked, 0);
+    atomic_store(&block_slots, slots);
+    atomic_store(&block_stage, stage);
+    int left = 1;
+    struct rec r = {.loop = f.l, .stop_after = &left};
+    submit(f.pt, "six", "pw-6", &r);
+    run_for(f.l, 5000);
+    int was_blocked = atomic_load(&blocked), done = r.done;
+    atomic_store(&block_stage, -1);
+    run_for(f.l, 300);   /* the late post */
+    struct cw__authpool_stats st = stats_idle(f.p);
+    assert_true(was_blocked);
+    assert_int_equal(done, 1);
+    assert_int_equal(r.done, 1);
+    assert_int_equal(r.ok, 1);
+    assert_int_equal(st.answered, 2);
+    fx_close(&f);
+    cw__authpool_post_hook = NULL;
+    return st.rescued;
+}
+
+/* Starved after it marked the job hashed, before its push: the answer
+ * is the thread's alone until a rescuer hashes the job too. */
+static void test_starved_before_push(void **state)
+{
+    assert_int_equal(starved_in_post(0, 1), 1);
+}
+
+/* Starved after its push, before its eventfd write: the answer is on
+ * the stack and the loop's watch timer takes it (no rescue needed; a
+ * rescuer would stop there too, so only the timer can wake the loop). */
+static void test_starved_before_wake(void **state)
+{
+    assert_int_equal(starved_in_post(1, 3), 0);
+}
+
 /* ---- check threads take no lock a loop takes ---- */
 
 struct holder {
@@ -851,6 +912,8 @@ int main(void)
         CWT_TEST(test_thread_policy),
         CWT_TEST(test_policy_refused),
         CWT_TEST(test_rescue_when_starved),
+        CWT_TEST(test_starved_before_push),
+        CWT_TEST(test_starved_before_wake),
         CWT_TEST(test_threads_take_no_auth_lock),
         CWT_TEST(test_starved_checks_never_block_loop),
         CWT_TEST(test_bad_args),

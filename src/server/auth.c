@@ -374,9 +374,14 @@ int cw__auth_lookup(cw__auth *a, const char *user, size_t ulen, size_t plen,
     if (set->reject)
         return 0;
     pthread_mutex_lock(&a->mu);
-    for (int i = 0; i < a->nusers && !set->stored; i++)
-        if (strlen(a->users[i].name) == ulen && !memcmp(a->users[i].name, user, ulen))
+    /* Every entry, match or not: the look-up is outside the padded
+     * interval, so its time must not tell a known user (found early)
+     * from an unknown one (the whole table). */
+    for (int i = 0; i < a->nusers; i++) {
+        int m = strlen(a->users[i].name) == ulen && !memcmp(a->users[i].name, user, ulen);
+        if (m && !set->stored)
             set->stored = a->users[i].hash;
+    }
     set->setting = set->stored ? set->stored
                                : a->cal_gen == a->gen ? a->slowest : NULL;
     pthread_mutex_unlock(&a->mu);

@@ -87,6 +87,7 @@
 #define RESCUE_SHARE 32      /* stalled: its thread ran < 1/32 of that */
 #define BUSY_MS 10000        /* then the rescuers do every check this long */
 #define RESCUE_NS (RESCUE_MS * 1000000LL)
+#define START_RETRY_NS 1000000000LL   /* a failed thread start, again */
 
 enum { J_QUEUED, J_RUNNING, J_DONE, J_DEFERRED };
 enum { K_CHECK, K_CALIB };
@@ -146,7 +147,7 @@ struct cw__authpool {
     int queued, queue_max;
     int nthreads;               /* check threads, then as many rescuers */
     int started;                /* threads created in pairs */
-    int start_tried;            /* once: a pair that failed is left out */
+    int64_t start_retry_at;     /* a failed start is tried again then */
     int want_idle;
     _Atomic int idle_checks;    /* check threads that got SCHED_IDLE */
     _Atomic int stop;
@@ -241,6 +242,8 @@ static void futex_wake(_Atomic uint32_t *word)
  * dropped. The eventfd is written for every post: a thread preempted
  * between its push and its write must not hold back another thread's
  * answer behind its own. */
+void (*cw__authpool_post_hook)(int slot, int stage);
+
 static void post(struct worker *w, cw__authjob *j)
 {
     cw__authport *pt = j->port;
@@ -249,6 +252,8 @@ static void post(struct worker *w, cw__authjob *j)
     n->slot = w->slot;
     atomic_store_explicit(&j->hashed, 1, memory_order_relaxed);
     atomic_store_explicit(&w->busy, 0, memory_order_release);
+    if (cw__authpool_post_hook)
+        cw__authpool_post_hook(w->slot, 0);
     struct post *head = atomic_load_explicit(&pt->done, memory_order_relaxed);
     do {
         n->next = head;
@@ -256,6 +261,8 @@ static void post(struct worker *w, cw__authjob *j)
     } while (!atomic_compare_exchange_weak_explicit(&pt->done, &head, n,
                                                     memory_order_release,
                                                     memory_order_relaxed));
+    if (cw__authpool_post_hook)
+        cw__authpool_post_hook(w->slot, 1);
     uint64_t one = 1;
     while (write(pt->io.fd, &one, sizeof one) < 0 && errno == EINTR) {
     }
@@ -347,7 +354,8 @@ static int calibrating(cw__authpool *p, cw__authport *pt)
     if (!j || !c || !cw__auth_calib_prepare(p->auth, c)) {
         free(j);
         free(c);
-        return 0;   /* no memory: checks go on, padded as they come */
+        return 0;   /* no memory: known users' checks go on, padded as
+                       they come; unknown users' wait (dispatch) */
     }
     j->kind = K_CALIB;
     j->cal = c;
@@ -369,7 +377,10 @@ static void dispatch(cw__authpool *p, cw__authport *pt, int64_t now)
         cw__authjob *j = p->queue.head;
         struct worker *w;
         if (j->kind == K_CALIB) {
-            if (!(w = idle_worker(p, 1)) && !(w = idle_worker(p, 0)))
+            /* A rescuer only: a calibration is not in p->active, so no
+             * watch would rescue it from a starved check thread, and
+             * every check waits behind it. */
+            if (!(w = idle_worker(p, 1)))
                 return;
         } else {
             if (cal)
@@ -377,8 +388,17 @@ static void dispatch(cw__authpool *p, cw__authport *pt, int64_t now)
             int slot = now < p->busy_until;
             if (!(w = idle_worker(p, slot)))
                 return;
-            if (!j->set.setting && !j->set.reject)
-                j->set.setting = cw__auth_slowest(p->auth);
+            if (!j->set.setting && !j->set.reject &&
+                !(j->set.setting = cw__auth_slowest(p->auth)) &&
+                !cw__auth_calibrated(p->auth)) {
+                /* A user added since calibrating() looked, or no memory
+                 * for a calibration: an unknown user's check waits for
+                 * one (queued now, or tried again on the next watch
+                 * tick), never answered faster than a known one. */
+                if (!(cal = calibrating(p, pt)) || p->queue.head == j)
+                    return;   /* none queued in front of it now */
+                continue;
+            }
         }
         junlink(&p->queue, j);
         p->queued -= j->kind == K_CHECK;
@@ -389,21 +409,28 @@ static void dispatch(cw__authpool *p, cw__authport *pt, int64_t now)
     }
 }
 
-/* Start every thread, with all signals blocked (they inherit the mask:
- * SIGTERM stays the loops'). Tried once: the pairs that started serve;
- * none started, every costly check is refused (-EAGAIN and the like). */
-static int start_threads(cw__authpool *p)
+/* Start the missing threads, with all signals blocked (they inherit the
+ * mask: SIGTERM stays the loops'). The pairs that started serve; none
+ * started, every costly check is refused (-EAGAIN and the like). A
+ * failed start (EAGAIN: a thread limit reached for a moment) is tried
+ * again with a later check, at most once per START_RETRY_NS: one
+ * failure at the first costly login must not refuse threaded checks for
+ * the server's life, nor every check pay for a pthread_create. */
+static int start_threads(cw__authpool *p, int64_t now)
 {
-    if (p->start_tried)
+    if (p->started == 2 * p->nthreads)
+        return CW_OK;
+    if (now < p->start_retry_at)
         return p->started ? CW_OK : -EAGAIN;
-    p->start_tried = 1;
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int rc = 0;
-    for (int i = 0; i < p->nthreads && !rc; i++) {
+    for (int i = p->started / 2; i < p->nthreads && !rc; i++) {
         struct worker *pair[2] = {&p->w[i], &p->w[p->nthreads + i]};
         for (int k = 0; k < 2 && !rc; k++) {
+            if (pair[k]->live)   /* its partner failed last time */
+                continue;
             if ((rc = pthread_create(&pair[k]->thread, NULL, thread_main, pair[k])))
                 break;
             pair[k]->live = 1;
@@ -414,6 +441,8 @@ static int start_threads(cw__authpool *p)
             p->started += 2;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc)
+        p->start_retry_at = now + START_RETRY_NS;
     return p->started ? CW_OK : -rc;
 }
 
@@ -545,18 +574,22 @@ static int stalled(cw__authjob *j, int64_t now)
 
 static void watch_start(cw__authport *pt);
 
-/* Every RESCUE_MS while the port has checks in flight: hand this port's
- * stalled checks to rescuers too, and whatever is queued to idle threads
- * (a thread whose post went to a freed port told no loop it is idle). */
+/* Every RESCUE_MS while the port has checks in flight: take posts whose
+ * thread was starved between its push and its eventfd write, hand this
+ * port's stalled checks to rescuers too, and whatever is queued to idle
+ * threads (a thread whose post went to a freed port told no loop it is
+ * idle). A check whose thread has hashed but not pushed yet is rescued
+ * like any other: stalled() sees no CPU from a thread starved in post(),
+ * and the first answer counts (take() ignores the second). */
 static void on_watch(cw_loop *loop, cw_timer *t)
 {
     cw__authport *pt = t->data;
     cw__authpool *p = pt->pool;
     int64_t now = cw__auth_now_ns();
     pthread_mutex_lock(&p->mu);
+    take_posts(p, pt);
     for (cw__authjob *j = p->active.head; j; j = j->next) {
-        if (j->port != pt || !j->w[0] || j->w[1] ||
-            atomic_load_explicit(&j->hashed, memory_order_relaxed) || !stalled(j, now))
+        if (j->port != pt || !j->w[0] || j->w[1] || !stalled(j, now))
             continue;
         struct worker *w = idle_worker(p, 1);
         if (!w)
@@ -567,6 +600,8 @@ static void on_watch(cw_loop *loop, cw_timer *t)
     dispatch(p, pt, now);
     pthread_mutex_unlock(&p->mu);
     watch_start(pt);
+    while (pt->batch.head)
+        settle_job(pt, pt->batch.head);
 }
 
 static void watch_start(cw__authport *pt)
@@ -706,8 +741,8 @@ int cw__authport_submit(cw__authport *pt, const char *user, size_t ulen,
     memcpy(j->buf + ulen, pass, plen);
     pthread_mutex_lock(&p->mu);
     int rc = p->queued >= p->queue_max ? -EBUSY : CW_OK;
-    if (rc == CW_OK && !p->started)
-        rc = start_threads(p);   /* the first check that needs them */
+    if (rc == CW_OK && p->started < 2 * p->nthreads)
+        rc = start_threads(p, cw__auth_now_ns());   /* the first check that needs them */
     if (rc < 0) {
         p->st.busy += rc == -EBUSY;
         pthread_mutex_unlock(&p->mu);

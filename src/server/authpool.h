@@ -23,7 +23,9 @@ typedef struct cw__authjob cw__authjob;
 
 /* ok: 1 good credentials, 0 bad; user/ulen: the name checked (for the
  * throttle's bookkeeping), valid during the call. The job handle is
- * invalid from the start of this call (do not cancel it). */
+ * invalid from the start of this call (do not cancel it). It may cancel
+ * or submit other jobs, but must not free its own port (the port's loop
+ * goes on with that port's other answers after it returns). */
 typedef void cw__authjob_cb(void *data, int ok, const char *user, size_t ulen);
 
 /* workers check threads (0 = one per online CPU) and as many rescuers
@@ -81,5 +83,11 @@ int cw__authport_submit(cw__authport *pt, const char *user, size_t ulen,
  * memory is released (now, or by the worker hashing it). From the port's
  * loop thread; a connection that closes mid-check calls this. */
 void cw__authjob_cancel(cw__authjob *j);
+
+/* Tests only: when set, a thread calls it in its post of a job, with
+ * stage 0 once hashed (job not on the port's stack yet) and stage 1 once
+ * on the stack (eventfd not written yet), to play a thread starved there.
+ * Set it before the pool's threads start. */
+extern void (*cw__authpool_post_hook)(int slot, int stage);
 
 #endif
