@@ -75,7 +75,11 @@ struct cw__authtime {
     int64_t t0, t1, cpu;
 };
 /* Hash pass (NUL-terminated) with set's setting, compare in constant
- * time; 1 for good credentials. Touches no table and no lock. */
+ * time; 1 for good credentials. Touches no table and no lock. tm->cpu
+ * is left 0 (cw__auth_pad then counts the wall time): a check thread
+ * measures its own CPU time around the call (authpool.c), while on a loop
+ * the hash is cheap and a thread CPU clock read is a system call, not a
+ * vDSO read: two per churn connection. */
 int cw__auth_hash(struct crypt_data *cd, const struct cw__authset *set,
                   const char *pass, struct cw__authtime *tm);
 /* The time before which a check hashed at tm with setting may not
