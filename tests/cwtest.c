@@ -616,3 +616,30 @@ int cwt_fd_count_pid(pid_t pid)
     closedir(d);
     return n;
 }
+
+int cwt_tasks(pid_t pid, struct cwt_task *out, int max)
+{
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while (n < max && (e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char path[384];
+        snprintf(path, sizeof path, "%s/%s/comm", dir, e->d_name);
+        FILE *f = fopen(path, "re");
+        if (!f)
+            continue;   /* gone meanwhile */
+        struct cwt_task *t = &out[n++];
+        t->tid = atoi(e->d_name);
+        if (!fgets(t->name, sizeof t->name, f))
+            t->name[0] = '\0';
+        t->name[strcspn(t->name, "\n")] = '\0';
+        fclose(f);
+    }
+    closedir(d);
+    return n;
+}

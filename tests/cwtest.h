@@ -138,6 +138,15 @@ int cwt_netns_blackhole(char *a, char *b);
 /* Number of open descriptors of process pid. */
 int cwt_fd_count_pid(pid_t pid);
 
+/* The threads of process pid as the kernel reports them: id and name
+ * (comm without its newline; "" for a thread that has not named itself
+ * yet or could not be read). Fills at most max; returns how many. */
+struct cwt_task {
+    pid_t tid;
+    char name[16];
+};
+int cwt_tasks(pid_t pid, struct cwt_task *out, int max);
+
 /* Move this test process into a network namespace of its own, with only
  * `lo` up, so that nothing else on the machine (another test under
  * `ctest -j`, a benchmark) appears in the kernel socket tables it reads.

@@ -476,38 +476,25 @@ static void test_two_loops_share(void **state)
  * tid). Returns the number of check threads; *rescuers the others. */
 static int count_threads(int check_policy, int check_nice, int *rescuers)
 {
-    DIR *d = opendir("/proc/self/task");
-    assert_non_null(d);
-    int checks = 0;
+    struct cwt_task t[64];
+    int nt = cwt_tasks(getpid(), t, 64), checks = 0;
     *rescuers = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
-        char path[300], comm[32] = "";
-        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
-        FILE *f = fopen(path, "re");
-        if (!f)
-            continue;   /* gone meanwhile */
-        if (!fgets(comm, sizeof comm, f))
-            comm[0] = '\0';
-        fclose(f);
-        pid_t tid = atoi(e->d_name);
+    for (int i = 0; i < nt; i++) {
+        pid_t tid = t[i].tid;
         errno = 0;
         int nice = getpriority(PRIO_PROCESS, (id_t)tid);
         assert_int_equal(errno, 0);
-        if (!strcmp(comm, "cw-auth\n")) {
+        if (!strcmp(t[i].name, "cw-auth")) {
             assert_int_equal(sched_getscheduler(tid), check_policy);
             if (check_policy != SCHED_IDLE)
                 assert_int_equal(nice, check_nice);
             checks++;
-        } else if (!strcmp(comm, "cw-auth-rescue\n")) {
+        } else if (!strcmp(t[i].name, "cw-auth-rescue")) {
             assert_int_equal(sched_getscheduler(tid), SCHED_OTHER);
             assert_int_equal(nice, 19);
             (*rescuers)++;
         }
     }
-    closedir(d);
     return checks;
 }
 

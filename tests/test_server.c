@@ -1038,31 +1038,18 @@ static int auth_threads_in(pid_t pid, int want_policy, int want)
     for (int tries = 0; tries < 3000 && n != want; tries++) {   /* 30 s: starved threads */
         if (tries)
             cwt_sleep_ms(10);
-        char dir[64];
-        snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
-        DIR *d = opendir(dir);
-        assert_non_null(d);
+        struct cwt_task t[64];
+        int nt = cwt_tasks(pid, t, 64);
         n = 0;
-        struct dirent *e;
-        while ((e = readdir(d)) && n >= 0) {
-            char path[384], comm[32] = "";
-            snprintf(path, sizeof path, "%s/%s/comm", dir, e->d_name);
-            FILE *f = e->d_name[0] == '.' ? NULL : fopen(path, "re");
-            if (!f)
+        for (int i = 0; i < nt && n >= 0; i++) {
+            if (strcmp(t[i].name, "cw-auth"))
                 continue;
-            if (!fgets(comm, sizeof comm, f))
-                comm[0] = '\0';
-            fclose(f);
-            if (strcmp(comm, "cw-auth\n"))
-                continue;
-            pid_t tid = atoi(e->d_name);
             errno = 0;
-            int nice = getpriority(PRIO_PROCESS, (id_t)tid);
-            int ok = sched_getscheduler(tid) == want_policy &&
+            int nice = getpriority(PRIO_PROCESS, (id_t)t[i].tid);
+            int ok = sched_getscheduler(t[i].tid) == want_policy &&
                      (want_policy != SCHED_OTHER || (errno == 0 && nice == 19));
             n = ok ? n + 1 : -1;
         }
-        closedir(d);
     }
     return n;
 }
@@ -1071,23 +1058,10 @@ static int auth_threads_in(pid_t pid, int want_policy, int want)
  * rescuers. */
 static int auth_threads_any(pid_t pid)
 {
-    char dir[64];
-    snprintf(dir, sizeof dir, "/proc/%d/task", (int)pid);
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        char path[384], comm[32] = "";
-        snprintf(path, sizeof path, "%s/%s/comm", dir, e->d_name);
-        FILE *f = e->d_name[0] == '.' ? NULL : fopen(path, "re");
-        if (!f)
-            continue;
-        if (fgets(comm, sizeof comm, f) && !strncmp(comm, "cw-auth", 7))
-            n++;
-        fclose(f);
-    }
-    closedir(d);
+    struct cwt_task t[64];
+    int nt = cwt_tasks(pid, t, 64), n = 0;
+    for (int i = 0; i < nt; i++)
+        n += !strncmp(t[i].name, "cw-auth", 7);
     return n;
 }
 
