@@ -181,6 +181,57 @@ static void test_timing_mixed_methods(void **state)
     cw__auth_free(a);
 }
 
+/* A table of cheap methods is timed three times, 100 ms or more apart,
+ * and keeps its cheapest timing: until then the cost is not settled (the
+ * server checks on the loop meanwhile). One timing in a slow moment of
+ * this VM once sent a DES-only server's checks to threads for good. A
+ * table with a costly method is settled at once: it is never timed on
+ * the asking thread. */
+static void test_cheap_table_timed_thrice(void **state)
+{
+    cw__auth *a;
+    assert_int_equal(cw__auth_new(&a), CW_OK);
+    assert_int_equal(cw__auth_add_hash(a, "des", "abzlUXK5ed5rs"), CW_OK);
+    assert_int_equal(cw__auth_add_hash(a, "bsdi", "_/...abcdfsfCUuMO5hc"), CW_OK);
+    int settled = -1;
+    int64_t first = cw__auth_cost_ns(a, &settled);
+    assert_int_equal(settled, 0);
+    assert_true(first > 0 && first < 1000000000);
+    assert_int_equal(cw__auth_cost_ns(a, &settled), first);   /* not due yet */
+    assert_int_equal(settled, 0);
+    int64_t last = first;
+    for (int timing = 2; timing <= 3; timing++) {
+        cwt_sleep_ms(110);
+        int64_t ns = cw__auth_cost_ns(a, &settled);
+        assert_int_equal(settled, timing == 3);
+        assert_true(ns > 0 && ns <= last);
+        last = ns;
+    }
+    cwt_sleep_ms(110);
+    assert_int_equal(cw__auth_cost_ns(a, &settled), last);   /* no more timings */
+    assert_int_equal(settled, 1);
+    /* a new user: timed again, from the start */
+    assert_int_equal(cw__auth_add_hash(a, "md5", "$1$abcdefgh$IQtUouv7y7Q9dRWkQEPCc."), CW_OK);
+    cw__auth_cost_ns(a, &settled);
+    assert_int_equal(settled, 0);
+    assert_int_equal(check(a, "des", "s3cret"), 0);
+    assert_int_equal(check(a, "des", "pw"), 1);   /* crypt("pw", "ab") */
+    /* the DES forms have no "$id$": their shape is checked */
+    assert_int_equal(cw__auth_add_hash(a, "short", "abzlUXK5ed5r"), CW_EINVAL);
+    assert_int_equal(cw__auth_add_hash(a, "dash", "ab-lUXK5ed5rs"), CW_EINVAL);
+    assert_int_equal(cw__auth_add_hash(a, "bsdi", "_/...abcdfsfCUuMO5h"), CW_EINVAL);
+    cw__auth_free(a);
+
+    char yes[256];
+    make_hash("$y$", 3, "pw", yes, sizeof yes);
+    assert_int_equal(cw__auth_new(&a), CW_OK);
+    assert_int_equal(cw__auth_add_hash(a, "des", "abzlUXK5ed5rs"), CW_OK);
+    assert_int_equal(cw__auth_add_hash(a, "slow", yes), CW_OK);
+    assert_int_equal(cw__auth_cost_ns(a, &settled), INT64_MAX);
+    assert_int_equal(settled, 1);
+    cw__auth_free(a);
+}
+
 int main(void)
 {
     cwt_private_netns();
@@ -188,6 +239,7 @@ int main(void)
         CWT_TEST(test_hashes),
         CWT_TEST(test_load_file),
         CWT_TEST(test_timing_mixed_methods),
+        CWT_TEST(test_cheap_table_timed_thrice),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

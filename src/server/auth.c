@@ -9,6 +9,7 @@
 #include <crypt.h>
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,11 @@
 #define SLEEP_FLOOR_NS 100000   /* cw__auth_check: the shortest final sleep */
 #define PAD_CPU_SHARE 4         /* cw__auth_pad: a sample counts at most this
                                    many times its CPU time */
+#define RETIMES 2               /* cheap tables: timed this many more times */
+#define RETIME_NS 100000000     /* ... at least this far apart */
+
+/* crypt(3)'s alphabet: DES salts and digests, BSDi's rounds */
+static const char b64[] = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 struct user {
     char name[MAX_USER + 1];
@@ -45,6 +51,13 @@ struct cw__auth {
     int64_t slow_ns;          /* running cost of that method */
     int64_t calib_ns;         /* its cost when timed: steady, unlike slow_ns,
                                  which a preempted check pushes up */
+    int64_t cal_at;           /* when last timed */
+    /* Read by every login without mu: calib_ns, or -1 while the table is
+     * not calibrated (cal_gen != gen); and how many more timings a table
+     * of cheap methods still wants (cw__auth_cost_ns says why). Written
+     * under mu. */
+    _Atomic int64_t cost;
+    _Atomic int retimes;
 };
 
 int cw_passwd_hash(const char *password, const char *prefix, char *out,
@@ -85,6 +98,8 @@ int cw__auth_new(cw__auth **out)
     }
     pthread_mutex_init(&a->mu, NULL);
     a->cal_gen = a->gen - 1;   /* not calibrated */
+    atomic_init(&a->cost, -1);
+    atomic_init(&a->retimes, 0);
     *out = a;
     return CW_OK;
 }
@@ -116,11 +131,21 @@ static int valid_name(const char *user)
     return 1;
 }
 
-/* A hash crypt(3) accepts as a setting: hashing anything with it works. */
+/* A hash crypt(3) accepts as a setting: hashing anything with it works,
+ * and the result keeps the setting's method. The DES forms have no "$id$"
+ * to compare, so their shape is checked instead: 13 characters for
+ * traditional DES, 20 for BSDi's "_" form, all from crypt's alphabet
+ * (crypt(3) takes almost any two characters as a DES salt). */
 static int valid_hash(cw__auth *a, const char *hash)
 {
+    if (hash[0] != '$') {
+        size_t n = strlen(hash);
+        if (n != (hash[0] == '_' ? 20u : 13u) ||
+            strspn(hash + (hash[0] == '_'), b64) != n - (hash[0] == '_'))
+            return 0;
+    }
     const char *h = crypt_rn("", hash, a->cd, sizeof *a->cd);
-    return h && h[0] != '*' && strncmp(h, hash, 3) == 0;
+    return h && h[0] != '*' && strncmp(h, hash, hash[0] == '$' ? 3 : 1) == 0;
 }
 
 static int add_hash(cw__auth *a, const char *user, const char *hash)
@@ -145,6 +170,8 @@ static int add_hash(cw__auth *a, const char *user, const char *hash)
     strcpy(u->name, user);
     u->hash = copy;
     a->gen++;
+    atomic_store(&a->cost, -1);
+    atomic_store(&a->retimes, 0);
     return CW_OK;
 }
 
@@ -255,7 +282,6 @@ static int64_t cost_of(struct crypt_data *cd, const char *setting)
  * itself, so a server with only these never starts a check thread. */
 static int cheap_method(const char *hash)
 {
-    static const char b64[] = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
     if (hash[0] == '_') {   /* "_" then the rounds: 4 chars, 6 bits each, low first */
         unsigned long rounds = 0;
         for (int i = 4; i >= 1; i--) {
@@ -269,6 +295,24 @@ static int cheap_method(const char *hash)
     return hash[0] != '$' || !strncmp(hash, "$1$", 3) || !strncmp(hash, "$3$", 3);
 }
 
+/* Where every method present is cheap, calibrating costs microseconds:
+ * done on the asking loop (cw__auth_cost_ns). Under mu. */
+static int all_cheap(cw__auth *a)
+{
+    int cheap = a->nusers > 0;
+    for (int i = 0; i < a->nusers && cheap; i++)
+        cheap = cheap_method(a->users[i].hash);
+    return cheap;
+}
+
+/* A timing is due: the table changed, or a cheap one wants another
+ * (cw__auth_cost_ns). Under mu. */
+static int timing_due(cw__auth *a)
+{
+    return a->cal_gen != a->gen ||
+           (atomic_load(&a->retimes) > 0 && now_ns() - a->cal_at >= RETIME_NS);
+}
+
 /* Which settings to time: each distinct method present once (under mu).
  * The strings outlive the calibration: hashes are never freed or changed
  * while the table lives. */
@@ -277,7 +321,7 @@ int cw__auth_calib_prepare(cw__auth *a, struct cw__authcal *c)
     memset(c, 0, sizeof *c);
     pthread_mutex_lock(&a->mu);
     c->gen = a->gen;
-    int need = a->cal_gen != a->gen;
+    int need = timing_due(a);
     c->need_dummy = a->nusers == 0 && !a->dummy;
     for (int i = -1; i < a->nusers && c->n < CW__AUTH_METHODS; i++) {
         const char *h = i < 0 ? a->dummy : a->users[i].hash;
@@ -310,35 +354,43 @@ void cw__auth_calib_run(struct cw__authcal *c, struct crypt_data *cd)
 
 /* Remember the costliest method: unknown users are hashed with it, and
  * every check is padded to its cost. Dropped if users were added since
- * prepare: the next check calibrates again. */
+ * prepare: the next check calibrates again. A table timed again keeps
+ * its cheapest timing. */
 void cw__auth_calib_publish(cw__auth *a, const struct cw__authcal *c)
 {
     pthread_mutex_lock(&a->mu);
     if (c->gen == a->gen) {
         if (c->dummy[0] && !a->dummy)
             a->dummy = strdup(c->dummy);
-        a->slowest = a->nusers ? a->users[0].hash : a->dummy;
-        a->slow_ns = a->calib_ns = 0;
+        const char *slowest = a->nusers ? a->users[0].hash : a->dummy;
+        int64_t cost = 0;
         for (int i = 0; i <= c->n; i++) {
             const char *h = i < c->n ? c->setting[i] : a->dummy;
             int64_t ns = i < c->n ? c->ns[i] : c->dummy_ns;
-            if (h && (i < c->n || c->dummy[0]) && ns > a->slow_ns) {
-                a->slow_ns = a->calib_ns = ns;
-                a->slowest = h;
+            if (h && (i < c->n || c->dummy[0]) && ns > cost) {
+                cost = ns;
+                slowest = h;
             }
         }
-        a->slowest_len = a->slowest ? method_len(a->slowest) : 0;
-        a->cal_gen = a->gen;
+        int first = a->cal_gen != a->gen;
+        if (first || cost < a->calib_ns) {
+            a->slowest = slowest;
+            a->slowest_len = slowest ? method_len(slowest) : 0;
+            a->slow_ns = a->calib_ns = cost;
+            a->cal_gen = a->gen;
+            atomic_store(&a->cost, cost);
+        }
+        int left = atomic_load(&a->retimes);
+        atomic_store(&a->retimes, first ? (all_cheap(a) ? RETIMES : 0)
+                                        : left > 0 ? left - 1 : 0);
+        a->cal_at = now_ns();
     }
     pthread_mutex_unlock(&a->mu);
 }
 
 int cw__auth_calibrated(cw__auth *a)
 {
-    pthread_mutex_lock(&a->mu);
-    int ok = a->cal_gen == a->gen;
-    pthread_mutex_unlock(&a->mu);
-    return ok;
+    return atomic_load(&a->cost) >= 0;
 }
 
 /* Calibrate on the calling thread (which blocks for a few hashes); cd: a
@@ -405,15 +457,18 @@ static void wipe(struct crypt_data *cd)
 int cw__auth_hash(struct crypt_data *cd, const struct cw__authset *set,
                   const char *pass, struct cw__authtime *tm)
 {
-    tm->t0 = tm->t1 = now_ns();
-    tm->cpu = 0;
+    if (tm) {
+        tm->t0 = tm->t1 = now_ns();
+        tm->cpu = 0;
+    }
     if (set->reject || !set->setting)
         return 0;
     const char *h = crypt_rn(pass, set->setting, cd, sizeof *cd);
     int ok = set->stored && h && h[0] != '*' && equal_ct(h, set->stored);
     if (h)
         wipe(cd);
-    tm->t1 = now_ns();
+    if (tm)
+        tm->t1 = now_ns();
     return ok;
 }
 
@@ -454,7 +509,8 @@ int cw__auth_verify(cw__auth *a, struct crypt_data *cd, const char *user,
                     size_t ulen, const char *pass, size_t plen, int64_t *due_ns)
 {
     char pw[CW__AUTH_MAX_PASS];
-    *due_ns = now_ns();
+    if (due_ns)
+        *due_ns = now_ns();
     struct cw__authset set;
     cw__auth_lookup(a, user, ulen, plen, &set);
     if (set.reject)
@@ -468,9 +524,10 @@ int cw__auth_verify(cw__auth *a, struct crypt_data *cd, const char *user,
     memcpy(pw, pass, plen);
     pw[plen] = '\0';
     struct cw__authtime tm;
-    int ok = cw__auth_hash(cd, &set, pw, &tm);
+    int ok = cw__auth_hash(cd, &set, pw, due_ns ? &tm : NULL);
     explicit_bzero(pw, plen + 1);   /* what was copied: not all of it */
-    *due_ns = cw__auth_pad(a, set.setting, &tm);
+    if (due_ns)
+        *due_ns = cw__auth_pad(a, set.setting, &tm);
     return ok;
 }
 
@@ -495,33 +552,35 @@ int cw__auth_check(cw__auth *a, struct crypt_data *cd, const char *user,
     return ok;
 }
 
-/* Where every method present is cheap, calibrating costs microseconds:
- * done here, on the asking loop. */
-static int all_cheap(cw__auth *a)
+/* A table of cheap methods is timed on the loop that asks, three times
+ * at least RETIME_NS apart, and keeps the cheapest: on this kind of
+ * machine (a VM) the CPU runs 5-10 times slower for a few milliseconds
+ * now and then, so one timing (cheapest of three hashes in a row) of a
+ * 5 us DES hash came out over INLINE_CHECK_NS about once in 50, and sent
+ * every check of that server to threads for good. Until the third
+ * timing the answer is not settled, and the caller checks on the loop:
+ * every method here is cheap enough to. The lock is taken only then:
+ * once settled, a login reads two atomics. */
+int64_t cw__auth_cost_ns(cw__auth *a, int *settled)
 {
-    int cheap = a->nusers > 0;
-    for (int i = 0; i < a->nusers && cheap; i++)
-        cheap = cheap_method(a->users[i].hash);
-    return cheap;
-}
-
-int64_t cw__auth_cost_ns(cw__auth *a)
-{
+    int64_t ns = atomic_load(&a->cost);
+    if (ns >= 0 && atomic_load(&a->retimes) == 0) {
+        *settled = 1;
+        return ns;
+    }
     pthread_mutex_lock(&a->mu);
-    int calibrated = a->cal_gen == a->gen, cheap = !calibrated && all_cheap(a);
-    int64_t ns = calibrated ? a->calib_ns : INT64_MAX;
+    int cheap = all_cheap(a), due = cheap && timing_due(a);
     pthread_mutex_unlock(&a->mu);
-    if (cheap) {
+    if (due) {
         struct crypt_data *cd = calloc(1, sizeof *cd);
         if (cd) {
             calibrate_here(a, cd);
             free(cd);
         }
-        pthread_mutex_lock(&a->mu);
-        ns = a->cal_gen == a->gen ? a->calib_ns : INT64_MAX;
-        pthread_mutex_unlock(&a->mu);
+        ns = atomic_load(&a->cost);
     }
-    return ns;
+    *settled = !cheap || (ns >= 0 && atomic_load(&a->retimes) == 0);
+    return ns >= 0 ? ns : INT64_MAX;
 }
 
 int64_t cw__auth_now_ns(void)

@@ -42,7 +42,9 @@ int cw__auth_check(cw__auth *a, struct crypt_data *cd, const char *user,
  * (32 KiB; one per thread) and stores in *due_ns the CLOCK_MONOTONIC time
  * (cw__auth_now_ns() scale) before which the answer must not be given.
  * The caller waits, so a worker thread is not held by padding: the event
- * loop defers the reply with a timer instead. */
+ * loop defers the reply with a timer instead. due_ns NULL: answered at
+ * once (a loop with check threads, only for methods cheaper than a
+ * hand-off): no padding, no clock read, no running-cost bookkeeping. */
 int cw__auth_verify(cw__auth *a, struct crypt_data *cd, const char *user,
                     size_t ulen, const char *pass, size_t plen,
                     int64_t *due_ns);
@@ -75,7 +77,8 @@ struct cw__authtime {
     int64_t t0, t1, cpu;
 };
 /* Hash pass (NUL-terminated) with set's setting, compare in constant
- * time; 1 for good credentials. Touches no table and no lock. tm->cpu
+ * time; 1 for good credentials. Touches no table and no lock. tm NULL:
+ * no clock read. tm->cpu
  * is left 0 (cw__auth_pad then counts the wall time): a check thread
  * measures its own CPU time around the call (authpool.c), while on a loop
  * the hash is cheap and a thread CPU clock read is a system call, not a
@@ -103,8 +106,9 @@ int cw__auth_calibrated(cw__auth *a);
  * users last changed: every check is padded to about that), in ns, or
  * INT64_MAX until calibrated. Calibrates here only where every method
  * present costs microseconds (DES, MD5): this is called on an event
- * loop. */
-int64_t cw__auth_cost_ns(cw__auth *a);
+ * loop. *settled 0: such a table is not yet timed often enough to trust
+ * the cost (auth.c says why): check on the loop meanwhile. */
+int64_t cw__auth_cost_ns(cw__auth *a, int *settled);
 
 /* CLOCK_MONOTONIC in ns: the scale of cw__auth_verify's *due_ns. */
 int64_t cw__auth_now_ns(void);

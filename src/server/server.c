@@ -541,8 +541,10 @@ static void start_check(cw_server *s, cw_stream *st, struct sess *c,
  * more per login: the churn benchmark's loop spent most of its time
  * asleep, at a quarter of the peers' connections/s). Only methods cheaper
  * than INLINE_CHECK_NS come here then, so what an answer's time could
- * tell apart is under 20 us: an unknown user is hashed with the costliest
- * method present, like a known user of that method. Without threads
+ * tell apart is under 20 us (in a table of cheap methods whose cost is
+ * not settled yet, cw__auth_cost_ns, up to MD5's few hundred us): an
+ * unknown user is hashed with the costliest method present, like a known
+ * user of that method. Without threads
  * (--auth-threads 0, the blocking mode) every check comes here and is
  * padded by a sleep. 0 (refused) without memory for the hash. */
 static int check_on_loop(cw_server *s, const struct cw_req *r)
@@ -558,9 +560,9 @@ static int check_on_loop(cw_server *s, const struct cw_req *r)
         cw__loop_update_time(s->loop);
         return ok;
     }
-    int64_t due_ns;   /* the pad, not waited for (above) */
+    /* no pad: answered at once (above) */
     return cw__auth_verify(s->auth, s->cd, r->user, r->user_len, r->pass,
-                           r->pass_len, &due_ns);
+                           r->pass_len, NULL);
 }
 
 static void handle_auth(cw_server *s, cw_stream *st, struct sess *c,
@@ -581,7 +583,8 @@ static void handle_auth(cw_server *s, cw_stream *st, struct sess *c,
     /* A check cheaper than a hand-off to a thread (DES in the churn
      * benchmark: half a microsecond) runs here; anything that could stall
      * the loop goes to the pool. */
-    if (s->pool && cw__auth_cost_ns(s->auth) > INLINE_CHECK_NS) {
+    int settled;
+    if (s->pool && cw__auth_cost_ns(s->auth, &settled) > INLINE_CHECK_NS && settled) {
         start_check(s, st, c, r);
         return;
     }
