@@ -7,6 +7,8 @@
 #include <crypt.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -232,6 +234,52 @@ static void test_cheap_table_timed_thrice(void **state)
     cw__auth_free(a);
 }
 
+/* A login's look-up takes no lock while users are added (the table grows
+ * through several arrays): a look-up finds every user added before it
+ * started, with its own hash. ASan catches a read of a freed array. */
+struct adder {
+    cw__auth *a;
+    _Atomic int added;   /* users 0..added-1 are in the table */
+};
+
+static void *add_users(void *arg)
+{
+    struct adder *ad = arg;
+    for (int i = 0; i < 1000; i++) {
+        char name[16];
+        snprintf(name, sizeof name, "u%d", i);
+        assert_int_equal(cw__auth_add_hash(ad->a, name, "abzlUXK5ed5rs"), CW_OK);
+        atomic_store(&ad->added, i + 1);
+    }
+    return NULL;
+}
+
+static void test_lookup_while_adding(void **state)
+{
+    struct adder ad = {.added = 0};
+    assert_int_equal(cw__auth_new(&ad.a), CW_OK);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, add_users, &ad), 0);
+    int lookups = 0, last;
+    do {
+        last = atomic_load(&ad.added);
+        for (int i = last - 1; i >= 0 && i >= last - 3; i--) {
+            char name[16];
+            int n = snprintf(name, sizeof name, "u%d", i);
+            struct cw__authset set;
+            cw__auth_lookup(ad.a, name, (size_t)n, 2, &set);
+            assert_non_null(set.stored);
+            assert_string_equal(set.stored, "abzlUXK5ed5rs");
+            lookups++;
+        }
+    } while (last < 1000);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(cw__auth_count(ad.a), 1000);
+    print_message("%d look-ups while 1000 users were added\n", lookups);
+    assert_true(lookups > 0);
+    cw__auth_free(ad.a);
+}
+
 int main(void)
 {
     cwt_private_netns();
@@ -240,6 +288,7 @@ int main(void)
         CWT_TEST(test_load_file),
         CWT_TEST(test_timing_mixed_methods),
         CWT_TEST(test_cheap_table_timed_thrice),
+        CWT_TEST(test_lookup_while_adding),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

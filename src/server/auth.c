@@ -31,22 +31,31 @@ struct user {
     char *hash;
 };
 
-/* The table, the calibration and the running cost are guarded by mu,
- * which only event loops (and whoever adds users) take, only around
- * table reads and bookkeeping, never around a hash: the check threads of
+/* Changes to the table, the calibration and the running cost happen
+ * under mu, which only event loops (and whoever adds users) take, only
+ * around bookkeeping, never around a hash: the check threads of
  * authpool.c run cw__auth_hash and cw__auth_calib_run alone, which read
- * only strings that never change, and take no lock at all. */
+ * only strings that never change, and take no lock at all. A login's
+ * look-up takes no lock either: the table only grows, an entry is
+ * written before nusers counts it, and an array outgrown stays allocated
+ * (retired) until the table is freed, so a reader holding the old one
+ * reads entries that are still there. */
 struct cw__auth {
     pthread_mutex_t mu;
-    struct user *users;
-    int nusers, cap;
+    _Atomic(struct user *) users;
+    _Atomic int nusers;
+    int cap;
+    struct user *retired[40];   /* outgrown arrays: 8 << 39 is more than
+                                   an int counts */
+    int nretired;
     char *dummy;              /* setting for unknown users, no users */
     struct crypt_data *cd;    /* 32 KiB, for calls under mu: allocated
                                  once, not per call */
     unsigned gen;             /* users added so far */
     unsigned cal_gen;         /* gen when last calibrated (calibrated:
                                  cal_gen == gen) */
-    const char *slowest;      /* hash of the costliest method present */
+    _Atomic(const char *) slowest;   /* hash of the costliest method
+                                        present: read without mu */
     size_t slowest_len;       /* its method prefix (method_len) */
     int64_t slow_ns;          /* running cost of that method */
     int64_t calib_ns;         /* its cost when timed: steady, unlike slow_ns,
@@ -111,6 +120,8 @@ void cw__auth_free(cw__auth *a)
     for (int i = 0; i < a->nusers; i++)
         free(a->users[i].hash);
     free(a->users);
+    for (int i = 0; i < a->nretired; i++)
+        free(a->retired[i]);
     free(a->dummy);
     explicit_bzero(a->cd, sizeof *a->cd);
     free(a->cd);
@@ -155,20 +166,26 @@ static int add_hash(cw__auth *a, const char *user, const char *hash)
     for (int i = 0; i < a->nusers; i++)
         if (!strcmp(a->users[i].name, user))
             return -EEXIST;
-    if (a->nusers == a->cap) {
+    int n = a->nusers;
+    if (n == a->cap) {   /* not realloc: a look-up may be reading the old one */
         int cap = a->cap ? a->cap * 2 : 8;
-        struct user *u = realloc(a->users, (size_t)cap * sizeof *u);
+        struct user *u = malloc((size_t)cap * sizeof *u);
         if (!u)
             return -ENOMEM;
-        a->users = u;
+        if (n)
+            memcpy(u, a->users, (size_t)n * sizeof *u);
+        if (a->users)
+            a->retired[a->nretired++] = a->users;
+        a->users = u;   /* before nusers counts an entry past the old array */
         a->cap = cap;
     }
     char *copy = strdup(hash);
     if (!copy)
         return -ENOMEM;
-    struct user *u = &a->users[a->nusers++];
+    struct user *u = &a->users[n];
     strcpy(u->name, user);
     u->hash = copy;
+    a->nusers = n + 1;   /* after the entry is written */
     a->gen++;
     atomic_store(&a->cost, -1);
     atomic_store(&a->retimes, 0);
@@ -187,12 +204,7 @@ int cw__auth_add_hash(cw__auth *a, const char *user, const char *hash)
 
 int cw__auth_count(cw__auth *a)
 {
-    if (!a)
-        return CW_EINVAL;
-    pthread_mutex_lock(&a->mu);
-    int n = a->nusers;
-    pthread_mutex_unlock(&a->mu);
-    return n;
+    return a ? a->nusers : CW_EINVAL;
 }
 
 int cw__auth_load(cw__auth *a, const char *path, int *bad_line)
@@ -417,27 +429,25 @@ int cw__auth_lookup(cw__auth *a, const char *user, size_t ulen, size_t plen,
     set->reject = ulen > MAX_USER || plen >= CW__AUTH_MAX_PASS;
     if (set->reject)
         return 0;
-    pthread_mutex_lock(&a->mu);
+    /* No lock (struct cw__auth says why): nusers first, then the array,
+     * which holds at least that many entries. */
+    int n = atomic_load_explicit(&a->nusers, memory_order_acquire);
+    const struct user *users = atomic_load_explicit(&a->users, memory_order_acquire);
     /* Every entry, match or not: the look-up is outside the padded
      * interval, so its time must not tell a known user (found early)
      * from an unknown one (the whole table). */
-    for (int i = 0; i < a->nusers; i++) {
-        int m = strlen(a->users[i].name) == ulen && !memcmp(a->users[i].name, user, ulen);
+    for (int i = 0; i < n; i++) {
+        int m = strlen(users[i].name) == ulen && !memcmp(users[i].name, user, ulen);
         if (m && !set->stored)
-            set->stored = a->users[i].hash;
+            set->stored = users[i].hash;
     }
-    set->setting = set->stored ? set->stored
-                               : a->cal_gen == a->gen ? a->slowest : NULL;
-    pthread_mutex_unlock(&a->mu);
+    set->setting = set->stored ? set->stored : cw__auth_slowest(a);
     return 0;
 }
 
 const char *cw__auth_slowest(cw__auth *a)
 {
-    pthread_mutex_lock(&a->mu);
-    const char *h = a->cal_gen == a->gen ? a->slowest : NULL;
-    pthread_mutex_unlock(&a->mu);
-    return h;
+    return cw__auth_calibrated(a) ? a->slowest : NULL;
 }
 
 /* After a hash: libxcrypt erases its own 30 KiB scratch area (internal)
