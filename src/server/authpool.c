@@ -574,7 +574,7 @@ static int stalled(cw__authjob *j, int64_t now)
     return starved;
 }
 
-static void watch_start(cw__authport *pt);
+static int watch_arm(cw__authport *pt);
 
 /* Every RESCUE_MS while the port has checks in flight: take posts whose
  * thread was starved between its push and its eventfd write, hand this
@@ -601,17 +601,19 @@ static void on_watch(cw_loop *loop, cw_timer *t)
     }
     dispatch(p, pt, now);
     pthread_mutex_unlock(&p->mu);
-    watch_start(pt);
+    if (pt->inflight > 0)
+        (void)watch_arm(pt);   /* cannot fail: this timer's heap slot was just freed */
     while (pt->batch.head)
         settle_job(pt, pt->batch.head);
 }
 
-static void watch_start(cw__authport *pt)
+/* -ENOMEM when the loop's timer heap cannot grow. */
+static int watch_arm(cw__authport *pt)
 {
-    if (pt->inflight > 0 && !cw_timer_active(&pt->watch)) {
-        pt->watch.data = pt;
-        cw_timer_start(pt->loop, &pt->watch, cw_now_ms() + RESCUE_MS, on_watch);
-    }
+    if (cw_timer_active(&pt->watch))
+        return CW_OK;
+    pt->watch.data = pt;
+    return cw_timer_start(pt->loop, &pt->watch, cw_now_ms() + RESCUE_MS, on_watch);
 }
 
 int cw__authport_new(cw__authpool *p, cw_loop *loop, cw__authport **out)
@@ -741,8 +743,16 @@ int cw__authport_submit(cw__authport *pt, const char *user, size_t ulen,
     j->plen = (uint16_t)plen;
     memcpy(j->buf, user, ulen);
     memcpy(j->buf + ulen, pass, plen);
+    /* The watch first: a check queued without it could wait for ever on
+     * a starved thread. Started for nothing if the queue is full: it
+     * then finds nothing in flight and stops. */
+    int rc = watch_arm(pt);
+    if (rc < 0) {
+        job_free(j);
+        return rc;
+    }
     pthread_mutex_lock(&p->mu);
-    int rc = p->queued >= p->queue_max ? -EBUSY : CW_OK;
+    rc = p->queued >= p->queue_max ? -EBUSY : CW_OK;
     if (rc == CW_OK && p->started < 2 * p->nthreads)
         rc = start_threads(p, cw__auth_now_ns());   /* the first check that needs them */
     if (rc < 0) {
@@ -758,7 +768,6 @@ int cw__authport_submit(cw__authport *pt, const char *user, size_t ulen,
     pt->inflight++;
     dispatch(p, pt, cw__auth_now_ns());
     pthread_mutex_unlock(&p->mu);
-    watch_start(pt);
     *job = j;
     return CW_OK;
 }
