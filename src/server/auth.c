@@ -334,6 +334,8 @@ int cw__auth_calib_prepare(cw__auth *a, struct cw__authcal *c)
     pthread_mutex_lock(&a->mu);
     c->gen = a->gen;
     int need = timing_due(a);
+    if (need && a->cal_gen == a->gen)
+        a->cal_at = now_ns();   /* a re-timing: another loop's waits its turn */
     c->need_dummy = a->nusers == 0 && !a->dummy;
     for (int i = -1; i < a->nusers && c->n < CW__AUTH_METHODS; i++) {
         const char *h = i < 0 ? a->dummy : a->users[i].hash;
