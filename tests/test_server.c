@@ -1074,19 +1074,39 @@ static void test_auth_threads_lazy(void **state)
     int fd = mkstemp(path);
     assert_true(fd >= 0);
     dprintf(fd, "dan:_/...abcdfsfCUuMO5hc\n");   /* BSDi DES, 1 round, "s3cret" */
+    dprintf(fd, "trad:abzlUXK5ed5rs\n");         /* traditional DES, "pw" */
     close(fd);
     const char *const args[] = {"--credentials", path, "--auth-threads", "2", NULL};
     struct srv s;
     srv_start(&s, args);
-    const char *const tries[] = {"AUTH dan s3cret\n", "AUTH dan wrong\n", "AUTH nobody x\n"};
-    const char *const want[] = {"OK", "ERR bad credentials", "ERR bad credentials"};
-    for (int i = 0; i < 3; i++) {
+    const char *const tries[] = {"AUTH dan s3cret\n", "AUTH dan wrong\n", "AUTH nobody x\n",
+                                 "AUTH trad pw\n"};
+    const char *const want[] = {"OK", "ERR bad credentials", "ERR bad credentials", "OK"};
+    for (int i = 0; i < 4; i++) {
         cw_conn *c = dial(&s);
         send_str(c, tries[i]);
         expect(c, want[i]);
         cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
     }
     assert_int_equal(auth_threads_any(s.pid), 0);
+    srv_stop(&s);
+    srv_done(&s);
+    /* MD5 (~0.3 ms) is dear: its checks go to the threads, at the latest
+     * once its cost is settled (three timings 100 ms apart, auth.c) */
+    fd = open(path, O_WRONLY | O_TRUNC);
+    assert_true(fd >= 0);
+    dprintf(fd, "md:$1$abcdefgh$IQtUouv7y7Q9dRWkQEPCc.\n");   /* "pw" */
+    close(fd);
+    srv_start(&s, args);
+    for (int i = 0; i < 4 && auth_threads_any(s.pid) == 0; i++) {
+        if (i)
+            cwt_sleep_ms(150);
+        cw_conn *c = dial(&s);
+        send_str(c, "AUTH md pw\n");
+        expect(c, "OK");
+        cw_close(&c, CW_CLOSE_GRACEFUL, cw_now_ms() + 2000);
+    }
+    assert_int_equal(auth_threads_in(s.pid, SCHED_IDLE, 2), 2);
     srv_stop(&s);
     srv_done(&s);
     unlink(path);

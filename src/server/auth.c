@@ -570,9 +570,10 @@ int cw__auth_check(cw__auth *a, struct crypt_data *cd, const char *user,
  * now and then, so one timing (cheapest of three hashes in a row) of a
  * 5 us DES hash came out over INLINE_CHECK_NS about once in 50, and sent
  * every check of that server to threads for good. Until the third
- * timing the answer is not settled, and the caller checks on the loop:
- * every method here is cheap enough to. The lock is taken only then:
- * once settled, a login reads two atomics. */
+ * timing the answer is not settled, and the caller may keep checking on
+ * the loop (server.c's handle_auth: if the cost is within what a slow
+ * moment explains). The lock is taken only then: once settled, a login
+ * reads two atomics. */
 int64_t cw__auth_cost_ns(cw__auth *a, int *settled)
 {
     int64_t ns = atomic_load(&a->cost);

@@ -107,7 +107,8 @@ int cw__auth_calibrated(cw__auth *a);
  * INT64_MAX until calibrated. Calibrates here only where every method
  * present costs microseconds (DES, MD5): this is called on an event
  * loop. *settled 0: such a table is not yet timed often enough to trust
- * the cost (auth.c says why): check on the loop meanwhile. */
+ * a cost over the caller's bound (auth.c says why; it can only be too
+ * high, never too low). */
 int64_t cw__auth_cost_ns(cw__auth *a, int *settled);
 
 /* CLOCK_MONOTONIC in ns: the scale of cw__auth_verify's *due_ns. */
