@@ -186,6 +186,8 @@ int cw_stream_adopt(cw_loop *loop, int fd, const struct cw_stream_opts *opts,
 
 static void drop_queue(cw_stream *s)
 {
+    if (!s->out)
+        return;   /* the usual case: no call into free() */
     free(s->out);
     s->out = NULL;
 }

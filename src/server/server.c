@@ -672,6 +672,8 @@ static size_t process(cw_server *s, cw_stream *st, struct sess *c,
 
 static void drop_rbuf(cw_server *s, struct sess *c)
 {
+    if (!c->rbuf)
+        return;   /* the usual case: no call into free() */
     s->rbuf_bytes -= c->rlen;
     free(c->rbuf);
     c->rbuf = NULL;
@@ -972,9 +974,9 @@ static int pick(cw_acceptor *a, void *data, cw_stream **victim)
 
 /* A lingering close gives way (1), if there is one (0: none, or only
  * closes still flushing). */
-static int reclaim_lingering(cw_server *s, struct cw_acceptor_stats as)
+static int reclaim_lingering(cw_server *s)
 {
-    if (!as.closing)
+    if (!acc_stats(s).closing)
         return 0;
     s->no_pick = 1;   /* the lingering closes only, not the pick's choice */
     int n = cw_acceptor_reclaim(s->acc, 1);
@@ -993,9 +995,10 @@ static int admit(cw_acceptor *a, void *data)
     cw_stream *v;
     if (s->stopping)
         return 0;
-    struct cw_acceptor_stats as = acc_stats(s);
+    /* The acceptor's counts only at the cap: a copy of its stats per
+     * accept was most of this function's cost. */
     int open = atomic_load(&first_loop(s)->open_all);
-    if (open >= s->o.max_conns && !reclaim_lingering(s, as)) {
+    if (open >= s->o.max_conns && !reclaim_lingering(s)) {
         if ((v = unauth_victim(s, 1, &when))) {
             evict(s, v, EV_MAX_CONNS);
         } else if (s->nunauth) {
