@@ -20,6 +20,7 @@
 #define RECLAIM_BATCH 8          /* streams closed per descriptor shortage */
 #define RECLAIM_MIN_IDLE_MS 1000 /* never reclaim a stream this fresh */
 #define SPARE_MAX 256            /* freed streams kept for reuse: a batch */
+#define SPARE_BYTES 65536        /* and at most this much memory in them */
 
 /* A spare's memory is off limits under ASan, as if freed: a stream used
  * after its on_closed is still caught. */
@@ -54,8 +55,9 @@ struct cw_acceptor {
      * accepts: what a churn frees in one loop pass it allocates again in
      * the next, and in glibc a chunk this size (past the fast bins) took
      * the arena's slow paths both ways; a spare is also still in cache. */
-    void *spare;                 /* linked through its first word */
-    uint32_t nspare;
+    void *spare;                 /* linked through its first word; at most
+                                    spare_max: SPARE_MAX, fewer when large */
+    uint32_t nspare, spare_max;
     cw_acceptor_cb *cb;
     cw_acceptor_pick_cb *pick;   /* the owner's choice, before idle streams */
     cw_acceptor_admit_cb *admit; /* asked before every accept */
@@ -170,7 +172,7 @@ static void free_spares(cw_acceptor *a)
 
 void cw__acceptor_put(cw_acceptor *a, cw_stream *s)
 {
-    if (!a->freed && a->nspare < SPARE_MAX) {
+    if (!a->freed && a->nspare < a->spare_max) {
         *(void **)s = a->spare;
         a->spare = s;
         a->nspare++;
@@ -327,6 +329,9 @@ int cw_acceptor_new(cw_loop *loop, cw_listener *l,
         return -ENOMEM;
     cw__sprof_init(&a->prof, loop, sopts);
     a->prof.a = a;
+    a->spare_max = (uint32_t)(SPARE_BYTES / stream_size(a));
+    if (a->spare_max > SPARE_MAX)
+        a->spare_max = SPARE_MAX;
     a->io.fd = cw_listener_fd(l);
     a->io.data = a;
     a->timer.data = a;
