@@ -19,6 +19,24 @@
 #define ACCEPT_BACKOFF_MS 100    /* retry after EMFILE with nothing to reclaim */
 #define RECLAIM_BATCH 8          /* streams closed per descriptor shortage */
 #define RECLAIM_MIN_IDLE_MS 1000 /* never reclaim a stream this fresh */
+#define SPARE_MAX 256            /* freed streams kept for reuse: a batch */
+#define SPARE_BYTES 65536        /* and at most this much memory in them */
+
+/* A spare's memory is off limits under ASan, as if freed: a stream used
+ * after its on_closed is still caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#define CW_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CW_ASAN 1
+#endif
+#endif
+#ifdef CW_ASAN
+#include <sanitizer/asan_interface.h>
+#else
+#define ASAN_POISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
+#define ASAN_UNPOISON_MEMORY_REGION(p, n) ((void)(p), (void)(n))
+#endif
 
 struct list {
     cw_stream *head, *tail;
@@ -33,6 +51,13 @@ struct cw_acceptor {
     int freed;                   /* cw_acceptor_free() was called */
     int64_t retry_at;            /* the pick's sooner retry, or 0 */
     uint64_t refs;               /* streams whose memory is not freed yet */
+    /* The memory of ended streams, last freed first, for the next
+     * accepts: what a churn frees in one loop pass it allocates again in
+     * the next, and in glibc a chunk this size (past the fast bins) took
+     * the arena's slow paths both ways; a spare is also still in cache. */
+    void *spare;                 /* linked through its first word; at most
+                                    spare_max: SPARE_MAX, fewer when large */
+    uint32_t nspare, spare_max;
     cw_acceptor_cb *cb;
     cw_acceptor_pick_cb *pick;   /* the owner's choice, before idle streams */
     cw_acceptor_admit_cb *admit; /* asked before every accept */
@@ -123,8 +148,38 @@ void cw__acceptor_ended(cw_stream *s, int why)
         resume(a);   /* a descriptor just came back */
 }
 
-void cw__acceptor_put(cw_acceptor *a)
+static size_t stream_size(const cw_acceptor *a)
 {
+    return CW__STREAM_SIZE + a->prof.o.user_size;
+}
+
+void *cw__acceptor_spare(cw_acceptor *a)
+{
+    void *m = a->spare;
+    if (!m)
+        return NULL;
+    ASAN_UNPOISON_MEMORY_REGION(m, stream_size(a));
+    a->spare = *(void **)m;
+    a->nspare--;
+    return m;
+}
+
+static void free_spares(cw_acceptor *a)
+{
+    while (a->nspare)
+        free(cw__acceptor_spare(a));
+}
+
+void cw__acceptor_put(cw_acceptor *a, cw_stream *s)
+{
+    if (!a->freed && a->nspare < a->spare_max) {
+        *(void **)s = a->spare;
+        a->spare = s;
+        a->nspare++;
+        ASAN_POISON_MEMORY_REGION(s, stream_size(a));
+    } else {
+        free(s);
+    }
     if (--a->refs == 0 && a->freed)
         free(a);
 }
@@ -274,6 +329,9 @@ int cw_acceptor_new(cw_loop *loop, cw_listener *l,
         return -ENOMEM;
     cw__sprof_init(&a->prof, loop, sopts);
     a->prof.a = a;
+    a->spare_max = (uint32_t)(SPARE_BYTES / stream_size(a));
+    if (a->spare_max > SPARE_MAX)
+        a->spare_max = SPARE_MAX;
     a->io.fd = cw_listener_fd(l);
     a->io.data = a;
     a->timer.data = a;
@@ -413,6 +471,7 @@ int cw_acceptor_free(cw_acceptor **ap)
     cw_timer_stop(a->prof.loop, &a->timer);
     detach(&a->active);
     detach(&a->linger);
+    free_spares(a);
     a->freed = 1;
     if (a->refs == 0)
         free(a);

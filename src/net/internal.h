@@ -95,7 +95,24 @@ int cw__tqueue_put(cw_tqueue *q, cw_tqentry *e, int64_t deadline);
  * with the loop: its index (>= 1) for cw__loop_tq, or 0 when the loop
  * keeps too many already or is out of memory (use the heap then). */
 int cw__loop_tqueue(cw_loop *l, int64_t timeout_ms, cw_tqueue_cb *cb);
-cw_tqueue *cw__loop_tq(const cw_loop *l, int index);
+
+/* What every stream step reads of its loop, at the start of struct
+ * cw_loop (loop.c) so that the two look-ups below are inline: each was a
+ * call, and a code line of its own, 11 times per churn connection. */
+#define CW__LOOP_QUEUES 64   /* distinct fixed timeouts a loop keeps */
+struct cw__loop_hot {
+    int in_pass;                          /* dispatching or running timers */
+    int nown;
+    int64_t now;                          /* the pass's time */
+    cw_tqueue *own[CW__LOOP_QUEUES];      /* cw__loop_tqueue's, by index - 1 */
+};
+
+/* The queue of a cw__loop_tqueue index, NULL for 0 (the heap). */
+static inline cw_tqueue *cw__loop_tq(const cw_loop *l, int index)
+{
+    const struct cw__loop_hot *h = (const struct cw__loop_hot *)(const void *)l;
+    return index > 0 && index <= h->nown ? h->own[index - 1] : NULL;
+}
 
 /* The loop's time (cw_now_ms() scale), read once per pass: after
  * epoll_wait returns, and again before the timers run. Inside a pass
@@ -103,7 +120,11 @@ cw_tqueue *cw__loop_tq(const cw_loop *l, int index);
  * computed late in a pass is early by at most the pass's work so far.
  * Outside a pass (before the first run, between runs, no loop running)
  * it is the real clock. */
-int64_t cw__loop_now(const cw_loop *l);
+static inline int64_t cw__loop_now(const cw_loop *l)
+{
+    const struct cw__loop_hot *h = (const struct cw__loop_hot *)(const void *)l;
+    return h->in_pass ? h->now : cw_now_ms();
+}
 
 /* cw_io_stop for an owner that keeps io's memory until the loop's current
  * pass is over (a stream: freed from the timer pass): events of the

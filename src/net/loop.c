@@ -17,23 +17,19 @@
 #include <unistd.h>
 
 #define MAX_EVENTS 256
-#define MAX_OWN_QUEUES 64   /* distinct fixed timeouts the loop keeps */
 
 /* cw_io.flags */
 #define IO_ACTIVE 1u
 #define IO_HUP_SEEN 2u   /* RDHUP reported once: disarmed so it cannot spin */
 
 struct cw_loop {
+    struct cw__loop_hot h;     /* first: internal.h reads it inline */
     int epfd;
     volatile int stopping;
-    int in_pass;               /* dispatching events or running timers */
-    int64_t now;               /* the pass's time: cw__loop_now() */
     uint64_t iterations;
     cw_timer **heap;           /* min-heap on deadline */
     uint32_t nheap, heap_cap;
     cw_tqueue *queues;         /* the non-empty timer queues */
-    cw_tqueue *own[MAX_OWN_QUEUES];   /* cw__loop_tqueue's, by index - 1 */
-    int nown;
     struct epoll_event events[MAX_EVENTS];
     int nevents, cur;          /* the batch being dispatched */
     cw_io wake;                /* eventfd written by cw_loop_stop */
@@ -156,23 +152,18 @@ void cw__loop_queue_off(cw_tqueue *q)
 
 int cw__loop_tqueue(cw_loop *l, int64_t timeout_ms, cw_tqueue_cb *cb)
 {
-    for (int i = 0; i < l->nown; i++)
-        if (l->own[i]->timeout_ms == timeout_ms && l->own[i]->cb == cb)
+    for (int i = 0; i < l->h.nown; i++)
+        if (l->h.own[i]->timeout_ms == timeout_ms && l->h.own[i]->cb == cb)
             return i + 1;
-    if (l->nown == MAX_OWN_QUEUES)
+    if (l->h.nown == CW__LOOP_QUEUES)
         return 0;
     cw_tqueue *q = malloc(sizeof *q);
     if (!q || cw_tqueue_init(l, q, timeout_ms, cb) < 0) {
         free(q);
         return 0;
     }
-    l->own[l->nown++] = q;
-    return l->nown;
-}
-
-cw_tqueue *cw__loop_tq(const cw_loop *l, int index)
-{
-    return index > 0 && index <= l->nown ? l->own[index - 1] : NULL;
+    l->h.own[l->h.nown++] = q;
+    return l->h.nown;
 }
 
 /* Fire one due timer or queue entry; 0 if none is due. Callbacks may
@@ -197,22 +188,17 @@ static int run_one(cw_loop *l, int64_t now)
  * fired as due finds itself due. */
 static void run_timers(cw_loop *l)
 {
-    int64_t now = l->now = cw_now_ms();
+    int64_t now = l->h.now = cw_now_ms();
     while (!l->stopping && run_one(l, now))
         ;
 }
 
 /* ---- the loop's time ---- */
 
-int64_t cw__loop_now(const cw_loop *l)
-{
-    return l->in_pass ? l->now : cw_now_ms();
-}
-
 void cw__loop_update_time(cw_loop *l)
 {
-    if (l->in_pass)
-        l->now = cw_now_ms();
+    if (l->h.in_pass)
+        l->h.now = cw_now_ms();
 }
 
 /* epoll_wait timeout in ms for the earliest deadline, -1 for none. From
@@ -224,7 +210,7 @@ static int next_timeout(const cw_loop *l)
     for (const cw_tqueue *q = l->queues; q; q = q->lnext)
         if (cw__tqueue_head(q) < first)
             first = cw__tqueue_head(q);
-    return first == INT64_MAX ? -1 : cw__timeout_at(first, l->now);
+    return first == INT64_MAX ? -1 : cw__timeout_at(first, l->h.now);
 }
 
 /* ---- descriptors ---- */
@@ -423,8 +409,8 @@ int cw_loop_free(cw_loop **lp)
     }
     close(l->wake.fd);
     close(l->epfd);
-    for (int i = 0; i < l->nown; i++)
-        free(l->own[i]);
+    for (int i = 0; i < l->h.nown; i++)
+        free(l->h.own[i]);
     free(l->heap);
     free(l);
     return CW_OK;
@@ -451,13 +437,13 @@ int cw_loop_run(cw_loop *l)
     if (!l)
         return CW_EINVAL;
     l->stopping = 0;
-    l->now = cw_now_ms();   /* for the first timeout */
+    l->h.now = cw_now_ms();   /* for the first timeout */
     while (!l->stopping) {
         int n = epoll_wait(l->epfd, l->events, MAX_EVENTS, next_timeout(l));
         l->iterations++;
         if (n < 0) {
             int err = errno;
-            l->now = cw_now_ms();   /* the next timeout counts from here */
+            l->h.now = cw_now_ms();   /* the next timeout counts from here */
             if (err == EINTR)
                 continue;
             return -err;
@@ -465,8 +451,8 @@ int cw_loop_run(cw_loop *l)
         /* One clock read for the whole batch: streams, the acceptor and
          * their owners take the pass's time (cw__loop_now) instead of
          * reading the clock at every step of every connection. */
-        l->now = cw_now_ms();
-        l->in_pass = 1;
+        l->h.now = cw_now_ms();
+        l->h.in_pass = 1;
         l->nevents = n;
         for (l->cur = 0; l->cur < n; l->cur++) {
             cw_io *io = l->events[l->cur].data.ptr;
@@ -477,7 +463,7 @@ int cw_loop_run(cw_loop *l)
         }
         l->nevents = l->cur = 0;
         run_timers(l);
-        l->in_pass = 0;
+        l->h.in_pass = 0;
     }
     return CW_OK;
 }

@@ -110,6 +110,9 @@ void cw__stream_watch(cw_stream *s);
 void cw__acceptor_touch(cw_stream *s);     /* received bytes: LRU tail */
 void cw__acceptor_closing(cw_stream *s);   /* now on the linger list */
 void cw__acceptor_ended(cw_stream *s, int why);  /* descriptor closed */
-void cw__acceptor_put(cw_acceptor *a);     /* a stream's memory is gone */
+/* The stream's memory, freed or kept for a later accept (taken). */
+void cw__acceptor_put(cw_acceptor *a, cw_stream *s);
+/* A kept stream's memory (not zeroed), or NULL: malloc one. */
+void *cw__acceptor_spare(cw_acceptor *a);
 
 #endif

@@ -122,9 +122,17 @@ static const char *reason_name(const struct sess *c)
     return NULL;
 }
 
+/* The user area and the owner's pointer, read in place: every stream
+ * here is the acceptor's, with a session (stream_impl.h); the public
+ * accessors were calls, 5 per churn connection. */
 static struct sess *sess_of(const cw_stream *st)
 {
-    return cw_stream_user(st);
+    return (struct sess *)((char *)st + CW__STREAM_SIZE);
+}
+
+static cw_server *server_of(const cw_stream *st)
+{
+    return st->data;
 }
 
 /* Unauthenticated sessions, oldest first: a queue of stream pointers
@@ -313,6 +321,18 @@ static cw_server *first_loop(cw_server *s)
     return s->primary ? s->primary : s;
 }
 
+/* Sessions open in every loop: one loop is the count's only writer, so
+ * a plain store, not a locked add (two per connection). */
+static void open_add(cw_server *s, int d)
+{
+    atomic_int *n = &first_loop(s)->open_all;
+    if (s->nloops > 1)
+        atomic_fetch_add(n, d);
+    else
+        atomic_store_explicit(n, atomic_load_explicit(n, memory_order_relaxed) + d,
+                              memory_order_relaxed);
+}
+
 static void unauth_drop(cw_server *s, struct sess *c)
 {
     if (!c->in_unauth)
@@ -359,7 +379,7 @@ static void log_end(cw_server *s, const struct sess *c, enum cw_end how)
  * anything queued is "full"); on_drain resumes them. */
 static int blocked(const cw_stream *st)
 {
-    return cw_stream_queued(st) != 0;
+    return st->out && st->out->len > st->out->off;   /* cw_stream_queued, inline */
 }
 
 /* A write failed: the peer is gone (a reset, mostly). */
@@ -662,6 +682,8 @@ static size_t process(cw_server *s, cw_stream *st, struct sess *c,
 
 static void drop_rbuf(cw_server *s, struct sess *c)
 {
+    if (!c->rbuf)
+        return;   /* the usual case: no call into free() */
     s->rbuf_bytes -= c->rlen;
     free(c->rbuf);
     c->rbuf = NULL;
@@ -716,7 +738,7 @@ static void on_peer_end(cw_server *s, cw_stream *st, struct sess *c, ssize_t rc)
 
 static void on_read(cw_stream *st, ssize_t n, const char *buf)
 {
-    cw_server *s = cw_stream_data(st);
+    cw_server *s = server_of(st);
     struct sess *c = sess_of(st);
     if (n < 0) {
         on_peer_end(s, st, c, n);
@@ -743,7 +765,7 @@ static void on_read(cw_stream *st, ssize_t n, const char *buf)
  * readiness event would come for them), then read again. */
 static void on_drain(cw_stream *st)
 {
-    cw_server *s = cw_stream_data(st);
+    cw_server *s = server_of(st);
     struct sess *c = sess_of(st);
     if (c->rlen) {
         size_t len = c->rlen;
@@ -777,7 +799,7 @@ static enum cw_end close_word(struct sess *c, enum cw_end e)
 
 static void on_closed(cw_stream *st, int how)
 {
-    cw_server *s = cw_stream_data(st);
+    cw_server *s = server_of(st);
     struct sess *c = sess_of(st);
     drop_check(s, st, c);   /* before close_word, which may set the reason */
     unauth_drop(s, c);
@@ -787,7 +809,7 @@ static void on_closed(cw_stream *st, int how)
         c->end = e == CW_END_RESET ? END_RESET : END_ERROR;
     log_end(s, c, e);
     s->live--;
-    atomic_fetch_sub(&first_loop(s)->open_all, 1);
+    open_add(s, -1);
     s->st.ended++;
     if (s->accept_paused && !s->stopping)
         resume_accept(s);
@@ -962,9 +984,9 @@ static int pick(cw_acceptor *a, void *data, cw_stream **victim)
 
 /* A lingering close gives way (1), if there is one (0: none, or only
  * closes still flushing). */
-static int reclaim_lingering(cw_server *s, struct cw_acceptor_stats as)
+static int reclaim_lingering(cw_server *s)
 {
-    if (!as.closing)
+    if (!acc_stats(s).closing)
         return 0;
     s->no_pick = 1;   /* the lingering closes only, not the pick's choice */
     int n = cw_acceptor_reclaim(s->acc, 1);
@@ -983,9 +1005,10 @@ static int admit(cw_acceptor *a, void *data)
     cw_stream *v;
     if (s->stopping)
         return 0;
-    struct cw_acceptor_stats as = acc_stats(s);
+    /* The acceptor's counts only at the cap: a copy of its stats per
+     * accept was most of this function's cost. */
     int open = atomic_load(&first_loop(s)->open_all);
-    if (open >= s->o.max_conns && !reclaim_lingering(s, as)) {
+    if (open >= s->o.max_conns && !reclaim_lingering(s)) {
         if ((v = unauth_victim(s, 1, &when))) {
             evict(s, v, EV_MAX_CONNS);
         } else if (s->nunauth) {
@@ -1032,7 +1055,7 @@ static void on_accept(cw_acceptor *a, cw_stream *st, void *data)
     c->start = (uint32_t)now;
     set_peer(c, cw_acceptor_peer(a, NULL));
     s->live++;
-    atomic_fetch_add(&first_loop(s)->open_all, 1);
+    open_add(s, 1);
     s->st.accepted++;
     cw_stream_start(st, &handlers, s);
     if (fifo_push(&s->unauth, st, (uint32_t)cw_loop_iterations(s->loop),
