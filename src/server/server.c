@@ -956,20 +956,25 @@ static cw_stream *unauth_victim(cw_server *s, int grace, int64_t *when)
 }
 
 /* Descriptor pressure, after the lingering closes: unauthenticated
- * sessions, oldest first, and only when none is left, sessions idle for a
- * while, least recently active first. -1 protects the rest for now. */
+ * sessions, oldest first, each after its grace as at --max-connections
+ * (without it, a flood reconnecting as fast as it is evicted made a
+ * newcomer the oldest within milliseconds: a login was evicted 3 ms after
+ * its connect, before its AUTH arrived, on a loaded machine), and only
+ * when none is left, sessions idle for a while, least recently active
+ * first. -1 protects the rest for now; new connections wait in the
+ * kernel's accept queue meanwhile. */
 static int pick(cw_acceptor *a, void *data, cw_stream **victim)
 {
     cw_server *s = data;
     int64_t when;
     if (s->no_pick)
         return -1;
-    cw_stream *v = unauth_victim(s, 0, &when);
+    cw_stream *v = unauth_victim(s, 1, &when);
     if (!v) {
         if (s->nunauth) {
             /* Never an authenticated session while these remain; the
-             * oldest is ripe after one more loop iteration: retry then,
-             * not after the acceptor's 100 ms (a login waits for it). */
+             * oldest is ripe when its grace is over: retry then, not
+             * after the acceptor's 100 ms (a login waits for it). */
             cw_acceptor_retry_at(a, when);
             return -1;
         }
