@@ -49,10 +49,8 @@ ks=${CW_AUTHLOAD_K:-"0 8 32"}
 secs=${CW_AUTHLOAD_SECS:-6}
 runs=${CW_AUTHLOAD_RUNS:-2}
 nice_n=${CW_AUTHLOAD_NICE:-0}
-for f in "$cw" "$gen"; do
-    [ -x "$f" ] || { echo "authload: $f not built" >&2; exit 3; }
-done
 . "$(dirname "$0")/lib.sh"
+bench_need "$cw" "$gen"
 spid=
 bench_scratch spid
 

@@ -26,9 +26,7 @@ secs=${CW_AUTHSCHED_SECS:-6}
 . "$(dirname "$0")/lib.sh"
 spid=
 bench_scratch spid
-for f in "$new/closewise" "$new/bench/cw_bench_authload"; do
-    [ -x "$f" ] || { echo "authsched: $f not built" >&2; exit 3; }
-done
+bench_need "$new/closewise" "$new/bench/cw_bench_authload"
 gen=$new/bench/cw_bench_authload
 
 "$new/closewise" passwd --password pw-y y > "$tmp/creds"

@@ -26,9 +26,7 @@ extra=${CW_AB_ARGS:-}
 first=$1
 load=$first/bench/cw_bench_load
 peer=$first/bench/cw_peer_epoll
-for f in "$load" "$peer"; do
-    [ -x "$f" ] || { echo "bench/churn-ab.sh: $f not built" >&2; exit 3; }
-done
+bench_need "$load" "$peer"
 for b in "$@"; do
     [ -x "$b/closewise" ] || [ -f "$b" -a -x "$b" ] ||
         { echo "bench/churn-ab.sh: $b/closewise not built" >&2; exit 3; }

@@ -32,10 +32,8 @@ first=$1
 load=$first/bench/cw_bench_load
 peer=$first/bench/cw_peer_epoll
 password=bench-password
-for f in "$load" "$peer"; do
-    [ -x "$f" ] || { echo "bench/churn-counts.sh: $f not built" >&2; exit 3; }
-done
 . "$(dirname "$0")/lib.sh"
+bench_need "$load" "$peer"
 spid=""
 bench_scratch spid
 ulimit -n "$(ulimit -Hn)"

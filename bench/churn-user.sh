@@ -37,9 +37,7 @@ fi
 first=$1
 load=$first/bench/cw_bench_load
 peer=$first/bench/cw_peer_epoll
-for f in "$load" "$peer"; do
-    [ -x "$f" ] || { echo "bench/churn-user.sh: $f not built" >&2; exit 3; }
-done
+bench_need "$load" "$peer"
 spid=""
 ppid=""
 bench_scratch spid ppid

@@ -24,9 +24,7 @@ secs=${CW_ECHO_SECS:-4}
 rounds=${CW_ECHO_ROUNDS:-2}
 first=$1
 gen=$first/bench/cw_bench_authload
-for f in "$gen" "$first/bench/cw_bench_load"; do
-    [ -x "$f" ] || { echo "bench/echo-counts.sh: $f not built" >&2; exit 3; }
-done
+bench_need "$gen" "$first/bench/cw_bench_load"
 server=""
 genpid=""
 bench_scratch server genpid

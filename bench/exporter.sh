@@ -27,9 +27,7 @@ ncw=${CW_BENCH_CW:-75000}
 ntw=${CW_BENCH_TW:-25000}
 procs=50
 snaps=8
-for f in "$cw" "$plant" "$timeit"; do
-    [ -x "$f" ] || { echo "bench/exporter.sh: $f not built" >&2; exit 3; }
-done
+bench_need "$cw" "$plant" "$timeit"
 command -v curl >/dev/null || { echo "bench/exporter.sh: curl is missing" >&2; exit 3; }
 ulimit -n 8192
 

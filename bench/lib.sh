@@ -31,6 +31,14 @@ bench_private_netns() {
     exit $_rc
 }
 
+# bench_need FILE... - exit 3 naming the first FILE that is not an
+# executable (a benchmark run before `make bench` built it).
+bench_need() {
+    for _f; do
+        [ -x "$_f" ] || { echo "bench/${0##*/}: $_f not built" >&2; exit 3; }
+    done
+}
+
 # bench_scratch VAR... - make the scratch directory $tmp, and on exit (or
 # INT, TERM) end the processes whose pids the variables VAR... hold then,
 # close descriptor 3 (a planter's fifo) and remove $tmp.

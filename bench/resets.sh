@@ -32,9 +32,7 @@ scpu=0
 lcpu=1
 password=bench-password
 
-for f in "$cw" "$load"; do
-    [ -x "$f" ] || { echo "bench/resets.sh: $f not built" >&2; exit 3; }
-done
+bench_need "$cw" "$load"
 if ! "$cw" resets --duration 10ms 2>&1 | grep -q "with BPF"; then
     echo "bench/resets.sh: BPF unavailable here ($("$cw" resets --duration 10ms 2>&1 | head -1)); skipped" >&2
     exit 0

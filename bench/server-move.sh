@@ -32,9 +32,7 @@ idle_n=${CW_BENCH_IDLE_N:-10000}
 idle_runs=${CW_BENCH_IDLE_RUNS:-3}
 load=$build/bench/cw_bench_load
 password=bench-password
-for f in "$build/closewise" "$load"; do
-    [ -x "$f" ] || { echo "bench/server-move.sh: $f not built" >&2; exit 3; }
-done
+bench_need "$build/closewise" "$load"
 
 spid=""
 bench_scratch spid

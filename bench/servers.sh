@@ -60,9 +60,7 @@ nginx_mod=/usr/lib/nginx/modules/ngx_stream_module.so
 
 all="closewise closewise-w1 closewise-w2 libuv libevent epoll seed linger0 nginx"
 servers=${CW_BENCH_SERVERS:-$all}
-for f in "$cw" "$load" "$bin/cw_peer_epoll" "$bin/cw_peer_seed" "$bin/cw_bench_closesplit"; do
-    [ -x "$f" ] || { echo "bench/servers.sh: $f not built" >&2; exit 3; }
-done
+bench_need "$cw" "$load" "$bin/cw_peer_epoll" "$bin/cw_peer_seed" "$bin/cw_bench_closesplit"
 have() {
     case $1 in
     libuv) [ -x "$bin/cw_peer_uv" ] ;;
