@@ -61,13 +61,19 @@ struct cw__auth {
     int64_t calib_ns;         /* its cost when timed: steady, unlike slow_ns,
                                  which a preempted check pushes up */
     int64_t cal_at;           /* when last timed */
-    /* Read by every login without mu: calib_ns, or -1 while the table is
-     * not calibrated (cal_gen != gen); and how many more timings a table
-     * of cheap methods still wants (cw__auth_cost_ns says why). Written
-     * under mu. */
-    _Atomic int64_t cost;
-    _Atomic int retimes;
+    int cheap;                /* every user's method is cheap_method() */
+    /* Read by every login without mu, in one load so that the two parts
+     * always belong together: -1 while the table is not calibrated
+     * (cal_gen != gen), else calib_ns << 2 | how many more timings a
+     * table of cheap methods still wants (cw__auth_cost_ns says why).
+     * Written under mu (set_state). */
+    _Atomic int64_t state;
 };
+
+static void set_state(cw__auth *a, int64_t cost, int left)
+{
+    atomic_store(&a->state, cost < 0 ? -1 : cost << 2 | left);
+}
 
 int cw_passwd_hash(const char *password, const char *prefix, char *out,
                    size_t size)
@@ -107,8 +113,7 @@ int cw__auth_new(cw__auth **out)
     }
     pthread_mutex_init(&a->mu, NULL);
     a->cal_gen = a->gen - 1;   /* not calibrated */
-    atomic_init(&a->cost, -1);
-    atomic_init(&a->retimes, 0);
+    atomic_init(&a->state, -1);
     *out = a;
     return CW_OK;
 }
@@ -159,6 +164,8 @@ static int valid_hash(cw__auth *a, const char *hash)
     return h && h[0] != '*' && strncmp(h, hash, hash[0] == '$' ? 3 : 1) == 0;
 }
 
+static int cheap_method(const char *hash);
+
 static int add_hash(cw__auth *a, const char *user, const char *hash)
 {
     if (!valid_name(user) || !valid_hash(a, hash))
@@ -187,8 +194,8 @@ static int add_hash(cw__auth *a, const char *user, const char *hash)
     u->hash = copy;
     a->nusers = n + 1;   /* after the entry is written */
     a->gen++;
-    atomic_store(&a->cost, -1);
-    atomic_store(&a->retimes, 0);
+    a->cheap = (n == 0 || a->cheap) && cheap_method(hash);
+    set_state(a, -1, 0);
     return CW_OK;
 }
 
@@ -311,10 +318,7 @@ static int cheap_method(const char *hash)
  * done on the asking loop (cw__auth_cost_ns). Under mu. */
 static int all_cheap(cw__auth *a)
 {
-    int cheap = a->nusers > 0;
-    for (int i = 0; i < a->nusers && cheap; i++)
-        cheap = cheap_method(a->users[i].hash);
-    return cheap;
+    return a->nusers > 0 && a->cheap;
 }
 
 /* A timing is due: the table changed, or a cheap one wants another
@@ -322,7 +326,7 @@ static int all_cheap(cw__auth *a)
 static int timing_due(cw__auth *a)
 {
     return a->cal_gen != a->gen ||
-           (atomic_load(&a->retimes) > 0 && now_ns() - a->cal_at >= RETIME_NS);
+           ((atomic_load(&a->state) & 3) && now_ns() - a->cal_at >= RETIME_NS);
 }
 
 /* Which settings to time: each distinct method present once (under mu).
@@ -334,8 +338,9 @@ int cw__auth_calib_prepare(cw__auth *a, struct cw__authcal *c)
     pthread_mutex_lock(&a->mu);
     c->gen = a->gen;
     int need = timing_due(a);
-    if (need && a->cal_gen == a->gen)
-        a->cal_at = now_ns();   /* a re-timing: another loop's waits its turn */
+    c->retime = need && a->cal_gen == a->gen;
+    if (c->retime)
+        a->cal_at = now_ns();   /* another loop's re-timing waits its turn */
     c->need_dummy = a->nusers == 0 && !a->dummy;
     for (int i = -1; i < a->nusers && c->n < CW__AUTH_METHODS; i++) {
         const char *h = i < 0 ? a->dummy : a->users[i].hash;
@@ -386,17 +391,19 @@ void cw__auth_calib_publish(cw__auth *a, const struct cw__authcal *c)
                 slowest = h;
             }
         }
+        /* Only a timing prepare claimed as a re-timing counts as one: the
+         * first timings of loops that asked at once only lower the cost. */
         int first = a->cal_gen != a->gen;
+        int left = first ? (all_cheap(a) ? RETIMES : 0) : (int)(atomic_load(&a->state) & 3);
+        if (!first && c->retime && left > 0)
+            left--;
         if (first || cost < a->calib_ns) {
             a->slowest = slowest;
             a->slowest_len = slowest ? method_len(slowest) : 0;
             a->slow_ns = a->calib_ns = cost;
             a->cal_gen = a->gen;
-            atomic_store(&a->cost, cost);
         }
-        int left = atomic_load(&a->retimes);
-        atomic_store(&a->retimes, first ? (all_cheap(a) ? RETIMES : 0)
-                                        : left > 0 ? left - 1 : 0);
+        set_state(a, a->calib_ns, left);
         a->cal_at = now_ns();
     }
     pthread_mutex_unlock(&a->mu);
@@ -404,7 +411,7 @@ void cw__auth_calib_publish(cw__auth *a, const struct cw__authcal *c)
 
 int cw__auth_calibrated(cw__auth *a)
 {
-    return atomic_load(&a->cost) >= 0;
+    return atomic_load(&a->state) >= 0;
 }
 
 /* Calibrate on the calling thread (which blocks for a few hashes); cd: a
@@ -573,13 +580,13 @@ int cw__auth_check(cw__auth *a, struct crypt_data *cd, const char *user,
  * timing the answer is not settled, and the caller may keep checking on
  * the loop (server.c's handle_auth: if the cost is within what a slow
  * moment explains). The lock is taken only then: once settled, a login
- * reads two atomics. */
+ * reads one atomic. */
 int64_t cw__auth_cost_ns(cw__auth *a, int *settled)
 {
-    int64_t ns = atomic_load(&a->cost);
-    if (ns >= 0 && atomic_load(&a->retimes) == 0) {
+    int64_t st = atomic_load(&a->state);
+    if (st >= 0 && !(st & 3)) {
         *settled = 1;
-        return ns;
+        return st >> 2;
     }
     pthread_mutex_lock(&a->mu);
     int cheap = all_cheap(a), due = cheap && timing_due(a);
@@ -590,10 +597,10 @@ int64_t cw__auth_cost_ns(cw__auth *a, int *settled)
             calibrate_here(a, cd);
             free(cd);
         }
-        ns = atomic_load(&a->cost);
     }
-    *settled = !cheap || (ns >= 0 && atomic_load(&a->retimes) == 0);
-    return ns >= 0 ? ns : INT64_MAX;
+    st = atomic_load(&a->state);   /* cost and timings left: one load */
+    *settled = !cheap || (st >= 0 && !(st & 3));
+    return st >= 0 ? st >> 2 : INT64_MAX;
 }
 
 int64_t cw__auth_now_ns(void)

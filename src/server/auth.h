@@ -92,6 +92,7 @@ int64_t cw__auth_pad(cw__auth *a, const char *setting, const struct cw__authtime
 struct cw__authcal {
     unsigned gen;
     int n, need_dummy;
+    int retime;   /* prepare claimed a cheap table's re-timing */
     const char *setting[CW__AUTH_METHODS];
     int64_t ns[CW__AUTH_METHODS], dummy_ns;
     char dummy[128];

@@ -608,10 +608,9 @@ static void handle_auth(cw_server *s, cw_stream *st, struct sess *c,
     /* A cost not settled yet may be a slow moment's timing (auth.c): up
      * to SLOW_MOMENT times the true one was seen, so within that it stays
      * on the loop until timed again; beyond it the method is dear. */
-    int settled;
-    int64_t cost = cw__auth_cost_ns(s->auth, &settled);
-    if (s->pool && cost > INLINE_CHECK_NS &&
-        (settled || cost > SLOW_MOMENT * INLINE_CHECK_NS)) {
+    int settled = 1;
+    int64_t cost = s->pool ? cw__auth_cost_ns(s->auth, &settled) : 0;
+    if (cost > INLINE_CHECK_NS && (settled || cost > SLOW_MOMENT * INLINE_CHECK_NS)) {
         start_check(s, st, c, r);
         return;
     }
