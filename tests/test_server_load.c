@@ -8,7 +8,6 @@
 // cw-test-timeout: 600
 #include "cwtest.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -371,27 +370,14 @@ static void test_sigterm_during_checks(void **state)
  * runs; one that does not sleeps in epoll_wait. Returns how many loops. */
 static int loop_cpu_us(pid_t pid, long *out, int max)
 {
-    char path[512];
-    snprintf(path, sizeof path, "/proc/%d/task", (int)pid);
-    DIR *d = opendir(path);
-    assert_non_null(d);
-    int n = 0;
-    struct dirent *e;
-    while ((e = readdir(d)) && n < max) {
-        if (e->d_name[0] == '.')
+    struct cwt_task t[64];
+    int nt = cwt_tasks(pid, t, 64), n = 0;
+    for (int i = 0; i < nt && n < max; i++) {
+        if (t[i].tid != pid && strcmp(t[i].name, "cw-loop"))
             continue;
-        char comm[64] = "", line[256];
-        snprintf(path, sizeof path, "/proc/%d/task/%s/comm", (int)pid, e->d_name);
+        char path[64], line[256];
+        snprintf(path, sizeof path, "/proc/%d/task/%d/schedstat", (int)pid, (int)t[i].tid);
         FILE *f = fopen(path, "re");
-        if (!f)
-            continue;
-        if (fgets(comm, sizeof comm, f))
-            comm[strcspn(comm, "\n")] = '\0';
-        fclose(f);
-        if (atoi(e->d_name) != (int)pid && strcmp(comm, "cw-loop"))
-            continue;
-        snprintf(path, sizeof path, "/proc/%d/task/%s/schedstat", (int)pid, e->d_name);
-        f = fopen(path, "re");
         if (!f)
             continue;
         long long ns = -1;
@@ -400,7 +386,6 @@ static int loop_cpu_us(pid_t pid, long *out, int max)
         fclose(f);
         out[n++] = (long)(ns / 1000);
     }
-    closedir(d);
     return n;
 }
 
