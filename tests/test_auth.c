@@ -184,17 +184,19 @@ static void test_timing_mixed_methods(void **state)
 }
 
 /* A table of cheap methods is timed three times, 100 ms or more apart,
- * and keeps its cheapest timing: until then the cost is not settled (the
- * server checks on the loop meanwhile). One timing in a slow moment of
- * this VM once sent a DES-only server's checks to threads for good. A
- * table with a costly method is settled at once: it is never timed on
- * the asking thread. */
+ * and keeps its cheapest timing: until then the cost of a table of one
+ * method is not settled (the server checks on the loop meanwhile). One
+ * timing in a slow moment of this VM once sent a DES-only server's checks
+ * to threads for good. A table mixing methods is settled at once (an
+ * unpadded check on the loop would tell its users' methods apart), and so
+ * is a table with a costly method: it is never timed on the asking
+ * thread. */
 static void test_cheap_table_timed_thrice(void **state)
 {
     cw__auth *a;
     assert_int_equal(cw__auth_new(&a), CW_OK);
     assert_int_equal(cw__auth_add_hash(a, "des", "abzlUXK5ed5rs"), CW_OK);
-    assert_int_equal(cw__auth_add_hash(a, "bsdi", "_/...abcdfsfCUuMO5hc"), CW_OK);
+    assert_int_equal(cw__auth_add_hash(a, "des2", "cdzlUXK5ed5rs"), CW_OK);
     int settled = -1;
     int64_t first = cw__auth_cost_ns(a, &settled);
     assert_int_equal(settled, 0);
@@ -212,10 +214,12 @@ static void test_cheap_table_timed_thrice(void **state)
     cwt_sleep_ms(110);
     assert_int_equal(cw__auth_cost_ns(a, &settled), last);   /* no more timings */
     assert_int_equal(settled, 1);
-    /* a new user: timed again, from the start */
+    /* a new user: timed again, from the start; now a mix, so settled */
     assert_int_equal(cw__auth_add_hash(a, "md5", "$1$abcdefgh$IQtUouv7y7Q9dRWkQEPCc."), CW_OK);
+    assert_int_equal(cw__auth_calibrated(a), 0);
     cw__auth_cost_ns(a, &settled);
-    assert_int_equal(settled, 0);
+    assert_int_equal(settled, 1);
+    assert_int_equal(cw__auth_calibrated(a), 1);
     assert_int_equal(check(a, "des", "s3cret"), 0);
     assert_int_equal(check(a, "des", "pw"), 1);   /* crypt("pw", "ab") */
     /* the DES forms have no "$id$": their shape is checked */
@@ -223,6 +227,18 @@ static void test_cheap_table_timed_thrice(void **state)
     assert_int_equal(cw__auth_add_hash(a, "dash", "ab-lUXK5ed5rs"), CW_EINVAL);
     assert_int_equal(cw__auth_add_hash(a, "bsdi", "_/...abcdfsfCUuMO5h"), CW_EINVAL);
     cw__auth_free(a);
+
+    /* BSDi's DES is a method of its own, and each rounds count too */
+    const char *mixes[][2] = {{"abzlUXK5ed5rs", "_/...abcdfsfCUuMO5hc"},
+                              {"_/...abcdfsfCUuMO5hc", "_J9..abcdfsfCUuMO5hc"}};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(cw__auth_new(&a), CW_OK);
+        assert_int_equal(cw__auth_add_hash(a, "one", mixes[i][0]), CW_OK);
+        assert_int_equal(cw__auth_add_hash(a, "two", mixes[i][1]), CW_OK);
+        cw__auth_cost_ns(a, &settled);
+        assert_int_equal(settled, 1);
+        cw__auth_free(a);
+    }
 
     char yes[256];
     make_hash("$y$", 3, "pw", yes, sizeof yes);
@@ -232,6 +248,57 @@ static void test_cheap_table_timed_thrice(void **state)
     assert_int_equal(cw__auth_cost_ns(a, &settled), INT64_MAX);
     assert_int_equal(settled, 1);
     cw__auth_free(a);
+}
+
+/* Time table a as if every one of its first three timings came out at
+ * ns (a slow spell lasting through them): two re-timings 100 ms apart. */
+static void time_as(cw__auth *a, int64_t ns, int timing)
+{
+    struct cw__authcal c;
+    struct crypt_data *cd = calloc(1, sizeof *cd);
+    assert_non_null(cd);
+    assert_int_equal(cw__auth_calib_prepare(a, &c), 1);
+    assert_int_equal(c.retime, timing > 1);
+    cw__auth_calib_run(&c, cd);
+    for (int i = 0; i < c.n; i++)
+        c.ns[i] = ns;
+    cw__auth_calib_publish(a, &c);
+    free(cd);
+}
+
+/* A slow spell through all three timings settles a DES table's cost in
+ * the band a slow moment explains, and its checks go to threads: it is
+ * timed again a second later (and keeps the cheaper timing), while a
+ * cost above the band is the method's own and is never timed again. */
+static void test_dear_cheap_table_rechecked(void **state)
+{
+    cw__auth *in, *above;
+    assert_int_equal(cw__auth_new(&in), CW_OK);
+    assert_int_equal(cw__auth_new(&above), CW_OK);
+    assert_int_equal(cw__auth_add_hash(in, "des", "abzlUXK5ed5rs"), CW_OK);
+    assert_int_equal(cw__auth_add_hash(above, "des", "abzlUXK5ed5rs"), CW_OK);
+    int64_t band = 8 * CW__AUTH_INLINE_NS;
+    int64_t over = 2 * CW__AUTH_SLOW_MOMENT * CW__AUTH_INLINE_NS;
+    for (int timing = 1; timing <= 3; timing++) {
+        if (timing > 1)
+            cwt_sleep_ms(110);
+        time_as(in, band, timing);
+        time_as(above, over, timing);
+    }
+    int settled = -1;
+    assert_int_equal(cw__auth_cost_ns(in, &settled), band);   /* not due yet */
+    assert_int_equal(settled, 1);
+    assert_int_equal(cw__auth_cost_ns(above, &settled), over);
+    assert_int_equal(settled, 1);
+    cwt_sleep_ms(1100);
+    /* DES takes microseconds: a slow moment makes it 10x, not 30x */
+    int64_t ns = cw__auth_cost_ns(in, &settled);
+    assert_true(ns > 0 && ns < band);
+    assert_int_equal(settled, 1);
+    assert_int_equal(cw__auth_cost_ns(above, &settled), over);
+    assert_int_equal(check(in, "des", "pw"), 1);
+    cw__auth_free(in);
+    cw__auth_free(above);
 }
 
 /* Loops of --workers N that ask at once all time the new table: those
@@ -317,6 +384,7 @@ int main(void)
         CWT_TEST(test_timing_mixed_methods),
         CWT_TEST(test_cheap_table_timed_thrice),
         CWT_TEST(test_first_timings_at_once),
+        CWT_TEST(test_dear_cheap_table_rechecked),
         CWT_TEST(test_lookup_while_adding),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

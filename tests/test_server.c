@@ -199,7 +199,7 @@ static void login(cw_conn *c)
  * the default method) a login beside 4 busy loops took 3-14 s on the
  * starved nice-19 check threads and test_server ran out of its 600 s;
  * these took 0.02-0.16 s. The threads still check them (a check costs
- * over INLINE_CHECK_NS), and the default method keeps its own cases
+ * over CW__AUTH_INLINE_NS), and the default method keeps its own cases
  * (test_login_success, test_credentials_file, test_library_api). */
 static char creds[] = "/tmp/cwtest-users-XXXXXX";
 #define USERS "--credentials", creds

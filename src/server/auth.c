@@ -22,6 +22,9 @@
                                    many times its CPU time */
 #define RETIMES 2               /* cheap tables: timed this many more times */
 #define RETIME_NS 100000000     /* ... at least this far apart */
+#define RECHECK_NS 1000000000LL  /* a cheap table settled dear: timed again
+                                    after this, then twice as long... */
+#define RECHECK_MAX_NS (64 * RECHECK_NS)   /* ... up to this */
 
 /* crypt(3)'s alphabet: DES salts and digests, BSDi's rounds */
 static const char b64[] = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
@@ -61,7 +64,11 @@ struct cw__auth {
     int64_t calib_ns;         /* its cost when timed: steady, unlike slow_ns,
                                  which a preempted check pushes up */
     int64_t cal_at;           /* when last timed */
-    int cheap;                /* every user's method is cheap_method() */
+    _Atomic int cheap;        /* every user's method is cheap_method():
+                                 read without mu by cw__auth_cost_ns */
+    int uniform;              /* every user has the first user's method */
+    int64_t recheck_ns;       /* a cheap table settled dear: the wait
+                                 before its next timing (timing_due) */
     /* Read by every login without mu, in one load so that the two parts
      * always belong together: -1 while the table is not calibrated
      * (cal_gen != gen), else calib_ns << 2 | how many more timings a
@@ -165,6 +172,7 @@ static int valid_hash(cw__auth *a, const char *hash)
 }
 
 static int cheap_method(const char *hash);
+static int same_method(const char *x, const char *y);
 
 static int add_hash(cw__auth *a, const char *user, const char *hash)
 {
@@ -195,6 +203,7 @@ static int add_hash(cw__auth *a, const char *user, const char *hash)
     a->nusers = n + 1;   /* after the entry is written */
     a->gen++;
     a->cheap = (n == 0 || a->cheap) && cheap_method(hash);
+    a->uniform = n == 0 || (a->uniform && same_method(a->users[0].hash, hash));
     set_state(a, -1, 0);
     return CW_OK;
 }
@@ -268,9 +277,12 @@ static int64_t now_ns(void)
 }
 
 /* The part of a hash that fixes its cost: method and parameters without
- * salt and digest ("$6$rounds=5000$", "$y$j9T$", "$2b$10$"; "" for DES). */
+ * salt and digest ("$6$rounds=5000$", "$y$j9T$", "$2b$10$"; "_" and the
+ * rounds for BSDi's DES, "_J9.."; "" for traditional DES). */
 static size_t method_len(const char *hash)
 {
+    if (hash[0] == '_')
+        return 5;   /* valid_hash: 20 characters */
     const char *last = strrchr(hash, '$');
     if (!last)
         return 0;
@@ -280,6 +292,12 @@ static size_t method_len(const char *hash)
     while (n > 0 && hash[n - 1] != '$')
         n--;
     return n;
+}
+
+static int same_method(const char *x, const char *y)
+{
+    size_t m = method_len(x);
+    return m == method_len(y) && !strncmp(x, y, m);
 }
 
 /* Cheapest of three runs: spikes from other work only ever add time. */
@@ -321,12 +339,24 @@ static int all_cheap(cw__auth *a)
     return a->nusers > 0 && a->cheap;
 }
 
+/* A cost that sends a cheap table's checks to threads, but that a slow
+ * moment of the machine could have made of one that belongs on the loop
+ * (cw__auth_cost_ns). */
+static int dear_band(int64_t ns)
+{
+    return ns > CW__AUTH_INLINE_NS && ns <= CW__AUTH_SLOW_MOMENT * CW__AUTH_INLINE_NS;
+}
+
 /* A timing is due: the table changed, or a cheap one wants another
  * (cw__auth_cost_ns). Under mu. */
 static int timing_due(cw__auth *a)
 {
-    return a->cal_gen != a->gen ||
-           ((atomic_load(&a->state) & 3) && now_ns() - a->cal_at >= RETIME_NS);
+    if (a->cal_gen != a->gen)
+        return 1;
+    int64_t since = now_ns() - a->cal_at;
+    if (atomic_load(&a->state) & 3)
+        return since >= RETIME_NS;
+    return all_cheap(a) && dear_band(a->calib_ns) && since >= a->recheck_ns;
 }
 
 /* Which settings to time: each distinct method present once (under mu).
@@ -395,8 +425,12 @@ void cw__auth_calib_publish(cw__auth *a, const struct cw__authcal *c)
          * first timings of loops that asked at once only lower the cost. */
         int first = a->cal_gen != a->gen;
         int left = first ? (all_cheap(a) ? RETIMES : 0) : (int)(atomic_load(&a->state) & 3);
-        if (!first && c->retime && left > 0)
+        if (first)
+            a->recheck_ns = RECHECK_NS;
+        else if (c->retime && left > 0)
             left--;
+        else if (c->retime && a->recheck_ns < RECHECK_MAX_NS)
+            a->recheck_ns *= 2;   /* a recheck (timing_due) */
         if (first || cost < a->calib_ns) {
             a->slowest = slowest;
             a->slowest_len = slowest ? method_len(slowest) : 0;
@@ -575,21 +609,31 @@ int cw__auth_check(cw__auth *a, struct crypt_data *cd, const char *user,
  * at least RETIME_NS apart, and keeps the cheapest: on this kind of
  * machine (a VM) the CPU runs 5-10 times slower for a few milliseconds
  * now and then, so one timing (cheapest of three hashes in a row) of a
- * 5 us DES hash came out over INLINE_CHECK_NS about once in 50, and sent
- * every check of that server to threads for good. Until the third
- * timing the answer is not settled, and the caller may keep checking on
- * the loop (server.c's handle_auth: if the cost is within what a slow
- * moment explains). The lock is taken only then: once settled, a login
- * reads one atomic. */
+ * 5 us DES hash came out over CW__AUTH_INLINE_NS about once in 50, and
+ * sent every check of that server to threads for good.
+ * - Until the third timing the cost of a table of ONE method is not
+ *   settled, and the caller may keep checking on the loop (server.c's
+ *   handle_auth, if the cost is within what a slow moment explains):
+ *   every user, known or not, is hashed with that one method, so an
+ *   unpadded answer's time tells nothing. A table mixing methods is
+ *   settled at once (its timings go on, and only lower the cost): an
+ *   unpadded check would tell a DES user (microseconds) from an unknown
+ *   one, hashed with the costliest method present (MD5: 100-300 us).
+ * - A slow spell lasting through all three timings still settles the
+ *   cost too high: so while a cheap table's cost is in dear_band() it is
+ *   timed again after RECHECK_NS, then twice as long, up to
+ *   RECHECK_MAX_NS: a few hashes a minute at most.
+ * The lock is taken only while a timing may be due: a settled table
+ * outside the band costs a login one atomic load. */
 int64_t cw__auth_cost_ns(cw__auth *a, int *settled)
 {
     int64_t st = atomic_load(&a->state);
-    if (st >= 0 && !(st & 3)) {
+    if (st >= 0 && !(st & 3) && !(dear_band(st >> 2) && atomic_load(&a->cheap))) {
         *settled = 1;
         return st >> 2;
     }
     pthread_mutex_lock(&a->mu);
-    int cheap = all_cheap(a), due = cheap && timing_due(a);
+    int cheap = all_cheap(a), due = cheap && timing_due(a), uniform = a->uniform;
     pthread_mutex_unlock(&a->mu);
     if (due) {
         struct crypt_data *cd = calloc(1, sizeof *cd);
@@ -599,7 +643,7 @@ int64_t cw__auth_cost_ns(cw__auth *a, int *settled)
         }
     }
     st = atomic_load(&a->state);   /* cost and timings left: one load */
-    *settled = !cheap || (st >= 0 && !(st & 3));
+    *settled = !cheap || !uniform || (st >= 0 && !(st & 3));
     return st >= 0 ? st >> 2 : INT64_MAX;
 }
 

@@ -103,13 +103,20 @@ void cw__auth_calib_run(struct cw__authcal *c, struct crypt_data *cd);
 void cw__auth_calib_publish(cw__auth *a, const struct cw__authcal *c);
 int cw__auth_calibrated(cw__auth *a);
 
+/* A check costing less may be answered on the loop, unpadded: what its
+ * time can tell apart is under this. */
+#define CW__AUTH_INLINE_NS 20000
+/* How much dearer a cheap hash was seen to time in a slow moment of a VM
+ * (auth.c's cw__auth_cost_ns). */
+#define CW__AUTH_SLOW_MOMENT 10
+
 /* What a check costs (the costliest method present, as timed when the
  * users last changed: every check is padded to about that), in ns, or
  * INT64_MAX until calibrated. Calibrates here only where every method
  * present costs microseconds (DES, MD5): this is called on an event
- * loop. *settled 0: such a table is not yet timed often enough to trust
- * a cost over the caller's bound (auth.c says why; it can only be too
- * high, never too low). */
+ * loop. *settled 0: a table of one such method, not yet timed often
+ * enough to trust a cost over CW__AUTH_INLINE_NS (auth.c says why; it
+ * can only be too high, never too low). */
 int64_t cw__auth_cost_ns(cw__auth *a, int *settled);
 
 /* CLOCK_MONOTONIC in ns: the scale of cw__auth_verify's *due_ns. */

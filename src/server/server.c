@@ -37,9 +37,6 @@
  * fast flood would evict the legitimate client it was accepted with. */
 #define UNAUTH_GRACE_MS 50
 #define SCRATCH_SIZE (CW_PROTO_MAX_LINE + 2 + 16384)
-#define INLINE_CHECK_NS 20000  /* checks costing less run on the loop */
-#define SLOW_MOMENT 10          /* handle_auth: how much dearer a hash was
-                                   seen to time in a slow moment of a VM */
 
 enum end {
     END_NONE, END_PEER_EOF, END_RESET, END_IDLE, END_AUTH_FAILED,
@@ -562,11 +559,11 @@ static void start_check(cw_server *s, cw_stream *st, struct sess *c,
  * padding sleep, which would hold every session of the loop (100 us or
  * more per login: the churn benchmark's loop spent most of its time
  * asleep, at a quarter of the peers' connections/s). Only methods cheaper
- * than INLINE_CHECK_NS come here then, so what an answer's time could
- * tell apart is under 20 us (under 200 us in a table of cheap methods
- * whose cost is not settled yet, handle_auth): an
- * unknown user is hashed with the costliest method present, like a known
- * user of that method. Without threads
+ * than CW__AUTH_INLINE_NS come here then, so what an answer's time could
+ * tell apart is under 20 us: an unknown user is hashed with the costliest
+ * method present, like a known user of that method. (Also a table of one
+ * cheap method whose cost is not settled yet, handle_auth: every user is
+ * hashed alike there.) Without threads
  * (--auth-threads 0, the blocking mode) every check comes here and is
  * padded by a sleep. 0 (refused) without memory for the hash. */
 static int check_on_loop(cw_server *s, const struct cw_req *r)
@@ -606,11 +603,13 @@ static void handle_auth(cw_server *s, cw_stream *st, struct sess *c,
      * benchmark: half a microsecond) runs here; anything that could stall
      * the loop goes to the pool. */
     /* A cost not settled yet may be a slow moment's timing (auth.c): up
-     * to SLOW_MOMENT times the true one was seen, so within that it stays
-     * on the loop until timed again; beyond it the method is dear. */
+     * to CW__AUTH_SLOW_MOMENT times the true one was seen, so within that
+     * the check stays on the loop until timed again; beyond it the method
+     * is dear. */
     int settled = 1;
     int64_t cost = s->pool ? cw__auth_cost_ns(s->auth, &settled) : 0;
-    if (cost > INLINE_CHECK_NS && (settled || cost > SLOW_MOMENT * INLINE_CHECK_NS)) {
+    if (cost > CW__AUTH_INLINE_NS &&
+        (settled || cost > CW__AUTH_SLOW_MOMENT * CW__AUTH_INLINE_NS)) {
         start_check(s, st, c, r);
         return;
     }
