@@ -96,6 +96,15 @@ int cw__tqueue_put(cw_tqueue *q, cw_tqentry *e, int64_t deadline);
  * keeps too many already or is out of memory (use the heap then). */
 int cw__loop_tqueue(cw_loop *l, int64_t timeout_ms, cw_tqueue_cb *cb);
 
+/* Code placement on the churn path, where the 64-byte code lines a
+ * connection executes cost more than its instructions (the kernel's work
+ * between two events evicts the instruction cache): CW__ONE_COPY keeps a
+ * function called from several hot places out of line, so that they all
+ * run the same lines instead of an inlined copy each; CW__COLD moves a
+ * rare path out of the hot function it would spread. */
+#define CW__ONE_COPY __attribute__((noinline))
+#define CW__COLD __attribute__((cold, noinline))
+
 /* What every stream step reads of its loop, at the start of struct
  * cw_loop (loop.c) so that the two look-ups below are inline: each was a
  * call, and a code line of its own, 11 times per churn connection. */
