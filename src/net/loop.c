@@ -26,7 +26,6 @@ struct cw_loop {
     struct cw__loop_hot h;     /* first: internal.h reads it inline */
     int epfd;
     volatile int stopping;
-    uint64_t iterations;
     cw_timer **heap;           /* min-heap on deadline */
     uint32_t nheap, heap_cap;
     cw_tqueue *queues;         /* the non-empty timer queues */
@@ -429,7 +428,7 @@ int cw_loop_stop(cw_loop *l)
 
 uint64_t cw_loop_iterations(const cw_loop *l)
 {
-    return l ? l->iterations : 0;
+    return l ? l->h.iterations : 0;
 }
 
 int cw_loop_run(cw_loop *l)
@@ -440,7 +439,7 @@ int cw_loop_run(cw_loop *l)
     l->h.now = cw_now_ms();   /* for the first timeout */
     while (!l->stopping) {
         int n = epoll_wait(l->epfd, l->events, MAX_EVENTS, next_timeout(l));
-        l->iterations++;
+        l->h.iterations++;
         if (n < 0) {
             int err = errno;
             l->h.now = cw_now_ms();   /* the next timeout counts from here */

@@ -949,7 +949,7 @@ static cw_stream *unauth_victim(cw_server *s, int grace, int64_t *when)
         return NULL;
     uint32_t age = age_ms(s, sess_of(h->st));
     int64_t wait = grace && age < UNAUTH_GRACE_MS ? UNAUTH_GRACE_MS - age : 0;
-    if ((uint32_t)cw_loop_iterations(s->loop) - h->gen >= 2 && !wait)
+    if ((uint32_t)cw__loop_iterations(s->loop) - h->gen >= 2 && !wait)
         return h->st;
     /* An iteration passes soon: retry then. */
     *when = now + (wait ? wait : 1);
@@ -1064,7 +1064,7 @@ static void on_accept(cw_acceptor *a, cw_stream *st, void *data)
     open_add(s, 1);
     s->st.accepted++;
     cw_stream_start(st, &handlers, s);
-    if (fifo_push(&s->unauth, st, (uint32_t)cw_loop_iterations(s->loop),
+    if (fifo_push(&s->unauth, st, (uint32_t)cw__loop_iterations(s->loop),
                   &c->useq) < 0) {
         c->end = END_ERROR;
         c->closing = 1;
