@@ -80,6 +80,8 @@ void cw__sprof_init(struct cw__sprof *p, cw_loop *loop,
     p->q_idle = p->o.idle_timeout_ms
                 ? cw__loop_tqueue(loop, p->o.idle_timeout_ms, on_queue_timer) : 0;
     p->q_done = cw__loop_tqueue(loop, 0, on_done);
+    p->set_ms = 0;
+    p->q_set = 0;
 }
 
 static struct cw__sprof *P(const cw_stream *s)
@@ -791,6 +793,11 @@ static void on_io(cw_loop *loop, cw_io *io, unsigned events)
     cw_stream *s = (cw_stream *)((char *)io - offsetof(cw_stream, io));
     if (s->state == CW__ST_OPEN) {
         on_open_io(s, events);
+        /* Open to closing only by the owner's cw_stream_close(), which
+         * settled it (a churn connection's reply and close), and nothing
+         * after that here or in the owner changes it: done. */
+        if (s->state != CW__ST_OPEN)
+            return;
     } else if (s->state == CW__ST_FLUSH) {
         flush(s);
         if (s->werr && s->werr != SHUT)
@@ -914,7 +921,12 @@ int cw_stream_set_timeout(cw_stream *s, uint32_t timeout_ms)
     cw_loop *loop = loop_of(s);
     cw_tqueue *q = cw__loop_tq(loop, (int)s->aux);
     if (!q || q->timeout_ms != timeout_ms || q->cb != on_queue_timer) {
-        s->aux = (uint32_t)cw__loop_tqueue(loop, timeout_ms, on_queue_timer);
+        struct cw__sprof *p = P(s);
+        if (!p->q_set || p->set_ms != timeout_ms) {
+            p->q_set = cw__loop_tqueue(loop, timeout_ms, on_queue_timer);
+            p->set_ms = timeout_ms;
+        }
+        s->aux = (uint32_t)p->q_set;
         q = cw__loop_tq(loop, (int)s->aux);
     }
     s->rdl = loop_now(s) + timeout_ms;

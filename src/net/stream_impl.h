@@ -26,6 +26,10 @@ struct cw__sprof {
      * fixed timeouts, and the one with timeout 0 that delivers on_closed
      * from the loop: a deferred-callback list. */
     int q_write, q_grace, q_linger, q_idle, q_done;
+    /* cw_stream_set_timeout's last look-up (q_set 0: none yet): an owner
+     * sets the same timeout on every stream it accepts. */
+    uint32_t set_ms;
+    int q_set;
 };
 
 /* The stream's one timer: on one of the loop's FIFO queues when the
