@@ -175,8 +175,10 @@ static int run_one(cw_loop *l, int64_t now)
         t->cb(l, t);
         return 1;
     }
+    /* The heads are read here: a call per queue for each pass that
+     * fires nothing, the usual pass, cost more than the check. */
     for (cw_tqueue *q = l->queues; q; q = q->lnext)
-        if (cw__tqueue_expire_one(q, now))
+        if (cw__tqueue_head(q) <= now && cw__tqueue_expire_one(q, now))
             return 1;
     return 0;
 }

@@ -207,9 +207,10 @@ static enum cw_end end_of(int how, int rst, int why)
         return CW_END_TIMEOUT;
     case CW__END_GRACE:
         return CW_END_ABANDONED;
-    default:
-        return cw_end_of_close(how == CW_OK && rst ? CW_CLOSE_ABORT
-                                                   : CW_CLOSE_GRACEFUL, how);
+    default:   /* a clean close needs no call */
+        if (how == CW_OK)
+            return rst ? CW_END_ABORT : CW_END_GRACEFUL;
+        return cw_end_of_close(CW_CLOSE_GRACEFUL, how);
     }
 }
 
