@@ -29,7 +29,7 @@ const char *cw_strerror(int rc)
     return "unknown error";
 }
 
-int64_t cw_now_ms(void)
+CW__HOT int64_t cw_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
