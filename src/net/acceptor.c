@@ -106,7 +106,7 @@ static cw_acceptor *acceptor_of(const cw_stream *s)
     return a && !a->freed ? a : NULL;
 }
 
-CW__HOT void cw__acceptor_touch(cw_stream *s)
+void cw__acceptor_touch(cw_stream *s)
 {
     cw_acceptor *a = acceptor_of(s);
     if (!a || (s->flags & CW__F_LINGER_LIST) || !s->next)
@@ -115,7 +115,7 @@ CW__HOT void cw__acceptor_touch(cw_stream *s)
     list_push(&a->active, s);
 }
 
-CW__HOT void cw__acceptor_closing(cw_stream *s)
+void cw__acceptor_closing(cw_stream *s)
 {
     cw_acceptor *a = acceptor_of(s);
     if (!a || (s->flags & CW__F_LINGER_LIST))
@@ -128,7 +128,7 @@ CW__HOT void cw__acceptor_closing(cw_stream *s)
 
 static void resume(cw_acceptor *a);
 
-CW__HOT void cw__acceptor_ended(cw_stream *s, int why)
+void cw__acceptor_ended(cw_stream *s, int why)
 {
     cw_acceptor *a = acceptor_of(s);
     if (!a)
@@ -153,7 +153,7 @@ static size_t stream_size(const cw_acceptor *a)
     return CW__STREAM_SIZE + a->prof.o.user_size;
 }
 
-CW__HOT void *cw__acceptor_spare(cw_acceptor *a)
+void *cw__acceptor_spare(cw_acceptor *a)
 {
     void *m = a->spare;
     if (!m)
@@ -170,7 +170,7 @@ static void free_spares(cw_acceptor *a)
         free(cw__acceptor_spare(a));
 }
 
-CW__HOT void cw__acceptor_put(cw_acceptor *a, cw_stream *s)
+void cw__acceptor_put(cw_acceptor *a, cw_stream *s)
 {
     if (!a->freed && a->nspare < a->spare_max) {
         *(void **)s = a->spare;
@@ -270,7 +270,7 @@ static void resume(cw_acceptor *a)
     watch(a);
 }
 
-CW__HOT static void on_accept(cw_loop *loop, cw_io *io, unsigned events)
+static void on_accept(cw_loop *loop, cw_io *io, unsigned events)
 {
     cw_acceptor *a = io->data;
     for (int i = 0; i < ACCEPT_BATCH && !a->paused && !a->held; i++) {
@@ -348,7 +348,7 @@ int cw_acceptor_new(cw_loop *loop, cw_listener *l,
     return CW_OK;
 }
 
-CW__HOT const struct sockaddr *cw_acceptor_peer(const cw_acceptor *a, socklen_t *len)
+const struct sockaddr *cw_acceptor_peer(const cw_acceptor *a, socklen_t *len)
 {
     if (!a || !a->peerlen)
         return NULL;

@@ -29,7 +29,7 @@ const char *cw_strerror(int rc)
     return "unknown error";
 }
 
-CW__HOT int64_t cw_now_ms(void)
+int64_t cw_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);

@@ -104,13 +104,9 @@ int cw__loop_tqueue(cw_loop *l, int64_t timeout_ms, cw_tqueue_cb *cb);
  * between two events evicts the instruction cache): CW__ONE_COPY keeps a
  * function called from several hot places out of line, so that they all
  * run the same lines instead of an inlined copy each; CW__COLD moves a
- * rare path out of the hot function it would spread; CW__HOT marks the
- * functions every churn connection runs (bench/churn-user.sh lines), and
- * only those: the linker packs them together (.text.hot), so that small
- * ones share code lines with each other instead of with cold neighbours. */
+ * rare path out of the hot function it would spread. */
 #define CW__ONE_COPY __attribute__((noinline))
 #define CW__COLD __attribute__((cold, noinline))
-#define CW__HOT __attribute__((hot))
 
 /* What every stream step reads of its loop, at the start of struct
  * cw_loop (loop.c) so that the two look-ups below are inline: each was a

@@ -8,7 +8,7 @@
 #include <poll.h>
 #include <sys/socket.h>
 
-CW__HOT int cw__timeout_at(int64_t deadline, int64_t now)
+int cw__timeout_at(int64_t deadline, int64_t now)
 {
     if (deadline < 0)
         return -1;
@@ -46,7 +46,7 @@ int cw__wait(int fd, short events, int64_t deadline)
     }
 }
 
-CW__HOT ssize_t cw__recv_nb(int fd, void *buf, size_t len)
+ssize_t cw__recv_nb(int fd, void *buf, size_t len)
 {
     for (;;) {
         ssize_t n = recv(fd, buf, len, MSG_DONTWAIT);
@@ -76,7 +76,7 @@ ssize_t cw__send_nb(int fd, const void *buf, size_t len)
     }
 }
 
-CW__HOT int cw__drain_nb(int fd, size_t *total)
+int cw__drain_nb(int fd, size_t *total)
 {
     char scratch[16384];
     for (;;) {

@@ -128,7 +128,7 @@ int cw_timer_active(const cw_timer *t)
 
 /* ---- timer queues: the loop only tracks which ones have entries ---- */
 
-CW__HOT void cw__loop_queue_on(cw_tqueue *q)
+void cw__loop_queue_on(cw_tqueue *q)
 {
     cw_loop *l = q->loop;
     q->lprev = NULL;
@@ -138,7 +138,7 @@ CW__HOT void cw__loop_queue_on(cw_tqueue *q)
     l->queues = q;
 }
 
-CW__HOT void cw__loop_queue_off(cw_tqueue *q)
+void cw__loop_queue_off(cw_tqueue *q)
 {
     if (q->lprev)
         q->lprev->lnext = q->lnext;
@@ -196,7 +196,7 @@ static void run_timers(cw_loop *l)
 
 /* ---- the loop's time ---- */
 
-CW__HOT void cw__loop_update_time(cw_loop *l)
+void cw__loop_update_time(cw_loop *l)
 {
     if (l->h.in_pass)
         l->h.now = cw_now_ms();
@@ -236,7 +236,7 @@ static int io_ctl(cw_loop *l, int op, cw_io *io)
     return CW_OK;
 }
 
-CW__HOT int cw_io_start(cw_loop *l, cw_io *io, unsigned interest, cw_io_cb *cb)
+int cw_io_start(cw_loop *l, cw_io *io, unsigned interest, cw_io_cb *cb)
 {
     if (!l || !io || !cb || io->fd < 0 || (io->flags & IO_ACTIVE))
         return CW_EINVAL;
@@ -250,7 +250,7 @@ CW__HOT int cw_io_start(cw_loop *l, cw_io *io, unsigned interest, cw_io_cb *cb)
     return rc;
 }
 
-CW__HOT int cw_io_set(cw_loop *l, cw_io *io, unsigned interest)
+int cw_io_set(cw_loop *l, cw_io *io, unsigned interest)
 {
     if (!l || !io || !(io->flags & IO_ACTIVE))
         return CW_EINVAL;
@@ -276,7 +276,7 @@ int cw_io_stop(cw_loop *l, cw_io *io)
     return CW_OK;
 }
 
-CW__HOT void cw__io_stop_kept(cw_loop *l, cw_io *io)
+void cw__io_stop_kept(cw_loop *l, cw_io *io)
 {
     if (!(io->flags & IO_ACTIVE))
         return;
@@ -433,7 +433,7 @@ uint64_t cw_loop_iterations(const cw_loop *l)
     return l ? l->h.iterations : 0;
 }
 
-CW__HOT int cw_loop_run(cw_loop *l)
+int cw_loop_run(cw_loop *l)
 {
     if (!l)
         return CW_EINVAL;

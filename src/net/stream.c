@@ -101,7 +101,7 @@ static int64_t loop_now(const cw_stream *s)
     return cw__loop_now(P(s)->loop);
 }
 
-CW__HOT int cw__stream_new(cw_loop *loop, int fd, const struct cw_stream_opts *o,
+int cw__stream_new(cw_loop *loop, int fd, const struct cw_stream_opts *o,
                    struct cw__sprof *prof, cw_stream **out)
 {
     size_t user = prof ? prof->o.user_size : o ? o->user_size : 0;
@@ -150,7 +150,7 @@ CW__HOT int cw__stream_new(cw_loop *loop, int fd, const struct cw_stream_opts *o
     return CW_OK;
 }
 
-CW__HOT void cw__stream_watch(cw_stream *s)
+void cw__stream_watch(cw_stream *s)
 {
     if (s->state != CW__ST_OPEN || !(s->flags & F_IO_OFF) || (s->flags & F_ENDED))
         return;
@@ -279,7 +279,7 @@ static void arm_done(cw_stream *s)
 }
 
 /* Close the descriptor now; on_closed follows from the loop. */
-CW__HOT static void finish(cw_stream *s, int how, int rst, int why)
+static void finish(cw_stream *s, int how, int rst, int why)
 {
     if (why == CW__END_OWNER && (s->flags & F_BY_GRACE))
         why = CW__END_GRACE;
@@ -307,7 +307,7 @@ CW__HOT static void finish(cw_stream *s, int how, int rst, int why)
     arm_done(s);
 }
 
-CW__HOT static void start_linger(cw_stream *s)
+static void start_linger(cw_stream *s)
 {
     if ((s->flags & F_DELIVERED) && s->result == CW_EOF) {
         /* The peer's FIN was read, so nothing is left unread and nothing
@@ -345,7 +345,7 @@ static void begin_close(cw_stream *s, int why)
         start_linger(s);
 }
 
-CW__HOT int cw_stream_close(cw_stream *s, int how, int64_t deadline,
+int cw_stream_close(cw_stream *s, int how, int64_t deadline,
                     cw_stream_closed_cb *on_closed)
 {
     if (!s || s->state == CW__ST_DONE || (how != CW_CLOSE_GRACEFUL &&
@@ -415,7 +415,7 @@ static void deliver_end(cw_stream *s, int rc)
  * carries RDHUP/HUP/ERR, or an earlier one did: F_ENDED), reading goes on
  * to the EOF or error, so data and FIN in one segment are delivered in
  * this dispatch, data first and then the end. */
-CW__HOT static void do_read(cw_stream *s, unsigned events)
+static void do_read(cw_stream *s, unsigned events)
 {
     char buf[READ_CHUNK];
     int to_end = (events & (CW_EV_HUP | CW_EV_ERROR)) || (s->flags & F_ENDED);
@@ -445,7 +445,7 @@ CW__HOT static void do_read(cw_stream *s, unsigned events)
 
 static void set_reading(cw_stream *s, int on);
 
-CW__HOT int cw_stream_start(cw_stream *s, const struct cw_stream_handlers *h,
+int cw_stream_start(cw_stream *s, const struct cw_stream_handlers *h,
                     void *data)
 {
     if (!s)
@@ -584,7 +584,7 @@ int cw_stream_write(cw_stream *s, const void *buf, size_t len)
     return write_flags(s, buf, len, 0);
 }
 
-CW__HOT int cw_stream_write_more(cw_stream *s, const void *buf, size_t len)
+int cw_stream_write_more(cw_stream *s, const void *buf, size_t len)
 {
     return write_flags(s, buf, len, 1);
 }
@@ -649,7 +649,7 @@ static unsigned open_interest(const cw_stream *s)
 /* One copy (CW__ONE_COPY), not one inlined in each caller: a churn
  * connection settles from cw_stream_start, cw_stream_close and on_io,
  * and the copies cost 10 code lines per connection more than the one. */
-CW__HOT CW__ONE_COPY static void settle(cw_stream *s)
+CW__ONE_COPY static void settle(cw_stream *s)
 {
     cw_loop *loop = loop_of(s);
     if (s->state == CW__ST_DONE)
@@ -789,7 +789,7 @@ static void on_linger_io(cw_stream *s, unsigned events)
         finish(s, rc == -ENOTCONN ? CW_ERESET : rc, 0, CW__END_OWNER);
 }
 
-CW__HOT static void on_io(cw_loop *loop, cw_io *io, unsigned events)
+static void on_io(cw_loop *loop, cw_io *io, unsigned events)
 {
     cw_stream *s = (cw_stream *)((char *)io - offsetof(cw_stream, io));
     if (s->state == CW__ST_OPEN) {
@@ -871,12 +871,12 @@ static void on_heap_timer(cw_loop *loop, cw_timer *t)
     on_timer(s);
 }
 
-CW__HOT static void on_queue_timer(cw_loop *loop, cw_tqentry *e)
+static void on_queue_timer(cw_loop *loop, cw_tqentry *e)
 {
     on_timer(stream_of_tm(e));
 }
 
-CW__HOT static void on_done(cw_loop *loop, cw_tqentry *e)
+static void on_done(cw_loop *loop, cw_tqentry *e)
 {
     on_timer(stream_of_tm(e));
 }
@@ -913,7 +913,7 @@ int cw_stream_set_deadline(cw_stream *s, int64_t deadline)
     return CW_OK;
 }
 
-CW__HOT int cw_stream_set_timeout(cw_stream *s, uint32_t timeout_ms)
+int cw_stream_set_timeout(cw_stream *s, uint32_t timeout_ms)
 {
     if (!s)
         return CW_EINVAL;

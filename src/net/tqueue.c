@@ -47,7 +47,7 @@ int cw_tqueue_init(cw_loop *loop, cw_tqueue *q, int64_t timeout_ms,
     return CW_OK;
 }
 
-CW__HOT int cw__tqueue_put(cw_tqueue *q, cw_tqentry *e, int64_t deadline)
+int cw__tqueue_put(cw_tqueue *q, cw_tqentry *e, int64_t deadline)
 {
     cw_tqentry *tail = q->head.prev;
     cw_tqentry *before = tail == e ? e->prev : tail;
@@ -87,7 +87,7 @@ int cw_tqueue_add_at(cw_tqueue *q, cw_tqentry *e, int64_t deadline)
     return CW_OK;
 }
 
-CW__HOT void cw_tqueue_remove(cw_tqentry *e)
+void cw_tqueue_remove(cw_tqentry *e)
 {
     if (e && e->next)
         unlink_entry(e);
@@ -106,7 +106,7 @@ void cw_tqueue_close(cw_tqueue *q)
         unlink_entry(q->head.next);
 }
 
-CW__HOT int cw__tqueue_expire_one(cw_tqueue *q, int64_t now)
+int cw__tqueue_expire_one(cw_tqueue *q, int64_t now)
 {
     cw_tqentry *e = q->head.next;
     if (e == &q->head || e->deadline > now)

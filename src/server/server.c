@@ -398,7 +398,7 @@ static void write_failed(cw_stream *st, struct sess *c)
  * a graceful close, sent corked (MSG_MORE) so that the shutdown() right
  * after it attaches the FIN: line and FIN leave in one segment and the
  * client acknowledges both at once. */
-CW__HOT static void send_line(cw_stream *st, struct sess *c, const char *text, size_t len,
+static void send_line(cw_stream *st, struct sess *c, const char *text, size_t len,
                       int last)
 {
     if (c->closing)
@@ -429,7 +429,7 @@ static void reply_str(cw_stream *st, struct sess *c, const char *text)
 static void drop_check(cw_server *s, cw_stream *st, struct sess *c);
 
 /* Send a final line and end the connection the configured way. */
-CW__HOT static void finish(cw_server *s, cw_stream *st, struct sess *c, const char *text,
+static void finish(cw_server *s, cw_stream *st, struct sess *c, const char *text,
                    enum end why)
 {
     if (c->closing)
@@ -691,7 +691,7 @@ static void drop_rbuf(cw_server *s, struct sess *c)
 
 /* Serve buf[0..len), keeping what is left (an unfinished line, or
  * requests waiting for a blocked reply) in a buffer sized to it. */
-CW__HOT static void serve(cw_server *s, cw_stream *st, struct sess *c, const char *buf,
+static void serve(cw_server *s, cw_stream *st, struct sess *c, const char *buf,
                   size_t len)
 {
     size_t used = process(s, st, c, buf, len);
@@ -735,7 +735,7 @@ static void on_peer_end(cw_server *s, cw_stream *st, struct sess *c, ssize_t rc)
     cw_stream_close(st, CW_CLOSE_GRACEFUL, CW_NEVER, NULL);
 }
 
-CW__HOT static void on_read(cw_stream *st, ssize_t n, const char *buf)
+static void on_read(cw_stream *st, ssize_t n, const char *buf)
 {
     cw_server *s = server_of(st);
     struct sess *c = sess_of(st);
@@ -796,7 +796,7 @@ static enum cw_end close_word(struct sess *c, enum cw_end e)
     return e;
 }
 
-CW__HOT static void on_closed(cw_stream *st, int how)
+static void on_closed(cw_stream *st, int how)
 {
     cw_server *s = server_of(st);
     struct sess *c = sess_of(st);
@@ -1004,7 +1004,7 @@ static int reclaim_lingering(cw_server *s)
  * the oldest unauthenticated session gives way; at the unauthenticated
  * cap, the oldest unauthenticated session does. Returns 0, with accepting
  * held, when no one can give way yet. */
-CW__HOT static int admit(cw_acceptor *a, void *data)
+static int admit(cw_acceptor *a, void *data)
 {
     cw_server *s = data;
     int64_t when = CW_NEVER;
@@ -1053,7 +1053,7 @@ static void set_peer(struct sess *c, const struct sockaddr *sa)
     }
 }
 
-CW__HOT static void on_accept(cw_acceptor *a, cw_stream *st, void *data)
+static void on_accept(cw_acceptor *a, cw_stream *st, void *data)
 {
     cw_server *s = data;
     struct sess *c = sess_of(st);
