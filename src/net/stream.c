@@ -673,7 +673,7 @@ CW__ONE_COPY static void settle(cw_stream *s)
         /* Restart only for work: EPOLLHUP makes it report at once. */
         if (want && (rc = cw_io_start(loop, &s->io, want, on_io)) == CW_OK)
             s->flags &= ~F_IO_OFF;
-    } else {
+    } else if (want != s->io.interest) {   /* no call when unchanged */
         rc = cw_io_set(loop, &s->io, want);
     }
     if (rc == CW_OK)
@@ -828,18 +828,24 @@ static void on_open_timer(cw_stream *s, int64_t now)
     }
 }
 
+/* The end of a done stream: on_closed, then its memory goes. */
+static void closed(cw_stream *s)
+{
+    cw_stream_closed_cb *cb = (s->flags & F_OWN_CB) ? s->cb.closed
+                              : s->cb.h ? s->cb.h->on_closed : NULL;
+    if (cb)
+        cb(s, s->result);
+    cw_acceptor *a = P(s)->a;   /* P(s) may be inside s */
+    if (a)
+        cw__acceptor_put(a, s);   /* the options were the acceptor's */
+    else
+        free(s);
+}
+
 static void on_timer(cw_stream *s)
 {
     if (s->state == CW__ST_DONE) {
-        cw_stream_closed_cb *cb = (s->flags & F_OWN_CB) ? s->cb.closed
-                                  : s->cb.h ? s->cb.h->on_closed : NULL;
-        if (cb)
-            cb(s, s->result);
-        cw_acceptor *a = P(s)->a;   /* P(s) may be inside s */
-        if (a)
-            cw__acceptor_put(a, s);   /* the options were the acceptor's */
-        else
-            free(s);
+        closed(s);
         return;
     }
     int64_t now = loop_now(s);
@@ -876,9 +882,12 @@ static void on_queue_timer(cw_loop *loop, cw_tqentry *e)
     on_timer(stream_of_tm(e));
 }
 
+/* Only done streams are on the deferred-call queue (arm_done): their
+ * end without the timer's dispatch on the state, whose open, flush and
+ * linger code would share the lines this runs for every stream. */
 static void on_done(cw_loop *loop, cw_tqentry *e)
 {
-    on_timer(stream_of_tm(e));
+    closed(stream_of_tm(e));
 }
 
 /* ---- accessors ---- */
