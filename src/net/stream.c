@@ -25,7 +25,8 @@
 #define F_READING 1u     /* the owner wants bytes */
 #define F_ENDED 2u       /* peer closed/reset, or terminal result delivered */
 #define F_DELIVERED 4u   /* the terminal result went to on_read */
-#define F_IO_OFF 8u      /* watcher stopped: EPOLLHUP would repeat forever */
+#define F_IO_OFF CW__F_IO_OFF   /* watcher stopped: EPOLLHUP would repeat
+                                    forever */
 #define F_FULL 16u       /* a write said "full": on_drain when empty */
 #define F_OWN_CB 32u     /* s->cb.closed, not s->cb.h */
 #define F_BY_GRACE 64u   /* the library is closing it after the grace */
