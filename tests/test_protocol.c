@@ -24,6 +24,10 @@ static void test_commands(void **state)
     assert_slice(r.user, r.user_len, "alice");
     assert_slice(r.pass, r.pass_len, "s3cret pass");   /* spaces allowed */
     assert_int_equal(r.consumed, 24);
+    /* A colon or a tab ends only a user name, not a password. */
+    assert_int_equal(parse("AUTH bob pw:x\ty\n", &r), CW_REQ_AUTH);
+    assert_slice(r.user, r.user_len, "bob");
+    assert_slice(r.pass, r.pass_len, "pw:x\ty");
     assert_int_equal(parse("ECHO hello world\n", &r), CW_REQ_ECHO);
     assert_slice(r.text, r.text_len, "hello world");
     assert_int_equal(parse("ECHO\n", &r), CW_REQ_ECHO);
@@ -61,6 +65,10 @@ static void test_syntax_and_unknown(void **state)
     assert_int_equal(parse(line, &r), CW_REQ_AUTH);
     assert_int_equal(r.user_len, CW_PROTO_MAX_USER);
     snprintf(line, sizeof line, "AUTH %.*s pw\n", CW_PROTO_MAX_USER + 1,
+             "uuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuu");
+    assert_int_equal(parse(line, &r), CW_REQ_SYNTAX);
+    /* a colon right after the longest name is still in the name */
+    snprintf(line, sizeof line, "AUTH %.*s: pw\n", CW_PROTO_MAX_USER,
              "uuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuuu");
     assert_int_equal(parse(line, &r), CW_REQ_SYNTAX);
 }

@@ -297,7 +297,8 @@ static void on_accept(cw_loop *loop, cw_io *io, unsigned events)
             /* Watched from here on whatever the owner did: a peer that
              * closes before it starts reading is still noticed. Most
              * owners started it in the callback: one epoll_ctl, not two. */
-            cw__stream_watch(s);
+            if (s->flags & CW__F_IO_OFF)
+                cw__stream_watch(s);
             continue;
         }
         int err = errno;

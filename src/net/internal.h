@@ -84,8 +84,11 @@ int cw__conn_new(int fd, const struct cw_opts *o, cw_conn **out);
  * last. */
 void cw__loop_queue_on(cw_tqueue *q);
 void cw__loop_queue_off(cw_tqueue *q);
-/* The head's deadline (a non-empty queue). */
-int64_t cw__tqueue_head(const cw_tqueue *q);
+/* The head's deadline (a non-empty queue); inline for the loop's wait. */
+static inline int64_t cw__tqueue_head(const cw_tqueue *q)
+{
+    return q->head.next->deadline;
+}
 /* Unlink and fire the head if it is due at now: 1, else 0. */
 int cw__tqueue_expire_one(cw_tqueue *q, int64_t now);
 /* Queue e at the tail due at deadline if that keeps the queue in order
@@ -96,6 +99,15 @@ int cw__tqueue_put(cw_tqueue *q, cw_tqentry *e, int64_t deadline);
  * keeps too many already or is out of memory (use the heap then). */
 int cw__loop_tqueue(cw_loop *l, int64_t timeout_ms, cw_tqueue_cb *cb);
 
+/* Code placement on the churn path, where the 64-byte code lines a
+ * connection executes cost more than its instructions (the kernel's work
+ * between two events evicts the instruction cache): CW__ONE_COPY keeps a
+ * function called from several hot places out of line, so that they all
+ * run the same lines instead of an inlined copy each; CW__COLD moves a
+ * rare path out of the hot function it would spread. */
+#define CW__ONE_COPY __attribute__((noinline))
+#define CW__COLD __attribute__((cold, noinline))
+
 /* What every stream step reads of its loop, at the start of struct
  * cw_loop (loop.c) so that the two look-ups below are inline: each was a
  * call, and a code line of its own, 11 times per churn connection. */
@@ -104,8 +116,15 @@ struct cw__loop_hot {
     int in_pass;                          /* dispatching or running timers */
     int nown;
     int64_t now;                          /* the pass's time */
+    uint64_t iterations;                  /* cw_loop_iterations */
     cw_tqueue *own[CW__LOOP_QUEUES];      /* cw__loop_tqueue's, by index - 1 */
 };
+
+/* cw_loop_iterations, inline (the server reads it per accept). */
+static inline uint64_t cw__loop_iterations(const cw_loop *l)
+{
+    return ((const struct cw__loop_hot *)(const void *)l)->iterations;
+}
 
 /* The queue of a cw__loop_tqueue index, NULL for 0 (the heap). */
 static inline cw_tqueue *cw__loop_tq(const cw_loop *l, int index)

@@ -26,6 +26,10 @@ struct cw__sprof {
      * fixed timeouts, and the one with timeout 0 that delivers on_closed
      * from the loop: a deferred-callback list. */
     int q_write, q_grace, q_linger, q_idle, q_done;
+    /* cw_stream_set_timeout's last look-up (q_set 0: none yet): an owner
+     * sets the same timeout on every stream it accepts. */
+    uint32_t set_ms;
+    int q_set;
 };
 
 /* The stream's one timer: on one of the loop's FIFO queues when the
@@ -101,10 +105,13 @@ void cw__sprof_init(struct cw__sprof *p, cw_loop *loop,
 int cw__stream_new(cw_loop *loop, int fd, const struct cw_stream_opts *o,
                    struct cw__sprof *prof, cw_stream **out);
 
-/* An acceptor's stream is created unwatched (F_IO_OFF): the owner's
+/* An acceptor's stream is created unwatched (CW__F_IO_OFF): the owner's
  * cw_stream_start() in the accept callback adds it to epoll with its
- * interest at once. This watches one the owner did not start. */
+ * interest at once. This watches one the owner did not start (the
+ * acceptor calls it only while the flag is set: most owners started
+ * it). */
 void cw__stream_watch(cw_stream *s);
+#define CW__F_IO_OFF 8u   /* stream.c's F_IO_OFF: not watched */
 
 /* The acceptor's bookkeeping, no-ops for streams without one. */
 void cw__acceptor_touch(cw_stream *s);     /* received bytes: LRU tail */

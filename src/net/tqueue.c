@@ -106,11 +106,6 @@ void cw_tqueue_close(cw_tqueue *q)
         unlink_entry(q->head.next);
 }
 
-int64_t cw__tqueue_head(const cw_tqueue *q)
-{
-    return q->head.next->deadline;
-}
-
 int cw__tqueue_expire_one(cw_tqueue *q, int64_t now)
 {
     cw_tqentry *e = q->head.next;

@@ -351,10 +351,10 @@ static void format_peer(const struct sess *c, char *buf, size_t size)
     cw__addr_format(family, c->v6 ? c->addr : c->addr + 12, c->port, buf, size);
 }
 
-static void log_end(cw_server *s, const struct sess *c, enum cw_end how)
+/* Called only with a log (CW__COLD: its formatting stays out of
+ * on_closed's code lines, where a quiet server's sessions end). */
+CW__COLD static void log_end(cw_server *s, const struct sess *c, enum cw_end how)
 {
-    if (!s->o.log)
-        return;
     char peer[64];
     format_peer(c, peer, sizeof peer);
     long long ms = age_ms(s, c);
@@ -775,7 +775,7 @@ static void on_drain(cw_stream *st)
         cw_stream_read_start(st);
 }
 
-static void resume_accept(cw_server *s);
+CW__COLD static void resume_accept(cw_server *s);
 
 /* The close word: what this file decided (the peer's end, an eviction),
  * else what the stream says. A library-ended stream the server did not
@@ -802,10 +802,12 @@ static void on_closed(cw_stream *st, int how)
     drop_check(s, st, c);   /* before close_word, which may set the reason */
     unauth_drop(s, c);
     drop_rbuf(s, c);
-    enum cw_end e = close_word(c, cw_stream_end(st));
+    /* cw_stream_end(st), read in place: st is done here. */
+    enum cw_end e = close_word(c, (enum cw_end)st->aux);
     if (c->end == END_NONE)
         c->end = e == CW_END_RESET ? END_RESET : END_ERROR;
-    log_end(s, c, e);
+    if (s->o.log)
+        log_end(s, c, e);
     s->live--;
     open_add(s, -1);
     s->st.ended++;
@@ -870,7 +872,7 @@ static void hold_full(cw_server *s, uint64_t open)
     hold_accept(s, CW_NEVER, why);
 }
 
-static void resume_accept(cw_server *s)
+CW__COLD static void resume_accept(cw_server *s)
 {
     if (!s->accept_paused || s->stopping)
         return;
@@ -946,7 +948,7 @@ static cw_stream *unauth_victim(cw_server *s, int grace, int64_t *when)
         return NULL;
     uint32_t age = age_ms(s, sess_of(h->st));
     int64_t wait = grace && age < UNAUTH_GRACE_MS ? UNAUTH_GRACE_MS - age : 0;
-    if ((uint32_t)cw_loop_iterations(s->loop) - h->gen >= 2 && !wait)
+    if ((uint32_t)cw__loop_iterations(s->loop) - h->gen >= 2 && !wait)
         return h->st;
     /* An iteration passes soon: retry then. */
     *when = now + (wait ? wait : 1);
@@ -1061,7 +1063,7 @@ static void on_accept(cw_acceptor *a, cw_stream *st, void *data)
     open_add(s, 1);
     s->st.accepted++;
     cw_stream_start(st, &handlers, s);
-    if (fifo_push(&s->unauth, st, (uint32_t)cw_loop_iterations(s->loop),
+    if (fifo_push(&s->unauth, st, (uint32_t)cw__loop_iterations(s->loop),
                   &c->useq) < 0) {
         c->end = END_ERROR;
         c->closing = 1;
