@@ -960,6 +960,7 @@ int cw__authpool_new(cw__auth *auth, int workers, int queue_max, int idle,
  * runs: nothing posts any more, every freed port goes. */
 static void pool_release(cw__authpool *p)
 {
+    HB(p);
     if (atomic_fetch_sub(&p->holders, 1) != 1)
         return;
     HA(p);
@@ -989,8 +990,11 @@ static void pool_release(cw__authpool *p)
  *    priority is always allowed, raising it back is not). It is done
  *    before the stop, while no thread can end (a thread ends only once
  *    it sees the stop), so no tid here names a task that has gone.
- * 2. Bound: each thread is waited for until JOIN_MS after the start of
- *    this call (CLOCK_MONOTONIC); one still running then is detached,
+ * 2. Bound: the threads are joined until JOIN_MS after the start of
+ *    this call (CLOCK_MONOTONIC: pthread_clockjoin_np would do, but
+ *    ThreadSanitizer and helgrind do not know it, so pthread_tryjoin_np
+ *    every millisecond; free costs one more ms or so); one still
+ *    running then is detached,
  *    and the last thread to end frees the pool (holders). This call
  *    therefore returns within about JOIN_MS, whatever the load. Nothing
  *    such a thread touches is freed before it ends: the pool, its
@@ -1003,14 +1007,7 @@ void cw__authpool_free(cw__authpool *p)
 {
     if (!p)
         return;
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += JOIN_MS / 1000;
-    dl.tv_nsec += (JOIN_MS % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    int64_t deadline = cw_now_ms() + JOIN_MS;
     atomic_store(&p->lift, 1);
     for (int i = 0; i < 2 * p->nthreads; i++) {
         pid_t tid = p->w[i].live ? atomic_load(&p->w[i].tid) : 0;
@@ -1018,18 +1015,29 @@ void cw__authpool_free(cw__authpool *p)
             (void)lift(tid);   /* refused: step 2 bounds the wait */
     }
     atomic_store(&p->stop, 1);
+    int left = 0;
     for (int i = 0; i < 2 * p->nthreads; i++) {
         if (!p->w[i].live)
             continue;
+        left++;
         atomic_fetch_add_explicit(&p->w[i].seq, 1, memory_order_release);
         futex_wake(&p->w[i].seq);
     }
-    for (int i = 0; i < 2 * p->nthreads; i++) {
-        if (p->w[i].live &&
-            pthread_clockjoin_np(p->w[i].thread, NULL, CLOCK_MONOTONIC, &dl) != 0)
-            pthread_detach(p->w[i].thread);
+    for (;;) {
+        for (int i = 0; i < 2 * p->nthreads; i++) {
+            if (p->w[i].live && pthread_tryjoin_np(p->w[i].thread, NULL) == 0) {
+                p->w[i].live = 0;
+                left--;
+            }
+        }
+        if (!left || cw_now_ms() >= deadline)
+            break;
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);   /* EINTR: looks again sooner */
     }
-    HB(p);
+    for (int i = 0; i < 2 * p->nthreads; i++)
+        if (p->w[i].live)
+            pthread_detach(p->w[i].thread);
     pool_release(p);
 }
 
