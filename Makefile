@@ -1,7 +1,8 @@
 # The front door: every target drives CMake into a build directory.
 #   make            release build in build/
 #   make check      every test: Debug + ASan + UBSan build in build-check/ (ctest),
-#                   library tests under valgrind, warning-free clang -Werror build
+#                   library tests under valgrind, the auth pool's threads under
+#                   ThreadSanitizer, warning-free clang -Werror build
 #   make demo       build, then run the main job: `closewise demo`
 #   make demo-svg   run the demo and rewrite its picture, docs/demo.svg (as root,
 #                   so that part 2 can name the server line behind each RST)
@@ -9,6 +10,7 @@
 #   make install    install into $(PREFIX) (default /usr/local)
 #   make uninstall  remove what the last install wrote
 #   make valgrind   library tests under valgrind (no sanitizers)
+#   make tsan       test_auth and test_authpool under ThreadSanitizer (build-tsan/)
 #   make bench      benchmarks, rewrites docs/BENCHMARKS.md
 #   make soak       1,000,000 mixed connections against the server (~15 min;
 #                   not in check): 0 CLOSE_WAIT, fds and RSS flat
@@ -19,7 +21,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE ?= cmake
 CTEST_ARGS ?=
 
-.PHONY: all build check check-sanitize demo demo-svg examples install uninstall valgrind bench soak clang clean deps-build deps-test deps-bench
+.PHONY: all build check check-sanitize tsan demo demo-svg examples install uninstall valgrind bench soak clang clean deps-build deps-test deps-bench
 
 # The build prints one line per build tree; the compiler's output goes to
 # BUILD.log and is shown only when the build fails (V=1 shows it all).
@@ -44,7 +46,7 @@ build: deps-build
 	@$(CMAKE) -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCW_TESTS=OFF -DCMAKE_INSTALL_PREFIX=$(PREFIX) >/dev/null
 	@$(call cw_build,build)
 
-check: check-sanitize valgrind clang
+check: check-sanitize valgrind tsan clang
 
 check-sanitize: deps-test
 	@$(CMAKE) -S . -B build-check -DCMAKE_BUILD_TYPE=Debug -DCW_SANITIZE=ON -DCW_WERROR=ON >/dev/null
@@ -71,6 +73,15 @@ valgrind: deps-test
 	@$(call cw_build,build-valgrind)
 	@sh scripts/valgrind.sh build-valgrind
 
+# Only the two tests' targets: TSan and ASan exclude each other, so this
+# is a build tree of its own.
+tsan: deps-test
+	@$(CMAKE) -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCW_TSAN=ON -DCW_WERROR=ON >/dev/null
+	@printf 'closewise: building build-tsan ... ' && \
+	{ $(CMAKE) --build build-tsan -j $(JOBS) --target test_auth test_authpool >build-tsan.log 2>&1 || { echo failed; cat build-tsan.log; exit 1; }; } && \
+	echo ok
+	@sh scripts/tsan.sh build-tsan
+
 clang: deps-test
 	@$(CMAKE) -S . -B build-clang -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DCW_WERROR=ON >/dev/null
 	@$(call cw_build,build-clang)
@@ -87,4 +98,4 @@ soak: deps-bench
 	@sh bench/soak.sh build-bench
 
 clean:
-	rm -rf build build-check build-valgrind build-clang build-bench build*.log
+	rm -rf build build-check build-valgrind build-tsan build-clang build-bench build*.log

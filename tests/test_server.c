@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -493,10 +495,16 @@ static void test_max_connections(void **state)
 
 #define BP_LINES 3000
 #define BP_TEXT 1000
+#define BP_REPLY (BP_TEXT - 4)   /* "ECHO " off, the newline kept */
+/* Requests a paused server has read but not answered: the rest of its
+ * last read (16 KiB at most, stream.c's READ_CHUNK) waits in the
+ * session's buffer, plus one reply it holds and one line sent partly. */
+#define BP_HELD (16384 / (BP_TEXT + 1) + 2)
 
 struct sender {
     cw_conn *c;
     int rc;
+    _Atomic long lines;   /* sent whole */
 };
 
 static void *send_many(void *arg)
@@ -508,13 +516,75 @@ static void *send_many(void *arg)
         memset(line + n, 'a' + i % 26, BP_TEXT - (size_t)n);
         line[BP_TEXT] = '\n';
         sd->rc = cw_send_all(sd->c, line, BP_TEXT + 1, cw_now_ms() + 10000);
+        atomic_fetch_add(&sd->lines, sd->rc == CW_OK);
     }
     return NULL;
 }
 
+/* The server's socket on port, from the kernel (ss -tm, in this test's
+ * own network namespace): one skmem field, e.g. "tb" (SO_SNDBUF as the
+ * kernel keeps it, doubled) or "w" (bytes queued to send), or "recv-q"
+ * or "send-q" (bytes received the server has not read, sent the client
+ * has not acknowledged). -1 if absent. */
+static long skmem(int port, const char *field)
+{
+    char cmd[128], line[1024];
+    snprintf(cmd, sizeof cmd, "ss -tmnH state established '( sport = :%d )'", port);
+    FILE *p = popen(cmd, "re");
+    assert_non_null(p);
+    long v = -1;
+    char key[16];
+    snprintf(key, sizeof key, ",%s", field);
+    while (fgets(line, sizeof line, p)) {
+        long q[2];
+        if (sscanf(line, "%ld %ld", &q[0], &q[1]) == 2) {   /* the first line */
+            if (!strcmp(field, "recv-q"))
+                v = q[0];
+            else if (!strcmp(field, "send-q"))
+                v = q[1];
+        }
+        char *m = strstr(line, "skmem:(");
+        char *k = m ? strstr(m, key) : NULL;
+        if (k && k[strlen(key)] >= '0' && k[strlen(key)] <= '9')
+            v = atol(k + strlen(key));
+    }
+    pclose(p);
+    return v;
+}
+
+/* The kernel's view of the exchange: the server's socket (ss) and the
+ * client's (ioctl), and the requests the client has sent. */
+struct bp_snap {
+    long recvq, sendq, w, tb, lines;
+    int outq, inq;
+};
+
+static void bp_snap(struct srv *s, cw_conn *c, struct sender *sd, struct bp_snap *b)
+{
+    memset(b, 0, sizeof *b);
+    b->lines = atomic_load(&sd->lines);
+    assert_int_equal(ioctl(cw_conn_fd(c), SIOCOUTQ, &b->outq), 0);
+    assert_int_equal(ioctl(cw_conn_fd(c), SIOCINQ, &b->inq), 0);
+    b->recvq = skmem(s->port, "recv-q");
+    b->sendq = skmem(s->port, "send-q");
+    b->w = skmem(s->port, "w");
+    b->tb = skmem(s->port, "tb");
+}
+
 /* A client that sends 3 MB of requests before reading any reply, then
  * reads slowly: the server pauses reading while its replies are blocked
- * (it does not buffer without bound), and every reply arrives, in order. */
+ * (it does not buffer without bound), and every reply arrives, in order.
+ * The pause is checked in the kernel's state of the server's socket: what
+ * the client sent piles up unread in its receive queue, which does not
+ * shrink while nothing is read from the client's side, and its send
+ * queue stays within its buffer. A server that kept reading into its own
+ * memory would show an empty receive queue.
+ * What this cannot catch: a write timeout not restarted on partial
+ * progress. The server queues at most one reply (<= 1 KiB: reads pause
+ * as soon as one waits), and the kernel reports a socket writable only
+ * once half its buffer is free, so each flush sends the whole remainder:
+ * a queue here never makes partial progress. test_stream's
+ * test_write_timeout_restarts_on_progress (a 3 MB queue) catches that. */
 static void test_backpressure(void **state)
 {
     /* The whole exchange outlasts the write timeout (its pauses alone add
@@ -529,7 +599,34 @@ static void test_backpressure(void **state)
     struct sender sd = {.c = c, .rc = CW_OK};
     int64_t t0 = cw_now_ms();
     pthread_t t = cwt_thread(send_many, &sd);
-    cwt_sleep_ms(300);   /* replies pile up; the server must stop reading */
+    /* Replies pile up; the server must stop reading. Once it has, and
+     * the sender is blocked, nothing moves: wait for two snapshots alike
+     * (within 1.5 s: the write timeout is 2 s). */
+    struct bp_snap a, b;
+    bp_snap(&s, c, &sd, &a);
+    int still = 0;
+    for (int i = 0; i < 15 && !still; i++) {
+        cwt_sleep_ms(100);
+        bp_snap(&s, c, &sd, &b);
+        still = !memcmp(&a, &b, sizeof a) && b.recvq > 0;
+        a = b;
+    }
+    /* What the server read (the client's bytes sent, less those still in
+     * the client's send queue and in the server's receive queue) is what
+     * it answered (in the server's send queue and the client's receive
+     * queue), within what it holds (BP_HELD). */
+    long sent = b.lines * (BP_TEXT + 1);   /* + at most one line partly */
+    long read = sent - b.outq - b.recvq, answered = b.inq + b.sendq;
+    print_message("server blocked: read %ld requests' bytes (%ld unread), answered %ld "
+                  "replies' (%ld in its send queue of %ld)\n",
+                  read / (BP_TEXT + 1), b.recvq, answered / BP_REPLY, b.w, b.tb);
+    assert_true(still);
+    assert_true(b.recvq > BP_TEXT);   /* a whole request, at least, left unread */
+    long extra = read / (BP_TEXT + 1) - answered / BP_REPLY;
+    assert_true(extra >= -1 && extra <= BP_HELD);
+    /* truesize, which overshoots the buffer by up to one write's skbs
+     * (test_sndbuf) */
+    assert_true(b.w >= 0 && b.w <= 2 * b.tb);
     char buf[BP_TEXT + 16], want[16];
     for (int i = 0; i < BP_LINES; i++) {
         ssize_t n = cw_readline(c, buf, sizeof buf, cw_now_ms() + 10000);
@@ -858,28 +955,6 @@ static void test_flood_descriptors(void **state)
 }
 
 /* ---- kernel memory per client ---- */
-
-/* The server's socket on port, from the kernel (ss -tm, in this test's
- * own network namespace): one skmem field, e.g. "tb" (SO_SNDBUF as the
- * kernel keeps it, doubled) or "w" (bytes queued to send). -1 if absent. */
-static long skmem(int port, const char *field)
-{
-    char cmd[128], line[1024];
-    snprintf(cmd, sizeof cmd, "ss -tmnH state established '( sport = :%d )'", port);
-    FILE *p = popen(cmd, "re");
-    assert_non_null(p);
-    long v = -1;
-    char key[16];
-    snprintf(key, sizeof key, ",%s", field);
-    while (fgets(line, sizeof line, p)) {
-        char *m = strstr(line, "skmem:(");
-        char *k = m ? strstr(m, key) : NULL;
-        if (k && k[strlen(key)] >= '0' && k[strlen(key)] <= '9')
-            v = atol(k + strlen(key));
-    }
-    pclose(p);
-    return v;
-}
 
 /* --sndbuf caps what a client that never reads can pin in the kernel:
  * the socket's buffer is what the option says (doubled by the kernel, as

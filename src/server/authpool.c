@@ -46,7 +46,10 @@
  * the check threads took the loops' locks: one starved inside them made
  * a loop wait 16-126 ms; a starved thread now holds nothing a loop
  * needs (test_authpool: test_threads_take_no_auth_lock,
- * test_starved_checks_never_block_loop). */
+ * test_starved_checks_never_block_loop). Nor does the pool's free wait
+ * for one without a bound: it lifts the threads back to nice 0 where it
+ * may and lets go of those still hashing after JOIN_MS
+ * (cw__authpool_free). */
 #define _GNU_SOURCE
 #include "../net/internal.h"
 #include "authpool.h"
@@ -88,6 +91,7 @@
 #define BUSY_MS 10000        /* then the rescuers do every check this long */
 #define RESCUE_NS (RESCUE_MS * 1000000LL)
 #define START_RETRY_NS 1000000000LL   /* a failed thread start, again */
+#define JOIN_MS 1000         /* the pool's free waits this long for its threads */
 
 enum { J_QUEUED, J_RUNNING, J_DONE, J_DEFERRED };
 enum { K_CHECK, K_CALIB };
@@ -100,6 +104,7 @@ struct worker {
     _Atomic(cw__authjob *) mbox;   /* a loop puts a job, the thread takes it */
     _Atomic uint32_t seq;          /* futex word: bumped per job and at stop */
     _Atomic int busy;              /* 1 from a hand-off until hashed */
+    _Atomic int tid;               /* once its policy is set (lift) */
     cw__authpool *pool;
     pthread_t thread;
     clockid_t clock;               /* its CPU clock */
@@ -130,13 +135,17 @@ struct cw__authjob {
     struct post posts[2];
     struct result res[2];       /* written by the slot's thread */
     _Atomic int hashed;         /* a thread has finished hashing it */
-    struct cw__authset set;     /* set before the hand-off, then read-only */
-    struct cw__authcal *cal;    /* K_CALIB */
+    struct cw__authset set;     /* the loop's: its strings are auth.c's */
+    struct cw__authset tset;    /* the thread's: the same on copies, set
+                                   before the hand-off, then read-only */
+    struct cw__authcal *cal;    /* K_CALIB (its settings: copies) */
+    const char **cal_orig;      /* K_CALIB: auth.c's settings, to publish */
     cw_timer pad;               /* DEFERRED: answers at the due time */
     int64_t due_ns, watch_at, watch_cpu;
     int answer;                 /* the slot whose result answers */
     uint8_t kind, state, runners, released, rescued;
     uint16_t ulen, plen;
+    char setting[CRYPT_OUTPUT_SIZE];   /* tset's copy */
     char buf[];                 /* user, then password and a NUL */
 };
 
@@ -150,7 +159,10 @@ struct cw__authpool {
     int64_t start_retry_at;     /* a failed start is tried again then */
     int want_idle;
     _Atomic int idle_checks;    /* check threads that got SCHED_IDLE */
+    _Atomic int lift;           /* freeing: no thread lowers itself now */
     _Atomic int stop;
+    _Atomic int holders;        /* the owner + each thread not yet ended:
+                                   the last one frees the pool */
     int64_t busy_until;         /* the rescuers do every check until then */
     cw__authjob *calib;         /* the calibration job in flight */
     cw__authport *dead;         /* freed ports a thread may still post to */
@@ -213,6 +225,7 @@ static void job_free(cw__authjob *j)
 {
     explicit_bzero(j->buf, (size_t)j->ulen + j->plen);
     free(j->cal);
+    free(j->cal_orig);
     free(j);
 }
 
@@ -278,7 +291,7 @@ static void run(struct worker *w, cw__authjob *j, struct crypt_data *cd)
             cw__auth_calib_run(j->cal, cd);
     } else if (cd) {   /* without its 32 KiB the thread answers "bad" */
         int64_t c0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
-        r->ok = cw__auth_hash(cd, &j->set, j->buf + j->ulen, &r->tm);
+        r->ok = cw__auth_hash(cd, &j->tset, j->buf + j->ulen, &r->tm);
         r->tm.cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID) - c0;   /* cw__auth_pad */
     } else {
         r->tm.t0 = r->tm.t1 = cw__auth_now_ns();
@@ -286,25 +299,67 @@ static void run(struct worker *w, cw__authjob *j, struct crypt_data *cd)
     post(w, j);
 }
 
+static void pool_release(cw__authpool *p);
+
+/* Back to SCHED_OTHER at nice 0, or the lowest nice RLIMIT_NICE allows;
+ * 0 if refused (no CAP_SYS_NICE and RLIMIT_NICE 0: the default for a
+ * user). tid 0: the calling thread. */
+static int lift(pid_t tid)
+{
+    /* sched_setattr's first version (linux/sched/types.h clashes with
+     * sched.h): policy and nice in one call. */
+    struct {
+        uint32_t size, sched_policy;
+        uint64_t sched_flags;
+        int32_t sched_nice;
+        uint32_t sched_priority;
+        uint64_t sched_runtime, sched_deadline, sched_period;
+    } at = {.size = sizeof at, .sched_policy = SCHED_OTHER};
+    if (syscall(SYS_sched_setattr, tid, &at, 0) == 0)
+        return 1;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NICE, &rl) < 0 || rl.rlim_cur < 1)
+        return 0;
+    at.sched_nice = rl.rlim_cur >= 20 ? 0 : 20 - (int)rl.rlim_cur;
+    return syscall(SYS_sched_setattr, tid, &at, 0) == 0;
+}
+
+/* Its policy first, then its tid for the pool's free to lift it; a
+ * thread that sees the lift it may have missed lifts itself. Without
+ * the lift's first check a thread starting as the pool is freed would
+ * lower itself and then need a starved thread's turn to undo it. */
+static void set_policy(struct worker *w)
+{
+    cw__authpool *p = w->pool;
+    pid_t tid = (pid_t)syscall(SYS_gettid);
+    if (!atomic_load(&p->lift)) {
+        /* Best effort: Linux nices threads one by one. */
+        (void)setpriority(PRIO_PROCESS, (id_t)tid, CW_AUTH_NICE);
+        /* Check threads: SCHED_IDLE when asked for, else or where that
+         * is refused (a seccomp profile, say) nice 19. */
+        struct sched_param sp = {0};
+        if (!w->slot && p->want_idle && sched_setscheduler(0, SCHED_IDLE, &sp) == 0)
+            atomic_fetch_add(&p->idle_checks, 1);
+    }
+    atomic_store(&w->tid, tid);
+    if (atomic_load(&p->lift))
+        (void)lift(0);
+}
+
 static void *thread_main(void *arg)
 {
     struct worker *w = arg;
     cw__authpool *p = w->pool;
     pthread_setname_np(pthread_self(), w->slot ? "cw-auth-rescue" : "cw-auth");
-    /* Best effort: Linux nices threads one by one. */
-    (void)setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), CW_AUTH_NICE);
-    /* Check threads: SCHED_IDLE when asked for, else or where that is
-     * refused (a seccomp profile, say) nice 19. */
-    struct sched_param sp = {0};
-    if (!w->slot && p->want_idle && sched_setscheduler(0, SCHED_IDLE, &sp) == 0)
-        atomic_fetch_add(&p->idle_checks, 1);
+    set_policy(w);
     struct crypt_data *cd = calloc(1, sizeof *cd);
     for (;;) {
         uint32_t seen = atomic_load_explicit(&w->seq, memory_order_acquire);
         cw__authjob *j = atomic_exchange_explicit(&w->mbox, NULL, memory_order_acquire);
         if (j) {
             HA(j);
-            run(w, j, cd);
+            /* Stopping: every port is gone, nobody waits for the hash. */
+            run(w, j, atomic_load(&p->stop) ? NULL : cd);
             continue;
         }
         if (atomic_load(&p->stop))
@@ -312,6 +367,7 @@ static void *thread_main(void *arg)
         futex_wait(&w->seq, seen);
     }
     free(cd);
+    pool_release(p);   /* last: w is the pool's memory */
     return NULL;
 }
 
@@ -328,6 +384,43 @@ static void give(struct worker *w, cw__authjob *j)
     atomic_store_explicit(&w->mbox, j, memory_order_release);
     atomic_fetch_add_explicit(&w->seq, 1, memory_order_release);
     futex_wake(&w->seq);
+}
+
+/* The thread's own copy of the hash it checks against: a thread the
+ * pool's free lets go of (cw__authpool_free) may still be hashing when
+ * auth.c's table is freed. A stored hash is its user's setting. */
+static void thread_set(cw__authjob *j)
+{
+    const char *src = j->set.setting;
+    size_t n = src ? strlen(src) : 0;
+    j->tset = j->set;
+    if (!src || n >= sizeof j->setting) {   /* longer: crypt never makes one */
+        j->tset.setting = j->tset.stored = NULL;   /* "bad", unhashed */
+        return;
+    }
+    memcpy(j->setting, src, n + 1);
+    j->tset.setting = j->setting;
+    j->tset.stored = j->set.stored ? j->setting : NULL;
+}
+
+/* The same for a calibration's settings; auth.c's stay in cal_orig for
+ * the publication. 0: no memory. */
+static int calib_copy(cw__authjob *j)
+{
+    struct cw__authcal *c = j->cal;
+    size_t len[CW__AUTH_METHODS], total = 0;
+    for (int i = 0; i < c->n; i++)
+        total += len[i] = strlen(c->setting[i]) + 1;
+    j->cal_orig = malloc(sizeof(char *) * CW__AUTH_METHODS + total);
+    if (!j->cal_orig)
+        return 0;
+    char *text = (char *)(j->cal_orig + CW__AUTH_METHODS);
+    for (int i = 0; i < c->n; i++) {
+        j->cal_orig[i] = c->setting[i];
+        c->setting[i] = memcpy(text, c->setting[i], len[i]);
+        text += len[i];
+    }
+    return 1;
 }
 
 /* An idle thread of the slot's kind, or NULL. */
@@ -353,14 +446,17 @@ static int calibrating(cw__authpool *p, cw__authport *pt)
         return 0;
     cw__authjob *j = calloc(1, sizeof *j);
     struct cw__authcal *c = calloc(1, sizeof *c);
-    if (!j || !c || !cw__auth_calib_prepare(p->auth, c)) {
-        free(j);
-        free(c);
+    if (j)
+        j->cal = c;
+    if (!j || !c || !cw__auth_calib_prepare(p->auth, c) || !calib_copy(j)) {
+        if (j)
+            job_free(j);
+        else
+            free(c);
         return 0;   /* no memory: known users' checks go on, padded as
                        they come; unknown users' wait (dispatch) */
     }
     j->kind = K_CALIB;
-    j->cal = c;
     j->port = pt;
     j->state = J_QUEUED;
     jpush_front(&p->queue, j);
@@ -405,8 +501,10 @@ static void dispatch(cw__authpool *p, cw__authport *pt, int64_t now)
         junlink(&p->queue, j);
         p->queued -= j->kind == K_CHECK;
         j->state = J_RUNNING;
-        if (j->kind == K_CHECK)
+        if (j->kind == K_CHECK) {
             jpush(&p->active, j);
+            thread_set(j);
+        }
         give(w, j);
     }
 }
@@ -433,8 +531,11 @@ static int start_threads(cw__authpool *p, int64_t now)
         for (int k = 0; k < 2 && !rc; k++) {
             if (pair[k]->live)   /* its partner failed last time */
                 continue;
-            if ((rc = pthread_create(&pair[k]->thread, NULL, thread_main, pair[k])))
+            atomic_fetch_add(&p->holders, 1);   /* before it can end */
+            if ((rc = pthread_create(&pair[k]->thread, NULL, thread_main, pair[k]))) {
+                atomic_fetch_sub(&p->holders, 1);
                 break;
+            }
             pair[k]->live = 1;
             if (pthread_getcpuclockid(pair[k]->thread, &pair[k]->clock))
                 pair[k]->clock = CLOCK_MONOTONIC;   /* never looks stalled */
@@ -458,6 +559,8 @@ static void take(cw__authpool *p, cw__authport *pt, cw__authjob *j, int slot)
     if (j->kind == K_CALIB) {
         if (p->calib == j) {
             p->calib = NULL;
+            for (int i = 0; i < j->cal->n; i++)
+                j->cal->setting[i] = j->cal_orig[i];
             cw__auth_calib_publish(p->auth, j->cal);
         }
     } else if (!j->released && j->state == J_RUNNING) {
@@ -827,8 +930,12 @@ int cw__authpool_new(cw__auth *auth, int workers, int queue_max, int idle,
     p->auth = auth;
     p->queue_max = queue_max ? queue_max : 256 * n;
     atomic_init(&p->stop, 0);
+    atomic_init(&p->lift, 0);
+    atomic_init(&p->holders, 1);
     atomic_init(&p->idle_checks, 0);
     HG_ATOMIC(p->stop);
+    HG_ATOMIC(p->lift);
+    HG_ATOMIC(p->holders);
     HG_ATOMIC(p->idle_checks);
     for (int i = 0; i < 2 * n; i++) {
         struct worker *w = &p->w[i];
@@ -837,6 +944,8 @@ int cw__authpool_new(cw__auth *auth, int workers, int queue_max, int idle,
         atomic_init(&w->mbox, NULL);
         atomic_init(&w->seq, 0);
         atomic_init(&w->busy, 0);
+        atomic_init(&w->tid, 0);
+        HG_ATOMIC(w->tid);
         HG_ATOMIC(w->mbox);
         HG_ATOMIC(w->seq);
         HG_ATOMIC(w->busy);
@@ -846,22 +955,17 @@ int cw__authpool_new(cw__auth *auth, int workers, int queue_max, int idle,
     return CW_OK;
 }
 
-void cw__authpool_free(cw__authpool *p)
+/* The owner's or the last thread's: the pool's memory, and the ports
+ * freed while a thread still held a job of theirs. By then no thread
+ * runs: nothing posts any more, every freed port goes. */
+static void pool_release(cw__authpool *p)
 {
-    if (!p)
+    HB(p);
+    if (atomic_fetch_sub(&p->holders, 1) != 1)
         return;
-    atomic_store(&p->stop, 1);
-    for (int i = 0; i < 2 * p->nthreads; i++) {
-        if (!p->w[i].live)
-            continue;
-        atomic_fetch_add_explicit(&p->w[i].seq, 1, memory_order_release);
-        futex_wake(&p->w[i].seq);
-    }
-    for (int i = 0; i < 2 * p->nthreads; i++)
-        if (p->w[i].live)
-            pthread_join(p->w[i].thread, NULL);
+    HA(p);
     pthread_mutex_lock(&p->mu);
-    reap(p);   /* every thread is gone: every freed port goes */
+    reap(p);
     /* Ports were freed first, so the queue is empty; be safe anyway. */
     while (p->queue.head) {
         cw__authjob *j = p->queue.head;
@@ -872,6 +976,69 @@ void cw__authpool_free(cw__authpool *p)
     pthread_mutex_destroy(&p->mu);
     free(p->w);
     free(p);
+}
+
+/* Shutdown must be prompt, but a hash cannot be stopped, and a thread
+ * that is in one when the pool is freed may be starved: a SCHED_IDLE
+ * check thread gets 3/1027 of a core beside one busy nice-0 program, so
+ * joining it took 10.7 s (test_free_when_starved); even an idle thread
+ * needs a turn to see the stop. Two steps:
+ * 1. Lift: every thread goes back to SCHED_OTHER at nice 0 (lift()), so
+ *    it finishes its hash at a normal program's share. The kernel allows
+ *    that only with CAP_SYS_NICE (root) or an RLIMIT_NICE that covers
+ *    it (leaving SCHED_IDLE counts as leaving nice 20; lowering one's
+ *    priority is always allowed, raising it back is not). It is done
+ *    before the stop, while no thread can end (a thread ends only once
+ *    it sees the stop), so no tid here names a task that has gone.
+ * 2. Bound: the threads are joined until JOIN_MS after the start of
+ *    this call (CLOCK_MONOTONIC: pthread_clockjoin_np would do, but
+ *    ThreadSanitizer and helgrind do not know it, so pthread_tryjoin_np
+ *    every millisecond; free costs one more ms or so); one still
+ *    running then is detached,
+ *    and the last thread to end frees the pool (holders). This call
+ *    therefore returns within about JOIN_MS, whatever the load. Nothing
+ *    such a thread touches is freed before it ends: the pool, its
+ *    worker slot, its job, the job's port and that port's eventfd
+ *    (reap, in pool_release), and its strings are its own copies
+ *    (thread_set, calib_copy), not auth.c's, which its owner frees next.
+ *    A process that exits meanwhile ends the thread with it; one that
+ *    lives on gets the memory and the eventfd back when the hash ends. */
+void cw__authpool_free(cw__authpool *p)
+{
+    if (!p)
+        return;
+    int64_t deadline = cw_now_ms() + JOIN_MS;
+    atomic_store(&p->lift, 1);
+    for (int i = 0; i < 2 * p->nthreads; i++) {
+        pid_t tid = p->w[i].live ? atomic_load(&p->w[i].tid) : 0;
+        if (tid)
+            (void)lift(tid);   /* refused: step 2 bounds the wait */
+    }
+    atomic_store(&p->stop, 1);
+    int left = 0;
+    for (int i = 0; i < 2 * p->nthreads; i++) {
+        if (!p->w[i].live)
+            continue;
+        left++;
+        atomic_fetch_add_explicit(&p->w[i].seq, 1, memory_order_release);
+        futex_wake(&p->w[i].seq);
+    }
+    for (;;) {
+        for (int i = 0; i < 2 * p->nthreads; i++) {
+            if (p->w[i].live && pthread_tryjoin_np(p->w[i].thread, NULL) == 0) {
+                p->w[i].live = 0;
+                left--;
+            }
+        }
+        if (!left || cw_now_ms() >= deadline)
+            break;
+        struct timespec ms = {0, 1000000};
+        nanosleep(&ms, NULL);   /* EINTR: looks again sooner */
+    }
+    for (int i = 0; i < 2 * p->nthreads; i++)
+        if (p->w[i].live)
+            pthread_detach(p->w[i].thread);
+    pool_release(p);
 }
 
 int cw__authpool_workers(const cw__authpool *p)

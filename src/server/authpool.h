@@ -38,8 +38,11 @@ typedef void cw__authjob_cb(void *data, int ok, const char *user, size_t ulen);
 int cw__authpool_new(cw__auth *auth, int workers, int queue_max, int idle,
                      cw__authpool **out);
 
-/* Stop and join the workers (a starved one is waited for). Free every
- * port first. */
+/* Stop the workers and join them, for about 1 s at most: a thread still
+ * hashing then (starved by other programs, and not lifted back to nice
+ * 0 for want of CAP_SYS_NICE) is let go, and frees the pool's memory
+ * and the freed ports' eventfds when its hash ends (authpool.c says
+ * how). Free every port first; auth may be freed right after. */
 void cw__authpool_free(cw__authpool *p);
 
 int cw__authpool_workers(const cw__authpool *p);
