@@ -69,6 +69,7 @@ struct cw__auth {
     int uniform;              /* every user has the first user's method */
     int64_t recheck_ns;       /* a cheap table settled dear: the wait
                                  before its next timing (timing_due) */
+    _Atomic int64_t recheck_at;   /* cal_at + recheck_ns: read without mu */
     /* Read by every login without mu, in one load so that the two parts
      * always belong together: -1 while the table is not calibrated
      * (cal_gen != gen), else calib_ns << 2 | how many more timings a
@@ -161,6 +162,10 @@ static int valid_name(const char *user)
  * (crypt(3) takes almost any two characters as a DES salt). */
 static int valid_hash(cw__auth *a, const char *hash)
 {
+    /* Longer than crypt ever makes: crypt would ignore the rest, and the
+     * check threads hash a copy of at most this (authpool.c). */
+    if (strlen(hash) >= CRYPT_OUTPUT_SIZE)
+        return 0;
     if (hash[0] != '$') {
         size_t n = strlen(hash);
         if (n != (hash[0] == '_' ? 20u : 13u) ||
@@ -439,6 +444,7 @@ void cw__auth_calib_publish(cw__auth *a, const struct cw__authcal *c)
         }
         set_state(a, a->calib_ns, left);
         a->cal_at = now_ns();
+        atomic_store(&a->recheck_at, a->cal_at + a->recheck_ns);
     }
     pthread_mutex_unlock(&a->mu);
 }
@@ -624,16 +630,18 @@ int cw__auth_check(cw__auth *a, struct crypt_data *cd, const char *user,
  *   timed again after RECHECK_NS, then twice as long, up to
  *   RECHECK_MAX_NS: a few hashes a minute at most.
  * The lock is taken only while a timing may be due: a settled table
- * outside the band costs a login one atomic load. */
+ * costs a login one atomic load, or three and a clock read in the band. */
 int64_t cw__auth_cost_ns(cw__auth *a, int *settled)
 {
     int64_t st = atomic_load(&a->state);
-    if (st >= 0 && !(st & 3) && !(dear_band(st >> 2) && atomic_load(&a->cheap))) {
+    if (st >= 0 && !(st & 3) &&
+        (!(dear_band(st >> 2) && atomic_load(&a->cheap)) ||
+         now_ns() < atomic_load(&a->recheck_at))) {
         *settled = 1;
         return st >> 2;
     }
     pthread_mutex_lock(&a->mu);
-    int cheap = all_cheap(a), due = cheap && timing_due(a), uniform = a->uniform;
+    int due = all_cheap(a) && timing_due(a);
     pthread_mutex_unlock(&a->mu);
     if (due) {
         struct crypt_data *cd = calloc(1, sizeof *cd);
@@ -642,7 +650,12 @@ int64_t cw__auth_cost_ns(cw__auth *a, int *settled)
             free(cd);
         }
     }
-    st = atomic_load(&a->state);   /* cost and timings left: one load */
+    /* The table may have changed meanwhile (a user added, by another
+     * thread): what makes the answer is read together. */
+    pthread_mutex_lock(&a->mu);
+    int cheap = all_cheap(a), uniform = a->uniform;
+    st = atomic_load(&a->state);
+    pthread_mutex_unlock(&a->mu);
     *settled = !cheap || !uniform || (st >= 0 && !(st & 3));
     return st >= 0 ? st >> 2 : INT64_MAX;
 }
