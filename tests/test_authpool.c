@@ -67,12 +67,29 @@ static void fx_open(struct fx *f, int workers, int queue)
     fx_open_policy(f, workers, queue, 0);
 }
 
+/* The pool's threads (a sanitizer may have threads of its own). */
+static int pool_tasks(void)
+{
+    struct cwt_task t[64];
+    int nt = cwt_tasks(getpid(), t, 64), n = 0;
+    for (int i = 0; i < nt; i++)
+        n += !strncmp(t[i].name, "cw-auth", 7);
+    return n;
+}
+
 static void fx_close(struct fx *f)
 {
     cw__authport_free(f->pt);
     cw__authpool_free(f->p);
     cw_loop_free(&f->l);
     cw__auth_free(f->a);
+    /* A thread the free let go of (still hashing after 1 s: starved where
+     * it could not be lifted, without CAP_SYS_NICE) keeps its port's
+     * eventfd until its hash ends: wait for it, so the teardown counts
+     * descriptors after it. */
+    int64_t t0 = cw_now_ms();
+    while (pool_tasks() > 0 && cw_now_ms() - t0 < 30000)
+        cwt_sleep_ms(5);
 }
 
 struct rec {
@@ -902,16 +919,6 @@ static long long task_cpu_ns(pid_t tid)
         ns = -1;
     fclose(fp);
     return ns;
-}
-
-/* The pool's threads (a sanitizer may have threads of its own). */
-static int pool_tasks(void)
-{
-    struct cwt_task t[64];
-    int nt = cwt_tasks(getpid(), t, 64), n = 0;
-    for (int i = 0; i < nt; i++)
-        n += !strncmp(t[i].name, "cw-auth", 7);
-    return n;
 }
 
 static pid_t find_task(const char *name)

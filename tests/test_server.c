@@ -526,30 +526,39 @@ static void *send_many(void *arg)
  * kernel keeps it, doubled) or "w" (bytes queued to send), or "recv-q"
  * or "send-q" (bytes received the server has not read, sent the client
  * has not acknowledged). -1 if absent. */
-static long skmem(int port, const char *field)
+struct skm {
+    long recvq, sendq, w, tb;   /* -1: not found */
+};
+
+static void skm_read(int port, struct skm *m)
 {
     char cmd[128], line[1024];
     snprintf(cmd, sizeof cmd, "ss -tmnH state established '( sport = :%d )'", port);
     FILE *p = popen(cmd, "re");
     assert_non_null(p);
-    long v = -1;
-    char key[16];
-    snprintf(key, sizeof key, ",%s", field);
+    m->recvq = m->sendq = m->w = m->tb = -1;
     while (fgets(line, sizeof line, p)) {
         long q[2];
         if (sscanf(line, "%ld %ld", &q[0], &q[1]) == 2) {   /* the first line */
-            if (!strcmp(field, "recv-q"))
-                v = q[0];
-            else if (!strcmp(field, "send-q"))
-                v = q[1];
+            m->recvq = q[0];
+            m->sendq = q[1];
         }
-        char *m = strstr(line, "skmem:(");
-        char *k = m ? strstr(m, key) : NULL;
-        if (k && k[strlen(key)] >= '0' && k[strlen(key)] <= '9')
-            v = atol(k + strlen(key));
+        char *k = strstr(line, "skmem:(");
+        if (k && (k = strstr(k, ",w")) && k[2] >= '0' && k[2] <= '9')
+            m->w = atol(k + 2);
+        k = strstr(line, "skmem:(");
+        if (k && (k = strstr(k, ",tb")) && k[3] >= '0' && k[3] <= '9')
+            m->tb = atol(k + 3);
     }
     pclose(p);
-    return v;
+}
+
+static long skmem(int port, const char *field)
+{
+    struct skm m;
+    skm_read(port, &m);
+    return !strcmp(field, "tb") ? m.tb : !strcmp(field, "w") ? m.w
+           : !strcmp(field, "recv-q") ? m.recvq : m.sendq;
 }
 
 /* The kernel's view of the exchange: the server's socket (ss) and the
@@ -565,10 +574,12 @@ static void bp_snap(struct srv *s, cw_conn *c, struct sender *sd, struct bp_snap
     b->lines = atomic_load(&sd->lines);
     assert_int_equal(ioctl(cw_conn_fd(c), SIOCOUTQ, &b->outq), 0);
     assert_int_equal(ioctl(cw_conn_fd(c), SIOCINQ, &b->inq), 0);
-    b->recvq = skmem(s->port, "recv-q");
-    b->sendq = skmem(s->port, "send-q");
-    b->w = skmem(s->port, "w");
-    b->tb = skmem(s->port, "tb");
+    struct skm m;   /* one ss call: the four from one moment */
+    skm_read(s->port, &m);
+    b->recvq = m.recvq;
+    b->sendq = m.sendq;
+    b->w = m.w;
+    b->tb = m.tb;
 }
 
 /* A client that sends 3 MB of requests before reading any reply, then
@@ -600,12 +611,13 @@ static void test_backpressure(void **state)
     int64_t t0 = cw_now_ms();
     pthread_t t = cwt_thread(send_many, &sd);
     /* Replies pile up; the server must stop reading. Once it has, and
-     * the sender is blocked, nothing moves: wait for two snapshots alike
-     * (within 1.5 s: the write timeout is 2 s). */
+     * the sender is blocked, nothing moves: wait for two snapshots alike,
+     * until 1.3 s by the clock (the write timeout is 2 s, and a snapshot
+     * under load can take a while). */
     struct bp_snap a, b;
     bp_snap(&s, c, &sd, &a);
     int still = 0;
-    for (int i = 0; i < 15 && !still; i++) {
+    while (!still && cw_now_ms() - t0 < 1300) {
         cwt_sleep_ms(100);
         bp_snap(&s, c, &sd, &b);
         still = !memcmp(&a, &b, sizeof a) && b.recvq > 0;
@@ -620,23 +632,31 @@ static void test_backpressure(void **state)
     print_message("server blocked: read %ld requests' bytes (%ld unread), answered %ld "
                   "replies' (%ld in its send queue of %ld)\n",
                   read / (BP_TEXT + 1), b.recvq, answered / BP_REPLY, b.w, b.tb);
+    long extra = read / (BP_TEXT + 1) - answered / BP_REPLY;
+    /* Asserted after the join: the sender writes to sd on this stack, so
+     * a failure must not leave this function while it runs. Every reply
+     * is read first, else the sender stays blocked; the first bad one is
+     * kept. */
+    char buf[BP_TEXT + 16], want[16];
+    int bad = -1;
+    for (int i = 0; i < BP_LINES && bad < 0; i++) {
+        ssize_t n = cw_readline(c, buf, sizeof buf, cw_now_ms() + 10000);
+        snprintf(want, sizeof want, "%06d ", i);
+        if (n != BP_TEXT - 5 || memcmp(buf, want, 7))
+            bad = i;
+        if (i % 10 == 0)
+            cwt_sleep_ms(10);
+    }
+    if (bad >= 0)
+        shutdown(cw_conn_fd(c), SHUT_RDWR);   /* the sender's writes fail: it ends */
+    cwt_join(t);
+    assert_int_equal(bad, -1);
     assert_true(still);
     assert_true(b.recvq > BP_TEXT);   /* a whole request, at least, left unread */
-    long extra = read / (BP_TEXT + 1) - answered / BP_REPLY;
     assert_true(extra >= -1 && extra <= BP_HELD);
     /* truesize, which overshoots the buffer by up to one write's skbs
      * (test_sndbuf) */
     assert_true(b.w >= 0 && b.w <= 2 * b.tb);
-    char buf[BP_TEXT + 16], want[16];
-    for (int i = 0; i < BP_LINES; i++) {
-        ssize_t n = cw_readline(c, buf, sizeof buf, cw_now_ms() + 10000);
-        assert_int_equal(n, BP_TEXT - 5);
-        snprintf(want, sizeof want, "%06d ", i);
-        assert_memory_equal(buf, want, 7);
-        if (i % 10 == 0)
-            cwt_sleep_ms(10);
-    }
-    cwt_join(t);
     int64_t took = cw_now_ms() - t0;
     print_message("3 MB echoed through a paused server in %lld ms\n", (long long)took);
     assert_int_equal(sd.rc, CW_OK);

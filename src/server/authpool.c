@@ -47,7 +47,7 @@
  * a loop wait 16-126 ms; a starved thread now holds nothing a loop
  * needs (test_authpool: test_threads_take_no_auth_lock,
  * test_starved_checks_never_block_loop). Nor does the pool's free wait
- * for one without a bound: it lifts the threads back to nice 0 where it
+ * for one without a bound: it lifts the threads back to the server's nice where it
  * may and lets go of those still hashing after JOIN_MS
  * (cw__authpool_free). */
 #define _GNU_SOURCE
@@ -160,6 +160,7 @@ struct cw__authpool {
     int want_idle;
     _Atomic int idle_checks;    /* check threads that got SCHED_IDLE */
     _Atomic int lift;           /* freeing: no thread lowers itself now */
+    int base_nice;              /* the creating thread's: lift() */
     _Atomic int stop;
     _Atomic int holders;        /* the owner + each thread not yet ended:
                                    the last one frees the pool */
@@ -301,10 +302,11 @@ static void run(struct worker *w, cw__authjob *j, struct crypt_data *cd)
 
 static void pool_release(cw__authpool *p);
 
-/* Back to SCHED_OTHER at nice 0, or the lowest nice RLIMIT_NICE allows;
- * 0 if refused (no CAP_SYS_NICE and RLIMIT_NICE 0: the default for a
- * user). tid 0: the calling thread. */
-static int lift(pid_t tid)
+/* Back to SCHED_OTHER at the nice the pool was made with (a server
+ * started under `nice -n 10` stays there), or the lowest nice
+ * RLIMIT_NICE allows; 0 if refused (no CAP_SYS_NICE and RLIMIT_NICE 0:
+ * the default for a user). tid 0: the calling thread. */
+static int lift(cw__authpool *p, pid_t tid)
 {
     /* sched_setattr's first version (linux/sched/types.h clashes with
      * sched.h): policy and nice in one call. */
@@ -314,13 +316,16 @@ static int lift(pid_t tid)
         int32_t sched_nice;
         uint32_t sched_priority;
         uint64_t sched_runtime, sched_deadline, sched_period;
-    } at = {.size = sizeof at, .sched_policy = SCHED_OTHER};
+    } at = {.size = sizeof at, .sched_policy = SCHED_OTHER,
+            .sched_nice = p->base_nice};
     if (syscall(SYS_sched_setattr, tid, &at, 0) == 0)
         return 1;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NICE, &rl) < 0 || rl.rlim_cur < 1)
         return 0;
-    at.sched_nice = rl.rlim_cur >= 20 ? 0 : 20 - (int)rl.rlim_cur;
+    int least = rl.rlim_cur >= 20 ? 0 : 20 - (int)rl.rlim_cur;
+    if (at.sched_nice < least)
+        at.sched_nice = least;
     return syscall(SYS_sched_setattr, tid, &at, 0) == 0;
 }
 
@@ -343,7 +348,7 @@ static void set_policy(struct worker *w)
     }
     atomic_store(&w->tid, tid);
     if (atomic_load(&p->lift))
-        (void)lift(0);
+        (void)lift(p, 0);
 }
 
 static void *thread_main(void *arg)
@@ -931,6 +936,10 @@ int cw__authpool_new(cw__auth *auth, int workers, int queue_max, int idle,
     p->queue_max = queue_max ? queue_max : 256 * n;
     atomic_init(&p->stop, 0);
     atomic_init(&p->lift, 0);
+    errno = 0;
+    p->base_nice = getpriority(PRIO_PROCESS, 0);   /* this thread's */
+    if (errno)
+        p->base_nice = 0;
     atomic_init(&p->holders, 1);
     atomic_init(&p->idle_checks, 0);
     HG_ATOMIC(p->stop);
@@ -983,7 +992,8 @@ static void pool_release(cw__authpool *p)
  * check thread gets 3/1027 of a core beside one busy nice-0 program, so
  * joining it took 10.7 s (test_free_when_starved); even an idle thread
  * needs a turn to see the stop. Two steps:
- * 1. Lift: every thread goes back to SCHED_OTHER at nice 0 (lift()), so
+ * 1. Lift: every thread goes back to SCHED_OTHER at the nice the pool
+ *    was made with, 0 mostly (lift()), so
  *    it finishes its hash at a normal program's share. The kernel allows
  *    that only with CAP_SYS_NICE (root) or an RLIMIT_NICE that covers
  *    it (leaving SCHED_IDLE counts as leaving nice 20; lowering one's
@@ -1012,7 +1022,7 @@ void cw__authpool_free(cw__authpool *p)
     for (int i = 0; i < 2 * p->nthreads; i++) {
         pid_t tid = p->w[i].live ? atomic_load(&p->w[i].tid) : 0;
         if (tid)
-            (void)lift(tid);   /* refused: step 2 bounds the wait */
+            (void)lift(p, tid);   /* refused: step 2 bounds the wait */
     }
     atomic_store(&p->stop, 1);
     int left = 0;
