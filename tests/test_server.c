@@ -109,8 +109,9 @@ static void srv_start(struct srv *s, const char *const *args)
     srv_start_limit(s, 0, args);
 }
 
-/* SIGTERM, expect a clean exit 0 (joining a check thread in the middle
- * of a hash can take a starved thread's time). */
+/* SIGTERM, expect a clean exit 0 (a check thread in the middle of a
+ * hash delays it by a second at most: authpool.c's free lets go of it
+ * then; SLOW_MS is for a loaded machine's slow exit). */
 static void srv_stop(struct srv *s)
 {
     kill(s->pid, SIGTERM);

@@ -138,8 +138,8 @@ static void closeall(int *fds, int n)
 static int wait_answers(const int *fds, int n, int want, int ms)
 {
     int64_t end = cw_now_ms() + ms;
-    int have = 0;
-    while ((have = 0, 1)) {
+    for (;;) {   /* not while (1, ...): gcc -fsanitize=thread saw no end */
+        int have = 0;
         for (int i = 0; i < n; i++)
             have += readable(fds[i]);
         if (have >= want || cw_now_ms() >= end)
