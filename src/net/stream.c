@@ -964,5 +964,5 @@ int cw_stream_closing(const cw_stream *s)
 
 enum cw_end cw_stream_end(const cw_stream *s)
 {
-    return s && s->state == CW__ST_DONE ? (enum cw_end)s->aux : CW_END_NONE;
+    return s && s->state == CW__ST_DONE ? cw__stream_end_done(s) : CW_END_NONE;
 }

@@ -91,6 +91,14 @@ static inline struct cw__sprof *cw__prof(const cw_stream *s)
 
 enum { CW__ST_OPEN, CW__ST_FLUSH, CW__ST_LINGER, CW__ST_DONE };
 
+/* How a stream known to be done ended: cw_stream_end without its checks,
+ * inline for on_closed callbacks (the reference server's, per
+ * connection), which only ever see done streams. */
+static inline enum cw_end cw__stream_end_done(const cw_stream *s)
+{
+    return (enum cw_end)s->aux;
+}
+
 /* Why the library ended a stream, for the acceptor's counters. */
 enum { CW__END_OWNER, CW__END_WRITE_TIMEOUT, CW__END_GRACE, CW__END_RECLAIM,
        CW__END_PLAIN };

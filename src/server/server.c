@@ -802,8 +802,7 @@ static void on_closed(cw_stream *st, int how)
     drop_check(s, st, c);   /* before close_word, which may set the reason */
     unauth_drop(s, c);
     drop_rbuf(s, c);
-    /* cw_stream_end(st), read in place: st is done here. */
-    enum cw_end e = close_word(c, (enum cw_end)st->aux);
+    enum cw_end e = close_word(c, cw__stream_end_done(st));   /* st is done */
     if (c->end == END_NONE)
         c->end = e == CW_END_RESET ? END_RESET : END_ERROR;
     if (s->o.log)
