@@ -47,8 +47,8 @@
  * a loop wait 16-126 ms; a starved thread now holds nothing a loop
  * needs (test_authpool: test_threads_take_no_auth_lock,
  * test_starved_checks_never_block_loop). Nor does the pool's free wait
- * for one without a bound: it lifts the threads back to the server's nice where it
- * may and lets go of those still hashing after JOIN_MS
+ * for one without a bound: it lifts the threads back to the server's
+ * nice where it may and lets go of those still hashing after JOIN_MS
  * (cw__authpool_free). */
 #define _GNU_SOURCE
 #include "../net/internal.h"
@@ -993,8 +993,8 @@ static void pool_release(cw__authpool *p)
  * joining it took 10.7 s (test_free_when_starved); even an idle thread
  * needs a turn to see the stop. Two steps:
  * 1. Lift: every thread goes back to SCHED_OTHER at the nice the pool
- *    was made with, 0 mostly (lift()), so
- *    it finishes its hash at a normal program's share. The kernel allows
+ *    was made with, 0 mostly (lift()), so it finishes its hash at a
+ *    normal program's share. The kernel allows
  *    that only with CAP_SYS_NICE (root) or an RLIMIT_NICE that covers
  *    it (leaving SCHED_IDLE counts as leaving nice 20; lowering one's
  *    priority is always allowed, raising it back is not). It is done
@@ -1004,8 +1004,8 @@ static void pool_release(cw__authpool *p)
  *    this call (CLOCK_MONOTONIC: pthread_clockjoin_np would do, but
  *    ThreadSanitizer and helgrind do not know it, so pthread_tryjoin_np
  *    every millisecond; free costs one more ms or so); one still
- *    running then is detached,
- *    and the last thread to end frees the pool (holders). This call
+ *    running then is detached, and the last thread to end frees the
+ *    pool (holders). This call
  *    therefore returns within about JOIN_MS, whatever the load. Nothing
  *    such a thread touches is freed before it ends: the pool, its
  *    worker slot, its job, the job's port and that port's eventfd
