@@ -20,12 +20,11 @@
 #    spread evenly over each 50 ms period; the "in step" row sends all
 #    100 at the start of each period (a burst: what queueing behind 99
 #    others costs).
-#    Two A/B modes (after-idle: the sha512 and combined rows; after-slice:
-#    sha512 K=32 and combined), set from outside on a
-#    default server: "after-idle", the check threads moved from nice 19 to
-#    SCHED_IDLE (chrt -i), and "after-slice", the loop threads given a
-#    0.1 ms EEVDF time slice (cw_bench_authload slice), the two candidate
-#    fixes for the tail (docs/BENCHMARKS.md). "before" runs once. With no
+#    One A/B mode on the sha512 and combined rows: "after-nice", the
+#    defaults with --auth-priority nice (check threads at nice 19, the
+#    policy before SCHED_IDLE became the default; see docs/BENCHMARKS.md,
+#    "Check threads' scheduling"), the row where the policy shows.
+#    "before" runs once. With no
 #    logins, a "floor" row: the same echo load against a bare one-thread
 #    epoll echo (cw_bench_authload floor), what the machine itself costs.
 # 2. throughput: yescrypt logins/s with --auth-threads 1 and 2 (16 login
@@ -100,28 +99,10 @@ field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
 mode_args() {
     case $1 in
     before) echo "--auth-threads 0 --workers 1" ;;
+    after-nice) echo "--auth-priority nice" ;;
     floor) echo floor ;;
     *) echo "" ;;
     esac
-}
-# after-idle: the check threads to SCHED_IDLE once they exist
-idle_checks() {
-    for t in /proc/$spid/task/*; do
-        [ "$(cat "$t/comm" 2>/dev/null)" = cw-auth ] || continue
-        chrt -i -p 0 "$(basename "$t")" > /dev/null 2>&1 || true
-    done
-}
-# after-slice: the loop threads (main, cw-loop) to a 0.1 ms time slice
-# (EEVDF, Linux 6.12+); prints "" or " (not applied)"
-slice_loops() {
-    tids=
-    for t in /proc/$spid/task/*; do
-        c=$(cat "$t/comm" 2>/dev/null) || continue
-        [ "$(basename "$t")" = "$spid" ] || [ "$c" = cw-loop ] || continue
-        tids="$tids $(basename "$t")"
-    done
-    # shellcheck disable=SC2086
-    "$gen" slice 100000 $tids > /dev/null 2>&1 || echo " (not applied)"
 }
 combined_args="slow=300 slowgap=1000 wrong=8 wronglogin=y:bad-y,s:bad-s,nobody:bad-n"
 
@@ -133,9 +114,6 @@ lat_run() {
     shift 4
     # shellcheck disable=SC2046
     start_server $(mode_args "$mode")
-    [ "$mode" = after-idle ] && idle_checks
-    note=
-    [ "$mode" = after-slice ] && note=$(slice_loops)
     cpustat > "$tmp/s0"
     c0=$(srv_cpu)
     w0=$(loopwait)
@@ -147,7 +125,7 @@ lat_run() {
     echo "$mode $label: $out" >&2
     ms() { awk -v u="$(field "$out" "$1")" 'BEGIN { printf "%.2f", u / 1000 }'; }
     cpu=$(awk -v t=$((c1 - c0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.1f", t / hz }')
-    echo "| $mode$note | $label | $(ms echo_p50_us) | $(ms echo_p99_us) | $(ms echo_p999_us) | $(ms echo_max_us) | $(ms srv_p99_us) | $(ms gen_p99_us) | $(field "$out" echo_lost) | $(field "$out" logins_per_s) | $(field "$out" login_p50_ms) | $(field "$out" wrong_per_s) | $cpu | $(perwake "$w0" "$w1"), $(field "$out" gen_wait_us_per_slice) | $(field "$out" gen_fifo) | $(busy "$tmp/s0" "$tmp/s1") |" >> "$tmp/lat.md"
+    echo "| $mode | $label | $(ms echo_p50_us) | $(ms echo_p99_us) | $(ms echo_p999_us) | $(ms echo_max_us) | $(ms srv_p99_us) | $(ms gen_p99_us) | $(field "$out" echo_lost) | $(field "$out" logins_per_s) | $(field "$out" login_p50_ms) | $(field "$out" wrong_per_s) | $cpu | $(perwake "$w0" "$w1"), $(field "$out" gen_wait_us_per_slice) | $(field "$out" gen_fifo) | $(busy "$tmp/s0" "$tmp/s1") |" >> "$tmp/lat.md"
 }
 r=1
 while [ $r -le "$runs" ]; do
@@ -165,14 +143,13 @@ while [ $r -le "$runs" ]; do
             [ "$k" = 0 ] && modes="floor $modes"
             # sha512 at K=8 leaves cores part idle: where the check threads'
             # policy decides where woken loops land (docs/BENCHMARKS.md)
-            [ "$hash" = sha512 ] && modes="$modes after-idle"
-            [ "$hash" = sha512 ] && [ "$k" = 32 ] && modes="$modes after-slice"
+            [ "$hash" = sha512 ] && modes="$modes after-nice"
             for mode in $modes; do
                 lat_run "$mode" "$label" "$k" "$login"
             done
         done
     done
-    for mode in $before after after-idle after-slice; do
+    for mode in $before after after-nice; do
         # shellcheck disable=SC2086
         lat_run "$mode" "combined" 16 y:pw-y,s:pw-s $combined_args
     done
@@ -219,10 +196,9 @@ load=$(cut -d' ' -f1-3 /proc/loadavg)
     echo "unfinished line a second each), at once. The requests of the 100 sessions"
     echo "are spread evenly over each 50 ms period; \"in step\": all 100 sent at the"
     echo "start of each period, one burst (what waiting behind 99 others costs)."
-    echo "\"after-idle\": the defaults with the"
-    echo "check threads moved to SCHED_IDLE (chrt -i) instead of nice 19; \"after-slice\":"
-    echo "the defaults with the loop threads given a 0.1 ms time slice (both set from"
-    echo "outside, A/B candidates); \"before\" runs once. \"floor\": the same echo"
+    echo "\"after-nice\": the defaults but \`--auth-priority nice\` (check threads at"
+    echo "nice 19 instead of SCHED_IDLE, the earlier policy), an A/B in the same run;"
+    echo "\"before\" runs once. \"floor\": the same echo"
     echo "load against a bare one-thread epoll echo (\`cw_bench_authload floor\`: no"
     echo "timers, no hashing), the least this machine's loopback and wake-ups cost"
     echo "in this run. The p99 is"
