@@ -12,7 +12,7 @@
 #   make valgrind   library tests under valgrind (no sanitizers)
 #   make tsan       test_auth and test_authpool under ThreadSanitizer (build-tsan/)
 #   make bench      benchmarks, rewrites docs/BENCHMARKS.md
-#   make soak       1,000,000 mixed connections against the server (~15 min;
+#   make soak       1,000,000 mixed connections against the server (~3 min;
 #                   not in check): 0 CLOSE_WAIT, fds and RSS flat
 #   make clang      warning-free build check with clang -Werror
 

@@ -121,7 +121,7 @@ if [ "$md" != - ]; then
         echo "\`make soak\` ($(date -u +%Y-%m-%d), $(nproc) cores shared with other jobs, load"
         echo "average at the end $(cut -d' ' -f1-3 /proc/loadavg)): $count connections, $conc at a"
         echo "time, against \`closewise server --workers 2\` with short timeouts (idle 2 s,"
-        echo "login 1 s, write 1 s, lingering 1 s/5 s). Mix per 10,000 connections and how"
+        echo "login 1 s, write 1 s, lingering 1 s/5 s). The mix (counts over the whole run) and how"
         echo "each kind ended (done/failed; a failure is a client that reads and did not"
         echo "get its last line whole, then EOF):"
         echo
