@@ -26,9 +26,9 @@
 static char creds[64];   /* y: yescrypt (pw-y), s: sha512 (pw-s) */
 static char dear[64];    /* d: sha512 at DEAR_ROUNDS (pw-d) */
 
-/* A check that takes long enough to leave in the middle of it: about 0.2 s
- * of CPU here (5000 rounds, the default, take 1 ms). */
-#define DEAR_ROUNDS 1000000
+/* A check that takes long enough to leave in the middle of it: about
+ * 150 ms of CPU here (5000 rounds, the default, take 1 ms). */
+#define DEAR_ROUNDS 800000
 
 /* How long a login may take: the checks run at nice 19, and the first
  * also times each method (3 hashes of each); with the machine kept busy
@@ -448,49 +448,51 @@ static void test_leave_during_check(void **state)
     assert_non_null(strstr(err, "end=eof"));
 }
 
-/* CPU time in microseconds (the kernel's schedstat) of each password
- * check thread (cw-auth, cw-auth-rescue) of pid; returns how many. */
-struct tcpu {
-    pid_t tid;
-    long us;
-};
-
-static int auth_cpu(pid_t pid, struct tcpu *out, int max)
+/* The password check threads of pid (cw-auth, cw-auth-rescue) as the
+ * kernel sees them: their CPU time in all, in microseconds (schedstat),
+ * and how many are runnable (stat: R), i.e. hashing - an idle one sleeps
+ * on a futex. */
+static long auth_threads(pid_t pid, int *running)
 {
     struct cwt_task t[64];
-    int nt = cwt_tasks(pid, t, 64), n = 0;
-    for (int i = 0; i < nt && n < max; i++) {
+    int nt = cwt_tasks(pid, t, 64);
+    long us = 0;
+    *running = 0;
+    for (int i = 0; i < nt; i++) {
         if (strncmp(t[i].name, "cw-auth", 7))
             continue;
-        char path[64], line[256];
+        char path[64], line[512];
         snprintf(path, sizeof path, "/proc/%d/task/%d/schedstat", (int)pid, (int)t[i].tid);
         FILE *f = fopen(path, "re");
-        if (!f)
-            continue;
         long long ns;
-        if (fgets(line, sizeof line, f) && sscanf(line, "%lld", &ns) == 1)
-            out[n++] = (struct tcpu){t[i].tid, (long)(ns / 1000)};
-        fclose(f);
+        if (f && fgets(line, sizeof line, f) && sscanf(line, "%lld", &ns) == 1)
+            us += (long)(ns / 1000);
+        if (f)
+            fclose(f);
+        snprintf(path, sizeof path, "/proc/%d/task/%d/stat", (int)pid, (int)t[i].tid);
+        f = fopen(path, "re");
+        const char *st = f && fgets(line, sizeof line, f) ? strrchr(line, ')') : NULL;
+        *running += st && st[1] == ' ' && st[2] == 'R';
+        if (f)
+            fclose(f);
     }
-    return n;
+    return us;
 }
 
-/* How many check threads have run for at least us since `was` (threads
- * not in it started since, from 0), and their CPU time in all. */
-static int auth_ran(pid_t pid, const struct tcpu *was, int nwas, long us, long *sum)
+/* Poll until the check threads are all asleep (want 0) or one is hashing
+ * and they ran min_us since `since`; returns whether that came. */
+static int auth_wait(pid_t pid, int want, long since, long min_us, int ms)
 {
-    struct tcpu now[32];
-    int n = auth_cpu(pid, now, 32), ran = 0;
-    *sum = 0;
-    for (int i = 0; i < n; i++) {
-        long d = now[i].us;
-        for (int j = 0; j < nwas; j++)
-            if (was[j].tid == now[i].tid)
-                d -= was[j].us;
-        ran += d >= us;
-        *sum += now[i].us;
+    int64_t end = cw_now_ms() + ms;
+    for (;;) {
+        int run;
+        long us = auth_threads(pid, &run);
+        if (want ? run >= 1 && us - since >= min_us : run == 0)
+            return 1;
+        if (cw_now_ms() >= end)
+            return 0;
+        cwt_sleep_ms(1);
     }
-    return ran;
 }
 
 /* The end= word of the session whose client port is `port`, in buf. */
@@ -505,16 +507,53 @@ static const char *end_of(const char *log, int port, char buf[32])
     return buf;
 }
 
+/* Log in as d and leave (a FIN, or with rst an RST) while a thread
+ * hashes the password - the kernel shows it runnable with CPU time spent
+ * on it, and it is the only check - then see the server close the session
+ * with no reply: its side of the connection gone from the kernel's
+ * table, its descriptor count back at base, while the hash still runs
+ * (the threads' CPU time grows after that). Returns the client's port. */
+static int leave_mid_hash(struct srv *s, int base, int rst)
+{
+    /* no hash of an earlier check running */
+    assert_true(auth_wait(s->pid, 0, 0, 0, LOGIN_MS));
+    int run;
+    long was = auth_threads(s->pid, &run);
+    int fd = raw_dial(s), port = local_port(fd);
+    put(fd, "AUTH d pw-d\n");
+    assert_true(auth_wait(s->pid, 1, was, 2000, LOGIN_MS));   /* 2 ms of 150 */
+    assert_false(readable(fd));
+    int64_t t0 = cw_now_ms();
+    if (rst) {
+        struct linger lg = {1, 0};
+        setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        close(fd);
+    } else {
+        shutdown(fd, SHUT_WR);   /* half-close: we could still read a reply */
+        expect_eof(fd, 5000);    /* no "OK": nothing before the FIN */
+    }
+    assert_int_equal(cwt_wait_count(0, s->port, port, 0, 10000), 0);
+    assert_int_equal(fds_settle(s->pid, base, 10000), base);
+    int64_t took = cw_now_ms() - t0;
+    long at = auth_threads(s->pid, &run);
+    if (!rst)
+        close(fd);
+    assert_int_equal(cwt_count_pid(s->pid, CW_TCP_CLOSE_WAIT), 0);
+    int on = auth_wait(s->pid, 1, at, 5000, 30000);
+    print_message("left (%s) while hashing: closed by the server within %lld ms; the "
+                  "hash went on after it: %s\n", rst ? "RST" : "FIN", (long long)took,
+                  on ? "yes" : "no");
+    assert_true(on);   /* it did not wait for the hash */
+    return port;
+}
+
 /* A client that leaves (FIN, or RST) while its password is being hashed,
- * not queued: two check threads, two logins, each held by a thread, and
- * the kernel shows both threads running (CPU time) before the clients
- * leave. No reply, the server closes at once - while the hash still runs
- * (the threads' CPU time grows after the server's FIN) - the clients' own
- * connections are gone from the kernel's table, the descriptor count is
- * back, both checks are counted dropped. */
+ * not queued (leave_mid_hash): no reply, the server closes at once, the
+ * client's own connection is gone from the kernel's table, the descriptor
+ * count is back, and both checks are counted dropped. */
 static void test_leave_while_hashing(void **state)
 {
-    const char *args[] = {"--auth-threads", "2", "--workers", "1",
+    const char *args[] = {"--auth-threads", "1", "--workers", "1",
                           "--max-auth-failures", "0", NULL};
     struct srv s;
     srv_start_creds(&s, dear, args);
@@ -527,44 +566,8 @@ static void test_leave_while_hashing(void **state)
     close(warm);
     assert_int_equal(cwt_wait_count(0, s.port, wport, 0, 10000), 0);
     int base = cwt_fd_count_pid(s.pid);
-    struct tcpu was[32];
-    int nwas = auth_cpu(s.pid, was, 32);
-    int fin = raw_dial(&s), rst = raw_dial(&s);
-    int fport = local_port(fin), rport = local_port(rst);
-    put(fin, "AUTH d pw-d\n");
-    put(rst, "AUTH d pw-d\n");
-    /* both hashing: two threads ran 20 ms each (of 200) since */
-    long sum = 0;
-    int64_t t0 = cw_now_ms();
-    while (auth_ran(s.pid, was, nwas, 20000, &sum) < 2 && cw_now_ms() - t0 < LOGIN_MS)
-        cwt_sleep_ms(2);
-    assert_int_equal(auth_ran(s.pid, was, nwas, 20000, &sum), 2);
-    assert_false(readable(fin));
-    shutdown(fin, SHUT_WR);   /* half-close: we could still read a reply */
-    struct linger lg = {1, 0};
-    setsockopt(rst, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-    close(rst);
-    int64_t t1 = cw_now_ms();
-    expect_eof(fin, 5000);   /* no "OK": nothing before the FIN */
-    long at_fin;
-    auth_ran(s.pid, was, nwas, 0, &at_fin);
-    int64_t took = cw_now_ms() - t1;
-    /* the server's sides of both connections are gone */
-    assert_int_equal(cwt_wait_count(0, s.port, fport, 0, 10000), 0);
-    assert_int_equal(cwt_wait_count(0, s.port, rport, 0, 10000), 0);
-    close(fin);
-    assert_int_equal(fds_settle(s.pid, base, 10000), base);
-    assert_int_equal(cwt_count_pid(s.pid, CW_TCP_CLOSE_WAIT), 0);
-    /* the hashes went on after the server's FIN: it did not wait for them */
-    long after = at_fin;
-    int64_t t2 = cw_now_ms();
-    while (after - at_fin < 10000 && cw_now_ms() - t2 < 30000) {
-        cwt_sleep_ms(5);
-        auth_ran(s.pid, was, nwas, 0, &after);
-    }
-    print_message("left while hashing: server's FIN after %lld ms; the check threads "
-                  "hashed %ld us more after it\n", (long long)took, after - at_fin);
-    assert_true(after - at_fin >= 10000);
+    int fport = leave_mid_hash(&s, base, 0);
+    int rport = leave_mid_hash(&s, base, 1);
     static struct logbuf lgb;
     lgb.len = 0;
     lgb.text[0] = '\0';
