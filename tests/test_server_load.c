@@ -1,10 +1,14 @@
 /* test_server_load.c - `closewise server` with password checks off its
  * loop: a session's ECHO keeps answering while 50 yescrypt logins are in
- * flight; a client that leaves while its password is checked gets no
- * reply and leaves nothing behind (kernel table, descriptor count); a
- * full check queue answers "ERR busy" with a graceful close, counted; a
- * SIGTERM during checks still gives every session its last line. Each
- * would fail with checks on the loop (--auth-threads 0). */
+ * flight; a client that leaves while its password waits or is being
+ * hashed gets no reply and leaves nothing behind (its own connection gone
+ * from the kernel's table, descriptor count back); a full check queue
+ * answers "ERR busy" with a graceful close, counted; a SIGTERM during
+ * checks, on one loop or two, gives every session its last line and a
+ * graceful close while the server is still alive, with its descriptors
+ * back to the count before the first connection. Each would fail with
+ * checks on the loop (--auth-threads 0). make tsan runs this file against
+ * a ThreadSanitizer build of the server. */
 // cw-test-timeout: 600
 #include "cwtest.h"
 
