@@ -241,7 +241,7 @@ static int fds_settle(pid_t pid, int want, int ms)
     int64_t until = cw_now_ms() + ms;
     int n;
     while ((n = cwt_fd_count_pid(pid)) != want && cw_now_ms() < until)
-        cwt_sleep_ms(10);
+        cwt_sleep_ms(2);
     return n;
 }
 
@@ -528,20 +528,22 @@ static int leave_mid_hash(struct srv *s, int base, int rst)
     assert_true(auth_wait(s->pid, 1, was, 2000, LOGIN_MS));   /* 2 ms of 150 */
     assert_false(readable(fd));
     int64_t t0 = cw_now_ms();
+    long at;   /* the threads' CPU time once the server has closed */
     if (rst) {
         struct linger lg = {1, 0};
         setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
         close(fd);
+        assert_int_equal(fds_settle(s->pid, base, 10000), base);
+        at = auth_threads(s->pid, &run);
     } else {
         shutdown(fd, SHUT_WR);   /* half-close: we could still read a reply */
         expect_eof(fd, 5000);    /* no "OK": nothing before the FIN */
-    }
-    assert_int_equal(cwt_wait_count(0, s->port, port, 0, 10000), 0);
-    assert_int_equal(fds_settle(s->pid, base, 10000), base);
-    int64_t took = cw_now_ms() - t0;
-    long at = auth_threads(s->pid, &run);
-    if (!rst)
+        at = auth_threads(s->pid, &run);   /* its FIN: a bare close() */
         close(fd);
+        assert_int_equal(fds_settle(s->pid, base, 10000), base);
+    }
+    int64_t took = cw_now_ms() - t0;
+    assert_int_equal(cwt_wait_count(0, s->port, port, 0, 10000), 0);
     assert_int_equal(cwt_count_pid(s->pid, CW_TCP_CLOSE_WAIT), 0);
     int on = auth_wait(s->pid, 1, at, 5000, 30000);
     print_message("left (%s) while hashing: closed by the server within %lld ms; the "
