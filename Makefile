@@ -10,7 +10,8 @@
 #   make install    install into $(PREFIX) (default /usr/local)
 #   make uninstall  remove what the last install wrote
 #   make valgrind   library tests under valgrind (no sanitizers)
-#   make tsan       test_auth and test_authpool under ThreadSanitizer (build-tsan/)
+#   make tsan       test_auth, test_authpool and test_server_load (its
+#                   closewise server too) under ThreadSanitizer (build-tsan/)
 #   make bench      benchmarks, rewrites docs/BENCHMARKS.md
 #   make soak       1,000,000 mixed connections against the server (~3 min;
 #                   not in check): 0 CLOSE_WAIT, fds and RSS flat
@@ -73,12 +74,12 @@ valgrind: deps-test
 	@$(call cw_build,build-valgrind)
 	@sh scripts/valgrind.sh build-valgrind
 
-# Only the two tests' targets: TSan and ASan exclude each other, so this
-# is a build tree of its own.
+# Only these tests' targets and the server they spawn: TSan and ASan
+# exclude each other, so this is a build tree of its own.
 tsan: deps-test
 	@$(CMAKE) -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCW_TSAN=ON -DCW_WERROR=ON >/dev/null
 	@printf 'closewise: building build-tsan ... ' && \
-	{ $(CMAKE) --build build-tsan -j $(JOBS) --target test_auth test_authpool >build-tsan.log 2>&1 || { echo failed; cat build-tsan.log; exit 1; }; } && \
+	{ $(CMAKE) --build build-tsan -j $(JOBS) --target test_auth test_authpool test_server_load closewise >build-tsan.log 2>&1 || { echo failed; cat build-tsan.log; exit 1; }; } && \
 	echo ok
 	@sh scripts/tsan.sh build-tsan
 

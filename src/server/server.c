@@ -232,6 +232,7 @@ struct cw_server {
     pthread_t thread;
     int run_rc;
     int nloops;
+    int id;                      /* 0 for the first loop: log's loop= */
     atomic_int open_all;         /* the first loop's: sessions of every loop */
     cw_loop *loop;
     cw_listener *lis;
@@ -364,9 +365,14 @@ CW__COLD static void log_end(cw_server *s, const struct sess *c, enum cw_end how
                  c->authed ? "yes" : "no");
     else if (c->reason)
         snprintf(detail, sizeof detail, " reason=%s", reason_name(c));
-    fprintf(s->o.log, "closewise-server: peer=%s duration=%lld.%03llds end=%s%s close=%s\n",
+    /* Which loop served it, with more than one: per-loop evidence
+     * (tests, an operator asking whether SO_REUSEPORT spreads the load). */
+    char loop[16] = "";
+    if (s->nloops > 1)
+        snprintf(loop, sizeof loop, " loop=%d", s->id);
+    fprintf(s->o.log, "closewise-server: peer=%s duration=%lld.%03llds end=%s%s close=%s%s\n",
             peer, ms / 1000, ms % 1000, end_word((enum end)c->end), detail,
-            cw_end_name(how));
+            cw_end_name(how), loop);
     fflush(s->o.log);
 }
 
@@ -1192,6 +1198,7 @@ static int open_shards(cw_server *s, int n)
         x->auth = s->auth;
         x->pool = s->pool;
         x->thr = s->thr;
+        x->id = s->nshards;
         int rc = shard_open(x, (uint16_t)cw_listener_port(s->lis), n + 1);
         if (rc < 0)
             return rc;
