@@ -7,10 +7,10 @@
  *
  * A check in flight holds its keys as if it had failed already: a login
  * is checked only if the verdict would still let it through with every
- * check in flight on its keys failed. So N guesses sent at once get N
- * checks no more than N sent one by one, and a login that only the
- * checks in flight stand in the way of waits for them (CW__THR_WAIT)
- * rather than being refused: they may pass. */
+ * check in flight on its keys failed. So guesses sent at once get no more
+ * checks than guesses sent one by one, and a login that only the checks
+ * in flight stand in the way of waits for them (CW__THR_WAIT) rather than
+ * being refused: they may pass. */
 #define _GNU_SOURCE
 #include "../net/internal.h"
 #include "throttle.h"
