@@ -646,7 +646,7 @@ static void test_leave_while_waiting(void **state)
     srv_start(&s, args);
     char line[64];
     int warm = raw_dial_from(&s, 20);   /* the first check calibrates */
-    put(warm, "AUTH s pw-s\n");
+    put(warm, "AUTH y pw-y\n");
     assert_true(get(warm, line, sizeof line, LOGIN_MS) >= 0);
     struct sockaddr_in wa;
     socklen_t wlen = sizeof wa;
@@ -654,11 +654,12 @@ static void test_leave_while_waiting(void **state)
     close(warm);
     assert_int_equal(cwt_wait_count(0, s.port, ntohs(wa.sin_port), 0, 10000), 0);
     int base = cwt_fd_count_pid(s.pid);
-    /* the one thread busy with 8 checks, each from its own address */
+    /* the one thread busy with 8 yescrypt checks (over 100 ms), each
+     * from its own address: the account's limit is far */
     int block[BLOCKERS];
     for (int i = 0; i < BLOCKERS; i++) {
         block[i] = raw_dial_from(&s, 2 + i);
-        put(block[i], "AUTH s pw-s\n");
+        put(block[i], "AUTH y pw-y\n");
     }
     int held = raw_dial(&s), fin = raw_dial(&s), rst = raw_dial(&s);
     put(held, "AUTH y pw-y\n");   /* queued: holds (127.0.0.1, y), limit 1 */
