@@ -7,8 +7,11 @@
  * checks, on one loop or two, gives every session its last line and a
  * graceful close while the server is still alive, with its descriptors
  * back to the count before the first connection. Each would fail with
- * checks on the loop (--auth-threads 0). make tsan runs this file against
- * a ThreadSanitizer build of the server. */
+ * checks on the loop (--auth-threads 0). And the throttle with checks in
+ * flight: guesses sent at once get no more checks than its limit, right
+ * passwords sent at once all log in (they wait, not refused), and a
+ * client that leaves while waiting leaves nothing. make tsan runs this
+ * file against a ThreadSanitizer build of the server. */
 // cw-test-timeout: 600
 #include "cwtest.h"
 
@@ -21,6 +24,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -111,14 +116,24 @@ static void srv_stop(struct srv *s, char *err, size_t size)
     srv_exit(s, err, size);
 }
 
-static int raw_dial(struct srv *s)
+/* From 127.0.0.<host> (1: the usual 127.0.0.1): another address to the
+ * throttle. */
+static int raw_dial_from(struct srv *s, int host)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(fd >= 0);
+    struct sockaddr_in src = {.sin_family = AF_INET,
+                              .sin_addr.s_addr = htonl(0x7f000000u + (uint32_t)host)};
+    assert_int_equal(bind(fd, (struct sockaddr *)&src, sizeof src), 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
     return fd;
+}
+
+static int raw_dial(struct srv *s)
+{
+    return raw_dial_from(s, 1);
 }
 
 static void put(int fd, const char *text)
@@ -763,6 +778,266 @@ static void test_two_workers(void **state)
     assert_int_equal(stat_of(lg.text, "auth-busy"), 0);
 }
 
+/* ---- the throttle with checks in flight ---- */
+
+#define ATONCE 12
+
+/* A counter of the stats line in the server's log, or -1. */
+static long stat_of(const char *log, const char *name)
+{
+    const char *st = strstr(log, "stats accepted=");
+    const char *p = st ? strstr(st, name) : NULL;
+    return p ? atol(p + strlen(name)) : -1;
+}
+
+/* The first line of each of n connections, in any order, into lines[i]
+ * (within LOGIN_MS in all); *last_ms: when the last came, from t0. */
+static void first_lines(const int *fds, int n, char lines[][64], int64_t t0,
+                        int64_t *last_ms)
+{
+    struct pollfd p[ATONCE];
+    for (int i = 0; i < n; i++)
+        p[i] = (struct pollfd){.fd = fds[i], .events = POLLIN};
+    int64_t end = cw_now_ms() + LOGIN_MS;
+    for (int got = 0; got < n;) {
+        int64_t left = end - cw_now_ms();
+        assert_true(left > 0 && poll(p, (nfds_t)n, (int)left) > 0);
+        for (int i = 0; i < n; i++) {
+            if (p[i].fd < 0 || !p[i].revents)
+                continue;
+            p[i].fd = -1;
+            assert_true(get(fds[i], lines[i], 64, 1000) >= 0);
+            *last_ms = cw_now_ms() - t0;
+            got++;
+        }
+    }
+}
+
+/* 12 wrong passwords for one account from one address, on 12 connections
+ * at once, with a limit of 3: exactly 3 are checked ("ERR bad
+ * credentials"), the 9 others are refused once those have failed, each
+ * with a graceful close, and the stats line counts the 9. Before checks
+ * in flight held the budget, all 12 were checked. */
+/* A waiting login keeps its login deadline; under load a check took over
+ * 1 s (nice-19 speed), and 12 of them, 3 at a time, outlasted the default
+ * 10 s: these tests are about the throttle, not that deadline (nor the
+ * idle timeout, 30 s, which bounds the login's first). */
+#define WAIT_LOGIN_TIMEOUT "120s"
+
+static void guesses_at_once(const char *workers)
+{
+    const char *args[] = {"--max-auth-failures", "3", "--workers", workers,
+                          "--login-timeout", WAIT_LOGIN_TIMEOUT,
+                          "--idle-timeout", WAIT_LOGIN_TIMEOUT, NULL};
+    struct srv s;
+    srv_start(&s, args);
+    int fds[ATONCE];
+    char lines[ATONCE][64];
+    for (int i = 0; i < ATONCE; i++)
+        fds[i] = raw_dial(&s);
+    int64_t t0 = cw_now_ms(), last;
+    for (int i = 0; i < ATONCE; i++)
+        put(fds[i], "AUTH y wrong\n");
+    first_lines(fds, ATONCE, lines, t0, &last);
+    int bad = 0, refused = 0;
+    for (int i = 0; i < ATONCE; i++) {
+        bad += !strcmp(lines[i], "ERR bad credentials");
+        refused += !strcmp(lines[i], "ERR too many failures");
+        expect_eof(fds[i], 5000);
+    }
+    closeall(fds, ATONCE);
+    static char err[65536];
+    srv_stop(&s, err, sizeof err);
+    long waited = stat_of(err, "auth-waited=");
+    print_message("%d wrong passwords at once, --workers %s, limit 3: %d checked, %d "
+                  "refused (%ld waited first), all answered in %lld ms\n", ATONCE,
+                  workers, bad, refused, waited, (long long)last);
+    assert_int_equal(bad, 3);
+    assert_int_equal(refused, ATONCE - 3);
+    if (stat_of(err, "throttled=") != ATONCE - 3)
+        fail_msg("log: %s", err);
+}
+
+static void test_guesses_at_once(void **state)
+{
+    guesses_at_once("1");
+    guesses_at_once("2");   /* the guesses land on both loops' listeners */
+}
+
+/* 12 right passwords for one account from one address at once, with the
+ * same limit: all log in. Those beyond the 3 checks in flight wait for a
+ * check to pass (their own loop's answer wakes them; the other loop's,
+ * its retry timer), rather than being refused for checks that may pass. */
+static void logins_at_once(const char *workers)
+{
+    const char *args[] = {"--max-auth-failures", "3", "--workers", workers,
+                          "--login-timeout", WAIT_LOGIN_TIMEOUT,
+                          "--idle-timeout", WAIT_LOGIN_TIMEOUT, NULL};
+    struct srv s;
+    srv_start(&s, args);
+    char line[64];
+    int one = raw_dial(&s);   /* the first check also times the methods */
+    put(one, "AUTH y pw-y\n");
+    assert_true(get(one, line, sizeof line, LOGIN_MS) >= 0);
+    close(one);
+    one = raw_dial(&s);
+    int64_t t0 = cw_now_ms();
+    put(one, "AUTH y pw-y\n");
+    assert_true(get(one, line, sizeof line, LOGIN_MS) >= 0);
+    int64_t alone = cw_now_ms() - t0;
+    assert_string_equal(line, "OK");
+    close(one);
+    int fds[ATONCE];
+    char lines[ATONCE][64];
+    for (int i = 0; i < ATONCE; i++)
+        fds[i] = raw_dial(&s);
+    int64_t last;
+    t0 = cw_now_ms();
+    for (int i = 0; i < ATONCE; i++)
+        put(fds[i], "AUTH y pw-y\n");
+    first_lines(fds, ATONCE, lines, t0, &last);
+    for (int i = 0; i < ATONCE; i++)
+        assert_string_equal(lines[i], "OK");
+    for (int i = 0; i < ATONCE; i++) {   /* logged in: served */
+        put(fds[i], "ECHO in\n");
+        assert_true(get(fds[i], line, sizeof line, 10000) >= 0);
+        assert_string_equal(line, "in");
+    }
+    closeall(fds, ATONCE);
+    static char err[65536];
+    srv_stop(&s, err, sizeof err);
+    long waited = stat_of(err, "auth-waited=");
+    print_message("%d right passwords at once, --workers %s, limit 3: all OK, the last "
+                  "after %lld ms (one login alone: %lld ms); %ld waited\n", ATONCE,
+                  workers, (long long)last, (long long)alone, waited);
+    assert_true(waited >= 1);   /* 12 checks sent at once: most wait */
+    if (stat_of(err, "throttled=") != 0)
+        fail_msg("log: %s", err);
+}
+
+static void test_logins_at_once(void **state)
+{
+    logins_at_once("1");
+    logins_at_once("2");
+}
+
+#define BLOCKERS 8
+
+/* The server's receive queue on fd's connection (IPv4), from the
+ * kernel's table; -1 if the row is not there. */
+static long server_rxq(struct srv *s, int fd)
+{
+    struct sockaddr_in me;
+    socklen_t len = sizeof me;
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&me, &len), 0);
+    FILE *f = fopen("/proc/net/tcp", "re");
+    assert_non_null(f);
+    char line[512];
+    long rxq = -1;
+    while (rxq < 0 && fgets(line, sizeof line, f)) {
+        unsigned lport, rport;
+        unsigned long tx, rx;
+        if (sscanf(line, " %*d: %*8X:%X %*8X:%X %*X %lX:%lX", &lport, &rport, &tx, &rx) == 4 &&
+            (int)lport == s->port && rport == ntohs(me.sin_port))
+            rxq = (long)rx;
+    }
+    fclose(f);
+    return rxq;
+}
+
+/* Until the server has read what was sent on fd: the server's kernel has
+ * acknowledged it all, and its receive queue is empty. A loop handles
+ * what it reads in the same pass, so the request has been served (here:
+ * its check queued) by the time another client's request can be. */
+static void served(struct srv *s, int fd)
+{
+    int64_t end = cw_now_ms() + 10000;
+    for (;;) {
+        int outq = -1;
+        assert_int_equal(ioctl(fd, SIOCOUTQ, &outq), 0);
+        if (outq == 0 && server_rxq(s, fd) == 0)
+            return;
+        assert_true(cw_now_ms() < end);
+        cwt_sleep_ms(1);
+    }
+}
+
+/* Clients that leave while their login waits for the throttle (FIN, or
+ * RST): no reply, the server closes at once - before the check they
+ * wait for has answered - and nothing is left: descriptor count,
+ * CLOSE_WAIT. Then the client whose check they waited for leaves during
+ * it: its hold on the budget is given back (the account logs in after;
+ * a hold kept would make that login wait until its deadline). */
+static void test_leave_while_waiting(void **state)
+{
+    const char *args[] = {"--auth-threads", "1", "--max-auth-failures", "1",
+                          "--max-account-failures", "100", NULL};
+    struct srv s;
+    srv_start(&s, args);
+    char line[64];
+    int warm = raw_dial_from(&s, 20);   /* the first check calibrates */
+    put(warm, "AUTH y pw-y\n");
+    assert_true(get(warm, line, sizeof line, LOGIN_MS) >= 0);
+    struct sockaddr_in wa;
+    socklen_t wlen = sizeof wa;
+    assert_int_equal(getsockname(warm, (struct sockaddr *)&wa, &wlen), 0);
+    close(warm);
+    assert_int_equal(cwt_wait_count(0, s.port, ntohs(wa.sin_port), 0, 10000), 0);
+    int base = cwt_fd_count_pid(s.pid);
+    /* the one thread busy with 8 yescrypt checks (over 100 ms), each
+     * from its own address: the account's limit is far */
+    int block[BLOCKERS];
+    for (int i = 0; i < BLOCKERS; i++) {
+        block[i] = raw_dial_from(&s, 2 + i);
+        put(block[i], "AUTH y pw-y\n");
+    }
+    int held = raw_dial(&s), fin = raw_dial(&s), rst = raw_dial(&s);
+    put(held, "AUTH y pw-y\n");   /* queued: holds (127.0.0.1, y), limit 1 */
+    served(&s, held);   /* else a loop may read fin's or rst's AUTH first */
+    put(fin, "AUTH y pw-y\n");    /* these two wait for it */
+    put(rst, "AUTH y pw-y\n");
+    cwt_sleep_ms(5);
+    assert_false(readable(fin));
+    assert_false(readable(rst));
+    shutdown(fin, SHUT_WR);   /* half-close: we could still read a reply */
+    struct linger lg = {1, 0};
+    setsockopt(rst, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    close(rst);
+    int64_t t0 = cw_now_ms();
+    expect_eof(fin, 5000);   /* no line before the FIN */
+    int64_t took = cw_now_ms() - t0;
+    int early = readable(held);
+    print_message("left while waiting: server's FIN after %lld ms; the check waited "
+                  "for %s\n", (long long)took, early ? "had answered" : "had not answered");
+    assert_false(early);   /* it did not wait for that check */
+    close(fin);
+    shutdown(held, SHUT_WR);   /* during its check: dropped, hold given back */
+    expect_eof(held, 5000);
+    for (int i = 0; i < BLOCKERS; i++) {
+        assert_true(get(block[i], line, sizeof line, LOGIN_MS) >= 0);
+        assert_string_equal(line, "OK");
+    }
+    int again = raw_dial(&s);
+    put(again, "AUTH y pw-y\n");
+    assert_true(get(again, line, sizeof line, LOGIN_MS) >= 0);
+    assert_string_equal(line, "OK");
+    closeall(block, BLOCKERS);
+    close(held);
+    close(again);
+    int64_t until = cw_now_ms() + 10000;
+    while (cwt_fd_count_pid(s.pid) > base && cw_now_ms() < until)
+        cwt_sleep_ms(20);
+    assert_int_equal(cwt_fd_count_pid(s.pid), base);
+    assert_int_equal(cwt_count_pid(s.pid, CW_TCP_CLOSE_WAIT), 0);
+    assert_int_equal(cwt_count(CW_TCP_CLOSE_WAIT, s.port, 0), 0);
+    static char err[65536];
+    srv_stop(&s, err, sizeof err);
+    /* two left while waiting, one during its check */
+    if (stat_of(err, "auth-waited=") != 2 || stat_of(err, "auth-cancelled=") != 1 ||
+        !strstr(err, "end=eof") || !strstr(err, "end=reset"))
+        fail_msg("log: %s", strstr(err, "stats") ? strstr(err, "stats") : err);
+}
+
 int main(void)
 {
     cwt_private_netns();
@@ -791,6 +1066,9 @@ int main(void)
         CWT_TEST(test_full_queue),
         CWT_TEST(test_sigterm_during_checks),
         CWT_TEST(test_two_workers),
+        CWT_TEST(test_guesses_at_once),
+        CWT_TEST(test_logins_at_once),
+        CWT_TEST(test_leave_while_waiting),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     unlink(creds);

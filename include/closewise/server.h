@@ -123,6 +123,9 @@ struct cw_server_stats {
     uint64_t auth_rescued;      /* checks answered by a nice-19 rescue
                                    thread: the SCHED_IDLE check threads
                                    were starved by other programs */
+    uint64_t auth_waited;       /* logins that waited for checks in flight
+                                   on their throttle keys (not refused:
+                                   those may pass) */
 };
 
 /* Fill *o with the defaults above. */

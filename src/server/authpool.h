@@ -21,11 +21,11 @@ typedef struct cw__authpool cw__authpool;
 typedef struct cw__authport cw__authport;
 typedef struct cw__authjob cw__authjob;
 
-/* ok: 1 good credentials, 0 bad; user/ulen: the name checked (for the
- * throttle's bookkeeping), valid during the call. The job handle is
- * invalid from the start of this call (do not cancel it). It may cancel
- * or submit other jobs, but must not free its own port (the port's loop
- * goes on with that port's other answers after it returns). */
+/* ok: 1 good credentials, 0 bad; user/ulen: the name checked, valid
+ * during the call. The job handle is invalid from the start of this call
+ * (do not cancel it). It may cancel or submit other jobs, but must not
+ * free its own port (the port's loop goes on with that port's other
+ * answers after it returns). */
 typedef void cw__authjob_cb(void *data, int ok, const char *user, size_t ulen);
 
 /* workers check threads (0 = one per online CPU) and as many rescuers

@@ -103,7 +103,9 @@ struct sess {
     uint8_t how : 4;             /* enum cw_end decided here (the peer's
                                     end, an eviction), else the stream's */
     uint8_t reason;              /* R_* */
-    uint8_t authed : 1, in_unauth : 1, closing : 1, v6 : 1, checking : 1;
+    uint8_t authed : 1, in_unauth : 1, closing : 1, v6 : 1, checking : 1,
+            waiting : 1,         /* its AUTH waits for the throttle */
+            waited : 1;          /* ... did once (counted once) */
 };
 _Static_assert(CW__STREAM_SIZE + sizeof(struct sess) <= 168,
                "an idle session outgrew its 176-byte malloc chunk");
@@ -158,14 +160,16 @@ struct fifo {
  * (each evicts its own oldest: a newcomer must not wait on a session
  * another loop would have to evict). */
 /* ---- sessions under a password check ----
- * Their jobs live in this side table, not in struct sess: only sessions
- * being checked (bounded by the pool's queue) pay for it, and an idle
- * session keeps its 176-byte chunk. Open addressing, linear probing,
- * backward-shift deletion (no tombstones). Loop thread only. */
+ * Their jobs, and their holds on the throttle's budget, live in this side
+ * table, not in struct sess: only sessions being checked (bounded by the
+ * pool's queue) pay for it, and an idle session keeps its 176-byte
+ * chunk. Open addressing, linear probing, backward-shift deletion (no
+ * tombstones). Loop thread only. */
 struct jobmap {
     struct jslot {
         const cw_stream *st;
         cw__authjob *job;
+        struct cw__thr_hold hold;
     } *slot;
     uint32_t cap, n;             /* cap: 0 or a power of two */
 };
@@ -176,7 +180,8 @@ static uint32_t jm_home(const struct jobmap *m, const cw_stream *st)
     return (uint32_t)(x >> 32) & (m->cap - 1);
 }
 
-static int jm_put(struct jobmap *m, const cw_stream *st, cw__authjob *job)
+static int jm_put(struct jobmap *m, const cw_stream *st, cw__authjob *job,
+                  const struct cw__thr_hold *hold)
 {
     if ((m->n + 1) * 2 > m->cap) {
         uint32_t cap = m->cap ? m->cap * 2 : 64;
@@ -185,21 +190,24 @@ static int jm_put(struct jobmap *m, const cw_stream *st, cw__authjob *job)
             return -ENOMEM;
         for (uint32_t i = 0; i < m->cap; i++)
             if (m->slot[i].st)
-                jm_put(&g, m->slot[i].st, m->slot[i].job);
+                jm_put(&g, m->slot[i].st, m->slot[i].job, &m->slot[i].hold);
         free(m->slot);
         *m = g;
     }
     uint32_t i = jm_home(m, st);
     while (m->slot[i].st)
         i = (i + 1) & (m->cap - 1);
-    m->slot[i] = (struct jslot){st, job};
+    m->slot[i] = (struct jslot){st, job, *hold};
     m->n++;
     return CW_OK;
 }
 
-/* Remove st's entry; returns its job, NULL if it had none. */
-static cw__authjob *jm_take(struct jobmap *m, const cw_stream *st)
+/* Remove st's entry; returns its job, NULL if it had none, and its hold
+ * in *hold (cleared if none). */
+static cw__authjob *jm_take(struct jobmap *m, const cw_stream *st,
+                            struct cw__thr_hold *hold)
 {
+    memset(hold, 0, sizeof *hold);
     if (!m->cap)
         return NULL;
     uint32_t i = jm_home(m, st);
@@ -209,6 +217,7 @@ static cw__authjob *jm_take(struct jobmap *m, const cw_stream *st)
         i = (i + 1) & (m->cap - 1);
     }
     cw__authjob *job = m->slot[i].job;
+    *hold = m->slot[i].hold;
     m->n--;
     for (uint32_t j = i;;) {
         m->slot[i].st = NULL;
@@ -239,6 +248,9 @@ struct cw_server {
     cw_acceptor *acc;
     cw_timer accept_timer;       /* retries a pause of ours */
     cw_timer stop_timer;
+    cw_timer wait_timer;         /* retries the logins that wait */
+    int nwaiting;                /* sessions with c->waiting */
+    uint64_t wait_ends;          /* cw__throttle_ends() at the last retry */
     int accept_paused;           /* paused by us (caps), not for descriptors */
     int pause_logged;            /* the current pause's reason is logged */
     int64_t pause_log_ms;        /* when a pause was last logged */
@@ -482,23 +494,103 @@ static void log_table_full(cw_server *s)
  * reply, nothing left. Requests behind the AUTH wait in rbuf (reads pause
  * past a line's worth). It has had its chance to log in: it leaves the
  * unauthenticated FIFO, so no newcomer evicts it; the check queue bounds
- * how many wait so. A failure is counted by the throttle when it is
- * known, as before: guesses sent on many connections at once can pass
- * the throttle together, at most as many as checks can be in flight
- * (--auth-queue plus the threads), once per window. Counting checks in
- * flight instead would refuse a client that logs in on many connections
- * at once (measured: the soak's echo clients, one account from many
- * addresses, hit the per-account limit). */
+ * how many wait so.
+ *
+ * A check in flight holds a share of the throttle's budget on each of its
+ * keys, as if it had failed already (throttle.h): an answer that passes
+ * gives it back, one that fails turns it into the failure, a dropped
+ * check gives it back. So guesses sent on many connections at once get
+ * no more checks than guesses sent one by one. A login that only the
+ * checks in flight stand in the way of is neither checked nor refused:
+ * it waits (below), since they may pass. Counting them as failures
+ * refused clients that log in on many connections at once (measured: the
+ * soak's echo clients, one account from many addresses, hit the
+ * per-account limit); counting failures only once known let up to
+ * --auth-queue plus the threads guesses pass together. */
 
 static void on_drain(cw_stream *st);
 
+/* ---- logins waiting for the throttle ----
+ * A waiting session keeps its AUTH line unconsumed at the head of rbuf
+ * and stays what it was: unauthenticated, in the FIFO (a newcomer may
+ * evict it; the unauthenticated cap bounds how many wait), under its
+ * login deadline, reading (its FIN or RST ends it: no reply). Its AUTH is
+ * served again when it sends more, when a check of this loop answers or
+ * is dropped (its hold may be the one waited for), and, if any hold has
+ * ended meanwhile, every WAIT_RETRY_MS: a check answered on another loop
+ * (--workers) cannot wake this one's sessions without a cross-thread
+ * hand-off, and a timer on the session's own loop needs none. The table
+ * is shared under its mutex, so whichever loop re-asks sees every loop's
+ * holds; a tick with no hold ended costs one atomic load, not a walk.
+ * 5 ms: a third of a yescrypt check here (15 ms), so a waiter of the
+ * other loop loses little; 200 wake-ups a second only while some wait. */
+#define WAIT_RETRY_MS 5
+
+static void on_wait_timer(cw_loop *loop, cw_timer *t);
+
+static void unwait(cw_server *s, struct sess *c)
+{
+    if (!c->waiting)
+        return;
+    c->waiting = 0;
+    s->nwaiting--;
+}
+
+static void wait_login(cw_server *s, struct sess *c)
+{
+    c->waiting = 1;
+    s->nwaiting++;
+    if (!c->waited)
+        s->st.auth_waited++;
+    c->waited = 1;
+    if (!cw_timer_active(&s->wait_timer))
+        cw_timer_start(s->loop, &s->wait_timer, now_ms(s) + WAIT_RETRY_MS,
+                       on_wait_timer);
+}
+
+/* A hold was given back on this loop: its waiting logins ask again in
+ * the next timer pass (not from inside the answer's call chain). */
+static void wake_waiting(cw_server *s)
+{
+    if (s->nwaiting && !s->stopping &&
+        (!cw_timer_active(&s->wait_timer) || s->wait_timer.deadline > now_ms(s)))
+        cw_timer_start(s->loop, &s->wait_timer, now_ms(s), on_wait_timer);
+}
+
+/* Every waiting session of the loop asks again, oldest first (the FIFO's
+ * order: none is overtaken by later ones for ever). A retry only takes
+ * sessions off the FIFO (a NULL left behind) or empties it, never moves
+ * an entry, so the walk by index is safe. */
+static void on_wait_timer(cw_loop *loop, cw_timer *t)
+{
+    cw_server *s = t->data;
+    struct fifo *f = &s->unauth;
+    uint64_t ends = cw__throttle_ends(s->thr);
+    int left = ends != s->wait_ends ? s->nwaiting : 0;
+    s->wait_ends = ends;
+    for (uint32_t i = f->off; i < f->n && left > 0; i++) {
+        cw_stream *st = f->e[i].st;
+        if (!st || !sess_of(st)->waiting)
+            continue;
+        left--;
+        unwait(s, sess_of(st));
+        on_drain(st);   /* its AUTH again, from rbuf */
+    }
+    if (s->nwaiting && !s->stopping)
+        cw_timer_start(loop, t, now_ms(s) + WAIT_RETRY_MS, on_wait_timer);
+}
+
 static void drop_check(cw_server *s, cw_stream *st, struct sess *c)
 {
+    unwait(s, c);
     if (!c->checking)
         return;
-    cw__authjob *job = jm_take(&s->jobs, st);
+    struct cw__thr_hold hold;
+    cw__authjob *job = jm_take(&s->jobs, st, &hold);
     if (job)
         cw__authjob_cancel(job);
+    cw__throttle_end(s->thr, &hold, CW__THR_CANCELLED, now_ms(s));
+    wake_waiting(s);
     c->checking = 0;
     s->st.auth_cancelled++;
 }
@@ -517,17 +609,24 @@ static void on_checked(void *data, int ok, const char *user, size_t ulen)
     cw_stream *st = data;
     cw_server *s = cw_stream_data(st);
     struct sess *c = sess_of(st);
-    jm_take(&s->jobs, st);   /* the job ends with this call */
+    struct cw__thr_hold hold;
+    jm_take(&s->jobs, st, &hold);   /* the job ends with this call */
     c->checking = 0;
-    if (peer_left(st)) {
-        /* Its FIN or RST waits in the same loop iteration as the answer:
-         * it left during the check, so no reply; reading its end next
-         * closes the session. */
+    /* Its FIN or RST may wait in the same loop iteration as the answer:
+     * it left during the check, so no reply (and no failure: nobody
+     * learnt the answer); reading its end next closes the session. */
+    int left = peer_left(st);
+    int first = cw__throttle_end(s->thr, &hold,
+                                 left ? CW__THR_CANCELLED
+                                      : ok ? CW__THR_PASSED : CW__THR_FAILED,
+                                 now_ms(s));
+    wake_waiting(s);
+    if (left) {
         s->st.auth_cancelled++;
         return;
     }
     if (!ok) {
-        if (cw__throttle_failed(s->thr, c->addr, user, ulen, now_ms(s)))
+        if (first)
             log_table_full(s);
         finish(s, st, c, "ERR bad credentials", END_AUTH_FAILED);
         return;
@@ -538,12 +637,12 @@ static void on_checked(void *data, int ok, const char *user, size_t ulen)
 }
 
 static void start_check(cw_server *s, cw_stream *st, struct sess *c,
-                        const struct cw_req *r)
+                        const struct cw_req *r, struct cw__thr_hold *hold)
 {
     cw__authjob *job;
     int rc = cw__authport_submit(s->port, r->user, r->user_len, r->pass,
                                  r->pass_len, on_checked, st, &job);
-    if (rc == CW_OK && jm_put(&s->jobs, st, job) != CW_OK) {
+    if (rc == CW_OK && jm_put(&s->jobs, st, job, hold) != CW_OK) {
         cw__authjob_cancel(job);
         rc = -ENOMEM;
     }
@@ -555,6 +654,7 @@ static void start_check(cw_server *s, cw_stream *st, struct sess *c,
         cw_stream_set_deadline(st, CW_NEVER);
         return;
     }
+    cw__throttle_end(s->thr, hold, CW__THR_CANCELLED, now_ms(s));   /* not checked */
     if (rc == -EBUSY)
         s->st.auth_busy++;
     finish(s, st, c, "ERR busy", rc == -EBUSY ? END_BUSY : END_ERROR);
@@ -597,8 +697,13 @@ static void handle_auth(cw_server *s, cw_stream *st, struct sess *c,
         reply_str(st, c, "ERR already authenticated");
         return;
     }
-    int64_t now = now_ms(s);
-    enum cw__thr v = cw__throttle_check(s->thr, c->addr, r->user, r->user_len, now);
+    struct cw__thr_hold hold;
+    enum cw__thr v = cw__throttle_begin(s->thr, c->addr, r->user, r->user_len,
+                                        now_ms(s), &hold);
+    if (v == CW__THR_WAIT) {
+        wait_login(s, c);
+        return;
+    }
     if (v != CW__THR_OK) {
         s->st.throttled++;
         c->reason = (uint8_t)(R_THR + v);
@@ -616,15 +721,19 @@ static void handle_auth(cw_server *s, cw_stream *st, struct sess *c,
     int64_t cost = s->pool ? cw__auth_cost_ns(s->auth, &settled) : 0;
     if (cost > CW__AUTH_INLINE_NS &&
         (settled || cost > CW__AUTH_SLOW_MOMENT * CW__AUTH_INLINE_NS)) {
-        start_check(s, st, c, r);
+        start_check(s, st, c, r, &hold);
         return;
     }
+    /* The same accounting as a check off the loop, the hold given back
+     * at once (by another loop's logins, it may have been waited for). */
     int ok = check_on_loop(s, r);
+    int first = cw__throttle_end(s->thr, &hold, ok == 1 ? CW__THR_PASSED : CW__THR_FAILED,
+                                 now_ms(s));
     if (ok == 1) {
         authenticated(s, st, c);
         reply_str(st, c, "OK");
     } else {
-        if (cw__throttle_failed(s->thr, c->addr, r->user, r->user_len, now))
+        if (first)
             log_table_full(s);
         finish(s, st, c, "ERR bad credentials", END_AUTH_FAILED);
     }
@@ -668,13 +777,14 @@ static size_t process(cw_server *s, cw_stream *st, struct sess *c,
                       const char *buf, size_t len)
 {
     size_t off = 0;
+    unwait(s, c);   /* a waiting AUTH is first in buf: asked again */
     while (!c->closing && !c->checking && !blocked(st)) {
         struct cw_req r;
         if (cw__proto_parse(buf + off, len - off, &r) == CW_REQ_INCOMPLETE)
             break;
         handle(s, st, c, &r);
-        if (!r.consumed)
-            break;
+        if (!r.consumed || c->waiting)
+            break;   /* a waiting AUTH stays in buf, for its next try */
         off += r.consumed;
         /* Before login, lines buy no time. After it, the session moves
          * to the tail of the loop's idle-timeout queue: a list move. */
@@ -713,7 +823,7 @@ static void serve(cw_server *s, cw_stream *st, struct sess *c, const char *buf,
     memcpy(c->rbuf, buf + used, len - used);
     c->rlen = (uint16_t)(len - used);
     s->rbuf_bytes += c->rlen;
-    if (c->checking && c->rlen > CW_PROTO_MAX_LINE)
+    if ((c->checking || c->waiting) && c->rlen > CW_PROTO_MAX_LINE)
         cw_stream_read_stop(st);   /* enough waiting: on_checked resumes */
 }
 
@@ -777,7 +887,8 @@ static void on_drain(cw_stream *st)
         drop_rbuf(s, c);
         serve(s, st, c, s->scratch, len);
     }
-    if (!c->closing && !c->checking && !blocked(st))
+    if (!c->closing && !c->checking && !blocked(st) &&
+        !(c->waiting && c->rlen > CW_PROTO_MAX_LINE))
         cw_stream_read_start(st);
 }
 
@@ -1177,6 +1288,7 @@ static int shard_open(cw_server *s, uint16_t port, int nloops)
         rc = cw_listen(s->o.host ? s->o.host : "127.0.0.1", port, &lo,
                        s->o.backlog, &s->lis);
     s->accept_timer.data = s;
+    s->wait_timer.data = s;
     if (rc == CW_OK)
         rc = new_acceptor(s);
     return rc;
@@ -1303,6 +1415,7 @@ static void shut_down_sessions(cw_server *s)
     s->stopping = 1;
     cw_acceptor_pause(s->acc);
     cw_timer_stop(s->loop, &s->accept_timer);
+    cw_timer_stop(s->loop, &s->wait_timer);
     cw_acceptor_walk(s->acc, shut_down_one, s);
 }
 
@@ -1410,7 +1523,7 @@ int cw_server_stats(const cw_server *s, struct cw_server_stats *st)
         CW_SUM(unauthenticated); CW_SUM(login_timeouts); CW_SUM(throttled);
         CW_SUM(evicted_unauth); CW_SUM(evicted_authed); CW_SUM(evicted_descriptors);
         CW_SUM(evicted_max_conns); CW_SUM(evicted_unauth_cap); CW_SUM(auth_busy);
-        CW_SUM(auth_cancelled);
+        CW_SUM(auth_cancelled); CW_SUM(auth_waited);
 #undef CW_SUM
     }
     st->throttle_overflow = cw__throttle_overflowed(s->thr);

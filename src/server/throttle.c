@@ -2,14 +2,22 @@
  * IPv6 network and account, in one fixed-size open-addressing table keyed
  * by a secret SipHash key. An attacker can neither aim many addresses at
  * one bucket (the key is random per start) nor push a failing entry out
- * (entries with failures in their window are never reused); what does not
- * fit goes to one shared overflow bucket. */
+ * (entries with failures in their window, or with checks in flight, are
+ * never reused); what does not fit goes to one shared overflow bucket.
+ *
+ * A check in flight holds its keys as if it had failed already: a login
+ * is checked only if the verdict would still let it through with every
+ * check in flight on its keys failed. So guesses sent at once get no more
+ * checks than guesses sent one by one, and a login that only the checks
+ * in flight stand in the way of waits for them (CW__THR_WAIT) rather than
+ * being refused: they may pass. */
 #define _GNU_SOURCE
 #include "../net/internal.h"
 #include "throttle.h"
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -19,12 +27,14 @@
 struct entry {
     uint64_t id;       /* keyed hash of kind and key; 0 = never used */
     int64_t since;     /* first failure of the current window */
-    uint32_t fails;
+    uint32_t fails;    /* of the window that began at since */
+    uint32_t held;     /* checks in flight */
 };
 
 struct window {
     int64_t since;
     uint32_t fails;
+    uint32_t held;     /* checks in flight of addresses held here */
 };
 
 /* Shared by the server's loops: every entry point holds mu, for a few
@@ -37,6 +47,7 @@ struct cw__throttle {
     struct window overflow;    /* failures the table could not hold */
     int overflow_logged;       /* reported in the current window */
     uint64_t overflowed;
+    _Atomic uint64_t ends;     /* holds ended: written under mu */
     struct entry *slots;
 };
 
@@ -162,19 +173,39 @@ static int live(const cw__throttle *t, int64_t since, uint32_t fails, int64_t no
     return fails > 0 && now - since < t->o.window_ms;
 }
 
-/* The live entry for id, or NULL. With create, a free or expired slot is
- * taken for it; NULL then means the table is full around id. A live
- * entry is never taken over: that is what makes a failing address stay
- * counted whatever arrives after it. */
+/* Failures that count now: none once the window is over, even while a
+ * hold keeps the entry. */
+static uint32_t fails_now(const cw__throttle *t, int64_t since, uint32_t fails,
+                          int64_t now)
+{
+    return live(t, since, fails, now) ? fails : 0;
+}
+
+/* One more failure, starting a window if none is running. */
+static void bump(cw__throttle *t, int64_t *since, uint32_t *fails, int64_t now)
+{
+    if (!live(t, *since, *fails, now)) {
+        *since = now;
+        *fails = 0;
+    }
+    if (*fails < UINT32_MAX)
+        (*fails)++;
+}
+
+/* The entry in use for id, or NULL. With create, a slot in use by no key
+ * is taken for it; NULL then means the table is full around id. An entry
+ * in use - failures in its window, or checks in flight - is never taken
+ * over: that is what makes a failing address stay counted whatever
+ * arrives after it, and a hold find its entry again. */
 static struct entry *find(cw__throttle *t, uint64_t id, int64_t now, int create)
 {
     struct entry *spare = NULL;
     for (uint32_t i = 0; i < PROBE; i++) {
         struct entry *e = &t->slots[(uint32_t)(id + i) & t->mask];
-        int alive = live(t, e->since, e->fails, now);
-        if (alive && e->id == id)
+        int used = e->held || live(t, e->since, e->fails, now);
+        if (used && e->id == id)
             return e;
-        if (!alive && !spare)
+        if (!used && !spare)
             spare = e;
         if (!e->id)
             break;   /* never used: the key cannot be further on */
@@ -184,6 +215,7 @@ static struct entry *find(cw__throttle *t, uint64_t id, int64_t now, int create)
     spare->id = id;
     spare->since = now;
     spare->fails = 0;
+    spare->held = 0;
     return spare;
 }
 
@@ -209,12 +241,13 @@ static void mask_prefix(const uint8_t addr[16], int bits, uint8_t out[16])
     }
 }
 
-/* The ids of a login's four counters; net is 0 for IPv4 (an IPv4
- * address is its own network: grouping /24s would lump together the
- * unrelated customers of one provider). */
-struct ids {
-    uint64_t pair, addr, net, account;
-};
+/* The ids of a login's four counters, in a hold's order; net is 0 for
+ * IPv4 (an IPv4 address is its own network: grouping /24s would lump
+ * together the unrelated customers of one provider). The address first:
+ * of the four its count matters most, so in a table nearly full it takes
+ * a free slot before the others. */
+enum { ID_ADDR, ID_PAIR, ID_NET, ID_ACCOUNT, NIDS };
+#define HELD_OVERFLOW (1u << NIDS)   /* the address holds the bucket */
 
 static uint64_t id_of(cw__throttle *t, char kind, const uint8_t *a, size_t alen,
                       const char *acct, size_t len)
@@ -229,134 +262,192 @@ static uint64_t id_of(cw__throttle *t, char kind, const uint8_t *a, size_t alen,
 }
 
 static void make_ids(cw__throttle *t, const uint8_t addr[16], const char *acct,
-                     size_t len, struct ids *ids)
+                     size_t len, uint64_t id[NIDS])
 {
     uint8_t a[16], n[16];
     int v4 = is_v4(addr);
     mask_prefix(addr, v4 ? 128 : t->o.v6_addr_prefix, a);
-    ids->pair = id_of(t, K_PAIR, a, 16, acct, len);
-    ids->addr = id_of(t, K_ADDR, a, 16, "", 0);
-    ids->account = id_of(t, K_ACCOUNT, a, 0, acct, len);
-    ids->net = 0;
+    id[ID_PAIR] = id_of(t, K_PAIR, a, 16, acct, len);
+    id[ID_ADDR] = id_of(t, K_ADDR, a, 16, "", 0);
+    id[ID_ACCOUNT] = id_of(t, K_ACCOUNT, a, 0, acct, len);
+    id[ID_NET] = 0;
     if (!v4) {
         mask_prefix(addr, t->o.v6_net_prefix, n);
-        ids->net = id_of(t, K_NET, n, 16, "", 0);
+        id[ID_NET] = id_of(t, K_NET, n, 16, "", 0);
     }
-}
-
-static uint32_t fails_of(cw__throttle *t, uint64_t id, int64_t now)
-{
-    if (!id)
-        return 0;
-    struct entry *e = find(t, id, now, 0);
-    return e ? e->fails : 0;
 }
 
 /* ---- the policy ---- */
 
-static enum cw__thr check(cw__throttle *t, const uint8_t addr[16],
-                          const char *account, size_t len, int64_t now)
+/* A login's four counts (failures, or failures and checks in flight);
+ * addr_reason: CW__THR_FULL when the address is counted in the overflow
+ * bucket. */
+struct counts {
+    uint32_t n[NIDS];
+    enum cw__thr addr_reason;
+};
+
+static enum cw__thr verdict(cw__throttle *t, const uint64_t id[NIDS],
+                            const struct counts *c)
 {
     uint32_t lim = (uint32_t)t->o.addr_max;   /* not 0: the caller's test */
-    struct ids ids;
-    make_ids(t, addr, account, len, &ids);
-    uint32_t pair = fails_of(t, ids.pair, now);
-    uint32_t net = fails_of(t, ids.net, now);
-    uint32_t acct = fails_of(t, ids.account, now);
-    struct entry *ae = find(t, ids.addr, now, 0);
-    uint32_t a = ae ? ae->fails : 0;
-    enum cw__thr addr_reason = CW__THR_ADDR;
-    if (!ae && live(t, t->overflow.since, t->overflow.fails, now)) {
-        /* The table was full this window: every address it does not hold
-         * shares the overflow bucket as its address count. */
-        a = t->overflow.fails;
-        addr_reason = CW__THR_FULL;
-    }
+    uint32_t pair = c->n[ID_PAIR], a = c->n[ID_ADDR], net = c->n[ID_NET];
     if (pair >= lim)
         return CW__THR_PAIR;
-    if (acct >= (uint32_t)t->o.account_max)
+    if (c->n[ID_ACCOUNT] >= (uint32_t)t->o.account_max)
         return CW__THR_ACCOUNT;
     /* Over the address or network limit, an account that has not failed
      * from this address is still checked (a user behind the attacker's
      * NAT can log in), for addr_max more failures; then nothing is. */
     uint32_t nlim = (uint32_t)t->o.net_max;
     if (a >= 2 * lim)
-        return addr_reason;
-    if (ids.net && net >= nlim + lim)
+        return c->addr_reason;
+    if (id[ID_NET] && net >= nlim + lim)
         return CW__THR_NET;
     if (a >= lim && pair > 0)
-        return addr_reason;
-    if (ids.net && net >= nlim && pair > 0)
+        return c->addr_reason;
+    if (id[ID_NET] && net >= nlim && pair > 0)
         return CW__THR_NET;
     return CW__THR_OK;
 }
 
-static int count(cw__throttle *t, uint64_t id, int64_t now)
+/* The verdict on the failures; if they allow a check, CW__THR_WAIT unless
+ * the failures and the checks in flight together do too. */
+static enum cw__thr judge(cw__throttle *t, const uint64_t id[NIDS], int64_t now)
 {
-    if (!id)
-        return 0;
-    struct entry *e = find(t, id, now, 1);
-    if (e) {
-        if (e->fails < UINT32_MAX)
-            e->fails++;
-        return 0;
+    struct counts f = {.addr_reason = CW__THR_ADDR}, h;
+    uint32_t held[NIDS] = {0};
+    for (int i = 0; i < NIDS; i++) {
+        struct entry *e = id[i] ? find(t, id[i], now, 0) : NULL;
+        f.n[i] = e ? fails_now(t, e->since, e->fails, now) : 0;
+        held[i] = e ? e->held : 0;
+        if (i == ID_ADDR && !e && (live(t, t->overflow.since, t->overflow.fails, now) ||
+                                   t->overflow.held)) {
+            /* The table was full this window (or is, for checks in
+             * flight): every address it does not hold shares the
+             * overflow bucket as its address count. */
+            f.n[i] = fails_now(t, t->overflow.since, t->overflow.fails, now);
+            held[i] = t->overflow.held;
+            f.addr_reason = CW__THR_FULL;
+        }
     }
-    if (!live(t, t->overflow.since, t->overflow.fails, now)) {
-        t->overflow.since = now;
-        t->overflow.fails = 0;
-        t->overflow_logged = 0;
-    }
-    if (t->overflow.fails < UINT32_MAX)
-        t->overflow.fails++;
-    t->overflowed++;
-    return 1;
+    enum cw__thr v = verdict(t, id, &f);
+    if (v != CW__THR_OK)
+        return v;
+    h = f;
+    for (int i = 0; i < NIDS; i++)
+        h.n[i] += held[i];   /* no wrap: each is under its limit, < 2^31 */
+    return verdict(t, id, &h) == CW__THR_OK ? CW__THR_OK : CW__THR_WAIT;
 }
 
-enum cw__thr cw__throttle_check(cw__throttle *t, const uint8_t addr[16],
-                                const char *account, size_t len, int64_t now)
+/* Hold each key; an address the table has no room for holds the overflow
+ * bucket, where its failure would go. The others that do not fit are
+ * not held (nor, if they fail, counted, unless there is room by then). */
+static void hold(cw__throttle *t, struct cw__thr_hold *h, int64_t now)
 {
+    for (int i = 0; i < NIDS; i++) {
+        if (!h->id[i])
+            continue;
+        struct entry *e = find(t, h->id[i], now, 1);
+        if (e) {
+            e->held++;   /* no wrap: judge let it in under a limit */
+            h->held |= (uint8_t)(1u << i);
+        } else if (i == ID_ADDR) {
+            t->overflow.held++;
+            h->held |= HELD_OVERFLOW;
+        }
+    }
+}
+
+enum cw__thr cw__throttle_begin(cw__throttle *t, const uint8_t addr[16],
+                                const char *account, size_t len, int64_t now,
+                                struct cw__thr_hold *h)
+{
+    memset(h, 0, sizeof *h);
     /* Off (addr_max 0, fixed at creation): no table to look at, so no
      * lock (a pair per login is most of the cost of a login the throttle
      * does not judge; churn-counts.sh counts them). */
     if (t->o.addr_max == 0)
         return CW__THR_OK;
+    make_ids(t, addr, account, len, h->id);   /* outside the lock */
     pthread_mutex_lock(&t->mu);
-    enum cw__thr v = check(t, addr, account, len, now);
+    enum cw__thr v = judge(t, h->id, now);
+    if (v == CW__THR_OK)
+        hold(t, h, now);
+    pthread_mutex_unlock(&t->mu);
+    if (v != CW__THR_OK)
+        memset(h, 0, sizeof *h);
+    return v;
+}
+
+uint64_t cw__throttle_ends(cw__throttle *t)
+{
+    return atomic_load_explicit(&t->ends, memory_order_acquire);
+}
+
+enum cw__thr cw__throttle_check(cw__throttle *t, const uint8_t addr[16],
+                                const char *account, size_t len, int64_t now)
+{
+    if (t->o.addr_max == 0)
+        return CW__THR_OK;
+    uint64_t id[NIDS];
+    make_ids(t, addr, account, len, id);
+    pthread_mutex_lock(&t->mu);
+    enum cw__thr v = judge(t, id, now);
     pthread_mutex_unlock(&t->mu);
     return v;
 }
 
-static int failed(cw__throttle *t, const uint8_t addr[16], const char *account,
-                  size_t len, int64_t now)
+/* A failure of an address the table could not hold. 1: the first of the
+ * window, to be logged. */
+static int overflow_failed(cw__throttle *t, int64_t now)
 {
-    struct ids ids;
-    make_ids(t, addr, account, len, &ids);
-    /* The address first: of the four, its count matters most. An address
-     * that did not fit counts once in the overflow bucket; the others
-     * that did not fit are simply not counted. */
-    int full = count(t, ids.addr, now);
-    struct entry *e;
-    if (ids.pair && (e = find(t, ids.pair, now, 1)) && e->fails < UINT32_MAX)
-        e->fails++;
-    if (ids.net && (e = find(t, ids.net, now, 1)) && e->fails < UINT32_MAX)
-        e->fails++;
-    if ((e = find(t, ids.account, now, 1)) && e->fails < UINT32_MAX)
-        e->fails++;
-    if (full && !t->overflow_logged) {
-        t->overflow_logged = 1;
-        return 1;
-    }
-    return 0;
+    if (!live(t, t->overflow.since, t->overflow.fails, now))
+        t->overflow_logged = 0;
+    bump(t, &t->overflow.since, &t->overflow.fails, now);
+    t->overflowed++;
+    if (t->overflow_logged)
+        return 0;
+    t->overflow_logged = 1;
+    return 1;
 }
 
-int cw__throttle_failed(cw__throttle *t, const uint8_t addr[16],
-                        const char *account, size_t len, int64_t now)
+static int end(cw__throttle *t, const struct cw__thr_hold *h, int failed, int64_t now)
 {
-    if (t->o.addr_max == 0)
-        return 0;   /* off: nothing is counted (no lock either) */
+    int first = 0;
+    for (int i = 0; i < NIDS; i++) {
+        if (!h->id[i])
+            continue;
+        struct entry *e = NULL;
+        if (h->held & (1u << i)) {
+            e = find(t, h->id[i], now, 0);   /* kept for us by the hold */
+            if (e && e->held)
+                e->held--;
+        } else if (i == ID_ADDR) {   /* held the overflow bucket */
+            if (t->overflow.held)
+                t->overflow.held--;
+            if (failed)
+                first = overflow_failed(t, now);
+            continue;
+        } else if (failed) {
+            e = find(t, h->id[i], now, 1);
+        }
+        if (failed && e)
+            bump(t, &e->since, &e->fails, now);
+    }
+    return first;
+}
+
+int cw__throttle_end(cw__throttle *t, struct cw__thr_hold *h, enum cw__thr_end how,
+                     int64_t now)
+{
+    if (!h->held)
+        return 0;   /* off (no hold taken), or ended already */
     pthread_mutex_lock(&t->mu);
-    int first = failed(t, addr, account, len, now);
+    int first = end(t, h, how == CW__THR_FAILED, now);
+    atomic_fetch_add_explicit(&t->ends, 1, memory_order_release);
     pthread_mutex_unlock(&t->mu);
+    memset(h, 0, sizeof *h);
     return first;
 }
 
@@ -369,6 +460,7 @@ const char *cw__throttle_name(enum cw__thr v)
     case CW__THR_NET: return "network";
     case CW__THR_ACCOUNT: return "account";
     case CW__THR_FULL: return "table-full";
+    case CW__THR_WAIT: return "wait";
     }
     return "?";
 }

@@ -284,7 +284,7 @@ static void log_stats(const cw_server *s, FILE *log)
             "throttled=%llu throttle-overflow=%llu evicted-login=no:%llu,yes:%llu "
             "evicted-reason=descriptors:%llu,max-connections:%llu,"
             "unauthenticated-cap:%llu accept-paused=%llu auth-busy=%llu "
-            "auth-cancelled=%llu auth-rescued=%llu\n",
+            "auth-cancelled=%llu auth-rescued=%llu auth-waited=%llu\n",
             (unsigned long long)st.accepted, (unsigned long long)st.ended,
             (unsigned long long)st.login_timeouts, (unsigned long long)st.throttled,
             (unsigned long long)st.throttle_overflow,
@@ -294,7 +294,7 @@ static void log_stats(const cw_server *s, FILE *log)
             (unsigned long long)st.evicted_unauth_cap,
             (unsigned long long)st.accept_paused,
             (unsigned long long)st.auth_busy, (unsigned long long)st.auth_cancelled,
-            (unsigned long long)st.auth_rescued);
+            (unsigned long long)st.auth_rescued, (unsigned long long)st.auth_waited);
     fflush(log);
 }
 
