@@ -158,9 +158,9 @@ static int parse_table(const char *path, struct cwt_sock **rows, int *n,
     while (fgets(line, sizeof line, f)) {
         char local[64], remote[64];
         unsigned st;
-        unsigned long inode;
-        if (sscanf(line, " %*d: %63s %63s %x %*s %*s %*s %*d %*d %lu",
-                   local, remote, &st, &inode) != 4)
+        unsigned long inode, txq, rxq;
+        if (sscanf(line, " %*d: %63s %63s %x %lx:%lx %*s %*s %*d %*d %lu",
+                   local, remote, &st, &txq, &rxq, &inode) != 6)
             continue;
         if (*n == *cap) {
             *cap = *cap ? *cap * 2 : 256;
@@ -172,6 +172,7 @@ static int parse_table(const char *path, struct cwt_sock **rows, int *n,
         s->lport = (int)strtol(strchr(local, ':') + 1, NULL, 16);
         s->rport = (int)strtol(strchr(remote, ':') + 1, NULL, 16);
         s->inode = inode;
+        s->rxq = (long)rxq;
         s->laddr = strlen(local) == 13 ? ntohl((uint32_t)strtoul(local, NULL, 16)) : 0;
     }
     fclose(f);
@@ -211,6 +212,18 @@ int cwt_count_addr(int state, const char *addr)
         count += (!state || rows[i].state == state) && rows[i].laddr == ntohl(a.s_addr);
     free(rows);
     return count;
+}
+
+long cwt_rx_queue(int lport, int rport)
+{
+    struct cwt_sock *rows;
+    int n = cwt_tcp_table(&rows);
+    long rxq = -1;
+    for (int i = 0; i < n && rxq < 0; i++)
+        if (rows[i].lport == lport && rows[i].rport == rport)
+            rxq = rows[i].rxq;
+    free(rows);
+    return rxq;
 }
 
 int cwt_wait_count(int state, int lport, int rport, int want, int timeout_ms)

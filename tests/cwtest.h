@@ -37,6 +37,7 @@ struct cwt_sock {
     int state;
     int lport, rport;
     unsigned long inode;
+    long rxq;         /* bytes received, not yet read by the process */
     uint32_t laddr;   /* IPv4 local address, host order (0 for IPv6) */
 };
 
@@ -51,6 +52,10 @@ int cwt_count(int state, int lport, int rport);
 /* Count IPv4 sockets in `state` (0 = any) whose local address is `addr`
  * ("127.0.0.2"). */
 int cwt_count_addr(int state, const char *addr);
+
+/* The receive queue of the socket lport -> rport (bytes the kernel holds
+ * that its process has not read), or -1 when the kernel has no such row. */
+long cwt_rx_queue(int lport, int rport);
 
 /* Poll cwt_count until it equals `want` or timeout_ms passes. Returns the
  * last count seen. */

@@ -1,13 +1,15 @@
 /* test_cwtest.c - the test helpers' own promises that other tests rely
  * on: a child forked with cwt_fork (and so every cwt_spawn'ed server)
  * dies with the test process that forked it, even when that process is
- * killed and runs no teardown. */
+ * killed and runs no teardown; cwt_rx_queue reads the kernel's receive
+ * queue of the right socket. */
 // cw-test-timeout: 60
 #include "cwtest.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -79,6 +81,32 @@ static void test_plain_fork_child_outlives_parent(void **state)
     assert_int_equal(orphan_status(plain_fork, 500), -1);
 }
 
+/* cwt_rx_queue against the kernel's own answer to its process (FIONREAD
+ * on the receiving descriptor), for bytes that were never read; -1 for a
+ * connection that is not there. */
+static void test_rx_queue(void **state)
+{
+    cw_conn *c = NULL;
+    int s = -1;
+    cwt_pair_raw(NULL, &c, &s);
+    int lport = cwt_peer_port(c), rport = cwt_local_port(c);
+    assert_int_equal(cwt_rx_queue(lport, rport), 0);
+    static const char data[1000];
+    assert_int_equal(send(cw_conn_fd(c), data, sizeof data, 0), (ssize_t)sizeof data);
+    int inq = 0;
+    for (int i = 0; i < 500 && inq < (int)sizeof data; i++) {   /* loopback: at once */
+        assert_int_equal(ioctl(s, FIONREAD, &inq), 0);
+        cwt_sleep_ms(1);
+    }
+    assert_int_equal(inq, (int)sizeof data);
+    assert_int_equal(cwt_rx_queue(lport, rport), (long)sizeof data);
+    assert_int_equal(cwt_rx_queue(rport, lport), 0);   /* the sender's side */
+    assert_int_equal(cw_close(&c, CW_CLOSE_ABORT, 0), CW_OK);   /* RST: no TIME_WAIT */
+    close(s);
+    assert_int_equal(cwt_rx_queue(lport, rport), -1);
+    assert_int_equal(cwt_rx_queue(rport, lport), -1);
+}
+
 int main(void)
 {
     cwt_private_netns();
@@ -88,6 +116,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         CWT_TEST(test_fork_child_dies_with_parent),
         CWT_TEST(test_plain_fork_child_outlives_parent),
+        CWT_TEST(test_rx_queue),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -142,25 +142,6 @@ static size_t tcp_mem_max(const char *name)
     return max;
 }
 
-/* The kernel's rx_queue (bytes received, not yet read by the process) of
- * the IPv4 socket lport -> rport, from /proc/net/tcp; -1 when absent. */
-static long rx_queue(int lport, int rport)
-{
-    FILE *f = fopen("/proc/net/tcp", "r");
-    assert_non_null(f);
-    char line[256];
-    long rx = -1;
-    while (rx < 0 && fgets(line, sizeof line, f)) {
-        unsigned lp, rp;
-        unsigned long tx, q;
-        if (sscanf(line, " %*d: %*x:%x %*x:%x %*x %lx:%lx", &lp, &rp, &tx, &q) == 4 &&
-            (int)lp == lport && (int)rp == rport)
-            rx = (long)q;
-    }
-    fclose(f);
-    return rx;
-}
-
 /* A client that sends a lot and never reads: the server's backpressure
  * stops it reading, the client's own buffers fill, and when the client
  * gives up and closes, nothing stays behind on the server.
@@ -194,7 +175,7 @@ static void test_echo_server_client_never_reads(void **state)
     struct sockaddr_in me;
     socklen_t len = sizeof me;
     assert_int_equal(getsockname(c, (struct sockaddr *)&me, &len), 0);
-    long unread = rx_queue(port, ntohs(me.sin_port));
+    long unread = cwt_rx_queue(port, ntohs(me.sin_port));
     printf("# a client that never reads got %zu bytes accepted before the server "
            "stopped reading (%ld unread in its receive queue; cap %zu)\n", sent, unread, cap);
     assert_true(paused);
