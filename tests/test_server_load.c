@@ -249,6 +249,24 @@ static int local_port(int fd)
     return ntohs(a.sin_port);
 }
 
+/* The first check calibrates the hash methods (over 100 ms): get it done
+ * with one right login (`auth`, from 127.0.0.<host>), and wait until the
+ * server has closed that client (gone from the kernel's table: not a
+ * guessed sleep). Returns the server's descriptor count then, the base
+ * nothing may stay above. */
+static int warm_up(struct srv *s, int host, const char *auth)
+{
+    char line[64];
+    int warm = raw_dial_from(s, host);
+    put(warm, auth);
+    assert_true(get(warm, line, sizeof line, LOGIN_MS) >= 0);
+    assert_string_equal(line, "OK");
+    int wport = local_port(warm);
+    close(warm);
+    assert_int_equal(cwt_wait_count(0, s->port, wport, 0, 10000), 0);
+    return cwt_fd_count_pid(s->pid);
+}
+
 /* The server's descriptor count once it is `want`, or the last seen after
  * ms: closes follow a client's leave within a loop pass, not at once. */
 static int fds_settle(pid_t pid, int want, int ms)
@@ -412,17 +430,7 @@ static void test_leave_during_check(void **state)
     struct srv s;
     srv_start(&s, args);
     char line[256];
-    int warm = raw_dial(&s);   /* the first check calibrates: get it done */
-    put(warm, "AUTH y pw-y\n");
-    assert_true(get(warm, line, sizeof line, LOGIN_MS) >= 0);
-    struct sockaddr_in wa;
-    socklen_t wlen = sizeof wa;
-    assert_int_equal(getsockname(warm, (struct sockaddr *)&wa, &wlen), 0);
-    close(warm);
-    /* the base count once the server closed its side (gone from the
-     * kernel's table), not after a guessed sleep */
-    assert_int_equal(cwt_wait_count(0, s.port, ntohs(wa.sin_port), 0, 10000), 0);
-    int base = cwt_fd_count_pid(s.pid);
+    int base = warm_up(&s, 1, "AUTH y pw-y\n");
     int block[6];
     for (int i = 0; i < 6; i++) {
         block[i] = raw_dial(&s);
@@ -578,15 +586,7 @@ static void test_leave_while_hashing(void **state)
                           "--max-auth-failures", "0", NULL};
     struct srv s;
     srv_start_creds(&s, dear, args);
-    char line[256];
-    int warm = raw_dial(&s);   /* the first check calibrates: get it done */
-    put(warm, "AUTH d pw-d\n");
-    assert_true(get(warm, line, sizeof line, LOGIN_MS) >= 0);
-    assert_string_equal(line, "OK");
-    int wport = local_port(warm);
-    close(warm);
-    assert_int_equal(cwt_wait_count(0, s.port, wport, 0, 10000), 0);
-    int base = cwt_fd_count_pid(s.pid);
+    int base = warm_up(&s, 1, "AUTH d pw-d\n");
     int fport = leave_mid_hash(&s, base, 0);
     int rport = leave_mid_hash(&s, base, 1);
     static struct logbuf lgb;
@@ -915,39 +915,18 @@ static void test_logins_at_once(void **state)
 
 #define BLOCKERS 8
 
-/* The server's receive queue on fd's connection (IPv4), from the
- * kernel's table; -1 if the row is not there. */
-static long server_rxq(struct srv *s, int fd)
-{
-    struct sockaddr_in me;
-    socklen_t len = sizeof me;
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&me, &len), 0);
-    FILE *f = fopen("/proc/net/tcp", "re");
-    assert_non_null(f);
-    char line[512];
-    long rxq = -1;
-    while (rxq < 0 && fgets(line, sizeof line, f)) {
-        unsigned lport, rport;
-        unsigned long tx, rx;
-        if (sscanf(line, " %*d: %*8X:%X %*8X:%X %*X %lX:%lX", &lport, &rport, &tx, &rx) == 4 &&
-            (int)lport == s->port && rport == ntohs(me.sin_port))
-            rxq = (long)rx;
-    }
-    fclose(f);
-    return rxq;
-}
-
 /* Until the server has read what was sent on fd: the server's kernel has
  * acknowledged it all, and its receive queue is empty. A loop handles
  * what it reads in the same pass, so the request has been served (here:
  * its check queued) by the time another client's request can be. */
 static void served(struct srv *s, int fd)
 {
+    int port = local_port(fd);
     int64_t end = cw_now_ms() + 10000;
     for (;;) {
         int outq = -1;
         assert_int_equal(ioctl(fd, SIOCOUTQ, &outq), 0);
-        if (outq == 0 && server_rxq(s, fd) == 0)
+        if (outq == 0 && cwt_rx_queue(s->port, port) == 0)
             return;
         assert_true(cw_now_ms() < end);
         cwt_sleep_ms(1);
@@ -967,15 +946,7 @@ static void test_leave_while_waiting(void **state)
     struct srv s;
     srv_start(&s, args);
     char line[64];
-    int warm = raw_dial_from(&s, 20);   /* the first check calibrates */
-    put(warm, "AUTH y pw-y\n");
-    assert_true(get(warm, line, sizeof line, LOGIN_MS) >= 0);
-    struct sockaddr_in wa;
-    socklen_t wlen = sizeof wa;
-    assert_int_equal(getsockname(warm, (struct sockaddr *)&wa, &wlen), 0);
-    close(warm);
-    assert_int_equal(cwt_wait_count(0, s.port, ntohs(wa.sin_port), 0, 10000), 0);
-    int base = cwt_fd_count_pid(s.pid);
+    int base = warm_up(&s, 20, "AUTH y pw-y\n");   /* not 127.0.0.1's budget */
     /* the one thread busy with 8 yescrypt checks (over 100 ms), each
      * from its own address: the account's limit is far */
     int block[BLOCKERS];
