@@ -101,9 +101,8 @@ struct rec {
     int64_t at_ms;
 };
 
-static void on_answer(void *data, int ok, const char *user, size_t ulen)
+static void on_answer(void *data, int ok)
 {
-    assert_true(ulen > 0 && ulen < 16 && user[0] != '\0');
     struct rec *r = data;
     assert_false(r->in_submit);
     r->done++;
@@ -243,9 +242,9 @@ static void test_padding_on_loop(void **state)
 /* Cancel in every state: queued, running, posted, deferred, and from
  * another job's callback. A cancelled callback never runs. */
 static cw__authjob *victim;
-static void on_answer_cancel(void *data, int ok, const char *user, size_t ulen)
+static void on_answer_cancel(void *data, int ok)
 {
-    on_answer(data, ok, user, ulen);
+    on_answer(data, ok);
     if (victim)
         cw__authjob_cancel(victim);
     victim = NULL;
@@ -841,7 +840,7 @@ struct storm {
     int64_t last_ns, max_gap_ns, max_call_ns, end_ms;
 };
 
-static void on_storm_answer(void *data, int ok, const char *user, size_t ulen)
+static void on_storm_answer(void *data, int ok)
 {
     cw__authjob **slot = data;
     *slot = NULL;

@@ -144,9 +144,9 @@ struct cw__authjob {
     int64_t due_ns, watch_at, watch_cpu;
     int answer;                 /* the slot whose result answers */
     uint8_t kind, state, runners, released, rescued;
-    uint16_t ulen, plen;
+    uint16_t plen;
     char setting[CRYPT_OUTPUT_SIZE];   /* tset's copy */
-    char buf[];                 /* user, then password and a NUL */
+    char buf[];                 /* the password and a NUL */
 };
 
 struct cw__authpool {
@@ -224,7 +224,7 @@ static void junlink(struct jlist *l, cw__authjob *j)
 
 static void job_free(cw__authjob *j)
 {
-    explicit_bzero(j->buf, (size_t)j->ulen + j->plen);
+    explicit_bzero(j->buf, j->plen);
     free(j->cal);
     free(j->cal_orig);
     free(j);
@@ -292,7 +292,7 @@ static void run(struct worker *w, cw__authjob *j, struct crypt_data *cd)
             cw__auth_calib_run(j->cal, cd);
     } else if (cd) {   /* without its 32 KiB the thread answers "bad" */
         int64_t c0 = clock_ns(CLOCK_THREAD_CPUTIME_ID);
-        r->ok = cw__auth_hash(cd, &j->tset, j->buf + j->ulen, &r->tm);
+        r->ok = cw__auth_hash(cd, &j->tset, j->buf, &r->tm);
         r->tm.cpu = clock_ns(CLOCK_THREAD_CPUTIME_ID) - c0;   /* cw__auth_pad */
     } else {
         r->tm.t0 = r->tm.t1 = cw__auth_now_ns();
@@ -581,7 +581,7 @@ static void take(cw__authpool *p, cw__authport *pt, cw__authjob *j, int slot)
     if (j->released || j->kind == K_CALIB)
         job_free(j);
     else   /* the password is read by no one now */
-        explicit_bzero(j->buf + j->ulen, j->plen);
+        explicit_bzero(j->buf, j->plen);
 }
 
 /* The port's posts, oldest first. */
@@ -613,7 +613,7 @@ static void answer(cw__authport *pt, cw__authjob *j, struct jlist *from)
     j->released = 1;
     int mine = j->runners == 0;   /* else freed with the rescue's post */
     pthread_mutex_unlock(&p->mu);
-    j->cb(j->data, j->res[j->answer].ok, j->buf, j->ulen);
+    j->cb(j->data, j->res[j->answer].ok);
     if (mine)
         job_free(j);
 }
@@ -833,12 +833,11 @@ int cw__authport_submit(cw__authport *pt, const char *user, size_t ulen,
                         const char *pass, size_t plen, cw__authjob_cb *cb,
                         void *data, cw__authjob **job)
 {
-    if (!pt || !user || !pass || !cb || !job || ulen > UINT16_MAX ||
-        plen > UINT16_MAX)
+    if (!pt || !user || !pass || !cb || !job || plen > UINT16_MAX)
         return CW_EINVAL;
     *job = NULL;
     cw__authpool *p = pt->pool;
-    cw__authjob *j = calloc(1, sizeof *j + ulen + plen + 1);
+    cw__authjob *j = calloc(1, sizeof *j + plen + 1);
     if (!j)
         return -ENOMEM;
     HG_ATOMIC(j->hashed);
@@ -847,10 +846,8 @@ int cw__authport_submit(cw__authport *pt, const char *user, size_t ulen,
     j->port = pt;
     j->cb = cb;
     j->data = data;
-    j->ulen = (uint16_t)ulen;
     j->plen = (uint16_t)plen;
-    memcpy(j->buf, user, ulen);
-    memcpy(j->buf + ulen, pass, plen);
+    memcpy(j->buf, pass, plen);
     /* The watch first: a check queued without it could wait for ever on
      * a starved thread. Started for nothing if the queue is full: it
      * then finds nothing in flight and stops. */

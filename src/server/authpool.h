@@ -21,12 +21,11 @@ typedef struct cw__authpool cw__authpool;
 typedef struct cw__authport cw__authport;
 typedef struct cw__authjob cw__authjob;
 
-/* ok: 1 good credentials, 0 bad; user/ulen: the name checked, valid
- * during the call. The job handle is invalid from the start of this call
- * (do not cancel it). It may cancel or submit other jobs, but must not
- * free its own port (the port's loop goes on with that port's other
- * answers after it returns). */
-typedef void cw__authjob_cb(void *data, int ok, const char *user, size_t ulen);
+/* ok: 1 good credentials, 0 bad (data says whose). The job handle is
+ * invalid from the start of this call (do not cancel it). It may cancel
+ * or submit other jobs, but must not free its own port (the port's loop
+ * goes on with that port's other answers after it returns). */
+typedef void cw__authjob_cb(void *data, int ok);
 
 /* workers check threads (0 = one per online CPU) and as many rescuers
  * (authpool.c says when they run), started with the first submitted
@@ -74,8 +73,8 @@ int cw__authport_new(cw__authpool *p, cw_loop *loop, cw__authport **out);
  * pool). */
 void cw__authport_free(cw__authport *pt);
 
-/* Queue a check of user/pass (both copied; the password copy is wiped
- * once hashed). Returns CW_OK with *job set (valid until the callback
+/* Queue a check of user/pass (the user is looked up now; the password
+ * is copied, and the copy wiped once hashed). Returns CW_OK with *job set (valid until the callback
  * starts or cw__authjob_cancel), -EBUSY when queue_max checks already
  * wait (answer the client at once: nothing was queued), or -ENOMEM. */
 int cw__authport_submit(cw__authport *pt, const char *user, size_t ulen,

@@ -604,7 +604,7 @@ static int peer_left(cw_stream *st)
     return k == 0 || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
-static void on_checked(void *data, int ok, const char *user, size_t ulen)
+static void on_checked(void *data, int ok)
 {
     cw_stream *st = data;
     cw_server *s = cw_stream_data(st);
