@@ -88,10 +88,12 @@ enum {
 };
 
 /* A session: its stream's user area. With the stream (128 bytes) it must
- * fit a 176-byte malloc chunk: an idle session costs that and a timer
- * heap slot (docs/BENCHMARKS.md: <= 200 bytes). Hence the bit-fields, a
- * one-byte reason and a 32-bit start time (cw_now_ms() modulo 2^32:
- * differences stay right for sessions shorter than 49 days). */
+ * fit a 176-byte malloc chunk: that chunk is all an idle session costs
+ * (its timeout is a FIFO queue entry inside the stream, tqueue.c, not a
+ * timer-heap slot), and docs/BENCHMARKS.md holds it to <= 200 bytes.
+ * Hence the bit-fields, a one-byte reason and a 32-bit start time
+ * (cw_now_ms() modulo 2^32: differences stay right for sessions shorter
+ * than 49 days). */
 struct sess {
     char *rbuf;                  /* unprocessed input, only when some */
     uint32_t start;              /* cw_now_ms() at accept, low 32 bits */
