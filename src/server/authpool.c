@@ -32,8 +32,9 @@
  * kernel's wake-up placement counts a core running only SCHED_IDLE tasks
  * as idle (select_idle_sibling, sched_idle_cpu), so woken loops go to the
  * core a check is hashing on instead of queueing behind one another on
- * the other core; at nice 19 that core counts as busy (echo p99 1.1-1.9 ms
- * with sha512 logins: docs/BENCHMARKS.md, "server under auth load"). But
+ * the other core; at nice 19 that core counts as busy (sha512 logins at
+ * K=8: echo p99 0.68-0.75 ms at nice 19 against 0.09-0.10 at SCHED_IDLE,
+ * docs/BENCHMARKS.md, "Server under auth load"). But
  * SCHED_IDLE has weight 3 against a nice-0 task's 1024, and an
  * unprivileged thread cannot leave it again: on a machine kept busy by
  * other programs a yescrypt check took 11 s. So as many rescuers sleep
