@@ -74,9 +74,10 @@ int cw__authport_new(cw__authpool *p, cw_loop *loop, cw__authport **out);
 void cw__authport_free(cw__authport *pt);
 
 /* Queue a check of user/pass (the user is looked up now; the password
- * is copied, and the copy wiped once hashed). Returns CW_OK with *job set (valid until the callback
- * starts or cw__authjob_cancel), -EBUSY when queue_max checks already
- * wait (answer the client at once: nothing was queued), or -ENOMEM. */
+ * is copied, and the copy wiped once hashed). Returns CW_OK with *job
+ * set (valid until the callback starts or cw__authjob_cancel), -EBUSY
+ * when queue_max checks already wait (answer the client at once: nothing
+ * was queued), or -ENOMEM. */
 int cw__authport_submit(cw__authport *pt, const char *user, size_t ulen,
                         const char *pass, size_t plen, cw__authjob_cb *cb,
                         void *data, cw__authjob **job);
