@@ -606,6 +606,23 @@ static int peer_left(cw_stream *st)
     return k == 0 || (k < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
+/* A login's answer, checked here or on a thread: its hold ends as the
+ * answer says, and the client gets OK or its last line. */
+static void answer_login(cw_server *s, cw_stream *st, struct sess *c, int ok,
+                         struct cw__thr_hold *hold)
+{
+    int first = cw__throttle_end(s->thr, hold, ok ? CW__THR_PASSED : CW__THR_FAILED,
+                                 now_ms(s));
+    if (!ok) {
+        if (first)
+            log_table_full(s);
+        finish(s, st, c, "ERR bad credentials", END_AUTH_FAILED);
+        return;
+    }
+    authenticated(s, st, c);
+    reply_str(st, c, "OK");
+}
+
 static void on_checked(void *data, int ok)
 {
     cw_stream *st = data;
@@ -617,25 +634,16 @@ static void on_checked(void *data, int ok)
     /* Its FIN or RST may wait in the same loop iteration as the answer:
      * it left during the check, so no reply (and no failure: nobody
      * learnt the answer); reading its end next closes the session. */
-    int left = peer_left(st);
-    int first = cw__throttle_end(s->thr, &hold,
-                                 left ? CW__THR_CANCELLED
-                                      : ok ? CW__THR_PASSED : CW__THR_FAILED,
-                                 now_ms(s));
-    wake_waiting(s);
-    if (left) {
+    if (peer_left(st)) {
+        cw__throttle_end(s->thr, &hold, CW__THR_CANCELLED, now_ms(s));
+        wake_waiting(s);
         s->st.auth_cancelled++;
         return;
     }
-    if (!ok) {
-        if (first)
-            log_table_full(s);
-        finish(s, st, c, "ERR bad credentials", END_AUTH_FAILED);
-        return;
-    }
-    authenticated(s, st, c);
-    reply_str(st, c, "OK");
-    on_drain(st);   /* serve what came behind the AUTH, read again */
+    answer_login(s, st, c, ok, &hold);
+    wake_waiting(s);
+    if (ok)
+        on_drain(st);   /* serve what came behind the AUTH, read again */
 }
 
 static void start_check(cw_server *s, cw_stream *st, struct sess *c,
@@ -728,17 +736,7 @@ static void handle_auth(cw_server *s, cw_stream *st, struct sess *c,
     }
     /* The same accounting as a check off the loop, the hold given back
      * at once (by another loop's logins, it may have been waited for). */
-    int ok = check_on_loop(s, r);
-    int first = cw__throttle_end(s->thr, &hold, ok == 1 ? CW__THR_PASSED : CW__THR_FAILED,
-                                 now_ms(s));
-    if (ok == 1) {
-        authenticated(s, st, c);
-        reply_str(st, c, "OK");
-    } else {
-        if (first)
-            log_table_full(s);
-        finish(s, st, c, "ERR bad credentials", END_AUTH_FAILED);
-    }
+    answer_login(s, st, c, check_on_loop(s, r) == 1, &hold);
 }
 
 static void handle(cw_server *s, cw_stream *st, struct sess *c, const struct cw_req *r)
