@@ -248,6 +248,8 @@ static void mask_prefix(const uint8_t addr[16], int bits, uint8_t out[16])
  * a free slot before the others. */
 enum { ID_ADDR, ID_PAIR, ID_NET, ID_ACCOUNT, NIDS };
 #define HELD_OVERFLOW (1u << NIDS)   /* the address holds the bucket */
+_Static_assert(sizeof ((struct cw__thr_hold *)0)->id == NIDS * sizeof(uint64_t),
+               "a hold has one id per counter");
 
 static uint64_t id_of(cw__throttle *t, char kind, const uint8_t *a, size_t alen,
                       const char *acct, size_t len)
@@ -359,9 +361,10 @@ static void hold(cw__throttle *t, struct cw__thr_hold *h, int64_t now)
     }
 }
 
-enum cw__thr cw__throttle_begin(cw__throttle *t, const uint8_t addr[16],
-                                const char *account, size_t len, int64_t now,
-                                struct cw__thr_hold *h)
+/* The verdict on a login, and with take a hold on its keys when it may
+ * be checked. *h is cleared unless a hold was taken. */
+static enum cw__thr ask(cw__throttle *t, const uint8_t addr[16], const char *account,
+                        size_t len, int64_t now, struct cw__thr_hold *h, int take)
 {
     memset(h, 0, sizeof *h);
     /* Off (addr_max 0, fixed at creation): no table to look at, so no
@@ -372,30 +375,31 @@ enum cw__thr cw__throttle_begin(cw__throttle *t, const uint8_t addr[16],
     make_ids(t, addr, account, len, h->id);   /* outside the lock */
     pthread_mutex_lock(&t->mu);
     enum cw__thr v = judge(t, h->id, now);
-    if (v == CW__THR_OK)
+    if (v == CW__THR_OK && take)
         hold(t, h, now);
     pthread_mutex_unlock(&t->mu);
-    if (v != CW__THR_OK)
+    if (!h->held)
         memset(h, 0, sizeof *h);
     return v;
 }
 
-uint64_t cw__throttle_ends(cw__throttle *t)
+enum cw__thr cw__throttle_begin(cw__throttle *t, const uint8_t addr[16],
+                                const char *account, size_t len, int64_t now,
+                                struct cw__thr_hold *h)
 {
-    return atomic_load_explicit(&t->ends, memory_order_acquire);
+    return ask(t, addr, account, len, now, h, 1);
 }
 
 enum cw__thr cw__throttle_check(cw__throttle *t, const uint8_t addr[16],
                                 const char *account, size_t len, int64_t now)
 {
-    if (t->o.addr_max == 0)
-        return CW__THR_OK;
-    uint64_t id[NIDS];
-    make_ids(t, addr, account, len, id);
-    pthread_mutex_lock(&t->mu);
-    enum cw__thr v = judge(t, id, now);
-    pthread_mutex_unlock(&t->mu);
-    return v;
+    struct cw__thr_hold h;
+    return ask(t, addr, account, len, now, &h, 0);
+}
+
+uint64_t cw__throttle_ends(cw__throttle *t)
+{
+    return atomic_load_explicit(&t->ends, memory_order_acquire);
 }
 
 /* A failure of an address the table could not hold. 1: the first of the
